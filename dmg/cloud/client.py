@@ -1,0 +1,161 @@
+"""HTTP client of the cloud's REST API (``/api/v1``), used by nodes and the CLI.
+
+Every method returns plain JSON (dicts and lists) and raises :mod:`dmg.errors`:
+the cloud's JSON errors are rebuilt with :func:`dmg.errors.from_json`; a cloud
+that cannot be reached raises :class:`~dmg.errors.Retryable`.
+
+Authentication: users send the API token; nodes send the token they received at
+registration. Registration itself is authenticated by the gateway's key.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from dmg.errors import BadInput, Fatal, Retryable, from_json
+
+API = "/api/v1"
+
+
+class CloudClient:
+    def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> CloudClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transport ----------------------------------------------------------------------
+    def request(self, method: str, path: str, *, json: Any = None,
+                params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        try:
+            response = self._http.request(
+                method, API + path, json=json, params=params,
+                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
+            )
+        except httpx.TimeoutException as exc:
+            raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise Retryable(
+                f"cannot reach the cloud at {self.base_url}",
+                hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?",
+            ) from exc
+        if response.status_code == 204:
+            return None
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            return body
+        if isinstance(body, dict) and "error" in body:
+            raise from_json(body)
+        if response.status_code >= 500:
+            raise Retryable(f"the cloud answered {response.status_code}")
+        if response.status_code == 422:
+            raise BadInput(f"the cloud refused the request: {body}")
+        raise Fatal(f"the cloud answered {response.status_code}: {response.text[:200]}")
+
+    # -- users: gateways and nodes ------------------------------------------------------
+    def create_gateway(self, name: str) -> dict[str, Any]:
+        """-> ``{name, status, key1, key2, ...}``; Conflict if the name is taken."""
+        return self.request("POST", "/gateways", json={"name": name})
+
+    def list_gateways(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/gateways")
+
+    def gateway(self, name: str) -> dict[str, Any]:
+        """-> ``{name, status, version, nodes: [node...], created_at}``."""
+        return self.request("GET", f"/gateways/{name}")
+
+    def gateway_keys(self, name: str) -> dict[str, Any]:
+        """-> ``{key1, key2}``."""
+        return self.request("GET", f"/gateways/{name}/keys")
+
+    def regenerate_key(self, name: str, which: str) -> dict[str, Any]:
+        """Replace ``key1`` or ``key2``; nodes registered with the old key stay registered."""
+        return self.request("POST", f"/gateways/{name}/keys/regenerate", json={"key": which})
+
+    def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
+        """-> per node: name, status, reasons, version, role, running, limit, cpu_percent,
+        memory_available, network_in, network_out, credential_status, last_heartbeat."""
+        return self.request("GET", f"/gateways/{gateway}/nodes")
+
+    def remove_node(self, gateway: str, node: str) -> None:
+        self.request("DELETE", f"/gateways/{gateway}/nodes/{node}")
+
+    # -- users: stores, pipelines, runs -------------------------------------------------
+    def add_store(self, store: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", "/stores", json=store)
+
+    def list_stores(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/stores")
+
+    def create_pipeline(self, pipeline: dict[str, Any]) -> dict[str, Any]:
+        """``{name, gateway, activities: [{name, source: {store, path}, sink: {store, path},
+        options}]}``; BadInput for a missing field, NotFound for an unknown store/gateway."""
+        return self.request("POST", "/pipelines", json=pipeline)
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        return self.request("GET", "/pipelines")
+
+    def run_pipeline(self, name: str) -> dict[str, Any]:
+        """Start a run: its activity runs are Queued for the pipeline's gateway."""
+        return self.request("POST", f"/pipelines/{name}/runs")
+
+    def list_runs(self, *, limit: int = 50) -> list[dict[str, Any]]:
+        return self.request("GET", "/runs", params={"limit": limit})
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """-> ``{id, pipeline, gateway, status, created_at, started_at, ended_at,
+        activity_runs: [{id, name, status, error, files, bytes, started_at, ended_at,
+        shards: [{id, index, status, node, attempt, files, bytes, started_at, ended_at,
+        queued_at, error}]}]}``."""
+        return self.request("GET", f"/runs/{run_id}")
+
+    # -- nodes --------------------------------------------------------------------------
+    def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
+        """-> ``{gateway, node, token}``. Unauthorized for a wrong or revoked key;
+        Conflict when the name is taken; BadInput when the version is too old."""
+        return self.request("POST", "/nodes/register",
+                            json={"key": key, "name": name, "version": version})
+
+    def heartbeat(self, beat: dict[str, Any]) -> dict[str, Any]:
+        """Send a node's heartbeat; -> ``{status, reasons}`` as the cloud sees the node."""
+        return self.request("POST", "/nodes/heartbeat", json=beat)
+
+    # -- the dispatcher -----------------------------------------------------------------
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+        """Long-poll for up to ``wait`` s; -> activity runs claimed for this gateway:
+        ``[{id, run_id, name, source: {store: {...}, path}, sink: {store: {...}, path},
+        options}]`` with the full store definitions."""
+        body = self.request("POST", "/dispatch/claim",
+                            json={"epoch": epoch, "wait": wait, "limit": limit},
+                            timeout=wait + 10)
+        return list(body["activity_runs"])
+
+    def plan_shards(self, activity_run_id: str, *, epoch: int,
+                    shards: list[dict[str, Any]]) -> None:
+        """Record an activity run's shards ``[{id, index, files, bytes}]``; an empty list
+        makes the activity run succeed at once. Idempotent for the same shard ids."""
+        self.request("POST", f"/activity-runs/{activity_run_id}/shards",
+                     json={"epoch": epoch, "shards": shards})
+
+    def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
+        self.request("POST", f"/activity-runs/{activity_run_id}/fail",
+                     json={"epoch": epoch, "error": error})
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        """``{attempt, node, status: placed|running|succeeded|failed, files, bytes,
+        files_total, bytes_total, started_at, ended_at, error, wait_reason}``.
+        StaleAttempt when a newer attempt of the shard was reported."""
+        self.request("POST", f"/shards/{shard_id}/report", json=report)

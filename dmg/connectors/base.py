@@ -1,0 +1,130 @@
+"""The contract every store implements.
+
+A connector overrides a few primitives; the transfer engine derives the rest
+(see rclone's ``fs/types.go`` and fsspec's ``AbstractFileSystem``):
+
+- :meth:`Connector.list` yields every object under a prefix, recursively, sorted by
+  path. Paths are relative to the store's location, POSIX-style, never start
+  with ``/`` and never contain ``..``.
+- :meth:`Connector.stat` returns one :class:`Entry` or raises ``NotFound``.
+- :meth:`Connector.open_read` returns a binary stream from ``offset``.
+- :meth:`Connector.open_write` returns a :class:`StagedWriter`: bytes written go
+  to a staging place that nobody sees; :meth:`StagedWriter.commit` makes the
+  object visible atomically (rename, block-list commit, transaction), and
+  :meth:`StagedWriter.abort` removes the staging place. Committing the same
+  staging id twice is a no-op.
+- :meth:`Connector.delete` removes an object; deleting a missing one is not an error.
+- :meth:`Connector.check_reachable` raises a ``DmgError`` saying why this node
+  cannot use the store.
+
+Optional capabilities are announced in :attr:`Connector.capabilities` (for
+example ``"server_side_copy"``, ``"multipart"``, ``"native_checksum"``); the
+engine falls back to streaming when one is missing.
+
+Every method raises only :mod:`dmg.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, ClassVar
+
+from dmg.errors import BadInput
+
+
+@dataclass(frozen=True)
+class StoreSpec:
+    """A store definition as the cloud holds it: never a secret."""
+
+    name: str
+    type: str
+    location: str
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> StoreSpec:
+        missing = [k for k in ("name", "type", "location") if not body.get(k)]
+        if missing:
+            raise BadInput(
+                f"store definition is missing {', '.join(missing)}",
+                hint='a store needs {"name": ..., "type": "file", "location": ...}',
+            )
+        options = body.get("options") or {}
+        if not isinstance(options, dict):
+            raise BadInput("store options must be a JSON object")
+        return cls(str(body["name"]), str(body["type"]), str(body["location"]), dict(options))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "location": self.location,
+                "options": dict(self.options)}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One object in a store."""
+
+    path: str
+    size: int
+    mtime: float
+    checksum: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "mtime": self.mtime,
+                "checksum": self.checksum}
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> Entry:
+        return cls(str(body["path"]), int(body["size"]), float(body["mtime"]),
+                   body.get("checksum"))
+
+
+class StagedWriter(abc.ABC):
+    """Bytes go to a hidden staging place until :meth:`commit`."""
+
+    @abc.abstractmethod
+    def write(self, chunk: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def commit(self, *, mtime: float | None = None) -> None:
+        """Make the object visible under its final path, atomically."""
+
+    @abc.abstractmethod
+    def abort(self) -> None:
+        """Drop the staging place; safe to call twice or after a failed write."""
+
+
+class Connector(abc.ABC):
+    """A store's primitives. Subclasses set :attr:`type` and implement the rest."""
+
+    type: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, spec: StoreSpec) -> None:
+        self.spec = spec
+
+    @abc.abstractmethod
+    def list(self, prefix: str = "") -> Iterator[Entry]: ...
+
+    @abc.abstractmethod
+    def stat(self, path: str) -> Entry: ...
+
+    @abc.abstractmethod
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO: ...
+
+    @abc.abstractmethod
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter: ...
+
+    @abc.abstractmethod
+    def delete(self, path: str) -> None: ...
+
+    @abc.abstractmethod
+    def check_reachable(self) -> None: ...
+
+    def cleanup_staging(self, staging_id: str) -> int:
+        """Remove staging leftovers of ``staging_id`` (a fenced attempt); returns the count."""
+        return 0
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release clients and connections."""

@@ -1,0 +1,191 @@
+"""The ``file`` store: a local directory or a mounted network share.
+
+Writes go to a hidden staging file beside the target
+(``.dmg-staging.<staging id>.<name>``) and are renamed over it on commit, so a
+reader never sees half a file. Paths that escape the store's root (``..``,
+absolute paths, symlinks pointing out) are refused with ``PermissionDenied``.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+
+STAGING_PREFIX = ".dmg-staging."
+
+
+@contextmanager
+def _mapped_os_errors(what: str) -> Iterator[None]:
+    """Translate ``OSError`` into :mod:`dmg.errors` at the connector boundary."""
+    try:
+        yield
+    except DmgError:
+        raise
+    except FileNotFoundError as exc:
+        raise NotFound(f"{what}: no such file or directory") from exc
+    except PermissionError as exc:
+        raise PermissionDenied(f"{what}: permission denied") from exc
+    except OSError as exc:
+        if exc.errno in {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
+                         errno.ESTALE, errno.EHOSTDOWN, errno.ENETUNREACH}:
+            raise Retryable(f"{what}: {os.strerror(exc.errno)}") from exc
+        raise Fatal(f"{what}: {exc.strerror or exc}") from exc
+
+
+class _FileWriter(StagedWriter):
+    def __init__(self, target: Path, staging: Path, *, fsync: bool) -> None:
+        self._target = target
+        self._staging = staging
+        self._fsync = fsync
+        with _mapped_os_errors(f"cannot write {target}"):
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            self._fh: BinaryIO | None = open(staging, "wb")  # noqa: SIM115 - closed in commit/abort
+
+    def write(self, chunk: bytes) -> None:
+        assert self._fh is not None, "write after commit or abort"
+        with _mapped_os_errors(f"cannot write {self._target}"):
+            self._fh.write(chunk)
+
+    def commit(self, *, mtime: float | None = None) -> None:
+        if self._fh is None:
+            return
+        with _mapped_os_errors(f"cannot commit {self._target}"):
+            if self._fsync:
+                self._fh.flush()
+                os.fsync(self._fh.fileno())
+            self._fh.close()
+            self._fh = None
+            if mtime is not None:
+                os.utime(self._staging, (mtime, mtime))
+            os.replace(self._staging, self._target)
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._staging.unlink(missing_ok=True)
+
+
+class FileConnector(Connector):
+    type = "file"
+    capabilities = frozenset()
+
+    def __init__(self, spec: StoreSpec) -> None:
+        super().__init__(spec)
+        location = spec.location
+        if location.startswith("file://"):
+            location = location[len("file://"):]
+        if not location:
+            raise BadInput(f"store {spec.name!r}: location is empty")
+        self.root = Path(location).expanduser().absolute()
+        self._fsync = bool(spec.options.get("fsync", False))
+
+    # -- paths ------------------------------------------------------------------
+    def resolve(self, path: str) -> Path:
+        """The absolute path of ``path`` inside the root; refuses any escape."""
+        rel = path.replace("\\", "/").strip("/")
+        parts = [p for p in rel.split("/") if p not in ("", ".")]
+        if ".." in parts:
+            raise PermissionDenied(
+                f"path {path!r} is outside store {self.spec.name!r}",
+                hint="use a path relative to the store's location, without '..'",
+            )
+        candidate = self.root.joinpath(*parts)
+        real_root = os.path.realpath(self.root)
+        real = os.path.realpath(candidate)
+        if real != real_root and not real.startswith(real_root + os.sep):
+            raise PermissionDenied(
+                f"path {path!r} is outside store {self.spec.name!r} (it leads to {real})",
+                hint="symbolic links out of a store's root are not followed",
+            )
+        return candidate
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+    # -- primitives ---------------------------------------------------------------
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        start = self.resolve(prefix)
+        with _mapped_os_errors(f"cannot list {start}"):
+            if start.is_file():
+                yield self._entry(start)
+                return
+            if not start.is_dir():
+                raise NotFound(
+                    f"{prefix or '/'} does not exist in store {self.spec.name!r} ({start})"
+                )
+            yield from self._walk(start)
+
+    def _walk(self, directory: Path) -> Iterator[Entry]:
+        with os.scandir(directory) as it:
+            items = sorted(it, key=lambda e: e.name)
+        for item in items:
+            if item.name.startswith(STAGING_PREFIX):
+                continue
+            path = Path(item.path)
+            if item.is_symlink():
+                self.resolve(self._relative(path))  # refuses links out of the root
+            if item.is_dir():
+                yield from self._walk(path)
+            elif item.is_file():
+                yield self._entry(path)
+
+    def _entry(self, path: Path) -> Entry:
+        st = path.stat()
+        return Entry(self._relative(path), st.st_size, st.st_mtime)
+
+    def stat(self, path: str) -> Entry:
+        target = self.resolve(path)
+        with _mapped_os_errors(f"cannot stat {path!r} in store {self.spec.name!r}"):
+            if not target.is_file():
+                raise NotFound(f"{path!r} is not a file in store {self.spec.name!r}")
+            return self._entry(target)
+
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        target = self.resolve(path)
+        with _mapped_os_errors(f"cannot read {path!r} in store {self.spec.name!r}"):
+            fh = open(target, "rb")  # noqa: SIM115 - the caller closes it
+            if offset:
+                fh.seek(offset)
+            return fh
+
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        target = self.resolve(path)
+        if not target.name:
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        staging = target.with_name(f"{STAGING_PREFIX}{staging_id}.{target.name}")
+        return _FileWriter(target, staging, fsync=self._fsync)
+
+    def delete(self, path: str) -> None:
+        target = self.resolve(path)
+        with _mapped_os_errors(f"cannot delete {path!r}"):
+            target.unlink(missing_ok=True)
+
+    def check_reachable(self) -> None:
+        with _mapped_os_errors(f"store {self.spec.name!r} at {self.root}"):
+            if not self.root.exists():
+                raise NotFound(
+                    f"store {self.spec.name!r}: {self.root} does not exist on this node",
+                    hint="create it, or mount the share at the same path on every node",
+                )
+            if not self.root.is_dir():
+                raise BadInput(f"store {self.spec.name!r}: {self.root} is not a directory")
+
+    def cleanup_staging(self, staging_id: str) -> int:
+        removed = 0
+        marker = f"{STAGING_PREFIX}{staging_id}."
+        if not self.root.is_dir():
+            return 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if name.startswith(marker):
+                    Path(dirpath, name).unlink(missing_ok=True)
+                    removed += 1
+        return removed

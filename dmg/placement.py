@@ -1,0 +1,60 @@
+"""Placement maths: which node takes the next shard.
+
+Free slots = limit - running - queued. A node is eligible when it is Online, not
+draining and can reach the shard's stores. The dispatcher sends each shard to
+the eligible node with the most free slots, and holds shards back when every
+node's queue is full (back-pressure keeps per-node queues short, so losing a
+node strands little work).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+@dataclass
+class NodeLoad:
+    name: str
+    limit: int
+    running: int = 0
+    queued: int = 0
+    online: bool = True
+    draining: bool = False
+    unreachable_stores: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def free_slots(self) -> int:
+        return self.limit - self.running - self.queued
+
+    def can_take(self, stores: Iterable[str], *, max_queued: int) -> bool:
+        """True when this node may receive one more shard touching ``stores``."""
+        if not self.online or self.draining or self.limit <= 0:
+            return False
+        if self.unreachable_stores.intersection(stores):
+            return False
+        return self.free_slots + max_queued > 0
+
+
+def choose_node(
+    nodes: Sequence[NodeLoad], *, stores: Iterable[str] = (), max_queued: int = 0
+) -> NodeLoad | None:
+    """The eligible node with the most free slots (ties: the fewest queued, then name).
+
+    Returns None when no node can take the shard now. Does not change ``nodes``;
+    call :func:`record_placement` after sending.
+    """
+    wanted = frozenset(stores)
+    eligible = [n for n in nodes if n.can_take(wanted, max_queued=max_queued)]
+    if not eligible:
+        return None
+    return max(eligible, key=lambda n: (n.free_slots, -n.queued, _reverse(n.name)))
+
+
+def record_placement(node: NodeLoad) -> None:
+    node.queued += 1
+
+
+def _reverse(name: str) -> tuple[int, ...]:
+    # max() with names: prefer the alphabetically first name on a tie.
+    return tuple(-ord(c) for c in name)

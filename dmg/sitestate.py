@@ -1,0 +1,154 @@
+"""What the site's nodes share through Redis: heartbeats, worker load, shards.
+
+Key layout (all under ``dmg:<gateway>:``):
+
+==========================  ===================================================
+``hb:<node>``               JSON heartbeat of a node agent, expires on its own
+``load:<node>``             JSON ``{running, limit, pids, ts}`` from the worker
+``nodes``                   set of node names that ever sent a heartbeat
+``limit:<node>``            the node's concurrent-job limit set at runtime
+``queued:<node>``           set of shard ids placed on the node, not started
+``running:<node>``          set of shard ids the node is running
+``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``
+``pending``                 list of shard ids planned but not placed yet
+``lease`` / ``epoch``       the dispatcher lease token and fencing counter
+==========================  ===================================================
+
+A shard's ``attempt`` only grows. A worker may commit only while its attempt is
+the current one (:meth:`SiteState.is_current`); a newer attempt fences every
+older one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+SHARD_QUEUED = "queued"
+SHARD_RUNNING = "running"
+SHARD_DONE = "done"
+SHARD_FAILED = "failed"
+
+
+class SiteState:
+    def __init__(self, client: redis.Redis, gateway: str) -> None:
+        self.redis = client
+        self.gateway = gateway
+        self.prefix = f"dmg:{gateway}:"
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # -- nodes -----------------------------------------------------------------------
+    def publish_heartbeat(self, node: str, beat: dict[str, Any], *, ttl: float) -> None:
+        pipe = self.redis.pipeline()
+        pipe.set(self.key("hb", node), json.dumps(beat), px=int(ttl * 1000))
+        pipe.sadd(self.key("nodes"), node)
+        pipe.execute()
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """Live heartbeats by node name (nodes whose key expired are absent)."""
+        names = sorted(n.decode() if isinstance(n, bytes) else n
+                       for n in self.redis.smembers(self.key("nodes")))
+        if not names:
+            return {}
+        raw = self.redis.mget([self.key("hb", n) for n in names])
+        return {n: json.loads(v) for n, v in zip(names, raw, strict=True) if v}
+
+    def forget_node(self, node: str) -> None:
+        self.redis.srem(self.key("nodes"), node)
+        self.redis.delete(self.key("hb", node), self.key("load", node))
+
+    def publish_worker_load(self, node: str, *, running: int, limit: int,
+                            pids: list[int], ttl: float) -> None:
+        body = {"running": running, "limit": limit, "pids": pids, "ts": time.time()}
+        self.redis.set(self.key("load", node), json.dumps(body), px=int(ttl * 1000))
+
+    def worker_load(self, node: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.key("load", node))
+        return json.loads(raw) if raw else None
+
+    def set_limit(self, node: str, limit: int) -> None:
+        self.redis.set(self.key("limit", node), int(limit))
+
+    def limit(self, node: str) -> int | None:
+        raw = self.redis.get(self.key("limit", node))
+        return int(raw) if raw is not None else None
+
+    # -- shards ------------------------------------------------------------------------
+    def save_shard(self, shard_id: str, spec: dict[str, Any]) -> None:
+        """Record a planned shard (idempotent: an existing shard keeps its attempt)."""
+        key = self.key("shard", shard_id)
+        self.redis.hsetnx(key, "attempt", 0)
+        self.redis.hset(key, mapping={"spec": json.dumps(spec)})
+        self.redis.hsetnx(key, "state", SHARD_QUEUED)
+
+    def shard(self, shard_id: str) -> dict[str, Any] | None:
+        raw = self.redis.hgetall(self.key("shard", shard_id))
+        if not raw:
+            return None
+        body = {k.decode() if isinstance(k, bytes) else k: v.decode() if isinstance(v, bytes) else v
+                for k, v in raw.items()}
+        return {
+            "id": shard_id,
+            "spec": json.loads(body.get("spec", "{}")),
+            "attempt": int(body.get("attempt", 0)),
+            "node": body.get("node", ""),
+            "state": body.get("state", ""),
+        }
+
+    def new_attempt(self, shard_id: str, node: str) -> int:
+        """Start a new attempt of a shard on ``node``; older attempts can no longer commit."""
+        key = self.key("shard", shard_id)
+        pipe = self.redis.pipeline()
+        pipe.hincrby(key, "attempt", 1)
+        pipe.hset(key, mapping={"node": node, "state": SHARD_QUEUED})
+        pipe.sadd(self.key("queued", node), shard_id)
+        attempt = int(pipe.execute()[0])
+        return attempt
+
+    def is_current(self, shard_id: str, attempt: int) -> bool:
+        raw = self.redis.hget(self.key("shard", shard_id), "attempt")
+        return raw is not None and int(raw) == attempt
+
+    def mark_running(self, shard_id: str, attempt: int, node: str) -> bool:
+        """Move a shard from queued to running on ``node``; False if ``attempt`` is stale."""
+        if not self.is_current(shard_id, attempt):
+            return False
+        pipe = self.redis.pipeline()
+        pipe.srem(self.key("queued", node), shard_id)
+        pipe.sadd(self.key("running", node), shard_id)
+        pipe.hset(self.key("shard", shard_id), "state", SHARD_RUNNING)
+        pipe.execute()
+        return True
+
+    def mark_finished(self, shard_id: str, attempt: int, node: str, *, ok: bool) -> None:
+        pipe = self.redis.pipeline()
+        pipe.srem(self.key("queued", node), shard_id)
+        pipe.srem(self.key("running", node), shard_id)
+        if self.is_current(shard_id, attempt):
+            pipe.hset(self.key("shard", shard_id), "state", SHARD_DONE if ok else SHARD_FAILED)
+        pipe.execute()
+
+    def queued(self, node: str) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.key("queued", node))}
+
+    def running(self, node: str) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.key("running", node))}
+
+    # -- dispatcher backlog -------------------------------------------------------------
+    def push_pending(self, *shard_ids: str) -> None:
+        if shard_ids:
+            self.redis.rpush(self.key("pending"), *shard_ids)
+
+    def pending(self) -> list[str]:
+        return [m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.lrange(self.key("pending"), 0, -1)]
+
+    def drop_pending(self, shard_id: str) -> None:
+        self.redis.lrem(self.key("pending"), 1, shard_id)

@@ -1,0 +1,127 @@
+"""One settings object for every dmg process.
+
+Built once from ``DMG_*`` environment variables and an optional TOML file
+(``DMG_CONFIG``, else ``<data dir>/dmg.toml`` when it exists). Environment wins
+over the file; the file wins over the defaults in :mod:`settings.defaults`.
+This package is the only place that reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from settings import defaults
+
+__all__ = ["Settings", "SettingsError", "load"]
+
+
+class SettingsError(ValueError):
+    """A setting has a value dmg cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(defaults.DATA_DIR)
+    redis_url: str = defaults.REDIS_URL
+    cloud_url: str = defaults.CLOUD_URL
+    cloud_bind: str = defaults.CLOUD_BIND
+    cloud_db: str = ""
+    api_token: str = ""
+    node_name: str = ""
+    node_concurrency: int = 0
+    heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
+    offline_after: float = defaults.OFFLINE_AFTER
+    lease_ttl: float = defaults.LEASE_TTL
+    claim_wait: float = defaults.CLAIM_WAIT
+    shard_max_files: int = defaults.SHARD_MAX_FILES
+    shard_max_bytes: int = defaults.SHARD_MAX_BYTES
+    max_queued_per_node: int = defaults.MAX_QUEUED_PER_NODE
+    max_nodes_per_gateway: int = defaults.MAX_NODES_PER_GATEWAY
+    flower_port: int = defaults.FLOWER_PORT
+    flower_user: str = defaults.FLOWER_USER
+    flower_password: str = ""
+    log_level: str = defaults.LOG_LEVEL
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cloud_db_url(self) -> str:
+        """The cloud database URL: ``DMG_CLOUD_DB`` or SQLite in the data dir."""
+        if self.cloud_db:
+            return self.cloud_db
+        return f"sqlite:///{(self.data_dir / 'cloud' / 'cloud.db').resolve()}"
+
+    @property
+    def default_node_name(self) -> str:
+        return self.node_name or socket.gethostname().split(".")[0]
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, kind: type) -> Any:
+    try:
+        if kind is Path:
+            return Path(str(raw)).expanduser()
+        if kind is bool:
+            return str(raw).lower() in {"1", "true", "yes", "on"}
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(
+            f"DMG_{name.upper()}={raw!r} is not a valid {kind.__name__}; "
+            "fix the variable or the TOML file"
+        ) from exc
+
+
+_KINDS: dict[str, type] = {
+    "data_dir": Path,
+    "node_concurrency": int,
+    "heartbeat_interval": float,
+    "offline_after": float,
+    "lease_ttl": float,
+    "claim_wait": float,
+    "shard_max_files": int,
+    "shard_max_bytes": int,
+    "max_queued_per_node": int,
+    "max_nodes_per_gateway": int,
+    "flower_port": int,
+}
+
+
+def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build the settings from the environment, the TOML file and ``overrides``.
+
+    Raises :class:`SettingsError` when a value cannot be used.
+    """
+    env = dict(os.environ if environ is None else environ)
+    names = [f.name for f in fields(Settings) if f.name != "extra"]
+    values: dict[str, Any] = {}
+
+    data_dir = Path(env.get("DMG_DATA_DIR", defaults.DATA_DIR)).expanduser()
+    config_path = env.get("DMG_CONFIG") or str(data_dir / "dmg.toml")
+    if Path(config_path).is_file():
+        try:
+            with open(config_path, "rb") as fh:
+                from_file = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{config_path} is not valid TOML: {exc}") from exc
+        unknown = sorted(set(from_file) - set(names))
+        if unknown:
+            raise SettingsError(f"{config_path}: unknown settings {', '.join(unknown)}")
+        values.update(from_file)
+    elif env.get("DMG_CONFIG"):
+        raise SettingsError(f"DMG_CONFIG={config_path} does not exist")
+
+    for name in names:
+        key = f"DMG_{name.upper()}"
+        if key in env:
+            values[name] = env[key]
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    for name, raw in list(values.items()):
+        values[name] = _coerce(name, raw, _KINDS.get(name, str))
+    return Settings(**values)

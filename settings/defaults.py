@@ -1,0 +1,29 @@
+"""Documented defaults for every setting (override with ``DMG_<NAME>``)."""
+
+from __future__ import annotations
+
+#: Where embedded Redis, the SQLite cloud database, node state and logs live.
+DATA_DIR = ".dmg"
+#: The site broker: Celery broker and results, leases, node registry.
+REDIS_URL = "redis://127.0.0.1:6479/0"
+#: Where nodes and the CLI reach the control plane.
+CLOUD_URL = "http://127.0.0.1:8050"
+CLOUD_BIND = "127.0.0.1:8050"
+#: Seconds between node heartbeats (Redis and cloud).
+HEARTBEAT_INTERVAL = 2.0
+#: Seconds without a heartbeat before a node is Offline.
+OFFLINE_AFTER = 10.0
+#: Seconds a dispatcher lease lives without renewal.
+LEASE_TTL = 6.0
+#: Seconds a dispatcher's long-poll for activity runs waits at most.
+CLAIM_WAIT = 20.0
+#: A shard holds at most this many files ...
+SHARD_MAX_FILES = 64
+#: ... and at most this many bytes (a single larger file is a shard of its own).
+SHARD_MAX_BYTES = 256 * 1024 * 1024
+#: Shards placed on a node beyond its free slots (keeps node queues short).
+MAX_QUEUED_PER_NODE = 1
+MAX_NODES_PER_GATEWAY = 64
+FLOWER_PORT = 5555
+FLOWER_USER = "admin"
+LOG_LEVEL = "INFO"
