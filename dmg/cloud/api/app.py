@@ -1,0 +1,56 @@
+"""The cloud's FastAPI application."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+
+from dmg.cloud import keys
+from dmg.cloud.api import nodes, users
+from dmg.cloud.api.errors import install_error_handlers
+from dmg.cloud.api.notify import RunNotifier
+from dmg.cloud.db import Database
+from dmg.cloud.service import CloudService
+from dmg.version import __version__
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """Open the database at ``settings.cloud_db_url``, migrate it to head, and build the app.
+
+    Raises BadInput for an unusable database URL; SQLAlchemy errors if the database
+    cannot be reached.
+    """
+    db = Database(settings.cloud_db_url)
+    db.migrate()
+    service = CloudService(settings, db)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        db.dispose()
+
+    app = FastAPI(title="dmg cloud", version=__version__, lifespan=lifespan,
+                  description="Control plane of dmg, the data movement gateway.")
+    app.state.service = service
+    app.state.api_token = keys.api_token(settings)
+    app.state.notifier = RunNotifier()
+    install_error_handlers(app)
+
+    health = APIRouter()
+
+    @health.get("/health", tags=["health"])
+    def health_check() -> dict[str, Any]:
+        """Unauthenticated liveness: ``{status: "ok", version, database}``."""
+        return {"status": "ok", "version": __version__, "database": db.dialect}
+
+    app.include_router(health, prefix="/api/v1")
+    app.include_router(users.router, prefix="/api/v1")
+    app.include_router(nodes.router, prefix="/api/v1")
+    return app

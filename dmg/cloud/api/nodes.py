@@ -1,0 +1,69 @@
+"""Routes for nodes: registration (gateway key), heartbeats, and dispatch (node token)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+
+from dmg.cloud.api.auth import Node, Service
+from dmg.cloud.schemas import (
+    MAX_CLAIM_WAIT,
+    Claim,
+    FailActivityRun,
+    Heartbeat,
+    NodeRegister,
+    PlanShards,
+    ShardReport,
+)
+
+router = APIRouter()
+
+#: How often a waiting long-poll re-reads the database (runs queued by another process).
+RECHECK = 0.5
+
+
+@router.post("/nodes/register", status_code=201, tags=["nodes"])
+def register_node(body: NodeRegister, svc: Service) -> dict[str, Any]:
+    """Register a node with a gateway key; -> ``{gateway, node, token}``."""
+    return svc.register_node(key=body.key, name=body.name, version=body.version)
+
+
+@router.post("/nodes/heartbeat", tags=["nodes"])
+def heartbeat(body: Heartbeat, node: Node, svc: Service) -> dict[str, Any]:
+    """Record a node's heartbeat; -> ``{status, reasons}``."""
+    return svc.heartbeat(node, body)
+
+
+@router.post("/dispatch/claim", tags=["dispatch"])
+async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict[str, Any]:
+    """Long-poll up to ``wait`` s (at most 60) for Queued activity runs of the node's
+    gateway and claim them; -> ``{activity_runs: [...]}`` (empty when none came)."""
+    notifier = request.app.state.notifier
+    deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
+    while True:
+        claimed = await run_in_threadpool(svc.claim, node, epoch=body.epoch, limit=body.limit)
+        remaining = deadline - time.monotonic()
+        if claimed or remaining <= 0:
+            return {"activity_runs": claimed}
+        await notifier.wait(node.gateway_id, min(RECHECK, remaining))
+
+
+@router.post("/activity-runs/{activity_run_id}/shards", tags=["dispatch"])
+def plan_shards(activity_run_id: str, body: PlanShards, node: Node, svc: Service) -> dict[str, Any]:
+    """Record the shards of a claimed activity run (idempotent); none -> Succeeded."""
+    return svc.plan_shards(node, activity_run_id, epoch=body.epoch, shards=body.shards)
+
+
+@router.post("/activity-runs/{activity_run_id}/fail", tags=["dispatch"])
+def fail_activity_run(activity_run_id: str, body: FailActivityRun, node: Node,
+                      svc: Service) -> dict[str, Any]:
+    return svc.fail_activity_run(node, activity_run_id, epoch=body.epoch, error=body.error)
+
+
+@router.post("/shards/{shard_id}/report", tags=["dispatch"])
+def report_shard(shard_id: str, body: ShardReport, node: Node, svc: Service) -> dict[str, Any]:
+    """Record a shard's progress or result; 409 stale_attempt if a newer attempt exists."""
+    return svc.report_shard(node, shard_id, body)

@@ -1,0 +1,92 @@
+"""Routes for users (API token): gateways, nodes, stores, pipelines, runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from dmg.cloud.api.auth import Service, require_user
+from dmg.cloud.schemas import GatewayCreate, KeyRegenerate, PipelineCreate, StoreCreate
+
+router = APIRouter(dependencies=[Depends(require_user)])
+
+
+@router.post("/gateways", status_code=201, tags=["gateways"])
+def create_gateway(body: GatewayCreate, svc: Service) -> dict[str, Any]:
+    """Create a logical gateway; -> ``{name, status, key1, key2, ...}``."""
+    return svc.create_gateway(body.name)
+
+
+@router.get("/gateways", tags=["gateways"])
+def list_gateways(svc: Service) -> list[dict[str, Any]]:
+    return svc.list_gateways()
+
+
+@router.get("/gateways/{name}", tags=["gateways"])
+def gateway(name: str, svc: Service) -> dict[str, Any]:
+    """-> ``{name, status, version, nodes: [...], created_at}``."""
+    return svc.gateway(name)
+
+
+@router.get("/gateways/{name}/keys", tags=["gateways"])
+def gateway_keys(name: str, svc: Service) -> dict[str, str]:
+    return svc.gateway_keys(name)
+
+
+@router.post("/gateways/{name}/keys/regenerate", tags=["gateways"])
+def regenerate_key(name: str, body: KeyRegenerate, svc: Service) -> dict[str, str]:
+    """Replace one key; the old one stops registering nodes, registered nodes stay."""
+    return svc.regenerate_key(name, body.key)
+
+
+@router.get("/gateways/{name}/nodes", tags=["nodes"])
+def list_nodes(name: str, svc: Service) -> list[dict[str, Any]]:
+    return svc.list_nodes(name)
+
+
+@router.delete("/gateways/{name}/nodes/{node}", status_code=204, tags=["nodes"])
+def remove_node(name: str, node: str, svc: Service) -> Response:
+    """Remove a node; its token stops working at once."""
+    svc.remove_node(name, node)
+    return Response(status_code=204)
+
+
+@router.post("/stores", status_code=201, tags=["stores"])
+def add_store(body: StoreCreate, svc: Service) -> dict[str, Any]:
+    """Define a store (never a secret: those are set from inside the site)."""
+    return svc.add_store(body)
+
+
+@router.get("/stores", tags=["stores"])
+def list_stores(svc: Service) -> list[dict[str, Any]]:
+    return svc.list_stores()
+
+
+@router.post("/pipelines", status_code=201, tags=["pipelines"])
+def create_pipeline(body: PipelineCreate, svc: Service) -> dict[str, Any]:
+    return svc.create_pipeline(body)
+
+
+@router.get("/pipelines", tags=["pipelines"])
+def list_pipelines(svc: Service) -> list[dict[str, Any]]:
+    return svc.list_pipelines()
+
+
+@router.post("/pipelines/{name}/runs", status_code=201, tags=["runs"])
+async def run_pipeline(name: str, request: Request, svc: Service) -> dict[str, Any]:
+    """Queue a run; its activity runs wait for the gateway's dispatcher."""
+    gateway_id, run = await run_in_threadpool(svc.start_run, name)
+    request.app.state.notifier.notify(gateway_id)
+    return run
+
+
+@router.get("/runs", tags=["runs"])
+def list_runs(svc: Service, limit: int = Query(default=50, ge=1, le=1000)) -> list[dict[str, Any]]:
+    return svc.list_runs(limit=limit)
+
+
+@router.get("/runs/{run_id}", tags=["runs"])
+def run(run_id: str, svc: Service) -> dict[str, Any]:
+    return svc.run(run_id)

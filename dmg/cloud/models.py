@@ -1,0 +1,176 @@
+"""The cloud's tables (SQLAlchemy 2 declarative models).
+
+Times are POSIX seconds (UTC, float), as every dmg process reports them.
+Secrets never reach a column in plaintext: gateway keys are Fernet-encrypted with
+a sha256 lookup hash beside them, node tokens are stored as their sha256 only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Activity run and run statuses.
+QUEUED = "Queued"
+IN_PROGRESS = "InProgress"
+SUCCEEDED = "Succeeded"
+FAILED = "Failed"
+
+# Shard statuses: planned by the dispatcher, then reported by nodes.
+SHARD_PLANNED = "planned"
+SHARD_REPORTED = ("placed", "running", "succeeded", "failed")
+SHARD_DONE = ("succeeded", "failed")
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key1_encrypted: Mapped[str] = mapped_column(Text)
+    key1_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key2_encrypted: Mapped[str] = mapped_column(Text)
+    key2_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    max_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    nodes: Mapped[list[Node]] = relationship(back_populates="gateway", cascade="all, delete-orphan",
+                                             order_by="Node.name")
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+    __table_args__ = (UniqueConstraint("gateway_id", "name", name="uq_nodes_gateway_name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    version: Mapped[str] = mapped_column(String(32))
+    registered_at: Mapped[float] = mapped_column(Float)
+    # From the last heartbeat:
+    role: Mapped[str] = mapped_column(String(32), default="")
+    running: Mapped[int] = mapped_column(Integer, default=0)
+    limit: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_available: Mapped[int] = mapped_column(BigInteger, default=0)
+    network_in: Mapped[float] = mapped_column(Float, default=0.0)
+    network_out: Mapped[float] = mapped_column(Float, default=0.0)
+    problems: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    credential_status: Mapped[str] = mapped_column(String(64), default="")
+    stores_unreachable: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    draining: Mapped[bool] = mapped_column(Boolean, default=False)
+    config_fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    gateway: Mapped[Gateway] = relationship(back_populates="nodes")
+
+
+class Store(Base):
+    __tablename__ = "stores"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(16))
+    location: Mapped[str] = mapped_column(Text)
+    options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class Pipeline(Base):
+    __tablename__ = "pipelines"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="RESTRICT"), index=True)
+    # [{name, source: {store, path}, sink: {store, path}, options}]
+    activities: Mapped[list[Any]] = mapped_column(JSON)
+    created_at: Mapped[float] = mapped_column(Float)
+
+    gateway: Mapped[Gateway] = relationship()
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    pipeline_id: Mapped[int] = mapped_column(ForeignKey("pipelines.id", ondelete="CASCADE"), index=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    created_at: Mapped[float] = mapped_column(Float, index=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    pipeline: Mapped[Pipeline] = relationship()
+    gateway: Mapped[Gateway] = relationship()
+    activity_runs: Mapped[list[ActivityRun]] = relationship(
+        back_populates="run", cascade="all, delete-orphan", order_by="ActivityRun.position")
+
+
+class ActivityRun(Base):
+    __tablename__ = "activity_runs"
+    __table_args__ = (Index("ix_activity_runs_gateway_status", "gateway_id", "status"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    # {name, source: {store, path}, sink: {store, path}, options} as the pipeline said it
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    error: Mapped[str] = mapped_column(Text, default="")
+    failed_by_dispatcher: Mapped[bool] = mapped_column(Boolean, default=False)
+    planned: Mapped[bool] = mapped_column(Boolean, default=False)
+    claim_epoch: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    queued_at: Mapped[float] = mapped_column(Float)
+    claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    run: Mapped[Run] = relationship(back_populates="activity_runs")
+    shards: Mapped[list[Shard]] = relationship(
+        back_populates="activity_run", cascade="all, delete-orphan", order_by="Shard.index")
+
+
+class Shard(Base):
+    __tablename__ = "shards"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    activity_run_id: Mapped[str] = mapped_column(ForeignKey("activity_runs.id", ondelete="CASCADE"),
+                                                 index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=SHARD_PLANNED)
+    node: Mapped[str] = mapped_column(String(64), default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    files_planned: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_planned: Mapped[int] = mapped_column(BigInteger, default=0)
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    files_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    queued_at: Mapped[float] = mapped_column(Float)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    wait_reason: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+
+    activity_run: Mapped[ActivityRun] = relationship(back_populates="shards")

@@ -1,0 +1,121 @@
+"""Request bodies of the cloud API (pydantic models, shared by the API and the service).
+
+Unknown fields are ignored, except in a store definition, where they are checked
+for secrets and then refused. A body that does not fit is answered 400 naming the
+field (see :func:`dmg.cloud.api.errors.validation_message`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+Name = Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
+
+STORE_TYPES = ("file", "s3", "azureblob", "sql")
+SHARD_STATUSES = ("placed", "running", "succeeded", "failed")
+
+#: The longest a dispatcher's long-poll may wait, in seconds.
+MAX_CLAIM_WAIT = 60.0
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class GatewayCreate(Body):
+    name: str = Name
+
+
+class KeyRegenerate(Body):
+    key: Literal["key1", "key2"]
+
+
+class NodeRegister(Body):
+    key: str = Field(min_length=1, max_length=512)
+    name: str = Name
+    version: str = Field(pattern=r"^\d+(\.\d+){0,3}$", max_length=32)
+
+
+class Heartbeat(Body):
+    role: str = Field(default="", max_length=32)
+    running: int = Field(default=0, ge=0)
+    limit: int = Field(default=0, ge=0)
+    cpu_percent: float = Field(default=0.0, ge=0)
+    memory_available: int = Field(default=0, ge=0)
+    network_in: float = Field(default=0.0, ge=0)
+    network_out: float = Field(default=0.0, ge=0)
+    version: str = Field(default="", pattern=r"^(\d+(\.\d+){0,3})?$", max_length=32)
+    problems: list[str] = Field(default_factory=list, max_length=64)
+    credential_status: str = Field(default="", max_length=64)
+    stores_unreachable: list[str] = Field(default_factory=list, max_length=256)
+    draining: bool = False
+    config_fingerprint: str = Field(default="", max_length=128)
+
+
+class StoreCreate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Name
+    type: Literal["file", "s3", "azureblob", "sql"]
+    location: str = Field(min_length=1, max_length=4096)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class Endpoint(Body):
+    store: str = Name
+    path: str = Field(default="", max_length=4096)
+
+
+class Activity(Body):
+    name: str = Name
+    source: Endpoint
+    sink: Endpoint
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class PipelineCreate(Body):
+    name: str = Name
+    gateway: str = Name
+    activities: list[Activity] = Field(min_length=1, max_length=256)
+
+
+class Claim(Body):
+    epoch: int = Field(ge=0)
+    wait: float = Field(default=0.0, ge=0, le=3600)
+    limit: int = Field(default=16, ge=1, le=256)
+
+
+class PlannedShard(Body):
+    id: str = Field(min_length=1, max_length=128)
+    index: int = Field(ge=0)
+    files: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+
+
+class PlanShards(Body):
+    epoch: int = Field(ge=0)
+    shards: list[PlannedShard] = Field(max_length=100_000)
+
+
+class FailActivityRun(Body):
+    epoch: int = Field(ge=0)
+    error: str = Field(min_length=1, max_length=4096)
+
+
+class ShardReport(Body):
+    attempt: int = Field(ge=0)
+    status: Literal["placed", "running", "succeeded", "failed"]
+    node: str | None = Field(default=None, max_length=64)
+    files: int | None = Field(default=None, ge=0)
+    bytes: int | None = Field(default=None, ge=0)
+    files_total: int | None = Field(default=None, ge=0)
+    bytes_total: int | None = Field(default=None, ge=0)
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = Field(default=None, max_length=4096)
+    wait_reason: str | None = Field(default=None, max_length=1024)

@@ -1,0 +1,150 @@
+"""Run the cloud: in this process (:func:`serve`) or as a child (:func:`start_cloud_subprocess`).
+
+``start_cloud_subprocess`` is what ``dmg up`` and integration tests use::
+
+    cloud = start_cloud_subprocess(settings, bind="127.0.0.1:0")   # 0 = a free port
+    try:
+        client = CloudClient(cloud.url, token=cloud.api_token)
+        ...
+    finally:
+        cloud.stop()
+
+The child is ``python -m dmg.cloud serve --bind HOST:PORT [--db URL] --settings-stdin``;
+it receives the parent's settings as JSON on its stdin (so secrets never show in
+``ps`` or on disk) and is ready when ``GET /api/v1/health`` answers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+from dmg.cloud.keys import api_token, cloud_dir
+from dmg.embedded.procs import free_port, stop_process
+from dmg.errors import BadInput, Fatal
+from settings import Settings
+
+
+def parse_bind(bind: str) -> tuple[str, int]:
+    """``"HOST:PORT"`` -> (host, port); BadInput if it is not one."""
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise BadInput(f"bind address {bind!r} is not HOST:PORT", hint="for example 127.0.0.1:8050")
+    return host.strip("[]"), int(port)
+
+
+def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
+    """Serve the cloud on ``bind`` until interrupted (blocking); ``db`` overrides the
+    database URL. Migrations run before the port opens."""
+    import uvicorn
+
+    from dmg.cloud.api import create_app
+
+    host, port = parse_bind(bind)
+    if db:
+        settings = settings.replace(cloud_db=db)
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
+                timeout_graceful_shutdown=3, access_log=False)
+
+
+def settings_to_json(settings: Settings) -> str:
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        values[f.name] = str(value.resolve()) if isinstance(value, Path) else value
+    return json.dumps(values)
+
+
+def settings_from_json(text: str) -> Settings:
+    values = json.loads(text)
+    values["data_dir"] = Path(values["data_dir"])
+    return Settings(**values)
+
+
+@dataclass
+class CloudProcess:
+    """A cloud running as a child process."""
+
+    url: str
+    api_token: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self, *, timeout: float = 10.0) -> int | None:
+        """Stop the child (SIGTERM, then SIGKILL); safe to call twice."""
+        code = stop_process(self.proc, timeout=timeout)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return code
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def start_cloud_subprocess(settings: Settings, *, bind: str, db: str | None = None,
+                           log_path: Path | None = None, timeout: float = 30.0) -> CloudProcess:
+    """Start ``python -m dmg.cloud serve`` and return once it answers /api/v1/health.
+
+    A port of 0 in ``bind`` picks a free one. The log goes to ``log_path`` (default
+    ``<data_dir>/cloud/cloud.log``). Raises Fatal (with the log's tail) if the child
+    exits or does not answer within ``timeout`` s; the child is stopped then.
+    """
+    host, port = parse_bind(bind)
+    if port == 0:
+        port = free_port(host)
+    token = api_token(settings)  # created here first, so parent and child agree
+    log_path = log_path or cloud_dir(settings) / "cloud.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "ab")  # noqa: SIM115 - closed by CloudProcess.stop
+    args = [sys.executable, "-m", "dmg.cloud", "serve", "--bind", f"{host}:{port}", "--settings-stdin"]
+    if db:
+        args += ["--db", db]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    url_host = f"[{host}]" if ":" in host else host
+    cloud = CloudProcess(url=f"http://{url_host}:{port}", api_token=token, proc=proc, log_path=log_path,
+                         _log=log)
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(settings_to_json(settings).encode())
+        proc.stdin.close()
+        _wait_healthy(cloud, timeout=timeout)
+    except BaseException:
+        cloud.stop()
+        raise
+    return cloud
+
+
+def _wait_healthy(cloud: CloudProcess, *, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    with httpx.Client(timeout=2.0) as http:
+        while time.monotonic() < deadline:
+            if cloud.proc.poll() is not None:
+                raise Fatal(f"the cloud exited with code {cloud.proc.returncode} while starting",
+                            hint=f"see {cloud.log_path}:\n{cloud.log_tail()}")
+            try:
+                if http.get(cloud.url + "/api/v1/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    raise Fatal(f"the cloud did not answer at {cloud.url} within {timeout:.0f} s",
+                hint=f"see {cloud.log_path}:\n{cloud.log_tail()}")

@@ -1,0 +1,128 @@
+"""The cloud's rules, independent of HTTP: one method per use case, one transaction each.
+
+Every method raises :mod:`dmg.errors` types; the API layer maps them to HTTP.
+Write use cases run in :meth:`Database.write` (serialised on SQLite, row locks on
+PostgreSQL); reads in :meth:`Database.read`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dmg.cloud import keys
+from dmg.cloud.db import Database
+from dmg.cloud.schemas import Heartbeat, PipelineCreate, PlannedShard, ShardReport, StoreCreate
+from dmg.cloud.service import dispatch, gateways, pipelines, stores
+from dmg.cloud.service.gateways import NodeIdentity
+from settings import Settings
+
+__all__ = ["CloudService", "NodeIdentity"]
+
+
+class CloudService:
+    def __init__(self, settings: Settings, db: Database, *, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.db = db
+        self.box = keys.KeyBox(settings)
+        self.clock = clock
+
+    @property
+    def offline_after(self) -> float:
+        return self.settings.offline_after
+
+    # -- gateways and nodes (users) -----------------------------------------------------
+    def create_gateway(self, name: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return gateways.create_gateway(session, self.box, name, now=self.clock())
+
+    def list_gateways(self) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return gateways.list_gateways(session, now=self.clock(), offline_after=self.offline_after)
+
+    def gateway(self, name: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            return gateways.gateway_json(gateways.get_gateway(session, name), now=self.clock(),
+                                         offline_after=self.offline_after, nodes=True)
+
+    def gateway_keys(self, name: str) -> dict[str, str]:
+        with self.db.read() as session:
+            return gateways.gateway_keys(session, self.box, name)
+
+    def regenerate_key(self, name: str, which: str) -> dict[str, str]:
+        with self.db.write() as session:
+            return gateways.regenerate_key(session, self.box, name, which)
+
+    def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return gateways.list_nodes(session, gateway, now=self.clock(), offline_after=self.offline_after)
+
+    def remove_node(self, gateway: str, node: str) -> None:
+        with self.db.write() as session:
+            gateways.remove_node(session, gateway, node)
+
+    # -- stores, pipelines, runs (users) --------------------------------------------------
+    def add_store(self, store: StoreCreate) -> dict[str, Any]:
+        with self.db.write() as session:
+            return stores.add_store(session, store, now=self.clock())
+
+    def list_stores(self) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return stores.list_stores(session)
+
+    def create_pipeline(self, pipeline: PipelineCreate) -> dict[str, Any]:
+        with self.db.write() as session:
+            return pipelines.create_pipeline(session, pipeline, now=self.clock())
+
+    def list_pipelines(self) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return pipelines.list_pipelines(session)
+
+    def start_run(self, pipeline: str) -> tuple[int, dict[str, Any]]:
+        """-> (gateway id to wake its dispatcher, the run)."""
+        with self.db.write() as session:
+            return pipelines.start_run(session, pipeline, now=self.clock())
+
+    def list_runs(self, *, limit: int) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return pipelines.list_runs(session, limit=limit)
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            return pipelines.get_run(session, run_id)
+
+    # -- nodes ----------------------------------------------------------------------------
+    def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return gateways.register_node(session, key=key, name=name, version=version,
+                                          max_nodes=self.settings.max_nodes_per_gateway, now=self.clock())
+
+    def authenticate_node(self, token: str) -> NodeIdentity:
+        with self.db.read() as session:
+            return gateways.authenticate_node(session, token)
+
+    def heartbeat(self, node: NodeIdentity, beat: Heartbeat) -> dict[str, Any]:
+        with self.db.write() as session:
+            return gateways.heartbeat(session, node, beat, now=self.clock(), offline_after=self.offline_after)
+
+    # -- the dispatcher and workers -------------------------------------------------------
+    def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
+        with self.db.write() as session:
+            return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock())
+
+    def plan_shards(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
+                    shards: list[PlannedShard]) -> dict[str, Any]:
+        with self.db.write() as session:
+            return dispatch.plan_shards(session, node, activity_run_id, epoch=epoch, shards=shards,
+                                        now=self.clock())
+
+    def fail_activity_run(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
+                          error: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return dispatch.fail_activity_run(session, node, activity_run_id, epoch=epoch, error=error,
+                                              now=self.clock())
+
+    def report_shard(self, node: NodeIdentity, shard_id: str, report: ShardReport) -> dict[str, Any]:
+        with self.db.write() as session:
+            return dispatch.report_shard(session, node, shard_id, report, now=self.clock())

@@ -1,0 +1,201 @@
+"""What a gateway's dispatcher and its workers tell the cloud: claims, plans, reports.
+
+Fencing: every gateway remembers the highest dispatcher epoch it has seen. A claim,
+plan or failure sent with a lower epoch is refused (StaleAttempt): it comes from a
+dispatcher that lost its lease. Shard reports are fenced by the shard's attempt.
+
+Claiming is atomic: each activity run is taken with a conditional UPDATE (``WHERE
+status = 'Queued'``) whose row count says who won, so two claimers never get the
+same one, on SQLite and PostgreSQL alike. A dispatcher with a newer epoch also
+takes back activity runs that an older dispatcher claimed but never planned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from dmg.cloud.models import IN_PROGRESS, QUEUED, SHARD_DONE, SHARD_PLANNED, ActivityRun, Gateway, Shard
+from dmg.cloud.schemas import PlannedShard, ShardReport
+from dmg.cloud.service.derive import derive_activity_run, derive_run
+from dmg.cloud.service.gateways import NodeIdentity
+from dmg.cloud.service.stores import stores_by_name
+from dmg.cloud.service.views import activity_run_json, store_json
+from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt
+
+log = logging.getLogger(__name__)
+
+
+def fence(session: Session, gateway_id: int, epoch: int) -> None:
+    """Raise the gateway's epoch to ``epoch``; StaleAttempt if a higher one was seen."""
+    result = session.execute(update(Gateway).where(Gateway.id == gateway_id, Gateway.max_epoch <= epoch)
+                             .values(max_epoch=epoch).execution_options(synchronize_session=False))
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = session.scalar(select(Gateway.max_epoch).where(Gateway.id == gateway_id))
+        raise StaleAttempt(f"dispatcher epoch {epoch} is older than the gateway's epoch {current}",
+                           hint="another node holds the dispatcher lease; this one must stop dispatching")
+
+
+def _claimable(epoch: int) -> Any:
+    return or_(ActivityRun.status == QUEUED,
+               and_(ActivityRun.status == IN_PROGRESS, ActivityRun.planned.is_(False),
+                    ActivityRun.claim_epoch < epoch))
+
+
+def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
+          now: float) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` activity runs of the node's gateway (oldest first);
+    -> ``[{id, run_id, pipeline, name, source: {store: {...}, path}, sink: ..., options}]``."""
+    fence(session, node.gateway_id, epoch)
+    candidates = session.scalars(
+        select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
+        .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
+    won: list[str] = []
+    for activity_run_id in candidates:
+        result = session.execute(
+            update(ActivityRun).where(ActivityRun.id == activity_run_id, _claimable(epoch))
+            .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
+                    started_at=now, ended_at=None)
+            .execution_options(synchronize_session=False))
+        if result.rowcount == 1:  # type: ignore[attr-defined]
+            won.append(activity_run_id)
+    if not won:
+        return []
+    session.expire_all()
+    claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
+                                   .order_by(ActivityRun.queued_at, ActivityRun.position)))
+    names = {a.spec["source"]["store"] for a in claimed} | {a.spec["sink"]["store"] for a in claimed}
+    stores = stores_by_name(session, names)
+    out = []
+    for activity_run in claimed:
+        derive_run(activity_run.run, now=now)
+        spec = activity_run.spec
+        source, sink = spec["source"], spec["sink"]
+        out.append({
+            "id": activity_run.id, "run_id": activity_run.run_id,
+            "pipeline": activity_run.run.pipeline.name, "gateway": node.gateway,
+            "name": activity_run.name, "epoch": epoch,
+            "source": {"store": store_json(stores[source["store"]]), "path": source.get("path", "")},
+            "sink": {"store": store_json(stores[sink["store"]]), "path": sink.get("path", "")},
+            "options": dict(spec.get("options") or {}),
+        })
+        log.info("activity run %s claimed by %s@%s epoch %s", activity_run.id, node.node, node.gateway, epoch)
+    session.flush()
+    return out
+
+
+def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, epoch: int) -> ActivityRun:
+    activity_run = session.get(ActivityRun, activity_run_id)
+    if activity_run is None or activity_run.gateway_id != node.gateway_id:
+        raise NotFound(f"activity run {activity_run_id!r} does not exist in gateway {node.gateway!r}")
+    fence(session, node.gateway_id, epoch)
+    if activity_run.claim_epoch is None:
+        raise Conflict(f"activity run {activity_run_id!r} was not claimed",
+                       hint="claim it with /dispatch/claim first")
+    if epoch < activity_run.claim_epoch:
+        raise StaleAttempt(f"activity run {activity_run_id!r} was claimed with epoch "
+                           f"{activity_run.claim_epoch}, newer than {epoch}")
+    return activity_run
+
+
+def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
+                shards: list[PlannedShard], now: float) -> dict[str, Any]:
+    """Record an activity run's shards (idempotent per shard id); no shard -> Succeeded."""
+    ids = [s.id for s in shards]
+    if len(set(ids)) != len(ids):
+        raise BadInput("shards: a shard id is listed twice")
+    indexes = [s.index for s in shards]
+    if len(set(indexes)) != len(indexes):
+        raise BadInput("shards: a shard index is listed twice")
+    activity_run = _own_activity_run(session, node, activity_run_id, epoch)
+    if activity_run.failed_by_dispatcher:
+        raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
+    existing = {s.id for s in activity_run.shards}
+    if ids:
+        elsewhere = session.scalar(select(Shard.id).where(Shard.id.in_(ids),
+                                                          Shard.activity_run_id != activity_run.id))
+        if elsewhere is not None:
+            raise Conflict(f"shard id {elsewhere!r} belongs to another activity run",
+                           hint="shard ids must be unique across activity runs")
+    for planned in shards:
+        if planned.id in existing:
+            continue
+        activity_run.shards.append(Shard(
+            id=planned.id, index=planned.index, status=SHARD_PLANNED, node="", attempt=0,
+            files_planned=planned.files, bytes_planned=planned.bytes, files=0, bytes=0,
+            files_total=planned.files, bytes_total=planned.bytes, queued_at=now,
+            wait_reason="", error=""))
+    activity_run.planned = True
+    activity_run.claim_epoch = epoch
+    derive_activity_run(activity_run, now=now)
+    derive_run(activity_run.run, now=now)
+    session.flush()
+    return activity_run_json(activity_run, shards=False)
+
+
+def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
+                      error: str, now: float) -> dict[str, Any]:
+    """Mark an activity run Failed with ``error`` (idempotent)."""
+    activity_run = _own_activity_run(session, node, activity_run_id, epoch)
+    if not activity_run.failed_by_dispatcher:
+        activity_run.failed_by_dispatcher = True
+        activity_run.error = error
+        derive_activity_run(activity_run, now=now)
+        derive_run(activity_run.run, now=now)
+        session.flush()
+    return activity_run_json(activity_run, shards=False)
+
+
+def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: ShardReport, *,
+                 now: float) -> dict[str, Any]:
+    """Record a shard report. StaleAttempt if a newer attempt was reported; a newer
+    attempt replaces the node and the progress of the older one. A late non-final
+    report of a finished attempt is ignored."""
+    shard = session.get(Shard, shard_id)
+    if shard is None or shard.activity_run.gateway_id != node.gateway_id:
+        raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
+                       hint="the dispatcher plans shards before it places them")
+    if report.attempt < shard.attempt:
+        raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
+                           f"{shard.attempt}", hint="this attempt must not commit its output")
+    if report.attempt > shard.attempt:
+        shard.attempt = report.attempt
+        shard.node = report.node or node.node
+        shard.files = shard.bytes = 0
+        shard.started_at = shard.ended_at = None
+        shard.error = ""
+    elif shard.status in SHARD_DONE and report.status not in SHARD_DONE:
+        return {"status": shard.status, "attempt": shard.attempt}
+    shard.status = report.status
+    if report.node:
+        shard.node = report.node
+    elif not shard.node:
+        shard.node = node.node
+    if report.files is not None:
+        shard.files = report.files
+    if report.bytes is not None:
+        shard.bytes = report.bytes
+    if report.files_total is not None:
+        shard.files_total = report.files_total
+    if report.bytes_total is not None:
+        shard.bytes_total = report.bytes_total
+    if report.wait_reason is not None:
+        shard.wait_reason = report.wait_reason
+    if report.error is not None:
+        shard.error = report.error
+    if report.started_at is not None:
+        shard.started_at = report.started_at
+    elif report.status != "placed" and shard.started_at is None:
+        shard.started_at = now
+    if report.ended_at is not None:
+        shard.ended_at = report.ended_at
+    elif report.status in SHARD_DONE and shard.ended_at is None:
+        shard.ended_at = now
+    activity_run = shard.activity_run
+    derive_activity_run(activity_run, now=now)
+    derive_run(activity_run.run, now=now)
+    session.flush()
+    return {"status": shard.status, "attempt": shard.attempt}

@@ -1,0 +1,220 @@
+"""Gateways, their keys, and their nodes: registration, heartbeats, status, removal.
+
+Rules (from the reference product):
+
+- A gateway has two keys; either registers a node. Regenerating one revokes it at
+  once (registering with it is Unauthorized); nodes already registered stay.
+- Node names are unique within a gateway and never change (Conflict).
+- A node whose version is lower than the gateway's (the majority version of its
+  nodes) cannot register (BadInput); at most ``max_nodes`` nodes (Conflict).
+- Nodes authenticate with the token they got at registration; removing a node
+  revokes it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dmg.cloud import keys
+from dmg.cloud.models import Gateway, Node
+from dmg.cloud.schemas import Heartbeat
+from dmg.cloud.service.views import node_json
+from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
+from dmg.status import NodeStatus, gateway_status, node_status
+from dmg.version import majority_version, parse
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Who sent a node request (from its token)."""
+
+    node_id: int
+    node: str
+    gateway_id: int
+    gateway: str
+
+
+# -- gateways ---------------------------------------------------------------------------
+def get_gateway(session: Session, name: str) -> Gateway:
+    gateway = session.scalar(select(Gateway).where(Gateway.name == name))
+    if gateway is None:
+        raise NotFound(f"gateway {name!r} does not exist", hint="list gateways with `dmg gateway list`")
+    return gateway
+
+
+def create_gateway(session: Session, box: keys.KeyBox, name: str, *, now: float) -> dict[str, Any]:
+    if session.scalar(select(Gateway.id).where(Gateway.name == name)) is not None:
+        raise Conflict(f"gateway {name!r} already exists", hint="pick another name")
+    key1, key2 = keys.new_gateway_key(), keys.new_gateway_key()
+    gateway = Gateway(name=name, key1_encrypted=box.encrypt(key1), key1_hash=keys.sha256(key1),
+                      key2_encrypted=box.encrypt(key2), key2_hash=keys.sha256(key2),
+                      max_epoch=0, created_at=now)
+    session.add(gateway)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"gateway {name!r} already exists", hint="pick another name") from None
+    body = gateway_json(gateway, now=now, offline_after=0.0)
+    body.update(key1=key1, key2=key2)
+    return body
+
+
+def gateway_keys(session: Session, box: keys.KeyBox, name: str) -> dict[str, str]:
+    gateway = get_gateway(session, name)
+    return {"key1": box.decrypt(gateway.key1_encrypted), "key2": box.decrypt(gateway.key2_encrypted)}
+
+
+def regenerate_key(session: Session, box: keys.KeyBox, name: str, which: str) -> dict[str, str]:
+    """Replace ``key1`` or ``key2``; the old one stops registering nodes at once."""
+    gateway = get_gateway(session, name)
+    new = keys.new_gateway_key()
+    if which == "key1":
+        gateway.key1_encrypted, gateway.key1_hash = box.encrypt(new), keys.sha256(new)
+    elif which == "key2":
+        gateway.key2_encrypted, gateway.key2_hash = box.encrypt(new), keys.sha256(new)
+    else:
+        raise BadInput(f"key must be key1 or key2, not {which!r}")
+    session.flush()
+    return {"key1": box.decrypt(gateway.key1_encrypted), "key2": box.decrypt(gateway.key2_encrypted)}
+
+
+def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict[int, NodeStatus]:
+    """Every node's status by node id, as :func:`dmg.status.node_status` rules it."""
+    nodes = list(gateway.nodes)
+    version = majority_version(n.version for n in nodes)
+    prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint)
+    majority_print = prints.most_common(1)[0][0] if prints else ""
+    result: dict[int, NodeStatus] = {}
+    for node in nodes:
+        problems = [str(p) for p in (node.problems or [])]
+        if node.stores_unreachable:
+            problems.append("cannot reach store(s) " + ", ".join(map(str, node.stores_unreachable)))
+        result[node.id] = node_status(
+            last_heartbeat=node.last_heartbeat, now=now, offline_after=offline_after,
+            version=node.version, gateway_version=version, draining_for_upgrade=node.draining,
+            config_matches_majority=not (majority_print and node.config_fingerprint
+                                         and node.config_fingerprint != majority_print),
+            problems=problems,
+        )
+    return result
+
+
+def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
+                 nodes: bool = False) -> dict[str, Any]:
+    statuses = node_statuses(gateway, now=now, offline_after=offline_after)
+    body: dict[str, Any] = {
+        "name": gateway.name,
+        "status": gateway_status(s.status for s in statuses.values()),
+        "version": majority_version(n.version for n in gateway.nodes),
+        "node_count": len(gateway.nodes),
+        "created_at": gateway.created_at,
+    }
+    if nodes:
+        body["nodes"] = [node_json(n, statuses[n.id]) for n in gateway.nodes]
+    return body
+
+
+def list_gateways(session: Session, *, now: float, offline_after: float) -> list[dict[str, Any]]:
+    gateways = session.scalars(select(Gateway).order_by(Gateway.name)).all()
+    return [gateway_json(g, now=now, offline_after=offline_after) for g in gateways]
+
+
+def list_nodes(session: Session, gateway_name: str, *, now: float,
+               offline_after: float) -> list[dict[str, Any]]:
+    gateway = get_gateway(session, gateway_name)
+    statuses = node_statuses(gateway, now=now, offline_after=offline_after)
+    return [node_json(n, statuses[n.id]) for n in gateway.nodes]
+
+
+# -- nodes ------------------------------------------------------------------------------
+def register_node(session: Session, *, key: str, name: str, version: str, max_nodes: int,
+                  now: float) -> dict[str, Any]:
+    """Register node ``name`` with a gateway key; -> ``{gateway, node, token}``.
+
+    Either everything is recorded or nothing (the caller's transaction rolls back).
+    """
+    digest = keys.sha256(key)
+    gateway = session.scalar(select(Gateway).where(
+        (Gateway.key1_hash == digest) | (Gateway.key2_hash == digest)))
+    if gateway is None:
+        raise Unauthorized("the gateway key is wrong or was regenerated",
+                           hint="copy a current key with `dmg gateway keys GATEWAY`")
+    taken = session.scalar(select(Node.id).where(Node.gateway_id == gateway.id, Node.name == name))
+    if taken is not None:
+        raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
+                       hint="node names cannot change; pick another name, or remove the old node first")
+    gateway_version = majority_version(n.version for n in gateway.nodes)
+    if gateway_version and parse(version) < parse(gateway_version):
+        raise BadInput(
+            f"node version {version} is lower than gateway {gateway.name!r}'s version {gateway_version}",
+            hint=f"update dmg on this node to {gateway_version} or later "
+                 "(or remove every node of the gateway to downgrade it)")
+    count = session.scalar(select(func.count()).select_from(Node).where(Node.gateway_id == gateway.id))
+    if (count or 0) >= max_nodes:
+        raise Conflict(f"gateway {gateway.name!r} already has {count} nodes, the most allowed",
+                       hint="remove a node, or raise DMG_MAX_NODES_PER_GATEWAY on the cloud")
+    token = keys.new_node_token()
+    session.add(Node(gateway_id=gateway.id, name=name, token_hash=keys.sha256(token), version=version,
+                     registered_at=now, problems=[], stores_unreachable=[]))
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
+                       hint="pick another name, or remove the old node first") from None
+    return {"gateway": gateway.name, "node": name, "token": token}
+
+
+def authenticate_node(session: Session, token: str) -> NodeIdentity:
+    """The node that owns ``token``; Unauthorized if none does (wrong or removed)."""
+    if not token:
+        raise Unauthorized("this request needs a node token",
+                           hint="send `Authorization: Bearer <token>` from the node's registration")
+    row = session.execute(
+        select(Node.id, Node.name, Gateway.id, Gateway.name).join(Gateway, Node.gateway_id == Gateway.id)
+        .where(Node.token_hash == keys.sha256(token))).first()
+    if row is None:
+        raise Unauthorized("the node token is not valid: the node was removed or never registered",
+                           hint="register the node again with `dmg node register`")
+    return NodeIdentity(node_id=row[0], node=row[1], gateway_id=row[2], gateway=row[3])
+
+
+def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: float,
+              offline_after: float) -> dict[str, Any]:
+    """Record a heartbeat (server time); -> ``{status, reasons}`` of the node."""
+    row = session.get(Node, node.node_id)
+    if row is None:
+        raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
+    row.role = beat.role
+    row.running = beat.running
+    row.limit = beat.limit
+    row.cpu_percent = beat.cpu_percent
+    row.memory_available = beat.memory_available
+    row.network_in = beat.network_in
+    row.network_out = beat.network_out
+    if beat.version:
+        row.version = beat.version
+    row.problems = list(beat.problems)
+    row.credential_status = beat.credential_status
+    row.stores_unreachable = list(beat.stores_unreachable)
+    row.draining = beat.draining
+    row.config_fingerprint = beat.config_fingerprint
+    row.last_heartbeat = now
+    session.flush()
+    status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
+    return status.to_json()
+
+
+def remove_node(session: Session, gateway_name: str, node_name: str) -> None:
+    gateway = get_gateway(session, gateway_name)
+    node = session.scalar(select(Node).where(Node.gateway_id == gateway.id, Node.name == node_name))
+    if node is None:
+        raise NotFound(f"node {node_name!r} is not registered in gateway {gateway_name!r}",
+                       hint=f"list its nodes with `dmg node list --gateway {gateway_name}`")
+    session.delete(node)
+    session.flush()

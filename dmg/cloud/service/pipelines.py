@@ -1,0 +1,87 @@
+"""Pipelines and their runs: a run queues one activity run per activity."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from dmg.cloud.models import QUEUED, ActivityRun, Pipeline, Run
+from dmg.cloud.schemas import PipelineCreate
+from dmg.cloud.service.gateways import get_gateway
+from dmg.cloud.service.stores import stores_by_name
+from dmg.cloud.service.views import pipeline_json, run_json
+from dmg.errors import BadInput, Conflict, NotFound
+
+
+def create_pipeline(session: Session, pipeline: PipelineCreate, *, now: float) -> dict[str, Any]:
+    """BadInput for duplicate activity names, NotFound for an unknown gateway or store,
+    Conflict for a taken name."""
+    names = [a.name for a in pipeline.activities]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BadInput(f"pipeline: activity name {duplicates[0]!r} is used twice",
+                       hint="give every activity of a pipeline its own name")
+    gateway = get_gateway(session, pipeline.gateway)
+    wanted = {a.source.store for a in pipeline.activities} | {a.sink.store for a in pipeline.activities}
+    known = stores_by_name(session, wanted)
+    for activity in pipeline.activities:
+        for side, endpoint in (("source", activity.source), ("sink", activity.sink)):
+            if endpoint.store not in known:
+                raise NotFound(f"store {endpoint.store!r} (activity {activity.name!r} {side}) does not exist",
+                               hint="add it with `dmg store add` first")
+    if session.scalar(select(Pipeline.id).where(Pipeline.name == pipeline.name)) is not None:
+        raise Conflict(f"pipeline {pipeline.name!r} already exists", hint="pick another name")
+    row = Pipeline(name=pipeline.name, gateway_id=gateway.id, gateway=gateway, created_at=now,
+                   activities=[a.model_dump() for a in pipeline.activities])
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"pipeline {pipeline.name!r} already exists", hint="pick another name") from None
+    return pipeline_json(row)
+
+
+def list_pipelines(session: Session) -> list[dict[str, Any]]:
+    return [pipeline_json(p) for p in session.scalars(select(Pipeline).order_by(Pipeline.name))]
+
+
+def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int, dict[str, Any]]:
+    """Queue a run of a pipeline; -> (gateway id, the run as :func:`run_json` shows it)."""
+    pipeline = session.scalar(select(Pipeline).where(Pipeline.name == pipeline_name))
+    if pipeline is None:
+        raise NotFound(f"pipeline {pipeline_name!r} does not exist",
+                       hint="list pipelines with `dmg pipeline list`")
+    run = Run(id=uuid.uuid4().hex, pipeline_id=pipeline.id, pipeline=pipeline,
+              gateway_id=pipeline.gateway_id, gateway=pipeline.gateway, status=QUEUED, created_at=now)
+    for position, spec in enumerate(pipeline.activities):
+        run.activity_runs.append(ActivityRun(
+            id=uuid.uuid4().hex, gateway_id=pipeline.gateway_id, position=position, name=spec["name"],
+            spec=dict(spec), status=QUEUED, error="", failed_by_dispatcher=False, planned=False,
+            claimed_by="", queued_at=now))
+    session.add(run)
+    session.flush()
+    return pipeline.gateway_id, run_json(run)
+
+
+def _runs_query() -> Any:
+    return select(Run).options(
+        selectinload(Run.activity_runs).selectinload(ActivityRun.shards),
+        selectinload(Run.pipeline).selectinload(Pipeline.gateway))
+
+
+def list_runs(session: Session, *, limit: int) -> list[dict[str, Any]]:
+    """The latest runs first, activity runs without their shards."""
+    runs = session.scalars(_runs_query().order_by(Run.created_at.desc()).limit(limit)).all()
+    return [run_json(r, shards=False) for r in runs]
+
+
+def get_run(session: Session, run_id: str) -> dict[str, Any]:
+    run = session.scalar(_runs_query().where(Run.id == run_id))
+    if run is None:
+        raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg run list`")
+    return run_json(run)
+

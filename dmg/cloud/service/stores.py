@@ -1,0 +1,52 @@
+"""Store definitions: a name, a type, a location and options, never a secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from dmg.cloud.models import Store
+from dmg.cloud.schemas import StoreCreate
+from dmg.cloud.service.secretscan import refuse_secrets
+from dmg.cloud.service.views import store_json
+from dmg.errors import BadInput, Conflict, NotFound
+
+
+def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, Any]:
+    """Record a store. BadInput if it carries a secret or an unknown field; Conflict if
+    the name is taken."""
+    refuse_secrets(store.model_dump())
+    if store.model_extra:
+        field = sorted(store.model_extra)[0]
+        raise BadInput(f"store: unknown field {field!r}",
+                       hint="a store has name, type, location and options")
+    if session.scalar(select(Store.id).where(Store.name == store.name)) is not None:
+        raise Conflict(f"store {store.name!r} already exists", hint="pick another name")
+    row = Store(name=store.name, type=store.type, location=store.location, options=dict(store.options),
+                created_at=now)
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"store {store.name!r} already exists", hint="pick another name") from None
+    return store_json(row)
+
+
+def list_stores(session: Session) -> list[dict[str, Any]]:
+    return [store_json(s) for s in session.scalars(select(Store).order_by(Store.name))]
+
+
+def stores_by_name(session: Session, names: set[str]) -> dict[str, Store]:
+    if not names:
+        return {}
+    return {s.name: s for s in session.scalars(select(Store).where(Store.name.in_(names)))}
+
+
+def get_store(session: Session, name: str) -> Store:
+    store = session.scalar(select(Store).where(Store.name == name))
+    if store is None:
+        raise NotFound(f"store {name!r} does not exist", hint="add it with `dmg store add`")
+    return store

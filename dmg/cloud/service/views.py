@@ -1,0 +1,75 @@
+"""JSON shapes the API returns (see :class:`dmg.cloud.client.CloudClient`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dmg.cloud.models import ActivityRun, Pipeline, Run, Shard, Store
+from dmg.status import NodeStatus
+
+
+def store_json(store: Store) -> dict[str, Any]:
+    return {"name": store.name, "type": store.type, "location": store.location,
+            "options": dict(store.options or {}), "created_at": store.created_at}
+
+
+def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
+    return {"name": pipeline.name, "gateway": pipeline.gateway.name,
+            "activities": list(pipeline.activities), "created_at": pipeline.created_at}
+
+
+def node_json(node: Any, status: NodeStatus) -> dict[str, Any]:
+    return {
+        "name": node.name, "status": status.status, "reasons": list(status.reasons),
+        "version": node.version, "role": node.role, "running": node.running, "limit": node.limit,
+        "cpu_percent": node.cpu_percent, "memory_available": node.memory_available,
+        "network_in": node.network_in, "network_out": node.network_out,
+        "credential_status": node.credential_status, "problems": list(node.problems or []),
+        "stores_unreachable": list(node.stores_unreachable or []), "draining": node.draining,
+        "last_heartbeat": node.last_heartbeat, "registered_at": node.registered_at,
+    }
+
+
+def shard_json(shard: Shard) -> dict[str, Any]:
+    return {
+        "id": shard.id, "index": shard.index, "status": shard.status, "node": shard.node,
+        "attempt": shard.attempt, "files": shard.files, "bytes": shard.bytes,
+        "files_total": shard.files_total, "bytes_total": shard.bytes_total,
+        "queued_at": shard.queued_at, "started_at": shard.started_at, "ended_at": shard.ended_at,
+        "waited": (shard.started_at - shard.queued_at) if shard.started_at is not None else None,
+        "wait_reason": shard.wait_reason, "error": shard.error,
+    }
+
+
+def activity_run_json(activity_run: ActivityRun, *, shards: bool = True) -> dict[str, Any]:
+    parts = activity_run.shards
+    files = sum(s.files for s in parts)
+    size = sum(s.bytes for s in parts)
+    elapsed = None
+    if activity_run.started_at is not None and activity_run.ended_at is not None:
+        elapsed = activity_run.ended_at - activity_run.started_at
+    body: dict[str, Any] = {
+        "id": activity_run.id, "run_id": activity_run.run_id, "name": activity_run.name,
+        "status": activity_run.status, "error": activity_run.error,
+        "source": activity_run.spec.get("source"), "sink": activity_run.spec.get("sink"),
+        "files": files, "bytes": size,
+        "files_total": sum(s.files_total for s in parts), "bytes_total": sum(s.bytes_total for s in parts),
+        "shard_count": len(parts), "nodes": sorted({s.node for s in parts if s.node}),
+        "claimed_by": activity_run.claimed_by, "epoch": activity_run.claim_epoch,
+        "queued_at": activity_run.queued_at, "started_at": activity_run.started_at,
+        "ended_at": activity_run.ended_at,
+        "throughput": (size / elapsed) if elapsed else None,
+    }
+    if shards:
+        body["shards"] = [shard_json(s) for s in parts]
+    return body
+
+
+def run_json(run: Run, *, shards: bool = True) -> dict[str, Any]:
+    activity_runs = [activity_run_json(a, shards=shards) for a in run.activity_runs]
+    return {
+        "id": run.id, "pipeline": run.pipeline.name, "gateway": run.gateway.name,
+        "status": run.status, "created_at": run.created_at, "started_at": run.started_at,
+        "ended_at": run.ended_at, "files": sum(a["files"] for a in activity_runs),
+        "bytes": sum(a["bytes"] for a in activity_runs), "activity_runs": activity_runs,
+    }
