@@ -53,3 +53,33 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 10.0,
             else:
                 proc.kill()
         return proc.wait(timeout=5)
+
+
+def child_environ(overrides: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process: this process's own plus ``overrides``.
+
+    The one place outside ``settings/`` that touches ``os.environ``: it copies what
+    a child needs to run at all (PATH, HOME, locale, virtualenv) and reads no setting;
+    every dmg setting a child gets is in ``overrides``.
+    """
+    env = dict(os.environ)
+    env.update(overrides)
+    return env
+
+
+def stop_group(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> int | None:
+    """Stop a child started with ``start_new_session=True`` and everything it started.
+
+    SIGTERM goes to the child only (it shuts its own workers down cleanly); after
+    ``timeout`` s, or once it has exited, whatever is left in its process group gets
+    SIGKILL. Returns the child's exit code.
+    """
+    code = stop_process(proc, timeout=timeout)
+    kill_group(proc.pid)
+    return code
+
+
+def kill_group(pgid: int) -> None:
+    """SIGKILL every process left in group ``pgid`` (none left is fine)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

@@ -1,0 +1,117 @@
+"""What every command shares: the settings, the cloud client, JSON input files.
+
+The settings are loaded once per invocation, on first use, so ``--help`` works
+even when a ``DMG_*`` variable is wrong.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+import settings as settings_mod
+from dmg.errors import BadInput, NotFound, Unauthorized
+
+if TYPE_CHECKING:
+    from dmg.cloud.client import CloudClient
+
+
+class CliState:
+    """Per-invocation state kept in ``click.Context.obj``."""
+
+    def __init__(self, *, debug: bool = False) -> None:
+        self.debug = debug
+        self._settings: settings_mod.Settings | None = None
+
+    @property
+    def settings(self) -> settings_mod.Settings:
+        """The settings; raises :class:`settings.SettingsError` when one is unusable."""
+        if self._settings is None:
+            self._settings = settings_mod.load()
+        return self._settings
+
+
+def state() -> CliState:
+    ctx = click.get_current_context()
+    obj = ctx.find_object(CliState)
+    if obj is None:  # a command invoked on its own (tests of a sub-group)
+        obj = ctx.ensure_object(CliState)
+    return obj
+
+
+def current_settings() -> settings_mod.Settings:
+    return state().settings
+
+
+def api_token(settings: settings_mod.Settings) -> str:
+    """The user API token: ``DMG_API_TOKEN``, else the token file of a cloud on this machine.
+
+    Raises Unauthorized when neither exists (the CLI never invents a token).
+    """
+    if settings.api_token:
+        return settings.api_token
+    from dmg.cloud import keys
+
+    if not (keys.cloud_dir(settings) / "api-token").is_file():
+        raise Unauthorized(
+            f"no API token: DMG_API_TOKEN is not set and {settings.data_dir} has no cloud",
+            hint="set DMG_API_TOKEN to the cloud's token, or DMG_DATA_DIR to the cloud's data dir")
+    return keys.api_token(settings)
+
+
+def user_client(settings: settings_mod.Settings | None = None) -> CloudClient:
+    """A cloud client authenticated as a user (the API token)."""
+    from dmg.cloud.client import CloudClient
+
+    settings = settings or current_settings()
+    return CloudClient(settings.cloud_url, token=api_token(settings))
+
+
+def read_json_file(path: str, *, what: str) -> dict[str, Any]:
+    """Parse ``path`` as one JSON object; BadInput/NotFound with the line and column."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"{path} does not exist", hint=f"give the path of a {what} JSON file") from None
+    except IsADirectoryError:
+        raise BadInput(f"{path} is a directory", hint=f"give the path of a {what} JSON file") from None
+    except UnicodeDecodeError:
+        raise BadInput(f"{path} is not UTF-8 text", hint=f"a {what} is a JSON file") from None
+    except OSError as exc:
+        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise BadInput(f"{path} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
+                       hint=f"fix the {what} file") from None
+    if not isinstance(body, dict):
+        raise BadInput(f"{path} must hold one JSON object, not a {type(body).__name__}",
+                       hint=f"a {what} is written as {{...}}")
+    return body
+
+
+def default_gateway(client: CloudClient, given: str | None) -> str:
+    """``given``, else the only gateway the cloud has; BadInput when that is ambiguous."""
+    if given:
+        return given
+    names = sorted(str(g["name"]) for g in client.list_gateways())
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise NotFound("the cloud has no gateway", hint="create one with `dmg gateway create NAME`")
+    raise BadInput(f"the cloud has several gateways: {', '.join(names)}", hint="say which with --gateway")
+
+
+def setup_logging(settings: settings_mod.Settings) -> None:
+    """Log to stderr at ``DMG_LOG_LEVEL`` for long-running commands."""
+    import logging
+
+    level = logging.getLevelName(settings.log_level.upper())
+    if not isinstance(level, int):
+        raise settings_mod.SettingsError(
+            f"DMG_LOG_LEVEL={settings.log_level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

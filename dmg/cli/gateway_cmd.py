@@ -1,0 +1,85 @@
+"""``dmg gateway``: logical gateways and their two authentication keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from dmg.cli.common import user_client
+from dmg.cli.nodes_table import NODE_COLUMNS
+from dmg.cli.output import column, emit_json, emit_table, human_time
+
+
+@click.group()
+def gateway() -> None:
+    """Create logical gateways and manage their keys."""
+
+
+def _print_keys(body: dict[str, Any]) -> None:
+    click.echo(f"key1: {body['key1']}")
+    click.echo(f"key2: {body['key2']}")
+
+
+@gateway.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the gateway as JSON.")
+def create(name: str, as_json: bool) -> None:
+    """Create gateway NAME and print its two keys (register nodes with either)."""
+    with user_client() as client:
+        body = client.create_gateway(name)
+    if as_json:
+        emit_json(body)
+        return
+    click.echo(f"gateway {body.get('name', name)} created")
+    _print_keys(body)
+    click.echo(f"next: dmg node register --cloud URL --key <key1> --name NODE  (on each node of {name})")
+
+
+@gateway.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_gateways(as_json: bool) -> None:
+    """List the gateways the cloud holds."""
+    with user_client() as client:
+        rows = client.list_gateways()
+    columns = [column("NAME", "name"), column("STATUS", "status"), column("VERSION", "version"),
+               column("CREATED", "created_at", human_time)]
+    emit_table(rows, columns, as_json=as_json, empty="no gateway yet: dmg gateway create NAME")
+
+
+@gateway.command()
+@click.argument("name")
+@click.option("--regenerate", type=click.Choice(["key1", "key2"]), default=None,
+              help="Replace this key; nodes registered with the old key stay registered.")
+@click.option("--json", "as_json", is_flag=True, help="Print the keys as JSON.")
+def keys(name: str, regenerate: str | None, as_json: bool) -> None:
+    """Print gateway NAME's two keys (or regenerate one)."""
+    with user_client() as client:
+        body = client.regenerate_key(name, regenerate) if regenerate else client.gateway_keys(name)
+        if regenerate and not {"key1", "key2"} <= set(body or {}):
+            body = client.gateway_keys(name)
+    if as_json:
+        emit_json({"key1": body["key1"], "key2": body["key2"]})
+    else:
+        _print_keys(body)
+
+
+@gateway.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def show(name: str, as_json: bool) -> None:
+    """Show gateway NAME: status, version and its nodes."""
+    with user_client() as client:
+        body = client.gateway(name)
+    if as_json:
+        emit_json(body)
+        return
+    click.echo(f"gateway:  {body.get('name', name)}")
+    click.echo(f"status:   {body.get('status', '-')}")
+    click.echo(f"version:  {body.get('version') or '-'}")
+    click.echo(f"created:  {human_time(body.get('created_at'))}")
+    nodes = list(body.get("nodes") or [])
+    click.echo(f"nodes:    {len(nodes)}")
+    if nodes:
+        click.echo("")
+        emit_table(nodes, NODE_COLUMNS, as_json=False)

@@ -1,0 +1,91 @@
+"""``dmg``: the entry point (``dmg.cli.main:main``) and top-level error handling.
+
+Any :class:`dmg.errors.DmgError` or :class:`settings.SettingsError` raised by a
+command is printed as one line, ``error: <message> (<hint>)``, on stderr and the
+process exits 1; never a traceback. An unexpected exception is also one line
+(exit 2) unless ``dmg --debug`` asks for the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from dmg.cli.common import CliState
+from dmg.errors import DmgError
+from settings import SettingsError
+
+
+class CommandFailed(click.ClickException):
+    """A failure already worded for the user; shown as ``error: ...``, exit 1."""
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.message}", file=file or sys.stderr)
+
+
+class UnexpectedFailure(CommandFailed):
+    """An exception dmg did not expect (a bug); exit 2."""
+
+    exit_code = 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+class DmgGroup(click.Group):
+    """The top group: translates errors raised anywhere below it."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except (DmgError, SettingsError) as exc:
+            raise CommandFailed(_one_line(str(exc))) from exc
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            obj = ctx.find_object(CliState)
+            if obj is not None and obj.debug:
+                raise
+            raise UnexpectedFailure(
+                _one_line(f"unexpected {type(exc).__name__}: {exc} "
+                          "(this is a bug in dmg; run `dmg --debug ...` for the traceback)")) from exc
+
+
+@click.group(cls=DmgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
+@click.version_option(package_name="dmg", prog_name="dmg", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """dmg: a data movement gateway.
+
+    A site runs several nodes forming one logical gateway; one elected node
+    (the dispatcher) pulls work from the cloud and places shards on nodes.
+    Settings come from DMG_* variables (see README.md).
+    """
+    ctx.obj = CliState(debug=debug)
+
+
+def _register() -> None:
+    from dmg.cli import cloud_cmd, gateway_cmd, node_cmd, pipeline_cmd, site_cmd, store_cmd
+
+    cli.add_command(cloud_cmd.cloud)
+    cli.add_command(gateway_cmd.gateway)
+    cli.add_command(node_cmd.node)
+    cli.add_command(store_cmd.store)
+    cli.add_command(pipeline_cmd.pipeline)
+    cli.add_command(pipeline_cmd.runs)
+    cli.add_command(site_cmd.up)
+    cli.add_command(site_cmd.demo)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run ``dmg`` with ``argv`` (default: ``sys.argv[1:]``); exits the process."""
+    cli.main(args=argv, prog_name="dmg")

@@ -1,0 +1,108 @@
+"""``dmg node``: register, start, list and remove the nodes of a gateway."""
+
+from __future__ import annotations
+
+import click
+
+from dmg import nodestate
+from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
+from dmg.cli.nodes_table import NODE_COLUMNS
+from dmg.cli.output import emit_table
+from dmg.errors import Conflict, NotFound
+
+
+@click.group()
+def node() -> None:
+    """Nodes: the machines of a gateway (every node is a worker)."""
+
+
+@node.command()
+@click.option("--cloud", "cloud_url", metavar="URL", default=None,
+              help="The cloud's URL (default: DMG_CLOUD_URL).")
+@click.option("--key", required=True, metavar="KEY", help="One of the gateway's two keys.")
+@click.option("--name", default=None, help="This node's name (default: the host name).")
+def register(cloud_url: str | None, key: str, name: str | None) -> None:
+    """Register this machine as a node of the gateway that KEY belongs to.
+
+    Saves the registration (cloud URL, gateway, node token) under
+    <data dir>/nodes/NAME/node.json, readable by the owner only.
+    """
+    from dmg.cloud.client import CloudClient
+    from dmg.version import __version__
+
+    settings = current_settings()
+    cloud_url = cloud_url or settings.cloud_url
+    name = name or settings.default_node_name
+    _refuse_if_registered(settings.data_dir, name)
+    with CloudClient(cloud_url) as client:
+        body = client.register_node(key=key.strip(), name=name, version=__version__)
+    registration = nodestate.NodeRegistration(
+        cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
+        token=str(body["token"]))
+    path = nodestate.save(settings.data_dir, registration)
+    click.echo(f"node {registration.node} registered to gateway {registration.gateway} ({path})")
+    click.echo(f"next: dmg node start --name {registration.node}")
+
+
+def _refuse_if_registered(data_dir: object, name: str) -> None:
+    from pathlib import Path
+
+    try:
+        existing = nodestate.load(Path(str(data_dir)), name)
+    except NotFound:
+        return
+    raise Conflict(f"node {name!r} is already registered here, to gateway {existing.gateway!r}",
+                   hint=f"remove it first with `dmg node remove {name}`, or pick another --name")
+
+
+@node.command()
+@click.option("--name", default=None, help="Which registered node to run (default: the only one).")
+@click.option("--concurrency", type=click.IntRange(min=1), default=None,
+              help="Concurrent jobs limit (default: DMG_NODE_CONCURRENCY, else sized to the machine).")
+def start(name: str | None, concurrency: int | None) -> None:
+    """Run this node in the foreground: its Celery worker and a dispatcher candidate.
+
+    Stops cleanly on Ctrl-C or SIGTERM: running shards finish or are re-placed.
+    """
+    settings = current_settings()
+    registration = nodestate.load(settings.data_dir, name or settings.node_name)
+    settings = settings.replace(
+        node_name=registration.node, cloud_url=registration.cloud_url,
+        node_concurrency=concurrency if concurrency is not None else settings.node_concurrency)
+    setup_logging(settings)
+    from dmg.cli.runtime import run_node
+
+    run_node(settings, registration)
+
+
+@node.command("list")
+@click.option("--gateway", "gateway_name", default=None,
+              help="The gateway (default: the only one the cloud has).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_nodes(gateway_name: str | None, as_json: bool) -> None:
+    """List a gateway's nodes: status and reasons, version, role, load, last heartbeat."""
+    with user_client() as client:
+        rows = client.list_nodes(default_gateway(client, gateway_name))
+    emit_table(rows, NODE_COLUMNS, as_json=as_json,
+               empty="no node yet: dmg node register --cloud URL --key KEY")
+
+
+@node.command()
+@click.argument("name")
+@click.option("--gateway", "gateway_name", default=None,
+              help="The node's gateway (default: from this machine's registration, else the only one).")
+def remove(name: str, gateway_name: str | None) -> None:
+    """Remove node NAME from its gateway (and forget its registration on this machine)."""
+    settings = current_settings()
+    try:
+        local: nodestate.NodeRegistration | None = nodestate.load(settings.data_dir, name)
+    except NotFound:
+        local = None
+    with user_client() as client:
+        if gateway_name is None and local is not None:
+            gateway_name = local.gateway
+        gateway_name = default_gateway(client, gateway_name)
+        client.remove_node(gateway_name, name)
+    if local is not None and local.gateway == gateway_name:
+        (nodestate.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
+    click.echo(f"node {name} removed from gateway {gateway_name}")

@@ -1,0 +1,36 @@
+"""The node table shown by ``dmg node list`` and ``dmg gateway show``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dmg.cli.output import Column, column, computed, human_ago, human_bytes, human_percent, reasons_text
+
+
+def _slots(row: dict[str, Any]) -> str:
+    running, limit = row.get("running"), row.get("limit")
+    if running is None and limit is None:
+        return "-"
+    return f"{running if running is not None else '-'}/{limit if limit is not None else '-'}"
+
+
+def _network(row: dict[str, Any]) -> str:
+    received, sent = row.get("network_in"), row.get("network_out")
+    if received is None and sent is None:
+        return "-"
+    fmt = lambda v: "-" if v is None else f"{human_bytes(v)}/s"  # noqa: E731
+    return f"in {fmt(received)}, out {fmt(sent)}"
+
+
+NODE_COLUMNS: list[Column] = [
+    column("NAME", "name"),
+    column("STATUS", "status"),
+    column("REASONS", "reasons", reasons_text),
+    column("VERSION", "version"),
+    column("ROLE", "role"),
+    computed("RUNNING/LIMIT", _slots),
+    column("CPU", "cpu_percent", human_percent),
+    column("MEMORY FREE", "memory_available", human_bytes),
+    computed("NETWORK", _network),
+    column("LAST HEARTBEAT", "last_heartbeat", human_ago),
+]

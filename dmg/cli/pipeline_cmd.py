@@ -1,0 +1,136 @@
+"""``dmg pipeline`` and ``dmg runs``: define pipelines, run them, follow the runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from dmg.cli.common import read_json_file, user_client
+from dmg.cli.output import (
+    column,
+    computed,
+    duration_between,
+    emit_json,
+    emit_table,
+    human_duration,
+    human_time,
+)
+
+
+@click.group()
+def pipeline() -> None:
+    """Pipelines: named lists of copy activities run by one gateway."""
+
+
+@pipeline.command()
+@click.argument("file", metavar="FILE.json")
+@click.option("--json", "as_json", is_flag=True, help="Print the stored pipeline as JSON.")
+def create(file: str, as_json: bool) -> None:
+    """Create the pipeline defined in FILE.json.
+
+    \b
+    {"name": "nightly", "gateway": "site",
+     "activities": [{"name": "copy", "source": {"store": "src", "path": "in"},
+                     "sink": {"store": "dst", "path": "out"}, "options": {}}]}
+    """
+    from dmg.cli.specs import check_pipeline
+
+    body = check_pipeline(read_json_file(file, what="pipeline"), source=file)
+    with user_client() as client:
+        stored = client.create_pipeline(body)
+    if as_json:
+        emit_json(stored)
+    else:
+        click.echo(f"pipeline {body['name']} created for gateway {body['gateway']} "
+                   f"({len(body['activities'])} activities)")
+        click.echo(f"next: dmg pipeline run {body['name']} --wait")
+
+
+@pipeline.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_pipelines(as_json: bool) -> None:
+    """List the pipelines the cloud holds."""
+    with user_client() as client:
+        rows = client.list_pipelines()
+    columns = [column("NAME", "name"), column("GATEWAY", "gateway"),
+               computed("ACTIVITIES", lambda r: str(len(r.get("activities") or [])))]
+    emit_table(rows, columns, as_json=as_json, empty="no pipeline yet: dmg pipeline create FILE.json")
+
+
+@pipeline.command()
+@click.argument("name")
+@click.option("--wait", is_flag=True, help="Follow the run until it ends; exit 1 if it failed.")
+@click.option("--timeout", type=click.FloatRange(min=0), default=None,
+              help="With --wait: give up after this many seconds (exit 1).")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def run(name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Run pipeline NAME; with --wait, show live progress and then every shard."""
+    from dmg.cli.runview import ProgressPrinter, print_run, wait_for_run
+    from dmg.errors import Fatal
+
+    with user_client() as client:
+        started = client.run_pipeline(name)
+        run_id = str(started["id"])
+        if not wait:
+            if as_json:
+                emit_json(started)
+            else:
+                click.echo(f"run {run_id} of pipeline {name}: {started.get('status', 'Queued')}")
+                click.echo(f"follow it: dmg runs show {run_id}")
+            return
+        if not as_json:
+            click.echo(f"run {run_id} of pipeline {name} started", err=True)
+        printer = ProgressPrinter()
+        try:
+            final = wait_for_run(client, run_id, timeout=timeout,
+                                 on_progress=None if as_json else printer)
+        except TimeoutError as exc:
+            raise Fatal(str(exc), hint=f"it goes on in the background: dmg runs show {run_id}") from None
+        finally:
+            printer.finish()
+    if as_json:
+        emit_json(final)
+    else:
+        print_run(final)
+    if final.get("status") != "Succeeded":
+        raise click.exceptions.Exit(1)
+
+
+@click.group()
+def runs() -> None:
+    """Pipeline runs: their activity runs and shards."""
+
+
+def _run_duration(row: dict[str, Any]) -> str:
+    if not row.get("started_at"):
+        return "-"
+    return human_duration(duration_between(row.get("started_at"), row.get("ended_at")))
+
+
+@runs.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, help="How many runs.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def list_runs(limit: int, as_json: bool) -> None:
+    """List the latest runs, newest first."""
+    with user_client() as client:
+        rows = client.list_runs(limit=limit)
+    columns = [column("RUN", "id"), column("PIPELINE", "pipeline"), column("GATEWAY", "gateway"),
+               column("STATUS", "status"), column("CREATED", "created_at", human_time),
+               computed("DURATION", _run_duration)]
+    emit_table(rows, columns, as_json=as_json, empty="no run yet: dmg pipeline run NAME")
+
+
+@runs.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+def show(run_id: str, as_json: bool) -> None:
+    """Show run RUN_ID: every activity run and shard (status, node, files, bytes, duration)."""
+    from dmg.cli.runview import print_run
+
+    with user_client() as client:
+        body = client.run(run_id)
+    if as_json:
+        emit_json(body)
+    else:
+        print_run(body)

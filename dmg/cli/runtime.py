@@ -1,0 +1,40 @@
+"""``dmg node start`` wiring: the node runtime plus its dispatcher candidate.
+
+This is the one place where ``workers`` and ``dispatcher`` meet (DESIGN.md:
+``dmg/cli/`` is the composition root); both are imported only when a node starts.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from dmg.nodestate import NodeRegistration
+from settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_node(settings: Settings, registration: NodeRegistration) -> Any:
+    """A ``workers.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService``."""
+    from dispatcher.loop import DispatcherService
+
+    from workers.node import NodeRuntime
+
+    dispatcher = DispatcherService(settings, registration)
+
+    def role() -> str:
+        return "dispatcher" if dispatcher.is_dispatcher() else "worker"
+
+    return NodeRuntime(settings, registration, services=[dispatcher], role=role)
+
+
+def run_node(settings: Settings, registration: NodeRegistration) -> None:
+    """Run the node until SIGTERM/SIGINT; exits non-zero when its worker died."""
+    import click
+
+    runtime = build_node(settings, registration)
+    log.info("starting node %s of gateway %s", registration.node, registration.gateway)
+    code = runtime.run_forever()
+    if code:
+        raise click.exceptions.Exit(code)

@@ -1,0 +1,149 @@
+"""Watching and showing a run: progress lines, per-shard tables, the summary.
+
+A run, as the cloud returns it (:meth:`dmg.cloud.client.CloudClient.run`), holds
+its activity runs and their shards; times are POSIX seconds.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from dmg.cli.output import column, computed, duration_between, human_bytes, human_duration, render_table
+from dmg.errors import Retryable
+
+if TYPE_CHECKING:
+    from dmg.cloud.client import CloudClient
+
+RUN_DONE = ("Succeeded", "Failed", "Cancelled")
+SHARD_DONE = ("succeeded", "failed")
+
+
+def is_done(run: dict[str, Any]) -> bool:
+    return str(run.get("status")) in RUN_DONE
+
+
+def shards_of(run: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for a in run.get("activity_runs") or [] for s in a.get("shards") or []]
+
+
+def progress_line(run: dict[str, Any]) -> str:
+    """``InProgress: 5/12 shards done, 1 running, 140 files, 20.3 MiB, 4.2 s``."""
+    shards = shards_of(run)
+    done = sum(1 for s in shards if s.get("status") in SHARD_DONE)
+    running = sum(1 for s in shards if s.get("status") == "running")
+    failed = sum(1 for s in shards if s.get("status") == "failed")
+    files = sum(int(s.get("files") or 0) for s in shards)
+    size = sum(int(s.get("bytes") or 0) for s in shards)
+    elapsed = duration_between(run.get("started_at") or run.get("created_at"), run.get("ended_at"))
+    parts = [f"{run.get('status', '?')}: {done}/{len(shards)} shards done"]
+    if running:
+        parts.append(f"{running} running")
+    if failed:
+        parts.append(f"{failed} failed")
+    parts += [f"{files} files", human_bytes(size), human_duration(elapsed)]
+    return ", ".join(parts)
+
+
+def wait_for_run(client: CloudClient, run_id: str, *, poll: float = 0.5, timeout: float | None = None,
+                 on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Poll the run until it ends; returns its last state.
+
+    A cloud that is briefly unreachable is retried; TimeoutError after ``timeout`` s.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            run = client.run(run_id)
+        except Retryable:
+            run = None
+        if run is not None:
+            if on_progress is not None:
+                on_progress(run)
+            if is_done(run):
+                return run
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError(f"run {run_id} did not end within {timeout:.0f} s")
+        time.sleep(poll)
+
+
+class ProgressPrinter:
+    """Rewrites one status line on a terminal; prints a line per change otherwise."""
+
+    def __init__(self) -> None:
+        self._tty = sys.stderr.isatty()
+        self._last = ""
+
+    def __call__(self, run: dict[str, Any]) -> None:
+        line = progress_line(run)
+        if self._tty:
+            click.echo(f"\r\033[K{line}", nl=False, err=True)
+        elif line.split(", ")[:3] != self._last.split(", ")[:3]:
+            click.echo(line, err=True)
+        self._last = line
+
+    def finish(self) -> None:
+        if self._tty and self._last:
+            click.echo("", err=True)
+
+
+def shard_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per shard, tagged with its activity run, for a table or JSON."""
+    rows = []
+    for activity in run.get("activity_runs") or []:
+        for shard in activity.get("shards") or []:
+            rows.append({
+                "activity": activity.get("name"), "activity_status": activity.get("status"),
+                "shard": shard.get("index"), "status": shard.get("status"), "node": shard.get("node"),
+                "attempt": shard.get("attempt"), "files": shard.get("files"), "bytes": shard.get("bytes"),
+                "duration": duration_between(shard.get("started_at"), shard.get("ended_at"))
+                if shard.get("started_at") else None,
+                "error": shard.get("error") or "",
+            })
+    return rows
+
+
+SHARD_COLUMNS = [
+    column("ACTIVITY", "activity"), column("SHARD", "shard"), column("STATUS", "status"),
+    column("NODE", "node"), column("ATTEMPT", "attempt"), column("FILES", "files"),
+    column("BYTES", "bytes", human_bytes), column("DURATION", "duration", human_duration),
+    computed("ERROR", lambda r: str(r.get("error") or "")[:80]),
+]
+
+
+def summary(run: dict[str, Any]) -> dict[str, Any]:
+    """Nodes used, files, bytes, seconds and MB/s (10^6 bytes) of a run."""
+    shards = shards_of(run)
+    files = sum(int(s.get("files") or 0) for s in shards)
+    size = sum(int(s.get("bytes") or 0) for s in shards)
+    nodes = sorted({str(s["node"]) for s in shards if s.get("node") and s.get("status") == "succeeded"})
+    seconds = duration_between(run.get("started_at") or run.get("created_at"), run.get("ended_at")) or 0.0
+    return {"status": run.get("status"), "nodes": nodes, "files": files, "bytes": size,
+            "seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2) if seconds else None}
+
+
+def print_run(run: dict[str, Any]) -> None:
+    """The run's header, its activity runs and a table of every shard."""
+    click.echo(f"run {run.get('id')}  pipeline {run.get('pipeline')}  gateway {run.get('gateway')}  "
+               f"status {run.get('status')}")
+    for activity in run.get("activity_runs") or []:
+        line = (f"  activity {activity.get('name')}: {activity.get('status')}, "
+                f"{activity.get('files') or 0} files, {human_bytes(activity.get('bytes') or 0)}, "
+                f"{human_duration(duration_between(activity.get('started_at'), activity.get('ended_at')))}")
+        click.echo(line)
+        if activity.get("error"):
+            click.echo(f"    error: {activity['error']}")
+    rows = shard_rows(run)
+    if rows:
+        click.echo("")
+        click.echo(render_table(rows, SHARD_COLUMNS))
+    totals = summary(run)
+    rate = f"{totals['mb_per_s']} MB/s" if totals["mb_per_s"] is not None else "-"
+    click.echo("")
+    click.echo(f"nodes used: {', '.join(totals['nodes']) or '-'}; files: {totals['files']}; "
+               f"bytes: {totals['bytes']} ({human_bytes(totals['bytes'])}); "
+               f"seconds: {totals['seconds']:.1f}; throughput: {rate}")

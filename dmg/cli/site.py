@@ -1,0 +1,452 @@
+"""An embedded site on one machine: Redis, the cloud, a gateway, N nodes, Flower.
+
+:class:`EmbeddedSite` is what ``dmg up`` and ``dmg demo`` run, and what
+integration tests use::
+
+    with EmbeddedSite(settings, nodes=2) as site:
+        client = site.client()            # a user client of the site's cloud
+        ...
+
+Every child gets the same ``DMG_*`` settings (:attr:`EmbeddedSite.settings`:
+Redis URL, cloud URL, data dir, API token ...), runs in its own process group,
+logs to ``<data dir>/logs/<name>.log``, and is stopped by :meth:`stop` (SIGTERM,
+then SIGKILL for anything left in its group). A lock keeps two sites off one data
+dir; the pids of a site killed without cleaning up are reaped on the next start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
+
+from dmg import nodestate
+from dmg.embedded.procs import child_environ, free_port, port_open, stop_group, wait_for_port
+from dmg.embedded.redis import EmbeddedRedis
+from dmg.errors import Conflict, DmgError, Fatal, NotFound, Retryable
+from settings import Settings
+
+if TYPE_CHECKING:
+    from dmg.cloud.client import CloudClient
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``DMG_*`` variables that rebuild it in a child process."""
+    env: dict[str, str] = {}
+    for field in dataclasses.fields(settings):
+        if field.name == "extra":
+            continue
+        env[f"DMG_{field.name.upper()}"] = str(getattr(settings, field.name))
+    return env
+
+
+def flower_password(settings: Settings) -> str:
+    """``settings.flower_password``, else the one generated once into the data dir (0600)."""
+    if settings.flower_password:
+        return settings.flower_password
+    path = settings.data_dir / "flower-password"
+    with contextlib.suppress(FileNotFoundError):
+        existing = path.read_text().strip()
+        if existing:
+            return existing
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(18)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(password + "\n")
+    return password
+
+
+def _port_of(url: str, default: int) -> int:
+    try:
+        return urlsplit(url if "//" in url else f"//{url}").port or default
+    except ValueError:
+        return default
+
+
+def _pick_port(wanted: int) -> int:
+    return free_port(HOST) if port_open(HOST, wanted) else wanted
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:])
+
+
+@dataclasses.dataclass
+class Child:
+    """One process the site started."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class EmbeddedSite:
+    """A whole site in child processes; start() it, stop() it, or use ``with``."""
+
+    def __init__(self, settings: Settings, *, nodes: int = 2, gateway: str = "site", flower: bool = True,
+                 node_concurrency: int | None = None, startup_timeout: float = 90.0,
+                 echo: Callable[[str], None] | None = None) -> None:
+        if nodes < 1:
+            raise ValueError("a site needs at least one node")
+        data_dir = settings.data_dir.expanduser().absolute()
+        self.settings = settings.replace(data_dir=data_dir)
+        self.gateway = gateway
+        self.node_names = [f"node{k}" for k in range(1, nodes + 1)]
+        self.with_flower = flower
+        self.node_concurrency = node_concurrency
+        self.startup_timeout = startup_timeout
+        self.gateway_keys: dict[str, str] = {}
+        self.flower_url = ""
+        self._echo = echo or (lambda _line: None)
+        self._redis: EmbeddedRedis | None = None
+        self._children: list[Child] = []
+        self._lock: IO[str] | None = None
+        self._env: dict[str, str] = {}
+
+    # -- paths and urls --------------------------------------------------------------
+    @property
+    def data_dir(self) -> Path:
+        return self.settings.data_dir
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.settings.cloud_url}/api/v1"
+
+    @property
+    def portal_url(self) -> str:
+        return f"{self.settings.cloud_url}/"
+
+    @property
+    def flower_user(self) -> str:
+        return self.settings.flower_user
+
+    @property
+    def flower_password_hint(self) -> str:
+        return ("DMG_FLOWER_PASSWORD" if self.settings.flower_password
+                else str(self.data_dir / "flower-password"))
+
+    def client(self) -> CloudClient:
+        """A user client of this site's cloud (close it, or use ``with``)."""
+        from dmg.cloud.client import CloudClient
+
+        return CloudClient(self.settings.cloud_url, token=self.settings.api_token)
+
+    def children(self) -> list[Child]:
+        return list(self._children)
+
+    def pids(self) -> list[int]:
+        """Every live process of the site: children, and everything they started."""
+        import psutil
+
+        found: set[int] = set()
+        tops = [c.proc.pid for c in self._children if c.alive()]
+        if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is None:
+            tops.append(self._redis.proc.pid)
+        for pid in tops:
+            found.add(pid)
+            with contextlib.suppress(psutil.Error):
+                found.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        return sorted(found)
+
+    def dead_children(self) -> list[str]:
+        """Names of children that exited while the site runs (``dmg up`` watches this)."""
+        dead = [c.name for c in self._children if not c.alive()]
+        if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is not None:
+            dead.append("redis")
+        return dead
+
+    # -- lifecycle -------------------------------------------------------------------
+    def __enter__(self) -> EmbeddedSite:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> EmbeddedSite:
+        """Start everything and wait until every node is Online; on failure, stop it all."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._take_lock()
+        try:
+            self._reap_leftovers()
+            self._start_redis()
+            self._start_cloud()
+            self._ensure_gateway()
+            for name in self.node_names:
+                self._register_node(name)
+            for name in self.node_names:
+                self._start_node(name)
+            if self.with_flower:
+                self._start_flower()
+            self.wait_nodes_online(timeout=self.startup_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop every process this site started, newest first; safe to call twice."""
+        everything = self._snapshot()
+        flower = [c for c in self._children if c.name == "flower"]
+        nodes = [c for c in self._children if c.name in self.node_names]
+        others = [c for c in self._children if c not in flower and c not in nodes]
+        for child in flower:
+            stop_group(child.proc, timeout=10)
+        for child in nodes:  # all at once: each finishes or hands back its shards
+            with contextlib.suppress(ProcessLookupError):
+                child.proc.terminate()
+        for child in nodes:  # a node waits up to 60 s for its running shards
+            stop_group(child.proc, timeout=75)
+        for child in others:
+            stop_group(child.proc, timeout=15)
+        self._children.clear()
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
+        self._kill_survivors(everything)
+        (self.data_dir / "site.pids").unlink(missing_ok=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _snapshot(self) -> list[tuple[int, float]]:
+        """(pid, start time) of every process of the site, to find survivors later."""
+        import psutil
+
+        found = []
+        for pid in self.pids():
+            with contextlib.suppress(psutil.Error):
+                found.append((pid, psutil.Process(pid).create_time()))
+        return found
+
+    @staticmethod
+    def _kill_survivors(snapshot: list[tuple[int, float]]) -> None:
+        """SIGKILL what outlived its parent's stop (a worker in a session of its own)."""
+        import psutil
+
+        for pid, created in snapshot:
+            with contextlib.suppress(psutil.Error):
+                proc = psutil.Process(pid)
+                if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
+                    log.warning("killing process %s that outlived the site's stop", pid)
+                    proc.kill()
+                    proc.wait(5)
+
+    # -- steps -----------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        if self._lock is not None:
+            return
+        fh = open(self.data_dir / "site.lock", "a+")  # noqa: SIM115 - held until stop()
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise Conflict(f"another embedded site (`dmg up` or `dmg demo`) is using {self.data_dir}",
+                           hint="stop it first, or set DMG_DATA_DIR to another directory") from None
+        self._lock = fh
+
+    def _record_pids(self) -> None:
+        import psutil
+
+        entries = []
+        for pid in [c.proc.pid for c in self._children] + (
+                [self._redis.proc.pid] if self._redis and self._redis.proc else []):
+            with contextlib.suppress(psutil.Error):
+                entries.append({"pid": pid, "created": psutil.Process(pid).create_time()})
+        (self.data_dir / "site.pids").write_text(json.dumps(entries))
+
+    def _reap_leftovers(self) -> None:
+        """Kill the processes of a site that was killed before it could stop them."""
+        import psutil
+
+        path = self.data_dir / "site.pids"
+        try:
+            entries = json.loads(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        for entry in entries:
+            with contextlib.suppress(psutil.Error, KeyError, TypeError, ProcessLookupError):
+                proc = psutil.Process(int(entry["pid"]))
+                if abs(proc.create_time() - float(entry["created"])) < 0.01:
+                    log.warning("stopping process %s left over by an earlier site", proc.pid)
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(proc.pid, 9)
+                    proc.kill()
+        path.unlink(missing_ok=True)
+
+    def _start_redis(self) -> None:
+        port = _pick_port(_port_of(self.settings.redis_url, 6479))
+        self._echo(f"starting redis on {HOST}:{port}")
+        redis = EmbeddedRedis(self.data_dir / "redis", port, host=HOST)
+        self._redis = redis
+        try:
+            redis.start()
+        except (RuntimeError, TimeoutError) as exc:
+            raise Fatal(f"redis-server did not start: {exc}",
+                        hint=f"see {self.data_dir / 'redis' / 'redis.log'}") from None
+        self.settings = self.settings.replace(redis_url=redis.url)
+
+    def _start_cloud(self) -> None:
+        from dmg.cloud.keys import api_token
+
+        port = _pick_port(_port_of(self.settings.cloud_bind, 8050))
+        bind = f"{HOST}:{port}"
+        self.settings = self.settings.replace(cloud_bind=bind, cloud_url=f"http://{bind}",
+                                              cloud_db=self.settings.cloud_db_url)
+        self.settings = self.settings.replace(api_token=api_token(self.settings))
+        if self.with_flower:
+            self.settings = self.settings.replace(flower_port=_pick_port(self.settings.flower_port))
+        self._env = child_environ({**settings_environ(self.settings), "PYTHONUNBUFFERED": "1"})
+        self._echo(f"starting the cloud on {self.settings.cloud_url}")
+        child = self._spawn("cloud", [sys.executable, "-m", "dmg.cli", "cloud", "serve",
+                                      "--bind", bind, "--db", self.settings.cloud_db_url])
+        self._wait_port(child, port)
+        deadline = time.monotonic() + self.startup_timeout
+        with self.client() as client:
+            while True:
+                try:
+                    client.list_gateways()
+                    return
+                except Retryable:
+                    if not child.alive():
+                        self._died(child)
+                    if time.monotonic() > deadline:
+                        raise Fatal("the cloud did not answer in time",
+                                    hint=f"see {child.log_path}") from None
+                    time.sleep(0.1)
+
+    def _ensure_gateway(self) -> None:
+        with self.client() as client:
+            try:
+                client.gateway(self.gateway)
+            except NotFound:
+                self._echo(f"creating gateway {self.gateway}")
+                client.create_gateway(self.gateway)
+            keys = client.gateway_keys(self.gateway)
+        self.gateway_keys = {"key1": str(keys["key1"]), "key2": str(keys["key2"])}
+
+    def _register_node(self, name: str) -> None:
+        """Register ``name`` (keeping a registration the cloud already knows)."""
+        from dmg.cloud.client import CloudClient
+        from dmg.version import __version__
+
+        cloud_url = self.settings.cloud_url
+        try:
+            local: nodestate.NodeRegistration | None = nodestate.load(self.data_dir, name)
+        except (NotFound, DmgError):
+            local = None
+        with CloudClient(cloud_url) as client:
+            try:
+                body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
+            except Conflict:
+                if local is not None and local.gateway == self.gateway:
+                    if local.cloud_url != cloud_url:
+                        nodestate.save(self.data_dir, dataclasses.replace(local, cloud_url=cloud_url))
+                    return
+                with self.client() as user:  # known to the cloud, but its token is lost here
+                    user.remove_node(self.gateway, name)
+                body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
+        nodestate.save(self.data_dir, nodestate.NodeRegistration(
+            cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
+            token=str(body["token"])))
+        self._echo(f"registered {name} to gateway {self.gateway}")
+
+    def _start_node(self, name: str) -> None:
+        args = [sys.executable, "-m", "dmg.cli", "node", "start", "--name", name]
+        if self.node_concurrency:
+            args += ["--concurrency", str(self.node_concurrency)]
+        self._echo(f"starting {name}")
+        self._spawn(name, args)
+
+    def _start_flower(self) -> None:
+        port = self.settings.flower_port
+        env_extra = {"FLOWER_BASIC_AUTH": f"{self.settings.flower_user}:{flower_password(self.settings)}"}
+        self._echo(f"starting flower on {HOST}:{port}")
+        child = self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+                                       "--address", HOST, "--port", str(port)], extra_env=env_extra)
+        self._wait_port(child, port)
+        self.flower_url = f"http://{HOST}:{port}/"
+
+    def wait_nodes_online(self, *, timeout: float) -> list[dict[str, Any]]:
+        """Poll the cloud until every node of the site is Online; Fatal with reasons if not."""
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        with self.client() as client:
+            while True:
+                for child in self._children:
+                    if not child.alive():
+                        self._died(child)
+                with contextlib.suppress(Retryable):
+                    rows = client.list_nodes(self.gateway)
+                status = {str(r.get("name")): r for r in rows}
+                if all(status.get(n, {}).get("status") == "Online" for n in self.node_names):
+                    return rows
+                if time.monotonic() > deadline:
+                    late = [f"{n}: {status.get(n, {}).get('status', 'unknown')} "
+                            f"{status.get(n, {}).get('reasons') or ''}".strip()
+                            for n in self.node_names if status.get(n, {}).get("status") != "Online"]
+                    raise Fatal(f"nodes not Online after {timeout:.0f} s: {'; '.join(late)}",
+                                hint=f"see the logs in {self.log_dir}")
+                time.sleep(0.2)
+
+    # -- helpers ---------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None) -> Child:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        with open(log_path, "ab") as out:
+            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                    env={**self._env, **(extra_env or {})}, start_new_session=True)
+        child = Child(name, proc, log_path)
+        self._children.append(child)
+        self._record_pids()
+        return child
+
+    def _wait_port(self, child: Child, port: int) -> None:
+        try:
+            wait_for_port(HOST, port, timeout=self.startup_timeout, proc=child.proc, what=child.name)
+        except RuntimeError:
+            self._died(child)
+        except TimeoutError as exc:
+            raise Fatal(str(exc), hint=f"see {child.log_path}") from None
+
+    def _died(self, child: Child) -> NoReturn:
+        raise Fatal(f"{child.name} exited with code {child.proc.poll()}: {_tail(child.log_path)}",
+                    hint=f"see {child.log_path}")
+
+    def describe(self) -> Iterator[str]:
+        """Lines telling the user where everything is and what to try next."""
+        yield f"data dir:   {self.data_dir}"
+        yield f"API:        {self.api_url}   (token in {self.data_dir / 'cloud' / 'api-token'})"
+        yield f"portal:     {self.portal_url}"
+        if self.flower_url:
+            yield (f"flower:     {self.flower_url}   (user {self.flower_user}, "
+                   f"password in {self.flower_password_hint})")
+        yield f"redis:      {self.settings.redis_url}"
+        yield f"gateway:    {self.gateway}, nodes {', '.join(self.node_names)}"
+        yield f"logs:       {self.log_dir}"
