@@ -32,12 +32,53 @@ SHARD_RUNNING = "running"
 SHARD_DONE = "done"
 SHARD_FAILED = "failed"
 
+# KEYS: shard hash. ARGV: prefix, shard id, node, queued state.
+_NEW_ATTEMPT = """
+local previous = redis.call('HGET', KEYS[1], 'node')
+if previous and previous ~= '' then
+  redis.call('SREM', ARGV[1] .. 'queued:' .. previous, ARGV[2])
+  redis.call('SREM', ARGV[1] .. 'running:' .. previous, ARGV[2])
+end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', ARGV[4])
+redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+return attempt
+"""
+
+# KEYS: shard hash, queued set, running set. ARGV: attempt, shard id, running state.
+_MARK_RUNNING = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('HSET', KEYS[1], 'state', ARGV[3])
+return 1
+"""
+
+# KEYS: shard hash, queued set, running set. ARGV: attempt, shard id, node, end state.
+_MARK_FINISHED = """
+local current = redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
+if not current and redis.call('HGET', KEYS[1], 'node') == ARGV[3] then
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+if current then
+  redis.call('HSET', KEYS[1], 'state', ARGV[4])
+end
+return 1
+"""
+
 
 class SiteState:
     def __init__(self, client: redis.Redis, gateway: str) -> None:
         self.redis = client
         self.gateway = gateway
         self.prefix = f"dmg:{gateway}:"
+        self._new_attempt = client.register_script(_NEW_ATTEMPT)
+        self._mark_running = client.register_script(_MARK_RUNNING)
+        self._mark_finished = client.register_script(_MARK_FINISHED)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -101,37 +142,35 @@ class SiteState:
         }
 
     def new_attempt(self, shard_id: str, node: str) -> int:
-        """Start a new attempt of a shard on ``node``; older attempts can no longer commit."""
-        key = self.key("shard", shard_id)
-        pipe = self.redis.pipeline()
-        pipe.hincrby(key, "attempt", 1)
-        pipe.hset(key, mapping={"node": node, "state": SHARD_QUEUED})
-        pipe.sadd(self.key("queued", node), shard_id)
-        attempt = int(pipe.execute()[0])
-        return attempt
+        """Start a new attempt of a shard on ``node``; older attempts can no longer commit.
+
+        The shard leaves the queued/running sets of the node that held the older
+        attempt: a fenced attempt no longer counts against that node's slots.
+        """
+        return int(self._new_attempt(keys=[self.key("shard", shard_id)],
+                                     args=[self.prefix, shard_id, node, SHARD_QUEUED]))
 
     def is_current(self, shard_id: str, attempt: int) -> bool:
         raw = self.redis.hget(self.key("shard", shard_id), "attempt")
         return raw is not None and int(raw) == attempt
 
     def mark_running(self, shard_id: str, attempt: int, node: str) -> bool:
-        """Move a shard from queued to running on ``node``; False if ``attempt`` is stale."""
-        if not self.is_current(shard_id, attempt):
-            return False
-        pipe = self.redis.pipeline()
-        pipe.srem(self.key("queued", node), shard_id)
-        pipe.sadd(self.key("running", node), shard_id)
-        pipe.hset(self.key("shard", shard_id), "state", SHARD_RUNNING)
-        pipe.execute()
-        return True
+        """Move a shard from queued to running on ``node``; False if ``attempt`` is stale.
+
+        Atomic: the check and the move happen in one Redis script.
+        """
+        moved = self._mark_running(
+            keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node)],
+            args=[attempt, shard_id, SHARD_RUNNING])
+        return bool(moved)
 
     def mark_finished(self, shard_id: str, attempt: int, node: str, *, ok: bool) -> None:
-        pipe = self.redis.pipeline()
-        pipe.srem(self.key("queued", node), shard_id)
-        pipe.srem(self.key("running", node), shard_id)
-        if self.is_current(shard_id, attempt):
-            pipe.hset(self.key("shard", shard_id), "state", SHARD_DONE if ok else SHARD_FAILED)
-        pipe.execute()
+        """Take the shard off ``node``'s queued/running sets and, if ``attempt`` is still
+        current, record ``done``/``failed``. A stale attempt on the node that holds the
+        newer attempt leaves the sets alone (they count the newer attempt)."""
+        self._mark_finished(
+            keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node)],
+            args=[attempt, shard_id, node, SHARD_DONE if ok else SHARD_FAILED])
 
     def queued(self, node: str) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m

@@ -1,0 +1,138 @@
+"""The dispatcher lease: one holder per gateway, fenced by an epoch.
+
+- :meth:`Lease.acquire`: ``SET key <holder>:<random token> NX PX ttl`` and, in the
+  same Redis script, ``INCR epoch``: every acquisition gets a higher epoch than any
+  before it. The cloud refuses claims and plans from an older epoch.
+- :meth:`Lease.renew` / :meth:`Lease.release` act only while the key still holds
+  our token (compare-and-set in Lua): a holder whose lease expired and was taken
+  cannot renew or delete the new holder's lease.
+- :meth:`Lease.holding` is local and pessimistic: true only until
+  ``acquired/renewed + ttl * (1 - safety)`` by this process's monotonic clock. A
+  holder that failed to renew in time must consider itself not holding; check it
+  before every placement.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+
+# KEYS: lease, epoch. ARGV: value, ttl ms. -> the new epoch, or 0 when taken.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return redis.call('INCR', KEYS[2])
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: value, ttl ms. -> 1 renewed, 0 not ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS: lease. ARGV: value. -> 1 released, 0 not ours.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    """A renewable, fenced Redis lease held by ``holder`` (a node name).
+
+    ``safety`` is the share of the TTL a holder gives up to clock drift and Redis
+    round trips: it stops trusting its lease that much before Redis expires it.
+    """
+
+    def __init__(self, client: redis.Redis, *, key: str, epoch_key: str, holder: str, ttl: float,
+                 safety: float = 0.2, clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl <= 0:
+            raise ValueError("ttl must be positive")
+        self.redis = client
+        self.key = key
+        self.epoch_key = epoch_key
+        self.holder = holder
+        self.ttl = ttl
+        self.safety = safety
+        self.clock = clock
+        self.epoch = 0
+        self._value = ""
+        self._valid_until = 0.0
+        self._lock = threading.Lock()
+        self._acquire = client.register_script(_ACQUIRE)
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    @property
+    def ttl_ms(self) -> int:
+        return max(1, int(self.ttl * 1000))
+
+    def _deadline(self, started: float) -> float:
+        return started + self.ttl * (1 - self.safety)
+
+    def acquire(self) -> bool:
+        """Try once to take the lease; True (and a new :attr:`epoch`) if taken."""
+        value = f"{self.holder}:{secrets.token_hex(16)}"
+        started = self.clock()
+        epoch = int(self._acquire(keys=[self.key, self.epoch_key], args=[value, self.ttl_ms]))
+        if not epoch:
+            return False
+        with self._lock:
+            self._value = value
+            self.epoch = epoch
+            self._valid_until = self._deadline(started)
+        return True
+
+    def renew(self) -> bool:
+        """Extend our lease by the TTL; False (and no longer holding) if it is not ours."""
+        with self._lock:
+            value = self._value
+        if not value:
+            return False
+        started = self.clock()
+        try:
+            ok = bool(self._renew(keys=[self.key], args=[value, self.ttl_ms]))
+        except redis.RedisError:
+            ok = False
+        with self._lock:
+            if self._value != value:
+                return False
+            if ok:
+                self._valid_until = self._deadline(started)
+            else:
+                self._value = ""
+                self._valid_until = 0.0
+        return ok
+
+    def release(self) -> bool:
+        """Give the lease up if it is still ours; True if it was."""
+        with self._lock:
+            value, self._value, self._valid_until = self._value, "", 0.0
+        if not value:
+            return False
+        try:
+            return bool(self._release(keys=[self.key], args=[value]))
+        except redis.RedisError:
+            return False
+
+    def holding(self) -> bool:
+        """True while our lease is surely still valid (local, no Redis round trip)."""
+        with self._lock:
+            return bool(self._value) and self.clock() < self._valid_until
+
+    def current_holder(self) -> str | None:
+        """The node that holds the lease now according to Redis, or None."""
+        raw = self.redis.get(self.key)
+        if raw is None:
+            return None
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return text.rsplit(":", 1)[0]

@@ -1,0 +1,215 @@
+"""``DispatcherService``: the dispatcher candidate every node runs.
+
+A candidate thread tries the lease (:mod:`dispatcher.lease`) until it wins. While
+it holds the lease it renews it every ``lease_ttl / 3`` s, places pending shards
+every ``placement_interval`` s (:mod:`dispatcher.placement`) and moves the queued
+shards of offline nodes back to pending (:mod:`dispatcher.recovery`); a second
+thread long-polls the cloud for activity runs with the lease's epoch and plans
+them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
+deadline passes, placement stops at once and the candidate competes again.
+
+Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
+:meth:`DispatcherService.role` tells the node agent "dispatcher" or "worker".
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+from celery import Celery
+
+from dispatcher.lease import Lease
+from dispatcher.placement import Placer
+from dispatcher.planner import plan_activity_run
+from dispatcher.ports import DispatchCloud, TaskSender
+from dispatcher.recovery import requeue_offline_queued
+from dmg.cloud.client import CloudClient
+from dmg.connectors import Connector, StoreSpec, connector_for
+from dmg.errors import DmgError, Retryable
+from dmg.nodestate import NodeRegistration
+from dmg.sitestate import SiteState
+from settings import Settings
+from settings.celery import celery_config
+
+log = logging.getLogger(__name__)
+
+DISPATCHER = "dispatcher"
+WORKER = "worker"
+
+
+def make_sender(settings: Settings) -> Celery:
+    """A Celery app used only to send tasks by name (no task code imported)."""
+    app = Celery("dmg-dispatcher", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    return app
+
+
+class DispatcherService:
+    """One dispatcher candidate; see the module docstring. Not reusable after :meth:`stop`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        node: str,
+        *,
+        state: SiteState,
+        cloud: DispatchCloud,
+        sender: TaskSender,
+        connector_factory: Callable[[StoreSpec], Connector] = connector_for,
+        placement_interval: float = 0.2,
+        recovery_interval: float = 1.0,
+        claim_limit: int = 16,
+    ) -> None:
+        self.settings = settings
+        self.node = node
+        self.state = state
+        self.cloud = cloud
+        self.sender = sender
+        self.connector_factory = connector_factory
+        self.owned: list[Any] = []  # clients built by from_settings, closed by stop()
+        self.placement_interval = placement_interval
+        self.recovery_interval = recovery_interval
+        self.claim_limit = claim_limit
+        self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
+                           holder=node, ttl=settings.lease_ttl)
+        self.placer = Placer(state=state, sender=sender, cloud=cloud, holding=self.lease.holding,
+                             max_queued=settings.max_queued_per_node)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._claimer: threading.Thread | None = None
+        self._retry: list[tuple[dict[str, Any], int]] = []  # (activity run, epoch) to plan again
+        self._retry_lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, registration: NodeRegistration,
+                      **kwargs: Any) -> DispatcherService:
+        """Wire the real Redis, cloud client (node token) and Celery sender."""
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        state = SiteState(client, registration.gateway)
+        cloud = CloudClient(registration.cloud_url, token=registration.token)
+        service = cls(settings, registration.node, state=state, cloud=cloud,
+                      sender=make_sender(settings), **kwargs)
+        service.owned = [cloud, client]
+        return service
+
+    # -- service -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._candidate, name=f"dmg-dispatcher-{self.node}",
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop competing; give the lease up if held (another node takes over at once)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._claimer is not None:
+            # The long-poll may still be waiting on the cloud; it sees the stop flag after.
+            self._claimer.join(min(timeout, 1.0))
+        try:
+            self.lease.release()
+        except redis.RedisError as exc:
+            log.warning("could not release the dispatcher lease: %s", exc)
+        for resource in self.owned:
+            resource.close()
+        self.owned = []
+
+    def is_dispatcher(self) -> bool:
+        return self.lease.holding()
+
+    def role(self) -> str:
+        return DISPATCHER if self.is_dispatcher() else WORKER
+
+    # -- the candidate thread --------------------------------------------------------------
+    def _candidate(self) -> None:
+        retry_every = min(self.settings.lease_ttl / 3, 1.0)
+        while not self._stop.is_set():
+            try:
+                if self.lease.holding():
+                    self._lead()
+                elif self.lease.acquire():
+                    self._on_acquired()
+                    continue
+            except redis.RedisError as exc:
+                log.warning("dispatcher candidate cannot reach the broker node=%s error=%s", self.node, exc)
+            except Exception:
+                log.exception("dispatcher candidate error node=%s", self.node)
+            self._stop.wait(retry_every)
+
+    def _on_acquired(self) -> None:
+        epoch = self.lease.epoch
+        log.info("became the dispatcher node=%s epoch=%d", self.node, epoch)
+        self._claimer = threading.Thread(target=self._claim_loop, args=(epoch,),
+                                         name=f"dmg-claimer-{self.node}", daemon=True)
+        self._claimer.start()
+
+    def _lead(self) -> None:
+        """Renew, place and recover until the lease is lost or the service stops."""
+        renew_every = self.settings.lease_ttl / 3
+        next_renew = time.monotonic() + renew_every
+        next_recovery = 0.0
+        epoch = self.lease.epoch
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now >= next_renew:
+                if not self.lease.renew():
+                    break
+                next_renew = now + renew_every
+            if not self.lease.holding():
+                break
+            try:
+                if now >= next_recovery:
+                    requeue_offline_queued(self.state)
+                    next_recovery = now + self.recovery_interval
+                self.placer.place_pending()
+            except redis.RedisError as exc:
+                log.warning("placement round failed (broker) error=%s", exc)
+            self._stop.wait(min(self.placement_interval, max(next_renew - time.monotonic(), 0)))
+        if not self._stop.is_set():
+            log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
+
+    # -- the claimer thread -------------------------------------------------------------
+    def _claim_loop(self, epoch: int) -> None:
+        backoff = 1.0
+        while not self._stop.is_set() and self.lease.holding() and self.lease.epoch == epoch:
+            self._plan_retries(epoch)
+            try:
+                runs = self.cloud.claim_activity_runs(epoch=epoch, wait=self.settings.claim_wait,
+                                                      limit=self.claim_limit)
+            except DmgError as exc:
+                log.warning("cannot claim activity runs epoch=%d error=%s", epoch, exc)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 1.0
+            for run in runs:
+                if self._stop.is_set() or not self.lease.holding() or self.lease.epoch != epoch:
+                    log.warning("claimed activity run %s dropped: lease lost", run.get("id"))
+                    break
+                self._plan(run, epoch)
+
+    def _plan(self, run: dict[str, Any], epoch: int) -> None:
+        try:
+            plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
+                              settings=self.settings, connector_factory=self.connector_factory)
+        except (Retryable, redis.RedisError) as exc:
+            log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
+            with self._retry_lock:
+                self._retry.append((run, epoch))
+        except DmgError as exc:
+            log.error("planning refused activity_run=%s error=%s", run.get("id"), exc)
+
+    def _plan_retries(self, epoch: int) -> None:
+        with self._retry_lock:
+            retries, self._retry = self._retry, []
+        for run, claimed_epoch in retries:
+            if claimed_epoch == epoch:
+                self._plan(run, epoch)

@@ -1,0 +1,139 @@
+"""Placement: send pending shards to the node with the most free slots.
+
+Each round reads the site's load from Redis: the nodes with a live heartbeat are
+online; a node's limit comes from its heartbeat (else its worker-load key);
+running and queued are the sizes of its ``running:<node>`` / ``queued:<node>``
+sets. For each pending shard in order it picks a node with
+:func:`dmg.placement.choose_node`, starts a new attempt, sends
+``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
+``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
+attempt, why it waited) to the cloud. A shard no node can take stays pending.
+
+Fencing: ``holding()`` is asked before every placement; the round stops as soon
+as it turns false.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from dispatcher.ports import DispatchCloud, TaskSender
+from dmg.errors import DmgError
+from dmg.placement import NodeLoad, choose_node, record_placement
+from dmg.sitestate import SiteState
+from workers.names import COPY_SHARD, copy_task_id, node_queue
+
+log = logging.getLogger(__name__)
+
+NO_NODE_ONLINE = "no node of the gateway is online"
+ALL_NODES_BUSY = "every node is at its concurrent-job limit"
+
+
+@dataclass
+class Placement:
+    shard_id: str
+    node: str
+    attempt: int
+    wait_reason: str = ""
+
+
+def node_loads(state: SiteState) -> list[NodeLoad]:
+    """The load of every online node (live heartbeat), read from the site state."""
+    loads = []
+    for name, beat in state.heartbeats().items():
+        limit = int(beat.get("limit") or 0)
+        if limit <= 0:
+            worker = state.worker_load(name)
+            limit = int(worker["limit"]) if worker else 0
+        loads.append(NodeLoad(
+            name=name, limit=limit, running=len(state.running(name)), queued=len(state.queued(name)),
+            online=True, draining=bool(beat.get("draining", False)),
+            unreachable_stores=frozenset(beat.get("stores_unreachable") or ())))
+    return loads
+
+
+def _stores_of(spec: dict[str, Any]) -> list[str]:
+    names = []
+    for side in ("source", "sink"):
+        store = (spec.get(side) or {}).get("store") or {}
+        if store.get("name"):
+            names.append(str(store["name"]))
+    return names
+
+
+class Placer:
+    """Places pending shards; remembers since when and why each shard waited."""
+
+    def __init__(self, *, state: SiteState, sender: TaskSender, cloud: DispatchCloud | None,
+                 holding: Callable[[], bool], max_queued: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.sender = sender
+        self.cloud = cloud
+        self.holding = holding
+        self.max_queued = max_queued
+        self.clock = clock
+        self._waiting: dict[str, tuple[float, str]] = {}  # shard id -> (since, reason)
+
+    def wait_reason(self, shard_id: str) -> str:
+        return self._waiting.get(shard_id, (0.0, ""))[1]
+
+    def place_pending(self) -> list[Placement]:
+        """One placement round; returns the shards placed."""
+        pending = self.state.pending()
+        if not pending or not self.holding():
+            return []
+        loads = node_loads(self.state)
+        placed: list[Placement] = []
+        for shard_id in pending:
+            if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
+                self._note_wait(pending[len(placed):], NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
+                break
+            if not self.holding():
+                log.warning("lease lost; placement stopped")
+                break
+            shard = self.state.shard(shard_id)
+            if shard is None:
+                log.warning("pending shard %s has no spec; dropped", shard_id)
+                self.state.drop_pending(shard_id)
+                continue
+            stores = _stores_of(shard["spec"])
+            node = choose_node(loads, stores=stores, max_queued=self.max_queued)
+            if node is None:
+                self._note_wait([shard_id], f"no online node can reach store(s) {', '.join(stores)}")
+                continue
+            placed.append(self._place(shard_id, node))
+        return placed
+
+    def _place(self, shard_id: str, node: NodeLoad) -> Placement:
+        attempt = self.state.new_attempt(shard_id, node.name)
+        self.sender.send_task(COPY_SHARD, args=[shard_id, attempt], queue=node_queue(node.name),
+                              task_id=copy_task_id(shard_id, attempt))
+        self.state.drop_pending(shard_id)
+        record_placement(node)
+        _since, reason = self._waiting.pop(shard_id, (0.0, ""))
+        placement = Placement(shard_id, node.name, attempt, reason)
+        log.info("shard placed shard=%s node=%s attempt=%d free_slots=%d wait_reason=%s",
+                 shard_id, node.name, attempt, node.free_slots, reason or "-")
+        self._report(placement)
+        return placement
+
+    def _note_wait(self, shard_ids: list[str], reason: str) -> None:
+        now = self.clock()
+        for shard_id in shard_ids:
+            if shard_id not in self._waiting:
+                self._waiting[shard_id] = (now, reason)
+
+    def _report(self, placement: Placement) -> None:
+        if self.cloud is None:
+            return
+        report = {"attempt": placement.attempt, "node": placement.node, "status": "placed",
+                  "wait_reason": placement.wait_reason}
+        try:
+            self.cloud.report_shard(placement.shard_id, report)
+        except DmgError as exc:
+            log.warning("placement not reported to the cloud shard=%s error=%s", placement.shard_id, exc)

@@ -1,0 +1,220 @@
+"""The node agent: a heartbeat every ``settings.heartbeat_interval`` s.
+
+A heartbeat is::
+
+    {node, gateway, version, role, running, limit, cpu_percent, memory_available,
+     network_in, network_out, problems, credential_status, draining,
+     stores_unreachable, ts}
+
+``running``/``limit`` come from the worker's load key (:mod:`workers.loadstep`);
+``network_in``/``network_out`` are bytes/s since the previous beat; ``problems``
+are connectivity problems in words ("broker unreachable", "cloud unreachable",
+"worker process not responding"). The beat goes to the site state (expires after
+``settings.offline_after``) and to the cloud. An outage of either is recorded as
+a problem and never stops the agent. After each beat that reached the cloud, the
+agent delivers the node's queued shard reports (:mod:`workers.outbox`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import psutil
+import redis
+
+from dmg.errors import DmgError
+from dmg.nodestate import NodeRegistration
+from dmg.sitestate import SiteState
+from dmg.version import __version__
+from settings import Settings
+from workers.outbox import ReportOutbox
+from workers.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+BROKER_UNREACHABLE = "broker unreachable"
+CLOUD_UNREACHABLE = "cloud unreachable"
+WORKER_NOT_RESPONDING = "worker process not responding"
+
+
+class HeartbeatClient(Protocol):
+    """The part of :class:`dmg.cloud.client.CloudClient` the agent uses."""
+
+    def heartbeat(self, beat: dict[str, Any]) -> dict[str, Any]: ...
+
+
+class _NetRate:
+    """Bytes/s received and sent since the previous call (psutil counters)."""
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self.clock = clock
+        self.last = self._sample()
+
+    def _sample(self) -> tuple[float, int, int]:
+        counters = psutil.net_io_counters()
+        return self.clock(), int(counters.bytes_recv), int(counters.bytes_sent)
+
+    def rates(self) -> tuple[float, float]:
+        now = self._sample()
+        elapsed = now[0] - self.last[0]
+        received, sent = now[1] - self.last[1], now[2] - self.last[2]
+        self.last = now
+        if elapsed <= 0 or received < 0 or sent < 0:  # counters wrapped or reset
+            return 0.0, 0.0
+        return received / elapsed, sent / elapsed
+
+
+class NodeAgent:
+    """Builds and publishes heartbeats; :meth:`start`/:meth:`stop` run it in a thread.
+
+    ``role`` says "dispatcher" or "worker" now; ``credential_status`` the state of
+    credential sync; ``extras`` (optional) adds fields such as ``draining``.
+    ``worker_grace`` s after start, a missing worker load counts as a problem.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registration: NodeRegistration,
+        *,
+        state: SiteState,
+        cloud: HeartbeatClient | None,
+        role: Callable[[], str] = lambda: "worker",
+        credential_status: Callable[[], str] = lambda: "none",
+        extras: Callable[[], dict[str, Any]] | None = None,
+        outbox: ReportOutbox | None = None,
+        reporter: Reporter | None = None,
+        worker_grace: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.node = registration.node
+        self.gateway = registration.gateway
+        self.state = state
+        self.cloud = cloud
+        self.role = role
+        self.credential_status = credential_status
+        self.extras = extras
+        self.outbox = outbox
+        self.reporter = reporter
+        self.worker_grace = worker_grace
+        self.clock = clock
+        self.started = clock()
+        self.cloud_reachable = True
+        self.cloud_answer: dict[str, Any] | None = None
+        self.last_beat: dict[str, Any] | None = None
+        self._net = _NetRate(clock)
+        psutil.cpu_percent(interval=None)  # the first call only starts the measurement
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- one beat ------------------------------------------------------------------------
+    def build_heartbeat(self) -> dict[str, Any]:
+        """The heartbeat as of now (reads the worker load from Redis; never raises for
+        an outage, it lists it in ``problems``)."""
+        problems: list[str] = []
+        load: dict[str, Any] | None = None
+        try:
+            load = self.state.worker_load(self.node)
+        except redis.RedisError as exc:
+            log.warning("broker unreachable node=%s error=%s", self.node, exc)
+            problems.append(BROKER_UNREACHABLE)
+        if load is None and not problems and self.clock() - self.started > self.worker_grace:
+            problems.append(WORKER_NOT_RESPONDING)
+        if not self.cloud_reachable:
+            problems.append(CLOUD_UNREACHABLE)
+        network_in, network_out = self._net.rates()
+        beat: dict[str, Any] = {
+            "node": self.node,
+            "gateway": self.gateway,
+            "version": __version__,
+            "role": self._role(),
+            "running": int(load["running"]) if load else 0,
+            "limit": int(load["limit"]) if load else 0,
+            "cpu_percent": float(psutil.cpu_percent(interval=None)),
+            "memory_available": int(psutil.virtual_memory().available),
+            "network_in": network_in,
+            "network_out": network_out,
+            "problems": problems,
+            "credential_status": self.credential_status(),
+            "draining": False,
+            "stores_unreachable": [],
+            "ts": self.clock(),
+        }
+        if self.extras is not None:
+            beat.update(self.extras())
+        return beat
+
+    def _role(self) -> str:
+        try:
+            return self.role()
+        except Exception:  # the role must never stop a heartbeat
+            log.exception("cannot tell the node's role")
+            return "worker"
+
+    def beat_once(self) -> dict[str, Any]:
+        """Build one heartbeat and publish it to Redis and the cloud; returns it."""
+        beat = self.build_heartbeat()
+        try:
+            self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
+        except redis.RedisError as exc:
+            log.warning("heartbeat not published to the broker node=%s error=%s", self.node, exc)
+            if BROKER_UNREACHABLE not in beat["problems"]:
+                beat["problems"].append(BROKER_UNREACHABLE)
+        self._send_to_cloud(beat)
+        self.last_beat = beat
+        return beat
+
+    def _send_to_cloud(self, beat: dict[str, Any]) -> None:
+        if self.cloud is None:
+            return
+        # A beat the cloud receives proves the cloud reachable: do not send the old problem.
+        sent = {**beat, "problems": [p for p in beat["problems"] if p != CLOUD_UNREACHABLE]}
+        try:
+            self.cloud_answer = self.cloud.heartbeat(sent)
+        except DmgError as exc:
+            if self.cloud_reachable:
+                log.warning("heartbeat not delivered to the cloud node=%s error=%s", self.node, exc)
+            self.cloud_reachable = False
+            return
+        if not self.cloud_reachable:
+            log.info("cloud reachable again node=%s", self.node)
+        self.cloud_reachable = True
+        self._flush_outbox()
+
+    def _flush_outbox(self) -> None:
+        if self.outbox is None or self.reporter is None:
+            return
+        try:
+            delivered = self.outbox.flush(self.reporter)
+        except redis.RedisError as exc:
+            log.warning("cannot read the report outbox node=%s error=%s", self.node, exc)
+            return
+        if delivered:
+            log.info("delivered %d queued shard reports node=%s", delivered, self.node)
+
+    # -- the thread ----------------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"dmg-agent-{self.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.beat_once()
+            except Exception:  # keep beating whatever happens
+                log.exception("heartbeat failed node=%s", self.node)
+            self._stop.wait(self.settings.heartbeat_interval)

@@ -1,0 +1,27 @@
+"""The Celery app of a dmg node: ``celery -A workers.app worker ...``.
+
+Configured from :func:`settings.celery.celery_config` (acks late, reject on
+worker lost, prefetch 1, JSON only, extended results) with the worker-load
+bootstep added. ``app.dmg_settings`` holds the :class:`settings.Settings` it was
+built from.
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+import settings as dmg_settings
+from settings.celery import celery_config
+from workers.loadstep import WorkerLoadStep
+
+
+def make_app(settings: dmg_settings.Settings) -> Celery:
+    celery_app = Celery("dmg", set_as_current=False)
+    celery_app.conf.update(celery_config(settings))
+    celery_app.conf.include = ["workers.tasks"]
+    celery_app.steps["worker"].add(WorkerLoadStep)
+    celery_app.dmg_settings = settings
+    return celery_app
+
+
+app = make_app(dmg_settings.load())

@@ -1,0 +1,65 @@
+"""What a worker process needs to run shards, built once per process from Settings.
+
+Node and gateway come from the node's registration
+(``dmg.nodestate.load(settings.data_dir, settings.node_name)``); the cloud URL and
+node token too. Each piece is built lazily and rebuilt after a fork (prefork
+children get their own Redis and HTTP connections).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+
+import redis
+
+from dmg import nodestate
+from dmg.cloud.client import CloudClient
+from dmg.sitestate import SiteState
+from settings import Settings
+from workers.outbox import OutboxReporter, ReportOutbox
+from workers.reporter import HttpReporter
+
+#: Seconds a Redis call may block a worker before it counts as broker trouble.
+REDIS_SOCKET_TIMEOUT = 5.0
+
+
+def redis_client(settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT,
+                                socket_connect_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30)
+
+
+@dataclass
+class NodeContext:
+    settings: Settings
+    registration: nodestate.NodeRegistration
+    state: SiteState
+    reporter: OutboxReporter
+    pid: int = field(default_factory=os.getpid)
+
+    @property
+    def node(self) -> str:
+        return self.registration.node
+
+    @classmethod
+    def build(cls, settings: Settings) -> NodeContext:
+        """Raises NotFound/BadInput (dmg.errors) when the node is not registered here."""
+        registration = nodestate.load(settings.data_dir, settings.node_name)
+        state = SiteState(redis_client(settings), registration.gateway)
+        client = CloudClient(registration.cloud_url, token=registration.token)
+        reporter = OutboxReporter(HttpReporter(client), ReportOutbox(state, registration.node))
+        return cls(settings, registration, state, reporter)
+
+
+_lock = threading.Lock()
+_current: NodeContext | None = None
+
+
+def node_context(settings: Settings) -> NodeContext:
+    """This process's context (built on first use, again after a fork)."""
+    global _current
+    with _lock:
+        if _current is None or _current.pid != os.getpid():
+            _current = NodeContext.build(settings)
+        return _current

@@ -1,0 +1,208 @@
+"""``NodeRuntime``: what ``dmg node start`` runs on one machine.
+
+- the node's Celery worker as a child process (its own session, so the pool
+  children stop with it)::
+
+      python -m celery -A workers.app worker -n <node>@<gateway> -Q node.<node>
+          -P prefork -c <limit> -E --without-gossip --without-mingle --loglevel INFO
+
+  with the environment carrying every ``DMG_*`` setting (``DMG_NODE_NAME``,
+  ``DMG_DATA_DIR``, ...), so the worker loads the same :class:`~settings.Settings`;
+- the node agent (heartbeats) in a thread;
+- any extra services handed in (objects with ``start()``/``stop()``, such as the
+  dispatcher candidate), started in order and stopped in reverse.
+
+:meth:`NodeRuntime.run_forever` returns when SIGTERM/SIGINT arrives or the worker
+dies; :meth:`NodeRuntime.stop` asks the worker for a warm shutdown (SIGTERM: running
+shards finish), waits ``shutdown_timeout`` s, then kills it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from dmg.cloud.client import CloudClient
+from dmg.embedded.procs import stop_process
+from dmg.nodestate import NodeRegistration
+from dmg.sitestate import SiteState
+from settings import Settings
+from workers.agent import NodeAgent
+from workers.context import redis_client
+from workers.names import node_queue, worker_hostname
+from workers.outbox import ReportOutbox
+from workers.reporter import HttpReporter
+from workers.sizing import node_limit
+
+log = logging.getLogger(__name__)
+
+
+class Service(Protocol):
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``DMG_*`` variables that make :func:`settings.load` rebuild ``settings``."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"DMG_{f.name.upper()}"] = str(value)
+    return env
+
+
+def worker_command(settings: Settings, registration: NodeRegistration, *, limit: int,
+                   python: str = sys.executable) -> list[str]:
+    """The command line of the node's Celery worker."""
+    return [python, "-m", "celery", "-A", "workers.app", "worker",
+            "-n", worker_hostname(registration.node, registration.gateway),
+            "-Q", node_queue(registration.node), "-P", "prefork", "-c", str(limit),
+            "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+
+
+class NodeRuntime:
+    """Runs a node: worker process, agent, services. Not reusable after :meth:`stop`.
+
+    ``base_environ`` is the environment the worker inherits (PATH, HOME, ...) under
+    the ``DMG_*`` values from ``settings``; by default this process's environment.
+    ``worker_log`` (optional) receives the worker's output instead of our stdout.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        registration: NodeRegistration,
+        *,
+        services: Sequence[Service] = (),
+        role: Callable[[], str] = lambda: "worker",
+        credential_status: Callable[[], str] = lambda: "none",
+        base_environ: Mapping[str, str] | None = None,
+        worker_log: Path | None = None,
+        shutdown_timeout: float = 60.0,
+    ) -> None:
+        self.settings = settings.replace(node_name=registration.node)
+        self.registration = registration
+        self.services = list(services)
+        self.limit = node_limit(self.settings)
+        self.base_environ = dict(os.environ if base_environ is None else base_environ)
+        self.worker_log = worker_log
+        self.shutdown_timeout = shutdown_timeout
+        self.worker: subprocess.Popen[bytes] | None = None
+        self._stop = threading.Event()
+        self._started: list[Service] = []
+        self._log_file: Any = None
+        self.state = SiteState(redis_client(self.settings), registration.gateway)
+        self.cloud = CloudClient(registration.cloud_url, token=registration.token)
+        self.agent = NodeAgent(
+            self.settings, registration, state=self.state, cloud=self.cloud, role=role,
+            credential_status=credential_status,
+            outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud))
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker, the agent and the services (in that order)."""
+        self.start_worker()
+        self.agent.start()
+        for service in self.services:
+            service.start()
+            self._started.append(service)
+        log.info("node started node=%s gateway=%s limit=%d worker_pid=%s", self.registration.node,
+                 self.registration.gateway, self.limit, self.worker.pid if self.worker else None)
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        env = {**self.base_environ, **settings_environ(self.settings)}
+        output: Any = None
+        if self.worker_log is not None:
+            self.worker_log.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.worker_log, "ab")  # noqa: SIM115 - closed in stop()
+            output = self._log_file
+        self.worker = subprocess.Popen(
+            worker_command(self.settings, self.registration, limit=self.limit), env=env,
+            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT if output else None,
+            start_new_session=True)
+        return self.worker
+
+    # -- run -----------------------------------------------------------------------------
+    def run_forever(self) -> int:
+        """Start (if not yet), then block until SIGTERM/SIGINT or the worker dies; stops
+        everything and returns 0 after a signal, else the worker's exit code."""
+        if self.worker is None:
+            self.start()
+        restore = self._install_signal_handlers()
+        try:
+            while not self._stop.is_set():
+                if self.worker is not None and self.worker.poll() is not None:
+                    log.error("the worker process exited with code %s; stopping the node",
+                              self.worker.returncode)
+                    break
+                self._stop.wait(0.5)
+        finally:
+            restore()
+            code = self.stop()
+        return 0 if self._stop.is_set() else (code or 1)
+
+    def request_stop(self) -> None:
+        """Make :meth:`run_forever` return (thread- and signal-safe)."""
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            log.info("received %s; stopping the node", signal.Signals(signum).name)
+            self._stop.set()
+
+        for sig in previous:
+            signal.signal(sig, on_signal)
+
+        def restore() -> None:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return restore
+
+    # -- stop ----------------------------------------------------------------------------
+    def stop(self) -> int | None:
+        """Stop services (reverse order), the worker (warm, then killed) and the agent.
+
+        Returns the worker's exit code. Safe to call twice.
+        """
+        while self._started:
+            service = self._started.pop()
+            try:
+                service.stop()
+            except Exception:
+                log.exception("a service did not stop cleanly: %r", service)
+        code: int | None = None
+        if self.worker is not None:
+            # SIGTERM to the main process only: Celery's warm shutdown lets running tasks
+            # finish; after the timeout the whole session is killed.
+            code = stop_process(self.worker, timeout=self.shutdown_timeout)
+            _kill_group(self.worker.pid)
+        self.agent.stop()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        self.cloud.close()
+        return code
+
+
+def _kill_group(pgid: int) -> None:
+    """Kill what is left of the worker's session (orphaned pool children)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

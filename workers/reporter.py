@@ -1,0 +1,88 @@
+"""How a worker tells the cloud about a shard: the :class:`Reporter` protocol.
+
+A report is ``{attempt, node, status: running|succeeded|failed, files, bytes,
+files_total, bytes_total, started_at, ended_at, error}`` (times in POSIX seconds).
+
+- :class:`HttpReporter` sends it with :class:`dmg.cloud.client.CloudClient`,
+  retrying a :class:`~dmg.errors.Retryable` failure a few times with backoff.
+- :class:`MemoryReporter` keeps reports in memory (tests, embedded tools).
+- :class:`workers.outbox.OutboxReporter` keeps what could not be delivered in
+  Redis until the node agent delivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from dmg.errors import Retryable
+
+log = logging.getLogger(__name__)
+
+
+class Reporter(Protocol):
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        """Deliver one report; raises :mod:`dmg.errors` (Retryable when the cloud is away)."""
+
+
+class ShardReportClient(Protocol):
+    """The part of :class:`dmg.cloud.client.CloudClient` a reporter uses."""
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None: ...
+
+
+class HttpReporter:
+    """Reports over the cloud's REST API; retries Retryable ``attempts`` times in all.
+
+    Waits ``backoff``, ``2 * backoff``, ... between tries, then raises the last
+    Retryable. Any other :class:`~dmg.errors.DmgError` (StaleAttempt, NotFound,
+    Unauthorized) is raised at once: retrying will not help.
+    """
+
+    def __init__(self, client: ShardReportClient, *, attempts: int = 3, backoff: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.client = client
+        self.attempts = attempts
+        self.backoff = backoff
+        self._sleep = sleep
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        for attempt in range(1, self.attempts + 1):
+            try:
+                self.client.report_shard(shard_id, report)
+                return
+            except Retryable as exc:
+                if attempt == self.attempts:
+                    raise
+                delay = self.backoff * 2 ** (attempt - 1)
+                log.info("shard report not delivered shard=%s try=%d error=%s; retrying in %.1f s",
+                         shard_id, attempt, exc, delay)
+                self._sleep(delay)
+
+
+class MemoryReporter:
+    """Keeps every report in :attr:`reports` as ``(shard_id, report)``, in order.
+
+    ``on_report`` (optional) runs after each report is recorded, in the caller's thread.
+    """
+
+    def __init__(self, on_report: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.reports: list[tuple[str, dict[str, Any]]] = []
+        self._lock = threading.Lock()
+        self._on_report = on_report
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        with self._lock:
+            self.reports.append((shard_id, dict(report)))
+        if self._on_report is not None:
+            self._on_report(shard_id, report)
+
+    def statuses(self, shard_id: str) -> list[str]:
+        """The statuses reported for ``shard_id``, in order."""
+        with self._lock:
+            return [str(r["status"]) for s, r in self.reports if s == shard_id]

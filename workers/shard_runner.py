@@ -1,0 +1,206 @@
+"""Run one attempt of one shard on this node: the logic behind ``dmg.copy_shard``.
+
+Plain Python (no Celery), so it can be tested and reused directly. The contract:
+
+1. ``SiteState.mark_running``: a stale attempt (a newer one exists, or the shard
+   is unknown) returns status ``"stale"`` and touches nothing else.
+2. Reports ``running`` to the cloud, copies the shard's entries with
+   :func:`dmg.transfer.copy_entries` (each file commits only while this attempt is
+   current), reports progress at most every ``progress_interval`` s.
+3. Reports ``succeeded`` (every file copied) or ``failed`` (the first error), then
+   ``SiteState.mark_finished``. An attempt fenced off while copying ends ``"stale"``
+   without a final report: the newer attempt owns the shard's status.
+
+Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from dmg.connectors import Connector, Entry, StoreSpec, connector_for
+from dmg.errors import DmgError, Fatal, StaleAttempt
+from dmg.sitestate import SiteState
+from dmg.transfer import FileResult, copy_entries
+from workers.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+STALE = "stale"
+
+
+class ShardFailed(Fatal):
+    """A shard attempt ended failed; the message is the error reported to the cloud."""
+
+
+@dataclass
+class ShardOutcome:
+    status: str  # succeeded | failed | stale
+    node: str
+    attempt: int
+    shard_id: str
+    files: int = 0
+    bytes: int = 0
+    error: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What the dispatcher stores in ``SiteState`` under the shard's ``spec``."""
+
+    shard_id: str
+    activity_run_id: str
+    index: int
+    source_store: StoreSpec
+    source_path: str
+    sink_store: StoreSpec
+    sink_path: str
+    entries: tuple[Entry, ...]
+    options: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> ShardSpec:
+        try:
+            return cls(
+                shard_id=str(body["shard_id"]),
+                activity_run_id=str(body.get("activity_run_id", "")),
+                index=int(body.get("index", 0)),
+                source_store=StoreSpec.from_json(body["source"]["store"]),
+                source_path=str(body["source"].get("path", "")),
+                sink_store=StoreSpec.from_json(body["sink"]["store"]),
+                sink_path=str(body["sink"].get("path", "")),
+                entries=tuple(Entry.from_json(e) for e in body.get("entries", [])),
+                options=dict(body.get("options") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Fatal(f"shard spec is malformed ({type(exc).__name__}: {exc})",
+                        hint="the dispatcher wrote a spec this worker cannot read; check versions") from exc
+
+    @property
+    def files_total(self) -> int:
+        return len(self.entries)
+
+    @property
+    def bytes_total(self) -> int:
+        return sum(e.size for e in self.entries)
+
+
+def run_shard(
+    shard_id: str,
+    attempt: int,
+    *,
+    node: str,
+    state: SiteState,
+    reporter: Reporter,
+    connector_factory: Callable[[StoreSpec], Connector] = connector_for,
+    progress_interval: float = 5.0,
+    clock: Callable[[], float] = time.time,
+) -> ShardOutcome:
+    """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring."""
+    if not state.mark_running(shard_id, attempt, node):
+        log.info("stale attempt skipped shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        return ShardOutcome(STALE, node, attempt, shard_id)
+    started = clock()
+    base: dict[str, Any] = {"attempt": attempt, "node": node, "started_at": started}
+    stored = state.shard(shard_id) or {}
+    try:
+        spec = ShardSpec.from_json(stored.get("spec") or {})
+    except DmgError as exc:
+        return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0,
+                       totals=(0, 0), error=str(exc), clock=clock)
+    totals = (spec.files_total, spec.bytes_total)
+    reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
+                                     "files_total": totals[0], "bytes_total": totals[1]})
+    log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d",
+             shard_id, attempt, node, *totals)
+    progress = _Progress(reporter, shard_id, base, totals, interval=progress_interval, clock=clock)
+    connectors: list[Connector] = []
+    try:
+        source = connector_factory(spec.source_store)
+        connectors.append(source)
+        sink = connector_factory(spec.sink_store)
+        connectors.append(sink)
+        result = copy_entries(
+            source, sink, spec.entries,
+            source_prefix=spec.source_path, sink_prefix=spec.sink_path,
+            staging_id=f"{shard_id}.{attempt}",
+            may_commit=lambda: state.is_current(shard_id, attempt),
+            on_file=progress.file_done,
+            bandwidth=float(spec.options.get("bandwidth", 0) or 0),
+        )
+    except StaleAttempt as exc:
+        log.info("attempt fenced off while copying shard=%s attempt=%d node=%s: %s",
+                 shard_id, attempt, node, exc)
+        state.mark_finished(shard_id, attempt, node, ok=False)
+        return ShardOutcome(STALE, node, attempt, shard_id, progress.files, progress.bytes, str(exc))
+    except DmgError as exc:
+        return _finish(state, reporter, base, shard_id, ok=False, files=progress.files,
+                       nbytes=progress.bytes, totals=totals, error=str(exc), clock=clock)
+    except Exception as exc:
+        log.exception("shard crashed shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        _finish(state, reporter, base, shard_id, ok=False, files=progress.files, nbytes=progress.bytes,
+                totals=totals, error=f"internal error in the worker: {type(exc).__name__}", clock=clock)
+        raise
+    finally:
+        for connector in connectors:
+            connector.close()
+    failed = result.failed
+    error = ""
+    if failed:
+        first = failed[0]
+        error = f"{len(failed)} of {len(result.files)} files failed; first: {first.path}: {first.error}"
+    return _finish(state, reporter, base, shard_id, ok=not failed, files=result.copied,
+                   nbytes=result.bytes, totals=totals, error=error, clock=clock)
+
+
+def _finish(state: SiteState, reporter: Reporter, base: dict[str, Any], shard_id: str, *, ok: bool,
+            files: int, nbytes: int, totals: tuple[int, int], error: str,
+            clock: Callable[[], float]) -> ShardOutcome:
+    status = SUCCEEDED if ok else FAILED
+    attempt, node = int(base["attempt"]), str(base["node"])
+    reporter.report_shard(shard_id, {**base, "status": status, "files": files, "bytes": nbytes,
+                                     "files_total": totals[0], "bytes_total": totals[1],
+                                     "ended_at": clock(), "error": error})
+    state.mark_finished(shard_id, attempt, node, ok=ok)
+    if ok:
+        log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
+                 shard_id, attempt, node, files, nbytes)
+    else:
+        log.warning("shard failed shard=%s attempt=%d node=%s error=%s", shard_id, attempt, node, error)
+    return ShardOutcome(status, node, attempt, shard_id, files, nbytes, error)
+
+
+class _Progress:
+    """Counts copied files and reports ``running`` progress at most every ``interval`` s."""
+
+    def __init__(self, reporter: Reporter, shard_id: str, base: dict[str, Any],
+                 totals: tuple[int, int], *, interval: float, clock: Callable[[], float]) -> None:
+        self.reporter = reporter
+        self.shard_id = shard_id
+        self.base = base
+        self.totals = totals
+        self.interval = interval
+        self.clock = clock
+        self.files = 0
+        self.bytes = 0
+        self.last = clock()
+
+    def file_done(self, outcome: FileResult) -> None:
+        if outcome.status == "copied":
+            self.files += 1
+            self.bytes += outcome.bytes
+        now = self.clock()
+        if now - self.last >= self.interval:
+            self.last = now
+            self.reporter.report_shard(self.shard_id, {
+                **self.base, "status": "running", "files": self.files, "bytes": self.bytes,
+                "files_total": self.totals[0], "bytes_total": self.totals[1]})

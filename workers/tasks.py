@@ -1,0 +1,26 @@
+"""Thin Celery tasks: take ids, call :mod:`workers.shard_runner`, return small JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from workers.app import app
+from workers.context import node_context
+from workers.names import COPY_SHARD
+from workers.shard_runner import FAILED, ShardFailed, run_shard
+
+
+@app.task(name=COPY_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
+def copy_shard(self: Any, shard_id: str, attempt: int) -> dict[str, Any]:
+    """Copy attempt ``attempt`` of shard ``shard_id``.
+
+    Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded`` or
+    ``stale``); a failed shard raises :class:`ShardFailed` after reporting it.
+    """
+    context = node_context(self.app.dmg_settings)
+    outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
+                        reporter=context.reporter)
+    if outcome.status == FAILED:
+        raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
+    return {"status": outcome.status, "node": outcome.node, "attempt": outcome.attempt,
+            "files": outcome.files, "bytes": outcome.bytes}
