@@ -32,13 +32,14 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from dmg import nodestate
-from dmg.embedded.procs import child_environ, free_port, port_open, stop_group, wait_for_port
+from dmg.embedded.procs import child_environ, free_port, kill_group, port_open, stop_group, wait_for_port
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.errors import Conflict, DmgError, Fatal, NotFound, Retryable
 from settings import Settings
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
+    from dmg.cloud.server import CloudProcess
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ class EmbeddedSite:
         self.flower_url = ""
         self._echo = echo or (lambda _line: None)
         self._redis: EmbeddedRedis | None = None
+        self._cloud: CloudProcess | None = None
         self._children: list[Child] = []
         self._lock: IO[str] | None = None
         self._env: dict[str, str] = {}
@@ -166,9 +168,7 @@ class EmbeddedSite:
         import psutil
 
         found: set[int] = set()
-        tops = [c.proc.pid for c in self._children if c.alive()]
-        if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is None:
-            tops.append(self._redis.proc.pid)
+        tops = [proc.pid for proc in self._processes() if proc.poll() is None]
         for pid in tops:
             found.add(pid)
             with contextlib.suppress(psutil.Error):
@@ -178,9 +178,19 @@ class EmbeddedSite:
     def dead_children(self) -> list[str]:
         """Names of children that exited while the site runs (``dmg up`` watches this)."""
         dead = [c.name for c in self._children if not c.alive()]
+        if self._cloud is not None and self._cloud.proc.poll() is not None:
+            dead.append("cloud")
         if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is not None:
             dead.append("redis")
         return dead
+
+    def _processes(self) -> list[subprocess.Popen[bytes]]:
+        procs = [c.proc for c in self._children]
+        if self._cloud is not None:
+            procs.append(self._cloud.proc)
+        if self._redis is not None and self._redis.proc is not None:
+            procs.append(self._redis.proc)
+        return procs
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> EmbeddedSite:
@@ -226,6 +236,10 @@ class EmbeddedSite:
         for child in others:
             stop_group(child.proc, timeout=15)
         self._children.clear()
+        if self._cloud is not None:
+            self._cloud.stop(timeout=15)
+            kill_group(self._cloud.pid)
+            self._cloud = None
         if self._redis is not None:
             self._redis.stop()
             self._redis = None
@@ -275,8 +289,7 @@ class EmbeddedSite:
         import psutil
 
         entries = []
-        for pid in [c.proc.pid for c in self._children] + (
-                [self._redis.proc.pid] if self._redis and self._redis.proc else []):
+        for pid in [proc.pid for proc in self._processes()]:
             with contextlib.suppress(psutil.Error):
                 entries.append({"pid": pid, "created": psutil.Process(pid).create_time()})
         (self.data_dir / "site.pids").write_text(json.dumps(entries))
@@ -314,6 +327,7 @@ class EmbeddedSite:
 
     def _start_cloud(self) -> None:
         from dmg.cloud.keys import api_token
+        from dmg.cloud.server import start_cloud_subprocess
 
         port = _pick_port(_port_of(self.settings.cloud_bind, 8050))
         bind = f"{HOST}:{port}"
@@ -324,22 +338,11 @@ class EmbeddedSite:
             self.settings = self.settings.replace(flower_port=_pick_port(self.settings.flower_port))
         self._env = child_environ({**settings_environ(self.settings), "PYTHONUNBUFFERED": "1"})
         self._echo(f"starting the cloud on {self.settings.cloud_url}")
-        child = self._spawn("cloud", [sys.executable, "-m", "dmg.cli", "cloud", "serve",
-                                      "--bind", bind, "--db", self.settings.cloud_db_url])
-        self._wait_port(child, port)
-        deadline = time.monotonic() + self.startup_timeout
-        with self.client() as client:
-            while True:
-                try:
-                    client.list_gateways()
-                    return
-                except Retryable:
-                    if not child.alive():
-                        self._died(child)
-                    if time.monotonic() > deadline:
-                        raise Fatal("the cloud did not answer in time",
-                                    hint=f"see {child.log_path}") from None
-                    time.sleep(0.1)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._cloud = start_cloud_subprocess(self.settings, bind=bind, db=self.settings.cloud_db_url,
+                                             log_path=self.log_dir / "cloud.log",
+                                             timeout=self.startup_timeout)
+        self._record_pids()
 
     def _ensure_gateway(self) -> None:
         with self.client() as client:
@@ -443,7 +446,7 @@ class EmbeddedSite:
         """Lines telling the user where everything is and what to try next."""
         yield f"data dir:   {self.data_dir}"
         yield f"API:        {self.api_url}   (token in {self.data_dir / 'cloud' / 'api-token'})"
-        yield f"portal:     {self.portal_url}"
+        yield f"portal:     {self.portal_url}   (API reference: {self.settings.cloud_url}/docs)"
         if self.flower_url:
             yield (f"flower:     {self.flower_url}   (user {self.flower_user}, "
                    f"password in {self.flower_password_hint})")

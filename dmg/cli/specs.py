@@ -13,7 +13,8 @@ from dmg.errors import BadInput
 
 
 def check_store(body: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """The store definition to send; BadInput names what is missing or wrong."""
+    """The store definition to send, as written (the cloud refuses unknown fields and
+    secrets); BadInput names what is missing or wrong."""
     try:
         spec = StoreSpec.from_json(body)
     except BadInput as exc:
@@ -21,7 +22,7 @@ def check_store(body: dict[str, Any], *, source: str) -> dict[str, Any]:
     if spec.type not in known_types():
         raise BadInput(f"{source}: store {spec.name!r} has unknown type {spec.type!r}",
                        hint=f"use one of: {', '.join(known_types())}")
-    return spec.to_json()
+    return body
 
 
 def _text(body: dict[str, Any], key: str, where: str) -> str:
