@@ -16,6 +16,9 @@ __all__ = ["Connector", "Entry", "StagedWriter", "StoreSpec", "connector_for", "
 _REGISTRY: dict[str, tuple[str, str, str]] = {
     # type: (module, class, pip package that provides its SDK)
     "file": ("dmg.connectors.file", "FileConnector", ""),
+    "s3": ("dmg.connectors.s3", "S3Connector", "boto3"),
+    "azureblob": ("dmg.connectors.azureblob", "AzureBlobConnector", "azure-storage-blob"),
+    "sql": ("dmg.connectors.sql", "SqlConnector", "sqlalchemy"),
 }
 
 

@@ -1,0 +1,312 @@
+"""The ``azureblob`` store: a container and name prefix in Azure Blob Storage.
+
+Location ``azureblob://container/prefix``. Options (all optional):
+``account_url`` (``https://<account>.blob.core.windows.net``, or Azurite's
+``http://127.0.0.1:<port>/devstoreaccount1``), ``block_size`` (bytes per staged
+block and per ranged read, default 4 MiB), ``max_concurrency`` (blocks or ranges in
+flight, default 4), ``retry_total`` (SDK retries, default 3),
+``connection_timeout`` and ``read_timeout`` (seconds).
+
+The secret comes from the site, never from the store definition: a
+``credential`` mapping passed at construction with ``connection_string``, or
+``account_name`` + ``account_key``, or ``sas_token``; without one the client
+is anonymous (public containers only).
+
+Writes stage blocks while bytes arrive and commit the block list, with the
+object's Content-MD5, on :meth:`StagedWriter.commit`; until then nothing is
+visible. Abort commits nothing; uncommitted blocks are garbage-collected by the
+service. Block ids derive from the staging id, so two attempts writing the same
+blob never mix blocks. Reads fetch ranges of ``block_size`` in parallel, a few
+ahead, with an ETag condition: a blob that changes mid-read is ``Retryable``.
+
+``Entry.checksum`` is the blob's Content-MD5 (hex) when set; ``Entry.mtime`` is
+its last-modified time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.storage.blob import (
+    BlobBlock,
+    BlobClient,
+    BlobServiceClient,
+    ContainerClient,
+    ContentSettings,
+    ExponentialRetry,
+)
+
+from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
+from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+@contextmanager
+def map_azure_errors(what: str) -> Iterator[None]:
+    """Translate azure-core exceptions into :mod:`dmg.errors` (the connector's boundary)."""
+    try:
+        yield
+    except DmgError:
+        raise
+    except ResourceNotFoundError as exc:
+        code = getattr(exc, "error_code", None) or ""
+        detail = "container does not exist" if code == "ContainerNotFound" else "no such blob"
+        raise NotFound(f"{what}: {detail}") from exc
+    except ResourceModifiedError as exc:
+        raise Retryable(f"{what}: the blob changed while it was read") from exc
+    except ClientAuthenticationError as exc:
+        raise PermissionDenied(f"{what}: Azure refused the credential",
+                               hint="check the store's account key, SAS or connection string") from exc
+    except HttpResponseError as exc:
+        status = exc.status_code or 0
+        code = getattr(exc, "error_code", None) or status
+        if status in (401, 403):
+            raise PermissionDenied(f"{what}: access denied by Azure ({code})",
+                                   hint="check the store's credential and its permissions") from exc
+        if status in _TRANSIENT_STATUS:
+            raise Retryable(f"{what}: Azure is busy or failing ({code})") from exc
+        raise Fatal(f"{what}: Azure refused the request ({code})") from exc
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        raise Retryable(f"{what}: Azure endpoint unreachable or timed out") from exc
+    except AzureError as exc:
+        raise Fatal(f"{what}: {type(exc).__name__}") from exc
+
+
+def parse_location(location: str, *, store: str) -> tuple[str, str]:
+    """``azureblob://container/prefix`` → ``(container, "prefix")``."""
+    scheme = "azureblob://"
+    if not location.startswith(scheme):
+        raise BadInput(f"store {store!r}: location {location!r} is not an azureblob:// URL",
+                       hint="write it as azureblob://container/optional/prefix")
+    container, _, prefix = location[len(scheme):].partition("/")
+    if not container:
+        raise BadInput(f"store {store!r}: location {location!r} names no container",
+                       hint="write it as azureblob://container/optional/prefix")
+    return container, clean_path(prefix, store=store)
+
+
+class _BlobWriter(StagedWriter):
+    """Stages blocks as bytes arrive; commits the block list (visible) on commit."""
+
+    def __init__(self, blob: BlobClient, *, staging_id: str, block_size: int,
+                 concurrency: int, what: str) -> None:
+        self._blob = blob
+        self._what = what
+        self._block_size = block_size
+        # Same length for every block id of a blob (a service rule), unique per staging id.
+        self._id_prefix = hashlib.sha256(staging_id.encode()).hexdigest()[:24]
+        self._pool: BoundedPool[str] = BoundedPool(concurrency, name="dmg-blob-block")
+        self._count = 0
+        self._buffer = bytearray()
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._state = "open"
+
+    def write(self, chunk: bytes) -> None:
+        if self._state != "open":
+            raise Fatal(f"{self._what}: write after {self._state}")
+        self._buffer += chunk
+        self._md5.update(chunk)
+        try:
+            while len(self._buffer) >= self._block_size:
+                block = bytes(self._buffer[:self._block_size])
+                del self._buffer[:self._block_size]
+                self._stage(block)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _stage(self, data: bytes) -> None:
+        block_id = f"{self._id_prefix}-{self._count:06d}"
+        self._count += 1
+        blob, what = self._blob, self._what
+
+        def stage() -> str:
+            with map_azure_errors(what):
+                blob.stage_block(block_id, data, length=len(data), validate_content=True)
+            return block_id
+
+        self._pool.submit(stage)
+
+    def commit(self, *, mtime: float | None = None) -> None:
+        if self._state == "committed":
+            return
+        if self._state == "aborted":
+            raise Fatal(f"{self._what}: commit after abort")
+        try:
+            if self._buffer:
+                self._stage(bytes(self._buffer))
+                self._buffer = bytearray()
+            block_ids = self._pool.results()
+            with map_azure_errors(self._what):
+                self._blob.commit_block_list(
+                    [BlobBlock(block_id=i) for i in block_ids],
+                    content_settings=ContentSettings(content_md5=bytearray(self._md5.digest())))
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+
+    def abort(self) -> None:
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._buffer = bytearray()
+        self._pool.cancel()
+
+
+class AzureBlobConnector(Connector):
+    """A container and prefix; see the module docstring for options and credentials."""
+
+    type = "azureblob"
+    capabilities = frozenset({"multipart", "native_checksum"})
+
+    def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.container_name, self.prefix = parse_location(spec.location, store=spec.name)
+        opts = spec.options
+        try:
+            self.block_size = int(opts.get("block_size", 4 * MiB))
+            self.max_concurrency = int(opts.get("max_concurrency", 4))
+            client_args: dict[str, Any] = {
+                "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
+                                                 retry_total=int(opts.get("retry_total", 3))),
+                "connection_timeout": float(opts.get("connection_timeout", 10)),
+                "read_timeout": float(opts.get("read_timeout", 60)),
+            }
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"store {spec.name!r}: invalid Azure option ({exc})",
+                           hint="sizes are integers in bytes, timeouts numbers of seconds") from exc
+        if self.block_size <= 0:
+            raise BadInput(f"store {spec.name!r}: block_size must be positive")
+        self.service = self._service_client(spec, credential or {}, client_args)
+        self.container: ContainerClient = self.service.get_container_client(self.container_name)
+
+    @staticmethod
+    def _service_client(spec: StoreSpec, credential: Mapping[str, str],
+                        client_args: dict[str, Any]) -> BlobServiceClient:
+        with map_azure_errors(f"store {spec.name!r}"):
+            try:
+                if credential.get("connection_string"):
+                    return BlobServiceClient.from_connection_string(
+                        credential["connection_string"], **client_args)
+            except ValueError as exc:
+                raise BadInput(f"store {spec.name!r}: the Azure connection string is malformed",
+                               hint="copy it again from the storage account's access keys") from exc
+            account_url = spec.options.get("account_url")
+            account = credential.get("account_name")
+            if not account_url and account:
+                account_url = f"https://{account}.blob.core.windows.net"
+            if not account_url:
+                raise BadInput(f"store {spec.name!r}: no Azure account URL",
+                               hint="set the option account_url, e.g. https://<account>.blob.core.windows.net")
+            secret: Any = None
+            if credential.get("account_key"):
+                secret = {"account_name": account or "", "account_key": credential["account_key"]}
+            elif credential.get("sas_token"):
+                secret = credential["sas_token"]
+            return BlobServiceClient(str(account_url), credential=secret, **client_args)
+
+    # -- paths ----------------------------------------------------------------------
+    def _name(self, path: str) -> str:
+        rel = clean_path(path, store=self.spec.name)
+        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
+
+    def _relative(self, name: str) -> str:
+        return name[len(self.prefix) + 1:] if self.prefix else name
+
+    def _what(self, verb: str, path: str) -> str:
+        return f"cannot {verb} {path!r} in store {self.spec.name!r}"
+
+    def _entry(self, props: Any) -> Entry:
+        md5 = props.content_settings.content_md5 if props.content_settings else None
+        return Entry(self._relative(props.name), int(props.size), props.last_modified.timestamp(),
+                     bytes(md5).hex() if md5 else None)
+
+    # -- primitives -----------------------------------------------------------------
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Blobs at or under ``prefix``, sorted; a non-empty prefix matching nothing is ``NotFound``."""
+        base = self._name(prefix)
+        rel = clean_path(prefix, store=self.spec.name)
+        found = False
+        with map_azure_errors(self._what("list", prefix or "/")):
+            if rel:
+                try:
+                    props = self.container.get_blob_client(base).get_blob_properties()
+                except ResourceNotFoundError as exc:
+                    if getattr(exc, "error_code", None) == "ContainerNotFound":
+                        raise
+                else:
+                    found = True
+                    yield self._entry(props)
+            for props in self.container.list_blobs(name_starts_with=f"{base}/" if base else None):
+                found = True
+                yield self._entry(props)
+        if rel and not found:
+            raise NotFound(f"{prefix!r} does not exist in store {self.spec.name!r}")
+
+    def stat(self, path: str) -> Entry:
+        name = self._name(path)
+        if not clean_path(path, store=self.spec.name):
+            raise NotFound(f"{path!r} is not a blob in store {self.spec.name!r}")
+        with map_azure_errors(self._what("stat", path)):
+            return self._entry(self.container.get_blob_client(name).get_blob_properties())
+
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        what = self._what("read", path)
+        blob = self.container.get_blob_client(self._name(path))
+        with map_azure_errors(what):
+            props = blob.get_blob_properties()
+        size, etag, step = int(props.size), props.etag, self.block_size
+
+        def fetch(start: int, length: int) -> Callable[[], bytes]:
+            def job() -> bytes:
+                with map_azure_errors(what):
+                    return blob.download_blob(offset=start, length=length, etag=etag,
+                                              match_condition=MatchConditions.IfNotModified,
+                                              max_concurrency=1).readall()
+            return job
+
+        jobs = (fetch(start, min(step, size - start)) for start in range(max(offset, 0), size, step))
+        chunks = prefetch(jobs, limit=self.max_concurrency, name="dmg-blob-read")
+        return buffered(ChunkStream(chunks, lambda: map_azure_errors(what)))
+
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        if not clean_path(path, store=self.spec.name):
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        return _BlobWriter(self.container.get_blob_client(self._name(path)), staging_id=staging_id,
+                           block_size=self.block_size, concurrency=self.max_concurrency,
+                           what=self._what("write", path))
+
+    def delete(self, path: str) -> None:
+        with map_azure_errors(self._what("delete", path)):
+            try:
+                self.container.get_blob_client(self._name(path)).delete_blob()
+            except ResourceNotFoundError as exc:
+                if getattr(exc, "error_code", None) == "ContainerNotFound":
+                    raise
+
+    def check_reachable(self) -> None:
+        with map_azure_errors(f"store {self.spec.name!r} (container {self.container_name!r})"):
+            self.container.get_container_properties()
+
+    def close(self) -> None:
+        self.service.close()

@@ -1,0 +1,351 @@
+"""The ``s3`` store: a bucket and key prefix on Amazon S3 or any S3-compatible server.
+
+Location ``s3://bucket/prefix``. Options (all optional): ``endpoint_url``,
+``region``, ``addressing_style`` (``auto``/``path``/``virtual``),
+``multipart_threshold`` and ``multipart_chunksize`` (bytes, default 8 MiB;
+S3 wants parts of at least 5 MiB), ``max_concurrency`` (parts in flight, default
+4), ``max_attempts`` (botocore retries, default 3), ``connect_timeout`` and
+``read_timeout`` (seconds).
+
+Credentials come from boto3's standard chain (environment, shared files,
+instance role) unless a ``credential`` mapping with ``access_key_id`` /
+``secret_access_key`` (and optional ``session_token``) is passed at construction;
+the store definition never holds a secret.
+
+Writes are invisible until commit: a small object is buffered and PUT on
+commit; a large one goes through a multipart upload whose parts are sent while
+writing and which is completed on commit (aborted on abort). An incomplete
+upload left by a crashed node is not visible either; a bucket lifecycle rule
+``AbortIncompleteMultipartUpload`` reclaims its space.
+
+``Entry.checksum`` is the object's MD5 (hex) when its ETag is a plain MD5, i.e.
+for objects uploaded in one PUT without SSE-KMS; ``Entry.mtime`` is the time
+S3 stored the object (the ``mtime`` given to commit is not kept).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, BinaryIO
+
+import boto3
+import botocore.exceptions as bex
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
+from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
+_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+           "InvalidToken", "AllAccessDisabled", "AccountProblem", "403", "401",
+           "UnrecognizedClientException", "InvalidClientTokenId"}
+_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
+              "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
+              "502", "504", "429", "RequestLimitExceeded", "OperationAborted"}
+
+
+@contextmanager
+def map_s3_errors(what: str) -> Iterator[None]:
+    """Translate botocore exceptions into :mod:`dmg.errors` (the connector's boundary)."""
+    try:
+        yield
+    except DmgError:
+        raise
+    except bex.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
+        if code in _NOT_FOUND or (not code and status == "404"):
+            detail = "bucket does not exist" if code == "NoSuchBucket" else "no such object"
+            raise NotFound(f"{what}: {detail}") from exc
+        if code in _DENIED or status in {"401", "403"}:
+            raise PermissionDenied(
+                f"{what}: access denied by S3 ({code or status})",
+                hint="check this node's S3 credentials and the bucket policy",
+            ) from exc
+        if code in _TRANSIENT or status in _TRANSIENT:
+            raise Retryable(f"{what}: S3 is busy or failing ({code or status})") from exc
+        raise Fatal(f"{what}: S3 refused the request ({code or status})") from exc
+    except bex.NoCredentialsError as exc:
+        raise PermissionDenied(
+            f"{what}: no S3 credentials found on this node",
+            hint="set the store's credential or configure the AWS credential chain",
+        ) from exc
+    except (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ConnectTimeoutError,
+            bex.ReadTimeoutError) as exc:
+        raise Retryable(f"{what}: S3 endpoint unreachable or timed out") from exc
+    except (bex.HTTPClientError, bex.ConnectionError) as exc:
+        raise Retryable(f"{what}: connection to S3 failed") from exc
+    except bex.ParamValidationError as exc:
+        raise BadInput(f"{what}: invalid request ({exc})") from exc
+    except bex.BotoCoreError as exc:
+        raise Fatal(f"{what}: {type(exc).__name__}") from exc
+
+
+def _content_md5(data: bytes | bytearray | memoryview) -> str:
+    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
+
+
+def parse_location(location: str, *, store: str) -> tuple[str, str]:
+    """``s3://bucket/prefix`` → ``(bucket, "prefix")``; raises ``BadInput`` otherwise."""
+    if not location.startswith("s3://"):
+        raise BadInput(f"store {store!r}: location {location!r} is not an s3:// URL",
+                       hint="write it as s3://bucket/optional/prefix")
+    bucket, _, prefix = location[len("s3://"):].partition("/")
+    if not bucket:
+        raise BadInput(f"store {store!r}: location {location!r} names no bucket",
+                       hint="write it as s3://bucket/optional/prefix")
+    return bucket, clean_path(prefix, store=store)
+
+
+class _S3Writer(StagedWriter):
+    """Buffers up to the multipart threshold, then streams parts; visible only on commit."""
+
+    def __init__(self, connector: S3Connector, key: str, what: str) -> None:
+        self._s3 = connector
+        self._key = key
+        self._what = what
+        self._buffer = bytearray()
+        self._upload_id: str | None = None
+        self._pool: BoundedPool[dict[str, Any]] | None = None
+        self._part_number = 0
+        self._state = "open"  # open | committed | aborted
+
+    def write(self, chunk: bytes) -> None:
+        if self._state != "open":
+            raise Fatal(f"{self._what}: write after {self._state}")
+        self._buffer += chunk
+        threshold = self._s3.transfer.multipart_threshold
+        chunksize = self._s3.transfer.multipart_chunksize
+        if self._upload_id is None and len(self._buffer) < threshold:
+            return
+        try:
+            while len(self._buffer) >= chunksize:
+                part = bytes(self._buffer[:chunksize])
+                del self._buffer[:chunksize]
+                self._send_part(part)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _send_part(self, data: bytes) -> None:
+        client, bucket = self._s3.client, self._s3.bucket
+        if self._upload_id is None:
+            with map_s3_errors(self._what):
+                reply = client.create_multipart_upload(Bucket=bucket, Key=self._key)
+            self._upload_id = str(reply["UploadId"])
+            self._pool = BoundedPool(self._s3.transfer.max_concurrency, name="dmg-s3-part")
+        assert self._pool is not None
+        self._part_number += 1
+        number, upload_id, what = self._part_number, self._upload_id, self._what
+
+        def upload() -> dict[str, Any]:
+            with map_s3_errors(f"{what} (part {number})"):
+                reply = client.upload_part(Bucket=bucket, Key=self._key, UploadId=upload_id,
+                                           PartNumber=number, Body=data, ContentMD5=_content_md5(data))
+            return {"PartNumber": number, "ETag": reply["ETag"]}
+
+        self._pool.submit(upload)
+
+    def commit(self, *, mtime: float | None = None) -> None:
+        if self._state == "committed":
+            return
+        if self._state == "aborted":
+            raise Fatal(f"{self._what}: commit after abort")
+        client, bucket = self._s3.client, self._s3.bucket
+        try:
+            if self._upload_id is None:
+                body = bytes(self._buffer)
+                with map_s3_errors(self._what):
+                    client.put_object(Bucket=bucket, Key=self._key, Body=body,
+                                      ContentMD5=_content_md5(body))
+            else:
+                if self._buffer:
+                    self._send_part(bytes(self._buffer))
+                assert self._pool is not None
+                parts = self._pool.results()
+                with map_s3_errors(self._what):
+                    client.complete_multipart_upload(
+                        Bucket=bucket, Key=self._key, UploadId=self._upload_id,
+                        MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
+        except BaseException:
+            self.abort()
+            raise
+        self._buffer = bytearray()
+        self._state = "committed"
+
+    def abort(self) -> None:
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._buffer = bytearray()
+        if self._pool is not None:
+            self._pool.cancel()
+        if self._upload_id is not None:
+            try:
+                with map_s3_errors(self._what):
+                    self._s3.client.abort_multipart_upload(
+                        Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id)
+            except NotFound:
+                pass
+            except DmgError as exc:  # the lifecycle rule reclaims it; abort must not fail
+                log.warning("could not abort multipart upload key=%s error=%s", self._key, exc)
+
+
+class S3Connector(Connector):
+    """A bucket and prefix; see the module docstring for options and credentials."""
+
+    type = "s3"
+    capabilities = frozenset({"server_side_copy", "multipart", "native_checksum"})
+
+    def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
+        super().__init__(spec)
+        self.bucket, self.prefix = parse_location(spec.location, store=spec.name)
+        opts = spec.options
+        try:
+            self.transfer = TransferConfig(
+                multipart_threshold=int(opts.get("multipart_threshold", 8 * MiB)),
+                multipart_chunksize=int(opts.get("multipart_chunksize", 8 * MiB)),
+                max_concurrency=int(opts.get("max_concurrency", 4)),
+            )
+            config = Config(
+                region_name=opts.get("region"),
+                s3={"addressing_style": str(opts.get("addressing_style", "auto"))},
+                retries={"mode": "standard", "max_attempts": int(opts.get("max_attempts", 3))},
+                connect_timeout=float(opts.get("connect_timeout", 10)),
+                read_timeout=float(opts.get("read_timeout", 60)),
+                max_pool_connections=max(10, int(opts.get("max_concurrency", 4)) * 2),
+                # S3-compatible servers reject the flexible checksums newer botocore sends.
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            )
+        except (TypeError, ValueError) as exc:
+            raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
+                           hint="sizes are integers in bytes, timeouts numbers of seconds") from exc
+        keys: dict[str, Any] = {}
+        if credential:
+            keys = {"aws_access_key_id": credential.get("access_key_id"),
+                    "aws_secret_access_key": credential.get("secret_access_key"),
+                    "aws_session_token": credential.get("session_token")}
+        session = boto3.session.Session()
+        self.client = session.client("s3", endpoint_url=opts.get("endpoint_url") or None,
+                                     region_name=opts.get("region"), config=config, **keys)
+
+    # -- paths ----------------------------------------------------------------------
+    def _key(self, path: str) -> str:
+        rel = clean_path(path, store=self.spec.name)
+        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
+
+    def _relative(self, key: str) -> str:
+        return key[len(self.prefix) + 1:] if self.prefix else key
+
+    def _what(self, verb: str, path: str) -> str:
+        return f"cannot {verb} {path!r} in store {self.spec.name!r}"
+
+    def _entry(self, key: str, size: int, last_modified: Any, etag: str | None) -> Entry:
+        tag = (etag or "").strip('"').lower()
+        return Entry(self._relative(key), int(size), last_modified.timestamp(),
+                     tag if _MD5_ETAG.match(tag) else None)
+
+    # -- primitives -----------------------------------------------------------------
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Objects at or under ``prefix``, sorted; a non-empty prefix matching nothing is ``NotFound``."""
+        base = self._key(prefix)
+        rel = clean_path(prefix, store=self.spec.name)
+        query = f"{base}/" if base else ""
+        found = False
+        with map_s3_errors(self._what("list", prefix or "/")):
+            if rel:
+                try:
+                    head = self.client.head_object(Bucket=self.bucket, Key=base)
+                except bex.ClientError as exc:
+                    if exc.response.get("Error", {}).get("Code") not in {"404", "NoSuchKey"}:
+                        raise
+                else:
+                    found = True
+                    yield self._entry(base, head["ContentLength"], head["LastModified"], head.get("ETag"))
+            pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=query)
+            for page in pages:
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith("/"):
+                        continue  # a "directory" marker, not an object
+                    found = True
+                    yield self._entry(item["Key"], item["Size"], item["LastModified"], item.get("ETag"))
+        if rel and not found:
+            raise NotFound(f"{prefix!r} does not exist in store {self.spec.name!r}")
+
+    def stat(self, path: str) -> Entry:
+        key = self._key(path)
+        if not key or key == self.prefix:
+            raise NotFound(f"{path!r} is not an object in store {self.spec.name!r}")
+        with map_s3_errors(self._what("stat", path)):
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        return self._entry(key, head["ContentLength"], head["LastModified"], head.get("ETag"))
+
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        key = self._key(path)
+        what = self._what("read", path)
+        args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if offset:
+            args["Range"] = f"bytes={offset}-"
+        body = None
+        with map_s3_errors(what):
+            try:
+                body = self.client.get_object(**args)["Body"]
+            except bex.ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") != "InvalidRange":
+                    raise
+        if body is None:  # the offset is at or past the end, or the object vanished
+            self.stat(path)
+            return buffered(ChunkStream(iter(()), lambda: map_s3_errors(what)))
+        stream = ChunkStream(body.iter_chunks(1024 * 1024), lambda: map_s3_errors(what),
+                             on_close=body.close)
+        return buffered(stream)
+
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        key = self._key(path)
+        if not clean_path(path, store=self.spec.name):
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        return _S3Writer(self, key, self._what("write", path))
+
+    def delete(self, path: str) -> None:
+        key = self._key(path)
+        with map_s3_errors(self._what("delete", path)):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def check_reachable(self) -> None:
+        with map_s3_errors(f"store {self.spec.name!r} (bucket {self.bucket!r})"):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    # -- capabilities ---------------------------------------------------------------
+    def server_side_copy(self, source_path: str, target_path: str, *,
+                         source: Connector | None = None) -> Entry:
+        """Copy ``source_path`` of ``source`` (default: this store) to ``target_path`` inside S3.
+
+        The target appears atomically when the (multipart) copy completes. The
+        source must be an ``s3`` store on the same endpoint; otherwise ``BadInput``.
+        """
+        src = self if source is None else source
+        if not isinstance(src, S3Connector) or (
+                src.spec.options.get("endpoint_url") != self.spec.options.get("endpoint_url")):
+            raise BadInput(f"store {self.spec.name!r}: server-side copy needs an s3 source "
+                           "on the same endpoint", hint="stream the copy instead")
+        target = self._key(target_path)
+        with map_s3_errors(self._what("copy to", target_path)):
+            self.client.copy({"Bucket": src.bucket, "Key": src._key(source_path)},
+                             self.bucket, target, Config=self.transfer)
+        return self.stat(target_path)
+
+    def close(self) -> None:
+        self.client.close()
