@@ -1,0 +1,114 @@
+"""Heartbeats and the node and gateway statuses the cloud derives from them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from dmg.cloud.client import CloudClient
+from dmg.errors import BadInput
+from tests.cloud.conftest import Cloud, make_site
+
+BEAT: dict[str, Any] = {
+    "role": "dispatcher", "running": 2, "limit": 4, "cpu_percent": 37.5,
+    "memory_available": 8 * 2**30, "network_in": 1000.0, "network_out": 2000.0, "version": "1.0.0",
+    "problems": [], "credential_status": "in sync", "stores_unreachable": [],
+}
+
+
+def _node(user: CloudClient, gateway: str, name: str) -> dict[str, Any]:
+    return next(n for n in user.list_nodes(gateway) if n["name"] == name)
+
+
+def test_heartbeat_is_stored_and_shown(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1",))
+    before = time.time()
+    with cloud.node(site.tokens["n1"]) as node:
+        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": []}
+    shown = _node(user, site.gateway, "n1")
+    for field in ("role", "running", "limit", "cpu_percent", "memory_available", "network_in",
+                  "network_out", "version", "credential_status"):
+        assert shown[field] == BEAT[field], field
+    assert shown["status"] == "Online" and shown["reasons"] == []
+    assert shown["last_heartbeat"] >= before - 1
+    gateway = user.gateway(site.gateway)
+    assert gateway["status"] == "Online" and gateway["version"] == "1.0.0"
+
+
+def test_reported_problems_make_a_node_limited(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1", "n2"))
+    with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
+        n1.heartbeat(BEAT)
+        answer = n2.heartbeat({**BEAT, "role": "worker", "problems": ["cannot reach the broker"],
+                               "stores_unreachable": ["lake"]})
+    assert answer["status"] == "Limited"
+    assert answer["reasons"] == ["cannot reach the broker", "cannot reach store(s) lake"]
+    shown = _node(user, site.gateway, "n2")
+    assert shown["status"] == "Limited" and shown["stores_unreachable"] == ["lake"]
+    assert user.gateway(site.gateway)["status"] == "Limited"
+
+
+def test_a_node_on_another_version_is_limited(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("a", "b", "c"))
+    with cloud.node(site.tokens["a"]) as a, cloud.node(site.tokens["b"]) as b, \
+            cloud.node(site.tokens["c"]) as c:
+        a.heartbeat(BEAT)
+        b.heartbeat(BEAT)
+        answer = c.heartbeat({**BEAT, "version": "1.1.0"})
+    assert answer["status"] == "Limited"
+    assert "runs version 1.1.0, the gateway runs 1.0.0" in answer["reasons"]
+    assert user.gateway(site.gateway)["version"] == "1.0.0"
+
+
+def test_draining_and_differing_config(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("a", "b", "c"))
+    with cloud.node(site.tokens["a"]) as a, cloud.node(site.tokens["b"]) as b, \
+            cloud.node(site.tokens["c"]) as c:
+        a.heartbeat({**BEAT, "config_fingerprint": "x"})
+        b.heartbeat({**BEAT, "config_fingerprint": "x", "draining": True})
+        answer = c.heartbeat({**BEAT, "config_fingerprint": "y"})
+    assert answer["status"] == "Inactive"
+    statuses = {n["name"]: n["status"] for n in user.list_nodes(site.gateway)}
+    assert statuses == {"a": "Online", "b": "Upgrading", "c": "Inactive"}
+
+
+def test_bad_heartbeats_are_refused(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1",))
+    with cloud.node(site.tokens["n1"]) as node:
+        for bad, field in (({"running": -1}, "running"), ({"problems": "one"}, "problems"),
+                           ({"cpu_percent": "lots"}, "cpu_percent")):
+            with pytest.raises(BadInput) as refused:
+                node.heartbeat(bad)
+            assert field in refused.value.message
+
+
+def _wait_for(condition: Callable[[], bool], *, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
+
+
+def test_a_silent_node_goes_offline(start_cloud: Callable[..., Cloud]) -> None:
+    fast = start_cloud(offline_after=1.0)
+    with fast.user() as user:
+        site = make_site(user, nodes=("a", "b"))
+        with fast.node(site.tokens["a"]) as a, fast.node(site.tokens["b"]) as b:
+            a.heartbeat(BEAT)
+            b.heartbeat(BEAT)
+            # Given a keeps beating and b falls silent, when the threshold passes, b is Offline.
+
+            def b_offline() -> bool:
+                a.heartbeat(BEAT)
+                return _node(user, site.gateway, "b")["status"] == "Offline"
+
+            _wait_for(b_offline)
+        shown = _node(user, site.gateway, "b")
+        assert "no heartbeat for" in shown["reasons"][0]
+        assert user.gateway(site.gateway)["status"] in ("Limited", "Offline")
+        _wait_for(lambda: user.gateway(site.gateway)["status"] == "Offline")
+        never = make_site(user, nodes=("silent",))
+        assert _node(user, never.gateway, "silent")["reasons"] == ["never sent a heartbeat"]
