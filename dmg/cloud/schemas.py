@@ -7,9 +7,11 @@ field (see :func:`dmg.cloud.api.errors.validation_message`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import math
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -23,8 +25,37 @@ SHARD_STATUSES = ("placed", "running", "succeeded", "failed")
 MAX_CLAIM_WAIT = 60.0
 
 
+#: Counters stored in 32-bit columns (jobs, limits, indexes, attempts).
+Small = Annotated[int, Field(ge=0, le=2**31 - 1)]
+#: Counters stored in 64-bit columns (bytes, files, epochs).
+Big = Annotated[int, Field(ge=0, le=2**62)]
+
+
+def _storable(value: Any, where: str = "") -> None:
+    """Raise ValueError for what no database column takes: NUL characters, NaN/Infinity."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'a value'} contains a NUL character")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where or 'a value'} is not a finite number")
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _storable(key, where)
+            _storable(inner, f"{where}.{key}" if where else str(key))
+    elif isinstance(value, list):
+        for index, inner in enumerate(value):
+            _storable(inner, f"{where}[{index}]")
+
+
 class Body(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_storable(cls, data: Any) -> Any:
+        _storable(data)
+        return data
 
 
 class GatewayCreate(Body):
@@ -43,12 +74,12 @@ class NodeRegister(Body):
 
 class Heartbeat(Body):
     role: str = Field(default="", max_length=32)
-    running: int = Field(default=0, ge=0)
-    limit: int = Field(default=0, ge=0)
-    cpu_percent: float = Field(default=0.0, ge=0)
-    memory_available: int = Field(default=0, ge=0)
-    network_in: float = Field(default=0.0, ge=0)
-    network_out: float = Field(default=0.0, ge=0)
+    running: Small = 0
+    limit: Small = 0
+    cpu_percent: float = Field(default=0.0, ge=0, le=1e6)
+    memory_available: Big = 0
+    network_in: float = Field(default=0.0, ge=0, le=1e18)
+    network_out: float = Field(default=0.0, ge=0, le=1e18)
     version: str = Field(default="", pattern=r"^(\d+(\.\d+){0,3})?$", max_length=32)
     problems: list[str] = Field(default_factory=list, max_length=64)
     credential_status: str = Field(default="", max_length=64)
@@ -57,8 +88,8 @@ class Heartbeat(Body):
     config_fingerprint: str = Field(default="", max_length=128)
 
 
-class StoreCreate(BaseModel):
-    model_config = ConfigDict(extra="allow")
+class StoreCreate(Body):
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
     name: str = Name
     type: Literal["file", "s3", "azureblob", "sql"]
@@ -85,36 +116,36 @@ class PipelineCreate(Body):
 
 
 class Claim(Body):
-    epoch: int = Field(ge=0)
+    epoch: Big
     wait: float = Field(default=0.0, ge=0, le=3600)
     limit: int = Field(default=16, ge=1, le=256)
 
 
 class PlannedShard(Body):
     id: str = Field(min_length=1, max_length=128)
-    index: int = Field(ge=0)
-    files: int = Field(default=0, ge=0)
-    bytes: int = Field(default=0, ge=0)
+    index: Small
+    files: Big = 0
+    bytes: Big = 0
 
 
 class PlanShards(Body):
-    epoch: int = Field(ge=0)
+    epoch: Big
     shards: list[PlannedShard] = Field(max_length=100_000)
 
 
 class FailActivityRun(Body):
-    epoch: int = Field(ge=0)
+    epoch: Big
     error: str = Field(min_length=1, max_length=4096)
 
 
 class ShardReport(Body):
-    attempt: int = Field(ge=0)
+    attempt: Small
     status: Literal["placed", "running", "succeeded", "failed"]
     node: str | None = Field(default=None, max_length=64)
-    files: int | None = Field(default=None, ge=0)
-    bytes: int | None = Field(default=None, ge=0)
-    files_total: int | None = Field(default=None, ge=0)
-    bytes_total: int | None = Field(default=None, ge=0)
+    files: Big | None = None
+    bytes: Big | None = None
+    files_total: Big | None = None
+    bytes_total: Big | None = None
     started_at: float | None = None
     ended_at: float | None = None
     error: str | None = Field(default=None, max_length=4096)
