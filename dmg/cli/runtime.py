@@ -18,15 +18,10 @@ log = logging.getLogger(__name__)
 def build_node(settings: Settings, registration: NodeRegistration) -> Any:
     """A ``workers.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService``."""
     from dispatcher.loop import DispatcherService
-
     from workers.node import NodeRuntime
 
-    dispatcher = DispatcherService(settings, registration)
-
-    def role() -> str:
-        return "dispatcher" if dispatcher.is_dispatcher() else "worker"
-
-    return NodeRuntime(settings, registration, services=[dispatcher], role=role)
+    dispatcher = DispatcherService.from_settings(settings, registration)
+    return NodeRuntime(settings, registration, services=[dispatcher], role=dispatcher.role)
 
 
 def run_node(settings: Settings, registration: NodeRegistration) -> None:

@@ -268,7 +268,8 @@ class EmbeddedSite:
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
                 if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
-                    log.warning("killing process %s that outlived the site's stop", pid)
+                    log.warning("killing process %s (%s) that outlived the site's stop", pid,
+                                " ".join(proc.cmdline()[:6]))
                     proc.kill()
                     proc.wait(5)
 

@@ -1,0 +1,44 @@
+"""``--help`` works on every command of the real executable, without any setting."""
+
+from __future__ import annotations
+
+import click
+
+from dmg.cli.main import cli
+from tests.cli.conftest import DmgRunner
+
+
+def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            paths += command_paths(command, (*prefix, name))
+        else:
+            paths.append((*prefix, name))
+    return paths
+
+
+def test_the_issue_commands_exist() -> None:
+    paths = {" ".join(p) for p in command_paths()}
+    assert {"cloud serve", "gateway create", "gateway keys", "gateway show", "node register", "node start",
+            "node list", "node remove", "store add", "pipeline create", "pipeline run", "runs list",
+            "runs show", "up", "demo"} <= paths
+
+
+def test_help_on_every_command(offline_dmg: DmgRunner) -> None:
+    for path in command_paths():
+        result = offline_dmg(*path, "--help", DMG_HEARTBEAT_INTERVAL="not-a-number")
+        assert result.returncode == 0, (path, result.stderr)
+        assert result.stdout.startswith(f"Usage: dmg {' '.join(path)}".rstrip()), (path, result.stdout)
+        assert result.stderr == ""
+
+
+def test_table_commands_offer_json() -> None:
+    tables = [("node", "list"), ("runs", "list"), ("runs", "show"), ("gateway", "list"), ("gateway", "show"),
+              ("store", "list"), ("pipeline", "list")]
+    for path in tables:
+        command: click.Command = cli
+        for name in path:
+            assert isinstance(command, click.Group)
+            command = command.commands[name]
+        assert "as_json" in [p.name for p in command.params], path
