@@ -1,0 +1,238 @@
+"""Runs, claims, epochs, shards, and the statuses derived from them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from dmg.cloud.client import CloudClient
+from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
+
+
+def _activity(user: CloudClient, run_id: str, index: int = 0) -> dict[str, Any]:
+    return user.run(run_id)["activity_runs"][index]
+
+
+def test_a_run_queues_its_activity_runs(user: CloudClient) -> None:
+    site = make_site(user)
+    pipeline = make_pipeline(user, site.gateway, activities=2)
+    run = user.run_pipeline(pipeline)
+    assert run["status"] == "Queued" and run["pipeline"] == pipeline and run["gateway"] == site.gateway
+    assert [a["status"] for a in run["activity_runs"]] == ["Queued", "Queued"]
+    assert user.run(run["id"])["id"] == run["id"]
+    assert run["id"] in [r["id"] for r in user.list_runs(limit=10)]
+
+
+def test_claim_returns_full_store_definitions(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    pipeline = make_pipeline(user, site.gateway)
+    run = user.run_pipeline(pipeline)
+    with cloud.node(site.tokens["n1"]) as node:
+        claimed = node.claim_activity_runs(epoch=1, wait=0)
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+    assert len(claimed) == 1
+    activity = claimed[0]
+    assert activity["id"] == run["activity_runs"][0]["id"] and activity["run_id"] == run["id"]
+    assert activity["name"] == "copy0" and activity["options"] == {"overwrite": True}
+    assert activity["source"]["path"] == "dir0" and activity["sink"]["path"] == "out0"
+    assert activity["source"]["store"]["type"] == "file"
+    assert activity["source"]["store"]["location"] == "/data/in"
+    assert activity["sink"]["store"]["options"] == {"region": "us-east-1"}
+    shown = user.run(run["id"])
+    assert shown["status"] == "InProgress" and shown["started_at"] is not None
+    assert shown["activity_runs"][0]["claimed_by"] == "n1"
+
+
+def test_a_gateway_claims_only_its_own_runs(cloud: Cloud, user: CloudClient) -> None:
+    mine, other = make_site(user), make_site(user)
+    user.run_pipeline(make_pipeline(user, other.gateway))
+    with cloud.node(mine.tokens["n1"]) as node:
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+
+
+def test_two_concurrent_claimers_never_share_an_activity_run(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("a", "b"))
+    pipeline = make_pipeline(user, site.gateway, activities=10)
+    expected = set()
+    for _ in range(4):
+        expected |= {a["id"] for a in user.run_pipeline(pipeline)["activity_runs"]}
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def claimer(name: str) -> None:
+        try:
+            with cloud.node(site.tokens[name]) as node:
+                start.wait()
+                while True:
+                    batch = node.claim_activity_runs(epoch=7, wait=0, limit=3)
+                    if not batch:
+                        return
+                    got[name] += [a["id"] for a in batch]
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=claimer, args=(n,)) for n in got]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    assert not set(got["a"]) & set(got["b"])
+    assert len(got["a"]) + len(got["b"]) == len(expected) == 40
+    assert set(got["a"]) | set(got["b"]) == expected
+
+
+def test_a_waiting_claim_is_woken_by_a_new_run(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    pipeline = make_pipeline(user, site.gateway)
+    result: list[Any] = []
+    with cloud.node(site.tokens["n1"]) as node:
+        waiter = threading.Thread(target=lambda: result.append(node.claim_activity_runs(epoch=1, wait=30)))
+        waiter.start()
+        run = user.run_pipeline(pipeline)
+        waiter.join(timeout=60)
+    assert [a["id"] for a in result[0]] == [run["activity_runs"][0]["id"]]
+
+
+def test_older_epochs_are_fenced(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("old", "new"))
+    pipeline = make_pipeline(user, site.gateway)
+    run = user.run_pipeline(pipeline)
+    with cloud.node(site.tokens["old"]) as old, cloud.node(site.tokens["new"]) as new:
+        [claimed] = old.claim_activity_runs(epoch=3, wait=0)
+        new.claim_activity_runs(epoch=5, wait=0)
+        with pytest.raises(StaleAttempt) as stale:
+            old.claim_activity_runs(epoch=4, wait=0)
+        assert "epoch 4" in stale.value.message and "5" in stale.value.message
+        with pytest.raises(StaleAttempt):
+            old.plan_shards(claimed["id"], epoch=3, shards=[])
+        with pytest.raises(StaleAttempt):
+            old.fail_activity_run(claimed["id"], epoch=3, error="lost")
+        # The new dispatcher takes back what the old one claimed and never planned.
+        [taken_back] = new.claim_activity_runs(epoch=6, wait=0)
+        assert taken_back["id"] == claimed["id"]
+        new.plan_shards(claimed["id"], epoch=6, shards=[])
+    assert user.run(run["id"])["status"] == "Succeeded"
+
+
+def test_no_shards_succeeds_at_once(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["n1"]) as node:
+        [activity] = node.claim_activity_runs(epoch=1, wait=0)
+        node.plan_shards(activity["id"], epoch=1, shards=[])
+    shown = user.run(run["id"])
+    assert shown["status"] == "Succeeded" and shown["ended_at"] is not None
+    assert shown["activity_runs"][0]["status"] == "Succeeded"
+
+
+def _plan_two(node: CloudClient, activity_id: str) -> list[str]:
+    shards = [{"id": f"{activity_id}-{i}", "index": i, "files": 2, "bytes": 100} for i in range(2)]
+    node.plan_shards(activity_id, epoch=1, shards=shards)
+    node.plan_shards(activity_id, epoch=1, shards=shards)  # idempotent
+    return [s["id"] for s in shards]
+
+
+def test_shards_drive_activity_and_run_status(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1", "n2"))
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
+        [activity] = n1.claim_activity_runs(epoch=1, wait=0)
+        first, second = _plan_two(n1, activity["id"])
+        planned = _activity(user, run["id"])
+        assert planned["status"] == "InProgress" and len(planned["shards"]) == 2
+        assert planned["shards"][0]["status"] == "planned" and planned["bytes_total"] == 200
+        n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "placed",
+                                "wait_reason": "all nodes busy"})
+        n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "files": 1, "bytes": 50})
+        n2.report_shard(second, {"attempt": 1, "node": "n2", "status": "succeeded", "files": 2,
+                                 "bytes": 100, "started_at": 1000.0, "ended_at": 1002.0})
+        assert user.run(run["id"])["status"] == "InProgress"
+        n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "succeeded", "files": 2, "bytes": 100})
+        n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "running"})  # late: ignored
+    shown = user.run(run["id"])
+    assert shown["status"] == "Succeeded" and shown["files"] == 4 and shown["bytes"] == 200
+    activity_run = shown["activity_runs"][0]
+    assert activity_run["status"] == "Succeeded" and activity_run["nodes"] == ["n1", "n2"]
+    by_index = {s["index"]: s for s in activity_run["shards"]}
+    assert by_index[0]["node"] == "n1" and by_index[0]["attempt"] == 1
+    assert by_index[0]["status"] == "succeeded" and by_index[0]["wait_reason"] == "all nodes busy"
+    assert by_index[0]["queued_at"] is not None and by_index[0]["ended_at"] is not None
+    assert by_index[1]["node"] == "n2" and by_index[1]["started_at"] == 1000.0
+
+
+def test_a_failed_shard_fails_the_activity_run(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["n1"]) as node:
+        [activity] = node.claim_activity_runs(epoch=1, wait=0)
+        first, second = _plan_two(node, activity["id"])
+        node.report_shard(first, {"attempt": 1, "status": "succeeded"})
+        node.report_shard(second, {"attempt": 1, "status": "failed", "error": "disk full"})
+    shown = user.run(run["id"])
+    assert shown["status"] == "Failed"
+    assert shown["activity_runs"][0]["status"] == "Failed"
+    assert "disk full" in shown["activity_runs"][0]["error"]
+    assert shown["activity_runs"][0]["shards"][1]["node"] == "n1"
+
+
+def test_attempts_fence_older_reports(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1", "n2"))
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
+        [activity] = n1.claim_activity_runs(epoch=1, wait=0)
+        first, _second = _plan_two(n1, activity["id"])
+        n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "bytes": 10})
+        n2.report_shard(first, {"attempt": 2, "node": "n2", "status": "running"})
+        with pytest.raises(StaleAttempt) as stale:
+            n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "succeeded"})
+        assert "attempt 2" in stale.value.message
+    shard = _activity(user, run["id"])["shards"][0]
+    assert shard["node"] == "n2" and shard["attempt"] == 2 and shard["status"] == "running"
+    assert shard["bytes"] == 0
+
+
+def test_the_dispatcher_can_fail_an_activity_run(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+    with cloud.node(site.tokens["n1"]) as node:
+        first, second = node.claim_activity_runs(epoch=1, wait=0)
+        node.fail_activity_run(first["id"], epoch=1, error="source listing failed: no such directory")
+        node.fail_activity_run(first["id"], epoch=1, error="again")  # idempotent
+        assert user.run(run["id"])["status"] == "InProgress"
+        with pytest.raises(Conflict):
+            node.plan_shards(first["id"], epoch=1, shards=[])
+        node.plan_shards(second["id"], epoch=1, shards=[])
+    shown = user.run(run["id"])
+    assert shown["status"] == "Failed"
+    assert [a["status"] for a in shown["activity_runs"]] == ["Failed", "Succeeded"]
+    assert shown["activity_runs"][0]["error"] == "source listing failed: no such directory"
+
+
+def test_plan_and_report_errors(cloud: Cloud, user: CloudClient) -> None:
+    site, other = make_site(user), make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    activity_id = run["activity_runs"][0]["id"]
+    with cloud.node(site.tokens["n1"]) as node, cloud.node(other.tokens["n1"]) as stranger:
+        with pytest.raises(Conflict):
+            node.plan_shards(activity_id, epoch=1, shards=[])  # not claimed yet
+        node.claim_activity_runs(epoch=1, wait=0)
+        with pytest.raises(NotFound):
+            stranger.plan_shards(activity_id, epoch=1, shards=[])
+        with pytest.raises(BadInput):
+            node.plan_shards(activity_id, epoch=1, shards=[{"id": "x", "index": 0}, {"id": "x", "index": 1}])
+        shard_id = unique("shard")
+        node.plan_shards(activity_id, epoch=1, shards=[{"id": shard_id, "index": 0}])
+        with pytest.raises(NotFound):
+            stranger.report_shard(shard_id, {"attempt": 1, "status": "running"})
+        with pytest.raises(NotFound):
+            node.report_shard(unique("nope"), {"attempt": 1, "status": "running"})
+        run2 = user.run_pipeline(make_pipeline(user, site.gateway))
+        [claimed] = node.claim_activity_runs(epoch=1, wait=0)
+        assert claimed["run_id"] == run2["id"]
+        with pytest.raises(Conflict):
+            node.plan_shards(claimed["id"], epoch=1, shards=[{"id": shard_id, "index": 0}])
