@@ -7,9 +7,8 @@ field (see :func:`dmg.cloud.api.errors.validation_message`).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-
 import math
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 

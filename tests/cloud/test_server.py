@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from dmg.cloud.client import CloudClient
+from dmg.cloud.db import Database
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import parse_bind, start_cloud_subprocess
 from dmg.errors import BadInput, Fatal, Unauthorized
@@ -90,3 +91,19 @@ def test_parse_bind() -> None:
     for bad in ("8050", "host:", ":80", "host:99999", "host:x"):
         with pytest.raises(BadInput):
             parse_bind(bad)
+
+
+def test_sqlite_migrations_match_the_models(tmp_path: Path) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from dmg.cloud.models import Base
+
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    try:
+        db.migrate()
+        db.migrate()
+        with db.engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        db.dispose()
