@@ -1,0 +1,213 @@
+"""A real node: NodeRuntime starts a real Celery worker subprocess on real Redis.
+
+The cloud is a real HTTP stub on 127.0.0.1 recording shard reports and heartbeats.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from dispatcher.placement import Placer
+from dmg import nodestate
+from dmg.sitestate import SiteState
+from settings import Settings
+from settings.celery import celery_config
+from tests.workers.support import StubCloud, file_store, iter_lines, shard_spec, tree, wait_for, write_files
+from workers.names import COPY_SHARD, copy_task_id, node_queue
+from workers.node import NodeRuntime
+
+pytestmark = pytest.mark.integration
+
+SHARD = "ar1-00000"
+KIB = 1024
+
+
+@dataclass
+class Site:
+    tmp: Path
+    settings: Settings
+    registration: nodestate.NodeRegistration
+    state: SiteState
+    cloud: StubCloud
+    client: Celery
+    runtimes: list[NodeRuntime] = field(default_factory=list)
+
+    def runtime(self, *, concurrency: int, services: list[Any] | None = None) -> NodeRuntime:
+        runtime = NodeRuntime(self.settings.replace(node_concurrency=concurrency), self.registration,
+                              services=services or [], worker_log=self.tmp / "worker.log",
+                              shutdown_timeout=30)
+        self.runtimes.append(runtime)
+        return runtime
+
+    def wait_ready(self, runtime: NodeRuntime, limit: int) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            if runtime.worker is None:
+                return None  # run_forever() has not started it yet
+            assert runtime.worker.poll() is None, "the worker died"
+            load = self.state.worker_load("a")
+            return load if load and load["limit"] == limit else None
+        return wait_for(ready, timeout=60, what=f"the worker to run {limit} pool processes")
+
+    def send(self, shard_id: str, attempt: int) -> Any:
+        self.client.send_task(COPY_SHARD, args=[shard_id, attempt], queue=node_queue("a"),
+                              task_id=copy_task_id(shard_id, attempt))
+        return self.client.AsyncResult(copy_task_id(shard_id, attempt))
+
+
+@pytest.fixture
+def site(tmp_path: Path, redis_url: str, redis_client: redis_lib.Redis) -> Iterator[Site]:
+    data_dir = tmp_path / "data"
+    settings = Settings(data_dir=data_dir, redis_url=redis_url, node_name="a", heartbeat_interval=0.2,
+                        offline_after=5.0)
+    with StubCloud() as cloud:
+        registration = nodestate.NodeRegistration(cloud_url=cloud.url, gateway="gw", node="a", token="tok")
+        nodestate.save(data_dir, registration)
+        client = Celery("test-client", set_as_current=False)
+        client.conf.update(celery_config(settings))
+        s = Site(tmp_path, settings, registration, SiteState(redis_client, "gw"), cloud, client)
+        try:
+            yield s
+        finally:
+            for runtime in s.runtimes:
+                runtime.stop()
+            client.close()
+            print("\n".join(list(iter_lines(tmp_path / "worker.log"))[-60:]))
+
+
+def pool_children(runtime: NodeRuntime) -> set[int]:
+    assert runtime.worker is not None
+    return {p.pid for p in psutil.Process(runtime.worker.pid).children()}
+
+
+def make_shard(site: Site, files: dict[str, int], *,
+               options: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    src, dst = site.tmp / "src", site.tmp / "dst"
+    write_files(src / "in", files)
+    spec = shard_spec(SHARD, file_store("src", src), "in", file_store("dst", dst), "out", options=options)
+    site.state.save_shard(SHARD, spec)
+    return src / "in", dst / "out"
+
+
+def test_a_placed_shard_is_copied_by_the_nodes_worker(site: Site) -> None:
+    runtime = site.runtime(concurrency=2)
+    runtime.start()
+    load = site.wait_ready(runtime, 2)
+    assert set(load["pids"]) == pool_children(runtime)  # limit counts live pool processes
+    wait_for(lambda: site.state.heartbeats().get("a", {}).get("limit") == 2, what="the agent's heartbeat")
+    source, target = make_shard(site, {"a.bin": 300 * KIB, "deep/b.bin": 2 * 1024 * KIB, "empty": 0})
+    site.state.push_pending(SHARD)
+
+    placed = Placer(state=site.state, sender=site.client, cloud=None, holding=lambda: True,
+                    max_queued=0).place_pending()
+
+    assert [(p.shard_id, p.node, p.attempt) for p in placed] == [(SHARD, "a", 1)]
+    result = site.client.AsyncResult(copy_task_id(SHARD, 1))
+    assert result.get(timeout=60) == {"status": "succeeded", "node": "a", "attempt": 1, "files": 3,
+                                      "bytes": 2 * 1024 * KIB + 300 * KIB}
+    assert result.worker == "a@gw"  # result_extended records the worker's hostname
+    assert tree(target) == tree(source)
+    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("succeeded", 1, "a")]
+    assert site.state.running("a") == set()
+    assert site.cloud.heartbeats and site.cloud.heartbeats[-1]["node"] == "a"
+
+
+def test_a_stale_attempt_sent_to_the_worker_is_skipped(site: Site) -> None:
+    runtime = site.runtime(concurrency=1)
+    runtime.start()
+    site.wait_ready(runtime, 1)
+    _source, target = make_shard(site, {"a.bin": 10 * KIB})
+    site.state.new_attempt(SHARD, "a")
+    site.state.new_attempt(SHARD, "a")
+
+    assert site.send(SHARD, 1).get(timeout=60)["status"] == "stale"
+    assert not target.exists()
+    assert site.cloud.statuses(SHARD) == []
+
+
+def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> None:
+    runtime = site.runtime(concurrency=1)
+    runtime.start()
+    site.wait_ready(runtime, 1)
+    source, target = make_shard(site, {"a.bin": 256 * KIB, "b.bin": 256 * KIB},
+                                options={"bandwidth": 256 * KIB})  # about 2 s per run
+    attempt = site.state.new_attempt(SHARD, "a")
+    result = site.send(SHARD, attempt)
+    wait_for(lambda: site.cloud.statuses(SHARD) == [("running", 1, "a")], what="the shard to run")
+    (victim,) = pool_children(runtime)
+
+    psutil.Process(victim).send_signal(signal.SIGKILL)
+
+    assert result.get(timeout=60)["status"] == "succeeded"
+    assert tree(target) == tree(source)
+    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("running", 1, "a"), ("succeeded", 1, "a")]
+    assert victim not in pool_children(runtime)
+    assert site.state.running("a") == set()
+
+
+class RecordingService:
+    def __init__(self, name: str, events: list[str]) -> None:
+        self.name = name
+        self.events = events
+
+    def start(self) -> None:
+        self.events.append(f"start {self.name}")
+
+    def stop(self) -> None:
+        self.events.append(f"stop {self.name}")
+
+
+def test_stopping_the_node_lets_the_running_shard_finish(site: Site) -> None:
+    events: list[str] = []
+    runtime = site.runtime(concurrency=1, services=[RecordingService("one", events),
+                                                    RecordingService("two", events)])
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(runtime.run_forever()))
+    thread.start()
+    try:
+        site.wait_ready(runtime, 1)
+        source, target = make_shard(site, {"a.bin": 256 * KIB}, options={"bandwidth": 256 * KIB})
+        result = site.send(SHARD, site.state.new_attempt(SHARD, "a"))
+        wait_for(lambda: site.cloud.statuses(SHARD), what="the shard to run")
+        children = pool_children(runtime)
+    finally:
+        runtime.request_stop()
+        thread.join(60)
+
+    assert codes == [0]
+    assert runtime.worker is not None and runtime.worker.returncode == 0
+    assert result.get(timeout=10)["status"] == "succeeded"  # warm shutdown: finished, not killed
+    assert tree(target) == tree(source)
+    assert events == ["start one", "start two", "stop two", "stop one"]
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in children)
+
+
+def test_the_node_stops_when_its_worker_dies(site: Site) -> None:
+    events: list[str] = []
+    runtime = site.runtime(concurrency=1, services=[RecordingService("one", events)])
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(runtime.run_forever()))
+    thread.start()
+    try:
+        site.wait_ready(runtime, 1)
+        children = pool_children(runtime)
+        assert runtime.worker is not None
+        runtime.worker.send_signal(signal.SIGKILL)
+    finally:
+        thread.join(60)
+        runtime.request_stop()
+
+    assert codes and codes[0] != 0
+    assert events == ["start one", "stop one"]
+    wait_for(lambda: not any(psutil.pid_exists(pid) for pid in children), timeout=10,
+             what="the orphaned pool processes to be killed")
