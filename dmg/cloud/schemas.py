@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+#: "1.2.3", also with a PEP 440 suffix ("1.2.3.dev1", "1.2.3+local"); compared numerically.
+VERSION_PATTERN = r"^[0-9]+(\.[0-9]+)*([.+-]?[A-Za-z0-9.+-]*)?$"
 NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 Name = Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
@@ -68,7 +70,7 @@ class KeyRegenerate(Body):
 class NodeRegister(Body):
     key: str = Field(min_length=1, max_length=512)
     name: str = Name
-    version: str = Field(pattern=r"^\d+(\.\d+){0,3}$", max_length=32)
+    version: str = Field(pattern=VERSION_PATTERN, max_length=32)
 
 
 class Heartbeat(Body):
@@ -79,7 +81,7 @@ class Heartbeat(Body):
     memory_available: Big = 0
     network_in: float = Field(default=0.0, ge=0, le=1e18)
     network_out: float = Field(default=0.0, ge=0, le=1e18)
-    version: str = Field(default="", pattern=r"^(\d+(\.\d+){0,3})?$", max_length=32)
+    version: str = Field(default="", pattern=f"^$|{VERSION_PATTERN}", max_length=32)
     problems: list[str] = Field(default_factory=list, max_length=64)
     credential_status: str = Field(default="", max_length=64)
     stores_unreachable: list[str] = Field(default_factory=list, max_length=256)

@@ -131,7 +131,8 @@ def test_no_shards_succeeds_at_once(cloud: Cloud, user: CloudClient) -> None:
 
 
 def _plan_two(node: CloudClient, activity_id: str) -> list[str]:
-    shards = [{"id": f"{activity_id}-{i}", "index": i, "files": 2, "bytes": 100} for i in range(2)]
+    shards: list[dict[str, Any]] = [{"id": f"{activity_id}-{i}", "index": i, "files": 2, "bytes": 100}
+                                    for i in range(2)]
     node.plan_shards(activity_id, epoch=1, shards=shards)
     node.plan_shards(activity_id, epoch=1, shards=shards)  # idempotent
     return [s["id"] for s in shards]

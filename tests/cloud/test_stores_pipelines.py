@@ -112,7 +112,7 @@ def test_pipeline_errors_name_what_is_wrong(user: CloudClient) -> None:
     with pytest.raises(NotFound) as unknown_gateway:
         user.create_pipeline(_pipeline(missing_gateway, src, src))
     assert missing_gateway in unknown_gateway.value.message
-    cases = [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"activities": []}, "activities"),
         ({"gateway": None}, "gateway"),
         ({"activities": [{"name": "a", "source": {"store": src}}]}, "activities[0].sink"),
