@@ -37,9 +37,10 @@ class CloudService:
         with self.db.write() as session:
             return gateways.create_gateway(session, self.box, name, now=self.clock())
 
-    def list_gateways(self) -> list[dict[str, Any]]:
+    def list_gateways(self, *, nodes: bool = False) -> list[dict[str, Any]]:
         with self.db.read() as session:
-            return gateways.list_gateways(session, now=self.clock(), offline_after=self.offline_after)
+            return gateways.list_gateways(session, now=self.clock(), offline_after=self.offline_after,
+                                          nodes=nodes)
 
     def gateway(self, name: str) -> dict[str, Any]:
         with self.db.read() as session:
@@ -84,9 +85,9 @@ class CloudService:
         with self.db.write() as session:
             return pipelines.start_run(session, pipeline, now=self.clock())
 
-    def list_runs(self, *, limit: int) -> list[dict[str, Any]]:
+    def list_runs(self, *, limit: int, shards: bool = False) -> list[dict[str, Any]]:
         with self.db.read() as session:
-            return pipelines.list_runs(session, limit=limit)
+            return pipelines.list_runs(session, limit=limit, shards=shards)
 
     def run(self, run_id: str) -> dict[str, Any]:
         with self.db.read() as session:

@@ -120,9 +120,10 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
     return body
 
 
-def list_gateways(session: Session, *, now: float, offline_after: float) -> list[dict[str, Any]]:
+def list_gateways(session: Session, *, now: float, offline_after: float,
+                  nodes: bool = False) -> list[dict[str, Any]]:
     gateways = session.scalars(select(Gateway).order_by(Gateway.name)).all()
-    return [gateway_json(g, now=now, offline_after=offline_after) for g in gateways]
+    return [gateway_json(g, now=now, offline_after=offline_after, nodes=nodes) for g in gateways]
 
 
 def list_nodes(session: Session, gateway_name: str, *, now: float,

@@ -73,10 +73,10 @@ def _runs_query() -> Any:
         selectinload(Run.pipeline).selectinload(Pipeline.gateway))
 
 
-def list_runs(session: Session, *, limit: int) -> list[dict[str, Any]]:
-    """The latest runs first, activity runs without their shards."""
+def list_runs(session: Session, *, limit: int, shards: bool = False) -> list[dict[str, Any]]:
+    """The latest runs first (activity runs without their shards unless ``shards``)."""
     runs = session.scalars(_runs_query().order_by(Run.created_at.desc()).limit(limit)).all()
-    return [run_json(r, shards=False) for r in runs]
+    return [run_json(r, shards=shards) for r in runs]
 
 
 def get_run(session: Session, run_id: str) -> dict[str, Any]:

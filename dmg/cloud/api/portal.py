@@ -1,0 +1,67 @@
+"""Routes of the read-only portal: ``/`` (dashboard), ``/login``, ``/logout``.
+
+The browser signs in once with the API token (a POST form, so the token never
+shows in a URL or an access log); the cookie then holds an HMAC of the token,
+not the token itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from dmg.cloud.api.auth import service
+from dmg.cloud.keys import token_matches
+from dmg.cloud.portal import render
+
+router = APIRouter(include_in_schema=False)
+
+COOKIE = "dmg_portal"
+RECENT_RUNS = 15
+
+
+def _session_value(api_token: str) -> str:
+    return hmac.new(api_token.encode(), b"dmg-portal-session", hashlib.sha256).hexdigest()
+
+
+def _signed_in(request: Request) -> bool:
+    expected = request.app.state.api_token
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer ") and token_matches(header[7:].strip(), expected):
+        return True
+    return token_matches(request.cookies.get(COOKIE, ""), _session_value(expected))
+
+
+@router.get("/", response_class=HTMLResponse)
+async def dashboard(request: Request) -> Response:
+    if not _signed_in(request):
+        return HTMLResponse(render.login_page(), status_code=401)
+    svc = service(request)
+    gateways = await run_in_threadpool(svc.list_gateways, nodes=True)
+    runs = await run_in_threadpool(svc.list_runs, limit=RECENT_RUNS, shards=True)
+    return HTMLResponse(render.dashboard(gateways, runs, now=svc.clock()),
+                        headers={"Cache-Control": "no-store"})
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    form = parse_qs((await request.body()).decode(errors="replace"))
+    given = (form.get("token") or [""])[0].strip()
+    expected = request.app.state.api_token
+    if not token_matches(given, expected):
+        return HTMLResponse(render.login_page(error="That is not the cloud's API token."), status_code=401)
+    response = RedirectResponse("/", status_code=303)
+    response.set_cookie(COOKIE, _session_value(expected), httponly=True, samesite="strict")
+    return response
+
+
+@router.get("/logout")
+async def logout() -> Response:
+    response = RedirectResponse("/", status_code=303)
+    response.delete_cookie(COOKIE)
+    return response
