@@ -393,7 +393,7 @@ class EmbeddedSite:
         env_extra = {"FLOWER_BASIC_AUTH": f"{self.settings.flower_user}:{flower_password(self.settings)}"}
         self._echo(f"starting flower on {HOST}:{port}")
         child = self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                                       "--address", HOST, "--port", str(port)], extra_env=env_extra)
+                                       f"--address={HOST}", f"--port={port}"], extra_env=env_extra)
         self._wait_port(child, port)
         self.flower_url = f"http://{HOST}:{port}/"
 

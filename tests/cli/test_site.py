@@ -1,0 +1,195 @@
+"""A whole embedded site on this machine: Redis, the cloud, two nodes, Flower.
+
+Given an :class:`EmbeddedSite` with two nodes of one job each, when a file→file
+pipeline of a generated folder runs through the real ``dmg`` executable, then the
+target matches the source byte for byte, both nodes ran shards, and stopping the
+site leaves no process running.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from dmg.cli.demo import KIB, compare_trees, generate_tree
+from dmg.cli.site import EmbeddedSite
+from dmg.embedded.procs import free_port
+from dmg.embedded.redis import redis_binary
+from dmg.errors import Conflict, Fatal
+from settings import Settings
+from tests.cli.conftest import DMG, DmgRunner, clean_environ
+from tests.conftest import require
+
+pytestmark = pytest.mark.integration
+
+
+def site_settings(data_dir: Path, **changes: object) -> Settings:
+    """Free ports, short heartbeats and small shards, so the test is quick and spreads work."""
+    return Settings(
+        data_dir=data_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        cloud_bind=f"127.0.0.1:{free_port()}", flower_port=free_port(), heartbeat_interval=0.5,
+        offline_after=5.0, lease_ttl=3.0, claim_wait=2.0, shard_max_files=8, log_level="WARNING",
+    ).replace(**changes)
+
+
+def alive(pids: list[int]) -> list[int]:
+    left = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                left.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return left
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+    """One site for the tests that only use it (each stops its own otherwise)."""
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    running = EmbeddedSite(site_settings(tmp_path_factory.mktemp("site")), nodes=2, node_concurrency=1,
+                           startup_timeout=60)
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def test_two_nodes_copy_a_folder_byte_for_byte(site: EmbeddedSite, tmp_path: Path) -> None:
+    source, sink = tmp_path / "source", tmp_path / "sink"
+    generate_tree(source, small_files=60, large_files=2, large_size=(1024 * KIB, 2048 * KIB))
+    sink.mkdir()
+    dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                         "DMG_API_TOKEN": site.settings.api_token}, cwd=tmp_path)
+    (tmp_path / "src.json").write_text(json.dumps({"name": "src", "type": "file", "location": str(source)}))
+    (tmp_path / "dst.json").write_text(json.dumps({"name": "dst", "type": "file", "location": str(sink)}))
+    (tmp_path / "p.json").write_text(json.dumps({"name": "copy", "gateway": site.gateway, "activities": [
+        {"name": "folder", "source": {"store": "src", "path": ""}, "sink": {"store": "dst", "path": ""}}]}))
+    for args in (("store", "add", "src.json"), ("store", "add", "dst.json"), ("pipeline", "create", "p.json")):
+        done = dmg(*args)
+        assert done.returncode == 0, done.stderr
+
+    ran = dmg("pipeline", "run", "copy", "--wait", "--timeout", "90", timeout=120)
+
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "succeeded" in ran.stdout and "nodes used: node1, node2" in ran.stdout
+    diff = compare_trees(source, sink)
+    assert diff.matches, diff.describe()
+    run_id = dmg.json("runs", "list")[0]["id"]
+    run = dmg.json("runs", "show", run_id)
+    shards = [s for a in run["activity_runs"] for s in a["shards"]]
+    assert run["status"] == "Succeeded" and len(shards) >= 8
+    assert {s["status"] for s in shards} == {"succeeded"}
+    assert {s["node"] for s in shards} == {"node1", "node2"}
+    assert sum(s["files"] for s in shards) == 62
+
+    nodes = dmg.json("node", "list", "--gateway", site.gateway)
+    assert sorted(n["name"] for n in nodes) == ["node1", "node2"]
+    assert {n["status"] for n in nodes} == {"Online"}
+    assert sorted(n["role"] for n in nodes) == ["dispatcher", "worker"]
+
+
+def test_flower_asks_for_the_generated_password(site: EmbeddedSite) -> None:
+    password_file = site.data_dir / "flower-password"
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    password = password_file.read_text().strip()
+    assert httpx.get(site.flower_url + "api/workers", timeout=10).status_code == 401
+    answer = httpx.get(site.flower_url + "healthcheck", auth=(site.flower_user, password), timeout=10)
+    assert answer.status_code == 200
+
+
+def test_a_second_site_on_the_same_data_dir_is_refused(site: EmbeddedSite) -> None:
+    other = EmbeddedSite(site.settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"), nodes=1)
+    with pytest.raises(Conflict, match="another embedded site"):
+        other.start()
+    assert site.dead_children() == []
+
+
+def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    running = EmbeddedSite(site_settings(tmp_path / "site"), nodes=2, node_concurrency=1, flower=True)
+    try:
+        running.start()
+        # redis, cloud, flower, 2 nodes, each node's Celery worker and its pool child
+        deadline = time.monotonic() + 60
+        while len(pids := running.pids()) < 9:
+            assert time.monotonic() < deadline, pids
+            time.sleep(0.1)
+    finally:
+        running.stop()
+    assert alive(pids) == []
+    assert not (running.data_dir / "site.pids").exists()
+
+
+def test_dmg_up_runs_until_sigterm_and_stops_everything(tmp_path: Path) -> None:
+    require(DMG.exists(), f"{DMG} is not installed")
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    settings = site_settings(tmp_path / "up")
+    env = clean_environ(DMG_DATA_DIR=str(settings.data_dir), DMG_REDIS_URL=settings.redis_url,
+                        DMG_CLOUD_BIND=settings.cloud_bind, DMG_FLOWER_PORT=str(settings.flower_port),
+                        DMG_HEARTBEAT_INTERVAL="0.5", DMG_LOG_LEVEL="WARNING")
+    out = tmp_path / "up.out"
+    with open(out, "wb") as fh:
+        proc = subprocess.Popen([str(DMG), "up", "--nodes", "1", "--no-flower"], stdout=fh,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while "Ctrl-C stops the site" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        text = out.read_text()
+        assert f"API:        http://{settings.cloud_bind}/api/v1" in text
+        assert "dmg node list --gateway site" in text
+        pids = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+        # + processes in their own sessions: the node's Celery worker and its pool
+        for pid in list(pids):
+            try:
+                pids += [c.pid for c in psutil.Process(pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                pass
+        assert len(pids) >= 4, pids
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=90) == 0, out.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "stopped: nothing left running" in out.read_text()
+    assert alive(pids) == []
+
+
+def test_dmg_demo_copies_verifies_and_exits_zero(tmp_path: Path) -> None:
+    require(DMG.exists(), f"{DMG} is not installed")
+    settings = site_settings(tmp_path / "demo")
+    env = {"DMG_DATA_DIR": str(settings.data_dir), "DMG_REDIS_URL": settings.redis_url,
+           "DMG_CLOUD_BIND": settings.cloud_bind, "DMG_HEARTBEAT_INTERVAL": "0.5",
+           "DMG_SHARD_MAX_FILES": "8", "DMG_LOG_LEVEL": "WARNING"}
+    result = DmgRunner(env=env, cwd=tmp_path)("demo", "--nodes", "2", "--files", "30", "--large-files", "1",
+                                              "--json", timeout=150)
+    assert result.returncode == 0, result.stderr
+    body = json.loads(result.stdout)
+    assert body["run"]["status"] == "Succeeded"
+    assert body["verified"]["matches"] and body["verified"]["files"] == 31
+    assert body["summary"]["files"] == 31 and body["summary"]["bytes"] == body["verified"]["bytes"]
+    assert "stopped: nothing left running" in result.stderr
+    assert not (settings.data_dir / "site.pids").exists()
