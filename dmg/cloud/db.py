@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dmg.errors import BadInput
 
 log = logging.getLogger(__name__)
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 

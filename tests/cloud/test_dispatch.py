@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dmg.cloud.client import CloudClient
-from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt
+from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
 from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
 
 
@@ -237,3 +237,25 @@ def test_plan_and_report_errors(cloud: Cloud, user: CloudClient) -> None:
         assert claimed["run_id"] == run2["id"]
         with pytest.raises(Conflict):
             node.plan_shards(claimed["id"], epoch=1, shards=[{"id": shard_id, "index": 0}])
+
+
+def test_a_node_removed_during_its_long_poll_is_refused(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user)
+    outcome: list[BaseException] = []
+    started = threading.Event()
+
+    def wait_for_work() -> None:
+        with cloud.node(site.tokens["n1"]) as node:
+            node.claim_activity_runs(epoch=1, wait=0)  # authenticated and known
+            started.set()
+            try:
+                node.claim_activity_runs(epoch=1, wait=30)
+            except BaseException as exc:
+                outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_for_work)
+    waiter.start()
+    assert started.wait(timeout=30)
+    user.remove_node(site.gateway, "n1")
+    waiter.join(timeout=60)
+    assert len(outcome) == 1 and isinstance(outcome[0], Unauthorized)

@@ -18,13 +18,22 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from dmg.cloud.models import IN_PROGRESS, QUEUED, SHARD_DONE, SHARD_PLANNED, ActivityRun, Gateway, Shard
+from dmg.cloud.models import (
+    IN_PROGRESS,
+    QUEUED,
+    SHARD_DONE,
+    SHARD_PLANNED,
+    ActivityRun,
+    Gateway,
+    Node,
+    Shard,
+)
 from dmg.cloud.schemas import PlannedShard, ShardReport
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
-from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt
+from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +58,8 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
           now: float) -> list[dict[str, Any]]:
     """Claim up to ``limit`` activity runs of the node's gateway (oldest first);
     -> ``[{id, run_id, pipeline, name, source: {store: {...}, path}, sink: ..., options}]``."""
+    if session.get(Node, node.node_id) is None:  # removed while its long-poll waited
+        raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     fence(session, node.gateway_id, epoch)
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
