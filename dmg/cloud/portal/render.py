@@ -119,10 +119,11 @@ def runs_section(runs: list[dict[str, Any]]) -> str:
         return '<p class="muted">No run yet: run a pipeline with <code>dmg pipeline run</code>.</p>'
     parts = []
     for run in runs:
+        took = duration(run["started_at"], run["ended_at"])
         parts.append(
             f"<h3>{badge(run['status'])} {escape(run['pipeline'])} "
             f'<span class="muted">run {escape(run["id"][:12])} on {escape(run["gateway"])}, '
-            f"created {when(run['created_at'])}, {duration(run['started_at'], run['ended_at'])}</span></h3>")
+            f"created {when(run['created_at'])}{', took ' + took if took else ''}</span></h3>")
         for activity in run["activity_runs"]:
             error = f' <span class="error">{escape(activity["error"])}</span>' if activity["error"] else ""
             parts.append(
