@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import AbstractContextManager
 from typing import Generic, TypeVar
 
@@ -105,13 +105,17 @@ class BoundedPool(Generic[T]):
         self._limit = max(1, limit)
         self._executor = ThreadPoolExecutor(self._limit, thread_name_prefix=name)
         self._futures: list[Future[T]] = []
+        self._pending: set[Future[T]] = set()
 
     def submit(self, job: Callable[[], T]) -> None:
-        while sum(1 for f in self._futures if not f.done()) >= self._limit:
-            next(f for f in self._futures if not f.done()).result()
-        for done in (f for f in self._futures if f.done()):
-            done.result()  # surface an early failure now
-        self._futures.append(self._executor.submit(job))
+        while len(self._pending) >= self._limit:
+            _done, self._pending = wait(self._pending, return_when=FIRST_COMPLETED)
+        for future in self._futures[-self._limit:]:
+            if future.done():
+                future.result()  # surface a failure now, not at commit
+        future = self._executor.submit(job)
+        self._futures.append(future)
+        self._pending.add(future)
 
     def results(self) -> list[T]:
         try:

@@ -1,0 +1,196 @@
+"""Staged writes into a table: one transaction per staging id, fenced by a marker row.
+
+Bytes written are spooled (memory, then a temporary file); :meth:`commit` parses
+them and inserts the rows in batches inside ONE transaction that also inserts
+``dmg_commits(staging_id, target)``. A replayed commit finds the marker row and
+does nothing, so a shard copied twice never duplicates rows; two concurrent
+commits of the same staging id serialise on the marker's primary key.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Float,
+    MetaData,
+    String,
+    Table,
+    Text,
+    select,
+)
+from sqlalchemy import exc as sa_exc
+
+from dmg.connectors.base import StagedWriter
+from dmg.connectors.sql.errors import map_sql_errors
+from dmg.connectors.sql.paths import SqlPath
+from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
+from dmg.errors import BadInput, Fatal, NotFound
+
+log = logging.getLogger(__name__)
+
+MARKER_TABLE = "dmg_commits"
+_SPOOL_IN_MEMORY = 8 * 1024 * 1024
+
+marker_metadata = MetaData()
+commits = Table(
+    MARKER_TABLE, marker_metadata,
+    Column("staging_id", String(255), primary_key=True),
+    Column("target", String(255), primary_key=True),  # one staging id may fill several tables
+    Column("committed_at", Float, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
+
+class _AlreadyCommitted(Exception):
+    """The marker row exists: this staging id was committed before."""
+
+
+def ensure_marker_table(engine: Engine, *, what: str) -> None:
+    """Create ``dmg_commits`` if missing (idempotent, safe against a concurrent creator)."""
+    with map_sql_errors(what):
+        try:
+            marker_metadata.create_all(engine, checkfirst=True)
+        except (sa_exc.IntegrityError, sa_exc.ProgrammingError, sa_exc.OperationalError):
+            # Another node created it between the check and the CREATE; verify.
+            with engine.connect() as conn:
+                conn.execute(select(commits.c.staging_id).limit(1)).all()
+
+
+def _column_type(value: Any) -> Any:
+    if isinstance(value, bool):
+        return Boolean
+    if isinstance(value, int):
+        return BigInteger
+    if isinstance(value, float):
+        return Float
+    if isinstance(value, dict | list):
+        return JSON
+    return Text
+
+
+class SqlWriter(StagedWriter):
+    """Spools bytes; :meth:`commit` inserts them in one fenced transaction."""
+
+    def __init__(self, engine: Engine, target: SqlPath, *, staging_id: str, fmt: str,
+                 batch_size: int, create_table: bool, what: str) -> None:
+        if len(staging_id) > 255:
+            raise BadInput(f"{what}: staging id longer than 255 characters")
+        self._engine = engine
+        self._target = target
+        self._staging_id = staging_id
+        self._fmt = fmt
+        self._batch_size = batch_size
+        self._create_table = create_table
+        self._what = what
+        self._spool: Any = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
+        self._state = "open"
+        self.rows_written = 0
+
+    def write(self, chunk: bytes) -> None:
+        if self._state != "open":
+            raise Fatal(f"{self._what}: write after {self._state}")
+        self._spool.write(chunk)
+
+    def commit(self, *, mtime: float | None = None) -> None:
+        if self._state == "committed":
+            return
+        if self._state == "aborted":
+            raise Fatal(f"{self._what}: commit after abort")
+        try:
+            ensure_marker_table(self._engine, what=self._what)
+            with map_sql_errors(self._what):
+                try:
+                    with self._engine.begin() as conn:
+                        self.rows_written = self._insert_all(conn)
+                except _AlreadyCommitted:
+                    log.info("replayed commit ignored staging_id=%s target=%s",
+                             self._staging_id, self._target.table_path)
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "committed"
+        self._spool.close()
+
+    def _insert_all(self, conn: Any) -> int:
+        target = self._target.table_path
+        done = conn.execute(select(commits.c.rows).where(
+            commits.c.staging_id == self._staging_id, commits.c.target == target)).first()
+        if done is not None:
+            raise _AlreadyCommitted
+        try:
+            # First, so that a concurrent replay waits on this row's lock, then sees it.
+            conn.execute(commits.insert().values(staging_id=self._staging_id, target=target,
+                                                 committed_at=time.time(), rows=0))
+        except sa_exc.IntegrityError:
+            raise _AlreadyCommitted from None
+        self._spool.seek(0)
+        header = csv_columns(self._spool) if self._fmt == "csv" else []
+        self._spool.seek(0)
+        records = decode_records(self._spool, self._fmt, what=self._what)
+        table, records = self._table(conn, header, records)
+        if table is None:
+            return 0
+        count = 0
+        while batch := list(itertools.islice(records, self._batch_size)):
+            conn.execute(table.insert(), [self._row(table, record, count + i)
+                                          for i, record in enumerate(batch)])
+            count += len(batch)
+        conn.execute(commits.update().where(commits.c.staging_id == self._staging_id,
+                                            commits.c.target == target).values(rows=count))
+        return count
+
+    def _table(self, conn: Any, header: list[str], records: Iterator[dict[str, Any]],
+               ) -> tuple[Table | None, Iterator[dict[str, Any]]]:
+        """The reflected target table (created from the data when allowed) and the records."""
+        name, schema = str(self._target.table), self._target.schema
+        try:
+            return Table(name, MetaData(), autoload_with=conn, schema=schema), records
+        except sa_exc.NoSuchTableError:
+            if not self._create_table:
+                raise NotFound(
+                    f"{self._what}: table {self._target.table_path!r} does not exist",
+                    hint="create it first, or set the store option create_table: true") from None
+        columns: list[Column[Any]] = [Column(n, Text) for n in header]
+        if self._fmt != "csv":
+            first = next(records, None)
+            if first is None:
+                return None, records
+            columns = [Column(k, _column_type(v)) for k, v in first.items()]
+            records = itertools.chain([first], records)
+        if not columns:
+            return None, records
+        table = Table(name, MetaData(), *columns, schema=schema)
+        table.create(conn, checkfirst=True)
+        return table, records
+
+    def _row(self, table: Table, record: dict[str, Any], index: int) -> dict[str, Any]:
+        row = {}
+        for key, value in record.items():
+            column = table.columns.get(key)
+            if column is None:
+                raise BadInput(f"{self._what}: column {key!r} does not exist in table "
+                               f"{self._target.table_path!r}", hint="rename or drop it in the source")
+            try:
+                row[key] = coerce(value, column, from_text=self._fmt == "csv")
+            except (ValueError, TypeError):
+                raise BadInput(f"{self._what}: row {index + 1}, column {key!r}: the value is not "
+                               f"a valid {column.type}") from None
+        return row
+
+    def abort(self) -> None:
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._spool.close()
+
