@@ -65,6 +65,12 @@ def _stores_of(spec: dict[str, Any]) -> list[str]:
     return names
 
 
+def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: int) -> str:
+    with_room = [n for n in loads if n.can_take((), max_queued=max_queued)]
+    blocked = sorted({s for n in with_room for s in n.unreachable_stores if s in stores})
+    return f"the nodes with room cannot reach store(s) {', '.join(blocked or stores)}"
+
+
 class Placer:
     """Places pending shards; remembers since when and why each shard waited."""
 
@@ -104,7 +110,7 @@ class Placer:
             stores = _stores_of(shard["spec"])
             node = choose_node(loads, stores=stores, max_queued=self.max_queued)
             if node is None:
-                self._note_wait([shard_id], f"no online node can reach store(s) {', '.join(stores)}")
+                self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
                 continue
             placed.append(self._place(shard_id, node))
         return placed

@@ -1,0 +1,66 @@
+"""An in-memory cloud for the dispatcher's side of the API (claim, plan, fail, report)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from dmg.errors import DmgError, StaleAttempt
+
+
+class MemoryCloud:
+    """Hands out queued activity runs to the highest epoch seen and records the rest.
+
+    ``fail_plans`` makes the next that many ``plan_shards`` calls raise that error.
+    Claims and plans from an epoch older than the highest seen raise StaleAttempt,
+    as the real cloud's fencing does.
+    """
+
+    def __init__(self) -> None:
+        self.queued: list[dict[str, Any]] = []
+        self.plans: dict[str, list[list[dict[str, Any]]]] = {}
+        self.failed: dict[str, str] = {}
+        self.reports: list[tuple[str, dict[str, Any]]] = []
+        self.claim_epochs: list[int] = []
+        self.fail_plans: list[DmgError] = []
+        self.max_epoch = 0
+        self._cond = threading.Condition()
+
+    def queue(self, activity_run: dict[str, Any]) -> None:
+        with self._cond:
+            self.queued.append(activity_run)
+            self._cond.notify_all()
+
+    def _fence(self, epoch: int) -> None:
+        if epoch < self.max_epoch:
+            raise StaleAttempt(f"epoch {epoch} is older than {self.max_epoch}")
+        self.max_epoch = epoch
+
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+        with self._cond:
+            self._fence(epoch)
+            self.claim_epochs.append(epoch)
+            self._cond.wait_for(lambda: bool(self.queued), timeout=wait)
+            claimed, self.queued = self.queued[:limit], self.queued[limit:]
+            return claimed
+
+    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None:
+        with self._cond:
+            self._fence(epoch)
+            if self.fail_plans:
+                raise self.fail_plans.pop(0)
+            self.plans.setdefault(activity_run_id, []).append(list(shards))
+
+    def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
+        with self._cond:
+            self._fence(epoch)
+            self.failed[activity_run_id] = error
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        with self._cond:
+            self.reports.append((shard_id, dict(report)))
+
+    def placed(self) -> dict[str, tuple[str, int, str]]:
+        with self._cond:
+            return {s: (r["node"], r["attempt"], r["wait_reason"]) for s, r in self.reports
+                    if r["status"] == "placed"}

@@ -1,0 +1,162 @@
+"""Placement by free slots against real Redis heartbeats, sending real Celery messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from dispatcher.loop import make_sender
+from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_loads
+from dmg.sitestate import SiteState
+from settings import Settings
+from tests.dispatcher.memcloud import MemoryCloud
+
+
+@pytest.fixture
+def state(redis_client: redis_lib.Redis) -> SiteState:
+    return SiteState(redis_client, "gw")
+
+
+@pytest.fixture
+def sender(redis_url: str) -> Iterator[Celery]:
+    app = make_sender(Settings(redis_url=redis_url))
+    yield app
+    app.close()
+
+
+def beat(state: SiteState, node: str, limit: int, **extra: Any) -> None:
+    state.publish_heartbeat(node, {"node": node, "limit": limit, **extra}, ttl=30)
+
+
+def add_shards(state: SiteState, count: int, *, stores: tuple[str, str] = ("src", "dst")) -> list[str]:
+    ids = []
+    for i in range(count):
+        shard_id = f"ar1-{i:05d}"
+        state.save_shard(shard_id, {"shard_id": shard_id,
+                                    "source": {"store": {"name": stores[0]}, "path": ""},
+                                    "sink": {"store": {"name": stores[1]}, "path": ""}, "entries": []})
+        ids.append(shard_id)
+    state.push_pending(*ids)
+    return ids
+
+
+def messages(client: redis_lib.Redis, node: str) -> list[tuple[str, str, list[Any]]]:
+    """(task name, task id, args) of each message waiting in ``node.<node>``, oldest first."""
+    found = []
+    for raw in reversed(client.lrange(f"node.{node}", 0, -1)):  # kombu LPUSHes
+        message = json.loads(raw)
+        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
+        found.append((message["headers"]["task"], message["headers"]["id"], args))
+    return found
+
+
+def placer(state: SiteState, sender: Celery, cloud: MemoryCloud | None = None, *,
+           holding: Any = lambda: True, max_queued: int = 0) -> Placer:
+    return Placer(state=state, sender=sender, cloud=cloud, holding=holding, max_queued=max_queued)
+
+
+def test_shards_go_to_the_nodes_with_the_most_free_slots(state: SiteState, sender: Celery,
+                                                         redis_client: redis_lib.Redis) -> None:
+    beat(state, "a", 4)
+    beat(state, "b", 2)
+    beat(state, "c", 1)
+    ids = add_shards(state, 8)
+    cloud = MemoryCloud()
+
+    placed = placer(state, sender, cloud).place_pending()
+
+    by_node: dict[str, int] = {}
+    for p in placed:
+        by_node[p.node] = by_node.get(p.node, 0) + 1
+    assert by_node == {"a": 4, "b": 2, "c": 1}
+    assert state.pending() == [ids[7]]  # no room left: it waits
+    first = placed[0]
+    assert (first.shard_id, first.node, first.attempt) == (ids[0], "a", 1)
+    assert messages(redis_client, "a")[0] == ("dmg.copy_shard", f"{ids[0]}:1", [ids[0], 1])
+    assert [len(messages(redis_client, n)) for n in "abc"] == [4, 2, 1]
+    assert state.queued("a") == {p.shard_id for p in placed if p.node == "a"}
+    assert cloud.placed()[ids[0]] == ("a", 1, "")
+    assert len(cloud.placed()) == 7
+
+
+def test_running_shards_take_slots(state: SiteState, sender: Celery) -> None:
+    beat(state, "a", 4)
+    beat(state, "b", 2)
+    for i in range(3):
+        state.redis.sadd(state.key("running", "a"), f"old-{i}")
+    ids = add_shards(state, 4)
+
+    placed = placer(state, sender).place_pending()
+
+    # free slots a=1, b=2 -> b; then 1 and 1, a has fewer queued -> a; then a=0, b=1 -> b.
+    assert [p.node for p in placed] == ["b", "a", "b"]
+    assert state.pending() == [ids[3]]
+
+
+def test_a_waiting_shard_is_placed_when_a_slot_frees_with_its_wait_reason(state: SiteState,
+                                                                          sender: Celery) -> None:
+    beat(state, "a", 1)
+    ids = add_shards(state, 2)
+    cloud = MemoryCloud()
+    p = placer(state, sender, cloud)
+    assert [x.shard_id for x in p.place_pending()] == [ids[0]]
+    assert p.place_pending() == [] and p.wait_reason(ids[1]) == ALL_NODES_BUSY
+
+    state.mark_running(ids[0], 1, "a")
+    state.mark_finished(ids[0], 1, "a", ok=True)
+    placed = p.place_pending()
+
+    assert [(x.shard_id, x.node, x.wait_reason) for x in placed] == [(ids[1], "a", ALL_NODES_BUSY)]
+    assert cloud.placed()[ids[1]] == ("a", 1, ALL_NODES_BUSY)
+
+
+def test_nodes_without_a_live_heartbeat_get_nothing(state: SiteState, sender: Celery) -> None:
+    ids = add_shards(state, 1)
+    state.publish_worker_load("a", running=0, limit=4, pids=[1], ttl=30)  # a worker, but no heartbeat
+    p = placer(state, sender)
+
+    assert p.place_pending() == []
+    assert state.pending() == ids and p.wait_reason(ids[0]) == NO_NODE_ONLINE
+
+
+def test_the_worker_load_supplies_a_limit_missing_from_the_heartbeat(state: SiteState) -> None:
+    beat(state, "a", 0)
+    state.publish_worker_load("a", running=0, limit=3, pids=[1, 2, 3], ttl=30)
+    assert [(n.name, n.limit) for n in node_loads(state)] == [("a", 3)]
+
+
+def test_draining_nodes_and_nodes_that_cannot_reach_a_store_are_skipped(state: SiteState,
+                                                                        sender: Celery) -> None:
+    beat(state, "a", 8, draining=True)
+    beat(state, "b", 8, stores_unreachable=["dst"])
+    beat(state, "c", 1)
+    add_shards(state, 2)
+    p = placer(state, sender)
+
+    assert [x.node for x in p.place_pending()] == ["c"]
+    assert p.wait_reason("ar1-00001") == "the nodes with room cannot reach store(s) dst"
+
+
+def test_max_queued_lets_a_full_node_hold_a_short_queue(state: SiteState, sender: Celery) -> None:
+    beat(state, "a", 1)
+    add_shards(state, 4)
+    assert len(placer(state, sender, max_queued=1).place_pending()) == 2
+
+
+def test_a_dispatcher_that_lost_its_lease_places_nothing_more(state: SiteState, sender: Celery,
+                                                              redis_client: redis_lib.Redis) -> None:
+    beat(state, "a", 8)
+    ids = add_shards(state, 3)
+    answers = iter([True, True, False])  # the lease lapses after the first placement
+
+    placed = placer(state, sender, holding=lambda: next(answers, False)).place_pending()
+
+    assert [p.shard_id for p in placed] == [ids[0]]
+    assert state.pending() == ids[1:]
+    assert len(messages(redis_client, "a")) == 1
