@@ -120,6 +120,7 @@ class EmbeddedSite:
         self.node_concurrency = node_concurrency
         self.startup_timeout = startup_timeout
         self.gateway_keys: dict[str, str] = {}
+        self._token_given = bool(settings.api_token)
         self.flower_url = ""
         self._echo = echo or (lambda _line: None)
         self._redis: EmbeddedRedis | None = None
@@ -446,8 +447,10 @@ class EmbeddedSite:
     def describe(self) -> Iterator[str]:
         """Lines telling the user where everything is and what to try next."""
         yield f"data dir:   {self.data_dir}"
-        yield f"API:        {self.api_url}   (token in {self.data_dir / 'cloud' / 'api-token'})"
-        yield f"portal:     {self.portal_url}   (API reference: {self.settings.cloud_url}/docs)"
+        token = "DMG_API_TOKEN" if self._token_given else str(self.data_dir / "cloud" / "api-token")
+        yield f"API:        {self.api_url}   (token: {token})"
+        yield f"portal:     {self.portal_url}   (sign in with the API token)"
+        yield f"API docs:   {self.settings.cloud_url}/docs"
         if self.flower_url:
             yield (f"flower:     {self.flower_url}   (user {self.flower_user}, "
                    f"password in {self.flower_password_hint})")

@@ -15,16 +15,18 @@ from dmg.cli.common import current_settings
 
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
-    """SIGTERM behaves like Ctrl-C (KeyboardInterrupt) inside the block."""
+    """SIGTERM and SIGINT raise KeyboardInterrupt inside the block (even when SIGINT was
+    ignored, as for a background job of a script)."""
 
-    def on_term(_signum: int, _frame: Any) -> None:
+    def on_signal(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_term)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager

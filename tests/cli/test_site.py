@@ -137,7 +137,8 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
     assert not (running.data_dir / "site.pids").exists()
 
 
-def test_dmg_up_runs_until_sigterm_and_stops_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_dmg_up_runs_until_a_signal_and_stops_everything(tmp_path: Path, stop_signal: int) -> None:
     require(DMG.exists(), f"{DMG} is not installed")
     try:
         redis_binary()
@@ -165,7 +166,7 @@ def test_dmg_up_runs_until_sigterm_and_stops_everything(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, pids
             time.sleep(0.1)
 
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(stop_signal)
         assert proc.wait(timeout=90) == 0, out.read_text()
     finally:
         if proc.poll() is None:

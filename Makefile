@@ -1,0 +1,47 @@
+# dmg: the two commands of the README, and lint.
+#
+#   make demo   a 2-node gateway on this machine copies a generated folder, verified byte for byte
+#   make test   the test suite (real Redis, cloud, nodes; PostgreSQL, Azurite, moto when present)
+#   make lint   ruff + mypy
+#
+# Both create .venv (python3 -m venv) when it is missing and install dmg into it.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+# .ci/run sets this to learn pytest's own exit status (make itself always exits 2 on failure).
+PYTEST_STATUS_FILE ?=
+
+.PHONY: demo test lint install up clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+	  { echo "error: dmg needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) || \
+	  { rm -rf $(VENV); echo "error: cannot create $(VENV) (on Debian: apt-get install python3-venv)"; exit 1; }
+
+# Reinstall only when the dependencies may have changed.
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/dmg demo
+
+up: install
+	$(BIN)/dmg up
+
+test: install
+	@status=0; $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; \
+	  if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo $$status > "$(PYTEST_STATUS_FILE)"; fi; \
+	  exit $$status
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy dmg workers dispatcher settings
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
