@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dmg.cloud.models import ActivityRun, Pipeline, Run, Shard, Store
+from dmg.cloud.models import ActivityRun, Node, Pipeline, Run, Shard, Store
 from dmg.status import NodeStatus
 
 
@@ -18,7 +18,7 @@ def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
             "activities": list(pipeline.activities), "created_at": pipeline.created_at}
 
 
-def node_json(node: Any, status: NodeStatus) -> dict[str, Any]:
+def node_json(node: Node, status: NodeStatus) -> dict[str, Any]:
     return {
         "name": node.name, "status": status.status, "reasons": list(status.reasons),
         "version": node.version, "role": node.role, "running": node.running, "limit": node.limit,
