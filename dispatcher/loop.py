@@ -22,6 +22,8 @@ from typing import Any
 
 import redis
 from celery import Celery
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer
@@ -89,7 +91,10 @@ class DispatcherService:
     def from_settings(cls, settings: Settings, registration: NodeRegistration,
                       **kwargs: Any) -> DispatcherService:
         """Wire the real Redis, cloud client (node token) and Celery sender."""
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        # Short timeouts, no retries: a slow broker must cost the lease, not stall placement.
+        timeout = max(0.5, settings.lease_ttl / 3)
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                      socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
         state = SiteState(client, registration.gateway)
         cloud = CloudClient(registration.cloud_url, token=registration.token)
         service = cls(settings, registration.node, state=state, cloud=cloud,

@@ -12,6 +12,8 @@ Key layout (all under ``dmg:<gateway>:``):
 ``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``
 ``pending``                 list of shard ids planned but not placed yet
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
+``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
+``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
 ==========================  ===================================================
 
 A shard's ``attempt`` only grows. A worker may commit only while its attempt is

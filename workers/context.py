@@ -13,6 +13,8 @@ import threading
 from dataclasses import dataclass, field
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from dmg import nodestate
 from dmg.cloud.client import CloudClient
@@ -25,7 +27,17 @@ from workers.reporter import HttpReporter
 REDIS_SOCKET_TIMEOUT = 5.0
 
 
-def redis_client(settings: Settings) -> redis.Redis:
+#: Seconds a heartbeat or load publication may wait on Redis: an outage must show as a
+#: problem in the next heartbeat, not delay it past the offline threshold.
+REDIS_FAST_TIMEOUT = 1.0
+
+
+def redis_client(settings: Settings, *, fail_fast: bool = False) -> redis.Redis:
+    """A client of the site broker. ``fail_fast``: short timeouts and no retries, for
+    periodic publishers that must never stall."""
+    if fail_fast:
+        return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_FAST_TIMEOUT,
+                                    socket_connect_timeout=REDIS_FAST_TIMEOUT, retry=Retry(NoBackoff(), 0))
     return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT,
                                 socket_connect_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30)
 

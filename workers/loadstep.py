@@ -17,8 +17,10 @@ from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
+from dmg import nodestate
 from dmg.errors import DmgError
-from workers.context import node_context
+from dmg.sitestate import SiteState
+from workers.context import redis_client
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class WorkerLoadStep(bootsteps.StartStopStep):
         self._failing = False
         self.settings: dmg_settings.Settings = (getattr(parent.app, "dmg_settings", None)
                                                 or dmg_settings.load())
+        self._state: SiteState | None = None
+        self._node = ""
 
     def start(self, worker: Any) -> None:
         self.publish(worker)
@@ -63,9 +67,12 @@ class WorkerLoadStep(bootsteps.StartStopStep):
     def publish(self, worker: Any) -> None:
         pids = pool_pids(worker)
         try:
-            context = node_context(self.settings)
-            context.state.publish_worker_load(
-                context.node, running=len(worker_state.active_requests), limit=len(pids),
+            if self._state is None:
+                registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
+                self._node = registration.node
+                self._state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
+            self._state.publish_worker_load(
+                self._node, running=len(worker_state.active_requests), limit=len(pids),
                 pids=pids, ttl=LOAD_TTL)
         except (redis.RedisError, DmgError, OSError) as exc:
             if not self._failing:

@@ -105,7 +105,7 @@ class NodeRuntime:
         self._stop = threading.Event()
         self._started: list[Service] = []
         self._log_file: Any = None
-        self.state = SiteState(redis_client(self.settings), registration.gateway)
+        self.state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
         self.cloud = CloudClient(registration.cloud_url, token=registration.token)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role,

@@ -15,8 +15,9 @@ from dmg.nodestate import NodeRegistration
 from dmg.sitestate import SiteState
 from dmg.version import __version__
 from settings import Settings
-from tests.workers.support import StubCloud, dead_redis, wait_for
+from tests.workers.support import StubCloud, wait_for
 from workers.agent import BROKER_UNREACHABLE, CLOUD_UNREACHABLE, WORKER_NOT_RESPONDING, NodeAgent
+from workers.context import redis_client
 from workers.outbox import ReportOutbox
 from workers.reporter import HttpReporter
 
@@ -96,7 +97,7 @@ def test_a_missing_worker_load_is_a_problem_after_the_grace_period(state: SiteSt
 
 def test_the_agent_survives_a_broker_outage_and_tells_the_cloud(
         cloud: StubCloud, client: CloudClient) -> None:
-    dead = dead_redis()
+    dead = redis_client(SETTINGS.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"), fail_fast=True)
     agent = NodeAgent(SETTINGS, REGISTRATION, state=SiteState(dead, "gw"), cloud=client)
 
     beat = agent.beat_once()

@@ -25,6 +25,7 @@ from settings.celery import celery_config
 from tests.workers.support import StubCloud, file_store, iter_lines, shard_spec, tree, wait_for, write_files
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 from workers.node import NodeRuntime
+from workers.shard_runner import ShardFailed
 
 pytestmark = pytest.mark.integration
 
@@ -132,6 +133,21 @@ def test_a_stale_attempt_sent_to_the_worker_is_skipped(site: Site) -> None:
     assert site.send(SHARD, 1).get(timeout=60)["status"] == "stale"
     assert not target.exists()
     assert site.cloud.statuses(SHARD) == []
+
+
+def test_a_failed_shard_is_a_failed_task_with_the_error(site: Site) -> None:
+    runtime = site.runtime(concurrency=1)
+    runtime.start()
+    site.wait_ready(runtime, 1)
+    make_shard(site, {"a.bin": 10 * KIB})
+    (site.tmp / "src" / "in" / "a.bin").unlink()  # gone between planning and copying
+    result = site.send(SHARD, site.state.new_attempt(SHARD, "a"))
+
+    with pytest.raises(ShardFailed, match=r"shard ar1-00000 attempt 1 failed on a: 1 of 1 files failed"):
+        result.get(timeout=60)
+    assert result.state == "FAILURE"
+    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("failed", 1, "a")]
+    assert "a.bin" in site.cloud.reports[-1][1]["error"]
 
 
 def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> None:
