@@ -32,7 +32,15 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from dmg import nodestate
-from dmg.embedded.procs import child_environ, free_port, kill_group, port_open, stop_group, wait_for_port
+from dmg.embedded.procs import (
+    child_environ,
+    free_port,
+    kill_group,
+    port_open,
+    stop_group,
+    wait_for_port,
+    wait_then_kill,
+)
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.errors import Conflict, DmgError, Fatal, NotFound, Retryable
 from settings import Settings
@@ -233,7 +241,7 @@ class EmbeddedSite:
             with contextlib.suppress(ProcessLookupError):
                 child.proc.terminate()
         for child in nodes:  # a node waits up to 60 s for its running shards
-            stop_group(child.proc, timeout=75)
+            wait_then_kill(child.proc, timeout=75)
         for child in others:
             stop_group(child.proc, timeout=15)
         self._children.clear()
@@ -399,7 +407,8 @@ class EmbeddedSite:
         self.flower_url = f"http://{HOST}:{port}/"
 
     def wait_nodes_online(self, *, timeout: float) -> list[dict[str, Any]]:
-        """Poll the cloud until every node of the site is Online; Fatal with reasons if not."""
+        """Poll the cloud until every node of the site is Online with its worker up (a job
+        limit above 0, so the dispatcher can place work on it); Fatal with reasons if not."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
         with self.client() as client:
@@ -410,12 +419,14 @@ class EmbeddedSite:
                 with contextlib.suppress(Retryable):
                     rows = client.list_nodes(self.gateway)
                 status = {str(r.get("name")): r for r in rows}
-                if all(status.get(n, {}).get("status") == "Online" for n in self.node_names):
+                late = [n for n in self.node_names
+                        if status.get(n, {}).get("status") != "Online" or not status[n].get("limit")]
+                if not late:
                     return rows
                 if time.monotonic() > deadline:
-                    late = [f"{n}: {status.get(n, {}).get('status', 'unknown')} "
-                            f"{status.get(n, {}).get('reasons') or ''}".strip()
-                            for n in self.node_names if status.get(n, {}).get("status") != "Online"]
+                    late = [f"{n}: {status.get(n, {}).get('status', 'unknown')}, "
+                            f"limit {status.get(n, {}).get('limit', 0)} "
+                            f"{status.get(n, {}).get('reasons') or ''}".strip() for n in late]
                     raise Fatal(f"nodes not Online after {timeout:.0f} s: {'; '.join(late)}",
                                 hint=f"see the logs in {self.log_dir}")
                 time.sleep(0.2)

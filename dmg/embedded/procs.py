@@ -79,6 +79,19 @@ def stop_group(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> int |
     return code
 
 
+def wait_then_kill(proc: subprocess.Popen[bytes], *, timeout: float) -> int | None:
+    """Wait up to ``timeout`` s for a child already asked to stop (no second signal: a
+    second SIGTERM may cut its clean shutdown short), then SIGKILL its process group."""
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        code = proc.wait(timeout=5)
+    kill_group(proc.pid)
+    return code
+
+
 def kill_group(pgid: int) -> None:
     """SIGKILL every process left in group ``pgid`` (none left is fine)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

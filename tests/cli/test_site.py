@@ -118,7 +118,7 @@ def test_a_second_site_on_the_same_data_dir_is_refused(site: EmbeddedSite) -> No
     assert site.dead_children() == []
 
 
-def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
+def test_stop_leaves_nothing_running(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     try:
         redis_binary()
     except Fatal as exc:
@@ -135,6 +135,8 @@ def test_stop_leaves_nothing_running(tmp_path: Path) -> None:
         running.stop()
     assert alive(pids) == []
     assert not (running.data_dir / "site.pids").exists()
+    # every process stopped by its parent, none had to be hunted down afterwards
+    assert not [r for r in caplog.records if "outlived" in r.getMessage()]
 
 
 @pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
