@@ -213,7 +213,7 @@ class EmbeddedSite:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._take_lock()
         try:
-            self._reap_leftovers()
+            self.reap_leftovers()
             self._start_redis()
             self._start_cloud()
             self._ensure_gateway()
@@ -304,7 +304,7 @@ class EmbeddedSite:
                 entries.append({"pid": pid, "created": psutil.Process(pid).create_time()})
         (self.data_dir / "site.pids").write_text(json.dumps(entries))
 
-    def _reap_leftovers(self) -> None:
+    def reap_leftovers(self) -> None:
         """Kill the processes of a site that was killed before it could stop them."""
         import psutil
 

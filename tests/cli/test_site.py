@@ -193,3 +193,39 @@ def test_dmg_demo_copies_verifies_and_exits_zero(tmp_path: Path) -> None:
     assert body["summary"]["files"] == 31 and body["summary"]["bytes"] == body["verified"]["bytes"]
     assert "stopped: nothing left running" in result.stderr
     assert not (settings.data_dir / "site.pids").exists()
+
+
+def test_a_failed_start_stops_what_it_started(tmp_path: Path) -> None:
+    """Given a startup deadline nothing can meet, start() raises one error and leaves nothing."""
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    doomed = EmbeddedSite(site_settings(tmp_path / "site"), nodes=1, flower=False, startup_timeout=0.01)
+    with pytest.raises(Fatal):
+        doomed.start()
+    after = {p.pid for p in psutil.Process().children(recursive=True)}
+    assert alive(sorted(after - before)) == []
+    assert not (tmp_path / "site" / "site.pids").exists()
+
+
+def test_leftovers_of_a_killed_site_are_reaped(tmp_path: Path) -> None:
+    """Given site.pids from a site killed with SIGKILL, the next start kills those processes
+    (and only those: a reused pid with another start time is left alone)."""
+    data_dir = tmp_path / "site"
+    data_dir.mkdir()
+    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (data_dir / "site.pids").write_text(json.dumps([
+            {"pid": orphan.pid, "created": psutil.Process(orphan.pid).create_time()},
+            {"pid": bystander.pid, "created": psutil.Process(bystander.pid).create_time() - 100}]))
+        EmbeddedSite(site_settings(data_dir)).reap_leftovers()
+        assert orphan.wait(timeout=10) != 0
+        assert bystander.poll() is None
+        assert not (data_dir / "site.pids").exists()
+    finally:
+        for proc in (orphan, bystander):
+            proc.kill()
+            proc.wait()
