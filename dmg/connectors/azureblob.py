@@ -52,7 +52,7 @@ from azure.storage.blob import (
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
-from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+from dmg.errors import BadInput, Conflict, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,10 @@ def map_azure_errors(what: str) -> Iterator[None]:
     except HttpResponseError as exc:
         status = exc.status_code or 0
         code = getattr(exc, "error_code", None) or status
+        code = getattr(code, "value", code)  # a StorageErrorCode enum member
+        if code == "InvalidBlockList":
+            raise Conflict(f"{what}: another writer committed this blob after these blocks were staged",
+                           hint="a newer attempt won; this one must not commit") from exc
         if status in (401, 403):
             raise PermissionDenied(f"{what}: access denied by Azure ({code})",
                                    hint="check the store's credential and its permissions") from exc

@@ -325,8 +325,13 @@ class S3Connector(Connector):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
     def check_reachable(self) -> None:
-        with map_s3_errors(f"store {self.spec.name!r} (bucket {self.bucket!r})"):
-            self.client.head_bucket(Bucket=self.bucket)
+        what = f"store {self.spec.name!r}"
+        try:
+            with map_s3_errors(what):
+                self.client.head_bucket(Bucket=self.bucket)
+        except NotFound:
+            raise NotFound(f"{what}: bucket {self.bucket!r} does not exist",
+                           hint="create it, or fix the bucket name in the store's location") from None
 
     # -- capabilities ---------------------------------------------------------------
     def server_side_copy(self, source_path: str, target_path: str, *,

@@ -48,7 +48,7 @@ class S3Server:
         """Switch moto's IAM checks on (unknown keys are refused) or off (the default)."""
         body = b"0" if enabled else b"inf"
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset-auth", data=body,
-                                         method="POST")
+                                         method="POST", headers={"Content-Type": "text/plain"})
         with urllib.request.urlopen(request, timeout=10) as reply:
             assert reply.status == 200
 

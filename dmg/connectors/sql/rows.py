@@ -84,11 +84,13 @@ def decode_records(stream: IO[bytes], fmt: str, *, what: str) -> Iterator[dict[s
         text.detach()
 
 
-def csv_columns(stream: IO[bytes]) -> list[str]:
+def csv_columns(stream: IO[bytes], *, what: str) -> list[str]:
     """The column names on the first CSV line (for creating a table)."""
     text = io.TextIOWrapper(stream, encoding="utf-8", newline="")
     try:
         return next(csv.reader(text), [])
+    except UnicodeDecodeError:
+        raise BadInput(f"{what}: the data is not UTF-8 text") from None
     finally:
         text.detach()
 

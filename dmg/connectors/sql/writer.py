@@ -135,7 +135,7 @@ class SqlWriter(StagedWriter):
         except sa_exc.IntegrityError:
             raise _AlreadyCommitted from None
         self._spool.seek(0)
-        header = csv_columns(self._spool) if self._fmt == "csv" else []
+        header = csv_columns(self._spool, what=self._what) if self._fmt == "csv" else []
         self._spool.seek(0)
         records = decode_records(self._spool, self._fmt, what=self._what)
         table, records = self._table(conn, header, records)

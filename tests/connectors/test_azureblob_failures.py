@@ -1,0 +1,134 @@
+"""The ``azureblob`` store against Azurite: server down, wrong key, missing container, blocks."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from dmg.connectors import connector_for
+from dmg.connectors.azureblob import AzureBlobConnector
+from dmg.connectors.base import StoreSpec
+from dmg.errors import BadInput, Conflict, NotFound, PermissionDenied, Retryable
+from tests.servers.azurite import ACCOUNT, AzuriteServer, start_azurite
+
+
+def make_store(container: str, *, credential: dict[str, str], **options: Any) -> AzureBlobConnector:
+    opts = {"retry_total": 0, "block_size": 4096, **options}
+    return AzureBlobConnector(StoreSpec("blobs", "azureblob", f"azureblob://{container}/data", opts),
+                              credential=credential)
+
+
+@pytest.fixture
+def store(azurite: AzuriteServer, azure_container: str) -> Iterator[AzureBlobConnector]:
+    connector = make_store(azure_container, credential=azurite.credential)
+    yield connector
+    connector.close()
+
+
+def test_the_registry_builds_an_azureblob_store(azurite: AzuriteServer) -> None:
+    spec = StoreSpec("b", "azureblob", "azureblob://c", {"account_url": azurite.account_url})
+    assert isinstance(connector_for(spec), AzureBlobConnector)
+
+
+def test_a_stopped_server_is_retryable(tmp_path: Path) -> None:
+    process = start_azurite(tmp_path)
+    try:
+        server = AzuriteServer(process.port)
+        with BlobServiceClient.from_connection_string(server.connection_string) as service:
+            service.create_container("gone-soon")
+        store = make_store("gone-soon", credential=server.credential, connection_timeout=2)
+        store.check_reachable()
+    finally:
+        process.stop()
+
+    for call in (store.check_reachable, lambda: store.stat("a.bin"), lambda: list(store.list()),
+                 lambda: store.open_read("a.bin")):
+        with pytest.raises(Retryable, match="unreachable"):
+            call()
+    writer = store.open_write("a.bin", staging_id="s:1")
+    writer.write(b"data")
+    with pytest.raises(Retryable):
+        writer.commit()
+
+
+def test_a_wrong_account_key_is_permission_denied(azurite: AzuriteServer, azure_container: str) -> None:
+    wrong_key = "V3JvbmdLZXlXcm9uZ0tleVdyb25nS2V5V3JvbmdLZXk="
+    store = make_store(azure_container, credential={"account_name": ACCOUNT, "account_key": wrong_key},
+                       account_url=azurite.account_url)
+
+    with pytest.raises(PermissionDenied) as denied:
+        store.check_reachable()
+    with pytest.raises(PermissionDenied):
+        list(store.list())
+    assert wrong_key not in str(denied.value)
+
+
+def test_a_missing_container_is_not_found(azurite: AzuriteServer) -> None:
+    store = make_store("no-such-container", credential=azurite.credential)
+
+    with pytest.raises(NotFound, match="container does not exist"):
+        store.check_reachable()
+    with pytest.raises(NotFound, match="container does not exist"):
+        list(store.list())
+
+
+@pytest.mark.parametrize("location", ["s3://c/x", "azureblob://", "azureblob:///x"])
+def test_a_malformed_location_is_bad_input(location: str) -> None:
+    with pytest.raises(BadInput, match="azureblob://container"):
+        AzureBlobConnector(StoreSpec("b", "azureblob", location))
+
+
+def test_an_account_url_is_required_without_a_connection_string() -> None:
+    with pytest.raises(BadInput, match="account_url"):
+        AzureBlobConnector(StoreSpec("b", "azureblob", "azureblob://c"))
+
+
+def test_blocks_are_staged_while_writing_and_committed_with_content_md5(
+        store: AzureBlobConnector, azurite: AzuriteServer, azure_container: str) -> None:
+    data = b"0123456789abcdef" * 1000  # 16 000 bytes: four blocks of 4096
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string) \
+        .get_blob_client(azure_container, "data/blocks.bin")
+
+    writer = store.open_write("blocks.bin", staging_id="s:1")
+    writer.write(data)
+    deadline = time.monotonic() + 30
+    while len(blob.get_block_list("uncommitted")[1]) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)  # the three full blocks are staged in the background
+    assert len(blob.get_block_list("uncommitted")[1]) == 3  # the fourth is still in the buffer
+    with pytest.raises(NotFound):
+        store.stat("blocks.bin")
+    writer.commit()
+
+    committed, _ = blob.get_block_list("committed")
+    assert len(committed) == 4
+    assert store.stat("blocks.bin").checksum == hashlib.md5(data).hexdigest()
+    assert bytes(blob.get_blob_properties().content_settings.content_md5) == hashlib.md5(data).digest()
+
+
+def test_a_stale_writer_never_mixes_blocks_into_a_newer_commit(store: AzureBlobConnector) -> None:
+    stale = store.open_write("race.bin", staging_id="shard:1")
+    stale.write(b"a" * 10_000)
+    current = store.open_write("race.bin", staging_id="shard:2")
+    current.write(b"b" * 10_000)
+    current.commit()
+
+    with pytest.raises(Conflict, match="another writer committed"):
+        stale.commit()  # the service dropped the stale, uncommitted blocks
+    with store.open_read("race.bin") as reader:
+        assert reader.read() == b"b" * 10_000
+
+
+def test_reading_ranges_in_parallel_from_an_offset(store: AzureBlobConnector) -> None:
+    data = bytes(range(256)) * 200  # 51 200 bytes: thirteen ranges of 4096
+    writer = store.open_write("ranges.bin", staging_id="s:1")
+    writer.write(data)
+    writer.commit()
+
+    with store.open_read("ranges.bin", offset=5000) as reader:
+        assert reader.read() == data[5000:]

@@ -1,0 +1,77 @@
+"""The ``file`` store's failure paths: escapes from the root, blocked paths, permissions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dmg.connectors import connector_for
+from dmg.connectors.base import StoreSpec
+from dmg.connectors.file import FileConnector
+from dmg.errors import BadInput, Fatal, NotFound, PermissionDenied
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> FileConnector:
+    root = tmp_path / "root"
+    root.mkdir()
+    return FileConnector(StoreSpec("files", "file", str(root)))
+
+
+def test_dot_dot_cannot_leave_the_root(store: FileConnector) -> None:
+    for call in (lambda: store.stat("../secret"), lambda: store.open_read("a/../../secret"),
+                 lambda: store.open_write("../secret", staging_id="s:1"), lambda: store.delete("../x")):
+        with pytest.raises(PermissionDenied, match="outside store"):
+            call()
+
+
+def test_a_symlink_out_of_the_root_is_not_followed(store: FileConnector, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_bytes(b"secret")
+    (store.root / "link").symlink_to(outside)
+
+    with pytest.raises(PermissionDenied, match="outside store"):
+        store.open_read("link/secret.txt")
+    with pytest.raises(PermissionDenied):
+        list(store.list())
+
+
+def test_a_file_where_a_directory_is_expected_is_a_clear_error(store: FileConnector) -> None:
+    (store.root / "plain").write_bytes(b"x")
+
+    with pytest.raises(Fatal, match="cannot write"):
+        store.open_write("plain/child.bin", staging_id="s:1")
+    with pytest.raises(Fatal, match="cannot read"):
+        store.open_read("plain/child.bin")
+    with pytest.raises(NotFound):
+        store.stat("plain/child.bin")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores file modes")
+def test_an_unreadable_directory_is_permission_denied(store: FileConnector) -> None:
+    locked = store.root / "locked"
+    locked.mkdir()
+    (locked / "f.bin").write_bytes(b"x")
+    locked.chmod(0)
+    try:
+        with pytest.raises(PermissionDenied):
+            list(store.list("locked"))
+        with pytest.raises(PermissionDenied):
+            store.open_read("locked/f.bin")
+    finally:
+        locked.chmod(0o755)
+
+
+def test_a_missing_root_is_reported_on_the_reachability_check(tmp_path: Path) -> None:
+    store = connector_for(StoreSpec("files", "file", str(tmp_path / "absent")))
+
+    with pytest.raises(NotFound, match="does not exist on this node"):
+        store.check_reachable()
+
+
+def test_an_unknown_store_type_names_the_known_ones() -> None:
+    with pytest.raises(BadInput, match="azureblob, file, s3, sql"):
+        connector_for(StoreSpec("x", "ftp", "ftp://host"))
