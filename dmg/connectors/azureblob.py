@@ -212,9 +212,9 @@ class AzureBlobConnector(Connector):
                 if credential.get("connection_string"):
                     return BlobServiceClient.from_connection_string(
                         credential["connection_string"], **client_args)
-            except ValueError as exc:
+            except ValueError:
                 raise BadInput(f"store {spec.name!r}: the Azure connection string is malformed",
-                               hint="copy it again from the storage account's access keys") from exc
+                               hint="copy it again from the storage account's access keys") from None
             account_url = spec.options.get("account_url")
             account = credential.get("account_name")
             if not account_url and account:
@@ -227,7 +227,14 @@ class AzureBlobConnector(Connector):
                 secret = {"account_name": account or "", "account_key": credential["account_key"]}
             elif credential.get("sas_token"):
                 secret = credential["sas_token"]
-            return BlobServiceClient(str(account_url), credential=secret, **client_args)
+            if not str(account_url).startswith(("https://", "http://")):
+                raise BadInput(f"store {spec.name!r}: account_url {account_url!r} is not an http(s) URL",
+                               hint="e.g. https://<account>.blob.core.windows.net")
+            try:
+                return BlobServiceClient(str(account_url), credential=secret, **client_args)
+            except ValueError:
+                raise BadInput(f"store {spec.name!r}: account_url {account_url!r} is malformed",
+                               hint="e.g. https://<account>.blob.core.windows.net") from None
 
     # -- paths ----------------------------------------------------------------------
     def _name(self, path: str) -> str:

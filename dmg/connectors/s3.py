@@ -83,7 +83,7 @@ def map_s3_errors(what: str) -> Iterator[None]:
             hint="set the store's credential or configure the AWS credential chain",
         ) from exc
     except (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ConnectTimeoutError,
-            bex.ReadTimeoutError) as exc:
+            bex.ReadTimeoutError, bex.IncompleteReadError) as exc:
         raise Retryable(f"{what}: S3 endpoint unreachable or timed out") from exc
     except (bex.HTTPClientError, bex.ConnectionError) as exc:
         raise Retryable(f"{what}: connection to S3 failed") from exc

@@ -87,6 +87,15 @@ def test_a_malformed_location_is_bad_input(location: str) -> None:
 def test_an_account_url_is_required_without_a_connection_string() -> None:
     with pytest.raises(BadInput, match="account_url"):
         AzureBlobConnector(StoreSpec("b", "azureblob", "azureblob://c"))
+    with pytest.raises(BadInput, match="not an http"):
+        AzureBlobConnector(StoreSpec("b", "azureblob", "azureblob://c", {"account_url": "ftp://x"}))
+
+
+def test_a_malformed_connection_string_is_bad_input_without_echo() -> None:
+    with pytest.raises(BadInput, match="connection string is malformed") as refused:
+        AzureBlobConnector(StoreSpec("b", "azureblob", "azureblob://c"),
+                           credential={"connection_string": "AccountKey=s3cr3t;garbage"})
+    assert "s3cr3t" not in str(refused.value)
 
 
 def test_blocks_are_staged_while_writing_and_committed_with_content_md5(
