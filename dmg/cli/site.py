@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -136,6 +137,9 @@ class EmbeddedSite:
         self._children: list[Child] = []
         self._lock: IO[str] | None = None
         self._env: dict[str, str] = {}
+        # every process of the site seen so far: pid -> start time. Workers live in
+        # sessions of their own; if their node dies they are found here, not as children.
+        self._known: dict[int, float] = {}
 
     # -- paths and urls --------------------------------------------------------------
     @property
@@ -186,6 +190,7 @@ class EmbeddedSite:
 
     def dead_children(self) -> list[str]:
         """Names of children that exited while the site runs (``dmg up`` watches this)."""
+        self._record_pids()
         dead = [c.name for c in self._children if not c.alive()]
         if self._cloud is not None and self._cloud.proc.poll() is not None:
             dead.append("cloud")
@@ -224,6 +229,7 @@ class EmbeddedSite:
             if self.with_flower:
                 self._start_flower()
             self.wait_nodes_online(timeout=self.startup_timeout)
+            self._record_pids()
         except BaseException:
             self.stop()
             raise
@@ -231,7 +237,8 @@ class EmbeddedSite:
 
     def stop(self) -> None:
         """Stop every process this site started, newest first; safe to call twice."""
-        everything = self._snapshot()
+        self._record_pids()
+        everything = sorted(self._known.items())
         flower = [c for c in self._children if c.name == "flower"]
         nodes = [c for c in self._children if c.name in self.node_names]
         others = [c for c in self._children if c not in flower and c not in nodes]
@@ -253,20 +260,11 @@ class EmbeddedSite:
             self._redis.stop()
             self._redis = None
         self._kill_survivors(everything)
+        self._known.clear()
         (self.data_dir / "site.pids").unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    def _snapshot(self) -> list[tuple[int, float]]:
-        """(pid, start time) of every process of the site, to find survivors later."""
-        import psutil
-
-        found = []
-        for pid in self.pids():
-            with contextlib.suppress(psutil.Error):
-                found.append((pid, psutil.Process(pid).create_time()))
-        return found
 
     @staticmethod
     def _kill_survivors(snapshot: list[tuple[int, float]]) -> None:
@@ -279,8 +277,11 @@ class EmbeddedSite:
                 if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
                     log.warning("killing process %s (%s) that outlived the site's stop", pid,
                                 " ".join(proc.cmdline()[:6]))
-                    proc.kill()
-                    proc.wait(5)
+                    family = [*proc.children(recursive=True), proc]
+                    for member in family:
+                        with contextlib.suppress(psutil.Error):
+                            member.kill()
+                    psutil.wait_procs(family, timeout=5)
 
     # -- steps -----------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -296,13 +297,18 @@ class EmbeddedSite:
         self._lock = fh
 
     def _record_pids(self) -> None:
+        """Remember every live process of the site, here and in ``site.pids`` (for
+        :meth:`reap_leftovers` after a site killed before it could stop)."""
         import psutil
 
-        entries = []
-        for pid in [proc.pid for proc in self._processes()]:
-            with contextlib.suppress(psutil.Error):
-                entries.append({"pid": pid, "created": psutil.Process(pid).create_time()})
-        (self.data_dir / "site.pids").write_text(json.dumps(entries))
+        before = len(self._known)
+        for pid in self.pids():
+            if pid not in self._known:
+                with contextlib.suppress(psutil.Error):
+                    self._known[pid] = psutil.Process(pid).create_time()
+        if len(self._known) != before or not (self.data_dir / "site.pids").exists():
+            entries = [{"pid": pid, "created": created} for pid, created in sorted(self._known.items())]
+            (self.data_dir / "site.pids").write_text(json.dumps(entries))
 
     def reap_leftovers(self) -> None:
         """Kill the processes of a site that was killed before it could stop them."""
@@ -319,7 +325,7 @@ class EmbeddedSite:
                 if abs(proc.create_time() - float(entry["created"])) < 0.01:
                     log.warning("stopping process %s left over by an earlier site", proc.pid)
                     with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, 9)
+                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.kill()
         path.unlink(missing_ok=True)
 

@@ -42,3 +42,15 @@ def test_table_commands_offer_json() -> None:
             assert isinstance(command, click.Group)
             command = command.commands[name]
         assert "as_json" in [p.name for p in command.params], path
+
+
+def test_the_cli_imports_no_heavy_module_until_a_command_needs_it() -> None:
+    import subprocess
+    import sys
+
+    heavy = ["celery", "kombu", "httpx", "sqlalchemy", "fastapi", "redis", "workers", "dispatcher"]
+    code = ("import sys, dmg.cli.main; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {heavy!r}))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -139,8 +139,10 @@ def test_stop_leaves_nothing_running(tmp_path: Path, caplog: pytest.LogCaptureFi
     assert not [r for r in caplog.records if "outlived" in r.getMessage()]
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_dmg_up_runs_until_a_signal_and_stops_everything(tmp_path: Path, stop_signal: int) -> None:
+@pytest.mark.parametrize("how", ["SIGTERM", "Ctrl-C", "a node dies"])
+def test_dmg_up_runs_until_stopped_and_leaves_nothing(tmp_path: Path, how: str) -> None:
+    """`dmg up` stops everything on SIGTERM or Ctrl-C (exit 0), and when one of its
+    processes dies (one line on stderr, exit 1)."""
     require(DMG.exists(), f"{DMG} is not installed")
     try:
         redis_binary()
@@ -168,13 +170,20 @@ def test_dmg_up_runs_until_a_signal_and_stops_everything(tmp_path: Path, stop_si
             assert time.monotonic() < deadline, pids
             time.sleep(0.1)
 
-        proc.send_signal(stop_signal)
-        assert proc.wait(timeout=90) == 0, out.read_text()
+        if how == "a node dies":
+            node = next(p for p in psutil.Process(proc.pid).children() if "node" in p.cmdline())
+            node.kill()
+            assert proc.wait(timeout=90) == 1, out.read_text()
+            assert "error: node1 stopped unexpectedly" in out.read_text()
+        else:
+            proc.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+            assert proc.wait(timeout=90) == 0, out.read_text()
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
     assert "stopped: nothing left running" in out.read_text()
+    assert "Traceback" not in out.read_text()
     assert alive(pids) == []
 
 
