@@ -19,8 +19,16 @@ def cloud() -> None:
               help="Address to listen on (default: DMG_CLOUD_BIND).")
 def serve(db: str | None, bind: str | None) -> None:
     """Serve the cloud's API and portal in the foreground until Ctrl-C."""
-    settings = current_settings()
-    setup_logging(settings)
+    from dmg.cloud.server import parse_bind
     from dmg.cloud.server import serve as serve_cloud
+    from dmg.embedded.procs import port_open
+    from dmg.errors import Conflict
 
-    serve_cloud(settings, bind=bind or settings.cloud_bind, db=db or settings.cloud_db_url)
+    settings = current_settings()
+    bind = bind or settings.cloud_bind
+    host, port = parse_bind(bind)
+    if port and port_open(host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port):
+        raise Conflict(f"{host}:{port} is already in use (another `dmg cloud serve`?)",
+                       hint="stop it, or pick another address with --bind")
+    setup_logging(settings)
+    serve_cloud(settings, bind=bind, db=db or settings.cloud_db_url)

@@ -180,3 +180,15 @@ def test_run_wait_gives_up_after_timeout(dmg: DmgRunner, write_json: Callable[[s
     assert [r["status"] for r in runs] == ["Queued"]
     shown = dmg.json("runs", "show", runs[0]["id"])
     assert shown["id"] == runs[0]["id"] and shown["activity_runs"][0]["name"] == "copy"
+
+
+def test_cloud_serve_refuses_a_bad_or_busy_address(offline_dmg: DmgRunner) -> None:
+    import socket
+
+    assert_one_line_error(offline_dmg("cloud", "serve", "--bind", "nonsense"), contains="not HOST:PORT")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = offline_dmg("cloud", "serve", "--bind", f"127.0.0.1:{port}")
+    assert_one_line_error(result, contains="already in use")
