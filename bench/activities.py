@@ -1,0 +1,176 @@
+"""Benchmark: small activities through the whole gateway vs plain Celery round-trips.
+
+    .venv/bin/python bench/activities.py [--count 1000] [--nodes 2] [--latency-samples 50]
+
+Both sides run on the same machine, on the same embedded Redis, in the same run:
+
+* **dmg**: an embedded site (Redis, cloud, N nodes). A pipeline of ``count``
+  activities, each copying one empty file (so every activity goes the whole way:
+  claim, list, plan, place, run on a node, report), is run once; the clock stops
+  when the cloud says the run Succeeded.
+* **celery**: ``count`` ``apply_async`` calls of a no-op task on N stock prefork
+  workers with dmg's reliability settings (acks late, prefetch 1), waiting for
+  every result.
+
+Then submit-to-start latency on an idle system, one at a time: for dmg, from the
+pipeline run's creation to the shard's start on a node; for Celery, from
+``apply_async`` to the task's start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PIPELINE_SIZE = 200
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dmg.cli.site import EmbeddedSite  # noqa: E402
+from dmg.embedded.procs import stop_process  # noqa: E402
+from settings import load  # noqa: E402
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def wait_run(client, run_id: str, *, timeout: float, poll: float = 0.02) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.run(run_id)
+        if run["status"] in ("Succeeded", "Failed"):
+            return run
+        time.sleep(poll)
+    raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
+
+
+def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> dict[str, float]:
+    source = work / "source"
+    source.mkdir()
+    for i in range(count):
+        (source / f"f{i:05d}").touch()
+    (work / "sink").mkdir()
+    with site.client() as client:
+        client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
+        client.add_store({"name": "bdst", "type": "file", "location": str(work / "sink")})
+        activities = [
+            {"name": f"a{i}", "source": {"store": "bsrc", "path": f"f{i:05d}"},
+             "sink": {"store": "bdst", "path": f"out{i:05d}"}}
+            for i in range(count)
+        ]
+        # A pipeline holds at most 256 activities: the bulk goes in several pipelines.
+        chunks = [activities[i:i + PIPELINE_SIZE] for i in range(0, count, PIPELINE_SIZE)]
+        for k, chunk in enumerate(chunks):
+            client.create_pipeline({"name": f"bulk{k}", "gateway": site.gateway, "activities": chunk})
+        client.create_pipeline({"name": "one", "gateway": site.gateway, "activities": activities[:1]})
+
+        started = time.perf_counter()
+        run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
+        finished = [wait_run(client, run_id, timeout=600, poll=0.25) for run_id in run_ids]
+        elapsed = time.perf_counter() - started
+        bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
+        assert not bad, bad
+        nodes = {s["node"] for r in finished for a in r["activity_runs"] for s in a["shards"]}
+
+        latencies = []
+        for _ in range(samples):
+            run = client.run_pipeline("one")
+            done = wait_run(client, run["id"], timeout=60)
+            shard = done["activity_runs"][0]["shards"][0]
+            latencies.append(shard["started_at"] - done["created_at"])
+    copied = len(list((work / "sink").iterdir()))
+    assert copied == count, f"{copied} files copied, expected {count}"
+    return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+
+
+def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
+                 concurrency: int) -> dict[str, float]:
+    env = dict(os.environ, BENCH_REDIS_URL=redis_url, PYTHONPATH=str(ROOT / "bench"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-P", "prefork",
+             "-c", str(concurrency), "-n", f"bench{k}@%h", "--without-gossip", "--without-mingle",
+             "--loglevel", "WARNING"],
+            env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=open(work / f"celery{k}.log", "wb"),
+        )
+        for k in range(workers)
+    ]
+    sys.path.insert(0, str(ROOT / "bench"))
+    os.environ["BENCH_REDIS_URL"] = redis_url
+    import noop_app
+
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            replies = noop_app.app.control.ping(timeout=0.5) or []
+            if len(replies) >= workers:
+                break
+        else:
+            raise TimeoutError("celery workers did not answer")
+        started = time.perf_counter()
+        results = [noop_app.noop.apply_async(args=[time.time()]) for _ in range(count)]
+        for result in results:
+            result.get(timeout=600)
+        elapsed = time.perf_counter() - started
+        latencies = []
+        for _ in range(samples):
+            body = noop_app.noop.apply_async(args=[time.time()]).get(timeout=60)
+            latencies.append(body["started"] - body["submitted"])
+    finally:
+        for proc in procs:
+            stop_process(proc, timeout=20)
+    return {"rate": count / elapsed, "seconds": elapsed, "nodes": workers,
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4, help="slots per node / worker")
+    parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="dmg-bench-") as tmp:
+        work = Path(tmp)
+        settings = load({"DMG_DATA_DIR": str(work / "data")})
+        with EmbeddedSite(settings, nodes=args.nodes, flower=False,
+                          node_concurrency=args.concurrency) as site:
+            (work / "dmg").mkdir()
+            dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples)
+            (work / "celery").mkdir()
+            celery_db = site.settings.redis_url.rsplit("/", 1)[0] + "/9"
+            peer = bench_celery(celery_db, work / "celery", count=args.count,
+                                samples=args.latency_samples, workers=args.nodes,
+                                concurrency=args.concurrency)
+
+    rows = [("dmg gateway", dmg), ("plain celery", peer)]
+    if args.json:
+        print(json.dumps({name: row for name, row in rows}, indent=2))
+        return 0
+    print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run")
+    print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")
+    for name, row in rows:
+        print(f"{name:14}{row['rate']:>14.1f}{row['seconds']:>10.2f}"
+              f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}")
+    print(f"{'ratio dmg/celery':18}{dmg['rate'] / peer['rate']:>10.3f}"
+          f"{'':10}{dmg['p50'] / peer['p50']:>14.1f}x{dmg['p99'] / peer['p99']:>13.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
