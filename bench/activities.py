@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -99,12 +98,13 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
                  concurrency: int) -> dict[str, float]:
     env = dict(os.environ, BENCH_REDIS_URL=redis_url, PYTHONPATH=str(ROOT / "bench"))
+    logs = [open(work / f"celery{k}.log", "wb") for k in range(workers)]  # noqa: SIM115
     procs = [
         subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "noop_app", "worker", "-P", "prefork",
              "-c", str(concurrency), "-n", f"bench{k}@%h", "--without-gossip", "--without-mingle",
              "--loglevel", "WARNING"],
-            env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=open(work / f"celery{k}.log", "wb"),
+            env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=logs[k],
         )
         for k in range(workers)
     ]
@@ -132,6 +132,8 @@ def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, worker
     finally:
         for proc in procs:
             stop_process(proc, timeout=20)
+        for fh in logs:
+            fh.close()
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": workers,
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
 

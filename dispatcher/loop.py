@@ -30,6 +30,7 @@ from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.recovery import requeue_offline_queued
+from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable
@@ -79,7 +80,8 @@ class DispatcherService:
         self.claim_limit = claim_limit
         self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
                            holder=node, ttl=settings.lease_ttl)
-        self.placer = Placer(state=state, sender=sender, cloud=cloud, holding=self.lease.holding,
+        self.reports = BackgroundReports(cloud)
+        self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,6 +125,7 @@ class DispatcherService:
             self.lease.release()
         except redis.RedisError as exc:
             log.warning("could not release the dispatcher lease: %s", exc)
+        self.reports.close()
         for resource in self.owned:
             resource.close()
         self.owned = []
@@ -177,7 +180,12 @@ class DispatcherService:
                 self.placer.place_pending()
             except redis.RedisError as exc:
                 log.warning("placement round failed (broker) error=%s", exc)
-            self._stop.wait(min(self.placement_interval, max(next_renew - time.monotonic(), 0)))
+            # Sleep until a slot frees or work arrives (or the interval passes).
+            pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
+            try:
+                self.state.wait_for_change(pause)
+            except redis.RedisError:
+                self._stop.wait(pause)
         if not self._stop.is_set():
             log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
 

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from dispatcher.ports import DispatchCloud, TaskSender
+from dispatcher.ports import TaskSender
+from dispatcher.reports import ShardReports
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.sitestate import SiteState
@@ -74,7 +75,7 @@ def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: in
 class Placer:
     """Places pending shards; remembers since when and why each shard waited."""
 
-    def __init__(self, *, state: SiteState, sender: TaskSender, cloud: DispatchCloud | None,
+    def __init__(self, *, state: SiteState, sender: TaskSender, cloud: ShardReports | None,
                  holding: Callable[[], bool], max_queued: int,
                  clock: Callable[[], float] = time.time) -> None:
         self.state = state

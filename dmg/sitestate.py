@@ -11,6 +11,7 @@ Key layout (all under ``dmg:<gateway>:``):
 ``running:<node>``          set of shard ids the node is running
 ``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``
 ``pending``                 list of shard ids planned but not placed yet
+``wake``                    pinged when a slot frees or work arrives (wakes placement)
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
@@ -173,6 +174,7 @@ class SiteState:
         self._mark_finished(
             keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node)],
             args=[attempt, shard_id, node, SHARD_DONE if ok else SHARD_FAILED])
+        self.notify_dispatcher()
 
     def queued(self, node: str) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m
@@ -186,6 +188,23 @@ class SiteState:
     def push_pending(self, *shard_ids: str) -> None:
         if shard_ids:
             self.redis.rpush(self.key("pending"), *shard_ids)
+            self.notify_dispatcher()
+
+    def notify_dispatcher(self) -> None:
+        """Wake the dispatcher's placement loop: a slot freed up or work arrived."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.lpush(self.key("wake"), 1)
+        pipe.ltrim(self.key("wake"), 0, 0)
+        pipe.execute()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until :meth:`notify_dispatcher`; True when woken."""
+        if timeout <= 0:
+            return False
+        woken = self.redis.blpop([self.key("wake")], timeout=timeout) is not None
+        if woken:
+            self.redis.delete(self.key("wake"))
+        return woken
 
     def pending(self) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else m

@@ -9,8 +9,9 @@ a read lock; reads use a plain deferred ``BEGIN``.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +70,14 @@ class Database:
         self._write = sessionmaker(bind=self.engine.execution_options(dmg_write=True),
                                    expire_on_commit=False)
         self._read = sessionmaker(bind=self.engine, expire_on_commit=False)
+        self._write_lock: AbstractContextManager[Any] = (
+            threading.Lock() if self.dialect == "sqlite" else nullcontext())
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with self._write() as session, session.begin():
+        # SQLite has one writer at a time; queueing the writers of this process on a
+        # lock is far cheaper than letting them poll in SQLite's busy handler.
+        with self._write_lock, self._write() as session, session.begin():
             yield session
 
     @contextmanager

@@ -160,6 +160,9 @@ def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
     return activity_run_json(activity_run, shards=False)
 
 
+_RANK = {"planned": 0, "placed": 1, "running": 2, "succeeded": 3, "failed": 3}
+
+
 def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: ShardReport, *,
                  now: float) -> dict[str, Any]:
     """Record a shard report. StaleAttempt if a newer attempt was reported; a newer
@@ -178,7 +181,9 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.files = shard.bytes = 0
         shard.started_at = shard.ended_at = None
         shard.error = ""
-    elif shard.status in SHARD_DONE and report.status not in SHARD_DONE:
+    elif _RANK.get(report.status, 0) < _RANK.get(shard.status, 0):
+        # A late report of this attempt (a "placed" overtaken by "running", a
+        # progress report after the end) never moves a shard backwards.
         return {"status": shard.status, "attempt": shard.attempt}
     shard.status = report.status
     if report.node:
