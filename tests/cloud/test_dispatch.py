@@ -259,3 +259,17 @@ def test_a_node_removed_during_its_long_poll_is_refused(cloud: Cloud, user: Clou
     user.remove_node(site.gateway, "n1")
     waiter.join(timeout=60)
     assert len(outcome) == 1 and isinstance(outcome[0], Unauthorized)
+
+
+def test_a_late_placement_report_never_moves_a_running_shard_back(cloud: Cloud, user: CloudClient) -> None:
+    # The dispatcher reports "placed" off its hot path: the worker's "running" may come first.
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["n1"]) as node:
+        [activity] = node.claim_activity_runs(epoch=1, wait=0)
+        first, _second = _plan_two(node, activity["id"])
+        node.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "bytes": 7})
+        node.report_shard(first, {"attempt": 1, "node": "n1", "status": "placed",
+                                  "wait_reason": "every node is at its concurrent-job limit"})
+    shard = _activity(user, run["id"])["shards"][0]
+    assert shard["status"] == "running" and shard["bytes"] == 7 and shard["started_at"] is not None
