@@ -1,0 +1,32 @@
+"""The placement loop sleeps until a slot frees or work arrives."""
+
+from __future__ import annotations
+
+import threading
+
+import redis
+
+from dmg.sitestate import SiteState
+
+
+def test_finishing_a_shard_wakes_the_dispatcher(redis_client: redis.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    state.save_shard("s1", {"shard_id": "s1"})
+    attempt = state.new_attempt("s1", "n1")
+    assert state.mark_running("s1", attempt, "n1")
+    assert state.wait_for_change(0.01) is False  # nothing happened yet
+
+    woken: list[bool] = []
+    waiter = threading.Thread(target=lambda: woken.append(state.wait_for_change(30)))
+    waiter.start()
+    state.mark_finished("s1", attempt, "n1", ok=True)
+    waiter.join(30)
+    assert woken == [True]
+    assert state.wait_for_change(0.01) is False  # the wake-up was consumed
+
+
+def test_new_pending_work_wakes_the_dispatcher(redis_client: redis.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    state.push_pending("a", "b")
+    assert state.wait_for_change(5) is True
+    assert state.pending() == ["a", "b"]
