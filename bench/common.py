@@ -1,0 +1,344 @@
+"""Shared helpers of the copy benchmarks: data, timing, a dmg site, the result table.
+
+Every benchmark here runs dmg and its peers on the same generated data in the same
+run. The page cache cannot be dropped without privileges, so it is made *warm*
+for everyone instead: :func:`warm_cache` reads the whole source once before the
+first tool runs (the data fits in RAM many times over), and :func:`settle` flushes
+the previous tool's dirty pages (``sync``, not timed) before the next one starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from dmg.cli.demo import compare_trees  # noqa: E402
+
+KIB = 1024
+MIB = 1024 * KIB
+GIB = 1024 * MIB
+WRITE_CHUNK = 8 * MIB
+SMALL_PER_DIR = 100
+
+
+# -- data ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dataset:
+    """A generated folder: its name in the table, where it is, what it holds."""
+
+    name: str
+    root: Path
+    files: int
+    bytes: int
+
+
+def write_random_file(path: Path, size: int, *, chunk: int = WRITE_CHUNK) -> None:
+    """``size`` bytes of ``os.urandom`` (incompressible, no sparse holes) in ``chunk`` writes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        left = size
+        while left:
+            n = min(left, chunk)
+            fh.write(os.urandom(n))
+            left -= n
+
+
+def make_large(root: Path, *, count: int, size: int, name: str = "large") -> Dataset:
+    """``count`` random files of ``size`` bytes directly in ``root``."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        write_random_file(root / f"large-{index:02d}.bin", size)
+    return Dataset(name, root, count, count * size)
+
+
+def make_small(root: Path, *, count: int, size: int, name: str = "small") -> Dataset:
+    """``count`` random files of ``size`` bytes, :data:`SMALL_PER_DIR` per sub-folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(count):
+        folder = root / f"d{index // SMALL_PER_DIR:04d}"
+        if index % SMALL_PER_DIR == 0:
+            folder.mkdir(exist_ok=True)
+        (folder / f"f{index:06d}.bin").write_bytes(os.urandom(size))
+    return Dataset(name, root, count, count * size)
+
+
+def tree_stats(root: Path) -> tuple[int, int]:
+    """(files, bytes) of every regular file under ``root``; (0, 0) if it does not exist."""
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            files += 1
+            size += os.lstat(os.path.join(dirpath, name)).st_size
+    return files, size
+
+
+def warm_cache(*roots: Path) -> int:
+    """Read every file under ``roots`` once (so each tool starts with it in the page cache)."""
+    total = 0
+    buf = bytearray(WRITE_CHUNK)
+    for root in roots:
+        paths = [root] if root.is_file() else [Path(d, n) for d, _s, ns in os.walk(root) for n in ns]
+        for path in paths:
+            with open(path, "rb", buffering=0) as fh:
+                while n := fh.readinto(buf):
+                    total += n
+    return total
+
+
+def settle() -> None:
+    """Write back the previous tool's dirty pages so it does not slow the next one (not timed)."""
+    os.sync()
+
+
+def remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def check_free_space(where: Path, need: int) -> None:
+    free = shutil.disk_usage(where).free
+    if free < need * 1.1:
+        raise SystemExit(f"error: {where} has {free / GIB:.1f} GiB free, this run needs about "
+                         f"{need / GIB:.1f} GiB; pick smaller sizes or --tmp elsewhere")
+
+
+# -- running tools ---------------------------------------------------------------------
+def tool_path(name: str) -> str | None:
+    """``name`` in the venv's bin (awscli installs there), else on PATH."""
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    return shutil.which(name)
+
+
+def run_timed(args: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None) -> float:
+    """Run ``args`` to completion; wall-clock seconds. RuntimeError with stderr's tail on failure."""
+    started = time.perf_counter()
+    proc = subprocess.run(list(args), env=env, cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{args[0]} exited {proc.returncode}: {' | '.join(tail)}")
+    return elapsed
+
+
+def tool_version(args: Sequence[str]) -> str:
+    try:
+        out = subprocess.run(list(args), capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "missing"
+    text = (out.stdout or out.stderr).strip().splitlines()
+    return text[0] if text else "unknown"
+
+
+def verify_tree(source: Dataset, target: Path, *, byte_compare: bool) -> str:
+    """Check ``target`` holds the dataset: file count and bytes, and optionally every byte.
+    Returns the verdict for the table; raises AssertionError on a mismatch."""
+    files, size = tree_stats(target)
+    if (files, size) != (source.files, source.bytes):
+        raise AssertionError(f"{target}: {files} files / {size} bytes, expected "
+                             f"{source.files} / {source.bytes}")
+    if not byte_compare:
+        return "count+bytes"
+    diff = compare_trees(source.root, target)
+    if not diff.matches:
+        raise AssertionError(f"{target}: {diff.describe()}")
+    return "byte-compare"
+
+
+# -- results ---------------------------------------------------------------------------
+@dataclass
+class Row:
+    """One tool on one dataset. ``seconds`` is the median of ``samples``."""
+
+    tool: str
+    dataset: str
+    files: int
+    bytes: int
+    samples: list[float] = field(default_factory=list)
+    verified: str = ""
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seconds(self) -> float:
+        return statistics.median(self.samples) if self.samples else float("nan")
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.samples else float("nan")
+
+    @property
+    def files_per_s(self) -> float:
+        return self.files / self.seconds if self.samples else float("nan")
+
+    def to_json(self) -> dict[str, Any]:
+        body = asdict(self)
+        body.update(seconds=self.seconds, mb_per_s=self.mb_per_s, files_per_s=self.files_per_s)
+        return body
+
+
+def measure(row: Row, once: Callable[[int], tuple[float, str]], *, repeat: int) -> Row:
+    """Run ``once(i)`` ``repeat`` times (each returns seconds and its verification verdict);
+    a failure is recorded in ``row.error`` and ends this row, not the benchmark."""
+    for i in range(repeat):
+        try:
+            seconds, verdict = once(i)
+        except (RuntimeError, AssertionError, TimeoutError, OSError) as exc:
+            row.error = str(exc)[:400]
+            print(f"  {row.tool} on {row.dataset}: FAILED: {row.error}", file=sys.stderr)
+            return row
+        row.samples.append(seconds)
+        row.verified = verdict
+        print(f"  {row.tool:<8} {row.dataset:<6} {seconds:8.2f} s  ({verdict})", file=sys.stderr)
+    return row
+
+
+def ratio(row: Row, rows: Sequence[Row], baseline: str = "dmg") -> float:
+    """``row``'s time over the baseline's on the same dataset: above 1, the baseline is faster."""
+    base = next((r for r in rows if r.tool == baseline and r.dataset == row.dataset and r.samples), None)
+    if base is None or not row.samples:
+        return float("nan")
+    return row.seconds / base.seconds
+
+
+def format_table(rows: Sequence[Row], *, baseline: str = "dmg") -> str:
+    head = f"{'tool':<8} {'dataset':<8} {'files':>7} {'MiB':>7} {'seconds':>8} {'MB/s':>8} " \
+           f"{'files/s':>9} {'t/t_' + baseline:>8}  verified"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        if not row.samples:
+            lines.append(f"{row.tool:<8} {row.dataset:<8} {row.files:>7} {row.bytes / MIB:>7.0f} "
+                         f"{'-':>8} {'-':>8} {'-':>9} {'-':>8}  FAILED: {row.error[:60]}")
+            continue
+        lines.append(f"{row.tool:<8} {row.dataset:<8} {row.files:>7} {row.bytes / MIB:>7.0f} "
+                     f"{row.seconds:>8.2f} {row.mb_per_s:>8.1f} {row.files_per_s:>9.0f} "
+                     f"{ratio(row, rows, baseline):>8.2f}  {row.verified}")
+    return "\n".join(lines)
+
+
+def goal_lines(rows: Sequence[Row], goals: Sequence[tuple[str, str, float]]) -> list[str]:
+    """One line per (peer, dataset, minimum t_peer/t_dmg): met, missed, or not measured."""
+    out = []
+    for peer, dataset, minimum in goals:
+        row = next((r for r in rows if r.tool == peer and r.dataset == dataset), None)
+        value = ratio(row, rows) if row is not None else float("nan")
+        verdict = "not measured" if value != value else "met" if value >= minimum else "MISSED"
+        out.append(f"goal {dataset}: t_{peer}/t_dmg >= {minimum:.2f}: {value:.2f} {verdict}")
+    return out
+
+
+def machine() -> dict[str, Any]:
+    load = os.getloadavg()
+    return {"cpus": os.cpu_count(), "load_avg": [round(x, 2) for x in load],
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def emit(rows: Sequence[Row], *, title: str, meta: dict[str, Any], goals: Sequence[tuple[str, str, float]],
+         as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"title": title, "meta": meta, "rows": [r.to_json() for r in rows],
+                          "goals": goal_lines(rows, goals)}, indent=2))
+        return
+    print(title)
+    for key, value in meta.items():
+        print(f"  {key}: {value}")
+    print()
+    print(format_table(rows))
+    print()
+    for line in goal_lines(rows, goals):
+        print(line)
+
+
+# -- dmg -------------------------------------------------------------------------------
+RUN_DONE = ("Succeeded", "Failed", "Cancelled")
+
+
+def wait_run(client: Any, run_id: str, *, timeout: float, poll: float = 0.05) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run: dict[str, Any] = client.run(run_id)
+        if run["status"] in RUN_DONE:
+            return run
+        time.sleep(poll)
+    raise TimeoutError(f"dmg run {run_id} did not finish in {timeout:.0f} s")
+
+
+@contextlib.contextmanager
+def dmg_site(data_dir: Path, *, nodes: int, concurrency: int | None) -> Iterator[Any]:
+    """An EmbeddedSite (no Flower) in ``data_dir``; stopped on exit, also on error."""
+    from dmg.cli.site import EmbeddedSite
+    from settings import load
+
+    settings = load({"DMG_DATA_DIR": str(data_dir)})
+    print(f"starting a {nodes}-node dmg site in {data_dir} ...", file=sys.stderr)
+    with EmbeddedSite(settings, nodes=nodes, flower=False, node_concurrency=concurrency) as site:
+        yield site
+
+
+def node_limits(site: Any) -> dict[str, int]:
+    with site.client() as client:
+        return {str(n["name"]): int(n.get("limit") or 0) for n in client.list_nodes(site.gateway)}
+
+
+class DmgCopier:
+    """Copies through the gateway: one pipeline (one activity) per source/sink pair."""
+
+    def __init__(self, site: Any) -> None:
+        self.site = site
+        self._stores: set[str] = set()
+        self._pipelines: set[str] = set()
+
+    def store(self, name: str, kind: str, location: str, options: dict[str, Any] | None = None) -> str:
+        if name not in self._stores:
+            with self.site.client() as client:
+                client.add_store({"name": name, "type": kind, "location": location,
+                                  "options": options or {}})
+            self._stores.add(name)
+        return name
+
+    def copy(self, pipeline: str, source: str, sink: str, *,
+             timeout: float = 1800) -> tuple[float, dict[str, Any]]:
+        """Run ``source`` → ``sink`` (whole stores); seconds from run_pipeline to Succeeded."""
+        with self.site.client() as client:
+            if pipeline not in self._pipelines:
+                client.create_pipeline({"name": pipeline, "gateway": self.site.gateway, "activities": [
+                    {"name": "copy", "source": {"store": source, "path": ""},
+                     "sink": {"store": sink, "path": ""}, "options": {}}]})
+                self._pipelines.add(pipeline)
+            started = time.perf_counter()
+            run_id = str(client.run_pipeline(pipeline)["id"])
+            run = wait_run(client, run_id, timeout=timeout)
+            elapsed = time.perf_counter() - started
+        if run["status"] != "Succeeded":
+            errors = {str(a.get("error")) for a in run.get("activity_runs") or [] if a.get("error")}
+            raise RuntimeError(f"dmg run {run['status']}: {'; '.join(sorted(errors))[:300]}")
+        return elapsed, run_summary(run)
+
+
+def run_summary(run: dict[str, Any]) -> dict[str, Any]:
+    """Shards, nodes, and the time between the first shard start and the last shard end."""
+    shards = [s for a in run.get("activity_runs") or [] for s in a.get("shards") or []]
+    starts = [float(s["started_at"]) for s in shards if s.get("started_at")]
+    ends = [float(s["ended_at"]) for s in shards if s.get("ended_at")]
+    nodes: dict[str, int] = {}
+    for shard in shards:
+        nodes[str(shard.get("node"))] = nodes.get(str(shard.get("node")), 0) + 1
+    return {"shards": len(shards), "shards_per_node": nodes,
+            "created_to_first_shard_start": (min(starts) - float(run["created_at"])) if starts else None,
+            "shard_span_seconds": (max(ends) - min(starts)) if starts and ends else None}
