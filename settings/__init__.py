@@ -48,6 +48,8 @@ class Settings:
     flower_password: str = ""
     log_level: str = defaults.LOG_LEVEL
     extra: dict[str, Any] = field(default_factory=dict)
+    credentials_file: str = ""
+    store_check_interval: float = defaults.STORE_CHECK_INTERVAL
 
     @property
     def cloud_db_url(self) -> str:
@@ -57,6 +59,13 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'cloud' / 'cloud.db').resolve()}"
 
     @property
+    @property
+    def credentials_path(self) -> Path:
+        """Store secrets of this site: ``DMG_CREDENTIALS_FILE`` or ``<data dir>/credentials.toml``."""
+        if self.credentials_file:
+            return Path(self.credentials_file).expanduser()
+        return self.data_dir / "credentials.toml"
+
     def default_node_name(self) -> str:
         return self.node_name or socket.gethostname().split(".")[0]
 
@@ -91,6 +100,7 @@ _KINDS: dict[str, type] = {
     "max_nodes_per_gateway": int,
     "flower_port": int,
 }
+    "store_check_interval": float,
 
 
 def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

@@ -27,3 +27,5 @@ MAX_NODES_PER_GATEWAY = 64
 FLOWER_PORT = 5555
 FLOWER_USER = "admin"
 LOG_LEVEL = "INFO"
+#: Seconds between a node's checks that it can reach every store it may be given.
+STORE_CHECK_INTERVAL = 30.0

@@ -9,8 +9,11 @@ A heartbeat is::
 ``running``/``limit`` come from the worker's load key (:mod:`workers.loadstep`);
 ``network_in``/``network_out`` are bytes/s since the previous beat; ``problems``
 are connectivity problems in words ("broker unreachable", "cloud unreachable",
-"worker process not responding"). The beat goes to the site state (expires after
-``settings.offline_after``) and to the cloud. An outage of either is recorded as
+"worker process not responding", "store 'lake': <why>"); ``stores_unreachable``
+names the stores this node cannot reach (from ``store_health``, see
+:mod:`workers.storecheck`): the dispatcher places no work needing them here. The
+beat goes to the site state (expires after ``settings.offline_after``) and to the
+cloud. An outage of either is recorded as
 a problem and never stops the agent. After each beat that reached the cloud, the
 agent delivers the node's queued shard reports (:mod:`workers.outbox`).
 """
@@ -39,6 +42,8 @@ log = logging.getLogger(__name__)
 BROKER_UNREACHABLE = "broker unreachable"
 CLOUD_UNREACHABLE = "cloud unreachable"
 WORKER_NOT_RESPONDING = "worker process not responding"
+#: At most this many unreachable stores are explained in ``problems``.
+MAX_STORE_PROBLEMS = 32
 
 
 class HeartbeatClient(Protocol):
@@ -74,6 +79,8 @@ class NodeAgent:
     ``role`` says "dispatcher" or "worker" now; ``credential_status`` the state of
     credential sync; ``extras`` (optional) adds fields such as ``draining``.
     ``worker_grace`` s after start, a missing worker load counts as a problem.
+    ``store_health`` (optional) returns ``{store name: reason}`` for the stores this
+    node cannot reach; it may also be set later as the attribute of that name.
     """
 
     def __init__(
@@ -88,6 +95,7 @@ class NodeAgent:
         extras: Callable[[], dict[str, Any]] | None = None,
         outbox: ReportOutbox | None = None,
         reporter: Reporter | None = None,
+        store_health: Callable[[], dict[str, str]] | None = None,
         worker_grace: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -101,6 +109,7 @@ class NodeAgent:
         self.extras = extras
         self.outbox = outbox
         self.reporter = reporter
+        self.store_health = store_health
         self.worker_grace = worker_grace
         self.clock = clock
         self.started = clock()
@@ -127,6 +136,8 @@ class NodeAgent:
             problems.append(WORKER_NOT_RESPONDING)
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
+        stores = self._stores_unreachable()
+        problems += [f"store {name!r}: {why}" for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
         beat: dict[str, Any] = {
             "node": self.node,
@@ -142,12 +153,21 @@ class NodeAgent:
             "problems": problems,
             "credential_status": self.credential_status(),
             "draining": False,
-            "stores_unreachable": [],
+            "stores_unreachable": sorted(stores),
             "ts": self.clock(),
         }
         if self.extras is not None:
             beat.update(self.extras())
         return beat
+
+    def _stores_unreachable(self) -> dict[str, str]:
+        if self.store_health is None:
+            return {}
+        try:
+            return dict(self.store_health())
+        except Exception:  # store checks must never stop a heartbeat
+            log.exception("cannot tell which stores are unreachable")
+            return {}
 
     def _role(self) -> str:
         try:

@@ -1,9 +1,14 @@
-"""Thin Celery tasks: take ids, call :mod:`workers.shard_runner`, return small JSON."""
+"""Thin Celery tasks: take ids, call :mod:`workers.shard_runner`, return small JSON.
+
+Stores are opened with the site's credentials (:func:`dmg.credentials.open_store`).
+"""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+from dmg.credentials import open_store
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD
@@ -17,9 +22,10 @@ def copy_shard(self: Any, shard_id: str, attempt: int) -> dict[str, Any]:
     Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded`` or
     ``stale``); a failed shard raises :class:`ShardFailed` after reporting it.
     """
-    context = node_context(self.app.dmg_settings)
+    settings = self.app.dmg_settings
+    context = node_context(settings)
     outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
-                        reporter=context.reporter)
+                        reporter=context.reporter, connector_factory=partial(open_store, settings=settings))
     if outcome.status == FAILED:
         raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
     return {"status": outcome.status, "node": outcome.node, "attempt": outcome.attempt,

@@ -16,12 +16,22 @@ log = logging.getLogger(__name__)
 
 
 def build_node(settings: Settings, registration: NodeRegistration) -> Any:
-    """A ``workers.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService``."""
-    from dispatcher.loop import DispatcherService
-    from workers.node import NodeRuntime
+    """A ``workers.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService`` and a
+    ``workers.storecheck.StoreChecker`` (whose findings go into the heartbeats). The
+    dispatcher opens stores with the site's credentials (:func:`dmg.credentials.open_store`)."""
+    from functools import partial
 
-    dispatcher = DispatcherService.from_settings(settings, registration)
-    return NodeRuntime(settings, registration, services=[dispatcher], role=dispatcher.role)
+    from dispatcher.loop import DispatcherService
+    from dmg.credentials import open_store
+    from workers.node import NodeRuntime
+    from workers.storecheck import StoreChecker
+
+    dispatcher = DispatcherService.from_settings(settings, registration,
+                                                 connector_factory=partial(open_store, settings=settings))
+    checker = StoreChecker.from_settings(settings, registration)
+    runtime = NodeRuntime(settings, registration, services=[checker, dispatcher], role=dispatcher.role)
+    runtime.agent.store_health = checker.unreachable
+    return runtime
 
 
 def run_node(settings: Settings, registration: NodeRegistration) -> None:

@@ -27,7 +27,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
@@ -101,6 +101,20 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+def node_ready(row: dict[str, Any]) -> bool:
+    """Whether a node (as ``list_nodes`` shows it) can take work: its worker is up and it
+    is Online, or Limited only by stores it cannot reach (the dispatcher avoids those)."""
+    if not row.get("limit"):
+        return False
+    if row.get("status") == "Online":
+        return True
+    stores = [str(s) for s in row.get("stores_unreachable") or []]
+    if row.get("status") != "Limited" or not stores:
+        return False
+    about_stores = tuple(f"store {s!r}:" for s in stores) + ("cannot reach store(s) ",)
+    return all(str(reason).startswith(about_stores) for reason in row.get("reasons") or [])
+
+
 @dataclasses.dataclass
 class Child:
     """One process the site started."""
@@ -118,7 +132,8 @@ class EmbeddedSite:
 
     def __init__(self, settings: Settings, *, nodes: int = 2, gateway: str = "site", flower: bool = True,
                  node_concurrency: int | None = None, startup_timeout: float = 90.0,
-                 echo: Callable[[str], None] | None = None) -> None:
+                 echo: Callable[[str], None] | None = None,
+                 node_environ: Mapping[str, Mapping[str, str]] | None = None) -> None:
         if nodes < 1:
             raise ValueError("a site needs at least one node")
         data_dir = settings.data_dir.expanduser().absolute()
@@ -128,6 +143,8 @@ class EmbeddedSite:
         self.with_flower = flower
         self.node_concurrency = node_concurrency
         self.startup_timeout = startup_timeout
+        # Extra environment per node name (e.g. a HOME of its own, as if on another machine).
+        self.node_environ = {name: dict(env) for name, env in (node_environ or {}).items()}
         self.gateway_keys: dict[str, str] = {}
         self._token_given = bool(settings.api_token)
         self.flower_url = ""
@@ -401,7 +418,7 @@ class EmbeddedSite:
         if self.node_concurrency:
             args += ["--concurrency", str(self.node_concurrency)]
         self._echo(f"starting {name}")
-        self._spawn(name, args)
+        self._spawn(name, args, extra_env=self.node_environ.get(name))
 
     def _start_flower(self) -> None:
         port = self.settings.flower_port
@@ -413,8 +430,10 @@ class EmbeddedSite:
         self.flower_url = f"http://{HOST}:{port}/"
 
     def wait_nodes_online(self, *, timeout: float) -> list[dict[str, Any]]:
-        """Poll the cloud until every node of the site is Online with its worker up (a job
-        limit above 0, so the dispatcher can place work on it); Fatal with reasons if not."""
+        """Poll the cloud until every node of the site is up: Online, or Limited only
+        because it cannot reach some stores (work needing them goes elsewhere), with its
+        worker up (a job limit above 0, so the dispatcher can place work on it); Fatal
+        with reasons if not."""
         deadline = time.monotonic() + timeout
         rows: list[dict[str, Any]] = []
         with self.client() as client:
@@ -425,8 +444,7 @@ class EmbeddedSite:
                 with contextlib.suppress(Retryable):
                     rows = client.list_nodes(self.gateway)
                 status = {str(r.get("name")): r for r in rows}
-                late = [n for n in self.node_names
-                        if status.get(n, {}).get("status") != "Online" or not status[n].get("limit")]
+                late = [n for n in self.node_names if not node_ready(status.get(n, {}))]
                 if not late:
                     return rows
                 if time.monotonic() > deadline:

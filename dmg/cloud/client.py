@@ -95,6 +95,8 @@ class CloudClient:
 
     # -- users: stores, pipelines, runs -------------------------------------------------
     def add_store(self, store: dict[str, Any]) -> dict[str, Any]:
+        """-> the stored definition plus ``warnings`` (a ``file`` path that some node of
+        a multi-node gateway may not see)."""
         return self.request("POST", "/stores", json=store)
 
     def list_stores(self) -> list[dict[str, Any]]:
@@ -102,14 +104,16 @@ class CloudClient:
 
     def create_pipeline(self, pipeline: dict[str, Any]) -> dict[str, Any]:
         """``{name, gateway, activities: [{name, source: {store, path}, sink: {store, path},
-        options}]}``; BadInput for a missing field, NotFound for an unknown store/gateway."""
+        options}]}``; BadInput for a missing field, NotFound for an unknown store/gateway.
+        The answer's ``warnings`` name node-local ``file`` stores on a multi-node gateway."""
         return self.request("POST", "/pipelines", json=pipeline)
 
     def list_pipelines(self) -> list[dict[str, Any]]:
         return self.request("GET", "/pipelines")
 
     def run_pipeline(self, name: str) -> dict[str, Any]:
-        """Start a run: its activity runs are Queued for the pipeline's gateway."""
+        """Start a run: its activity runs are Queued for the pipeline's gateway; the
+        answer's ``warnings`` as for :meth:`create_pipeline`."""
         return self.request("POST", f"/pipelines/{name}/runs")
 
     def list_runs(self, *, limit: int = 50) -> list[dict[str, Any]]:
@@ -132,6 +136,11 @@ class CloudClient:
     def heartbeat(self, beat: dict[str, Any]) -> dict[str, Any]:
         """Send a node's heartbeat; -> ``{status, reasons}`` as the cloud sees the node."""
         return self.request("POST", "/nodes/heartbeat", json=beat)
+
+    def node_stores(self) -> list[dict[str, Any]]:
+        """The stores this node's gateway uses: ``[{name, type, location, options}]``
+        (the node checks it can reach each; secrets come from the site)."""
+        return list(self.request("GET", "/nodes/stores")["stores"])
 
     # -- the dispatcher -----------------------------------------------------------------
     def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ that type is used, and then the error says what to install (fsspec's registry).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.errors import BadInput
@@ -21,13 +22,21 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     "sql": ("dmg.connectors.sql", "SqlConnector", "sqlalchemy"),
 }
 
+#: Types whose connector takes a ``credential`` keyword.
+_TAKES_CREDENTIAL = frozenset({"s3", "azureblob", "sql"})
+
 
 def known_types() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def connector_for(spec: StoreSpec) -> Connector:
-    """Build the connector for ``spec``; raises ``BadInput`` for an unknown type."""
+def connector_for(spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> Connector:
+    """Build the connector for ``spec``; raises ``BadInput`` for an unknown type.
+
+    ``credential`` (the store's secret from the site, see :mod:`dmg.credentials`)
+    goes to the connector's keyword-only ``credential`` argument; ``BadInput`` if
+    the store type takes none (``file``).
+    """
     try:
         module_name, class_name, package = _REGISTRY[spec.type]
     except KeyError:
@@ -43,4 +52,9 @@ def connector_for(spec: StoreSpec) -> Connector:
             hint=f"pip install {package}" if package else "reinstall dmg",
         ) from exc
     cls: type[Connector] = getattr(module, class_name)
-    return cls(spec)
+    if credential is None:
+        return cls(spec)
+    if spec.type not in _TAKES_CREDENTIAL:
+        raise BadInput(f"store {spec.name!r}: a {spec.type} store takes no credential",
+                       hint=f"remove [stores.{spec.name}] from the credentials file")
+    return cls(spec, credential=credential)  # type: ignore[call-arg]

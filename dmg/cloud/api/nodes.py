@@ -37,6 +37,13 @@ def heartbeat(body: Heartbeat, node: Node, svc: Service) -> dict[str, Any]:
     return svc.heartbeat(node, body)
 
 
+@router.get("/nodes/stores", tags=["nodes"])
+def node_stores(node: Node, svc: Service) -> dict[str, Any]:
+    """The stores the pipelines of the node's gateway use: ``{stores: [{name, type,
+    location, options}]}``, so the node can check it reaches each one."""
+    return {"stores": svc.node_stores(node)}
+
+
 @router.post("/dispatch/claim", tags=["dispatch"])
 async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict[str, Any]:
     """Long-poll up to ``wait`` s (at most 60) for Queued activity runs of the node's

@@ -103,6 +103,11 @@ class CloudService:
         with self.db.read() as session:
             return gateways.authenticate_node(session, token)
 
+    def node_stores(self, node: NodeIdentity) -> list[dict[str, Any]]:
+        """The stores the node's gateway uses (definitions only: never a secret)."""
+        with self.db.read() as session:
+            return stores.stores_of_gateway(session, node.gateway_id)
+
     def heartbeat(self, node: NodeIdentity, beat: Heartbeat) -> dict[str, Any]:
         with self.db.write() as session:
             return gateways.heartbeat(session, node, beat, now=self.clock(), offline_after=self.offline_after)

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from dmg.cloud.models import QUEUED, ActivityRun, Pipeline, Run
 from dmg.cloud.schemas import PipelineCreate
+from dmg.cloud.service import localpaths
 from dmg.cloud.service.gateways import get_gateway
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import pipeline_json, run_json
@@ -19,7 +20,7 @@ from dmg.errors import BadInput, Conflict, NotFound
 
 def create_pipeline(session: Session, pipeline: PipelineCreate, *, now: float) -> dict[str, Any]:
     """BadInput for duplicate activity names, NotFound for an unknown gateway or store,
-    Conflict for a taken name."""
+    Conflict for a taken name. ``warnings`` in the answer: see :mod:`.localpaths`."""
     names = [a.name for a in pipeline.activities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -42,7 +43,10 @@ def create_pipeline(session: Session, pipeline: PipelineCreate, *, now: float) -
         session.flush()
     except IntegrityError:
         raise Conflict(f"pipeline {pipeline.name!r} already exists", hint="pick another name") from None
-    return pipeline_json(row)
+    body = pipeline_json(row)
+    body["warnings"] = localpaths.warnings_for([known[n] for n in sorted(known)], gateway=gateway.name,
+                                               nodes=len(gateway.nodes))
+    return body
 
 
 def list_pipelines(session: Session) -> list[dict[str, Any]]:
@@ -64,7 +68,13 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
             claimed_by="", queued_at=now))
     session.add(run)
     session.flush()
-    return pipeline.gateway_id, run_json(run)
+    body = run_json(run)
+    used = {str(a[side]["store"]) for a in pipeline.activities for side in ("source", "sink")}
+    stores = stores_by_name(session, used)
+    gateway = pipeline.gateway
+    body["warnings"] = localpaths.warnings_for([stores[n] for n in sorted(stores)], gateway=gateway.name,
+                                               nodes=len(gateway.nodes))
+    return pipeline.gateway_id, body
 
 
 def _runs_query() -> Any:

@@ -8,8 +8,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from dmg.cloud.models import Store
+from dmg.cloud.models import Gateway, Pipeline, Store
 from dmg.cloud.schemas import StoreCreate
+from dmg.cloud.service import localpaths
 from dmg.cloud.service.secretscan import refuse_secrets
 from dmg.cloud.service.views import store_json
 from dmg.errors import BadInput, Conflict, NotFound
@@ -17,7 +18,8 @@ from dmg.errors import BadInput, Conflict, NotFound
 
 def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, Any]:
     """Record a store. BadInput if it carries a secret or an unknown field; Conflict if
-    the name is taken."""
+    the name is taken. The answer's ``warnings`` name a ``file`` location that some
+    node of a multi-node gateway may not see (:mod:`.localpaths`)."""
     refuse_secrets(store.model_dump())
     if store.model_extra:
         field = sorted(store.model_extra)[0]
@@ -32,7 +34,11 @@ def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, 
         session.flush()
     except IntegrityError:
         raise Conflict(f"store {store.name!r} already exists", hint="pick another name") from None
-    return store_json(row)
+    body = store_json(row)
+    multi = localpaths.gateway_sizes(session.scalars(select(Gateway)))
+    body["warnings"] = (localpaths.warnings_for([row], gateway=multi[0][0], nodes=multi[0][1])
+                        if multi else [])
+    return body
 
 
 def list_stores(session: Session) -> list[dict[str, Any]]:
@@ -50,3 +56,13 @@ def get_store(session: Session, name: str) -> Store:
     if store is None:
         raise NotFound(f"store {name!r} does not exist", hint="add it with `dmg store add`")
     return store
+
+
+def stores_of_gateway(session: Session, gateway_id: int) -> list[dict[str, Any]]:
+    """The stores the pipelines of a gateway use (what its nodes may be given), by name."""
+    names: set[str] = set()
+    for activities in session.scalars(select(Pipeline.activities).where(Pipeline.gateway_id == gateway_id)):
+        for activity in activities or []:
+            names.update(str(activity[side]["store"]) for side in ("source", "sink"))
+    found = stores_by_name(session, names)
+    return [store_json(found[name]) for name in sorted(found)]
