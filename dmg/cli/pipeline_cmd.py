@@ -39,12 +39,19 @@ def create(file: str, as_json: bool) -> None:
     body = check_pipeline(read_json_file(file, what="pipeline"), source=file)
     with user_client() as client:
         stored = client.create_pipeline(body)
+    _warn(stored)
     if as_json:
         emit_json(stored)
     else:
         click.echo(f"pipeline {body['name']} created for gateway {body['gateway']} "
                    f"({len(body['activities'])} activities)")
         click.echo(f"next: dmg pipeline run {body['name']} --wait")
+
+
+def _warn(answer: dict[str, Any]) -> None:
+    """Print the cloud's warnings (e.g. a local path on a multi-node gateway) to stderr."""
+    for warning in answer.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @pipeline.command("list")
@@ -71,6 +78,7 @@ def run(name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
 
     with user_client() as client:
         started = client.run_pipeline(name)
+        _warn(started)
         run_id = str(started["id"])
         if not wait:
             if as_json:

@@ -23,6 +23,8 @@ def add(file: str, as_json: bool) -> None:
     body = check_store(read_json_file(file, what="store"), source=file)
     with user_client() as client:
         stored = client.add_store(body)
+    for warning in stored.get("warnings") or []:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         emit_json(stored)
     else:
