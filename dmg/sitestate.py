@@ -15,6 +15,8 @@ Key layout (all under ``dmg:<gateway>:``):
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
+``bw:<activity run>``       bandwidth limit in bytes/s set while it runs (0: none)
+``bwtat:<activity run>``    its shared pacing schedule (dmg.transfer.sitebandwidth)
 ==========================  ===================================================
 
 A shard's ``attempt`` only grows. A worker may commit only while its attempt is
@@ -212,3 +214,13 @@ class SiteState:
 
     def drop_pending(self, shard_id: str) -> None:
         self.redis.lrem(self.key("pending"), 1, shard_id)
+
+    # -- bandwidth -------------------------------------------------------------------------
+    def set_bandwidth(self, activity_run_id: str, bytes_per_s: int, *, ttl: float = 7 * 24 * 3600) -> None:
+        """Set an activity run's bandwidth limit (0: none); running shards apply it within ~1 s."""
+        self.redis.set(self.key("bw", activity_run_id), int(bytes_per_s), px=int(ttl * 1000))
+
+    def bandwidth(self, activity_run_id: str) -> int | None:
+        """The limit set with :meth:`set_bandwidth`; None when none was (the activity's option applies)."""
+        raw = self.redis.get(self.key("bw", activity_run_id))
+        return int(raw) if raw is not None else None

@@ -9,6 +9,7 @@ absolute paths, symlinks pointing out) are refused with ``PermissionDenied``.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,6 +53,21 @@ class _FileWriter(StagedWriter):
         assert self._fh is not None, "write after commit or abort"
         with _mapped_os_errors(f"cannot write {self._target}"):
             self._fh.write(chunk)
+
+    def staged_md5(self) -> str:
+        """MD5 (hex) of the staging file as written so far, re-read from disk before commit.
+
+        The copy engine compares it with the MD5 of the bytes it sent
+        (:mod:`dmg.transfer.checksums`), so a bad write is never renamed into place.
+        """
+        assert self._fh is not None, "staged_md5 after commit or abort"
+        digest = hashlib.md5(usedforsecurity=False)
+        with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
+            self._fh.flush()
+            with open(self._staging, "rb") as fh:
+                while chunk := fh.read(1024 * 1024):
+                    digest.update(chunk)
+        return digest.hexdigest()
 
     def commit(self, *, mtime: float | None = None) -> None:
         if self._fh is None:

@@ -1,0 +1,334 @@
+"""The copy engine: a shard's files from one connector to another, any two.
+
+For each entry (those the include/exclude filters keep), in a bounded pool of
+``parallel_files`` threads:
+
+1. **Decide** (:mod:`dmg.transfer.compare`) from the sink's entry — the planner's
+   hint when it listed the sink, else a ``stat`` — whether to copy, skip, or
+   hash the source first.
+2. **Stream** the source into the sink's staging place: ranged parts in parallel
+   for a large object of a store where that pays (:mod:`dmg.transfer.parts`),
+   otherwise one stream with read-ahead. Memory is bounded by chunks in flight
+   times chunk size; the throttle paces every chunk; the MD5 is computed as the
+   bytes pass.
+3. **Verify** before commit (size, source checksum, staged bytes), **commit**
+   only while ``may_commit()`` says the attempt is current, then verify against
+   the sink (:mod:`dmg.transfer.checksums`). A mismatch never leaves a file
+   committed.
+4. **Retry** the file with backoff on :class:`~dmg.errors.Retryable` errors only
+   (:mod:`dmg.transfer.retry`); any other error fails the file, not the shard.
+
+``copy_entries`` raises :class:`~dmg.errors.StaleAttempt` as soon as a file finds
+its attempt fenced off: the other files in flight are aborted, nothing more is
+committed. Callbacks (``on_file``, ``on_tick``) run in the caller's thread;
+``on_bytes`` runs in copy threads and must be thread-safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from dmg.connectors.base import Connector, Entry, StagedWriter
+from dmg.errors import DmgError, Fatal, NotFound, StaleAttempt
+from dmg.transfer import checksums
+from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
+from dmg.transfer.filters import PathFilter
+from dmg.transfer.options import ALWAYS, VERIFY_OFF, VERIFY_REREAD, CopyOptions
+from dmg.transfer.parts import ranged_chunks, ranged_reads, sequential_chunks
+from dmg.transfer.paths import relative_path, sink_path_for
+from dmg.transfer.report import COPIED, FAILED, SKIPPED, FileResult, ShardResult
+from dmg.transfer.retry import call_with_retries
+from dmg.transfer.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+CHUNK_SIZE = 1024 * 1024
+#: Files at least this large are read with a reader thread a few chunks ahead.
+READ_AHEAD_FROM = 4 * CHUNK_SIZE
+READ_AHEAD_CHUNKS = 4
+#: Large files (ranged parts, read-ahead) copied at once per shard: bounds memory.
+LARGE_FILES_AT_ONCE = 2
+#: After commit, the sink's checksum is fetched (one ``stat``) for files at least
+#: this large; smaller ones rely on the per-request MD5 the object stores check.
+SINK_CHECK_FROM = CHUNK_SIZE
+
+#: ``sink_hints`` value type: the sink's entry as the planner listed it (None: absent).
+SinkHints = Mapping[str, Entry | None]
+
+
+class _Cancelled(Exception):
+    """A copy thread stopped because the shard is being abandoned."""
+
+
+def _noop_bytes(_n: int) -> None:
+    return None
+
+
+class CopyEngine:
+    """Copies single files between ``source`` and ``sink``; shared by a shard's threads."""
+
+    def __init__(self, source: Connector, sink: Connector, *, options: CopyOptions, throttle: Throttle,
+                 staging_id: str, may_commit: Callable[[], bool],
+                 on_bytes: Callable[[int], None] = _noop_bytes,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.source = source
+        self.sink = sink
+        self.options = options
+        self.throttle = throttle
+        self.staging_id = staging_id
+        self.may_commit = may_commit
+        self.on_bytes = on_bytes
+        self.sleep = sleep
+        self._cancel = threading.Event()
+        self._large = threading.BoundedSemaphore(LARGE_FILES_AT_ONCE)
+        self._sink_keeps_mtime = keeps_mtime(sink)
+        self._ranged = ranged_reads(source)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+    # -- one file -------------------------------------------------------------------------
+    def copy_file(self, entry: Entry, target: str, *, hint: Entry | None = None,
+                  hinted: bool = False) -> FileResult:
+        """Copy (or skip) one entry to ``target``. Raises StaleAttempt, never other DmgErrors."""
+        started = time.time()
+        tries = 0
+
+        def result(status: str, nbytes: int, checksum: str, error: str = "",
+                   verified: str = "") -> FileResult:
+            return FileResult(target, nbytes, checksum, status, error, source=entry.path,
+                              verified=verified, tries=tries, started=started, ended=time.time())
+
+        try:
+            decision = self._decide(entry, target, hint=hint, hinted=hinted)
+            if decision.action == SKIP:
+                return result(SKIPPED, max(entry.size, 0), entry.checksum or "", decision.reason)
+
+            def transfer(n: int) -> tuple[str, int, list[str]]:
+                nonlocal tries
+                tries = n
+                return self._transfer(entry, target)
+
+            (md5, size, verified), tries = call_with_retries(
+                transfer, retries=self.options.retries, backoff=self.options.retry_backoff,
+                what=f"copy of {entry.path}", sleep=self.sleep, stop=self._cancel.is_set)
+        except (StaleAttempt, _Cancelled):
+            raise
+        except DmgError as exc:
+            log.warning("copy failed path=%s tries=%d error=%s", entry.path, tries, exc)
+            return result(FAILED, 0, "", str(exc))
+        return result(COPIED, size, md5, verified=",".join(verified))
+
+    def _decide(self, entry: Entry, target: str, *, hint: Entry | None, hinted: bool) -> Decision:
+        if self.options.overwrite == ALWAYS:
+            return Decision(COPY, "overwrite=always")
+        sink_entry = hint if hinted else self._stat_sink(target)
+        decision = decide(entry, sink_entry, self.options.overwrite, sink_keeps_mtime=self._sink_keeps_mtime)
+        if decision.action != HASH:
+            return decision
+        assert sink_entry is not None and sink_entry.checksum
+        md5, _size = self._retrying(lambda: checksums.md5_of(self.source, entry.path),
+                                    what=f"checksum of {entry.path}")
+        if md5 == sink_entry.checksum.lower():
+            return Decision(SKIP, "same size and checksum")
+        return Decision(COPY, "checksum differs")
+
+    def _stat_sink(self, target: str) -> Entry | None:
+        def stat() -> Entry | None:
+            try:
+                return self.sink.stat(target)
+            except NotFound:
+                return None
+
+        return self._retrying(stat, what=f"stat of {target}")
+
+    def _retrying(self, fn: Callable[[], _T], *, what: str) -> _T:
+        value, _tries = call_with_retries(lambda _n: fn(), retries=self.options.retries,
+                                          backoff=self.options.retry_backoff, what=what, sleep=self.sleep,
+                                          stop=self._cancel.is_set)
+        return value
+
+    def _transfer(self, entry: Entry, target: str) -> tuple[str, int, list[str]]:
+        """One try: stream, verify, commit, verify again. -> (md5, bytes, checks made)."""
+        large = entry.size >= READ_AHEAD_FROM
+        with self._large if large else contextlib.nullcontext():
+            writer = self.sink.open_write(target, staging_id=self.staging_id)
+            sent = 0
+            try:
+                digest = checksums.new_md5()
+                with contextlib.closing(self._chunks(entry)) as chunks:
+                    for chunk in chunks:
+                        if self._cancel.is_set():
+                            raise _Cancelled()
+                        self.throttle.take(len(chunk))
+                        digest.update(chunk)
+                        writer.write(chunk)
+                        sent += len(chunk)
+                        self.on_bytes(len(chunk))
+                md5 = digest.hexdigest()
+                verified = self._verify_staged(entry, writer, md5, sent)
+                if not self.may_commit():
+                    raise StaleAttempt(f"{entry.path}: a newer attempt of this shard exists; not committed")
+                writer.commit(mtime=entry.mtime if entry.mtime > 0 else None)
+            except BaseException:
+                writer.abort()
+                self.on_bytes(-sent)
+                raise
+        verified += self._verify_committed(target, md5, sent)
+        return md5, sent, verified
+
+    def _chunks(self, entry: Entry) -> Generator[bytes, None, None]:
+        opts = self.options
+        if (self._ranged and opts.parallel_parts > 1 and entry.size >= 2 * opts.part_size
+                and self.throttle.limit() <= 0):
+            return ranged_chunks(self.source, entry.path, size=entry.size, part_size=opts.part_size,
+                                 parallel=opts.parallel_parts, cancelled=self._cancel.is_set)
+        ahead = READ_AHEAD_CHUNKS if entry.size >= READ_AHEAD_FROM else 0
+        return sequential_chunks(self.source, entry.path, ahead=ahead,
+                                 chunk_size=lambda: self.throttle.chunk_size(CHUNK_SIZE))
+
+    def _verify_staged(self, entry: Entry, writer: StagedWriter, md5: str, sent: int) -> list[str]:
+        checks: list[str] = []
+        if entry.size >= 0:
+            if sent != entry.size:
+                raise Fatal(f"{entry.path}: read {sent} bytes, the listing said {entry.size}",
+                            hint="the file changed while it was copied; run the activity again")
+            checks.append("size")
+        if self.options.verify == VERIFY_OFF:
+            return checks
+        if entry.checksum:
+            checksums.check_equal("source checksum", entry.checksum, md5, path=entry.path)
+            checks.append("source-md5")
+        staged = checksums.staged_md5(writer)
+        if staged is not None:
+            checksums.check_equal("staged bytes", md5, staged, path=entry.path)
+            checks.append("staged-md5")
+        return checks
+
+    def _verify_committed(self, target: str, md5: str, sent: int) -> list[str]:
+        verify = self.options.verify
+        native = "native_checksum" in self.sink.capabilities
+        if verify == VERIFY_OFF or not (verify == VERIFY_REREAD or (native and sent >= SINK_CHECK_FROM)):
+            return []
+        checks: list[str] = []
+        try:
+            stored = self._retrying(lambda: self.sink.stat(target), what=f"stat of {target}")
+            if native and stored.checksum:
+                checksums.check_equal("sink checksum", md5, stored.checksum, path=target)
+                checks.append("sink-md5")
+            if verify == VERIFY_REREAD and stored.size >= 0:  # size -1: rows, not bytes
+                reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
+                                               what=f"re-read of {target}")
+                checksums.check_equal("re-read", md5, reread, path=target)
+                checks.append("re-read")
+        except checksums.ChecksumMismatch:
+            log.error("committed file does not match; deleting it path=%s", target)
+            with contextlib.suppress(DmgError):
+                self.sink.delete(target)
+            raise
+        return checks
+
+
+# -- a shard ------------------------------------------------------------------------------
+def copy_entries(
+    source: Connector,
+    sink: Connector,
+    entries: Sequence[Entry],
+    *,
+    source_prefix: str,
+    sink_prefix: str,
+    staging_id: str,
+    may_commit: Callable[[], bool] = lambda: True,
+    on_file: Callable[[FileResult], None] | None = None,
+    bandwidth: float = 0,
+    options: CopyOptions | None = None,
+    throttle: Throttle | None = None,
+    sink_hints: SinkHints | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+    on_tick: Callable[[], None] | None = None,
+    tick: float = 0.5,
+    sleep: Callable[[float], None] = time.sleep,
+) -> ShardResult:
+    """Copy every entry the filters keep; returns one :class:`FileResult` per entry, in order.
+
+    ``options`` default to :class:`CopyOptions` (incremental ``if-different``),
+    with ``bandwidth`` as the limit when no ``throttle`` is given. ``sink_hints``
+    maps a source path to the sink's entry as listed at planning (``None``:
+    absent); paths missing from it are looked up with ``stat``. ``on_file`` runs
+    once per file as it finishes, ``on_tick`` about every ``tick`` s, both in this
+    thread; ``on_bytes(n)`` as bytes move (negative when a failed try is undone).
+
+    Raises :class:`StaleAttempt` (after aborting every file in hand) as soon as
+    ``may_commit()`` turns false. Other :class:`DmgError` s fail a file, not the
+    shard; the caller decides whether a failed file fails the shard.
+    """
+    opts = options or CopyOptions(bandwidth=int(bandwidth))
+    engine = CopyEngine(source, sink, options=opts, throttle=throttle or Throttle.fixed(opts.bandwidth),
+                        staging_id=staging_id, may_commit=may_commit, on_bytes=on_bytes or _noop_bytes,
+                        sleep=sleep)
+    keep = PathFilter(opts.include, opts.exclude)
+    hints = sink_hints or {}
+    work = iter([e for e in entries if keep(relative_path(e.path, source_prefix=source_prefix))])
+    outcome = ShardResult(started=time.time())
+    results: dict[int, FileResult] = {}
+    pending: dict[Future[FileResult], int] = {}
+    stale: StaleAttempt | None = None
+    crash: BaseException | None = None
+    index = 0
+    pool = ThreadPoolExecutor(opts.parallel_files, thread_name_prefix="dmg-copy")
+    try:
+        while True:
+            while not engine.cancelled and len(pending) < opts.parallel_files:
+                entry = next(work, None)
+                if entry is None:
+                    break
+                target = sink_path_for(entry.path, source_prefix=source_prefix, sink_prefix=sink_prefix)
+                future = pool.submit(engine.copy_file, entry, target, hint=hints.get(entry.path),
+                                     hinted=entry.path in hints)
+                pending[future] = index
+                index += 1
+            if not pending:
+                break
+            done, _ = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
+            for future in done:
+                position = pending.pop(future)
+                try:
+                    result = future.result()
+                except StaleAttempt as exc:
+                    stale = stale or exc
+                    engine.cancel()
+                except _Cancelled:
+                    pass
+                except BaseException as exc:  # a bug in a copy thread: stop the shard
+                    crash = crash or exc
+                    engine.cancel()
+                else:
+                    results[position] = result
+                    if on_file is not None:
+                        on_file(result)
+            if on_tick is not None:
+                on_tick()
+    except BaseException:
+        engine.cancel()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if crash is not None:
+        raise crash
+    if stale is not None:
+        raise stale
+    outcome.files = [results[i] for i in sorted(results)]
+    outcome.ended = time.time()
+    return outcome

@@ -1,0 +1,69 @@
+"""An activity run's bandwidth limit and schedule, shared through the site's Redis.
+
+The limit lives under ``bw:<activity run>`` (:meth:`dmg.sitestate.SiteState.set_bandwidth`,
+written by ``dmg runs bandwidth``); without it, the activity's ``bandwidth``
+option applies. Every shard of the run, on every node, books its bytes on one
+schedule, ``bwtat:<activity run>`` (GCRA with Redis's own clock), so the limit
+holds for the activity as a whole, not per shard.
+
+When Redis cannot be reached, the throttle keeps the last limit it knew and
+books on a schedule local to this process: a broker outage never fails a copy.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from dmg.sitestate import SiteState
+from dmg.transfer.throttle import LocalBandwidth
+
+log = logging.getLogger(__name__)
+
+# KEYS: schedule. ARGV: bytes, bytes/s. -> seconds to wait (as text).
+_RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(tat, now)
+local finish = start + tonumber(ARGV[1]) / tonumber(ARGV[2])
+redis.call('SET', KEYS[1], string.format('%.6f', finish), 'PX', math.ceil((finish - now) * 1000) + 60000)
+return string.format('%.6f', start - now)
+"""
+
+
+class SiteBandwidth:
+    """The :class:`~dmg.transfer.throttle.BandwidthControl` of one activity run."""
+
+    def __init__(self, state: SiteState, activity_run_id: str, *, default: float = 0) -> None:
+        self.state = state
+        self.activity_run_id = activity_run_id
+        self.default = float(default)
+        self._last = self.default
+        self._schedule = state.key("bwtat", activity_run_id)
+        self._script = state.redis.register_script(_RESERVE)
+        self._local = LocalBandwidth()
+        self._warned = False
+
+    def current_limit(self) -> float:
+        try:
+            value = self.state.bandwidth(self.activity_run_id)
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return self._last
+        self._last = self.default if value is None else float(value)
+        return self._last
+
+    def reserve(self, nbytes: int, limit: float) -> float:
+        try:
+            return float(self._script(keys=[self._schedule], args=[int(nbytes), float(limit)]))
+        except redis.RedisError as exc:
+            self._warn(exc)
+            return self._local.reserve(nbytes, limit)
+
+    def _warn(self, exc: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("bandwidth schedule not shared (broker unreachable) activity_run=%s error=%s",
+                        self.activity_run_id, exc)
