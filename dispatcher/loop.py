@@ -22,8 +22,6 @@ from typing import Any
 
 import redis
 from celery import Celery
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer
@@ -35,6 +33,7 @@ from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable
 from dmg.nodestate import NodeRegistration
+from dmg.redisconn import redis_client
 from dmg.sitestate import SiteState
 from settings import Settings
 from settings.celery import celery_config
@@ -95,8 +94,7 @@ class DispatcherService:
         """Wire the real Redis, cloud client (node token) and Celery sender."""
         # Short timeouts, no retries: a slow broker must cost the lease, not stall placement.
         timeout = max(0.5, settings.lease_ttl / 3)
-        client = redis.Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                      socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0))
+        client = redis_client(settings, timeout=timeout)
         state = SiteState(client, registration.gateway)
         cloud = CloudClient(registration.cloud_url, token=registration.token)
         service = cls(settings, registration.node, state=state, cloud=cloud,

@@ -29,6 +29,7 @@ class SettingsError(ValueError):
 class Settings:
     data_dir: Path = Path(defaults.DATA_DIR)
     redis_url: str = defaults.REDIS_URL
+    redis_master_name: str = defaults.REDIS_MASTER_NAME
     cloud_url: str = defaults.CLOUD_URL
     cloud_bind: str = defaults.CLOUD_BIND
     cloud_db: str = ""

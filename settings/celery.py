@@ -1,17 +1,56 @@
-"""The Celery configuration derived from :class:`settings.Settings`."""
+"""The Celery configuration derived from :class:`settings.Settings`.
+
+Broker outages are survived, not fatal (DESIGN.md, "Rules that make it reliable"):
+a worker retries its broker connection forever, sockets have keepalive and
+timeouts so a broker that vanished without closing them is noticed, and results
+are stored with retries. With a Sentinel group (``sentinel://`` in
+``DMG_REDIS_URL``, :mod:`settings.redisurl`) both the broker and the result
+backend follow the group's primary across failovers.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from settings import Settings
+from settings.redisurl import parse_redis_url
+
+#: Seconds a broker socket may wait for a reply or a connection.
+BROKER_SOCKET_TIMEOUT = 30.0
+BROKER_CONNECT_TIMEOUT = 5.0
+#: Seconds between checks of idle broker connections (kombu and redis-py).
+BROKER_HEALTH_CHECK_INTERVAL = 10
+#: Seconds a sentinel may take to answer "who is the primary?".
+SENTINEL_TIMEOUT = 2.0
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    """Reliability-first Celery settings (see DESIGN.md, "Rules that make it reliable")."""
+    """Reliability-first Celery settings (see DESIGN.md, "Rules that make it reliable").
+
+    Raises :class:`settings.SettingsError` when ``settings.redis_url`` cannot be used.
+    """
+    address = parse_redis_url(settings.redis_url)
+    url = address.canonical_url()
+    transport: dict[str, Any] = {
+        # Recovery of a dead node is the dispatcher's job, not the broker's: a long
+        # visibility timeout keeps Redis from re-delivering a long shard twice.
+        "visibility_timeout": 12 * 3600,
+        "socket_timeout": BROKER_SOCKET_TIMEOUT,
+        "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+        "socket_keepalive": True,
+        "health_check_interval": BROKER_HEALTH_CHECK_INTERVAL,
+        "retry_on_timeout": True,
+    }
+    backend_transport: dict[str, Any] = {}
+    if address.is_sentinel:
+        sentinel = {"master_name": settings.redis_master_name,
+                    "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT,
+                                        "socket_connect_timeout": SENTINEL_TIMEOUT}}
+        transport.update(sentinel)
+        backend_transport.update(sentinel)
     return {
-        "broker_url": settings.redis_url,
-        "result_backend": settings.redis_url,
+        "broker_url": url,
+        "result_backend": url,
         "result_extended": True,
         "result_expires": 7 * 24 * 3600,
         "task_serializer": "json",
@@ -24,10 +63,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": True,
         "worker_prefetch_multiplier": 1,
         "worker_hijack_root_logger": False,
+        # A worker whose broker went away (restart, failover) reconnects by itself, forever.
         "broker_connection_retry_on_startup": True,
-        # Recovery of a dead node is the dispatcher's job, not the broker's: a long
-        # visibility timeout keeps Redis from re-delivering a long shard twice.
-        "broker_transport_options": {"visibility_timeout": 12 * 3600},
+        "broker_connection_retry": True,
+        "broker_connection_max_retries": None,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": backend_transport,
+        "result_backend_always_retry": True,
+        "result_backend_max_retries": 60,
+        "redis_socket_timeout": BROKER_SOCKET_TIMEOUT,
+        "redis_socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
+        "redis_socket_keepalive": True,
+        "redis_retry_on_timeout": True,
+        "redis_backend_health_check_interval": BROKER_HEALTH_CHECK_INTERVAL,
         "task_default_queue": "dmg.default",
         "worker_cancel_long_running_tasks_on_connection_loss": False,
     }

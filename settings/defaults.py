@@ -6,6 +6,9 @@ from __future__ import annotations
 DATA_DIR = ".dmg"
 #: The site broker: Celery broker and results, leases, node registry.
 REDIS_URL = "redis://127.0.0.1:6479/0"
+#: With a Sentinel group (``DMG_REDIS_URL=sentinel://h1:p1;sentinel://h2:p2/0``): the
+#: name the sentinels monitor the primary under (settings.redisurl).
+REDIS_MASTER_NAME = "mymaster"
 #: Where nodes and the CLI reach the control plane.
 CLOUD_URL = "http://127.0.0.1:8050"
 CLOUD_BIND = "127.0.0.1:8050"

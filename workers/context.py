@@ -13,11 +13,11 @@ import threading
 from dataclasses import dataclass, field
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from dmg import nodestate
 from dmg.cloud.client import CloudClient
+from dmg.redisconn import RIDE_OUT
+from dmg.redisconn import redis_client as broker_client
 from dmg.sitestate import SiteState
 from settings import Settings
 from workers.outbox import OutboxReporter, ReportOutbox
@@ -33,13 +33,14 @@ REDIS_FAST_TIMEOUT = 1.0
 
 
 def redis_client(settings: Settings, *, fail_fast: bool = False) -> redis.Redis:
-    """A client of the site broker. ``fail_fast``: short timeouts and no retries, for
-    periodic publishers that must never stall."""
+    """A client of the site broker (:func:`dmg.redisconn.redis_client`). ``fail_fast``:
+    short timeouts and no retries, for periodic publishers that must never stall;
+    otherwise a call rides out a broker restart or Sentinel failover of up to
+    :data:`~dmg.redisconn.RIDE_OUT` s instead of failing the shard in hand."""
     if fail_fast:
-        return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_FAST_TIMEOUT,
-                                    socket_connect_timeout=REDIS_FAST_TIMEOUT, retry=Retry(NoBackoff(), 0))
-    return redis.Redis.from_url(settings.redis_url, socket_timeout=REDIS_SOCKET_TIMEOUT,
-                                socket_connect_timeout=REDIS_SOCKET_TIMEOUT, health_check_interval=30)
+        return broker_client(settings, timeout=REDIS_FAST_TIMEOUT)
+    return broker_client(settings, timeout=REDIS_SOCKET_TIMEOUT, retry_for=RIDE_OUT,
+                         health_check_interval=30)
 
 
 @dataclass

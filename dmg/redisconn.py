@@ -1,0 +1,149 @@
+"""Clients of the site broker for dmg's own keys (site state, leases, outbox).
+
+Every Redis client dmg builds from ``settings.redis_url`` comes from
+:func:`redis_client`:
+
+- ``redis://`` (``rediss://``, ``unix://``): a client of that server;
+- ``sentinel://h1:p1;sentinel://h2:p2/db`` (:mod:`settings.redisurl`): a client of
+  the primary that the sentinels name ``settings.redis_master_name``. Each new
+  connection asks the sentinels where the primary is, so after a failover the
+  next command (or its retry) reaches the promoted replica.
+
+Two knobs say how a caller lives through a broker outage:
+
+- ``timeout`` bounds every socket operation and connect (s);
+- ``retry_for`` is roughly how long (s) a command keeps retrying a lost or refused
+  connection (also "LOADING" while a restarted Redis reads its AOF) before it raises
+  ``redis.ConnectionError``: ``0`` for periodic publishers that must report an
+  outage at once instead of stalling (heartbeats, worker load, the dispatcher
+  lease), longer for workers that would rather wait out a restart or a failover
+  than fail a shard (:data:`RIDE_OUT`).
+
+A retried write may run twice when the connection broke after Redis executed it
+but before the reply came back; dmg's writes tolerate that (attempt numbers only
+grow, sets and hashes are idempotent, a shard pending twice is placed once more and
+fences the first placement).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from dmg.errors import BadInput
+from settings import Settings, SettingsError
+from settings.redisurl import BrokerAddress, parse_redis_url
+
+__all__ = ["RIDE_OUT", "broker_address", "redis_client"]
+
+T = TypeVar("T")
+
+#: Seconds a worker rides out a broker outage before a Redis call fails: longer than
+#: a Redis restart, and than a Sentinel failover (down-after-milliseconds plus the
+#: election) with the defaults most groups run.
+RIDE_OUT = 120.0
+#: The longest pause between two retries.
+_BACKOFF_CAP = 0.5
+_BACKOFF_BASE = 0.05
+
+
+class SentinelPrimary(redis.Redis):
+    """A client of a Sentinel group's primary; :meth:`close` also closes its sentinel
+    connections."""
+
+    sentinel_manager: Sentinel | None = None
+
+    def close(self) -> None:
+        super().close()
+        manager, self.sentinel_manager = self.sentinel_manager, None
+        if manager is not None:
+            manager.close()
+
+
+def broker_address(settings: Settings) -> BrokerAddress:
+    """``settings.redis_url`` parsed; BadInput with a hint when it cannot be used."""
+    try:
+        return parse_redis_url(settings.redis_url)
+    except SettingsError as exc:
+        raise BadInput(str(exc), hint="fix DMG_REDIS_URL (or redis_url in dmg.toml)") from None
+
+
+class DeadlineRetry(Retry):
+    """redis-py's :class:`~redis.retry.Retry`, bounded by time instead of a count.
+
+    redis-py retries a connect inside a retried command with the same policy; a
+    count would multiply (N connects times N commands), a deadline does not: an outer
+    retry that finds its time used up by an inner one raises at once.
+    """
+
+    def __init__(self, retry_for: float) -> None:
+        super().__init__(ExponentialBackoff(cap=_BACKOFF_CAP, base=_BACKOFF_BASE), -1)
+        self.retry_for = retry_for
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, DeadlineRetry):
+            return NotImplemented
+        return self.retry_for == other.retry_for
+
+    __hash__ = Retry.__hash__
+
+    def call_with_retry(self, do: Callable[[], T],
+                        fail: Callable[[Exception], Any] | Callable[[Exception, int], Any],
+                        is_retryable: Callable[[Exception], bool] | None = None,
+                        with_failure_count: bool = False) -> T:
+        deadline = time.monotonic() + self.retry_for
+        failures = 0
+        while True:
+            try:
+                return do()
+            except self._supported_errors as error:
+                if is_retryable is not None and not is_retryable(error):
+                    raise
+                failures += 1
+                if with_failure_count:
+                    fail(error, failures)  # type: ignore[call-arg]
+                else:
+                    fail(error)  # type: ignore[call-arg]
+                pause = self._backoff.compute(failures)
+                if time.monotonic() + pause > deadline:
+                    raise error
+                time.sleep(pause)
+
+
+def retry_policy(retry_for: float) -> Retry:
+    """Retries covering about ``retry_for`` s of refused or broken connections."""
+    if retry_for <= 0:
+        return Retry(NoBackoff(), 0)
+    return DeadlineRetry(retry_for)
+
+
+def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
+                 health_check_interval: int = 0) -> redis.Redis:
+    """A client of the site broker (see the module docstring); connects lazily.
+
+    Raises BadInput when ``settings.redis_url`` is malformed; never raises for an
+    unreachable broker (the first command does).
+    """
+    address = broker_address(settings)
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "socket_keepalive": True,
+        "retry": retry_policy(retry_for),
+        "health_check_interval": health_check_interval,
+    }
+    if not address.is_sentinel:
+        return redis.Redis.from_url(address.url, **options)
+    manager = Sentinel(
+        list(address.sentinels),
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
+        db=address.db, username=address.username, password=address.password, **options)
+    client = manager.master_for(settings.redis_master_name, redis_class=SentinelPrimary)
+    client.sentinel_manager = manager
+    return client

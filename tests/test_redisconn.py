@@ -1,0 +1,120 @@
+"""The broker address (settings.redisurl), the Celery config derived from it, and the
+client factory (dmg.redisconn) against a real Redis."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from dmg.embedded.procs import free_port
+from dmg.embedded.redis import EmbeddedRedis, redis_binary
+from dmg.errors import BadInput, Fatal
+from dmg.redisconn import DeadlineRetry, redis_client
+from settings import Settings, SettingsError, load
+from settings.celery import celery_config
+from settings.redisurl import parse_redis_url
+from tests.conftest import require
+
+
+def test_a_plain_url_is_kept_as_it_is() -> None:
+    address = parse_redis_url("redis://:secret@10.0.0.5:6380/3")
+    assert not address.is_sentinel
+    assert address.canonical_url() == "redis://:secret@10.0.0.5:6380/3"
+
+
+def test_a_sentinel_group_puts_db_and_password_on_every_entry() -> None:
+    address = parse_redis_url("sentinel://:pw@h1:26379;sentinel://h2;sentinel://h3:26381/2")
+    assert address.sentinels == (("h1", 26379), ("h2", 26379), ("h3", 26381))
+    assert (address.db, address.password) == (2, "pw")
+    assert address.canonical_url() == ("sentinel://:pw@h1:26379/2;sentinel://:pw@h2:26379/2;"
+                                       "sentinel://:pw@h3:26381/2")
+
+
+@pytest.mark.parametrize("url, message", [
+    ("", "is empty"),
+    ("http://h:1/0", "scheme 'http'"),
+    ("sentinel://h1:1;redis://h2:2", "is not sentinel://host:port"),
+    ("sentinel://h1:1/zero", "is not a number"),
+    ("sentinel://h1:port", "is not a URL"),
+    ("sentinel://:hunter2@h1:1;sentinel://h2:x", "is not a URL"),
+])
+def test_a_bad_broker_url_names_the_problem(url: str, message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        parse_redis_url(url)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_the_factory_refuses_a_bad_url_with_a_hint() -> None:
+    with pytest.raises(BadInput, match="scheme 'http'") as caught:
+        redis_client(Settings(redis_url="http://h:1/0"), timeout=1)
+    assert "DMG_REDIS_URL" in (caught.value.hint or "")
+
+
+def test_the_master_name_comes_from_the_environment() -> None:
+    settings = load({"DMG_REDIS_URL": "sentinel://a:1;sentinel://b:2/0", "DMG_REDIS_MASTER_NAME": "site-a",
+                     "DMG_DATA_DIR": "/nonexistent-dmg"})
+    config = celery_config(settings)
+    assert config["broker_url"] == config["result_backend"] == "sentinel://a:1/0;sentinel://b:2/0"
+    assert config["broker_transport_options"]["master_name"] == "site-a"
+    assert config["result_backend_transport_options"]["master_name"] == "site-a"
+
+
+def test_celery_keeps_reconnecting_to_a_plain_redis() -> None:
+    config = celery_config(Settings(redis_url="redis://127.0.0.1:6379/4"))
+    assert config["broker_url"] == "redis://127.0.0.1:6379/4"
+    assert config["broker_connection_retry"] is True and config["broker_connection_max_retries"] is None
+    assert config["result_backend_always_retry"] is True
+    options = config["broker_transport_options"]
+    assert options["socket_keepalive"] and options["retry_on_timeout"] and options["health_check_interval"]
+    assert "master_name" not in options and config["result_backend_transport_options"] == {}
+
+
+@pytest.mark.integration
+def test_a_riding_client_waits_out_a_redis_restart(tmp_path: Path) -> None:
+    """Given a client with retry_for, when its Redis stops (SIGTERM, AOF) and starts again on
+    the same port and dir, a command issued while it was down completes, with the data kept;
+    a fail-fast client raises while it is down and works again after."""
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    server = EmbeddedRedis(tmp_path / "r", free_port()).start()
+    try:
+        settings = Settings(redis_url=server.url)
+        riding = redis_client(settings, timeout=1, retry_for=30)
+        failing = redis_client(settings, timeout=1)
+        riding.set("k", "before")
+        server.stop()
+        asked = threading.Event()
+        answers: list[object] = []
+
+        def ask() -> None:
+            asked.set()
+            answers.append(riding.get("k"))
+
+        thread = threading.Thread(target=ask, daemon=True)
+        thread.start()
+        asked.wait(5)
+        with pytest.raises(redis_lib.ConnectionError):
+            failing.get("k")
+        assert thread.is_alive()  # still retrying
+        server.start()
+        thread.join(30)
+        assert answers == [b"before"]
+        assert failing.get("k") == b"before"
+        riding.close()
+        failing.close()
+    finally:
+        server.stop()
+
+
+def test_a_deadline_retry_gives_up() -> None:
+    """Nothing listens: a client with retry_for=1 raises instead of retrying N x N times."""
+    client = redis_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout=0.5,
+                          retry_for=1.0)
+    assert isinstance(client.connection_pool.connection_kwargs["retry"], DeadlineRetry)
+    with pytest.raises(redis_lib.ConnectionError):
+        client.ping()
