@@ -133,7 +133,8 @@ class EmbeddedSite:
     def __init__(self, settings: Settings, *, nodes: int = 2, gateway: str = "site", flower: bool = True,
                  node_concurrency: int | None = None, startup_timeout: float = 90.0,
                  echo: Callable[[str], None] | None = None,
-                 node_environ: Mapping[str, Mapping[str, str]] | None = None) -> None:
+                 node_environ: Mapping[str, Mapping[str, str]] | None = None,
+                 external_broker: bool = False) -> None:
         if nodes < 1:
             raise ValueError("a site needs at least one node")
         data_dir = settings.data_dir.expanduser().absolute()
@@ -145,6 +146,9 @@ class EmbeddedSite:
         self.startup_timeout = startup_timeout
         # Extra environment per node name (e.g. a HOME of its own, as if on another machine).
         self.node_environ = {name: dict(env) for name, env in (node_environ or {}).items()}
+        # True: the nodes use settings.redis_url as given (a Redis or Sentinel group run
+        # by someone else, see settings.redisurl); no Redis is started.
+        self.external_broker = external_broker
         self.gateway_keys: dict[str, str] = {}
         self._token_given = bool(settings.api_token)
         self.flower_url = ""
@@ -236,7 +240,8 @@ class EmbeddedSite:
         self._take_lock()
         try:
             self.reap_leftovers()
-            self._start_redis()
+            if not self.external_broker:
+                self._start_redis()
             self._start_cloud()
             self._ensure_gateway()
             for name in self.node_names:
@@ -360,7 +365,6 @@ class EmbeddedSite:
 
     def _start_cloud(self) -> None:
         from dmg.cloud.keys import api_token
-        from dmg.cloud.server import start_cloud_subprocess
 
         port = _pick_port(_port_of(self.settings.cloud_bind, 8050))
         bind = f"{HOST}:{port}"
@@ -370,12 +374,50 @@ class EmbeddedSite:
         if self.with_flower:
             self.settings = self.settings.replace(flower_port=_pick_port(self.settings.flower_port))
         self._env = child_environ({**settings_environ(self.settings), "PYTHONUNBUFFERED": "1"})
+        self._launch_cloud()
+
+    def _launch_cloud(self) -> None:
+        from dmg.cloud.server import start_cloud_subprocess
+
         self._echo(f"starting the cloud on {self.settings.cloud_url}")
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        self._cloud = start_cloud_subprocess(self.settings, bind=bind, db=self.settings.cloud_db_url,
+        self._cloud = start_cloud_subprocess(self.settings, bind=self.settings.cloud_bind,
+                                             db=self.settings.cloud_db_url,
                                              log_path=self.log_dir / "cloud.log",
                                              timeout=self.startup_timeout)
         self._record_pids()
+
+    # -- outages (tests, chaos runs) ------------------------------------------------------
+    def stop_cloud(self) -> None:
+        """Stop the cloud (SIGTERM); the nodes keep running and buffer their reports.
+        :meth:`start_cloud` brings it back on the same address and database."""
+        if self._cloud is not None:
+            self._echo("stopping the cloud")
+            self._cloud.stop(timeout=15)
+            kill_group(self._cloud.pid)
+            self._cloud = None
+
+    def start_cloud(self) -> None:
+        """Start the cloud again after :meth:`stop_cloud` (same address, database, token)."""
+        if self._cloud is None:
+            self._launch_cloud()
+
+    def stop_redis(self) -> None:
+        """Stop the site's Redis with SIGTERM (it writes its AOF first); the nodes keep
+        running and reconnect once :meth:`start_redis` brings it back."""
+        if self._redis is None:
+            raise Conflict("this site uses an external broker", hint="stop that broker yourself")
+        self._echo("stopping redis")
+        self._redis.stop()
+
+    def start_redis(self) -> None:
+        """Start the site's Redis again on the same port and data dir (its AOF is reloaded)."""
+        if self._redis is None:
+            raise Conflict("this site uses an external broker", hint="start that broker yourself")
+        if not self._redis.running:
+            self._echo(f"starting redis on {HOST}:{self._redis.port}")
+            self._redis.start()
+            self._record_pids()
 
     def _ensure_gateway(self) -> None:
         with self.client() as client:
