@@ -13,8 +13,9 @@ moto ``ThreadedMotoServer`` on 127.0.0.1 (threads in this process):
   moto URL, credentials from the environment only (``env_auth``; a config file in
   the temp dir; defaults: 4 transfers, multipart above 200 MiB in 5 MiB parts);
 * ``dmg``: an embedded site, one pipeline with one activity ``file`` store → ``s3``
-  store (option ``endpoint_url``); nodes get the keys through boto3's default chain
-  from the environment they inherit from this process.
+  store (option ``endpoint_url``); nodes get the keys from the site's credentials
+  file (``dmg.credentials``, written 0600 into the data dir), or, on a dmg without
+  one, through boto3's default chain from the environment they inherit.
 
 Every tool gets the same credentials and an empty AWS config (``AWS_CONFIG_FILE``,
 ``AWS_SHARED_CREDENTIALS_FILE`` point into the temp dir). Outputs are checked (the
@@ -118,6 +119,23 @@ def set_aws_environment(work: Path) -> None:
     # the endpoint is plain http on loopback, so no tool needs it.
     for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE"):
         os.environ.pop(name, None)
+
+
+def write_site_credentials(site: Any, stores: list[str]) -> Path | None:
+    """The site's credentials file (0600) with the keys for ``stores``, when this dmg has one
+    (``dmg.credentials``); otherwise the nodes use boto3's chain (the environment)."""
+    try:
+        import dmg.credentials  # noqa: F401
+    except ImportError:
+        return None
+    path = Path(getattr(site.settings, "credentials_path", site.data_dir / "credentials.toml"))
+    text = "".join(f'[stores."{name}"]\naccess_key_id = "{ACCESS_KEY}"\n'
+                   f'secret_access_key = "{SECRET_KEY}"\n\n' for name in stores)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    return path
 
 
 def write_rclone_config(path: Path, endpoint: str) -> None:
@@ -272,6 +290,9 @@ def main() -> int:
         if "dmg" in tools:
             with dmg_site(work / "dmg-data", nodes=args.nodes, concurrency=args.concurrency) as site:
                 meta["node_slots"] = node_limits(site)
+                creds = write_site_credentials(site, [f"s3-{d.name}-{i}" for d in datasets
+                                                      for i in range(args.repeat)])
+                meta["dmg_credentials"] = f"site file {creds}" if creds else "environment (boto3 chain)"
                 run_all(DmgCopier(site))
         else:
             run_all(None)
