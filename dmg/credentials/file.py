@@ -29,15 +29,17 @@ class CredentialFile:
     stores: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     exists: bool = True
 
-    def entry(self, store: str) -> Mapping[str, str]:
-        """The ``[stores.<store>]`` table; NotFound (naming file and store) if absent."""
+    def entry(self, name: str, *, store: str = "") -> Mapping[str, str]:
+        """The ``[stores.<name>]`` table (for store ``store``, by default ``name``);
+        NotFound naming the file and the store if absent."""
+        store = store or name
         if not self.exists:
             raise NotFound(f"store {store!r} needs a credential, but {self.path} does not exist",
-                           hint=f"create it (chmod 600) with a [stores.{store}] table")
-        found = self.stores.get(store)
+                           hint=f"create it (chmod 600) with a [stores.{name}] table")
+        found = self.stores.get(name)
         if found is None:
-            raise NotFound(f"store {store!r} has no credential in {self.path}",
-                           hint=f"add a [stores.{store}] table to it")
+            raise NotFound(f"store {store!r} has no credential [stores.{name}] in {self.path}",
+                           hint=f"add a [stores.{name}] table to it")
         return found
 
     def __repr__(self) -> str:  # never the secrets
@@ -58,15 +60,18 @@ def load_credentials(path: Path) -> CredentialFile:
     except OSError as exc:
         raise PermissionDenied(f"cannot read credentials file {path} ({exc.strerror})",
                                hint="the node's user must own it; chmod 600") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fh.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise PermissionDenied(f"credentials file {path} is not a regular file")
         mode = stat.S_IMODE(info.st_mode)
         if mode & 0o077:
             raise PermissionDenied(f"credentials file {path} is open to other users (mode {mode:04o})",
                                    hint=f"chmod 600 {path}")
-        raw = fh.read()
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            raw = fh.read()
+    finally:
+        os.close(fd)
     try:
         body = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

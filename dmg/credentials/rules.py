@@ -3,8 +3,9 @@
 A store needs one from the site's file unless it is a ``file`` store, an SQLite
 database, or its options say ``"credential": "none"`` (then the connector uses
 what the node offers without a secret: the AWS credential chain, an anonymous
-Azure client, a database that trusts the node). The default is
-``"credential": "site"``.
+Azure client, a database that trusts the node). Its entry is
+``[stores.<store name>]``, or ``[stores.<name>]`` for ``"credential": "<name>"``
+(several stores may share one entry).
 """
 
 from __future__ import annotations
@@ -28,18 +29,25 @@ REQUIRED: dict[str, tuple[tuple[str, ...], ...]] = {
     "azureblob": (("connection_string",), ("account_key",), ("sas_token",)),
     "sql": (("password",),),
 }
-MODES = ("site", "none")
+NONE = "none"
 #: Keys that name rather than hide (shown in messages as they are).
 NOT_SECRET = frozenset({"username", "account_name"})
 
 
+def entry_name(spec: StoreSpec) -> str:
+    """The ``[stores.<name>]`` entry holding the secret of ``spec``."""
+    named = spec.options.get("credential")
+    if named is None or named == "":
+        return spec.name
+    if not isinstance(named, str):
+        raise BadInput(f"store {spec.name!r}: option credential must be a string",
+                       hint='"none", or the name of an entry of the credentials file')
+    return named
+
+
 def needs_credential(spec: StoreSpec) -> bool:
     """True when ``spec`` takes its secret from the site's credentials file."""
-    mode = spec.options.get("credential", "site")
-    if mode not in MODES:
-        raise BadInput(f"store {spec.name!r}: option credential is {mode!r}",
-                       hint='use "site" (the credentials file, the default) or "none"')
-    if mode == "none" or spec.type not in ALLOWED:
+    if entry_name(spec) == NONE or spec.type not in ALLOWED:
         return False
     return not (spec.type == "sql" and spec.location.strip().lower().startswith("sqlite"))
 
@@ -51,9 +59,10 @@ def credential_for(spec: StoreSpec, *, path: Path) -> Mapping[str, str] | None:
     entry (the messages name keys, never values)."""
     if not needs_credential(spec):
         return None
-    entry = load_credentials(path).entry(spec.name)
+    name = entry_name(spec)
+    entry = load_credentials(path).entry(name, store=spec.name)
     allowed = ALLOWED[spec.type]
-    where = f"the credential of store {spec.name!r} in {path}"
+    where = f"the credential [stores.{name}] of store {spec.name!r} in {path}"
     for key, value in entry.items():
         if key not in allowed:
             raise BadInput(f"{where} has unknown key {key!r}",
@@ -63,7 +72,7 @@ def credential_for(spec: StoreSpec, *, path: Path) -> Mapping[str, str] | None:
     choices = REQUIRED[spec.type]
     if not any(all(k in entry for k in keys) for keys in choices):
         wanted = " or ".join(" + ".join(keys) for keys in choices)
-        raise BadInput(f"{where} lacks {wanted}", hint=f"add {wanted} to [stores.{spec.name}]")
+        raise BadInput(f"{where} lacks {wanted}", hint=f"add {wanted} to [stores.{name}]")
     return dict(entry)
 
 
