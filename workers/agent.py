@@ -46,6 +46,12 @@ WORKER_NOT_RESPONDING = "worker process not responding"
 MAX_STORE_PROBLEMS = 32
 
 
+def store_problem(store: str, reason: str) -> str:
+    """The problem line of an unreachable store: ``store '<name>'...`` and why."""
+    prefix = f"store {store!r}"
+    return reason if reason.startswith(prefix) else f"{prefix}: {reason}"
+
+
 class HeartbeatClient(Protocol):
     """The part of :class:`dmg.cloud.client.CloudClient` the agent uses."""
 
@@ -137,7 +143,7 @@ class NodeAgent:
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
         stores = self._stores_unreachable()
-        problems += [f"store {name!r}: {why}" for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
+        problems += [store_problem(name, why) for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
         beat: dict[str, Any] = {
             "node": self.node,

@@ -111,7 +111,7 @@ def node_ready(row: dict[str, Any]) -> bool:
     stores = [str(s) for s in row.get("stores_unreachable") or []]
     if row.get("status") != "Limited" or not stores:
         return False
-    about_stores = (*(f"store {s!r}:" for s in stores), "cannot reach store(s) ")
+    about_stores = (*(f"store {s!r}" for s in stores), "cannot reach store(s) ")
     return all(str(reason).startswith(about_stores) for reason in row.get("reasons") or [])
 
 
