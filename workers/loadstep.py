@@ -2,8 +2,10 @@
 
 ``SiteState.publish_worker_load(node, running, limit, pids, ttl)`` where
 ``running`` is the number of tasks the pool is executing and ``limit`` is the
-number of pool processes alive now (DESIGN.md trap: after ``pool_grow``,
-``max-concurrency`` stays stale; the process list does not). The key expires
+pool's size, or the target a ``dmg scale`` is shrinking it to (DESIGN.md trap:
+after ``pool_grow``, ``max-concurrency`` stays stale; the pool's own count does
+not). Each tick also lets :class:`workers.scaling.PoolScaler` move the pool
+toward its target. The key expires
 after :data:`LOAD_TTL` s, so a hung or dead worker disappears from it.
 """
 
@@ -20,6 +22,7 @@ import settings as dmg_settings
 from dmg import nodestate
 from dmg.errors import DmgError
 from dmg.sitestate import SiteState
+from workers import scaling
 from workers.context import redis_client
 
 log = logging.getLogger(__name__)
@@ -54,8 +57,10 @@ class WorkerLoadStep(bootsteps.StartStopStep):
                                                 or dmg_settings.load())
         self._state: SiteState | None = None
         self._node = ""
+        self.scaler: scaling.PoolScaler | None = None
 
     def start(self, worker: Any) -> None:
+        self.scaler = scaling.install(nodestate.node_dir(self.settings.data_dir, self.settings.node_name))
         self.publish(worker)
         self.tref = worker.timer.call_repeatedly(LOAD_INTERVAL, self.publish, (worker,), priority=10)
 
@@ -66,13 +71,21 @@ class WorkerLoadStep(bootsteps.StartStopStep):
 
     def publish(self, worker: Any) -> None:
         pids = pool_pids(worker)
+        limit = len(pids)
+        consumer = getattr(worker, "consumer", None)
+        if self.scaler is not None and consumer is not None and getattr(consumer, "qos", None) is not None:
+            try:
+                self.scaler.reconcile(consumer)
+                limit = self.scaler.limit(consumer)
+            except Exception:  # the pool is starting or stopping: try again next second
+                log.debug("pool not ready to scale", exc_info=True)
         try:
             if self._state is None:
                 registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
                 self._node = registration.node
                 self._state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
             self._state.publish_worker_load(
-                self._node, running=len(worker_state.active_requests), limit=len(pids),
+                self._node, running=len(worker_state.active_requests), limit=limit,
                 pids=pids, ttl=LOAD_TTL)
         except (redis.RedisError, DmgError, OSError) as exc:
             if not self._failing:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import stop_process
-from dmg.nodestate import NodeRegistration
+from dmg.nodestate import NodeRegistration, node_dir
 from dmg.sitestate import SiteState
 from settings import Settings
 from workers.agent import NodeAgent
@@ -41,6 +41,7 @@ from workers.context import redis_client
 from workers.names import node_queue, worker_hostname
 from workers.outbox import ReportOutbox
 from workers.reporter import HttpReporter
+from workers.scaling import persisted_limit
 from workers.sizing import node_limit
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,9 @@ class NodeRuntime:
         self.settings = settings.replace(node_name=registration.node)
         self.registration = registration
         self.services = list(services)
-        self.limit = node_limit(self.settings)
+        # A limit set at runtime (dmg scale, Flower, --concurrency) outlives restarts.
+        self.limit = (persisted_limit(node_dir(self.settings.data_dir, registration.node))
+                      or node_limit(self.settings))
         self.base_environ = dict(os.environ if base_environ is None else base_environ)
         self.worker_log = worker_log
         self.shutdown_timeout = shutdown_timeout

@@ -71,7 +71,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from dmg.cli import cloud_cmd, gateway_cmd, node_cmd, pipeline_cmd, site_cmd, store_cmd
+    from dmg.cli import cloud_cmd, gateway_cmd, node_cmd, pipeline_cmd, scale_cmd, site_cmd, store_cmd
 
     cli.add_command(cloud_cmd.cloud)
     cli.add_command(gateway_cmd.gateway)
@@ -79,6 +79,7 @@ def _register() -> None:
     cli.add_command(store_cmd.store)
     cli.add_command(pipeline_cmd.pipeline)
     cli.add_command(pipeline_cmd.runs)
+    cli.add_command(scale_cmd.scale)
     cli.add_command(site_cmd.up)
     cli.add_command(site_cmd.demo)
 

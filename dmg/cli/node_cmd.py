@@ -58,7 +58,8 @@ def _refuse_if_registered(data_dir: object, name: str) -> None:
 @node.command()
 @click.option("--name", default=None, help="Which registered node to run (default: the only one).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
-              help="Concurrent jobs limit (default: DMG_NODE_CONCURRENCY, else sized to the machine).")
+              help="Concurrent jobs limit, kept across restarts (default: the last limit set with "
+                   "`dmg scale`, else DMG_NODE_CONCURRENCY, else sized to the machine).")
 def start(name: str | None, concurrency: int | None) -> None:
     """Run this node in the foreground: its Celery worker and a dispatcher candidate.
 
@@ -69,6 +70,10 @@ def start(name: str | None, concurrency: int | None) -> None:
     settings = settings.replace(
         node_name=registration.node, cloud_url=registration.cloud_url,
         node_concurrency=concurrency if concurrency is not None else settings.node_concurrency)
+    if concurrency is not None:  # the flag sets the node's limit, as `dmg scale` would
+        from workers.scaling import persist_limit
+
+        persist_limit(nodestate.node_dir(settings.data_dir, registration.node), concurrency)
     setup_logging(settings)
     from dmg.cli.runtime import run_node
 

@@ -82,11 +82,13 @@ def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool) -> No
                 click.echo(f"  {line}")
             click.echo("")
             click.echo("in another terminal:")
-            click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url}")
+            click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url} "
+                       f"DMG_REDIS_URL={site.settings.redis_url}")
             for command in (f"dmg gateway show {gateway}", f"dmg node list --gateway {gateway}",
                             "dmg store add store.json        # {\"name\", \"type\": \"file\", \"location\"}",
                             "dmg pipeline create pipeline.json",
                             "dmg pipeline run NAME --wait", "dmg runs list",
+                            "dmg scale node1 --concurrency 8  # live, no restart",
                             "dmg demo                         # (after stopping this site)"):
                 click.echo(f"  {command}")
             click.echo("")
