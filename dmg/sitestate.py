@@ -9,7 +9,11 @@ Key layout (all under ``dmg:<gateway>:``):
 ``limit:<node>``            the node's concurrent-job limit set at runtime
 ``queued:<node>``           set of shard ids placed on the node, not started
 ``running:<node>``          set of shard ids the node is running
-``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``
+``started:<node>``          set of staging ids (``<shard>.<attempt>``) the node began, not ended
+``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``, ``epoch``,
+                            ``deliveries``, ``runner``, ``duplicates`` (:mod:`dmg.attempts`)
+``drain``                   hash: node -> ``drain`` / ``removed``: place nothing new there
+``planning``                set of activity runs whose shards may not be pending yet
 ``pending``                 list of shard ids planned but not placed yet
 ``wake``                    pinged when a slot frees or work arrives (wakes placement)
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
@@ -37,32 +41,27 @@ SHARD_RUNNING = "running"
 SHARD_DONE = "done"
 SHARD_FAILED = "failed"
 
-# KEYS: shard hash. ARGV: prefix, shard id, node, queued state.
+# KEYS: shard hash. ARGV: prefix, shard id, node, queued state, epoch ('' = unfenced).
 _NEW_ATTEMPT = """
+if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then
+  return 0
+end
 local previous = redis.call('HGET', KEYS[1], 'node')
 if previous and previous ~= '' then
   redis.call('SREM', ARGV[1] .. 'queued:' .. previous, ARGV[2])
   redis.call('SREM', ARGV[1] .. 'running:' .. previous, ARGV[2])
 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', ARGV[4])
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0,
+           'runner', '')
 redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
 return attempt
 """
 
-# KEYS: shard hash, queued set, running set. ARGV: attempt, shard id, running state.
-_MARK_RUNNING = """
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then
-  return 0
-end
-redis.call('SREM', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('HSET', KEYS[1], 'state', ARGV[3])
-return 1
-"""
-
-# KEYS: shard hash, queued set, running set. ARGV: attempt, shard id, node, end state.
+# KEYS: shard hash, queued set, running set, started set.
+# ARGV: attempt, shard id, node, end state, staging id.
 _MARK_FINISHED = """
+redis.call('SREM', KEYS[4], ARGV[5])
 local current = redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
 if not current and redis.call('HGET', KEYS[1], 'node') == ARGV[3] then
   return 0
@@ -82,7 +81,6 @@ class SiteState:
         self.gateway = gateway
         self.prefix = f"dmg:{gateway}:"
         self._new_attempt = client.register_script(_NEW_ATTEMPT)
-        self._mark_running = client.register_script(_MARK_RUNNING)
         self._mark_finished = client.register_script(_MARK_FINISHED)
 
     def key(self, *parts: str) -> str:
@@ -144,39 +142,75 @@ class SiteState:
             "attempt": int(body.get("attempt", 0)),
             "node": body.get("node", ""),
             "state": body.get("state", ""),
+            "epoch": int(body.get("epoch") or 0),
+            "deliveries": int(body.get("deliveries") or 0),
+            "runner": body.get("runner", ""),
+            "duplicates": int(body.get("duplicates") or 0),
         }
 
-    def new_attempt(self, shard_id: str, node: str) -> int:
+    def new_attempt(self, shard_id: str, node: str, *, epoch: int | None = None) -> int:
         """Start a new attempt of a shard on ``node``; older attempts can no longer commit.
 
         The shard leaves the queued/running sets of the node that held the older
-        attempt: a fenced attempt no longer counts against that node's slots.
+        attempt: a fenced attempt no longer counts against that node's slots. With
+        ``epoch`` (the dispatcher's lease epoch) the attempt is recorded with it, and
+        nothing happens (returns 0) when a newer dispatcher took the lease since.
         """
         return int(self._new_attempt(keys=[self.key("shard", shard_id)],
-                                     args=[self.prefix, shard_id, node, SHARD_QUEUED]))
+                                     args=[self.prefix, shard_id, node, SHARD_QUEUED,
+                                           "" if epoch is None else epoch]))
 
     def is_current(self, shard_id: str, attempt: int) -> bool:
         raw = self.redis.hget(self.key("shard", shard_id), "attempt")
         return raw is not None and int(raw) == attempt
 
     def mark_running(self, shard_id: str, attempt: int, node: str) -> bool:
-        """Move a shard from queued to running on ``node``; False if ``attempt`` is stale.
+        """Move a shard from queued to running on ``node``; False if ``attempt`` is stale
+        or already finished. Atomic; a worker uses :func:`dmg.attempts.start_run`, which
+        also refuses a second live execution."""
+        from dmg.attempts import STARTED, start_run
 
-        Atomic: the check and the move happen in one Redis script.
-        """
-        moved = self._mark_running(
-            keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node)],
-            args=[attempt, shard_id, SHARD_RUNNING])
-        return bool(moved)
+        outcome, _ = start_run(self, shard_id, attempt, node, runner="", alive=lambda _token: False)
+        return outcome == STARTED
 
     def mark_finished(self, shard_id: str, attempt: int, node: str, *, ok: bool) -> None:
         """Take the shard off ``node``'s queued/running sets and, if ``attempt`` is still
         current, record ``done``/``failed``. A stale attempt on the node that holds the
         newer attempt leaves the sets alone (they count the newer attempt)."""
+        from dmg.connectors.base import staging_id
+
         self._mark_finished(
-            keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node)],
-            args=[attempt, shard_id, node, SHARD_DONE if ok else SHARD_FAILED])
+            keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node),
+                  self.key("started", node)],
+            args=[attempt, shard_id, node, SHARD_DONE if ok else SHARD_FAILED,
+                  staging_id(shard_id, attempt)])
         self.notify_dispatcher()
+
+    def started(self, node: str) -> set[str]:
+        """Staging ids of attempts ``node`` began and never ended (they died with it)."""
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.key("started", node))}
+
+    def forget_started(self, node: str, staging: str) -> None:
+        self.redis.srem(self.key("started", node), staging)
+
+    # -- drain -------------------------------------------------------------------------
+    def set_drain(self, node: str, reason: str = "drain") -> None:
+        """Place nothing new on ``node`` (``reason``: ``drain`` or ``removed``)."""
+        self.redis.hset(self.key("drain"), node, reason)
+        self.notify_dispatcher()
+
+    def clear_drain(self, node: str) -> bool:
+        """Let ``node`` take work again; True if it was drained."""
+        cleared = bool(self.redis.hdel(self.key("drain"), node))
+        self.notify_dispatcher()
+        return cleared
+
+    def drained(self) -> dict[str, str]:
+        """Drained nodes and why (``drain`` or ``removed``)."""
+        raw = self.redis.hgetall(self.key("drain"))
+        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
 
     def queued(self, node: str) -> set[str]:
         return {m.decode() if isinstance(m, bytes) else m
@@ -214,6 +248,18 @@ class SiteState:
 
     def drop_pending(self, shard_id: str) -> None:
         self.redis.lrem(self.key("pending"), 1, shard_id)
+
+    def begin_planning(self, activity_run_id: str) -> None:
+        """Note that an activity run is being planned, until :meth:`end_planning`: a new
+        dispatcher replays the plans of the runs still listed (its predecessor died)."""
+        self.redis.sadd(self.key("planning"), activity_run_id)
+
+    def end_planning(self, activity_run_id: str) -> None:
+        self.redis.srem(self.key("planning"), activity_run_id)
+
+    def planning(self) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.key("planning"))}
 
     # -- bandwidth -------------------------------------------------------------------------
     def set_bandwidth(self, activity_run_id: str, bytes_per_s: int, *, ttl: float = 7 * 24 * 3600) -> None:

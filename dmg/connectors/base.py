@@ -12,7 +12,10 @@ A connector overrides a few primitives; the transfer engine derives the rest
   to a staging place that nobody sees; :meth:`StagedWriter.commit` makes the
   object visible atomically (rename, block-list commit, transaction), and
   :meth:`StagedWriter.abort` removes the staging place. Committing the same
-  staging id twice is a no-op.
+  staging id twice is a no-op. A staging id is ``<shard id>.<attempt>``
+  (:func:`staging_id`); a sink that fences commits with a marker keys it by the
+  shard part (:func:`commit_key`), so that a shard replayed by a newer attempt
+  commits each target at most once.
 - :meth:`Connector.delete` removes an object; deleting a missing one is not an error.
 - :meth:`Connector.check_reachable` raises a ``DmgError`` saying why this node
   cannot use the store.
@@ -32,6 +35,17 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
 from dmg.errors import BadInput
+
+
+def staging_id(shard_id: str, attempt: int) -> str:
+    """The staging id of one attempt of a shard: ``<shard id>.<attempt>``."""
+    return f"{shard_id}.{int(attempt)}"
+
+
+def commit_key(staging: str) -> str:
+    """The shard part of a staging id (``s-00001`` of ``s-00001.3``); other ids unchanged."""
+    head, dot, tail = staging.rpartition(".")
+    return head if dot and head and tail.isdigit() else staging
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,10 @@ Bytes written are spooled (memory, then a temporary file); :meth:`commit` parses
 them and inserts the rows in batches inside ONE transaction that also inserts
 ``dmg_commits(staging_id, target)``. A replayed commit finds the marker row and
 does nothing, so a shard copied twice never duplicates rows; two concurrent
-commits of the same staging id serialise on the marker's primary key.
+commits of the same staging id serialise on the marker's primary key. The marker
+holds the shard part of the staging id (:func:`dmg.connectors.base.commit_key`):
+every attempt of a shard shares it, so a shard replayed by a new attempt after a
+crash inserts nothing a fenced older attempt already committed.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from dmg.connectors.base import StagedWriter
+from dmg.connectors.base import StagedWriter, commit_key
 from dmg.connectors.sql.errors import map_sql_errors
 from dmg.connectors.sql.paths import SqlPath
 from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
@@ -88,7 +91,7 @@ class SqlWriter(StagedWriter):
             raise BadInput(f"{what}: staging id longer than 255 characters")
         self._engine = engine
         self._target = target
-        self._staging_id = staging_id
+        self._staging_id = commit_key(staging_id)
         self._fmt = fmt
         self._batch_size = batch_size
         self._create_table = create_table
