@@ -1,7 +1,7 @@
 """Placement: send pending shards to the node with the most free slots.
 
 Each round reads the site's load from Redis: the nodes with a live heartbeat are
-online; a node's limit comes from its heartbeat (else its worker-load key);
+online; a node's limit comes from its worker-load key (else its heartbeat);
 running and queued are the sizes of its ``running:<node>`` / ``queued:<node>``
 sets. For each pending shard in order it picks a node with
 :func:`dmg.placement.choose_node`, starts a new attempt, sends
@@ -46,10 +46,10 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state."""
     loads = []
     for name, beat in state.heartbeats().items():
-        limit = int(beat.get("limit") or 0)
-        if limit <= 0:
-            worker = state.worker_load(name)
-            limit = int(worker["limit"]) if worker else 0
+        # The worker's own load (published every second) carries a `dmg scale` sooner
+        # than the heartbeat; the heartbeat's limit is the fallback.
+        worker = state.worker_load(name)
+        limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
         loads.append(NodeLoad(
             name=name, limit=limit, running=len(state.running(name)), queued=len(state.queued(name)),
             online=True, draining=bool(beat.get("draining", False)),
