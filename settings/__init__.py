@@ -39,6 +39,8 @@ class Settings:
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     offline_after: float = defaults.OFFLINE_AFTER
     lease_ttl: float = defaults.LEASE_TTL
+    broker_visibility_timeout: float = defaults.BROKER_VISIBILITY_TIMEOUT
+    shard_max_worker_deaths: int = defaults.SHARD_MAX_WORKER_DEATHS
     claim_wait: float = defaults.CLAIM_WAIT
     shard_max_files: int = defaults.SHARD_MAX_FILES
     shard_max_bytes: int = defaults.SHARD_MAX_BYTES
@@ -48,9 +50,9 @@ class Settings:
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
     log_level: str = defaults.LOG_LEVEL
-    extra: dict[str, Any] = field(default_factory=dict)
     credentials_file: str = ""
     store_check_interval: float = defaults.STORE_CHECK_INTERVAL
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cloud_db_url(self) -> str:
@@ -60,13 +62,13 @@ class Settings:
         return f"sqlite:///{(self.data_dir / 'cloud' / 'cloud.db').resolve()}"
 
     @property
-    @property
     def credentials_path(self) -> Path:
         """Store secrets of this site: ``DMG_CREDENTIALS_FILE`` or ``<data dir>/credentials.toml``."""
         if self.credentials_file:
             return Path(self.credentials_file).expanduser()
         return self.data_dir / "credentials.toml"
 
+    @property
     def default_node_name(self) -> str:
         return self.node_name or socket.gethostname().split(".")[0]
 
@@ -94,14 +96,16 @@ _KINDS: dict[str, type] = {
     "heartbeat_interval": float,
     "offline_after": float,
     "lease_ttl": float,
+    "broker_visibility_timeout": float,
+    "shard_max_worker_deaths": int,
     "claim_wait": float,
     "shard_max_files": int,
     "shard_max_bytes": int,
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
     "flower_port": int,
-}
     "store_check_interval": float,
+}
 
 
 def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:

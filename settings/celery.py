@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from settings import Settings
+from settings import Settings, SettingsError
 from settings.redisurl import parse_redis_url
 
 #: Seconds a broker socket may wait for a reply or a connection.
@@ -22,6 +22,16 @@ BROKER_CONNECT_TIMEOUT = 5.0
 BROKER_HEALTH_CHECK_INTERVAL = 10
 #: Seconds a sentinel may take to answer "who is the primary?".
 SENTINEL_TIMEOUT = 2.0
+
+
+def restore_sweep(visibility_timeout: float) -> dict[str, Any]:
+    """kombu looks for expired unacked messages every 10 s x 10 calls; a short visibility
+    timeout (tests, tuning) gets a sweep about twice per timeout instead."""
+    if visibility_timeout <= 0:
+        raise SettingsError(f"DMG_BROKER_VISIBILITY_TIMEOUT={visibility_timeout} must be positive")
+    if visibility_timeout >= 600:
+        return {}
+    return {"unacked_restore_interval": max(1.0, visibility_timeout / 2), "unacked_restore_throttle": 1}
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -34,7 +44,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     transport: dict[str, Any] = {
         # Recovery of a dead node is the dispatcher's job, not the broker's: a long
         # visibility timeout keeps Redis from re-delivering a long shard twice.
-        "visibility_timeout": 12 * 3600,
+        "visibility_timeout": settings.broker_visibility_timeout,
+        **restore_sweep(settings.broker_visibility_timeout),
         "socket_timeout": BROKER_SOCKET_TIMEOUT,
         "socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
         "socket_keepalive": True,

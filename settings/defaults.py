@@ -18,6 +18,12 @@ HEARTBEAT_INTERVAL = 2.0
 OFFLINE_AFTER = 10.0
 #: Seconds a dispatcher lease lives without renewal.
 LEASE_TTL = 6.0
+#: Seconds before Redis hands an unacknowledged task message out again. Long on
+#: purpose: a shard outliving it is not run twice (dmg.attempts refuses the copy),
+#: but recovering a dead node is the dispatcher's job, not the broker's.
+BROKER_VISIBILITY_TIMEOUT = 12 * 3600.0
+#: Times a shard may kill the worker process running it (OOM, crash) before it fails.
+SHARD_MAX_WORKER_DEATHS = 3
 #: Seconds a dispatcher's long-poll for activity runs waits at most.
 CLAIM_WAIT = 20.0
 #: A shard holds at most this many files ...
@@ -27,8 +33,8 @@ SHARD_MAX_BYTES = 256 * 1024 * 1024
 #: Shards placed on a node beyond its free slots (keeps node queues short).
 MAX_QUEUED_PER_NODE = 1
 MAX_NODES_PER_GATEWAY = 64
+#: Seconds between a node's checks that it can reach every store it may be given.
+STORE_CHECK_INTERVAL = 30.0
 FLOWER_PORT = 5555
 FLOWER_USER = "admin"
 LOG_LEVEL = "INFO"
-#: Seconds between a node's checks that it can reach every store it may be given.
-STORE_CHECK_INTERVAL = 30.0
