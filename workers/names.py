@@ -6,7 +6,8 @@ can send tasks by name without importing the worker code.
 
 from __future__ import annotations
 
-#: The Celery task that copies one shard; args ``(shard_id: str, attempt: int)``.
+#: The Celery task that copies one shard; args ``(shard_id: str, attempt: int)``, kwargs
+#: ``{"epoch": int}`` (the placing dispatcher's lease epoch; optional).
 COPY_SHARD = "dmg.copy_shard"
 
 

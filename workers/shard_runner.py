@@ -2,8 +2,13 @@
 
 Plain Python (no Celery), so it can be tested and reused directly. The contract:
 
-1. ``SiteState.mark_running``: a stale attempt (a newer one exists, or the shard
-   is unknown) returns status ``"stale"`` and touches nothing else.
+1. :func:`workers.delivery.begin_delivery`: a stale attempt (a newer one exists,
+   it finished, it came from a superseded dispatcher epoch, or the shard is
+   unknown) returns status ``"stale"``; a redelivery of an attempt that a live
+   process of this node still runs returns ``"duplicate"``; both touch nothing
+   else. An attempt whose earlier executions killed their worker process
+   ``max_worker_deaths`` times (OOM, crash) fails with that error instead of
+   running again.
 2. Reports ``running`` to the cloud, copies the shard's entries with
    :func:`dmg.transfer.copy_entries` (each file commits only while this attempt is
    current), reports progress at most every ``progress_interval`` s.
@@ -22,10 +27,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dmg.attempts import STARTED
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import DmgError, Fatal, StaleAttempt
 from dmg.sitestate import SiteState
 from dmg.transfer import FileResult, copy_entries
+from workers.delivery import begin_delivery
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -41,7 +48,7 @@ class ShardFailed(Fatal):
 
 @dataclass
 class ShardOutcome:
-    status: str  # succeeded | failed | stale
+    status: str  # succeeded | failed | stale | duplicate
     node: str
     attempt: int
     shard_id: str
@@ -104,11 +111,15 @@ def run_shard(
     connector_factory: Callable[[StoreSpec], Connector] = connector_for,
     progress_interval: float = 5.0,
     clock: Callable[[], float] = time.time,
+    epoch: int | None = None,
+    max_worker_deaths: int = 0,
 ) -> ShardOutcome:
-    """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring."""
-    if not state.mark_running(shard_id, attempt, node):
-        log.info("stale attempt skipped shard=%s attempt=%d node=%s", shard_id, attempt, node)
-        return ShardOutcome(STALE, node, attempt, shard_id)
+    """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring.
+    ``epoch``: the dispatcher epoch the message carries; ``max_worker_deaths`` 0: no limit."""
+    begun, deliveries = begin_delivery(state, shard_id, attempt, node, epoch=epoch)
+    if begun != STARTED:
+        log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun, shard_id, attempt, node)
+        return ShardOutcome(begun, node, attempt, shard_id)
     started = clock()
     base: dict[str, Any] = {"attempt": attempt, "node": node, "started_at": started}
     stored = state.shard(shard_id) or {}
@@ -118,6 +129,12 @@ def run_shard(
         return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0,
                        totals=(0, 0), error=str(exc), clock=clock)
     totals = (spec.files_total, spec.bytes_total)
+    deaths = deliveries - 1  # every earlier start of this attempt ended with its process
+    if max_worker_deaths and deaths >= max_worker_deaths:
+        return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=totals,
+                       error=f"the shard killed its worker process {deaths} times (out of memory or a "
+                             f"crash); not retried (limit DMG_SHARD_MAX_WORKER_DEATHS={max_worker_deaths})",
+                       clock=clock)
     reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
                                      "files_total": totals[0], "bytes_total": totals[1]})
     log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d",

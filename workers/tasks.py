@@ -16,16 +16,19 @@ from workers.shard_runner import FAILED, ShardFailed, run_shard
 
 
 @app.task(name=COPY_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
-def copy_shard(self: Any, shard_id: str, attempt: int) -> dict[str, Any]:
-    """Copy attempt ``attempt`` of shard ``shard_id``.
+def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None) -> dict[str, Any]:
+    """Copy attempt ``attempt`` of shard ``shard_id``, placed by the dispatcher of ``epoch``.
 
-    Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded`` or
-    ``stale``); a failed shard raises :class:`ShardFailed` after reporting it.
+    Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded``,
+    ``stale`` or ``duplicate``: see :mod:`workers.shard_runner`); a failed shard
+    raises :class:`ShardFailed` after reporting it.
     """
     settings = self.app.dmg_settings
     context = node_context(settings)
     outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
-                        reporter=context.reporter, connector_factory=partial(open_store, settings=settings))
+                        reporter=context.reporter, connector_factory=partial(open_store, settings=settings),
+                        epoch=None if epoch is None else int(epoch),
+                        max_worker_deaths=settings.shard_max_worker_deaths)
     if outcome.status == FAILED:
         raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
     return {"status": outcome.status, "node": outcome.node, "attempt": outcome.attempt,

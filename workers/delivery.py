@@ -1,0 +1,49 @@
+"""Which process of this node runs a shard attempt, and whether it still lives.
+
+A task message can reach a node's worker more than once for the same attempt:
+
+- the pool process running it died (OOM, segfault): Celery requeues the message
+  (``acks_late`` + ``reject_on_worker_lost``) and the shard must run again here;
+- the shard outlived the broker's visibility timeout: Redis hands the message out
+  again while the first execution still runs, and it must not run twice.
+
+:func:`begin_delivery` tells the two apart with the runner token the first
+execution left in the shard hash (:func:`dmg.attempts.start_run`): a token whose
+process is still alive (same pid, same start time) makes this delivery a
+``duplicate`` that does nothing; a dead one lets the attempt start again and
+counts one more delivery.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psutil
+
+from dmg.attempts import runner_pid, runner_token, start_run
+from dmg.sitestate import SiteState
+
+
+def my_runner() -> str:
+    """The runner token of this process."""
+    pid = os.getpid()
+    return runner_token(pid, psutil.Process(pid).create_time())
+
+
+def runner_alive(token: str) -> bool:
+    """True while the process named by ``token`` runs on this machine (not a reused pid)."""
+    pid = runner_pid(token)
+    if pid is None:
+        return False
+    try:
+        proc = psutil.Process(pid)
+        return runner_token(pid, proc.create_time()) == token and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
+                   epoch: int | None = None) -> tuple[str, int]:
+    """Start ``attempt`` of ``shard_id`` in this process; -> ``(outcome, deliveries)``
+    as :func:`dmg.attempts.start_run` returns them."""
+    return start_run(state, shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch)
