@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from celery import Celery
 
+from dispatcher.brokerwatch import BrokerWatch
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
@@ -80,6 +81,8 @@ class DispatcherService:
         self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
                            holder=node, ttl=settings.lease_ttl)
         self.reports = BackgroundReports(cloud)
+        # After a broker outage, missing heartbeats prove nothing until nodes beat again.
+        self.broker = BrokerWatch(settings.offline_after)
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node)
         self._stop = threading.Event()
@@ -142,9 +145,13 @@ class DispatcherService:
                 if self.lease.holding():
                     self._lead()
                 elif self.lease.acquire():
+                    self.broker.reachable()
                     self._on_acquired()
                     continue
+                else:
+                    self.broker.reachable()
             except redis.RedisError as exc:
+                self.broker.failed()
                 log.warning("dispatcher candidate cannot reach the broker node=%s error=%s", self.node, exc)
             except Exception:
                 log.exception("dispatcher candidate error node=%s", self.node)
@@ -172,17 +179,20 @@ class DispatcherService:
             if not self.lease.holding():
                 break
             try:
-                if now >= next_recovery:
+                if now >= next_recovery and self.broker.settled():
                     requeue_offline_queued(self.state)
                     next_recovery = now + self.recovery_interval
                 self.placer.place_pending()
+                self.broker.reachable()
             except redis.RedisError as exc:
+                self.broker.failed()
                 log.warning("placement round failed (broker) error=%s", exc)
             # Sleep until a slot frees or work arrives (or the interval passes).
             pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
             try:
                 self.state.wait_for_change(pause)
             except redis.RedisError:
+                self.broker.failed()
                 self._stop.wait(pause)
         if not self._stop.is_set():
             log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
