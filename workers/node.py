@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import signal
@@ -32,14 +33,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dmg.cloud.client import CloudClient
+from dmg.credentials import open_store
 from dmg.embedded.procs import stop_process
 from dmg.nodestate import NodeRegistration, node_dir
 from dmg.sitestate import SiteState
 from settings import Settings
 from workers.agent import NodeAgent
 from workers.context import redis_client
+from workers.drain import DrainField
 from workers.names import node_queue, worker_hostname
 from workers.outbox import ReportOutbox
+from workers.reclaim import clean_staging, reclaim_at_start
 from workers.reporter import HttpReporter
 from workers.scaling import persisted_limit
 from workers.sizing import node_limit
@@ -110,14 +114,25 @@ class NodeRuntime:
         self._log_file: Any = None
         self.state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
         self.cloud = CloudClient(registration.cloud_url, token=registration.token)
+        self.drain = DrainField(self.state, registration.node,
+                                cloud_accepted=lambda: self.agent.cloud_answer is not None)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role,
-            credential_status=credential_status,
+            credential_status=credential_status, extras=self.drain,
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud))
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Start the worker, the agent and the services (in that order)."""
+        """Hand back the work of the node's previous life (:mod:`workers.reclaim`), then start
+        the worker, the agent and the services (in that order); staging leftovers of dead
+        attempts are cleaned up in the background."""
+        node = self.registration.node
+        _moved, leftovers = reclaim_at_start(self.state, node)
+        if leftovers:
+            factory = functools.partial(open_store, settings=self.settings)
+            threading.Thread(target=clean_staging, args=(self.state, node, leftovers),
+                             kwargs={"connector_factory": factory}, name=f"dmg-cleanup-{node}",
+                             daemon=True).start()
         self.start_worker()
         self.agent.start()
         for service in self.services:

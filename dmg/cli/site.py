@@ -419,6 +419,55 @@ class EmbeddedSite:
             self._redis.start()
             self._record_pids()
 
+    def node_pids(self, name: str) -> list[int]:
+        """Every live process of node ``name``: ``dmg node start``, its worker and pool."""
+        import psutil
+
+        found: list[int] = []
+        for child in self._children:
+            if child.name == name and child.alive():
+                found.append(child.proc.pid)
+                with contextlib.suppress(psutil.Error):
+                    found.extend(p.pid for p in psutil.Process(child.proc.pid).children(recursive=True))
+        return found
+
+    def kill_node(self, name: str) -> list[int]:
+        """SIGKILL every process of node ``name`` at once (a machine that stops); returns their
+        pids. :meth:`start_node` brings the node back."""
+        import psutil
+
+        self._record_pids()
+        procs = []
+        for pid in self.node_pids(name):
+            with contextlib.suppress(psutil.Error):
+                procs.append(psutil.Process(pid))
+        for proc in procs:
+            with contextlib.suppress(psutil.Error):
+                proc.send_signal(signal.SIGKILL)
+        psutil.wait_procs(procs, timeout=10)
+        for child in self._children:
+            if child.name == name:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    child.proc.wait(timeout=5)
+        return [p.pid for p in procs]
+
+    def start_node(self, name: str) -> None:
+        """Start node ``name`` again after it died or was killed (its registration is kept)."""
+        if name not in self.node_names:
+            raise NotFound(f"this site has no node {name!r}", hint=f"its nodes: {', '.join(self.node_names)}")
+        if any(c.name == name and c.alive() for c in self._children):
+            raise Conflict(f"node {name} is running", hint="kill or stop it first")
+        self._children = [c for c in self._children if c.name != name]
+        self._start_node(name)
+
+    def stop_node(self, name: str, *, timeout: float = 75) -> None:
+        """Stop node ``name`` as SIGTERM does (running shards finish first)."""
+        for child in self._children:
+            if child.name == name and child.alive():
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.terminate()
+                wait_then_kill(child.proc, timeout=timeout)
+
     def _ensure_gateway(self) -> None:
         with self.client() as client:
             try:
