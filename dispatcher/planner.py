@@ -11,6 +11,19 @@ Retryable, or by a new dispatcher) re-sends the same plan and queues only shards
 that are neither pending nor placed yet. A source that cannot be listed for good
 (NotFound, PermissionDenied, a bad store definition) fails the activity run with
 a clear message; a Retryable error is raised for the caller to retry.
+
+The activity's options are checked here (:class:`dmg.transfer.CopyOptions`): a
+bad one fails the activity run before anything moves. Two copy decisions are
+made at planning, where one listing serves every shard:
+
+- **include/exclude filters** drop entries before they are cut into shards
+  (a filtered file is in no shard and not in the per-file report);
+- for **incremental copy**, the sink is listed once (unless ``overwrite`` is
+  ``always``) and each entry carries the sink's entry under ``"sink"`` (``null``:
+  absent). The worker decides copy or skip from it — it hashes the source when
+  only checksums can tell — and reports skipped files in the per-file report.
+  Entries without a hint (the sink could not be listed) are looked up by the
+  worker with ``stat``.
 """
 
 from __future__ import annotations
@@ -22,10 +35,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.ports import DispatchCloud
-from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.errors import BadInput, DmgError, Retryable
+from dmg.connectors import Connector, Entry, StoreSpec, connector_for
+from dmg.errors import BadInput, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
 from dmg.sitestate import SiteState
+from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
+from dmg.transfer.options import ALWAYS
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,6 +94,7 @@ def plan_activity_run(
             return PlanResult(run_id, error=error)
         if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
             shards = json.loads(state.redis.get(plan_key) or "[]")
+    state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
     cloud.plan_shards(run_id, epoch=epoch, shards=shards)
     pending = set(state.pending())
     queued = []
@@ -87,6 +103,7 @@ def plan_activity_run(
         if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
             queued.append(summary["id"])
     state.push_pending(*queued)
+    state.end_planning(run_id)
     log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards), len(queued))
     return PlanResult(run_id, shards=shards, queued=queued)
 
@@ -102,12 +119,27 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
     except (KeyError, TypeError) as exc:
         raise BadInput(f"the activity run is missing {exc}",
                        hint="the cloud sent an incomplete activity run; check versions") from exc
+    options = dict(activity_run.get("options") or {})
+    copy_options = CopyOptions.from_json(options)
+    keep = PathFilter(copy_options.include, copy_options.exclude)
     source = connector_factory(source_spec)
     try:
-        entries = list(source.list(source_path))
+        entries = [e for e in source.list(source_path)
+                   if keep(relative_path(e.path, source_prefix=source_path))]
     finally:
         source.close()
-    options = dict(activity_run.get("options") or {})
+    sink_entries = None
+    if copy_options.overwrite != ALWAYS and entries:
+        sink_entries = _list_sink(sink_spec, sink_path, connector_factory=connector_factory)
+
+    def entry_json(entry: Entry) -> dict[str, Any]:
+        body = entry.to_json()
+        if sink_entries is not None:
+            target = sink_path_for(entry.path, source_prefix=source_path, sink_prefix=sink_path)
+            hint = sink_entries.get(target)
+            body["sink"] = hint.to_json() if hint is not None else None
+        return body
+
     shards: list[dict[str, Any]] = []
     groups = cut_shards(entries, max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
@@ -118,9 +150,29 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
             "index": index,
             "source": {"store": source_spec.to_json(), "path": source_path},
             "sink": {"store": sink_spec.to_json(), "path": sink_path},
-            "entries": [e.to_json() for e in group],
+            "entries": [entry_json(e) for e in group],
             "options": options,
         })
         shards.append({"id": shard_id, "index": index, "files": len(group),
-                       "bytes": sum(e.size for e in group)})
+                       "bytes": sum(max(e.size, 0) for e in group)})  # -1: size unknown (SQL)
     return shards
+
+
+def _list_sink(spec: StoreSpec, path: str, *,
+               connector_factory: Callable[[StoreSpec], Connector]) -> dict[str, Entry] | None:
+    """The sink's entries under ``path`` by path; ``{}`` when it is empty or missing, None
+    when it cannot be listed now (the workers then look each file up themselves)."""
+    try:
+        sink = connector_factory(spec)
+    except DmgError as exc:
+        log.warning("sink not listed for incremental copy store=%s error=%s", spec.name, exc)
+        return None
+    try:
+        return {e.path: e for e in sink.list(path)}
+    except NotFound:
+        return {}
+    except DmgError as exc:
+        log.warning("sink not listed for incremental copy store=%s error=%s", spec.name, exc)
+        return None
+    finally:
+        sink.close()

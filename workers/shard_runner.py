@@ -10,11 +10,22 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    ``max_worker_deaths`` times (OOM, crash) fails with that error instead of
    running again.
 2. Reports ``running`` to the cloud, copies the shard's entries with
-   :func:`dmg.transfer.copy_entries` (each file commits only while this attempt is
-   current), reports progress at most every ``progress_interval`` s.
-3. Reports ``succeeded`` (every file copied) or ``failed`` (the first error), then
+   :func:`dmg.transfer.copy_entries` under the activity's options
+   (:class:`dmg.transfer.CopyOptions`; each file commits only while this attempt
+   is current; the bandwidth limit is the activity run's, shared through Redis
+   and changeable while it runs: :mod:`dmg.transfer.sitebandwidth`), and reports
+   progress at most every ``progress_interval`` s.
+3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
    ``SiteState.mark_finished``. An attempt fenced off while copying ends ``"stale"``
    without a final report: the newer attempt owns the shard's status.
+
+Every report carries ``files``/``bytes`` done (copied; ``bytes`` also counts the
+bytes of files in flight while running) and ``files_total``/``bytes_total`` to
+do: the planned ones minus the files skipped as already up to date, so progress
+ends at 100 %. Reports also carry the file results gathered since the previous
+one under ``file_results`` (:class:`dmg.transfer.FileResult` JSON plus ``node``
+and ``attempt``), which :meth:`dmg.cloud.client.CloudClient.report_shard` posts
+to the run's per-file report; at most :data:`MAX_PENDING_RESULTS` wait at a time.
 
 Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
 """
@@ -22,16 +33,18 @@ Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dmg.attempts import STARTED
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import DmgError, Fatal, StaleAttempt
 from dmg.sitestate import SiteState
-from dmg.transfer import FileResult, copy_entries
+from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
+from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
 from workers.reporter import Reporter
 
@@ -40,6 +53,9 @@ log = logging.getLogger(__name__)
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 STALE = "stale"
+
+#: File results kept before a report is sent regardless of ``progress_interval``.
+MAX_PENDING_RESULTS = 500
 
 
 class ShardFailed(Fatal):
@@ -73,6 +89,8 @@ class ShardSpec:
     sink_path: str
     entries: tuple[Entry, ...]
     options: dict[str, Any]
+    #: The sink's entry per source path as the planner listed it (None: absent there).
+    sink_hints: dict[str, Entry | None] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> ShardSpec:
@@ -87,6 +105,8 @@ class ShardSpec:
                 sink_path=str(body["sink"].get("path", "")),
                 entries=tuple(Entry.from_json(e) for e in body.get("entries", [])),
                 options=dict(body.get("options") or {}),
+                sink_hints={str(e["path"]): Entry.from_json(e["sink"]) if e["sink"] else None
+                            for e in body.get("entries", []) if "sink" in e},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise Fatal(f"shard spec is malformed ({type(exc).__name__}: {exc})",
@@ -98,7 +118,8 @@ class ShardSpec:
 
     @property
     def bytes_total(self) -> int:
-        return sum(e.size for e in self.entries)
+        """Bytes to copy, as listed (entries of unknown size, ``-1``, count 0)."""
+        return sum(max(e.size, 0) for e in self.entries)
 
 
 def run_shard(
@@ -142,30 +163,34 @@ def run_shard(
     progress = _Progress(reporter, shard_id, base, totals, interval=progress_interval, clock=clock)
     connectors: list[Connector] = []
     try:
+        options = CopyOptions.from_json(spec.options)
         source = connector_factory(spec.source_store)
         connectors.append(source)
         sink = connector_factory(spec.sink_store)
         connectors.append(sink)
+        bandwidth = SiteBandwidth(state, spec.activity_run_id or shard_id, default=options.bandwidth)
         result = copy_entries(
             source, sink, spec.entries,
             source_prefix=spec.source_path, sink_prefix=spec.sink_path,
             staging_id=f"{shard_id}.{attempt}",
             may_commit=lambda: state.is_current(shard_id, attempt),
-            on_file=progress.file_done,
-            bandwidth=float(spec.options.get("bandwidth", 0) or 0),
+            options=options, throttle=Throttle(bandwidth), sink_hints=spec.sink_hints,
+            on_file=progress.file_done, on_bytes=progress.add_bytes, on_tick=progress.tick,
         )
     except StaleAttempt as exc:
         log.info("attempt fenced off while copying shard=%s attempt=%d node=%s: %s",
                  shard_id, attempt, node, exc)
         state.mark_finished(shard_id, attempt, node, ok=False)
-        return ShardOutcome(STALE, node, attempt, shard_id, progress.files, progress.bytes, str(exc))
+        return ShardOutcome(STALE, node, attempt, shard_id, progress.files, progress.bytes_done, str(exc))
     except DmgError as exc:
         return _finish(state, reporter, base, shard_id, ok=False, files=progress.files,
-                       nbytes=progress.bytes, totals=totals, error=str(exc), clock=clock)
+                       nbytes=progress.bytes_done, totals=progress.totals(), error=str(exc), clock=clock,
+                       file_results=progress.take_pending())
     except Exception as exc:
         log.exception("shard crashed shard=%s attempt=%d node=%s", shard_id, attempt, node)
-        _finish(state, reporter, base, shard_id, ok=False, files=progress.files, nbytes=progress.bytes,
-                totals=totals, error=f"internal error in the worker: {type(exc).__name__}", clock=clock)
+        _finish(state, reporter, base, shard_id, ok=False, files=progress.files, nbytes=progress.bytes_done,
+                totals=progress.totals(), error=f"internal error in the worker: {type(exc).__name__}",
+                clock=clock, file_results=progress.take_pending())
         raise
     finally:
         for connector in connectors:
@@ -176,17 +201,20 @@ def run_shard(
         first = failed[0]
         error = f"{len(failed)} of {len(result.files)} files failed; first: {first.path}: {first.error}"
     return _finish(state, reporter, base, shard_id, ok=not failed, files=result.copied,
-                   nbytes=result.bytes, totals=totals, error=error, clock=clock)
+                   nbytes=result.bytes, totals=progress.totals(), error=error, clock=clock,
+                   file_results=progress.take_pending())
 
 
 def _finish(state: SiteState, reporter: Reporter, base: dict[str, Any], shard_id: str, *, ok: bool,
             files: int, nbytes: int, totals: tuple[int, int], error: str,
-            clock: Callable[[], float]) -> ShardOutcome:
+            clock: Callable[[], float], file_results: list[dict[str, Any]] | None = None) -> ShardOutcome:
     status = SUCCEEDED if ok else FAILED
     attempt, node = int(base["attempt"]), str(base["node"])
-    reporter.report_shard(shard_id, {**base, "status": status, "files": files, "bytes": nbytes,
-                                     "files_total": totals[0], "bytes_total": totals[1],
-                                     "ended_at": clock(), "error": error})
+    report = {**base, "status": status, "files": files, "bytes": nbytes, "files_total": totals[0],
+              "bytes_total": totals[1], "ended_at": clock(), "error": error}
+    if file_results:
+        report["file_results"] = file_results
+    reporter.report_shard(shard_id, report)
     state.mark_finished(shard_id, attempt, node, ok=ok)
     if ok:
         log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
@@ -197,27 +225,63 @@ def _finish(state: SiteState, reporter: Reporter, base: dict[str, Any], shard_id
 
 
 class _Progress:
-    """Counts copied files and reports ``running`` progress at most every ``interval`` s."""
+    """Counts what the engine did and reports ``running`` progress at most every ``interval`` s
+    (sooner when :data:`MAX_PENDING_RESULTS` file results wait). ``add_bytes`` runs in copy
+    threads; the rest in the engine's calling thread."""
 
     def __init__(self, reporter: Reporter, shard_id: str, base: dict[str, Any],
                  totals: tuple[int, int], *, interval: float, clock: Callable[[], float]) -> None:
         self.reporter = reporter
         self.shard_id = shard_id
         self.base = base
-        self.totals = totals
+        self.files_total, self.bytes_total = totals
         self.interval = interval
         self.clock = clock
         self.files = 0
-        self.bytes = 0
+        self.bytes_done = 0
+        self._moving = 0
+        self._pending: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
         self.last = clock()
 
+    def add_bytes(self, n: int) -> None:
+        with self._lock:
+            self._moving += n
+
+    def totals(self) -> tuple[int, int]:
+        return self.files_total, self.bytes_total
+
+    def take_pending(self) -> list[dict[str, Any]]:
+        pending, self._pending = self._pending, []
+        return pending
+
     def file_done(self, outcome: FileResult) -> None:
-        if outcome.status == "copied":
-            self.files += 1
-            self.bytes += outcome.bytes
-        now = self.clock()
-        if now - self.last >= self.interval:
-            self.last = now
-            self.reporter.report_shard(self.shard_id, {
-                **self.base, "status": "running", "files": self.files, "bytes": self.bytes,
-                "files_total": self.totals[0], "bytes_total": self.totals[1]})
+        with self._lock:
+            if outcome.status == COPIED:
+                self.files += 1
+                self.bytes_done += outcome.bytes
+                self._moving -= outcome.bytes
+            elif outcome.status == SKIPPED:  # nothing to do for it: not part of the work
+                self.files_total -= 1
+                self.bytes_total -= outcome.bytes
+        stamp = {"node": self.base["node"], "attempt": self.base["attempt"]}
+        self._pending.append({**outcome.to_json(), **stamp})
+        if len(self._pending) >= MAX_PENDING_RESULTS:
+            self.report()
+        else:
+            self.tick()
+
+    def tick(self) -> None:
+        if self.clock() - self.last >= self.interval:
+            self.report()
+
+    def report(self) -> None:
+        self.last = self.clock()
+        with self._lock:
+            moving = max(self._moving, 0)
+        report = {**self.base, "status": "running", "files": self.files, "bytes": self.bytes_done + moving,
+                  "files_total": self.files_total, "bytes_total": max(self.bytes_total, 0)}
+        pending = self.take_pending()
+        if pending:
+            report["file_results"] = pending
+        self.reporter.report_shard(self.shard_id, report)

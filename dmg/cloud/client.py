@@ -10,13 +10,20 @@ registration. Registration itself is authenticated by the gateway's key.
 
 from __future__ import annotations
 
-from typing import Any
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import httpx
 
-from dmg.errors import BadInput, Fatal, Retryable, from_json
+from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
+
+log = logging.getLogger(__name__)
 
 API = "/api/v1"
+#: File results sent per request (the cloud accepts at most this many).
+MAX_FILE_RESULTS = 1000
 
 
 class CloudClient:
@@ -51,12 +58,20 @@ class CloudClient:
             ) from exc
         if response.status_code == 204:
             return None
+        if response.is_success:
+            try:
+                return response.json()
+            except ValueError:
+                return None
+        self._raise_for(response)
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> NoReturn:
+        """Raise the :mod:`dmg.errors` error an unsuccessful answer stands for."""
         try:
             body = response.json()
         except ValueError:
             body = None
-        if response.is_success:
-            return body
         if isinstance(body, dict) and "error" in body:
             raise from_json(body)
         if response.status_code >= 500:
@@ -166,5 +181,58 @@ class CloudClient:
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """``{attempt, node, status: placed|running|succeeded|failed, files, bytes,
         files_total, bytes_total, started_at, ended_at, error, wait_reason}``.
-        StaleAttempt when a newer attempt of the shard was reported."""
-        self.request("POST", f"/shards/{shard_id}/report", json=report)
+        StaleAttempt when a newer attempt of the shard was reported.
+
+        An optional ``file_results`` list (:class:`dmg.transfer.FileResult` JSON) is
+        delivered first with :meth:`report_files`; both steps are idempotent, so a
+        report retried after a failure (the node's outbox) is safe. File results the
+        cloud refuses for good (other than StaleAttempt) are logged and dropped: the
+        shard's status still goes through."""
+        body = dict(report)
+        file_results = body.pop("file_results", None)
+        if file_results:
+            try:
+                self.report_files(shard_id, attempt=int(body["attempt"]), node=body.get("node"),
+                                  files=list(file_results))
+            except (Retryable, StaleAttempt):
+                raise
+            except DmgError as exc:
+                log.warning("file results dropped shard=%s files=%d error=%s",
+                            shard_id, len(file_results), exc)
+        self.request("POST", f"/shards/{shard_id}/report", json=body)
+
+    def report_files(self, shard_id: str, *, attempt: int, node: str | None,
+                     files: list[dict[str, Any]]) -> None:
+        """Record file results of attempt ``attempt`` of a shard (``[{path, source, bytes,
+        checksum, status: copied|skipped|failed, verified, error, tries, started, ended}]``),
+        in requests of at most :data:`MAX_FILE_RESULTS`. StaleAttempt when a newer
+        attempt of the shard was reported."""
+        for start in range(0, len(files), MAX_FILE_RESULTS):
+            batch = files[start:start + MAX_FILE_RESULTS]
+            self.request("POST", f"/shards/{shard_id}/files",
+                         json={"attempt": attempt, "node": node, "files": batch})
+
+    # -- per-file reports (users) ----------------------------------------------------------
+    def iter_run_report(self, run_id: str, *, status: str | None = None) -> Iterator[bytes]:
+        """The run's per-file report, one JSON Lines line (bytes, ``\n`` included) at a time,
+        streamed: ``{run, activity, activity_run, shard, shard_index, path, source, bytes,
+        checksum, status, verified, error, node, attempt, tries, started_at, ended_at}``.
+        NotFound for an unknown run."""
+        params = {"status": status} if status else None
+        try:
+            with self._http.stream("GET", f"{API}/runs/{run_id}/report", params=params) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                for line in response.iter_lines():
+                    if line.strip():
+                        yield line.encode() + b"\n"
+        except httpx.TimeoutException as exc:
+            raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            raise Retryable(f"cannot reach the cloud at {self.base_url}",
+                            hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?") from exc
+
+    def run_report(self, run_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+        """:meth:`iter_run_report`, parsed."""
+        return [json.loads(line) for line in self.iter_run_report(run_id, status=status)]

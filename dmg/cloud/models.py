@@ -174,3 +174,33 @@ class Shard(Base):
     error: Mapped[str] = mapped_column(Text, default="")
 
     activity_run: Mapped[ActivityRun] = relationship(back_populates="shards")
+
+
+# Per-file results of a shard (the per-file report of an activity run).
+FILE_STATUSES = ("copied", "skipped", "failed")
+
+
+class FileRecord(Base):
+    """One file of an activity run as its shard's latest attempt reported it."""
+
+    __tablename__ = "file_results"
+    __table_args__ = (UniqueConstraint("shard_id", "path_hash", name="uq_file_results_shard_path"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    activity_run_id: Mapped[str] = mapped_column(ForeignKey("activity_runs.id", ondelete="CASCADE"),
+                                                 index=True)
+    shard_id: Mapped[str] = mapped_column(ForeignKey("shards.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)  # in the sink
+    path_hash: Mapped[str] = mapped_column(String(64))  # sha256 of path: long paths stay indexable
+    source: Mapped[str] = mapped_column(Text, default="")
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    checksum: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16))
+    verified: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    node: Mapped[str] = mapped_column(String(64), default="")
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    tries: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    recorded_at: Mapped[float] = mapped_column(Float)

@@ -151,3 +151,28 @@ class ShardReport(Body):
     ended_at: float | None = None
     error: str | None = Field(default=None, max_length=4096)
     wait_reason: str | None = Field(default=None, max_length=1024)
+
+
+#: File results one request may carry (a shard sends more in several requests).
+MAX_FILE_RESULTS = 1000
+
+
+class FileResultIn(Body):
+    """One file of a shard, as :class:`dmg.transfer.FileResult` reports it."""
+
+    path: str = Field(min_length=1, max_length=4096)
+    source: str = Field(default="", max_length=4096)
+    bytes: Big = 0
+    checksum: str = Field(default="", max_length=64)
+    status: Literal["copied", "skipped", "failed"]
+    verified: str = Field(default="", max_length=64)
+    error: str = Field(default="", max_length=4096)
+    tries: Small = 0
+    started: float | None = None
+    ended: float | None = None
+
+
+class FileResults(Body):
+    attempt: Small
+    node: str | None = Field(default=None, max_length=64)
+    files: list[FileResultIn] = Field(max_length=MAX_FILE_RESULTS)

@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from dmg.cloud import keys
-from dmg.cloud.api import nodes, portal, users
+from dmg.cloud.api import files, nodes, portal, users
 from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.db import Database
@@ -53,5 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health, prefix="/api/v1")
     app.include_router(users.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
+    app.include_router(files.nodes, prefix="/api/v1")
+    app.include_router(files.users, prefix="/api/v1")
     app.include_router(portal.router)
     return app

@@ -8,13 +8,20 @@ PostgreSQL); reads in :meth:`Database.read`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from dmg.cloud import keys
 from dmg.cloud.db import Database
-from dmg.cloud.schemas import Heartbeat, PipelineCreate, PlannedShard, ShardReport, StoreCreate
-from dmg.cloud.service import dispatch, gateways, pipelines, stores
+from dmg.cloud.schemas import (
+    FileResults,
+    Heartbeat,
+    PipelineCreate,
+    PlannedShard,
+    ShardReport,
+    StoreCreate,
+)
+from dmg.cloud.service import dispatch, files, gateways, pipelines, stores
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
 
@@ -132,3 +139,22 @@ class CloudService:
     def report_shard(self, node: NodeIdentity, shard_id: str, report: ShardReport) -> dict[str, Any]:
         with self.db.write() as session:
             return dispatch.report_shard(session, node, shard_id, report, now=self.clock())
+
+    # -- per-file reports -----------------------------------------------------------------
+    def record_file_results(self, node: NodeIdentity, shard_id: str, body: FileResults) -> dict[str, Any]:
+        with self.db.write() as session:
+            return files.record_file_results(session, node, shard_id, body, now=self.clock())
+
+    def run_report(self, run_id: str, *, status: str | None = None) -> Iterator[str]:
+        """The run's per-file report as JSON Lines; NotFound (at once) for an unknown run."""
+        with self.db.read() as session:
+            files.check_run(session, run_id)
+        return self._report_lines(run_id, status)
+
+    def _report_lines(self, run_id: str, status: str | None) -> Iterator[str]:
+        with self.db.read() as session:
+            yield from files.report_lines(session, run_id, status=status)
+
+    def file_counts(self, activity_run_ids: list[str]) -> dict[str, dict[str, dict[str, int]]]:
+        with self.db.read() as session:
+            return files.file_counts(session, activity_run_ids)
