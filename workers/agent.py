@@ -15,7 +15,10 @@ names the stores this node cannot reach (from ``store_health``, see
 beat goes to the site state (expires after ``settings.offline_after``) and to the
 cloud. An outage of either is recorded as
 a problem and never stops the agent. After each beat that reached the cloud, the
-agent delivers the node's queued shard reports (:mod:`workers.outbox`).
+agent delivers the node's queued shard reports (:mod:`workers.outbox`), for at most
+one heartbeat interval per beat; while reports wait, the beat carries the problem
+"N shard reports waiting for the cloud", so a node back from a cloud outage stays
+Limited until the cloud has heard everything it did meanwhile.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ log = logging.getLogger(__name__)
 BROKER_UNREACHABLE = "broker unreachable"
 CLOUD_UNREACHABLE = "cloud unreachable"
 WORKER_NOT_RESPONDING = "worker process not responding"
+REPORTS_WAITING = "shard reports waiting for the cloud"
 #: At most this many unreachable stores are explained in ``problems``.
 MAX_STORE_PROBLEMS = 32
 
@@ -142,6 +146,9 @@ class NodeAgent:
             problems.append(WORKER_NOT_RESPONDING)
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
+        backlog = self._outbox_size() if BROKER_UNREACHABLE not in problems else 0
+        if backlog:
+            problems.append(f"{backlog} {REPORTS_WAITING}")
         stores = self._stores_unreachable()
         problems += [store_problem(name, why) for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
@@ -212,11 +219,19 @@ class NodeAgent:
         self.cloud_reachable = True
         self._flush_outbox()
 
+    def _outbox_size(self) -> int:
+        if self.outbox is None:
+            return 0
+        try:
+            return self.outbox.size()
+        except redis.RedisError:
+            return 0
+
     def _flush_outbox(self) -> None:
         if self.outbox is None or self.reporter is None:
             return
         try:
-            delivered = self.outbox.flush(self.reporter)
+            delivered = self.outbox.flush(self.reporter, max_seconds=self.settings.heartbeat_interval)
         except redis.RedisError as exc:
             log.warning("cannot read the report outbox node=%s error=%s", self.node, exc)
             return

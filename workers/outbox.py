@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 import redis
@@ -35,14 +36,17 @@ class ReportOutbox:
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
 
-    def flush(self, reporter: Reporter) -> int:
+    def flush(self, reporter: Reporter, *, max_seconds: float | None = None) -> int:
         """Deliver queued reports in order; returns how many left the outbox.
 
-        Stops at the first Retryable (the report stays first in line). A report the
-        cloud refuses for good (StaleAttempt, NotFound, ...) is dropped with a warning.
+        Stops at the first Retryable (the report stays first in line), and once
+        ``max_seconds`` have passed (the rest waits for the next flush: a long backlog
+        must not hold up the caller's heartbeats). A report the cloud refuses for good
+        (StaleAttempt, NotFound, ...) is dropped with a warning.
         """
         done = 0
-        while True:
+        deadline = None if max_seconds is None else time.monotonic() + max_seconds
+        while deadline is None or time.monotonic() < deadline:
             raw: Any = self.state.redis.lindex(self.key, 0)
             if raw is None:
                 return done
@@ -57,6 +61,7 @@ class ReportOutbox:
             # Remove exactly the item delivered (LREM of its first occurrence).
             self.state.redis.lrem(self.key, 1, raw)
             done += 1
+        return done
 
 
 class OutboxReporter:

@@ -16,7 +16,13 @@ from dmg.sitestate import SiteState
 from dmg.version import __version__
 from settings import Settings
 from tests.workers.support import StubCloud, wait_for
-from workers.agent import BROKER_UNREACHABLE, CLOUD_UNREACHABLE, WORKER_NOT_RESPONDING, NodeAgent
+from workers.agent import (
+    BROKER_UNREACHABLE,
+    CLOUD_UNREACHABLE,
+    REPORTS_WAITING,
+    WORKER_NOT_RESPONDING,
+    NodeAgent,
+)
 from workers.context import redis_client
 from workers.outbox import ReportOutbox
 from workers.reporter import HttpReporter
@@ -129,10 +135,29 @@ def test_a_cloud_that_comes_back_gets_no_stale_problem_and_the_outbox(state: Sit
 
     beat = agent.beat_once()
 
-    assert beat["problems"] == [CLOUD_UNREACHABLE]  # what Redis saw
-    assert cloud.heartbeats[-1]["problems"] == []  # what the cloud received
+    waiting = f"1 {REPORTS_WAITING}"
+    assert beat["problems"] == [CLOUD_UNREACHABLE, waiting]  # what Redis saw
+    assert cloud.heartbeats[-1]["problems"] == [waiting]  # the cloud: Limited until it has the backlog
     assert cloud.statuses("s1") == [("succeeded", 1, "a")]
     assert outbox.size() == 0
+    assert agent.beat_once()["problems"] == [] and cloud.heartbeats[-1]["problems"] == []
+
+
+def test_a_long_backlog_is_delivered_over_several_beats(state: SiteState, cloud: StubCloud,
+                                                        client: CloudClient) -> None:
+    """Each beat delivers for at most one heartbeat interval, so beats keep their pace."""
+    outbox = ReportOutbox(state, "a")
+    for index in range(400):
+        outbox.push(f"s{index}", {"attempt": 1, "node": "a", "status": "succeeded"})
+    agent = NodeAgent(Settings(heartbeat_interval=0.01, offline_after=10.0), REGISTRATION, state=state,
+                      cloud=client, outbox=outbox, reporter=HttpReporter(client, attempts=1),
+                      worker_grace=3600)
+
+    agent.beat_once()
+
+    assert 0 < outbox.size() < 400
+    wait_for(lambda: agent.beat_once() and outbox.size() == 0, what="the backlog delivered")
+    assert [s for s, _r in cloud.reports] == [f"s{index}" for index in range(400)]
 
 
 def test_the_agent_thread_keeps_beating_until_stopped(state: SiteState) -> None:
