@@ -10,7 +10,13 @@ sets. For each pending shard in order it picks a node with
 attempt, why it waited) to the cloud. A shard no node can take stays pending.
 
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
-as it turns false.
+as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
+only if no newer dispatcher took the lease since (checked in Redis, atomically
+with the attempt: a paused dispatcher that wakes up places nothing), and the
+message carries the epoch. A pending entry whose shard already has a node (a
+duplicate left by a dispatcher that died between placing and dropping it, or by
+replanning) is dropped, never placed twice. Nodes flagged drained or removed
+(``SiteState.set_drain``) get nothing new.
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ class Placement:
 def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state."""
     loads = []
+    drained = state.drained()
     for name, beat in state.heartbeats().items():
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
@@ -52,7 +59,7 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
         limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
         loads.append(NodeLoad(
             name=name, limit=limit, running=len(state.running(name)), queued=len(state.queued(name)),
-            online=True, draining=bool(beat.get("draining", False)),
+            online=True, draining=bool(beat.get("draining", False)) or name in drained,
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ())))
     return loads
 
@@ -77,8 +84,10 @@ class Placer:
 
     def __init__(self, *, state: SiteState, sender: TaskSender, cloud: ShardReports | None,
                  holding: Callable[[], bool], max_queued: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 epoch: Callable[[], int | None] = lambda: None) -> None:
         self.state = state
+        self.epoch = epoch
         self.sender = sender
         self.cloud = cloud
         self.holding = holding
@@ -108,18 +117,29 @@ class Placer:
                 log.warning("pending shard %s has no spec; dropped", shard_id)
                 self.state.drop_pending(shard_id)
                 continue
+            if shard["node"]:
+                log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
+                         shard_id, shard["node"], shard["attempt"])
+                self.state.drop_pending(shard_id)
+                continue
             stores = _stores_of(shard["spec"])
             node = choose_node(loads, stores=stores, max_queued=self.max_queued)
             if node is None:
                 self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
                 continue
-            placed.append(self._place(shard_id, node))
+            placement = self._place(shard_id, node)
+            if placement is None:
+                log.warning("a newer dispatcher holds the lease; placement stopped")
+                break
+            placed.append(placement)
         return placed
 
-    def _place(self, shard_id: str, node: NodeLoad) -> Placement:
-        attempt = self.state.new_attempt(shard_id, node.name)
-        self.sender.send_task(COPY_SHARD, args=[shard_id, attempt], queue=node_queue(node.name),
-                              task_id=copy_task_id(shard_id, attempt))
+    def _place(self, shard_id: str, node: NodeLoad) -> Placement | None:
+        epoch = self.epoch()
+        attempt = self.state.new_attempt(shard_id, node.name, epoch=epoch)
+        if not attempt:
+            return None
+        self.send(shard_id, node.name, attempt, epoch=epoch)
         self.state.drop_pending(shard_id)
         record_placement(node)
         _since, reason = self._waiting.pop(shard_id, (0.0, ""))
@@ -128,6 +148,17 @@ class Placer:
                  shard_id, node.name, attempt, node.free_slots, reason or "-")
         self._report(placement)
         return placement
+
+    def send(self, shard_id: str, node: str, attempt: int, *, epoch: int | None) -> None:
+        """Send the message of ``attempt`` (already recorded) to ``node``'s queue."""
+        kwargs = {"epoch": epoch} if epoch is not None else None
+        self.sender.send_task(COPY_SHARD, args=[shard_id, attempt], kwargs=kwargs, queue=node_queue(node),
+                              task_id=copy_task_id(shard_id, attempt))
+
+    def reissue(self, shard_id: str, node: str, attempt: int, *, epoch: int) -> None:
+        """Send a re-issued attempt (:func:`dmg.attempts.reissue`) and report it placed."""
+        self.send(shard_id, node, attempt, epoch=epoch)
+        self._report(Placement(shard_id, node, attempt, "re-issued by a new dispatcher"))
 
     def _note_wait(self, shard_ids: list[str], reason: str) -> None:
         now = self.clock()
