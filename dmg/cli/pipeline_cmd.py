@@ -142,3 +142,13 @@ def show(run_id: str, as_json: bool) -> None:
         emit_json(body)
     else:
         print_run(body)
+
+
+def _add_report_commands() -> None:
+    from dmg.cli import report_cmd
+
+    for command in report_cmd.COMMANDS:
+        runs.add_command(command)
+
+
+_add_report_commands()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dmg.cli.output import column, computed, duration_between, human_bytes, human_duration, render_table
+from dmg.cli.progressbar import RateMeter, bar_line
 from dmg.errors import Retryable
 
 if TYPE_CHECKING:
@@ -77,13 +78,15 @@ class ProgressPrinter:
     def __init__(self) -> None:
         self._tty = sys.stderr.isatty()
         self._last = ""
+        self._meter = RateMeter()
 
     def __call__(self, run: dict[str, Any]) -> None:
         line = progress_line(run)
+        shown = bar_line(run, self._meter)
         if self._tty:
-            click.echo(f"\r\033[K{line}", nl=False, err=True)
+            click.echo(f"\r\033[K{shown}", nl=False, err=True)
         elif line.split(", ")[:3] != self._last.split(", ")[:3]:
-            click.echo(line, err=True)
+            click.echo(shown, err=True)
         self._last = line
 
     def finish(self) -> None:

@@ -1,0 +1,84 @@
+"""The live progress bar of ``dmg pipeline run --wait``: files and bytes done / total, throughput.
+
+Totals are what is left to copy: the planner's counts minus the files the
+workers skipped as already up to date, so a finished run ends at 100 %. The
+fraction is by bytes when sizes are known, else by files (SQL tables have no
+size until read). Throughput is measured between successive polls.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dmg.cli.output import duration_between, human_bytes, human_duration
+
+SHARD_DONE = ("succeeded", "failed")
+
+
+def totals(run: dict[str, Any]) -> dict[str, int]:
+    """``{files, files_total, bytes, bytes_total, shards, shards_done}`` over the run's shards."""
+    shards = [s for a in run.get("activity_runs") or [] for s in a.get("shards") or []]
+    out = {"files": 0, "files_total": 0, "bytes": 0, "bytes_total": 0, "shards": len(shards),
+           "shards_done": sum(1 for s in shards if s.get("status") in SHARD_DONE)}
+    for shard in shards:
+        for key in ("files", "files_total", "bytes", "bytes_total"):
+            out[key] += int(shard.get(key) or 0)
+    return out
+
+
+def fraction(counts: dict[str, int], *, done: bool = False) -> float:
+    """How much of the run is done, 0..1 (1 when it ended with nothing to copy)."""
+    if counts["bytes_total"] > 0:
+        part = counts["bytes"] / counts["bytes_total"]
+    elif counts["files_total"] > 0:
+        part = counts["files"] / counts["files_total"]
+    else:
+        part = 1.0 if done else 0.0
+    return max(0.0, min(1.0, part))
+
+
+def bar(part: float, width: int = 24) -> str:
+    filled = round(part * width)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+class RateMeter:
+    """Bytes/s between the last two samples (smoothed); None before two samples."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, smoothing: float = 0.5) -> None:
+        self._clock = clock
+        self._smoothing = smoothing
+        self._last: tuple[float, int] | None = None
+        self.rate: float | None = None
+
+    def sample(self, nbytes: int) -> float | None:
+        now = self._clock()
+        if self._last is not None and now > self._last[0]:
+            current = max(0.0, (nbytes - self._last[1]) / (now - self._last[0]))
+            self.rate = current if self.rate is None else (
+                self._smoothing * current + (1 - self._smoothing) * self.rate)
+        self._last = (now, nbytes)
+        return self.rate
+
+
+def bar_line(run: dict[str, Any], meter: RateMeter | None = None) -> str:
+    """``[#########-----]  42%  120/300 files  1.2 GiB/2.5 GiB  35.2 MB/s  1/2 shards  12.3 s``."""
+    counts = totals(run)
+    status = str(run.get("status") or "?")
+    done = status in ("Succeeded", "Failed", "Cancelled")
+    part = fraction(counts, done=done)
+    elapsed = duration_between(run.get("started_at") or run.get("created_at"), run.get("ended_at"))
+    rate = meter.sample(counts["bytes"]) if meter is not None else None
+    if (rate is None or done) and elapsed:
+        rate = counts["bytes"] / elapsed
+    parts = [f"{bar(part)} {part * 100:3.0f}%",
+             f"{counts['files']}/{counts['files_total']} files",
+             f"{human_bytes(counts['bytes'])}/{human_bytes(counts['bytes_total'])}",
+             f"{rate / 1e6:.1f} MB/s" if rate is not None else "- MB/s",
+             f"{counts['shards_done']}/{counts['shards']} shards",
+             human_duration(elapsed)]
+    if status != "InProgress":
+        parts.append(status)
+    return "  ".join(parts)
