@@ -3,10 +3,18 @@
 A candidate thread tries the lease (:mod:`dispatcher.lease`) until it wins. While
 it holds the lease it renews it every ``lease_ttl / 3`` s, places pending shards
 every ``placement_interval`` s (:mod:`dispatcher.placement`) and moves the queued
-shards of offline nodes back to pending (:mod:`dispatcher.recovery`); a second
-thread long-polls the cloud for activity runs with the lease's epoch and plans
-them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
+and running shards of offline nodes (and shards whose process vanished from a
+live node) back to pending with new attempts (:mod:`dispatcher.recovery`); a
+second thread long-polls the cloud for activity runs with the lease's epoch and
+plans them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
 deadline passes, placement stops at once and the candidate competes again.
+
+Taking over from a dead dispatcher (:func:`dispatcher.recovery.take_over`): the
+new one re-issues the shards queued on live nodes (their message may never have
+been sent), replays the plans its predecessor had not finished pushing, and
+claims with a higher epoch, which takes back from the cloud the activity runs the
+old epoch claimed but never planned. Every attempt it makes and every message it
+sends carries its epoch; a dispatcher whose epoch was superseded can make none.
 
 Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
 :meth:`DispatcherService.role` tells the node agent "dispatcher" or "worker".
@@ -28,7 +36,7 @@ from dispatcher.lease import Lease
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
-from dispatcher.recovery import requeue_offline_queued
+from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
@@ -84,7 +92,8 @@ class DispatcherService:
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
-                             max_queued=settings.max_queued_per_node)
+                             max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch)
+        self.orphans = OrphanWatch(grace=settings.offline_after)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._claimer: threading.Thread | None = None
@@ -160,6 +169,13 @@ class DispatcherService:
     def _on_acquired(self) -> None:
         epoch = self.lease.epoch
         log.info("became the dispatcher node=%s epoch=%d", self.node, epoch)
+        try:
+            _reissued, replay = take_over(self.state, self.placer, epoch=epoch)
+        except redis.RedisError as exc:
+            log.warning("take-over incomplete (broker) epoch=%d error=%s", epoch, exc)
+        else:
+            with self._retry_lock:
+                self._retry.extend(({"id": run_id}, epoch) for run_id in sorted(replay))
         self._claimer = threading.Thread(target=self._claim_loop, args=(epoch,),
                                          name=f"dmg-claimer-{self.node}", daemon=True)
         self._claimer.start()
@@ -180,7 +196,8 @@ class DispatcherService:
                 break
             try:
                 if now >= next_recovery and self.broker.settled():
-                    requeue_offline_queued(self.state)
+                    requeue_offline(self.state, epoch=epoch)
+                    self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 self.placer.place_pending()
                 self.broker.reachable()

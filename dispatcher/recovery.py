@@ -1,17 +1,42 @@
-"""Minimal recovery: shards queued on a node that went offline go back to pending.
+"""Recovery: the work of nodes (and of a dispatcher) that died goes on elsewhere.
 
-A node is offline when its heartbeat key expired. Each of its queued shards is
-fenced at once (its attempt is bumped, so the message waiting in the dead node's
-queue can no longer run it), taken off the node's queued set and pushed back to
-pending for placement elsewhere. Running shards on a dead node are left to the
-full high-availability work (a later issue).
+The dispatcher owns recovery, not the broker (DESIGN.md: a dead node's unacked
+messages come back only after the visibility timeout, into its own queue). Every
+move is :func:`dmg.attempts.requeue`: the shard gets a new attempt, which fences
+the old one off (it can neither start nor commit: the copy engine asks
+``SiteState.is_current`` before each commit), and goes first in ``pending``, so
+placement sends it to a live node in its next round.
+
+- :func:`requeue_offline`: a node is offline when its heartbeat key expired
+  (``settings.offline_after`` s without a beat). Every shard queued *or running*
+  on it is requeued.
+- :class:`OrphanWatch`: a shard running on a live node whose runner process is
+  not among the pool processes the node's worker publishes (``load:<node>``) for
+  ``grace`` s lost its execution without the broker bringing it back (a pool
+  process died after the visibility timeout had already restored its message);
+  it is requeued too.
+- :func:`take_over`: what a new dispatcher does before it places anything. It
+  cannot know whether its predecessor's message for a queued shard went out (it
+  may have died between recording the attempt and sending it), so it re-issues
+  every shard still queued on a live node (:func:`dmg.attempts.reissue`: a new
+  attempt on the same node, unless the node started it meanwhile), and it replays
+  the plans its predecessor had not finished pushing (``planning``).
+
+With ``epoch`` every move is made only while that epoch holds the lease.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from dmg.sitestate import SHARD_QUEUED, SiteState
+from dmg.attempts import reissue, requeue, runner_pid
+from dmg.sitestate import SHARD_QUEUED, SHARD_RUNNING, SiteState
+
+if TYPE_CHECKING:
+    from dispatcher.placement import Placer
 
 log = logging.getLogger(__name__)
 
@@ -21,21 +46,89 @@ def known_nodes(state: SiteState) -> set[str]:
             for n in state.redis.smembers(state.key("nodes"))}
 
 
-def requeue_offline_queued(state: SiteState) -> list[str]:
-    """Move the queued shards of offline nodes back to pending; returns their ids."""
+def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
+    """Requeue the queued and running shards of every offline node; returns their ids."""
     live = set(state.heartbeats())
-    pending = set(state.pending())
     moved: list[str] = []
     for node in sorted(known_nodes(state) - live):
+        for shard_id in sorted(state.queued(node) | state.running(node)):
+            attempt = requeue(state, shard_id, node, epoch=epoch)
+            if attempt < 0:
+                return moved  # a newer dispatcher took over
+            if attempt > 0:
+                moved.append(shard_id)
+                log.warning("shard back to pending from offline node shard=%s node=%s attempt=%d",
+                            shard_id, node, attempt)
+    return moved
+
+
+#: The name issue 2 used, when only queued shards moved.
+requeue_offline_queued = requeue_offline
+
+
+class OrphanWatch:
+    """Finds running shards whose process is gone from a live node; see the module docstring."""
+
+    def __init__(self, *, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._suspects: dict[tuple[str, int, str], float] = {}  # (shard, attempt, runner) -> since
+
+    def check(self, state: SiteState, *, epoch: int | None = None) -> list[str]:
+        """One round; returns the shards requeued."""
+        now = self.clock()
+        suspects: dict[tuple[str, int, str], float] = {}
+        moved: list[str] = []
+        for node in sorted(state.heartbeats()):
+            load = state.worker_load(node)
+            pids = set((load or {}).get("pids") or ())
+            if not pids:
+                continue  # no live pool published: nothing to judge by
+            for shard_id in sorted(state.running(node)):
+                shard = state.shard(shard_id)
+                if shard is None or shard["node"] != node or shard["state"] != SHARD_RUNNING:
+                    continue
+                pid = runner_pid(shard["runner"])
+                if pid is None or pid in pids:
+                    continue
+                key = (shard_id, shard["attempt"], shard["runner"])
+                since = suspects[key] = self._suspects.get(key, now)
+                if now - since < self.grace:
+                    continue
+                if requeue(state, shard_id, node, epoch=epoch) > 0:
+                    moved.append(shard_id)
+                    suspects.pop(key, None)
+                    log.warning("shard lost its process on a live node; back to pending shard=%s node=%s "
+                                "runner=%s", shard_id, node, shard["runner"])
+        self._suspects = suspects
+        return moved
+
+
+def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str], set[str]]:
+    """Re-issue the shards queued on live nodes and list the runs whose plan to replay.
+
+    Returns ``(re-issued shard ids, activity run ids)``; activity runs whose plan
+    was never recorded are forgotten here (the cloud hands them out again: they are
+    claimed but not planned).
+    """
+    reissued: list[str] = []
+    for node in sorted(state.heartbeats()):
         for shard_id in sorted(state.queued(node)):
             shard = state.shard(shard_id)
-            state.redis.srem(state.key("queued", node), shard_id)
             if shard is None or shard["node"] != node or shard["state"] != SHARD_QUEUED:
-                continue  # a stale entry: the shard lives elsewhere now
-            state.redis.hincrby(state.key("shard", shard_id), "attempt", 1)
-            if shard_id not in pending:
-                state.push_pending(shard_id)
-                pending.add(shard_id)
-            moved.append(shard_id)
-            log.warning("shard back to pending from offline node shard=%s node=%s", shard_id, node)
-    return moved
+                continue
+            attempt = reissue(state, shard_id, node, attempt=shard["attempt"], epoch=epoch)
+            if attempt < 0:
+                return reissued, set()
+            if attempt > 0:
+                placer.reissue(shard_id, node, attempt, epoch=epoch)
+                reissued.append(shard_id)
+    replay = set()
+    for run_id in state.planning():
+        if state.redis.exists(state.key("plan", run_id)):
+            replay.add(run_id)
+        else:
+            state.end_planning(run_id)
+    if reissued or replay:
+        log.info("took over epoch=%d reissued=%d plans_to_replay=%d", epoch, len(reissued), len(replay))
+    return reissued, replay
