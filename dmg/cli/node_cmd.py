@@ -1,10 +1,11 @@
-"""``dmg node``: register, start, list and remove the nodes of a gateway."""
+"""``dmg node``: register, start, list, drain and remove the nodes of a gateway."""
 
 from __future__ import annotations
 
 import click
 
 from dmg import nodestate
+from dmg.cli import drain_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
@@ -92,22 +93,4 @@ def list_nodes(gateway_name: str | None, as_json: bool) -> None:
                empty="no node yet: dmg node register --cloud URL --key KEY")
 
 
-@node.command()
-@click.argument("name")
-@click.option("--gateway", "gateway_name", default=None,
-              help="The node's gateway (default: from this machine's registration, else the only one).")
-def remove(name: str, gateway_name: str | None) -> None:
-    """Remove node NAME from its gateway (and forget its registration on this machine)."""
-    settings = current_settings()
-    try:
-        local: nodestate.NodeRegistration | None = nodestate.load(settings.data_dir, name)
-    except NotFound:
-        local = None
-    with user_client() as client:
-        if gateway_name is None and local is not None:
-            gateway_name = local.gateway
-        gateway_name = default_gateway(client, gateway_name)
-        client.remove_node(gateway_name, name)
-    if local is not None and local.gateway == gateway_name:
-        (nodestate.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
-    click.echo(f"node {name} removed from gateway {gateway_name}")
+drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)
