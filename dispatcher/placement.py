@@ -21,6 +21,7 @@ replanning) is dropped, never placed twice. Nodes flagged drained or removed
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 NO_NODE_ONLINE = "no node of the gateway is online"
 ALL_NODES_BUSY = "every node is at its concurrent-job limit"
+#: Pending entries read per round trip.
+WINDOW = 256
 
 
 @dataclass
@@ -49,22 +52,40 @@ class Placement:
 
 
 def node_loads(state: SiteState) -> list[NodeLoad]:
-    """The load of every online node (live heartbeat), read from the site state."""
+    """The load of every online node (live heartbeat), read from the site state.
+
+    Three round trips whatever the number of nodes: the heartbeats, then one
+    pipeline for every node's worker load and queued/running counts, and the drain flags.
+    """
+    beats = state.heartbeats()
+    if not beats:
+        return []
+    names = list(beats)
+    pipe = state.redis.pipeline(transaction=False)
+    pipe.hgetall(state.key("drain"))
+    for name in names:
+        pipe.get(state.key("load", name))
+        pipe.scard(state.key("running", name))
+        pipe.scard(state.key("queued", name))
+    raw_drained, *answers = pipe.execute()
+    drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     loads = []
-    drained = state.drained()
-    for name, beat in state.heartbeats().items():
+    for i, name in enumerate(names):
+        beat = beats[name]
+        raw_load, running, queued = answers[3 * i:3 * i + 3]
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
-        worker = state.worker_load(name)
+        worker = json.loads(raw_load) if raw_load else None
         limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
         loads.append(NodeLoad(
-            name=name, limit=limit, running=len(state.running(name)), queued=len(state.queued(name)),
+            name=name, limit=limit, running=int(running), queued=int(queued),
             online=True, draining=bool(beat.get("draining", False)) or name in drained,
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ())))
     return loads
 
 
-def _stores_of(spec: dict[str, Any]) -> list[str]:
+def stores_of(spec: dict[str, Any]) -> list[str]:
+    """The names of the stores a shard spec reads and writes."""
     names = []
     for side in ("source", "sink"):
         store = (spec.get(side) or {}).get("store") or {}
@@ -94,45 +115,100 @@ class Placer:
         self.max_queued = max_queued
         self.clock = clock
         self._waiting: dict[str, tuple[float, str]] = {}  # shard id -> (since, reason)
+        self._noted_backlog = 0  # pending entries when the whole backlog was last noted
+        self._noted_reason = ""
 
     def wait_reason(self, shard_id: str) -> str:
         return self._waiting.get(shard_id, (0.0, ""))[1]
 
     def place_pending(self) -> list[Placement]:
-        """One placement round; returns the shards placed."""
-        pending = self.state.pending()
-        if not pending or not self.holding():
+        """One placement round; returns the shards placed.
+
+        The backlog is read in windows of at most :data:`WINDOW` entries, no larger
+        than the room the nodes have: a round costs the same with 10 or 10,000
+        shards pending.
+        """
+        key = self.state.key("pending")
+        if not self.holding() or not self.state.redis.llen(key):
             return []
         loads = node_loads(self.state)
         placed: list[Placement] = []
-        for shard_id in pending:
-            if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
-                self._note_wait(pending[len(placed):], NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
-                break
-            if not self.holding():
-                log.warning("lease lost; placement stopped")
-                break
-            shard = self.state.shard(shard_id)
-            if shard is None:
-                log.warning("pending shard %s has no spec; dropped", shard_id)
-                self.state.drop_pending(shard_id)
+        start = 0  # entries before this index stay pending this round
+        seen: set[str] = set()
+        while True:
+            # No more entries than the nodes can take (a few more: some may be skipped).
+            room = sum(max(n.free_slots + self.max_queued, 0) for n in loads
+                       if n.can_take((), max_queued=self.max_queued))
+            if not room:
+                self._note_backlog(NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
+                return placed
+            size = min(WINDOW, room + 4)
+            window = [m.decode() if isinstance(m, bytes) else m
+                      for m in self.state.redis.lrange(key, start, start + size - 1)]
+            if not window:
+                self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
+                return placed
+            shards = self._read_shards(window)
+            removed = 0
+            for shard_id in window:
+                if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
+                    self._note_backlog(NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
+                    return placed
+                if not self.holding():
+                    log.warning("lease lost; placement stopped")
+                    return placed
+                if shard_id in seen:  # a duplicate entry, or the list moved under us
+                    continue
+                seen.add(shard_id)
+                shard = shards[shard_id]
+                if shard is None:
+                    log.warning("pending shard %s has no spec; dropped", shard_id)
+                    self.state.drop_pending(shard_id)
+                    removed += 1
+                    continue
+                spec, node_name, attempt = shard
+                if node_name:
+                    log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
+                             shard_id, node_name, attempt)
+                    self.state.drop_pending(shard_id)
+                    removed += 1
+                    continue
+                stores = stores_of(spec)
+                node = choose_node(loads, stores=stores, max_queued=self.max_queued)
+                if node is None:
+                    self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
+                    continue
+                placement = self._place(shard_id, node)
+                if placement is None:
+                    log.warning("a newer dispatcher holds the lease; placement stopped")
+                    return placed
+                placed.append(placement)
+                removed += 1
+            start += len(window) - removed
+
+    def _read_shards(self, shard_ids: list[str]) -> dict[str, tuple[dict[str, Any], str, int] | None]:
+        """``(spec, node, attempt)`` of each shard (None: no spec), in one round trip."""
+        pipe = self.state.redis.pipeline(transaction=False)
+        for shard_id in shard_ids:
+            pipe.hmget(self.state.key("shard", shard_id), "spec", "node", "attempt")
+        found: dict[str, tuple[dict[str, Any], str, int] | None] = {}
+        for shard_id, (spec, node, attempt) in zip(shard_ids, pipe.execute(), strict=True):
+            if spec is None:
+                found[shard_id] = None
                 continue
-            if shard["node"]:
-                log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
-                         shard_id, shard["node"], shard["attempt"])
-                self.state.drop_pending(shard_id)
-                continue
-            stores = _stores_of(shard["spec"])
-            node = choose_node(loads, stores=stores, max_queued=self.max_queued)
-            if node is None:
-                self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
-                continue
-            placement = self._place(shard_id, node)
-            if placement is None:
-                log.warning("a newer dispatcher holds the lease; placement stopped")
-                break
-            placed.append(placement)
-        return placed
+            node_name = (node.decode() if isinstance(node, bytes) else node) or ""
+            found[shard_id] = (json.loads(spec), node_name, int(attempt or 0))
+        return found
+
+    def _note_backlog(self, reason: str) -> None:
+        """Note ``reason`` for every pending shard without one. The whole backlog is read
+        only when it grew since it was last noted (new work), or the reason changed."""
+        length = int(self.state.redis.llen(self.state.key("pending")))
+        if length <= self._noted_backlog and reason == self._noted_reason:
+            self._noted_backlog = length
+            return
+        self._note_wait(self.state.pending(), reason)
+        self._noted_backlog, self._noted_reason = length, reason
 
     def _place(self, shard_id: str, node: NodeLoad) -> Placement | None:
         epoch = self.epoch()
@@ -141,6 +217,7 @@ class Placer:
             return None
         self.send(shard_id, node.name, attempt, epoch=epoch)
         self.state.drop_pending(shard_id)
+        self._noted_backlog -= 1
         record_placement(node)
         _since, reason = self._waiting.pop(shard_id, (0.0, ""))
         placement = Placement(shard_id, node.name, attempt, reason)
