@@ -1,0 +1,215 @@
+"""Fencing of shard attempts and dispatcher epochs, on a real Redis.
+
+Given shards in the site state, when deliveries, dispatchers, nodes and the CLI
+act on them concurrently or late, then an attempt starts only while it is
+current, unfinished and not already running in a live process; a superseded
+dispatcher can neither make an attempt nor move one; and the local lease deadline
+ends before Redis can expire the key, with room for a slow clock.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+
+from dispatcher.lease import Lease
+from dispatcher.loop import make_sender
+from dispatcher.placement import Placer, node_loads
+from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
+from dmg.sitestate import SHARD_QUEUED, SiteState
+from settings import Settings
+from workers.delivery import my_runner, runner_alive
+
+S = "ar1-00000"
+
+
+@pytest.fixture
+def state(redis_client: redis_lib.Redis) -> SiteState:
+    return SiteState(redis_client, "gw")
+
+
+@pytest.fixture
+def sender(redis_url: str) -> Iterator[Celery]:
+    app = make_sender(Settings(redis_url=redis_url))
+    yield app
+    app.close()
+
+
+def dead_runner() -> str:
+    """The token of a process that has exited."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    token = runner_token(proc.pid, time.time())
+    proc.wait(10)
+    return token
+
+
+def beat(state: SiteState, node: str, limit: int = 2) -> None:
+    state.publish_heartbeat(node, {"node": node, "limit": limit}, ttl=30)
+
+
+def add(state: SiteState, *ids: str) -> None:
+    for shard_id in ids:
+        state.save_shard(shard_id, {"shard_id": shard_id, "source": {"store": {"name": "src"}},
+                                    "sink": {"store": {"name": "dst"}}})
+
+
+# -- starting a delivery -------------------------------------------------------------------
+def test_a_live_execution_makes_a_redelivery_a_duplicate(state: SiteState) -> None:
+    add(state, S)
+    attempt = state.new_attempt(S, "a")
+    assert start_run(state, S, attempt, "a", runner=my_runner(), alive=runner_alive) == (STARTED, 1)
+
+    # The broker hands the message out again (visibility timeout) while this process runs it.
+    again = start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive)
+
+    assert again == (DUPLICATE, 0)
+    shard = state.shard(S)
+    assert shard is not None and shard["deliveries"] == 1 and shard["duplicates"] == 1
+    assert shard["runner"] == my_runner() and state.running("a") == {S}
+
+
+def test_a_dead_execution_lets_the_attempt_start_again_and_counts_it(state: SiteState) -> None:
+    add(state, S)
+    attempt = state.new_attempt(S, "a")
+    for expected in (1, 2, 3):
+        # Each execution's process dies (OOM): the next delivery of the same attempt starts.
+        assert start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive) == (STARTED, expected)
+    assert state.started("a") == {f"{S}.{attempt}"}
+
+
+def test_a_redelivery_of_a_finished_attempt_is_stale(state: SiteState) -> None:
+    add(state, S)
+    attempt = state.new_attempt(S, "a")
+    start_run(state, S, attempt, "a", runner=my_runner(), alive=runner_alive)
+    state.mark_finished(S, attempt, "a", ok=True)
+
+    assert start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive) == (STALE, 0)
+    assert state.mark_running(S, attempt, "a") is False
+    assert state.started("a") == set() and state.running("a") == set()
+
+
+def test_a_message_from_another_epoch_or_for_an_older_attempt_is_stale(state: SiteState) -> None:
+    add(state, S)
+    state.redis.set(state.key("epoch"), 7)
+    old = state.new_attempt(S, "a", epoch=7)
+    current = state.new_attempt(S, "a", epoch=7)
+
+    assert start_run(state, S, old, "a", runner=my_runner(), alive=runner_alive, epoch=7)[0] == STALE
+    assert start_run(state, S, current, "a", runner=my_runner(), alive=runner_alive, epoch=6)[0] == STALE
+    assert start_run(state, S, current, "a", runner=my_runner(), alive=runner_alive, epoch=7)[0] == STARTED
+
+
+# -- dispatcher epochs ---------------------------------------------------------------------
+def test_a_superseded_dispatcher_can_make_no_attempt(state: SiteState, sender: Celery,
+                                                     redis_client: redis_lib.Redis) -> None:
+    beat(state, "a")
+    add(state, S)
+    state.push_pending(S)
+    state.redis.set(state.key("epoch"), 5)  # a newer dispatcher took the lease (epoch 5)
+    old = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
+                 epoch=lambda: 4)
+
+    assert old.place_pending() == []
+    assert state.pending() == [S] and state.shard(S)["attempt"] == 0  # type: ignore[index]
+    assert redis_client.llen("node.a") == 0  # nothing sent
+
+    new = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
+                 epoch=lambda: 5)
+    (placed,) = new.place_pending()
+    assert (placed.node, placed.attempt) == ("a", 1)
+    assert state.shard(S)["epoch"] == 5  # type: ignore[index]
+    assert redis_client.llen("node.a") == 1
+
+
+def test_a_duplicate_pending_entry_is_never_placed_twice(state: SiteState, sender: Celery,
+                                                         redis_client: redis_lib.Redis) -> None:
+    beat(state, "a", limit=4)
+    add(state, S)
+    state.push_pending(S, S)  # two dispatchers both pushed the plan
+
+    placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0)
+    placed = placer.place_pending() + placer.place_pending()
+
+    assert [(p.shard_id, p.attempt) for p in placed] == [(S, 1)]
+    assert state.pending() == [] and redis_client.llen("node.a") == 1
+
+
+def test_a_drained_node_gets_no_new_shard(state: SiteState, sender: Celery) -> None:
+    beat(state, "a", limit=4)
+    beat(state, "b", limit=1)
+    add(state, "s1", "s2")
+    state.push_pending("s1", "s2")
+    state.set_drain("a")
+
+    placed = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0).place_pending()
+
+    assert [p.node for p in placed] == ["b"]
+    assert {n.name: n.draining for n in node_loads(state)} == {"a": True, "b": False}
+    assert state.clear_drain("a") and not state.clear_drain("a")
+
+
+# -- moving shards ------------------------------------------------------------------------
+def test_requeue_fences_and_puts_the_shard_first_in_pending(state: SiteState) -> None:
+    add(state, S, "other")
+    state.push_pending("other")
+    attempt = state.new_attempt(S, "a")
+    start_run(state, S, attempt, "a", runner=my_runner(), alive=runner_alive)
+
+    assert requeue(state, S, "b") == 0  # not on b: nothing to do
+    new = requeue(state, S, "a")
+
+    assert new == attempt + 1 and not state.is_current(S, attempt)
+    assert state.pending() == [S, "other"]
+    assert state.running("a") == set()
+    shard = state.shard(S)
+    assert shard is not None and (shard["node"], shard["state"], shard["deliveries"]) == ("", "pending", 0)
+    assert requeue(state, S, "a") == 0  # idempotent
+    state.redis.set(state.key("epoch"), 3)
+    assert requeue(state, "other", "a", epoch=2) == -1  # a superseded dispatcher moves nothing
+
+
+def test_reissue_gives_a_queued_shard_a_new_attempt_unless_it_started(state: SiteState) -> None:
+    add(state, S, "s2")
+    state.redis.set(state.key("epoch"), 2)
+    first = state.new_attempt(S, "a", epoch=1 + 1)
+    started = state.new_attempt("s2", "a", epoch=2)
+    start_run(state, "s2", started, "a", runner=my_runner(), alive=runner_alive)
+
+    assert reissue(state, S, "a", attempt=first, epoch=3) == -1
+    state.redis.set(state.key("epoch"), 3)
+    assert reissue(state, S, "a", attempt=first, epoch=3) == first + 1
+    assert reissue(state, "s2", "a", attempt=started, epoch=3) == 0  # running: left alone
+    shard = state.shard(S)
+    assert shard is not None and (shard["node"], shard["state"], shard["epoch"]) == ("a", SHARD_QUEUED, 3)
+    assert state.queued("a") == {S}
+
+
+# -- the lease ------------------------------------------------------------------------------
+def test_the_local_lease_deadline_ends_a_safety_margin_before_redis_expiry(
+        redis_client: redis_lib.Redis) -> None:
+    lease = Lease(redis_client, key="dmg:gw:lease", epoch_key="dmg:gw:epoch", holder="a", ttl=6.0)
+    assert lease.acquire()
+    local_left = lease._valid_until - time.monotonic()
+    redis_left = redis_client.pttl("dmg:gw:lease") / 1000
+
+    assert local_left <= redis_left - lease.safety * lease.ttl + 0.01
+    assert lease.safety * lease.ttl >= 1.0  # the default 6 s lease keeps 1.2 s for drift and pauses
+
+
+def test_a_holder_whose_clock_runs_slow_still_stops_before_redis_expires_the_key(
+        redis_client: redis_lib.Redis) -> None:
+    start = time.monotonic()
+    slow = lambda: start + (time.monotonic() - start) * 0.85  # noqa: E731 - 15 % slower than real time
+    lease = Lease(redis_client, key="dmg:gw:lease", epoch_key="dmg:gw:epoch", holder="a", ttl=1.0,
+                  clock=slow)
+    assert lease.acquire()
+    while lease.holding():
+        time.sleep(0.005)
+
+    assert redis_client.pttl("dmg:gw:lease") > 0  # nobody else could have the lease yet
