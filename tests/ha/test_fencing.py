@@ -79,7 +79,8 @@ def test_a_dead_execution_lets_the_attempt_start_again_and_counts_it(state: Site
     attempt = state.new_attempt(S, "a")
     for expected in (1, 2, 3):
         # Each execution's process dies (OOM): the next delivery of the same attempt starts.
-        assert start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive) == (STARTED, expected)
+        begun = start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive)
+        assert begun == (STARTED, expected)
     assert state.started("a") == {f"{S}.{attempt}"}
 
 
@@ -147,7 +148,8 @@ def test_a_drained_node_gets_no_new_shard(state: SiteState, sender: Celery) -> N
     state.push_pending("s1", "s2")
     state.set_drain("a")
 
-    placed = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0).place_pending()
+    placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0)
+    placed = placer.place_pending()
 
     assert [p.node for p in placed] == ["b"]
     assert {n.name: n.draining for n in node_loads(state)} == {"a": True, "b": False}
