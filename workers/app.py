@@ -2,7 +2,8 @@
 
 Configured from :func:`settings.celery.celery_config` (acks late, reject on
 worker lost, prefetch 1, JSON only, extended results) with the worker-load
-bootstep added. ``app.dmg_settings`` holds the :class:`settings.Settings` it was
+bootstep added and a consumer that reconnects to a returning broker within
+seconds (:mod:`workers.consumer`). ``app.dmg_settings`` holds the :class:`settings.Settings` it was
 built from.
 """
 
@@ -19,6 +20,7 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app = Celery("dmg", set_as_current=False)
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.include = ["workers.tasks"]
+    celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.dmg_settings = settings
     return celery_app

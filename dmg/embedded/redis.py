@@ -50,6 +50,8 @@ class EmbeddedRedis:
     port: int
     host: str = "127.0.0.1"
     appendonly: bool = True
+    #: More ``redis-server`` options, e.g. ``("--replicaof", "127.0.0.1", "6479")``.
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -65,6 +67,7 @@ class EmbeddedRedis:
             "--appendfsync", "everysec", "--save", "",
             "--maxmemory-policy", "noeviction", "--protected-mode", "no",
             "--daemonize", "no", "--logfile", str((self.data_dir / "redis.log").resolve()),
+            *self.extra_args,
         ]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
