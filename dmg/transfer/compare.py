@@ -9,10 +9,11 @@ sink knows its MD5, the source does not). Rules per ``overwrite`` mode:
 - ``if-newer``: copy when the sink lacks it or the source is newer (by more than
   :data:`MTIME_WINDOW`).
 - ``if-different``: copy when the sink lacks it or the sizes differ; skip when both
-  checksums are known and equal (copy when they differ); skip when the modified
-  times match within :data:`MTIME_WINDOW`; hash the source when only the sink's
-  checksum is known; else, on a sink that does not keep modified times (object
-  stores record the upload time), skip when its copy is newer than the source.
+  checksums are known and equal (copy when they differ); on a sink that keeps
+  modified times, skip when they match within :data:`MTIME_WINDOW`; hash the
+  source when only the sink's checksum is known; else, on a sink that does not
+  keep modified times (object stores record the upload time), skip when its copy
+  is newer than the source.
 
 A side of unknown size (``-1``, SQL tables) cannot be compared: such files are
 always copied (SQL sinks commit idempotently per shard).
@@ -69,7 +70,7 @@ def decide(source: Entry, sink: Entry | None, mode: str, *, sink_keeps_mtime: bo
         if source.checksum.lower() == sink.checksum.lower():
             return Decision(SKIP, "same size and checksum")
         return Decision(COPY, "checksum differs")
-    if abs(source.mtime - sink.mtime) <= MTIME_WINDOW:
+    if sink_keeps_mtime and abs(source.mtime - sink.mtime) <= MTIME_WINDOW:
         return Decision(SKIP, "same size and modified time")
     if sink.checksum:
         return Decision(HASH, "same size; checksum to compare")

@@ -56,7 +56,7 @@ def glob_to_regex(pattern: str) -> re.Pattern[str]:
             if end < 0:
                 raise BadInput(f"glob {pattern!r} has an unclosed '['",
                                hint="close the character class, or write [[] for a literal '['")
-            body = glob[i + 1:end].replace("\\", "\\\\")
+            body = glob[i + 1:end].replace("\\", "\\\\").replace("[", "\\[")
             if body.startswith("!"):
                 body = "^" + body[1:]
             elif body.startswith("^"):

@@ -1,4 +1,5 @@
-"""Routes of the read-only portal: ``/`` (dashboard), ``/login``, ``/logout``.
+"""Routes of the read-only portal: ``/`` (dashboard), ``/login``, ``/logout``, and
+``/runs/<id>/report.jsonl`` (a run's per-file report).
 
 The browser signs in once with the API token (a POST form, so the token never
 shows in a URL or an access log); the cookie then holds an HMAC of the token,
@@ -13,7 +14,7 @@ from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
 from dmg.cloud.api.auth import service
 from dmg.cloud.keys import token_matches
@@ -44,8 +45,19 @@ async def dashboard(request: Request) -> Response:
     svc = service(request)
     gateways = await run_in_threadpool(svc.list_gateways, nodes=True)
     runs = await run_in_threadpool(svc.list_runs, limit=RECENT_RUNS, shards=True)
-    return HTMLResponse(render.dashboard(gateways, runs, now=svc.clock()),
+    counts = await run_in_threadpool(svc.file_counts, [a["id"] for r in runs for a in r["activity_runs"]])
+    return HTMLResponse(render.dashboard(gateways, runs, now=svc.clock(), counts=counts),
                         headers={"Cache-Control": "no-store"})
+
+
+@router.get("/runs/{run_id}/report.jsonl")
+async def run_report(run_id: str, request: Request) -> Response:
+    """The run's per-file report (JSON Lines), for a signed-in browser."""
+    if not _signed_in(request):
+        return HTMLResponse(render.login_page(), status_code=401)
+    lines = await run_in_threadpool(service(request).run_report, run_id)
+    return StreamingResponse(lines, media_type="application/x-ndjson",
+                             headers={"Content-Disposition": f'attachment; filename="run-{run_id}.jsonl"'})
 
 
 @router.post("/login")

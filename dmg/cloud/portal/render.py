@@ -114,27 +114,65 @@ def shards_table(shards: list[dict[str, Any]]) -> str:
     return _table(["shard", "status", "node", "attempt", "files", "bytes", "waited", "ran", "error"], rows)
 
 
-def runs_section(runs: list[dict[str, Any]]) -> str:
+def progress(activity: dict[str, Any], *, now: float) -> str:
+    """A bar of bytes (else files) done of total, the counts, and the throughput so far."""
+    files, files_total = activity.get("files") or 0, activity.get("files_total") or 0
+    size, size_total = activity.get("bytes") or 0, activity.get("bytes_total") or 0
+    if size_total > 0:
+        part = size / size_total
+    elif files_total > 0:
+        part = files / files_total
+    else:
+        part = 1.0 if activity["status"] in ("Succeeded", "Failed") else 0.0
+    part = max(0.0, min(1.0, part))
+    started = activity.get("started_at")
+    elapsed = ((activity.get("ended_at") or now) - started) if started is not None else 0.0
+    rate = f", {size / elapsed / 1e6:.1f} MB/s" if elapsed > 0 and size else ""
+    return (f'<span class="progress" title="{part * 100:.0f} %"><span style="width:{part * 100:.1f}%">'
+            f"</span></span>{part * 100:.0f} %: {files} / {files_total} files, "
+            f"{human_bytes(size)} / {human_bytes(size_total)}{rate}")
+
+
+def file_counts(counts: dict[str, dict[str, int]]) -> str:
+    """``copied 12 (3.0 MiB), skipped 4, failed 1`` from the per-file report."""
+    if not counts:
+        return ""
+    parts = []
+    for status in ("copied", "skipped", "failed"):
+        if status in counts:
+            item = counts[status]
+            size = f" ({human_bytes(item['bytes'])})" if status == "copied" else ""
+            parts.append(f"{status} {item['files']}{size}")
+    return '<span class="counts">' + ", ".join(parts) + "</span>"
+
+
+def runs_section(runs: list[dict[str, Any]], counts: dict[str, dict[str, dict[str, int]]] | None = None,
+                 *, now: float | None = None) -> str:
     if not runs:
         return '<p class="muted">No run yet: run a pipeline with <code>dmg pipeline run</code>.</p>'
+    counts = counts or {}
+    now = time.time() if now is None else now
     parts = []
     for run in runs:
         took = duration(run["started_at"], run["ended_at"])
         parts.append(
             f"<h3>{badge(run['status'])} {escape(run['pipeline'])} "
             f'<span class="muted">run {escape(run["id"][:12])} on {escape(run["gateway"])}, '
-            f"created {when(run['created_at'])}{', took ' + took if took else ''}</span></h3>")
+            f"created {when(run['created_at'])}{', took ' + took if took else ''}, "
+            f'<a href="/runs/{escape(run["id"])}/report.jsonl">per-file report</a></span></h3>')
         for activity in run["activity_runs"]:
             error = f' <span class="error">{escape(activity["error"])}</span>' if activity["error"] else ""
+            tally = file_counts(counts.get(activity["id"], {}))
             parts.append(
                 f"<p>{badge(activity['status'])} activity <b>{escape(activity['name'])}</b>: "
-                f"{activity['files']} files, {human_bytes(activity['bytes'])}, "
-                f"{len(activity.get('shards', []))} shard(s){error}</p>")
+                f"{progress(activity, now=now)}, {len(activity.get('shards', []))} shard(s)"
+                f"{'; ' + tally if tally else ''}{error}</p>")
             parts.append(shards_table(activity.get("shards", [])))
     return "".join(parts)
 
 
-def dashboard(gateways: list[dict[str, Any]], runs: list[dict[str, Any]], *, now: float) -> str:
+def dashboard(gateways: list[dict[str, Any]], runs: list[dict[str, Any]], *, now: float,
+              counts: dict[str, dict[str, dict[str, int]]] | None = None) -> str:
     sections = ["<h1>dmg cloud</h1>",
                 f'<p class="muted">Refreshes every {REFRESH_SECONDS} s. '
                 f'As of {when(now)} UTC. <a href="/logout">Sign out</a></p>',
@@ -148,5 +186,5 @@ def dashboard(gateways: list[dict[str, Any]], runs: list[dict[str, Any]], *, now
                         f"{len(gateway['nodes'])} node(s)</span></h3>")
         sections.append(nodes_table(gateway["nodes"], now=now))
     sections.append("<h2>Recent runs</h2>")
-    sections.append(runs_section(runs))
+    sections.append(runs_section(runs, counts, now=now))
     return page("dmg cloud", "".join(sections), refresh=True)

@@ -1,0 +1,306 @@
+"""The copy engine over real file stores and the in-memory store: copies, skips,
+overwrite modes, filters, checksums, retries, fencing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dmg.connectors.base import Entry, StagedWriter, StoreSpec
+from dmg.connectors.file import FileConnector
+from dmg.errors import NotFound, PermissionDenied, Retryable, StaleAttempt
+from dmg.transfer import CopyOptions, copy_entries
+from tests.transfer.memstore import MemoryConnector
+from tests.workers.support import tree, write_files
+
+MiB = 1024 * 1024
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def stores(tmp_path: Path) -> tuple[FileConnector, FileConnector]:
+    (tmp_path / "src").mkdir(exist_ok=True)
+    (tmp_path / "dst").mkdir(exist_ok=True)
+    return (FileConnector(StoreSpec("src", "file", str(tmp_path / "src"))),
+            FileConnector(StoreSpec("dst", "file", str(tmp_path / "dst"))))
+
+
+def copy(source: Any, sink: Any, *, prefix: str = "in", options: dict[str, Any] | None = None,
+         **kwargs: Any) -> Any:
+    entries = list(source.list(prefix))
+    return copy_entries(source, sink, entries, source_prefix=prefix, sink_prefix="out",
+                        staging_id=kwargs.pop("staging_id", "s.1"), options=CopyOptions.from_json(options),
+                        sleep=kwargs.pop("sleep", lambda _s: None), **kwargs)
+
+
+def by_path(result: Any) -> dict[str, Any]:
+    return {f.path: f for f in result.files}
+
+
+def test_files_are_copied_with_their_checksums_and_modified_times(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"a.bin": 70_000, "sub/b.bin": 5 * MiB + 7, "empty": 0})
+    os.utime(tmp_path / "src" / "in" / "a.bin", (1_600_000_000, 1_600_000_000))
+    moved: list[int] = []
+
+    result = copy(source, sink, on_bytes=moved.append)
+
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+    files = by_path(result)
+    assert [f.status for f in result.files] == ["copied"] * 3
+    assert files["out/sub/b.bin"].checksum == md5((tmp_path / "src/in/sub/b.bin").read_bytes())
+    assert files["out/sub/b.bin"].source == "in/sub/b.bin" and files["out/sub/b.bin"].tries == 1
+    assert files["out/a.bin"].verified == "size,staged-md5"  # the staging file was re-read
+    assert (tmp_path / "dst/out/a.bin").stat().st_mtime == 1_600_000_000
+    assert result.bytes == sum(moved) == 70_000 + 5 * MiB + 7
+    assert not [p for p in (tmp_path / "dst").rglob(".dmg-staging*")]
+
+
+def test_a_second_copy_skips_what_the_sink_already_has(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"same": 1000, "grows": 1000, "touched": 1000})
+    copy(source, sink)
+    write_files(tmp_path / "src" / "in", {"grows": 2000})
+    touched = tmp_path / "src/in/touched"
+    os.utime(touched, (touched.stat().st_mtime + 100, touched.stat().st_mtime + 100))
+
+    again = by_path(copy(source, sink, staging_id="s.2"))
+
+    assert again["out/same"].status == "skipped" and again["out/same"].error == "same size and modified time"
+    assert again["out/same"].bytes == 1000
+    assert again["out/grows"].status == "copied"
+    assert again["out/touched"].status == "copied"  # a file store keeps mtimes: this one changed
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_overwrite_never_keeps_and_always_replaces(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"a": 10, "b": 10})
+    write_files(tmp_path / "dst" / "out", {"a": 99})
+    kept = (tmp_path / "dst/out/a").read_bytes()
+
+    never = by_path(copy(source, sink, options={"overwrite": "never"}))
+    assert never["out/a"].status == "skipped" and (tmp_path / "dst/out/a").read_bytes() == kept
+    assert never["out/b"].status == "copied"
+
+    always = by_path(copy(source, sink, options={"overwrite": "always"}, staging_id="s.2"))
+    assert [f.status for f in always.values()] == ["copied", "copied"]
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_overwrite_if_newer_copies_only_newer_sources(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"old": 10, "new": 10})
+    write_files(tmp_path / "dst" / "out", {"old": 20, "new": 20})
+    os.utime(tmp_path / "src/in/old", (1_000_000_000, 1_000_000_000))
+    os.utime(tmp_path / "dst/out/new", (1_000_000_000, 1_000_000_000))
+
+    result = by_path(copy(source, sink, options={"overwrite": "if-newer"}))
+
+    assert result["out/old"].status == "skipped" and (tmp_path / "dst/out/old").stat().st_size == 20
+    assert result["out/new"].status == "copied" and (tmp_path / "dst/out/new").stat().st_size == 10
+
+
+def test_filters_choose_the_files(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"a.csv": 1, "b.log": 1, "tmp/c.csv": 1, "d/e.csv": 1})
+
+    result = copy(source, sink, options={"include": ["*.csv"], "exclude": ["tmp/"]})
+
+    assert [f.path for f in result.files] == ["out/a.csv", "out/d/e.csv"]
+    assert sorted(tree(tmp_path / "dst" / "out")) == ["a.csv", "d/e.csv"]
+
+
+def test_a_corrupted_read_is_never_committed() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/good", b"g" * 1000)
+    source.put("in/bad", b"b" * 1000)
+    entries = list(source.list("in"))
+    source.corrupt_reads = True  # the listing keeps the true checksums
+
+    result = copy_entries(source, sink, entries, source_prefix="in", sink_prefix="out", staging_id="s.1",
+                          options=CopyOptions(retries=2))
+
+    assert [f.status for f in result.files] == ["failed", "failed"]
+    assert "checksum mismatch (source checksum" in result.files[0].error
+    assert result.files[0].tries == 1  # a mismatch is not retried
+    assert sink.objects == {} and sink.commits == [] and sink.staging == {}
+
+
+def test_corrupted_staged_bytes_are_never_committed() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/f", os.urandom(10_000))
+    sink.corrupt_writes = True
+
+    result = copy(source, sink)
+
+    assert result.files[0].status == "failed" and "staged bytes" in result.files[0].error
+    assert sink.commits == [] and sink.staging == {}
+
+
+class _FlippingWriter(StagedWriter):
+    """Passes every chunk on to the real file writer with its first byte flipped."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def write(self, chunk: bytes) -> None:
+        self.inner.write(bytes([chunk[0] ^ 1]) + chunk[1:] if chunk else chunk)
+
+    def staged_md5(self) -> str:
+        return str(self.inner.staged_md5())
+
+    def commit(self, *, mtime: float | None = None) -> None:
+        self.inner.commit(mtime=mtime)
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+
+class FlippingFileConnector(FileConnector):
+    """A real file store whose writes go wrong on the way to disk."""
+
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        return _FlippingWriter(super().open_write(path, staging_id=staging_id))
+
+
+def test_a_file_sink_verifies_its_staging_file_before_the_rename(tmp_path: Path) -> None:
+    source, _ = stores(tmp_path)
+    sink = FlippingFileConnector(StoreSpec("dst", "file", str(tmp_path / "dst")))
+    write_files(tmp_path / "src" / "in", {"x": 4096})
+
+    result = copy(source, sink)
+
+    assert result.files[0].status == "failed" and "checksum mismatch (staged bytes" in result.files[0].error
+    assert tree(tmp_path / "dst") == {}  # neither the target nor a staging file
+
+
+class _CommitCorrupts(MemoryConnector):
+    """A sink with a bug at commit: the object it stores is not what was staged."""
+
+    def put(self, path: str, data: bytes, *, mtime: float | None = None) -> None:
+        super().put(path, data[:-1] + b"?" if data else data, mtime=mtime)
+
+
+def test_a_committed_object_that_does_not_match_is_removed_and_failed() -> None:
+    source, sink = MemoryConnector(), _CommitCorrupts()
+    source.put("in/big", os.urandom(2 * MiB))
+
+    result = copy(source, sink)
+
+    assert result.files[0].status == "failed" and "sink checksum" in result.files[0].error
+    assert sink.objects == {}
+
+
+def test_re_read_verification_reads_the_committed_file_back(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"f": 3000})
+    result = copy(source, sink, options={"verify": "re-read"})
+    assert result.files[0].verified == "size,staged-md5,re-read"
+    off = copy(source, sink, options={"verify": False, "overwrite": "always"}, staging_id="s.2")
+    assert off.files[0].verified == "size"
+
+
+def test_retryable_errors_are_retried_with_backoff() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/f", b"x" * 100)
+    source.read_faults = [Retryable("busy"), Retryable("still busy")]
+    pauses: list[float] = []
+
+    result = copy(source, sink, options={"retries": 3, "retry_backoff": 0.25}, sleep=pauses.append)
+
+    assert result.files[0].status == "copied" and result.files[0].tries == 3
+    assert pauses == [0.25, 0.5]
+    assert sink.objects["out/f"][0] == b"x" * 100
+
+
+def test_retries_give_up_after_the_last_one() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/f", b"x")
+    source.read_faults = [Retryable(f"busy {n}") for n in range(3)]
+
+    result = copy(source, sink, options={"retries": 2, "retry_backoff": 0})
+
+    assert result.files[0].status == "failed" and result.files[0].tries == 3
+    assert result.files[0].error == "busy 2" and sink.commits == []
+
+
+@pytest.mark.parametrize("error", [PermissionDenied("denied"), NotFound("gone")])
+def test_other_errors_fail_the_file_at_once(error: Exception) -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/a", b"a")
+    source.put("in/b", b"b")
+    source.read_faults = [error]  # hits whichever file reads first
+    pauses: list[float] = []
+
+    result = copy(source, sink, options={"parallel_files": 1}, sleep=pauses.append)
+
+    assert [f.status for f in result.files] == ["failed", "copied"]
+    assert result.files[0].tries == 1 and pauses == []
+    assert str(error) in result.files[0].error
+
+
+def test_a_retryable_stat_of_the_sink_is_retried() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/a", b"a")
+    sink.stat_faults = [Retryable("throttled")]
+    result = copy(source, sink, options={"retry_backoff": 0})
+    assert result.files[0].status == "copied"
+
+
+def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {f"f{i:02d}": 1000 for i in range(20)})
+    commits = {"left": 3}
+
+    def may_commit() -> bool:
+        commits["left"] -= 1
+        return commits["left"] >= 0
+
+    with pytest.raises(StaleAttempt):
+        copy(source, sink, may_commit=may_commit, options={"parallel_files": 4})
+
+    assert len(tree(tmp_path / "dst")) == 3  # the three commits before the fence, no staging left
+
+
+def test_many_small_files_in_parallel_come_back_in_order(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {f"d{i % 7}/f{i:03d}": 100 + i for i in range(150)})
+    seen: list[str] = []
+    ticks: list[int] = []
+
+    result = copy(source, sink, options={"parallel_files": 8}, on_file=lambda f: seen.append(f.path),
+                  on_tick=lambda: ticks.append(1))
+
+    assert [f.path for f in result.files] == sorted(f.path for f in result.files)
+    assert sorted(seen) == sorted(f.path for f in result.files) and len(seen) == 150
+    assert ticks and result.copied == 150
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_planner_hints_replace_the_stat_of_the_sink() -> None:
+    source, sink = MemoryConnector(), MemoryConnector()
+    source.put("in/a", b"aaaa", mtime=100.0)
+    source.put("in/b", b"bbbb", mtime=100.0)
+    sink.stat_faults = [PermissionDenied("no stat for you")]  # would fail any stat
+    hints: dict[str, Entry | None] = {"in/a": Entry("out/a", 4, 100.0, md5(b"aaaa")), "in/b": None}
+
+    result = copy_entries(source, sink, list(source.list("in")), source_prefix="in", sink_prefix="out",
+                          staging_id="s.1", sink_hints=hints)
+
+    assert [(f.path, f.status) for f in result.files] == [("out/a", "skipped"), ("out/b", "copied")]
+    assert sink.stat_faults  # never consulted
+
+
+def test_the_old_signature_still_works(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"a": 10})
+    result = copy_entries(source, sink, list(source.list("in")), source_prefix="in", sink_prefix="out",
+                          staging_id="x.1", bandwidth=0)
+    assert result.copied == 1 and result.to_json()["copied"] == 1
