@@ -36,6 +36,7 @@ from dispatcher.lease import Lease
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
+from dispatcher.rebalance import Rebalancer
 from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
@@ -93,6 +94,7 @@ class DispatcherService:
         self.broker = BrokerWatch(settings.offline_after)
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch)
+        self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -200,6 +202,7 @@ class DispatcherService:
                     self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 self.placer.place_pending()
+                self.rebalancer.rebalance()
                 self.broker.reachable()
             except redis.RedisError as exc:
                 self.broker.failed()
