@@ -460,6 +460,20 @@ class EmbeddedSite:
         self._children = [c for c in self._children if c.name != name]
         self._start_node(name)
 
+    def add_node(self, name: str, *, wait: bool = True) -> None:
+        """Register and start one more node on the running site, as ``dmg node register``
+        and ``dmg node start`` do on a new machine (a registration the cloud and the data
+        dir already hold is kept). With ``wait``, return once it can take work (see
+        :meth:`wait_nodes_online`); Conflict if the site has a node of that name."""
+        if name in self.node_names:
+            raise Conflict(f"this site already has a node {name!r}", hint="pick another name")
+        self._register_node(name)
+        self.node_names.append(name)
+        self._start_node(name)
+        if wait:
+            self.wait_nodes_online(timeout=self.startup_timeout)
+            self._record_pids()
+
     def stop_node(self, name: str, *, timeout: float = 75) -> None:
         """Stop node ``name`` as SIGTERM does (running shards finish first)."""
         for child in self._children:
