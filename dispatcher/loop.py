@@ -41,7 +41,7 @@ from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.errors import DmgError, Retryable
+from dmg.errors import DmgError, Retryable, StaleAttempt
 from dmg.nodestate import NodeRegistration
 from dmg.redisconn import redis_client
 from dmg.sitestate import SiteState
@@ -225,6 +225,14 @@ class DispatcherService:
             try:
                 runs = self.cloud.claim_activity_runs(epoch=epoch, wait=self.settings.claim_wait,
                                                       limit=self.claim_limit)
+            except StaleAttempt as exc:
+                # The cloud saw a newer epoch than the lease gave us: the broker lost the
+                # last epoch increments (a crash inside AOF's fsync window, a Sentinel
+                # failover before replication). Give the lease up; the next acquisition
+                # counts past it.
+                log.warning("claim refused, epoch %d is stale (%s); taking a newer one", epoch, exc)
+                self.lease.release()
+                return
             except DmgError as exc:
                 log.warning("cannot claim activity runs epoch=%d error=%s", epoch, exc)
                 self._stop.wait(backoff)
