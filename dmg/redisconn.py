@@ -23,6 +23,33 @@ A retried write may run twice when the connection broke after Redis executed it
 but before the reply came back; dmg's writes tolerate that (attempt numbers only
 grow, sets and hashes are idempotent, a shard pending twice is placed once more and
 fences the first placement).
+
+What a Sentinel failover can lose
+---------------------------------
+Replication is asynchronous: the promoted replica may miss the last writes the
+old primary acknowledged (usually milliseconds of them; a Redis that crashes with
+``appendfsync everysec`` loses up to a second the same way). The replication stream
+is ordered, so what is lost is always the tail. For dmg that means:
+
+- a placement (new attempt, task message, leaving ``pending``): the shard is
+  pending again, or its message is gone; the lease is taken again after the outage
+  and a new dispatcher re-issues queued shards with a new attempt, so a lost message
+  costs a re-placement and a surviving old one is skipped as stale;
+- a worker's start or finish mark: the shard may run again under a new attempt; the
+  sink commit is fenced by attempt and idempotent, so each file lands once;
+- the lease's epoch increment: a dispatcher may get an epoch the cloud already saw;
+  its claims are refused as stale and it takes a newer lease (:mod:`dispatcher.loop`).
+  Keep the sentinels' ``down-after-milliseconds`` above the lease TTL, so a
+  dispatcher whose lease was lost has stopped before the promoted replica can
+  grant it again;
+- a shard report waiting in a node's outbox (only while the cloud is away too): the
+  cloud never hears that shard's end and shows it running; run the pipeline again;
+- Celery results and kombu's delivery bookkeeping: at worst a message is delivered
+  again after the visibility timeout and skipped as finished.
+
+``min-replicas-to-write 1`` with a small ``min-replicas-max-lag`` on the primary
+narrows the window further, at the price of refusing writes while no replica is
+in sync.
 """
 
 from __future__ import annotations
