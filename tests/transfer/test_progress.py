@@ -1,0 +1,50 @@
+"""The progress bar of `dmg pipeline run --wait`: done of total, throughput."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dmg.cli.progressbar import RateMeter, bar, bar_line, fraction, totals
+
+
+def run_body(status: str, shards: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"status": status, "created_at": 100.0, "started_at": 100.0,
+            "ended_at": 110.0 if status != "InProgress" else None,
+            "activity_runs": [{"name": "copy", "shards": shards}]}
+
+
+def shard(status: str, files: int, files_total: int, size: int, size_total: int) -> dict[str, Any]:
+    return {"status": status, "files": files, "files_total": files_total, "bytes": size,
+            "bytes_total": size_total}
+
+
+def test_the_bar_follows_bytes_then_files() -> None:
+    body = run_body("InProgress", [shard("succeeded", 2, 2, 3_000_000, 3_000_000),
+                                   shard("running", 1, 4, 1_000_000, 5_000_000)])
+    counts = totals(body)
+    assert counts == {"files": 3, "files_total": 6, "bytes": 4_000_000, "bytes_total": 8_000_000,
+                      "shards": 2, "shards_done": 1}
+    assert fraction(counts) == 0.5
+    assert bar(0.5, width=10) == "[#####-----]"
+    sql = totals(run_body("InProgress", [shard("running", 1, 4, 500, 0)]))  # sizes unknown
+    assert fraction(sql) == 0.25
+    assert fraction(totals(run_body("Succeeded", [])), done=True) == 1.0
+
+
+def test_the_line_shows_counts_and_throughput_between_polls() -> None:
+    now = [0.0]
+    meter = RateMeter(clock=lambda: now[0], smoothing=1.0)
+    first = run_body("InProgress", [shard("running", 1, 4, 1_000_000, 8_000_000)])
+    second = run_body("InProgress", [shard("running", 2, 4, 5_000_000, 8_000_000)])
+
+    bar_line(first, meter)
+    now[0] = 2.0
+    line = bar_line(second, meter)
+
+    assert line.startswith("[###############---------]  62%")
+    assert "2/4 files" in line and "4.8 MiB/7.6 MiB" in line and "2.0 MB/s" in line and "0/1 shards" in line
+
+
+def test_a_finished_run_shows_its_average_rate_and_status() -> None:
+    line = bar_line(run_body("Succeeded", [shard("succeeded", 4, 4, 8_000_000, 8_000_000)]))
+    assert "100%" in line and "0.8 MB/s" in line and line.endswith("Succeeded")
