@@ -15,7 +15,8 @@ compress), read once (warm page cache), copied ``file`` → ``file``:
 * ``rclone``: ``rclone copy`` of the same file, under ``/usr/bin/time -v`` when
   available (the kernel's maximum RSS), and sampled the same way as dmg.
 
-The idle RSS of the node (before the run) is shown next to its peak.
+The idle RSS of the node (before the run) is shown next to its peak; ``HWM-idle`` is
+what the copy itself added to a process.
 """
 
 from __future__ import annotations
@@ -252,11 +253,12 @@ def report(result: dict[str, Any]) -> None:
           f"(sampled every {result['interval']} s; MiB)")
     print(f"  machine: {result['machine']}")
     print()
-    print(f"{'process':<30} {'idle RSS':>9} {'peak RSS':>9} {'peak PSS':>9} {'VmHWM':>9}")
-    print("-" * 70)
+    print(f"{'process':<30} {'idle RSS':>9} {'peak RSS':>9} {'peak PSS':>9} {'VmHWM':>9} {'HWM-idle':>9}")
+    print("-" * 80)
     for p in dmg["processes"]:
+        grew = f"{(p['hwm'] - p['rss_idle']) / MIB:.0f}" if p["hwm"] else "-"
         print(f"{'dmg ' + p['label']:<30} {mib(p['rss_idle']):>9} {mib(p['rss_peak']):>9} "
-              f"{mib(p['pss_peak']):>9} {mib(p['hwm']):>9}")
+              f"{mib(p['pss_peak']):>9} {mib(p['hwm']):>9} {grew:>9}")
     print(f"{'dmg pool children, summed':<30} {'':>9} {mib(dmg['pool_rss_peak']):>9} "
           f"{mib(dmg['pool_pss_peak']):>9}")
     print(f"{'dmg node, summed':<30} {'':>9} {mib(dmg['sum_rss_peak']):>9} {mib(dmg['sum_pss_peak']):>9}")
