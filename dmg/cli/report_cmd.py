@@ -113,17 +113,20 @@ def bandwidth(run_id: str, rate: str, activities: tuple[str, ...]) -> None:
 def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
     import redis
 
+    from dmg.redisconn import redis_client
     from dmg.sitestate import SiteState
 
     settings = current_settings()
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    client = redis_client(settings, timeout=5)
     try:
         state = SiteState(client, gateway)
         for activity_run_id in activity_run_ids:
             state.set_bandwidth(activity_run_id, limit)
     except redis.RedisError as exc:
         where = client.connection_pool.connection_kwargs
-        raise Retryable(f"cannot reach the site's Redis at {where.get('host')}:{where.get('port')} "
+        target = (f"at {where.get('host')}:{where.get('port')}" if where.get("host")
+                  else f"(Sentinel group {settings.redis_master_name!r})")
+        raise Retryable(f"cannot reach the site's Redis {target} "
                         f"({type(exc).__name__})",
                         hint="run this on a node of the site, with DMG_REDIS_URL set as the nodes have it"
                         ) from None
