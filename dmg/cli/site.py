@@ -147,8 +147,10 @@ class EmbeddedSite:
         # Extra environment per node name (e.g. a HOME of its own, as if on another machine).
         self.node_environ = {name: dict(env) for name, env in (node_environ or {}).items()}
         # True: the nodes use settings.redis_url as given (a Redis or Sentinel group run
-        # by someone else, see settings.redisurl); no Redis is started.
-        self.external_broker = external_broker
+        # by someone else, see settings.redisurl); no Redis is started. A sentinel://
+        # URL always names an external group.
+        self.external_broker = external_broker or self.settings.redis_url.strip().lower().startswith(
+            "sentinel://")
         self.gateway_keys: dict[str, str] = {}
         self._token_given = bool(settings.api_token)
         self.flower_url = ""

@@ -24,6 +24,7 @@ import redis as redis_lib
 
 from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite
+from dmg.errors import Conflict
 from dmg.redisconn import redis_client
 from settings import Settings
 from tests.ha.sitekit import (
@@ -120,3 +121,11 @@ def test_a_site_on_sentinel_carries_on_when_the_primary_is_killed(sentinel_group
         assert after, "no shard was placed after the failover"
         figure(site, "sentinel_kill_to_next_placement_s", after[0] - killed)
         figure(site, "sentinel_promotion_to_next_placement_s", after[0] - promoted)
+
+
+def test_a_site_never_starts_a_redis_of_its_own_for_a_sentinel_url(tmp_path: Path) -> None:
+    sentinel = EmbeddedSite(Settings(data_dir=tmp_path, redis_url="sentinel://127.0.0.1:1;sentinel://h:2/0"))
+    plain = EmbeddedSite(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    assert sentinel.external_broker and not plain.external_broker
+    with pytest.raises(Conflict, match="external broker"):
+        sentinel.stop_redis()
