@@ -1,0 +1,29 @@
+"""Run one attempt of a shard in a process of its own, so a test can kill or pause it.
+
+``python -m tests.ha.shard_child REDIS_URL GATEWAY SHARD ATTEMPT NODE`` runs
+:func:`workers.shard_runner.run_shard` with an in-memory reporter and prints the
+outcome as JSON on its last line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import redis
+
+from dmg.sitestate import SiteState
+from workers.reporter import MemoryReporter
+from workers.shard_runner import run_shard
+
+
+def main(argv: list[str]) -> int:
+    url, gateway, shard_id, attempt, node = argv
+    state = SiteState(redis.Redis.from_url(url), gateway)
+    outcome = run_shard(shard_id, int(attempt), node=node, state=state, reporter=MemoryReporter())
+    print(json.dumps(outcome.to_json()), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
