@@ -1,0 +1,95 @@
+"""Helpers of the scale-out tests: a site's settings, polling, the stores, task results."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis as redis_lib
+
+from dmg.cli.site import EmbeddedSite
+from dmg.embedded.procs import free_port
+from dmg.embedded.redis import redis_binary
+from dmg.errors import Fatal
+from settings import Settings
+from tests.cli.conftest import DmgRunner
+from tests.conftest import require
+
+KIB = 1024
+
+
+def need_redis() -> None:
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+
+
+def site_settings(data_dir: Path, **changes: Any) -> Settings:
+    """Free ports, short heartbeats, one file per shard (so a folder spreads over many nodes)."""
+    return Settings(
+        data_dir=data_dir, redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        cloud_bind=f"127.0.0.1:{free_port()}", heartbeat_interval=0.5, offline_after=5.0,
+        lease_ttl=3.0, claim_wait=2.0, shard_max_files=1, log_level="WARNING",
+    ).replace(**changes)
+
+
+def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``condition`` until it is truthy (returns its value) or ``timeout`` s pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def write_files(root: Path, count: int, size: int) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (root / f"f{i:03d}.bin").write_bytes(os.urandom(size))
+
+
+def copy_pipeline(site: EmbeddedSite, source: Path, sink: Path, *, name: str = "spread",
+                  options: dict[str, Any] | None = None) -> None:
+    """Stores ``src``/``dst`` and a one-activity pipeline ``name`` copying all of one to the other."""
+    sink.mkdir(parents=True, exist_ok=True)
+    with site.client() as client:
+        client.add_store({"name": "src", "type": "file", "location": str(source)})
+        client.add_store({"name": "dst", "type": "file", "location": str(sink)})
+        client.create_pipeline({"name": name, "gateway": site.gateway, "activities": [
+            {"name": "all", "source": {"store": "src", "path": ""}, "sink": {"store": "dst", "path": ""},
+             "options": options or {}}]})
+
+
+def finished(site: EmbeddedSite, run_id: str, *, timeout: float) -> dict[str, Any]:
+    with site.client() as client:
+        return wait_for(lambda: (r := client.run(run_id))["status"] in ("Succeeded", "Failed") and r,
+                        timeout=timeout, what=f"run {run_id} to end", every=0.25)
+
+
+def dmg_for(site: EmbeddedSite, cwd: Path) -> DmgRunner:
+    return DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                          "DMG_REDIS_URL": site.settings.redis_url,
+                          "DMG_API_TOKEN": site.settings.api_token}, cwd=cwd)
+
+
+def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
+    """The Celery results of ``dmg.copy_shard`` by task id (``<shard>:<attempt>``)."""
+    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    try:
+        keys = list(client.scan_iter(match="celery-task-meta-*", count=1000))
+        values = client.mget(keys) if keys else []
+    finally:
+        client.close()
+    found = {}
+    for key, raw in zip(keys, values, strict=True):
+        if raw:
+            body = json.loads(raw)
+            found[key.decode().removeprefix("celery-task-meta-")] = body
+    return found
