@@ -1,0 +1,63 @@
+"""What the dispatcher owes the cloud is not lost while the cloud is away: a failed activity
+run is reported once the cloud answers again, and claims pause meanwhile."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from dispatcher.loop import DispatcherService
+from dmg.errors import Retryable
+from dmg.sitestate import SiteState
+from settings import Settings
+from tests.dispatcher.memcloud import MemoryCloud
+from tests.dispatcher.test_loop import activity_run, sender, services, settings, start, state
+from tests.workers.support import wait_for
+
+__all__ = ["sender", "services", "settings", "state"]  # fixtures
+
+
+class CloudGoingAway(MemoryCloud):
+    """A MemoryCloud that answers Retryable to everything while ``away`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.away = threading.Event()
+        self.refused: list[str] = []
+
+    def _check(self, what: str) -> None:
+        if self.away.is_set():
+            self.refused.append(what)
+            raise Retryable("cannot reach the cloud")
+
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+        self._check("claim")
+        runs = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit)
+        if runs and any(r["source"]["path"] == "missing" for r in runs):
+            self.away.set()  # the cloud goes away right after handing the run out
+        return runs
+
+    def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
+        self._check("fail")
+        super().fail_activity_run(activity_run_id, epoch=epoch, error=error)
+
+
+def test_a_failure_found_while_the_cloud_is_away_reaches_it_later(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery,
+        services: list[DispatcherService]) -> None:
+    cloud = CloudGoingAway()
+    run = activity_run(tmp_path)
+    run["source"]["path"] = "missing"
+    cloud.queue(run)
+
+    start(services, settings, "a", state, cloud, sender)
+
+    wait_for(lambda: "fail" in cloud.refused and "claim" in cloud.refused, what="the cloud refusing")
+    assert cloud.failed == {}
+    cloud.away.clear()
+
+    error = wait_for(lambda: cloud.failed.get("ar1"), timeout=30, what="the failure delivered")
+    assert "missing does not exist in store 'src'" in error
