@@ -5,9 +5,10 @@ Before a file is committed (a mismatch aborts it: nothing becomes visible):
 - the streamed size against the listed size (when known, i.e. not ``-1``);
 - the streamed MD5 against the source's native checksum (``Entry.checksum``:
   an S3 ETag that is an MD5, an Azure Content-MD5);
-- the streamed MD5 against the bytes the sink staged, for writers that can
-  re-read their staging cheaply: a :class:`~dmg.connectors.base.StagedWriter`
-  with a ``staged_md5() -> str | None`` method (the ``file`` store's staging file).
+- the stream against the bytes the sink staged, for writers that can re-read
+  their staging cheaply: a :class:`~dmg.connectors.base.StagedWriter` with a
+  ``staged_crc32() -> int`` method (the ``file`` store re-reads its staging file;
+  CRC-32 keeps that pass cheap) or a ``staged_md5() -> str | None`` method.
 
 After commit (``verify=auto``): the sink's native checksum, for sinks announcing
 ``native_checksum`` whose entry carries one (S3 single-part uploads, Azure blobs);
@@ -17,12 +18,18 @@ part) and Azure (``validate_content`` on every block) check each request body
 before anything is committed, so that path catches only a sink's own bug.
 
 What was checked is recorded per file (``FileResult.verified``): ``size``,
-``source-md5``, ``staged-md5``, ``sink-md5``, ``re-read``.
+``source-md5``, ``staged-crc32`` / ``staged-md5``, ``sink-md5``, ``re-read``.
+
+:class:`StreamHash` computes the MD5 (and a CRC-32) as bytes pass; for large
+files the MD5 runs in a thread of its own, overlapping the reads and writes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import queue
+import threading
+import zlib
 from typing import Any
 
 from dmg.connectors.base import Connector
@@ -37,6 +44,52 @@ class ChecksumMismatch(Fatal):
 
 def new_md5() -> Any:
     return hashlib.md5(usedforsecurity=False)
+
+
+class StreamHash:
+    """MD5 (hex) and CRC-32 of a stream. ``threaded``: the MD5 is computed in a thread
+    of its own, at most ``depth`` chunks behind; :meth:`close` stops it (idempotent)."""
+
+    _END = object()
+
+    def __init__(self, *, threaded: bool = False, depth: int = 8) -> None:
+        self._md5 = new_md5()
+        self.crc = 0
+        self._queue: queue.Queue[object] | None = None
+        self._thread: threading.Thread | None = None
+        if threaded:
+            self._queue = queue.Queue(maxsize=depth)
+            self._thread = threading.Thread(target=self._run, name="dmg-md5", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._queue is not None
+        while (chunk := self._queue.get()) is not self._END:
+            self._md5.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self.crc = zlib.crc32(chunk, self.crc)
+        if self._queue is not None:
+            self._queue.put(chunk)
+        else:
+            self._md5.update(chunk)
+
+    def close(self) -> None:
+        if self._thread is not None and self._queue is not None:
+            self._queue.put(self._END)
+            self._thread.join()
+            self._thread = None
+
+    def hexdigest(self) -> str:
+        """The MD5 of everything passed to :meth:`update` (waits for the thread)."""
+        self.close()
+        return str(self._md5.hexdigest())
+
+
+def staged_crc32(writer: Any) -> int | None:
+    """The CRC-32 the sink's writer reports for its staged bytes, or None if it cannot tell."""
+    method = getattr(writer, "staged_crc32", None)
+    return None if method is None else int(method())
 
 
 def staged_md5(writer: Any) -> str | None:

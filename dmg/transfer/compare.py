@@ -12,8 +12,8 @@ sink knows its MD5, the source does not). Rules per ``overwrite`` mode:
   checksums are known and equal (copy when they differ); on a sink that keeps
   modified times, skip when they match within :data:`MTIME_WINDOW`; hash the
   source when only the sink's checksum is known; else, on a sink that does not
-  keep modified times (object stores record the upload time), skip when its copy
-  is newer than the source.
+  keep modified times (object stores record the upload time, in whole seconds),
+  skip when its copy is newer than the source (within :data:`MTIME_WINDOW`).
 
 A side of unknown size (``-1``, SQL tables) cannot be compared: such files are
 always copied (SQL sinks commit idempotently per shard).
@@ -74,6 +74,6 @@ def decide(source: Entry, sink: Entry | None, mode: str, *, sink_keeps_mtime: bo
         return Decision(SKIP, "same size and modified time")
     if sink.checksum:
         return Decision(HASH, "same size; checksum to compare")
-    if not sink_keeps_mtime and sink.mtime >= source.mtime:
+    if not sink_keeps_mtime and sink.mtime + MTIME_WINDOW >= source.mtime:  # stores keep whole seconds
         return Decision(SKIP, "same size, sink copy newer than the source")
     return Decision(COPY, "modified time differs")

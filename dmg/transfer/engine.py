@@ -166,19 +166,19 @@ class CopyEngine:
         with self._large if large else contextlib.nullcontext():
             writer = self.sink.open_write(target, staging_id=self.staging_id)
             sent = 0
+            digest = checksums.StreamHash(threaded=large)
             try:
-                digest = checksums.new_md5()
                 with contextlib.closing(self._chunks(entry)) as chunks:
                     for chunk in chunks:
                         if self._cancel.is_set():
                             raise _Cancelled()
                         self.throttle.take(len(chunk))
-                        digest.update(chunk)
                         writer.write(chunk)
+                        digest.update(chunk)
                         sent += len(chunk)
                         self.on_bytes(len(chunk))
                 md5 = digest.hexdigest()
-                verified = self._verify_staged(entry, writer, md5, sent)
+                verified = self._verify_staged(entry, writer, md5, digest.crc, sent)
                 if not self.may_commit():
                     raise StaleAttempt(f"{entry.path}: a newer attempt of this shard exists; not committed")
                 writer.commit(mtime=entry.mtime if entry.mtime > 0 else None)
@@ -186,6 +186,8 @@ class CopyEngine:
                 writer.abort()
                 self.on_bytes(-sent)
                 raise
+            finally:
+                digest.close()
         verified += self._verify_committed(target, md5, sent)
         return md5, sent, verified
 
@@ -199,7 +201,7 @@ class CopyEngine:
         return sequential_chunks(self.source, entry.path, ahead=ahead,
                                  chunk_size=lambda: self.throttle.chunk_size(CHUNK_SIZE))
 
-    def _verify_staged(self, entry: Entry, writer: StagedWriter, md5: str, sent: int) -> list[str]:
+    def _verify_staged(self, entry: Entry, writer: StagedWriter, md5: str, crc: int, sent: int) -> list[str]:
         checks: list[str] = []
         if entry.size >= 0:
             if sent != entry.size:
@@ -211,6 +213,11 @@ class CopyEngine:
         if entry.checksum:
             checksums.check_equal("source checksum", entry.checksum, md5, path=entry.path)
             checks.append("source-md5")
+        staged_crc = checksums.staged_crc32(writer)
+        if staged_crc is not None:
+            checksums.check_equal("staged bytes", f"{crc:08x}", f"{staged_crc:08x}", path=entry.path)
+            checks.append("staged-crc32")
+            return checks
         staged = checksums.staged_md5(writer)
         if staged is not None:
             checksums.check_equal("staged bytes", md5, staged, path=entry.path)

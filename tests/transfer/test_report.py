@@ -144,7 +144,7 @@ def test_the_first_run_reports_copies_with_checksums(
     for row in rows:
         data = (tmp_path / "src/in" / Path(row["path"]).name).read_bytes()
         assert row["checksum"] == hashlib.md5(data, usedforsecurity=False).hexdigest()
-        assert row["verified"] == "size,staged-md5" and row["attempt"] == 1 and row["tries"] == 1
+        assert row["verified"] == "size,staged-crc32" and row["attempt"] == 1 and row["tries"] == 1
     shown = user.run(plan["run"])
     assert shown["status"] == "Succeeded" and shown["activity_runs"][0]["bytes"] == 3000
 
