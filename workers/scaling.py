@@ -6,7 +6,7 @@ buttons send Celery's own ``pool_grow`` / ``pool_shrink``. Either way the worker
 :class:`PoolScaler` (driven by the load bootstep every second) keeps the pool at
 its target and records the limit:
 
-- a grow takes effect at once;
+- a grow takes effect at once (the new pool processes are forked right away);
 - a shrink stops only idle pool processes: if shards run on every process, the
   limit drops at once for placement (the dispatcher places against the target)
   and the pool shrinks as shards finish. A running shard is never killed;
@@ -85,10 +85,13 @@ class PoolScaler:
             if self.known is not None and size != self.known:
                 log.info("pool resized outside dmg from %d to %d: new limit", self.known, size)
                 self.persist(size)
+                if size > self.known:
+                    _start_processes(pool)
             self.known = size
             return
         if size < self.target:
             pool.grow(self.target - size)
+            _start_processes(pool)
             consumer._update_prefetch_count(self.target - size)
         elif size > self.target and _live_processes(pool) == size:
             # One shrink call per round, and only once the last one's processes are gone:
@@ -102,6 +105,14 @@ class PoolScaler:
         self.known = int(pool.num_processes)
         if self.known == self.target:
             self.target = None
+
+
+def _start_processes(pool: Any) -> None:
+    """Fork the processes a grow added now: the prefork pool itself only does it on its
+    next maintenance tick, up to 5 s later (Celery's autoscaler calls it the same way)."""
+    maintain = getattr(pool, "maintain_pool", None)
+    if maintain is not None:
+        maintain()
 
 
 def _live_processes(pool: Any) -> int:
