@@ -52,6 +52,9 @@ class Settings:
     log_level: str = defaults.LOG_LEVEL
     credentials_file: str = ""
     store_check_interval: float = defaults.STORE_CHECK_INTERVAL
+    autoscale_min: int = defaults.AUTOSCALE_MIN
+    autoscale_max: int = defaults.AUTOSCALE_MAX
+    autoscale_interval: float = defaults.AUTOSCALE_INTERVAL
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -105,6 +108,9 @@ _KINDS: dict[str, type] = {
     "max_nodes_per_gateway": int,
     "flower_port": int,
     "store_check_interval": float,
+    "autoscale_min": int,
+    "autoscale_max": int,
+    "autoscale_interval": float,
 }
 
 
