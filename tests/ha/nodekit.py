@@ -56,10 +56,12 @@ def mixed_copy(client: CloudClient, site: EmbeddedSite, root: Path, *, files: in
         table = f"t_{t}"
         copy.rows[table] = [(t * 100_000 + n, f"row {n} of {table} " + "x" * 30) for n in range(rows)]
         (csv / table).write_text("id,name\n" + "".join(f"{i},{text}\n" for i, text in copy.rows[table]))
-    stores = [("src", "file", str(source), {}), ("dst", "file", str(sink), {}),
-              ("csv", "file", str(csv), {}), ("sql", "sql", f"sqlite:///{db}", {"create_table": True})]
-    for suffix, kind, location, options in stores:
-        client.add_store({"name": f"{name}-{suffix}", "type": kind, "location": location, "options": options})
+    stores: list[tuple[str, str, str, dict[str, Any]]] = [
+        ("src", "file", str(source), {}), ("dst", "file", str(sink), {}),
+        ("csv", "file", str(csv), {}), ("sql", "sql", f"sqlite:///{db}", {"create_table": True})]
+    for suffix, kind, location, store_options in stores:
+        client.add_store({"name": f"{name}-{suffix}", "type": kind, "location": location,
+                          "options": store_options})
     options = {"bandwidth": bandwidth} if bandwidth else {}
     client.create_pipeline({"name": name, "gateway": site.gateway, "activities": [
         {"name": "folder", "source": {"store": f"{name}-src", "path": ""},
@@ -105,8 +107,14 @@ def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
 
 
 def dispatcher_of(state: SiteState) -> str | None:
-    raw = state.redis.get(state.key("lease"))
-    return raw.decode().rsplit(":", 1)[0] if raw else None
+    raw: Any = state.redis.get(state.key("lease"))
+    return str(raw.decode()).rsplit(":", 1)[0] if raw else None
+
+
+def successor_of(state: SiteState, old: str) -> str:
+    """The dispatcher if it is not ``old``, else ""."""
+    now = dispatcher_of(state)
+    return now if now and now != old else ""
 
 
 def epoch_of(state: SiteState) -> int:

@@ -39,6 +39,7 @@ from tests.ha.nodekit import (
     mixed_copy,
     run_ended,
     site_state,
+    successor_of,
     wait_running_elsewhere,
     work_of,
 )
@@ -64,9 +65,9 @@ def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: EmbeddedS
         copy = mixed_copy(client, site, tmp_path, files=12, tables=4, rows=400, bandwidth=32 * KIB,
                           name="node-death")
         run_id = client.run_pipeline(copy.pipeline)["id"]
-        leader = wait_for(lambda: dispatcher_of(state), timeout=10, what="a dispatcher")
+        leader = wait_for(lambda: dispatcher_of(state) or "", timeout=10, what="a dispatcher")
         victim = wait_for(lambda: next((n for n in site.node_names if n != leader and state.running(n)),
-                                       None), timeout=30, what="a worker node running a shard")
+                                       ""), timeout=30, what="a worker node running a shard")
         work = work_of(state, victim)
 
         killed = time.monotonic()
@@ -110,7 +111,7 @@ def test_the_dispatcher_dies_and_another_node_carries_on(site: EmbeddedSite, tmp
         copy = mixed_copy(client, site, tmp_path, files=12, tables=4, rows=400, bandwidth=32 * KIB,
                           name="dispatcher-death")
         run_id = client.run_pipeline(copy.pipeline)["id"]
-        leader = wait_for(lambda: dispatcher_of(state), timeout=10, what="a dispatcher")
+        leader = wait_for(lambda: dispatcher_of(state) or "", timeout=10, what="a dispatcher")
         wait_for(lambda: state.running(leader), timeout=30, what="the dispatcher's node running a shard")
         epoch = epoch_of(state)
         work = work_of(state, leader)
@@ -118,7 +119,7 @@ def test_the_dispatcher_dies_and_another_node_carries_on(site: EmbeddedSite, tmp
         assert dispatcher_of(state) == leader
         killed = time.monotonic()
         site.kill_node(leader)
-        successor = wait_for(lambda: dispatcher_of(state) not in (None, leader) and dispatcher_of(state),
+        successor = wait_for(lambda: successor_of(state, leader),
                              timeout=30, what="another node to take the lease")
         new_epoch = epoch_of(state)
         assert new_epoch > epoch
@@ -148,7 +149,7 @@ def test_a_paused_dispatcher_stops_placing_before_another_takes_over(site: Embed
                                                                     tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         wait_for(lambda: all_nodes(client, site, online), timeout=30, what="every node Online")
-        leader = wait_for(lambda: dispatcher_of(state), timeout=10, what="a dispatcher")
+        leader = wait_for(lambda: dispatcher_of(state) or "", timeout=10, what="a dispatcher")
         epoch = epoch_of(state)
         (process,) = [c.proc for c in site.children() if c.name == leader]
         copy = mixed_copy(client, site, tmp_path, files=16, tables=4, bandwidth=32 * KIB, name="paused")
@@ -158,7 +159,7 @@ def test_a_paused_dispatcher_stops_placing_before_another_takes_over(site: Embed
 
         psutil.Process(process.pid).send_signal(signal.SIGSTOP)  # the dispatcher thread freezes
         try:
-            successor = wait_for(lambda: dispatcher_of(state) not in (None, leader) and dispatcher_of(state),
+            successor = wait_for(lambda: successor_of(state, leader),
                                  timeout=30, what="another node to take the lease")
         finally:
             psutil.Process(process.pid).send_signal(signal.SIGCONT)
