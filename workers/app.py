@@ -2,7 +2,8 @@
 
 Configured from :func:`settings.celery.celery_config` (acks late, reject on
 worker lost, prefetch 1, JSON only, extended results) with the worker-load
-bootstep added and a consumer that reconnects to a returning broker within
+bootstep and the autoscaling one (:mod:`workers.autoscale`) added and a
+consumer that reconnects to a returning broker within
 seconds (:mod:`workers.consumer`). ``app.dmg_settings`` holds the :class:`settings.Settings` it was
 built from.
 """
@@ -13,6 +14,7 @@ from celery import Celery
 
 import settings as dmg_settings
 from settings.celery import celery_config
+from workers.autoscale import AutoscaleStep
 from workers.loadstep import WorkerLoadStep
 
 
@@ -22,6 +24,7 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.conf.include = ["workers.tasks"]
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
     celery_app.steps["worker"].add(WorkerLoadStep)
+    celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.dmg_settings = settings
     return celery_app
 
