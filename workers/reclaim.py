@@ -58,11 +58,8 @@ def clean_staging(state: SiteState, node: str, staging_ids: set[str], *,
             sink = ((shard or {}).get("spec") or {}).get("sink", {}).get("store")
             if sink:
                 try:
-                    connector = connector_factory(StoreSpec.from_json(sink))
-                    try:
-                        removed += connector.cleanup_staging(staging)
-                    finally:
-                        connector.close()
+                    removed += remove_staging(StoreSpec.from_json(sink), staging,
+                                              connector_factory=connector_factory)
                 except DmgError as exc:
                     log.warning("staging not cleaned up staging_id=%s node=%s error=%s", staging, node, exc)
             state.forget_started(node, staging)
@@ -71,6 +68,19 @@ def clean_staging(state: SiteState, node: str, staging_ids: set[str], *,
     if removed:
         log.info("removed %d staging leftovers of dead attempts node=%s", removed, node)
     return removed
+
+
+def remove_staging(sink: StoreSpec, staging: str, *,
+                   connector_factory: Callable[[StoreSpec], Connector]) -> int:
+    """Remove what attempt ``staging`` left in the staging place of ``sink``; raises DmgError.
+
+    Call it only when no live process writes under that staging id.
+    """
+    connector = connector_factory(sink)
+    try:
+        return connector.cleanup_staging(staging)
+    finally:
+        connector.close()
 
 
 def reclaim_at_start(state: SiteState, node: str) -> tuple[list[str], set[str]]:

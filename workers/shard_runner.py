@@ -32,6 +32,7 @@ Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -41,11 +42,13 @@ from typing import Any
 
 from dmg.attempts import STARTED
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
+from dmg.connectors.base import staging_id
 from dmg.errors import DmgError, Fatal, StaleAttempt
 from dmg.sitestate import SiteState
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
+from workers.reclaim import remove_staging
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -151,6 +154,10 @@ def run_shard(
                        totals=(0, 0), error=str(exc), clock=clock)
     totals = (spec.files_total, spec.bytes_total)
     deaths = deliveries - 1  # every earlier start of this attempt ended with its process
+    if deaths:  # the dead process may have left staged files under this attempt's staging id
+        with contextlib.suppress(DmgError):
+            remove_staging(spec.sink_store, staging_id(shard_id, attempt),
+                           connector_factory=connector_factory)
     if max_worker_deaths and deaths >= max_worker_deaths:
         return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=totals,
                        error=f"the shard killed its worker process {deaths} times (out of memory or a "
