@@ -236,7 +236,7 @@ class DispatcherService:
             except DmgError as exc:
                 log.warning("cannot claim activity runs epoch=%d error=%s", epoch, exc)
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, 5.0)  # a cloud back from an outage is used within 5 s
                 continue
             backoff = 1.0
             for run in runs:
