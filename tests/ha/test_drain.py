@@ -1,0 +1,122 @@
+"""Drain and remove nodes with the real ``dmg`` executable while a run is in flight.
+
+Given a three-node embedded site running a throttled pipeline (a folder to a file
+store, CSV files to SQLite tables):
+
+- ``dmg node remove node3`` is refused while node3 has work;
+- ``dmg node drain node2`` stops new placements on node2 and returns once it runs
+  no shard; the cloud shows it draining (Upgrading);
+- ``dmg node remove node3 --force`` moves node3's shards to other nodes (new
+  attempts; its own copies are fenced off);
+- once the drained and removed nodes are stopped and removed, the gateway is back
+  to a single Online node, the run has every file and row exactly once, and a new
+  run goes through on the one node left.
+
+Without a site: ``drain`` moves queued shards at once and times out with one clear
+line while a shard still runs, ``undrain`` lifts the flag, and an unreachable
+broker is one clear error.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import redis as redis_lib
+
+from dmg.attempts import start_run
+from dmg.cli.demo import KIB
+from dmg.cli.site import EmbeddedSite
+from dmg.embedded.procs import free_port
+from dmg.sitestate import SiteState
+from tests.cli.conftest import DmgRunner, assert_one_line_error
+from tests.ha.nodekit import assert_once, cloud_shards, mixed_copy, run_ended, site_state, work_of
+from tests.ha.sitekit import ha_settings, node_rows, require_redis, running_site, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) -> None:
+    require_redis()
+    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
+                        startup_timeout=60)
+    with running_site(site), site.client() as client, site_state(site) as state:
+        dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                             "DMG_API_TOKEN": site.settings.api_token,
+                             "DMG_REDIS_URL": site.settings.redis_url}, cwd=tmp_path)
+        copy = mixed_copy(client, site, tmp_path, files=16, tables=4, rows=400, bandwidth=24 * KIB,
+                          name="drain")
+        run_id = client.run_pipeline(copy.pipeline)["id"]
+        wait_for(lambda: state.running("node2") and state.running("node3"), timeout=30,
+                 what="node2 and node3 running shards")
+
+        refused = dmg("node", "remove", "node3")
+        assert_one_line_error(refused, contains="node3 has")
+        assert "--force" in refused.stderr
+        assert "node3" in node_rows(client, site)
+
+        drained = dmg("node", "drain", "node2", "--timeout", "60", timeout=90)
+        drained_at = time.time()
+        assert drained.returncode == 0, drained.stderr
+        assert "node node2 runs no shard" in drained.stdout
+        assert work_of(state, "node2") == set()
+        wait_for(lambda: node_rows(client, site)["node2"]["status"] == "Upgrading", timeout=10,
+                 what="the cloud to show node2 draining")
+
+        forced = dmg("node", "remove", "node3", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "removed from gateway site" in forced.stdout
+        assert work_of(state, "node3") == set()
+        site.stop_node("node3")
+        site.stop_node("node2")
+        removed = dmg("node", "remove", "node2")
+        assert removed.returncode == 0, removed.stderr
+
+        wait_for(lambda: run_ended(client, run_id), timeout=120, what="the run to end")
+        assert_once(client, run_id, copy)
+        shards = cloud_shards(client, run_id).values()
+        assert not [s for s in shards if s["node"] == "node2" and s["started_at"] > drained_at]
+        assert {s["node"] for s in shards if s["ended_at"] > drained_at} <= {"node1"}
+
+        # Back to a single node: the gateway is Online and work still goes through.
+        assert [r["name"] for r in client.list_nodes(site.gateway)] == ["node1"]
+        wait_for(lambda: client.gateway(site.gateway)["status"] == "Online", timeout=30,
+                 what="the gateway Online with one node")
+        again = mixed_copy(client, site, tmp_path / "again", files=8, tables=2, bandwidth=0, name="single")
+        second = client.run_pipeline(again.pipeline)["id"]
+        wait_for(lambda: run_ended(client, second), timeout=60, what="a run on the single node")
+        assert_once(client, second, again)
+        assert {s["node"] for s in cloud_shards(client, second).values()} == {"node1"}
+
+
+def test_drain_moves_queued_shards_waits_for_running_ones_and_undrain_lifts_it(
+        redis_url: str, redis_client: redis_lib.Redis, tmp_path: Path) -> None:
+    state = SiteState(redis_client, "gw")
+    for shard_id in ("running", "queued"):
+        state.save_shard(shard_id, {"shard_id": shard_id})
+    attempt = state.new_attempt("running", "n1")
+    start_run(state, "running", attempt, "n1", runner="", alive=lambda _token: False)
+    state.new_attempt("queued", "n1")
+    dmg = DmgRunner(env={"DMG_DATA_DIR": str(tmp_path), "DMG_REDIS_URL": redis_url}, cwd=tmp_path)
+
+    waited = dmg("node", "drain", "n1", "--gateway", "gw", "--timeout", "0.5")
+
+    assert_one_line_error(waited, contains="node n1 still has 1 shard(s) after 0.5 s")
+    assert "1 queued shard(s) moved to other nodes" in waited.stdout
+    assert state.drained() == {"n1": "drain"} and state.pending() == ["queued"]
+    state.mark_finished("running", attempt, "n1", ok=True)
+    done = dmg("node", "drain", "n1", "--gateway", "gw")
+    assert done.returncode == 0 and "node n1 runs no shard" in done.stdout
+
+    undrained = dmg("node", "undrain", "n1", "--gateway", "gw")
+    assert undrained.returncode == 0 and "node n1 takes work again" in undrained.stdout
+    assert state.drained() == {}
+    assert "was not drained" in dmg("node", "undrain", "n1", "--gateway", "gw").stdout
+
+
+def test_drain_without_the_broker_is_one_clear_error(tmp_path: Path) -> None:
+    nobody = f"redis://127.0.0.1:{free_port()}/0"
+    dmg = DmgRunner(env={"DMG_DATA_DIR": str(tmp_path), "DMG_REDIS_URL": nobody}, cwd=tmp_path)
+    result = dmg("node", "drain", "n1", "--gateway", "gw")
+    assert_one_line_error(result, contains="cannot reach the site's broker")
