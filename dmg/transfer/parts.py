@@ -5,8 +5,8 @@
   of the writer, so reading and writing overlap.
 - :func:`ranged_chunks`: ``parallel`` ranged reads (``open_read(offset=...)``) of
   ``part_size`` bytes each, yielded in order; memory is at most
-  ``(parallel + 1) * part_size``. Used for large objects of stores where one
-  ranged GET per part is cheap (:func:`ranged_reads`).
+  ``(parallel + 1) * part_size``. Used for large objects of stores that read
+  byte ranges cheaply (:func:`ranged_reads`).
 
 Both stop early when ``cancelled()`` turns true and release every stream and
 thread when the consumer stops iterating.
@@ -19,16 +19,16 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 from dmg.connectors.base import Connector
 
-#: Store types whose ``open_read(offset=...)`` is a plain ranged stream (one request).
-_RANGED_TYPES = frozenset({"s3"})
-
 
 def ranged_reads(connector: Connector) -> bool:
-    """Whether parallel ranged reads pay off (capability ``ranged_read``, or an S3 store)."""
-    return "ranged_read" in connector.capabilities or connector.type in _RANGED_TYPES
+    """Whether the store reads byte ranges cheaply: capability ``ranged_read``, whose
+    ``open_read(path, offset=..., length=...)`` returns at most ``length`` bytes in
+    one request (an S3 ranged GET)."""
+    return "ranged_read" in connector.capabilities
 
 
 def sequential_chunks(source: Connector, path: str, *, chunk_size: Callable[[], int],
@@ -88,30 +88,32 @@ def _read_ahead(source: Connector, path: str, *, chunk_size: Callable[[], int],
         thread.join()
 
 
-def _read_part(source: Connector, path: str, offset: int, length: int, chunk: int) -> bytes:
-    parts: list[bytes] = []
+def _read_part(source: Connector, path: str, offset: int, length: int, chunk: int) -> list[bytes]:
+    pieces: list[bytes] = []
     left = length
-    with source.open_read(path, offset=offset) as reader:
+    opener: Any = source.open_read  # a ranged_read store takes length=
+    with opener(path, offset=offset, length=length) as reader:
         while left > 0:
             data = reader.read(min(chunk, left))
             if not data:
                 break
-            parts.append(data)
+            pieces.append(data)
             left -= len(data)
-    return b"".join(parts)
+    return pieces
 
 
 def ranged_chunks(source: Connector, path: str, *, size: int, part_size: int, parallel: int,
                   cancelled: Callable[[], bool] = lambda: False,
                   read_chunk: int = 1024 * 1024) -> Generator[bytes, None, None]:
-    """``size`` bytes of ``path`` as parts of ``part_size``, ``parallel`` fetched at once.
+    """``size`` bytes of ``path`` as parts of ``part_size``, ``parallel`` fetched at once,
+    yielded in pieces of at most ``read_chunk`` bytes.
 
     A part shorter than asked (the object shrank) ends the stream early; the
     caller's size check reports it.
     """
     offsets = iter(range(0, size, part_size))
     pool = ThreadPoolExecutor(max(1, parallel), thread_name_prefix="dmg-part")
-    window: deque[tuple[int, Future[bytes]]] = deque()
+    window: deque[tuple[int, Future[list[bytes]]]] = deque()
 
     def fill() -> None:
         while len(window) < parallel and not cancelled():
@@ -125,11 +127,10 @@ def ranged_chunks(source: Connector, path: str, *, size: int, part_size: int, pa
         fill()
         while window:
             length, future = window.popleft()
-            data = future.result()
+            pieces = future.result()
             fill()
-            if data:
-                yield data
-            if len(data) < length:
+            yield from pieces
+            if sum(len(p) for p in pieces) < length:
                 return
     finally:
         for _length, future in window:

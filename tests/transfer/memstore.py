@@ -99,7 +99,7 @@ class MemoryConnector(Connector):
                 raise NotFound(f"{path} does not exist")
             return self._entry(path)
 
-    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+    def open_read(self, path: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
         with self._lock:
             self.reads += 1
             if self.read_faults:
@@ -109,7 +109,7 @@ class MemoryConnector(Connector):
             data = self.objects[path][0]
         if self.corrupt_reads and data:
             data = bytes([data[0] ^ 0xFF]) + data[1:]
-        return io.BytesIO(data[offset:])
+        return io.BytesIO(data[offset:] if length is None else data[offset:offset + length])
 
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
         return _MemoryWriter(self, path.strip("/"), staging_id)
@@ -120,3 +120,9 @@ class MemoryConnector(Connector):
 
     def check_reachable(self) -> None:
         return None
+
+
+class RangedMemoryConnector(MemoryConnector):
+    """The in-memory store announcing ``ranged_read``: large objects come in parallel parts."""
+
+    capabilities: ClassVar[frozenset[str]] = MemoryConnector.capabilities | {"ranged_read"}

@@ -14,7 +14,7 @@ from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.file import FileConnector
 from dmg.errors import NotFound, PermissionDenied, Retryable, StaleAttempt
 from dmg.transfer import CopyOptions, copy_entries
-from tests.transfer.memstore import MemoryConnector
+from tests.transfer.memstore import MemoryConnector, RangedMemoryConnector
 from tests.workers.support import tree, write_files
 
 MiB = 1024 * 1024
@@ -304,3 +304,29 @@ def test_the_old_signature_still_works(tmp_path: Path) -> None:
     result = copy_entries(source, sink, list(source.list("in")), source_prefix="in", sink_prefix="out",
                           staging_id="x.1", bandwidth=0)
     assert result.copied == 1 and result.to_json()["copied"] == 1
+
+
+def test_a_large_object_of_a_ranged_store_comes_in_parallel_parts() -> None:
+    source, sink = RangedMemoryConnector(), MemoryConnector()
+    data = os.urandom(1 * MiB + 5)
+    source.put("in/big", data)
+
+    result = copy(source, sink, options={"part_size": 64 * 1024, "parallel_parts": 4})
+
+    assert result.files[0].status == "copied" and "source-md5" in result.files[0].verified
+    assert sink.objects["out/big"][0] == data
+    assert source.reads == 17  # one ranged read per 64 KiB part
+
+
+def test_a_ranged_object_that_shrank_fails_on_its_size() -> None:
+    source, sink = RangedMemoryConnector(), MemoryConnector()
+    source.put("in/big", os.urandom(1 * MiB))
+    entries = list(source.list("in"))
+    source.put("in/big", os.urandom(300_000))  # shorter than listed
+
+    result = copy_entries(source, sink, entries, source_prefix="in", sink_prefix="out", staging_id="s.1",
+                          options=CopyOptions(part_size=64 * 1024, retries=0))
+
+    assert result.files[0].status == "failed" and "read 300000 bytes, the listing said 1048576" in \
+        result.files[0].error
+    assert sink.commits == []
