@@ -4,10 +4,10 @@ Given a three-node embedded site running a throttled pipeline (a folder to a fil
 store, CSV files to SQLite tables):
 
 - ``dmg node remove node3`` is refused while node3 has work;
-- ``dmg node drain node2`` stops new placements on node2 and returns once it runs
-  no shard; the cloud shows it draining (Upgrading);
 - ``dmg node remove node3 --force`` moves node3's shards to other nodes (new
   attempts; its own copies are fenced off);
+- ``dmg node drain node2`` stops new placements on node2 and returns once it runs
+  no shard; the cloud shows it draining (Upgrading);
 - once the drained and removed nodes are stopped and removed, the gateway is back
   to a single Online node, the run has every file and row exactly once, and a new
   run goes through on the one node left.
@@ -56,6 +56,12 @@ def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) 
         assert "--force" in refused.stderr
         assert "node3" in node_rows(client, site)
 
+        forced = dmg("node", "remove", "node3", "--force")
+        assert forced.returncode == 0, forced.stderr
+        assert "node node3 removed from gateway site" in forced.stdout
+        assert "shard(s) moved to other nodes" in forced.stdout
+        assert work_of(state, "node3") == set()
+
         drained = dmg("node", "drain", "node2", "--timeout", "60", timeout=90)
         drained_at = time.time()
         assert drained.returncode == 0, drained.stderr
@@ -63,11 +69,6 @@ def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) 
         assert work_of(state, "node2") == set()
         wait_for(lambda: node_rows(client, site)["node2"]["status"] == "Upgrading", timeout=10,
                  what="the cloud to show node2 draining")
-
-        forced = dmg("node", "remove", "node3", "--force")
-        assert forced.returncode == 0, forced.stderr
-        assert "removed from gateway site" in forced.stdout
-        assert work_of(state, "node3") == set()
         site.stop_node("node3")
         site.stop_node("node2")
         removed = dmg("node", "remove", "node2")
