@@ -251,6 +251,7 @@ def machine() -> dict[str, Any]:
 
 def emit(rows: Sequence[Row], *, title: str, meta: dict[str, Any], goals: Sequence[tuple[str, str, float]],
          as_json: bool) -> None:
+    meta = {**meta, "load_avg_after": [round(x, 2) for x in os.getloadavg()]}
     if as_json:
         print(json.dumps({"title": title, "meta": meta, "rows": [r.to_json() for r in rows],
                           "goals": goal_lines(rows, goals)}, indent=2))

@@ -25,6 +25,7 @@ import argparse
 import contextlib
 import filecmp
 import json
+import os
 import re
 import subprocess
 import sys
@@ -251,7 +252,7 @@ def report(result: dict[str, Any]) -> None:
     dmg, rclone = result["dmg"], result["rclone"]
     print(f"peak memory copying one {result['size_gib']:g} GiB file, file -> file "
           f"(sampled every {result['interval']} s; MiB)")
-    print(f"  machine: {result['machine']}")
+    print(f"  machine: {result['machine']}, load after: {result['load_avg_after']}")
     print()
     print(f"{'process':<30} {'idle RSS':>9} {'peak RSS':>9} {'peak PSS':>9} {'VmHWM':>9} {'HWM-idle':>9}")
     print("-" * 80)
@@ -303,6 +304,7 @@ def main() -> int:
             result["rclone"] = run_rclone(work, source_dir, size=size, interval=args.interval)
         except (RuntimeError, AssertionError) as exc:
             result["rclone"] = {"error": str(exc)}
+    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     if args.json:
         print(json.dumps(result, indent=2))
     else:
