@@ -33,6 +33,7 @@ from dmg.sitestate import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
 from tests.ha.nodekit import assert_once, cloud_shards, mixed_copy, run_ended, site_state, work_of
 from tests.ha.sitekit import ha_settings, node_rows, require_redis, running_site, wait_for
+from workers.drain import DrainField
 
 pytestmark = pytest.mark.integration
 
@@ -121,3 +122,20 @@ def test_drain_without_the_broker_is_one_clear_error(tmp_path: Path) -> None:
     dmg = DmgRunner(env={"DMG_DATA_DIR": str(tmp_path), "DMG_REDIS_URL": nobody}, cwd=tmp_path)
     result = dmg("node", "drain", "n1", "--gateway", "gw")
     assert_one_line_error(result, contains="cannot reach the site's broker")
+
+
+def test_a_removed_node_registered_again_takes_work_once_the_cloud_accepts_it(
+        redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    accepted = [False]
+    state.set_drain("n1", "removed")
+    field = DrainField(state, "n1", cloud_accepted=lambda: accepted[0])
+
+    assert field() == {"draining": True}  # its token may be revoked: no work until the cloud says yes
+    accepted[0] = True
+    assert field() == {"draining": False} and state.drained() == {}
+
+    running = DrainField(state, "n2", cloud_accepted=lambda: True)
+    assert running() == {"draining": False}
+    state.set_drain("n2", "removed")  # removed while it runs: it stays out
+    assert running() == {"draining": True} and state.drained() == {"n2": "removed"}
