@@ -26,6 +26,8 @@ from dmg.sitestate import SHARD_QUEUED, SiteState
 from settings import Settings
 from workers.delivery import my_runner, runner_alive
 
+pytestmark = pytest.mark.integration
+
 S = "ar1-00000"
 
 

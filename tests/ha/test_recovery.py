@@ -25,6 +25,8 @@ from dmg.sitestate import SiteState
 from settings import Settings
 from tests.workers.support import wait_for
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def state(redis_client: redis_lib.Redis) -> SiteState:
