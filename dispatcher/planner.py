@@ -95,7 +95,6 @@ def plan_activity_run(
         if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
             shards = json.loads(state.redis.get(plan_key) or "[]")
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
-    state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
     cloud.plan_shards(run_id, epoch=epoch, shards=shards)
     pending = set(state.pending())
     queued = []
