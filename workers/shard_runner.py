@@ -179,7 +179,7 @@ def run_shard(
         result = copy_entries(
             source, sink, spec.entries,
             source_prefix=spec.source_path, sink_prefix=spec.sink_path,
-            staging_id=f"{shard_id}.{attempt}",
+            staging_id=staging_id(shard_id, attempt),
             may_commit=lambda: state.is_current(shard_id, attempt),
             options=options, throttle=Throttle(bandwidth), sink_hints=spec.sink_hints,
             on_file=progress.file_done, on_bytes=progress.add_bytes, on_tick=progress.tick,
