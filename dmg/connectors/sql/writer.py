@@ -7,11 +7,14 @@ does nothing, so a shard copied twice never duplicates rows; two concurrent
 commits of the same staging id serialise on the marker's primary key. The marker
 holds the shard part of the staging id (:func:`dmg.connectors.base.commit_key`):
 every attempt of a shard shares it, so a shard replayed by a new attempt after a
-crash inserts nothing a fenced older attempt already committed.
+crash inserts nothing a fenced older attempt already committed. The marker's
+``target`` is the table, or for a key-range path the range itself
+(:func:`marker_target`): one shard may hold several ranges of one table.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import tempfile
@@ -36,7 +39,7 @@ from sqlalchemy import exc as sa_exc
 
 from dmg.connectors.base import StagedWriter, commit_key
 from dmg.connectors.sql.errors import map_sql_errors
-from dmg.connectors.sql.paths import SqlPath
+from dmg.connectors.sql.paths import SqlPath, range_path
 from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
 from dmg.errors import BadInput, Fatal, NotFound
 
@@ -53,6 +56,22 @@ commits = Table(
     Column("committed_at", Float, nullable=False),
     Column("rows", BigInteger, nullable=False),
 )
+
+
+_MARKER_TARGET_MAX = 255
+
+
+def marker_target(target: SqlPath) -> str:
+    """What a commit marker names: the table path, or the key range (``t?id>=100&id<200``),
+    so that each range a shard writes into one table commits once. A range longer than
+    the marker column is shortened to the table path plus a digest of the range."""
+    if not target.is_range:
+        return target.table_path
+    full = range_path(target.table_path, str(target.key), target.lower, target.upper)
+    if len(full) <= _MARKER_TARGET_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()
+    return f"{target.table_path[:_MARKER_TARGET_MAX - len(digest) - 2]}?#{digest}"
 
 
 class _AlreadyCommitted(Exception):
@@ -118,7 +137,7 @@ class SqlWriter(StagedWriter):
                         self.rows_written = self._insert_all(conn)
                 except _AlreadyCommitted:
                     log.info("replayed commit ignored staging_id=%s target=%s",
-                             self._staging_id, self._target.table_path)
+                             self._staging_id, marker_target(self._target))
         except BaseException:
             self.abort()
             raise
@@ -126,7 +145,7 @@ class SqlWriter(StagedWriter):
         self._spool.close()
 
     def _insert_all(self, conn: Any) -> int:
-        target = self._target.table_path
+        target = marker_target(self._target)
         done = conn.execute(select(commits.c.rows).where(
             commits.c.staging_id == self._staging_id, commits.c.target == target)).first()
         if done is not None:
