@@ -19,6 +19,13 @@ service. Block ids derive from the staging id, so two attempts writing the same
 blob never mix blocks. Reads fetch ranges of ``block_size`` in parallel, a few
 ahead, with an ETag condition: a blob that changes mid-read is ``Retryable``.
 
+Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
+is a random block-id prefix; a part is staged as blocks of ``block_size`` whose
+ids derive from the prefix, the part number and the block's index in the part
+(re-staging a part replaces the same blocks); the commit is one block list in
+part order (committing the same list again is a no-op). Abort stages nothing
+more; uncommitted blocks are garbage-collected by the service.
+
 ``Entry.checksum`` is the blob's Content-MD5 (hex) when set; ``Entry.mtime`` is
 its last-modified time.
 """
@@ -27,7 +34,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -52,6 +60,7 @@ from azure.storage.blob import (
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.connectors.distributed import sorted_parts
 from dmg.errors import BadInput, Conflict, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
@@ -181,7 +190,7 @@ class AzureBlobConnector(Connector):
     """A container and prefix; see the module docstring for options and credentials."""
 
     type = "azureblob"
-    capabilities = frozenset({"multipart", "native_checksum"})
+    capabilities = frozenset({"multipart", "native_checksum", "distributed_write"})
 
     def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
         super().__init__(spec)
@@ -318,6 +327,75 @@ class AzureBlobConnector(Connector):
     def check_reachable(self) -> None:
         with map_azure_errors(f"store {self.spec.name!r} (container {self.container_name!r})"):
             self.container.get_container_properties()
+
+    # -- distributed_write ------------------------------------------------------------
+    def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
+        """A block-id prefix for this write: ``{"block_prefix": ...}`` (no request)."""
+        if not clean_path(path, store=self.spec.name):
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        return {"block_prefix": uuid.uuid4().hex[:16]}
+
+    def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                    chunks: Iterable[bytes], length: int) -> dict[str, Any]:
+        """Stage part ``part_number`` as blocks (MD5-checked by the service per block) ->
+        ``{"part_number", "block_ids"}``."""
+        what = f"{self._what('write', path)} (part {part_number})"
+        blob = self.container.get_blob_client(self._name(path))
+        prefix = str(handle["block_prefix"])
+        block_ids: list[str] = []
+        pool: BoundedPool[None] = BoundedPool(self.max_concurrency, name="dmg-blob-part")
+        buffer = bytearray()
+        sent = 0
+
+        def stage(block_id: str, data: bytes) -> None:
+            with map_azure_errors(what):
+                blob.stage_block(block_id, data, length=len(data), validate_content=True)
+
+        def flush(data: bytes) -> None:
+            block_id = f"{prefix}-{int(part_number):05d}-{len(block_ids):04d}"  # one length per blob
+            block_ids.append(block_id)
+            pool.submit(lambda: stage(block_id, data))
+
+        try:
+            for chunk in chunks:
+                buffer += chunk
+                sent += len(chunk)
+                while len(buffer) >= self.block_size:
+                    flush(bytes(buffer[:self.block_size]))
+                    del buffer[:self.block_size]
+            if buffer or not block_ids:
+                flush(bytes(buffer))
+            pool.results()
+        except BaseException:
+            pool.cancel()
+            raise
+        if sent != length:
+            raise Fatal(f"{what}: {sent} bytes, expected {length}",
+                        hint="the source changed while it was copied; run it again")
+        return {"part_number": int(part_number), "block_ids": block_ids}
+
+    def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
+                           size: int) -> None:
+        """Commit every part's blocks in part order; idempotent (see the module docstring)."""
+        blob = self.container.get_blob_client(self._name(path))
+        block_ids = [str(b) for p in sorted_parts(parts) for b in p["block_ids"]]
+        with map_azure_errors(self._what("commit", path)):
+            try:
+                blob.commit_block_list([BlobBlock(block_id=i) for i in block_ids])
+            except HttpResponseError as exc:
+                code = getattr(getattr(exc, "error_code", None), "value", getattr(exc, "error_code", None))
+                if code != "InvalidBlockList":
+                    raise
+                committed, _ = blob.get_block_list("committed")
+                if [b.id for b in committed] != block_ids:
+                    raise
+            props = blob.get_blob_properties()
+        if int(props.size) != size:
+            raise Fatal(f"{self._what('commit', path)}: the committed blob has {props.size} bytes, "
+                        f"expected {size}", hint="run the activity again")
+
+    def abort_distributed(self, path: str, handle: dict[str, Any]) -> None:
+        """Nothing to remove: uncommitted blocks are garbage-collected by the service."""
 
     def close(self) -> None:
         self.service.close()

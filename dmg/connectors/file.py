@@ -4,17 +4,27 @@ Writes go to a hidden staging file beside the target
 (``.dmg-staging.<staging id>.<name>``) and are renamed over it on commit, so a
 reader never sees half a file. Paths that escape the store's root (``..``,
 absolute paths, symlinks pointing out) are refused with ``PermissionDenied``.
+
+Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`), valid
+because every node mounts the same share at the same path: the handle names one
+staging file beside the target (``.dmg-staging.dw-<random>.<name>``), created at
+its final size; each part is written in place at its offset (``pwrite``, fsync'd
+when the store's ``fsync`` option is on) and re-read for its MD5; the commit
+renames the staging file over the target (a repeated commit finds the target
+already there with the expected size); abort deletes the staging file.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
+import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
@@ -92,7 +102,7 @@ class _FileWriter(StagedWriter):
 
 class FileConnector(Connector):
     type = "file"
-    capabilities = frozenset()
+    capabilities = frozenset({"distributed_write"})
 
     def __init__(self, spec: StoreSpec) -> None:
         super().__init__(spec)
@@ -194,6 +204,86 @@ class FileConnector(Connector):
                 )
             if not self.root.is_dir():
                 raise BadInput(f"store {self.spec.name!r}: {self.root} is not a directory")
+
+    # -- distributed_write ------------------------------------------------------------
+    def _distributed_staging(self, path: str, handle: dict[str, Any]) -> tuple[Path, Path]:
+        target = self.resolve(path)
+        name = str(handle.get("staging", ""))
+        if not name.startswith(STAGING_PREFIX) or "/" in name or not target.name:
+            raise BadInput(f"store {self.spec.name!r}: bad distributed-write handle for {path!r}")
+        return target, target.with_name(name)
+
+    def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
+        """Create the staging file at ``size`` bytes: ``{"staging": <file name>}``."""
+        target = self.resolve(path)
+        if not target.name:
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        handle = {"staging": f"{STAGING_PREFIX}dw-{uuid.uuid4().hex[:16]}.{target.name}"}
+        _target, staging = self._distributed_staging(path, handle)
+        with _mapped_os_errors(f"cannot write {target}"):
+            staging.parent.mkdir(parents=True, exist_ok=True)
+            with open(staging, "wb") as fh:
+                fh.truncate(size)
+        return handle
+
+    def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                    chunks: Iterable[bytes], length: int) -> dict[str, Any]:
+        """Write the part in place -> ``{"part_number", "md5"}`` (MD5 re-read from disk)."""
+        target, staging = self._distributed_staging(path, handle)
+        what = f"cannot write {target} (part {part_number})"
+        with _mapped_os_errors(what):
+            fd = os.open(staging, os.O_WRONLY)  # no O_CREAT: an aborted write stays aborted
+            try:
+                position = offset
+                for chunk in chunks:
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.pwrite(fd, view, position)
+                        position += written
+                        view = view[written:]
+                if self._fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if position - offset != length:
+                raise Fatal(f"{what}: {position - offset} bytes, expected {length}",
+                            hint="the source changed while it was copied; run it again")
+            digest = hashlib.md5(usedforsecurity=False)
+            with open(staging, "rb") as fh:
+                fh.seek(offset)
+                left = length
+                while left > 0 and (data := fh.read(min(left, 1024 * 1024))):
+                    digest.update(data)
+                    left -= len(data)
+        return {"part_number": int(part_number), "md5": digest.hexdigest()}
+
+    def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
+                           size: int) -> None:
+        """Rename the staging file over the target; idempotent (see the module docstring)."""
+        target, staging = self._distributed_staging(path, handle)
+        with _mapped_os_errors(f"cannot commit {target}"):
+            try:
+                if staging.stat().st_size != size:
+                    raise Fatal(f"cannot commit {target}: its staging file has "
+                                f"{staging.stat().st_size} bytes, expected {size}",
+                                hint="run the activity again")
+            except FileNotFoundError:
+                if target.is_file() and target.stat().st_size == size:
+                    return  # committed before
+                raise
+            if self._fsync:
+                fd = os.open(staging, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(staging, target)
+
+    def abort_distributed(self, path: str, handle: dict[str, Any]) -> None:
+        """Delete the staging file (missing: nothing to do)."""
+        _target, staging = self._distributed_staging(path, handle)
+        with _mapped_os_errors(f"cannot abort the write of {path!r}"):
+            staging.unlink(missing_ok=True)
 
     def cleanup_staging(self, staging_id: str) -> int:
         removed = 0

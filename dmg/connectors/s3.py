@@ -18,6 +18,14 @@ writing and which is completed on commit (aborted on abort). An incomplete
 upload left by a crashed node is not visible either; a bucket lifecycle rule
 ``AbortIncompleteMultipartUpload`` reclaims its space.
 
+Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
+is a multipart upload id; each part is one ``UploadPart`` (held in memory: parts
+are at most a few tens of MiB) with its Content-MD5; the commit is
+``CompleteMultipartUpload`` with the parts sorted, and checks the returned ETag
+against the MD5 of the parts' MD5s. A repeated commit whose upload is gone is
+done when the object has the expected size. Parts must be at least 5 MiB, except
+the last, and at most 10,000.
+
 ``Entry.checksum`` is the object's MD5 (hex) when its ETag is a plain MD5, i.e.
 for objects uploaded in one PUT without SSE-KMS; ``Entry.mtime`` is the time
 S3 stored the object (the ``mtime`` given to commit is not kept).
@@ -29,7 +37,7 @@ import base64
 import hashlib
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
@@ -40,12 +48,14 @@ from botocore.config import Config
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.connectors.distributed import sorted_parts
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
+_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
 _NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
            "InvalidToken", "AllAccessDisabled", "AccountProblem", "403", "401",
@@ -91,6 +101,15 @@ def map_s3_errors(what: str) -> Iterator[None]:
         raise BadInput(f"{what}: invalid request ({exc})") from exc
     except bex.BotoCoreError as exc:
         raise Fatal(f"{what}: {type(exc).__name__}") from exc
+
+
+def multipart_etag(part_md5s: Sequence[str]) -> str:
+    """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s, ``-<count>``;
+    "" when a part's MD5 is unknown."""
+    if not part_md5s or not all(_MD5_ETAG.match(m) for m in part_md5s):
+        return ""
+    joined = b"".join(bytes.fromhex(m) for m in part_md5s)
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(part_md5s)}"
 
 
 def _content_md5(data: bytes | bytearray | memoryview) -> str:
@@ -207,7 +226,8 @@ class S3Connector(Connector):
     """A bucket and prefix; see the module docstring for options and credentials."""
 
     type = "s3"
-    capabilities = frozenset({"server_side_copy", "multipart", "native_checksum", "ranged_read"})
+    capabilities = frozenset({"server_side_copy", "multipart", "native_checksum", "ranged_read",
+                              "distributed_write"})
 
     def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
         super().__init__(spec)
@@ -358,6 +378,64 @@ class S3Connector(Connector):
             self.client.copy({"Bucket": src.bucket, "Key": src._key(source_path)},
                              self.bucket, target, Config=self.transfer)
         return self.stat(target_path)
+
+    # -- distributed_write ------------------------------------------------------------
+    def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
+        """Create the multipart upload: ``{"upload_id": ...}``."""
+        if not clean_path(path, store=self.spec.name):
+            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        with map_s3_errors(self._what("write", path)):
+            reply = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(path))
+        return {"upload_id": str(reply["UploadId"])}
+
+    def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                    chunks: Iterable[bytes], length: int) -> dict[str, Any]:
+        """``UploadPart`` ``part_number`` (idempotent: a re-upload replaces it) ->
+        ``{"part_number", "etag", "md5"}``; ``md5`` is the part's ETag when it is a plain MD5."""
+        data = b"".join(chunks)
+        if len(data) != length:
+            raise Fatal(f"{self._what('write', path)}: part {part_number} has {len(data)} bytes, "
+                        f"expected {length}", hint="the source changed while it was copied; run it again")
+        with map_s3_errors(f"{self._what('write', path)} (part {part_number})"):
+            reply = self.client.upload_part(Bucket=self.bucket, Key=self._key(path),
+                                            UploadId=str(handle["upload_id"]), PartNumber=int(part_number),
+                                            Body=data, ContentMD5=_content_md5(data))
+        etag = str(reply["ETag"])
+        tag = etag.strip('"').lower()
+        result: dict[str, Any] = {"part_number": int(part_number), "etag": etag}
+        if _MD5_ETAG.match(tag):
+            result["md5"] = tag
+        return result
+
+    def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
+                           size: int) -> None:
+        """``CompleteMultipartUpload``; idempotent (see the module docstring)."""
+        what = self._what("commit", path)
+        ordered = sorted_parts(parts)
+        body = {"Parts": [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])} for p in ordered]}
+        try:
+            with map_s3_errors(what):
+                reply = self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=self._key(path), UploadId=str(handle["upload_id"]),
+                    MultipartUpload=body)
+        except NotFound:
+            if self.stat(path).size == size:  # committed before (a replayed commit)
+                return
+            raise
+        expected = multipart_etag([str(p.get("md5", "")) for p in ordered])
+        got = str(reply.get("ETag", "")).strip('"').lower()
+        if expected and got and _MULTIPART_ETAG.match(got) and got != expected:
+            raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected}",
+                        hint="a part was replaced while committing; run the activity again")
+
+    def abort_distributed(self, path: str, handle: dict[str, Any]) -> None:
+        """``AbortMultipartUpload``; an upload already gone is not an error."""
+        try:
+            with map_s3_errors(self._what("abort", path)):
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._key(path),
+                                                   UploadId=str(handle["upload_id"]))
+        except NotFound:
+            pass
 
     def close(self) -> None:
         self.client.close()
