@@ -24,6 +24,12 @@ made at planning, where one listing serves every shard:
   only checksums can tell — and reports skipped files in the per-file report.
   Entries without a hint (the sink could not be listed) are looked up by the
   worker with ``stat``.
+
+One very large object (option ``split_above``) is not one shard but one *part
+shard* per range, so that several nodes write it at once and the sink commits it
+once (S3 multipart upload, Azure block list, a shared staging file): see
+:mod:`dispatcher.splitting` (the sink's write begins here, once per object) and
+:mod:`workers.part_runner` (parts and the single commit).
 """
 
 from __future__ import annotations
@@ -35,10 +41,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.ports import DispatchCloud
+from dispatcher.splitting import split_large_entries
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
 from dmg.sitestate import SiteState
+from dmg.splitstate import PART
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
 from settings import Settings
@@ -140,6 +148,10 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
             body["sink"] = hint.to_json() if hint is not None else None
         return body
 
+    entries, parts = split_large_entries(
+        entries, activity_run_id=run_id, source=source, source_path=source_path, sink_spec=sink_spec,
+        sink_path=sink_path, options=options, overwrite=copy_options.overwrite, sink_entries=sink_entries,
+        state=state, connector_factory=connector_factory)
     shards: list[dict[str, Any]] = []
     groups = cut_shards(entries, max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
@@ -155,6 +167,17 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
         })
         shards.append({"id": shard_id, "index": index, "files": len(group),
                        "bytes": sum(max(e.size, 0) for e in group)})  # -1: size unknown (SQL)
+    for index, part in enumerate(parts, start=len(groups)):
+        shard_id = shard_id_for(run_id, index)
+        state.save_shard(shard_id, {
+            "shard_id": shard_id, "activity_run_id": run_id, "index": index, "kind": PART,
+            "source": {"store": source_spec.to_json(), "path": source_path},
+            "sink": {"store": sink_spec.to_json(), "path": sink_path},
+            "entries": [part.entry.to_json()], "options": options, "part": part.to_json(),
+        })
+        # The object counts once, as a file of its last part (whichever part commits reports it).
+        shards.append({"id": shard_id, "index": index, "files": int(part.part_number == part.parts_total),
+                       "bytes": part.length})
     return shards
 
 

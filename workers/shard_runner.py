@@ -27,6 +27,10 @@ one under ``file_results`` (:class:`dmg.transfer.FileResult` JSON plus ``node``
 and ``attempt``), which :meth:`dmg.cloud.client.CloudClient.report_shard` posts
 to the run's per-file report; at most :data:`MAX_PENDING_RESULTS` wait at a time.
 
+A shard of kind ``"part"`` (one range of a very large object, planned by
+:mod:`dispatcher.splitting`) is run by :mod:`workers.part_runner` instead of the
+copy engine; it reports the same way.
+
 Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
 """
 
@@ -45,9 +49,11 @@ from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.connectors.base import staging_id
 from dmg.errors import DmgError, Fatal, StaleAttempt
 from dmg.sitestate import SiteState
+from dmg.splitstate import PART
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
+from workers.part_runner import run_part
 from workers.reclaim import remove_staging
 from workers.reporter import Reporter
 
@@ -163,6 +169,9 @@ def run_shard(
                        error=f"the shard killed its worker process {deaths} times (out of memory or a "
                              f"crash); not retried (limit DMG_SHARD_MAX_WORKER_DEATHS={max_worker_deaths})",
                        clock=clock)
+    if (stored.get("spec") or {}).get("kind") == PART:  # one range of a very large object
+        return _run_part_shard(shard_id, attempt, spec=stored["spec"], state=state, reporter=reporter,
+                               base=base, connector_factory=connector_factory, clock=clock)
     reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
                                      "files_total": totals[0], "bytes_total": totals[1]})
     log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d",
@@ -210,6 +219,37 @@ def run_shard(
     return _finish(state, reporter, base, shard_id, ok=not failed, files=result.copied,
                    nbytes=result.bytes, totals=progress.totals(), error=error, clock=clock,
                    file_results=progress.take_pending())
+
+
+def _run_part_shard(shard_id: str, attempt: int, *, spec: dict[str, Any], state: SiteState,
+                    reporter: Reporter, base: dict[str, Any],
+                    connector_factory: Callable[[StoreSpec], Connector],
+                    clock: Callable[[], float]) -> ShardOutcome:
+    """A part shard (:mod:`workers.part_runner`): its bytes, and the object once if it committed it."""
+    node = str(base["node"])
+    length = int((spec.get("part") or {}).get("length") or 0)
+    try:
+        outcome = run_part(shard_id, attempt, spec=spec, state=state, reporter=reporter, base=base,
+                           connector_factory=connector_factory)
+    except StaleAttempt as exc:
+        log.info("part attempt fenced off shard=%s attempt=%d node=%s: %s", shard_id, attempt, node, exc)
+        state.mark_finished(shard_id, attempt, node, ok=False)
+        return ShardOutcome(STALE, node, attempt, shard_id, error=str(exc))
+    except DmgError as exc:
+        return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=(0, length),
+                       error=str(exc), clock=clock)
+    except Exception as exc:
+        log.exception("part shard crashed shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=(0, length),
+                error=f"internal error in the worker: {type(exc).__name__}", clock=clock)
+        raise
+    files = int(outcome.committed)
+    results = None
+    if outcome.file_result is not None:
+        results = [{**outcome.file_result.to_json(), "node": node, "attempt": attempt}]
+    return _finish(state, reporter, base, shard_id, ok=outcome.ok, files=files,
+                   nbytes=outcome.bytes if outcome.ok else 0, totals=(files, length), error=outcome.error,
+                   clock=clock, file_results=results)
 
 
 def _finish(state: SiteState, reporter: Reporter, base: dict[str, Any], shard_id: str, *, ok: bool,

@@ -1,0 +1,231 @@
+"""Run one attempt of a *part shard*: one range of a very large object, and maybe its commit.
+
+The planner split the object (:mod:`dispatcher.splitting`) and began the sink's
+write; the shard's spec carries ``kind: "part"`` and ``part`` (object id, entry,
+target, part number, parts total, offset, length, the sink's handle).
+:func:`workers.shard_runner.run_shard` hands such a shard here once the delivery
+has begun. One attempt:
+
+1. Looks at the object's commit marker (:mod:`dmg.splitstate`): ``done`` —
+   nothing left to do (succeeds); ``aborted`` — fails; held by a commit owner —
+   every part is in already, so the part is not written again; the attempt takes
+   the commit over only if the owner's attempt was replaced (it died mid-commit)
+   or is an earlier execution of this very attempt.
+2. Otherwise reads ``length`` bytes at ``offset`` from the source (one ranged
+   read), paced by the activity run's bandwidth, MD5 as they pass, and writes
+   them with the sink's ``write_range`` (idempotent: a re-run rewrites the same
+   part), retrying Retryable errors; the sink's own MD5 of the stored part, when
+   it gives one, must match.
+3. Records the part's result for the current attempt only
+   (:meth:`~dmg.splitstate.SplitObjects.record_part`); the part that completes
+   the set owns the commit.
+4. The owner commits (``commit_distributed``, idempotent) while its attempt is
+   current, marks the object ``done``, and only then reports ``succeeded``: the
+   activity run cannot succeed before the object is visible.
+
+Counting: every part reports its own bytes; the object counts as one file, in
+the report of the shard that committed it (with a per-file result whose checksum
+is the S3-style MD5 of the parts' MD5s, ``<hex>-<parts>``, when every part's MD5
+is known). A part that fails for good marks the object ``aborted`` and aborts the
+sink's write (once); the other parts then stop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from dmg.connectors import Connector, Entry, StoreSpec
+from dmg.connectors.distributed import DistributedWrite, distributed_writer
+from dmg.errors import DmgError, Fatal, StaleAttempt
+from dmg.sitestate import SiteState
+from dmg.splitstate import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
+from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
+from dmg.transfer.retry import call_with_retries
+from dmg.transfer.sitebandwidth import SiteBandwidth
+from workers.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PartSpec:
+    """The ``part`` of a part shard's spec (:meth:`dispatcher.splitting.PartPlan.to_json`)."""
+
+    object: str
+    entry: Entry
+    target: str
+    part_number: int
+    parts_total: int
+    offset: int
+    length: int
+    handle: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, body: dict[str, Any]) -> PartSpec:
+        try:
+            return cls(str(body["object"]), Entry.from_json(body["entry"]), str(body["target"]),
+                       int(body["part_number"]), int(body["parts_total"]), int(body["offset"]),
+                       int(body["length"]), dict(body["handle"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise Fatal(f"part shard spec is malformed ({type(exc).__name__}: {exc})",
+                        hint="the dispatcher wrote a spec this worker cannot read; check versions") from exc
+
+
+@dataclass
+class PartOutcome:
+    """What :func:`run_part` did: ``ok`` or ``error``; ``committed`` when it made the object visible."""
+
+    ok: bool
+    bytes: int = 0
+    committed: bool = False
+    error: str = ""
+    file_result: FileResult | None = None
+
+
+def composite_md5(parts: list[dict[str, Any]]) -> str:
+    """``<md5 of the parts' binary MD5s>-<count>``; "" when a part's MD5 is unknown."""
+    md5s = [str(p.get("md5", "")) for p in parts]
+    if not md5s or any(len(m) != 32 for m in md5s):
+        return ""
+    joined = b"".join(bytes.fromhex(m) for m in md5s)
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(md5s)}"
+
+
+def run_part(
+    shard_id: str,
+    attempt: int,
+    *,
+    spec: dict[str, Any],
+    state: SiteState,
+    reporter: Reporter,
+    base: dict[str, Any],
+    connector_factory: Callable[[StoreSpec], Connector],
+    sleep: Callable[[float], None] = time.sleep,
+) -> PartOutcome:
+    """Run the part shard ``shard_id`` (see the module docstring). Raises StaleAttempt when
+    the attempt is fenced off; other errors end in a failed :class:`PartOutcome`."""
+    part = PartSpec.from_json(spec.get("part") or {})
+    options = CopyOptions.from_json(spec.get("options") or {})
+    objects = SplitObjects(state)
+    reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
+                                     "files_total": 0, "bytes_total": part.length})
+    connectors: list[Connector] = []
+    writer: DistributedWrite | None = None
+    try:
+        source = connector_factory(StoreSpec.from_json(spec["source"]["store"]))
+        connectors.append(source)
+        sink = connector_factory(StoreSpec.from_json(spec["sink"]["store"]))
+        connectors.append(sink)
+        writer = distributed_writer(sink)
+        if writer is None:
+            raise Fatal(f"store {sink.spec.name!r} cannot take parts from several nodes",
+                        hint="this node runs an older dmg; upgrade it")
+        active: DistributedWrite = writer
+        marker = objects.marker(part.object)
+        if marker == DONE:
+            return PartOutcome(True, part.length)
+        if marker == ABORTED:
+            return PartOutcome(False, error=f"{part.target}: the write was abandoned (another part failed)")
+        if marker is not None:  # every part is in; maybe the commit is ours to finish
+            mine = owner_token(shard_id, attempt)
+            if (marker == mine or objects.owner_gone(marker)) and objects.take_over(
+                    part.object, marker, shard_id, attempt):
+                log.info("commit taken over object=%s from=%s shard=%s attempt=%d",
+                         part.object, marker, shard_id, attempt)
+                return _commit(part, writer, objects, state, shard_id, attempt)
+            return PartOutcome(True, part.length)
+        throttle = Throttle(SiteBandwidth(state, str(spec.get("activity_run_id") or shard_id),
+                                          default=options.bandwidth))
+
+        def upload(_try: int) -> dict[str, Any]:
+            return _write_part(source, active, part, throttle)
+
+        result, _tries = call_with_retries(upload, retries=options.retries, backoff=options.retry_backoff,
+                                           what=f"part {part.part_number} of {part.entry.path}", sleep=sleep)
+        recorded = objects.record_part(part.object, shard_id, attempt, result, parts_total=part.parts_total)
+        if recorded == STALE:
+            raise StaleAttempt(f"{part.target} part {part.part_number}: a newer attempt of this shard exists")
+        if recorded == ABORTED:
+            return PartOutcome(False, error=f"{part.target}: the write was abandoned (another part failed)")
+        if recorded == COMMIT:
+            return _commit(part, writer, objects, state, shard_id, attempt)
+        return PartOutcome(True, part.length)
+    except StaleAttempt:
+        raise
+    except DmgError as exc:
+        if writer is not None and objects.mark_aborted(part.object):
+            log.warning("distributed write aborted object=%s path=%s error=%s", part.object, part.target, exc)
+            try:
+                writer.abort_distributed(part.target, part.handle)
+            except DmgError as abort_error:
+                log.warning("could not abort the distributed write path=%s error=%s",
+                            part.target, abort_error)
+        return PartOutcome(False, error=f"{part.target} part {part.part_number}: {exc}")
+    finally:
+        for connector in connectors:
+            connector.close()
+
+
+def _ranged(source: Connector, path: str, offset: int, length: int) -> Iterator[bytes]:
+    opener: Any = source.open_read
+    ranged = "ranged_read" in source.capabilities
+    with (opener(path, offset=offset, length=length) if ranged else opener(path, offset=offset)) as reader:
+        left = length
+        while left > 0:
+            data = reader.read(min(CHUNK, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+
+def _write_part(source: Connector, writer: DistributedWrite, part: PartSpec,
+                throttle: Throttle) -> dict[str, Any]:
+    digest = hashlib.md5(usedforsecurity=False)
+    sent = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal sent
+        for chunk in _ranged(source, part.entry.path, part.offset, part.length):
+            throttle.take(len(chunk))
+            digest.update(chunk)
+            sent += len(chunk)
+            yield chunk
+
+    result = dict(writer.write_range(part.target, part.handle, part_number=part.part_number,
+                                     offset=part.offset, chunks=chunks(), length=part.length))
+    if sent != part.length:
+        raise Fatal(f"{part.entry.path}: read {sent} bytes of part {part.part_number}, "
+                    f"expected {part.length}",
+                    hint="the file changed while it was copied; run the activity again")
+    md5 = digest.hexdigest()
+    if result.get("md5"):
+        checksums.check_equal(f"part {part.part_number}", md5, str(result["md5"]), path=part.target)
+    result["md5"] = md5
+    result["part_number"] = part.part_number
+    return result
+
+
+def _commit(part: PartSpec, writer: DistributedWrite, objects: SplitObjects, state: SiteState,
+            shard_id: str, attempt: int) -> PartOutcome:
+    started = time.time()
+    parts = objects.parts(part.object)
+    if len(parts) != part.parts_total:
+        raise Fatal(f"{part.target}: {len(parts)} of {part.parts_total} parts are recorded; cannot commit",
+                    hint="run the activity again")
+    if not state.is_current(shard_id, attempt):
+        raise StaleAttempt(f"{part.target}: a newer attempt of this shard exists; not committed")
+    writer.commit_distributed(part.target, part.handle, parts, size=part.entry.size)
+    objects.mark_done(part.object)
+    log.info("split object committed object=%s path=%s parts=%d shard=%s attempt=%d",
+             part.object, part.target, len(parts), shard_id, attempt)
+    result = FileResult(part.target, part.entry.size, composite_md5(parts), COPIED, source=part.entry.path,
+                        verified="size,part-md5", tries=1, started=started, ended=time.time())
+    return PartOutcome(True, part.length, committed=True, file_result=result)
