@@ -270,7 +270,7 @@ def report(result: dict[str, Any]) -> None:
               f"{mib(rclone['pss_peak_sampled']):>9} {mib(rclone['maxrss_kernel']):>9}")
     print()
     print(f"dmg:    {dmg['seconds']:.2f} s, {dmg['mb_per_s']:.0f} MB/s ({dmg['verified']}), "
-          f"{dmg['samples']} samples")
+          f"{dmg['run']['shards']} shard(s) {dmg['run']['shards_per_node']}, {dmg['samples']} samples")
     if "error" not in rclone:
         print(f"rclone: {rclone['seconds']:.2f} s, {rclone['mb_per_s']:.0f} MB/s ({rclone['verified']})")
     peak_pss = dmg["sum_pss_peak"]
