@@ -209,7 +209,13 @@ def test_a_part_that_fails_for_good_fails_the_run_and_aborts_the_upload(
         wait_for(lambda: client.run(run_id)["activity_runs"][0]["shards"], timeout=30, what="the plan")
     os.truncate(folder / "big.bin", 3 * MIB)
 
-    run = finished(site, run_id)
+    finished(site, run_id)
+    with site.client() as client:  # the parts still in flight stop too (none runs into the next test)
+        def all_parts_ended() -> dict[str, Any] | None:
+            current = client.run(run_id)
+            shards = current["activity_runs"][0]["shards"]
+            return current if all(s["status"] in ("succeeded", "failed") for s in shards) else None
+        run = wait_for(all_parts_ended, timeout=60, what="every part to end")
 
     [activity] = run["activity_runs"]
     assert run["status"] == "Failed", activity
@@ -231,13 +237,18 @@ def test_a_node_killed_mid_part_the_part_runs_elsewhere_and_the_object_is_commit
     leader = wait_for(lambda: dispatcher_of(state), timeout=10, what="a dispatcher")
     # Throttled (the whole run shares 4 MiB/s) so that parts are in flight when the node dies.
     run_id = run_copy(site, source, sink, "", {**SPLIT, "bandwidth": 4 * MIB})
+    with site.client() as client:
+        activity_run_id = wait_for(lambda: client.run(run_id)["activity_runs"][0]["id"], timeout=10,
+                                   what="the activity run")
 
     def victim_part() -> tuple[str, str] | None:
         for node in site.node_names:
             if node != leader:
                 for shard_id in state.running(node):
                     shard = state.shard(shard_id) or {}
-                    if shard.get("state") == SHARD_RUNNING and shard["spec"].get("kind") == "part":
+                    spec = shard.get("spec") or {}
+                    if (shard.get("state") == SHARD_RUNNING and spec.get("kind") == "part"
+                            and spec.get("activity_run_id") == activity_run_id):
                         return node, shard_id
         return None
 
