@@ -52,6 +52,8 @@ from workers.reporter import Reporter
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+#: A part in flight looks every this many chunks whether the object was abandoned (stops early).
+ABANDON_CHECK_EVERY = 4
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,11 @@ def run_part(
         throttle = Throttle(SiteBandwidth(state, str(spec.get("activity_run_id") or shard_id),
                                           default=options.bandwidth))
 
+        def abandoned() -> bool:
+            return objects.marker(part.object) == ABORTED
+
         def upload(_try: int) -> dict[str, Any]:
-            return _write_part(source, active, part, throttle)
+            return _write_part(source, active, part, throttle, abandoned=abandoned)
 
         result, _tries = call_with_retries(upload, retries=options.retries, backoff=options.retry_backoff,
                                            what=f"part {part.part_number} of {part.entry.path}", sleep=sleep)
@@ -186,14 +191,16 @@ def _ranged(source: Connector, path: str, offset: int, length: int) -> Iterator[
             yield data
 
 
-def _write_part(source: Connector, writer: DistributedWrite, part: PartSpec,
-                throttle: Throttle) -> dict[str, Any]:
+def _write_part(source: Connector, writer: DistributedWrite, part: PartSpec, throttle: Throttle, *,
+                abandoned: Callable[[], bool]) -> dict[str, Any]:
     digest = hashlib.md5(usedforsecurity=False)
     sent = 0
 
     def chunks() -> Iterator[bytes]:
         nonlocal sent
-        for chunk in _ranged(source, part.entry.path, part.offset, part.length):
+        for index, chunk in enumerate(_ranged(source, part.entry.path, part.offset, part.length)):
+            if index % ABANDON_CHECK_EVERY == ABANDON_CHECK_EVERY - 1 and abandoned():
+                raise Fatal(f"{part.target}: the write was abandoned (another part failed)")
             throttle.take(len(chunk))
             digest.update(chunk)
             sent += len(chunk)
