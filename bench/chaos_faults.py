@@ -1,0 +1,249 @@
+"""The faults of the chaos run, and how long the site took to get over each.
+
+:meth:`Faults.kill_and_restart` SIGKILLs every process of a node at once
+(:meth:`EmbeddedSite.kill_node`), then watches the site state in Redis every
+20 ms until
+
+- every shard the node held (queued or running, read just before and just after
+  the kill) runs again elsewhere: it is ``running`` under a newer attempt on
+  another node, or it is finished (``done``/``failed``, also when the node had
+  finished it before it died);
+- if it was the dispatcher's node: another node holds the lease (higher epoch),
+  and a shard in some node's queued or running set carries an epoch newer than
+  the old dispatcher's (the new dispatcher's first placement or re-issue);
+
+it also notes when every such shard was *placed* again (a newer attempt queued or
+running on another node), which comes before it runs when the other nodes' slots
+are all busy;
+
+then starts the node again (:meth:`EmbeddedSite.start_node`) and waits until the
+cloud shows it ready. :meth:`Faults.restart_redis` stops the site's Redis (SIGTERM,
+AOF written), starts it again a second later, and waits until every node is
+ready again.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis
+
+from dmg.cli.site import EmbeddedSite, node_ready
+from dmg.errors import Retryable
+from dmg.redisconn import redis_client
+from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING, SiteState
+
+POLL = 0.02
+#: After a dispatcher kill, seconds with nothing pending after which "next placement"
+#: is given up (there was nothing left to place).
+NOTHING_TO_PLACE = 5.0
+
+
+@dataclass
+class KillRecord:
+    index: int
+    node: str
+    dispatcher: bool  # the node held the dispatcher lease when it was killed
+    shards: int  # queued or running on it at the kill
+    at_s: float = 0.0  # when, in seconds since the faults began
+    replaced_s: float | None = None  # kill -> all of them placed again on other nodes (new attempts)
+    elsewhere_s: float | None = None  # kill -> all of them running (or finished) elsewhere
+    new_lease_s: float | None = None  # kill -> another node holds the lease
+    placement_s: float | None = None  # kill -> first placement by the new dispatcher
+    successor: str = ""
+    back_online_s: float | None = None  # restart -> the node ready again
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RedisRecord:
+    down_s: float  # how long Redis was away
+    online_s: float | None  # Redis back -> every node ready
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Faults:
+    """Fault injection on a running :class:`EmbeddedSite`; close() at the end."""
+
+    def __init__(self, site: EmbeddedSite, *, rng: random.Random, timeout: float = 90.0,
+                 echo: Callable[[str], None] = lambda _line: None) -> None:
+        self.began = time.monotonic()
+        self.site = site
+        self.rng = rng
+        self.timeout = timeout
+        self.echo = echo
+        self.client = redis_client(site.settings, timeout=2.0)
+        self.state = SiteState(self.client, site.gateway)
+        self.kills: list[KillRecord] = []
+        self.redis_restarts: list[RedisRecord] = []
+
+    def close(self) -> None:
+        self.client.close()
+
+    # -- reading the site state (an outage reads as "nothing yet") --------------------------
+    def _read(self, fn: Callable[[], Any], default: Any) -> Any:
+        try:
+            return fn()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+            return default
+
+    def dispatcher(self) -> str:
+        raw = self._read(lambda: self.client.get(self.state.key("lease")), None)
+        return raw.decode().rsplit(":", 1)[0] if raw else ""
+
+    def epoch(self) -> int:
+        return int(self._read(lambda: self.client.get(self.state.key("epoch")), 0) or 0)
+
+    def work_of(self, node: str) -> set[str]:
+        return self._read(lambda: self.state.queued(node) | self.state.running(node), set())
+
+    def _fields(self, shard_ids: Iterable[str], *names: str) -> dict[str, list[str]]:
+        ids = list(shard_ids)
+
+        def read() -> dict[str, list[str]]:
+            pipe = self.client.pipeline(transaction=False)
+            for shard_id in ids:
+                pipe.hmget(self.state.key("shard", shard_id), list(names))
+            return {shard_id: [v.decode() if isinstance(v, bytes) else (v or "") for v in values]
+                    for shard_id, values in zip(ids, pipe.execute(), strict=True)}
+        return self._read(read, {}) if ids else {}
+
+    # -- choosing a victim ---------------------------------------------------------------------
+    def pick(self, *, dispatcher: bool) -> str:
+        """The dispatcher's node, or a random other node (one holding work if any does)."""
+        leader = self.dispatcher()
+        if dispatcher and leader:
+            return leader
+        others = [n for n in self.site.node_names if n != leader] or list(self.site.node_names)
+        busy = [n for n in others if self.work_of(n)]
+        return self.rng.choice(busy or others)
+
+    # -- faults ----------------------------------------------------------------------------------
+    def kill_and_restart(self, node: str) -> KillRecord:
+        leader = self.dispatcher()
+        epoch = self.epoch()
+        before = self.work_of(node)
+        attempts = {s: int(v[0] or 0) for s, v in self._fields(before, "attempt").items()}
+        killed = time.monotonic()
+        dead_pids = set(self.site.kill_node(node))
+        after = self.work_of(node) - set(attempts)
+        attempts.update({s: int(v[0] or 0) for s, v in self._fields(after, "attempt").items()})
+        record = KillRecord(len(self.kills) + 1, node, dispatcher=leader == node, shards=len(attempts),
+                            at_s=round(killed - self.began, 2))
+        self.kills.append(record)
+        self._watch(record, attempts, killed=killed, old_epoch=epoch)
+        restarted = time.monotonic()
+        self.site.start_node(node)
+        if self.wait_ready([node], new_worker={node: dead_pids}):
+            record.back_online_s = time.monotonic() - restarted
+        self.echo(f"[{record.at_s:6.1f} s] kill {record.index}: {node}"
+                  f"{' (dispatcher)' if record.dispatcher else ''} holding {record.shards} shard(s): "
+                  f"placed elsewhere {_fmt(record.replaced_s)}, running elsewhere {_fmt(record.elsewhere_s)}"
+                  + (f", new lease {_fmt(record.new_lease_s)} ({record.successor}), "
+                     f"next placement {_fmt(record.placement_s)}" if record.dispatcher else "")
+                  + f"; restarted, ready in {_fmt(record.back_online_s)}")
+        return record
+
+    def _watch(self, record: KillRecord, attempts: dict[str, int], *, killed: float, old_epoch: int) -> None:
+        """Poll until the node's shards run elsewhere and, for the dispatcher's node, until the
+        new dispatcher placed something -- or, once the rest is over, until
+        :data:`NOTHING_TO_PLACE` s pass with nothing pending (the placement stays None)."""
+        deadline = killed + self.timeout
+        idle_since: float | None = None
+        while time.monotonic() < deadline:
+            now = time.monotonic()
+            if record.replaced_s is None and self._all_moved(record.node, attempts, running=False):
+                record.replaced_s = now - killed
+            if record.elsewhere_s is None and self._all_moved(record.node, attempts, running=True):
+                record.elsewhere_s = now - killed
+            if record.dispatcher:
+                if record.new_lease_s is None:
+                    successor = self.dispatcher()
+                    if successor and successor != record.node and self.epoch() > old_epoch:
+                        record.new_lease_s, record.successor = now - killed, successor
+                if record.placement_s is None and self._placed_after(old_epoch):
+                    record.placement_s = now - killed
+            rest_done = record.elsewhere_s is not None and (
+                not record.dispatcher or record.new_lease_s is not None)
+            if rest_done and (not record.dispatcher or record.placement_s is not None):
+                return
+            if rest_done and not self._read(self.state.pending, ["?"]):
+                idle_since = idle_since or now
+                if now - idle_since > NOTHING_TO_PLACE:
+                    return
+            else:
+                idle_since = None
+            time.sleep(POLL)
+
+    def _all_moved(self, dead: str, attempts: dict[str, int], *, running: bool) -> bool:
+        """Whether every shard in ``attempts`` has a newer attempt on another node (running,
+        with ``running``), or is finished."""
+        fields = self._fields(attempts, "state", "attempt", "node")
+        if len(fields) != len(attempts):
+            return False
+        for shard_id, (state, attempt, node) in fields.items():
+            if state in (SHARD_DONE, SHARD_FAILED):
+                continue
+            if running and state != SHARD_RUNNING:
+                return False
+            if state not in (SHARD_QUEUED, SHARD_RUNNING):
+                return False
+            if int(attempt or 0) <= attempts[shard_id] or node in ("", dead):
+                return False
+        return True
+
+    def _placed_after(self, old_epoch: int) -> bool:
+        members: set[str] = set()
+        for node in self.site.node_names:
+            members |= self.work_of(node)
+        return any(int(epoch or 0) > old_epoch for (epoch,) in self._fields(members, "epoch").values())
+
+    def restart_redis(self, *, down_for: float = 1.0) -> RedisRecord:
+        stopped = time.monotonic()
+        self.site.stop_redis()
+        time.sleep(down_for)  # the outage itself (the bench's own pause, not a wait for a condition)
+        self.site.start_redis()
+        back = time.monotonic()
+        record = RedisRecord(down_s=back - stopped, online_s=None)
+        if self.wait_ready(self.site.node_names):
+            record.online_s = time.monotonic() - back
+        self.redis_restarts.append(record)
+        self.echo(f"[{stopped - self.began:6.1f} s] redis restarted: down {record.down_s:.1f} s, "
+                  f"every node ready {_fmt(record.online_s)} after it was back")
+        return record
+
+    def wait_ready(self, names: Iterable[str], *, new_worker: dict[str, set[int]] | None = None) -> bool:
+        """Poll until the nodes ``names`` are ready: the cloud shows them Online with a job
+        limit and, for a node in ``new_worker``, its worker publishes its load from processes
+        other than the given (killed) pids. False after the timeout."""
+        wanted = set(names)
+        deadline = time.monotonic() + self.timeout
+        with self.site.client() as client:
+            while time.monotonic() < deadline:
+                try:
+                    rows = {str(r.get("name")): r for r in client.list_nodes(self.site.gateway)}
+                except Retryable:
+                    rows = {}
+                if all(node_ready(rows.get(n, {})) for n in wanted) and all(
+                        self._fresh_worker(n, pids) for n, pids in (new_worker or {}).items()):
+                    return True
+                time.sleep(0.1)
+        return False
+
+    def _fresh_worker(self, node: str, dead_pids: set[int]) -> bool:
+        load = self._read(lambda: self.state.worker_load(node), None)
+        return bool(load and load.get("limit") and load.get("pids")
+                    and not set(load["pids"]) & dead_pids)
+
+
+def _fmt(seconds: float | None) -> str:
+    return "timed out" if seconds is None else f"{seconds:.2f} s"
+
