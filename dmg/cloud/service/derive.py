@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
-from dmg.cloud.models import FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run
+from dmg.cloud.models import FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
 
 TERMINAL = (SUCCEEDED, FAILED)
 
@@ -36,15 +36,33 @@ def _activity_status(activity_run: ActivityRun) -> tuple[str, str]:
         return QUEUED, ""
     if not activity_run.planned:
         return IN_PROGRESS, ""
-    shards = sorted(activity_run.shards, key=lambda s: s.index)
-    failed = [s for s in shards if s.status == "failed"]
-    if failed:
-        first = failed[0]
+    first, unfinished = _shard_summary(activity_run)
+    if first is not None:
         where = first.node or "a node"
         return FAILED, f"shard {first.index} failed on {where}: {first.error or 'no reason given'}"
-    if all(s.status == "succeeded" for s in shards):
+    if unfinished == 0:
         return SUCCEEDED, ""
     return IN_PROGRESS, ""
+
+
+def _shard_summary(activity_run: ActivityRun) -> tuple[Shard | None, int]:
+    """The first failed shard (by index) and the number of shards not succeeded.
+
+    Two small queries instead of loading every shard: a report on an activity run
+    of thousands of shards stays cheap.
+    """
+    session = object_session(activity_run)
+    if session is None:  # built in memory
+        shards = sorted(activity_run.shards, key=lambda s: s.index)
+        failed = [s for s in shards if s.status == "failed"]
+        return (failed[0] if failed else None), sum(1 for s in shards if s.status != "succeeded")
+    first = session.scalars(
+        select(Shard).where(Shard.activity_run_id == activity_run.id, Shard.status == "failed")
+        .order_by(Shard.index).limit(1)).first()
+    unfinished = session.scalar(
+        select(func.count()).select_from(Shard)
+        .where(Shard.activity_run_id == activity_run.id, Shard.status != "succeeded")) or 0
+    return first, int(unfinished)
 
 
 def derive_run(run: Run, *, now: float) -> None:
