@@ -1,13 +1,15 @@
-"""A shard that writes several key ranges of one table commits each range once.
+"""Key ranges of one table into a SQL sink: each commits once, also at the same time.
 
 A ``sql`` source with ``shard_key``/``rows_per_shard`` lists one path per key range;
 a shard holds several of them when they are small, and they all land in the same
 sink table. The commit marker must tell the ranges apart (a replay of one range is
-a no-op; the next range is not), on SQLite and on a real PostgreSQL.
+a no-op; the next range is not), on SQLite and on a real PostgreSQL. Two shards whose
+first commits create the same missing table at once (``create_table``) both land.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import sqlalchemy as sa
 
 from dmg.connectors.base import StoreSpec
 from dmg.connectors.sql import MARKER_TABLE, SqlConnector
+from dmg.errors import Retryable
 from dmg.transfer import copy_entries
 from dmg.transfer.options import CopyOptions
 
@@ -133,3 +136,48 @@ def test_a_sql_to_sql_shard_of_several_ranges_copies_every_row_once(
         (i, f"note {i}") for i in range(1, 41)]
     source.close()
     sink.close()
+
+
+def _range_data(k: int) -> bytes:
+    return b"id,name\n" + b"".join(f"{k * 100 + i},n{i}\n".encode() for i in range(20))
+
+
+def _first_commit(url: str, path: str, data: bytes, *, staging_id: str, barrier: threading.Barrier,
+                  outcomes: dict[str, BaseException | None]) -> None:
+    sink = store(url, create_table=True)
+    try:
+        writer = sink.open_write(path, staging_id=staging_id)
+        writer.write(data)
+        barrier.wait(timeout=30)
+        writer.commit()
+        outcomes[path] = None
+    except BaseException as exc:
+        outcomes[path] = exc
+    finally:
+        sink.close()
+
+
+def test_two_first_commits_creating_one_table_at_once_are_retryable_then_both_land(
+        db_urls: tuple[str, str], engines: tuple[sa.Engine, sa.Engine]) -> None:
+    """Two shards of one source table reach a sink table that does not exist yet at the same
+    moment (``create_table``): the loser of the CREATE race is told to retry, not failed."""
+    _source, sink_engine = engines
+    url = db_urls[1]
+    for round_ in range(3):  # the race is tight: a few rounds make it show on PostgreSQL
+        table = f"t{round_}"
+        barrier = threading.Barrier(2)
+        outcomes: dict[str, BaseException | None] = {}
+        paths = {k: f"{table}?id>={k * 100}&id<{k * 100 + 100}" for k in (0, 1)}
+        threads = [threading.Thread(target=_first_commit, args=(url, paths[k], _range_data(k)), kwargs={
+            "staging_id": f"r{round_}-{k}.1", "barrier": barrier, "outcomes": outcomes}) for k in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+
+        assert len(outcomes) == 2
+        assert all(e is None or isinstance(e, Retryable) for e in outcomes.values()), outcomes
+        for k, path in paths.items():
+            if outcomes[path] is not None:  # what the copy engine does with a Retryable: the file again
+                commit(store(url, create_table=True), path, _range_data(k), staging_id=f"r{round_}-{k}.1")
+        assert rows(sink_engine, f"SELECT count(*), count(DISTINCT id) FROM {table}") == [(40, 40)]

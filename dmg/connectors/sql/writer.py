@@ -10,10 +10,13 @@ every attempt of a shard shares it, so a shard replayed by a new attempt after a
 crash inserts nothing a fenced older attempt already committed. The marker's
 ``target`` is the table, or for a key-range path the range itself
 (:func:`marker_target`): one shard may hold several ranges of one table.
+With ``create_table``, a commit that loses the race to create the missing table
+with another commit raises ``Retryable`` (the retry finds the table).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import logging
@@ -33,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
 )
 from sqlalchemy import exc as sa_exc
@@ -41,7 +45,7 @@ from dmg.connectors.base import StagedWriter, commit_key
 from dmg.connectors.sql.errors import map_sql_errors
 from dmg.connectors.sql.paths import SqlPath, range_path
 from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
-from dmg.errors import BadInput, Fatal, NotFound
+from dmg.errors import BadInput, Fatal, NotFound, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -193,8 +197,21 @@ class SqlWriter(StagedWriter):
         if not columns:
             return None, records
         table = Table(name, MetaData(), *columns, schema=schema)
-        table.create(conn, checkfirst=True)
+        try:
+            table.create(conn, checkfirst=True)
+        except sa_exc.DBAPIError:
+            if self._table_exists(name, schema):
+                # Another commit created it since our check (two shards of one table): this
+                # transaction is spoilt; the whole commit is retried and finds the table.
+                raise Retryable(f"{self._what}: table {self._target.table_path!r} was created by "
+                                "another commit at the same time", hint="dmg retries") from None
+            raise
         return table, records
+
+    def _table_exists(self, name: str, schema: str | None) -> bool:
+        with contextlib.suppress(sa_exc.SQLAlchemyError), self._engine.connect() as other:
+            return bool(inspect(other).has_table(name, schema=schema))
+        return False
 
     def _row(self, table: Table, record: dict[str, Any], index: int) -> dict[str, Any]:
         row = {}
