@@ -13,7 +13,9 @@ per activity):
 
 Every SQL sink table has no key constraint: a row inserted twice shows as an extra
 row. SQL sinks live in SQLite files under the work dir, or in the PostgreSQL
-database of ``--pg`` (tables prefixed so that runs do not meet).
+database of ``--pg`` (tables prefixed so that runs do not meet; the stores use
+``"credential": "none"``, so the database must trust the nodes, as a local
+``trust`` or ``peer`` setup does).
 """
 
 from __future__ import annotations
@@ -222,6 +224,10 @@ def build(root: Path, plan: Plan, *, pg_url: str = "", prefix: str = "") -> Work
         {"name": "chaos-sql", "type": "sql", "location": databases["sql"],
          "options": {"create_table": True, "format": "csv"}},
     ]
+    if pg_url:  # a database that trusts the nodes: no entry in the site's credentials file
+        for store in stores:
+            if store["type"] == "sql":
+                store["options"]["credential"] = "none"
     pipelines = [{"name": f"chaos-{k // PIPELINE_SIZE}", "activities": activities[k:k + PIPELINE_SIZE]}
                  for k in range(0, len(activities), PIPELINE_SIZE)]
     counts = {kind: kinds.count(kind) for kind in ("file", "csv", "jsonl", "sql")}
