@@ -99,9 +99,9 @@ class ChaosConfig:
 
 
 FULL = ChaosConfig()
-SHORT = replace(FULL, activities=24, files_per_activity=8, large_files=2, large_mib=2.0,
-                bandwidth=12 * KIB, large_bandwidth=96 * KIB, sql_bandwidth=512, kills=3,
-                dispatcher_every=2, redis_after=2, interval=(0.5, 1.0), timeout=240.0)
+SHORT = replace(FULL, activities=36, files_per_activity=8, large_files=2, large_mib=2.0,
+                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=3,
+                dispatcher_every=2, redis_after=1, interval=(0.5, 1.0), timeout=240.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -350,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     echo: Callable[[str], None] = (lambda line: print(line, file=sys.stderr)) if args.json else print
     base = args.tmp.absolute() if args.tmp else Path(tempfile.mkdtemp(prefix="dmg-chaos-"))
     work = base / f"chaos-{int(time.time())}" if args.tmp else base
-    work.mkdir(parents=True)
+    work.mkdir(parents=True, exist_ok=True)
     with terminate_as_exit():
         try:
             summary = run_chaos(config, work, echo=echo)

@@ -165,12 +165,12 @@ class Faults:
             if record.elsewhere_s is None and self._all_moved(record.node, attempts, running=True):
                 record.elsewhere_s = now - killed
             if record.dispatcher:
-                if record.new_lease_s is None:
-                    successor = self.dispatcher()
-                    if successor and successor != record.node and self.epoch() > old_epoch:
-                        record.new_lease_s, record.successor = now - killed, successor
+                if record.new_lease_s is None and self.epoch() > old_epoch:
+                    record.new_lease_s, record.successor = now - killed, self.dispatcher()
                 if record.placement_s is None and self._placed_after(old_epoch):
                     record.placement_s = now - killed
+                    if record.new_lease_s is None:  # taken between the two reads
+                        record.new_lease_s, record.successor = record.placement_s, self.dispatcher()
             rest_done = record.elsewhere_s is not None and (
                 not record.dispatcher or record.new_lease_s is not None)
             if rest_done and (not record.dispatcher or record.placement_s is not None):
