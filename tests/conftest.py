@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 import redis as redis_lib
+from celery import Celery
 
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
+from dmg.sitestate import SiteState
+from settings import Settings
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -59,6 +62,22 @@ def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
     client = redis_lib.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def state(redis_client: redis_lib.Redis) -> SiteState:
+    """The site state of gateway "gw" on a fresh Redis database."""
+    return SiteState(redis_client, "gw")
+
+
+@pytest.fixture
+def sender(redis_url: str) -> Iterator[Celery]:
+    """A Celery app that sends tasks by name to the test's Redis (as the dispatcher does)."""
+    from dispatcher.loop import make_sender
+
+    app = make_sender(Settings(redis_url=redis_url))
+    yield app
+    app.close()
 
 
 @pytest.fixture

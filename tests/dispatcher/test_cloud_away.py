@@ -14,10 +14,10 @@ from dmg.errors import Retryable
 from dmg.sitestate import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
-from tests.dispatcher.test_loop import activity_run, sender, services, settings, start, state
+from tests.dispatcher.test_loop import activity_run, services, settings, start
 from tests.workers.support import wait_for
 
-__all__ = ["sender", "services", "settings", "state"]  # fixtures
+__all__ = ["services", "settings"]  # fixtures
 
 
 class CloudGoingAway(MemoryCloud):

@@ -13,10 +13,10 @@ from dispatcher.loop import DispatcherService
 from dmg.sitestate import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
-from tests.dispatcher.test_loop import activity_run, beat, sender, services, settings, start, state
+from tests.dispatcher.test_loop import activity_run, beat, services, settings, start
 from tests.workers.support import wait_for
 
-__all__ = ["sender", "services", "settings", "state"]  # fixtures
+__all__ = ["services", "settings"]  # fixtures
 
 
 def test_a_dispatcher_with_a_stale_epoch_takes_a_newer_one(

@@ -26,11 +26,6 @@ def settings(redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
-
-
-@pytest.fixture
 def sender(settings: Settings) -> Iterator[Celery]:
     app = make_sender(settings)
     yield app

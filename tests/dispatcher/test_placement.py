@@ -4,34 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dispatcher.loop import make_sender
 from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_loads
 from dmg.sitestate import SiteState
-from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
-
-
-@pytest.fixture
-def sender(redis_url: str) -> Iterator[Celery]:
-    app = make_sender(Settings(redis_url=redis_url))
-    yield app
-    app.close()
-
-
-def beat(state: SiteState, node: str, limit: int, **extra: Any) -> None:
-    state.publish_heartbeat(node, {"node": node, "limit": limit, **extra}, ttl=30)
+from tests.sitekit import beat
 
 
 def add_shards(state: SiteState, count: int, *, stores: tuple[str, str] = ("src", "dst")) -> list[str]:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from dispatcher.planner import plan_activity_run, shard_id_for
 from dmg.errors import Retryable
@@ -16,11 +15,6 @@ from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
 
 SETTINGS = Settings(shard_max_files=2, shard_max_bytes=1_000_000)
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 def activity_run(tmp_path: Path, path: str = "in", run_id: str = "ar1") -> dict[str, Any]:

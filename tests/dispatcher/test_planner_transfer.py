@@ -8,9 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis as redis_lib
-
 from dispatcher.planner import plan_activity_run
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.connectors.file import FileConnector
@@ -21,11 +18,6 @@ from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
 
 SETTINGS = Settings(shard_max_files=10, shard_max_bytes=10_000_000)
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 def activity_run(tmp_path: Path, **options: Any) -> dict[str, Any]:

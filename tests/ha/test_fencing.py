@@ -12,35 +12,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis as redis_lib
 from celery import Celery
 
 from dispatcher.lease import Lease
-from dispatcher.loop import make_sender
 from dispatcher.placement import Placer, node_loads
 from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
 from dmg.sitestate import SHARD_QUEUED, SiteState
-from settings import Settings
 from workers.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration
 
 S = "ar1-00000"
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
-
-
-@pytest.fixture
-def sender(redis_url: str) -> Iterator[Celery]:
-    app = make_sender(Settings(redis_url=redis_url))
-    yield app
-    app.close()
 
 
 def dead_runner() -> str:

@@ -10,34 +10,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dispatcher.loop import make_sender
 from dispatcher.placement import Placer
 from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
 from dmg.attempts import runner_token, start_run
 from dmg.sitestate import SiteState
-from settings import Settings
 from tests.workers.support import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
-
-
-@pytest.fixture
-def sender(redis_url: str) -> Iterator[Celery]:
-    app = make_sender(Settings(redis_url=redis_url))
-    yield app
-    app.close()
 
 
 def beat(state: SiteState, node: str, *, ttl: float = 30) -> None:

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from dmg.attempts import requeue
 from dmg.cli.demo import compare_trees
@@ -40,11 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 TABLES = [f"t_{i}" for i in range(1, 7)]
 FILE_SHARD, SQL_SHARD = "run1-00000", "run1-00001"
 OPTIONS = {"bandwidth": 6000, "parallel_files": 1}  # about 1.5 s per file of two shards
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 @pytest.fixture

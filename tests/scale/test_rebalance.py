@@ -12,37 +12,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dispatcher.loop import make_sender
 from dispatcher.placement import Placer
 from dispatcher.rebalance import Rebalancer, excess, move_queued
 from dmg.attempts import STALE, STARTED, start_run
 from dmg.placement import NodeLoad
 from dmg.sitestate import SiteState
-from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
-
-
-@pytest.fixture
-def sender(redis_url: str) -> Iterator[Celery]:
-    app = make_sender(Settings(redis_url=redis_url))
-    yield app
-    app.close()
-
-
-def beat(state: SiteState, node: str, limit: int, **extra: Any) -> None:
-    state.publish_heartbeat(node, {"node": node, "limit": limit, **extra}, ttl=30)
+from tests.sitekit import beat
 
 
 def queue_on(state: SiteState, node: str, count: int, *, first: int = 0,

@@ -7,7 +7,6 @@ from typing import Any
 
 import psutil
 import pytest
-import redis as redis_lib
 
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import free_port
@@ -29,11 +28,6 @@ from workers.reporter import HttpReporter
 
 REGISTRATION = NodeRegistration(cloud_url="", gateway="gw", node="a", token="t")
 SETTINGS = Settings(heartbeat_interval=0.05, offline_after=10.0)
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 @pytest.fixture

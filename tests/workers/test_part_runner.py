@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from dispatcher.planner import plan_activity_run
 from dmg.sitestate import SHARD_DONE, SiteState
@@ -26,11 +25,6 @@ MIB = 1024 * 1024
 SETTINGS = Settings(shard_max_files=4)
 OPTIONS = {"split_above": 8 * MIB, "split_part_size": 5 * MIB, "overwrite": "always"}
 OBJECT = object_id("ar1", 0)
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 def plan(tmp_path: Path, state: SiteState, cloud: MemoryCloud | None = None) -> list[str]:

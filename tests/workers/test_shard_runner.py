@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis as redis_lib
 
 from dmg.connectors import Entry
 from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SiteState
@@ -15,11 +14,6 @@ from workers.reporter import MemoryReporter
 from workers.shard_runner import FAILED, STALE, SUCCEEDED, run_shard
 
 SHARD = "ar1-00000"
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 @pytest.fixture

@@ -7,9 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pytest
-import redis as redis_lib
-
 from dmg.connectors import Entry
 from dmg.sitestate import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
@@ -17,11 +14,6 @@ from workers.reporter import MemoryReporter
 from workers.shard_runner import FAILED, SUCCEEDED, ShardSpec, run_shard
 
 SHARD = "ar9-00000"
-
-
-@pytest.fixture
-def state(redis_client: redis_lib.Redis) -> SiteState:
-    return SiteState(redis_client, "gw")
 
 
 def prepare(state: SiteState, tmp_path: Path, *, options: dict[str, Any] | None = None,

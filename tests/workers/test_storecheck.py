@@ -12,7 +12,6 @@ import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dispatcher.loop import make_sender
 from dispatcher.placement import Placer, node_loads
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, Entry, StagedWriter, StoreSpec
@@ -132,13 +131,6 @@ def cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def sender(redis_url: str) -> Iterator[Celery]:
-    app = make_sender(Settings(redis_url=redis_url))
-    yield app
-    app.close()
 
 
 def test_a_node_that_cannot_see_a_local_path_is_limited_and_gets_no_work_on_it(
