@@ -9,6 +9,7 @@ the previous tool's dirty pages (``sync``, not timed) before the next one starts
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -117,6 +118,31 @@ def check_free_space(where: Path, need: int) -> None:
 
 
 # -- running tools ---------------------------------------------------------------------
+def copy_arguments(description: str, tools: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    """The flags every copy benchmark takes; -> (arguments, the tools asked for)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--large-count", type=int, default=4)
+    parser.add_argument("--large-mib", type=int, default=256, help="size of each large file")
+    parser.add_argument("--small-count", type=int, default=10_000)
+    parser.add_argument("--small-kib", type=int, default=8)
+    parser.add_argument("--nodes", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=None, help="slots per node (default: sized)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and dataset; median shown")
+    parser.add_argument("--tools", default=",".join(tools))
+    parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    chosen = [t for t in args.tools.split(",") if t]
+    unknown = set(chosen) - set(tools)
+    if unknown:
+        parser.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(tools)}")
+    for tool, missing in (("rclone", "rclone is not installed (apt-get install rclone)"),
+                          ("aws", "awscli is missing: .venv/bin/pip install -e '.[bench]'")):
+        if tool in chosen and tool_path(tool) is None:
+            parser.error(f"{missing} or leave it out with --tools")
+    return args, chosen
+
+
 def tool_path(name: str) -> str | None:
     """``name`` in the venv's bin (awscli installs there), else on PATH."""
     here = Path(sys.executable).parent / name

@@ -20,7 +20,6 @@ count and bytes; dmg's byte for byte) and then deleted.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from common import (
     DmgCopier,
     Row,
     check_free_space,
+    copy_arguments,
     dmg_site,
     emit,
     machine,
@@ -56,25 +56,8 @@ GOALS = [("rclone", "large", 1.0), ("rclone", "small", 1.0), ("cp", "large", 1 /
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--large-count", type=int, default=4)
-    parser.add_argument("--large-mib", type=int, default=256, help="size of each large file")
-    parser.add_argument("--small-count", type=int, default=10_000)
-    parser.add_argument("--small-kib", type=int, default=8)
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=None, help="slots per node (default: sized)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and dataset; median shown")
-    parser.add_argument("--tools", default=",".join(TOOLS))
-    parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    tools = [t for t in args.tools.split(",") if t]
-    unknown = set(tools) - set(TOOLS)
-    if unknown:
-        parser.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(TOOLS)}")
+    args, tools = copy_arguments(__doc__.split("\n\n")[0], TOOLS)
     rclone = tool_path("rclone")
-    if "rclone" in tools and rclone is None:
-        parser.error("rclone is not installed (apt-get install rclone) or leave it out with --tools")
 
     large_bytes = args.large_count * args.large_mib * MIB
     small_bytes = args.small_count * args.small_kib * KIB

@@ -26,7 +26,6 @@ deleted so moto's memory does not grow across rows.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import hashlib
 import logging
@@ -45,6 +44,7 @@ from common import (
     DmgCopier,
     Row,
     check_free_space,
+    copy_arguments,
     dmg_site,
     emit,
     machine,
@@ -209,27 +209,8 @@ def verify_bucket(client: Any, dataset: Dataset, files: dict[str, Path], bucket:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--large-count", type=int, default=4)
-    parser.add_argument("--large-mib", type=int, default=256, help="size of each large file")
-    parser.add_argument("--small-count", type=int, default=10_000)
-    parser.add_argument("--small-kib", type=int, default=8)
-    parser.add_argument("--nodes", type=int, default=2)
-    parser.add_argument("--concurrency", type=int, default=None, help="slots per node (default: sized)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per tool and dataset; median shown")
-    parser.add_argument("--tools", default=",".join(TOOLS))
-    parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-    tools = [t for t in args.tools.split(",") if t]
-    unknown = set(tools) - set(TOOLS)
-    if unknown:
-        parser.error(f"unknown tools {sorted(unknown)}; choose from {', '.join(TOOLS)}")
+    args, tools = copy_arguments(__doc__.split("\n\n")[0], TOOLS)
     aws, rclone = tool_path("aws"), tool_path("rclone")
-    if "aws" in tools and aws is None:
-        parser.error("awscli is missing: .venv/bin/pip install -e '.[bench]' (or leave it out with --tools)")
-    if "rclone" in tools and rclone is None:
-        parser.error("rclone is not installed (apt-get install rclone) or leave it out with --tools")
 
     large_bytes = args.large_count * args.large_mib * MIB
     small_bytes = args.small_count * args.small_kib * KIB
