@@ -38,6 +38,7 @@ from dmg.connectors.base import Connector, Entry, StagedWriter
 from dmg.errors import DmgError, Fatal, NotFound, StaleAttempt
 from dmg.transfer import checksums
 from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
+from dmg.transfer.fence import SharedCheck
 from dmg.transfer.filters import PathFilter
 from dmg.transfer.options import ALWAYS, VERIFY_OFF, VERIFY_REREAD, CopyOptions
 from dmg.transfer.parts import ranged_chunks, ranged_reads, sequential_chunks
@@ -84,7 +85,7 @@ class CopyEngine:
         self.options = options
         self.throttle = throttle
         self.staging_id = staging_id
-        self.may_commit = may_commit
+        self.may_commit = SharedCheck(may_commit)
         self.on_bytes = on_bytes
         self.sleep = sleep
         self._cancel = threading.Event()

@@ -1,0 +1,54 @@
+"""A shared fencing check: as strict as one check per file, fewer round trips."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from dmg.transfer.fence import SharedCheck
+
+
+def test_a_caller_never_gets_the_answer_of_a_check_begun_before_it_asked() -> None:
+    first_running, release_first = threading.Event(), threading.Event()
+    answers = iter([True, False])  # the attempt is fenced while the first check runs
+    calls = 0
+
+    def check() -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            first_running.set()
+            release_first.wait(10)
+        return next(answers)
+
+    shared = SharedCheck(check)
+    results: dict[str, bool] = {}
+    early = threading.Thread(target=lambda: results.__setitem__("early", shared()))
+    early.start()
+    assert first_running.wait(10)
+    late = [threading.Thread(target=lambda i=i: results.__setitem__(f"late{i}", shared())) for i in range(3)]
+    for thread in late:
+        thread.start()
+    deadline = time.monotonic() + 10
+    while len(shared._cond._waiters) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # the three late callers are waiting on the first check
+    release_first.set()
+    for thread in [early, *late]:
+        thread.join(10)
+
+    assert results["early"] is True
+    assert [results[f"late{i}"] for i in range(3)] == [False, False, False]  # all saw the fence
+    assert calls == 2  # the three late callers shared one check
+
+
+def test_a_failing_check_raises_in_every_caller_that_waited_for_it() -> None:
+    def check() -> bool:
+        raise ConnectionError("broker unreachable")
+
+    shared = SharedCheck(check)
+    with pytest.raises(ConnectionError):
+        shared()
+    with pytest.raises(ConnectionError):  # and the next call checks again
+        shared()
