@@ -18,7 +18,7 @@ from typing import Any
 
 from settings import defaults
 
-__all__ = ["Settings", "SettingsError", "load"]
+__all__ = ["Settings", "SettingsError", "load", "process_environ"]
 
 
 class SettingsError(ValueError):
@@ -146,3 +146,12 @@ def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     for name, raw in list(values.items()):
         values[name] = _coerce(name, raw, _KINDS.get(name, str))
     return Settings(**values)
+
+
+def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: this process's own (PATH, HOME, locale,
+    virtualenv: what a child needs to run at all) plus ``overrides``, which carry
+    every dmg setting the child gets."""
+    env = dict(os.environ)
+    env.update(overrides or {})
+    return env

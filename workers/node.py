@@ -37,7 +37,7 @@ from dmg.credentials import open_store
 from dmg.embedded.procs import stop_process
 from dmg.nodestate import NodeRegistration, node_dir
 from dmg.sitestate import SiteState
-from settings import Settings
+from settings import Settings, process_environ
 from workers.agent import NodeAgent
 from workers.context import redis_client
 from workers.drain import DrainField
@@ -105,7 +105,7 @@ class NodeRuntime:
         # A limit set at runtime (dmg scale, Flower, --concurrency) outlives restarts.
         self.limit = (persisted_limit(node_dir(self.settings.data_dir, registration.node))
                       or node_limit(self.settings))
-        self.base_environ = dict(os.environ if base_environ is None else base_environ)
+        self.base_environ = process_environ() if base_environ is None else dict(base_environ)
         self.worker_log = worker_log
         self.shutdown_timeout = shutdown_timeout
         self.worker: subprocess.Popen[bytes] | None = None

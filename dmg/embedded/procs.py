@@ -9,6 +9,8 @@ import socket
 import subprocess
 import time
 
+from settings import process_environ
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
@@ -56,15 +58,9 @@ def stop_process(proc: subprocess.Popen[bytes], *, timeout: float = 10.0,
 
 
 def child_environ(overrides: dict[str, str]) -> dict[str, str]:
-    """The environment of a child process: this process's own plus ``overrides``.
-
-    The one place outside ``settings/`` that touches ``os.environ``: it copies what
-    a child needs to run at all (PATH, HOME, locale, virtualenv) and reads no setting;
-    every dmg setting a child gets is in ``overrides``.
-    """
-    env = dict(os.environ)
-    env.update(overrides)
-    return env
+    """The environment of a child process: this process's own plus ``overrides``
+    (see :func:`settings.process_environ`)."""
+    return process_environ(overrides)
 
 
 def stop_group(proc: subprocess.Popen[bytes], *, timeout: float = 20.0) -> int | None:
