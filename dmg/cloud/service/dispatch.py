@@ -160,6 +160,7 @@ def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
     return activity_run_json(activity_run, shards=False)
 
 
+_REPORTED_FIELDS = ("files", "bytes", "files_total", "bytes_total", "wait_reason", "error")
 _RANK = {"planned": 0, "placed": 1, "running": 2, "succeeded": 3, "failed": 3}
 
 
@@ -190,18 +191,10 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.node = report.node
     elif not shard.node:
         shard.node = node.node
-    if report.files is not None:
-        shard.files = report.files
-    if report.bytes is not None:
-        shard.bytes = report.bytes
-    if report.files_total is not None:
-        shard.files_total = report.files_total
-    if report.bytes_total is not None:
-        shard.bytes_total = report.bytes_total
-    if report.wait_reason is not None:
-        shard.wait_reason = report.wait_reason
-    if report.error is not None:
-        shard.error = report.error
+    for field in _REPORTED_FIELDS:  # a report sets only what it carries
+        value = getattr(report, field)
+        if value is not None:
+            setattr(shard, field, value)
     if report.started_at is not None:
         shard.started_at = report.started_at
     elif report.status != "placed" and shard.started_at is None:
