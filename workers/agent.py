@@ -24,7 +24,6 @@ Limited until the cloud has heard everything it did meanwhile.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -38,6 +37,7 @@ from dmg.sitestate import SiteState
 from dmg.version import __version__
 from settings import Settings
 from workers.outbox import ReportOutbox
+from workers.periodic import Periodic
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,8 @@ class NodeAgent:
         self.last_beat: dict[str, Any] | None = None
         self._net = _NetRate(clock)
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic(self.beat_once, interval=self.settings.heartbeat_interval,
+                              name=f"dmg-agent-{self.node}", what="heartbeat")
 
     # -- one beat ------------------------------------------------------------------------
     def build_heartbeat(self) -> dict[str, Any]:
@@ -240,22 +240,7 @@ class NodeAgent:
 
     # -- the thread ----------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"dmg-agent-{self.node}", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.beat_once()
-            except Exception:  # keep beating whatever happens
-                log.exception("heartbeat failed node=%s", self.node)
-            self._stop.wait(self.settings.heartbeat_interval)
+        self._loop.stop(timeout)

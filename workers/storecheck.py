@@ -27,6 +27,7 @@ from dmg.credentials import credential_for, open_store, redact
 from dmg.errors import DmgError
 from dmg.nodestate import NodeRegistration
 from settings import Settings
+from workers.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,8 @@ class StoreChecker:
         self.checked = threading.Event()  # set after the first complete check
         self._unreachable: dict[str, str] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic(self.check_once, interval=self.settings.store_check_interval,
+                              name=f"dmg-storecheck-{self.node}", what="store check round")
         self.owned: list[Any] = []  # clients built by from_settings, closed by stop()
 
     @classmethod
@@ -124,25 +125,10 @@ class StoreChecker:
 
     # -- the thread --------------------------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name=f"dmg-storecheck-{self.node}", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
+        self._loop.stop(timeout)
         for resource in self.owned:
             resource.close()
         self.owned = []
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.check_once()
-            except Exception:  # keep checking whatever happens
-                log.exception("store check round failed node=%s", self.node)
-            self._stop.wait(self.settings.store_check_interval)

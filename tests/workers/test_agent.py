@@ -170,4 +170,4 @@ def test_the_agent_thread_keeps_beating_until_stopped(state: SiteState) -> None:
         agent.stop()
     count = len(beats)
     assert beats[0]["ts"] < beats[-1]["ts"]
-    assert agent._thread is None and len(beats) == count
+    assert not agent._loop.running and len(beats) == count
