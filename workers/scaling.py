@@ -13,7 +13,9 @@ its target and records the limit:
 - a pool size changed by someone else (Flower, ``celery control pool_grow``)
   becomes the new target;
 - the limit is written to ``<node dir>/limit`` and is used again when the node
-  restarts (see :func:`persisted_limit`).
+  restarts (see :func:`persisted_limit`);
+- the limit is what the worker's stats report as the pool's ``max-concurrency``
+  (``celery inspect stats``, and so Flower's API and worker page).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class PoolScaler:
                 if size > self.known:
                     _start_processes(pool)
             self.known = size
+            _report_limit(pool, size)
             return
         if size < self.target:
             pool.grow(self.target - size)
@@ -105,6 +108,7 @@ class PoolScaler:
         self.known = int(pool.num_processes)
         if self.known == self.target:
             self.target = None
+        _report_limit(pool, self.limit(consumer))
 
 
 def _start_processes(pool: Any) -> None:
@@ -113,6 +117,19 @@ def _start_processes(pool: Any) -> None:
     maintain = getattr(pool, "maintain_pool", None)
     if maintain is not None:
         maintain()
+
+
+def _report_limit(pool: Any, limit: int) -> None:
+    """Make the worker's stats say ``limit``.
+
+    Celery 5.7.0's prefork pool reports ``max-concurrency`` from ``pool.limit``, set
+    once when the worker starts: ``pool_grow``/``pool_shrink`` change the processes,
+    not it, so ``inspect stats`` and Flower kept showing the starting concurrency.
+    ``limit`` is read only for those stats and when the pool is (re)started, where
+    the live limit is the right size too.
+    """
+    if getattr(pool, "limit", None) != limit:
+        pool.limit = limit
 
 
 def _live_processes(pool: Any) -> int:

@@ -4,12 +4,15 @@ Given a one-node site with a limit of 2, when `dmg scale` grows it to 4 the pool
 has 4 processes and every view (node list, persisted limit) says 4; when it is
 shrunk to 1 while 4 shards run, no shard is killed: the limit drops at once for
 placement and the pool shrinks as they finish; Flower's pool-grow button is taken
-as the new limit; a restarted node keeps the last limit.
+as the new limit; a restarted node keeps the last limit; Flower's API and worker page
+show the live limit (not the one the worker started with) and its grow/shrink buttons
+and `dmg scale` agree in both directions.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -150,3 +153,44 @@ def test_flower_pool_grow_becomes_the_limit_and_survives_a_restart(site: Embedde
         wait_for(lambda: worker_load(restarted).get("limit") == 3, timeout=30, what="limit 3 after restart")
     finally:
         restarted.stop()
+
+
+def test_flower_shows_the_live_limit_and_its_pool_buttons_agree_with_dmg_scale(site: EmbeddedSite,
+                                                                              tmp_path: Path) -> None:
+    """Given Flower started as `dmg up` starts it (basic auth), its API and worker page show
+    the limit `dmg scale` set, and its grow/shrink buttons move the limit `dmg` shows."""
+    dmg = dmg_for(site, tmp_path)
+    auth = (site.settings.flower_user, flower_password(site.settings))
+
+    def flower_pool() -> dict[str, Any]:
+        workers = httpx.get(f"{site.flower_url}api/workers", params={"refresh": "1"}, auth=auth, timeout=15)
+        assert workers.status_code == 200, workers.text
+        return dict((workers.json().get("node1@site") or {}).get("stats", {}).get("pool") or {})
+
+    def flower_says(limit: int) -> bool:
+        pool = flower_pool()
+        return pool.get("max-concurrency") == limit and len(pool.get("processes", [])) == limit
+
+    def everyone_says(limit: int, what: str) -> None:
+        wait_for(lambda: flower_says(limit), timeout=30, what=f"Flower to say {limit} ({what})")
+        wait_for(lambda: worker_load(site).get("limit") == limit, timeout=20, what=f"load limit {limit}")
+        wait_for(lambda: node_row(dmg)["limit"] == limit, timeout=20, what=f"node list {limit}")
+
+    everyone_says(2, "at start")
+    grown = dmg("scale", "node1", "--concurrency", "4", "--json")
+    assert grown.returncode == 0, grown.stderr
+    everyone_says(4, "after dmg scale 4")
+    page = httpx.get(f"{site.flower_url}worker/node1@site", auth=auth, timeout=15)
+    assert page.status_code == 200
+    assert re.search(r"<td>Max concurrency</td>\s*<td>4</td>", page.text), "another limit on the page"
+
+    for verb, limit in (("shrink", 3), ("grow", 4)):
+        response = httpx.post(f"{site.flower_url}api/worker/pool/{verb}/node1@site", params={"n": 1},
+                              auth=auth, timeout=10)
+        assert response.status_code == 200, response.text
+        everyone_says(limit, f"after Flower's {verb}")
+        assert persisted_limit(node_dir(site.data_dir, "node1")) == limit
+
+    shrunk = dmg("scale", "node1", "--concurrency", "1", "--json")
+    assert shrunk.returncode == 0, shrunk.stderr
+    everyone_says(1, "after dmg scale 1")
