@@ -4,6 +4,7 @@
 
     DmgError                    a one-line message; ``hint`` says how to fix it
     ├── BadInput                malformed request, file or argument       (400)
+    │   └── TooLarge            a request or definition over its size limit (413)
     ├── Unauthorized            missing, wrong or revoked key or token    (401)
     ├── PermissionDenied        the store or the cloud refused access      (403)
     ├── NotFound                a gateway, node, store, path ... is absent (404)
@@ -42,6 +43,10 @@ class DmgError(Exception):
 class BadInput(DmgError):
     http_status = 400
     code = "bad_input"
+
+
+class TooLarge(BadInput):
+    http_status = 413
 
 
 class Unauthorized(DmgError):

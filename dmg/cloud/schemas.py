@@ -2,15 +2,18 @@
 
 Unknown fields are ignored, except in a store definition, where they are checked
 for secrets and then refused. A body that does not fit is answered 400 naming the
-field (see :func:`dmg.cloud.api.errors.validation_message`).
+field (see :func:`dmg.cloud.api.errors.validation_message`); every body first passes
+:func:`dmg.definitions.check_shape` (depth, size, NUL, NaN). Store and pipeline
+definitions then follow the rules of :mod:`dmg.definitions`.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from dmg.definitions import check_shape
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: "1.2.3", also with a PEP 440 suffix ("1.2.3.dev1", "1.2.3+local"); compared numerically.
@@ -32,30 +35,13 @@ Small = Annotated[int, Field(ge=0, le=2**31 - 1)]
 Big = Annotated[int, Field(ge=0, le=2**62)]
 
 
-def _storable(value: Any, where: str = "") -> None:
-    """Raise ValueError for what no database column takes: NUL characters, NaN/Infinity."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where or 'a value'} contains a NUL character")
-    elif isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{where or 'a value'} is not a finite number")
-    elif isinstance(value, dict):
-        for key, inner in value.items():
-            _storable(key, where)
-            _storable(inner, f"{where}.{key}" if where else str(key))
-    elif isinstance(value, list):
-        for index, inner in enumerate(value):
-            _storable(inner, f"{where}[{index}]")
-
-
 class Body(BaseModel):
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
 
     @model_validator(mode="before")
     @classmethod
     def _only_storable(cls, data: Any) -> Any:
-        _storable(data)
+        check_shape(data)  # before pydantic walks it: a hostile nesting is refused cheaply
         return data
 
 

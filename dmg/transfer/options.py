@@ -26,8 +26,10 @@ option             default          meaning
 ``retry_backoff``  ``0.5``          seconds before the first retry (doubles each time)
 =================  ===============  ===================================================
 
-Unknown options are ignored (stores may read options of their own). A bad value
-raises :class:`~dmg.errors.BadInput` naming the option.
+Unknown options are ignored here (a definition saved before a name was retired
+still runs); the cloud refuses them when a pipeline is submitted, with a "did you
+mean" (:mod:`dmg.definitions`). A bad value raises :class:`~dmg.errors.BadInput`
+naming the option.
 """
 
 from __future__ import annotations

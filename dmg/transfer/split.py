@@ -28,6 +28,8 @@ from dmg.errors import BadInput
 MiB = 1024 * 1024
 MIN_PART = 5 * MiB
 MAX_PARTS = 10_000
+#: The activity options read here.
+OPTION_NAMES = ("split_above", "split_part_size")
 
 
 def _size(options: Mapping[str, Any], key: str, default: int, low: int) -> int:

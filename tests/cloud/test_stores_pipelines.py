@@ -16,9 +16,9 @@ SECRETS_MESSAGE = "secrets are set from inside the site, not in the cloud"
 def test_add_and_list_stores(user: CloudClient) -> None:
     name = unique("lake")
     added = user.add_store({"name": name, "type": "azureblob", "location": "https://acct.blob.core/c",
-                            "options": {"credential": "lake-cred", "tier": "Cool", "max_block": 4}})
+                            "options": {"credential": "lake-cred", "block_size": 4194304}})
     assert added["name"] == name and added["type"] == "azureblob"
-    assert added["options"] == {"credential": "lake-cred", "tier": "Cool", "max_block": 4}
+    assert added["options"] == {"credential": "lake-cred", "block_size": 4194304}
     listed = {s["name"]: s for s in user.list_stores()}
     assert listed[name]["location"] == "https://acct.blob.core/c"
     with pytest.raises(Conflict):
@@ -68,7 +68,7 @@ def test_secrets_are_refused(user: CloudClient, store: dict[str, Any]) -> None:
 
 def test_secret_free_definitions_pass(user: CloudClient) -> None:
     for store in (
-        {"type": "sql", "location": "postgresql://etl@db:5432/sales", "options": {"table": "orders"}},
+        {"type": "sql", "location": "postgresql://etl@db:5432/sales", "options": {"schema": "orders"}},
         {"type": "s3", "location": "s3://bucket/prefix", "options": {"region": "eu-west-1",
                                                                      "endpoint_url": "http://minio:9000"}},
         {"type": "file", "location": "/mnt/share", "options": {"credential": "share-cred"}},

@@ -11,10 +11,11 @@ from fastapi import APIRouter, FastAPI
 
 from dmg.cloud import keys
 from dmg.cloud.api import files, nodes, portal, users
-from dmg.cloud.api.errors import install_error_handlers
+from dmg.cloud.api.errors import install_body_limit, install_error_handlers
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.db import Database
 from dmg.cloud.service import CloudService
+from dmg.definitions import MAX_DEFINITION_BYTES
 from dmg.version import __version__
 from settings import Settings
 
@@ -42,6 +43,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_token = keys.api_token(settings)
     app.state.notifier = RunNotifier()
     install_error_handlers(app)
+    install_body_limit(app, paths=("/api/v1/stores", "/api/v1/pipelines"), limit=MAX_DEFINITION_BYTES)
 
     health = APIRouter()
 

@@ -27,12 +27,14 @@ from dmg.cloud.models import (
     Gateway,
     Node,
     Shard,
+    Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
+from dmg.definitions import stored_definition_problem
 from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
 
 log = logging.getLogger(__name__)
@@ -78,24 +80,56 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
     session.expire_all()
     claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
                                    .order_by(ActivityRun.queued_at, ActivityRun.position)))
-    names = {a.spec["source"]["store"] for a in claimed} | {a.spec["sink"]["store"] for a in claimed}
-    stores = stores_by_name(session, names)
+    names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
+    stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
+        body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=epoch)
+        if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
+            activity_run.failed_by_dispatcher = True
+            activity_run.error = body
+            derive_activity_run(activity_run, now=now)
+            log.warning("activity run %s failed at claim: %s", activity_run.id, body)
+        else:
+            out.append(body)
+            log.info("activity run %s claimed by %s@%s epoch %s", activity_run.id, node.node, node.gateway,
+                     epoch)
         derive_run(activity_run.run, now=now)
-        spec = activity_run.spec
-        source, sink = spec["source"], spec["sink"]
-        out.append({
-            "id": activity_run.id, "run_id": activity_run.run_id,
-            "pipeline": activity_run.run.pipeline.name, "gateway": node.gateway,
-            "name": activity_run.name, "epoch": epoch,
-            "source": {"store": store_json(stores[source["store"]]), "path": source.get("path", "")},
-            "sink": {"store": store_json(stores[sink["store"]]), "path": sink.get("path", "")},
-            "options": dict(spec.get("options") or {}),
-        })
-        log.info("activity run %s claimed by %s@%s epoch %s", activity_run.id, node.node, node.gateway, epoch)
     session.flush()
     return out
+
+
+def _store_name(spec: Any, side: str) -> str:
+    try:
+        return str(spec[side]["store"])
+    except (KeyError, TypeError):
+        return ""
+
+
+def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gateway: str,
+                  epoch: int) -> dict[str, Any] | str:
+    """What the dispatcher is sent for a claimed activity run, or why it cannot be: a
+    definition saved before :mod:`dmg.definitions` (too deep, a store gone)."""
+    spec = activity_run.spec
+    problem = stored_definition_problem(spec)
+    if problem:
+        return f"activity {activity_run.name!r}: {problem}"
+    ends: dict[str, dict[str, Any]] = {}
+    for side in ("source", "sink"):
+        name = _store_name(spec, side)
+        store = stores.get(name)
+        if store is None:
+            return f"activity {activity_run.name!r}: {side} store {name!r} does not exist"
+        shown = store_json(store)
+        if "invalid" in shown:
+            return f"activity {activity_run.name!r}: {side} store {name!r}: {shown['invalid']}"
+        ends[side] = {"store": shown, "path": str(spec[side].get("path", ""))}
+    return {
+        "id": activity_run.id, "run_id": activity_run.run_id,
+        "pipeline": activity_run.run.pipeline.name, "gateway": gateway,
+        "name": activity_run.name, "epoch": epoch, "source": ends["source"], "sink": ends["sink"],
+        "options": dict(spec.get("options") or {}),
+    }
 
 
 def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, epoch: int) -> ActivityRun:

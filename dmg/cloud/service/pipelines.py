@@ -15,17 +15,24 @@ from dmg.cloud.service import localpaths
 from dmg.cloud.service.gateways import get_gateway
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import pipeline_json, run_json
+from dmg.definitions import check_activity_options, check_path, check_size, stored_definition_problem
 from dmg.errors import BadInput, Conflict, NotFound
 
 
 def create_pipeline(session: Session, pipeline: PipelineCreate, *, now: float) -> dict[str, Any]:
-    """BadInput for duplicate activity names, NotFound for an unknown gateway or store,
-    Conflict for a taken name. ``warnings`` in the answer: see :mod:`.localpaths`."""
+    """BadInput for duplicate activity names, a bad option or path (:mod:`dmg.definitions`),
+    NotFound for an unknown gateway or store, Conflict for a taken name. ``warnings`` in
+    the answer: see :mod:`.localpaths`."""
     names = [a.name for a in pipeline.activities]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BadInput(f"pipeline: activity name {duplicates[0]!r} is used twice",
                        hint="give every activity of a pipeline its own name")
+    check_size(pipeline.model_dump(), what=f"pipeline {pipeline.name!r}")
+    for activity in pipeline.activities:
+        check_path(activity.source.path, where=f"activity {activity.name!r} source")
+        check_path(activity.sink.path, where=f"activity {activity.name!r} sink")
+        check_activity_options(activity.options, activity=activity.name)
     gateway = get_gateway(session, pipeline.gateway)
     wanted = {a.source.store for a in pipeline.activities} | {a.sink.store for a in pipeline.activities}
     known = stores_by_name(session, wanted)
@@ -59,6 +66,10 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
     if pipeline is None:
         raise NotFound(f"pipeline {pipeline_name!r} does not exist",
                        hint="list pipelines with `dmg pipeline list`")
+    problem = stored_definition_problem(pipeline.activities)
+    if problem:
+        raise BadInput(f"pipeline {pipeline_name!r} cannot run: {problem}",
+                       hint="create the pipeline again under a new name")
     run = Run(id=uuid.uuid4().hex, pipeline_id=pipeline.id, pipeline=pipeline,
               gateway_id=pipeline.gateway_id, gateway=pipeline.gateway, status=QUEUED, created_at=now)
     for position, spec in enumerate(pipeline.activities):

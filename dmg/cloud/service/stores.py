@@ -13,18 +13,22 @@ from dmg.cloud.schemas import StoreCreate
 from dmg.cloud.service import localpaths
 from dmg.cloud.service.secretscan import refuse_secrets
 from dmg.cloud.service.views import store_json
+from dmg.definitions import check_size, check_store_options
 from dmg.errors import BadInput, Conflict, NotFound
 
 
 def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, Any]:
-    """Record a store. BadInput if it carries a secret or an unknown field; Conflict if
-    the name is taken. The answer's ``warnings`` name a ``file`` location that some
-    node of a multi-node gateway may not see (:mod:`.localpaths`)."""
+    """Record a store. BadInput if it carries a secret, an unknown field or an option
+    :mod:`dmg.definitions` refuses; Conflict if the name is taken. The answer's
+    ``warnings`` name a ``file`` location that some node of a multi-node gateway may not
+    see (:mod:`.localpaths`)."""
     refuse_secrets(store.model_dump())
     if store.model_extra:
         field = sorted(store.model_extra)[0]
         raise BadInput(f"store: unknown field {field!r}",
                        hint="a store has name, type, location and options")
+    check_size(store.model_dump(), what=f"store {store.name!r}")
+    check_store_options(store.type, store.options, store=store.name)
     if session.scalar(select(Store.id).where(Store.name == store.name)) is not None:
         raise Conflict(f"store {store.name!r} already exists", hint="pick another name")
     row = Store(name=store.name, type=store.type, location=store.location, options=dict(store.options),

@@ -5,17 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 from dmg.cloud.models import ActivityRun, Node, Pipeline, Run, Shard, Store
+from dmg.definitions import stored_definition_problem
 from dmg.status import NodeStatus
 
 
 def store_json(store: Store) -> dict[str, Any]:
-    return {"name": store.name, "type": store.type, "location": store.location,
+    """A store; one saved before :mod:`dmg.definitions` whose options cannot be shown
+    has ``options`` ``{}`` and ``invalid`` saying why (a list never fails on it)."""
+    body = {"name": store.name, "type": store.type, "location": store.location,
             "options": dict(store.options or {}), "created_at": store.created_at}
+    problem = stored_definition_problem(store.options)
+    if problem:
+        body.update(options={}, invalid=problem)
+    return body
 
 
 def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
-    return {"name": pipeline.name, "gateway": pipeline.gateway.name,
+    """A pipeline; ``activities`` ``[]`` and ``invalid`` for one that cannot be shown."""
+    body = {"name": pipeline.name, "gateway": pipeline.gateway.name,
             "activities": list(pipeline.activities), "created_at": pipeline.created_at}
+    problem = stored_definition_problem(pipeline.activities)
+    if problem:
+        body.update(activities=[], invalid=problem)
+    return body
 
 
 def node_json(node: Node, status: NodeStatus) -> dict[str, Any]:
