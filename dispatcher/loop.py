@@ -255,6 +255,8 @@ class DispatcherService:
                 self._retry.append((run, epoch))
         except DmgError as exc:
             log.error("planning refused activity_run=%s error=%s", run.get("id"), exc)
+        except Exception:  # the claimer thread must outlive any one activity run
+            log.exception("planning failed activity_run=%s", run.get("id"))
 
     def _plan_retries(self, epoch: int) -> None:
         with self._retry_lock:

@@ -9,8 +9,10 @@ Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
 Retryable, or by a new dispatcher) re-sends the same plan and queues only shards
 that are neither pending nor placed yet. A source that cannot be listed for good
-(NotFound, PermissionDenied, a bad store definition) fails the activity run with
-a clear message; a Retryable error is raised for the caller to retry.
+(NotFound, PermissionDenied, a bad store definition), or that fails in any
+unexpected way, fails that activity run alone with a clear message (the cloud
+marks it Failed and never hands it out again); a Retryable or broker error is
+raised for the caller to retry.
 
 The activity's options are checked here (:class:`dmg.transfer.CopyOptions`): a
 bad one fails the activity run before anything moves. Two copy decisions are
@@ -39,6 +41,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import redis
 
 from dispatcher.ports import DispatchCloud
 from dispatcher.splitting import split_large_entries
@@ -93,13 +97,14 @@ def plan_activity_run(
         try:
             shards = _cut_and_save(activity_run, state=state, settings=settings,
                                    connector_factory=connector_factory)
-        except Retryable:
+        except (Retryable, redis.RedisError):
             raise
         except DmgError as exc:
-            error = f"cannot plan activity {activity_run.get('name', run_id)!r}: {exc}"
-            log.warning("activity run failed by the planner activity_run=%s error=%s", run_id, exc)
-            cloud.fail_activity_run(run_id, epoch=epoch, error=error)
-            return PlanResult(run_id, error=error)
+            return _fail(activity_run, cloud=cloud, epoch=epoch, reason=str(exc))
+        except Exception as exc:  # a bug or a hostile definition: this run fails, the others go on
+            log.exception("unexpected planning error activity_run=%s", run_id)
+            return _fail(activity_run, cloud=cloud, epoch=epoch,
+                         reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
         if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
             shards = json.loads(state.redis.get(plan_key) or "[]")
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
@@ -114,6 +119,15 @@ def plan_activity_run(
     state.end_planning(run_id)
     log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards), len(queued))
     return PlanResult(run_id, shards=shards, queued=queued)
+
+
+def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, reason: str) -> PlanResult:
+    """Tell the cloud the activity run cannot be planned (it becomes Failed with ``reason``)."""
+    run_id = str(activity_run["id"])
+    error = f"cannot plan activity {activity_run.get('name', run_id)!r}: {reason}"
+    log.warning("activity run failed by the planner activity_run=%s error=%s", run_id, reason)
+    cloud.fail_activity_run(run_id, epoch=epoch, error=error[:4000])
+    return PlanResult(run_id, error=error)
 
 
 def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: Settings,

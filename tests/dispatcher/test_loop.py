@@ -12,6 +12,7 @@ from celery import Celery
 
 from dispatcher.loop import DispatcherService, make_sender
 from dispatcher.recovery import requeue_offline_queued
+from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import Retryable
 from dmg.sitestate import SiteState
 from settings import Settings
@@ -159,3 +160,34 @@ def test_queued_shards_of_an_offline_node_go_back_to_pending_and_are_fenced(stat
     assert not state.is_current("ar1-00000", old)  # the message in b's queue can no longer run
     assert state.mark_running("ar1-00000", old, "b") is False
     assert requeue_offline_queued(state) == []  # idempotent
+
+
+def test_a_run_that_cannot_be_planned_fails_alone_and_the_batch_goes_on(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery,
+        services: list[DispatcherService]) -> None:
+    """Given a claim batch of three where planning the middle one raises something no
+    connector should (a bug, a hostile definition), that one is failed with its reason
+    and the other two are planned; the claimer keeps claiming afterwards."""
+    beat(state, "a", 8)
+    cloud = MemoryCloud()
+    poison = activity_run(tmp_path, "ar2")
+    poison["source"]["store"]["options"] = {"explode": True}
+    for run in (activity_run(tmp_path, "ar1"), poison, activity_run(tmp_path, "ar3")):
+        cloud.queue(run)
+
+    def connectors(spec: StoreSpec) -> Connector:
+        if spec.options.get("explode"):
+            raise RecursionError("maximum recursion depth exceeded")
+        return connector_for(spec)
+
+    service = DispatcherService(settings, "a", state=state, cloud=cloud, sender=sender,
+                                connector_factory=connectors, placement_interval=0.05)
+    services.append(service)
+    service.start()
+
+    wait_for(lambda: {"ar1", "ar3"} <= set(cloud.plans) and "ar2" in cloud.failed, what="the batch handled")
+    assert "ar2" not in cloud.plans
+    assert cloud.failed["ar2"] == ("cannot plan activity 'copy': unexpected RecursionError: "
+                                   "maximum recursion depth exceeded")
+    cloud.queue(activity_run(tmp_path, "ar4"))
+    wait_for(lambda: "ar4" in cloud.plans, what="a later claim planned")
