@@ -144,6 +144,20 @@ def show(run_id: str, as_json: bool) -> None:
         print_run(body)
 
 
+@runs.command()
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the cancelled run as JSON.")
+def cancel(run_id: str, as_json: bool) -> None:
+    """Cancel run RUN_ID: queued shards never start, running ones stop and leave no
+    staging files; files already committed stay. A run that already ended is an error."""
+    with user_client() as client:
+        body = client.cancel_run(run_id)
+    if as_json:
+        emit_json(body)
+    else:
+        click.echo(f"run {body['id']} cancelled ({body['status']}); its running shards stop within seconds")
+
+
 def _add_report_commands() -> None:
     from dmg.cli import report_cmd
 

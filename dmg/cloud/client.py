@@ -134,6 +134,10 @@ class CloudClient:
     def list_runs(self, *, limit: int = 50) -> list[dict[str, Any]]:
         return self.request("GET", "/runs", params={"limit": limit})
 
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a run that has not ended (Conflict if it has); -> the run."""
+        return self.request("POST", f"/runs/{run_id}/cancel")
+
     def run(self, run_id: str) -> dict[str, Any]:
         """-> ``{id, pipeline, gateway, status, created_at, started_at, ended_at,
         activity_runs: [{id, name, status, error, files, bytes, started_at, ended_at,
@@ -173,6 +177,10 @@ class CloudClient:
         makes the activity run succeed at once. Idempotent for the same shard ids."""
         self.request("POST", f"/activity-runs/{activity_run_id}/shards",
                      json={"epoch": epoch, "shards": shards})
+
+    def cancelled_activity_runs(self) -> list[str]:
+        """The ids of the gateway's activity runs cancelled within the last hour."""
+        return list(self.request("GET", "/dispatch/cancelled")["activity_runs"])
 
     def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
         self.request("POST", f"/activity-runs/{activity_run_id}/fail",

@@ -28,6 +28,7 @@ QUEUED = "Queued"
 IN_PROGRESS = "InProgress"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
+CANCELLED = "Cancelled"
 
 # Shard statuses: planned by the dispatcher, then reported by nodes.
 SHARD_PLANNED = "planned"
@@ -145,6 +146,7 @@ class ActivityRun(Base):
     claimed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancelled_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # by a user
 
     run: Mapped[Run] = relationship(back_populates="activity_runs")
     shards: Mapped[list[Shard]] = relationship(

@@ -47,15 +47,26 @@ def node_stores(node: Node, svc: Service) -> dict[str, Any]:
 @router.post("/dispatch/claim", tags=["dispatch"])
 async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict[str, Any]:
     """Long-poll up to ``wait`` s (at most 60) for Queued activity runs of the node's
-    gateway and claim them; -> ``{activity_runs: [...]}`` (empty when none came)."""
+    gateway and claim them; -> ``{activity_runs: [...]}`` (empty when none came, or at
+    once when one of the gateway's runs is cancelled meanwhile)."""
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
+    began = svc.clock()
     while True:
         claimed = await run_in_threadpool(svc.claim, node, epoch=body.epoch, limit=body.limit)
         remaining = deadline - time.monotonic()
         if claimed or remaining <= 0:
             return {"activity_runs": claimed}
         await notifier.wait(node.gateway_id, min(RECHECK, remaining))
+        if await run_in_threadpool(svc.cancelled_activity_runs, node, since=began):
+            return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
+
+
+@router.get("/dispatch/cancelled", tags=["dispatch"])
+def cancelled(node: Node, svc: Service) -> dict[str, Any]:
+    """The activity runs of the node's gateway cancelled within the last hour:
+    ``{activity_runs: [id, ...]}`` (the dispatcher drops their shards)."""
+    return {"activity_runs": svc.cancelled_activity_runs(node)}
 
 
 @router.post("/activity-runs/{activity_run_id}/shards", tags=["dispatch"])

@@ -1,5 +1,7 @@
-"""Routes of the read-only portal: ``/`` (dashboard), ``/login``, ``/logout``, and
-``/runs/<id>/report.jsonl`` (a run's per-file report).
+"""Routes of the portal: ``/`` (dashboard), ``/login``, ``/logout``,
+``/runs/<id>/report.jsonl`` (a run's per-file report) and ``POST /runs/<id>/cancel``
+(its Cancel button; the session cookie is ``SameSite=Strict``, so another site's
+page cannot post it).
 
 The browser signs in once with the API token (a POST form, so the token never
 shows in a URL or an access log); the cookie then holds an HMAC of the token,
@@ -58,6 +60,16 @@ async def run_report(run_id: str, request: Request) -> Response:
     lines = await run_in_threadpool(service(request).run_report, run_id)
     return StreamingResponse(lines, media_type="application/x-ndjson",
                              headers={"Content-Disposition": f'attachment; filename="run-{run_id}.jsonl"'})
+
+
+@router.post("/runs/{run_id}/cancel")
+async def cancel_run(run_id: str, request: Request) -> Response:
+    """The run view's Cancel button: cancel, then back to the dashboard."""
+    if not _signed_in(request):
+        return HTMLResponse(render.login_page(), status_code=401)
+    gateway_id, _run = await run_in_threadpool(service(request).cancel_run, run_id)
+    request.app.state.notifier.notify(gateway_id)
+    return RedirectResponse("/", status_code=303)
 
 
 @router.post("/login")

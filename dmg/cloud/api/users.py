@@ -87,6 +87,16 @@ def list_runs(svc: Service, limit: int = Query(default=50, ge=1, le=1000)) -> li
     return svc.list_runs(limit=limit)
 
 
+@router.post("/runs/{run_id}/cancel", tags=["runs"])
+async def cancel_run(run_id: str, request: Request, svc: Service) -> dict[str, Any]:
+    """Cancel a run that has not ended: it becomes Cancelled, its queued shards never
+    start, its running shards stop and leave no staging files; what was committed
+    stays. 409 for a run that already ended."""
+    gateway_id, run = await run_in_threadpool(svc.cancel_run, run_id)
+    request.app.state.notifier.notify(gateway_id)
+    return run
+
+
 @router.get("/runs/{run_id}", tags=["runs"])
 def run(run_id: str, svc: Service) -> dict[str, Any]:
     return svc.run(run_id)

@@ -63,6 +63,9 @@ def duration(start: float | None, end: float | None) -> str:
     return f"{end - start:.1f} s"
 
 
+RUN_ENDED = ("Succeeded", "Failed", "Cancelled")
+
+
 def badge(status: str) -> str:
     css = escape(status.split(" ")[0])
     return f'<span class="status {css}">{escape(status)}</span>'
@@ -123,7 +126,7 @@ def progress(activity: dict[str, Any], *, now: float) -> str:
     elif files_total > 0:
         part = files / files_total
     else:
-        part = 1.0 if activity["status"] in ("Succeeded", "Failed") else 0.0
+        part = 1.0 if activity["status"] in RUN_ENDED else 0.0
     part = max(0.0, min(1.0, part))
     started = activity.get("started_at")
     elapsed = ((activity.get("ended_at") or now) - started) if started is not None else 0.0
@@ -146,6 +149,14 @@ def file_counts(counts: dict[str, dict[str, int]]) -> str:
     return '<span class="counts">' + ", ".join(parts) + "</span>"
 
 
+def cancel_form(run: dict[str, Any]) -> str:
+    """A Cancel button for a run that has not ended (POST /runs/<id>/cancel)."""
+    if run["status"] in RUN_ENDED:
+        return ""
+    return (f'<form class="cancel" method="post" action="/runs/{escape(run["id"])}/cancel">'
+            '<button type="submit">Cancel run</button></form>')
+
+
 def runs_section(runs: list[dict[str, Any]], counts: dict[str, dict[str, dict[str, int]]] | None = None,
                  *, now: float | None = None) -> str:
     if not runs:
@@ -159,7 +170,8 @@ def runs_section(runs: list[dict[str, Any]], counts: dict[str, dict[str, dict[st
             f"<h3>{badge(run['status'])} {escape(run['pipeline'])} "
             f'<span class="muted">run {escape(run["id"][:12])} on {escape(run["gateway"])}, '
             f"created {when(run['created_at'])}{', took ' + took if took else ''}, "
-            f'<a href="/runs/{escape(run["id"])}/report.jsonl">per-file report</a></span></h3>')
+            f'<a href="/runs/{escape(run["id"])}/report.jsonl">per-file report</a></span>'
+            f"{cancel_form(run)}</h3>")
         for activity in run["activity_runs"]:
             error = f' <span class="error">{escape(activity["error"])}</span>' if activity["error"] else ""
             tally = file_counts(counts.get(activity["id"], {}))

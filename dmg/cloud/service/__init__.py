@@ -21,7 +21,7 @@ from dmg.cloud.schemas import (
     ShardReport,
     StoreCreate,
 )
-from dmg.cloud.service import dispatch, files, gateways, pipelines, stores
+from dmg.cloud.service import cancel, dispatch, files, gateways, pipelines, stores
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
 
@@ -100,6 +100,11 @@ class CloudService:
         with self.db.read() as session:
             return pipelines.get_run(session, run_id)
 
+    def cancel_run(self, run_id: str) -> tuple[int, dict[str, Any]]:
+        """-> (gateway id to wake its dispatcher, the run); see :mod:`.cancel`."""
+        with self.db.write() as session:
+            return cancel.cancel_run(session, run_id, now=self.clock())
+
     # -- nodes ----------------------------------------------------------------------------
     def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
         with self.db.write() as session:
@@ -123,6 +128,13 @@ class CloudService:
     def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
         with self.db.write() as session:
             return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock())
+
+    def cancelled_activity_runs(self, node: NodeIdentity, *, since: float | None = None) -> list[str]:
+        """Activity runs of the node's gateway cancelled after ``since`` (default: within
+        :data:`.cancel.CANCEL_WINDOW`)."""
+        with self.db.read() as session:
+            start = since if since is not None else self.clock() - cancel.CANCEL_WINDOW
+            return cancel.cancelled_since(session, node, since=start)
 
     def plan_shards(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                     shards: list[PlannedShard]) -> dict[str, Any]:

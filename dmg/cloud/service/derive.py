@@ -1,10 +1,12 @@
 """How activity run and run statuses follow from their parts (pure rules).
 
-- An activity run is Queued until claimed; Failed once the dispatcher failed it or
+- An activity run is Cancelled once a user cancelled it (before it ended; whatever its
+  shards report afterwards); Queued until claimed; Failed once the dispatcher failed it or
   any of its shards failed (with that shard's error); Succeeded once it is planned
   and every shard succeeded (a plan with no shard succeeds at once); else InProgress.
-- A run is Queued while all its activity runs are; Succeeded/Failed once all of
-  them ended (Failed if any failed); else InProgress.
+- A run is Queued while all its activity runs are; Cancelled/Failed/Succeeded once all
+  of them ended (Cancelled if any was cancelled, else Failed if any failed); else
+  InProgress.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
-from dmg.cloud.models import FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
+from dmg.cloud.models import CANCELLED, FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
 
-TERMINAL = (SUCCEEDED, FAILED)
+TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
+CANCEL_REASON = "cancelled by a user"
 
 
 def derive_activity_run(activity_run: ActivityRun, *, now: float) -> None:
@@ -30,6 +33,8 @@ def derive_activity_run(activity_run: ActivityRun, *, now: float) -> None:
 
 
 def _activity_status(activity_run: ActivityRun) -> tuple[str, str]:
+    if activity_run.cancelled_at is not None:
+        return CANCELLED, CANCEL_REASON
     if activity_run.failed_by_dispatcher:
         return FAILED, activity_run.error
     if activity_run.claim_epoch is None:
@@ -84,7 +89,7 @@ def derive_run(run: Run, *, now: float) -> None:
     if counts.get(QUEUED, 0) == total:
         status = QUEUED
     elif sum(counts.get(s, 0) for s in TERMINAL) == total:
-        status = FAILED if counts.get(FAILED) else SUCCEEDED
+        status = CANCELLED if counts.get(CANCELLED) else FAILED if counts.get(FAILED) else SUCCEEDED
     else:
         status = IN_PROGRESS
     started = [s for _st, _c, s, _e in rows if s is not None]

@@ -183,9 +183,9 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
 
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                       error: str, now: float) -> dict[str, Any]:
-    """Mark an activity run Failed with ``error`` (idempotent)."""
+    """Mark an activity run Failed with ``error`` (idempotent; a cancelled one stays Cancelled)."""
     activity_run = _own_activity_run(session, node, activity_run_id, epoch)
-    if not activity_run.failed_by_dispatcher:
+    if not activity_run.failed_by_dispatcher and activity_run.cancelled_at is None:
         activity_run.failed_by_dispatcher = True
         activity_run.error = error
         derive_activity_run(activity_run, now=now)

@@ -1,0 +1,106 @@
+"""Cancelling a run in the cloud: API, CLI, portal, and what the dispatcher is told.
+
+Given a real cloud server, a run that has not ended becomes Cancelled with every
+activity run that had not ended; it is never claimed; the gateway's dispatcher
+learns of it (``/dispatch/cancelled``, and a waiting claim returns at once); a run
+that already ended, or does not exist, is a clear 4xx and nothing changes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dmg.cloud.client import CloudClient
+from dmg.errors import Conflict, NotFound
+from tests.cli.conftest import DmgRunner, assert_one_line_error
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
+
+
+@pytest.fixture
+def http(cloud: Cloud) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=cloud.url, timeout=30,
+                      headers={"Authorization": f"Bearer {cloud.process.api_token}"}) as client:
+        yield client
+
+
+def test_a_queued_run_is_cancelled_never_claimed_and_cannot_be_cancelled_twice(user: CloudClient,
+                                                                               cloud: Cloud) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+
+    cancelled = user.cancel_run(run["id"])
+
+    assert cancelled["status"] == "Cancelled"
+    assert [a["status"] for a in cancelled["activity_runs"]] == ["Cancelled", "Cancelled"]
+    assert cancelled["activity_runs"][0]["error"] == "cancelled by a user"
+    with cloud.node(site.tokens["n1"]) as node:
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+        assert set(node.cancelled_activity_runs()) == {a["id"] for a in cancelled["activity_runs"]}
+    with pytest.raises(Conflict) as again:
+        user.cancel_run(run["id"])
+    assert "already ended (Cancelled)" in again.value.message
+    with pytest.raises(NotFound):
+        user.cancel_run(unique("absent"))
+
+
+def test_a_claimed_run_is_cancelled_and_a_waiting_claim_returns_at_once(user: CloudClient,
+                                                                        cloud: Cloud) -> None:
+    site = make_site(user)
+    pipeline = make_pipeline(user, site.gateway)
+    first = user.run_pipeline(pipeline)
+    with cloud.node(site.tokens["n1"]) as node:
+        [claimed] = node.claim_activity_runs(epoch=1, wait=0)
+        assert claimed["run_id"] == first["id"]
+        waited: list[float] = []
+
+        def long_poll() -> None:
+            began = time.monotonic()
+            with cloud.node(site.tokens["n1"]) as poller:
+                assert poller.claim_activity_runs(epoch=1, wait=20) == []
+            waited.append(time.monotonic() - began)
+
+        poller = threading.Thread(target=long_poll)
+        poller.start()
+        time.sleep(1.0)
+        assert user.cancel_run(first["id"])["status"] == "Cancelled"
+        poller.join(20)
+        assert waited and waited[0] < 5, waited  # woken by the cancel, not by the 20 s timeout
+        assert node.cancelled_activity_runs() == [claimed["id"]]
+        # Late reports of its shards do not bring it back.
+        node.plan_shards(claimed["id"], epoch=1, shards=[{"id": f"{claimed['id']}-00000", "index": 0}])
+        node.report_shard(f"{claimed['id']}-00000", {"attempt": 1, "status": "succeeded", "node": "n1"})
+    assert user.run(first["id"])["status"] == "Cancelled"
+    other = make_site(user)
+    with cloud.node(other.tokens["n1"]) as stranger:
+        assert stranger.cancelled_activity_runs() == []  # another gateway's cancel is not its business
+
+
+def test_the_cli_cancels_and_says_so_and_a_finished_run_is_one_line_error(user: CloudClient, cloud: Cloud,
+                                                                          tmp_path: Path) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    dmg = DmgRunner(env={"DMG_CLOUD_URL": cloud.url, "DMG_API_TOKEN": cloud.process.api_token,
+                         "DMG_DATA_DIR": str(tmp_path / "data")}, cwd=tmp_path)
+    done = dmg("runs", "cancel", run["id"])
+    assert done.returncode == 0, done.stderr
+    assert f"run {run['id']} cancelled (Cancelled)" in done.stdout
+    assert_one_line_error(dmg("runs", "cancel", run["id"]), contains="already ended (Cancelled)")
+
+
+def test_the_portal_shows_a_cancel_button_that_cancels(user: CloudClient, http: httpx.Client,
+                                                       cloud: Cloud) -> None:
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway))
+    page = http.get("/")
+    assert f'action="/runs/{run["id"]}/cancel"' in page.text
+    answer = http.post(f"/runs/{run['id']}/cancel", follow_redirects=False)
+    assert answer.status_code == 303
+    assert user.run(run["id"])["status"] == "Cancelled"
+    assert f'action="/runs/{run["id"]}/cancel"' not in http.get("/").text
+    assert httpx.post(f"{cloud.url}/runs/{run['id']}/cancel").status_code == 401  # not signed in
