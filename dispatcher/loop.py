@@ -13,7 +13,8 @@ Taking over from a dead dispatcher (:func:`dispatcher.recovery.take_over`): the
 new one re-issues the shards queued on live nodes (their message may never have
 been sent), replays the plans its predecessor had not finished pushing, and
 claims with a higher epoch, which takes back from the cloud the activity runs the
-old epoch claimed but never planned. Every attempt it makes and every message it
+old epoch claimed but never planned. Before each claim it applies the runs users
+cancelled (:mod:`dispatcher.cancels`). Every attempt it makes and every message it
 sends carries its epoch; a dispatcher whose epoch was superseded can make none.
 
 Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
@@ -32,6 +33,7 @@ import redis
 from celery import Celery
 
 from dispatcher.brokerwatch import BrokerWatch
+from dispatcher.cancels import CancelWatch
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
@@ -96,6 +98,7 @@ class DispatcherService:
                              max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch)
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
+        self.cancels = CancelWatch(state, cloud)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._claimer: threading.Thread | None = None
@@ -221,6 +224,7 @@ class DispatcherService:
     def _claim_loop(self, epoch: int) -> None:
         backoff = 1.0
         while not self._stop.is_set() and self.lease.holding() and self.lease.epoch == epoch:
+            self.cancels.apply()
             self._plan_retries(epoch)
             try:
                 runs = self.cloud.claim_activity_runs(epoch=epoch, wait=self.settings.claim_wait,

@@ -115,6 +115,9 @@ def plan_activity_run(
         stored = state.shard(summary["id"])
         if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
             queued.append(summary["id"])
+    if state.is_cancelled(run_id):  # cancelled while it was being planned
+        log.info("activity run cancelled before its shards were queued activity_run=%s", run_id)
+        queued = []
     state.push_pending(*queued)
     state.end_planning(run_id)
     log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards), len(queued))

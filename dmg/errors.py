@@ -10,6 +10,7 @@
     ├── NotFound                a gateway, node, store, path ... is absent (404)
     ├── Conflict                a name already taken, a state forbidding it (409)
     ├── StaleAttempt            this attempt was fenced off by a newer one (409)
+    ├── Cancelled               a user cancelled the run this work belongs to (409)
     ├── Retryable               transient: throttled, unreachable, timed out (503)
     └── Fatal                   anything else that retrying will not fix   (500)
 
@@ -73,6 +74,10 @@ class StaleAttempt(Conflict):
     code = "stale_attempt"
 
 
+class Cancelled(Conflict):
+    code = "cancelled"
+
+
 class Retryable(DmgError):
     http_status = 503
     code = "retryable"
@@ -86,7 +91,7 @@ class Fatal(DmgError):
 _BY_CODE: dict[str, type[DmgError]] = {
     cls.code: cls
     for cls in (BadInput, Unauthorized, PermissionDenied, NotFound, Conflict, StaleAttempt,
-                Retryable, Fatal)
+                Cancelled, Retryable, Fatal)
 }
 
 

@@ -21,6 +21,7 @@ Key layout (all under ``dmg:<gateway>:``):
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
 ``bw:<activity run>``       bandwidth limit in bytes/s set while it runs (0: none)
 ``bwtat:<activity run>``    its shared pacing schedule (dmg.transfer.sitebandwidth)
+``cancelled:<activity run>`` set when a user cancelled it: no shard of it starts or goes on
 ==========================  ===================================================
 
 A shard's ``attempt`` only grows. A worker may commit only while its attempt is
@@ -40,6 +41,8 @@ SHARD_QUEUED = "queued"
 SHARD_RUNNING = "running"
 SHARD_DONE = "done"
 SHARD_FAILED = "failed"
+#: Why a shard of a cancelled activity run did not start or stopped (:meth:`SiteState.cancel`).
+CANCELLED_REASON = "the run was cancelled"
 
 # KEYS: shard hash. ARGV: prefix, shard id, node, queued state, epoch ('' = unfenced).
 _NEW_ATTEMPT = """
@@ -270,3 +273,17 @@ class SiteState:
         """The limit set with :meth:`set_bandwidth`; None when none was (the activity's option applies)."""
         raw = self.redis.get(self.key("bw", activity_run_id))
         return int(raw) if raw is not None else None
+
+    # -- cancellation ----------------------------------------------------------------------
+    def cancel(self, activity_run_id: str, *, ttl: float = 7 * 24 * 3600) -> list[str]:
+        """Flag an activity run cancelled (idempotent) and drop its pending shards; -> the
+        shard ids dropped. Workers check the flag as they check fencing: a shard of a
+        cancelled run does not start, and a running one stops (:meth:`is_cancelled`)."""
+        self.redis.set(self.key("cancelled", activity_run_id), 1, px=int(ttl * 1000))
+        mine = [s for s in self.pending() if s.startswith(f"{activity_run_id}-")]
+        for shard_id in mine:
+            self.drop_pending(shard_id)
+        return mine
+
+    def is_cancelled(self, activity_run_id: str) -> bool:
+        return bool(activity_run_id) and bool(self.redis.exists(self.key("cancelled", activity_run_id)))

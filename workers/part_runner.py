@@ -27,7 +27,9 @@ Counting: every part reports its own bytes; the object counts as one file, in
 the report of the shard that committed it (with a per-file result whose checksum
 is the S3-style MD5 of the parts' MD5s, ``<hex>-<parts>``, when every part's MD5
 is known). A part that fails for good marks the object ``aborted`` and aborts the
-sink's write (once); the other parts then stop.
+sink's write (once); the other parts then stop. A part of a cancelled run
+(:meth:`dmg.sitestate.SiteState.is_cancelled`, looked at with the abandon check)
+stops and aborts the write the same way.
 """
 
 from __future__ import annotations
@@ -41,8 +43,8 @@ from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
-from dmg.errors import DmgError, Fatal, StaleAttempt
-from dmg.sitestate import SiteState
+from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.sitestate import CANCELLED_REASON, SiteState
 from dmg.splitstate import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
 from dmg.transfer.retry import call_with_retries
@@ -147,6 +149,8 @@ def run_part(
                                           default=options.bandwidth))
 
         def abandoned() -> bool:
+            if state.is_cancelled(str(spec.get("activity_run_id") or "")):
+                raise Cancelled(CANCELLED_REASON)  # aborts the write below, like a failed part
             return objects.marker(part.object) == ABORTED
 
         def upload(_try: int) -> dict[str, Any]:

@@ -16,8 +16,13 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    and changeable while it runs: :mod:`dmg.transfer.sitebandwidth`), and reports
    progress at most every ``progress_interval`` s.
 3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
-   ``SiteState.mark_finished``. An attempt fenced off while copying ends ``"stale"``
-   without a final report: the newer attempt owns the shard's status.
+   ``SiteState.mark_finished``. A shard whose run a user cancelled
+   (:meth:`dmg.sitestate.SiteState.is_cancelled`, checked before it starts and
+   every half second while it copies) does not start, or stops between chunks with
+   its staged writes aborted: it is reported ``failed`` with :data:`CANCELLED_ERROR`
+   and ends ``"cancelled"`` (not an error of the task). An
+   attempt fenced off while copying ends ``"stale"`` without a final report: the
+   newer attempt owns the shard's status.
 
 Every report carries ``files``/``bytes`` done (copied; ``bytes`` also counts the
 bytes of files in flight while running) and ``files_total``/``bytes_total`` to
@@ -41,14 +46,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dmg.attempts import STARTED
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.connectors.base import staging_id
-from dmg.errors import DmgError, Fatal, StaleAttempt
-from dmg.sitestate import SiteState
+from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.sitestate import CANCELLED_REASON, SiteState
 from dmg.splitstate import PART
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
@@ -62,6 +67,10 @@ log = logging.getLogger(__name__)
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 STALE = "stale"
+CANCELLED = "cancelled"  # reported to the cloud as failed with CANCELLED_ERROR
+
+#: The error of a shard that did not start or stopped because its run was cancelled.
+CANCELLED_ERROR = CANCELLED_REASON
 
 #: File results kept before a report is sent regardless of ``progress_interval``.
 MAX_PENDING_RESULTS = 500
@@ -73,7 +82,7 @@ class ShardFailed(Fatal):
 
 @dataclass
 class ShardOutcome:
-    status: str  # succeeded | failed | stale | duplicate
+    status: str  # succeeded | failed | stale | duplicate | cancelled
     node: str
     attempt: int
     shard_id: str
@@ -159,6 +168,10 @@ def run_shard(
         return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0,
                        totals=(0, 0), error=str(exc), clock=clock)
     totals = (spec.files_total, spec.bytes_total)
+    if state.is_cancelled(spec.activity_run_id):  # queued before its run was cancelled
+        log.info("shard of a cancelled run not started shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        return replace(_finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=totals,
+                               error=CANCELLED_ERROR, clock=clock), status=CANCELLED)
     deaths = deliveries - 1  # every earlier start of this attempt ended with its process
     if deaths:  # the dead process may have left staged files under this attempt's staging id
         with contextlib.suppress(DmgError):
@@ -192,12 +205,18 @@ def run_shard(
             may_commit=lambda: state.is_current(shard_id, attempt),
             options=options, throttle=Throttle(bandwidth), sink_hints=spec.sink_hints,
             on_file=progress.file_done, on_bytes=progress.add_bytes, on_tick=progress.tick,
+            stop_reason=lambda: CANCELLED_ERROR if state.is_cancelled(spec.activity_run_id) else "",
         )
     except StaleAttempt as exc:
         log.info("attempt fenced off while copying shard=%s attempt=%d node=%s: %s",
                  shard_id, attempt, node, exc)
         state.mark_finished(shard_id, attempt, node, ok=False)
         return ShardOutcome(STALE, node, attempt, shard_id, progress.files, progress.bytes_done, str(exc))
+    except Cancelled as exc:
+        log.info("shard stopped: its run was cancelled shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        return replace(_finish(state, reporter, base, shard_id, ok=False, files=progress.files,
+                               nbytes=progress.bytes_done, totals=progress.totals(), error=str(exc),
+                               clock=clock, file_results=progress.take_pending()), status=CANCELLED)
     except DmgError as exc:
         return _finish(state, reporter, base, shard_id, ok=False, files=progress.files,
                        nbytes=progress.bytes_done, totals=progress.totals(), error=str(exc), clock=clock,

@@ -20,7 +20,7 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
     """Copy attempt ``attempt`` of shard ``shard_id``, placed by the dispatcher of ``epoch``.
 
     Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded``,
-    ``stale`` or ``duplicate``: see :mod:`workers.shard_runner`); a failed shard
+    ``stale``, ``duplicate`` or ``cancelled``: see :mod:`workers.shard_runner`); a failed shard
     raises :class:`ShardFailed` after reporting it.
     """
     settings = self.app.dmg_settings

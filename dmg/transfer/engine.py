@@ -19,8 +19,10 @@ For each entry (those the include/exclude filters keep), in a bounded pool of
    (:mod:`dmg.transfer.retry`); any other error fails the file, not the shard.
 
 ``copy_entries`` raises :class:`~dmg.errors.StaleAttempt` as soon as a file finds
-its attempt fenced off: the other files in flight are aborted, nothing more is
-committed. Callbacks (``on_file``, ``on_tick``) run in the caller's thread;
+its attempt fenced off, and :class:`~dmg.errors.Cancelled` within about ``tick`` s
+of ``stop_reason()`` saying why the shard must stop (its run was cancelled): the
+files in flight are aborted between chunks (their staged writes too), nothing more
+is committed, and what was committed stays. Callbacks (``on_file``, ``on_tick``) run in the caller's thread;
 ``on_bytes`` runs in copy threads and must be thread-safe.
 """
 
@@ -35,7 +37,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from dmg.connectors.base import Connector, Entry, StagedWriter
-from dmg.errors import DmgError, Fatal, NotFound, StaleAttempt
+from dmg.errors import Cancelled, DmgError, Fatal, NotFound, StaleAttempt
 from dmg.transfer import checksums
 from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
 from dmg.transfer.fence import SharedCheck
@@ -268,6 +270,7 @@ def copy_entries(
     on_tick: Callable[[], None] | None = None,
     tick: float = 0.5,
     sleep: Callable[[float], None] = time.sleep,
+    stop_reason: Callable[[], str] | None = None,
 ) -> ShardResult:
     """Copy every entry the filters keep; returns one :class:`FileResult` per entry, in order.
 
@@ -279,7 +282,8 @@ def copy_entries(
     thread; ``on_bytes(n)`` as bytes move (negative when a failed try is undone).
 
     Raises :class:`StaleAttempt` (after aborting every file in hand) as soon as
-    ``may_commit()`` turns false. Other :class:`DmgError` s fail a file, not the
+    ``may_commit()`` turns false, :class:`Cancelled` once ``stop_reason()`` (asked
+    about every ``tick`` s) returns a reason. Other :class:`DmgError` s fail a file, not the
     shard; the caller decides whether a failed file fails the shard.
     """
     opts = options or CopyOptions(bandwidth=int(bandwidth))
@@ -294,6 +298,8 @@ def copy_entries(
     pending: dict[Future[FileResult], int] = {}
     stale: StaleAttempt | None = None
     crash: BaseException | None = None
+    stopped = ""
+    next_stop_check = time.monotonic() + tick
     index = 0
     pool = ThreadPoolExecutor(opts.parallel_files, thread_name_prefix="dmg-copy")
     try:
@@ -328,6 +334,11 @@ def copy_entries(
                         on_file(result)
             if on_tick is not None:
                 on_tick()
+            if stop_reason is not None and not stopped and time.monotonic() >= next_stop_check:
+                next_stop_check = time.monotonic() + tick
+                stopped = stop_reason()
+                if stopped:
+                    engine.cancel()
     except BaseException:
         engine.cancel()
         raise
@@ -337,6 +348,8 @@ def copy_entries(
         raise crash
     if stale is not None:
         raise stale
+    if stopped:
+        raise Cancelled(stopped)
     outcome.files = [results[i] for i in sorted(results)]
     outcome.ended = time.time()
     return outcome

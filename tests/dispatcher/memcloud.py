@@ -23,6 +23,7 @@ class MemoryCloud:
         self.reports: list[tuple[str, dict[str, Any]]] = []
         self.claim_epochs: list[int] = []
         self.fail_plans: list[DmgError] = []
+        self.cancelled: list[str] = []  # activity runs a user cancelled
         self.max_epoch = 0
         self._cond = threading.Condition()
 
@@ -55,6 +56,10 @@ class MemoryCloud:
         with self._cond:
             self._fence(epoch)
             self.failed[activity_run_id] = error
+
+    def cancelled_activity_runs(self) -> list[str]:
+        with self._cond:
+            return list(self.cancelled)
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         with self._cond:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.file import FileConnector
-from dmg.errors import NotFound, PermissionDenied, Retryable, StaleAttempt
+from dmg.errors import Cancelled, NotFound, PermissionDenied, Retryable, StaleAttempt
 from dmg.transfer import CopyOptions, copy_entries
 from tests.transfer.memstore import MemoryConnector, RangedMemoryConnector
 from tests.workers.support import tree, write_files
@@ -267,6 +268,27 @@ def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None
         copy(source, sink, may_commit=may_commit, options={"parallel_files": 4})
 
     assert len(tree(tmp_path / "dst")) == 3  # the three commits before the fence, no staging left
+
+
+def test_a_stop_reason_stops_files_mid_stream_and_leaves_no_staging(tmp_path: Path) -> None:
+    """Given large files copied at 1 MiB/s, when ``stop_reason`` says why after half a
+    second, the copy raises Cancelled within a second: the first file, committed
+    before, stays; the files in flight leave no staging file and nothing committed."""
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"a-small": 1000, "big1": 8 * MiB, "big2": 8 * MiB})
+    asked: list[float] = []
+    began = time.monotonic()
+
+    def stop_reason() -> str:
+        asked.append(time.monotonic() - began)
+        return "the run was cancelled" if asked[-1] > 0.5 else ""
+
+    with pytest.raises(Cancelled, match="the run was cancelled"):
+        copy(source, sink, options={"parallel_files": 1, "bandwidth": MiB}, stop_reason=stop_reason,
+             sleep=time.sleep, tick=0.1)
+
+    assert time.monotonic() - began < 3
+    assert list(tree(tmp_path / "dst")) == ["out/a-small"]  # committed before the stop; no staging
 
 
 def test_many_small_files_in_parallel_come_back_in_order(tmp_path: Path) -> None:

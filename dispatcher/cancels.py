@@ -1,0 +1,58 @@
+"""Applying the cancellations users make in the cloud to the site.
+
+The cloud cannot reach the site's broker, so the dispatcher asks it, before every
+claim, which activity runs of its gateway were cancelled (the claim long-poll
+returns at once when one is). For each, :meth:`dmg.sitestate.SiteState.cancel`
+sets the cancel flag and drops the run's pending shards. The flag does the rest:
+
+- a shard already queued on a node is refused by its worker when it starts
+  (checked with the fencing data, :mod:`workers.shard_runner`);
+- a running shard stops between files and chunks, aborting its staged writes
+  (:func:`dmg.transfer.copy_entries`'s ``stop_reason``).
+
+Idempotent: the cloud repeats a cancellation for an hour (a new dispatcher after a
+failover applies it again); nothing already committed is rolled back.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from dispatcher.ports import DispatchCloud
+from dmg.errors import DmgError
+from dmg.sitestate import SiteState
+
+log = logging.getLogger(__name__)
+
+
+class CancelWatch:
+    """Applies the cloud's cancellations to the site state; see the module docstring."""
+
+    def __init__(self, state: SiteState, cloud: DispatchCloud) -> None:
+        self.state = state
+        self.cloud = cloud
+        self._applied: set[str] = set()
+
+    def apply(self) -> list[str]:
+        """Ask the cloud and apply what it says; -> the activity runs newly cancelled.
+        A cloud or broker that does not answer is tried again on the next call."""
+        try:
+            cancelled = self.cloud.cancelled_activity_runs()
+        except DmgError as exc:
+            log.debug("cannot ask the cloud for cancelled runs: %s", exc)
+            return []
+        fresh = []
+        for activity_run_id in cancelled:
+            try:
+                dropped = self.state.cancel(activity_run_id)
+            except redis.RedisError as exc:
+                log.warning("cannot apply the cancel of activity_run=%s (broker): %s", activity_run_id, exc)
+                continue
+            if activity_run_id not in self._applied:
+                self._applied.add(activity_run_id)
+                fresh.append(activity_run_id)
+                log.info("activity run cancelled activity_run=%s pending_dropped=%d",
+                         activity_run_id, len(dropped))
+        return fresh
