@@ -5,7 +5,8 @@ No SDK is imported here, so the cloud checks ``s3`` or ``azureblob`` options wit
 boto3 or azure installed. Each connector's module docstring says what an option
 does; this module says which names exist and which values they take. Every store
 may name the credentials-file entry holding its secret (``credential``, see
-:mod:`dmg.credentials.rules`).
+:mod:`dmg.credentials.rules`) and say that every node reaches it the same way
+(``shared``, see :mod:`dmg.cloud.service.localpaths`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,11 @@ class StoreOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     credential: Annotated[str, Field(max_length=64)] | None = None
+    shared: bool = False  # every node reaches the location the same way (no node-local warning)
 
 
 class FileOptions(StoreOptions):
     fsync: bool = False
-    shared: bool = False  # every node mounts the location at the same path
 
 
 class S3Options(StoreOptions):
