@@ -74,12 +74,13 @@ def check_shape(value: Any, *, where: str = "", max_depth: int = MAX_DEPTH) -> N
                 stack.extend((inner, f"{path}[{index}]", depth + 1) for index, inner in enumerate(item))
 
 
-def unknown_name(name: str, known: Iterable[str], *, what: str, where: str) -> BadInput:
+def unknown_name(name: str, known: Iterable[str], *, what: str, where: str = "") -> BadInput:
     """``BadInput("<where>: unknown <what> 'bandwith'", hint="did you mean 'bandwidth'? ...")``."""
     names = sorted(known)
     close = difflib.get_close_matches(name, names, n=1)
     hint = f"did you mean {close[0]!r}? " if close else ""
-    return BadInput(f"{where}: unknown {what} {name!r}", hint=f"{hint}known: {', '.join(names)}")
+    prefix = f"{where}: " if where else ""
+    return BadInput(f"{prefix}unknown {what} {name!r}", hint=f"{hint}known: {', '.join(names)}")
 
 
 def check_store_options(store_type: str, options: Mapping[str, Any], *, store: str) -> None:

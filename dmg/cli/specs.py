@@ -43,11 +43,12 @@ def _endpoint(activity: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     path = end.get("path", "")
     if not isinstance(path, str):
         raise BadInput(f"{where} {key}: 'path' must be a string", hint='"" means the store\'s root')
-    return {"store": _text(end, "store", f"{where} {key}"), "path": path}
+    return {**end, "store": _text(end, "store", f"{where} {key}"), "path": path}
 
 
 def check_pipeline(body: dict[str, Any], *, source: str) -> dict[str, Any]:
-    """The pipeline to send: ``{name, gateway, activities: [{name, source, sink, options}]}``."""
+    """The pipeline to send: ``{name, gateway, activities: [{name, source, sink, options}]}``;
+    other fields are sent as written, for the cloud to refuse with a "did you mean"."""
     name = _text(body, "name", f"{source}: the pipeline")
     gateway = _text(body, "gateway", f"{source}: pipeline {name!r}")
     activities = body.get("activities")
@@ -68,6 +69,6 @@ def check_pipeline(body: dict[str, Any], *, source: str) -> dict[str, Any]:
         options = activity.get("options") or {}
         if not isinstance(options, dict):
             raise BadInput(f"{where}: 'options' must be an object")
-        checked.append({"name": activity_name, "source": _endpoint(activity, "source", where),
+        checked.append({**activity, "name": activity_name, "source": _endpoint(activity, "source", where),
                         "sink": _endpoint(activity, "sink", where), "options": options})
-    return {"name": name, "gateway": gateway, "activities": checked}
+    return {**body, "name": name, "gateway": gateway, "activities": checked}

@@ -9,11 +9,11 @@ definitions then follow the rules of :mod:`dmg.definitions`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dmg.definitions import check_shape
+from dmg.definitions import check_shape, unknown_name
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: "1.2.3", also with a PEP 440 suffix ("1.2.3.dev1", "1.2.3+local"); compared numerically.
@@ -84,19 +84,38 @@ class StoreCreate(Body):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class Endpoint(Body):
+class Definition(Body):
+    """A part of a pipeline definition: an unknown field is refused with a "did you mean"
+    (a misspelt ``optoins`` must not be dropped silently)."""
+
+    label: ClassVar[str] = "definition"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_known_fields(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise ValueError(str(unknown_name(str(key), cls.model_fields, what=f"{cls.label} field")))
+        return data
+
+
+class Endpoint(Definition):
+    label = "source/sink"
     store: str = Name
     path: str = Field(default="", max_length=4096)
 
 
-class Activity(Body):
+class Activity(Definition):
+    label = "activity"
     name: str = Name
     source: Endpoint
     sink: Endpoint
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class PipelineCreate(Body):
+class PipelineCreate(Definition):
+    label = "pipeline"
     name: str = Name
     gateway: str = Name
     activities: list[Activity] = Field(min_length=1, max_length=256)

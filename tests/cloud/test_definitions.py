@@ -80,6 +80,9 @@ def pipeline(name: str, source: str, sink: str, *, options: Any = None, sink_pat
     ({"type": "file", "location": "/x", "options": {"ünïcødé ☃": "x"}},
      "unknown file store option 'ünïcødé ☃'"),
     ({"type": "file", "location": ["/x"]}, "location"),
+    ({"type": "file", "locaton": "/x"}, "location"),
+    ({"type": "file", "location": "/x", "optoins": {}},
+     "unknown store field 'optoins' (did you mean 'options'?"),
 ])
 def test_a_bad_store_is_refused_and_not_saved(http: httpx.Client, store: dict[str, Any], words: str) -> None:
     name = unique("bad")
@@ -116,6 +119,20 @@ def test_bad_pipelines_are_refused_and_not_saved(http: httpx.Client, cloud: Clou
         ({"sink_path": "../../etc"}, "sink path '../../etc' has a '..' segment"),
         ({"sink_path": "a/../../b"}, "'..' segment"),
     ]
+    misspelt: list[tuple[dict[str, Any], str]] = [
+        ({"activites": []}, "unknown pipeline field 'activites' (did you mean 'activities'?"),
+        ({"optoins": {}}, "unknown activity field 'optoins' (did you mean 'options'?"),
+        ({"sink": {"store": sink, "pth": "x"}}, "unknown source/sink field 'pth' (did you mean 'path'?"),
+    ]
+    for change, words in misspelt:
+        body = pipeline(unique("bad"), source, sink, gateway=gateway)
+        if "activites" in change:
+            body.update(change)
+        else:
+            body["activities"][0].update(change)
+        message = refused(http.post("/pipelines", json=body))
+        assert words in message, (change, message)
+        assert body["name"] not in lists_work(http)[1]
     for change, words in cases:
         name = unique("bad")
         body = pipeline(name, source, sink, gateway=gateway, **change)
@@ -139,9 +156,14 @@ def test_the_cli_prints_the_clouds_one_line_error(cloud: Cloud, stores: tuple[st
     name = unique("typo")
     spec.write_text(httpx.Response(200, json=pipeline(name, *stores, gateway=gateway,
                                                       options={"bandwith": "1M"})).text)
+    misspelt = tmp_path / "misspelt.json"
+    body = pipeline(name, *stores, gateway=gateway)
+    body["activities"][0]["optoins"] = body["activities"][0].pop("options")
+    misspelt.write_text(httpx.Response(200, json=body).text)
     dmg = DmgRunner(env={"DMG_CLOUD_URL": cloud.url, "DMG_API_TOKEN": cloud.process.api_token,
                          "DMG_DATA_DIR": str(tmp_path / "data")}, cwd=tmp_path)
     assert_one_line_error(dmg("pipeline", "create", str(spec)), contains="did you mean 'bandwidth'")
+    assert_one_line_error(dmg("pipeline", "create", str(misspelt)), contains="did you mean 'options'")
     listed = dmg("pipeline", "list", "--json")
     assert listed.returncode == 0, listed.stderr
     assert name not in listed.stdout

@@ -13,8 +13,8 @@ from dmg.cloud.schemas import StoreCreate
 from dmg.cloud.service import localpaths
 from dmg.cloud.service.secretscan import refuse_secrets
 from dmg.cloud.service.views import store_json
-from dmg.definitions import check_size, check_store_options
-from dmg.errors import BadInput, Conflict, NotFound
+from dmg.definitions import check_size, check_store_options, unknown_name
+from dmg.errors import Conflict, NotFound
 
 
 def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, Any]:
@@ -25,8 +25,7 @@ def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, 
     refuse_secrets(store.model_dump())
     if store.model_extra:
         field = sorted(store.model_extra)[0]
-        raise BadInput(f"store: unknown field {field!r}",
-                       hint="a store has name, type, location and options")
+        raise unknown_name(field, ("name", "type", "location", "options"), what="store field")
     check_size(store.model_dump(), what=f"store {store.name!r}")
     check_store_options(store.type, store.options, store=store.name)
     if session.scalar(select(Store.id).where(Store.name == store.name)) is not None:
