@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 MiB = 1024 * 1024
 
@@ -29,11 +29,11 @@ class StoreOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     credential: Annotated[str, Field(max_length=64)] | None = None
-    shared: bool = False  # every node reaches the location the same way (no node-local warning)
+    shared: StrictBool = False  # every node reaches the location the same way (no node-local warning)
 
 
 class FileOptions(StoreOptions):
-    fsync: bool = False
+    fsync: StrictBool = False
 
 
 class S3Options(StoreOptions):
@@ -66,7 +66,7 @@ class SqlOptions(StoreOptions):
     batch_size: Annotated[int, Field(ge=1, le=1_000_000)] = 1000
     rows_per_shard: Annotated[int, Field(ge=0, le=2**40)] = 0
     connect_timeout: Annotated[int, Field(ge=1, le=3600)] = 10
-    create_table: bool = False
+    create_table: StrictBool = False
 
 
 #: The options model of each store type.
