@@ -101,6 +101,14 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
+def _descendants(pid: int) -> list[int]:
+    import psutil
+
+    with contextlib.suppress(psutil.Error):
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    return []
+
+
 def node_ready(row: dict[str, Any]) -> bool:
     """Whether a node (as ``list_nodes`` shows it) can take work: its worker is up and it
     is Online, or Limited only by stores it cannot reach (the dispatcher avoids those)."""
@@ -163,6 +171,8 @@ class EmbeddedSite:
         # every process of the site seen so far: pid -> start time. Workers live in
         # sessions of their own; if their node dies they are found here, not as children.
         self._known: dict[int, float] = {}
+        # top-level pid -> {pid: start time} of everything it started, to reap after its death
+        self._families: dict[int, dict[int, float]] = {}
 
     # -- paths and urls --------------------------------------------------------------
     @property
@@ -201,33 +211,89 @@ class EmbeddedSite:
 
     def pids(self) -> list[int]:
         """Every live process of the site: children, and everything they started."""
-        import psutil
-
         found: set[int] = set()
-        tops = [proc.pid for proc in self._processes() if proc.poll() is None]
-        for pid in tops:
-            found.add(pid)
-            with contextlib.suppress(psutil.Error):
-                found.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        for proc in self._processes().values():
+            if proc.poll() is None:
+                found.add(proc.pid)
+                found.update(_descendants(proc.pid))
         return sorted(found)
 
     def dead_children(self) -> list[str]:
-        """Names of children that exited while the site runs (``dmg up`` watches this)."""
+        """Names of the site's processes that exited while it runs (``dmg up`` watches
+        this): nodes, ``flower``, ``cloud``, ``redis``. What a dead one left running (a
+        node's Celery worker lives in a session of its own) is killed at once, so a dead
+        node takes no more work."""
         self._record_pids()
-        dead = [c.name for c in self._children if not c.alive()]
-        if self._cloud is not None and self._cloud.proc.poll() is not None:
-            dead.append("cloud")
-        if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is not None:
-            dead.append("redis")
+        dead = [name for name, proc in self._processes().items() if proc.poll() is not None]
+        for name in dead:
+            self._reap_family(self._processes()[name].pid)
         return dead
 
-    def _processes(self) -> list[subprocess.Popen[bytes]]:
-        procs = [c.proc for c in self._children]
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the site's process ``name`` (a node, ``flower``, ``cloud``, ``redis``)."""
+        proc = self._processes().get(name)
+        return proc.pid if proc is not None else None
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code of process ``name`` (None while it runs; negative: killed by a signal)."""
+        proc = self._processes().get(name)
+        return proc.poll() if proc is not None else None
+
+    def log_path(self, name: str) -> Path:
+        """Where process ``name`` logs."""
+        if name == "redis":
+            return self.data_dir / "redis" / "redis.log"
+        return self.log_dir / f"{name}.log"
+
+    def restart_child(self, name: str) -> int:
+        """Start the dead process ``name`` again, as it was (same settings, port, data dir;
+        Redis reloads its AOF); returns its pid. Raises Conflict if it runs, NotFound if the
+        site has no such process, Fatal if it does not start."""
+        proc = self._processes().get(name)
+        if proc is None:
+            raise NotFound(f"this site has no process {name!r}",
+                           hint=f"its processes: {', '.join(self._processes())}")
+        if proc.poll() is None:
+            raise Conflict(f"{name} is running", hint="kill or stop it first")
+        self._reap_family(proc.pid)
+        if name == "redis":
+            assert self._redis is not None
+            self._redis.stop()
+            try:
+                self._redis.start()
+            except (RuntimeError, TimeoutError) as exc:
+                self._redis.stop()
+                raise Fatal(f"redis-server did not start: {exc}", hint=f"see {self.log_path(name)}") from None
+        elif name == "cloud":
+            assert self._cloud is not None
+            self._cloud.stop()
+            self._cloud = None
+            self._launch_cloud()
+        elif name == "flower":
+            self._children = [c for c in self._children if c.name != name]
+            self._start_flower()
+        else:
+            self.start_node(name)
+        self._record_pids()
+        restarted = self.pid_of(name)
+        assert restarted is not None
+        return restarted
+
+    def _processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The site's top-level processes by name (Redis and the cloud included)."""
+        procs = {c.name: c.proc for c in self._children}
         if self._cloud is not None:
-            procs.append(self._cloud.proc)
+            procs["cloud"] = self._cloud.proc
         if self._redis is not None and self._redis.proc is not None:
-            procs.append(self._redis.proc)
+            procs["redis"] = self._redis.proc
         return procs
+
+    def _reap_family(self, top: int) -> None:
+        """SIGKILL what process ``top`` started that outlived it (as recorded while it ran)."""
+        family = self._families.pop(top, {})
+        if family:
+            # expected after a death (the supervisor reports the death itself)
+            self._kill_survivors(sorted(family.items()), outlived=f"its parent {top}", level=logging.INFO)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> EmbeddedSite:
@@ -285,13 +351,15 @@ class EmbeddedSite:
             self._redis = None
         self._kill_survivors(everything)
         self._known.clear()
+        self._families.clear()
         (self.data_dir / "site.pids").unlink(missing_ok=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
 
     @staticmethod
-    def _kill_survivors(snapshot: list[tuple[int, float]]) -> None:
+    def _kill_survivors(snapshot: list[tuple[int, float]], *, outlived: str = "the site's stop",
+                        level: int = logging.WARNING) -> None:
         """SIGKILL what outlived its parent's stop (a worker in a session of its own)."""
         import psutil
 
@@ -299,8 +367,8 @@ class EmbeddedSite:
             with contextlib.suppress(psutil.Error):
                 proc = psutil.Process(pid)
                 if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
-                    log.warning("killing process %s (%s) that outlived the site's stop", pid,
-                                " ".join(proc.cmdline()[:6]))
+                    log.log(level, "killing process %s (%s) that outlived %s", pid,
+                            " ".join(proc.cmdline()[:6]), outlived)
                     family = [*proc.children(recursive=True), proc]
                     for member in family:
                         with contextlib.suppress(psutil.Error):
@@ -326,10 +394,16 @@ class EmbeddedSite:
         import psutil
 
         before = len(self._known)
-        for pid in self.pids():
-            if pid not in self._known:
-                with contextlib.suppress(psutil.Error):
-                    self._known[pid] = psutil.Process(pid).create_time()
+        for proc in self._processes().values():
+            if proc.poll() is not None:
+                continue
+            family = self._families.setdefault(proc.pid, {})
+            for pid in [proc.pid, *_descendants(proc.pid)]:
+                if pid not in self._known:
+                    with contextlib.suppress(psutil.Error):
+                        self._known[pid] = psutil.Process(pid).create_time()
+                if pid != proc.pid and pid in self._known:
+                    family[pid] = self._known[pid]
         if len(self._known) != before or not (self.data_dir / "site.pids").exists():
             entries = [{"pid": pid, "created": created} for pid, created in sorted(self._known.items())]
             (self.data_dir / "site.pids").write_text(json.dumps(entries))
