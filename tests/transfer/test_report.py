@@ -200,8 +200,8 @@ def test_a_reader_that_closes_the_pipe_is_not_an_error(cloud: Cloud, user: Cloud
                                           "file_results": [result(f"f{i:05d}") for i in range(1500)]})
 
     pipeline = f"'{DMG}' runs report {plan['run']} | head -1; echo \"dmg exit ${{PIPESTATUS[0]}}\""
-    piped = subprocess.run(pipeline, shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=60,
-                           env=clean_environ(**dmg.env))
+    piped = subprocess.run(pipeline, shell=True, executable="/bin/bash", capture_output=True, text=True,
+                           timeout=60, env=clean_environ(**dmg.env))
 
     first, status = piped.stdout.splitlines()
     assert json.loads(first)["path"] == "f00000"
