@@ -95,7 +95,7 @@ def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_re
 def _print_welcome(site: Any, *, restart: bool) -> None:
     gateway, nodes = site.gateway, site.node_names
     click.echo("")
-    click.echo(f"dmg site up: gateway {gateway}, {len(nodes)} nodes Online")
+    click.echo(f"site up: gateway {gateway}, {len(nodes)} nodes Online")
     for line in site.describe():
         click.echo(f"  {line}")
     click.echo("  pids:       " + ", ".join(f"{name} {site.pid_of(name)}"
