@@ -134,3 +134,6 @@ def setup_logging(settings: settings_mod.Settings) -> None:
         raise settings_mod.SettingsError(
             f"DMG_LOG_LEVEL={settings.log_level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dmg.quietlogs import quiet_request_logs
+
+    quiet_request_logs(level)
