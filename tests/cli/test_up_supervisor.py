@@ -151,16 +151,25 @@ def test_a_killed_node_is_reported_and_restarted_while_the_site_runs(start_up: t
     assert "error: node3 stopped unexpectedly (killed by SIGKILL); restarting it in 1 s" in text
     assert f"log {up.settings.data_dir / 'logs' / 'node3.log'}" in text
     assert alive(victims) == []  # its orphaned Celery worker and pool were killed too
+
+    # killed again at once: reported again, and the back-off doubles
+    first_restart = up.restarted_pid("node3")
+    up.seen.add(first_restart)
+    os.kill(first_restart, signal.SIGKILL)
+    killed_at = time.monotonic()
+    wait_for(lambda: up.restarted_pid("node3") != first_restart, timeout=30, what="a second restart")
+    assert "error: node3 stopped unexpectedly (killed by SIGKILL); restarting it in 2 s" in up.text()
     up.pids["node3"] = up.restarted_pid("node3")
     wait_for(lambda: up.nodes() == {"node1": "Online", "node2": "Online", "node3": "Online"},
              timeout=60, what="every node Online again")
     run_a_copy(up, tmp_path / "copy")
 
     # well after the fault: the same processes, nothing else died or restarted
-    time.sleep(10)
+    time.sleep(max(0.0, 30 - (time.monotonic() - killed_at)))
+    up.family()
     assert up.proc.poll() is None, up.text()
     assert sorted(alive(list(up.pids.values()))) == sorted(up.pids.values())
-    assert up.text().count("stopped unexpectedly") == 1, up.text()
+    assert up.text().count("stopped unexpectedly") == 2, up.text()
     assert up.nodes() == {"node1": "Online", "node2": "Online", "node3": "Online"}
     up.sigterm()
 
