@@ -106,14 +106,14 @@ def _print_welcome(site: Any, *, restart: bool) -> None:
     click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url} "
                f"DMG_REDIS_URL={site.settings.redis_url}")
     victim = nodes[-1]
-    for command in (f"dmg gateway show {gateway}", f"dmg node list --gateway {gateway}",
-                    "dmg store add store.json        # {\"name\", \"type\": \"file\", \"location\"}",
-                    "dmg pipeline create pipeline.json",
-                    "dmg pipeline run NAME --wait", "dmg runs list",
-                    f"dmg scale {nodes[0]} --concurrency 8  # live, no restart",
-                    f"kill -9 {site.pid_of(victim)}                  # {victim} dies: watch `dmg node list`",
-                    "dmg demo                         # (after stopping this site)"):
-        click.echo(f"  {command}")
+    for command, comment in (
+            (f"dmg gateway show {gateway}", ""), (f"dmg node list --gateway {gateway}", ""),
+            ("dmg store add store.json", '{"name", "type": "file", "location"}'),
+            ("dmg pipeline create pipeline.json", ""), ("dmg pipeline run NAME --wait", ""),
+            ("dmg runs list", ""), (f"dmg scale {nodes[0]} --concurrency 8", "live, no restart"),
+            (f"kill -9 {site.pid_of(victim)}", f"{victim} dies: watch `dmg node list`, then its restart"),
+            ("dmg demo", "(after stopping this site)")):
+        click.echo(f"  {command:<34} # {comment}" if comment else f"  {command}")
     click.echo("")
     if restart:
         click.echo("A process that dies is restarted (back-off 1 s, doubling to 30 s). "

@@ -73,7 +73,7 @@ def test_the_resolver_tells_commands_from_typos() -> None:
     assert resolve(["runs", "list"]) is None and resolve(["node"]) is None
     assert resolve(["scale", "node1", "--concurrency", "8"]) is None
     assert "`dmg run` does not exist" in str(resolve(["run", "list"]))
-    assert "`dmg cloud token` does not exist" in str(resolve(["cloud", "token"]))
+    assert "`dmg cloud tokens` does not exist" in str(resolve(["cloud", "tokens"]))
     assert quoted_commands('hint="(`dmg credential set STORE`)"', _IN_SOURCE) == ["dmg credential set"]
 
 
