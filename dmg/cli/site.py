@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -33,6 +32,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from dmg import nodestate
+from dmg.embedded.pidbook import PidBook, descendants, kill_survivors
 from dmg.embedded.procs import (
     child_environ,
     free_port,
@@ -101,14 +101,6 @@ def _tail(path: Path, lines: int = 5) -> str:
     return " | ".join(line.strip() for line in text[-lines:])
 
 
-def _descendants(pid: int) -> list[int]:
-    import psutil
-
-    with contextlib.suppress(psutil.Error):
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    return []
-
-
 def node_ready(row: dict[str, Any]) -> bool:
     """Whether a node (as ``list_nodes`` shows it) can take work: its worker is up and it
     is Online, or Limited only by stores it cannot reach (the dispatcher avoids those)."""
@@ -168,11 +160,9 @@ class EmbeddedSite:
         self._children: list[Child] = []
         self._lock: IO[str] | None = None
         self._env: dict[str, str] = {}
-        # every process of the site seen so far: pid -> start time. Workers live in
-        # sessions of their own; if their node dies they are found here, not as children.
-        self._known: dict[int, float] = {}
-        # top-level pid -> {pid: start time} of everything it started, to reap after its death
-        self._families: dict[int, dict[int, float]] = {}
+        # every process of the site seen so far (a node's worker lives in a session of its
+        # own: if the node dies it is found there, not as a child)
+        self._pids = PidBook(self.data_dir / "site.pids")
 
     # -- paths and urls --------------------------------------------------------------
     @property
@@ -215,7 +205,7 @@ class EmbeddedSite:
         for proc in self._processes().values():
             if proc.poll() is None:
                 found.add(proc.pid)
-                found.update(_descendants(proc.pid))
+                found.update(descendants(proc.pid))
         return sorted(found)
 
     def dead_children(self) -> list[str]:
@@ -226,7 +216,7 @@ class EmbeddedSite:
         self._record_pids()
         dead = [name for name, proc in self._processes().items() if proc.poll() is not None]
         for name in dead:
-            self._reap_family(self._processes()[name].pid)
+            self._pids.reap_family(self._processes()[name].pid)
         return dead
 
     def pid_of(self, name: str) -> int | None:
@@ -255,7 +245,7 @@ class EmbeddedSite:
                            hint=f"its processes: {', '.join(self._processes())}")
         if proc.poll() is None:
             raise Conflict(f"{name} is running", hint="kill or stop it first")
-        self._reap_family(proc.pid)
+        self._pids.reap_family(proc.pid)
         if name == "redis":
             assert self._redis is not None
             self._redis.stop()
@@ -287,13 +277,6 @@ class EmbeddedSite:
         if self._redis is not None and self._redis.proc is not None:
             procs["redis"] = self._redis.proc
         return procs
-
-    def _reap_family(self, top: int) -> None:
-        """SIGKILL what process ``top`` started that outlived it (as recorded while it ran)."""
-        family = self._families.pop(top, {})
-        if family:
-            # expected after a death (the supervisor reports the death itself)
-            self._kill_survivors(sorted(family.items()), outlived=f"its parent {top}", level=logging.INFO)
 
     # -- lifecycle -------------------------------------------------------------------
     def __enter__(self) -> EmbeddedSite:
@@ -328,7 +311,7 @@ class EmbeddedSite:
     def stop(self) -> None:
         """Stop every process this site started, newest first; safe to call twice."""
         self._record_pids()
-        everything = sorted(self._known.items())
+        everything = self._pids.snapshot()
         flower = [c for c in self._children if c.name == "flower"]
         nodes = [c for c in self._children if c.name in self.node_names]
         others = [c for c in self._children if c not in flower and c not in nodes]
@@ -349,31 +332,11 @@ class EmbeddedSite:
         if self._redis is not None:
             self._redis.stop()
             self._redis = None
-        self._kill_survivors(everything)
-        self._known.clear()
-        self._families.clear()
-        (self.data_dir / "site.pids").unlink(missing_ok=True)
+        kill_survivors(everything, outlived="the site's stop")
+        self._pids.forget()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    @staticmethod
-    def _kill_survivors(snapshot: list[tuple[int, float]], *, outlived: str = "the site's stop",
-                        level: int = logging.WARNING) -> None:
-        """SIGKILL what outlived its parent's stop (a worker in a session of its own)."""
-        import psutil
-
-        for pid, created in snapshot:
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
-                    log.log(level, "killing process %s (%s) that outlived %s", pid,
-                            " ".join(proc.cmdline()[:6]), outlived)
-                    family = [*proc.children(recursive=True), proc]
-                    for member in family:
-                        with contextlib.suppress(psutil.Error):
-                            member.kill()
-                    psutil.wait_procs(family, timeout=5)
 
     # -- steps -----------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -389,43 +352,12 @@ class EmbeddedSite:
         self._lock = fh
 
     def _record_pids(self) -> None:
-        """Remember every live process of the site, here and in ``site.pids`` (for
-        :meth:`reap_leftovers` after a site killed before it could stop)."""
-        import psutil
-
-        before = len(self._known)
-        for proc in self._processes().values():
-            if proc.poll() is not None:
-                continue
-            family = self._families.setdefault(proc.pid, {})
-            for pid in [proc.pid, *_descendants(proc.pid)]:
-                if pid not in self._known:
-                    with contextlib.suppress(psutil.Error):
-                        self._known[pid] = psutil.Process(pid).create_time()
-                if pid != proc.pid and pid in self._known:
-                    family[pid] = self._known[pid]
-        if len(self._known) != before or not (self.data_dir / "site.pids").exists():
-            entries = [{"pid": pid, "created": created} for pid, created in sorted(self._known.items())]
-            (self.data_dir / "site.pids").write_text(json.dumps(entries))
+        """Remember every live process of the site (see :class:`PidBook`)."""
+        self._pids.record(proc.pid for proc in self._processes().values() if proc.poll() is None)
 
     def reap_leftovers(self) -> None:
         """Kill the processes of a site that was killed before it could stop them."""
-        import psutil
-
-        path = self.data_dir / "site.pids"
-        try:
-            entries = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return
-        for entry in entries:
-            with contextlib.suppress(psutil.Error, KeyError, TypeError, ProcessLookupError):
-                proc = psutil.Process(int(entry["pid"]))
-                if abs(proc.create_time() - float(entry["created"])) < 0.01:
-                    log.warning("stopping process %s left over by an earlier site", proc.pid)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.kill()
-        path.unlink(missing_ok=True)
+        self._pids.reap_leftovers()
 
     def _start_redis(self) -> None:
         port = _pick_port(_port_of(self.settings.redis_url, 6479))
