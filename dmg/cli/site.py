@@ -11,7 +11,10 @@ Every child gets the same ``DMG_*`` settings (:attr:`EmbeddedSite.settings`:
 Redis URL, cloud URL, data dir, API token ...), runs in its own process group,
 logs to ``<data dir>/logs/<name>.log``, and is stopped by :meth:`stop` (SIGTERM,
 then SIGKILL for anything left in its group). A lock keeps two sites off one data
-dir; the pids of a site killed without cleaning up are reaped on the next start.
+dir; the pids of a site killed without cleaning up are reaped on the next start
+(:mod:`dmg.embedded.pidbook`). ``dmg up`` keeps it running with
+:class:`dmg.embedded.supervisor.Supervisor` over :meth:`EmbeddedSite.dead_children` and
+:meth:`EmbeddedSite.restart_child`.
 """
 
 from __future__ import annotations
