@@ -10,9 +10,13 @@ built from.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import after_setup_logger
 
 import settings as dmg_settings
+from dmg.quietlogs import quiet_request_logs
 from settings.celery import celery_config
 from workers.autoscale import AutoscaleStep
 from workers.loadstep import WorkerLoadStep
@@ -27,6 +31,12 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.dmg_settings = settings
     return celery_app
+
+
+@after_setup_logger.connect
+def _quiet_request_logs(*, loglevel: int | str | None = None, **_kwargs: Any) -> None:
+    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`)."""
+    quiet_request_logs(loglevel if loglevel is not None else "INFO")
 
 
 app = make_app(dmg_settings.load())

@@ -13,6 +13,15 @@ def cloud() -> None:
 
 
 @cloud.command()
+def token() -> None:
+    """Print the users' API token: DMG_API_TOKEN, else the one the cloud generated
+    into <data dir>/cloud/api-token (run it on the cloud's machine)."""
+    from dmg.cli.common import api_token
+
+    click.echo(api_token(current_settings()))
+
+
+@cloud.command()
 @click.option("--db", metavar="URL", default=None,
               help="Database URL (default: DMG_CLOUD_DB, else SQLite in the data dir).")
 @click.option("--bind", metavar="HOST:PORT", default=None,

@@ -106,6 +106,25 @@ def default_gateway(client: CloudClient, given: str | None) -> str:
     raise BadInput(f"the cloud has several gateways: {', '.join(names)}", hint="say which with --gateway")
 
 
+def gateway_of_node(client: CloudClient, node: str, given: str | None) -> str:
+    """The gateway of node ``node``: ``given``, else the only gateway the cloud has, else
+    the one gateway with a node of that name. NotFound when none has it; BadInput, naming
+    the gateways, when several do."""
+    if given:
+        return given
+    names = sorted(str(g["name"]) for g in client.list_gateways())
+    if len(names) <= 1:
+        return default_gateway(client, None)
+    holders = [name for name in names if any(str(n.get("name")) == node for n in client.list_nodes(name))]
+    if len(holders) == 1:
+        return holders[0]
+    if not holders:
+        raise NotFound(f"no gateway has a node {node!r} (gateways: {', '.join(names)})",
+                       hint="list the nodes with `dmg node list --gateway NAME`")
+    raise BadInput(f"node {node!r} is in several gateways: {', '.join(holders)}",
+                   hint="say which with --gateway")
+
+
 def setup_logging(settings: settings_mod.Settings) -> None:
     """Log to stderr at ``DMG_LOG_LEVEL`` for long-running commands."""
     import logging
@@ -115,3 +134,6 @@ def setup_logging(settings: settings_mod.Settings) -> None:
         raise settings_mod.SettingsError(
             f"DMG_LOG_LEVEL={settings.log_level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dmg.quietlogs import quiet_request_logs
+
+    quiet_request_logs(level)

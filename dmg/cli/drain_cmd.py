@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from dmg import nodestate
-from dmg.cli.common import current_settings, default_gateway, user_client
+from dmg.cli.common import current_settings, gateway_of_node, user_client
 from dmg.errors import Conflict, NotFound, Retryable
 
 if TYPE_CHECKING:
@@ -39,7 +39,8 @@ BROKER_TIMEOUT = 2.0
 #: Seconds between two looks at a draining node.
 POLL = 0.5
 
-_GATEWAY_HELP = "The node's gateway (default: from this machine's registration, else the only one)."
+_GATEWAY_HELP = ("The node's gateway (default: from this machine's registration, else the one "
+                 "gateway with a node NAME).")
 
 
 def _gateway(settings: Settings, name: str, given: str | None) -> str:
@@ -49,7 +50,7 @@ def _gateway(settings: Settings, name: str, given: str | None) -> str:
         return nodestate.load(settings.data_dir, name).gateway
     except NotFound:
         with user_client(settings) as client:
-            return default_gateway(client, None)
+            return gateway_of_node(client, name, None)
 
 
 def _site_state(settings: Settings, gateway: str) -> SiteState:
@@ -158,7 +159,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
     with user_client() as client:
         if gateway_name is None and local is not None:
             gateway_name = local.gateway
-        gateway = default_gateway(client, gateway_name)
+        gateway = gateway_of_node(client, name, gateway_name)
         rows = client.list_nodes(gateway)
         if not any(r.get("name") == name for r in rows):
             raise NotFound(f"node {name!r} is not registered in gateway {gateway!r}",

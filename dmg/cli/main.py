@@ -3,11 +3,14 @@
 Any :class:`dmg.errors.DmgError` or :class:`settings.SettingsError` raised by a
 command is printed as one line, ``error: <message> (<hint>)``, on stderr and the
 process exits 1; never a traceback. An unexpected exception is also one line
-(exit 2) unless ``dmg --debug`` asks for the traceback.
+(exit 2) unless ``dmg --debug`` asks for the traceback. A reader that closed the pipe
+(``dmg runs report RUN | head -1``) is not an error: dmg exits 1 without a word, as
+Python's documentation recommends ("Note on SIGPIPE", :mod:`signal`).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
@@ -31,6 +34,16 @@ class UnexpectedFailure(CommandFailed):
     exit_code = 2
 
 
+def _quiet_broken_pipe() -> None:
+    """Point stdout at /dev/null: the reader is gone, and Python's flush at exit must not
+    complain about it (Python docs, ``signal``, "Note on SIGPIPE")."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    finally:
+        os.close(devnull)
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -43,6 +56,9 @@ class DmgGroup(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:
+            _quiet_broken_pipe()
+            raise click.exceptions.Exit(1) from None
         except (DmgError, SettingsError) as exc:
             raise CommandFailed(_one_line(str(exc))) from exc
         except KeyboardInterrupt:
@@ -89,4 +105,11 @@ _register()
 
 def main(argv: list[str] | None = None) -> None:
     """Run ``dmg`` with ``argv`` (default: ``sys.argv[1:]``); exits the process."""
-    cli.main(args=argv, prog_name="dmg")
+    try:
+        try:
+            cli.main(args=argv, prog_name="dmg")
+        finally:
+            sys.stdout.flush()  # here, where a closed pipe can still be handled
+    except BrokenPipeError:
+        _quiet_broken_pipe()
+        sys.exit(1)

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from dmg.cli.common import current_settings, default_gateway, user_client
+from dmg.cli.common import current_settings, default_gateway, gateway_of_node, user_client
 from dmg.cli.output import column, emit_table
 from dmg.errors import BadInput, NotFound, Retryable
 
@@ -30,7 +30,8 @@ COLUMNS = [
 @click.option("--concurrency", type=click.IntRange(min=1, max=1024), required=True,
               help="The new concurrent-job limit.")
 @click.option("--gateway", "gateway_name", default=None,
-              help="The gateway; without NODE, every node of it is scaled.")
+              help="The gateway (default: the one with a node NODE); without NODE, every node of it "
+                   "is scaled.")
 @click.option("--timeout", type=float, default=5.0, show_default=True,
               help="Seconds to wait for the nodes to answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -43,7 +44,8 @@ def scale(node_name: str | None, concurrency: int, gateway_name: str | None, tim
     """
     settings = current_settings()
     with user_client() as client:
-        gateway = default_gateway(client, gateway_name)
+        gateway = (gateway_of_node(client, node_name, gateway_name) if node_name
+                   else default_gateway(client, gateway_name))
         names = [str(n["name"]) for n in client.list_nodes(gateway)]
     if node_name:
         if node_name not in names:

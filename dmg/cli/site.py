@@ -11,7 +11,10 @@ Every child gets the same ``DMG_*`` settings (:attr:`EmbeddedSite.settings`:
 Redis URL, cloud URL, data dir, API token ...), runs in its own process group,
 logs to ``<data dir>/logs/<name>.log``, and is stopped by :meth:`stop` (SIGTERM,
 then SIGKILL for anything left in its group). A lock keeps two sites off one data
-dir; the pids of a site killed without cleaning up are reaped on the next start.
+dir; the pids of a site killed without cleaning up are reaped on the next start
+(:mod:`dmg.embedded.pidbook`). ``dmg up`` keeps it running with
+:class:`dmg.embedded.supervisor.Supervisor` over :meth:`EmbeddedSite.dead_children` and
+:meth:`EmbeddedSite.restart_child`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -33,6 +35,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from dmg import nodestate
+from dmg.embedded.pidbook import PidBook, descendants, kill_survivors
 from dmg.embedded.procs import (
     child_environ,
     free_port,
@@ -160,9 +163,9 @@ class EmbeddedSite:
         self._children: list[Child] = []
         self._lock: IO[str] | None = None
         self._env: dict[str, str] = {}
-        # every process of the site seen so far: pid -> start time. Workers live in
-        # sessions of their own; if their node dies they are found here, not as children.
-        self._known: dict[int, float] = {}
+        # every process of the site seen so far (a node's worker lives in a session of its
+        # own: if the node dies it is found there, not as a child)
+        self._pids = PidBook(self.data_dir / "site.pids")
 
     # -- paths and urls --------------------------------------------------------------
     @property
@@ -201,32 +204,81 @@ class EmbeddedSite:
 
     def pids(self) -> list[int]:
         """Every live process of the site: children, and everything they started."""
-        import psutil
-
         found: set[int] = set()
-        tops = [proc.pid for proc in self._processes() if proc.poll() is None]
-        for pid in tops:
-            found.add(pid)
-            with contextlib.suppress(psutil.Error):
-                found.update(p.pid for p in psutil.Process(pid).children(recursive=True))
+        for proc in self._processes().values():
+            if proc.poll() is None:
+                found.add(proc.pid)
+                found.update(descendants(proc.pid))
         return sorted(found)
 
     def dead_children(self) -> list[str]:
-        """Names of children that exited while the site runs (``dmg up`` watches this)."""
+        """Names of the site's processes that exited while it runs (``dmg up`` watches
+        this): nodes, ``flower``, ``cloud``, ``redis``. What a dead one left running (a
+        node's Celery worker lives in a session of its own) is killed at once, so a dead
+        node takes no more work."""
         self._record_pids()
-        dead = [c.name for c in self._children if not c.alive()]
-        if self._cloud is not None and self._cloud.proc.poll() is not None:
-            dead.append("cloud")
-        if self._redis is not None and self._redis.proc is not None and self._redis.proc.poll() is not None:
-            dead.append("redis")
+        dead = [name for name, proc in self._processes().items() if proc.poll() is not None]
+        for name in dead:
+            self._pids.reap_family(self._processes()[name].pid)
         return dead
 
-    def _processes(self) -> list[subprocess.Popen[bytes]]:
-        procs = [c.proc for c in self._children]
+    def pid_of(self, name: str) -> int | None:
+        """The pid of the site's process ``name`` (a node, ``flower``, ``cloud``, ``redis``)."""
+        proc = self._processes().get(name)
+        return proc.pid if proc is not None else None
+
+    def exit_code(self, name: str) -> int | None:
+        """The exit code of process ``name`` (None while it runs; negative: killed by a signal)."""
+        proc = self._processes().get(name)
+        return proc.poll() if proc is not None else None
+
+    def log_path(self, name: str) -> Path:
+        """Where process ``name`` logs."""
+        if name == "redis":
+            return self.data_dir / "redis" / "redis.log"
+        return self.log_dir / f"{name}.log"
+
+    def restart_child(self, name: str) -> int:
+        """Start the dead process ``name`` again, as it was (same settings, port, data dir;
+        Redis reloads its AOF); returns its pid. Raises Conflict if it runs, NotFound if the
+        site has no such process, Fatal if it does not start."""
+        proc = self._processes().get(name)
+        if proc is None:
+            raise NotFound(f"this site has no process {name!r}",
+                           hint=f"its processes: {', '.join(self._processes())}")
+        if proc.poll() is None:
+            raise Conflict(f"{name} is running", hint="kill or stop it first")
+        self._pids.reap_family(proc.pid)
+        if name == "redis":
+            assert self._redis is not None
+            self._redis.stop()
+            try:
+                self._redis.start()
+            except (RuntimeError, TimeoutError) as exc:
+                self._redis.stop()
+                raise Fatal(f"redis-server did not start: {exc}", hint=f"see {self.log_path(name)}") from None
+        elif name == "cloud":
+            assert self._cloud is not None
+            self._cloud.stop()
+            self._cloud = None
+            self._launch_cloud()
+        elif name == "flower":
+            self._children = [c for c in self._children if c.name != name]
+            self._start_flower()
+        else:
+            self.start_node(name)
+        self._record_pids()
+        restarted = self.pid_of(name)
+        assert restarted is not None
+        return restarted
+
+    def _processes(self) -> dict[str, subprocess.Popen[bytes]]:
+        """The site's top-level processes by name (Redis and the cloud included)."""
+        procs = {c.name: c.proc for c in self._children}
         if self._cloud is not None:
-            procs.append(self._cloud.proc)
+            procs["cloud"] = self._cloud.proc
         if self._redis is not None and self._redis.proc is not None:
-            procs.append(self._redis.proc)
+            procs["redis"] = self._redis.proc
         return procs
 
     # -- lifecycle -------------------------------------------------------------------
@@ -262,7 +314,7 @@ class EmbeddedSite:
     def stop(self) -> None:
         """Stop every process this site started, newest first; safe to call twice."""
         self._record_pids()
-        everything = sorted(self._known.items())
+        everything = self._pids.snapshot()
         flower = [c for c in self._children if c.name == "flower"]
         nodes = [c for c in self._children if c.name in self.node_names]
         others = [c for c in self._children if c not in flower and c not in nodes]
@@ -283,29 +335,11 @@ class EmbeddedSite:
         if self._redis is not None:
             self._redis.stop()
             self._redis = None
-        self._kill_survivors(everything)
-        self._known.clear()
-        (self.data_dir / "site.pids").unlink(missing_ok=True)
+        kill_survivors(everything, outlived="the site's stop")
+        self._pids.forget()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
-
-    @staticmethod
-    def _kill_survivors(snapshot: list[tuple[int, float]]) -> None:
-        """SIGKILL what outlived its parent's stop (a worker in a session of its own)."""
-        import psutil
-
-        for pid, created in snapshot:
-            with contextlib.suppress(psutil.Error):
-                proc = psutil.Process(pid)
-                if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
-                    log.warning("killing process %s (%s) that outlived the site's stop", pid,
-                                " ".join(proc.cmdline()[:6]))
-                    family = [*proc.children(recursive=True), proc]
-                    for member in family:
-                        with contextlib.suppress(psutil.Error):
-                            member.kill()
-                    psutil.wait_procs(family, timeout=5)
 
     # -- steps -----------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -321,37 +355,12 @@ class EmbeddedSite:
         self._lock = fh
 
     def _record_pids(self) -> None:
-        """Remember every live process of the site, here and in ``site.pids`` (for
-        :meth:`reap_leftovers` after a site killed before it could stop)."""
-        import psutil
-
-        before = len(self._known)
-        for pid in self.pids():
-            if pid not in self._known:
-                with contextlib.suppress(psutil.Error):
-                    self._known[pid] = psutil.Process(pid).create_time()
-        if len(self._known) != before or not (self.data_dir / "site.pids").exists():
-            entries = [{"pid": pid, "created": created} for pid, created in sorted(self._known.items())]
-            (self.data_dir / "site.pids").write_text(json.dumps(entries))
+        """Remember every live process of the site (see :class:`PidBook`)."""
+        self._pids.record(proc.pid for proc in self._processes().values() if proc.poll() is None)
 
     def reap_leftovers(self) -> None:
         """Kill the processes of a site that was killed before it could stop them."""
-        import psutil
-
-        path = self.data_dir / "site.pids"
-        try:
-            entries = json.loads(path.read_text())
-        except (FileNotFoundError, ValueError):
-            return
-        for entry in entries:
-            with contextlib.suppress(psutil.Error, KeyError, TypeError, ProcessLookupError):
-                proc = psutil.Process(int(entry["pid"]))
-                if abs(proc.create_time() - float(entry["created"])) < 0.01:
-                    log.warning("stopping process %s left over by an earlier site", proc.pid)
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.killpg(proc.pid, signal.SIGKILL)
-                    proc.kill()
-        path.unlink(missing_ok=True)
+        self._pids.reap_leftovers()
 
     def _start_redis(self) -> None:
         port = _pick_port(_port_of(self.settings.redis_url, 6479))

@@ -57,14 +57,19 @@ def _stop(site: Any) -> None:
 @click.option("--concurrency", type=click.IntRange(min=1), default=None,
               help="Concurrent jobs limit of each node (default: sized to the machine).")
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
-def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool) -> None:
+@click.option("--no-restart", is_flag=True,
+              help="Leave a process that died down (default: restart it, 1 s back-off doubling to 30 s).")
+def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_restart: bool) -> None:
     """Run an embedded site in the foreground until Ctrl-C.
 
     Starts Redis (AOF on), the cloud, gateway GATEWAY, nodes node1..nodeN and
-    Flower, all under the data dir; Ctrl-C or SIGTERM stops every one of them.
+    Flower, all under the data dir, and supervises them: a process that dies is
+    reported and started again (unless --no-restart) while the rest keeps running.
+    Kill a node by the pid printed here to watch a failover. Ctrl-C or SIGTERM
+    stops every one of them.
     """
     from dmg.cli.site import EmbeddedSite
-    from dmg.errors import Fatal
+    from dmg.embedded.supervisor import Supervisor
 
     settings = current_settings()
     site = EmbeddedSite(settings, nodes=nodes, gateway=gateway, flower=not no_flower,
@@ -76,33 +81,45 @@ def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool) -> No
             _say("interrupted while starting; everything started was stopped")
             raise click.exceptions.Exit(130) from None
         try:
-            click.echo("")
-            click.echo(f"dmg site up: gateway {gateway}, {nodes} nodes Online")
-            for line in site.describe():
-                click.echo(f"  {line}")
-            click.echo("")
-            click.echo("in another terminal:")
-            click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url} "
-                       f"DMG_REDIS_URL={site.settings.redis_url}")
-            for command in (f"dmg gateway show {gateway}", f"dmg node list --gateway {gateway}",
-                            "dmg store add store.json        # {\"name\", \"type\": \"file\", \"location\"}",
-                            "dmg pipeline create pipeline.json",
-                            "dmg pipeline run NAME --wait", "dmg runs list",
-                            "dmg scale node1 --concurrency 8  # live, no restart",
-                            "dmg demo                         # (after stopping this site)"):
-                click.echo(f"  {command}")
-            click.echo("")
-            click.echo("Ctrl-C stops the site.")
+            _print_welcome(site, restart=not no_restart)
+            supervisor = Supervisor(site, say=_say, restart=not no_restart)
             while True:
-                dead = site.dead_children()
-                if dead:
-                    raise Fatal(f"{', '.join(dead)} stopped unexpectedly",
-                                hint=f"see the logs in {site.log_dir}")
+                supervisor.tick()
                 time.sleep(0.5)
         except KeyboardInterrupt:
             _say("")
         finally:
             _stop(site)
+
+
+def _print_welcome(site: Any, *, restart: bool) -> None:
+    gateway, nodes = site.gateway, site.node_names
+    click.echo("")
+    click.echo(f"site up: gateway {gateway}, {len(nodes)} nodes Online")
+    for line in site.describe():
+        click.echo(f"  {line}")
+    click.echo("  pids:       " + ", ".join(f"{name} {site.pid_of(name)}"
+                                             for name in ("redis", "cloud", *nodes, "flower")
+                                             if site.pid_of(name) is not None))
+    click.echo("")
+    click.echo("in another terminal:")
+    click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url} "
+               f"DMG_REDIS_URL={site.settings.redis_url}")
+    victim = nodes[-1]
+    for command, comment in (
+            (f"dmg gateway show {gateway}", ""), (f"dmg node list --gateway {gateway}", ""),
+            ("dmg store add store.json", '{"name", "type": "file", "location"}'),
+            ("dmg pipeline create pipeline.json", ""), ("dmg pipeline run NAME --wait", ""),
+            ("dmg runs list", ""), (f"dmg scale {nodes[0]} --concurrency 8", "live, no restart"),
+            (f"kill -9 {site.pid_of(victim)}", f"{victim} dies: watch `dmg node list`, then its restart"),
+            ("dmg demo", "(after stopping this site)")):
+        click.echo(f"  {command:<34} # {comment}" if comment else f"  {command}")
+    click.echo("")
+    if restart:
+        click.echo("A process that dies is restarted (back-off 1 s, doubling to 30 s). "
+                   "Ctrl-C stops the site.")
+    else:
+        click.echo("A process that dies is left down (--no-restart). Ctrl-C stops the site.")
 
 
 @click.command()

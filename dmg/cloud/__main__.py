@@ -11,6 +11,7 @@ import settings as settings_mod
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import serve, settings_from_json
 from dmg.errors import DmgError
+from dmg.quietlogs import quiet_request_logs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         logging.basicConfig(level=settings.log_level.upper(),
                             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_request_logs(settings.log_level)
         serve(settings, bind=args.bind or settings.cloud_bind, db=args.db)
     except DmgError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -192,3 +192,12 @@ def test_cloud_serve_refuses_a_bad_or_busy_address(offline_dmg: DmgRunner) -> No
         port = busy.getsockname()[1]
         result = offline_dmg("cloud", "serve", "--bind", f"127.0.0.1:{port}")
     assert_one_line_error(result, contains="already in use")
+
+
+def test_cloud_token_prints_the_token_of_the_cloud_in_the_data_dir(cli_cloud: Any,
+                                                                   offline_dmg: DmgRunner) -> None:
+    cloud_data_dir = cli_cloud.log_path.parent.parent  # <data dir>/cloud/cloud.log
+    shown = offline_dmg("cloud", "token", DMG_DATA_DIR=str(cloud_data_dir))
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"{cli_cloud.api_token}\n"
+    assert_one_line_error(offline_dmg("cloud", "token"), contains="no API token")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import redis as redis_lib
 from dmg.cloud.client import CloudClient
 from dmg.errors import NotFound, StaleAttempt
 from dmg.sitestate import SiteState
-from tests.cli.conftest import DmgRunner, assert_one_line_error
+from tests.cli.conftest import DMG, DmgRunner, assert_one_line_error, clean_environ
 from tests.cloud.conftest import Cloud, make_pipeline, make_site
 from tests.workers.support import file_store, shard_spec, write_files
 from workers.reporter import HttpReporter
@@ -187,3 +188,22 @@ def test_the_bandwidth_of_a_running_run_is_set_in_the_site(
     assert_one_line_error(dmg("runs", "bandwidth", plan["run"], "1M",
                               DMG_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"),
                           contains="cannot reach the site's Redis")
+
+
+def test_a_reader_that_closes_the_pipe_is_not_an_error(cloud: Cloud, user: CloudClient,
+                                                       dmg: DmgRunner) -> None:
+    """`dmg runs report RUN | head -1` prints one line and nothing on stderr: a closed pipe
+    is the reader's choice, not a bug (the report is larger than a pipe's buffer)."""
+    plan = planned_shard(cloud, user)
+    with cloud.node(plan["token"]) as node:
+        node.report_shard(plan["shard"], {"attempt": 1, "status": "succeeded", "node": "n1", "files": 1500,
+                                          "file_results": [result(f"f{i:05d}") for i in range(1500)]})
+
+    pipeline = f"'{DMG}' runs report {plan['run']} | head -1; echo \"dmg exit ${{PIPESTATUS[0]}}\""
+    piped = subprocess.run(pipeline, shell=True, executable="/bin/bash", capture_output=True, text=True,
+                           timeout=60, env=clean_environ(**dmg.env))
+
+    first, status = piped.stdout.splitlines()
+    assert json.loads(first)["path"] == "f00000"
+    assert piped.stderr == ""
+    assert status in ("dmg exit 0", "dmg exit 1")  # 1: it noticed the closed pipe, quietly

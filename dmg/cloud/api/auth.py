@@ -27,7 +27,8 @@ def require_user(request: Request, credentials: Credentials) -> None:
     given = credentials.credentials if credentials else ""
     if not token_matches(given, request.app.state.api_token):
         raise Unauthorized("this request needs the cloud's API token",
-                           hint="send `Authorization: Bearer <token>`; see `dmg cloud token`")
+                           hint="send `Authorization: Bearer <token>`; `dmg cloud token` on the cloud's "
+                                "machine prints it (DMG_API_TOKEN, else <data dir>/cloud/api-token)")
 
 
 async def require_node(request: Request, credentials: Credentials) -> NodeIdentity:

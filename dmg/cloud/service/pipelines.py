@@ -103,6 +103,6 @@ def list_runs(session: Session, *, limit: int, shards: bool = False) -> list[dic
 def get_run(session: Session, run_id: str) -> dict[str, Any]:
     run = session.scalar(_runs_query().where(Run.id == run_id))
     if run is None:
-        raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg run list`")
+        raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg runs list`")
     return run_json(run)
 

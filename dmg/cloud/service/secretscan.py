@@ -15,8 +15,9 @@ from typing import Any
 from dmg.errors import BadInput
 
 MESSAGE = "secrets are set from inside the site, not in the cloud"
-HINT = ("remove {where} from the store definition and set the secret on a node "
-        "(`dmg credential set STORE`)")
+HINT = ("remove {where} from the store definition and put the secret in the site's credentials "
+        "file on the nodes: a [stores.NAME] table in <data dir>/credentials.toml "
+        "(or DMG_CREDENTIALS_FILE), mode 0600")
 
 # Key names, after lower-casing and dropping '-', '_', ' ' and '.'.
 _SECRET_KEYS = re.compile(

@@ -204,7 +204,7 @@ class SqlWriter(StagedWriter):
                 # Another commit created it since our check (two shards of one table): this
                 # transaction is spoilt; the whole commit is retried and finds the table.
                 raise Retryable(f"{self._what}: table {self._target.table_path!r} was created by "
-                                "another commit at the same time", hint="dmg retries") from None
+                                "another commit at the same time", hint="it is retried by itself") from None
             raise
         return table, records
 

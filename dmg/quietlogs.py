@@ -1,0 +1,23 @@
+"""Per-request log lines of HTTP clients belong at DEBUG.
+
+httpx (and httpcore under it) log every request at INFO: on a node that is one line
+per heartbeat and per claim long-poll, every second or two, burying what matters.
+:func:`quiet_request_logs` raises their threshold to WARNING unless the process logs
+at DEBUG, where every request is shown again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: Loggers that write one line per HTTP request.
+REQUEST_LOGGERS = ("httpx", "httpcore")
+
+
+def quiet_request_logs(level: int | str) -> None:
+    """Show per-request lines only when ``level`` (a number or a name) is DEBUG or lower."""
+    number = logging.getLevelName(level.upper()) if isinstance(level, str) else level
+    if not isinstance(number, int):
+        return
+    for name in REQUEST_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if number <= logging.DEBUG else logging.WARNING)
