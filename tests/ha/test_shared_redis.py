@@ -28,6 +28,7 @@ from celery import Celery
 
 from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite, settings_environ
+from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.siteidentity import SiteIdentity
 from dmg.sitestate import SiteState
@@ -126,14 +127,19 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
         assert not state.redis.exists(state.key("hb", "node3"))
         assert dispatcher_of(state) == leader
 
-        # Another site's Redis takes the port of this site's Redis (this one is stopped).
+        # Another site's Redis, with its data, takes the port of this site's Redis.
+        elsewhere = EmbeddedRedis(tmp_path / "elsewhere", free_port()).start()
+        client = redis_lib.Redis.from_url(elsewhere.url)
+        foreign = SiteIdentity("site", "9-0123456789ab", "http://elsewhere:8050")
+        SiteState(client, "site", identity=foreign).claim_identity()
+        client.close()
+        elsewhere.stop()  # its AOF holds the stamp
         port = int(site.settings.redis_url.rsplit(":", 1)[1].split("/")[0])
         site.stop_redis()
-        swapped = EmbeddedRedis(tmp_path / "swapped", port).start()
+        swapped = EmbeddedRedis(tmp_path / "elsewhere", port).start()
         try:
             client = redis_lib.Redis.from_url(swapped.url)
-            foreign = SiteIdentity("site", "9-0123456789ab", "http://elsewhere:8050")
-            SiteState(client, "site", identity=foreign).claim_identity()
+            assert client.hget("dmg:site:identity", "token") == b"9-0123456789ab"
             wait_for(lambda: all(not site.node_pids(n) for n in site.node_names), timeout=30,
                      what="every node of the site stopped")
             for name in site.node_names:
