@@ -266,6 +266,20 @@ class SiteState:
         return {m.decode() if isinstance(m, bytes) else m
                 for m in self.redis.smembers(self.key("started", node))}
 
+    def fenced_started(self, shard_id: str, attempt: int) -> list[tuple[str, str]]:
+        """``(node, staging id)`` of every attempt of ``shard_id`` older than ``attempt`` that a
+        node in ``nodes`` began and never ended (it died with its node, or runs on, fenced)."""
+        from dmg.connectors.base import commit_key
+
+        found = []
+        for raw in sorted(self.redis.smembers(self.key("nodes"))):
+            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            for staging in sorted(self.started(node)):
+                older = staging.rpartition(".")[2]
+                if commit_key(staging) == shard_id and older.isdigit() and int(older) < attempt:
+                    found.append((node, staging))
+        return found
+
     def forget_started(self, node: str, staging: str) -> None:
         self.redis.srem(self.key("started", node), staging)
 

@@ -16,8 +16,11 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    and changeable while it runs: :mod:`dmg.transfer.sitebandwidth`), and reports
    progress at most every ``progress_interval`` s.
 3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
-   ``SiteState.mark_finished``. An attempt fenced off while copying ends ``"stale"``
-   without a final report: the newer attempt owns the shard's status.
+   ``SiteState.mark_finished``; a success is reported only after the staging that
+   older attempts left on nodes that never ended them is removed
+   (:mod:`workers.leftovers`). An attempt fenced
+   off while copying ends ``"stale"`` without a final report: the newer attempt owns
+   the shard's status.
 
 Every report carries ``files``/``bytes`` done (copied; ``bytes`` also counts the
 bytes of files in flight while running) and ``files_total``/``bytes_total`` to
@@ -53,8 +56,8 @@ from dmg.splitstate import PART
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
+from workers.leftovers import clean_fenced_staging, remove_staging
 from workers.part_runner import run_part
-from workers.reclaim import remove_staging
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -216,6 +219,8 @@ def run_shard(
     if failed:
         first = failed[0]
         error = f"{len(failed)} of {len(result.files)} files failed; first: {first.path}: {first.error}"
+    else:  # every file is in place: older attempts' staging goes before the shard is reported done
+        clean_fenced_staging(state, shard_id, attempt, connector_factory=connector_factory)
     return _finish(state, reporter, base, shard_id, ok=not failed, files=result.copied,
                    nbytes=result.bytes, totals=progress.totals(), error=error, clock=clock,
                    file_results=progress.take_pending())
