@@ -21,7 +21,8 @@ registration (``gateway_id``, unique across clouds), not by its name. After that
 - the dispatcher lease is taken only where the stamp is ours (or absent).
 
 A Redis that comes back empty (no persistence) is stamped again by the first node
-that reaches it.
+that reaches it. A node registered before gateway ids existed (no ``gateway_id`` in
+its ``node.json``) is not checked, and says so when it starts.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ IDENTITY_KEY = "identity"
 
 @dataclass(frozen=True)
 class SiteIdentity:
-    """A gateway as the cloud knows it; ``gateway_id`` is empty for a node registered
-    before the cloud handed out gateway ids (its cloud URL and name stand in)."""
+    """A gateway as the cloud knows it. ``gateway_id`` is empty for a node registered
+    before the cloud handed out gateway ids: such a node neither stamps nor checks
+    (register it again to have its Redis checked)."""
 
     gateway: str
     gateway_id: str
@@ -51,8 +53,8 @@ class SiteIdentity:
 
     @property
     def token(self) -> str:
-        """What two stamps must share to be the same gateway."""
-        return self.gateway_id or f"{self.cloud}#{self.gateway}"
+        """What two stamps must share to be the same gateway; empty when unknown."""
+        return self.gateway_id
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

@@ -89,10 +89,14 @@ return 1
 
 
 # The stamp check every identity-checked write begins with. KEYS[1]: the identity hash;
-# ARGV[1], ARGV[2]: our token and JSON. Stamps an empty namespace; the owner's JSON
-# when the namespace is another gateway's, else false.
+# ARGV[1], ARGV[2]: our token ('' = unknown: nothing checked nor stamped) and JSON.
+# Stamps an empty namespace; the owner's JSON when the namespace is another gateway's,
+# else false.
 _FOREIGN = """
 local function foreign()
+  if ARGV[1] == '' then
+    return false
+  end
   local token = redis.call('HGET', KEYS[1], 'token')
   if not token then
     redis.call('HSET', KEYS[1], 'token', ARGV[1], 'json', ARGV[2])

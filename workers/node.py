@@ -144,6 +144,9 @@ class NodeRuntime:
         Raises :class:`~dmg.siteidentity.ForeignRedis`, starting nothing, when the
         Redis belongs to another gateway."""
         node = self.registration.node
+        if not self.registration.gateway_id:
+            log.warning("this node's registration has no gateway id (registered with an older dmg): "
+                        "nobody checks that its Redis is its gateway's; register it again node=%s", node)
         try:
             self.state.claim_identity()
         except redis.RedisError as exc:  # every heartbeat checks it again
