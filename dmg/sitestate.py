@@ -147,9 +147,9 @@ class SiteState:
     def claim_identity(self) -> None:
         """Stamp the namespace with :attr:`identity` if it has no stamp; raises
         :class:`~dmg.siteidentity.ForeignRedis` when another gateway's is there (and
-        ``redis.RedisError`` when Redis cannot be reached)."""
+        ``redis.RedisError`` when Redis cannot be reached). Without an identity: nothing."""
         if self.identity is None:
-            raise ValueError("this SiteState was built without an identity")
+            return
         self._raise_if_foreign(self._claim_identity(
             keys=[self.key(IDENTITY_KEY)], args=[self.identity.token, self.identity.to_json()]))
 

@@ -43,6 +43,7 @@ from tests.ha.sitekit import (
     throttled_copy,
     wait_for,
 )
+from workers.names import COPY_SHARD, node_queue
 
 pytestmark = pytest.mark.integration
 
@@ -133,6 +134,11 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
         foreign = SiteIdentity("site", "9-0123456789ab", "http://elsewhere:8050")
         SiteState(client, "site", identity=foreign).claim_identity()
         client.close()
+        with celery_of(site) as app:  # a task of that site's node1 waits there
+            app.conf.broker_url = app.conf.result_backend = elsewhere.url
+            app.send_task(COPY_SHARD, args=["theirs-00000", 1], queue=node_queue("node1"), task_id="theirs:1")
+        with contextlib.closing(redis_lib.Redis.from_url(elsewhere.url)) as check:
+            assert check.llen("dmg:site:celery:node.node1") == 1
         elsewhere.stop()  # its AOF holds the stamp
         port = int(site.settings.redis_url.rsplit(":", 1)[1].split("/")[0])
         site.stop_redis()
@@ -148,6 +154,7 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
             assert [k for k in client.scan_iter(match="dmg:site:hb:*")] == []
             assert not client.exists("dmg:site:lease")
             assert client.hget("dmg:site:identity", "token") == b"9-0123456789ab"
+            assert not client.exists("dmg:site:celery:celery-task-meta-theirs:1")  # their task did not run
             client.close()
         finally:
             swapped.stop()
