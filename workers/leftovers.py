@@ -9,13 +9,13 @@ it ends (:meth:`dmg.sitestate.SiteState.mark_finished`). What it staged is remov
   attempt, :func:`dmg.transfer.copy_entries`);
 - by its node when that node starts again (:mod:`workers.reclaim`);
 - by the node that runs the shard's newer attempt, once every file of that attempt
-  is in place and before it reports the shard succeeded
+  is in place or given up, before it reports the shard succeeded or failed
   (:func:`clean_fenced_staging`): this covers a node that never comes back. A run
-  that succeeded has no staging of its shards left.
+  that ended has no staging of its shards left.
 
 The last is safe because an older attempt is fenced (it can no longer commit:
 ``SiteState.is_current`` is false for it) and the shard's current attempt, the
-only one that may commit, has written everything: nothing of the shard writes any
+only one that may commit, has finished writing: nothing of the shard writes any
 more, so the connector may remove what it can name by target alone (S3's
 incomplete multipart uploads). A fenced attempt still running somewhere loses its staging and ends
 stale, as it would have anyway.
@@ -63,7 +63,7 @@ def shard_targets(spec: dict[str, Any]) -> list[str]:
 
 def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
                          connector_factory: Callable[[StoreSpec], Connector]) -> int:
-    """Once attempt ``attempt`` of ``shard_id`` wrote every file: remove the staging of every older
+    """Once attempt ``attempt`` of ``shard_id`` stopped writing: remove the staging of every older
     attempt some node began and never ended, and forget it. Returns the objects removed.
 
     Does nothing unless ``attempt`` is still the shard's current attempt. Never raises:

@@ -16,7 +16,7 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    and changeable while it runs: :mod:`dmg.transfer.sitebandwidth`), and reports
    progress at most every ``progress_interval`` s.
 3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
-   ``SiteState.mark_finished``; a success is reported only after the staging that
+   ``SiteState.mark_finished``; either is reported only after the staging that
    older attempts left on nodes that never ended them is removed
    (:mod:`workers.leftovers`). An attempt fenced
    off while copying ends ``"stale"`` without a final report: the newer attempt owns
@@ -214,13 +214,13 @@ def run_shard(
     finally:
         for connector in connectors:
             connector.close()
+    # Every file is in place or given up: older attempts' staging goes before the shard ends.
+    clean_fenced_staging(state, shard_id, attempt, connector_factory=connector_factory)
     failed = result.failed
     error = ""
     if failed:
         first = failed[0]
         error = f"{len(failed)} of {len(result.files)} files failed; first: {first.path}: {first.error}"
-    else:  # every file is in place: older attempts' staging goes before the shard is reported done
-        clean_fenced_staging(state, shard_id, attempt, connector_factory=connector_factory)
     return _finish(state, reporter, base, shard_id, ok=not failed, files=result.copied,
                    nbytes=result.bytes, totals=progress.totals(), error=error, clock=clock,
                    file_results=progress.take_pending())
