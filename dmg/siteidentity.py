@@ -75,10 +75,11 @@ class SiteIdentity:
 class ForeignRedis(Conflict):
     """The Redis database is stamped with another gateway's identity."""
 
-    def __init__(self, *, where: str, owner: SiteIdentity, mine: SiteIdentity) -> None:
+    def __init__(self, *, where: str, owner: SiteIdentity, mine: SiteIdentity, key: str) -> None:
         super().__init__(
             f"this Redis ({where}) belongs to {owner.describe()}; this node is of {mine.describe()}",
             hint="give the node its own Redis database with DMG_REDIS_URL, or give the gateways "
-                 "different names to share one Redis")
+                 "different names to share one Redis; if that gateway no longer exists, delete the "
+                 f"key {key}")
         self.owner = owner
         self.mine = mine

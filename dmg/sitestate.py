@@ -155,7 +155,8 @@ class SiteState:
 
     def _raise_if_foreign(self, owner: Any) -> None:
         if owner and self.identity is not None:
-            raise ForeignRedis(where=self.where, owner=SiteIdentity.from_json(owner), mine=self.identity)
+            raise ForeignRedis(where=self.where, owner=SiteIdentity.from_json(owner), mine=self.identity,
+                               key=self.key(IDENTITY_KEY))
 
     # -- nodes -----------------------------------------------------------------------
     def publish_heartbeat(self, node: str, beat: dict[str, Any], *, ttl: float) -> None:

@@ -56,7 +56,7 @@ def test_another_gateway_of_the_same_name_is_refused_and_writes_nothing(
         "this Redis (redis://127.0.0.1:1/0) belongs to gateway 'site' (id 1-aaaaaaaaaaaa, cloud "
         "http://cloud-a:8050); this node is of gateway 'site' (id 1-bbbbbbbbbbbb, cloud http://cloud-b:8050) "
         "(give the node its own Redis database with DMG_REDIS_URL, or give the gateways different names to "
-        "share one Redis)")
+        "share one Redis; if that gateway no longer exists, delete the key dmg:site:identity)")
     assert not lease.acquire() and lease.foreign
     assert redis_client.keys("dmg:site:hb:*") == [] and not redis_client.exists("dmg:site:lease")
     assert redis_client.smembers("dmg:site:nodes") == set()
