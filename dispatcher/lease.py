@@ -6,6 +6,9 @@
 - :meth:`Lease.renew` / :meth:`Lease.release` act only while the key still holds
   our token (compare-and-set in Lua): a holder whose lease expired and was taken
   cannot renew or delete the new holder's lease.
+- With ``identity_key``/``identity_token`` the lease is taken only in a namespace
+  whose identity stamp is ours or absent (:mod:`dmg.siteidentity`): a dispatcher
+  never leads another gateway's site.
 - :meth:`Lease.holding` is local and pessimistic: true only until
   ``acquired/renewed + ttl * (1 - safety)`` by this process's monotonic clock. A
   holder that failed to renew in time must consider itself not holding; check it
@@ -14,6 +17,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -21,8 +25,17 @@ from collections.abc import Callable
 
 import redis
 
-# KEYS: lease, epoch. ARGV: value, ttl ms. -> the new epoch, or 0 when taken.
+log = logging.getLogger(__name__)
+
+# KEYS: lease, epoch, identity. ARGV: value, ttl ms, identity token ('' = unchecked).
+# -> the new epoch, 0 when taken, -1 when the namespace is another gateway's.
 _ACQUIRE = """
+if ARGV[3] ~= '' then
+  local token = redis.call('HGET', KEYS[3], 'token')
+  if token and token ~= ARGV[3] then
+    return -1
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   return redis.call('INCR', KEYS[2])
 end
@@ -54,7 +67,8 @@ class Lease:
     """
 
     def __init__(self, client: redis.Redis, *, key: str, epoch_key: str, holder: str, ttl: float,
-                 safety: float = 0.2, clock: Callable[[], float] = time.monotonic) -> None:
+                 safety: float = 0.2, clock: Callable[[], float] = time.monotonic,
+                 identity_key: str = "", identity_token: str = "") -> None:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.redis = client
@@ -64,6 +78,9 @@ class Lease:
         self.ttl = ttl
         self.safety = safety
         self.clock = clock
+        self.identity_key = identity_key
+        self.identity_token = identity_token
+        self.foreign = False
         self.epoch = 0
         self._value = ""
         self._valid_until = 0.0
@@ -83,7 +100,15 @@ class Lease:
         """Try once to take the lease; True (and a new :attr:`epoch`) if taken."""
         value = f"{self.holder}:{secrets.token_hex(16)}"
         started = self.clock()
-        epoch = int(self._acquire(keys=[self.key, self.epoch_key], args=[value, self.ttl_ms]))
+        epoch = int(self._acquire(keys=[self.key, self.epoch_key, self.identity_key or self.key],
+                                  args=[value, self.ttl_ms, self.identity_token]))
+        if epoch < 0:
+            if not self.foreign:
+                log.error("not taking the dispatcher lease: this Redis belongs to another gateway "
+                          "holder=%s", self.holder)
+            self.foreign = True
+            return False
+        self.foreign = False
         if not epoch:
             return False
         with self._lock:

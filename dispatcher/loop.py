@@ -46,6 +46,7 @@ from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable, StaleAttempt
 from dmg.nodestate import NodeRegistration
 from dmg.redisconn import redis_client
+from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
 from dmg.sitestate import SiteState
 from settings import Settings
 from settings.celery import celery_config
@@ -90,7 +91,8 @@ class DispatcherService:
         self.recovery_interval = recovery_interval
         self.claim_limit = claim_limit
         self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
-                           holder=node, ttl=settings.lease_ttl)
+                           holder=node, ttl=settings.lease_ttl, identity_key=state.key(IDENTITY_KEY),
+                           identity_token=state.identity.token if state.identity else "")
         self.reports = BackgroundReports(cloud)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
@@ -112,10 +114,10 @@ class DispatcherService:
         # Short timeouts, no retries: a slow broker must cost the lease, not stall placement.
         timeout = max(0.5, settings.lease_ttl / 3)
         client = redis_client(settings, timeout=timeout)
-        state = SiteState(client, registration.gateway)
+        state = SiteState(client, registration.gateway, identity=SiteIdentity.of(registration))
         cloud = CloudClient(registration.cloud_url, token=registration.token)
         service = cls(settings, registration.node, state=state, cloud=cloud,
-                      sender=make_sender(settings), **kwargs)
+                      sender=make_sender(settings.replace(gateway=registration.gateway)), **kwargs)
         service.owned = [cloud, client]
         return service
 

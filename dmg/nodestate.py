@@ -1,6 +1,8 @@
 """A node's registration, kept on the node: ``<data dir>/nodes/<name>/node.json``.
 
-Holds the cloud URL, gateway, node name and the node token (file mode 0600).
+Holds the cloud URL, gateway (name and the cloud's id for it), node name and the
+node token (file mode 0600). A registration saved before gateway ids existed has
+an empty ``gateway_id``.
 Written once by ``dmg node register``; read by ``dmg node start`` and its worker.
 """
 
@@ -20,6 +22,7 @@ class NodeRegistration:
     gateway: str
     node: str
     token: str
+    gateway_id: str = ""
 
     def directory(self, data_dir: Path) -> Path:
         return node_dir(data_dir, self.node)

@@ -3,6 +3,8 @@
 Key layout (all under ``dmg:<gateway>:``):
 
 ==========================  ===================================================
+``identity``                hash ``token``, ``json``: the gateway this namespace belongs
+                            to, stamped at first start (:mod:`dmg.siteidentity`)
 ``hb:<node>``               JSON heartbeat of a node agent, expires on its own
 ``load:<node>``             JSON ``{running, limit, pids, ts}`` from the worker
 ``nodes``                   set of node names that ever sent a heartbeat
@@ -21,8 +23,18 @@ Key layout (all under ``dmg:<gateway>:``):
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
 ``bw:<activity run>``       bandwidth limit in bytes/s set while it runs (0: none)
 ``bwtat:<activity run>``    its shared pacing schedule (dmg.transfer.sitebandwidth)
-``cancelled:<activity run>`` set when a user cancelled it: no shard of it starts or goes on
+``cancelled:<run>``         set when a user cancelled activity run ``<run>``: no shard of
+                            it starts or goes on
+``celery:*``                every key and channel of Celery and kombu: queues
+                            ``node.<name>``, bindings, ``unacked*``, broadcast and
+                            event channels, ``celery-task-meta-*`` results
+                            (``global_keyprefix``, :func:`settings.celery.broker_key_prefix`)
 ==========================  ===================================================
+
+Gateways share one Redis database safely when their names differ: nothing of one
+is under the other's prefix (remote control such as ``dmg scale`` and Flower reach
+only the workers of their own gateway). Two gateways with one name in one
+database would mix; the ``identity`` stamp makes the second refuse to run.
 
 A shard's ``attempt`` only grows. A worker may commit only while its attempt is
 the current one (:meth:`SiteState.is_current`); a newer attempt fences every
@@ -36,6 +48,8 @@ import time
 from typing import Any
 
 import redis
+
+from dmg.siteidentity import IDENTITY_KEY, ForeignRedis, SiteIdentity
 
 SHARD_QUEUED = "queued"
 SHARD_RUNNING = "running"
@@ -78,19 +92,86 @@ return 1
 """
 
 
+# The stamp check every identity-checked write begins with. KEYS[1]: the identity hash;
+# ARGV[1], ARGV[2]: our token ('' = unknown: nothing checked nor stamped) and JSON.
+# Stamps an empty namespace; the owner's JSON when the namespace is another gateway's,
+# else false.
+_FOREIGN = """
+local function foreign()
+  if ARGV[1] == '' then
+    return false
+  end
+  local token = redis.call('HGET', KEYS[1], 'token')
+  if not token then
+    redis.call('HSET', KEYS[1], 'token', ARGV[1], 'json', ARGV[2])
+    return false
+  end
+  if token ~= ARGV[1] then
+    return redis.call('HGET', KEYS[1], 'json') or token
+  end
+  return false
+end
+"""
+
+_CLAIM_IDENTITY = _FOREIGN + "return foreign()"
+
+# KEYS: identity, heartbeat, nodes. ARGV: token, identity JSON, beat, ttl ms, node.
+_CHECKED_HEARTBEAT = _FOREIGN + """
+local owner = foreign()
+if owner then
+  return owner
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+return false
+"""
+
+
 class SiteState:
-    def __init__(self, client: redis.Redis, gateway: str) -> None:
+    """The site state of ``gateway``. With ``identity`` (what a node runs with) every
+    heartbeat checks the namespace's stamp first (:mod:`dmg.siteidentity`); ``where``
+    names the Redis in messages (no password)."""
+
+    def __init__(self, client: redis.Redis, gateway: str, *, identity: SiteIdentity | None = None,
+                 where: str = "") -> None:
         self.redis = client
         self.gateway = gateway
         self.prefix = f"dmg:{gateway}:"
+        self.identity = identity
+        self.where = where or "the site's Redis"
         self._new_attempt = client.register_script(_NEW_ATTEMPT)
         self._mark_finished = client.register_script(_MARK_FINISHED)
+        self._claim_identity = client.register_script(_CLAIM_IDENTITY)
+        self._checked_heartbeat = client.register_script(_CHECKED_HEARTBEAT)
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    # -- identity --------------------------------------------------------------------
+    def claim_identity(self) -> None:
+        """Stamp the namespace with :attr:`identity` if it has no stamp; raises
+        :class:`~dmg.siteidentity.ForeignRedis` when another gateway's is there (and
+        ``redis.RedisError`` when Redis cannot be reached). Without an identity: nothing."""
+        if self.identity is None:
+            return
+        self._raise_if_foreign(self._claim_identity(
+            keys=[self.key(IDENTITY_KEY)], args=[self.identity.token, self.identity.to_json()]))
+
+    def _raise_if_foreign(self, owner: Any) -> None:
+        if owner and self.identity is not None:
+            raise ForeignRedis(where=self.where, owner=SiteIdentity.from_json(owner), mine=self.identity,
+                               key=self.key(IDENTITY_KEY))
+
     # -- nodes -----------------------------------------------------------------------
     def publish_heartbeat(self, node: str, beat: dict[str, Any], *, ttl: float) -> None:
+        """Publish ``node``'s heartbeat (expires after ``ttl`` s). With an identity, nothing
+        is written to another gateway's namespace: raises ForeignRedis instead."""
+        if self.identity is not None:
+            self._raise_if_foreign(self._checked_heartbeat(
+                keys=[self.key(IDENTITY_KEY), self.key("hb", node), self.key("nodes")],
+                args=[self.identity.token, self.identity.to_json(), json.dumps(beat),
+                      int(ttl * 1000), node]))
+            return
         pipe = self.redis.pipeline()
         pipe.set(self.key("hb", node), json.dumps(beat), px=int(ttl * 1000))
         pipe.sadd(self.key("nodes"), node)
@@ -193,6 +274,20 @@ class SiteState:
         """Staging ids of attempts ``node`` began and never ended (they died with it)."""
         return {m.decode() if isinstance(m, bytes) else m
                 for m in self.redis.smembers(self.key("started", node))}
+
+    def fenced_started(self, shard_id: str, attempt: int) -> list[tuple[str, str]]:
+        """``(node, staging id)`` of every attempt of ``shard_id`` older than ``attempt`` that a
+        node in ``nodes`` began and never ended (it died with its node, or runs on, fenced)."""
+        from dmg.connectors.base import commit_key
+
+        found = []
+        for raw in sorted(self.redis.smembers(self.key("nodes"))):
+            node = raw.decode() if isinstance(raw, bytes) else str(raw)
+            for staging in sorted(self.started(node)):
+                older = staging.rpartition(".")[2]
+                if commit_key(staging) == shard_id and older.isdigit() and int(older) < attempt:
+                    found.append((node, staging))
+        return found
 
     def forget_started(self, node: str, staging: str) -> None:
         self.redis.srem(self.key("started", node), staging)

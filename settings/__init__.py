@@ -35,6 +35,9 @@ class Settings:
     cloud_db: str = ""
     api_token: str = ""
     node_name: str = ""
+    #: The gateway whose Redis namespace this process uses (``dmg:<gateway>:``); set by
+    #: ``dmg node start`` from the node's registration, empty for a process of no gateway.
+    gateway: str = ""
     node_concurrency: int = 0
     heartbeat_interval: float = defaults.HEARTBEAT_INTERVAL
     offline_after: float = defaults.OFFLINE_AFTER

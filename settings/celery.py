@@ -6,6 +6,12 @@ timeouts so a broker that vanished without closing them is noticed, and results
 are stored with retries. With a Sentinel group (``sentinel://`` in
 ``DMG_REDIS_URL``, :mod:`settings.redisurl`) both the broker and the result
 backend follow the group's primary across failovers.
+
+Every Redis key and channel Celery uses (queues ``node.<name>``, kombu's bindings,
+``unacked`` keys, the broadcast and event channels, ``celery-task-meta-*`` results)
+is under :func:`broker_key_prefix` of ``settings.gateway``, so gateways with
+different names can share one Redis database without consuming each other's tasks
+(see :mod:`dmg.sitestate`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,12 @@ BROKER_CONNECT_TIMEOUT = 5.0
 BROKER_HEALTH_CHECK_INTERVAL = 10
 #: Seconds a sentinel may take to answer "who is the primary?".
 SENTINEL_TIMEOUT = 2.0
+
+
+def broker_key_prefix(gateway: str) -> str:
+    """The prefix of every Celery key of ``gateway`` in Redis: ``dmg:<gateway>:celery:``
+    (none without a gateway: a process that belongs to no gateway)."""
+    return f"dmg:{gateway}:celery:" if gateway else ""
 
 
 def restore_sweep(visibility_timeout: float) -> dict[str, Any]:
@@ -53,6 +65,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
     }
     backend_transport: dict[str, Any] = {}
+    prefix = broker_key_prefix(settings.gateway)
+    if prefix:
+        transport["global_keyprefix"] = prefix
+        backend_transport["global_keyprefix"] = prefix
     if address.is_sentinel:
         sentinel = {"master_name": settings.redis_master_name,
                     "sentinel_kwargs": {"socket_timeout": SENTINEL_TIMEOUT,

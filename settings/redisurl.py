@@ -102,6 +102,11 @@ def parse_redis_url(url: str) -> BrokerAddress:
                          password=password)
 
 
+def display_url(url: str) -> str:
+    """``DMG_REDIS_URL`` as messages may show it: every password replaced by ``***``."""
+    return ";".join(_safe(chunk) for chunk in url.strip().split(";"))
+
+
 def _safe(url: str) -> str:
     """``url`` without its password, for messages."""
     try:

@@ -75,7 +75,7 @@ def sender(redis_url: str) -> Iterator[Celery]:
     """A Celery app that sends tasks by name to the test's Redis (as the dispatcher does)."""
     from dispatcher.loop import make_sender
 
-    app = make_sender(Settings(redis_url=redis_url))
+    app = make_sender(Settings(redis_url=redis_url, gateway="gw"))  # the `state` fixture's gateway
     yield app
     app.close()
 

@@ -33,6 +33,7 @@ import redis
 
 from dmg.errors import DmgError
 from dmg.nodestate import NodeRegistration
+from dmg.siteidentity import ForeignRedis
 from dmg.sitestate import SiteState
 from dmg.version import __version__
 from settings import Settings
@@ -91,6 +92,9 @@ class NodeAgent:
     ``worker_grace`` s after start, a missing worker load counts as a problem.
     ``store_health`` (optional) returns ``{store name: reason}`` for the stores this
     node cannot reach; it may also be set later as the attribute of that name.
+    When the broker turns out to be another gateway's (the state's identity check,
+    :mod:`dmg.siteidentity`), no beat is written there and ``on_foreign`` is called
+    with the error (the node stops).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class NodeAgent:
         outbox: ReportOutbox | None = None,
         reporter: Reporter | None = None,
         store_health: Callable[[], dict[str, str]] | None = None,
+        on_foreign: Callable[[ForeignRedis], None] | None = None,
         worker_grace: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -120,6 +125,7 @@ class NodeAgent:
         self.outbox = outbox
         self.reporter = reporter
         self.store_health = store_health
+        self.on_foreign = on_foreign
         self.worker_grace = worker_grace
         self.clock = clock
         self.started = clock()
@@ -194,6 +200,11 @@ class NodeAgent:
         beat = self.build_heartbeat()
         try:
             self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
+        except ForeignRedis as exc:
+            log.error("%s", exc)
+            if self.on_foreign is not None:
+                self.on_foreign(exc)
+            return beat
         except redis.RedisError as exc:
             log.warning("heartbeat not published to the broker node=%s error=%s", self.node, exc)
             if BROKER_UNREACHABLE not in beat["problems"]:

@@ -18,8 +18,10 @@ from dmg import nodestate
 from dmg.cloud.client import CloudClient
 from dmg.redisconn import RIDE_OUT
 from dmg.redisconn import redis_client as broker_client
+from dmg.siteidentity import SiteIdentity
 from dmg.sitestate import SiteState
 from settings import Settings
+from settings.redisurl import display_url
 from workers.outbox import OutboxReporter, ReportOutbox
 from workers.reporter import HttpReporter
 
@@ -59,7 +61,8 @@ class NodeContext:
     def build(cls, settings: Settings) -> NodeContext:
         """Raises NotFound/BadInput (dmg.errors) when the node is not registered here."""
         registration = nodestate.load(settings.data_dir, settings.node_name)
-        state = SiteState(redis_client(settings), registration.gateway)
+        state = SiteState(redis_client(settings), registration.gateway,
+                          identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token)
         reporter = OutboxReporter(HttpReporter(client), ReportOutbox(state, registration.node))
         return cls(settings, registration, state, reporter)

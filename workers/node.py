@@ -12,6 +12,12 @@
 - any extra services handed in (objects with ``start()``/``stop()``, such as the
   dispatcher candidate), started in order and stopped in reverse.
 
+Before anything runs, the node stamps its gateway's identity in Redis or refuses
+to run where another gateway's stamp is (:class:`~dmg.siteidentity.ForeignRedis`,
+:mod:`dmg.siteidentity`); a node that finds another gateway's stamp later (its
+Redis was swapped under it) kills its worker at once, without a warm shutdown, and
+:meth:`NodeRuntime.run_forever` raises that error.
+
 :meth:`NodeRuntime.run_forever` returns when SIGTERM/SIGINT arrives or the worker
 dies; :meth:`NodeRuntime.stop` asks the worker for a warm shutdown (SIGTERM: running
 shards finish), waits ``shutdown_timeout`` s, then kills it.
@@ -32,12 +38,16 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+import redis
+
 from dmg.cloud.client import CloudClient
 from dmg.credentials import open_store
 from dmg.embedded.procs import stop_process
 from dmg.nodestate import NodeRegistration, node_dir
+from dmg.siteidentity import ForeignRedis, SiteIdentity
 from dmg.sitestate import SiteState
 from settings import Settings, process_environ
+from settings.redisurl import display_url
 from workers.agent import NodeAgent
 from workers.context import redis_client
 from workers.drain import DrainField
@@ -99,7 +109,7 @@ class NodeRuntime:
         worker_log: Path | None = None,
         shutdown_timeout: float = 60.0,
     ) -> None:
-        self.settings = settings.replace(node_name=registration.node)
+        self.settings = settings.replace(node_name=registration.node, gateway=registration.gateway)
         self.registration = registration
         self.services = list(services)
         # A limit set at runtime (dmg scale, Flower, --concurrency) outlives restarts.
@@ -112,21 +122,35 @@ class NodeRuntime:
         self._stop = threading.Event()
         self._started: list[Service] = []
         self._log_file: Any = None
-        self.state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
+        self.refusal: ForeignRedis | None = None
+        self.state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway,
+                               identity=SiteIdentity.of(registration),
+                               where=display_url(self.settings.redis_url))
         self.cloud = CloudClient(registration.cloud_url, token=registration.token)
         self.drain = DrainField(self.state, registration.node,
                                 cloud_accepted=lambda: self.agent.cloud_answer is not None)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role,
             credential_status=credential_status, extras=self.drain,
-            outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud))
+            outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
+            on_foreign=self._refuse)
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
         """Hand back the work of the node's previous life (:mod:`workers.reclaim`), then start
         the worker, the agent and the services (in that order); staging leftovers of dead
-        attempts are cleaned up in the background."""
+        attempts are cleaned up in the background.
+
+        Raises :class:`~dmg.siteidentity.ForeignRedis`, starting nothing, when the
+        Redis belongs to another gateway."""
         node = self.registration.node
+        if not self.registration.gateway_id:
+            log.warning("this node's registration has no gateway id (registered with an older dmg): "
+                        "nobody checks that its Redis is its gateway's; register it again node=%s", node)
+        try:
+            self.state.claim_identity()
+        except redis.RedisError as exc:  # every heartbeat checks it again
+            log.warning("cannot check which gateway the broker belongs to node=%s error=%s", node, exc)
         _moved, leftovers = reclaim_at_start(self.state, node)
         if leftovers:
             factory = functools.partial(open_store, settings=self.settings)
@@ -157,7 +181,8 @@ class NodeRuntime:
     # -- run -----------------------------------------------------------------------------
     def run_forever(self) -> int:
         """Start (if not yet), then block until SIGTERM/SIGINT or the worker dies; stops
-        everything and returns 0 after a signal, else the worker's exit code."""
+        everything and returns 0 after a signal, else the worker's exit code. Raises
+        ForeignRedis when the broker turned out to be another gateway's."""
         if self.worker is None:
             self.start()
         restore = self._install_signal_handlers()
@@ -170,8 +195,17 @@ class NodeRuntime:
                 self._stop.wait(0.5)
         finally:
             restore()
-            code = self.stop()
+            code = self.stop(hard=self.refusal is not None)
+        if self.refusal is not None:
+            raise self.refusal
         return 0 if self._stop.is_set() else (code or 1)
+
+    def _refuse(self, error: ForeignRedis) -> None:
+        """Stop taking work: the broker is another gateway's (called by the agent)."""
+        self.refusal = error
+        self._stop.set()
+        if self.worker is not None:  # not one more task from that Redis
+            _kill_group(self.worker.pid)
 
     def request_stop(self) -> None:
         """Make :meth:`run_forever` return (thread- and signal-safe)."""
@@ -195,8 +229,9 @@ class NodeRuntime:
         return restore
 
     # -- stop ----------------------------------------------------------------------------
-    def stop(self) -> int | None:
-        """Stop services (reverse order), the worker (warm, then killed) and the agent.
+    def stop(self, *, hard: bool = False) -> int | None:
+        """Stop services (reverse order), the worker (warm, then killed; ``hard``: killed
+        at once) and the agent.
 
         Returns the worker's exit code. Safe to call twice.
         """
@@ -210,6 +245,8 @@ class NodeRuntime:
         if self.worker is not None:
             # SIGTERM to the main process only: Celery's warm shutdown lets running tasks
             # finish; after the timeout the whole session is killed.
+            if hard:
+                _kill_group(self.worker.pid)
             code = stop_process(self.worker, timeout=self.shutdown_timeout)
             _kill_group(self.worker.pid)
         self.agent.stop()

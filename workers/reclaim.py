@@ -13,7 +13,8 @@ When ``dmg node start`` runs, no process of this node runs a shard yet. So:
   left staging files in its sink: :func:`clean_staging` removes them with
   :meth:`~dmg.connectors.Connector.cleanup_staging`. This is the node's job, not
   the new attempt's: only this node is sure the old attempt is dead, and only it
-  may see a store that is local to it.
+  may see a store that is local to it. A node that never comes back leaves that
+  to the node of the shard's next attempt (:mod:`workers.leftovers`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.base import commit_key
 from dmg.errors import DmgError
 from dmg.sitestate import SiteState
+from workers.leftovers import remove_staging
 
 log = logging.getLogger(__name__)
 
@@ -68,19 +70,6 @@ def clean_staging(state: SiteState, node: str, staging_ids: set[str], *,
     if removed:
         log.info("removed %d staging leftovers of dead attempts node=%s", removed, node)
     return removed
-
-
-def remove_staging(sink: StoreSpec, staging: str, *,
-                   connector_factory: Callable[[StoreSpec], Connector]) -> int:
-    """Remove what attempt ``staging`` left in the staging place of ``sink``; raises DmgError.
-
-    Call it only when no live process writes under that staging id.
-    """
-    connector = connector_factory(sink)
-    try:
-        return connector.cleanup_staging(staging)
-    finally:
-        connector.close()
 
 
 def reclaim_at_start(state: SiteState, node: str) -> tuple[list[str], set[str]]:

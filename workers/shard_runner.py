@@ -16,7 +16,9 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    and changeable while it runs: :mod:`dmg.transfer.sitebandwidth`), and reports
    progress at most every ``progress_interval`` s.
 3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
-   ``SiteState.mark_finished``. A shard whose run a user cancelled
+   ``SiteState.mark_finished``; either is reported only after the staging that
+   older attempts left on nodes that never ended them is removed
+   (:mod:`workers.leftovers`). A shard whose run a user cancelled
    (:meth:`dmg.sitestate.SiteState.is_cancelled`, checked before it starts and
    every half second while it copies) does not start, or stops between chunks with
    its staged writes aborted: it is reported ``failed`` with :data:`CANCELLED_ERROR`
@@ -58,8 +60,8 @@ from dmg.splitstate import PART
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
+from workers.leftovers import clean_fenced_staging, remove_staging
 from workers.part_runner import run_part
-from workers.reclaim import remove_staging
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -230,6 +232,8 @@ def run_shard(
     finally:
         for connector in connectors:
             connector.close()
+    # Every file is in place or given up: older attempts' staging goes before the shard ends.
+    clean_fenced_staging(state, shard_id, attempt, connector_factory=connector_factory)
     failed = result.failed
     error = ""
     if failed:

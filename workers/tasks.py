@@ -1,18 +1,32 @@
 """Thin Celery tasks: take ids, call :mod:`workers.shard_runner`, return small JSON.
 
 Stores are opened with the site's credentials (:func:`dmg.credentials.open_store`).
+A task taken from a Redis that turns out to be another gateway's (swapped under the
+node; :mod:`dmg.siteidentity`) is handed back to that Redis's queue, not run: the node
+agent stops the node at its next heartbeat.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from functools import partial
 from typing import Any
 
+from celery.exceptions import Reject
+
 from dmg.credentials import open_store
+from dmg.siteidentity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD
 from workers.shard_runner import FAILED, ShardFailed, run_shard
+
+log = logging.getLogger(__name__)
+
+#: Seconds a worker waits before handing back a task of another gateway's Redis (no busy loop
+#: while the node agent stops the node).
+FOREIGN_PAUSE = 1.0
 
 
 @app.task(name=COPY_SHARD, bind=True, acks_late=True, reject_on_worker_lost=True)
@@ -25,6 +39,12 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
     """
     settings = self.app.dmg_settings
     context = node_context(settings)
+    try:
+        context.state.claim_identity()
+    except ForeignRedis as exc:
+        log.error("not running shard=%s attempt=%s: %s", shard_id, attempt, exc)
+        time.sleep(FOREIGN_PAUSE)
+        raise Reject(str(exc), requeue=True) from exc
     outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
                         reporter=context.reporter, connector_factory=partial(open_store, settings=settings),
                         epoch=None if epoch is None else int(epoch),

@@ -39,7 +39,7 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
         body = client.register_node(key=key.strip(), name=name, version=__version__)
     registration = nodestate.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
-        token=str(body["token"]))
+        token=str(body["token"]), gateway_id=str(body.get("gateway_id") or ""))
     path = nodestate.save(settings.data_dir, registration)
     click.echo(f"node {registration.node} registered to gateway {registration.gateway} ({path})")
     click.echo(f"next: dmg node start --name {registration.node}")

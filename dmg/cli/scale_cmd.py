@@ -70,7 +70,7 @@ def _send(settings: Any, gateway: str, nodes: list[str], limit: int, timeout: fl
     from settings.celery import celery_config
 
     app = Celery("dmg-cli", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings.replace(gateway=gateway)))
     hostnames = {f"{node}@{gateway}": node for node in nodes}
     try:
         replies = app.control.broadcast("dmg_scale", arguments={"limit": limit},

@@ -526,7 +526,7 @@ class EmbeddedSite:
                 body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
         nodestate.save(self.data_dir, nodestate.NodeRegistration(
             cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
-            token=str(body["token"])))
+            token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))
         self._echo(f"registered {name} to gateway {self.gateway}")
 
     def _start_node(self, name: str) -> None:
@@ -538,7 +538,8 @@ class EmbeddedSite:
 
     def _start_flower(self) -> None:
         port = self.settings.flower_port
-        env_extra = {"FLOWER_BASIC_AUTH": f"{self.settings.flower_user}:{flower_password(self.settings)}"}
+        env_extra = {"FLOWER_BASIC_AUTH": f"{self.settings.flower_user}:{flower_password(self.settings)}",
+                     "DMG_GATEWAY": self.gateway}  # Flower watches this gateway's Celery keys
         self._echo(f"starting flower on {HOST}:{port}")
         child = self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
                                        f"--address={HOST}", f"--port={port}"], extra_env=env_extra)

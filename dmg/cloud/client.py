@@ -147,7 +147,7 @@ class CloudClient:
 
     # -- nodes --------------------------------------------------------------------------
     def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
-        """-> ``{gateway, node, token}``. Unauthorized for a wrong or revoked key;
+        """-> ``{gateway, gateway_id, node, token}``. Unauthorized for a wrong or revoked key;
         Conflict when the name is taken; BadInput when the version is too old."""
         return self.request("POST", "/nodes/register",
                             json={"key": key, "name": name, "version": version})

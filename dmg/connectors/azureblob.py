@@ -15,7 +15,11 @@ is anonymous (public containers only).
 Writes stage blocks while bytes arrive and commit the block list, with the
 object's Content-MD5, on :meth:`StagedWriter.commit`; until then nothing is
 visible. Abort commits nothing; uncommitted blocks are garbage-collected by the
-service. Block ids derive from the staging id, so two attempts writing the same
+service: committing a block list deletes every block not in it (so a shard's next
+attempt committing a blob deletes the blocks a fenced attempt left there), and
+uncommitted blocks expire after 7 days (Put Block List, Azure Blob REST API). No
+staging of a fenced attempt is ever visible; there is nothing for
+``cleanup_staging`` to remove. Block ids derive from the staging id, so two attempts writing the same
 blob never mix blocks. Reads fetch ranges of ``block_size`` in parallel, a few
 ahead, with an ETag condition: a blob that changes mid-read is ``Retryable``.
 

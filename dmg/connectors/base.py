@@ -30,7 +30,7 @@ Every method raises only :mod:`dmg.errors` exceptions.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
@@ -136,8 +136,13 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def check_reachable(self) -> None: ...
 
-    def cleanup_staging(self, staging_id: str) -> int:
-        """Remove staging leftovers of ``staging_id`` (a fenced attempt); returns the count."""
+    def cleanup_staging(self, staging_id: str, *, targets: Sequence[str] = ()) -> int:
+        """Remove staging leftovers of ``staging_id`` (a fenced attempt); returns the count.
+
+        ``targets`` are the paths the attempt may have written. With them a connector
+        looks only there, and may also remove what it can name by target alone
+        (S3: every incomplete multipart upload of those keys): pass them only when
+        no attempt of the shard is writing any more (its current attempt ended)."""
         return 0
 
     def close(self) -> None:  # noqa: B027 - optional hook

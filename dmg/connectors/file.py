@@ -285,9 +285,20 @@ class FileConnector(Connector):
         with _mapped_os_errors(f"cannot abort the write of {path!r}"):
             staging.unlink(missing_ok=True)
 
-    def cleanup_staging(self, staging_id: str) -> int:
+    def cleanup_staging(self, staging_id: str, *, targets: Sequence[str] = ()) -> int:
+        """Staging files are named by staging id beside their target: with ``targets`` only
+        those are removed; without, the whole store is searched."""
         removed = 0
         marker = f"{STAGING_PREFIX}{staging_id}."
+        if targets:
+            for path in targets:
+                target = self.resolve(path)
+                staged = target.with_name(f"{marker}{target.name}")
+                with _mapped_os_errors(f"cannot remove {staged}"):
+                    if staged.is_file():
+                        staged.unlink(missing_ok=True)
+                        removed += 1
+            return removed
         if not self.root.is_dir():
             return 0
         for dirpath, _dirs, files in os.walk(self.root):

@@ -15,8 +15,10 @@ the store definition never holds a secret.
 Writes are invisible until commit: a small object is buffered and PUT on
 commit; a large one goes through a multipart upload whose parts are sent while
 writing and which is completed on commit (aborted on abort). An incomplete
-upload left by a crashed node is not visible either; a bucket lifecycle rule
-``AbortIncompleteMultipartUpload`` reclaims its space.
+upload left by a crashed node is not visible either: :meth:`S3Connector.cleanup_staging`
+given the attempt's targets aborts it (the node that ran the shard's next attempt
+does, :mod:`workers.leftovers`); a bucket lifecycle rule
+``AbortIncompleteMultipartUpload`` reclaims the space of any other.
 
 Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
 is a multipart upload id; each part is one ``UploadPart`` (held in memory: parts
@@ -350,6 +352,34 @@ class S3Connector(Connector):
         key = self._key(path)
         with map_s3_errors(self._what("delete", path)):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def cleanup_staging(self, staging_id: str, *, targets: Sequence[str] = ()) -> int:
+        """Abort every incomplete multipart upload of the ``targets``' keys (an upload does not
+        carry its staging id; hence the base class's rule: only once no attempt writes).
+        Without targets nothing can be told apart: 0."""
+        keys = {self._key(path) for path in targets}
+        if not keys:
+            return 0
+        low, high = min(keys), max(keys)
+        common = low[:next((i for i, (a, b) in enumerate(zip(low, high, strict=False)) if a != b),
+                           len(low))]  # the keys' longest common string prefix
+        aborted = 0
+        with map_s3_errors(self._what("clean up staging of", staging_id)):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=common)
+            for page in pages:
+                for upload in page.get("Uploads", []):
+                    if upload["Key"] not in keys:
+                        continue
+                    try:
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
+                                                           UploadId=upload["UploadId"])
+                    except bex.ClientError as exc:
+                        if exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+                            raise
+                        continue
+                    aborted += 1
+        return aborted
 
     def check_reachable(self) -> None:
         what = f"store {self.spec.name!r}"

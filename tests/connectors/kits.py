@@ -36,6 +36,10 @@ class StoreKit:
     hierarchical: bool = True
     large_size: int = 3 * 1024 * 1024  # big enough to need several parts/blocks in this kit
     extras: dict[str, Any] = field(default_factory=dict)
+    #: How many hidden staged pieces (staging files, incomplete uploads, uncommitted
+    #: blocks) the store holds for a path; None for a store that stages nothing outside
+    #: a transaction.
+    staged: Callable[[str], int] | None = None
 
     def content(self, path: str) -> bytes | None:
         """The bytes a reader sees at ``path`` now; ``None`` when the object is absent."""
@@ -67,7 +71,12 @@ def file_kit(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKit:
     root = tmp_path / "file-store"
     root.mkdir()
     connector = FileConnector(StoreSpec("files", "file", str(root)))
-    return StoreKit("file", connector, _blob_paths, blob_payload, extras={"root": root})
+
+    def staged(path: str) -> int:
+        folder = (root / path).parent
+        return len(list(folder.glob(".dmg-staging.*"))) if folder.is_dir() else 0
+
+    return StoreKit("file", connector, _blob_paths, blob_payload, extras={"root": root}, staged=staged)
 
 
 def s3_kit(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKit:
@@ -80,8 +89,13 @@ def s3_kit(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKit:
                "max_concurrency": 3, "addressing_style": "path"}
     connector = S3Connector(StoreSpec("bucket", "s3", f"s3://{bucket}/root", options),
                             credential=server.credential)
+    client = server.client()
+
+    def staged(path: str) -> int:
+        return len(client.list_multipart_uploads(Bucket=bucket, Prefix=f"root/{path}").get("Uploads", []))
+
     return StoreKit("s3", connector, _blob_paths, blob_payload, large_size=11 * 1024 * 1024 + 123,
-                    extras={"server": server, "bucket": bucket, "options": options})
+                    extras={"server": server, "bucket": bucket, "options": options}, staged=staged)
 
 
 def azureblob_kit(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKit:
@@ -92,8 +106,16 @@ def azureblob_kit(request: pytest.FixtureRequest, tmp_path: Path) -> StoreKit:
     options = {"block_size": 64 * 1024, "max_concurrency": 3}
     connector = AzureBlobConnector(StoreSpec("blobs", "azureblob", f"azureblob://{container}/root", options),
                                    credential=server.credential)
+    def staged(path: str) -> int:
+        blob = connector.container.get_blob_client(f"root/{path}")
+        try:
+            _committed, uncommitted = blob.get_block_list("uncommitted")
+        except Exception:  # no blob and no block
+            return 0
+        return len(uncommitted)
+
     return StoreKit("azureblob", connector, _blob_paths, blob_payload, large_size=1024 * 1024 + 123,
-                    extras={"server": server, "container": container})
+                    extras={"server": server, "container": container}, staged=staged)
 
 
 TABLE_HEADER = b"id,name\n"

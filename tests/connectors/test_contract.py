@@ -84,6 +84,28 @@ def test_abort_leaves_nothing_behind(kit: StoreKit) -> None:
     assert listed(kit.connector) == before
 
 
+def test_a_dead_writers_staging_is_gone_once_cleaned_up_and_a_newer_attempt_commits(kit: StoreKit) -> None:
+    """What workers.leftovers relies on: cleanup_staging with the targets removes what a writer
+    whose process died staged (file, S3); committing the path again leaves nothing (Azure)."""
+    if kit.staged is None:
+        pytest.skip(f"{kit.kind} stages nothing outside a transaction")
+    path = kit.writable("dead")
+    data = (hashlib.sha256(b"dead").digest() * (kit.large_size // 32 + 1))[: kit.large_size]
+    before = listed(kit.connector)
+    dead = kit.connector.open_write(path, staging_id="shard-9.1")
+    dead.write(data)  # never committed nor aborted: its process died
+    assert kit.staged(path) > 0
+
+    kit.connector.cleanup_staging("shard-9.1", targets=[path])
+    if kit.kind != "azureblob":  # Azure keeps uncommitted blocks until a commit or 7 days
+        assert kit.staged(path) == 0
+    assert listed(kit.connector) == before
+    kit.put(path, data[::-1], staging_id="shard-9.2")
+
+    assert kit.content(path) == data[::-1]
+    assert kit.staged(path) == 0
+
+
 def test_abort_keeps_the_previous_version(kit: StoreKit) -> None:
     path, old, new = kit.writable("kept"), kit.payload(6), kit.payload(7)
     kit.put(path, old)

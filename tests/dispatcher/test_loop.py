@@ -16,13 +16,14 @@ from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import Retryable
 from dmg.sitestate import SiteState
 from settings import Settings
+from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, wait_for, write_files
 
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, lease_ttl=1.5, claim_wait=0.2, shard_max_files=1,
+    return Settings(redis_url=redis_url, gateway="gw", lease_ttl=1.5, claim_wait=0.2, shard_max_files=1,
                     max_queued_per_node=0)
 
 
@@ -75,7 +76,7 @@ def test_the_dispatcher_claims_plans_and_places_by_free_slots(
     assert [s["id"] for s in cloud.plans["ar1"][0]] == ["ar1-00000", "ar1-00001", "ar1-00002"]
     assert cloud.placed() == {"ar1-00000": ("a", 1, ""), "ar1-00001": ("a", 1, "")}
     assert state.pending() == ["ar1-00002"]  # node a is full: the third waits
-    assert redis_client.llen("node.a") == 2
+    assert redis_client.llen(broker_key_prefix("gw") + "node.a") == 2
     assert set(cloud.claim_epochs) == {service.lease.epoch}
 
 

@@ -11,6 +11,7 @@ from celery import Celery
 
 from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_loads
 from dmg.sitestate import SiteState
+from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.sitekit import beat
 
@@ -30,7 +31,7 @@ def add_shards(state: SiteState, count: int, *, stores: tuple[str, str] = ("src"
 def messages(client: redis_lib.Redis, node: str) -> list[tuple[str, str, list[Any]]]:
     """(task name, task id, args) of each message waiting in ``node.<node>``, oldest first."""
     found = []
-    for raw in reversed(client.lrange(f"node.{node}", 0, -1)):  # kombu LPUSHes
+    for raw in reversed(client.lrange(f"{broker_key_prefix('gw')}node.{node}", 0, -1)):  # kombu LPUSHes
         message = json.loads(raw)
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         found.append((message["headers"]["task"], message["headers"]["id"], args))

@@ -105,14 +105,14 @@ def test_a_superseded_dispatcher_can_make_no_attempt(state: SiteState, sender: C
 
     assert old.place_pending() == []
     assert state.pending() == [S] and state.shard(S)["attempt"] == 0  # type: ignore[index]
-    assert redis_client.llen("node.a") == 0  # nothing sent
+    assert state.redis.llen(state.key("celery", "node.a")) == 0  # nothing sent
 
     new = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
                  epoch=lambda: 5)
     (placed,) = new.place_pending()
     assert (placed.node, placed.attempt) == ("a", 1)
     assert state.shard(S)["epoch"] == 5  # type: ignore[index]
-    assert redis_client.llen("node.a") == 1
+    assert state.redis.llen(state.key("celery", "node.a")) == 1
 
 
 def test_a_duplicate_pending_entry_is_never_placed_twice(state: SiteState, sender: Celery,
@@ -125,7 +125,7 @@ def test_a_duplicate_pending_entry_is_never_placed_twice(state: SiteState, sende
     placed = placer.place_pending() + placer.place_pending()
 
     assert [(p.shard_id, p.attempt) for p in placed] == [(S, 1)]
-    assert state.pending() == [] and redis_client.llen("node.a") == 1
+    assert state.pending() == [] and state.redis.llen(state.key("celery", "node.a")) == 1
 
 
 def test_a_drained_node_gets_no_new_shard(state: SiteState, sender: Celery) -> None:

@@ -20,6 +20,7 @@ from dispatcher.placement import Placer
 from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
 from dmg.attempts import runner_token, start_run
 from dmg.sitestate import SiteState
+from settings.celery import broker_key_prefix
 from tests.workers.support import wait_for
 
 pytestmark = pytest.mark.integration
@@ -42,7 +43,7 @@ def run_on(state: SiteState, shard_id: str, node: str, *, pid: int) -> int:
 
 def messages(client: redis_lib.Redis, node: str) -> list[tuple[list[Any], dict[str, Any]]]:
     found = []
-    for raw in reversed(client.lrange(f"node.{node}", 0, -1)):
+    for raw in reversed(client.lrange(f"{broker_key_prefix('gw')}node.{node}", 0, -1)):
         args, kwargs, _embed = json.loads(base64.b64decode(json.loads(raw)["body"]))
         found.append((args, kwargs))
     return found

@@ -16,6 +16,7 @@ from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.errors import Fatal
 from settings import Settings
+from settings.celery import broker_key_prefix
 from tests.cli.conftest import DmgRunner
 from tests.conftest import require
 
@@ -83,7 +84,8 @@ def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
     """The Celery results of ``dmg.copy_shard`` by task id (``<shard>:<attempt>``)."""
     client = redis_lib.Redis.from_url(site.settings.redis_url)
     try:
-        keys = list(client.scan_iter(match="celery-task-meta-*", count=1000))
+        meta = f"{broker_key_prefix(site.gateway)}celery-task-meta-"
+        keys = list(client.scan_iter(match=f"{meta}*", count=1000))
         values = client.mget(keys) if keys else []
     finally:
         client.close()
@@ -91,5 +93,5 @@ def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
     for key, raw in zip(keys, values, strict=True):
         if raw:
             body = json.loads(raw)
-            found[key.decode().removeprefix("celery-task-meta-")] = body
+            found[key.decode().removeprefix(meta)] = body
     return found

@@ -23,6 +23,7 @@ from dispatcher.rebalance import Rebalancer, excess, move_queued
 from dmg.attempts import STALE, STARTED, start_run
 from dmg.placement import NodeLoad
 from dmg.sitestate import SiteState
+from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.sitekit import beat
 
@@ -48,7 +49,7 @@ def run_on(state: SiteState, node: str, count: int) -> None:
 def messages(client: redis_lib.Redis, node: str) -> list[tuple[str, list[Any], dict[str, Any]]]:
     """(task id, args, kwargs) of each message waiting in ``node.<node>``, oldest first."""
     found = []
-    for raw in reversed(client.lrange(f"node.{node}", 0, -1)):  # kombu LPUSHes
+    for raw in reversed(client.lrange(f"{broker_key_prefix('gw')}node.{node}", 0, -1)):  # kombu LPUSHes
         message = json.loads(raw)
         args, kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         found.append((message["headers"]["id"], args, kwargs))

@@ -74,7 +74,7 @@ def site(tmp_path: Path, redis_url: str, redis_client: redis_lib.Redis) -> Itera
         registration = nodestate.NodeRegistration(cloud_url=cloud.url, gateway="gw", node="a", token="tok")
         nodestate.save(data_dir, registration)
         client = Celery("test-client", set_as_current=False)
-        client.conf.update(celery_config(settings))
+        client.conf.update(celery_config(settings.replace(gateway="gw")))
         s = Site(tmp_path, settings, registration, SiteState(redis_client, "gw"), cloud, client)
         try:
             yield s

@@ -9,10 +9,13 @@ Rules (from the reference product):
   nodes) cannot register (BadInput); at most ``max_nodes`` nodes (Conflict).
 - Nodes authenticate with the token they got at registration; removing a node
   revokes it.
+- A registration tells the node its gateway's name and id (:func:`gateway_uid`),
+  which the node stamps in its site's Redis (:mod:`dmg.siteidentity`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -168,7 +171,14 @@ def register_node(session: Session, *, key: str, name: str, version: str, max_no
     except IntegrityError:
         raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
                        hint="pick another name, or remove the old node first") from None
-    return {"gateway": gateway.name, "node": name, "token": token}
+    return {"gateway": gateway.name, "gateway_id": gateway_uid(gateway), "node": name, "token": token}
+
+
+def gateway_uid(gateway: Gateway) -> str:
+    """The gateway's id across clouds: ``<row id>-<12 hex>``, the hex from the row id, name
+    and creation time, so two clouds' gateways ``1`` named ``site`` still differ. Stable."""
+    digest = hashlib.sha256(f"{gateway.id}\0{gateway.name}\0{gateway.created_at!r}".encode()).hexdigest()
+    return f"{gateway.id}-{digest[:12]}"
 
 
 def authenticate_node(session: Session, token: str) -> NodeIdentity:
