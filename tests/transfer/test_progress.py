@@ -31,9 +31,9 @@ def test_the_bar_follows_bytes_then_files() -> None:
     assert fraction(totals(run_body("Succeeded", [])), done=True) == 1.0
 
 
-def test_the_line_shows_counts_and_throughput_between_polls() -> None:
+def test_the_line_shows_counts_and_throughput_over_the_window() -> None:
     now = [0.0]
-    meter = RateMeter(clock=lambda: now[0], smoothing=1.0)
+    meter = RateMeter(clock=lambda: now[0], window=2.0)
     first = run_body("InProgress", [shard("running", 1, 4, 1_000_000, 8_000_000)])
     second = run_body("InProgress", [shard("running", 2, 4, 5_000_000, 8_000_000)])
 
@@ -43,6 +43,25 @@ def test_the_line_shows_counts_and_throughput_between_polls() -> None:
 
     assert line.startswith("[###############---------]  62%")
     assert "2/4 files" in line and "4.8 MiB/7.6 MiB" in line and "2.0 MB/s" in line and "0/1 shards" in line
+
+
+def test_batched_progress_shows_the_rate_over_the_window_not_one_batch_per_poll() -> None:
+    # a run copying 8 MB/s whose workers report every 5 s (40 MB at once), polled each second
+    now = [0.0]
+    meter = RateMeter(clock=lambda: now[0], window=10.0)
+    rates = []
+    for second in range(31):
+        now[0] = float(second)
+        rates.append(meter.sample(40_000_000 * (second // 5)))
+    assert rates[:10] == [None] * 10  # until the samples span the window: the caller's average
+    assert all(r is not None and 6e6 <= r <= 10e6 for r in rates[10:]), rates
+
+
+def test_a_young_run_shows_its_average_since_the_start() -> None:
+    meter = RateMeter(clock=lambda: 0.0)
+    body = run_body("InProgress", [shard("running", 1, 4, 4_000_000, 8_000_000)])
+    body["ended_at"] = 102.0  # a fixed elapsed time of 2 s for the test
+    assert "2.0 MB/s" in bar_line(body, meter)
 
 
 def test_a_finished_run_shows_its_average_rate_and_status() -> None:
