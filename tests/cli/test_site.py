@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from dmg.errors import Conflict, Fatal
 from settings import Settings
 from tests.cli.conftest import DMG, DmgRunner, clean_environ
 from tests.conftest import require
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,6 +65,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
         yield running
     finally:
         running.stop()
+
+
+def at_least(count: int, pids: list[int]) -> list[int] | None:
+    """``pids`` once there are ``count`` of them, else None (not yet)."""
+    return pids if len(pids) >= count else None
 
 
 def test_two_nodes_copy_a_folder_byte_for_byte(site: EmbeddedSite, tmp_path: Path) -> None:
@@ -127,10 +132,7 @@ def test_stop_leaves_nothing_running(tmp_path: Path, caplog: pytest.LogCaptureFi
     try:
         running.start()
         # redis, cloud, flower, 2 nodes, each node's Celery worker and its pool child
-        deadline = time.monotonic() + 60
-        while len(pids := running.pids()) < 9:
-            assert time.monotonic() < deadline, pids
-            time.sleep(0.1)
+        pids = wait_for(lambda: at_least(9, running.pids()), timeout=60, what="9 processes of the site")
     finally:
         running.stop()
     assert alive(pids) == []
@@ -157,18 +159,18 @@ def test_dmg_up_runs_until_stopped_and_leaves_nothing(tmp_path: Path, how: str) 
         proc = subprocess.Popen([str(DMG), "up", "--nodes", "1", "--no-flower"], stdout=fh,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
-        deadline = time.monotonic() + 90
-        while "Ctrl-C stops the site" not in out.read_text():
+        def up_and_ready() -> bool:
             assert proc.poll() is None, out.read_text()
-            assert time.monotonic() < deadline, out.read_text()
-            time.sleep(0.1)
+            return "Ctrl-C stops the site" in out.read_text()
+
+        wait_for(up_and_ready, timeout=90, what="dmg up to say the site is up")
         text = out.read_text()
         assert f"API:        http://{settings.cloud_bind}/api/v1" in text
         assert "dmg node list --gateway site" in text
         # redis, cloud, the node, its Celery worker (a session of its own) and pool child
-        while len(pids := [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]) < 5:
-            assert time.monotonic() < deadline, pids
-            time.sleep(0.1)
+        up = psutil.Process(proc.pid)
+        pids = wait_for(lambda: at_least(5, [p.pid for p in up.children(recursive=True)]),
+                        timeout=90, what="5 processes under dmg up")
 
         proc.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
         assert proc.wait(timeout=90) == 0, out.read_text()

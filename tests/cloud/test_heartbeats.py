@@ -11,6 +11,7 @@ import pytest
 from dmg.cloud.client import CloudClient
 from dmg.errors import BadInput
 from tests.cloud.conftest import Cloud, make_site
+from tests.waiting import wait_for
 
 BEAT: dict[str, Any] = {
     "role": "dispatcher", "running": 2, "limit": 4, "cpu_percent": 37.5,
@@ -85,13 +86,6 @@ def test_bad_heartbeats_are_refused(cloud: Cloud, user: CloudClient) -> None:
             assert field in refused.value.message
 
 
-def _wait_for(condition: Callable[[], bool], *, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.1)
-
-
 def test_a_silent_node_goes_offline(start_cloud: Callable[..., Cloud]) -> None:
     fast = start_cloud(offline_after=1.0)
     with fast.user() as user:
@@ -105,10 +99,11 @@ def test_a_silent_node_goes_offline(start_cloud: Callable[..., Cloud]) -> None:
                 a.heartbeat(BEAT)
                 return _node(user, site.gateway, "b")["status"] == "Offline"
 
-            _wait_for(b_offline)
+            wait_for(b_offline, timeout=20, what="node b Offline")
         shown = _node(user, site.gateway, "b")
         assert "no heartbeat for" in shown["reasons"][0]
         assert user.gateway(site.gateway)["status"] in ("Limited", "Offline")
-        _wait_for(lambda: user.gateway(site.gateway)["status"] == "Offline")
+        wait_for(lambda: user.gateway(site.gateway)["status"] == "Offline", timeout=20,
+                 what="the gateway Offline")
         never = make_site(user, nodes=("silent",))
         assert _node(user, never.gateway, "silent")["reasons"] == ["never sent a heartbeat"]

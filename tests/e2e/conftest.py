@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.errors import Fatal
 from settings import Settings
+from tests import waiting
 from tests.conftest import require
 from tests.servers.azurite import azure_container, azurite  # noqa: F401
 from tests.servers.postgres import postgres_server  # noqa: F401
@@ -41,14 +41,7 @@ def unique(prefix: str) -> str:
 
 def wait_until(probe: Callable[[], Any], *, timeout: float = 30.0, what: str = "a condition") -> Any:
     """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
+    return waiting.wait_for(probe, timeout=timeout, what=what)
 
 
 class Credentials:

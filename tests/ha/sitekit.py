@@ -8,7 +8,6 @@ appended to ``<data dir>/figures.txt``.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.errors import Fatal, Retryable
 from settings import Settings
+from tests import waiting
 from tests.conftest import require
 
 T = TypeVar("T")
@@ -56,15 +56,7 @@ def running_site(site: EmbeddedSite) -> Iterator[EmbeddedSite]:
 def wait_for(probe: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:
     """Poll ``probe`` until it returns something truthy; AssertionError after ``timeout`` s.
     A cloud that does not answer (Retryable) counts as "not yet"."""
-    deadline = time.monotonic() + timeout
-    while True:
-        with contextlib.suppress(Retryable):
-            value = probe()
-            if value:
-                return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return waiting.wait_for(probe, timeout=timeout, what=what, interval=interval, tolerate=(Retryable,))
 
 
 @dataclass

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from dmg.embedded.redis import redis_binary
 from dmg.errors import Fatal
 from settings import Settings
 from settings.celery import broker_key_prefix
+from tests import waiting
 from tests.cli.conftest import DmgRunner
 from tests.conftest import require
 
@@ -41,13 +41,7 @@ def site_settings(data_dir: Path, **changes: Any) -> Settings:
 
 def wait_for(condition: Callable[[], Any], *, timeout: float, what: str, every: float = 0.1) -> Any:
     """Poll ``condition`` until it is truthy (returns its value) or ``timeout`` s pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+    return waiting.wait_for(condition, timeout=timeout, what=what, interval=every)
 
 
 def write_files(root: Path, count: int, size: int) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +17,7 @@ from redis.retry import Retry
 from dmg.connectors import Entry, StoreSpec
 from dmg.connectors.file import FileConnector
 from dmg.embedded.procs import free_port
+from tests import waiting
 
 T = TypeVar("T")
 
@@ -25,14 +25,7 @@ T = TypeVar("T")
 def wait_for(probe: Callable[[], T], *, timeout: float = 30.0, what: str = "condition",
              interval: float = 0.05) -> T:
     """Poll ``probe`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
+    return waiting.wait_for(probe, timeout=timeout, what=what, interval=interval)
 
 
 def write_files(root: Path, files: dict[str, int]) -> None:

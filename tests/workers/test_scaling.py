@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +25,12 @@ from dmg.embedded.procs import free_port
 from dmg.nodestate import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner
+from tests.waiting import wait_for
 from workers.scaling import persisted_limit
 
 pytestmark = pytest.mark.integration
 
 KIB = 1024
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def site_settings(data_dir: Path) -> Settings:
@@ -117,8 +107,11 @@ def test_scale_grows_and_shrinks_without_killing_a_shard(site: EmbeddedSite, tmp
         load = worker_load(site)
         assert load["running"] >= 1  # nothing was killed to shrink
 
-        done = wait_for(lambda: (r := client.run(run["id"]))["status"] in ("Succeeded", "Failed") and r,
-                        timeout=60, what="the run to end")
+        def ended() -> dict[str, Any] | None:
+            body = client.run(run["id"])
+            return body if body["status"] in ("Succeeded", "Failed") else None
+
+        done = wait_for(ended, timeout=60, what="the run to end")
     assert done["status"] == "Succeeded", done
     shards = done["activity_runs"][0]["shards"]
     assert len(shards) == 4 and all(s["attempt"] == 1 for s in shards)  # none re-run
