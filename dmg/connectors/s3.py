@@ -43,14 +43,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
 
-import boto3
 import botocore.exceptions as bex
 from boto3.s3.transfer import TransferConfig
-from botocore.config import Config
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.distributed import sorted_parts
+from dmg.connectors.s3clients import ClientOptions, s3_client
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
@@ -241,16 +240,14 @@ class S3Connector(Connector):
                 multipart_chunksize=int(opts.get("multipart_chunksize", 8 * MiB)),
                 max_concurrency=int(opts.get("max_concurrency", 4)),
             )
-            config = Config(
-                region_name=opts.get("region"),
-                s3={"addressing_style": str(opts.get("addressing_style", "auto"))},
-                retries={"mode": "standard", "max_attempts": int(opts.get("max_attempts", 3))},
+            options = ClientOptions(
+                endpoint_url=opts.get("endpoint_url") or None,
+                region=opts.get("region"),
+                addressing_style=str(opts.get("addressing_style", "auto")),
+                max_attempts=int(opts.get("max_attempts", 3)),
                 connect_timeout=float(opts.get("connect_timeout", 10)),
                 read_timeout=float(opts.get("read_timeout", 60)),
                 max_pool_connections=max(10, int(opts.get("max_concurrency", 4)) * 2),
-                # S3-compatible servers reject the flexible checksums newer botocore sends.
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
             )
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
@@ -260,9 +257,7 @@ class S3Connector(Connector):
             keys = {"aws_access_key_id": credential.get("access_key_id"),
                     "aws_secret_access_key": credential.get("secret_access_key"),
                     "aws_session_token": credential.get("session_token")}
-        session = boto3.session.Session()
-        self.client = session.client("s3", endpoint_url=opts.get("endpoint_url") or None,
-                                     region_name=opts.get("region"), config=config, **keys)
+        self.client = s3_client(options, keys)
 
     # -- paths ----------------------------------------------------------------------
     def _key(self, path: str) -> str:
@@ -468,4 +463,5 @@ class S3Connector(Connector):
             pass
 
     def close(self) -> None:
-        self.client.close()
+        """Nothing to release: the client is the process's (:mod:`dmg.connectors.s3clients`)
+        and other stores' connections use it too."""
