@@ -3,7 +3,7 @@
 :func:`split_large_entries` takes the entries the planner listed and keeps aside
 those worth splitting: larger than ``split_above`` and than two parts
 (:class:`dmg.transfer.split.SplitOptions`), from a source that reads byte ranges
-(capability ``ranged_read``, or a ``file`` store), to a sink with
+(:class:`~dmg.connectors.capabilities.RangedRead`: S3, files), to a sink with
 ``distributed_write`` (:mod:`dmg.connectors.distributed`), and — for an
 incremental copy — absent from the sink or of another size (an object that may
 be up to date goes the usual way, where the worker decides). For each, it begins
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec
+from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import distributed_writer
 from dmg.errors import DmgError
 from dmg.sitestate import SiteState
@@ -56,7 +57,7 @@ class PartPlan:
 
 
 def reads_ranges(source: Connector) -> bool:
-    return "ranged_read" in source.capabilities or source.type == "file"
+    return isinstance(source, RangedRead)
 
 
 def _worth_copying_whole(entry: Entry, target: str, *, overwrite: str,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec
+from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.sitestate import CANCELLED_REASON, SiteState
@@ -183,9 +184,9 @@ def run_part(
 
 
 def _ranged(source: Connector, path: str, offset: int, length: int) -> Iterator[bytes]:
-    opener: Any = source.open_read
-    ranged = "ranged_read" in source.capabilities
-    with (opener(path, offset=offset, length=length) if ranged else opener(path, offset=offset)) as reader:
+    reader_of = (source.open_range(path, offset=offset, length=length) if isinstance(source, RangedRead)
+                 else source.open_read(path, offset=offset))
+    with reader_of as reader:
         left = length
         while left > 0:
             data = reader.read(min(CHUNK, left))

@@ -63,8 +63,10 @@ from azure.storage.blob import (
 )
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
-from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.connectors.base import Entry, StagedWriter, StoreSpec
+from dmg.connectors.capabilities import DistributedWrite, NativeChecksum
 from dmg.connectors.distributed import sorted_parts
+from dmg.connectors.objectstore import ObjectStore
 from dmg.errors import BadInput, Conflict, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
@@ -108,26 +110,13 @@ def map_azure_errors(what: str) -> Iterator[None]:
         raise Fatal(f"{what}: {type(exc).__name__}") from exc
 
 
-def parse_location(location: str, *, store: str) -> tuple[str, str]:
-    """``azureblob://container/prefix`` → ``(container, "prefix")``."""
-    scheme = "azureblob://"
-    if not location.startswith(scheme):
-        raise BadInput(f"store {store!r}: location {location!r} is not an azureblob:// URL",
-                       hint="write it as azureblob://container/optional/prefix")
-    container, _, prefix = location[len(scheme):].partition("/")
-    if not container:
-        raise BadInput(f"store {store!r}: location {location!r} names no container",
-                       hint="write it as azureblob://container/optional/prefix")
-    return container, clean_path(prefix, store=store)
-
-
 class _BlobWriter(StagedWriter):
     """Stages blocks as bytes arrive; commits the block list (visible) on commit."""
 
     def __init__(self, blob: BlobClient, *, staging_id: str, block_size: int,
                  concurrency: int, what: str) -> None:
+        super().__init__(what)
         self._blob = blob
-        self._what = what
         self._block_size = block_size
         # Same length for every block id of a blob (a service rule), unique per staging id.
         self._id_prefix = hashlib.sha256(staging_id.encode()).hexdigest()[:24]
@@ -135,26 +124,19 @@ class _BlobWriter(StagedWriter):
         self._count = 0
         self._buffer = bytearray()
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._state = "open"
 
-    def write(self, chunk: bytes) -> None:
-        if self._state != "open":
-            raise Fatal(f"{self._what}: write after {self._state}")
+    def _write(self, chunk: bytes) -> None:
         self._buffer += chunk
         self._md5.update(chunk)
-        try:
-            while len(self._buffer) >= self._block_size:
-                block = bytes(self._buffer[:self._block_size])
-                del self._buffer[:self._block_size]
-                self._stage(block)
-        except BaseException:
-            self.abort()
-            raise
+        while len(self._buffer) >= self._block_size:
+            block = bytes(self._buffer[:self._block_size])
+            del self._buffer[:self._block_size]
+            self._stage(block)
 
     def _stage(self, data: bytes) -> None:
         block_id = f"{self._id_prefix}-{self._count:06d}"
         self._count += 1
-        blob, what = self._blob, self._what
+        blob, what = self._blob, self.what
 
         def stage() -> str:
             with map_azure_errors(what):
@@ -163,42 +145,30 @@ class _BlobWriter(StagedWriter):
 
         self._pool.submit(stage)
 
-    def commit(self, *, mtime: float | None = None) -> None:
-        if self._state == "committed":
-            return
-        if self._state == "aborted":
-            raise Fatal(f"{self._what}: commit after abort")
-        try:
-            if self._buffer:
-                self._stage(bytes(self._buffer))
-                self._buffer = bytearray()
-            block_ids = self._pool.results()
-            with map_azure_errors(self._what):
-                self._blob.commit_block_list(
-                    [BlobBlock(block_id=i) for i in block_ids],
-                    content_settings=ContentSettings(content_md5=bytearray(self._md5.digest())))
-        except BaseException:
-            self.abort()
-            raise
-        self._state = "committed"
+    def _commit(self, mtime: float | None) -> None:
+        if self._buffer:
+            self._stage(bytes(self._buffer))
+            self._buffer = bytearray()
+        block_ids = self._pool.results()
+        with map_azure_errors(self.what):
+            self._blob.commit_block_list(
+                [BlobBlock(block_id=i) for i in block_ids],
+                content_settings=ContentSettings(content_md5=bytearray(self._md5.digest())))
 
-    def abort(self) -> None:
-        if self._state != "open":
-            return
-        self._state = "aborted"
+    def _abort(self) -> None:
         self._buffer = bytearray()
         self._pool.cancel()
 
 
-class AzureBlobConnector(Connector):
+class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
     """A container and prefix; see the module docstring for options and credentials."""
 
     type = "azureblob"
-    capabilities = frozenset({"multipart", "native_checksum", "distributed_write"})
+    scheme = "azureblob"
+    container_word = "container"
 
     def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
         super().__init__(spec)
-        self.container_name, self.prefix = parse_location(spec.location, store=spec.name)
         opts = spec.options
         try:
             self.block_size = int(opts.get("block_size", 4 * MiB))
@@ -249,17 +219,6 @@ class AzureBlobConnector(Connector):
                 raise BadInput(f"store {spec.name!r}: account_url {account_url!r} is malformed",
                                hint="e.g. https://<account>.blob.core.windows.net") from None
 
-    # -- paths ----------------------------------------------------------------------
-    def _name(self, path: str) -> str:
-        rel = clean_path(path, store=self.spec.name)
-        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
-
-    def _relative(self, name: str) -> str:
-        return name[len(self.prefix) + 1:] if self.prefix else name
-
-    def _what(self, verb: str, path: str) -> str:
-        return f"cannot {verb} {path!r} in store {self.spec.name!r}"
-
     def _entry(self, props: Any) -> Entry:
         md5 = props.content_settings.content_md5 if props.content_settings else None
         return Entry(self._relative(props.name), int(props.size), props.last_modified.timestamp(),
@@ -268,7 +227,7 @@ class AzureBlobConnector(Connector):
     # -- primitives -----------------------------------------------------------------
     def list(self, prefix: str = "") -> Iterator[Entry]:
         """Blobs at or under ``prefix``, sorted; a non-empty prefix matching nothing is ``NotFound``."""
-        base = self._name(prefix)
+        base = self._key(prefix)
         rel = clean_path(prefix, store=self.spec.name)
         found = False
         with map_azure_errors(self._what("list", prefix or "/")):
@@ -288,7 +247,7 @@ class AzureBlobConnector(Connector):
             raise NotFound(f"{prefix!r} does not exist in store {self.spec.name!r}")
 
     def stat(self, path: str) -> Entry:
-        name = self._name(path)
+        name = self._key(path)
         if not clean_path(path, store=self.spec.name):
             raise NotFound(f"{path!r} is not a blob in store {self.spec.name!r}")
         with map_azure_errors(self._what("stat", path)):
@@ -296,7 +255,7 @@ class AzureBlobConnector(Connector):
 
     def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
         what = self._what("read", path)
-        blob = self.container.get_blob_client(self._name(path))
+        blob = self.container.get_blob_client(self._key(path))
         with map_azure_errors(what):
             props = blob.get_blob_properties()
         size, etag, step = int(props.size), props.etag, self.block_size
@@ -314,16 +273,15 @@ class AzureBlobConnector(Connector):
         return buffered(ChunkStream(chunks, lambda: map_azure_errors(what)))
 
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
-        if not clean_path(path, store=self.spec.name):
-            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
-        return _BlobWriter(self.container.get_blob_client(self._name(path)), staging_id=staging_id,
+        self._writable(path)
+        return _BlobWriter(self.container.get_blob_client(self._key(path)), staging_id=staging_id,
                            block_size=self.block_size, concurrency=self.max_concurrency,
                            what=self._what("write", path))
 
     def delete(self, path: str) -> None:
         with map_azure_errors(self._what("delete", path)):
             try:
-                self.container.get_blob_client(self._name(path)).delete_blob()
+                self.container.get_blob_client(self._key(path)).delete_blob()
             except ResourceNotFoundError as exc:
                 if getattr(exc, "error_code", None) == "ContainerNotFound":
                     raise
@@ -335,8 +293,7 @@ class AzureBlobConnector(Connector):
     # -- distributed_write ------------------------------------------------------------
     def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
         """A block-id prefix for this write: ``{"block_prefix": ...}`` (no request)."""
-        if not clean_path(path, store=self.spec.name):
-            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        self._writable(path)
         return {"block_prefix": uuid.uuid4().hex[:16]}
 
     def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
@@ -344,7 +301,7 @@ class AzureBlobConnector(Connector):
         """Stage part ``part_number`` as blocks (MD5-checked by the service per block) ->
         ``{"part_number", "block_ids"}``."""
         what = f"{self._what('write', path)} (part {part_number})"
-        blob = self.container.get_blob_client(self._name(path))
+        blob = self.container.get_blob_client(self._key(path))
         prefix = str(handle["block_prefix"])
         block_ids: list[str] = []
         pool: BoundedPool[None] = BoundedPool(self.max_concurrency, name="dmg-blob-part")
@@ -381,7 +338,7 @@ class AzureBlobConnector(Connector):
     def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
                            size: int) -> None:
         """Commit every part's blocks in part order; idempotent (see the module docstring)."""
-        blob = self.container.get_blob_client(self._name(path))
+        blob = self.container.get_blob_client(self._key(path))
         block_ids = [str(b) for p in sorted_parts(parts) for b in p["block_ids"]]
         with map_azure_errors(self._what("commit", path)):
             try:

@@ -20,9 +20,11 @@ A connector overrides a few primitives; the transfer engine derives the rest
 - :meth:`Connector.check_reachable` raises a ``DmgError`` saying why this node
   cannot use the store.
 
-Optional capabilities are announced in :attr:`Connector.capabilities` (for
-example ``"server_side_copy"``, ``"multipart"``, ``"native_checksum"``); the
-engine falls back to streaming when one is missing.
+Optional capabilities are types a connector inherits
+(:mod:`dmg.connectors.capabilities`: ``RangedRead``, ``ServerSideCopy``,
+``KeepsMtime``, ``NativeChecksum``, ``DistributedWrite``); :attr:`Connector.capabilities`
+lists their flags, derived from the class. The engine falls back to streaming when
+one is missing.
 
 Every method raises only :mod:`dmg.errors` exceptions.
 """
@@ -34,7 +36,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, ClassVar
 
-from dmg.errors import BadInput
+from dmg.connectors.capabilities import flags_of
+from dmg.errors import BadInput, Fatal
 
 
 def staging_id(shard_id: str, attempt: int) -> str:
@@ -95,46 +98,102 @@ class Entry:
 
 
 class StagedWriter(abc.ABC):
-    """Bytes go to a hidden staging place until :meth:`commit`."""
+    """Bytes go to a hidden staging place until :meth:`commit`.
 
-    @abc.abstractmethod
-    def write(self, chunk: bytes) -> None: ...
+    The one state machine of every writer: ``open`` → ``committed`` | ``aborted``.
+    Writing after either, or committing after an abort, is a ``Fatal`` error;
+    committing twice and aborting twice (or after a commit) do nothing; a failure
+    while writing or committing drops the staging place before it is raised.
+    Subclasses implement :meth:`_write`, :meth:`_commit` and :meth:`_abort`, each
+    called only while the writer is open.
+    """
 
-    @abc.abstractmethod
+    def __init__(self, what: str) -> None:
+        #: The message prefix of this writer's errors: ``cannot write 'x' in store 'y'``.
+        self.what = what
+        self.state = "open"
+
+    def write(self, chunk: bytes) -> None:
+        """Stage ``chunk`` after the bytes written before."""
+        if self.state != "open":
+            raise Fatal(f"{self.what}: write after {self.state}")
+        try:
+            self._write(chunk)
+        except BaseException:
+            self.abort()
+            raise
+
     def commit(self, *, mtime: float | None = None) -> None:
-        """Make the object visible under its final path, atomically."""
+        """Make the object visible under its final path, atomically; ``mtime`` is kept by
+        sinks that are ``KeepsMtime``."""
+        if self.state == "committed":
+            return
+        if self.state == "aborted":
+            raise Fatal(f"{self.what}: commit after abort")
+        try:
+            self._commit(mtime)
+        except BaseException:
+            self.abort()
+            raise
+        self.state = "committed"
+
+    def abort(self) -> None:
+        """Drop the staging place; safe to call twice, after a commit or a failed write."""
+        if self.state != "open":
+            return
+        self.state = "aborted"
+        self._abort()
 
     @abc.abstractmethod
-    def abort(self) -> None:
-        """Drop the staging place; safe to call twice or after a failed write."""
+    def _write(self, chunk: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _commit(self, mtime: float | None) -> None: ...
+
+    @abc.abstractmethod
+    def _abort(self) -> None: ...
 
 
 class Connector(abc.ABC):
     """A store's primitives. Subclasses set :attr:`type` and implement the rest."""
 
     type: ClassVar[str] = ""
+    #: The flags of the capability types the class inherits (set for every subclass).
     capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.capabilities = flags_of(cls)
 
     def __init__(self, spec: StoreSpec) -> None:
         self.spec = spec
 
     @abc.abstractmethod
-    def list(self, prefix: str = "") -> Iterator[Entry]: ...
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Every object at or under ``prefix``, recursively, sorted by path; ``NotFound``
+        when a non-empty ``prefix`` matches nothing."""
 
     @abc.abstractmethod
-    def stat(self, path: str) -> Entry: ...
+    def stat(self, path: str) -> Entry:
+        """The entry of one object; ``NotFound`` when there is none."""
 
     @abc.abstractmethod
-    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO: ...
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        """A binary stream of the object from ``offset`` (empty at or past its end); the
+        caller closes it. ``NotFound`` when the object does not exist."""
 
     @abc.abstractmethod
-    def open_write(self, path: str, *, staging_id: str) -> StagedWriter: ...
+    def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        """A writer whose bytes are invisible until its commit; ``BadInput`` for the store's
+        root. ``staging_id`` names this attempt's staging place (:func:`staging_id`)."""
 
     @abc.abstractmethod
-    def delete(self, path: str) -> None: ...
+    def delete(self, path: str) -> None:
+        """Remove an object; a missing one is not an error."""
 
     @abc.abstractmethod
-    def check_reachable(self) -> None: ...
+    def check_reachable(self) -> None:
+        """Return when this node can use the store; raise a ``DmgError`` saying why not."""
 
     def cleanup_staging(self, staging_id: str, *, targets: Sequence[str] = ()) -> int:
         """Remove staging leftovers of ``staging_id`` (a fenced attempt); returns the count.

@@ -1,7 +1,7 @@
 """The optional capability ``distributed_write``: one object written from several nodes.
 
-A sink that announces ``"distributed_write"`` in :attr:`Connector.capabilities`
-implements the four methods of :class:`DistributedWrite`. One very large object
+A sink that is a :class:`DistributedWrite` (flag ``distributed_write``)
+implements its four methods. One very large object
 is then written in ranges (parts) by shards that may run on different nodes,
 and made visible once, by a single commit:
 
@@ -30,35 +30,21 @@ single commit is guaranteed across nodes, is :mod:`dmg.splitstate` and
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Iterable
+from typing import Any
 
 from dmg.connectors.base import Connector
+from dmg.connectors.capabilities import DistributedWrite
 
-DISTRIBUTED_WRITE = "distributed_write"
+__all__ = ["DistributedWrite", "PartResult", "distributed_writer", "sorted_parts"]
 
 #: A part's result as :meth:`DistributedWrite.write_range` returns it, plus ``part_number``.
 PartResult = dict[str, Any]
 
 
-@runtime_checkable
-class DistributedWrite(Protocol):
-    def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]: ...
-
-    def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
-                    chunks: Iterable[bytes], length: int) -> PartResult: ...
-
-    def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[PartResult], *,
-                           size: int) -> None: ...
-
-    def abort_distributed(self, path: str, handle: dict[str, Any]) -> None: ...
-
-
 def distributed_writer(connector: Connector) -> DistributedWrite | None:
-    """``connector`` as a :class:`DistributedWrite` when it announces the capability, else None."""
-    if DISTRIBUTED_WRITE in connector.capabilities and isinstance(connector, DistributedWrite):
-        return connector
-    return None
+    """``connector`` as a :class:`DistributedWrite` when it is one, else None."""
+    return connector if isinstance(connector, DistributedWrite) else None
 
 
 def sorted_parts(parts: Iterable[PartResult]) -> list[PartResult]:

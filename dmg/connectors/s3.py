@@ -48,8 +48,10 @@ from boto3.s3.transfer import TransferConfig
 
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy
 from dmg.connectors.distributed import sorted_parts
-from dmg.connectors.s3clients import ClientOptions, s3_client
+from dmg.connectors.objectstore import ObjectStore
+from dmg.connectors.s3clients import ClientOptions, keys_digest, s3_client
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 log = logging.getLogger(__name__)
@@ -117,58 +119,39 @@ def _content_md5(data: bytes | bytearray | memoryview) -> str:
     return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
 
 
-def parse_location(location: str, *, store: str) -> tuple[str, str]:
-    """``s3://bucket/prefix`` → ``(bucket, "prefix")``; raises ``BadInput`` otherwise."""
-    if not location.startswith("s3://"):
-        raise BadInput(f"store {store!r}: location {location!r} is not an s3:// URL",
-                       hint="write it as s3://bucket/optional/prefix")
-    bucket, _, prefix = location[len("s3://"):].partition("/")
-    if not bucket:
-        raise BadInput(f"store {store!r}: location {location!r} names no bucket",
-                       hint="write it as s3://bucket/optional/prefix")
-    return bucket, clean_path(prefix, store=store)
-
-
 class _S3Writer(StagedWriter):
     """Buffers up to the multipart threshold, then streams parts; visible only on commit."""
 
     def __init__(self, connector: S3Connector, key: str, what: str) -> None:
+        super().__init__(what)
         self._s3 = connector
         self._key = key
-        self._what = what
         self._buffer = bytearray()
         self._upload_id: str | None = None
         self._pool: BoundedPool[dict[str, Any]] | None = None
         self._part_number = 0
-        self._state = "open"  # open | committed | aborted
 
-    def write(self, chunk: bytes) -> None:
-        if self._state != "open":
-            raise Fatal(f"{self._what}: write after {self._state}")
+    def _write(self, chunk: bytes) -> None:
         self._buffer += chunk
         threshold = self._s3.transfer.multipart_threshold
         chunksize = self._s3.transfer.multipart_chunksize
         if self._upload_id is None and len(self._buffer) < threshold:
             return
-        try:
-            while len(self._buffer) >= chunksize:
-                part = bytes(self._buffer[:chunksize])
-                del self._buffer[:chunksize]
-                self._send_part(part)
-        except BaseException:
-            self.abort()
-            raise
+        while len(self._buffer) >= chunksize:
+            part = bytes(self._buffer[:chunksize])
+            del self._buffer[:chunksize]
+            self._send_part(part)
 
     def _send_part(self, data: bytes) -> None:
         client, bucket = self._s3.client, self._s3.bucket
         if self._upload_id is None:
-            with map_s3_errors(self._what):
+            with map_s3_errors(self.what):
                 reply = client.create_multipart_upload(Bucket=bucket, Key=self._key)
             self._upload_id = str(reply["UploadId"])
             self._pool = BoundedPool(self._s3.transfer.max_concurrency, name="dmg-s3-part")
         assert self._pool is not None
         self._part_number += 1
-        number, upload_id, what = self._part_number, self._upload_id, self._what
+        number, upload_id, what = self._part_number, self._upload_id, self.what
 
         def upload() -> dict[str, Any]:
             with map_s3_errors(f"{what} (part {number})"):
@@ -178,43 +161,30 @@ class _S3Writer(StagedWriter):
 
         self._pool.submit(upload)
 
-    def commit(self, *, mtime: float | None = None) -> None:
-        if self._state == "committed":
-            return
-        if self._state == "aborted":
-            raise Fatal(f"{self._what}: commit after abort")
+    def _commit(self, mtime: float | None) -> None:
         client, bucket = self._s3.client, self._s3.bucket
-        try:
-            if self._upload_id is None:
-                body = bytes(self._buffer)
-                with map_s3_errors(self._what):
-                    client.put_object(Bucket=bucket, Key=self._key, Body=body,
-                                      ContentMD5=_content_md5(body))
-            else:
-                if self._buffer:
-                    self._send_part(bytes(self._buffer))
-                assert self._pool is not None
-                parts = self._pool.results()
-                with map_s3_errors(self._what):
-                    client.complete_multipart_upload(
-                        Bucket=bucket, Key=self._key, UploadId=self._upload_id,
-                        MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
-        except BaseException:
-            self.abort()
-            raise
+        if self._upload_id is None:
+            body = bytes(self._buffer)
+            with map_s3_errors(self.what):
+                client.put_object(Bucket=bucket, Key=self._key, Body=body, ContentMD5=_content_md5(body))
+        else:
+            if self._buffer:
+                self._send_part(bytes(self._buffer))
+            assert self._pool is not None
+            parts = self._pool.results()
+            with map_s3_errors(self.what):
+                client.complete_multipart_upload(
+                    Bucket=bucket, Key=self._key, UploadId=self._upload_id,
+                    MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
         self._buffer = bytearray()
-        self._state = "committed"
 
-    def abort(self) -> None:
-        if self._state != "open":
-            return
-        self._state = "aborted"
+    def _abort(self) -> None:
         self._buffer = bytearray()
         if self._pool is not None:
             self._pool.cancel()
         if self._upload_id is not None:
             try:
-                with map_s3_errors(self._what):
+                with map_s3_errors(self.what):
                     self._s3.client.abort_multipart_upload(
                         Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id)
             except NotFound:
@@ -223,16 +193,15 @@ class _S3Writer(StagedWriter):
                 log.warning("could not abort multipart upload key=%s error=%s", self._key, exc)
 
 
-class S3Connector(Connector):
+class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, DistributedWrite):
     """A bucket and prefix; see the module docstring for options and credentials."""
 
     type = "s3"
-    capabilities = frozenset({"server_side_copy", "multipart", "native_checksum", "ranged_read",
-                              "distributed_write"})
+    scheme = "s3"
+    container_word = "bucket"
 
     def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
         super().__init__(spec)
-        self.bucket, self.prefix = parse_location(spec.location, store=spec.name)
         opts = spec.options
         try:
             self.transfer = TransferConfig(
@@ -258,17 +227,11 @@ class S3Connector(Connector):
                     "aws_secret_access_key": credential.get("secret_access_key"),
                     "aws_session_token": credential.get("session_token")}
         self.client = s3_client(options, keys)
+        self._endpoint = (options.endpoint_url, keys_digest(keys))
 
-    # -- paths ----------------------------------------------------------------------
-    def _key(self, path: str) -> str:
-        rel = clean_path(path, store=self.spec.name)
-        return f"{self.prefix}/{rel}" if self.prefix and rel else (self.prefix or rel)
-
-    def _relative(self, key: str) -> str:
-        return key[len(self.prefix) + 1:] if self.prefix else key
-
-    def _what(self, verb: str, path: str) -> str:
-        return f"cannot {verb} {path!r} in store {self.spec.name!r}"
+    @property
+    def bucket(self) -> str:
+        return self.container_name
 
     def _entry(self, key: str, size: int, last_modified: Any, etag: str | None) -> Entry:
         tag = (etag or "").strip('"').lower()
@@ -310,9 +273,14 @@ class S3Connector(Connector):
             head = self.client.head_object(Bucket=self.bucket, Key=key)
         return self._entry(key, head["ContentLength"], head["LastModified"], head.get("ETag"))
 
-    def open_read(self, path: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
-        """The object from ``offset``; at most ``length`` bytes when given (one ranged GET:
-        the capability ``ranged_read`` the copy engine uses for parallel parts)."""
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        return self._get(path, offset=offset, length=None)
+
+    def open_range(self, path: str, *, offset: int, length: int) -> BinaryIO:
+        """One ranged GET (the engine reads parts of a large object in parallel with it)."""
+        return self._get(path, offset=offset, length=length)
+
+    def _get(self, path: str, *, offset: int, length: int | None) -> BinaryIO:
         key = self._key(path)
         what = self._what("read", path)
         args: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
@@ -338,10 +306,8 @@ class S3Connector(Connector):
         return buffered(stream)
 
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
-        key = self._key(path)
-        if not clean_path(path, store=self.spec.name):
-            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
-        return _S3Writer(self, key, self._what("write", path))
+        self._writable(path)
+        return _S3Writer(self, self._key(path), self._what("write", path))
 
     def delete(self, path: str) -> None:
         key = self._key(path)
@@ -386,29 +352,27 @@ class S3Connector(Connector):
                            hint="create it, or fix the bucket name in the store's location") from None
 
     # -- capabilities ---------------------------------------------------------------
-    def server_side_copy(self, source_path: str, target_path: str, *,
-                         source: Connector | None = None) -> Entry:
-        """Copy ``source_path`` of ``source`` (default: this store) to ``target_path`` inside S3.
+    def can_copy_from(self, source: Connector) -> bool:
+        """An s3 store on the same endpoint with the same keys: this store's client can
+        read the source bucket only then (no guess about another key's permissions)."""
+        return isinstance(source, S3Connector) and source._endpoint == self._endpoint
 
-        The target appears atomically when the (multipart) copy completes. The
-        source must be an ``s3`` store on the same endpoint; otherwise ``BadInput``.
-        """
-        src = self if source is None else source
-        if not isinstance(src, S3Connector) or (
-                src.spec.options.get("endpoint_url") != self.spec.options.get("endpoint_url")):
+    def copy_from(self, source: Connector, source_path: str, target_path: str) -> Entry:
+        """One ``CopyObject`` (atomic: the target appears whole or not at all; at most
+        5 GiB, :attr:`max_server_side_copy`); ``BadInput`` for a source it cannot copy from."""
+        if not isinstance(source, S3Connector) or not self.can_copy_from(source):
             raise BadInput(f"store {self.spec.name!r}: server-side copy needs an s3 source "
-                           "on the same endpoint", hint="stream the copy instead")
-        target = self._key(target_path)
+                           "on the same endpoint with the same keys", hint="stream the copy instead")
+        self._writable(target_path)
         with map_s3_errors(self._what("copy to", target_path)):
-            self.client.copy({"Bucket": src.bucket, "Key": src._key(source_path)},
-                             self.bucket, target, Config=self.transfer)
+            self.client.copy_object(CopySource={"Bucket": source.bucket, "Key": source._key(source_path)},
+                                    Bucket=self.bucket, Key=self._key(target_path))
         return self.stat(target_path)
 
     # -- distributed_write ------------------------------------------------------------
     def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
         """Create the multipart upload: ``{"upload_id": ...}``."""
-        if not clean_path(path, store=self.spec.name):
-            raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
+        self._writable(path)
         with map_s3_errors(self._what("write", path)):
             reply = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(path))
         return {"upload_id": str(reply["UploadId"])}

@@ -6,19 +6,20 @@ Before a file is committed (a mismatch aborts it: nothing becomes visible):
 - the streamed MD5 against the source's native checksum (``Entry.checksum``:
   an S3 ETag that is an MD5, an Azure Content-MD5);
 - the stream against the bytes the sink staged, for writers that can re-read
-  their staging cheaply: a :class:`~dmg.connectors.base.StagedWriter` with a
-  ``staged_crc32() -> int`` method (the ``file`` store re-reads its staging file;
-  CRC-32 keeps that pass cheap) or a ``staged_md5() -> str | None`` method.
+  their staging cheaply: a writer that is a
+  :class:`~dmg.connectors.capabilities.StagedCrc32` (the ``file`` store re-reads
+  its staging file; CRC-32 keeps that pass cheap).
 
-After commit (``verify=auto``): the sink's native checksum, for sinks announcing
-``native_checksum`` whose entry carries one (S3 single-part uploads, Azure blobs);
+After commit (``verify=auto``): the sink's native checksum, for sinks that are
+``NativeChecksum`` whose entry carries one (S3 single-part uploads, Azure blobs);
 ``verify=re-read`` also re-reads the committed object. A mismatch found after
 commit deletes the object and fails the file. S3 (``Content-MD5`` on every
 part) and Azure (``validate_content`` on every block) check each request body
 before anything is committed, so that path catches only a sink's own bug.
 
 What was checked is recorded per file (``FileResult.verified``): ``size``,
-``source-md5``, ``staged-crc32`` / ``staged-md5``, ``sink-md5``, ``re-read``.
+``source-md5``, ``staged-crc32``, ``sink-md5``, ``re-read``, ``server-side``
+(copied inside the sink's service, :class:`~dmg.connectors.capabilities.ServerSideCopy`).
 
 :class:`StreamHash` computes the MD5 (and a CRC-32) as bytes pass; for large
 files the MD5 runs in a thread of its own, overlapping the reads and writes.
@@ -32,7 +33,8 @@ import threading
 import zlib
 from typing import Any
 
-from dmg.connectors.base import Connector
+from dmg.connectors.base import Connector, StagedWriter
+from dmg.connectors.capabilities import StagedCrc32
 from dmg.errors import Fatal
 
 CHUNK = 1024 * 1024
@@ -86,19 +88,9 @@ class StreamHash:
         return str(self._md5.hexdigest())
 
 
-def staged_crc32(writer: Any) -> int | None:
+def staged_crc32(writer: StagedWriter) -> int | None:
     """The CRC-32 the sink's writer reports for its staged bytes, or None if it cannot tell."""
-    method = getattr(writer, "staged_crc32", None)
-    return None if method is None else int(method())
-
-
-def staged_md5(writer: Any) -> str | None:
-    """The MD5 the sink's writer reports for its staged bytes, or None if it cannot tell."""
-    method = getattr(writer, "staged_md5", None)
-    if method is None:
-        return None
-    value = method()
-    return str(value).lower() if value else None
+    return writer.staged_crc32() if isinstance(writer, StagedCrc32) else None
 
 
 def md5_of(connector: Connector, path: str) -> tuple[str, int]:

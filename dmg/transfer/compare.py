@@ -24,18 +24,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dmg.connectors.base import Connector, Entry
+from dmg.connectors.capabilities import KeepsMtime
 from dmg.transfer.options import ALWAYS, IF_DIFFERENT, IF_NEWER, NEVER
 
 #: Seconds within which two modified times count as equal.
 MTIME_WINDOW = 1.0
 
-#: Store types whose ``commit(mtime=...)`` keeps the source's modified time.
-_KEEPS_MTIME = frozenset({"file"})
-
 
 def keeps_mtime(connector: Connector) -> bool:
-    """Whether the sink stores the modified time given at commit (capability ``keeps_mtime``)."""
-    return "keeps_mtime" in connector.capabilities or connector.type in _KEEPS_MTIME
+    """Whether the sink stores the modified time given at commit (:class:`KeepsMtime`)."""
+    return isinstance(connector, KeepsMtime)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,10 @@ For each entry (those the include/exclude filters keep), in a bounded pool of
    for a large object of a store where that pays (:mod:`dmg.transfer.parts`),
    otherwise one stream with read-ahead. Memory is bounded by chunks in flight
    times chunk size; the throttle paces every chunk; the MD5 is computed as the
-   bytes pass.
+   bytes pass. When the sink's service can copy from the source itself
+   (:class:`ServerSideCopy`: S3 to S3 on one endpoint with the same keys), the
+   file is copied there in one request instead, fenced like a commit (checked
+   just before) and checked by size and checksum afterwards.
 3. **Verify** before commit (size, source checksum, staged bytes), **commit**
    only while ``may_commit()`` says the attempt is current, then verify against
    the sink (:mod:`dmg.transfer.checksums`). A mismatch never leaves a file
@@ -37,6 +40,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from dmg.connectors.base import Connector, Entry, StagedWriter
+from dmg.connectors.capabilities import NativeChecksum, ServerSideCopy
 from dmg.errors import Cancelled, DmgError, Fatal, NotFound, StaleAttempt
 from dmg.transfer import checksums
 from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
@@ -94,6 +98,7 @@ class CopyEngine:
         self._large = threading.BoundedSemaphore(LARGE_FILES_AT_ONCE)
         self._sink_keeps_mtime = keeps_mtime(sink)
         self._ranged = ranged_reads(source)
+        self._server_side = isinstance(sink, ServerSideCopy) and sink.can_copy_from(source)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -165,6 +170,9 @@ class CopyEngine:
 
     def _transfer(self, entry: Entry, target: str) -> tuple[str, int, list[str]]:
         """One try: stream, verify, commit, verify again. -> (md5, bytes, checks made)."""
+        if (self._server_side and isinstance(self.sink, ServerSideCopy)
+                and 0 <= entry.size <= self.sink.max_server_side_copy):
+            return self._copy_server_side(self.sink, entry, target)
         large = entry.size >= READ_AHEAD_FROM
         with self._large if large else contextlib.nullcontext():
             writer = self.sink.open_write(target, staging_id=self.staging_id)
@@ -194,6 +202,38 @@ class CopyEngine:
         verified += self._verify_committed(target, md5, sent)
         return md5, sent, verified
 
+    def _copy_server_side(self, sink: ServerSideCopy, entry: Entry,
+                          target: str) -> tuple[str, int, list[str]]:
+        """One request inside the sink's service: fenced like a commit (checked just
+        before), then the target's size and checksum against the source's."""
+        if self._cancel.is_set():
+            raise _Cancelled()
+        if not self.may_commit():
+            raise StaleAttempt(f"{entry.path}: a newer attempt of this shard exists; not copied")
+        copied = sink.copy_from(self.source, entry.path, target)
+        checks = ["server-side"]
+        try:
+            checksums.check_equal("copied size", str(entry.size), str(copied.size), path=target)
+            checks.append("size")
+            verify = self.options.verify
+            if verify != VERIFY_OFF and entry.checksum and copied.checksum:
+                checksums.check_equal("sink checksum", entry.checksum, copied.checksum, path=target)
+                checks.append("sink-md5")
+            if verify == VERIFY_REREAD:
+                expected = entry.checksum or self._retrying(
+                    lambda: checksums.md5_of(self.source, entry.path), what=f"checksum of {entry.path}")[0]
+                reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
+                                               what=f"re-read of {target}")
+                checksums.check_equal("re-read", expected, reread, path=target)
+                checks.append("re-read")
+        except checksums.ChecksumMismatch:
+            log.error("server-side copy does not match; deleting it path=%s", target)
+            with contextlib.suppress(DmgError):
+                self.sink.delete(target)
+            raise
+        self.on_bytes(copied.size)
+        return copied.checksum or entry.checksum or "", copied.size, checks
+
     def _chunks(self, entry: Entry) -> Generator[bytes, None, None]:
         opts = self.options
         if (self._ranged and opts.parallel_parts > 1 and entry.size >= 2 * opts.part_size
@@ -221,15 +261,11 @@ class CopyEngine:
             checksums.check_equal("staged bytes", f"{crc:08x}", f"{staged_crc:08x}", path=entry.path)
             checks.append("staged-crc32")
             return checks
-        staged = checksums.staged_md5(writer)
-        if staged is not None:
-            checksums.check_equal("staged bytes", md5, staged, path=entry.path)
-            checks.append("staged-md5")
         return checks
 
     def _verify_committed(self, target: str, md5: str, sent: int) -> list[str]:
         verify = self.options.verify
-        native = "native_checksum" in self.sink.capabilities
+        native = isinstance(self.sink, NativeChecksum)
         if verify == VERIFY_OFF or not (verify == VERIFY_REREAD or (native and sent >= SINK_CHECK_FROM)):
             return []
         checks: list[str] = []

@@ -19,16 +19,15 @@ import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from dmg.connectors.base import Connector
+from dmg.connectors.capabilities import RangedRead
 
 
 def ranged_reads(connector: Connector) -> bool:
-    """Whether the store reads byte ranges cheaply: capability ``ranged_read``, whose
-    ``open_read(path, offset=..., length=...)`` returns at most ``length`` bytes in
-    one request (an S3 ranged GET)."""
-    return "ranged_read" in connector.capabilities
+    """Whether reading parts of one object in parallel pays: a :class:`RangedRead`
+    store (one request per range, an S3 ranged GET) that says so (not a local disk)."""
+    return isinstance(connector, RangedRead) and connector.parallel_ranges
 
 
 def sequential_chunks(source: Connector, path: str, *, chunk_size: Callable[[], int],
@@ -91,8 +90,8 @@ def _read_ahead(source: Connector, path: str, *, chunk_size: Callable[[], int],
 def _read_part(source: Connector, path: str, offset: int, length: int, chunk: int) -> list[bytes]:
     pieces: list[bytes] = []
     left = length
-    opener: Any = source.open_read  # a ranged_read store takes length=
-    with opener(path, offset=offset, length=length) as reader:
+    assert isinstance(source, RangedRead)
+    with source.open_range(path, offset=offset, length=length) as reader:
         while left > 0:
             data = reader.read(min(chunk, left))
             if not data:

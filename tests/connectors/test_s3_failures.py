@@ -140,16 +140,23 @@ def test_server_side_copy_within_and_across_buckets(store: S3Connector, s3_serve
     s3_server.client().create_bucket(Bucket="copy-target")
     other = make_store(s3_server, "copy-target")
 
-    copied = store.server_side_copy("src.bin", "dst.bin")
-    across = other.server_side_copy("src.bin", "in/other.bin", source=store)
+    assert store.can_copy_from(store) and other.can_copy_from(store)
+    copied = store.copy_from(store, "src.bin", "dst.bin")
+    across = other.copy_from(store, "src.bin", "in/other.bin")
 
     assert copied.size == across.size == 7
+    assert copied.checksum == across.checksum == hashlib.md5(b"payload").hexdigest()
     with other.open_read("in/other.bin") as reader:
         assert reader.read() == b"payload"
 
 
-def test_server_side_copy_refuses_a_store_of_another_type(store: S3Connector, tmp_path: Any) -> None:
+def test_server_side_copy_refuses_another_type_or_other_keys(store: S3Connector, s3_server: S3Server,
+                                                             s3_bucket: str, tmp_path: Any) -> None:
     files = FileConnector(StoreSpec("f", "file", str(tmp_path)))
+    other_keys = make_store(s3_server, s3_bucket, credential={"access_key_id": "AKIDOTHER",
+                                                              "secret_access_key": "other"})
 
-    with pytest.raises(BadInput, match="stream the copy"):
-        store.server_side_copy("a", "b", source=files)
+    assert not store.can_copy_from(files) and not store.can_copy_from(other_keys)
+    for source in (files, other_keys):
+        with pytest.raises(BadInput, match="stream the copy"):
+            store.copy_from(source, "a", "b")

@@ -5,7 +5,7 @@ implementation of our own interface, not a mock. Faults:
 
 - ``read_faults``: errors raised by the next ``open_read`` calls, in order;
 - ``corrupt_reads``: reads flip one byte (the listing keeps the true checksum);
-- ``corrupt_writes``: staged bytes get one byte flipped (``staged_md5`` tells);
+- ``corrupt_writes``: staged bytes get one byte flipped (``staged_crc32`` tells);
 - ``stat_faults``: errors raised by the next ``stat`` calls.
 """
 
@@ -15,52 +15,46 @@ import hashlib
 import io
 import threading
 import time
+import zlib
 from collections.abc import Iterator
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO
 
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
+from dmg.connectors.capabilities import KeepsMtime, NativeChecksum, RangedRead, StagedCrc32
 from dmg.errors import DmgError, NotFound
 
 
-class _MemoryWriter(StagedWriter):
+class _MemoryWriter(StagedWriter, StagedCrc32):
     def __init__(self, store: MemoryConnector, path: str, staging_id: str) -> None:
+        super().__init__(f"cannot write {path!r} in store 'mem'")
         self.store = store
         self.path = path
         self.staging_id = staging_id
         self.buffer = bytearray()
-        self.state = "open"
         store.staging[(path, staging_id)] = self.buffer
 
-    def write(self, chunk: bytes) -> None:
-        assert self.state == "open"
+    def _write(self, chunk: bytes) -> None:
         if self.store.corrupt_writes and chunk:
             chunk = bytes([chunk[0] ^ 0xFF]) + chunk[1:]
         self.buffer += chunk
 
-    def staged_md5(self) -> str:
-        return hashlib.md5(bytes(self.buffer), usedforsecurity=False).hexdigest()
+    def staged_crc32(self) -> int:
+        return zlib.crc32(bytes(self.buffer))
 
-    def commit(self, *, mtime: float | None = None) -> None:
-        if self.state == "committed":
-            return
-        assert self.state == "open", "commit after abort"
+    def _commit(self, mtime: float | None) -> None:
         self.store.put(self.path, bytes(self.buffer), mtime=mtime)
         self.store.commits.append(self.path)
         self._drop()
-        self.state = "committed"
 
-    def abort(self) -> None:
-        if self.state == "open":
-            self._drop()
-            self.state = "aborted"
+    def _abort(self) -> None:
+        self._drop()
 
     def _drop(self) -> None:
         self.store.staging.pop((self.path, self.staging_id), None)
 
 
-class MemoryConnector(Connector):
+class MemoryConnector(Connector, NativeChecksum, KeepsMtime):
     type = "memory"
-    capabilities: ClassVar[frozenset[str]] = frozenset({"native_checksum", "keeps_mtime"})
 
     def __init__(self, spec: StoreSpec | None = None) -> None:
         super().__init__(spec or StoreSpec("mem", "memory", "mem://"))
@@ -99,7 +93,10 @@ class MemoryConnector(Connector):
                 raise NotFound(f"{path} does not exist")
             return self._entry(path)
 
-    def open_read(self, path: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
+    def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
+        return self._read(path, offset, None)
+
+    def _read(self, path: str, offset: int, length: int | None) -> BinaryIO:
         with self._lock:
             self.reads += 1
             if self.read_faults:
@@ -122,7 +119,8 @@ class MemoryConnector(Connector):
         return None
 
 
-class RangedMemoryConnector(MemoryConnector):
-    """The in-memory store announcing ``ranged_read``: large objects come in parallel parts."""
+class RangedMemoryConnector(MemoryConnector, RangedRead):
+    """The in-memory store that reads ranges: large objects come in parallel parts."""
 
-    capabilities: ClassVar[frozenset[str]] = MemoryConnector.capabilities | {"ranged_read"}
+    def open_range(self, path: str, *, offset: int, length: int) -> BinaryIO:
+        return self._read(path, offset, length)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
+from dmg.connectors.capabilities import StagedCrc32
 from dmg.connectors.file import FileConnector
 from dmg.errors import Cancelled, NotFound, PermissionDenied, Retryable, StaleAttempt
 from dmg.transfer import CopyOptions, copy_entries
@@ -145,22 +146,23 @@ def test_corrupted_staged_bytes_are_never_committed() -> None:
     assert sink.commits == [] and sink.staging == {}
 
 
-class _FlippingWriter(StagedWriter):
+class _FlippingWriter(StagedWriter, StagedCrc32):
     """Passes every chunk on to the real file writer with its first byte flipped."""
 
     def __init__(self, inner: Any) -> None:
+        super().__init__(inner.what)
         self.inner = inner
 
-    def write(self, chunk: bytes) -> None:
+    def _write(self, chunk: bytes) -> None:
         self.inner.write(bytes([chunk[0] ^ 1]) + chunk[1:] if chunk else chunk)
 
     def staged_crc32(self) -> int:
         return int(self.inner.staged_crc32())
 
-    def commit(self, *, mtime: float | None = None) -> None:
+    def _commit(self, mtime: float | None) -> None:
         self.inner.commit(mtime=mtime)
 
-    def abort(self) -> None:
+    def _abort(self) -> None:
         self.inner.abort()
 
 

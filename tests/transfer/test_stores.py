@@ -97,9 +97,9 @@ def test_a_large_s3_object_comes_back_in_parallel_ranged_parts(tmp_path: Path, s
     class CountingS3(type(s3)):  # type: ignore[misc]
         offsets: list[int] = []
 
-        def open_read(self, path: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
+        def open_range(self, path: str, *, offset: int, length: int) -> BinaryIO:
             CountingS3.offsets.append(offset)
-            return super().open_read(path, offset=offset, length=length)
+            return super().open_range(path, offset=offset, length=length)
 
     counting = CountingS3.__new__(CountingS3)
     counting.__dict__.update(s3.__dict__)
@@ -116,10 +116,10 @@ def test_a_corrupting_s3_source_is_caught_before_commit(tmp_path: Path, s3: Any)
     s3.client.put_object(Bucket=s3.bucket, Key="root/in/x.bin", Body=data)
 
     class FlippingS3(type(s3)):  # type: ignore[misc]
-        def open_read(self, path: str, *, offset: int = 0, length: int | None = None) -> BinaryIO:
+        def open_read(self, path: str, *, offset: int = 0) -> BinaryIO:
             import io
 
-            good = super().open_read(path, offset=offset, length=length).read()
+            good = super().open_read(path, offset=offset).read()
             return io.BytesIO(bytes([good[0] ^ 1]) + good[1:])
 
     flipping = FlippingS3.__new__(FlippingS3)

@@ -29,7 +29,6 @@ class SqlConnector(Connector):
     """A database reached through SQLAlchemy; see :mod:`dmg.connectors.sql` for the contract."""
 
     type = "sql"
-    capabilities = frozenset()
 
     def __init__(self, spec: StoreSpec, *, credential: Mapping[str, str] | None = None) -> None:
         super().__init__(spec)

@@ -45,7 +45,7 @@ from dmg.connectors.base import StagedWriter, commit_key
 from dmg.connectors.sql.errors import map_sql_errors
 from dmg.connectors.sql.paths import SqlPath, range_path
 from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
-from dmg.errors import BadInput, Fatal, NotFound, Retryable
+from dmg.errors import BadInput, NotFound, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -112,40 +112,28 @@ class SqlWriter(StagedWriter):
                  batch_size: int, create_table: bool, what: str) -> None:
         if len(staging_id) > 255:
             raise BadInput(f"{what}: staging id longer than 255 characters")
+        super().__init__(what)
         self._engine = engine
         self._target = target
         self._staging_id = commit_key(staging_id)
         self._fmt = fmt
         self._batch_size = batch_size
         self._create_table = create_table
-        self._what = what
         self._spool: Any = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115
-        self._state = "open"
         self.rows_written = 0
 
-    def write(self, chunk: bytes) -> None:
-        if self._state != "open":
-            raise Fatal(f"{self._what}: write after {self._state}")
+    def _write(self, chunk: bytes) -> None:
         self._spool.write(chunk)
 
-    def commit(self, *, mtime: float | None = None) -> None:
-        if self._state == "committed":
-            return
-        if self._state == "aborted":
-            raise Fatal(f"{self._what}: commit after abort")
-        try:
-            ensure_marker_table(self._engine, what=self._what)
-            with map_sql_errors(self._what):
-                try:
-                    with self._engine.begin() as conn:
-                        self.rows_written = self._insert_all(conn)
-                except _AlreadyCommitted:
-                    log.info("replayed commit ignored staging_id=%s target=%s",
-                             self._staging_id, marker_target(self._target))
-        except BaseException:
-            self.abort()
-            raise
-        self._state = "committed"
+    def _commit(self, mtime: float | None) -> None:
+        ensure_marker_table(self._engine, what=self.what)
+        with map_sql_errors(self.what):
+            try:
+                with self._engine.begin() as conn:
+                    self.rows_written = self._insert_all(conn)
+            except _AlreadyCommitted:
+                log.info("replayed commit ignored staging_id=%s target=%s",
+                         self._staging_id, marker_target(self._target))
         self._spool.close()
 
     def _insert_all(self, conn: Any) -> int:
@@ -161,9 +149,9 @@ class SqlWriter(StagedWriter):
         except sa_exc.IntegrityError:
             raise _AlreadyCommitted from None
         self._spool.seek(0)
-        header = csv_columns(self._spool, what=self._what) if self._fmt == "csv" else []
+        header = csv_columns(self._spool, what=self.what) if self._fmt == "csv" else []
         self._spool.seek(0)
-        records = decode_records(self._spool, self._fmt, what=self._what)
+        records = decode_records(self._spool, self._fmt, what=self.what)
         table, records = self._table(conn, header, records)
         if table is None:
             return 0
@@ -185,7 +173,7 @@ class SqlWriter(StagedWriter):
         except sa_exc.NoSuchTableError:
             if not self._create_table:
                 raise NotFound(
-                    f"{self._what}: table {self._target.table_path!r} does not exist",
+                    f"{self.what}: table {self._target.table_path!r} does not exist",
                     hint="create it first, or set the store option create_table: true") from None
         columns: list[Column[Any]] = [Column(n, Text) for n in header]
         if self._fmt != "csv":
@@ -203,7 +191,7 @@ class SqlWriter(StagedWriter):
             if self._table_exists(name, schema):
                 # Another commit created it since our check (two shards of one table): this
                 # transaction is spoilt; the whole commit is retried and finds the table.
-                raise Retryable(f"{self._what}: table {self._target.table_path!r} was created by "
+                raise Retryable(f"{self.what}: table {self._target.table_path!r} was created by "
                                 "another commit at the same time", hint="it is retried by itself") from None
             raise
         return table, records
@@ -218,18 +206,15 @@ class SqlWriter(StagedWriter):
         for key, value in record.items():
             column = table.columns.get(key)
             if column is None:
-                raise BadInput(f"{self._what}: column {key!r} does not exist in table "
+                raise BadInput(f"{self.what}: column {key!r} does not exist in table "
                                f"{self._target.table_path!r}", hint="rename or drop it in the source")
             try:
                 row[key] = coerce(value, column, from_text=self._fmt == "csv")
             except (ValueError, TypeError):
-                raise BadInput(f"{self._what}: row {index + 1}, column {key!r}: the value is not "
+                raise BadInput(f"{self.what}: row {index + 1}, column {key!r}: the value is not "
                                f"a valid {column.type}") from None
         return row
 
-    def abort(self) -> None:
-        if self._state != "open":
-            return
-        self._state = "aborted"
+    def _abort(self) -> None:
         self._spool.close()
 

@@ -1,0 +1,112 @@
+"""What a store can do beyond the primitives of :class:`~dmg.connectors.base.Connector`.
+
+A capability is a type: a connector has it by inheriting its class here and, where
+the class has abstract methods, implementing them (a class that announces a
+capability without the code behind it cannot be instantiated). The flags in
+:attr:`Connector.capabilities` are derived from these types (:func:`flags_of`, after
+rclone's ``Features.Fill``), never written by hand, so a flag and the code cannot
+disagree. Callers test the type (``isinstance(store, RangedRead)``), not the flag.
+
+===================  ====================  ==============================================
+flag                 type                  used by
+===================  ====================  ==============================================
+``ranged_read``      :class:`RangedRead`   parallel parts of a large file (engine), part
+                                           shards of a split object, split planning
+``server_side_copy`` :class:`ServerSideCopy`  the engine: copy inside the store, no bytes
+                                           through the node
+``keeps_mtime``      :class:`KeepsMtime`   incremental compare: equal mtimes mean equal
+``native_checksum``  :class:`NativeChecksum`  the engine: the sink's MD5 checked after commit
+``distributed_write`` :class:`DistributedWrite`  split objects (:mod:`dmg.connectors.distributed`)
+===================  ====================  ==============================================
+
+Writers (:class:`~dmg.connectors.base.StagedWriter`) may be :class:`StagedCrc32`:
+the engine then compares the staged bytes with what it sent before committing.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
+
+if TYPE_CHECKING:
+    from dmg.connectors.base import Connector, Entry
+
+
+class RangedRead(abc.ABC):
+    """Reads a byte range of an object in one request."""
+
+    #: Reading several ranges of one object at once beats one stream (an object store
+    #: over HTTP); False where one sequential stream is as fast (a local disk).
+    parallel_ranges: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def open_range(self, path: str, *, offset: int, length: int) -> BinaryIO:
+        """At most ``length`` bytes of ``path`` from ``offset`` (fewer at the end of the
+        object, none past it); ``NotFound`` when the object does not exist."""
+
+
+class ServerSideCopy(abc.ABC):
+    """Copies an object of another store inside the storage service, without the bytes
+    passing through the node."""
+
+    #: Objects larger than this are streamed (S3: one CopyObject request takes 5 GiB).
+    max_server_side_copy: ClassVar[int] = 5 * 1024**3
+
+    @abc.abstractmethod
+    def can_copy_from(self, source: Connector) -> bool:
+        """Whether :meth:`copy_from` works with ``source`` (same service, endpoint and keys)."""
+
+    @abc.abstractmethod
+    def copy_from(self, source: Connector, source_path: str, target_path: str) -> Entry:
+        """Copy ``source_path`` of ``source`` to ``target_path`` in one atomic request: the
+        target appears whole or not at all. Returns the target's entry."""
+
+
+class KeepsMtime:
+    """The modified time given to :meth:`StagedWriter.commit` is stored and listed back
+    (within a second), so equal size and mtime mean an unchanged file."""
+
+
+class NativeChecksum:
+    """:attr:`Entry.checksum`, when not None, is the MD5 of the stored bytes as the
+    service computed it (S3 single-part ETags, Azure's Content-MD5)."""
+
+
+class DistributedWrite(abc.ABC):
+    """One object written in parts from several nodes, visible after one commit
+    (the contract in full: :mod:`dmg.connectors.distributed`)."""
+
+    @abc.abstractmethod
+    def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
+        """Open the write once; returns a small JSON handle every part needs."""
+
+    @abc.abstractmethod
+    def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                    chunks: Iterable[bytes], length: int) -> dict[str, Any]:
+        """Write ``length`` bytes at ``offset`` as part ``part_number``; idempotent."""
+
+    @abc.abstractmethod
+    def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
+                           size: int) -> None:
+        """Make the object visible from the parts' results; idempotent."""
+
+    @abc.abstractmethod
+    def abort_distributed(self, path: str, handle: dict[str, Any]) -> None:
+        """Drop what was written; safe twice or after another handle's commit."""
+
+
+class StagedCrc32(abc.ABC):
+    """A writer that can re-read its staged bytes before commit."""
+
+    @abc.abstractmethod
+    def staged_crc32(self) -> int:
+        """CRC-32 of the bytes staged so far, read back from where they are staged."""
+
+
+def flags_of(cls: type) -> frozenset[str]:
+    """The capability flags of a connector class, from the types it inherits."""
+    kinds: dict[str, type] = {"ranged_read": RangedRead, "server_side_copy": ServerSideCopy,
+                              "keeps_mtime": KeepsMtime, "native_checksum": NativeChecksum,
+                              "distributed_write": DistributedWrite}
+    return frozenset(flag for flag, kind in kinds.items() if issubclass(cls, kind))
