@@ -158,3 +158,17 @@ def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(overrides or {})
     return env
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``settings`` as the ``DMG_*`` variables that make :func:`load` rebuild it in a
+    child process (paths made absolute, so a child in another directory agrees)."""
+    env: dict[str, str] = {}
+    for f in dataclasses.fields(settings):
+        if f.name == "extra":
+            continue
+        value = getattr(settings, f.name)
+        if isinstance(value, Path):
+            value = value.resolve()
+        env[f"DMG_{f.name.upper()}"] = str(value)
+    return env

@@ -26,7 +26,6 @@ shards finish), waits ``shutdown_timeout`` s, then kills it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -46,7 +45,7 @@ from dmg.embedded.procs import stop_process
 from dmg.nodestate import NodeRegistration, node_dir
 from dmg.siteidentity import ForeignRedis, SiteIdentity
 from dmg.sitestate import SiteState
-from settings import Settings, process_environ
+from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
 from workers.agent import NodeAgent
 from workers.context import redis_client
@@ -65,19 +64,6 @@ class Service(Protocol):
     def start(self) -> None: ...
 
     def stop(self) -> None: ...
-
-
-def settings_environ(settings: Settings) -> dict[str, str]:
-    """``DMG_*`` variables that make :func:`settings.load` rebuild ``settings``."""
-    env: dict[str, str] = {}
-    for f in dataclasses.fields(settings):
-        if f.name == "extra":
-            continue
-        value = getattr(settings, f.name)
-        if isinstance(value, Path):
-            value = value.resolve()
-        env[f"DMG_{f.name.upper()}"] = str(value)
-    return env
 
 
 def worker_command(settings: Settings, registration: NodeRegistration, *, limit: int,

@@ -47,7 +47,7 @@ from dmg.embedded.procs import (
 )
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.errors import Conflict, DmgError, Fatal, NotFound, Retryable
-from settings import Settings
+from settings import Settings, settings_environ
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
@@ -56,16 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-
-
-def settings_environ(settings: Settings) -> dict[str, str]:
-    """``settings`` as the ``DMG_*`` variables that rebuild it in a child process."""
-    env: dict[str, str] = {}
-    for field in dataclasses.fields(settings):
-        if field.name == "extra":
-            continue
-        env[f"DMG_{field.name.upper()}"] = str(getattr(settings, field.name))
-    return env
 
 
 def flower_password(settings: Settings) -> str:

@@ -27,12 +27,12 @@ import redis as redis_lib
 from celery import Celery
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite, settings_environ
+from dmg.cli.site import EmbeddedSite
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.siteidentity import SiteIdentity
 from dmg.sitestate import SiteState
-from settings import process_environ
+from settings import process_environ, settings_environ
 from settings.celery import celery_config
 from tests.ha.nodekit import dispatcher_of, site_state
 from tests.ha.sitekit import (
