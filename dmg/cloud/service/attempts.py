@@ -37,29 +37,23 @@ from dmg.sitestate import CANCELLED_REASON
 _FINAL = {"succeeded": SUCCEEDED, "failed": FAILED}
 
 
-def check_reporter(session: Session, shard: Shard, report: ShardReport, node: NodeIdentity) -> None:
-    """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
-    if report.status == "placed":
-        return
-    if report.node and report.node != node.node:
-        raise PermissionDenied(f"node {node.node!r} cannot report for node {report.node!r}",
-                               hint="a node reports only its own attempts")
-    row = _row(session, shard.id, report.attempt)
-    if row is not None and row.node and row.node != node.node and row.status != "placed":
-        raise PermissionDenied(f"attempt {report.attempt} of shard {shard.id!r} runs on node {row.node!r}, "
-                               f"not on {node.node!r}", hint="a node reports only its own attempts")
-
-
 def record_report(session: Session, shard: Shard, report: ShardReport, node: NodeIdentity, *,
                   now: float) -> None:
-    """Record ``report`` (already checked by :func:`check_reporter`, not stale) in its attempt."""
-    row = _row(session, shard.id, report.attempt)
+    """Record ``report`` (not stale) in its attempt, closing older open ones; one query.
+    PermissionDenied, and nothing recorded, when ``node`` reports work not its own."""
+    rows = {r.attempt: r for r in session.scalars(
+        select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
+                                   ShardAttempt.attempt <= report.attempt))}
+    row = rows.get(report.attempt)
+    _check_reporter(shard, report, node, row)
     if row is None:
         row = ShardAttempt(activity_run_id=shard.activity_run_id, shard_id=shard.id, attempt=report.attempt,
                            node="", status=report.status, outcome="", error="", wait_reason="",
                            files=0, bytes=0)
         session.add(row)
-    _close_older(session, shard.id, report, now=now)
+    for older in rows.values():
+        if older.attempt < report.attempt:
+            _close(older, report, now=now)
     if report.status == "placed":
         if not row.node or row.status == "placed":
             row.node = report.node or node.node
@@ -89,23 +83,29 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
 _RANK = {"placed": 0, "running": 1, "succeeded": 2, "failed": 2}
 
 
-def _row(session: Session, shard_id: str, attempt: int) -> ShardAttempt | None:
-    return session.scalars(select(ShardAttempt).where(ShardAttempt.shard_id == shard_id,
-                                                      ShardAttempt.attempt == attempt)).first()
+def _check_reporter(shard: Shard, report: ShardReport, node: NodeIdentity, row: ShardAttempt | None) -> None:
+    """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
+    if report.status == "placed":
+        return
+    if report.node and report.node != node.node:
+        raise PermissionDenied(f"node {node.node!r} cannot report for node {report.node!r}",
+                               hint="a node reports only its own attempts")
+    if row is not None and row.node and row.node != node.node and row.status != "placed":
+        raise PermissionDenied(f"attempt {report.attempt} of shard {shard.id!r} runs on node {row.node!r}, "
+                               f"not on {node.node!r}", hint="a node reports only its own attempts")
 
 
-def _close_older(session: Session, shard_id: str, report: ShardReport, *, now: float) -> None:
-    older = session.scalars(select(ShardAttempt).where(ShardAttempt.shard_id == shard_id,
-                                                       ShardAttempt.attempt < report.attempt)).all()
-    for row in older:
-        told = (report.status == "placed" and report.previous_ended is not None
-                and row.attempt == report.attempt - 1)
-        if row.outcome and not (told and row.outcome == FENCED):
-            continue  # it ended on its own, or its reason is known already
-        row.outcome = report.previous_ended if told and report.previous_ended else FENCED
-        if row.ended_at is None or told:
-            row.ended_at = report.previous_ended_at if told and report.previous_ended_at else (
-                row.ended_at or now)
+def _close(row: ShardAttempt, report: ShardReport, *, now: float) -> None:
+    """End an attempt older than ``report``'s: as the placement report says, else ``fenced``."""
+    told = (report.status == "placed" and report.previous_ended is not None
+            and row.attempt == report.attempt - 1)
+    if row.outcome and not (told and row.outcome == FENCED):
+        return  # it ended on its own, or its reason is known already
+    row.outcome = report.previous_ended if told and report.previous_ended else FENCED
+    if told and report.previous_ended_at is not None:
+        row.ended_at = report.previous_ended_at
+    elif row.ended_at is None:
+        row.ended_at = now
 
 
 def close_cancelled(session: Session, activity_run_ids: list[str], *, now: float) -> None:

@@ -212,7 +212,6 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     if report.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="this attempt must not commit its output")
-    attempts.check_reporter(session, shard, report, node)
     attempts.record_report(session, shard, report, node, now=now)
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
