@@ -10,11 +10,14 @@ Rules (applied by :func:`record_report` inside the shard report's transaction):
 - A report of attempt N closes every older attempt still open: ``fenced``, unless
   the ``placed`` report of N says why N-1 ended (node offline, worker died, ...);
   a later ``placed`` report still names the reason of an attempt closed ``fenced``.
-- Trust: a node reports only its own work. ``running``/``succeeded``/``failed`` of an
-  attempt come from the node it was placed on (the token's node, never a body's):
-  anything else is refused (PermissionDenied) and nothing is recorded. A ``placed``
-  report comes from the gateway's dispatcher, so it may name another node of the
-  gateway, but it never moves an attempt that a node already reported as its own.
+- Trust: a node reports only its own work. A ``running``/``succeeded``/``failed``
+  report names the token's node (a body naming another node is refused), and once a
+  node reported an attempt as its own, another node's report of it is refused
+  (PermissionDenied; nothing is recorded). A ``placed`` report comes from the gateway's
+  dispatcher, so it may name another node of the gateway, but it never moves an
+  attempt that a node already reported as its own. (The cloud cannot tell which node
+  holds the dispatcher lease, so it does not refuse a worker's report on an attempt
+  placed elsewhere: that would let one wrong ``placed`` report stall a shard.)
 - A user's cancel closes the open attempts of the cancelled activity runs
   ``cancelled`` (:func:`close_cancelled`); an attempt's own final report still wins
   (it may have committed before it heard of the cancel).
