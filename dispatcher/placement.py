@@ -7,7 +7,8 @@ sets. For each pending shard in order it picks a node with
 :func:`dmg.placement.choose_node`, starts a new attempt, sends
 ``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
 ``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
-attempt, why it waited) to the cloud. A shard no node can take stays pending.
+attempt, why it waited, and why the previous attempt ended: :mod:`dmg.attempt_ends`)
+to the cloud. A shard no node can take stays pending.
 
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
 as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
