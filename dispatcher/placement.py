@@ -7,7 +7,8 @@ sets. For each pending shard in order it picks a node with
 :func:`dmg.placement.choose_node`, starts a new attempt, sends
 ``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
 ``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
-attempt, why it waited) to the cloud. A shard no node can take stays pending.
+attempt, why it waited, and why the previous attempt ended: :mod:`dmg.attempt_ends`)
+to the cloud. A shard no node can take stays pending.
 
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
 as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
@@ -30,6 +31,7 @@ from typing import Any
 
 from dispatcher.ports import TaskSender
 from dispatcher.reports import ShardReports
+from dmg.attempt_ends import REISSUED
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.sitestate import SiteState
@@ -49,6 +51,19 @@ class Placement:
     node: str
     attempt: int
     wait_reason: str = ""
+    #: Why the previous attempt ended (:mod:`dmg.attempt_ends`), and when; "" / None: not known here.
+    previous_ended: str = ""
+    previous_ended_at: float | None = None
+    placed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class PendingShard:
+    spec: dict[str, Any]
+    node: str
+    attempt: int
+    ended_reason: str = ""
+    ended_at: float | None = None
 
 
 def node_loads(state: SiteState) -> list[NodeLoad]:
@@ -166,19 +181,18 @@ class Placer:
                     self.state.drop_pending(shard_id)
                     removed += 1
                     continue
-                spec, node_name, attempt = shard
-                if node_name:
+                if shard.node:
                     log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
-                             shard_id, node_name, attempt)
+                             shard_id, shard.node, shard.attempt)
                     self.state.drop_pending(shard_id)
                     removed += 1
                     continue
-                stores = stores_of(spec)
+                stores = stores_of(shard.spec)
                 node = choose_node(loads, stores=stores, max_queued=self.max_queued)
                 if node is None:
                     self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
                     continue
-                placement = self._place(shard_id, node)
+                placement = self._place(shard_id, node, shard)
                 if placement is None:
                     log.warning("a newer dispatcher holds the lease; placement stopped")
                     return placed
@@ -186,18 +200,19 @@ class Placer:
                 removed += 1
             start += len(window) - removed
 
-    def _read_shards(self, shard_ids: list[str]) -> dict[str, tuple[dict[str, Any], str, int] | None]:
-        """``(spec, node, attempt)`` of each shard (None: no spec), in one round trip."""
+    def _read_shards(self, shard_ids: list[str]) -> dict[str, PendingShard | None]:
+        """Each shard as placement needs it (None: no spec), in one round trip."""
         pipe = self.state.redis.pipeline(transaction=False)
         for shard_id in shard_ids:
-            pipe.hmget(self.state.key("shard", shard_id), "spec", "node", "attempt")
-        found: dict[str, tuple[dict[str, Any], str, int] | None] = {}
-        for shard_id, (spec, node, attempt) in zip(shard_ids, pipe.execute(), strict=True):
+            pipe.hmget(self.state.key("shard", shard_id), "spec", "node", "attempt", "ended_reason",
+                       "ended_at")
+        found: dict[str, PendingShard | None] = {}
+        for shard_id, (spec, node, attempt, reason, at) in zip(shard_ids, pipe.execute(), strict=True):
             if spec is None:
                 found[shard_id] = None
                 continue
-            node_name = (node.decode() if isinstance(node, bytes) else node) or ""
-            found[shard_id] = (json.loads(spec), node_name, int(attempt or 0))
+            found[shard_id] = PendingShard(json.loads(spec), _text(node), int(attempt or 0),
+                                           _text(reason), float(at) if at else None)
         return found
 
     def _note_backlog(self, reason: str) -> None:
@@ -210,7 +225,7 @@ class Placer:
         self._note_wait(self.state.pending(), reason)
         self._noted_backlog, self._noted_reason = length, reason
 
-    def _place(self, shard_id: str, node: NodeLoad) -> Placement | None:
+    def _place(self, shard_id: str, node: NodeLoad, shard: PendingShard) -> Placement | None:
         epoch = self.epoch()
         attempt = self.state.new_attempt(shard_id, node.name, epoch=epoch)
         if not attempt:
@@ -220,7 +235,9 @@ class Placer:
         self._noted_backlog -= 1
         record_placement(node)
         _since, reason = self._waiting.pop(shard_id, (0.0, ""))
-        placement = Placement(shard_id, node.name, attempt, reason)
+        placement = Placement(shard_id, node.name, attempt, reason, placed_at=self.clock(),
+                              previous_ended=shard.ended_reason if attempt > 1 else "",
+                              previous_ended_at=shard.ended_at if attempt > 1 else None)
         log.info("shard placed shard=%s node=%s attempt=%d free_slots=%d wait_reason=%s",
                  shard_id, node.name, attempt, node.free_slots, reason or "-")
         self._report(placement)
@@ -235,7 +252,8 @@ class Placer:
     def reissue(self, shard_id: str, node: str, attempt: int, *, epoch: int) -> None:
         """Send a re-issued attempt (:func:`dmg.attempts.reissue`) and report it placed."""
         self.send(shard_id, node, attempt, epoch=epoch)
-        self._report(Placement(shard_id, node, attempt, "re-issued by a new dispatcher"))
+        self._report(Placement(shard_id, node, attempt, REISSUED, previous_ended=REISSUED,
+                               previous_ended_at=self.clock(), placed_at=self.clock()))
 
     def _note_wait(self, shard_ids: list[str], reason: str) -> None:
         now = self.clock()
@@ -246,9 +264,24 @@ class Placer:
     def _report(self, placement: Placement) -> None:
         if self.cloud is None:
             return
-        report = {"attempt": placement.attempt, "node": placement.node, "status": "placed",
-                  "wait_reason": placement.wait_reason}
         try:
-            self.cloud.report_shard(placement.shard_id, report)
+            self.cloud.report_shard(placement.shard_id, placed_report(placement))
         except DmgError as exc:
             log.warning("placement not reported to the cloud shard=%s error=%s", placement.shard_id, exc)
+
+
+def placed_report(placement: Placement) -> dict[str, Any]:
+    """The ``placed`` report of a placement (:class:`dmg.cloud.schemas.ShardReport`)."""
+    report: dict[str, Any] = {"attempt": placement.attempt, "node": placement.node, "status": "placed",
+                              "wait_reason": placement.wait_reason}
+    if placement.placed_at is not None:
+        report["placed_at"] = placement.placed_at
+    if placement.previous_ended:
+        report["previous_ended"] = placement.previous_ended
+        if placement.previous_ended_at is not None:
+            report["previous_ended_at"] = placement.previous_ended_at
+    return report
+
+
+def _text(raw: Any) -> str:
+    return (raw.decode() if isinstance(raw, bytes) else raw) or ""

@@ -33,7 +33,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dispatcher.placement import Placer, node_loads, stores_of
+from dispatcher.placement import Placement, Placer, node_loads, placed_report, stores_of
+from dmg.attempt_ends import MOVED, NOT_SENT
 from dmg.attempts import requeue
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.sitestate import SHARD_QUEUED, SiteState
@@ -151,14 +152,16 @@ class Rebalancer:
             self.placer.send(shard_id, target.name, attempt, epoch=epoch)
         except Exception:
             # No message went out: hand the shard back to pending rather than strand it.
-            requeue(self.state, shard_id, target.name, epoch=epoch)
+            requeue(self.state, shard_id, target.name, epoch=epoch, reason=NOT_SENT)
             raise
         donor.queued -= 1
         record_placement(target)
         log.info("queued shard moved shard=%s from=%s to=%s attempt=%d", shard_id, donor.name,
                  target.name, attempt)
         if self.placer.cloud is not None:
-            self.placer.cloud.report_shard(shard_id, {
-                "attempt": attempt, "node": target.name, "status": "placed",
-                "wait_reason": f"moved from {donor.name}, where it was queued behind running shards"})
+            now = self.placer.clock()
+            self.placer.cloud.report_shard(shard_id, placed_report(Placement(
+                shard_id, target.name, attempt,
+                f"moved from {donor.name}, where it was queued behind running shards",
+                previous_ended=MOVED, previous_ended_at=now, placed_at=now)))
         return Move(shard_id, donor.name, target.name, attempt)

@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from dmg.attempt_ends import NODE_OFFLINE, WORKER_DIED
 from dmg.attempts import reissue, requeue, runner_pid
 from dmg.sitestate import SHARD_QUEUED, SHARD_RUNNING, SiteState
 
@@ -52,7 +53,7 @@ def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
     moved: list[str] = []
     for node in sorted(known_nodes(state) - live):
         for shard_id in sorted(state.queued(node) | state.running(node)):
-            attempt = requeue(state, shard_id, node, epoch=epoch)
+            attempt = requeue(state, shard_id, node, epoch=epoch, reason=NODE_OFFLINE)
             if attempt < 0:
                 return moved  # a newer dispatcher took over
             if attempt > 0:
@@ -95,7 +96,7 @@ class OrphanWatch:
                 since = suspects[key] = self._suspects.get(key, now)
                 if now - since < self.grace:
                     continue
-                if requeue(state, shard_id, node, epoch=epoch) > 0:
+                if requeue(state, shard_id, node, epoch=epoch, reason=WORKER_DIED) > 0:
                     moved.append(shard_id)
                     suspects.pop(key, None)
                     log.warning("shard lost its process on a live node; back to pending shard=%s node=%s "

@@ -12,6 +12,11 @@ Each operation is one Redis script, so it is atomic against every other writer
 - :func:`requeue`: take a shard off a node (dead, restarted, drained, removed):
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
+  The new attempt is kept *unsent* (``unsent`` in the hash): placement
+  (:meth:`dmg.sitestate.SiteState.new_attempt`) sends that very number instead of
+  bumping again, so attempts are numbered 1, 2, 3 with no gap. Why the old attempt
+  ended (:mod:`dmg.attempt_ends`) is kept in ``ended_reason``/``ended_at`` until the
+  dispatcher reports the next placement to the cloud.
 - :func:`reissue`: a new dispatcher cannot know whether its predecessor's
   message for a queued shard went out; it re-issues the shard on the same node
   with a new attempt, unless the node started it meanwhile.
@@ -24,8 +29,11 @@ node's worker publishes (:mod:`dispatcher.recovery`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from dmg.attempt_ends import FENCED
 
 if TYPE_CHECKING:
     from dmg.sitestate import SiteState
@@ -60,9 +68,10 @@ redis.call('SADD', KEYS[4], ARGV[9])
 return {'started', deliveries}
 """
 
-# KEYS: shard hash. ARGV: prefix, shard id, node, epoch ('' = not the dispatcher), pending state.
+# KEYS: shard hash. ARGV: prefix, shard id, node, epoch ('' = not the dispatcher), pending state,
+#       why the old attempt ended, when (POSIX seconds).
 # -> the new attempt; 0 when the shard is not queued/running on that node; -1 when the epoch
-#    is superseded.
+#    is superseded. The new attempt is *unsent*: placement sends it without a second bump.
 _REQUEUE = """
 if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[4] then return -1 end
 redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
@@ -70,7 +79,8 @@ redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'node', 'state')
 if h[1] ~= ARGV[3] or (h[2] ~= 'queued' and h[2] ~= 'running') then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '')
+redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '',
+           'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])
 redis.call('LREM', ARGV[1] .. 'pending', 0, ARGV[2])
 redis.call('LPUSH', ARGV[1] .. 'pending', ARGV[2])
 redis.call('LPUSH', ARGV[1] .. 'wake', 1)
@@ -133,16 +143,21 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
     return DUPLICATE, 0  # the runner keeps changing: other deliveries are racing for it
 
 
-def requeue(state: SiteState, shard_id: str, node: str, *, epoch: int | None = None) -> int:
+def requeue(state: SiteState, shard_id: str, node: str, *, epoch: int | None = None,
+            reason: str = FENCED, now: float | None = None) -> int:
     """Take ``shard_id`` off ``node`` and put it first in ``pending`` with a new attempt.
 
-    Returns the new attempt, 0 when the shard is not queued or running on ``node``
-    (it moved on: nothing to do), -1 when ``epoch`` is given and superseded. Always
-    removes the shard from ``node``'s queued/running sets.
+    ``reason`` (one of :data:`dmg.attempt_ends.REPLACED`) says why the old attempt
+    ended, at ``now`` (default: the current time). Returns the new attempt, 0 when the
+    shard is not queued or running on ``node`` (it moved on: nothing to do), -1 when
+    ``epoch`` is given and superseded. Always removes the shard from ``node``'s
+    queued/running sets.
     """
     script = state.redis.register_script(_REQUEUE)
+    at = time.time() if now is None else now
     return int(script(keys=[state.key("shard", shard_id)],
-                      args=[state.prefix, shard_id, node, "" if epoch is None else epoch, PENDING]))
+                      args=[state.prefix, shard_id, node, "" if epoch is None else epoch, PENDING,
+                            reason, f"{at:.3f}"]))
 
 
 def reissue(state: SiteState, shard_id: str, node: str, *, attempt: int, epoch: int) -> int:

@@ -13,7 +13,8 @@ Key layout (all under ``dmg:<gateway>:``):
 ``running:<node>``          set of shard ids the node is running
 ``started:<node>``          set of staging ids (``<shard>.<attempt>``) the node began, not ended
 ``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``, ``epoch``,
-                            ``deliveries``, ``runner``, ``duplicates`` (:mod:`dmg.attempts`)
+                            ``deliveries``, ``runner``, ``duplicates``, ``unsent``,
+                            ``ended_reason``, ``ended_at`` (:mod:`dmg.attempts`)
 ``drain``                   hash: node -> ``drain`` / ``removed``: place nothing new there
 ``planning``                set of activity runs whose shards may not be pending yet
 ``pending``                 list of shard ids planned but not placed yet
@@ -68,7 +69,15 @@ if previous and previous ~= '' then
   redis.call('SREM', ARGV[1] .. 'queued:' .. previous, ARGV[2])
   redis.call('SREM', ARGV[1] .. 'running:' .. previous, ARGV[2])
 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+-- A requeued shard's attempt was bumped already and never sent: send that number.
+local unsent = redis.call('HGET', KEYS[1], 'unsent')
+local attempt
+if unsent and unsent ~= '' and unsent == redis.call('HGET', KEYS[1], 'attempt') then
+  attempt = tonumber(unsent)
+else
+  attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+end
+redis.call('HDEL', KEYS[1], 'unsent', 'ended_reason', 'ended_at')
 redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0,
            'runner', '')
 redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
@@ -239,6 +248,8 @@ class SiteState:
         attempt: a fenced attempt no longer counts against that node's slots. With
         ``epoch`` (the dispatcher's lease epoch) the attempt is recorded with it, and
         nothing happens (returns 0) when a newer dispatcher took the lease since.
+        A shard handed back by :func:`dmg.attempts.requeue` keeps the attempt that
+        fenced the old one (it was never sent): numbers have no gap.
         """
         return int(self._new_attempt(keys=[self.key("shard", shard_id)],
                                      args=[self.prefix, shard_id, node, SHARD_QUEUED,

@@ -24,6 +24,7 @@ from collections.abc import Callable
 
 import redis
 
+from dmg.attempt_ends import NODE_RESTARTED
 from dmg.attempts import requeue
 from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.base import commit_key
@@ -38,7 +39,7 @@ def hand_back(state: SiteState, node: str) -> list[str]:
     """Requeue every shard listed as queued or running on ``node``; returns the moved ids."""
     moved = []
     for shard_id in sorted(state.queued(node) | state.running(node)):
-        if requeue(state, shard_id, node) > 0:
+        if requeue(state, shard_id, node, reason=NODE_RESTARTED) > 0:
             moved.append(shard_id)
             log.warning("shard handed back by a starting node shard=%s node=%s", shard_id, node)
     return moved

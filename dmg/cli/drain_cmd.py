@@ -71,11 +71,14 @@ def work_on(state: SiteState, node: str) -> set[str]:
 
 
 def move_work(state: SiteState, node: str, *, queued_only: bool) -> list[str]:
-    """Requeue the shards on ``node`` (only those not started with ``queued_only``)."""
+    """Requeue the shards on ``node``: only those not started with ``queued_only`` (a
+    drain), else all of them (a removal)."""
+    from dmg.attempt_ends import NODE_DRAINED, NODE_REMOVED
     from dmg.attempts import requeue
 
     shards = state.queued(node) if queued_only else work_on(state, node)
-    return [s for s in sorted(shards) if requeue(state, s, node) > 0]
+    reason = NODE_DRAINED if queued_only else NODE_REMOVED
+    return [s for s in sorted(shards) if requeue(state, s, node, reason=reason) > 0]
 
 
 @click.command()

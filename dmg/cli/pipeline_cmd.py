@@ -131,17 +131,24 @@ def list_runs(limit: int, as_json: bool) -> None:
 
 @runs.command()
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
-def show(run_id: str, as_json: bool) -> None:
+@click.option("--attempts", "with_attempts", is_flag=True,
+              help="Also list every attempt of every shard: node, placed, started, ended, how it ended.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the run as JSON (with --attempts, its `attempts` too).")
+def show(run_id: str, with_attempts: bool, as_json: bool) -> None:
     """Show run RUN_ID: every activity run and shard (status, node, files, bytes, duration)."""
-    from dmg.cli.runview import print_run
+    from dmg.cli.runview import print_attempts, print_run
 
     with user_client() as client:
         body = client.run(run_id)
+        if with_attempts:
+            body["attempts"] = client.run_attempts(run_id)
     if as_json:
         emit_json(body)
-    else:
-        print_run(body)
+        return
+    print_run(body)
+    if with_attempts:
+        print_attempts(body["attempts"])
 
 
 @runs.command()

@@ -9,11 +9,20 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from dmg.cli.output import column, computed, duration_between, human_bytes, human_duration, render_table
+from dmg.cli.output import (
+    column,
+    computed,
+    duration_between,
+    human_bytes,
+    human_duration,
+    render_table,
+    to_epoch,
+)
 from dmg.cli.progressbar import RateMeter, bar_line
 from dmg.errors import Retryable
 
@@ -116,6 +125,41 @@ SHARD_COLUMNS = [
     column("BYTES", "bytes", human_bytes), column("DURATION", "duration", human_duration),
     computed("ERROR", lambda r: str(r.get("error") or "")[:80]),
 ]
+
+
+def clock_time(value: Any) -> str:
+    """``HH:MM:SS.s`` local time (attempts of one run are seconds apart), "-" for none."""
+    epoch = to_epoch(value)
+    if epoch is None:
+        return "-"
+    stamp = datetime.fromtimestamp(epoch)
+    return f"{stamp:%H:%M:%S}.{stamp.microsecond // 100_000}"
+
+
+def _ended(row: dict[str, Any]) -> str:
+    how = str(row.get("outcome") or "")
+    if not how:
+        return f"({row.get('status') or 'placed'})"  # still open
+    error = str(row.get("error") or "")
+    return f"{how}: {error[:80]}" if error and how in ("failed", "cancelled") else how
+
+
+ATTEMPT_COLUMNS = [
+    column("ACTIVITY", "activity"), column("SHARD", "shard_index"), column("ATTEMPT", "attempt"),
+    column("NODE", "node"), column("PLACED", "placed_at", clock_time),
+    column("STARTED", "started_at", clock_time), column("ENDED", "ended_at", clock_time),
+    column("RAN", "duration", human_duration), computed("HOW IT ENDED", _ended),
+]
+
+
+def print_attempts(attempts: list[dict[str, Any]]) -> None:
+    """Every attempt of every shard, oldest first per shard (``dmg runs show --attempts``)."""
+    click.echo("")
+    if not attempts:
+        click.echo("attempts: none reported yet")
+        return
+    click.echo("attempts:")
+    click.echo(render_table(attempts, ATTEMPT_COLUMNS))
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:

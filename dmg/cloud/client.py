@@ -14,6 +14,7 @@ import json
 import logging
 from collections.abc import Iterator
 from typing import Any, NoReturn
+from urllib.parse import quote
 
 import httpx
 
@@ -137,6 +138,14 @@ class CloudClient:
     def cancel_run(self, run_id: str) -> dict[str, Any]:
         """Cancel a run that has not ended (Conflict if it has); -> the run."""
         return self.request("POST", f"/runs/{run_id}/cancel")
+
+    def run_attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Every attempt of every shard of the run (``GET /runs/{id}/attempts``)."""
+        return self.request("GET", f"/runs/{quote(run_id, safe='')}/attempts")
+
+    def shard_attempts(self, shard_id: str) -> list[dict[str, Any]]:
+        """Every attempt of one shard (``GET /shards/{id}/attempts``)."""
+        return self.request("GET", f"/shards/{quote(shard_id, safe='')}/attempts")
 
     def run(self, run_id: str) -> dict[str, Any]:
         """-> ``{id, pipeline, gateway, status, created_at, started_at, ended_at,

@@ -206,3 +206,30 @@ class FileRecord(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     recorded_at: Mapped[float] = mapped_column(Float)
+
+
+class ShardAttempt(Base):
+    """One attempt of a shard, as the dispatcher's and the worker's reports told it.
+
+    ``outcome`` is "" while the attempt is open, else how it ended
+    (:mod:`dmg.attempt_ends`); ``error`` is the worker's error of a failed attempt.
+    """
+
+    __tablename__ = "shard_attempts"
+    __table_args__ = (UniqueConstraint("shard_id", "attempt", name="uq_shard_attempts_shard_attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    activity_run_id: Mapped[str] = mapped_column(ForeignKey("activity_runs.id", ondelete="CASCADE"),
+                                                 index=True)
+    shard_id: Mapped[str] = mapped_column(ForeignKey("shards.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    node: Mapped[str] = mapped_column(String(64), default="")
+    status: Mapped[str] = mapped_column(String(16))  # the last status reported: placed .. failed
+    outcome: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    wait_reason: Mapped[str] = mapped_column(Text, default="")
+    files: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    placed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dmg.attempt_ends import REPLACED
 from dmg.definitions import check_shape, unknown_name
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -156,6 +157,18 @@ class ShardReport(Body):
     ended_at: float | None = None
     error: str | None = Field(default=None, max_length=4096)
     wait_reason: str | None = Field(default=None, max_length=1024)
+    #: ``placed`` reports only: when the dispatcher sent the attempt, and why (and when)
+    #: the shard's previous attempt ended (:data:`dmg.attempt_ends.REPLACED`).
+    placed_at: float | None = None
+    previous_ended: str | None = Field(default=None, max_length=64)
+    previous_ended_at: float | None = None
+
+    @field_validator("previous_ended")
+    @classmethod
+    def _known_ending(cls, value: str | None) -> str | None:
+        if value is not None and value not in REPLACED:
+            raise ValueError(str(unknown_name(value, REPLACED, what="attempt ending")))
+        return value
 
 
 #: File results one request may carry (a shard sends more in several requests).

@@ -1,5 +1,6 @@
 """Routes of the portal: ``/`` (dashboard), ``/login``, ``/logout``,
-``/runs/<id>/report.jsonl`` (a run's per-file report) and ``POST /runs/<id>/cancel``
+``/runs/<id>/report.jsonl`` (a run's per-file report), ``/runs/<id>/attempts`` (every
+attempt of its shards) and ``POST /runs/<id>/cancel``
 (its Cancel button; the session cookie is ``SameSite=Strict``, so another site's
 page cannot post it).
 
@@ -21,6 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response, Streamin
 from dmg.cloud.api.auth import service
 from dmg.cloud.keys import token_matches
 from dmg.cloud.portal import render
+from dmg.cloud.portal.attempts import attempts_page
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,6 +62,17 @@ async def run_report(run_id: str, request: Request) -> Response:
     lines = await run_in_threadpool(service(request).run_report, run_id)
     return StreamingResponse(lines, media_type="application/x-ndjson",
                              headers={"Content-Disposition": f'attachment; filename="run-{run_id}.jsonl"'})
+
+
+@router.get("/runs/{run_id}/attempts", response_class=HTMLResponse)
+async def run_attempts(run_id: str, request: Request) -> Response:
+    """Every attempt of every shard of the run, for a signed-in browser."""
+    if not _signed_in(request):
+        return HTMLResponse(render.login_page(), status_code=401)
+    svc = service(request)
+    run = await run_in_threadpool(svc.run, run_id)
+    attempts = await run_in_threadpool(svc.run_attempts, run_id)
+    return HTMLResponse(attempts_page(run, attempts), headers={"Cache-Control": "no-store"})
 
 
 @router.post("/runs/{run_id}/cancel")

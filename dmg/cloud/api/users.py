@@ -100,3 +100,19 @@ async def cancel_run(run_id: str, request: Request, svc: Service) -> dict[str, A
 @router.get("/runs/{run_id}", tags=["runs"])
 def run(run_id: str, svc: Service) -> dict[str, Any]:
     return svc.run(run_id)
+
+
+@router.get("/runs/{run_id}/attempts", tags=["runs"])
+def run_attempts(run_id: str, svc: Service) -> list[dict[str, Any]]:
+    """Every attempt of every shard of the run, by activity, shard and attempt:
+    ``{shard_id, shard_index, activity, attempt, node, status, outcome, error, wait_reason,
+    files, bytes, placed_at, started_at, ended_at, waited, duration, current}``; ``outcome``
+    is how it ended ("" while it runs): succeeded, failed, cancelled, fenced, worker died,
+    node offline, node restarted, node removed, node drained, moved, re-issued ..."""
+    return svc.run_attempts(run_id)
+
+
+@router.get("/shards/{shard_id}/attempts", tags=["runs"])
+def shard_attempts(shard_id: str, svc: Service) -> list[dict[str, Any]]:
+    """Every attempt of one shard, oldest first (the shape of ``/runs/{id}/attempts``)."""
+    return svc.shard_attempts(shard_id)

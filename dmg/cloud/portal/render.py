@@ -100,15 +100,22 @@ def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> str:
                    "network", "credentials", "last heartbeat"], rows)
 
 
-def shards_table(shards: list[dict[str, Any]]) -> str:
+def shards_table(shards: list[dict[str, Any]], *, run_id: str = "") -> str:
+    """The shards of an activity run; with ``run_id`` each attempt number links to the
+    shard's attempts on the run's attempts page."""
     if not shards:
         return ""
     rows = []
     for shard in shards:
+        attempt = str(shard["attempt"])
+        if run_id:
+            href = f"/runs/{escape(run_id)}/attempts#shard-{escape(shard['id'])}"
+            attempt = f'<a href="{href}" title="every attempt of this shard">{attempt}</a>'
+
         waited = "" if shard["waited"] is None else f"{shard['waited']:.1f} s"
         reason = escape(shard["wait_reason"])
         rows.append("<tr>" + _cells([
-            str(shard["index"]), badge(shard["status"]), escape(shard["node"] or "-"), str(shard["attempt"]),
+            str(shard["index"]), badge(shard["status"]), escape(shard["node"] or "-"), attempt,
             f"{shard['files']} / {shard['files_total']}",
             f"{human_bytes(shard['bytes'])} / {human_bytes(shard['bytes_total'])}",
             waited + (f" ({reason})" if reason else ""), duration(shard["started_at"], shard["ended_at"]),
@@ -170,7 +177,8 @@ def runs_section(runs: list[dict[str, Any]], counts: dict[str, dict[str, dict[st
             f"<h3>{badge(run['status'])} {escape(run['pipeline'])} "
             f'<span class="muted">run {escape(run["id"][:12])} on {escape(run["gateway"])}, '
             f"created {when(run['created_at'])}{', took ' + took if took else ''}, "
-            f'<a href="/runs/{escape(run["id"])}/report.jsonl">per-file report</a></span>'
+            f'<a href="/runs/{escape(run["id"])}/report.jsonl">per-file report</a>, '
+            f'<a href="/runs/{escape(run["id"])}/attempts">attempts</a></span>'
             f"{cancel_form(run)}</h3>")
         for activity in run["activity_runs"]:
             error = f' <span class="error">{escape(activity["error"])}</span>' if activity["error"] else ""
@@ -179,7 +187,7 @@ def runs_section(runs: list[dict[str, Any]], counts: dict[str, dict[str, dict[st
                 f"<p>{badge(activity['status'])} activity <b>{escape(activity['name'])}</b>: "
                 f"{progress(activity, now=now)}, {len(activity.get('shards', []))} shard(s)"
                 f"{'; ' + tally if tally else ''}{error}</p>")
-            parts.append(shards_table(activity.get("shards", [])))
+            parts.append(shards_table(activity.get("shards", []), run_id=run["id"]))
     return "".join(parts)
 
 

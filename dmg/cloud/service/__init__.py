@@ -21,7 +21,7 @@ from dmg.cloud.schemas import (
     ShardReport,
     StoreCreate,
 )
-from dmg.cloud.service import cancel, dispatch, files, gateways, pipelines, stores
+from dmg.cloud.service import attempts, cancel, dispatch, files, gateways, pipelines, stores
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
 
@@ -99,6 +99,15 @@ class CloudService:
     def run(self, run_id: str) -> dict[str, Any]:
         with self.db.read() as session:
             return pipelines.get_run(session, run_id)
+
+    def run_attempts(self, run_id: str) -> list[dict[str, Any]]:
+        """Every attempt of every shard of the run (:mod:`.attempts`)."""
+        with self.db.read() as session:
+            return attempts.run_attempts(session, run_id)
+
+    def shard_attempts(self, shard_id: str) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            return attempts.shard_attempts(session, shard_id)
 
     def cancel_run(self, run_id: str) -> tuple[int, dict[str, Any]]:
         """-> (gateway id to wake its dispatcher, the run); see :mod:`.cancel`."""

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dmg.cloud.models import ActivityRun, Run
+from dmg.cloud.service.attempts import close_cancelled
 from dmg.cloud.service.derive import TERMINAL, derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.views import run_json
@@ -40,10 +41,13 @@ def cancel_run(session: Session, run_id: str, *, now: float) -> tuple[int, dict[
     if run.status in TERMINAL:
         raise Conflict(f"run {run_id!r} already ended ({run.status}); there is nothing to cancel",
                        hint="start a new run with `dmg pipeline run`")
+    cancelled = []
     for activity_run in run.activity_runs:
         if activity_run.status not in TERMINAL:
             activity_run.cancelled_at = now
             derive_activity_run(activity_run, now=now)
+            cancelled.append(activity_run.id)
+    close_cancelled(session, cancelled, now=now)
     derive_run(run, now=now)
     session.flush()
     log.info("run %s cancelled", run_id)

@@ -30,6 +30,7 @@ from dmg.cloud.models import (
     Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
+from dmg.cloud.service import attempts
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
@@ -202,7 +203,8 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
                  now: float) -> dict[str, Any]:
     """Record a shard report. StaleAttempt if a newer attempt was reported; a newer
     attempt replaces the node and the progress of the older one. A late non-final
-    report of a finished attempt is ignored."""
+    report of a finished attempt is ignored. Every attempt is kept apart too
+    (:mod:`.attempts`); PermissionDenied when a node reports another node's attempt."""
     shard = session.get(Shard, shard_id)
     if shard is None or shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
@@ -210,6 +212,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     if report.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="this attempt must not commit its output")
+    attempts.record_report(session, shard, report, node, now=now)
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
         shard.node = report.node or node.node

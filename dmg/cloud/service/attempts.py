@@ -1,0 +1,161 @@
+"""Every attempt of a shard, recorded from the shard reports the site already sends.
+
+No request is added for this: the dispatcher's ``placed`` report opens an attempt
+(node, when it was placed, why it waited) and says why the previous one ended
+(``previous_ended``, :mod:`dmg.attempt_ends`); the worker's ``running`` /
+``succeeded`` / ``failed`` reports fill in the start, the progress and the end.
+
+Rules (applied by :func:`record_report` inside the shard report's transaction):
+
+- A report of attempt N closes every older attempt still open: ``fenced``, unless
+  the ``placed`` report of N says why N-1 ended (node offline, worker died, ...);
+  a later ``placed`` report still names the reason of an attempt closed ``fenced``.
+- Trust: a node reports only its own work. A ``running``/``succeeded``/``failed``
+  report names the token's node (a body naming another node is refused), and once a
+  node reported an attempt as its own, another node's report of it is refused
+  (PermissionDenied; nothing is recorded). A ``placed`` report comes from the gateway's
+  dispatcher, so it may name another node of the gateway, but it never moves an
+  attempt that a node already reported as its own. (The cloud cannot tell which node
+  holds the dispatcher lease, so it does not refuse a worker's report on an attempt
+  placed elsewhere: that would let one wrong ``placed`` report stall a shard.)
+- A user's cancel closes the open attempts of the cancelled activity runs
+  ``cancelled`` (:func:`close_cancelled`); an attempt's own final report still wins
+  (it may have committed before it heard of the cancel).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dmg.attempt_ends import CANCELLED, FAILED, FENCED, REPLACED, SUCCEEDED
+from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
+from dmg.cloud.schemas import ShardReport
+from dmg.cloud.service.gateways import NodeIdentity
+from dmg.errors import NotFound, PermissionDenied
+from dmg.sitestate import CANCELLED_REASON
+
+_FINAL = {"succeeded": SUCCEEDED, "failed": FAILED}
+
+
+def record_report(session: Session, shard: Shard, report: ShardReport, node: NodeIdentity, *,
+                  now: float) -> None:
+    """Record ``report`` (not stale) in its attempt, closing older open ones; one query.
+    PermissionDenied, and nothing recorded, when ``node`` reports work not its own."""
+    rows = {r.attempt: r for r in session.scalars(
+        select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
+                                   ShardAttempt.attempt <= report.attempt))}
+    row = rows.get(report.attempt)
+    _check_reporter(shard, report, node, row)
+    if row is None:
+        row = ShardAttempt(activity_run_id=shard.activity_run_id, shard_id=shard.id, attempt=report.attempt,
+                           node="", status=report.status, outcome="", error="", wait_reason="",
+                           files=0, bytes=0)
+        session.add(row)
+    for older in rows.values():
+        if older.attempt < report.attempt:
+            _close(older, report, now=now)
+    if report.status == "placed":
+        if not row.node or row.status == "placed":
+            row.node = report.node or node.node
+        row.placed_at = report.placed_at if report.placed_at is not None else (row.placed_at or now)
+        if report.wait_reason is not None:
+            row.wait_reason = report.wait_reason
+        return
+    row.node = node.node
+    if _RANK[report.status] >= _RANK.get(row.status, 0):
+        row.status = report.status
+    if report.files is not None:
+        row.files = report.files
+    if report.bytes is not None:
+        row.bytes = report.bytes
+    if report.started_at is not None:
+        row.started_at = report.started_at
+    elif row.started_at is None:
+        row.started_at = now
+    if report.status in _FINAL and row.outcome not in REPLACED:
+        cancelled = report.status == "failed" and (report.error == CANCELLED_REASON
+                                                   or shard.activity_run.cancelled_at is not None)
+        row.outcome = CANCELLED if cancelled else _FINAL[report.status]
+        row.error = report.error or ""
+        row.ended_at = report.ended_at if report.ended_at is not None else now
+
+
+_RANK = {"placed": 0, "running": 1, "succeeded": 2, "failed": 2}
+
+
+def _check_reporter(shard: Shard, report: ShardReport, node: NodeIdentity, row: ShardAttempt | None) -> None:
+    """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
+    if report.status == "placed":
+        return
+    if report.node and report.node != node.node:
+        raise PermissionDenied(f"node {node.node!r} cannot report for node {report.node!r}",
+                               hint="a node reports only its own attempts")
+    if row is not None and row.node and row.node != node.node and row.status != "placed":
+        raise PermissionDenied(f"attempt {report.attempt} of shard {shard.id!r} runs on node {row.node!r}, "
+                               f"not on {node.node!r}", hint="a node reports only its own attempts")
+
+
+def _close(row: ShardAttempt, report: ShardReport, *, now: float) -> None:
+    """End an attempt older than ``report``'s: as the placement report says, else ``fenced``."""
+    told = (report.status == "placed" and report.previous_ended is not None
+            and row.attempt == report.attempt - 1)
+    if row.outcome and not (told and row.outcome == FENCED):
+        return  # it ended on its own, or its reason is known already
+    row.outcome = report.previous_ended if told and report.previous_ended else FENCED
+    if told and report.previous_ended_at is not None:
+        row.ended_at = report.previous_ended_at
+    elif row.ended_at is None:
+        row.ended_at = now
+
+
+def close_cancelled(session: Session, activity_run_ids: list[str], *, now: float) -> None:
+    """End ``cancelled`` every open attempt of these activity runs (a user cancelled them)."""
+    if not activity_run_ids:
+        return
+    for row in session.scalars(select(ShardAttempt).where(ShardAttempt.activity_run_id.in_(activity_run_ids),
+                                                          ShardAttempt.outcome == "")):
+        row.outcome = CANCELLED
+        row.ended_at = now
+
+
+def attempt_json(row: ShardAttempt, shard: Shard, activity_run: ActivityRun) -> dict[str, Any]:
+    waited = (row.started_at - row.placed_at) if row.started_at is not None and row.placed_at is not None \
+        else None
+    ran = (row.ended_at - row.started_at) if row.ended_at is not None and row.started_at is not None \
+        else None
+    return {
+        "run_id": activity_run.run_id, "activity_run_id": activity_run.id, "activity": activity_run.name,
+        "shard_id": shard.id, "shard_index": shard.index, "attempt": row.attempt, "node": row.node,
+        "status": row.status, "outcome": row.outcome, "ended": row.outcome or "", "error": row.error,
+        "wait_reason": row.wait_reason, "files": row.files, "bytes": row.bytes,
+        "placed_at": row.placed_at, "started_at": row.started_at, "ended_at": row.ended_at,
+        "waited": waited, "duration": ran, "current": row.attempt == shard.attempt,
+    }
+
+
+def run_attempts(session: Session, run_id: str) -> list[dict[str, Any]]:
+    """Every attempt of every shard of run ``run_id``: by activity, shard index, attempt.
+    NotFound for an unknown run."""
+    if session.get(Run, run_id) is None:
+        raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg runs list`")
+    rows = session.execute(
+        select(ShardAttempt, Shard, ActivityRun)
+        .join(Shard, Shard.id == ShardAttempt.shard_id)
+        .join(ActivityRun, ActivityRun.id == ShardAttempt.activity_run_id)
+        .where(ActivityRun.run_id == run_id)
+        .order_by(ActivityRun.position, Shard.index, ShardAttempt.attempt))
+    return [attempt_json(a, s, r) for a, s, r in rows]
+
+
+def shard_attempts(session: Session, shard_id: str) -> list[dict[str, Any]]:
+    """Every attempt of shard ``shard_id``, oldest first. NotFound for an unknown shard."""
+    shard = session.get(Shard, shard_id)
+    if shard is None:
+        raise NotFound(f"shard {shard_id!r} does not exist",
+                       hint="`dmg runs show RUN --json` lists the ids of a run's shards")
+    rows = session.scalars(select(ShardAttempt).where(ShardAttempt.shard_id == shard_id)
+                           .order_by(ShardAttempt.attempt))
+    return [attempt_json(a, shard, shard.activity_run) for a in rows]
