@@ -25,15 +25,15 @@ from workers.shard_runner import SUCCEEDED, run_shard
 
 
 def planned_shard(cloud: Cloud, user: CloudClient) -> dict[str, Any]:
-    """A run whose one activity run is claimed and planned as one shard."""
-    site = make_site(user)
+    """A run whose one activity run is claimed (by n1) and planned as one shard."""
+    site = make_site(user, nodes=("n1", "n2"))
     run = user.run_pipeline(make_pipeline(user, site.gateway))
     with cloud.node(site.tokens["n1"]) as node:
         [activity] = node.claim_activity_runs(epoch=1, wait=0)
         shard_id = f"{activity['id']}-00000"
         node.plan_shards(activity["id"], epoch=1, shards=[{"id": shard_id, "index": 0, "files": 3}])
     return {"run": run["id"], "activity": activity, "shard": shard_id, "token": site.tokens["n1"],
-            "gateway": site.gateway}
+            "tokens": site.tokens, "gateway": site.gateway}
 
 
 def result(path: str, status: str = "copied", **extra: Any) -> dict[str, Any]:
@@ -51,15 +51,15 @@ def dmg(cloud: Cloud, tmp_path: Path) -> DmgRunner:
 
 def test_file_results_are_kept_per_path_and_fenced_by_attempt(cloud: Cloud, user: CloudClient) -> None:
     plan = planned_shard(cloud, user)
-    with cloud.node(plan["token"]) as node:
+    with cloud.node(plan["token"]) as node, cloud.node(plan["tokens"]["n2"]) as other:
         node.report_shard(plan["shard"], {"attempt": 1, "status": "running", "node": "n1"})
         node.report_files(plan["shard"], attempt=1, node="n1",
                           files=[result("b"), result("a", "failed", error="denied")])
         node.report_files(plan["shard"], attempt=1, node="n1", files=[result("a")])  # a retry of a
-        node.report_shard(plan["shard"], {"attempt": 2, "status": "running", "node": "n2"})
+        other.report_shard(plan["shard"], {"attempt": 2, "status": "running", "node": "n2"})
         with pytest.raises(StaleAttempt):
             node.report_files(plan["shard"], attempt=1, node="n1", files=[result("c")])
-        node.report_files(plan["shard"], attempt=2, node="n2", files=[result("b", "skipped")])
+        other.report_files(plan["shard"], attempt=2, node="n2", files=[result("b", "skipped")])
 
     rows = user.run_report(plan["run"])
 
