@@ -213,13 +213,24 @@ class DispatcherService:
                     "node=%s dead=%s", self.node, holder)
         return True
 
+    def _report_gone(self, nodes: list[str], epoch: int) -> None:
+        """Tell the cloud (off the placement path) that ``nodes`` are gone: Offline at once."""
+        def send() -> None:
+            try:
+                self.cloud.report_nodes_gone(nodes, epoch=epoch)
+            except DmgError as exc:  # the heartbeat timeout makes them Offline anyway
+                log.warning("cannot tell the cloud that nodes are gone nodes=%s error=%s", nodes, exc)
+        threading.Thread(target=send, name="dmg-nodes-gone", daemon=True).start()
+
     def _on_acquired(self) -> None:
         epoch = self.lease.epoch
         log.info("became the dispatcher node=%s epoch=%d", self.node, epoch)
         try:
             # A dead predecessor's node (or any gone node) is offline before take-over, so
             # nothing is re-issued to it.
-            retire_gone(self.state, self.gone)
+            retired = retire_gone(self.state, self.gone)
+            if retired:
+                self._report_gone(retired, epoch)
             _reissued, replay = take_over(self.state, self.placer, epoch=epoch)
         except redis.RedisError as exc:
             log.warning("take-over incomplete (broker) epoch=%d error=%s", epoch, exc)
@@ -248,8 +259,10 @@ class DispatcherService:
             try:
                 if now >= next_look and self.broker.settled():
                     next_look = now + self.presence_interval
-                    if retire_gone(self.state, self._look()):
+                    retired = retire_gone(self.state, self._look())
+                    if retired:
                         next_recovery = now  # move their shards in this round
+                        self._report_gone(retired, epoch)
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)
