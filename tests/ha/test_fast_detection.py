@@ -6,7 +6,8 @@ Redis connections (dmg.presence); a SIGKILLed node's connections close at once.
 
 - A worker node is SIGKILLed mid-copy: every shard it held runs on another node well
   before its heartbeat could expire (asserted within 8 s, aimed at 5 s); the run
-  succeeds with every file and row once.
+  succeeds with every file and row once. The cloud shows the node Offline ("its
+  processes are gone") as soon as the dispatcher saw it, not after 10 s.
 - The dispatcher's node is SIGKILLed: a standby sees the holder's node gone, breaks the
   lease and takes it; the next placement comes well before the 6 s lease could expire
   (asserted within 8 s, aimed at 5 s); the run succeeds.
@@ -25,6 +26,7 @@ import pytest
 
 from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite
+from dmg.status import PROCESS_GONE
 from settings import defaults
 from tests.ha.nodekit import (
     assert_once,
@@ -38,7 +40,7 @@ from tests.ha.nodekit import (
     wait_running_elsewhere,
     work_of,
 )
-from tests.ha.sitekit import all_nodes, figure, ha_settings, online, require_redis, wait_for
+from tests.ha.sitekit import all_nodes, figure, ha_settings, node_rows, online, require_redis, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +79,13 @@ def test_a_killed_worker_node_s_shards_run_elsewhere_within_seconds(site: Embedd
         figure(site, "default_node_kill_to_shards_running_elsewhere_s", took)
         assert took <= BOUND, f"{took:.1f} s"
         assert dispatcher_of(state) == leader  # the dispatcher did not move
+        # The cloud shows it Offline at once, not after its 10 s heartbeat timeout.
+        wait_for(lambda: node_rows(client, site)[victim]["status"] == "Offline", timeout=30,
+                 what=f"{victim} Offline", interval=0.05)
+        offline = time.monotonic() - killed
+        figure(site, "default_node_kill_to_cloud_offline_s", offline)
+        assert offline <= BOUND, f"{offline:.1f} s"
+        assert node_rows(client, site)[victim]["reasons"] == [PROCESS_GONE]
 
         wait_for(lambda: run_ended(client, run_id), timeout=120, what="the run to end")
         assert_once(client, run_id, copy)
