@@ -4,7 +4,8 @@ Given processes that name their connections as a node's do, when one is SIGKILLe
 node is gone after two looks a second apart (not at the first look, not while it is
 connected), and when Redis restarts nobody is judged until the grace period passes;
 a process that reconnects is never judged gone. Celery's broker and result
-connections carry the name given to ``celery_config``.
+connections carry the name given to ``celery_config``. A gone node's heartbeat is
+expired (once), so the dispatcher moves its shards at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.presence import PresenceWatch, client_name, connected_nodes
 from dmg.redisconn import redis_client
+from dmg.sitestate import SiteState
 from settings import Settings
 from settings.celery import celery_config
 from tests.ha.sitekit import require_redis, wait_for
@@ -143,3 +145,19 @@ def test_a_redis_restart_judges_nobody_until_the_grace_passes(own_redis: Embedde
         assert time.monotonic() - restarted >= 2.5
     finally:
         probe.close()
+
+
+def test_a_gone_node_s_heartbeat_is_expired_and_its_shards_move(state: SiteState) -> None:
+    from dispatcher.recovery import requeue_offline, retire_gone
+
+    for node in ("node1", "node2"):
+        state.publish_heartbeat(node, {"node": node}, ttl=10)
+    state.save_shard("shard-1", {"id": "shard-1"})
+    attempt = state.new_attempt("shard-1", "node1")
+    assert attempt == 1 and state.queued("node1") == {"shard-1"}
+
+    assert retire_gone(state, {"node1", "ghost"}) == ["node1"]  # ghost: no heartbeat to expire
+    assert set(state.heartbeats()) == {"node2"}
+    assert retire_gone(state, {"node1"}) == []  # already offline
+    assert requeue_offline(state) == ["shard-1"]
+    assert state.pending() == ["shard-1"] and state.queued("node1") == set()
