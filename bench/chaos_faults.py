@@ -16,6 +16,10 @@ it also notes when every such shard was *placed* again (a newer attempt queued o
 running on another node), which comes before it runs when the other nodes' slots
 are all busy;
 
+With ``pause=True`` the node's processes are SIGSTOPped instead (a machine that
+vanishes without closing its connections: only the heartbeat timeout and the lease
+TTL notice it) and SIGKILLed once the watch is over.
+
 then starts the node again (:meth:`EmbeddedSite.start_node`) and waits until the
 cloud shows it ready. :meth:`Faults.restart_redis` stops the site's Redis (SIGTERM,
 AOF written), starts it again a second later, and waits until every node is
@@ -24,7 +28,9 @@ ready again.
 
 from __future__ import annotations
 
+import contextlib
 import random
+import signal
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -49,7 +55,9 @@ class KillRecord:
     node: str
     dispatcher: bool  # the node held the dispatcher lease when it was killed
     shards: int  # queued or running on it at the kill
+    paused: bool = False  # SIGSTOP (then SIGKILL after the watch) instead of SIGKILL
     at_s: float = 0.0  # when, in seconds since the faults began
+    requeued_s: float | None = None  # kill -> all of them given a new attempt (the death noticed)
     replaced_s: float | None = None  # kill -> all of them placed again on other nodes (new attempts)
     elsewhere_s: float | None = None  # kill -> all of them running (or finished) elsewhere
     new_lease_s: float | None = None  # kill -> another node holds the lease
@@ -127,30 +135,43 @@ class Faults:
         return self.rng.choice(busy or others)
 
     # -- faults ----------------------------------------------------------------------------------
-    def kill_and_restart(self, node: str) -> KillRecord:
+    def kill_and_restart(self, node: str, *, pause: bool = False) -> KillRecord:
         leader = self.dispatcher()
         epoch = self.epoch()
         before = self.work_of(node)
         attempts = {s: int(v[0] or 0) for s, v in self._fields(before, "attempt").items()}
         killed = time.monotonic()
-        dead_pids = set(self.site.kill_node(node))
+        dead_pids = set(self._pause(node) if pause else self.site.kill_node(node))
         after = self.work_of(node) - set(attempts)
         attempts.update({s: int(v[0] or 0) for s, v in self._fields(after, "attempt").items()})
         record = KillRecord(len(self.kills) + 1, node, dispatcher=leader == node, shards=len(attempts),
-                            at_s=round(killed - self.began, 2))
+                            paused=pause, at_s=round(killed - self.began, 2))
         self.kills.append(record)
         self._watch(record, attempts, killed=killed, old_epoch=epoch)
+        if pause:
+            dead_pids |= set(self.site.kill_node(node))
         restarted = time.monotonic()
         self.site.start_node(node)
         if self.wait_ready([node], new_worker={node: dead_pids}):
             record.back_online_s = time.monotonic() - restarted
-        self.echo(f"[{record.at_s:6.1f} s] kill {record.index}: {node}"
+        self.echo(f"[{record.at_s:6.1f} s] {'stop' if pause else 'kill'} {record.index}: {node}"
                   f"{' (dispatcher)' if record.dispatcher else ''} holding {record.shards} shard(s): "
-                  f"placed elsewhere {_fmt(record.replaced_s)}, running elsewhere {_fmt(record.elsewhere_s)}"
+                  f"new attempts {_fmt(record.requeued_s)}, placed elsewhere {_fmt(record.replaced_s)}, "
+                  f"running elsewhere {_fmt(record.elsewhere_s)}"
                   + (f", new lease {_fmt(record.new_lease_s)} ({record.successor}), "
                      f"next placement {_fmt(record.placement_s)}" if record.dispatcher else "")
                   + f"; restarted, ready in {_fmt(record.back_online_s)}")
         return record
+
+    def _pause(self, node: str) -> list[int]:
+        """SIGSTOP every process of ``node`` at once; returns their pids."""
+        import psutil
+
+        pids = self.site.node_pids(node)
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).send_signal(signal.SIGSTOP)
+        return pids
 
     def _watch(self, record: KillRecord, attempts: dict[str, int], *, killed: float, old_epoch: int) -> None:
         """Poll until the node's shards run elsewhere and, for the dispatcher's node, until the
@@ -160,6 +181,8 @@ class Faults:
         idle_since: float | None = None
         while time.monotonic() < deadline:
             now = time.monotonic()
+            if record.requeued_s is None and self._all_requeued(attempts):
+                record.requeued_s = now - killed
             if record.replaced_s is None and self._all_moved(record.node, attempts, running=False):
                 record.replaced_s = now - killed
             if record.elsewhere_s is None and self._all_moved(record.node, attempts, running=True):
@@ -182,6 +205,13 @@ class Faults:
             else:
                 idle_since = None
             time.sleep(POLL)
+
+    def _all_requeued(self, attempts: dict[str, int]) -> bool:
+        """Whether every shard in ``attempts`` has a newer attempt (pending included) or is finished."""
+        fields = self._fields(attempts, "state", "attempt")
+        return len(fields) == len(attempts) and all(
+            state in (SHARD_DONE, SHARD_FAILED) or int(attempt or 0) > attempts[shard_id]
+            for shard_id, (state, attempt) in fields.items())
 
     def _all_moved(self, dead: str, attempts: dict[str, int], *, running: bool) -> bool:
         """Whether every shard in ``attempts`` has a newer attempt on another node (running,

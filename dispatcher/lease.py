@@ -9,6 +9,10 @@
 - With ``identity_key``/``identity_token`` the lease is taken only in a namespace
   whose identity stamp is ours or absent (:mod:`dmg.siteidentity`): a dispatcher
   never leads another gateway's site.
+- :meth:`Lease.break_dead`: a candidate that sees the holder's node gone (no live
+  connection to Redis, :mod:`dmg.presence`) deletes the lease, only if it still holds
+  the very value it judged (compare-and-delete in Lua), and may then take it at once
+  instead of waiting for the TTL. The holder's own renewals fail from then on.
 - :meth:`Lease.holding` is local and pessimistic: true only until
   ``acquired/renewed + ttl * (1 - safety)`` by this process's monotonic clock. A
   holder that failed to renew in time must consider itself not holding; check it
@@ -59,6 +63,10 @@ return 0
 """
 
 
+# KEYS: lease. ARGV: the dead holder's value. -> 1 deleted, 0 someone else holds it now.
+_BREAK = _RELEASE
+
+
 class Lease:
     """A renewable, fenced Redis lease held by ``holder`` (a node name).
 
@@ -88,6 +96,7 @@ class Lease:
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._release = client.register_script(_RELEASE)
+        self._break = client.register_script(_BREAK)
 
     @property
     def ttl_ms(self) -> int:
@@ -154,10 +163,26 @@ class Lease:
         with self._lock:
             return bool(self._value) and self.clock() < self._valid_until
 
-    def current_holder(self) -> str | None:
-        """The node that holds the lease now according to Redis, or None."""
+    def current_value(self) -> str | None:
+        """The lease's value in Redis (``<holder>:<token>``), or None when nobody holds it."""
         raw = self.redis.get(self.key)
         if raw is None:
             return None
-        text = raw.decode() if isinstance(raw, bytes) else str(raw)
-        return text.rsplit(":", 1)[0]
+        return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+    def current_holder(self) -> str | None:
+        """The node that holds the lease now according to Redis, or None."""
+        value = self.current_value()
+        return holder_of(value) if value is not None else None
+
+    def break_dead(self, value: str) -> bool:
+        """Delete the lease if it still holds ``value`` (a holder known dead); True if
+        deleted. Never breaks our own lease."""
+        if holder_of(value) == self.holder:
+            return False
+        return bool(self._break(keys=[self.key], args=[value]))
+
+
+def holder_of(value: str) -> str:
+    """The node named by a lease value ``<holder>:<token>``."""
+    return value.rsplit(":", 1)[0]

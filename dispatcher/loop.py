@@ -9,6 +9,15 @@ second thread long-polls the cloud for activity runs with the lease's epoch and
 plans them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
 deadline passes, placement stops at once and the candidate competes again.
 
+Fast death detection (:mod:`dmg.presence`): every ``presence_interval`` s the
+candidate lists the broker's named connections. The leader expires the heartbeat of
+a node whose processes all lost their connections and moves its shards at once
+(:func:`dispatcher.recovery.retire_gone`); a standby that sees the lease holder's
+node gone breaks the lease (:meth:`dispatcher.lease.Lease.break_dead`) and takes it,
+instead of waiting ``lease_ttl`` s. A node or dispatcher that stops without closing
+its connections (SIGSTOP, a machine or network gone) is still found by the heartbeat
+timeout and the lease TTL.
+
 Taking over from a dead dispatcher (:func:`dispatcher.recovery.take_over`): the
 new one re-issues the shards queued on live nodes (their message may never have
 been sent), replays the plans its predecessor had not finished pushing, and
@@ -34,17 +43,18 @@ from celery import Celery
 
 from dispatcher.brokerwatch import BrokerWatch
 from dispatcher.cancels import CancelWatch
-from dispatcher.lease import Lease
+from dispatcher.lease import Lease, holder_of
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
-from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
+from dispatcher.recovery import OrphanWatch, requeue_offline, retire_gone, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable, StaleAttempt
 from dmg.nodestate import NodeRegistration
+from dmg.presence import PresenceWatch, client_name
 from dmg.redisconn import redis_client
 from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
 from dmg.sitestate import SiteState
@@ -57,10 +67,10 @@ DISPATCHER = "dispatcher"
 WORKER = "worker"
 
 
-def make_sender(settings: Settings) -> Celery:
+def make_sender(settings: Settings, *, client_name: str = "") -> Celery:
     """A Celery app used only to send tasks by name (no task code imported)."""
     app = Celery("dmg-dispatcher", set_as_current=False)
-    app.conf.update(celery_config(settings))
+    app.conf.update(celery_config(settings, client_name=client_name))
     return app
 
 
@@ -78,6 +88,7 @@ class DispatcherService:
         connector_factory: Callable[[StoreSpec], Connector] = connector_for,
         placement_interval: float = 0.2,
         recovery_interval: float = 1.0,
+        presence_interval: float = 0.5,
         claim_limit: int = 16,
     ) -> None:
         self.settings = settings
@@ -89,6 +100,7 @@ class DispatcherService:
         self.owned: list[Any] = []  # clients built by from_settings, closed by stop()
         self.placement_interval = placement_interval
         self.recovery_interval = recovery_interval
+        self.presence_interval = presence_interval
         self.claim_limit = claim_limit
         self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
                            holder=node, ttl=settings.lease_ttl, identity_key=state.key(IDENTITY_KEY),
@@ -101,6 +113,10 @@ class DispatcherService:
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
         self.cancels = CancelWatch(state, cloud)
+        # Dead node processes, seen by their vanished Redis connections; a restarted Redis
+        # is given two heartbeats (and a second) for every node to reconnect.
+        self.presence = PresenceWatch(state.gateway, grace=2 * settings.heartbeat_interval + 1.0)
+        self.gone: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._claimer: threading.Thread | None = None
@@ -113,11 +129,14 @@ class DispatcherService:
         """Wire the real Redis, cloud client (node token) and Celery sender."""
         # Short timeouts, no retries: a slow broker must cost the lease, not stall placement.
         timeout = max(0.5, settings.lease_ttl / 3)
-        client = redis_client(settings, timeout=timeout)
+        client = redis_client(settings, timeout=timeout,
+                              client_name=client_name(registration.gateway, registration.node))
         state = SiteState(client, registration.gateway, identity=SiteIdentity.of(registration))
         cloud = CloudClient(registration.cloud_url, token=registration.token)
         service = cls(settings, registration.node, state=state, cloud=cloud,
-                      sender=make_sender(settings.replace(gateway=registration.gateway)), **kwargs)
+                      sender=make_sender(settings.replace(gateway=registration.gateway),
+                                         client_name=client_name(registration.gateway, registration.node)),
+                      **kwargs)
         service.owned = [cloud, client]
         return service
 
@@ -155,7 +174,7 @@ class DispatcherService:
 
     # -- the candidate thread --------------------------------------------------------------
     def _candidate(self) -> None:
-        retry_every = min(self.settings.lease_ttl / 3, 1.0)
+        retry_every = min(self.settings.lease_ttl / 3, self.presence_interval)
         while not self._stop.is_set():
             try:
                 if self.lease.holding():
@@ -166,6 +185,8 @@ class DispatcherService:
                     continue
                 else:
                     self.broker.reachable()
+                    if self._break_dead_lease():
+                        continue
             except redis.RedisError as exc:
                 self.broker.failed()
                 log.warning("dispatcher candidate cannot reach the broker node=%s error=%s", self.node, exc)
@@ -173,10 +194,43 @@ class DispatcherService:
                 log.exception("dispatcher candidate error node=%s", self.node)
             self._stop.wait(retry_every)
 
+    def _look(self) -> set[str]:
+        """One presence look (:mod:`dmg.presence`); the nodes gone, also kept in :attr:`gone`."""
+        self.gone = self.presence.look(self.state.redis)
+        return self.gone
+
+    def _break_dead_lease(self) -> bool:
+        """Break the lease of a holder whose node is gone; True if broken (acquire at once)."""
+        value = self.lease.current_value()
+        if value is None:
+            return False
+        holder = holder_of(value)
+        if holder == self.node or holder not in self._look():
+            return False
+        if not self.lease.break_dead(value):
+            return False
+        log.warning("the dispatcher's node is gone (no connection to the broker); taking over "
+                    "node=%s dead=%s", self.node, holder)
+        return True
+
+    def _report_gone(self, nodes: list[str], epoch: int) -> None:
+        """Tell the cloud (off the placement path) that ``nodes`` are gone: Offline at once."""
+        def send() -> None:
+            try:
+                self.cloud.report_nodes_gone(nodes, epoch=epoch)
+            except DmgError as exc:  # the heartbeat timeout makes them Offline anyway
+                log.warning("cannot tell the cloud that nodes are gone nodes=%s error=%s", nodes, exc)
+        threading.Thread(target=send, name="dmg-nodes-gone", daemon=True).start()
+
     def _on_acquired(self) -> None:
         epoch = self.lease.epoch
         log.info("became the dispatcher node=%s epoch=%d", self.node, epoch)
         try:
+            # A dead predecessor's node (or any gone node) is offline before take-over, so
+            # nothing is re-issued to it.
+            retired = retire_gone(self.state, self.gone)
+            if retired:
+                self._report_gone(retired, epoch)
             _reissued, replay = take_over(self.state, self.placer, epoch=epoch)
         except redis.RedisError as exc:
             log.warning("take-over incomplete (broker) epoch=%d error=%s", epoch, exc)
@@ -192,6 +246,7 @@ class DispatcherService:
         renew_every = self.settings.lease_ttl / 3
         next_renew = time.monotonic() + renew_every
         next_recovery = 0.0
+        next_look = 0.0
         epoch = self.lease.epoch
         while not self._stop.is_set():
             now = time.monotonic()
@@ -202,6 +257,12 @@ class DispatcherService:
             if not self.lease.holding():
                 break
             try:
+                if now >= next_look and self.broker.settled():
+                    next_look = now + self.presence_interval
+                    retired = retire_gone(self.state, self._look())
+                    if retired:
+                        next_recovery = now  # move their shards in this round
+                        self._report_gone(retired, epoch)
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)

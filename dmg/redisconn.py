@@ -151,8 +151,11 @@ def retry_policy(retry_for: float) -> Retry:
 
 
 def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
-                 health_check_interval: int = 0) -> redis.Redis:
+                 health_check_interval: int = 0, client_name: str = "") -> redis.Redis:
     """A client of the site broker (see the module docstring); connects lazily.
+
+    ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
+    pass :func:`dmg.presence.client_name` so the dispatcher sees them alive.
 
     Raises BadInput when ``settings.redis_url`` is malformed; never raises for an
     unreachable broker (the first command does).
@@ -165,6 +168,8 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         "retry": retry_policy(retry_for),
         "health_check_interval": health_check_interval,
     }
+    if client_name:
+        options["client_name"] = client_name
     if not address.is_sentinel:
         return redis.Redis.from_url(address.url, **options)
     manager = Sentinel(

@@ -195,6 +195,23 @@ class SiteState:
         raw = self.redis.mget([self.key("hb", n) for n in names])
         return {n: json.loads(v) for n, v in zip(names, raw, strict=True) if v}
 
+    def end_heartbeat(self, node: str) -> bool:
+        """Expire ``node``'s heartbeat now (its process is gone, :mod:`dmg.presence`), unless
+        it beat again meanwhile; True if it was removed. The node is offline from then on
+        for everyone who reads heartbeats, until it beats again."""
+        key = self.key("hb", node)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)
+                if pipe.get(key) is None:
+                    return False
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return True
+            except redis.WatchError:  # it beat between our read and delete: it lives
+                return False
+
     def forget_node(self, node: str) -> None:
         self.redis.srem(self.key("nodes"), node)
         self.redis.delete(self.key("hb", node), self.key("load", node))

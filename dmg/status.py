@@ -20,6 +20,8 @@ ONLINE = "Online"
 NEEDS_REGISTRATION = "Needs Registration"
 
 NODE_STATUSES = (OFFLINE, UPGRADING, INACTIVE, LIMITED, ONLINE)  # worst first
+#: Why a node whose processes all lost their broker connection is Offline (dmg.presence).
+PROCESS_GONE = "its processes are gone (no connection to the site broker)"
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,11 @@ def restore_sweep(visibility_timeout: float) -> dict[str, Any]:
     return {"unacked_restore_interval": max(1.0, visibility_timeout / 2), "unacked_restore_throttle": 1}
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
+def celery_config(settings: Settings, *, client_name: str = "") -> dict[str, Any]:
     """Reliability-first Celery settings (see DESIGN.md, "Rules that make it reliable").
+
+    ``client_name`` names every Redis connection of the broker and the result backend
+    (``CLIENT SETNAME``); a node's processes pass theirs (:mod:`dmg.presence`).
 
     Raises :class:`settings.SettingsError` when ``settings.redis_url`` cannot be used.
     """
@@ -65,6 +68,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "retry_on_timeout": True,
     }
     backend_transport: dict[str, Any] = {}
+    if client_name:
+        transport["client_name"] = client_name
     prefix = broker_key_prefix(settings.gateway)
     if prefix:
         transport["global_keyprefix"] = prefix
@@ -102,6 +107,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "redis_socket_connect_timeout": BROKER_CONNECT_TIMEOUT,
         "redis_socket_keepalive": True,
         "redis_retry_on_timeout": True,
+        **({"redis_client_name": client_name} if client_name else {}),
         "redis_backend_health_check_interval": BROKER_HEALTH_CHECK_INTERVAL,
         "task_default_queue": "dmg.default",
         "worker_cancel_long_running_tasks_on_connection_loss": False,

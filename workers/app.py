@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger
+from celery.signals import after_setup_logger, celeryd_init
 
 import settings as dmg_settings
+from dmg.presence import client_name
 from dmg.quietlogs import quiet_request_logs
 from settings.celery import celery_config
 from workers.autoscale import AutoscaleStep
@@ -31,6 +32,21 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.dmg_settings = settings
     return celery_app
+
+
+@celeryd_init.connect
+def _name_connections(*, conf: Any = None, **_kwargs: Any) -> None:
+    """A node's worker (not Flower, not a CLI using this app) names its broker and result
+    connections after the node, so the dispatcher sees it alive (:mod:`dmg.presence`).
+    Runs before the worker connects; its pool processes inherit the configuration."""
+    settings = dmg_settings.load()
+    if conf is None or not (settings.node_name and settings.gateway):
+        return
+    name = client_name(settings.gateway, settings.node_name)
+    conf.broker_transport_options = {**(conf.broker_transport_options or {}), "client_name": name}
+    conf.result_backend_transport_options = {**(conf.result_backend_transport_options or {}),
+                                             "client_name": name}
+    conf.redis_client_name = name
 
 
 @after_setup_logger.connect

@@ -183,7 +183,8 @@ class AutoscaleStep(bootsteps.StartStopStep):
         if bounds is None:
             return
         registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
-        self._state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
+        self._state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
+                                 registration.gateway)
         psutil.cpu_percent(interval=None)  # starts the measurement window
         self.autoscaler = Autoscaler(bounds, node=registration.node, measure=lambda: self._measure(worker),
                                      apply=lambda limit: self._apply(worker, limit))

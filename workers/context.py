@@ -16,6 +16,7 @@ import redis
 
 from dmg import nodestate
 from dmg.cloud.client import CloudClient
+from dmg.presence import client_name
 from dmg.redisconn import RIDE_OUT
 from dmg.redisconn import redis_client as broker_client
 from dmg.siteidentity import SiteIdentity
@@ -34,15 +35,19 @@ REDIS_SOCKET_TIMEOUT = 5.0
 REDIS_FAST_TIMEOUT = 1.0
 
 
-def redis_client(settings: Settings, *, fail_fast: bool = False) -> redis.Redis:
+def redis_client(settings: Settings, *, fail_fast: bool = False,
+                 registration: nodestate.NodeRegistration | None = None) -> redis.Redis:
     """A client of the site broker (:func:`dmg.redisconn.redis_client`). ``fail_fast``:
     short timeouts and no retries, for periodic publishers that must never stall;
     otherwise a call rides out a broker restart or Sentinel failover of up to
-    :data:`~dmg.redisconn.RIDE_OUT` s instead of failing the shard in hand."""
+    :data:`~dmg.redisconn.RIDE_OUT` s instead of failing the shard in hand. With the
+    node's ``registration`` its connections carry the node's name
+    (:func:`dmg.presence.client_name`): the dispatcher sees the node alive."""
+    name = client_name(registration.gateway, registration.node) if registration is not None else ""
     if fail_fast:
-        return broker_client(settings, timeout=REDIS_FAST_TIMEOUT)
+        return broker_client(settings, timeout=REDIS_FAST_TIMEOUT, client_name=name)
     return broker_client(settings, timeout=REDIS_SOCKET_TIMEOUT, retry_for=RIDE_OUT,
-                         health_check_interval=30)
+                         health_check_interval=30, client_name=name)
 
 
 @dataclass
@@ -61,7 +66,7 @@ class NodeContext:
     def build(cls, settings: Settings) -> NodeContext:
         """Raises NotFound/BadInput (dmg.errors) when the node is not registered here."""
         registration = nodestate.load(settings.data_dir, settings.node_name)
-        state = SiteState(redis_client(settings), registration.gateway,
+        state = SiteState(redis_client(settings, registration=registration), registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token)
         reporter = OutboxReporter(HttpReporter(client), ReportOutbox(state, registration.node))

@@ -83,7 +83,8 @@ class WorkerLoadStep(bootsteps.StartStopStep):
             if self._state is None:
                 registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
                 self._node = registration.node
-                self._state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway)
+                client = redis_client(self.settings, fail_fast=True, registration=registration)
+                self._state = SiteState(client, registration.gateway)
             self._state.publish_worker_load(
                 self._node, running=len(worker_state.active_requests), limit=limit,
                 pids=pids, ttl=LOAD_TTL)

@@ -109,7 +109,8 @@ class NodeRuntime:
         self._started: list[Service] = []
         self._log_file: Any = None
         self.refusal: ForeignRedis | None = None
-        self.state = SiteState(redis_client(self.settings, fail_fast=True), registration.gateway,
+        self.state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
+                               registration.gateway,
                                identity=SiteIdentity.of(registration),
                                where=display_url(self.settings.redis_url))
         self.cloud = CloudClient(registration.cloud_url, token=registration.token)

@@ -191,6 +191,10 @@ class CloudClient:
         """The ids of the gateway's activity runs cancelled within the last hour."""
         return list(self.request("GET", "/dispatch/cancelled")["activity_runs"])
 
+    def report_nodes_gone(self, nodes: list[str], *, epoch: int) -> None:
+        """Tell the cloud these nodes' processes are gone (Offline until they beat again)."""
+        self.request("POST", "/dispatch/nodes-gone", json={"epoch": epoch, "nodes": nodes})
+
     def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
         self.request("POST", f"/activity-runs/{activity_run_id}/fail",
                      json={"epoch": epoch, "error": error})

@@ -80,6 +80,9 @@ class Node(Base):
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
     config_fingerprint: Mapped[str] = mapped_column(String(128), default="")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # When the dispatcher saw every process of the node lose its broker connection
+    # (dmg.presence); Offline until a heartbeat newer than that.
+    gone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     gateway: Mapped[Gateway] = relationship(back_populates="nodes")
 

@@ -140,6 +140,13 @@ class PlanShards(Body):
     shards: list[PlannedShard] = Field(max_length=100_000)
 
 
+class NodesGone(Body):
+    """Nodes of the reporter's gateway whose processes all lost their broker connection."""
+
+    epoch: Big
+    nodes: list[str] = Field(max_length=256)
+
+
 class FailActivityRun(Body):
     epoch: Big
     error: str = Field(min_length=1, max_length=4096)

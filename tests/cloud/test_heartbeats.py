@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from dmg.cloud.client import CloudClient
-from dmg.errors import BadInput
+from dmg.errors import BadInput, StaleAttempt
 from tests.cloud.conftest import Cloud, make_site
 from tests.waiting import wait_for
 
@@ -107,3 +107,26 @@ def test_a_silent_node_goes_offline(start_cloud: Callable[..., Cloud]) -> None:
                  what="the gateway Offline")
         never = make_site(user, nodes=("silent",))
         assert _node(user, never.gateway, "silent")["reasons"] == ["never sent a heartbeat"]
+
+
+def test_a_node_the_dispatcher_reports_gone_is_offline_until_it_beats_again(cloud: Cloud,
+                                                                          user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1", "n2"))
+    with cloud.node(site.tokens["n1"]) as dispatcher, cloud.node(site.tokens["n2"]) as worker:
+        dispatcher.heartbeat(BEAT)
+        worker.heartbeat({**BEAT, "role": "worker"})
+        dispatcher.claim_activity_runs(epoch=5, wait=0)  # the gateway's epoch is 5 now
+
+        dispatcher.report_nodes_gone(["n2", "n1", "nobody"], epoch=5)  # itself and strangers: ignored
+        shown = _node(user, site.gateway, "n2")
+        assert shown["status"] == "Offline"
+        assert shown["reasons"] == ["its processes are gone (no connection to the site broker)"]
+        assert _node(user, site.gateway, "n1")["status"] == "Online"
+        assert user.gateway(site.gateway)["status"] != "Online"
+
+        with pytest.raises(StaleAttempt):  # an older dispatcher cannot mark anyone
+            worker.report_nodes_gone(["n1"], epoch=4)
+        assert _node(user, site.gateway, "n1")["status"] == "Online"
+
+        worker.heartbeat({**BEAT, "role": "worker"})  # it lives after all: Online again
+        assert _node(user, site.gateway, "n2")["status"] == "Online"

@@ -24,6 +24,7 @@ class MemoryCloud:
         self.claim_epochs: list[int] = []
         self.fail_plans: list[DmgError] = []
         self.cancelled: list[str] = []  # activity runs a user cancelled
+        self.gone: list[tuple[list[str], int]] = []  # nodes the dispatcher reported gone, epoch
         self.max_epoch = 0
         self._cond = threading.Condition()
 
@@ -60,6 +61,10 @@ class MemoryCloud:
     def cancelled_activity_runs(self) -> list[str]:
         with self._cond:
             return list(self.cancelled)
+
+    def report_nodes_gone(self, nodes: list[str], *, epoch: int) -> None:
+        with self._cond:
+            self.gone.append((list(nodes), epoch))
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         with self._cond:

@@ -107,3 +107,18 @@ def test_a_killed_holder_process_is_replaced_with_a_higher_epoch(redis_url: str,
     finally:
         for proc in procs.values():
             stop_process(proc, timeout=5)
+
+
+def test_a_dead_holder_s_lease_is_broken_only_while_it_still_holds_it(redis_client: redis_lib.Redis) -> None:
+    dead, standby, other = lease(redis_client, "a"), lease(redis_client, "b"), lease(redis_client, "c")
+    assert dead.acquire()
+    judged = standby.current_value()
+    assert judged is not None and judged.startswith("a:")
+
+    assert not standby.break_dead("a:some-older-token")  # not the value it holds now
+    assert standby.break_dead(judged)
+    assert standby.acquire() and standby.epoch == dead.epoch + 1
+    assert not dead.renew()  # the broken holder cannot take it back
+    assert not other.break_dead(judged)  # the new holder's lease is not the judged one
+    assert not standby.break_dead(standby.current_value() or "")  # never its own
+    assert standby.current_holder() == "b"

@@ -15,6 +15,7 @@ from dmg.cloud.schemas import (
     FailActivityRun,
     Heartbeat,
     NodeRegister,
+    NodesGone,
     PlanShards,
     ShardReport,
 )
@@ -73,6 +74,14 @@ def cancelled(node: Node, svc: Service) -> dict[str, Any]:
 def plan_shards(activity_run_id: str, body: PlanShards, node: Node, svc: Service) -> dict[str, Any]:
     """Record the shards of a claimed activity run (idempotent); none -> Succeeded."""
     return svc.plan_shards(node, activity_run_id, epoch=body.epoch, shards=body.shards)
+
+
+@router.post("/dispatch/nodes-gone", tags=["dispatch"])
+def nodes_gone(body: NodesGone, node: Node, svc: Service) -> dict[str, Any]:
+    """The dispatcher saw every process of these nodes lose its broker connection: they
+    are Offline until their next heartbeat; -> ``{nodes: [marked]}``. 409 stale_attempt
+    for an epoch older than the gateway's."""
+    return {"nodes": svc.nodes_gone(node, epoch=body.epoch, nodes=body.nodes)}
 
 
 @router.post("/activity-runs/{activity_run_id}/fail", tags=["dispatch"])

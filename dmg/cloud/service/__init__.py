@@ -145,6 +145,12 @@ class CloudService:
             start = since if since is not None else self.clock() - cancel.CANCEL_WINDOW
             return cancel.cancelled_since(session, node, since=start)
 
+    def nodes_gone(self, node: NodeIdentity, *, epoch: int, nodes: list[str]) -> list[str]:
+        """The dispatcher (epoch fenced) says these nodes' processes are gone: Offline at once."""
+        with self.db.write() as session:
+            dispatch.fence(session, node.gateway_id, epoch)
+            return gateways.nodes_gone(session, node, nodes, now=self.clock())
+
     def plan_shards(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                     shards: list[PlannedShard]) -> dict[str, Any]:
         with self.db.write() as session:

@@ -29,7 +29,7 @@ from dmg.cloud.models import Gateway, Node
 from dmg.cloud.schemas import Heartbeat
 from dmg.cloud.service.views import node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
-from dmg.status import NodeStatus, gateway_status, node_status
+from dmg.status import OFFLINE, PROCESS_GONE, NodeStatus, gateway_status, node_status
 from dmg.version import majority_version, parse
 
 
@@ -105,6 +105,8 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
                                          and node.config_fingerprint != majority_print),
             problems=problems,
         )
+        if node.gone_at is not None and node.gone_at >= (node.last_heartbeat or 0.0):
+            result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
     return result
 
 
@@ -219,6 +221,18 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
     return status.to_json()
+
+
+def nodes_gone(session: Session, reporter: NodeIdentity, names: list[str], *, now: float) -> list[str]:
+    """Mark nodes of the reporter's gateway gone (Offline until their next heartbeat); the
+    caller fenced the reporter's epoch. A node never marks itself. Returns the names marked."""
+    wanted = set(names) - {reporter.node}
+    rows = session.scalars(select(Node).where(Node.gateway_id == reporter.gateway_id,
+                                              Node.name.in_(sorted(wanted)))).all() if wanted else []
+    for row in rows:
+        row.gone_at = now
+    session.flush()
+    return sorted(row.name for row in rows)
 
 
 def remove_node(session: Session, gateway_name: str, node_name: str) -> None:
