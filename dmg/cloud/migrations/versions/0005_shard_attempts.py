@@ -1,10 +1,7 @@
 """shard attempts: every attempt of a shard, how it ended (issue 8 item 7)
 
 Revision ID: 0005_shard_attempts
-Revises: 0003_cancel
-
-Numbered 0005 and parented on 0003_cancel while another branch adds a 0004: at merge,
-set ``down_revision`` to that 0004's revision id (nothing here depends on it).
+Revises: 0004_node_gone
 """
 
 from __future__ import annotations
@@ -13,7 +10,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0005_shard_attempts'
-down_revision = '0003_cancel'
+down_revision = '0004_node_gone'
 branch_labels = None
 depends_on = None
 
