@@ -3,7 +3,7 @@ SIGKILLed and restarted, its dispatcher's node is killed, and Redis restarts; th
 file and row of the sinks is checked against the sources.
 
     .venv/bin/python bench/chaos.py                  # the full run (about 4 minutes, 2 cores)
-    .venv/bin/python bench/chaos.py --short          # the CI-sized run (about a minute)
+    .venv/bin/python bench/chaos.py --short          # the CI-sized run (about 70 s)
     .venv/bin/python bench/chaos.py --seed 7 --kills 30 --json
     .venv/bin/python bench/chaos.py --pg postgresql://me@127.0.0.1:5432/scratch
 
@@ -19,8 +19,10 @@ is SIGKILLed (every process of it at once) -- a random node holding work; the se
 kill and every ``--dispatcher-every``-th one the node that holds the dispatcher lease
 then -- and, once the site got over it, started again; after every ``--redis-every``
 kills, Redis is stopped (SIGTERM) and started again on the same data dir, down for
-the next of ``REDIS_DOWN`` seconds (some short, one longer than the offline
-threshold), ``--redis-restarts`` times at most (0: no limit). The faults stop when
+the next of ``ChaosConfig.redis_down`` seconds (some short, one longer than the offline
+threshold), ``--redis-restarts`` times at most (0: no limit); each stop waits up to
+``free_slot_wait`` s for a node running shards with a free slot (its worker then waits
+on Redis holding unacknowledged messages). The faults stop when
 the runs end, after ``--kills`` kills (and the Redis restarts due) or ``--duration``
 seconds.
 
@@ -93,6 +95,7 @@ class ChaosConfig:
     redis_every: int = 4  # a Redis restart after every N kills
     redis_restarts: int = 0  # at most this many Redis restarts; 0: no limit
     redis_down: tuple[float, ...] = (1.0, 0.5, 6.0, 2.0)  # s Redis stays down, in turn
+    free_slot_wait: float = 10.0  # s a Redis restart waits for a node running with a free slot
     settle: float = 60.0  # s after the last fault before checking every node process is alive
     interval: tuple[float, float] = (1.0, 3.0)  # pause between two faults, s
     seed: int = 1
@@ -112,9 +115,9 @@ class ChaosConfig:
 
 FULL = ChaosConfig()
 SHORT = replace(FULL, activities=36, files_per_activity=8, large_files=2, large_mib=2.0,
-                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=3,
+                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=2,
                 dispatcher_every=2, redis_every=1, redis_restarts=2, redis_down=(1.0, 5.0),
-                interval=(0.5, 1.0), settle=15.0, timeout=240.0)
+                free_slot_wait=30.0, interval=(0.5, 1.0), settle=15.0, timeout=240.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -233,7 +236,8 @@ def _inject(config: ChaosConfig, faults: Faults, rng: random.Random, ended: Call
         if ended() or (config.duration and time.monotonic() - began > config.duration):
             return
         if redis_due():
-            faults.restart_redis(down_for=config.redis_down[restarts % len(config.redis_down)])
+            faults.restart_redis(down_for=config.redis_down[restarts % len(config.redis_down)],
+                                 free_slot_wait=config.free_slot_wait)
             restarts += 1
             continue
         faults.kill_and_restart(faults.pick(dispatcher=is_dispatcher_kill(kills, config.dispatcher_every)))
@@ -273,6 +277,7 @@ def summarise(config: ChaosConfig, workload: Workload, runs: list[dict[str, Any]
         "dispatcher_kills": len(dispatcher),
         "failovers": sum(1 for k in dispatcher if k.successor),
         "redis_restarts": len(faults.redis_restarts),
+        "redis_restarts_with_free_slot": sum(1 for r in faults.redis_restarts if r.free_slot_node),
         "node_processes": faults.process_count(),
         "node_processes_alive": faults.process_count() - len(dead),
         "dead_processes": dead,
@@ -330,7 +335,8 @@ def render(summary: dict[str, Any]) -> str:
         f"{summary['dispatcher_kills']} of the dispatcher's node",
         f"failovers         {summary['failovers']} (another node took the dispatcher lease)",
         f"redis restarts    {summary['redis_restarts']}" + (
-            f" (down {downs} s; every node ready max {_s(slowest)} after it was back, "
+            f" (down {downs} s; {summary['redis_restarts_with_free_slot']} while a node ran shards with "
+            f"a free slot; every node ready max {_s(slowest)} after it was back, "
             f"timed out {online.count(None)})" if online else ""),
         f"lost              {summary['lost']}",
         f"duplicated        {summary['duplicated']}",

@@ -74,6 +74,7 @@ class KillRecord:
 class RedisRecord:
     down_s: float  # how long Redis was away
     online_s: float | None  # Redis back -> every node ready
+    free_slot_node: str = ""  # a node running shards with a free slot when Redis stopped
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -266,20 +267,41 @@ class Faults:
             members |= self.work_of(node)
         return any(int(epoch or 0) > old_epoch for (epoch,) in self._fields(members, "epoch").values())
 
-    def restart_redis(self, *, down_for: float = 1.0) -> RedisRecord:
+    def _has_free_slot(self, node: str) -> bool:
+        load = self.state.worker_load(node) or {}
+        running = len(self.state.running(node))
+        return 0 < running < int(load.get("limit") or 0) and not self.state.queued(node)
+
+    def restart_redis(self, *, down_for: float = 1.0, free_slot_wait: float = 10.0) -> RedisRecord:
+        """Stop Redis (SIGTERM) and start it again ``down_for`` s later. It stops, if that
+        comes within ``free_slot_wait`` s, when some node runs shards and has a free slot
+        with nothing queued: its worker then waits on the broker with unacknowledged
+        messages, the case kombu 5.7.0 killed workers in (see ``workers/brokerloss.py``)."""
+        free_slot_node = self._wait_free_slot(free_slot_wait)
         stopped = time.monotonic()
         self.site.stop_redis()
         time.sleep(down_for)  # the outage itself (the bench's own pause, not a wait for a condition)
         self.site.start_redis()
         back = time.monotonic()
-        record = RedisRecord(down_s=back - stopped, online_s=None)
+        record = RedisRecord(down_s=back - stopped, online_s=None, free_slot_node=free_slot_node)
         if self.wait_ready(self.site.node_names):
             record.online_s = time.monotonic() - back
         self.redis_restarts.append(record)
         self.last_fault = back
-        self.echo(f"[{stopped - self.began:6.1f} s] redis restarted: down {record.down_s:.1f} s, "
+        self.echo(f"[{stopped - self.began:6.1f} s] redis restarted: down {record.down_s:.1f} s"
+                  f"{f' ({free_slot_node} running with a free slot)' if free_slot_node else ''}, "
                   f"every node ready {_fmt(record.online_s)} after it was back")
         return record
+
+    def _wait_free_slot(self, timeout: float) -> str:
+        """The first node seen running shards below its limit with an empty queue, or ""."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.site.node_names:
+                if self._read(lambda: self._has_free_slot(node), False):  # noqa: B023 - called at once
+                    return node
+            time.sleep(POLL)
+        return ""
 
     def wait_ready(self, names: Iterable[str], *, new_worker: dict[str, set[int]] | None = None) -> bool:
         """Poll until the nodes ``names`` are ready: the cloud shows them Online with a job
