@@ -2,7 +2,7 @@
 SIGKILLed and restarted, its dispatcher's node is killed, and Redis restarts; then every
 file and row of the sinks is checked against the sources.
 
-    .venv/bin/python bench/chaos.py                  # the full run (about 4 minutes, 2 cores)
+    .venv/bin/python bench/chaos.py                  # the full run (about 5 minutes, 2 cores)
     .venv/bin/python bench/chaos.py --short          # the CI-sized run (about 70 s)
     .venv/bin/python bench/chaos.py --seed 7 --kills 30 --json
     .venv/bin/python bench/chaos.py --pg postgresql://me@127.0.0.1:5432/scratch
