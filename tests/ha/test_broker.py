@@ -6,6 +6,12 @@ unreachable") while it is away, every node comes back Online by itself (Celery
 worker, agent, dispatcher and load publisher reconnect; the dispatcher lease is taken
 again), and the run completes with every file byte-identical and every shard's
 files and bytes accounted once.
+
+Given the same site copying, when Redis is stopped and started five times in a row (down
+0.5 to 5 s), then 60 s after the last restart every node's ``dmg node start`` and Celery
+worker are the processes it started with (kombu 5.7.0 used to kill the workers: see
+``workers/brokerloss.py``), every node is Online with its pool at its limit, and a new
+run succeeds.
 """
 
 from __future__ import annotations
