@@ -2,8 +2,8 @@
 SIGKILLed and restarted, its dispatcher's node is killed, and Redis restarts; then every
 file and row of the sinks is checked against the sources.
 
-    .venv/bin/python bench/chaos.py                  # the full run (about 4 minutes, 2 cores)
-    .venv/bin/python bench/chaos.py --short          # the CI-sized run (about a minute)
+    .venv/bin/python bench/chaos.py                  # the full run (about 5 minutes, 2 cores)
+    .venv/bin/python bench/chaos.py --short          # the CI-sized run (about 70 s)
     .venv/bin/python bench/chaos.py --seed 7 --kills 30 --json
     .venv/bin/python bench/chaos.py --pg postgresql://me@127.0.0.1:5432/scratch
 
@@ -15,10 +15,20 @@ SQLite files, or the PostgreSQL database given with ``--pg`` (tables made by the
 are dropped at the end; the URL must not hold a password).
 
 What happens while they run (see ``bench/chaos_faults.py``): every few seconds a node
-is SIGKILLed (every process of it at once) -- a random node holding work, and every
-``--dispatcher-every``-th time the dispatcher's node -- and, once the site got over
-it, started again; after ``--redis-after`` kills, Redis is stopped and started once.
-The faults stop when the runs end, after ``--kills`` kills or ``--duration`` seconds.
+is SIGKILLed (every process of it at once) -- a random node holding work; the second
+kill and every ``--dispatcher-every``-th one the node that holds the dispatcher lease
+then -- and, once the site got over it, started again; after every ``--redis-every``
+kills, Redis is stopped (SIGTERM) and started again on the same data dir, down for
+the next of ``ChaosConfig.redis_down`` seconds (some short, one longer than the offline
+threshold), ``--redis-restarts`` times at most (0: no limit); each stop waits up to
+``free_slot_wait`` s for a node running shards with a free slot (its worker then waits
+on Redis holding unacknowledged messages). The faults stop when
+the runs end, after ``--kills`` kills (and the Redis restarts due) or ``--duration``
+seconds.
+
+At the end, ``--settle`` seconds after the last fault, every node process the run
+started or restarted (each node's ``dmg node start`` and its Celery worker, by pid)
+must still be alive: a node that died by itself after a fault fails the run.
 
 The site uses quick thresholds (``--offline-after`` 3 s, ``--lease-ttl`` 2 s,
 ``--heartbeat`` 0.5 s; the defaults of a real site are 10 s, 6 s and 2 s), three nodes
@@ -28,8 +38,9 @@ Printed at the end (``--json``: the same and every kill, as JSON): activities, f
 rows, bytes, kills, failovers, lost, duplicated and corrupted (``bench/chaos_verify.py``;
 each must be 0), the time from each kill to every shard of the killed node running
 again elsewhere (max, p50), and from each dispatcher kill to the new lease and to the
-next placement. Exit status 0 only if every run Succeeded and nothing was lost,
-duplicated or corrupted.
+next placement, the Redis restarts, and the node processes alive at the end. Exit
+status 0 only if every run Succeeded, nothing was lost, duplicated or corrupted, and
+every node process is still alive.
 """
 
 from __future__ import annotations
@@ -80,8 +91,12 @@ class ChaosConfig:
     sql_bandwidth: int = 2 * KIB
     kills: int = 0  # 0: until the runs end
     duration: float = 0.0  # seconds of faults; 0: until the runs end
-    dispatcher_every: int = 3
-    redis_after: int = 4  # kills before the Redis restart
+    dispatcher_every: int = 3  # every N-th kill (and always the 2nd) hits the dispatcher's node
+    redis_every: int = 4  # a Redis restart after every N kills
+    redis_restarts: int = 0  # at most this many Redis restarts; 0: no limit
+    redis_down: tuple[float, ...] = (1.0, 0.5, 6.0, 2.0)  # s Redis stays down, in turn
+    free_slot_wait: float = 10.0  # s a Redis restart waits for a node running with a free slot
+    settle: float = 60.0  # s after the last fault before checking every node process is alive
     interval: tuple[float, float] = (1.0, 3.0)  # pause between two faults, s
     seed: int = 1
     nodes: int = 3
@@ -100,8 +115,9 @@ class ChaosConfig:
 
 FULL = ChaosConfig()
 SHORT = replace(FULL, activities=36, files_per_activity=8, large_files=2, large_mib=2.0,
-                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=3,
-                dispatcher_every=2, redis_after=1, interval=(0.5, 1.0), timeout=240.0)
+                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=2,
+                dispatcher_every=2, redis_every=1, redis_restarts=2, redis_down=(1.0, 5.0),
+                free_slot_wait=30.0, interval=(0.5, 1.0), settle=15.0, timeout=240.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -181,6 +197,11 @@ def run_chaos(config: ChaosConfig, work: Path, *, echo: Callable[[str], None] = 
             cleaned = wait_until(lambda: not any(faults.state.started(n) for n in site.node_names),
                                  timeout=60)
             runs = [client.run(run_id) for run_id in run_ids]
+            settled = faults.last_fault + config.settle - time.monotonic()
+            if settled > 0:
+                echo(f"checking the node processes {config.settle:.0f} s after the last fault")
+                time.sleep(settled)  # the check is "still alive this long after", not a wait for it
+            dead = faults.dead_processes()
         verdict = verify(workload)
     finally:
         if faults is not None:
@@ -188,33 +209,43 @@ def run_chaos(config: ChaosConfig, work: Path, *, echo: Callable[[str], None] = 
         site.stop()
         if config.pg_url:
             drop_tables(workload)
-    return summarise(config, workload, runs, faults, verdict, copy_s=copy_s, cleaned=cleaned,
+    return summarise(config, workload, runs, faults, verdict, copy_s=copy_s, cleaned=cleaned, dead=dead,
                      elapsed=time.monotonic() - started, load=(load_before, os.getloadavg()))
+
+
+def is_dispatcher_kill(index: int, every: int) -> bool:
+    """Whether kill ``index`` (from 0) targets the dispatcher's node: the second kill, and
+    every ``every``-th."""
+    return index == 1 or (every > 0 and index % every == every - 1)
 
 
 def _inject(config: ChaosConfig, faults: Faults, rng: random.Random, ended: Callable[[], bool]) -> None:
     began = time.monotonic()
     kills = 0
-    redis_done = False
+    restarts = 0
+
+    def redis_due() -> bool:
+        if config.redis_restarts and restarts >= config.redis_restarts:
+            return False
+        return config.redis_every > 0 and kills >= (restarts + 1) * config.redis_every
+
     while True:
-        if config.kills and kills >= config.kills and redis_done:
+        if config.kills and kills >= config.kills and not redis_due():
             return
         time.sleep(rng.uniform(*config.interval))  # the schedule of faults, not a wait
         if ended() or (config.duration and time.monotonic() - began > config.duration):
             return
-        if not redis_done and kills >= config.redis_after:
-            faults.restart_redis()
-            redis_done = True
+        if redis_due():
+            faults.restart_redis(down_for=config.redis_down[restarts % len(config.redis_down)],
+                                 free_slot_wait=config.free_slot_wait)
+            restarts += 1
             continue
-        if config.kills and kills >= config.kills:
-            continue
-        dispatcher = kills % config.dispatcher_every == config.dispatcher_every - 1
-        faults.kill_and_restart(faults.pick(dispatcher=dispatcher))
+        faults.kill_and_restart(faults.pick(dispatcher=is_dispatcher_kill(kills, config.dispatcher_every)))
         kills += 1
 
 
 def summarise(config: ChaosConfig, workload: Workload, runs: list[dict[str, Any]], faults: Faults | None,
-              verdict: Verdict, *, copy_s: float, cleaned: bool, elapsed: float,
+              verdict: Verdict, *, copy_s: float, cleaned: bool, dead: list[str], elapsed: float,
               load: tuple[tuple[float, ...], tuple[float, ...]]) -> dict[str, Any]:
     assert faults is not None
     activity_runs = [a for run in runs for a in run.get("activity_runs", [])]
@@ -227,7 +258,8 @@ def summarise(config: ChaosConfig, workload: Workload, runs: list[dict[str, Any]
     placements = [k.placement_s for k in dispatcher if k.placement_s is not None]
     succeeded = sum(1 for a in activity_runs if a.get("status") == "Succeeded")
     ok = (verdict.clean and cleaned and len(runs) == len(workload.pipelines)
-          and all(r.get("status") == "Succeeded" for r in runs) and succeeded == config.activities)
+          and all(r.get("status") == "Succeeded" for r in runs) and succeeded == config.activities
+          and not dead)
     return {
         "ok": ok,
         "config": {k: v for k, v in asdict(config).items() if k != "pg_url"} | {"sql": (
@@ -245,6 +277,11 @@ def summarise(config: ChaosConfig, workload: Workload, runs: list[dict[str, Any]
         "dispatcher_kills": len(dispatcher),
         "failovers": sum(1 for k in dispatcher if k.successor),
         "redis_restarts": len(faults.redis_restarts),
+        "redis_restarts_with_free_slot": sum(1 for r in faults.redis_restarts if r.free_slot_node),
+        "node_processes": faults.process_count(),
+        "node_processes_alive": faults.process_count() - len(dead),
+        "dead_processes": dead,
+        "nodes_all_alive": not dead,
         "lost": verdict.lost,
         "duplicated": verdict.duplicated,
         "corrupted": verdict.corrupted,
@@ -281,7 +318,9 @@ def render(summary: dict[str, Any]) -> str:
     replaced = summary["kill_to_placed_elsewhere_s"]
     lease = summary["dispatcher_kill_to_new_lease_s"]
     placed = summary["dispatcher_kill_to_next_placement_s"]
-    redis = summary["redis"][0] if summary["redis"] else None
+    downs = ", ".join(f"{r['down_s']:.1f}" for r in summary["redis"])
+    online = [r["online_s"] for r in summary["redis"]]
+    slowest = None if None in online else max(online, default=None)
     lines = [
         f"chaos: {c['nodes']} nodes x {c['concurrency']} jobs, seed {c['seed']}, SQL on {c['sql']}, "
         f"offline after {c['offline_after']:g} s, lease {c['lease_ttl']:g} s, heartbeat {c['heartbeat']:g} s",
@@ -296,11 +335,14 @@ def render(summary: dict[str, Any]) -> str:
         f"{summary['dispatcher_kills']} of the dispatcher's node",
         f"failovers         {summary['failovers']} (another node took the dispatcher lease)",
         f"redis restarts    {summary['redis_restarts']}" + (
-            f" (down {redis['down_s']:.1f} s; every node ready {_s(redis['online_s'])} after it was back)"
-            if redis else ""),
+            f" (down {downs} s; {summary['redis_restarts_with_free_slot']} while a node ran shards with "
+            f"a free slot; every node ready max {_s(slowest)} after it was back, "
+            f"timed out {online.count(None)})" if online else ""),
         f"lost              {summary['lost']}",
         f"duplicated        {summary['duplicated']}",
         f"corrupted         {summary['corrupted']}",
+        f"node processes    {summary['node_processes_alive']} of {summary['node_processes']} alive "
+        f"{summary['config']['settle']:g} s after the last fault (each node's dmg node start and worker)",
         f"kill -> every shard of the killed node running elsewhere: max {_s(elsewhere['max'])}, "
         f"p50 {_s(elsewhere['p50'])} (n={elsewhere['n']}, timed out {elsewhere['timed_out']}); "
         f"placed elsewhere: max {_s(replaced['max'])}, p50 {_s(replaced['p50'])}",
@@ -313,6 +355,7 @@ def render(summary: dict[str, Any]) -> str:
         lines.append(f"staging leftovers {summary['staging_leftovers']}, "
                      f"cleaned by the nodes: {summary['staging_cleaned']}")
     lines.extend(f"  problem: {p}" for p in summary["problems"])
+    lines.extend(f"  dead: {d}" for d in summary["dead_processes"])
     lines.append("RESULT: " + ("ok" if summary["ok"] else "FAILED"))
     return "\n".join(lines)
 
@@ -328,8 +371,12 @@ def parse_args(argv: list[str] | None) -> tuple[ChaosConfig, argparse.Namespace]
     parser.add_argument("--kills", type=int,
                         help="stop killing after this many kills (0: until the runs end)")
     parser.add_argument("--duration", type=float, help="stop the faults after this many seconds")
-    parser.add_argument("--dispatcher-every", type=int, help="every N-th kill hits the dispatcher's node")
-    parser.add_argument("--redis-after", type=int, help="restart Redis after this many kills")
+    parser.add_argument("--dispatcher-every", type=int,
+                        help="every N-th kill (and always the 2nd) hits the dispatcher's node")
+    parser.add_argument("--redis-every", type=int, help="restart Redis after every N kills (0: never)")
+    parser.add_argument("--redis-restarts", type=int, help="at most this many Redis restarts (0: no limit)")
+    parser.add_argument("--settle", type=float,
+                        help="seconds after the last fault before checking every node process is alive")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--offline-after", type=float)
     parser.add_argument("--lease-ttl", type=float)

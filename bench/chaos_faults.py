@@ -21,9 +21,16 @@ vanishes without closing its connections: only the heartbeat timeout and the lea
 TTL notice it) and SIGKILLed once the watch is over.
 
 then starts the node again (:meth:`EmbeddedSite.start_node`) and waits until the
-cloud shows it ready. :meth:`Faults.restart_redis` stops the site's Redis (SIGTERM,
-AOF written), starts it again a second later, and waits until every node is
-ready again.
+cloud shows it ready. :meth:`Faults.pick` with ``dispatcher=True`` waits until some
+node holds the dispatcher lease and returns that node, so a dispatcher kill always
+hits the dispatcher. :meth:`Faults.restart_redis` stops the site's Redis (SIGTERM,
+AOF written), starts it again ``down_for`` seconds later, and waits until every node
+is ready again.
+
+:meth:`Faults.dead_processes` says which node processes are gone: every node's
+``dmg node start`` process and its Celery worker, as started with the site or
+restarted after a kill (pid and start time, so a reused pid does not count). A node
+whose worker died after a Redis restart shows up there even if it looked ready once.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import psutil
 import redis
 
 from dmg.cli.site import EmbeddedSite, node_ready
@@ -73,6 +81,7 @@ class KillRecord:
 class RedisRecord:
     down_s: float  # how long Redis was away
     online_s: float | None  # Redis back -> every node ready
+    free_slot_node: str = ""  # a node running shards with a free slot when Redis stopped
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,6 +101,12 @@ class Faults:
         self.state = SiteState(self.client, site.gateway)
         self.kills: list[KillRecord] = []
         self.redis_restarts: list[RedisRecord] = []
+        self.last_fault = time.monotonic()
+        #: node -> its processes this run started or restarted: role -> (pid, start time)
+        self.processes: dict[str, dict[str, tuple[int, float]]] = {}
+        self.died_before_kill: list[str] = []
+        for node in site.node_names:
+            self.record_processes(node)
 
     def close(self) -> None:
         self.client.close()
@@ -124,12 +139,53 @@ class Faults:
                     for shard_id, values in zip(ids, pipe.execute(), strict=True)}
         return self._read(read, {}) if ids else {}
 
+    # -- the node processes, by pid ------------------------------------------------------------
+    def record_processes(self, node: str) -> None:
+        """Remember the live processes of ``node``: ``dmg node start`` and its Celery worker."""
+        found: dict[str, tuple[int, float]] = {}
+        pid = self.site.pid_of(node)
+        with_children: list[tuple[str, psutil.Process]] = []
+        with contextlib.suppress(psutil.Error):
+            if pid is not None:
+                proc = psutil.Process(pid)
+                with_children.append(("node", proc))
+                with_children.extend(("worker", child) for child in proc.children()
+                                     if "celery" in " ".join(child.cmdline()))
+        for role, proc in with_children:
+            with contextlib.suppress(psutil.Error):
+                found[role] = (proc.pid, proc.create_time())
+        self.processes[node] = found
+
+    def _dead_of(self, node: str) -> list[str]:
+        recorded = self.processes.get(node, {})
+        dead = []
+        for role in ("node", "worker"):
+            if role not in recorded:
+                dead.append(f"{node}: no {role} process was found")
+            elif not _alive(*recorded[role]):
+                dead.append(f"{node}: {role} process {recorded[role][0]} is gone")
+        return dead
+
+    def dead_processes(self) -> list[str]:
+        """The node processes that died by themselves: the recorded ones no longer alive
+        (or never found), and those found dead when their node was about to be killed."""
+        return [*self.died_before_kill, *(d for node in self.site.node_names for d in self._dead_of(node))]
+
+    def process_count(self) -> int:
+        return sum(len(roles) for roles in self.processes.values())
+
     # -- choosing a victim ---------------------------------------------------------------------
     def pick(self, *, dispatcher: bool) -> str:
-        """The dispatcher's node, or a random other node (one holding work if any does)."""
+        """The dispatcher's node (waiting up to the timeout for one to hold the lease, e.g.
+        just after a Redis restart), or a random other node (one holding work if any does)."""
         leader = self.dispatcher()
-        if dispatcher and leader:
-            return leader
+        if dispatcher:
+            deadline = time.monotonic() + self.timeout
+            while not leader and time.monotonic() < deadline:
+                time.sleep(POLL)
+                leader = self.dispatcher()
+            if leader:
+                return leader
         others = [n for n in self.site.node_names if n != leader] or list(self.site.node_names)
         busy = [n for n in others if self.work_of(n)]
         return self.rng.choice(busy or others)
@@ -139,6 +195,8 @@ class Faults:
         leader = self.dispatcher()
         epoch = self.epoch()
         before = self.work_of(node)
+        self.died_before_kill.extend(f"{dead} (found before kill {len(self.kills) + 1})"
+                                     for dead in self._dead_of(node))
         attempts = {s: int(v[0] or 0) for s, v in self._fields(before, "attempt").items()}
         killed = time.monotonic()
         dead_pids = set(self._pause(node) if pause else self.site.kill_node(node))
@@ -154,6 +212,8 @@ class Faults:
         self.site.start_node(node)
         if self.wait_ready([node], new_worker={node: dead_pids}):
             record.back_online_s = time.monotonic() - restarted
+        self.record_processes(node)
+        self.last_fault = time.monotonic()
         self.echo(f"[{record.at_s:6.1f} s] {'stop' if pause else 'kill'} {record.index}: {node}"
                   f"{' (dispatcher)' if record.dispatcher else ''} holding {record.shards} shard(s): "
                   f"new attempts {_fmt(record.requeued_s)}, placed elsewhere {_fmt(record.replaced_s)}, "
@@ -236,19 +296,41 @@ class Faults:
             members |= self.work_of(node)
         return any(int(epoch or 0) > old_epoch for (epoch,) in self._fields(members, "epoch").values())
 
-    def restart_redis(self, *, down_for: float = 1.0) -> RedisRecord:
+    def _has_free_slot(self, node: str) -> bool:
+        load = self.state.worker_load(node) or {}
+        running = len(self.state.running(node))
+        return 0 < running < int(load.get("limit") or 0) and not self.state.queued(node)
+
+    def restart_redis(self, *, down_for: float = 1.0, free_slot_wait: float = 10.0) -> RedisRecord:
+        """Stop Redis (SIGTERM) and start it again ``down_for`` s later. It stops, if that
+        comes within ``free_slot_wait`` s, when some node runs shards and has a free slot
+        with nothing queued: its worker then waits on the broker with unacknowledged
+        messages, the case kombu 5.7.0 killed workers in (see ``workers/brokerloss.py``)."""
+        free_slot_node = self._wait_free_slot(free_slot_wait)
         stopped = time.monotonic()
         self.site.stop_redis()
         time.sleep(down_for)  # the outage itself (the bench's own pause, not a wait for a condition)
         self.site.start_redis()
         back = time.monotonic()
-        record = RedisRecord(down_s=back - stopped, online_s=None)
+        record = RedisRecord(down_s=back - stopped, online_s=None, free_slot_node=free_slot_node)
         if self.wait_ready(self.site.node_names):
             record.online_s = time.monotonic() - back
         self.redis_restarts.append(record)
-        self.echo(f"[{stopped - self.began:6.1f} s] redis restarted: down {record.down_s:.1f} s, "
+        self.last_fault = back
+        self.echo(f"[{stopped - self.began:6.1f} s] redis restarted: down {record.down_s:.1f} s"
+                  f"{f' ({free_slot_node} running with a free slot)' if free_slot_node else ''}, "
                   f"every node ready {_fmt(record.online_s)} after it was back")
         return record
+
+    def _wait_free_slot(self, timeout: float) -> str:
+        """The first node seen running shards below its limit with an empty queue, or ""."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.site.node_names:
+                if self._read(lambda: self._has_free_slot(node), False):  # noqa: B023 - called at once
+                    return node
+            time.sleep(POLL)
+        return ""
 
     def wait_ready(self, names: Iterable[str], *, new_worker: dict[str, set[int]] | None = None) -> bool:
         """Poll until the nodes ``names`` are ready: the cloud shows them Online with a job
@@ -272,6 +354,15 @@ class Faults:
         load = self._read(lambda: self.state.worker_load(node), None)
         return bool(load and load.get("limit") and load.get("pids")
                     and not set(load["pids"]) & dead_pids)
+
+
+def _alive(pid: int, started: float) -> bool:
+    """Whether process ``pid`` started at ``started`` still runs (a zombie does not)."""
+    try:
+        proc = psutil.Process(pid)
+        return proc.create_time() == started and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _fmt(seconds: float | None) -> str:

@@ -6,6 +6,12 @@ unreachable") while it is away, every node comes back Online by itself (Celery
 worker, agent, dispatcher and load publisher reconnect; the dispatcher lease is taken
 again), and the run completes with every file byte-identical and every shard's
 files and bytes accounted once.
+
+Given the same site copying, when Redis is stopped and started five times in a row (down
+0.5 to 5 s), then 60 s after the last restart every node's ``dmg node start`` and Celery
+worker are the processes it started with (kombu 5.7.0 used to kill the workers: see
+``workers/brokerloss.py``), every node is Online with its pool at its limit, and a new
+run succeeds.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from dmg.cli.demo import KIB
@@ -32,6 +39,8 @@ from tests.ha.sitekit import (
     wait_for,
 )
 from workers.agent import BROKER_UNREACHABLE
+from workers.app import make_app
+from workers.names import worker_hostname
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +75,70 @@ def test_a_redis_restart_loses_no_work_and_nodes_recover(tmp_path: Path) -> None
         assert_copied_exactly(client, run_id, copy)
         roles = sorted(r["role"] for r in client.list_nodes(site.gateway))
         assert roles == ["dispatcher", "worker"]
+
+
+#: Seconds Redis stays down in each of the five restarts: some short, one longer than the
+#: offline threshold (3 s), so the nodes' heartbeat keys expire meanwhile.
+RESTART_GAPS = (0.5, 2.0, 1.0, 5.0, 1.0)
+#: Seconds between a restart and the next stop: the copies run on meanwhile.
+UP_BETWEEN = 2.0
+#: How long after the last restart every node process must still be the same, alive one.
+STILL_ALIVE_AFTER = 60.0
+
+
+def test_nodes_survive_five_redis_restarts_during_copies(tmp_path: Path) -> None:
+    """Given two nodes copying, when Redis is stopped (SIGTERM) and started again five times,
+    then 60 s after the last restart every node's processes are the ones it started with,
+    Online, its pool at its limit (Celery's own stats say so), and a new run succeeds."""
+    require_redis()
+    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
+                        startup_timeout=60)
+    with running_site(site), site.client() as client:
+        before = {name: node_processes(site, name) for name in site.node_names}
+        copy = throttled_copy(client, site, tmp_path / "first", files=32, bandwidth=24 * KIB)
+        run_id = client.run_pipeline(copy.pipeline)["id"]
+        wait_for(lambda: "running" in shard_statuses(client, run_id), timeout=30, what="a shard running")
+
+        for gap in RESTART_GAPS:
+            site.stop_redis()
+            time.sleep(gap)  # the outage itself: how long Redis stays down
+            site.start_redis()
+            wait_for(lambda: all_nodes(client, site, online), timeout=30, what="every node Online again")
+            time.sleep(UP_BETWEEN)  # let the copies run before the next outage
+        last_restart = time.monotonic()
+
+        wait_for(lambda: client.run(run_id)["status"] in ("Succeeded", "Failed"), timeout=STILL_ALIVE_AFTER,
+                 what="the first run to end")
+        assert_copied_exactly(client, run_id, copy)
+        time.sleep(max(0.0, last_restart + STILL_ALIVE_AFTER - time.monotonic()))
+
+        after = {name: node_processes(site, name) for name in site.node_names}
+        assert after == before, f"node processes changed: {before} -> {after}"
+        assert all_nodes(client, site, online), node_rows(client, site)
+        for name in site.node_names:
+            assert pool_size(site, name) == 2, f"{name}'s pool is not at its limit"
+        again = throttled_copy(client, site, tmp_path / "second", files=8, bandwidth=1024 * KIB, name="again")
+        second = client.run_pipeline(again.pipeline)["id"]
+        wait_for(lambda: client.run(second)["status"] in ("Succeeded", "Failed"), timeout=30,
+                 what="the new run to end")
+        assert_copied_exactly(client, second, again)
+
+
+def node_processes(site: EmbeddedSite, name: str) -> tuple[int, int]:
+    """The pids of node ``name``'s ``dmg node start`` process and of its Celery worker."""
+    node_pid = site.pid_of(name)
+    assert node_pid is not None, f"{name} is not running"
+    workers = [p for p in psutil.Process(node_pid).children() if "celery" in " ".join(p.cmdline())]
+    assert len(workers) == 1, f"{name} has no single Celery worker: {workers}"
+    return node_pid, workers[0].pid
+
+
+def pool_size(site: EmbeddedSite, name: str) -> int:
+    """How many pool processes node ``name``'s worker reports (Celery's ``inspect stats``)."""
+    app = make_app(site.settings.replace(gateway=site.gateway))
+    hostname = worker_hostname(name, site.gateway)
+    try:
+        stats = app.control.inspect(destination=[hostname], timeout=3).stats() or {}
+    finally:
+        app.close()
+    return len(((stats.get(hostname) or {}).get("pool") or {}).get("processes") or [])
