@@ -39,7 +39,7 @@ from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
-from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
+from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
@@ -153,6 +153,10 @@ class DispatcherService:
     def role(self) -> str:
         return DISPATCHER if self.is_dispatcher() else WORKER
 
+    def lease_epoch(self) -> int:
+        """The lease's epoch while this node holds it, else 0 (heartbeats carry it)."""
+        return self.lease.epoch if self.is_dispatcher() else 0
+
     # -- the candidate thread --------------------------------------------------------------
     def _candidate(self) -> None:
         retry_every = min(self.settings.lease_ttl / 3, 1.0)
@@ -204,6 +208,7 @@ class DispatcherService:
             try:
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
+                    requeue_gone(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 self.placer.place_pending()
