@@ -10,6 +10,9 @@ placement sends it to a live node in its next round.
 - :func:`requeue_offline`: a node is offline when its heartbeat key expired
   (``settings.offline_after`` s without a beat). Every shard queued *or running*
   on it is requeued.
+- :func:`requeue_gone`: a node flagged removed (``dmg node remove``, or the node
+  itself once the cloud refused its token) is gone even while its process still
+  beats: every shard queued or running on it is requeued, so none stays placed on it.
 - :class:`OrphanWatch`: a shard running on a live node whose runner process is
   not among the pool processes the node's worker publishes (``load:<node>``) for
   ``grace`` s lost its execution without the broker bringing it back (a pool
@@ -33,7 +36,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dmg.attempts import reissue, requeue, runner_pid
-from dmg.sitestate import SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.sitestate import DRAIN_REMOVED, SHARD_QUEUED, SHARD_RUNNING, SiteState
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -58,6 +61,24 @@ def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
             if attempt > 0:
                 moved.append(shard_id)
                 log.warning("shard back to pending from offline node shard=%s node=%s attempt=%d",
+                            shard_id, node, attempt)
+    return moved
+
+
+def requeue_gone(state: SiteState, *, epoch: int | None = None) -> list[str]:
+    """Requeue the queued and running shards of every node flagged removed; returns their ids.
+
+    Its own copies are fenced off by the new attempts (a removed node's reports are
+    refused by the cloud anyway)."""
+    moved: list[str] = []
+    for node in sorted(n for n, flag in state.drained().items() if flag == DRAIN_REMOVED):
+        for shard_id in sorted(state.queued(node) | state.running(node)):
+            attempt = requeue(state, shard_id, node, epoch=epoch)
+            if attempt < 0:
+                return moved  # a newer dispatcher took over
+            if attempt > 0:
+                moved.append(shard_id)
+                log.warning("shard back to pending from removed node shard=%s node=%s attempt=%d",
                             shard_id, node, attempt)
     return moved
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from dispatcher.recovery import requeue_gone
 from dmg.attempts import start_run
 from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite
@@ -139,3 +140,45 @@ def test_a_removed_node_registered_again_takes_work_once_the_cloud_accepts_it(
     assert running() == {"draining": False}
     state.set_drain("n2", "removed")  # removed while it runs: it stays out
     assert running() == {"draining": True} and state.drained() == {"n2": "removed"}
+
+
+def test_a_node_registered_again_then_removed_while_it_runs_stays_out(redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    state.set_drain("n1", "removed")  # removed while stopped
+    field = DrainField(state, "n1", cloud_accepted=lambda: True)
+    assert field() == {"draining": False} and state.drained() == {}  # registered again: takes work
+
+    state.set_drain("n1", "removed")  # removed again while this process runs
+    assert field() == {"draining": True}
+    assert field() == {"draining": True} and state.drained() == {"n1": "removed"}
+
+
+def test_a_node_whose_token_the_cloud_refuses_flags_itself_removed(redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    refused = [False]
+    field = DrainField(state, "n1", cloud_accepted=lambda: True, cloud_refused=lambda: refused[0])
+    assert field() == {"draining": False}
+    refused[0] = True  # removed in the cloud while the broker could not be told
+    assert field() == {"draining": True} and state.drained() == {"n1": "removed"}
+
+
+def test_the_shards_of_a_removed_node_get_new_attempts_even_while_it_beats(
+        redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    for shard_id in ("queued", "running", "elsewhere"):
+        state.save_shard(shard_id, {"shard_id": shard_id})
+    state.publish_heartbeat("gone", {"node": "gone"}, ttl=30)  # its process still beats
+    state.new_attempt("queued", "gone")
+    attempt = state.new_attempt("running", "gone")
+    start_run(state, "running", attempt, "gone", runner="", alive=lambda _token: True)
+    state.new_attempt("elsewhere", "n2")
+    assert requeue_gone(state) == []  # nobody removed: nothing moves
+
+    state.set_drain("gone", "removed")
+    moved = requeue_gone(state)
+
+    assert sorted(moved) == ["queued", "running"] and sorted(state.pending()) == ["queued", "running"]
+    assert work_of(state, "gone") == set() and state.queued("n2") == {"elsewhere"}
+    assert not state.is_current("running", attempt)  # its own copy is fenced off
+    state.set_drain("n2")  # drained (not removed): its work stays
+    assert requeue_gone(state) == [] and state.queued("n2") == {"elsewhere"}
