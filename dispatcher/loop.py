@@ -17,6 +17,10 @@ old epoch claimed but never planned. Before each claim it applies the runs users
 cancelled (:mod:`dispatcher.cancels`). Every attempt it makes and every message it
 sends carries its epoch; a dispatcher whose epoch was superseded can make none.
 
+A candidate whose node is flagged removed (``dmg node remove``; the node flags itself
+when the cloud refuses its token) gives the lease up and stops competing: its claims
+would be refused, and the gateway must not stall behind it.
+
 Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
 :meth:`DispatcherService.role` tells the node agent "dispatcher" or "worker".
 """
@@ -47,7 +51,7 @@ from dmg.errors import DmgError, Retryable, StaleAttempt
 from dmg.nodestate import NodeRegistration
 from dmg.redisconn import redis_client
 from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.sitestate import DRAIN_REMOVED, SiteState
 from settings import Settings
 from settings.celery import celery_config
 
@@ -158,11 +162,20 @@ class DispatcherService:
         return self.lease.epoch if self.is_dispatcher() else 0
 
     # -- the candidate thread --------------------------------------------------------------
+    def _removed(self) -> bool:
+        """This node is flagged removed (raises RedisError)."""
+        return self.state.drained().get(self.node) == DRAIN_REMOVED
+
     def _candidate(self) -> None:
         retry_every = min(self.settings.lease_ttl / 3, 1.0)
         while not self._stop.is_set():
             try:
-                if self.lease.holding():
+                if self._removed():
+                    if self.lease.holding():
+                        log.warning("this node was removed; giving the dispatcher lease up node=%s",
+                                    self.node)
+                        self.lease.release()
+                elif self.lease.holding():
                     self._lead()
                 elif self.lease.acquire():
                     self.broker.reachable()
@@ -206,6 +219,8 @@ class DispatcherService:
             if not self.lease.holding():
                 break
             try:
+                if now >= next_recovery and self._removed():
+                    break  # the candidate loop gives the lease up
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
                     requeue_gone(self.state, epoch=epoch)
