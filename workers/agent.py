@@ -166,7 +166,7 @@ class NodeAgent:
             problems.append(BROKER_UNREACHABLE)
         if load is None and not problems and self.clock() - self.started > self.worker_grace:
             problems.append(WORKER_NOT_RESPONDING)
-        pool_running = self._pool_running(load, broker_down=bool(problems))
+        pool_running = self._pool_running(load, broker_down=BROKER_UNREACHABLE in problems)
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
         backlog = self._outbox_size() if BROKER_UNREACHABLE not in problems else 0

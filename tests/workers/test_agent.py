@@ -191,6 +191,13 @@ def test_the_pool_is_not_running_until_the_worker_publishes_one_and_when_it_has_
     assert agent.beat_once()["pool_running"] is True
     now[0] += LOAD_MISSING_GRACE
     assert agent.beat_once()["pool_running"] is False
+    late = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=None, clock=lambda: now[0], worker_grace=0)
+    state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
+    late.beat_once()
+    state.redis.delete(state.key("load", "a"))
+    now[0] += LOAD_MISSING_GRACE * 2  # "worker process not responding" is no broker outage
+    beat = late.beat_once()
+    assert beat["problems"] == [WORKER_NOT_RESPONDING] and beat["pool_running"] is False
 
 
 def test_only_the_dispatcher_sends_its_lease_epoch(state: SiteState) -> None:
