@@ -26,6 +26,10 @@ old epoch claimed but never planned. Before each claim it applies the runs users
 cancelled (:mod:`dispatcher.cancels`). Every attempt it makes and every message it
 sends carries its epoch; a dispatcher whose epoch was superseded can make none.
 
+A candidate whose node is flagged removed (``dmg node remove``; the node flags itself
+when the cloud refuses its token) gives the lease up and stops competing: its claims
+would be refused, and the gateway must not stall behind it.
+
 Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
 :meth:`DispatcherService.role` tells the node agent "dispatcher" or "worker".
 """
@@ -48,7 +52,7 @@ from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
-from dispatcher.recovery import OrphanWatch, requeue_offline, retire_gone, take_over
+from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, retire_gone, take_over
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
@@ -57,7 +61,7 @@ from dmg.nodestate import NodeRegistration
 from dmg.presence import PresenceWatch, client_name
 from dmg.redisconn import redis_client
 from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.sitestate import DRAIN_REMOVED, SiteState
 from settings import Settings
 from settings.celery import celery_config
 
@@ -172,12 +176,25 @@ class DispatcherService:
     def role(self) -> str:
         return DISPATCHER if self.is_dispatcher() else WORKER
 
+    def lease_epoch(self) -> int:
+        """The lease's epoch while this node holds it, else 0 (heartbeats carry it)."""
+        return self.lease.epoch if self.is_dispatcher() else 0
+
     # -- the candidate thread --------------------------------------------------------------
+    def _removed(self) -> bool:
+        """This node is flagged removed (raises RedisError)."""
+        return self.state.drained().get(self.node) == DRAIN_REMOVED
+
     def _candidate(self) -> None:
         retry_every = min(self.settings.lease_ttl / 3, self.presence_interval)
         while not self._stop.is_set():
             try:
-                if self.lease.holding():
+                if self._removed():
+                    if self.lease.holding():
+                        log.warning("this node was removed; giving the dispatcher lease up node=%s",
+                                    self.node)
+                        self.lease.release()
+                elif self.lease.holding():
                     self._lead()
                 elif self.lease.acquire():
                     self.broker.reachable()
@@ -257,6 +274,8 @@ class DispatcherService:
             if not self.lease.holding():
                 break
             try:
+                if now >= next_recovery and self._removed():
+                    break  # the candidate loop gives the lease up
                 if now >= next_look and self.broker.settled():
                     next_look = now + self.presence_interval
                     retired = retire_gone(self.state, self._look())
@@ -265,6 +284,7 @@ class DispatcherService:
                         self._report_gone(retired, epoch)
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
+                    requeue_gone(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 self.placer.place_pending()

@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 
 NO_NODE_ONLINE = "no node of the gateway is online"
 ALL_NODES_BUSY = "every node is at its concurrent-job limit"
+NO_POOL_RUNNING = "no online node has its worker pool running"
+ALL_NODES_DRAINED = "every online node is drained or removed"
+#: Reasons that say the site cannot work at all: they replace a "busy" reason noted earlier.
+SITE_DOWN = (NO_NODE_ONLINE, NO_POOL_RUNNING, ALL_NODES_DRAINED)
 #: Pending entries read per round trip.
 WINDOW = 256
 
@@ -99,6 +103,19 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     return loads
 
 
+def backlog_reason(loads: list[NodeLoad]) -> str:
+    """Why no node can take a shard now, in words: nobody is online, every online node is
+    drained, none has a worker pool (a site coming back), or every one is full."""
+    if not loads:
+        return NO_NODE_ONLINE
+    undrained = [n for n in loads if not n.draining]
+    if not undrained:
+        return ALL_NODES_DRAINED
+    if all(n.limit <= 0 for n in undrained):
+        return NO_POOL_RUNNING
+    return ALL_NODES_BUSY
+
+
 def stores_of(spec: dict[str, Any]) -> list[str]:
     """The names of the stores a shard spec reads and writes."""
     names = []
@@ -155,7 +172,7 @@ class Placer:
             room = sum(max(n.free_slots + self.max_queued, 0) for n in loads
                        if n.can_take((), max_queued=self.max_queued))
             if not room:
-                self._note_backlog(NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
+                self._note_backlog(backlog_reason(loads))
                 return placed
             size = min(WINDOW, room + 4)
             window = [m.decode() if isinstance(m, bytes) else m
@@ -167,7 +184,7 @@ class Placer:
             removed = 0
             for shard_id in window:
                 if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
-                    self._note_backlog(NO_NODE_ONLINE if not loads else ALL_NODES_BUSY)
+                    self._note_backlog(backlog_reason(loads))
                     return placed
                 if not self.holding():
                     log.warning("lease lost; placement stopped")
@@ -256,10 +273,15 @@ class Placer:
                                previous_ended_at=self.clock(), placed_at=self.clock()))
 
     def _note_wait(self, shard_ids: list[str], reason: str) -> None:
+        """Remember since when and why each shard waits: the first reason, unless a reason
+        saying the whole site cannot work (:data:`SITE_DOWN`) comes after a "busy" one."""
         now = self.clock()
         for shard_id in shard_ids:
-            if shard_id not in self._waiting:
+            noted = self._waiting.get(shard_id)
+            if noted is None:
                 self._waiting[shard_id] = (now, reason)
+            elif reason in SITE_DOWN and noted[1] == ALL_NODES_BUSY:
+                self._waiting[shard_id] = (noted[0], reason)
 
     def _report(self, placement: Placement) -> None:
         if self.cloud is None:

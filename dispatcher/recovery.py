@@ -16,6 +16,9 @@ placement sends it to a live node in its next round.
   it is offline for placement and :func:`requeue_offline` moves its shards within a
   second or two instead of ``offline_after`` s. A machine that vanishes silently
   keeps its connections open on Redis' side: the heartbeat timeout finds it.
+- :func:`requeue_gone`: a node flagged removed (``dmg node remove``, or the node
+  itself once the cloud refused its token) is gone even while its process still
+  beats: every shard queued or running on it is requeued, so none stays placed on it.
 - :class:`OrphanWatch`: a shard running on a live node whose runner process is
   not among the pool processes the node's worker publishes (``load:<node>``) for
   ``grace`` s lost its execution without the broker bringing it back (a pool
@@ -38,9 +41,9 @@ import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from dmg.attempt_ends import NODE_OFFLINE, WORKER_DIED
+from dmg.attempt_ends import NODE_OFFLINE, NODE_REMOVED, WORKER_DIED
 from dmg.attempts import reissue, requeue, runner_pid
-from dmg.sitestate import SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.sitestate import DRAIN_REMOVED, SHARD_QUEUED, SHARD_RUNNING, SiteState
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -78,6 +81,24 @@ def retire_gone(state: SiteState, gone: Iterable[str]) -> list[str]:
             retired.append(node)
             log.warning("node process gone (no connection to the broker); offline now node=%s", node)
     return retired
+
+
+def requeue_gone(state: SiteState, *, epoch: int | None = None) -> list[str]:
+    """Requeue the queued and running shards of every node flagged removed; returns their ids.
+
+    Its own copies are fenced off by the new attempts (a removed node's reports are
+    refused by the cloud anyway)."""
+    moved: list[str] = []
+    for node in sorted(n for n, flag in state.drained().items() if flag == DRAIN_REMOVED):
+        for shard_id in sorted(state.queued(node) | state.running(node)):
+            attempt = requeue(state, shard_id, node, epoch=epoch, reason=NODE_REMOVED)
+            if attempt < 0:
+                return moved  # a newer dispatcher took over
+            if attempt > 0:
+                moved.append(shard_id)
+                log.warning("shard back to pending from removed node shard=%s node=%s attempt=%d",
+                            shard_id, node, attempt)
+    return moved
 
 
 #: The name issue 2 used, when only queued shards moved.

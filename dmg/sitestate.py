@@ -58,6 +58,8 @@ SHARD_DONE = "done"
 SHARD_FAILED = "failed"
 #: Why a shard of a cancelled activity run did not start or stopped (:meth:`SiteState.cancel`).
 CANCELLED_REASON = "the run was cancelled"
+#: The drain flag of a node removed from its gateway (``set_drain(node, DRAIN_REMOVED)``).
+DRAIN_REMOVED = "removed"
 
 # KEYS: shard hash. ARGV: prefix, shard id, node, queued state, epoch ('' = unfenced).
 _NEW_ATTEMPT = """

@@ -1,12 +1,25 @@
 """Node and gateway status rules (DESIGN.md, "Status rules").
 
 Node status, worst first: Offline, Upgrading, Inactive, Limited, Online. Every
-status other than Online comes with its reasons in words.
+status other than Online comes with its reasons in words. A node is Offline when
+its heartbeat is older than the threshold, when its last heartbeat said it stopped
+(a clean shutdown: :data:`STOPPED`), or when its worker pool is not running
+(:data:`POOL_NOT_RUNNING`: it cannot run a shard, whatever else it reports).
+
+Gateway status (:func:`gateway_state`): Needs Registration (no node), Online (every
+node Online), Offline only when no node can do work (none is Online or Limited),
+else Limited; the reasons name each node that is not Online and why. The reference
+product says "Offline: no node in online status"; dmg's Limited node (an unused
+store unreachable, a short broker outage) still moves data, so a gateway of such
+nodes is Limited, not Offline.
+
+Role (:func:`dispatcher_of`): exactly one node shows ``dispatcher``: of the nodes not
+Offline that say so, the one with the highest lease epoch (then the latest beat).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +35,15 @@ NEEDS_REGISTRATION = "Needs Registration"
 NODE_STATUSES = (OFFLINE, UPGRADING, INACTIVE, LIMITED, ONLINE)  # worst first
 #: Why a node whose processes all lost their broker connection is Offline (dmg.presence).
 PROCESS_GONE = "its processes are gone (no connection to the site broker)"
+#: The statuses of a node that can run shards.
+WORKING = (ONLINE, LIMITED)
+
+STOPPED = "stopped"
+POOL_NOT_RUNNING = "worker pool not running"
+NO_NODE_WORKS = "no node can do work"
+
+DISPATCHER = "dispatcher"
+WORKER = "worker"
 
 
 @dataclass(frozen=True)
@@ -43,18 +65,26 @@ def node_status(
     draining_for_upgrade: bool = False,
     config_matches_majority: bool = True,
     problems: Sequence[str] = (),
+    stopped: bool = False,
+    pool_running: bool = True,
 ) -> NodeStatus:
     """The status of one node from its last heartbeat and what it reported.
 
     ``problems`` are connectivity problems the node reported itself (cloud,
-    broker or credential sync unreachable); they make it Limited.
+    broker or credential sync unreachable); they make it Limited. ``stopped``: its
+    last beat said it stopped cleanly; ``pool_running`` False: its worker pool is
+    dying or not started; either makes it Offline.
     """
     if last_heartbeat is None:
         return NodeStatus(OFFLINE, ("never sent a heartbeat",))
+    if stopped:
+        return NodeStatus(OFFLINE, (STOPPED,))
     silent = now - last_heartbeat
     if silent > offline_after:
         reason = f"no heartbeat for {silent:.0f} s (threshold {offline_after:.0f} s)"
         return NodeStatus(OFFLINE, (reason,))
+    if not pool_running:
+        return NodeStatus(OFFLINE, (POOL_NOT_RUNNING, *problems))
     if draining_for_upgrade:
         return NodeStatus(UPGRADING, ("draining for an update",))
     if not config_matches_majority:
@@ -67,14 +97,54 @@ def node_status(
     return NodeStatus(ONLINE)
 
 
+def gateway_state(nodes: Mapping[str, NodeStatus]) -> NodeStatus:
+    """The gateway's status and reasons from its nodes' (by name); see the module docstring.
+
+    Each node that is not Online adds ``"<node>: <status> (<reasons>)"``; an Offline
+    gateway's reasons start with :data:`NO_NODE_WORKS`.
+    """
+    if not nodes:
+        return NodeStatus(NEEDS_REGISTRATION, ("no node is registered",))
+    reasons = tuple(_node_reason(name, s) for name, s in sorted(nodes.items()) if s.status != ONLINE)
+    if not reasons:
+        return NodeStatus(ONLINE)
+    if not any(s.status in WORKING for s in nodes.values()):
+        return NodeStatus(OFFLINE, (NO_NODE_WORKS, *reasons))
+    return NodeStatus(LIMITED, reasons)
+
+
+def _node_reason(name: str, status: NodeStatus) -> str:
+    why = "; ".join(status.reasons)
+    return f"{name}: {status.status}" + (f" ({why})" if why else "")
+
+
 def gateway_status(node_statuses: Iterable[str]) -> str:
-    """Needs Registration (no node), Online (all Online), Offline (none Online), else Limited."""
-    statuses = list(node_statuses)
-    if not statuses:
-        return NEEDS_REGISTRATION
-    online = sum(1 for s in statuses if s == ONLINE)
-    if online == len(statuses):
-        return ONLINE
-    if online == 0:
-        return OFFLINE
-    return LIMITED
+    """The gateway's status alone (see :func:`gateway_state`)."""
+    return gateway_state({str(i): NodeStatus(s) for i, s in enumerate(node_statuses)}).status
+
+
+@dataclass(frozen=True)
+class RoleClaim:
+    """What a node's last heartbeat said about its role."""
+
+    node: str
+    role: str
+    epoch: int
+    last_heartbeat: float
+    status: str
+
+
+def dispatcher_of(claims: Iterable[RoleClaim]) -> str | None:
+    """The one node shown as dispatcher (None: no node that is not Offline claims it)."""
+    live = [c for c in claims if c.role == DISPATCHER and c.status != OFFLINE]
+    if not live:
+        return None
+    return max(live, key=lambda c: (c.epoch, c.last_heartbeat, c.node)).node
+
+
+def shown_role(claim: RoleClaim, dispatcher: str | None) -> str:
+    """The role to show for one node: ``dispatcher`` for :func:`dispatcher_of`'s node only;
+    a node that claims it otherwise (a dead or superseded dispatcher) shows ``worker``."""
+    if claim.node == dispatcher:
+        return DISPATCHER
+    return WORKER if claim.role == DISPATCHER else claim.role

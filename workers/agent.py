@@ -2,9 +2,9 @@
 
 A heartbeat is::
 
-    {node, gateway, version, role, running, limit, cpu_percent, memory_available,
-     network_in, network_out, problems, credential_status, draining,
-     stores_unreachable, ts}
+    {node, gateway, version, role, epoch, running, limit, pool_running, cpu_percent,
+     memory_available, network_in, network_out, problems, credential_status, draining,
+     stores_unreachable, stopped, ts}
 
 ``running``/``limit`` come from the worker's load key (:mod:`workers.loadstep`);
 ``network_in``/``network_out`` are bytes/s since the previous beat; ``problems``
@@ -19,6 +19,15 @@ agent delivers the node's queued shard reports (:mod:`workers.outbox`), for at m
 one heartbeat interval per beat; while reports wait, the beat carries the problem
 "N shard reports waiting for the cloud", so a node back from a cloud outage stays
 Limited until the cloud has heard everything it did meanwhile.
+
+``epoch`` is the dispatcher lease's epoch while this node holds it (0 otherwise): the
+cloud shows the node with the highest one as the dispatcher. ``pool_running`` is False
+while the worker publishes a pool of no process (dying, or stopped) or has published
+none for :data:`LOAD_MISSING_GRACE` s (none yet at start); the cloud then shows the node
+Offline ("worker pool not running"). A broker outage gives the pool the benefit of the
+doubt: its load cannot be read, it is not known to be gone. :meth:`NodeAgent.say_stopped`
+(a clean stop) sends one last beat with ``stopped`` and ``draining`` true: the cloud
+shows the node Offline ("stopped") at once and the dispatcher places nothing more on it.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ from typing import Any, Protocol
 import psutil
 import redis
 
-from dmg.errors import DmgError
+from dmg.errors import DmgError, Unauthorized
 from dmg.nodestate import NodeRegistration
 from dmg.siteidentity import ForeignRedis
 from dmg.sitestate import SiteState
@@ -49,6 +58,9 @@ WORKER_NOT_RESPONDING = "worker process not responding"
 REPORTS_WAITING = "shard reports waiting for the cloud"
 #: At most this many unreachable stores are explained in ``problems``.
 MAX_STORE_PROBLEMS = 32
+#: Seconds a worker load that was seen may be missing before the pool counts as not running
+#: (the load key lives 5 s and is published every second; a broker restart loses it briefly).
+LOAD_MISSING_GRACE = 6.0
 
 
 def store_problem(store: str, reason: str) -> str:
@@ -105,6 +117,7 @@ class NodeAgent:
         state: SiteState,
         cloud: HeartbeatClient | None,
         role: Callable[[], str] = lambda: "worker",
+        epoch: Callable[[], int] = lambda: 0,
         credential_status: Callable[[], str] = lambda: "none",
         extras: Callable[[], dict[str, Any]] | None = None,
         outbox: ReportOutbox | None = None,
@@ -120,6 +133,7 @@ class NodeAgent:
         self.state = state
         self.cloud = cloud
         self.role = role
+        self.epoch = epoch
         self.credential_status = credential_status
         self.extras = extras
         self.outbox = outbox
@@ -131,7 +145,9 @@ class NodeAgent:
         self.started = clock()
         self.cloud_reachable = True
         self.cloud_answer: dict[str, Any] | None = None
+        self.cloud_refused = False  # the cloud's last answer refused this node's token
         self.last_beat: dict[str, Any] | None = None
+        self._load_seen: float | None = None  # when a worker load was last seen (or unknowable)
         self._net = _NetRate(clock)
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         self._loop = Periodic(self.beat_once, interval=self.settings.heartbeat_interval,
@@ -150,6 +166,7 @@ class NodeAgent:
             problems.append(BROKER_UNREACHABLE)
         if load is None and not problems and self.clock() - self.started > self.worker_grace:
             problems.append(WORKER_NOT_RESPONDING)
+        pool_running = self._pool_running(load, broker_down=BROKER_UNREACHABLE in problems)
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
         backlog = self._outbox_size() if BROKER_UNREACHABLE not in problems else 0
@@ -158,13 +175,16 @@ class NodeAgent:
         stores = self._stores_unreachable()
         problems += [store_problem(name, why) for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
+        role = self._role()
         beat: dict[str, Any] = {
             "node": self.node,
             "gateway": self.gateway,
             "version": __version__,
-            "role": self._role(),
+            "role": role,
+            "epoch": self._epoch() if role == "dispatcher" else 0,
             "running": int(load["running"]) if load else 0,
             "limit": int(load["limit"]) if load else 0,
+            "pool_running": pool_running,
             "cpu_percent": float(psutil.cpu_percent(interval=None)),
             "memory_available": int(psutil.virtual_memory().available),
             "network_in": network_in,
@@ -173,6 +193,7 @@ class NodeAgent:
             "credential_status": self.credential_status(),
             "draining": False,
             "stores_unreachable": sorted(stores),
+            "stopped": False,
             "ts": self.clock(),
         }
         if self.extras is not None:
@@ -187,6 +208,24 @@ class NodeAgent:
         except Exception:  # store checks must never stop a heartbeat
             log.exception("cannot tell which stores are unreachable")
             return {}
+
+    def _pool_running(self, load: dict[str, Any] | None, *, broker_down: bool) -> bool:
+        now = self.clock()
+        if broker_down:  # unknowable: not known to be gone
+            if self._load_seen is not None:
+                self._load_seen = now
+            return self._load_seen is not None
+        if load is not None:
+            self._load_seen = now
+            return int(load.get("limit") or 0) > 0
+        return self._load_seen is not None and now - self._load_seen <= LOAD_MISSING_GRACE
+
+    def _epoch(self) -> int:
+        try:
+            return int(self.epoch())
+        except Exception:  # the epoch must never stop a heartbeat
+            log.exception("cannot tell the dispatcher lease's epoch")
+            return 0
 
     def _role(self) -> str:
         try:
@@ -220,11 +259,17 @@ class NodeAgent:
         sent = {**beat, "problems": [p for p in beat["problems"] if p != CLOUD_UNREACHABLE]}
         try:
             self.cloud_answer = self.cloud.heartbeat(sent)
+        except Unauthorized as exc:  # the cloud answers: it no longer knows this node
+            if not self.cloud_refused:
+                log.warning("heartbeat refused by the cloud node=%s error=%s", self.node, exc)
+            self.cloud_refused = True
+            return
         except DmgError as exc:
             if self.cloud_reachable:
                 log.warning("heartbeat not delivered to the cloud node=%s error=%s", self.node, exc)
             self.cloud_reachable = False
             return
+        self.cloud_refused = False
         if not self.cloud_reachable:
             log.info("cloud reachable again node=%s", self.node)
         self.cloud_reachable = True
@@ -255,3 +300,22 @@ class NodeAgent:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
+
+    def say_stopped(self, timeout: float = 10.0) -> None:
+        """Stop beating, then send one last beat saying the node stopped (best effort: an
+        unreachable broker or cloud is logged, never raised)."""
+        self._loop.stop(timeout)
+        beat = {**self.build_heartbeat(), "role": "worker", "epoch": 0, "stopped": True, "draining": True}
+        try:
+            self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
+        except (redis.RedisError, ForeignRedis) as exc:
+            log.warning("stop not published to the broker node=%s error=%s", self.node, exc)
+        if self.cloud is None:
+            return
+        try:
+            self.cloud.heartbeat({**beat, "problems": [p for p in beat["problems"]
+                                                       if p != CLOUD_UNREACHABLE]})
+        except DmgError as exc:
+            log.warning("stop not reported to the cloud node=%s error=%s", self.node, exc)
+        else:
+            log.info("told the cloud this node stopped node=%s", self.node)

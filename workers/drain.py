@@ -2,13 +2,18 @@
 
 ``dmg node drain NAME`` and ``dmg node remove NAME`` set a flag in the site state
 (``drain`` hash: ``drain`` or ``removed``); the dispatcher places nothing new on a
-flagged node (:func:`dispatcher.placement.node_loads`). The node's agent reports
-the flag as ``draining`` so the cloud shows it.
+flagged node (:func:`dispatcher.placement.node_loads`) and gives the shards of a
+node flagged ``removed`` new attempts elsewhere
+(:func:`dispatcher.recovery.requeue_gone`). The node's agent reports the flag as
+``draining`` so the cloud shows it.
 
-A node flagged ``removed`` that starts again and whose heartbeat the cloud
-accepts was registered anew (a removed node's token is refused): the flag is
-cleared and the node takes work again. A node removed while it runs stays
-drained until it is stopped.
+- A node flagged ``removed`` when this process starts, whose heartbeat the cloud
+  then accepts, was registered anew (a removed node's token is refused): the flag
+  is cleared once and the node takes work.
+- A removal seen while this process runs (the flag appears, or the cloud refuses
+  its token: removed while the broker could not be told) keeps it out until it is
+  stopped: it flags itself ``removed`` and takes no more work. Registered again and
+  restarted, it is back to the first case.
 """
 
 from __future__ import annotations
@@ -19,25 +24,29 @@ from typing import Any
 
 import redis
 
-from dmg.sitestate import SiteState
+from dmg.sitestate import DRAIN_REMOVED, SiteState
 
 log = logging.getLogger(__name__)
 
 DRAIN = "drain"
-REMOVED = "removed"
+REMOVED = DRAIN_REMOVED
 
 
 class DrainField:
     """``extras`` for :class:`workers.agent.NodeAgent`: ``{"draining": bool}``.
 
     ``cloud_accepted()`` says whether this process had a heartbeat accepted by the
-    cloud. A broker outage leaves the field out (the agent's default applies).
+    cloud; ``cloud_refused()`` whether the cloud's last answer refused its token (the
+    node was removed). A broker outage leaves the field out (the agent's default applies).
     """
 
-    def __init__(self, state: SiteState, node: str, *, cloud_accepted: Callable[[], bool]) -> None:
+    def __init__(self, state: SiteState, node: str, *, cloud_accepted: Callable[[], bool],
+                 cloud_refused: Callable[[], bool] = lambda: False) -> None:
         self.state = state
         self.node = node
         self.cloud_accepted = cloud_accepted
+        self.cloud_refused = cloud_refused
+        # True while a removal flag found at start may still be lifted by a new registration.
         self._removed_at_start: bool | None = None
 
     def flag(self) -> str | None:
@@ -48,10 +57,18 @@ class DrainField:
             flag = self.flag()
             if self._removed_at_start is None:
                 self._removed_at_start = flag == REMOVED
+            if flag != REMOVED:
+                self._removed_at_start = False  # a removal from now on is for good
             if flag == REMOVED and self._removed_at_start and self.cloud_accepted():
                 self.state.clear_drain(self.node)
+                self._removed_at_start = False
                 log.info("node registered again after its removal; taking work node=%s", self.node)
                 flag = None
+            if flag != REMOVED and self.cloud_refused():
+                self.state.set_drain(self.node, REMOVED)
+                log.warning("the cloud refuses this node's token (removed); taking no more work node=%s",
+                            self.node)
+                flag = REMOVED
         except redis.RedisError:
             return {}
         return {"draining": flag is not None}

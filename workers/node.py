@@ -90,6 +90,7 @@ class NodeRuntime:
         *,
         services: Sequence[Service] = (),
         role: Callable[[], str] = lambda: "worker",
+        epoch: Callable[[], int] = lambda: 0,
         credential_status: Callable[[], str] = lambda: "none",
         base_environ: Mapping[str, str] | None = None,
         worker_log: Path | None = None,
@@ -108,6 +109,7 @@ class NodeRuntime:
         self._stop = threading.Event()
         self._started: list[Service] = []
         self._log_file: Any = None
+        self._said_stopped = False
         self.refusal: ForeignRedis | None = None
         self.state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
                                registration.gateway,
@@ -115,9 +117,10 @@ class NodeRuntime:
                                where=display_url(self.settings.redis_url))
         self.cloud = CloudClient(registration.cloud_url, token=registration.token)
         self.drain = DrainField(self.state, registration.node,
-                                cloud_accepted=lambda: self.agent.cloud_answer is not None)
+                                cloud_accepted=lambda: self.agent.cloud_answer is not None,
+                                cloud_refused=lambda: self.agent.cloud_refused)
         self.agent = NodeAgent(
-            self.settings, registration, state=self.state, cloud=self.cloud, role=role,
+            self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status, extras=self.drain,
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
             on_foreign=self._refuse)
@@ -217,11 +220,14 @@ class NodeRuntime:
 
     # -- stop ----------------------------------------------------------------------------
     def stop(self, *, hard: bool = False) -> int | None:
-        """Stop services (reverse order), the worker (warm, then killed; ``hard``: killed
-        at once) and the agent.
+        """Tell the cloud the node stopped (its last heartbeat), then stop services (reverse
+        order), the worker (warm, then killed; ``hard``: killed at once) and the agent.
 
         Returns the worker's exit code. Safe to call twice.
         """
+        if not self._said_stopped and self.worker is not None:
+            self._said_stopped = True
+            self.agent.say_stopped()  # the cloud shows it Offline ("stopped") at once
         while self._started:
             service = self._started.pop()
             try:

@@ -8,7 +8,7 @@ import click
 
 from dmg.cli.common import user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
-from dmg.cli.output import column, emit_json, emit_table, human_time
+from dmg.cli.output import column, emit_json, emit_table, human_time, reasons_text
 
 
 @click.group()
@@ -42,8 +42,8 @@ def list_gateways(as_json: bool) -> None:
     """List the gateways the cloud holds."""
     with user_client() as client:
         rows = client.list_gateways()
-    columns = [column("NAME", "name"), column("STATUS", "status"), column("VERSION", "version"),
-               column("CREATED", "created_at", human_time)]
+    columns = [column("NAME", "name"), column("STATUS", "status"), column("REASONS", "reasons", reasons_text),
+               column("VERSION", "version"), column("CREATED", "created_at", human_time)]
     emit_table(rows, columns, as_json=as_json, empty="no gateway yet: dmg gateway create NAME")
 
 
@@ -76,6 +76,8 @@ def show(name: str, as_json: bool) -> None:
         return
     click.echo(f"gateway:  {body.get('name', name)}")
     click.echo(f"status:   {body.get('status', '-')}")
+    for reason in body.get("reasons") or []:
+        click.echo(f"          - {reason}")
     click.echo(f"version:  {body.get('version') or '-'}")
     click.echo(f"created:  {human_time(body.get('created_at'))}")
     nodes = list(body.get("nodes") or [])

@@ -29,7 +29,8 @@ def build_node(settings: Settings, registration: NodeRegistration) -> Any:
     dispatcher = DispatcherService.from_settings(settings, registration,
                                                  connector_factory=partial(open_store, settings=settings))
     checker = StoreChecker.from_settings(settings, registration)
-    runtime = NodeRuntime(settings, registration, services=[checker, dispatcher], role=dispatcher.role)
+    runtime = NodeRuntime(settings, registration, services=[checker, dispatcher],
+                          role=dispatcher.role, epoch=dispatcher.lease_epoch)
     runtime.agent.store_health = checker.unreachable
     return runtime
 

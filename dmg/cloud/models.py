@@ -20,6 +20,8 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
+    true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -79,6 +81,10 @@ class Node(Base):
     stores_unreachable: Mapped[list[Any]] = mapped_column(JSON, default=list)
     draining: Mapped[bool] = mapped_column(Boolean, default=False)
     config_fingerprint: Mapped[str] = mapped_column(String(128), default="")
+    # Its last beat said it stopped cleanly / its worker pool runs / its lease epoch as dispatcher.
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    pool_running: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     # When the dispatcher saw every process of the node lose its broker connection
     # (dmg.presence); Offline until a heartbeat newer than that.

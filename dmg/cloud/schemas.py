@@ -74,6 +74,11 @@ class Heartbeat(Body):
     stores_unreachable: list[str] = Field(default_factory=list, max_length=256)
     draining: bool = False
     config_fingerprint: str = Field(default="", max_length=128)
+    #: The node stopped cleanly (its last beat); its worker pool runs; its lease epoch
+    #: while it is the dispatcher (0 otherwise).
+    stopped: bool = False
+    pool_running: bool = True
+    epoch: Small = 0
 
 
 class StoreCreate(Body):

@@ -201,3 +201,19 @@ def test_cloud_token_prints_the_token_of_the_cloud_in_the_data_dir(cli_cloud: An
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == f"{cli_cloud.api_token}\n"
     assert_one_line_error(offline_dmg("cloud", "token"), contains="no API token")
+
+
+def test_gateway_list_and_show_say_why_a_gateway_is_not_online(dmg: DmgRunner) -> None:
+    gateway = unique("gw")
+    keys = dmg.json("gateway", "create", gateway)
+    assert dmg("node", "register", "--key", keys["key1"], "--name", "silent").returncode == 0
+
+    shown = dmg("gateway", "show", gateway)
+    assert shown.returncode == 0, shown.stderr
+    assert "status:   Offline" in shown.stdout
+    assert "- no node can do work" in shown.stdout
+    assert "- silent: Offline (never sent a heartbeat)" in shown.stdout
+    listed = dmg("gateway", "list")
+    assert "REASONS" in listed.stdout and "no node can do work; silent: Offline" in listed.stdout
+    [row] = [g for g in dmg.json("gateway", "list") if g["name"] == gateway]
+    assert row["reasons"] == ["no node can do work", "silent: Offline (never sent a heartbeat)"]

@@ -130,3 +130,33 @@ def test_a_node_the_dispatcher_reports_gone_is_offline_until_it_beats_again(clou
 
         worker.heartbeat({**BEAT, "role": "worker"})  # it lives after all: Online again
         assert _node(user, site.gateway, "n2")["status"] == "Online"
+
+
+def test_the_api_shows_stopped_and_poolless_nodes_offline_and_one_dispatcher(
+        cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("a", "b", "c"))
+    with cloud.node(site.tokens["a"]) as a, cloud.node(site.tokens["b"]) as b, \
+            cloud.node(site.tokens["c"]) as c:
+        a.heartbeat({**BEAT, "epoch": 3})  # a dispatcher the others no longer follow
+        b.heartbeat({**BEAT, "epoch": 4})
+        c.heartbeat({**BEAT, "role": "worker", "problems": ["store 'lake': unreachable"]})
+        rows = {r["name"]: r for r in user.list_nodes(site.gateway)}
+        assert [rows[n]["role"] for n in ("a", "b", "c")] == ["worker", "dispatcher", "worker"]
+        gateway = user.gateway(site.gateway)
+        assert gateway["status"] == "Limited"
+        assert gateway["reasons"] == ["c: Limited (store 'lake': unreachable)"]
+        assert [n["role"] for n in gateway["nodes"]] == ["worker", "dispatcher", "worker"]
+
+        assert b.heartbeat({**BEAT, "stopped": True, "role": "worker"}) == {
+            "status": "Offline", "reasons": ["stopped"]}
+        assert a.heartbeat({**BEAT, "pool_running": False, "role": "worker"}) == {
+            "status": "Offline", "reasons": ["worker pool not running"]}
+        gateway = user.gateway(site.gateway)
+        assert gateway["status"] == "Limited"  # c still moves data
+        assert gateway["reasons"][:2] == ["a: Offline (worker pool not running)", "b: Offline (stopped)"]
+        c.heartbeat({**BEAT, "stopped": True})
+        gateway = user.gateway(site.gateway)
+        assert gateway["status"] == "Offline" and gateway["reasons"][0] == "no node can do work"
+        assert "dispatcher" not in {r["role"] for r in user.list_nodes(site.gateway)}
+        b.heartbeat(BEAT)  # started again: a beat without "stopped"
+        assert _node(user, site.gateway, "b")["status"] == "Online"

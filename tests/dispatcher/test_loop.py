@@ -192,3 +192,18 @@ def test_a_run_that_cannot_be_planned_fails_alone_and_the_batch_goes_on(
                                    "maximum recursion depth exceeded")
     cloud.queue(activity_run(tmp_path, "ar4"))
     wait_for(lambda: "ar4" in cloud.plans, what="a later claim planned")
+
+
+def test_a_removed_node_gives_the_lease_up_and_another_takes_it(
+        settings: Settings, state: SiteState, sender: Celery, services: list[DispatcherService]) -> None:
+    cloud = MemoryCloud()
+    a = start(services, settings, "a", state, cloud, sender)
+    wait_for(a.is_dispatcher, what="a dispatching")
+    assert a.lease_epoch() == a.lease.epoch > 0
+    b = start(services, settings, "b", state, cloud, sender)
+
+    state.set_drain("a", "removed")
+
+    wait_for(b.is_dispatcher, timeout=10, what="b dispatching once a is removed")
+    assert not a.is_dispatcher() and a.lease_epoch() == 0
+    assert b.is_dispatcher()

@@ -25,14 +25,33 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
+from dispatcher.recovery import requeue_gone
 from dmg.attempts import start_run
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.cli.runview import shards_of
+from dmg.cli.site import EmbeddedSite, node_ready
 from dmg.embedded.procs import free_port
 from dmg.sitestate import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
-from tests.ha.nodekit import assert_once, cloud_shards, mixed_copy, run_ended, site_state, work_of
-from tests.ha.sitekit import ha_settings, node_rows, require_redis, running_site, wait_for
+from tests.ha.nodekit import (
+    assert_once,
+    cloud_shards,
+    dispatcher_of,
+    mixed_copy,
+    run_ended,
+    site_state,
+    work_of,
+)
+from tests.ha.sitekit import (
+    assert_copied_exactly,
+    figure,
+    ha_settings,
+    node_rows,
+    require_redis,
+    running_site,
+    throttled_copy,
+    wait_for,
+)
 from workers.drain import DrainField
 
 pytestmark = pytest.mark.integration
@@ -139,3 +158,113 @@ def test_a_removed_node_registered_again_takes_work_once_the_cloud_accepts_it(
     assert running() == {"draining": False}
     state.set_drain("n2", "removed")  # removed while it runs: it stays out
     assert running() == {"draining": True} and state.drained() == {"n2": "removed"}
+
+
+def test_a_node_registered_again_then_removed_while_it_runs_stays_out(redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    state.set_drain("n1", "removed")  # removed while stopped
+    field = DrainField(state, "n1", cloud_accepted=lambda: True)
+    assert field() == {"draining": False} and state.drained() == {}  # registered again: takes work
+
+    state.set_drain("n1", "removed")  # removed again while this process runs
+    assert field() == {"draining": True}
+    assert field() == {"draining": True} and state.drained() == {"n1": "removed"}
+
+
+def test_a_node_whose_token_the_cloud_refuses_flags_itself_removed(redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    refused = [False]
+    field = DrainField(state, "n1", cloud_accepted=lambda: True, cloud_refused=lambda: refused[0])
+    assert field() == {"draining": False}
+    refused[0] = True  # removed in the cloud while the broker could not be told
+    assert field() == {"draining": True} and state.drained() == {"n1": "removed"}
+
+
+def test_the_shards_of_a_removed_node_get_new_attempts_even_while_it_beats(
+        redis_client: redis_lib.Redis) -> None:
+    state = SiteState(redis_client, "gw")
+    for shard_id in ("queued", "running", "elsewhere"):
+        state.save_shard(shard_id, {"shard_id": shard_id})
+    state.publish_heartbeat("gone", {"node": "gone"}, ttl=30)  # its process still beats
+    state.new_attempt("queued", "gone")
+    attempt = state.new_attempt("running", "gone")
+    start_run(state, "running", attempt, "gone", runner="", alive=lambda _token: True)
+    state.new_attempt("elsewhere", "n2")
+    assert requeue_gone(state) == []  # nobody removed: nothing moves
+
+    state.set_drain("gone", "removed")
+    moved = requeue_gone(state)
+
+    assert sorted(moved) == ["queued", "running"] and sorted(state.pending()) == ["queued", "running"]
+    assert work_of(state, "gone") == set() and state.queued("n2") == {"elsewhere"}
+    assert not state.is_current("running", attempt)  # its own copy is fenced off
+    state.set_drain("n2")  # drained (not removed): its work stays
+    assert requeue_gone(state) == [] and state.queued("n2") == {"elsewhere"}
+
+
+def _placed_elsewhere(state: SiteState, shard_ids: list[str], gone: str, *, since: float,
+                      timeout: float) -> float:
+    """Wait until each shard has a newer attempt on another node (or ended); returns the seconds
+    from ``since``."""
+    before = {s: int((state.shard(s) or {}).get("attempt") or 0) for s in shard_ids}
+
+    def moved() -> bool:
+        shards = {s: state.shard(s) or {} for s in shard_ids}
+        return all(sh.get("state") == "done" or (sh.get("node") not in ("", gone)
+                                                 and int(sh.get("attempt") or 0) > before[s])
+                   for s, sh in shards.items())
+
+    wait_for(moved, timeout=timeout, what=f"the shards of {gone} placed elsewhere", interval=0.02)
+    return time.monotonic() - since
+
+
+def test_a_node_removed_again_while_it_runs_stops_taking_work_and_its_shards_move(tmp_path: Path) -> None:
+    """Issue 8, item 3: remove node3 while it is stopped, register and start it again, then
+    remove it while it runs: it takes no work any more (its flag holds over many beats) and
+    its shards run elsewhere within seconds. Then node2 is removed in the cloud only (the
+    broker not told): its token is refused, it flags itself removed and the dispatcher
+    moves its shards too. The run succeeds on what is left."""
+    require_redis()
+    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
+                        startup_timeout=60)
+    with running_site(site), site.client() as client, site_state(site) as state:
+        dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                             "DMG_API_TOKEN": site.settings.api_token,
+                             "DMG_REDIS_URL": site.settings.redis_url}, cwd=tmp_path)
+        wait_for(lambda: dispatcher_of(state), timeout=20, what="a dispatcher")
+        site.stop_node("node3")
+        assert dmg("node", "remove", "node3").returncode == 0
+        again = dmg("node", "register", "--key", site.gateway_keys["key1"], "--name", "node3")
+        assert again.returncode == 0, again.stderr
+        site.start_node("node3")
+        wait_for(lambda: node_ready(node_rows(client, site).get("node3", {})) and not state.drained(),
+                 timeout=30, what="node3 back and taking work")
+
+        copy = throttled_copy(client, site, tmp_path, files=48, bandwidth=48 * KIB)
+        run_id = client.run_pipeline(copy.pipeline)["id"]
+        wait_for(lambda: state.running("node3"), timeout=30, what="node3 running a shard")
+        held = sorted(work_of(state, "node3"))
+        removed = dmg("node", "remove", "node3", "--force")
+        removed_at, since = time.time(), time.monotonic()
+        assert removed.returncode == 0, removed.stderr
+        figure(site, "removed_node_shards_placed_elsewhere_s",
+               _placed_elsewhere(state, held, "node3", since=since, timeout=10))
+
+        # node2 (not the dispatcher) is removed in the cloud only while it runs a shard.
+        victim = "node2" if dispatcher_of(state) != "node2" else "node1"
+        wait_for(lambda: state.running(victim), timeout=30, what=f"{victim} running a shard")
+        held = sorted(work_of(state, victim))
+        client.remove_node(site.gateway, victim)
+        since = time.monotonic()
+        placed = _placed_elsewhere(state, held, victim, since=since, timeout=10)
+        wait_for(lambda: state.drained().get(victim) == "removed", timeout=10,
+                 what=f"{victim} to flag itself removed")
+        figure(site, "cloud_removed_node_shards_placed_elsewhere_s", placed)
+
+        wait_for(lambda: run_ended(client, run_id), timeout=120, what="the run to end")
+        run = assert_copied_exactly(client, run_id, copy)
+        assert state.drained() == {"node3": "removed", victim: "removed"}  # the flags held
+        late = [s for s in shards_of(run) if s["node"] == "node3" and (s["started_at"] or 0) > removed_at]
+        assert late == [], late
+        log = site.log_path("node3").read_text(errors="replace")
+        assert log.count("registered again after its removal") == 1

@@ -15,7 +15,14 @@ from typing import Any
 
 from celery import Celery
 
-from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, WINDOW, Placer
+from dispatcher.placement import (
+    ALL_NODES_BUSY,
+    ALL_NODES_DRAINED,
+    NO_NODE_ONLINE,
+    NO_POOL_RUNNING,
+    WINDOW,
+    Placer,
+)
 from dmg.sitestate import SiteState
 from tests.sitekit import beat
 
@@ -99,7 +106,28 @@ def test_with_every_node_draining_shards_wait_as_if_none_were_online(state: Site
     p = placer(state, sender)
 
     assert p.place_pending() == []
-    assert state.pending() == ids and p.wait_reason(ids[0]) == ALL_NODES_BUSY
+    assert state.pending() == ids and p.wait_reason(ids[0]) == ALL_NODES_DRAINED
+
+
+def test_nodes_without_a_worker_pool_say_so_not_that_they_are_full(state: SiteState,
+                                                                   sender: Celery) -> None:
+    # A site coming back: heartbeats, but no worker has published its pool yet.
+    beat(state, "a", 0)
+    beat(state, "b", 0)
+    ids = add_shards(state, 2)
+    p = placer(state, sender)
+
+    assert p.place_pending() == [] and p.wait_reason(ids[0]) == NO_POOL_RUNNING
+
+
+def test_a_site_down_reason_replaces_an_earlier_busy_one(state: SiteState, sender: Celery) -> None:
+    beat(state, "a", 1)
+    ids = add_shards(state, 4)
+    p = placer(state, sender)
+    assert p.place_pending() and p.wait_reason(ids[-1]) == ALL_NODES_BUSY
+    state.forget_node("a")  # the whole site goes down
+
+    assert p.place_pending() == [] and p.wait_reason(ids[-1]) == NO_NODE_ONLINE
 
 
 def test_no_node_at_all(state: SiteState, sender: Celery) -> None:

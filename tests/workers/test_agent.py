@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.workers.support import StubCloud, wait_for
 from workers.agent import (
     BROKER_UNREACHABLE,
     CLOUD_UNREACHABLE,
+    LOAD_MISSING_GRACE,
     REPORTS_WAITING,
     WORKER_NOT_RESPONDING,
     NodeAgent,
@@ -171,3 +173,60 @@ def test_the_agent_thread_keeps_beating_until_stopped(state: SiteState) -> None:
     count = len(beats)
     assert beats[0]["ts"] < beats[-1]["ts"]
     assert not agent._loop.running and len(beats) == count
+
+
+def test_the_pool_is_not_running_until_the_worker_publishes_one_and_when_it_has_no_process(
+        state: SiteState) -> None:
+    now = [1000.0]
+    agent = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=None, clock=lambda: now[0])
+    assert agent.beat_once()["pool_running"] is False  # starting: no pool yet
+    state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
+    assert agent.beat_once()["pool_running"] is True
+    state.publish_worker_load("a", running=0, limit=0, pids=[], ttl=10)  # a dying pool
+    assert agent.beat_once()["pool_running"] is False
+    state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
+    agent.beat_once()
+    state.redis.delete(state.key("load", "a"))  # lost a moment (a broker restart): not yet gone
+    now[0] += LOAD_MISSING_GRACE / 2
+    assert agent.beat_once()["pool_running"] is True
+    now[0] += LOAD_MISSING_GRACE
+    assert agent.beat_once()["pool_running"] is False
+    late = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=None, clock=lambda: now[0], worker_grace=0)
+    state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
+    late.beat_once()
+    state.redis.delete(state.key("load", "a"))
+    now[0] += LOAD_MISSING_GRACE * 2  # "worker process not responding" is no broker outage
+    beat = late.beat_once()
+    assert beat["problems"] == [WORKER_NOT_RESPONDING] and beat["pool_running"] is False
+
+
+def test_only_the_dispatcher_sends_its_lease_epoch(state: SiteState) -> None:
+    role = ["dispatcher"]
+    agent = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=None, role=lambda: role[0],
+                      epoch=lambda: 7)
+    assert agent.beat_once()["epoch"] == 7
+    role[0] = "worker"
+    assert agent.beat_once()["epoch"] == 0
+
+
+def test_a_clean_stop_sends_a_last_beat_saying_so(state: SiteState, cloud: StubCloud,
+                                                  client: CloudClient) -> None:
+    agent = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=client, role=lambda: "dispatcher",
+                      epoch=lambda: 3)
+    agent.start()
+    wait_for(lambda: cloud.heartbeats, timeout=5)
+    agent.say_stopped()
+    count = len(cloud.heartbeats)
+    last = cloud.heartbeats[-1]
+    assert (last["stopped"], last["draining"], last["role"], last["epoch"]) == (True, True, "worker", 0)
+    assert state.heartbeats()["a"]["stopped"] is True  # the dispatcher places nothing more here
+    time.sleep(SETTINGS.heartbeat_interval * 4)  # a negative check: several beat intervals pass
+    assert len(cloud.heartbeats) == count  # no beat after it
+
+
+def test_a_clean_stop_without_broker_or_cloud_does_not_raise() -> None:
+    dead = redis_client(SETTINGS.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"), fail_fast=True)
+    with CloudClient(f"http://127.0.0.1:{free_port()}") as away:
+        agent = NodeAgent(SETTINGS, REGISTRATION, state=SiteState(dead, "gw"), cloud=away)
+        agent.say_stopped()
+    dead.close()

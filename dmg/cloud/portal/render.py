@@ -204,6 +204,9 @@ def dashboard(gateways: list[dict[str, Any]], runs: list[dict[str, Any]], *, now
         sections.append(f"<h3>{escape(gateway['name'])} {badge(gateway['status'])} "
                         f'<span class="muted">version {escape(gateway["version"] or "-")}, '
                         f"{len(gateway['nodes'])} node(s)</span></h3>")
+        reasons = "".join(f"<li>{escape(r)}</li>" for r in gateway.get("reasons") or [])
+        if reasons:
+            sections.append(f'<ul class="reasons">{reasons}</ul>')
         sections.append(nodes_table(gateway["nodes"], now=now))
     sections.append("<h2>Recent runs</h2>")
     sections.append(runs_section(runs, counts, now=now))

@@ -29,7 +29,17 @@ from dmg.cloud.models import Gateway, Node
 from dmg.cloud.schemas import Heartbeat
 from dmg.cloud.service.views import node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
-from dmg.status import OFFLINE, PROCESS_GONE, NodeStatus, gateway_status, node_status
+from dmg.status import (
+    DISPATCHER,
+    OFFLINE,
+    PROCESS_GONE,
+    NodeStatus,
+    RoleClaim,
+    dispatcher_of,
+    gateway_state,
+    node_status,
+    shown_role,
+)
 from dmg.version import majority_version, parse
 
 
@@ -103,25 +113,38 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
             version=node.version, gateway_version=version, draining_for_upgrade=node.draining,
             config_matches_majority=not (majority_print and node.config_fingerprint
                                          and node.config_fingerprint != majority_print),
-            problems=problems,
+            problems=problems, stopped=bool(node.stopped), pool_running=node.pool_running is not False,
         )
         if node.gone_at is not None and node.gone_at >= (node.last_heartbeat or 0.0):
             result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
     return result
 
 
+def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus]) -> dict[int, str]:
+    """The role to show for each node by id: one node at most says ``dispatcher``
+    (:func:`dmg.status.dispatcher_of`)."""
+    claims = {n.id: RoleClaim(node=n.name, role=n.role or "", epoch=int(n.epoch or 0),
+                              last_heartbeat=n.last_heartbeat or 0.0, status=statuses[n.id].status)
+              for n in gateway.nodes}
+    dispatcher = dispatcher_of(claims.values())
+    return {node_id: shown_role(claim, dispatcher) for node_id, claim in claims.items()}
+
+
 def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
                  nodes: bool = False) -> dict[str, Any]:
     statuses = node_statuses(gateway, now=now, offline_after=offline_after)
+    state = gateway_state({n.name: statuses[n.id] for n in gateway.nodes})
     body: dict[str, Any] = {
         "name": gateway.name,
-        "status": gateway_status(s.status for s in statuses.values()),
+        "status": state.status,
+        "reasons": list(state.reasons),
         "version": majority_version(n.version for n in gateway.nodes),
         "node_count": len(gateway.nodes),
         "created_at": gateway.created_at,
     }
     if nodes:
-        body["nodes"] = [node_json(n, statuses[n.id]) for n in gateway.nodes]
+        roles = node_roles(gateway, statuses)
+        body["nodes"] = [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
     return body
 
 
@@ -135,7 +158,8 @@ def list_nodes(session: Session, gateway_name: str, *, now: float,
                offline_after: float) -> list[dict[str, Any]]:
     gateway = get_gateway(session, gateway_name)
     statuses = node_statuses(gateway, now=now, offline_after=offline_after)
-    return [node_json(n, statuses[n.id]) for n in gateway.nodes]
+    roles = node_roles(gateway, statuses)
+    return [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
 
 
 # -- nodes ------------------------------------------------------------------------------
@@ -217,6 +241,9 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
     row.stores_unreachable = list(beat.stores_unreachable)
     row.draining = beat.draining
     row.config_fingerprint = beat.config_fingerprint
+    row.stopped = beat.stopped
+    row.pool_running = beat.pool_running
+    row.epoch = beat.epoch if beat.role == DISPATCHER else 0
     row.last_heartbeat = now
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]

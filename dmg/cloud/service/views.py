@@ -30,10 +30,13 @@ def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
     return body
 
 
-def node_json(node: Node, status: NodeStatus) -> dict[str, Any]:
+def node_json(node: Node, status: NodeStatus, *, role: str | None = None) -> dict[str, Any]:
+    """A node as the API shows it; ``role`` is the role to show (default: the one it reported;
+    see :func:`dmg.cloud.service.gateways.node_roles`)."""
     return {
         "name": node.name, "status": status.status, "reasons": list(status.reasons),
-        "version": node.version, "role": node.role, "running": node.running, "limit": node.limit,
+        "version": node.version, "role": node.role if role is None else role,
+        "running": node.running, "limit": node.limit,
         "cpu_percent": node.cpu_percent, "memory_available": node.memory_available,
         "network_in": node.network_in, "network_out": node.network_out,
         "credential_status": node.credential_status, "problems": list(node.problems or []),
