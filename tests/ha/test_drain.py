@@ -27,7 +27,7 @@ import redis as redis_lib
 
 from dmg.attempts import start_run
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.sitestate import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 
 def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
                         startup_timeout=60)
     with running_site(site), site.client() as client, site_state(site) as state:
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
