@@ -174,7 +174,7 @@ def run_chaos(config: ChaosConfig, work: Path, *, echo: Callable[[str], None] = 
     echo(f"generating data in {work}")
     workload = build(work / "data", config.plan(), pg_url=config.pg_url, prefix=prefix)
     site = SiteUnderTest(site_settings(config, work / "site"), nodes=config.nodes,
-                        node_concurrency=config.concurrency, flower=False, startup_timeout=120)
+                         node_concurrency=config.concurrency, flower=False, startup_timeout=120)
     faults: Faults | None = None
     try:
         echo(f"starting a site of {config.nodes} nodes x {config.concurrency} jobs")

@@ -137,7 +137,7 @@ def main() -> int:
         sink.mkdir()
         records: list[tuple[str, KillRecord]] = []
         with SiteUnderTest(settings, nodes=3, node_concurrency=args.concurrency, flower=False,
-                          startup_timeout=90) as site:
+                           startup_timeout=90) as site:
             with site.client() as client:
                 client.add_store({"name": "failover-src", "type": "file", "location": str(source)})
                 client.add_store({"name": "failover-dst", "type": "file", "location": str(sink)})

@@ -120,7 +120,7 @@ def main() -> int:
         settings = load({"DMG_DATA_DIR": str(work / "data")})
         print(f"starting a {counts[0]}-node dmg site ...", file=sys.stderr)
         with SiteUnderTest(settings, nodes=counts[0], flower=False, node_concurrency=1,
-                          startup_timeout=300) as site:
+                           startup_timeout=300) as site:
             with site.client() as client:
                 client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
                 client.add_store({"name": "bdst", "type": "file", "location": str(sink)})

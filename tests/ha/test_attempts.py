@@ -30,7 +30,7 @@ DEAD_ENDINGS = ("node offline", "worker died")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=2, node_concurrency=2,
-                           flower=False, startup_timeout=60)
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running

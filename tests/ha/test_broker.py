@@ -48,7 +48,7 @@ pytestmark = pytest.mark.integration
 def test_a_redis_restart_loses_no_work_and_nodes_recover(tmp_path: Path) -> None:
     require_redis()
     site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path, files=32, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]
@@ -92,7 +92,7 @@ def test_nodes_survive_five_redis_restarts_during_copies(tmp_path: Path) -> None
     Online, its pool at its limit (Celery's own stats say so), and a new run succeeds."""
     require_redis()
     site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         before = {name: node_processes(site, name) for name in site.node_names}
         copy = throttled_copy(client, site, tmp_path / "first", files=32, bandwidth=24 * KIB)

@@ -42,7 +42,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     root = tmp_path_factory.mktemp("cancel")
     running = SiteUnderTest(ha_settings(root / "site", shard_max_files=1), nodes=2, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running

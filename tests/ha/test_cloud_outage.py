@@ -39,7 +39,7 @@ pytestmark = pytest.mark.integration
 def test_shards_finish_without_the_cloud_and_it_learns_everything_when_back(tmp_path: Path) -> None:
     require_redis()
     site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path / "a", files=32, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]

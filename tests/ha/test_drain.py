@@ -41,7 +41,7 @@ pytestmark = pytest.mark.integration
 def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) -> None:
     require_redis()
     site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
-                        startup_timeout=60)
+                         startup_timeout=60)
     with running_site(site), site.client() as client, site_state(site) as state:
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                              "DMG_API_TOKEN": site.settings.api_token,

@@ -36,7 +36,7 @@ SIZE = 12 * MIB
 def site(tmp_path: Path) -> Iterator[SiteUnderTest]:
     require_redis()
     running = SiteUnderTest(ha_settings(tmp_path / "site", shard_max_files=2), nodes=3, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+                            flower=False, startup_timeout=60)
     with running_site(running):
         yield running
 

@@ -52,7 +52,7 @@ pytestmark = pytest.mark.integration
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=3, node_concurrency=2,
-                           flower=False, startup_timeout=60)
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running

@@ -100,7 +100,7 @@ def test_a_site_on_sentinel_carries_on_when_the_primary_is_killed(sentinel_group
     settings = ha_settings(tmp_path / "site", redis_url=sentinel_group.url(),
                            redis_master_name=sentinel_group.master_name)
     site = SiteUnderTest(settings, nodes=2, node_concurrency=2, flower=False, startup_timeout=60,
-                        external_broker=True)
+                         external_broker=True)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path, files=40, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]

@@ -61,11 +61,11 @@ def celery_of(site: SiteUnderTest) -> Iterator[Celery]:
 def test_two_gateways_share_one_redis_without_mixing(tmp_path: Path) -> None:
     require_redis()
     alpha = SiteUnderTest(ha_settings(tmp_path / "alpha"), nodes=2, gateway="alpha", node_concurrency=2,
-                         flower=False, startup_timeout=60)
+                          flower=False, startup_timeout=60)
     with running_site(alpha):
         beta = SiteUnderTest(ha_settings(tmp_path / "beta", redis_url=alpha.settings.redis_url), nodes=2,
-                            gateway="beta", node_concurrency=2, flower=False, startup_timeout=60,
-                            external_broker=True)
+                             gateway="beta", node_concurrency=2, flower=False, startup_timeout=60,
+                             external_broker=True)
         with running_site(beta), alpha.client() as a_client, beta.client() as b_client:
             a_copy = throttled_copy(a_client, alpha, tmp_path / "a", files=16, bandwidth=96 * KIB)
             b_copy = throttled_copy(b_client, beta, tmp_path / "b", files=16, bandwidth=96 * KIB)

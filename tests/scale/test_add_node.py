@@ -43,7 +43,7 @@ SHARDS = 16
 def site(tmp_path: Path) -> Iterator[SiteUnderTest]:
     need_redis()
     running = SiteUnderTest(site_settings(tmp_path / "data", max_queued_per_node=20), nodes=1,
-                           node_concurrency=1, flower=False, startup_timeout=90)
+                            node_concurrency=1, flower=False, startup_timeout=90)
     try:
         running.start()
         yield running

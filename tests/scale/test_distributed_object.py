@@ -46,7 +46,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     need_redis()
     root = tmp_path_factory.mktemp("split")
     running = SiteUnderTest(site_settings(root / "data", shard_max_files=4), nodes=3, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+                            flower=False, startup_timeout=60)
     try:
         running.start()
         yield running
