@@ -69,8 +69,8 @@ from bench.chaos_data import KIB, Plan, Workload, build, drop_tables  # noqa: E4
 from bench.chaos_faults import Faults  # noqa: E402
 from bench.chaos_verify import Verdict, verify  # noqa: E402
 from dmg.cli.runview import shards_of  # noqa: E402
-from dmg.cli.site import EmbeddedSite  # noqa: E402
 from dmg.cloud.client import CloudClient  # noqa: E402
+from dmg.embedded.faults import SiteUnderTest  # noqa: E402
 from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.errors import Retryable  # noqa: E402
 from settings import Settings  # noqa: E402
@@ -173,8 +173,8 @@ def run_chaos(config: ChaosConfig, work: Path, *, echo: Callable[[str], None] = 
     prefix = f"x{secrets.token_hex(3)}_" if config.pg_url else ""
     echo(f"generating data in {work}")
     workload = build(work / "data", config.plan(), pg_url=config.pg_url, prefix=prefix)
-    site = EmbeddedSite(site_settings(config, work / "site"), nodes=config.nodes,
-                        node_concurrency=config.concurrency, flower=False, startup_timeout=120)
+    site = SiteUnderTest(site_settings(config, work / "site"), nodes=config.nodes,
+                         node_concurrency=config.concurrency, flower=False, startup_timeout=120)
     faults: Faults | None = None
     try:
         echo(f"starting a site of {config.nodes} nodes x {config.concurrency} jobs")

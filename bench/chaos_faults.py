@@ -1,7 +1,7 @@
 """The faults of the chaos run, and how long the site took to get over each.
 
 :meth:`Faults.kill_and_restart` SIGKILLs every process of a node at once
-(:meth:`EmbeddedSite.kill_node`), then watches the site state in Redis every
+(:meth:`SiteUnderTest.kill_node`), then watches the site state in Redis every
 20 ms until
 
 - every shard the node held (queued or running, read just before and just after
@@ -20,7 +20,7 @@ With ``pause=True`` the node's processes are SIGSTOPped instead (a machine that
 vanishes without closing its connections: only the heartbeat timeout and the lease
 TTL notice it) and SIGKILLed once the watch is over.
 
-then starts the node again (:meth:`EmbeddedSite.start_node`) and waits until the
+then starts the node again (:meth:`SiteUnderTest.start_node`) and waits until the
 cloud shows it ready. :meth:`Faults.pick` with ``dispatcher=True`` waits until some
 node holds the dispatcher lease and returns that node, so a dispatcher kill always
 hits the dispatcher. :meth:`Faults.restart_redis` stops the site's Redis (SIGTERM,
@@ -46,7 +46,8 @@ from typing import Any
 import psutil
 import redis
 
-from dmg.cli.site import EmbeddedSite, node_ready
+from dmg.embedded.faults import SiteUnderTest
+from dmg.embedded.readiness import node_ready
 from dmg.errors import Retryable
 from dmg.redisconn import redis_client
 from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING, SiteState
@@ -88,9 +89,9 @@ class RedisRecord:
 
 
 class Faults:
-    """Fault injection on a running :class:`EmbeddedSite`; close() at the end."""
+    """Fault injection on a running :class:`SiteUnderTest`; close() at the end."""
 
-    def __init__(self, site: EmbeddedSite, *, rng: random.Random, timeout: float = 90.0,
+    def __init__(self, site: SiteUnderTest, *, rng: random.Random, timeout: float = 90.0,
                  echo: Callable[[str], None] = lambda _line: None) -> None:
         self.began = time.monotonic()
         self.site = site

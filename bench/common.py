@@ -311,7 +311,7 @@ def wait_run(client: Any, run_id: str, *, timeout: float, poll: float = 0.05) ->
 @contextlib.contextmanager
 def dmg_site(data_dir: Path, *, nodes: int, concurrency: int | None) -> Iterator[Any]:
     """An EmbeddedSite (no Flower) in ``data_dir``; stopped on exit, also on error."""
-    from dmg.cli.site import EmbeddedSite
+    from dmg.embedded.site import EmbeddedSite
     from settings import load
 
     settings = load({"DMG_DATA_DIR": str(data_dir)})

@@ -44,7 +44,7 @@ if str(ROOT) not in sys.path:
 
 from bench.chaos_faults import Faults, KillRecord  # noqa: E402
 from dmg.cli.demo import KIB, generate_tree  # noqa: E402
-from dmg.cli.site import EmbeddedSite  # noqa: E402
+from dmg.embedded.faults import SiteUnderTest  # noqa: E402
 from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.errors import Conflict  # noqa: E402
 from settings import Settings  # noqa: E402
@@ -74,7 +74,7 @@ def arguments() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def busy(faults: Faults, site: EmbeddedSite, activity_runs: list[str]) -> bool:
+def busy(faults: Faults, site: SiteUnderTest, activity_runs: list[str]) -> bool:
     """Every node runs a shard of this run (shard ids start with their activity run's id)."""
     return all(any(s.startswith(tuple(activity_runs)) for s in faults.work_of(n) & faults.state.running(n))
                for n in site.node_names)
@@ -88,7 +88,7 @@ def wait(probe: Callable[[], bool], *, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def one_fault(site: EmbeddedSite, faults: Faults, kind: str) -> KillRecord:
+def one_fault(site: SiteUnderTest, faults: Faults, kind: str) -> KillRecord:
     """Submit a run, wait until every node runs shards, inject ``kind``, cancel the run."""
     with site.client() as client:
         run = client.run_pipeline("failover")
@@ -136,8 +136,8 @@ def main() -> int:
         generate_tree(source, small_files=args.files, large_files=0, small_size=(1 * KIB, 4 * KIB))
         sink.mkdir()
         records: list[tuple[str, KillRecord]] = []
-        with EmbeddedSite(settings, nodes=3, node_concurrency=args.concurrency, flower=False,
-                          startup_timeout=90) as site:
+        with SiteUnderTest(settings, nodes=3, node_concurrency=args.concurrency, flower=False,
+                           startup_timeout=90) as site:
             with site.client() as client:
                 client.add_store({"name": "failover-src", "type": "file", "location": str(source)})
                 client.add_store({"name": "failover-dst", "type": "file", "location": str(sink)})

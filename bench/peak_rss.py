@@ -176,13 +176,14 @@ def run_dmg(work: Path, source_dir: Path, *, size: int, concurrency: int | None,
     dest = work / "out-dmg"
     dest.mkdir()
     with dmg_site(work / "dmg-data", nodes=1, concurrency=concurrency) as site:
-        node = next(c for c in site.children() if c.name == site.node_names[0])
+        node_pid = site.pid_of(site.node_names[0])
+        assert node_pid is not None
         copier = DmgCopier(site)
         source = copier.store("src", "file", str(source_dir))
         sink = copier.store("dst", "file", str(dest))
-        sampler = Sampler(lambda: node_processes(node.proc.pid), interval)
+        sampler = Sampler(lambda: node_processes(node_pid), interval)
         sampler.sample()  # idle RSS of every process, before any work
-        pids = list(node_processes(node.proc.pid))
+        pids = list(node_processes(node_pid))
         reset = all(reset_hwm(pid) for pid in pids)
         settle()
         with sampler:

@@ -12,7 +12,7 @@ pipeline of ``shards-per-node x N`` one-file activities, each with
 
 One embedded site (Redis, cloud, nodes of one job each, no Flower) runs all the
 points: it starts with the first point's node count and grows with
-:meth:`dmg.cli.site.EmbeddedSite.add_node` (not timed). The work grows with N
+:meth:`dmg.embedded.faults.SiteUnderTest.add_node` (not timed). The work grows with N
 (weak scaling), so perfect scale-out keeps the time constant:
 
 * ``seconds``: from ``run_pipeline`` to the cloud's ``ended_at`` of the run (it
@@ -39,13 +39,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import MIB, check_free_space, machine, run_summary, wait_run, write_random_file
 
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from settings import load
 
 AIM_AT_8 = 0.85
 
 
-def grow(site: EmbeddedSite, nodes: int) -> None:
+def grow(site: SiteUnderTest, nodes: int) -> None:
     """Add nodes until the site has ``nodes`` (started together, then waited for)."""
     names = [f"node{k}" for k in range(len(site.node_names) + 1, nodes + 1)]
     for name in names:
@@ -54,7 +54,7 @@ def grow(site: EmbeddedSite, nodes: int) -> None:
         site.wait_nodes_online(timeout=300)
 
 
-def wait_idle(site: EmbeddedSite, timeout: float = 120) -> None:
+def wait_idle(site: SiteUnderTest, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     with site.client() as client:
         while time.monotonic() < deadline:
@@ -65,7 +65,7 @@ def wait_idle(site: EmbeddedSite, timeout: float = 120) -> None:
     raise TimeoutError("nodes still busy")
 
 
-def run_point(site: EmbeddedSite, source: Path, sink: Path, *, nodes: int, files: list[str],
+def run_point(site: SiteUnderTest, source: Path, sink: Path, *, nodes: int, files: list[str],
               rate: int) -> dict[str, Any]:
     name = f"scale{nodes}"
     target = sink / name
@@ -119,8 +119,8 @@ def main() -> int:
         sink.mkdir()
         settings = load({"DMG_DATA_DIR": str(work / "data")})
         print(f"starting a {counts[0]}-node dmg site ...", file=sys.stderr)
-        with EmbeddedSite(settings, nodes=counts[0], flower=False, node_concurrency=1,
-                          startup_timeout=300) as site:
+        with SiteUnderTest(settings, nodes=counts[0], flower=False, node_concurrency=1,
+                           startup_timeout=300) as site:
             with site.client() as client:
                 client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
                 client.add_store({"name": "bdst", "type": "file", "location": str(sink)})

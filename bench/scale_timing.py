@@ -16,7 +16,7 @@ queue waits on node1. Times come from polling the site's Redis every 10 ms:
   limit is 1; running shards are never killed, so running falls to 1 only as
   shards end (not timed here: it depends on the shards);
 * **a new node**: from the start of ``dmg node start`` (spawned by
-  :meth:`dmg.cli.site.EmbeddedSite.add_node`, already registered) until its first
+  :meth:`dmg.embedded.faults.SiteUnderTest.add_node`, already registered) until its first
   heartbeat in Redis, and until its first shard runs there (moved from node1's
   queue by the dispatcher's rebalancing, :mod:`dispatcher.rebalance`).
 
@@ -43,7 +43,7 @@ from common import KIB, MIB, machine, wait_run, write_random_file  # noqa: I001
 
 import redis
 
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SiteState
 from settings import load
 
@@ -61,7 +61,7 @@ def until(condition: Callable[[], bool], *, since: float, timeout: float = 120) 
     raise TimeoutError("condition not met")
 
 
-def dmg_scale(site: EmbeddedSite, node: str, limit: int) -> subprocess.Popen[bytes]:
+def dmg_scale(site: SiteUnderTest, node: str, limit: int) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DMG_")}
     env.update({"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                 "DMG_REDIS_URL": site.settings.redis_url, "DMG_API_TOKEN": site.settings.api_token})
@@ -74,7 +74,7 @@ def limit_of(state: SiteState, node: str) -> int:
     return int(load["limit"]) if load else 0
 
 
-def time_scale(site: EmbeddedSite, state: SiteState, limit: int, *, wait_running: bool) -> dict[str, float]:
+def time_scale(site: SiteUnderTest, state: SiteState, limit: int, *, wait_running: bool) -> dict[str, float]:
     """Run ``dmg scale node1 --concurrency limit``; seconds until each mark (polled together)."""
     started = time.monotonic()
     proc = dmg_scale(site, "node1", limit)
@@ -99,7 +99,7 @@ def time_scale(site: EmbeddedSite, state: SiteState, limit: int, *, wait_running
     return {"limit": limit, **marks}
 
 
-def time_new_node(site: EmbeddedSite, state: SiteState, name: str) -> dict[str, Any]:
+def time_new_node(site: SiteUnderTest, state: SiteState, name: str) -> dict[str, Any]:
     started = time.monotonic()
     site.add_node(name, wait=False)
     beat = until(lambda: name in state.heartbeats(), since=started)
@@ -126,7 +126,7 @@ def main() -> int:
         settings = load({"DMG_DATA_DIR": str(work / "data"), "DMG_SHARD_MAX_FILES": "1",
                          "DMG_MAX_QUEUED_PER_NODE": "20"})
         print("starting a 1-node dmg site ...", file=sys.stderr)
-        with EmbeddedSite(settings, nodes=1, flower=False, node_concurrency=1, startup_timeout=120) as site:
+        with SiteUnderTest(settings, nodes=1, flower=False, node_concurrency=1, startup_timeout=120) as site:
             client = redis.Redis.from_url(site.settings.redis_url)
             state = SiteState(client, site.gateway)
             with site.client() as cloud:

@@ -68,7 +68,7 @@ def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_re
     Kill a node by the pid printed here to watch a failover. Ctrl-C or SIGTERM
     stops every one of them.
     """
-    from dmg.cli.site import EmbeddedSite
+    from dmg.embedded.site import EmbeddedSite
     from dmg.embedded.supervisor import Supervisor
 
     settings = current_settings()
@@ -138,7 +138,7 @@ def demo(nodes: int, small_files: int, large_files: int, gateway: str, as_json: 
     summary, verifies the copy, and stops the site. Exits 0 only if the run
     succeeded and the copy matches.
     """
-    from dmg.cli.site import EmbeddedSite
+    from dmg.embedded.site import EmbeddedSite
 
     settings = current_settings()
     site = EmbeddedSite(settings, nodes=nodes, gateway=gateway, flower=False, echo=_say)

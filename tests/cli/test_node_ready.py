@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from dmg.cli.site import node_ready
+from dmg.embedded.readiness import node_ready
 
 LIMITED_BY_STORE = {"status": "Limited", "limit": 2, "stores_unreachable": ["lake"],
                     "reasons": ["store 'lake': bucket 'b' does not exist", "cannot reach store(s) lake"]}

@@ -19,9 +19,10 @@ import psutil
 import pytest
 
 from dmg.cli.demo import KIB, compare_trees, generate_tree
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
+from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Conflict, Fatal
 from settings import Settings
 from tests.cli.conftest import DMG, DmgRunner, clean_environ
@@ -128,7 +129,7 @@ def test_stop_leaves_nothing_running(tmp_path: Path, caplog: pytest.LogCaptureFi
         redis_binary()
     except Fatal as exc:
         require(False, str(exc))
-    running = EmbeddedSite(site_settings(tmp_path / "site"), nodes=2, node_concurrency=1, flower=True)
+    running = SiteUnderTest(site_settings(tmp_path / "site"), nodes=2, node_concurrency=1, flower=True)
     try:
         running.start()
         # redis, cloud, flower, 2 nodes, each node's Celery worker and its pool child

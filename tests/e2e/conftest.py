@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from dmg.cli.runview import wait_for_run
-from dmg.cli.site import EmbeddedSite
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
+from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal
 from settings import Settings
 from tests import waiting

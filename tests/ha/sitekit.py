@@ -15,10 +15,10 @@ from typing import Any, TypeVar
 
 from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
-from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
+from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal, Retryable
 from settings import Settings
 from tests import waiting

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from tests.cli.conftest import DmgRunner
 from tests.ha.nodekit import dispatcher_of, run_ended, site_state, work_of
 from tests.ha.sitekit import ha_settings, require_redis, throttled_copy, wait_for
@@ -27,10 +27,10 @@ DEAD_ENDINGS = ("node offline", "worker died")
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
-    running = EmbeddedSite(ha_settings(tmp_path_factory.mktemp("site")), nodes=2, node_concurrency=2,
-                           flower=False, startup_timeout=60)
+    running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=2, node_concurrency=2,
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running
@@ -38,7 +38,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
         running.stop()
 
 
-def test_a_killed_node_s_attempts_are_listed_with_how_they_ended(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_a_killed_node_s_attempts_are_listed_with_how_they_ended(site: SiteUnderTest, tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         copy = throttled_copy(client, site, tmp_path, files=12, bandwidth=24 * KIB, name="attempts")
         run_id = client.run_pipeline(copy.pipeline)["id"]

@@ -23,7 +23,7 @@ import psutil
 import pytest
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from tests.ha.sitekit import (
     all_nodes,
     assert_copied_exactly,
@@ -47,8 +47,8 @@ pytestmark = pytest.mark.integration
 
 def test_a_redis_restart_loses_no_work_and_nodes_recover(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path, files=32, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]
@@ -91,8 +91,8 @@ def test_nodes_survive_five_redis_restarts_during_copies(tmp_path: Path) -> None
     then 60 s after the last restart every node's processes are the ones it started with,
     Online, its pool at its limit (Celery's own stats say so), and a new run succeeds."""
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         before = {name: node_processes(site, name) for name in site.node_names}
         copy = throttled_copy(client, site, tmp_path / "first", files=32, bandwidth=24 * KIB)
@@ -124,7 +124,7 @@ def test_nodes_survive_five_redis_restarts_during_copies(tmp_path: Path) -> None
         assert_copied_exactly(client, second, again)
 
 
-def node_processes(site: EmbeddedSite, name: str) -> tuple[int, int]:
+def node_processes(site: SiteUnderTest, name: str) -> tuple[int, int]:
     """The pids of node ``name``'s ``dmg node start`` process and of its Celery worker."""
     node_pid = site.pid_of(name)
     assert node_pid is not None, f"{name} is not running"
@@ -133,7 +133,7 @@ def node_processes(site: EmbeddedSite, name: str) -> tuple[int, int]:
     return node_pid, workers[0].pid
 
 
-def pool_size(site: EmbeddedSite, name: str) -> int:
+def pool_size(site: SiteUnderTest, name: str) -> int:
     """How many pool processes node ``name``'s worker reports (Celery's ``inspect stats``)."""
     app = make_app(site.settings.replace(gateway=site.gateway))
     hostname = worker_hostname(name, site.gateway)

@@ -25,9 +25,9 @@ from sqlalchemy import create_engine, update
 
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
-from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
 from dmg.cloud.models import Store
+from dmg.embedded.faults import SiteUnderTest
 from tests.cli.conftest import DmgRunner
 from tests.ha.sitekit import all_nodes, ha_settings, online, require_redis, wait_for
 from workers.shard_runner import CANCELLED_ERROR
@@ -38,11 +38,11 @@ MIB = 1024 * KIB
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     root = tmp_path_factory.mktemp("cancel")
-    running = EmbeddedSite(ha_settings(root / "site", shard_max_files=1), nodes=2, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+    running = SiteUnderTest(ha_settings(root / "site", shard_max_files=1), nodes=2, node_concurrency=1,
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running
@@ -50,7 +50,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
         running.stop()
 
 
-def folder_pipeline(client: CloudClient, site: EmbeddedSite, name: str, source: Path, sink: Path, *,
+def folder_pipeline(client: CloudClient, site: SiteUnderTest, name: str, source: Path, sink: Path, *,
                     options: dict[str, Any] | None = None) -> None:
     sink.mkdir(parents=True, exist_ok=True)
     client.add_store({"name": f"{name}-src", "type": "file", "location": str(source)})
@@ -75,11 +75,11 @@ def staged(sink: Path) -> list[Path]:
     return sorted(sink.rglob(".dmg-staging*"))
 
 
-def nodes_alive(site: EmbeddedSite) -> bool:
+def nodes_alive(site: SiteUnderTest) -> bool:
     return all(site.node_pids(name) for name in site.node_names) and not site.dead_children()
 
 
-def test_runs_that_cannot_be_planned_fail_alone(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_runs_that_cannot_be_planned_fail_alone(site: SiteUnderTest, tmp_path: Path) -> None:
     with site.client() as client:
         for name in ("good1", "good2", "gone", "poison"):
             write_files(tmp_path / name / "in", 3, 4 * KIB)
@@ -108,7 +108,7 @@ def test_runs_that_cannot_be_planned_fail_alone(site: EmbeddedSite, tmp_path: Pa
         assert sorted(p.name for p in (tmp_path / name / "out").iterdir()) == ["f0.bin", "f1.bin", "f2.bin"]
 
 
-def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: SiteUnderTest, tmp_path: Path) -> None:
     source, sink = tmp_path / "big", tmp_path / "big-out"
     write_files(source, 6, 8 * MIB)  # 6 shards, 2 slots: 2 run (~32 s each at 256 KiB/s), 4 wait
     dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,

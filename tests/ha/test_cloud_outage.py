@@ -18,7 +18,7 @@ import redis as redis_lib
 
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SHARD_DONE, SiteState
 from tests.ha.sitekit import (
     all_nodes,
@@ -38,8 +38,8 @@ pytestmark = pytest.mark.integration
 
 def test_shards_finish_without_the_cloud_and_it_learns_everything_when_back(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
-                        startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=2, node_concurrency=2, flower=False,
+                         startup_timeout=60)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path / "a", files=32, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]

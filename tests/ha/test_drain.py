@@ -29,8 +29,9 @@ from dispatcher.recovery import requeue_gone
 from dmg.attempts import start_run
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
-from dmg.cli.site import EmbeddedSite, node_ready
+from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
+from dmg.embedded.readiness import node_ready
 from dmg.sitestate import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
 from tests.ha.nodekit import (
@@ -59,8 +60,8 @@ pytestmark = pytest.mark.integration
 
 def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
-                        startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
+                         startup_timeout=60)
     with running_site(site), site.client() as client, site_state(site) as state:
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                              "DMG_API_TOKEN": site.settings.api_token,
@@ -225,8 +226,8 @@ def test_a_node_removed_again_while_it_runs_stops_taking_work_and_its_shards_mov
     broker not told): its token is refused, it flags itself removed and the dispatcher
     moves its shards too. The run succeeds on what is left."""
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
-                        startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site"), nodes=3, node_concurrency=1, flower=False,
+                         startup_timeout=60)
     with running_site(site), site.client() as client, site_state(site) as state:
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                              "DMG_API_TOKEN": site.settings.api_token,

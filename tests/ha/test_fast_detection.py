@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SiteState
 from dmg.status import PROCESS_GONE
 from settings import defaults
@@ -51,11 +51,11 @@ BOUND = 8.0
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     settings = ha_settings(tmp_path_factory.mktemp("site"), heartbeat_interval=defaults.HEARTBEAT_INTERVAL,
                            offline_after=defaults.OFFLINE_AFTER, lease_ttl=defaults.LEASE_TTL)
-    running = EmbeddedSite(settings, nodes=3, node_concurrency=2, flower=False, startup_timeout=60)
+    running = SiteUnderTest(settings, nodes=3, node_concurrency=2, flower=False, startup_timeout=60)
     running.start()
     try:
         yield running
@@ -63,7 +63,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
         running.stop()
 
 
-def test_a_killed_worker_node_s_shards_run_elsewhere_within_seconds(site: EmbeddedSite,
+def test_a_killed_worker_node_s_shards_run_elsewhere_within_seconds(site: SiteUnderTest,
                                                                     tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         wait_for(lambda: all_nodes(client, site, online), timeout=30, what="every node Online")
@@ -99,7 +99,7 @@ def test_a_killed_worker_node_s_shards_run_elsewhere_within_seconds(site: Embedd
         wait_for(lambda: all_nodes(client, site, online), timeout=60, what=f"{victim} Online again")
 
 
-def test_a_killed_dispatcher_s_successor_places_within_seconds(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_a_killed_dispatcher_s_successor_places_within_seconds(site: SiteUnderTest, tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         wait_for(lambda: all_nodes(client, site, online), timeout=60, what="every node Online")
         copy = mixed_copy(client, site, tmp_path, files=8, tables=2, rows=400, bandwidth=8 * KIB,
@@ -122,7 +122,7 @@ def test_a_killed_dispatcher_s_successor_places_within_seconds(site: EmbeddedSit
         wait_for(lambda: all_nodes(client, site, online), timeout=60, what=f"{leader} Online again")
 
 
-def _measure_failover(client: CloudClient, state: SiteState, site: EmbeddedSite, *, run_id: str,
+def _measure_failover(client: CloudClient, state: SiteState, site: SiteUnderTest, *, run_id: str,
                       leader: str, epoch: int, work: set[str], killed: float) -> None:
     """New lease, next placement (asserted within BOUND), the dead node's shards elsewhere."""
     wait_for(lambda: successor_of(state, leader), timeout=30, what="another node to take the lease",

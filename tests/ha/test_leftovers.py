@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from dmg.cli.demo import compare_trees
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SiteState
 from tests.e2e.conftest import Credentials
 from tests.ha.nodekit import dispatcher_of, site_state
@@ -33,10 +33,10 @@ SIZE = 12 * MIB
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[EmbeddedSite]:
+def site(tmp_path: Path) -> Iterator[SiteUnderTest]:
     require_redis()
-    running = EmbeddedSite(ha_settings(tmp_path / "site", shard_max_files=2), nodes=3, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+    running = SiteUnderTest(ha_settings(tmp_path / "site", shard_max_files=2), nodes=3, node_concurrency=1,
+                            flower=False, startup_timeout=60)
     with running_site(running):
         yield running
 
@@ -48,7 +48,7 @@ def big_files(folder: Path) -> Path:
     return folder
 
 
-def copy(site: EmbeddedSite, source: Path, sink: dict[str, Any], *, bandwidth: int) -> str:
+def copy(site: SiteUnderTest, source: Path, sink: dict[str, Any], *, bandwidth: int) -> str:
     """Run a pipeline copying ``source`` to the ``sink`` store definition; the run id."""
     with site.client() as client:
         client.add_store({"name": "src", "type": "file", "location": str(source)})
@@ -59,7 +59,7 @@ def copy(site: EmbeddedSite, source: Path, sink: dict[str, Any], *, bandwidth: i
         return str(client.run_pipeline("big")["id"])
 
 
-def kill_a_writer(site: EmbeddedSite, state: SiteState, staged: Callable[[], set[str]]) -> str:
+def kill_a_writer(site: SiteUnderTest, state: SiteState, staged: Callable[[], set[str]]) -> str:
     """Wait until some node's running shard has staged data (``staged()``: shard ids), then
     SIGKILL that node (the dispatcher's last); returns its name."""
     def victim() -> str:
@@ -73,13 +73,13 @@ def kill_a_writer(site: EmbeddedSite, state: SiteState, staged: Callable[[], set
     return name
 
 
-def finished(site: EmbeddedSite, run_id: str) -> dict[str, Any]:
+def finished(site: SiteUnderTest, run_id: str) -> dict[str, Any]:
     with site.client() as client:
         return wait_for(lambda: (r := client.run(run_id))["status"] in ("Succeeded", "Failed") and r,
                         timeout=150, what=f"run {run_id} to end")
 
 
-def assert_recovered_without(site: EmbeddedSite, state: SiteState, run: dict[str, Any], victim: str) -> None:
+def assert_recovered_without(site: SiteUnderTest, state: SiteState, run: dict[str, Any], victim: str) -> None:
     assert run["status"] == "Succeeded", run
     shards = [s for a in run["activity_runs"] for s in a["shards"]]
     assert victim not in {s["node"] for s in shards}, shards  # its shards ran again elsewhere
@@ -87,7 +87,7 @@ def assert_recovered_without(site: EmbeddedSite, state: SiteState, run: dict[str
     assert state.started(victim) == set()
 
 
-def test_a_dead_nodes_staging_files_are_removed_from_a_file_sink(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_a_dead_nodes_staging_files_are_removed_from_a_file_sink(site: SiteUnderTest, tmp_path: Path) -> None:
     source, sink = big_files(tmp_path / "source"), tmp_path / "sink"
     sink.mkdir()
     run_id = copy(site, source, {"type": "file", "location": str(sink)}, bandwidth=6 * MIB)
@@ -106,7 +106,7 @@ def test_a_dead_nodes_staging_files_are_removed_from_a_file_sink(site: EmbeddedS
     assert diff.matches, diff.describe()
 
 
-def test_a_dead_nodes_multipart_uploads_are_aborted_in_s3(site: EmbeddedSite, tmp_path: Path,
+def test_a_dead_nodes_multipart_uploads_are_aborted_in_s3(site: SiteUnderTest, tmp_path: Path,
                                                            s3_server: S3Server, s3_bucket: str) -> None:  # noqa: F811
     source = big_files(tmp_path / "source")
     credentials = Credentials(site.settings.credentials_path)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.site import EmbeddedSite
 from tests.ha.nodekit import assert_once, cloud_shards, mixed_copy, run_ended, site_state
 from tests.ha.sitekit import ha_settings, require_redis, running_site, wait_for
 

@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from tests.ha.nodekit import (
     assert_once,
     cloud_shards,
@@ -49,10 +49,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
-    running = EmbeddedSite(ha_settings(tmp_path_factory.mktemp("site")), nodes=3, node_concurrency=2,
-                           flower=False, startup_timeout=60)
+    running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=3, node_concurrency=2,
+                            flower=False, startup_timeout=60)
     running.start()
     try:
         yield running
@@ -60,7 +60,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
         running.stop()
 
 
-def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: SiteUnderTest, tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         copy = mixed_copy(client, site, tmp_path, files=12, tables=4, rows=400, bandwidth=32 * KIB,
                           name="node-death")
@@ -105,7 +105,7 @@ def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: EmbeddedS
         assert victim in {s["node"] for s in cloud_shards(client, second).values()}
 
 
-def test_the_dispatcher_dies_and_another_node_carries_on(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_the_dispatcher_dies_and_another_node_carries_on(site: SiteUnderTest, tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         wait_for(lambda: all_nodes(client, site, online), timeout=30, what="every node Online")
         copy = mixed_copy(client, site, tmp_path, files=12, tables=4, rows=400, bandwidth=32 * KIB,
@@ -145,7 +145,7 @@ def test_the_dispatcher_dies_and_another_node_carries_on(site: EmbeddedSite, tmp
         assert_once(client, second, again)
 
 
-def test_a_paused_dispatcher_stops_placing_before_another_takes_over(site: EmbeddedSite,
+def test_a_paused_dispatcher_stops_placing_before_another_takes_over(site: SiteUnderTest,
                                                                     tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
         wait_for(lambda: all_nodes(client, site, online), timeout=30, what="every node Online")

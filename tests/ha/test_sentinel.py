@@ -23,7 +23,7 @@ import pytest
 import redis as redis_lib
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.errors import Conflict
 from dmg.redisconn import redis_client
 from settings import Settings
@@ -84,7 +84,7 @@ def test_the_client_factory_follows_a_failover(sentinel_group: SentinelGroup) ->
 _PLACED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO dispatcher\.placement: shard placed ")
 
 
-def placements(site: EmbeddedSite) -> list[float]:
+def placements(site: SiteUnderTest) -> list[float]:
     """POSIX times of every "shard placed" line in the nodes' logs."""
     times = []
     for name in site.node_names:
@@ -99,8 +99,8 @@ def test_a_site_on_sentinel_carries_on_when_the_primary_is_killed(sentinel_group
                                                                     tmp_path: Path) -> None:
     settings = ha_settings(tmp_path / "site", redis_url=sentinel_group.url(),
                            redis_master_name=sentinel_group.master_name)
-    site = EmbeddedSite(settings, nodes=2, node_concurrency=2, flower=False, startup_timeout=60,
-                        external_broker=True)
+    site = SiteUnderTest(settings, nodes=2, node_concurrency=2, flower=False, startup_timeout=60,
+                         external_broker=True)
     with running_site(site), site.client() as client:
         copy = throttled_copy(client, site, tmp_path, files=40, bandwidth=64 * KIB)
         run_id = client.run_pipeline(copy.pipeline)["id"]
@@ -124,8 +124,8 @@ def test_a_site_on_sentinel_carries_on_when_the_primary_is_killed(sentinel_group
 
 
 def test_a_site_never_starts_a_redis_of_its_own_for_a_sentinel_url(tmp_path: Path) -> None:
-    sentinel = EmbeddedSite(Settings(data_dir=tmp_path, redis_url="sentinel://127.0.0.1:1;sentinel://h:2/0"))
-    plain = EmbeddedSite(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
+    sentinel = SiteUnderTest(Settings(data_dir=tmp_path, redis_url="sentinel://127.0.0.1:1;sentinel://h:2/0"))
+    plain = SiteUnderTest(Settings(data_dir=tmp_path, redis_url="redis://127.0.0.1:1/0"))
     assert sentinel.external_broker and not plain.external_broker
     with pytest.raises(Conflict, match="external broker"):
         sentinel.stop_redis()

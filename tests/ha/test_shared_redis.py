@@ -27,7 +27,7 @@ import redis as redis_lib
 from celery import Celery
 
 from dmg.cli.demo import KIB
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.siteidentity import SiteIdentity
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.contextmanager
-def celery_of(site: EmbeddedSite) -> Iterator[Celery]:
+def celery_of(site: SiteUnderTest) -> Iterator[Celery]:
     app = Celery("test-remote-control", set_as_current=False)
     app.conf.update(celery_config(site.settings.replace(gateway=site.gateway)))
     try:
@@ -60,12 +60,12 @@ def celery_of(site: EmbeddedSite) -> Iterator[Celery]:
 
 def test_two_gateways_share_one_redis_without_mixing(tmp_path: Path) -> None:
     require_redis()
-    alpha = EmbeddedSite(ha_settings(tmp_path / "alpha"), nodes=2, gateway="alpha", node_concurrency=2,
-                         flower=False, startup_timeout=60)
+    alpha = SiteUnderTest(ha_settings(tmp_path / "alpha"), nodes=2, gateway="alpha", node_concurrency=2,
+                          flower=False, startup_timeout=60)
     with running_site(alpha):
-        beta = EmbeddedSite(ha_settings(tmp_path / "beta", redis_url=alpha.settings.redis_url), nodes=2,
-                            gateway="beta", node_concurrency=2, flower=False, startup_timeout=60,
-                            external_broker=True)
+        beta = SiteUnderTest(ha_settings(tmp_path / "beta", redis_url=alpha.settings.redis_url), nodes=2,
+                             gateway="beta", node_concurrency=2, flower=False, startup_timeout=60,
+                             external_broker=True)
         with running_site(beta), alpha.client() as a_client, beta.client() as b_client:
             a_copy = throttled_copy(a_client, alpha, tmp_path / "a", files=16, bandwidth=96 * KIB)
             b_copy = throttled_copy(b_client, beta, tmp_path / "b", files=16, bandwidth=96 * KIB)
@@ -101,8 +101,8 @@ def dmg(args: list[str], env: dict[str, str], *, timeout: float) -> subprocess.C
 
 def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_site(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "a"), nodes=2, flower=False, startup_timeout=60)
-    other = EmbeddedSite(ha_settings(tmp_path / "b"), nodes=1, flower=False, startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "a"), nodes=2, flower=False, startup_timeout=60)
+    other = SiteUnderTest(ha_settings(tmp_path / "b"), nodes=1, flower=False, startup_timeout=60)
     with running_site(site), running_site(other), site_state(site) as state:
         assert site.gateway == other.gateway == "site"  # two clouds, one gateway name
         stranger = {**process_environ(settings_environ(other.settings)),

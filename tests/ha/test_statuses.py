@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from dmg.cli.site import EmbeddedSite, node_ready
+from dmg.embedded.faults import SiteUnderTest
+from dmg.embedded.readiness import node_ready
 from dmg.status import STOPPED
 from tests.ha.nodekit import dispatcher_of, site_state, successor_of
 from tests.ha.sitekit import (
@@ -45,8 +46,8 @@ def _dispatchers(rows: dict[str, dict[str, Any]]) -> list[str]:
 def test_sigterm_says_stopped_at_once_and_one_node_says_dispatcher(tmp_path: Path) -> None:
     require_redis()
     # A 10 s heartbeat threshold: "at once" must be much sooner than a silence would show.
-    site = EmbeddedSite(ha_settings(tmp_path / "site", offline_after=10.0), nodes=3, node_concurrency=1,
-                        flower=False, startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site", offline_after=10.0), nodes=3, node_concurrency=1,
+                         flower=False, startup_timeout=60)
     with running_site(site), site.client() as client, site_state(site) as state:
         first = wait_for(lambda: dispatcher_of(state), timeout=20, what="a dispatcher")
         wait_for(lambda: _dispatchers(node_rows(client, site)) == [first], timeout=10,
@@ -95,8 +96,8 @@ def test_sigterm_says_stopped_at_once_and_one_node_says_dispatcher(tmp_path: Pat
 
 def test_limited_nodes_still_move_data_and_a_short_redis_outage_is_not_offline(tmp_path: Path) -> None:
     require_redis()
-    site = EmbeddedSite(ha_settings(tmp_path / "site", store_check_interval=1.0), nodes=2,
-                        node_concurrency=2, flower=False, startup_timeout=60)
+    site = SiteUnderTest(ha_settings(tmp_path / "site", store_check_interval=1.0), nodes=2,
+                         node_concurrency=2, flower=False, startup_timeout=60)
     with running_site(site), site.client() as client:
         # Given a store that a pipeline names but no run uses, unreachable from every node.
         client.add_store({"name": "away", "type": "file", "location": str(tmp_path / "not-mounted")})

@@ -21,7 +21,7 @@ import pytest
 from dmg.attempts import runner_pid
 from dmg.cli.demo import KIB, compare_trees
 from dmg.cli.runview import shards_of
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.site import EmbeddedSite
 from dmg.sitestate import SHARD_RUNNING, SiteState
 from tests.ha.nodekit import run_ended, site_state
 from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for

@@ -10,9 +10,9 @@ from typing import Any
 
 import redis as redis_lib
 
-from dmg.cli.site import EmbeddedSite
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
+from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal
 from settings import Settings
 from settings.celery import broker_key_prefix

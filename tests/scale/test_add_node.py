@@ -20,7 +20,7 @@ import pytest
 import redis as redis_lib
 
 from dmg.cli.demo import compare_trees
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SiteState
 from tests.scale.support import (
     KIB,
@@ -40,10 +40,10 @@ SHARDS = 16
 
 
 @pytest.fixture
-def site(tmp_path: Path) -> Iterator[EmbeddedSite]:
+def site(tmp_path: Path) -> Iterator[SiteUnderTest]:
     need_redis()
-    running = EmbeddedSite(site_settings(tmp_path / "data", max_queued_per_node=20), nodes=1,
-                           node_concurrency=1, flower=False, startup_timeout=90)
+    running = SiteUnderTest(site_settings(tmp_path / "data", max_queued_per_node=20), nodes=1,
+                            node_concurrency=1, flower=False, startup_timeout=90)
     try:
         running.start()
         yield running
@@ -52,24 +52,24 @@ def site(tmp_path: Path) -> Iterator[EmbeddedSite]:
 
 
 @pytest.fixture
-def state(site: EmbeddedSite) -> Iterator[SiteState]:
+def state(site: SiteUnderTest) -> Iterator[SiteState]:
     client = redis_lib.Redis.from_url(site.settings.redis_url)
     yield SiteState(client, site.gateway)
     client.close()
 
 
-def shards_of(site: EmbeddedSite, run_id: str) -> list[dict[str, Any]]:
+def shards_of(site: SiteUnderTest, run_id: str) -> list[dict[str, Any]]:
     with site.client() as client:
         return [s for a in client.run(run_id)["activity_runs"] for s in a["shards"]]
 
 
-def activity_run_id(site: EmbeddedSite, run_id: str) -> str:
+def activity_run_id(site: SiteUnderTest, run_id: str) -> str:
     with site.client() as client:
         [activity_run] = client.run(run_id)["activity_runs"]
     return str(activity_run["id"])
 
 
-def test_a_new_node_takes_queued_shards_and_each_runs_once(site: EmbeddedSite, state: SiteState,
+def test_a_new_node_takes_queued_shards_and_each_runs_once(site: SiteUnderTest, state: SiteState,
                                                           tmp_path: Path) -> None:
     source, sink = tmp_path / "source", tmp_path / "sink"
     write_files(source, SHARDS, 16 * KIB)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.site import EmbeddedSite
 from dmg.errors import BadInput
 from dmg.nodestate import node_dir
 from dmg.sitestate import SiteState

@@ -24,7 +24,7 @@ import pytest
 import redis as redis_lib
 from azure.storage.blob import BlobServiceClient
 
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.faults import SiteUnderTest
 from dmg.sitestate import SHARD_RUNNING, SiteState
 from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
@@ -42,11 +42,11 @@ SPLIT = {"split_above": 8 * MIB, "split_part_size": PART, "overwrite": "always"}
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     need_redis()
     root = tmp_path_factory.mktemp("split")
-    running = EmbeddedSite(site_settings(root / "data", shard_max_files=4), nodes=3, node_concurrency=1,
-                           flower=False, startup_timeout=60)
+    running = SiteUnderTest(site_settings(root / "data", shard_max_files=4), nodes=3, node_concurrency=1,
+                            flower=False, startup_timeout=60)
     try:
         running.start()
         yield running
@@ -64,7 +64,7 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 
 @pytest.fixture
-def state(site: EmbeddedSite) -> Iterator[SiteState]:
+def state(site: SiteUnderTest) -> Iterator[SiteState]:
     client = redis_lib.Redis.from_url(site.settings.redis_url)
     try:
         yield SiteState(client, site.gateway)
@@ -72,7 +72,7 @@ def state(site: EmbeddedSite) -> Iterator[SiteState]:
         client.close()
 
 
-def add_store(site: EmbeddedSite, kind: str, location: str, options: dict[str, Any] | None = None,
+def add_store(site: SiteUnderTest, kind: str, location: str, options: dict[str, Any] | None = None,
               credential: dict[str, str] | None = None) -> str:
     name = unique(kind)
     if credential is not None:
@@ -87,7 +87,7 @@ def add_store(site: EmbeddedSite, kind: str, location: str, options: dict[str, A
     return name
 
 
-def run_copy(site: EmbeddedSite, source: str, sink: str, sink_path: str,
+def run_copy(site: SiteUnderTest, source: str, sink: str, sink_path: str,
              options: dict[str, Any]) -> str:
     with site.client() as client:
         pipeline = client.create_pipeline({"name": unique("split"), "gateway": site.gateway, "activities": [
@@ -96,7 +96,7 @@ def run_copy(site: EmbeddedSite, source: str, sink: str, sink_path: str,
         return str(client.run_pipeline(str(pipeline["name"]))["id"])
 
 
-def finished(site: EmbeddedSite, run_id: str, *, timeout: float = 90) -> dict[str, Any]:
+def finished(site: SiteUnderTest, run_id: str, *, timeout: float = 90) -> dict[str, Any]:
     with site.client() as client:
         return wait_for(lambda: (r := client.run(run_id))["status"] in ("Succeeded", "Failed") and r,
                         timeout=timeout, what=f"run {run_id} to end", every=0.2)
@@ -123,7 +123,7 @@ def s3_md5(server: S3Server, bucket: str, key: str) -> str:
 
 
 def test_file_to_s3_parts_from_several_nodes_one_multipart_commit(
-        site: EmbeddedSite, big_file: tuple[Path, str], s3_server: S3Server, s3_bucket: str) -> None:
+        site: SiteUnderTest, big_file: tuple[Path, str], s3_server: S3Server, s3_bucket: str) -> None:
     folder, md5 = big_file
     source = add_store(site, "file", str(folder))
     sink = add_store(site, "s3", f"s3://{s3_bucket}/landing", s3_options(s3_server),
@@ -146,7 +146,8 @@ def test_file_to_s3_parts_from_several_nodes_one_multipart_commit(
 
 
 def test_file_to_azureblob_parts_from_several_nodes_one_block_list(
-        site: EmbeddedSite, big_file: tuple[Path, str], azurite: AzuriteServer, azure_container: str) -> None:
+        site: SiteUnderTest, big_file: tuple[Path, str], azurite: AzuriteServer,
+        azure_container: str) -> None:
     folder, md5 = big_file
     source = add_store(site, "file", str(folder))
     sink = add_store(site, "azureblob", f"azureblob://{azure_container}/backup",
@@ -164,7 +165,7 @@ def test_file_to_azureblob_parts_from_several_nodes_one_block_list(
 
 
 def test_file_to_file_parts_from_several_nodes_one_rename(
-        site: EmbeddedSite, big_file: tuple[Path, str], tmp_path: Path) -> None:
+        site: SiteUnderTest, big_file: tuple[Path, str], tmp_path: Path) -> None:
     folder, md5 = big_file
     target = tmp_path / "sink"
     target.mkdir()
@@ -180,7 +181,7 @@ def test_file_to_file_parts_from_several_nodes_one_rename(
     assert [p.name for p in (target / "copy").iterdir()] == ["big.bin"]  # no staging file left
 
 
-def test_small_objects_are_not_split(site: EmbeddedSite, tmp_path: Path) -> None:
+def test_small_objects_are_not_split(site: SiteUnderTest, tmp_path: Path) -> None:
     folder, target = tmp_path / "small", tmp_path / "out"
     folder.mkdir()
     target.mkdir()
@@ -196,7 +197,7 @@ def test_small_objects_are_not_split(site: EmbeddedSite, tmp_path: Path) -> None
 
 
 def test_a_part_that_fails_for_good_fails_the_run_and_aborts_the_upload(
-        site: EmbeddedSite, tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
+        site: SiteUnderTest, tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> None:
     folder = tmp_path / "shrinks"
     folder.mkdir()
     (folder / "big.bin").write_bytes(os.urandom(SIZE))
@@ -228,7 +229,7 @@ def test_a_part_that_fails_for_good_fails_the_run_and_aborts_the_upload(
 
 
 def test_a_node_killed_mid_part_the_part_runs_elsewhere_and_the_object_is_committed_once(
-        site: EmbeddedSite, state: SiteState, tmp_path: Path, big_file: tuple[Path, str],
+        site: SiteUnderTest, state: SiteState, tmp_path: Path, big_file: tuple[Path, str],
         s3_server: S3Server, s3_bucket: str) -> None:
     folder, md5 = big_file
     source = add_store(site, "file", str(folder))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from dmg.cli.demo import compare_trees
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.site import EmbeddedSite
 from tests.cli.conftest import assert_one_line_error
 from tests.scale.support import KIB, copy_pipeline, dmg_for, finished, need_redis, site_settings, write_files
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dmg.cli.site import EmbeddedSite
+from dmg.embedded.site import EmbeddedSite
 from tests.ha.sitekit import (
     assert_copied_exactly,
     ha_settings,

@@ -20,8 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dmg.cli.site import EmbeddedSite, flower_password
+from dmg.embedded.flower import flower_password
 from dmg.embedded.procs import free_port
+from dmg.embedded.site import EmbeddedSite
 from dmg.nodestate import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner

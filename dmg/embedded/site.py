@@ -1,7 +1,7 @@
 """An embedded site on one machine: Redis, the cloud, a gateway, N nodes, Flower.
 
-:class:`EmbeddedSite` is what ``dmg up`` and ``dmg demo`` run, and what
-integration tests use::
+:class:`EmbeddedSite` is what ``dmg up`` and ``dmg demo`` run, and what integration
+tests and benchmarks start (with fault hooks: :class:`dmg.embedded.faults.SiteUnderTest`)::
 
     with EmbeddedSite(settings, nodes=2) as site:
         client = site.client()            # a user client of the site's cloud
@@ -14,28 +14,27 @@ then SIGKILL for anything left in its group). A lock keeps two sites off one dat
 dir; the pids of a site killed without cleaning up are reaped on the next start
 (:mod:`dmg.embedded.pidbook`). ``dmg up`` keeps it running with
 :class:`dmg.embedded.supervisor.Supervisor` over :meth:`EmbeddedSite.dead_children` and
-:meth:`EmbeddedSite.restart_child`.
+:meth:`EmbeddedSite.restart_child`. The gateway and the node registrations are made by
+:mod:`dmg.embedded.bootstrap`, Flower's command and password come from
+:mod:`dmg.embedded.flower`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import logging
-import os
-import secrets
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from dmg import nodestate
-from dmg.embedded.pidbook import PidBook, descendants, kill_survivors
+from dmg.embedded.bootstrap import ensure_gateway, register_node
+from dmg.embedded.children import Child, log_tail, spawn
+from dmg.embedded.flower import flower_command, flower_environ, password_hint
+from dmg.embedded.pidbook import PidBook, kill_survivors
 from dmg.embedded.procs import (
     child_environ,
     free_port,
@@ -45,8 +44,9 @@ from dmg.embedded.procs import (
     wait_for_port,
     wait_then_kill,
 )
+from dmg.embedded.readiness import wait_nodes_ready
 from dmg.embedded.redis import EmbeddedRedis
-from dmg.errors import Conflict, DmgError, Fatal, NotFound, Retryable
+from dmg.errors import Conflict, Fatal, NotFound
 from settings import Settings, settings_environ
 
 if TYPE_CHECKING:
@@ -58,23 +58,6 @@ log = logging.getLogger(__name__)
 HOST = "127.0.0.1"
 
 
-def flower_password(settings: Settings) -> str:
-    """``settings.flower_password``, else the one generated once into the data dir (0600)."""
-    if settings.flower_password:
-        return settings.flower_password
-    path = settings.data_dir / "flower-password"
-    with contextlib.suppress(FileNotFoundError):
-        existing = path.read_text().strip()
-        if existing:
-            return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    return password
-
-
 def _port_of(url: str, default: int) -> int:
     try:
         return urlsplit(url if "//" in url else f"//{url}").port or default
@@ -84,40 +67,6 @@ def _port_of(url: str, default: int) -> int:
 
 def _pick_port(wanted: int) -> int:
     return free_port(HOST) if port_open(HOST, wanted) else wanted
-
-
-def _tail(path: Path, lines: int = 5) -> str:
-    try:
-        text = path.read_text(errors="replace").strip().splitlines()
-    except OSError:
-        return ""
-    return " | ".join(line.strip() for line in text[-lines:])
-
-
-def node_ready(row: dict[str, Any]) -> bool:
-    """Whether a node (as ``list_nodes`` shows it) can take work: its worker is up and it
-    is Online, or Limited only by stores it cannot reach (the dispatcher avoids those)."""
-    if not row.get("limit"):
-        return False
-    if row.get("status") == "Online":
-        return True
-    stores = [str(s) for s in row.get("stores_unreachable") or []]
-    if row.get("status") != "Limited" or not stores:
-        return False
-    about_stores = (*(f"store {s!r}" for s in stores), "cannot reach store(s) ")
-    return all(str(reason).startswith(about_stores) for reason in row.get("reasons") or [])
-
-
-@dataclasses.dataclass
-class Child:
-    """One process the site started."""
-
-    name: str
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
 
 
 class EmbeddedSite:
@@ -180,8 +129,7 @@ class EmbeddedSite:
 
     @property
     def flower_password_hint(self) -> str:
-        return ("DMG_FLOWER_PASSWORD" if self.settings.flower_password
-                else str(self.data_dir / "flower-password"))
+        return password_hint(self.settings)
 
     def client(self) -> CloudClient:
         """A user client of this site's cloud (close it, or use ``with``)."""
@@ -189,18 +137,7 @@ class EmbeddedSite:
 
         return CloudClient(self.settings.cloud_url, token=self.settings.api_token)
 
-    def children(self) -> list[Child]:
-        return list(self._children)
-
-    def pids(self) -> list[int]:
-        """Every live process of the site: children, and everything they started."""
-        found: set[int] = set()
-        for proc in self._processes().values():
-            if proc.poll() is None:
-                found.add(proc.pid)
-                found.update(descendants(proc.pid))
-        return sorted(found)
-
+    # -- the processes, for the supervisor -------------------------------------------
     def dead_children(self) -> list[str]:
         """Names of the site's processes that exited while it runs (``dmg up`` watches
         this): nodes, ``flower``, ``cloud``, ``redis``. What a dead one left running (a
@@ -256,7 +193,7 @@ class EmbeddedSite:
             self._children = [c for c in self._children if c.name != name]
             self._start_flower()
         else:
-            self.start_node(name)
+            self._relaunch_node(name)
         self._record_pids()
         restarted = self.pid_of(name)
         assert restarted is not None
@@ -287,7 +224,8 @@ class EmbeddedSite:
             if not self.external_broker:
                 self._start_redis()
             self._start_cloud()
-            self._ensure_gateway()
+            with self.client() as client:
+                self.gateway_keys = ensure_gateway(client, self.gateway, echo=self._echo)
             for name in self.node_names:
                 self._register_node(name)
             for name in self.node_names:
@@ -318,10 +256,7 @@ class EmbeddedSite:
         for child in others:
             stop_group(child.proc, timeout=15)
         self._children.clear()
-        if self._cloud is not None:
-            self._cloud.stop(timeout=15)
-            kill_group(self._cloud.pid)
-            self._cloud = None
+        self._stop_cloud()
         if self._redis is not None:
             self._redis.stop()
             self._redis = None
@@ -330,6 +265,19 @@ class EmbeddedSite:
         if self._lock is not None:
             self._lock.close()
             self._lock = None
+
+    def reap_leftovers(self) -> None:
+        """Kill the processes of a site that was killed before it could stop them."""
+        self._pids.reap_leftovers()
+
+    def wait_nodes_online(self, *, timeout: float) -> list[dict[str, Any]]:
+        """Poll the cloud until every node of the site is up: Online, or Limited only
+        because it cannot reach some stores (work needing them goes elsewhere), with its
+        worker up (a job limit above 0, so the dispatcher can place work on it); Fatal
+        with reasons if not (see :mod:`dmg.embedded.readiness`)."""
+        with self.client() as client:
+            return wait_nodes_ready(client, self.gateway, self.node_names, timeout=timeout,
+                                    log_dir=self.log_dir, check_alive=self._check_children)
 
     # -- steps -----------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -347,10 +295,6 @@ class EmbeddedSite:
     def _record_pids(self) -> None:
         """Remember every live process of the site (see :class:`PidBook`)."""
         self._pids.record(proc.pid for proc in self._processes().values() if proc.poll() is None)
-
-    def reap_leftovers(self) -> None:
-        """Kill the processes of a site that was killed before it could stop them."""
-        self._pids.reap_leftovers()
 
     def _start_redis(self) -> None:
         port = _pick_port(_port_of(self.settings.redis_url, 6479))
@@ -388,136 +332,17 @@ class EmbeddedSite:
                                              timeout=self.startup_timeout)
         self._record_pids()
 
-    # -- outages (tests, chaos runs) ------------------------------------------------------
-    def stop_cloud(self) -> None:
-        """Stop the cloud (SIGTERM); the nodes keep running and buffer their reports.
-        :meth:`start_cloud` brings it back on the same address and database."""
+    def _stop_cloud(self) -> None:
+        """Stop the cloud (SIGTERM, then SIGKILL for its group); nothing if it is stopped."""
         if self._cloud is not None:
-            self._echo("stopping the cloud")
             self._cloud.stop(timeout=15)
             kill_group(self._cloud.pid)
             self._cloud = None
 
-    def start_cloud(self) -> None:
-        """Start the cloud again after :meth:`stop_cloud` (same address, database, token)."""
-        if self._cloud is None:
-            self._launch_cloud()
-
-    def stop_redis(self) -> None:
-        """Stop the site's Redis with SIGTERM (it writes its AOF first); the nodes keep
-        running and reconnect once :meth:`start_redis` brings it back."""
-        if self._redis is None:
-            raise Conflict("this site uses an external broker", hint="stop that broker yourself")
-        self._echo("stopping redis")
-        self._redis.stop()
-
-    def start_redis(self) -> None:
-        """Start the site's Redis again on the same port and data dir (its AOF is reloaded)."""
-        if self._redis is None:
-            raise Conflict("this site uses an external broker", hint="start that broker yourself")
-        if not self._redis.running:
-            self._echo(f"starting redis on {HOST}:{self._redis.port}")
-            self._redis.start()
-            self._record_pids()
-
-    def node_pids(self, name: str) -> list[int]:
-        """Every live process of node ``name``: ``dmg node start``, its worker and pool."""
-        import psutil
-
-        found: list[int] = []
-        for child in self._children:
-            if child.name == name and child.alive():
-                found.append(child.proc.pid)
-                with contextlib.suppress(psutil.Error):
-                    found.extend(p.pid for p in psutil.Process(child.proc.pid).children(recursive=True))
-        return found
-
-    def kill_node(self, name: str) -> list[int]:
-        """SIGKILL every process of node ``name`` at once (a machine that stops); returns their
-        pids. :meth:`start_node` brings the node back."""
-        import psutil
-
-        self._record_pids()
-        procs = []
-        for pid in self.node_pids(name):
-            with contextlib.suppress(psutil.Error):
-                procs.append(psutil.Process(pid))
-        for proc in procs:
-            with contextlib.suppress(psutil.Error):
-                proc.send_signal(signal.SIGKILL)
-        psutil.wait_procs(procs, timeout=10)
-        for child in self._children:
-            if child.name == name:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    child.proc.wait(timeout=5)
-        return [p.pid for p in procs]
-
-    def start_node(self, name: str) -> None:
-        """Start node ``name`` again after it died or was killed (its registration is kept)."""
-        if name not in self.node_names:
-            raise NotFound(f"this site has no node {name!r}", hint=f"its nodes: {', '.join(self.node_names)}")
-        if any(c.name == name and c.alive() for c in self._children):
-            raise Conflict(f"node {name} is running", hint="kill or stop it first")
-        self._children = [c for c in self._children if c.name != name]
-        self._start_node(name)
-
-    def add_node(self, name: str, *, wait: bool = True) -> None:
-        """Register and start one more node on the running site, as ``dmg node register``
-        and ``dmg node start`` do on a new machine (a registration the cloud and the data
-        dir already hold is kept). With ``wait``, return once it can take work (see
-        :meth:`wait_nodes_online`); Conflict if the site has a node of that name."""
-        if name in self.node_names:
-            raise Conflict(f"this site already has a node {name!r}", hint="pick another name")
-        self._register_node(name)
-        self.node_names.append(name)
-        self._start_node(name)
-        if wait:
-            self.wait_nodes_online(timeout=self.startup_timeout)
-            self._record_pids()
-
-    def stop_node(self, name: str, *, timeout: float = 75) -> None:
-        """Stop node ``name`` as SIGTERM does (running shards finish first)."""
-        for child in self._children:
-            if child.name == name and child.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    child.proc.terminate()
-                wait_then_kill(child.proc, timeout=timeout)
-
-    def _ensure_gateway(self) -> None:
-        with self.client() as client:
-            try:
-                client.gateway(self.gateway)
-            except NotFound:
-                self._echo(f"creating gateway {self.gateway}")
-                client.create_gateway(self.gateway)
-            keys = client.gateway_keys(self.gateway)
-        self.gateway_keys = {"key1": str(keys["key1"]), "key2": str(keys["key2"])}
-
     def _register_node(self, name: str) -> None:
         """Register ``name`` (keeping a registration the cloud already knows)."""
-        from dmg.cloud.client import CloudClient
-        from dmg.version import __version__
-
-        cloud_url = self.settings.cloud_url
-        try:
-            local: nodestate.NodeRegistration | None = nodestate.load(self.data_dir, name)
-        except (NotFound, DmgError):
-            local = None
-        with CloudClient(cloud_url) as client:
-            try:
-                body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
-            except Conflict:
-                if local is not None and local.gateway == self.gateway:
-                    if local.cloud_url != cloud_url:
-                        nodestate.save(self.data_dir, dataclasses.replace(local, cloud_url=cloud_url))
-                    return
-                with self.client() as user:  # known to the cloud, but its token is lost here
-                    user.remove_node(self.gateway, name)
-                body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
-        nodestate.save(self.data_dir, nodestate.NodeRegistration(
-            cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
-            token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))
-        self._echo(f"registered {name} to gateway {self.gateway}")
+        register_node(self.settings, name, gateway=self.gateway, key=self.gateway_keys["key1"],
+                      echo=self._echo)
 
     def _start_node(self, name: str) -> None:
         args = [sys.executable, "-m", "dmg.cli", "node", "start", "--name", name]
@@ -526,50 +351,22 @@ class EmbeddedSite:
         self._echo(f"starting {name}")
         self._spawn(name, args, extra_env=self.node_environ.get(name))
 
+    def _relaunch_node(self, name: str) -> None:
+        """Start the dead node ``name`` again (its registration is kept)."""
+        self._children = [c for c in self._children if c.name != name]
+        self._start_node(name)
+
     def _start_flower(self) -> None:
         port = self.settings.flower_port
-        env_extra = {"FLOWER_BASIC_AUTH": f"{self.settings.flower_user}:{flower_password(self.settings)}",
-                     "DMG_GATEWAY": self.gateway}  # Flower watches this gateway's Celery keys
+        env_extra = flower_environ(self.settings, self.gateway)
         self._echo(f"starting flower on {HOST}:{port}")
-        child = self._spawn("flower", [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-                                       f"--address={HOST}", f"--port={port}"], extra_env=env_extra)
+        child = self._spawn("flower", flower_command(HOST, port), extra_env=env_extra)
         self._wait_port(child, port)
         self.flower_url = f"http://{HOST}:{port}/"
 
-    def wait_nodes_online(self, *, timeout: float) -> list[dict[str, Any]]:
-        """Poll the cloud until every node of the site is up: Online, or Limited only
-        because it cannot reach some stores (work needing them goes elsewhere), with its
-        worker up (a job limit above 0, so the dispatcher can place work on it); Fatal
-        with reasons if not."""
-        deadline = time.monotonic() + timeout
-        rows: list[dict[str, Any]] = []
-        with self.client() as client:
-            while True:
-                for child in self._children:
-                    if not child.alive():
-                        self._died(child)
-                with contextlib.suppress(Retryable):
-                    rows = client.list_nodes(self.gateway)
-                status = {str(r.get("name")): r for r in rows}
-                late = [n for n in self.node_names if not node_ready(status.get(n, {}))]
-                if not late:
-                    return rows
-                if time.monotonic() > deadline:
-                    late = [f"{n}: {status.get(n, {}).get('status', 'unknown')}, "
-                            f"limit {status.get(n, {}).get('limit', 0)} "
-                            f"{status.get(n, {}).get('reasons') or ''}".strip() for n in late]
-                    raise Fatal(f"nodes not Online after {timeout:.0f} s: {'; '.join(late)}",
-                                hint=f"see the logs in {self.log_dir}")
-                time.sleep(0.2)
-
     # -- helpers ---------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{name}.log"
-        with open(log_path, "ab") as out:
-            proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    env={**self._env, **(extra_env or {})}, start_new_session=True)
-        child = Child(name, proc, log_path)
+        child = spawn(name, args, env={**self._env, **(extra_env or {})}, log_dir=self.log_dir)
         self._children.append(child)
         self._record_pids()
         return child
@@ -582,8 +379,14 @@ class EmbeddedSite:
         except TimeoutError as exc:
             raise Fatal(str(exc), hint=f"see {child.log_path}") from None
 
+    def _check_children(self) -> None:
+        """Fatal if a child of the site exited."""
+        for child in self._children:
+            if not child.alive():
+                self._died(child)
+
     def _died(self, child: Child) -> NoReturn:
-        raise Fatal(f"{child.name} exited with code {child.proc.poll()}: {_tail(child.log_path)}",
+        raise Fatal(f"{child.name} exited with code {child.proc.poll()}: {log_tail(child.log_path)}",
                     hint=f"see {child.log_path}")
 
     def describe(self) -> Iterator[str]:

@@ -1,0 +1,62 @@
+"""Bootstrapping an embedded site in its cloud: the gateway and the node registrations.
+
+Both steps are idempotent, so a site started again on the same data dir and cloud
+database keeps what it had: :func:`ensure_gateway` creates the gateway only if the
+cloud lacks it; :func:`register_node` keeps a registration that both the cloud and the
+data dir hold (following the cloud to a new address), and registers the node afresh
+when the cloud knows it but its token is lost here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from dmg import nodestate
+from dmg.errors import Conflict, DmgError, NotFound
+from settings import Settings
+
+if TYPE_CHECKING:
+    from dmg.cloud.client import CloudClient
+
+
+def ensure_gateway(client: CloudClient, gateway: str, *, echo: Callable[[str], None]) -> dict[str, str]:
+    """Create ``gateway`` unless the cloud has it; returns its two keys (``key1``, ``key2``)."""
+    try:
+        client.gateway(gateway)
+    except NotFound:
+        echo(f"creating gateway {gateway}")
+        client.create_gateway(gateway)
+    keys = client.gateway_keys(gateway)
+    return {"key1": str(keys["key1"]), "key2": str(keys["key2"])}
+
+
+def register_node(settings: Settings, name: str, *, gateway: str, key: str,
+                  echo: Callable[[str], None]) -> None:
+    """Register node ``name`` to ``gateway`` with ``key`` and save its registration in
+    ``settings.data_dir`` (keeping a registration the cloud already knows)."""
+    from dmg.cloud.client import CloudClient
+    from dmg.version import __version__
+
+    cloud_url, data_dir = settings.cloud_url, settings.data_dir
+    try:
+        local: nodestate.NodeRegistration | None = nodestate.load(data_dir, name)
+    except (NotFound, DmgError):
+        local = None
+    with CloudClient(cloud_url) as client:
+        try:
+            body = client.register_node(key=key, name=name, version=__version__)
+        except Conflict:
+            if local is not None and local.gateway == gateway:
+                if local.cloud_url != cloud_url:
+                    nodestate.save(data_dir, dataclasses.replace(local, cloud_url=cloud_url))
+                return
+            # known to the cloud, but its token is lost here
+            with CloudClient(cloud_url, token=settings.api_token) as user:
+                user.remove_node(gateway, name)
+            body = client.register_node(key=key, name=name, version=__version__)
+    nodestate.save(data_dir, nodestate.NodeRegistration(
+        cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
+        token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))
+    echo(f"registered {name} to gateway {gateway}")
