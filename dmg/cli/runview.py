@@ -25,12 +25,12 @@ from dmg.cli.output import (
 )
 from dmg.cli.progressbar import RateMeter, bar_line
 from dmg.errors import Retryable
+from dmg.shards.status import CLOUD_FINISHED
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
 
 RUN_DONE = ("Succeeded", "Failed", "Cancelled")
-SHARD_DONE = ("succeeded", "failed")
 
 
 def is_done(run: dict[str, Any]) -> bool:
@@ -44,7 +44,7 @@ def shards_of(run: dict[str, Any]) -> list[dict[str, Any]]:
 def progress_line(run: dict[str, Any]) -> str:
     """``InProgress: 5/12 shards done, 1 running, 140 files, 20.3 MiB, 4.2 s``."""
     shards = shards_of(run)
-    done = sum(1 for s in shards if s.get("status") in SHARD_DONE)
+    done = sum(1 for s in shards if s.get("status") in CLOUD_FINISHED)
     running = sum(1 for s in shards if s.get("status") == "running")
     failed = sum(1 for s in shards if s.get("status") == "failed")
     files = sum(int(s.get("files") or 0) for s in shards)

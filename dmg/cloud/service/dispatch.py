@@ -21,8 +21,6 @@ from sqlalchemy.orm import Session
 from dmg.cloud.models import (
     IN_PROGRESS,
     QUEUED,
-    SHARD_DONE,
-    SHARD_PLANNED,
     ActivityRun,
     Gateway,
     Node,
@@ -37,6 +35,7 @@ from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
 from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
+from dmg.shards.status import CLOUD_FINISHED, CLOUD_PLANNED
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +169,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         if planned.id in existing:
             continue
         activity_run.shards.append(Shard(
-            id=planned.id, index=planned.index, status=SHARD_PLANNED, node="", attempt=0,
+            id=planned.id, index=planned.index, status=CLOUD_PLANNED, node="", attempt=0,
             files_planned=planned.files, bytes_planned=planned.bytes, files=0, bytes=0,
             files_total=planned.files, bytes_total=planned.bytes, queued_at=now,
             wait_reason="", error=""))
@@ -238,7 +237,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.started_at = now
     if report.ended_at is not None:
         shard.ended_at = report.ended_at
-    elif report.status in SHARD_DONE and shard.ended_at is None:
+    elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
     activity_run = shard.activity_run
     derive_activity_run(activity_run, now=now)
