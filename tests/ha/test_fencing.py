@@ -22,6 +22,7 @@ from dispatcher.placement import Placer, node_loads
 from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
 from dmg.shards.status import STATE_QUEUED
 from dmg.sitestate import SiteState
+from tests.shardkit import planned_spec
 from workers.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration
@@ -43,8 +44,7 @@ def beat(state: SiteState, node: str, limit: int = 2) -> None:
 
 def add(state: SiteState, *ids: str) -> None:
     for shard_id in ids:
-        state.save_shard(shard_id, {"shard_id": shard_id, "source": {"store": {"name": "src"}},
-                                    "sink": {"store": {"name": "dst"}}})
+        state.save_shard(shard_id, planned_spec(shard_id))
 
 
 # -- starting a delivery -------------------------------------------------------------------

@@ -136,3 +136,20 @@ def test_progress_is_reported_while_copying(state: SiteState, stores: Any) -> No
     assert progress == sorted(progress) and progress[0] == 0 and progress[-1] >= 1
     sent = [f["path"] for _s, r in reporter.reports for f in r.get("file_results", [])]
     assert sorted(sent) == ["out/a.bin", "out/c.txt", "out/sub/b.bin"]  # each file reported once
+
+
+def test_a_malformed_spec_fails_the_shard_with_one_clear_line(state: SiteState) -> None:
+    state.save_shard(SHARD, {"shard_id": SHARD, "source": "src"})  # a spec no planner writes
+    attempt = state.new_attempt(SHARD, "a")
+    reporter = MemoryReporter()
+
+    outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
+
+    assert outcome.status == OUTCOME_FAILED
+    assert outcome.error.startswith("shard source is malformed (expected an object, got str)")
+    assert "\n" not in outcome.error
+    assert reporter.statuses(SHARD) == ["failed"]
+    assert reporter.reports[-1][1]["error"] == outcome.error
+    shard = state.shard(SHARD)
+    assert shard is not None and shard["state"] == STATE_FAILED
+    assert state.queued("a") == set() and state.running("a") == set()
