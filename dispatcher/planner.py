@@ -2,8 +2,9 @@
 
 :func:`plan_activity_run` lists the source, cuts the entries into shards
 (:func:`dmg.sharding.cut_shards` with ``settings.shard_max_files/bytes``), stores
-each shard's spec in the site state, tells the cloud the plan and queues the
-shards as pending. Shard ids are ``<activity_run_id>-<index:05d>``.
+each shard's spec (:class:`dmg.shards.ShardSpec`, its ``to_json()``) in the site
+state, tells the cloud the plan and queues the shards as pending. Shard ids are
+``<activity_run_id>-<index:05d>``.
 
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
