@@ -50,7 +50,8 @@ from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.readiness import node_ready
 from dmg.errors import Retryable
 from dmg.redisconn import redis_client
-from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.shards.status import STATE_DONE, STATE_FAILED, STATE_QUEUED, STATE_RUNNING
+from dmg.sitestate import SiteState
 
 POLL = 0.02
 #: After a dispatcher kill, seconds with nothing pending after which "next placement"
@@ -271,7 +272,7 @@ class Faults:
         """Whether every shard in ``attempts`` has a newer attempt (pending included) or is finished."""
         fields = self._fields(attempts, "state", "attempt")
         return len(fields) == len(attempts) and all(
-            state in (SHARD_DONE, SHARD_FAILED) or int(attempt or 0) > attempts[shard_id]
+            state in (STATE_DONE, STATE_FAILED) or int(attempt or 0) > attempts[shard_id]
             for shard_id, (state, attempt) in fields.items())
 
     def _all_moved(self, dead: str, attempts: dict[str, int], *, running: bool) -> bool:
@@ -281,11 +282,11 @@ class Faults:
         if len(fields) != len(attempts):
             return False
         for shard_id, (state, attempt, node) in fields.items():
-            if state in (SHARD_DONE, SHARD_FAILED):
+            if state in (STATE_DONE, STATE_FAILED):
                 continue
-            if running and state != SHARD_RUNNING:
+            if running and state != STATE_RUNNING:
                 return False
-            if state not in (SHARD_QUEUED, SHARD_RUNNING):
+            if state not in (STATE_QUEUED, STATE_RUNNING):
                 return False
             if int(attempt or 0) <= attempts[shard_id] or node in ("", dead):
                 return False

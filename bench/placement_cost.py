@@ -37,8 +37,11 @@ sys.path.insert(0, str(ROOT))
 import redis  # noqa: E402
 
 from dispatcher.placement import Placer, node_loads  # noqa: E402
+from dmg.connectors import Entry, StoreSpec  # noqa: E402
 from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.embedded.redis import EmbeddedRedis  # noqa: E402
+from dmg.shards import ShardSpec  # noqa: E402
+from dmg.shards.status import STATE_QUEUED  # noqa: E402
 from dmg.sitestate import SiteState  # noqa: E402
 
 
@@ -71,12 +74,12 @@ def setup(state: SiteState, *, nodes: int, shards: int, limit: int) -> list[str]
     for start in range(0, shards, 1000):
         pipe = state.redis.pipeline(transaction=False)
         for shard_id in ids[start:start + 1000]:
-            spec = {"shard_id": shard_id, "activity_run_id": "run1", "index": int(shard_id[5:]),
-                    "source": {"store": {"name": "src", "type": "file"}, "path": ""},
-                    "sink": {"store": {"name": "dst", "type": "file"}, "path": ""},
-                    "entries": [{"path": f"f{shard_id}", "size": 1024}], "options": {}}
+            spec = ShardSpec(shard_id=shard_id, activity_run_id="run1", index=int(shard_id[5:]),
+                             source_store=StoreSpec("src", "file", "/src"), source_path="",
+                             sink_store=StoreSpec("dst", "file", "/dst"), sink_path="",
+                             entries=(Entry(f"f{shard_id}", 1024, 0.0),), options={})
             key = state.key("shard", shard_id)
-            pipe.hset(key, mapping={"spec": json.dumps(spec), "attempt": 0, "state": "queued"})
+            pipe.hset(key, mapping={"spec": json.dumps(spec.to_json()), "attempt": 0, "state": STATE_QUEUED})
         pipe.execute()
     state.push_pending(*ids)
     return ids

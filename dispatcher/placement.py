@@ -34,6 +34,8 @@ from dispatcher.reports import ShardReports
 from dmg.attempt_ends import REISSUED
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
+from dmg.shards import ShardSpec
+from dmg.shards.status import CLOUD_PLACED
 from dmg.sitestate import SiteState
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 
@@ -63,7 +65,9 @@ class Placement:
 
 @dataclass(frozen=True)
 class PendingShard:
-    spec: dict[str, Any]
+    #: None when the stored spec cannot be read: it is placed anyway (on any node), and the
+    #: runner fails it with the reason, so the cloud shows why (no shard waits forever).
+    spec: ShardSpec | None
     node: str
     attempt: int
     ended_reason: str = ""
@@ -116,14 +120,19 @@ def backlog_reason(loads: list[NodeLoad]) -> str:
     return ALL_NODES_BUSY
 
 
-def stores_of(spec: dict[str, Any]) -> list[str]:
-    """The names of the stores a shard spec reads and writes."""
-    names = []
-    for side in ("source", "sink"):
-        store = (spec.get(side) or {}).get("store") or {}
-        if store.get("name"):
-            names.append(str(store["name"]))
-    return names
+def stores_of(spec: ShardSpec | None) -> list[str]:
+    """The names of the stores a shard reads and writes (none for an unreadable spec)."""
+    return spec.store_names if spec is not None else []
+
+
+def read_spec(shard_id: str, raw: str | bytes | dict[str, Any]) -> ShardSpec | None:
+    """The shard's spec as stored in Redis (JSON text, or the dict ``SiteState.shard`` gives);
+    None, logged, when it cannot be read."""
+    try:
+        return ShardSpec.from_json(json.loads(raw) if isinstance(raw, str | bytes) else raw)
+    except (DmgError, ValueError) as exc:
+        log.warning("shard spec unreadable; placed without store checks shard=%s error=%s", shard_id, exc)
+        return None
 
 
 def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: int) -> str:
@@ -228,7 +237,7 @@ class Placer:
             if spec is None:
                 found[shard_id] = None
                 continue
-            found[shard_id] = PendingShard(json.loads(spec), _text(node), int(attempt or 0),
+            found[shard_id] = PendingShard(read_spec(shard_id, spec), _text(node), int(attempt or 0),
                                            _text(reason), float(at) if at else None)
         return found
 
@@ -294,7 +303,7 @@ class Placer:
 
 def placed_report(placement: Placement) -> dict[str, Any]:
     """The ``placed`` report of a placement (:class:`dmg.cloud.schemas.ShardReport`)."""
-    report: dict[str, Any] = {"attempt": placement.attempt, "node": placement.node, "status": "placed",
+    report: dict[str, Any] = {"attempt": placement.attempt, "node": placement.node, "status": CLOUD_PLACED,
                               "wait_reason": placement.wait_reason}
     if placement.placed_at is not None:
         report["placed_at"] = placement.placed_at

@@ -2,8 +2,9 @@
 
 :func:`plan_activity_run` lists the source, cuts the entries into shards
 (:func:`dmg.sharding.cut_shards` with ``settings.shard_max_files/bytes``), stores
-each shard's spec in the site state, tells the cloud the plan and queues the
-shards as pending. Shard ids are ``<activity_run_id>-<index:05d>``.
+each shard's spec (:class:`dmg.shards.ShardSpec`, its ``to_json()``) in the site
+state, tells the cloud the plan and queues the shards as pending. Shard ids are
+``<activity_run_id>-<index:05d>``.
 
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
@@ -49,8 +50,8 @@ from dispatcher.splitting import split_large_entries
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
+from dmg.shards import PartSpec, ShardSpec
 from dmg.sitestate import SiteState
-from dmg.splitstate import PART
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
 from settings import Settings
@@ -157,13 +158,19 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
     if copy_options.overwrite != ALWAYS and entries:
         sink_entries = _list_sink(sink_spec, sink_path, connector_factory=connector_factory)
 
-    def entry_json(entry: Entry) -> dict[str, Any]:
-        body = entry.to_json()
-        if sink_entries is not None:
-            target = sink_path_for(entry.path, source_prefix=source_path, sink_prefix=sink_path)
-            hint = sink_entries.get(target)
-            body["sink"] = hint.to_json() if hint is not None else None
-        return body
+    def sink_hints(group: list[Entry]) -> dict[str, Entry | None]:
+        """The sink's entry of each source entry (None: absent); none when the sink was not listed."""
+        if sink_entries is None:
+            return {}
+        return {e.path: sink_entries.get(sink_path_for(e.path, source_prefix=source_path,
+                                                       sink_prefix=sink_path)) for e in group}
+
+    def spec_of(index: int, group: list[Entry], *, hints: dict[str, Entry | None],
+                part: PartSpec | None = None) -> ShardSpec:
+        return ShardSpec(shard_id=shard_id_for(run_id, index), activity_run_id=run_id, index=index,
+                         source_store=source_spec, source_path=source_path, sink_store=sink_spec,
+                         sink_path=sink_path, entries=tuple(group), options=options, sink_hints=hints,
+                         part=part)
 
     entries, parts = split_large_entries(
         entries, activity_run_id=run_id, source=source, source_path=source_path, sink_spec=sink_spec,
@@ -172,29 +179,16 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
     shards: list[dict[str, Any]] = []
     groups = cut_shards(entries, max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
-        shard_id = shard_id_for(run_id, index)
-        state.save_shard(shard_id, {
-            "shard_id": shard_id,
-            "activity_run_id": run_id,
-            "index": index,
-            "source": {"store": source_spec.to_json(), "path": source_path},
-            "sink": {"store": sink_spec.to_json(), "path": sink_path},
-            "entries": [entry_json(e) for e in group],
-            "options": options,
-        })
-        shards.append({"id": shard_id, "index": index, "files": len(group),
-                       "bytes": sum(max(e.size, 0) for e in group)})  # -1: size unknown (SQL)
+        spec = spec_of(index, group, hints=sink_hints(group))
+        state.save_shard(spec.shard_id, spec.to_json())
+        shards.append({"id": spec.shard_id, "index": index, "files": spec.files_total,
+                       "bytes": spec.bytes_total})  # -1 (size unknown: SQL) counts 0
     for index, part in enumerate(parts, start=len(groups)):
-        shard_id = shard_id_for(run_id, index)
-        state.save_shard(shard_id, {
-            "shard_id": shard_id, "activity_run_id": run_id, "index": index, "kind": PART,
-            "source": {"store": source_spec.to_json(), "path": source_path},
-            "sink": {"store": sink_spec.to_json(), "path": sink_path},
-            "entries": [part.entry.to_json()], "options": options, "part": part.to_json(),
-        })
+        spec = spec_of(index, [part.entry], hints={}, part=part)
+        state.save_shard(spec.shard_id, spec.to_json())
         # The object counts once, as a file of its last part (whichever part commits reports it).
-        shards.append({"id": shard_id, "index": index, "files": int(part.part_number == part.parts_total),
-                       "bytes": part.length})
+        last = part.part_number == part.parts_total
+        shards.append({"id": spec.shard_id, "index": index, "files": int(last), "bytes": part.length})
     return shards
 
 

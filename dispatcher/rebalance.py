@@ -33,11 +33,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dispatcher.placement import Placement, Placer, node_loads, placed_report, stores_of
+from dispatcher.placement import Placement, Placer, node_loads, placed_report, read_spec, stores_of
 from dmg.attempt_ends import MOVED, NOT_SENT
 from dmg.attempts import requeue
 from dmg.placement import NodeLoad, choose_node, record_placement
-from dmg.sitestate import SHARD_QUEUED, SiteState
+from dmg.shards.status import STATE_QUEUED
+from dmg.sitestate import SiteState
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,7 @@ def move_queued(state: SiteState, shard_id: str, *, donor: str, target: str, att
     script = state.redis.register_script(_MOVE_QUEUED)
     return int(script(keys=[state.key("shard", shard_id)],
                       args=[state.prefix, shard_id, donor, target, "" if epoch is None else epoch,
-                            attempt, SHARD_QUEUED]))
+                            attempt, STATE_QUEUED]))
 
 
 class Rebalancer:
@@ -135,10 +136,10 @@ class Rebalancer:
 
     def _move_one(self, shard_id: str, donor: NodeLoad, targets: list[NodeLoad]) -> Move | None:
         shard = self.state.shard(shard_id)
-        if shard is None or shard["node"] != donor.name or shard["state"] != SHARD_QUEUED:
+        if shard is None or shard["node"] != donor.name or shard["state"] != STATE_QUEUED:
             return None
         candidates = [t for t in targets if t.name != donor.name and t.free_slots > 0]
-        target = choose_node(candidates, stores=stores_of(shard["spec"]), max_queued=0)
+        target = choose_node(candidates, stores=stores_of(read_spec(shard_id, shard["spec"])), max_queued=0)
         if target is None:
             return None
         epoch = self.epoch()

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 
 from dmg.attempt_ends import NODE_OFFLINE, NODE_REMOVED, WORKER_DIED
 from dmg.attempts import reissue, requeue, runner_pid
-from dmg.sitestate import DRAIN_REMOVED, SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.shards.status import STATE_QUEUED, STATE_RUNNING
+from dmg.sitestate import DRAIN_REMOVED, SiteState
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -125,7 +126,7 @@ class OrphanWatch:
                 continue  # no live pool published: nothing to judge by
             for shard_id in sorted(state.running(node)):
                 shard = state.shard(shard_id)
-                if shard is None or shard["node"] != node or shard["state"] != SHARD_RUNNING:
+                if shard is None or shard["node"] != node or shard["state"] != STATE_RUNNING:
                     continue
                 pid = runner_pid(shard["runner"])
                 if pid is None or pid in pids:
@@ -154,7 +155,7 @@ def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str
     for node in sorted(state.heartbeats()):
         for shard_id in sorted(state.queued(node)):
             shard = state.shard(shard_id)
-            if shard is None or shard["node"] != node or shard["state"] != SHARD_QUEUED:
+            if shard is None or shard["node"] != node or shard["state"] != STATE_QUEUED:
                 continue
             attempt = reissue(state, shard_id, node, attempt=shard["attempt"], epoch=epoch)
             if attempt < 0:

@@ -11,9 +11,9 @@ the sink's write **once**: the handle is recorded in Redis under the object
 (:meth:`dmg.splitstate.SplitObjects.save_handle`) before any shard names it, so a
 replayed plan reuses it (a second handle that lost the race is aborted).
 
-It returns the remaining entries and one :class:`PartPlan` per part; the planner
-turns each into a shard of kind ``"part"`` whose spec carries ``part`` =
-:meth:`PartPlan.to_json`. Running a part and the single commit are
+It returns the remaining entries and one :class:`dmg.shards.PartSpec` per part; the
+planner turns each into a shard of kind ``"part"`` (:class:`dmg.shards.ShardSpec` with
+``part`` set). Running a part and the single commit are
 :mod:`workers.part_runner`'s.
 """
 
@@ -22,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec
 from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import distributed_writer
 from dmg.errors import DmgError
+from dmg.shards import PartSpec
 from dmg.sitestate import SiteState
 from dmg.splitstate import SplitObjects, object_id
 from dmg.transfer import sink_path_for
@@ -36,24 +36,6 @@ from dmg.transfer.options import ALWAYS, IF_DIFFERENT
 from dmg.transfer.split import SplitOptions, part_ranges
 
 log = logging.getLogger(__name__)
-
-
-
-@dataclass(frozen=True)
-class PartPlan:
-    object: str  # dmg.splitstate.object_id
-    entry: Entry
-    target: str
-    part_number: int
-    parts_total: int
-    offset: int
-    length: int
-    handle: dict[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"object": self.object, "entry": self.entry.to_json(), "target": self.target,
-                "part_number": self.part_number, "parts_total": self.parts_total,
-                "offset": self.offset, "length": self.length, "handle": dict(self.handle)}
 
 
 def reads_ranges(source: Connector) -> bool:
@@ -84,7 +66,7 @@ def split_large_entries(
     sink_entries: Mapping[str, Entry] | None,
     state: SiteState,
     connector_factory: Callable[[StoreSpec], Connector],
-) -> tuple[list[Entry], list[PartPlan]]:
+) -> tuple[list[Entry], list[PartSpec]]:
     """``(entries left for ordinary shards, parts)``; see the module docstring.
 
     Raises what the sink's ``begin_distributed`` raises (Retryable: plan again later).
@@ -100,7 +82,7 @@ def split_large_entries(
             return list(entries), []
         objects = SplitObjects(state)
         rest: list[Entry] = []
-        parts: list[PartPlan] = []
+        parts: list[PartSpec] = []
         index = 0
         for entry in entries:
             target = sink_path_for(entry.path, source_prefix=source_path, sink_prefix=sink_path)
@@ -118,7 +100,7 @@ def split_large_entries(
                     with contextlib.suppress(DmgError):
                         writer.abort_distributed(target, fresh)
             ranges = part_ranges(entry.size, split.part_size)
-            parts += [PartPlan(key, entry, target, number, len(ranges), offset, length, handle)
+            parts += [PartSpec(key, entry, target, number, len(ranges), offset, length, handle)
                       for number, offset, length in ranges]
             log.info("object split activity_run=%s path=%s bytes=%d parts=%d",
                      activity_run_id, entry.path, entry.size, len(ranges))

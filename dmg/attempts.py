@@ -34,15 +34,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from dmg.attempt_ends import FENCED
+from dmg.shards.status import OUTCOME_DUPLICATE, OUTCOME_STALE, STATE_PENDING, STATE_QUEUED, STATE_RUNNING
 
 if TYPE_CHECKING:
     from dmg.sitestate import SiteState
 
 STARTED = "started"
-STALE = "stale"
-DUPLICATE = "duplicate"
-#: The state of a shard handed back by :func:`requeue`, waiting in ``pending``.
-PENDING = "pending"
+STALE = OUTCOME_STALE
+DUPLICATE = OUTCOME_DUPLICATE
 
 # KEYS: shard hash, queued set, running set, started set.
 # ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
@@ -124,7 +123,6 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
     the process that runs it is still there: this delivery must do nothing).
     """
     from dmg.connectors.base import staging_id as staging_id_of
-    from dmg.sitestate import SHARD_RUNNING
 
     script = state.redis.register_script(_START_RUN)
     shard_key = state.key("shard", shard_id)
@@ -135,7 +133,7 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
         seen_alive = bool(seen) and seen != runner and alive(seen)
         outcome, deliveries = script(
             keys=keys,
-            args=[attempt, shard_id, node, SHARD_RUNNING, runner, seen, "1" if seen_alive else "0",
+            args=[attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
                   "" if epoch is None else epoch, staging_id_of(shard_id, attempt)])
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if outcome != "retry":
@@ -156,7 +154,7 @@ def requeue(state: SiteState, shard_id: str, node: str, *, epoch: int | None = N
     script = state.redis.register_script(_REQUEUE)
     at = time.time() if now is None else now
     return int(script(keys=[state.key("shard", shard_id)],
-                      args=[state.prefix, shard_id, node, "" if epoch is None else epoch, PENDING,
+                      args=[state.prefix, shard_id, node, "" if epoch is None else epoch, STATE_PENDING,
                             reason, f"{at:.3f}"]))
 
 
@@ -166,8 +164,7 @@ def reissue(state: SiteState, shard_id: str, node: str, *, attempt: int, epoch: 
     Returns the new attempt (the caller sends its message), 0 when the shard started,
     finished or moved meanwhile, -1 when ``epoch`` is superseded.
     """
-    from dmg.sitestate import SHARD_QUEUED
 
     script = state.redis.register_script(_REISSUE)
     return int(script(keys=[state.key("shard", shard_id)],
-                      args=[state.prefix, node, epoch, attempt, SHARD_QUEUED]))
+                      args=[state.prefix, node, epoch, attempt, STATE_QUEUED]))

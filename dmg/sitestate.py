@@ -50,12 +50,9 @@ from typing import Any
 
 import redis
 
+from dmg.shards.status import STATE_DONE, STATE_FAILED, STATE_QUEUED
 from dmg.siteidentity import IDENTITY_KEY, ForeignRedis, SiteIdentity
 
-SHARD_QUEUED = "queued"
-SHARD_RUNNING = "running"
-SHARD_DONE = "done"
-SHARD_FAILED = "failed"
 #: Why a shard of a cancelled activity run did not start or stopped (:meth:`SiteState.cancel`).
 CANCELLED_REASON = "the run was cancelled"
 #: The drain flag of a node removed from its gateway (``set_drain(node, DRAIN_REMOVED)``).
@@ -240,7 +237,7 @@ class SiteState:
         key = self.key("shard", shard_id)
         self.redis.hsetnx(key, "attempt", 0)
         self.redis.hset(key, mapping={"spec": json.dumps(spec)})
-        self.redis.hsetnx(key, "state", SHARD_QUEUED)
+        self.redis.hsetnx(key, "state", STATE_QUEUED)
 
     def shard(self, shard_id: str) -> dict[str, Any] | None:
         raw = self.redis.hgetall(self.key("shard", shard_id))
@@ -271,7 +268,7 @@ class SiteState:
         fenced the old one (it was never sent): numbers have no gap.
         """
         return int(self._new_attempt(keys=[self.key("shard", shard_id)],
-                                     args=[self.prefix, shard_id, node, SHARD_QUEUED,
+                                     args=[self.prefix, shard_id, node, STATE_QUEUED,
                                            "" if epoch is None else epoch]))
 
     def is_current(self, shard_id: str, attempt: int) -> bool:
@@ -296,7 +293,7 @@ class SiteState:
         self._mark_finished(
             keys=[self.key("shard", shard_id), self.key("queued", node), self.key("running", node),
                   self.key("started", node)],
-            args=[attempt, shard_id, node, SHARD_DONE if ok else SHARD_FAILED,
+            args=[attempt, shard_id, node, STATE_DONE if ok else STATE_FAILED,
                   staging_id(shard_id, attempt)])
         self.notify_dispatcher()
 

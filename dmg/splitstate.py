@@ -31,9 +31,6 @@ from typing import Any
 
 from dmg.sitestate import SiteState
 
-#: The ``kind`` of a part shard's spec (other shards have none).
-PART = "part"
-
 #: How long the state of a split object stays in Redis (as long as a plan).
 SPLIT_TTL = 7 * 24 * 3600
 

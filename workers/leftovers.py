@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import redis
 
 from dmg.connectors import Connector, StoreSpec
 from dmg.errors import DmgError
+from dmg.shards import ShardSpec
 from dmg.sitestate import SiteState
 from dmg.transfer.paths import sink_path_for
 
@@ -52,13 +52,10 @@ def remove_staging(sink: StoreSpec, staging: str, *, connector_factory: Callable
         connector.close()
 
 
-def shard_targets(spec: dict[str, Any]) -> list[str]:
-    """The sink paths a shard's attempts write (the copy engine's mapping); none for a spec
-    that is not a list of entries."""
-    source = (spec.get("source") or {}).get("path", "")
-    sink = (spec.get("sink") or {}).get("path", "")
-    return [sink_path_for(str(e["path"]), source_prefix=source, sink_prefix=sink)
-            for e in spec.get("entries") or [] if isinstance(e, dict) and "path" in e]
+def shard_targets(spec: ShardSpec) -> list[str]:
+    """The sink paths a shard's attempts write (the copy engine's mapping)."""
+    return [sink_path_for(e.path, source_prefix=spec.source_path, sink_prefix=spec.sink_path)
+            for e in spec.entries]
 
 
 def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
@@ -76,9 +73,8 @@ def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
         fenced = state.fenced_started(shard_id, attempt)
         if not fenced or not state.is_current(shard_id, attempt):
             return 0
-        spec = (state.shard(shard_id) or {}).get("spec") or {}
-        sink = StoreSpec.from_json(spec["sink"]["store"])
-        targets = shard_targets(spec)
+        spec = ShardSpec.from_json((state.shard(shard_id) or {}).get("spec"))
+        sink, targets = spec.sink_store, shard_targets(spec)
         for node, staging in fenced:
             try:
                 removed += remove_staging(sink, staging, connector_factory=connector_factory, targets=targets)
@@ -87,7 +83,7 @@ def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
                             staging, node, exc)
                 continue
             state.forget_started(node, staging)
-    except (KeyError, TypeError, ValueError, DmgError) as exc:
+    except DmgError as exc:  # MalformedSpec among them
         log.warning("cannot clean up fenced attempts shard=%s error=%s", shard_id, exc)
     except redis.RedisError as exc:
         log.warning("cannot clean up fenced attempts (broker unreachable) shard=%s error=%s", shard_id, exc)

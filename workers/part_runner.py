@@ -2,7 +2,8 @@
 
 The planner split the object (:mod:`dispatcher.splitting`) and began the sink's
 write; the shard's spec carries ``kind: "part"`` and ``part`` (object id, entry,
-target, part number, parts total, offset, length, the sink's handle).
+target, part number, parts total, offset, length, the sink's handle: a
+:class:`dmg.shards.PartSpec`).
 :func:`workers.shard_runner.run_shard` hands such a shard here once the delivery
 has begun. One attempt:
 
@@ -41,10 +42,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from dmg.connectors import Connector, Entry, StoreSpec
+from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.shards import PartSpec, ShardSpec
+from dmg.shards.status import CLOUD_RUNNING
 from dmg.sitestate import CANCELLED_REASON, SiteState
 from dmg.splitstate import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
@@ -57,30 +60,6 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 #: A part in flight looks every this many chunks whether the object was abandoned (stops early).
 ABANDON_CHECK_EVERY = 4
-
-
-@dataclass(frozen=True)
-class PartSpec:
-    """The ``part`` of a part shard's spec (:meth:`dispatcher.splitting.PartPlan.to_json`)."""
-
-    object: str
-    entry: Entry
-    target: str
-    part_number: int
-    parts_total: int
-    offset: int
-    length: int
-    handle: dict[str, Any]
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> PartSpec:
-        try:
-            return cls(str(body["object"]), Entry.from_json(body["entry"]), str(body["target"]),
-                       int(body["part_number"]), int(body["parts_total"]), int(body["offset"]),
-                       int(body["length"]), dict(body["handle"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Fatal(f"part shard spec is malformed ({type(exc).__name__}: {exc})",
-                        hint="the dispatcher wrote a spec this worker cannot read; check versions") from exc
 
 
 @dataclass
@@ -107,7 +86,7 @@ def run_part(
     shard_id: str,
     attempt: int,
     *,
-    spec: dict[str, Any],
+    spec: ShardSpec,
     state: SiteState,
     reporter: Reporter,
     base: dict[str, Any],
@@ -116,17 +95,19 @@ def run_part(
 ) -> PartOutcome:
     """Run the part shard ``shard_id`` (see the module docstring). Raises StaleAttempt when
     the attempt is fenced off; other errors end in a failed :class:`PartOutcome`."""
-    part = PartSpec.from_json(spec.get("part") or {})
-    options = CopyOptions.from_json(spec.get("options") or {})
+    if spec.part is None:
+        raise Fatal(f"shard {shard_id} is not a part shard", hint="a bug in dmg: report it")
+    part = spec.part
+    options = CopyOptions.from_json(spec.options)
     objects = SplitObjects(state)
-    reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
+    reporter.report_shard(shard_id, {**base, "status": CLOUD_RUNNING, "files": 0, "bytes": 0,
                                      "files_total": 0, "bytes_total": part.length})
     connectors: list[Connector] = []
     writer: DistributedWrite | None = None
     try:
-        source = connector_factory(StoreSpec.from_json(spec["source"]["store"]))
+        source = connector_factory(spec.source_store)
         connectors.append(source)
-        sink = connector_factory(StoreSpec.from_json(spec["sink"]["store"]))
+        sink = connector_factory(spec.sink_store)
         connectors.append(sink)
         writer = distributed_writer(sink)
         if writer is None:
@@ -146,11 +127,11 @@ def run_part(
                          part.object, marker, shard_id, attempt)
                 return _commit(part, writer, objects, state, shard_id, attempt)
             return PartOutcome(True, part.length)
-        throttle = Throttle(SiteBandwidth(state, str(spec.get("activity_run_id") or shard_id),
+        throttle = Throttle(SiteBandwidth(state, spec.activity_run_id or shard_id,
                                           default=options.bandwidth))
 
         def abandoned() -> bool:
-            if state.is_cancelled(str(spec.get("activity_run_id") or "")):
+            if state.is_cancelled(spec.activity_run_id):
                 raise Cancelled(CANCELLED_REASON)  # aborts the write below, like a failed part
             return objects.marker(part.object) == ABORTED
 

@@ -29,6 +29,7 @@ from dmg.attempts import requeue
 from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.base import commit_key
 from dmg.errors import DmgError
+from dmg.shards import ShardSpec
 from dmg.sitestate import SiteState
 from workers.leftovers import remove_staging
 
@@ -58,13 +59,12 @@ def clean_staging(state: SiteState, node: str, staging_ids: set[str], *,
     try:
         for staging in sorted(staging_ids):
             shard = state.shard(commit_key(staging))
-            sink = ((shard or {}).get("spec") or {}).get("sink", {}).get("store")
-            if sink:
-                try:
-                    removed += remove_staging(StoreSpec.from_json(sink), staging,
-                                              connector_factory=connector_factory)
-                except DmgError as exc:
-                    log.warning("staging not cleaned up staging_id=%s node=%s error=%s", staging, node, exc)
+            try:
+                if shard is not None:
+                    sink = ShardSpec.from_json(shard["spec"]).sink_store
+                    removed += remove_staging(sink, staging, connector_factory=connector_factory)
+            except DmgError as exc:
+                log.warning("staging not cleaned up staging_id=%s node=%s error=%s", staging, node, exc)
             state.forget_started(node, staging)
     except redis.RedisError as exc:
         log.warning("staging cleanup stopped (broker unreachable) node=%s error=%s", node, exc)

@@ -48,15 +48,24 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from dmg.attempts import STARTED
-from dmg.connectors import Connector, Entry, StoreSpec, connector_for
+from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.connectors.base import staging_id
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.shards import ShardOutcome, ShardSpec
+from dmg.shards.status import (
+    CLOUD_FAILED,
+    CLOUD_RUNNING,
+    CLOUD_SUCCEEDED,
+    OUTCOME_CANCELLED,
+    OUTCOME_FAILED,
+    OUTCOME_STALE,
+    OUTCOME_SUCCEEDED,
+)
 from dmg.sitestate import CANCELLED_REASON, SiteState
-from dmg.splitstate import PART
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery
@@ -65,11 +74,6 @@ from workers.part_runner import run_part
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
-
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-STALE = "stale"
-CANCELLED = "cancelled"  # reported to the cloud as failed with CANCELLED_ERROR
 
 #: The error of a shard that did not start or stopped because its run was cancelled.
 CANCELLED_ERROR = CANCELLED_REASON
@@ -80,66 +84,6 @@ MAX_PENDING_RESULTS = 500
 
 class ShardFailed(Fatal):
     """A shard attempt ended failed; the message is the error reported to the cloud."""
-
-
-@dataclass
-class ShardOutcome:
-    status: str  # succeeded | failed | stale | duplicate | cancelled
-    node: str
-    attempt: int
-    shard_id: str
-    files: int = 0
-    bytes: int = 0
-    error: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ShardSpec:
-    """What the dispatcher stores in ``SiteState`` under the shard's ``spec``."""
-
-    shard_id: str
-    activity_run_id: str
-    index: int
-    source_store: StoreSpec
-    source_path: str
-    sink_store: StoreSpec
-    sink_path: str
-    entries: tuple[Entry, ...]
-    options: dict[str, Any]
-    #: The sink's entry per source path as the planner listed it (None: absent there).
-    sink_hints: dict[str, Entry | None] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, body: dict[str, Any]) -> ShardSpec:
-        try:
-            return cls(
-                shard_id=str(body["shard_id"]),
-                activity_run_id=str(body.get("activity_run_id", "")),
-                index=int(body.get("index", 0)),
-                source_store=StoreSpec.from_json(body["source"]["store"]),
-                source_path=str(body["source"].get("path", "")),
-                sink_store=StoreSpec.from_json(body["sink"]["store"]),
-                sink_path=str(body["sink"].get("path", "")),
-                entries=tuple(Entry.from_json(e) for e in body.get("entries", [])),
-                options=dict(body.get("options") or {}),
-                sink_hints={str(e["path"]): Entry.from_json(e["sink"]) if e["sink"] else None
-                            for e in body.get("entries", []) if "sink" in e},
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise Fatal(f"shard spec is malformed ({type(exc).__name__}: {exc})",
-                        hint="the dispatcher wrote a spec this worker cannot read; check versions") from exc
-
-    @property
-    def files_total(self) -> int:
-        return len(self.entries)
-
-    @property
-    def bytes_total(self) -> int:
-        """Bytes to copy, as listed (entries of unknown size, ``-1``, count 0)."""
-        return sum(max(e.size, 0) for e in self.entries)
 
 
 def run_shard(
@@ -173,7 +117,7 @@ def run_shard(
     if state.is_cancelled(spec.activity_run_id):  # queued before its run was cancelled
         log.info("shard of a cancelled run not started shard=%s attempt=%d node=%s", shard_id, attempt, node)
         return replace(_finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=totals,
-                               error=CANCELLED_ERROR, clock=clock), status=CANCELLED)
+                               error=CANCELLED_ERROR, clock=clock), status=OUTCOME_CANCELLED)
     deaths = deliveries - 1  # every earlier start of this attempt ended with its process
     if deaths:  # the dead process may have left staged files under this attempt's staging id
         with contextlib.suppress(DmgError):
@@ -184,10 +128,10 @@ def run_shard(
                        error=f"the shard killed its worker process {deaths} times (out of memory or a "
                              f"crash); not retried (limit DMG_SHARD_MAX_WORKER_DEATHS={max_worker_deaths})",
                        clock=clock)
-    if (stored.get("spec") or {}).get("kind") == PART:  # one range of a very large object
-        return _run_part_shard(shard_id, attempt, spec=stored["spec"], state=state, reporter=reporter,
+    if spec.part is not None:  # one range of a very large object
+        return _run_part_shard(shard_id, attempt, spec=spec, state=state, reporter=reporter,
                                base=base, connector_factory=connector_factory, clock=clock)
-    reporter.report_shard(shard_id, {**base, "status": "running", "files": 0, "bytes": 0,
+    reporter.report_shard(shard_id, {**base, "status": CLOUD_RUNNING, "files": 0, "bytes": 0,
                                      "files_total": totals[0], "bytes_total": totals[1]})
     log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d",
              shard_id, attempt, node, *totals)
@@ -213,12 +157,13 @@ def run_shard(
         log.info("attempt fenced off while copying shard=%s attempt=%d node=%s: %s",
                  shard_id, attempt, node, exc)
         state.mark_finished(shard_id, attempt, node, ok=False)
-        return ShardOutcome(STALE, node, attempt, shard_id, progress.files, progress.bytes_done, str(exc))
+        return ShardOutcome(OUTCOME_STALE, node, attempt, shard_id, progress.files, progress.bytes_done,
+                            str(exc))
     except Cancelled as exc:
         log.info("shard stopped: its run was cancelled shard=%s attempt=%d node=%s", shard_id, attempt, node)
         return replace(_finish(state, reporter, base, shard_id, ok=False, files=progress.files,
                                nbytes=progress.bytes_done, totals=progress.totals(), error=str(exc),
-                               clock=clock, file_results=progress.take_pending()), status=CANCELLED)
+                               clock=clock, file_results=progress.take_pending()), status=OUTCOME_CANCELLED)
     except DmgError as exc:
         return _finish(state, reporter, base, shard_id, ok=False, files=progress.files,
                        nbytes=progress.bytes_done, totals=progress.totals(), error=str(exc), clock=clock,
@@ -244,20 +189,20 @@ def run_shard(
                    file_results=progress.take_pending())
 
 
-def _run_part_shard(shard_id: str, attempt: int, *, spec: dict[str, Any], state: SiteState,
+def _run_part_shard(shard_id: str, attempt: int, *, spec: ShardSpec, state: SiteState,
                     reporter: Reporter, base: dict[str, Any],
                     connector_factory: Callable[[StoreSpec], Connector],
                     clock: Callable[[], float]) -> ShardOutcome:
     """A part shard (:mod:`workers.part_runner`): its bytes, and the object once if it committed it."""
     node = str(base["node"])
-    length = int((spec.get("part") or {}).get("length") or 0)
+    length = spec.part.length if spec.part is not None else 0
     try:
         outcome = run_part(shard_id, attempt, spec=spec, state=state, reporter=reporter, base=base,
                            connector_factory=connector_factory)
     except StaleAttempt as exc:
         log.info("part attempt fenced off shard=%s attempt=%d node=%s: %s", shard_id, attempt, node, exc)
         state.mark_finished(shard_id, attempt, node, ok=False)
-        return ShardOutcome(STALE, node, attempt, shard_id, error=str(exc))
+        return ShardOutcome(OUTCOME_STALE, node, attempt, shard_id, error=str(exc))
     except DmgError as exc:
         return _finish(state, reporter, base, shard_id, ok=False, files=0, nbytes=0, totals=(0, length),
                        error=str(exc), clock=clock)
@@ -278,10 +223,10 @@ def _run_part_shard(shard_id: str, attempt: int, *, spec: dict[str, Any], state:
 def _finish(state: SiteState, reporter: Reporter, base: dict[str, Any], shard_id: str, *, ok: bool,
             files: int, nbytes: int, totals: tuple[int, int], error: str,
             clock: Callable[[], float], file_results: list[dict[str, Any]] | None = None) -> ShardOutcome:
-    status = SUCCEEDED if ok else FAILED
+    status = OUTCOME_SUCCEEDED if ok else OUTCOME_FAILED
     attempt, node = int(base["attempt"]), str(base["node"])
-    report = {**base, "status": status, "files": files, "bytes": nbytes, "files_total": totals[0],
-              "bytes_total": totals[1], "ended_at": clock(), "error": error}
+    report = {**base, "status": CLOUD_SUCCEEDED if ok else CLOUD_FAILED, "files": files, "bytes": nbytes,
+              "files_total": totals[0], "bytes_total": totals[1], "ended_at": clock(), "error": error}
     if file_results:
         report["file_results"] = file_results
     reporter.report_shard(shard_id, report)
@@ -349,8 +294,9 @@ class _Progress:
         self.last = self.clock()
         with self._lock:
             moving = max(self._moving, 0)
-        report = {**self.base, "status": "running", "files": self.files, "bytes": self.bytes_done + moving,
-                  "files_total": self.files_total, "bytes_total": max(self.bytes_total, 0)}
+        report = {**self.base, "status": CLOUD_RUNNING, "files": self.files,
+                  "bytes": self.bytes_done + moving, "files_total": self.files_total,
+                  "bytes_total": max(self.bytes_total, 0)}
         pending = self.take_pending()
         if pending:
             report["file_results"] = pending

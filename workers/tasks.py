@@ -16,11 +16,12 @@ from typing import Any
 from celery.exceptions import Reject
 
 from dmg.credentials import open_store
+from dmg.shards.status import OUTCOME_FAILED
 from dmg.siteidentity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD
-from workers.shard_runner import FAILED, ShardFailed, run_shard
+from workers.shard_runner import ShardFailed, run_shard
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,6 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
                         reporter=context.reporter, connector_factory=partial(open_store, settings=settings),
                         epoch=None if epoch is None else int(epoch),
                         max_worker_deaths=settings.shard_max_worker_deaths)
-    if outcome.status == FAILED:
+    if outcome.status == OUTCOME_FAILED:
         raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
-    return {"status": outcome.status, "node": outcome.node, "attempt": outcome.attempt,
-            "files": outcome.files, "bytes": outcome.bytes}
+    return outcome.task_result()

@@ -15,15 +15,14 @@ from collections.abc import Callable
 from typing import Any
 
 from dmg.cli.output import duration_between, human_bytes, human_duration
-
-SHARD_DONE = ("succeeded", "failed")
+from dmg.shards.status import CLOUD_FINISHED
 
 
 def totals(run: dict[str, Any]) -> dict[str, int]:
     """``{files, files_total, bytes, bytes_total, shards, shards_done}`` over the run's shards."""
     shards = [s for a in run.get("activity_runs") or [] for s in a.get("shards") or []]
     out = {"files": 0, "files_total": 0, "bytes": 0, "bytes_total": 0, "shards": len(shards),
-           "shards_done": sum(1 for s in shards if s.get("status") in SHARD_DONE)}
+           "shards_done": sum(1 for s in shards if s.get("status") in CLOUD_FINISHED)}
     for shard in shards:
         for key in ("files", "files_total", "bytes", "bytes_total"):
             out[key] += int(shard.get(key) or 0)

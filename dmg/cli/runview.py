@@ -25,12 +25,12 @@ from dmg.cli.output import (
 )
 from dmg.cli.progressbar import RateMeter, bar_line
 from dmg.errors import Retryable
+from dmg.shards.status import CLOUD_FAILED, CLOUD_FINISHED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
 
 RUN_DONE = ("Succeeded", "Failed", "Cancelled")
-SHARD_DONE = ("succeeded", "failed")
 
 
 def is_done(run: dict[str, Any]) -> bool:
@@ -44,9 +44,9 @@ def shards_of(run: dict[str, Any]) -> list[dict[str, Any]]:
 def progress_line(run: dict[str, Any]) -> str:
     """``InProgress: 5/12 shards done, 1 running, 140 files, 20.3 MiB, 4.2 s``."""
     shards = shards_of(run)
-    done = sum(1 for s in shards if s.get("status") in SHARD_DONE)
-    running = sum(1 for s in shards if s.get("status") == "running")
-    failed = sum(1 for s in shards if s.get("status") == "failed")
+    done = sum(1 for s in shards if s.get("status") in CLOUD_FINISHED)
+    running = sum(1 for s in shards if s.get("status") == CLOUD_RUNNING)
+    failed = sum(1 for s in shards if s.get("status") == CLOUD_FAILED)
     files = sum(int(s.get("files") or 0) for s in shards)
     size = sum(int(s.get("bytes") or 0) for s in shards)
     elapsed = duration_between(run.get("started_at") or run.get("created_at"), run.get("ended_at"))
@@ -167,7 +167,7 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
     shards = shards_of(run)
     files = sum(int(s.get("files") or 0) for s in shards)
     size = sum(int(s.get("bytes") or 0) for s in shards)
-    nodes = sorted({str(s["node"]) for s in shards if s.get("node") and s.get("status") == "succeeded"})
+    nodes = sorted({str(s["node"]) for s in shards if s.get("node") and s.get("status") == CLOUD_SUCCEEDED})
     seconds = duration_between(run.get("started_at") or run.get("created_at"), run.get("ended_at")) or 0.0
     return {"status": run.get("status"), "nodes": nodes, "files": files, "bytes": size,
             "seconds": round(seconds, 3), "mb_per_s": round(size / 1e6 / seconds, 2) if seconds else None}

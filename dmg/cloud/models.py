@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from dmg.shards.status import CLOUD_PLANNED
+
 # Activity run and run statuses.
 QUEUED = "Queued"
 IN_PROGRESS = "InProgress"
@@ -32,10 +34,7 @@ SUCCEEDED = "Succeeded"
 FAILED = "Failed"
 CANCELLED = "Cancelled"
 
-# Shard statuses: planned by the dispatcher, then reported by nodes.
-SHARD_PLANNED = "planned"
-SHARD_REPORTED = ("placed", "running", "succeeded", "failed")
-SHARD_DONE = ("succeeded", "failed")
+# Shard statuses (planned by the dispatcher, then reported by nodes): dmg.shards.status.
 
 
 class Base(DeclarativeBase):
@@ -169,7 +168,7 @@ class Shard(Base):
     activity_run_id: Mapped[str] = mapped_column(ForeignKey("activity_runs.id", ondelete="CASCADE"),
                                                  index=True)
     index: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default=SHARD_PLANNED)
+    status: Mapped[str] = mapped_column(String(16), default=CLOUD_PLANNED)
     node: Mapped[str] = mapped_column(String(64), default="")
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     files_planned: Mapped[int] = mapped_column(BigInteger, default=0)

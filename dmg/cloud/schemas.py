@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from dmg.attempt_ends import REPLACED
 from dmg.definitions import check_shape, unknown_name
+from dmg.shards.status import CLOUD_REPORTED
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 #: "1.2.3", also with a PEP 440 suffix ("1.2.3.dev1", "1.2.3+local"); compared numerically.
@@ -24,7 +25,7 @@ NAME_RULE = "1-64 letters, digits, '.', '_' or '-', starting with a letter or di
 Name = Field(pattern=NAME_PATTERN, min_length=1, max_length=64)
 
 STORE_TYPES = ("file", "s3", "azureblob", "sql")
-SHARD_STATUSES = ("placed", "running", "succeeded", "failed")
+SHARD_STATUSES = CLOUD_REPORTED  # the Literal of ShardReport.status spells them (pydantic needs literals)
 
 #: The longest a dispatcher's long-poll may wait, in seconds.
 MAX_CLAIM_WAIT = 60.0

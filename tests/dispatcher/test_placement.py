@@ -13,6 +13,7 @@ from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_lo
 from dmg.sitestate import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
+from tests.shardkit import planned_spec
 from tests.sitekit import beat
 
 
@@ -20,9 +21,7 @@ def add_shards(state: SiteState, count: int, *, stores: tuple[str, str] = ("src"
     ids = []
     for i in range(count):
         shard_id = f"ar1-{i:05d}"
-        state.save_shard(shard_id, {"shard_id": shard_id,
-                                    "source": {"store": {"name": stores[0]}, "path": ""},
-                                    "sink": {"store": {"name": stores[1]}, "path": ""}, "entries": []})
+        state.save_shard(shard_id, planned_spec(shard_id, source=stores[0], sink=stores[1]))
         ids.append(shard_id)
     state.push_pending(*ids)
     return ids
@@ -142,3 +141,16 @@ def test_a_dispatcher_that_lost_its_lease_places_nothing_more(state: SiteState, 
     assert [p.shard_id for p in placed] == [ids[0]]
     assert state.pending() == ids[1:]
     assert len(messages(redis_client, "a")) == 1
+
+
+def test_a_shard_whose_spec_cannot_be_read_is_placed_for_its_runner_to_fail(
+        state: SiteState, sender: Celery, redis_client: redis_lib.Redis) -> None:
+    beat(state, "a", 2)
+    state.save_shard("ar1-00000", {"shard_id": "ar1-00000", "sink": {"store": "dst"}})
+    state.push_pending("ar1-00000")
+
+    placed = placer(state, sender).place_pending()
+
+    assert [(p.shard_id, p.node, p.attempt) for p in placed] == [("ar1-00000", "a", 1)]
+    assert state.pending() == []
+    assert messages(redis_client, "a") == [("dmg.copy_shard", "ar1-00000:1", ["ar1-00000", 1])]

@@ -27,7 +27,8 @@ from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cloud.client import CloudClient
 from dmg.embedded.site import EmbeddedSite
-from dmg.sitestate import SHARD_DONE, SHARD_RUNNING, SiteState
+from dmg.shards.status import STATE_DONE, STATE_RUNNING
+from dmg.sitestate import SiteState
 from tests.ha.sitekit import wait_for
 
 
@@ -132,7 +133,7 @@ def wait_running_elsewhere(state: SiteState, shard_ids: Iterable[str], dead: str
     ids = []
     for shard_id in sorted(shard_ids):
         shard = state.shard(shard_id) or {}
-        if not (shard.get("state") == SHARD_DONE and shard.get("node") == dead):  # done before it died
+        if not (shard.get("state") == STATE_DONE and shard.get("node") == dead):  # done before it died
             ids.append(shard_id)
 
     def moved() -> bool:
@@ -140,7 +141,7 @@ def wait_running_elsewhere(state: SiteState, shard_ids: Iterable[str], dead: str
             shard = state.shard(shard_id)
             if shard is None or shard["node"] in ("", dead):
                 return False
-            if shard["state"] not in (SHARD_RUNNING, SHARD_DONE):
+            if shard["state"] not in (STATE_RUNNING, STATE_DONE):
                 return False
         return True
 

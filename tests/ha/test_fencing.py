@@ -20,7 +20,9 @@ from celery import Celery
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer, node_loads
 from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
-from dmg.sitestate import SHARD_QUEUED, SiteState
+from dmg.shards.status import STATE_QUEUED
+from dmg.sitestate import SiteState
+from tests.shardkit import planned_spec
 from workers.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration
@@ -42,8 +44,7 @@ def beat(state: SiteState, node: str, limit: int = 2) -> None:
 
 def add(state: SiteState, *ids: str) -> None:
     for shard_id in ids:
-        state.save_shard(shard_id, {"shard_id": shard_id, "source": {"store": {"name": "src"}},
-                                    "sink": {"store": {"name": "dst"}}})
+        state.save_shard(shard_id, planned_spec(shard_id))
 
 
 # -- starting a delivery -------------------------------------------------------------------
@@ -175,7 +176,7 @@ def test_reissue_gives_a_queued_shard_a_new_attempt_unless_it_started(state: Sit
     assert reissue(state, S, "a", attempt=first, epoch=3) == first + 1
     assert reissue(state, "s2", "a", attempt=started, epoch=3) == 0  # running: left alone
     shard = state.shard(S)
-    assert shard is not None and (shard["node"], shard["state"], shard["epoch"]) == ("a", SHARD_QUEUED, 3)
+    assert shard is not None and (shard["node"], shard["state"], shard["epoch"]) == ("a", STATE_QUEUED, 3)
     assert state.queued("a") == {S}
 
 

@@ -27,11 +27,12 @@ from dmg.attempts import requeue
 from dmg.cli.demo import compare_trees
 from dmg.connectors import StoreSpec, connector_for
 from dmg.connectors.file import STAGING_PREFIX
+from dmg.shards.status import OUTCOME_SUCCEEDED
 from dmg.sitestate import SiteState
 from tests.workers.support import shard_spec, wait_for
 from workers.reclaim import clean_staging, reclaim_at_start
 from workers.reporter import MemoryReporter
-from workers.shard_runner import SUCCEEDED, run_shard
+from workers.shard_runner import run_shard
 
 pytestmark = pytest.mark.integration
 
@@ -104,7 +105,7 @@ def replay_on_b(state: SiteState) -> None:
         attempt = state.new_attempt(shard_id, "b")
         outcome = run_shard(shard_id, attempt, node="b", state=state, reporter=MemoryReporter(),
                             connector_factory=connector_for)
-        assert outcome.status == SUCCEEDED, outcome
+        assert outcome.status == OUTCOME_SUCCEEDED, outcome
 
 
 def test_a_killed_attempt_replayed_elsewhere_leaves_the_sinks_as_if_run_once(

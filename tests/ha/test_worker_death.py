@@ -22,7 +22,8 @@ from dmg.attempts import runner_pid
 from dmg.cli.demo import KIB, compare_trees
 from dmg.cli.runview import shards_of
 from dmg.embedded.site import EmbeddedSite
-from dmg.sitestate import SHARD_RUNNING, SiteState
+from dmg.shards.status import STATE_RUNNING
+from dmg.sitestate import SiteState
 from tests.ha.nodekit import run_ended, site_state
 from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
 
@@ -45,7 +46,7 @@ def running_pid(state: SiteState, shard_id: str, *, not_pid: int | None = None) 
     """The pid of the pool process running ``shard_id`` now (0: none yet)."""
     shard = state.shard(shard_id) or {}
     pid = runner_pid(str(shard.get("runner") or ""))
-    if shard.get("state") != SHARD_RUNNING or pid is None or pid == not_pid or not psutil.pid_exists(pid):
+    if shard.get("state") != STATE_RUNNING or pid is None or pid == not_pid or not psutil.pid_exists(pid):
         return 0
     return pid
 

@@ -25,7 +25,8 @@ import redis as redis_lib
 from azure.storage.blob import BlobServiceClient
 
 from dmg.embedded.faults import SiteUnderTest
-from dmg.sitestate import SHARD_RUNNING, SiteState
+from dmg.shards.status import STATE_RUNNING
+from dmg.sitestate import SiteState
 from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
 from tests.scale.support import need_redis, site_settings, wait_for
@@ -248,7 +249,7 @@ def test_a_node_killed_mid_part_the_part_runs_elsewhere_and_the_object_is_commit
                 for shard_id in state.running(node):
                     shard = state.shard(shard_id) or {}
                     spec = shard.get("spec") or {}
-                    if (shard.get("state") == SHARD_RUNNING and spec.get("kind") == "part"
+                    if (shard.get("state") == STATE_RUNNING and spec.get("kind") == "part"
                             and spec.get("activity_run_id") == activity_run_id):
                         return node, shard_id
         return None

@@ -24,6 +24,7 @@ from dispatcher.placement import (
     Placer,
 )
 from dmg.sitestate import SiteState
+from tests.shardkit import planned_spec
 from tests.sitekit import beat
 
 
@@ -32,8 +33,7 @@ def add_shards(state: SiteState, count: int, *, first: int = 0,
     ids = []
     for i in range(first, first + count):
         shard_id = f"ar1-{i:05d}"
-        state.save_shard(shard_id, {"shard_id": shard_id, "source": {"store": {"name": stores[0]}},
-                                    "sink": {"store": {"name": stores[1]}}, "entries": []})
+        state.save_shard(shard_id, planned_spec(shard_id, source=stores[0], sink=stores[1]))
         ids.append(shard_id)
     state.push_pending(*ids)
     return ids

@@ -25,6 +25,7 @@ from dmg.placement import NodeLoad
 from dmg.sitestate import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
+from tests.shardkit import planned_spec
 from tests.sitekit import beat
 
 
@@ -34,9 +35,7 @@ def queue_on(state: SiteState, node: str, count: int, *, first: int = 0,
     ids = []
     for i in range(first, first + count):
         shard_id = f"ar1-{i:05d}"
-        state.save_shard(shard_id, {"shard_id": shard_id,
-                                    "source": {"store": {"name": stores[0]}, "path": ""},
-                                    "sink": {"store": {"name": stores[1]}, "path": ""}, "entries": []})
+        state.save_shard(shard_id, planned_spec(shard_id, source=stores[0], sink=stores[1]))
         assert state.new_attempt(shard_id, node) == 1
         ids.append(shard_id)
     return ids

@@ -16,12 +16,13 @@ import redis as redis_lib
 
 from dmg.cloud.client import CloudClient
 from dmg.errors import NotFound, StaleAttempt
+from dmg.shards.status import OUTCOME_SUCCEEDED
 from dmg.sitestate import SiteState
 from tests.cli.conftest import DMG, DmgRunner, assert_one_line_error, clean_environ
 from tests.cloud.conftest import Cloud, make_pipeline, make_site
 from tests.workers.support import file_store, shard_spec, write_files
 from workers.reporter import HttpReporter
-from workers.shard_runner import SUCCEEDED, run_shard
+from workers.shard_runner import run_shard
 
 
 def planned_shard(cloud: Cloud, user: CloudClient) -> dict[str, Any]:
@@ -110,7 +111,7 @@ def test_a_shard_run_reports_every_file_and_the_cli_downloads_it(
                           reporter=reporter)
         second = run_shard(plan["shard"], state.new_attempt(plan["shard"], "n1"), node="n1", state=state,
                            reporter=reporter)
-    assert first.status == second.status == SUCCEEDED
+    assert first.status == second.status == OUTCOME_SUCCEEDED
 
     out = tmp_path / "report.jsonl"
     done = dmg("runs", "report", plan["run"], "--output", str(out))

@@ -17,6 +17,7 @@ from redis.retry import Retry
 from dmg.connectors import Entry, StoreSpec
 from dmg.connectors.file import FileConnector
 from dmg.embedded.procs import free_port
+from dmg.shards import ShardSpec
 from tests import waiting
 
 T = TypeVar("T")
@@ -47,13 +48,9 @@ def shard_spec(shard_id: str, source: StoreSpec, source_path: str, sink: StoreSp
     """The spec the dispatcher would write, listing the source now unless ``entries`` given."""
     if entries is None:
         entries = list(FileConnector(source).list(source_path))
-    return {
-        "shard_id": shard_id, "activity_run_id": shard_id.rsplit("-", 1)[0], "index": 0,
-        "source": {"store": source.to_json(), "path": source_path},
-        "sink": {"store": sink.to_json(), "path": sink_path},
-        "entries": [e.to_json() for e in entries],
-        "options": options or {},
-    }
+    return ShardSpec(shard_id=shard_id, activity_run_id=shard_id.rsplit("-", 1)[0], index=0,
+                     source_store=source, source_path=source_path, sink_store=sink, sink_path=sink_path,
+                     entries=tuple(entries), options=options or {}).to_json()
 
 
 def tree(root: Path) -> dict[str, bytes]:

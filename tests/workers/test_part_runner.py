@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from dispatcher.planner import plan_activity_run
-from dmg.sitestate import SHARD_DONE, SiteState
+from dmg.shards.status import OUTCOME_STALE, OUTCOME_SUCCEEDED, STATE_DONE
+from dmg.sitestate import SiteState
 from dmg.splitstate import DONE, SplitObjects, object_id, owner_token
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
 from workers.reporter import MemoryReporter
-from workers.shard_runner import STALE, SUCCEEDED, run_shard
+from workers.shard_runner import run_shard
 
 MIB = 1024 * 1024
 SETTINGS = Settings(shard_max_files=4)
@@ -78,13 +79,13 @@ def test_parts_on_several_nodes_commit_once_and_count_the_object_once(
 
     outcomes = [run_on(state, shard_id, f"node{i % 3}", reporter) for i, shard_id in enumerate(ids)]
 
-    assert [o.status for o in outcomes] == [SUCCEEDED] * 5
+    assert [o.status for o in outcomes] == [OUTCOME_SUCCEEDED] * 5
     assert [o.files for o in outcomes[1:]] == [0, 0, 0, 1]  # the part that completed the set committed
     assert sum(o.bytes for o in outcomes[1:]) == len(data)
     assert hashlib.md5((tmp_path / "dst" / "out" / "big.bin").read_bytes()).hexdigest() == md5
     assert sorted(p.name for p in (tmp_path / "dst" / "out").iterdir()) == ["big.bin", "small.txt"]
     assert SplitObjects(state).marker(OBJECT) == DONE
-    finals = [r for _id, r in reporter.reports if r["status"] == SUCCEEDED and r.get("file_results")]
+    finals = [r for _id, r in reporter.reports if r["status"] == OUTCOME_SUCCEEDED and r.get("file_results")]
     big = [f for r in finals for f in r["file_results"] if f["path"] == "out/big.bin"]
     assert len(big) == 1 and big[0]["bytes"] == len(data) and big[0]["checksum"].endswith("-4")
 
@@ -108,12 +109,12 @@ def test_a_committer_that_died_is_replaced_by_its_next_attempt(
 
     # Another part re-run meanwhile leaves the commit to the live owner ...
     other = run_on(state, ids[1], "node3", reporter)
-    assert (other.status, other.files) == (SUCCEEDED, 0)
+    assert (other.status, other.files) == (OUTCOME_SUCCEEDED, 0)
     assert objects.marker(OBJECT) == owner_token(last, 1)
     # ... whose shard runs again with a new attempt (its node was declared dead): it commits.
     second = run_on(state, last, "node3", reporter)
 
-    assert (second.status, second.files, second.attempt) == (SUCCEEDED, 1, 2)
+    assert (second.status, second.files, second.attempt) == (OUTCOME_SUCCEEDED, 1, 2)
     assert objects.marker(OBJECT) == DONE
     assert hashlib.md5((tmp_path / "dst" / "out" / "big.bin").read_bytes()).hexdigest() == md5
 
@@ -130,7 +131,7 @@ def test_a_fenced_attempt_records_no_part(tmp_path: Path, state: SiteState,
     reporter = MemoryReporter(on_report=fence)
     outcome = run_on(state, shard_id, "node1", reporter)
 
-    assert outcome.status == STALE
+    assert outcome.status == OUTCOME_STALE
     assert SplitObjects(state).parts(OBJECT) == []
     shard = state.shard(shard_id)
-    assert shard is not None and shard["attempt"] == 2 and shard["state"] != SHARD_DONE
+    assert shard is not None and shard["attempt"] == 2 and shard["state"] != STATE_DONE

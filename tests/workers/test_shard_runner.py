@@ -8,10 +8,11 @@ from typing import Any
 import pytest
 
 from dmg.connectors import Entry
-from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SiteState
+from dmg.shards.status import OUTCOME_FAILED, OUTCOME_STALE, OUTCOME_SUCCEEDED, STATE_DONE, STATE_FAILED
+from dmg.sitestate import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
-from workers.shard_runner import FAILED, STALE, SUCCEEDED, run_shard
+from workers.shard_runner import run_shard
 
 SHARD = "ar1-00000"
 
@@ -31,7 +32,7 @@ def test_a_current_attempt_copies_every_file_and_reports(state: SiteState, store
 
     outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
 
-    assert outcome.status == SUCCEEDED
+    assert outcome.status == OUTCOME_SUCCEEDED
     assert (outcome.files, outcome.bytes) == (3, 1_570_000)
     assert tree(dst / "out") == tree(src / "in")
     assert reporter.statuses(SHARD) == ["running", "succeeded"]
@@ -41,7 +42,7 @@ def test_a_current_attempt_copies_every_file_and_reports(state: SiteState, store
     assert final["bytes"] == final["bytes_total"] == 1_570_000
     assert final["ended_at"] >= final["started_at"] and final["error"] == ""
     shard = state.shard(SHARD)
-    assert shard is not None and shard["state"] == SHARD_DONE
+    assert shard is not None and shard["state"] == STATE_DONE
     assert state.running("a") == set() and state.queued("a") == set()
 
 
@@ -54,7 +55,7 @@ def test_a_stale_attempt_does_nothing(state: SiteState, stores: Any) -> None:
 
     outcome = run_shard(SHARD, old, node="a", state=state, reporter=reporter)
 
-    assert outcome.status == STALE
+    assert outcome.status == OUTCOME_STALE
     assert reporter.reports == []
     assert not (dst / "out").exists()
     assert state.queued("a") == {SHARD}  # the newer attempt still counts on the node
@@ -62,7 +63,7 @@ def test_a_stale_attempt_does_nothing(state: SiteState, stores: Any) -> None:
 
 def test_an_unknown_shard_is_stale(state: SiteState) -> None:
     reporter = MemoryReporter()
-    assert run_shard("nope-00000", 1, node="a", state=state, reporter=reporter).status == STALE
+    assert run_shard("nope-00000", 1, node="a", state=state, reporter=reporter).status == OUTCOME_STALE
     assert reporter.reports == []
 
 
@@ -78,7 +79,7 @@ def test_an_attempt_fenced_while_copying_commits_nothing(state: SiteState, store
     reporter = MemoryReporter(on_report=fence_when_running)
     outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
 
-    assert outcome.status == STALE
+    assert outcome.status == OUTCOME_STALE
     assert reporter.statuses(SHARD) == ["running"]  # the newer attempt owns the final status
     assert tree(dst) == {}  # neither targets nor staging leftovers
     assert state.running("a") == set()
@@ -96,13 +97,13 @@ def test_a_missing_source_file_fails_the_shard_with_its_path(state: SiteState, s
 
     outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
 
-    assert outcome.status == FAILED
+    assert outcome.status == OUTCOME_FAILED
     assert "1 of 2 files failed" in outcome.error and "gone.bin" in outcome.error
     assert reporter.statuses(SHARD) == ["running", "failed"]
     assert reporter.reports[-1][1]["error"] == outcome.error
     assert (dst / "out" / "a.bin").exists()
     shard = state.shard(SHARD)
-    assert shard is not None and shard["state"] == SHARD_FAILED
+    assert shard is not None and shard["state"] == STATE_FAILED
     assert state.running("a") == set()
 
 
@@ -116,7 +117,7 @@ def test_an_unknown_store_type_fails_the_shard(state: SiteState, stores: Any) ->
 
     outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
 
-    assert outcome.status == FAILED
+    assert outcome.status == OUTCOME_FAILED
     assert "unknown type 'tape'" in outcome.error
     assert reporter.statuses(SHARD) == ["running", "failed"]
 
@@ -135,3 +136,20 @@ def test_progress_is_reported_while_copying(state: SiteState, stores: Any) -> No
     assert progress == sorted(progress) and progress[0] == 0 and progress[-1] >= 1
     sent = [f["path"] for _s, r in reporter.reports for f in r.get("file_results", [])]
     assert sorted(sent) == ["out/a.bin", "out/c.txt", "out/sub/b.bin"]  # each file reported once
+
+
+def test_a_malformed_spec_fails_the_shard_with_one_clear_line(state: SiteState) -> None:
+    state.save_shard(SHARD, {"shard_id": SHARD, "source": "src"})  # a spec no planner writes
+    attempt = state.new_attempt(SHARD, "a")
+    reporter = MemoryReporter()
+
+    outcome = run_shard(SHARD, attempt, node="a", state=state, reporter=reporter)
+
+    assert outcome.status == OUTCOME_FAILED
+    assert outcome.error.startswith("shard source is malformed (expected an object, got str)")
+    assert "\n" not in outcome.error
+    assert reporter.statuses(SHARD) == ["failed"]
+    assert reporter.reports[-1][1]["error"] == outcome.error
+    shard = state.shard(SHARD)
+    assert shard is not None and shard["state"] == STATE_FAILED
+    assert state.queued("a") == set() and state.running("a") == set()

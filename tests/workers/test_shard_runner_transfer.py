@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from dmg.connectors import Entry
+from dmg.shards import ShardSpec
+from dmg.shards.status import OUTCOME_FAILED, OUTCOME_SUCCEEDED
 from dmg.sitestate import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
-from workers.shard_runner import FAILED, SUCCEEDED, ShardSpec, run_shard
+from workers.shard_runner import run_shard
 
 SHARD = "ar9-00000"
 
@@ -36,7 +38,7 @@ def test_a_rerun_skips_every_file_and_ends_at_full_progress(state: SiteState, tm
 
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
 
-    assert outcome.status == SUCCEEDED and (outcome.files, outcome.bytes) == (0, 0)
+    assert outcome.status == OUTCOME_SUCCEEDED and (outcome.files, outcome.bytes) == (0, 0)
     final = reporter.reports[-1][1]
     assert (final["files"], final["files_total"], final["bytes"], final["bytes_total"]) == (0, 0, 0, 0)
     assert sorted((f["path"], f["status"], f["attempt"], f["node"]) for f in results(reporter)) == [
@@ -49,7 +51,7 @@ def test_filters_and_overwrite_options_apply(state: SiteState, tmp_path: Path) -
 
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
 
-    assert outcome.status == SUCCEEDED and outcome.files == 2
+    assert outcome.status == OUTCOME_SUCCEEDED and outcome.files == 2
     assert sorted(tree(dst / "out")) == ["a.bin", "b.bin"]
     assert [f["status"] for f in results(reporter)] == ["copied", "copied"]
 
@@ -60,7 +62,7 @@ def test_a_bad_option_fails_the_shard_clearly(state: SiteState, tmp_path: Path) 
 
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
 
-    assert outcome.status == FAILED and "option 'overwrite' is 'sometimes'" in outcome.error
+    assert outcome.status == OUTCOME_FAILED and "option 'overwrite' is 'sometimes'" in outcome.error
     assert reporter.statuses(SHARD) == ["running", "failed"] and not (dst / "out").exists()
 
 
@@ -71,7 +73,7 @@ def test_a_failed_file_is_in_the_report_with_its_error(state: SiteState, tmp_pat
 
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
 
-    assert outcome.status == FAILED
+    assert outcome.status == OUTCOME_FAILED
     failed = [f for f in results(reporter) if f["status"] == "failed"]
     assert [f["path"] for f in failed] == ["out/gone.bin"] and "gone.bin" in failed[0]["error"]
 
@@ -80,7 +82,7 @@ def test_the_activity_bandwidth_option_paces_the_shard(state: SiteState, tmp_pat
     prepare(state, tmp_path, options={"bandwidth": "64M"})
     reporter = MemoryReporter()
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
-    assert outcome.status == SUCCEEDED
+    assert outcome.status == OUTCOME_SUCCEEDED
     assert state.redis.exists(state.key("bwtat", "ar9"))  # bytes were booked on the run's schedule
 
 

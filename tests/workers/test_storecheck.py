@@ -20,6 +20,7 @@ from dmg.nodestate import NodeRegistration
 from dmg.sitestate import SiteState
 from settings import Settings
 from tests.cloud.conftest import Cloud, launch, make_site, unique
+from tests.shardkit import planned_spec
 from workers.agent import NodeAgent
 from workers.storecheck import MAX_REASON, StoreChecker
 
@@ -181,8 +182,7 @@ def test_a_node_that_cannot_see_a_local_path_is_limited_and_gets_no_work_on_it(
     assert loads["n2"].unreachable_stores == {source} and not loads["n1"].unreachable_stores
     shards = [f"ar-{i:05d}" for i in range(2)]
     for shard_id in shards:
-        state.save_shard(shard_id, {"shard_id": shard_id, "source": {"store": {"name": source}, "path": ""},
-                                    "sink": {"store": {"name": sink}, "path": ""}, "entries": []})
+        state.save_shard(shard_id, planned_spec(shard_id, source=source, sink=sink))
     state.push_pending(*shards)
     placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0)
     placed = placer.place_pending()

@@ -35,9 +35,10 @@ from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
 from dmg.cloud.schemas import ShardReport
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, PermissionDenied
+from dmg.shards.status import CLOUD_FAILED, CLOUD_PLACED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 from dmg.sitestate import CANCELLED_REASON
 
-_FINAL = {"succeeded": SUCCEEDED, "failed": FAILED}
+_FINAL = {CLOUD_SUCCEEDED: SUCCEEDED, CLOUD_FAILED: FAILED}
 
 
 def record_report(session: Session, shard: Shard, report: ShardReport, node: NodeIdentity, *,
@@ -57,8 +58,8 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
     for older in rows.values():
         if older.attempt < report.attempt:
             _close(older, report, now=now)
-    if report.status == "placed":
-        if not row.node or row.status == "placed":
+    if report.status == CLOUD_PLACED:
+        if not row.node or row.status == CLOUD_PLACED:
             row.node = report.node or node.node
         row.placed_at = report.placed_at if report.placed_at is not None else (row.placed_at or now)
         if report.wait_reason is not None:
@@ -76,31 +77,31 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
     elif row.started_at is None:
         row.started_at = now
     if report.status in _FINAL and row.outcome not in REPLACED:
-        cancelled = report.status == "failed" and (report.error == CANCELLED_REASON
+        cancelled = report.status == CLOUD_FAILED and (report.error == CANCELLED_REASON
                                                    or shard.activity_run.cancelled_at is not None)
         row.outcome = CANCELLED if cancelled else _FINAL[report.status]
         row.error = report.error or ""
         row.ended_at = report.ended_at if report.ended_at is not None else now
 
 
-_RANK = {"placed": 0, "running": 1, "succeeded": 2, "failed": 2}
+_RANK = {CLOUD_PLACED: 0, CLOUD_RUNNING: 1, CLOUD_SUCCEEDED: 2, CLOUD_FAILED: 2}
 
 
 def _check_reporter(shard: Shard, report: ShardReport, node: NodeIdentity, row: ShardAttempt | None) -> None:
     """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
-    if report.status == "placed":
+    if report.status == CLOUD_PLACED:
         return
     if report.node and report.node != node.node:
         raise PermissionDenied(f"node {node.node!r} cannot report for node {report.node!r}",
                                hint="a node reports only its own attempts")
-    if row is not None and row.node and row.node != node.node and row.status != "placed":
+    if row is not None and row.node and row.node != node.node and row.status != CLOUD_PLACED:
         raise PermissionDenied(f"attempt {report.attempt} of shard {shard.id!r} runs on node {row.node!r}, "
                                f"not on {node.node!r}", hint="a node reports only its own attempts")
 
 
 def _close(row: ShardAttempt, report: ShardReport, *, now: float) -> None:
     """End an attempt older than ``report``'s: as the placement report says, else ``fenced``."""
-    told = (report.status == "placed" and report.previous_ended is not None
+    told = (report.status == CLOUD_PLACED and report.previous_ended is not None
             and row.attempt == report.attempt - 1)
     if row.outcome and not (told and row.outcome == FENCED):
         return  # it ended on its own, or its reason is known already

@@ -15,6 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
 from dmg.cloud.models import CANCELLED, FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
+from dmg.shards.status import CLOUD_FAILED, CLOUD_SUCCEEDED
 
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 CANCEL_REASON = "cancelled by a user"
@@ -59,14 +60,14 @@ def _shard_summary(activity_run: ActivityRun) -> tuple[Shard | None, int]:
     session = object_session(activity_run)
     if session is None:  # built in memory
         shards = sorted(activity_run.shards, key=lambda s: s.index)
-        failed = [s for s in shards if s.status == "failed"]
-        return (failed[0] if failed else None), sum(1 for s in shards if s.status != "succeeded")
+        failed = [s for s in shards if s.status == CLOUD_FAILED]
+        return (failed[0] if failed else None), sum(1 for s in shards if s.status != CLOUD_SUCCEEDED)
     first = session.scalars(
-        select(Shard).where(Shard.activity_run_id == activity_run.id, Shard.status == "failed")
+        select(Shard).where(Shard.activity_run_id == activity_run.id, Shard.status == CLOUD_FAILED)
         .order_by(Shard.index).limit(1)).first()
     unfinished = session.scalar(
         select(func.count()).select_from(Shard)
-        .where(Shard.activity_run_id == activity_run.id, Shard.status != "succeeded")) or 0
+        .where(Shard.activity_run_id == activity_run.id, Shard.status != CLOUD_SUCCEEDED)) or 0
     return first, int(unfinished)
 
 

@@ -21,8 +21,6 @@ from sqlalchemy.orm import Session
 from dmg.cloud.models import (
     IN_PROGRESS,
     QUEUED,
-    SHARD_DONE,
-    SHARD_PLANNED,
     ActivityRun,
     Gateway,
     Node,
@@ -37,6 +35,14 @@ from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
 from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
+from dmg.shards.status import (
+    CLOUD_FAILED,
+    CLOUD_FINISHED,
+    CLOUD_PLACED,
+    CLOUD_PLANNED,
+    CLOUD_RUNNING,
+    CLOUD_SUCCEEDED,
+)
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +176,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         if planned.id in existing:
             continue
         activity_run.shards.append(Shard(
-            id=planned.id, index=planned.index, status=SHARD_PLANNED, node="", attempt=0,
+            id=planned.id, index=planned.index, status=CLOUD_PLANNED, node="", attempt=0,
             files_planned=planned.files, bytes_planned=planned.bytes, files=0, bytes=0,
             files_total=planned.files, bytes_total=planned.bytes, queued_at=now,
             wait_reason="", error=""))
@@ -196,7 +202,7 @@ def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
 
 
 _REPORTED_FIELDS = ("files", "bytes", "files_total", "bytes_total", "wait_reason", "error")
-_RANK = {"planned": 0, "placed": 1, "running": 2, "succeeded": 3, "failed": 3}
+_RANK = {CLOUD_PLANNED: 0, CLOUD_PLACED: 1, CLOUD_RUNNING: 2, CLOUD_SUCCEEDED: 3, CLOUD_FAILED: 3}
 
 
 def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: ShardReport, *,
@@ -234,11 +240,11 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
             setattr(shard, field, value)
     if report.started_at is not None:
         shard.started_at = report.started_at
-    elif report.status != "placed" and shard.started_at is None:
+    elif report.status != CLOUD_PLACED and shard.started_at is None:
         shard.started_at = now
     if report.ended_at is not None:
         shard.ended_at = report.ended_at
-    elif report.status in SHARD_DONE and shard.ended_at is None:
+    elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
     activity_run = shard.activity_run
     derive_activity_run(activity_run, now=now)
