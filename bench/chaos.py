@@ -22,7 +22,8 @@ kills, Redis is stopped (SIGTERM) and started again on the same data dir, down f
 the next of ``ChaosConfig.redis_down`` seconds (some short, one longer than the offline
 threshold), ``--redis-restarts`` times at most (0: no limit); each stop waits up to
 ``free_slot_wait`` s for a node running shards with a free slot (its worker then waits
-on Redis holding unacknowledged messages). The faults stop when
+on Redis holding unacknowledged messages). The short run kills twice first, then
+restarts Redis twice, so that every fault lands while the copy runs. The faults stop when
 the runs end, after ``--kills`` kills (and the Redis restarts due) or ``--duration``
 seconds.
 
@@ -94,6 +95,7 @@ class ChaosConfig:
     dispatcher_every: int = 3  # every N-th kill (and always the 2nd) hits the dispatcher's node
     redis_every: int = 4  # a Redis restart after every N kills
     redis_restarts: int = 0  # at most this many Redis restarts; 0: no limit
+    redis_from_kill: int = 0  # no Redis restart before this many kills
     redis_down: tuple[float, ...] = (1.0, 0.5, 6.0, 2.0)  # s Redis stays down, in turn
     free_slot_wait: float = 10.0  # s a Redis restart waits for a node running with a free slot
     settle: float = 60.0  # s after the last fault before checking every node process is alive
@@ -115,9 +117,10 @@ class ChaosConfig:
 
 FULL = ChaosConfig()
 SHORT = replace(FULL, activities=36, files_per_activity=8, large_files=2, large_mib=2.0,
-                bandwidth=32 * KIB, large_bandwidth=192 * KIB, sql_bandwidth=1 * KIB, kills=2,
-                dispatcher_every=2, redis_every=1, redis_restarts=2, redis_down=(1.0, 5.0),
-                free_slot_wait=30.0, interval=(0.5, 1.0), settle=15.0, timeout=240.0)
+                bandwidth=24 * KIB, large_bandwidth=160 * KIB, sql_bandwidth=1 * KIB, kills=2,
+                dispatcher_every=2, redis_every=1, redis_restarts=2, redis_from_kill=2,
+                redis_down=(1.0, 5.0), free_slot_wait=5.0, interval=(0.5, 1.0), settle=15.0,
+                timeout=240.0)
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -227,7 +230,8 @@ def _inject(config: ChaosConfig, faults: Faults, rng: random.Random, ended: Call
     def redis_due() -> bool:
         if config.redis_restarts and restarts >= config.redis_restarts:
             return False
-        return config.redis_every > 0 and kills >= (restarts + 1) * config.redis_every
+        return (config.redis_every > 0 and kills >= (restarts + 1) * config.redis_every
+                and kills >= config.redis_from_kill)
 
     while True:
         if config.kills and kills >= config.kills and not redis_due():
