@@ -48,8 +48,8 @@ import redis
 
 from dmg.cli.site import EmbeddedSite, node_ready
 from dmg.errors import Retryable
-from dmg.redisconn import redis_client
-from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.site.connection import redis_client
+from dmg.site.state import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING, SiteState
 
 POLL = 0.02
 #: After a dispatcher kill, seconds with nothing pending after which "next placement"

@@ -39,7 +39,7 @@ import redis  # noqa: E402
 from dispatcher.placement import Placer, node_loads  # noqa: E402
 from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.embedded.redis import EmbeddedRedis  # noqa: E402
-from dmg.sitestate import SiteState  # noqa: E402
+from dmg.site.state import SiteState  # noqa: E402
 
 
 class NullSender:

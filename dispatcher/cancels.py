@@ -2,7 +2,7 @@
 
 The cloud cannot reach the site's broker, so the dispatcher asks it, before every
 claim, which activity runs of its gateway were cancelled (the claim long-poll
-returns at once when one is). For each, :meth:`dmg.sitestate.SiteState.cancel`
+returns at once when one is). For each, :meth:`dmg.site.state.SiteState.cancel`
 sets the cancel flag and drops the run's pending shards. The flag does the rest:
 
 - a shard already queued on a node is refused by its worker when it starts
@@ -22,7 +22,7 @@ import redis
 
 from dispatcher.ports import DispatchCloud
 from dmg.errors import DmgError
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
 

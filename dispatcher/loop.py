@@ -9,7 +9,7 @@ second thread long-polls the cloud for activity runs with the lease's epoch and
 plans them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
 deadline passes, placement stops at once and the candidate competes again.
 
-Fast death detection (:mod:`dmg.presence`): every ``presence_interval`` s the
+Fast death detection (:mod:`dmg.site.presence`): every ``presence_interval`` s the
 candidate lists the broker's named connections. The leader expires the heartbeat of
 a node whose processes all lost their connections and moves its shards at once
 (:func:`dispatcher.recovery.retire_gone`); a standby that sees the lease holder's
@@ -57,11 +57,11 @@ from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable, StaleAttempt
-from dmg.nodestate import NodeRegistration
-from dmg.presence import PresenceWatch, client_name
-from dmg.redisconn import redis_client
-from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
-from dmg.sitestate import DRAIN_REMOVED, SiteState
+from dmg.registration import NodeRegistration
+from dmg.site.connection import redis_client
+from dmg.site.identity import IDENTITY_KEY, SiteIdentity
+from dmg.site.presence import PresenceWatch, client_name
+from dmg.site.state import DRAIN_REMOVED, SiteState
 from settings import Settings
 from settings.celery import celery_config
 
@@ -212,7 +212,7 @@ class DispatcherService:
             self._stop.wait(retry_every)
 
     def _look(self) -> set[str]:
-        """One presence look (:mod:`dmg.presence`); the nodes gone, also kept in :attr:`gone`."""
+        """One presence look (:mod:`dmg.site.presence`); the nodes gone, also kept in :attr:`gone`."""
         self.gone = self.presence.look(self.state.redis)
         return self.gone
 

@@ -34,7 +34,7 @@ from dispatcher.reports import ShardReports
 from dmg.attempt_ends import REISSUED
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 
 log = logging.getLogger(__name__)
@@ -267,7 +267,7 @@ class Placer:
                               task_id=copy_task_id(shard_id, attempt))
 
     def reissue(self, shard_id: str, node: str, attempt: int, *, epoch: int) -> None:
-        """Send a re-issued attempt (:func:`dmg.attempts.reissue`) and report it placed."""
+        """Send a re-issued attempt (:func:`dmg.site.attempts.reissue`) and report it placed."""
         self.send(shard_id, node, attempt, epoch=epoch)
         self._report(Placement(shard_id, node, attempt, REISSUED, previous_ended=REISSUED,
                                previous_ended_at=self.clock(), placed_at=self.clock()))

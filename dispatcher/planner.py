@@ -49,8 +49,8 @@ from dispatcher.splitting import split_large_entries
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
-from dmg.sitestate import SiteState
-from dmg.splitstate import PART
+from dmg.site.splits import PART
+from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
 from settings import Settings

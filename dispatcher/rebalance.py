@@ -21,7 +21,7 @@ shard a new attempt on the target (fencing the old one), moves it from
 ``queued:<donor>`` to ``queued:<target>``, and the message
 ``dmg.copy_shard(shard, attempt, epoch=...)`` goes to ``node.<target>``. The old
 message stays in the donor's Celery queue; when it is delivered,
-:func:`dmg.attempts.start_run` finds its attempt stale and it does nothing.
+:func:`dmg.site.attempts.start_run` finds its attempt stale and it does nothing.
 
 Rounds are at least ``interval`` s apart; ``holding()`` is asked before every move.
 """
@@ -35,9 +35,9 @@ from dataclasses import dataclass
 
 from dispatcher.placement import Placement, Placer, node_loads, placed_report, stores_of
 from dmg.attempt_ends import MOVED, NOT_SENT
-from dmg.attempts import requeue
 from dmg.placement import NodeLoad, choose_node, record_placement
-from dmg.sitestate import SHARD_QUEUED, SiteState
+from dmg.site.attempts import requeue
+from dmg.site.state import SHARD_QUEUED, SiteState
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from celery import Celery
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 
 ON_CI = os.environ.get("CI", "").lower() == "true"

@@ -41,9 +41,9 @@ import psutil
 import redis
 
 from dmg.errors import DmgError, Unauthorized
-from dmg.nodestate import NodeRegistration
-from dmg.siteidentity import ForeignRedis
-from dmg.sitestate import SiteState
+from dmg.registration import NodeRegistration
+from dmg.site.identity import ForeignRedis
+from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from workers.outbox import ReportOutbox
@@ -105,7 +105,7 @@ class NodeAgent:
     ``store_health`` (optional) returns ``{store name: reason}`` for the stores this
     node cannot reach; it may also be set later as the attribute of that name.
     When the broker turns out to be another gateway's (the state's identity check,
-    :mod:`dmg.siteidentity`), no beat is written there and ``on_foreign`` is called
+    :mod:`dmg.site.identity`), no beat is written there and ``on_foreign`` is called
     with the error (the node stops).
     """
 

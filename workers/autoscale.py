@@ -33,9 +33,9 @@ from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.errors import BadInput, DmgError
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from workers import scaling
 from workers.context import redis_client
@@ -182,7 +182,7 @@ class AutoscaleStep(bootsteps.StartStopStep):
             return
         if bounds is None:
             return
-        registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
+        registration = local_registration.load(self.settings.data_dir, self.settings.node_name)
         self._state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
                                  registration.gateway)
         psutil.cpu_percent(interval=None)  # starts the measurement window

@@ -24,7 +24,7 @@ from typing import Any
 
 import redis
 
-from dmg.sitestate import DRAIN_REMOVED, SiteState
+from dmg.site.state import DRAIN_REMOVED, SiteState
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 An attempt writes under its staging id ``<shard>.<attempt>``
 (:func:`dmg.connectors.base.staging_id`) and lists it in ``started:<node>`` until
-it ends (:meth:`dmg.sitestate.SiteState.mark_finished`). What it staged is removed:
+it ends (:meth:`dmg.site.state.SiteState.mark_finished`). What it staged is removed:
 
 - by the attempt itself when it aborts: a failed file, or a fenced attempt on a
   living node (the copy engine aborts every file in hand when it finds a newer
@@ -31,7 +31,7 @@ import redis
 
 from dmg.connectors import Connector, StoreSpec
 from dmg.errors import DmgError
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.transfer.paths import sink_path_for
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from dmg.errors import DmgError, Retryable
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)

@@ -25,11 +25,11 @@ from collections.abc import Callable
 import redis
 
 from dmg.attempt_ends import NODE_RESTARTED
-from dmg.attempts import requeue
 from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.base import commit_key
 from dmg.errors import DmgError
-from dmg.sitestate import SiteState
+from dmg.site.attempts import requeue
+from dmg.site.state import SiteState
 from workers.leftovers import remove_staging
 
 log = logging.getLogger(__name__)

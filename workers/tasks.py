@@ -2,7 +2,7 @@
 
 Stores are opened with the site's credentials (:func:`dmg.credentials.open_store`).
 A task taken from a Redis that turns out to be another gateway's (swapped under the
-node; :mod:`dmg.siteidentity`) is handed back to that Redis's queue, not run: the node
+node; :mod:`dmg.site.identity`) is handed back to that Redis's queue, not run: the node
 agent stops the node at its next heartbeat.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from celery.exceptions import Reject
 
 from dmg.credentials import open_store
-from dmg.siteidentity import ForeignRedis
+from dmg.site.identity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.cli.common import current_settings, gateway_of_node, user_client
 from dmg.errors import Conflict, NotFound, Retryable
 
 if TYPE_CHECKING:
-    from dmg.sitestate import SiteState
+    from dmg.site.state import SiteState
     from settings import Settings
 
 #: Seconds the CLI waits for the site's broker before it calls it unreachable.
@@ -47,15 +47,15 @@ def _gateway(settings: Settings, name: str, given: str | None) -> str:
     if given:
         return given
     try:
-        return nodestate.load(settings.data_dir, name).gateway
+        return local_registration.load(settings.data_dir, name).gateway
     except NotFound:
         with user_client(settings) as client:
             return gateway_of_node(client, name, None)
 
 
 def _site_state(settings: Settings, gateway: str) -> SiteState:
-    from dmg.redisconn import redis_client
-    from dmg.sitestate import SiteState
+    from dmg.site.connection import redis_client
+    from dmg.site.state import SiteState
 
     return SiteState(redis_client(settings, timeout=BROKER_TIMEOUT), gateway)
 
@@ -74,7 +74,7 @@ def move_work(state: SiteState, node: str, *, queued_only: bool) -> list[str]:
     """Requeue the shards on ``node``: only those not started with ``queued_only`` (a
     drain), else all of them (a removal)."""
     from dmg.attempt_ends import NODE_DRAINED, NODE_REMOVED
-    from dmg.attempts import requeue
+    from dmg.site.attempts import requeue
 
     shards = state.queued(node) if queued_only else work_on(state, node)
     reason = NODE_DRAINED if queued_only else NODE_REMOVED
@@ -156,7 +156,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
 
     settings = current_settings()
     try:
-        local: nodestate.NodeRegistration | None = nodestate.load(settings.data_dir, name)
+        local: local_registration.NodeRegistration | None = local_registration.load(settings.data_dir, name)
     except NotFound:
         local = None
     with user_client() as client:
@@ -186,7 +186,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
             finally:
                 state.redis.close()
     if local is not None and local.gateway == gateway:
-        (nodestate.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
+        (local_registration.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
     click.echo(f"node {name} removed from gateway {gateway}"
                + (f"; {len(moved)} shard(s) moved to other nodes" if moved else ""))
     if not broker and force:

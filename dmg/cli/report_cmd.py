@@ -113,8 +113,8 @@ def bandwidth(run_id: str, rate: str, activities: tuple[str, ...]) -> None:
 def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
     import redis
 
-    from dmg.redisconn import redis_client
-    from dmg.sitestate import SiteState
+    from dmg.site.connection import redis_client
+    from dmg.site.state import SiteState
 
     settings = current_settings()
     client = redis_client(settings, timeout=5)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.embedded.pidbook import PidBook, descendants, kill_survivors
 from dmg.embedded.procs import (
     child_environ,
@@ -500,7 +500,7 @@ class EmbeddedSite:
 
         cloud_url = self.settings.cloud_url
         try:
-            local: nodestate.NodeRegistration | None = nodestate.load(self.data_dir, name)
+            local: local_registration.NodeRegistration | None = local_registration.load(self.data_dir, name)
         except (NotFound, DmgError):
             local = None
         with CloudClient(cloud_url) as client:
@@ -509,12 +509,13 @@ class EmbeddedSite:
             except Conflict:
                 if local is not None and local.gateway == self.gateway:
                     if local.cloud_url != cloud_url:
-                        nodestate.save(self.data_dir, dataclasses.replace(local, cloud_url=cloud_url))
+                        local_registration.save(self.data_dir,
+                                                dataclasses.replace(local, cloud_url=cloud_url))
                     return
                 with self.client() as user:  # known to the cloud, but its token is lost here
                     user.remove_node(self.gateway, name)
                 body = client.register_node(key=self.gateway_keys["key1"], name=name, version=__version__)
-        nodestate.save(self.data_dir, nodestate.NodeRegistration(
+        local_registration.save(self.data_dir, local_registration.NodeRegistration(
             cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
             token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))
         self._echo(f"registered {name} to gateway {self.gateway}")

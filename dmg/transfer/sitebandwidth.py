@@ -1,6 +1,6 @@
 """An activity run's bandwidth limit and schedule, shared through the site's Redis.
 
-The limit lives under ``bw:<activity run>`` (:meth:`dmg.sitestate.SiteState.set_bandwidth`,
+The limit lives under ``bw:<activity run>`` (:meth:`dmg.site.state.SiteState.set_bandwidth`,
 written by ``dmg runs bandwidth``); without it, the activity's ``bandwidth``
 option applies. Every shard of the run, on every node, books its bytes on one
 schedule, ``bwtat:<activity run>`` (GCRA with Redis's own clock), so the limit
@@ -16,7 +16,7 @@ import logging
 
 import redis
 
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.transfer.throttle import LocalBandwidth
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from celery import Celery
 
 from dispatcher.recovery import OrphanWatch, requeue_offline
 from dmg.attempt_ends import NODE_OFFLINE, NODE_RESTARTED, WORKER_DIED
-from dmg.attempts import STALE, requeue, start_run
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STALE, requeue, start_run
+from dmg.site.state import SiteState
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_placement import add_shards, placer
 from tests.sitekit import beat

@@ -10,7 +10,7 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.loop import DispatcherService
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_loop import activity_run, beat, services, settings, start

@@ -14,7 +14,7 @@ from dispatcher.loop import DispatcherService, make_sender
 from dispatcher.recovery import requeue_offline_queued
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud

@@ -10,7 +10,7 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_loads
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.sitekit import beat

@@ -9,7 +9,7 @@ import pytest
 
 from dispatcher.planner import plan_activity_run, shard_id_for
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files

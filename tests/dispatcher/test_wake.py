@@ -6,7 +6,7 @@ import threading
 
 import redis
 
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 
 
 def test_finishing_a_shard_wakes_the_dispatcher(redis_client: redis.Redis) -> None:

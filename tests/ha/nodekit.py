@@ -27,7 +27,7 @@ from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
-from dmg.sitestate import SHARD_DONE, SHARD_RUNNING, SiteState
+from dmg.site.state import SHARD_DONE, SHARD_RUNNING, SiteState
 from tests.ha.sitekit import wait_for
 
 

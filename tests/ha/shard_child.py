@@ -12,7 +12,7 @@ import sys
 
 import redis
 
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from workers.reporter import MemoryReporter
 from workers.shard_runner import run_shard
 

@@ -19,7 +19,7 @@ import redis as redis_lib
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
-from dmg.sitestate import SHARD_DONE, SiteState
+from dmg.site.state import SHARD_DONE, SiteState
 from tests.ha.sitekit import (
     all_nodes,
     assert_copied_exactly,

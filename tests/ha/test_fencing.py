@@ -19,8 +19,8 @@ from celery import Celery
 
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer, node_loads
-from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
-from dmg.sitestate import SHARD_QUEUED, SiteState
+from dmg.site.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
+from dmg.site.state import SHARD_QUEUED, SiteState
 from workers.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration

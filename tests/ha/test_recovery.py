@@ -18,8 +18,8 @@ from celery import Celery
 
 from dispatcher.placement import Placer
 from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
-from dmg.attempts import runner_token, start_run
-from dmg.sitestate import SiteState
+from dmg.site.attempts import runner_token, start_run
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.workers.support import wait_for
 

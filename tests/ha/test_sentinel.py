@@ -1,6 +1,6 @@
 """Redis Sentinel: a primary, a replica and three sentinels; the primary is SIGKILLed.
 
-- dmg's own clients (:func:`dmg.redisconn.redis_client`) follow the failover: a
+- dmg's own clients (:func:`dmg.site.connection.redis_client`) follow the failover: a
   riding client's command issued while the group has no primary completes on the
   promoted replica; a fail-fast client raises meanwhile and works after.
 - A whole site on ``sentinel://`` URLs (Celery broker and results, site state, the
@@ -25,7 +25,7 @@ import redis as redis_lib
 from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite
 from dmg.errors import Conflict
-from dmg.redisconn import redis_client
+from dmg.site.connection import redis_client
 from settings import Settings
 from tests.ha.sitekit import (
     all_nodes,

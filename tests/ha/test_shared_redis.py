@@ -30,8 +30,8 @@ from dmg.cli.demo import KIB
 from dmg.cli.site import EmbeddedSite
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
-from dmg.siteidentity import SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.site.identity import SiteIdentity
+from dmg.site.state import SiteState
 from settings import process_environ, settings_environ
 from settings.celery import celery_config
 from tests.ha.nodekit import dispatcher_of, site_state

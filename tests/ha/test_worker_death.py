@@ -18,11 +18,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dmg.attempts import runner_pid
 from dmg.cli.demo import KIB, compare_trees
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
-from dmg.sitestate import SHARD_RUNNING, SiteState
+from dmg.site.attempts import runner_pid
+from dmg.site.state import SHARD_RUNNING, SiteState
 from tests.ha.nodekit import run_ended, site_state
 from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
 

@@ -19,8 +19,8 @@ import redis as redis_lib
 
 from dmg.cli.site import EmbeddedSite
 from dmg.errors import BadInput
-from dmg.nodestate import node_dir
-from dmg.sitestate import SiteState
+from dmg.registration import node_dir
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.scale.support import need_redis, site_settings, wait_for
 from workers.autoscale import HOLD, LOWER, RAISE, Autoscaler, Bounds, Metrics, decide, site_waiting

@@ -25,7 +25,7 @@ import redis as redis_lib
 from azure.storage.blob import BlobServiceClient
 
 from dmg.cli.site import EmbeddedSite
-from dmg.sitestate import SHARD_RUNNING, SiteState
+from dmg.site.state import SHARD_RUNNING, SiteState
 from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
 from tests.scale.support import need_redis, site_settings, wait_for

@@ -23,7 +23,7 @@ from dispatcher.placement import (
     WINDOW,
     Placer,
 )
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.sitekit import beat
 
 

@@ -20,9 +20,9 @@ from celery import Celery
 
 from dispatcher.placement import Placer
 from dispatcher.rebalance import Rebalancer, excess, move_queued
-from dmg.attempts import STALE, STARTED, start_run
 from dmg.placement import NodeLoad
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STALE, STARTED, start_run
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.sitekit import beat

@@ -11,8 +11,8 @@ import pytest
 
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import free_port
-from dmg.nodestate import NodeRegistration
-from dmg.sitestate import SiteState
+from dmg.registration import NodeRegistration
+from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from tests.workers.support import StubCloud, wait_for

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmg.connectors import connector_for
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.sitekit import beat
 from tests.workers.support import file_store, shard_spec, write_files
 from workers.leftovers import clean_fenced_staging

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from dispatcher.planner import plan_activity_run
-from dmg.sitestate import SHARD_DONE, SiteState
-from dmg.splitstate import DONE, SplitObjects, object_id, owner_token
+from dmg.site.splits import DONE, SplitObjects, object_id, owner_token
+from dmg.site.state import SHARD_DONE, SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files

@@ -22,7 +22,7 @@ import pytest
 
 from dmg.cli.site import EmbeddedSite, flower_password
 from dmg.embedded.procs import free_port
-from dmg.nodestate import node_dir
+from dmg.registration import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner
 from tests.waiting import wait_for

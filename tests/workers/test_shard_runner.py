@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from dmg.connectors import Entry
-from dmg.sitestate import SHARD_DONE, SHARD_FAILED, SiteState
+from dmg.site.state import SHARD_DONE, SHARD_FAILED, SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
 from workers.shard_runner import FAILED, STALE, SUCCEEDED, run_shard

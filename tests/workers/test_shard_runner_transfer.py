@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dmg.connectors import Entry
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
 from workers.shard_runner import FAILED, SUCCEEDED, ShardSpec, run_shard

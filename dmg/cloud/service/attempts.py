@@ -35,7 +35,7 @@ from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
 from dmg.cloud.schemas import ShardReport
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, PermissionDenied
-from dmg.sitestate import CANCELLED_REASON
+from dmg.site.state import CANCELLED_REASON
 
 _FINAL = {"succeeded": SUCCEEDED, "failed": FAILED}
 

@@ -1,4 +1,4 @@
-"""The identity stamp of a gateway's Redis namespace (dmg.siteidentity), on a real Redis.
+"""The identity stamp of a gateway's Redis namespace (dmg.site.identity), on a real Redis.
 
 Given a namespace stamped by gateway ``site`` of one cloud, a node of another cloud's
 gateway ``site`` is refused with one line naming the owner, writes no heartbeat and
@@ -12,8 +12,8 @@ import pytest
 import redis as redis_lib
 
 from dispatcher.lease import Lease
-from dmg.siteidentity import IDENTITY_KEY, ForeignRedis, SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.site.identity import IDENTITY_KEY, ForeignRedis, SiteIdentity
+from dmg.site.state import SiteState
 
 OWNER = SiteIdentity("site", "1-aaaaaaaaaaaa", "http://cloud-a:8050")
 STRANGER = SiteIdentity("site", "1-bbbbbbbbbbbb", "http://cloud-b:8050")

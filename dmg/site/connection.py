@@ -155,7 +155,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     """A client of the site broker (see the module docstring); connects lazily.
 
     ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
-    pass :func:`dmg.presence.client_name` so the dispatcher sees them alive.
+    pass :func:`dmg.site.presence.client_name` so the dispatcher sees them alive.
 
     Raises BadInput when ``settings.redis_url`` is malformed; never raises for an
     unreachable broker (the first command does).

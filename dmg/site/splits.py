@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 
 #: The ``kind`` of a part shard's spec (other shards have none).
 PART = "part"

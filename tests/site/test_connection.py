@@ -1,5 +1,5 @@
 """The broker address (settings.redisurl), the Celery config derived from it, and the
-client factory (dmg.redisconn) against a real Redis."""
+client factory (dmg.site.connection) against a real Redis."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import redis as redis_lib
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import BadInput, Fatal
-from dmg.redisconn import DeadlineRetry, redis_client
+from dmg.site.connection import DeadlineRetry, redis_client
 from settings import Settings, SettingsError, load
 from settings.celery import celery_config
 from settings.redisurl import parse_redis_url

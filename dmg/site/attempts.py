@@ -13,7 +13,7 @@ Each operation is one Redis script, so it is atomic against every other writer
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
   The new attempt is kept *unsent* (``unsent`` in the hash): placement
-  (:meth:`dmg.sitestate.SiteState.new_attempt`) sends that very number instead of
+  (:meth:`dmg.site.state.SiteState.new_attempt`) sends that very number instead of
   bumping again, so attempts are numbered 1, 2, 3 with no gap. Why the old attempt
   ended (:mod:`dmg.attempt_ends`) is kept in ``ended_reason``/``ended_at`` until the
   dispatcher reports the next placement to the cloud.
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 from dmg.attempt_ends import FENCED
 
 if TYPE_CHECKING:
-    from dmg.sitestate import SiteState
+    from dmg.site.state import SiteState
 
 STARTED = "started"
 STALE = "stale"
@@ -124,7 +124,7 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
     the process that runs it is still there: this delivery must do nothing).
     """
     from dmg.connectors.base import staging_id as staging_id_of
-    from dmg.sitestate import SHARD_RUNNING
+    from dmg.site.state import SHARD_RUNNING
 
     script = state.redis.register_script(_START_RUN)
     shard_key = state.key("shard", shard_id)
@@ -166,7 +166,7 @@ def reissue(state: SiteState, shard_id: str, node: str, *, attempt: int, epoch: 
     Returns the new attempt (the caller sends its message), 0 when the shard started,
     finished or moved meanwhile, -1 when ``epoch`` is superseded.
     """
-    from dmg.sitestate import SHARD_QUEUED
+    from dmg.site.state import SHARD_QUEUED
 
     script = state.redis.register_script(_REISSUE)
     return int(script(keys=[state.key("shard", shard_id)],

@@ -4,7 +4,7 @@ Key layout (all under ``dmg:<gateway>:``):
 
 ==========================  ===================================================
 ``identity``                hash ``token``, ``json``: the gateway this namespace belongs
-                            to, stamped at first start (:mod:`dmg.siteidentity`)
+                            to, stamped at first start (:mod:`dmg.site.identity`)
 ``hb:<node>``               JSON heartbeat of a node agent, expires on its own
 ``load:<node>``             JSON ``{running, limit, pids, ts}`` from the worker
 ``nodes``                   set of node names that ever sent a heartbeat
@@ -14,7 +14,7 @@ Key layout (all under ``dmg:<gateway>:``):
 ``started:<node>``          set of staging ids (``<shard>.<attempt>``) the node began, not ended
 ``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``, ``epoch``,
                             ``deliveries``, ``runner``, ``duplicates``, ``unsent``,
-                            ``ended_reason``, ``ended_at`` (:mod:`dmg.attempts`)
+                            ``ended_reason``, ``ended_at`` (:mod:`dmg.site.attempts`)
 ``drain``                   hash: node -> ``drain`` / ``removed``: place nothing new there
 ``planning``                set of activity runs whose shards may not be pending yet
 ``pending``                 list of shard ids planned but not placed yet
@@ -50,7 +50,7 @@ from typing import Any
 
 import redis
 
-from dmg.siteidentity import IDENTITY_KEY, ForeignRedis, SiteIdentity
+from dmg.site.identity import IDENTITY_KEY, ForeignRedis, SiteIdentity
 
 SHARD_QUEUED = "queued"
 SHARD_RUNNING = "running"
@@ -140,7 +140,7 @@ return false
 
 class SiteState:
     """The site state of ``gateway``. With ``identity`` (what a node runs with) every
-    heartbeat checks the namespace's stamp first (:mod:`dmg.siteidentity`); ``where``
+    heartbeat checks the namespace's stamp first (:mod:`dmg.site.identity`); ``where``
     names the Redis in messages (no password)."""
 
     def __init__(self, client: redis.Redis, gateway: str, *, identity: SiteIdentity | None = None,
@@ -161,7 +161,7 @@ class SiteState:
     # -- identity --------------------------------------------------------------------
     def claim_identity(self) -> None:
         """Stamp the namespace with :attr:`identity` if it has no stamp; raises
-        :class:`~dmg.siteidentity.ForeignRedis` when another gateway's is there (and
+        :class:`~dmg.site.identity.ForeignRedis` when another gateway's is there (and
         ``redis.RedisError`` when Redis cannot be reached). Without an identity: nothing."""
         if self.identity is None:
             return
@@ -198,7 +198,7 @@ class SiteState:
         return {n: json.loads(v) for n, v in zip(names, raw, strict=True) if v}
 
     def end_heartbeat(self, node: str) -> bool:
-        """Expire ``node``'s heartbeat now (its process is gone, :mod:`dmg.presence`), unless
+        """Expire ``node``'s heartbeat now (its process is gone, :mod:`dmg.site.presence`), unless
         it beat again meanwhile; True if it was removed. The node is offline from then on
         for everyone who reads heartbeats, until it beats again."""
         key = self.key("hb", node)
@@ -267,7 +267,7 @@ class SiteState:
         attempt: a fenced attempt no longer counts against that node's slots. With
         ``epoch`` (the dispatcher's lease epoch) the attempt is recorded with it, and
         nothing happens (returns 0) when a newer dispatcher took the lease since.
-        A shard handed back by :func:`dmg.attempts.requeue` keeps the attempt that
+        A shard handed back by :func:`dmg.site.attempts.requeue` keeps the attempt that
         fenced the old one (it was never sent): numbers have no gap.
         """
         return int(self._new_attempt(keys=[self.key("shard", shard_id)],
@@ -280,9 +280,9 @@ class SiteState:
 
     def mark_running(self, shard_id: str, attempt: int, node: str) -> bool:
         """Move a shard from queued to running on ``node``; False if ``attempt`` is stale
-        or already finished. Atomic; a worker uses :func:`dmg.attempts.start_run`, which
+        or already finished. Atomic; a worker uses :func:`dmg.site.attempts.start_run`, which
         also refuses a second live execution."""
-        from dmg.attempts import STARTED, start_run
+        from dmg.site.attempts import STARTED, start_run
 
         outcome, _ = start_run(self, shard_id, attempt, node, runner="", alive=lambda _token: False)
         return outcome == STARTED

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from dmg.transfer.fence import SharedCheck
+from dmg.site.fencing import SharedCheck
 
 
 def test_a_caller_never_gets_the_answer_of_a_check_begun_before_it_asked() -> None:
