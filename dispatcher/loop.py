@@ -59,7 +59,7 @@ from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import DmgError, Retryable, StaleAttempt
 from dmg.registration import NodeRegistration
 from dmg.site.connection import redis_client
-from dmg.site.identity import IDENTITY_KEY, SiteIdentity
+from dmg.site.identity import SiteIdentity
 from dmg.site.presence import PresenceWatch, client_name
 from dmg.site.state import DRAIN_REMOVED, SiteState
 from settings import Settings
@@ -106,8 +106,8 @@ class DispatcherService:
         self.recovery_interval = recovery_interval
         self.presence_interval = presence_interval
         self.claim_limit = claim_limit
-        self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
-                           holder=node, ttl=settings.lease_ttl, identity_key=state.key(IDENTITY_KEY),
+        self.lease = Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch,
+                           holder=node, ttl=settings.lease_ttl, identity_key=state.keys.identity,
                            identity_token=state.identity.token if state.identity else "")
         self.reports = BackgroundReports(cloud)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.

@@ -46,6 +46,7 @@ import redis
 
 from dispatcher.ports import DispatchCloud
 from dispatcher.splitting import split_large_entries
+from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
@@ -59,10 +60,6 @@ log = logging.getLogger(__name__)
 
 #: How long the record of a plan stays in Redis (replays come within minutes).
 PLAN_TTL = 7 * 24 * 3600
-
-
-def shard_id_for(activity_run_id: str, index: int) -> str:
-    return f"{activity_run_id}-{index:05d}"
 
 
 @dataclass
@@ -88,7 +85,7 @@ def plan_activity_run(
 ) -> PlanResult:
     """Plan one claimed activity run (see the module docstring). Raises Retryable."""
     run_id = str(activity_run["id"])
-    plan_key = state.key("plan", run_id)
+    plan_key = state.keys.plan(run_id)
     raw = state.redis.get(plan_key)
     if raw is not None:
         shards = json.loads(raw)
@@ -172,7 +169,7 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
     shards: list[dict[str, Any]] = []
     groups = cut_shards(entries, max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
-        shard_id = shard_id_for(run_id, index)
+        shard_id = ids.shard_id(run_id, index)
         state.save_shard(shard_id, {
             "shard_id": shard_id,
             "activity_run_id": run_id,
@@ -185,7 +182,7 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
         shards.append({"id": shard_id, "index": index, "files": len(group),
                        "bytes": sum(max(e.size, 0) for e in group)})  # -1: size unknown (SQL)
     for index, part in enumerate(parts, start=len(groups)):
-        shard_id = shard_id_for(run_id, index)
+        shard_id = ids.shard_id(run_id, index)
         state.save_shard(shard_id, {
             "shard_id": shard_id, "activity_run_id": run_id, "index": index, "kind": PART,
             "source": {"store": source_spec.to_json(), "path": source_path},

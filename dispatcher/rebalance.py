@@ -36,23 +36,13 @@ from dataclasses import dataclass
 from dispatcher.placement import Placement, Placer, node_loads, placed_report, stores_of
 from dmg.attempt_ends import MOVED, NOT_SENT
 from dmg.placement import NodeLoad, choose_node, record_placement
+from dmg.site import scripts
 from dmg.site.attempts import requeue
-from dmg.site.state import SHARD_QUEUED, SiteState
+from dmg.site.shards import SHARD_QUEUED
+from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
 
-# KEYS: shard hash. ARGV: prefix, shard id, donor, target, epoch ('' = unfenced), attempt seen,
-#       queued state. -> the new attempt; 0 when the shard moved on; -1 when the epoch is superseded.
-_MOVE_QUEUED = """
-if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then return -1 end
-local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
-if h[1] ~= ARGV[3] or h[2] ~= ARGV[7] or h[3] ~= ARGV[6] then return 0 end
-redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0, 'runner', '')
-redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[4], ARGV[2])
-return attempt
-"""
 
 
 @dataclass(frozen=True)
@@ -76,8 +66,8 @@ def move_queued(state: SiteState, shard_id: str, *, donor: str, target: str, att
     attempt, 0 when it is not (started, finished, moved), -1 when ``epoch`` is
     given and no longer the dispatcher's. Atomic (one Redis script); sends nothing.
     """
-    script = state.redis.register_script(_MOVE_QUEUED)
-    return int(script(keys=[state.key("shard", shard_id)],
+    script = state.redis.register_script(scripts.MOVE_QUEUED)
+    return int(script(keys=[state.keys.shard(shard_id)],
                       args=[state.prefix, shard_id, donor, target, "" if epoch is None else epoch,
                             attempt, SHARD_QUEUED]))
 

@@ -43,7 +43,8 @@ from typing import TYPE_CHECKING
 
 from dmg.attempt_ends import NODE_OFFLINE, NODE_REMOVED, WORKER_DIED
 from dmg.site.attempts import reissue, requeue, runner_pid
-from dmg.site.state import DRAIN_REMOVED, SHARD_QUEUED, SHARD_RUNNING, SiteState
+from dmg.site.shards import SHARD_QUEUED, SHARD_RUNNING
+from dmg.site.state import DRAIN_REMOVED, SiteState
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def known_nodes(state: SiteState) -> set[str]:
     return {n.decode() if isinstance(n, bytes) else str(n)
-            for n in state.redis.smembers(state.key("nodes"))}
+            for n in state.redis.smembers(state.keys.nodes)}
 
 
 def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
@@ -164,7 +165,7 @@ def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str
                 reissued.append(shard_id)
     replay = set()
     for run_id in state.planning():
-        if state.redis.exists(state.key("plan", run_id)):
+        if state.redis.exists(state.keys.plan(run_id)):
             replay.add(run_id)
         else:
             state.end_planning(run_id)

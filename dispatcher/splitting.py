@@ -29,7 +29,8 @@ from dmg.connectors import Connector, Entry, StoreSpec
 from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import distributed_writer
 from dmg.errors import DmgError
-from dmg.site.splits import SplitObjects, object_id
+from dmg.ids import split_object_id
+from dmg.site.splits import SplitObjects
 from dmg.site.state import SiteState
 from dmg.transfer import sink_path_for
 from dmg.transfer.options import ALWAYS, IF_DIFFERENT
@@ -108,7 +109,7 @@ def split_large_entries(
                     entry, target, overwrite=overwrite, sink_entries=sink_entries):
                 rest.append(entry)
                 continue
-            key = object_id(activity_run_id, index)
+            key = split_object_id(activity_run_id, index)
             index += 1
             handle = objects.handle(key)
             if handle is None:

@@ -156,8 +156,8 @@ class Autoscaler:
 def site_waiting(state: SiteState, node: str) -> int:
     """Shards queued on ``node`` plus shards pending for the whole site (one round trip)."""
     pipe = state.redis.pipeline(transaction=False)
-    pipe.scard(state.key("queued", node))
-    pipe.llen(state.key("pending"))
+    pipe.scard(state.keys.queued(node))
+    pipe.llen(state.keys.pending)
     queued, pending = pipe.execute()
     return int(queued) + int(pending)
 

@@ -1,7 +1,7 @@
 """Staging leftovers of fenced attempts: who removes them, and when.
 
 An attempt writes under its staging id ``<shard>.<attempt>``
-(:func:`dmg.connectors.base.staging_id`) and lists it in ``started:<node>`` until
+(:func:`dmg.ids.staging_id`) and lists it in ``started:<node>`` until
 it ends (:meth:`dmg.site.state.SiteState.mark_finished`). What it staged is removed:
 
 - by the attempt itself when it aborts: a failed file, or a fenced attempt on a

@@ -28,7 +28,7 @@ class ReportOutbox:
     def __init__(self, state: SiteState, node: str) -> None:
         self.state = state
         self.node = node
-        self.key = state.key("outbox", node)
+        self.key = state.keys.outbox(node)
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))

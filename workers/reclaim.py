@@ -26,8 +26,8 @@ import redis
 
 from dmg.attempt_ends import NODE_RESTARTED
 from dmg.connectors import Connector, StoreSpec
-from dmg.connectors.base import commit_key
 from dmg.errors import DmgError
+from dmg.ids import commit_key
 from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
 from workers.leftovers import remove_staging

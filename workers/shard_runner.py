@@ -52,8 +52,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
-from dmg.connectors.base import staging_id
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.ids import staging_id
 from dmg.site.attempts import STARTED
 from dmg.site.splits import PART
 from dmg.site.state import CANCELLED_REASON, SiteState

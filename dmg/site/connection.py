@@ -172,10 +172,13 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         options["client_name"] = client_name
     if not address.is_sentinel:
         return redis.Redis.from_url(address.url, **options)
-    manager = Sentinel(
+    # redis-py (8.1) leaves Sentinel untyped: the ignores below are for mypy --strict only.
+    manager = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         db=address.db, username=address.username, password=address.password, **options)
-    client = manager.master_for(settings.redis_master_name, redis_class=SentinelPrimary)
+    client = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
+        settings.redis_master_name, redis_class=SentinelPrimary)
+    assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client

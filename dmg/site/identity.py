@@ -1,6 +1,6 @@
 """Which gateway a Redis database belongs to: the identity stamp.
 
-A gateway's keys in Redis live under ``dmg:<gateway name>:`` (:mod:`dmg.site.state`;
+A gateway's keys in Redis live under ``dmg:<gateway name>:`` (:mod:`dmg.site.keys`;
 Celery's under ``dmg:<gateway name>:celery:``, :func:`settings.celery.broker_key_prefix`).
 Gateways with different names can therefore share one Redis database on purpose.
 Two gateways with the *same* name (two clouds each have a gateway ``site``; two
@@ -32,9 +32,6 @@ from dataclasses import asdict, dataclass
 
 from dmg.errors import Conflict
 from dmg.registration import NodeRegistration
-
-#: The hash under the gateway's prefix holding the stamp: ``token`` and ``json``.
-IDENTITY_KEY = "identity"
 
 
 @dataclass(frozen=True)

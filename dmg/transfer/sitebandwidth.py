@@ -41,7 +41,7 @@ class SiteBandwidth:
         self.activity_run_id = activity_run_id
         self.default = float(default)
         self._last = self.default
-        self._schedule = state.key("bwtat", activity_run_id)
+        self._schedule = state.keys.pacing(activity_run_id)
         self._script = state.redis.register_script(_RESERVE)
         self._local = LocalBandwidth()
         self._warned = False

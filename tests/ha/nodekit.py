@@ -27,7 +27,8 @@ from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
-from dmg.site.state import SHARD_DONE, SHARD_RUNNING, SiteState
+from dmg.site.shards import SHARD_DONE, SHARD_RUNNING
+from dmg.site.state import SiteState
 from tests.ha.sitekit import wait_for
 
 
@@ -107,7 +108,7 @@ def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
 
 
 def dispatcher_of(state: SiteState) -> str | None:
-    raw: Any = state.redis.get(state.key("lease"))
+    raw: Any = state.redis.get(state.keys.lease)
     return str(raw.decode()).rsplit(":", 1)[0] if raw else None
 
 
@@ -118,7 +119,7 @@ def successor_of(state: SiteState, old: str) -> str:
 
 
 def epoch_of(state: SiteState) -> int:
-    return int(state.redis.get(state.key("epoch")) or 0)
+    return int(state.redis.get(state.keys.epoch) or 0)
 
 
 def work_of(state: SiteState, node: str) -> set[str]:

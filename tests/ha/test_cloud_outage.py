@@ -19,7 +19,8 @@ import redis as redis_lib
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
-from dmg.site.state import SHARD_DONE, SiteState
+from dmg.site.shards import SHARD_DONE
+from dmg.site.state import SiteState
 from tests.ha.sitekit import (
     all_nodes,
     assert_copied_exactly,
@@ -50,7 +51,7 @@ def test_shards_finish_without_the_cloud_and_it_learns_everything_when_back(tmp_
         broker = redis_lib.Redis.from_url(site.settings.redis_url)
         try:
             state = SiteState(broker, site.gateway)
-            outboxes = [state.key("outbox", name) for name in site.node_names]
+            outboxes = [state.keys.outbox(name) for name in site.node_names]
             wait_for(lambda: all((state.shard(s) or {}).get("state") == SHARD_DONE for s in shard_ids),
                      timeout=90, what="every shard done on the nodes while the cloud is away")
             buffered = sum(int(broker.llen(key)) for key in outboxes)

@@ -22,7 +22,8 @@ from dmg.cli.demo import KIB, compare_trees
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
 from dmg.site.attempts import runner_pid
-from dmg.site.state import SHARD_RUNNING, SiteState
+from dmg.site.shards import SHARD_RUNNING
+from dmg.site.state import SiteState
 from tests.ha.nodekit import run_ended, site_state
 from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
 

@@ -25,7 +25,8 @@ import redis as redis_lib
 from azure.storage.blob import BlobServiceClient
 
 from dmg.cli.site import EmbeddedSite
-from dmg.site.state import SHARD_RUNNING, SiteState
+from dmg.site.shards import SHARD_RUNNING
+from dmg.site.state import SiteState
 from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
 from tests.scale.support import need_redis, site_settings, wait_for

@@ -12,7 +12,7 @@ import pytest
 import redis as redis_lib
 
 from dispatcher.lease import Lease
-from dmg.site.identity import IDENTITY_KEY, ForeignRedis, SiteIdentity
+from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.state import SiteState
 
 OWNER = SiteIdentity("site", "1-aaaaaaaaaaaa", "http://cloud-a:8050")
@@ -26,8 +26,8 @@ def state_of(client: redis_lib.Redis, identity: SiteIdentity) -> SiteState:
 
 def lease_of(state: SiteState, holder: str) -> Lease:
     token = state.identity.token if state.identity else ""
-    return Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"), holder=holder, ttl=5,
-                 identity_key=state.key(IDENTITY_KEY), identity_token=token)
+    return Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch, holder=holder, ttl=5,
+                 identity_key=state.keys.identity, identity_token=token)
 
 
 def test_the_first_node_stamps_and_its_gateway_passes(redis_client: redis_lib.Redis) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from dmg.connectors import Entry
-from dmg.site.state import SHARD_DONE, SHARD_FAILED, SiteState
+from dmg.site.shards import SHARD_DONE, SHARD_FAILED
+from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
 from workers.shard_runner import FAILED, STALE, SUCCEEDED, run_shard

@@ -81,7 +81,7 @@ def test_the_activity_bandwidth_option_paces_the_shard(state: SiteState, tmp_pat
     reporter = MemoryReporter()
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
     assert outcome.status == SUCCEEDED
-    assert state.redis.exists(state.key("bwtat", "ar9"))  # bytes were booked on the run's schedule
+    assert state.redis.exists(state.keys.pacing("ar9"))  # bytes were booked on the run's schedule
 
 
 def test_entries_of_unknown_size_count_zero_bytes_and_hints_are_read() -> None:
