@@ -44,10 +44,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
-import redis
 
 from dmg.cli.site import EmbeddedSite, node_ready
-from dmg.errors import Retryable
+from dmg.errors import BrokerUnreachable, Retryable
 from dmg.site.connection import redis_client
 from dmg.site.shards import SHARD_DONE, SHARD_FAILED, SHARD_QUEUED, SHARD_RUNNING
 from dmg.site.state import SiteState
@@ -116,7 +115,7 @@ class Faults:
     def _read(self, fn: Callable[[], Any], default: Any) -> Any:
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        except BrokerUnreachable:
             return default
 
     def dispatcher(self) -> str:

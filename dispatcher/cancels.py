@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from dispatcher.ports import DispatchCloud
-from dmg.errors import DmgError
+from dmg.errors import BrokerError, DmgError
 from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
@@ -47,7 +45,7 @@ class CancelWatch:
         for activity_run_id in cancelled:
             try:
                 dropped = self.state.cancel(activity_run_id)
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 log.warning("cannot apply the cancel of activity_run=%s (broker): %s", activity_run_id, exc)
                 continue
             if activity_run_id not in self._applied:

@@ -29,6 +29,8 @@ from collections.abc import Callable
 
 import redis
 
+from dmg.errors import BrokerError
+
 log = logging.getLogger(__name__)
 
 # KEYS: lease, epoch, identity. ARGV: value, ttl ms, identity token ('' = unchecked).
@@ -135,7 +137,7 @@ class Lease:
         started = self.clock()
         try:
             ok = bool(self._renew(keys=[self.key], args=[value, self.ttl_ms]))
-        except redis.RedisError:
+        except BrokerError:
             ok = False
         with self._lock:
             if self._value != value:
@@ -155,7 +157,7 @@ class Lease:
             return False
         try:
             return bool(self._release(keys=[self.key], args=[value]))
-        except redis.RedisError:
+        except BrokerError:
             return False
 
     def holding(self) -> bool:

@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Celery
 
 from dispatcher.brokerwatch import BrokerWatch
@@ -56,7 +55,7 @@ from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, reti
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.errors import DmgError, Retryable, StaleAttempt
+from dmg.errors import BrokerError, DmgError, Retryable, StaleAttempt
 from dmg.registration import NodeRegistration
 from dmg.site.connection import redis_client
 from dmg.site.identity import SiteIdentity
@@ -163,7 +162,7 @@ class DispatcherService:
             self._claimer.join(min(timeout, 1.0))
         try:
             self.lease.release()
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("could not release the dispatcher lease: %s", exc)
         self.reports.close()
         for resource in self.owned:
@@ -182,7 +181,7 @@ class DispatcherService:
 
     # -- the candidate thread --------------------------------------------------------------
     def _removed(self) -> bool:
-        """This node is flagged removed (raises RedisError)."""
+        """This node is flagged removed (raises BrokerError)."""
         return self.state.drained().get(self.node) == DRAIN_REMOVED
 
     def _candidate(self) -> None:
@@ -204,7 +203,7 @@ class DispatcherService:
                     self.broker.reachable()
                     if self._break_dead_lease():
                         continue
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 self.broker.failed()
                 log.warning("dispatcher candidate cannot reach the broker node=%s error=%s", self.node, exc)
             except Exception:
@@ -249,7 +248,7 @@ class DispatcherService:
             if retired:
                 self._report_gone(retired, epoch)
             _reissued, replay = take_over(self.state, self.placer, epoch=epoch)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("take-over incomplete (broker) epoch=%d error=%s", epoch, exc)
         else:
             with self._retry_lock:
@@ -290,14 +289,14 @@ class DispatcherService:
                 self.placer.place_pending()
                 self.rebalancer.rebalance()
                 self.broker.reachable()
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 self.broker.failed()
                 log.warning("placement round failed (broker) error=%s", exc)
             # Sleep until a slot frees or work arrives (or the interval passes).
             pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
             try:
                 self.state.wait_for_change(pause)
-            except redis.RedisError:
+            except BrokerError:
                 self.broker.failed()
                 self._stop.wait(pause)
         if not self._stop.is_set():
@@ -336,7 +335,7 @@ class DispatcherService:
         try:
             plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
                               settings=self.settings, connector_factory=self.connector_factory)
-        except (Retryable, redis.RedisError) as exc:
+        except (Retryable, BrokerError) as exc:
             log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
             with self._retry_lock:
                 self._retry.append((run, epoch))

@@ -42,13 +42,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from dispatcher.ports import DispatchCloud
 from dispatcher.splitting import split_large_entries
 from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
-from dmg.errors import BadInput, DmgError, NotFound, Retryable
+from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
 from dmg.site.splits import PART
 from dmg.site.state import SiteState
@@ -94,7 +92,7 @@ def plan_activity_run(
         try:
             shards = _cut_and_save(activity_run, state=state, settings=settings,
                                    connector_factory=connector_factory)
-        except (Retryable, redis.RedisError):
+        except (Retryable, BrokerError):
             raise
         except DmgError as exc:
             return _fail(activity_run, cloud=cloud, epoch=epoch, reason=str(exc))

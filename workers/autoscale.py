@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
 from dmg import registration as local_registration
-from dmg.errors import BadInput, DmgError
+from dmg.errors import BadInput, BrokerError, DmgError
 from dmg.site.state import SiteState
 from settings import Settings
 from workers import scaling
@@ -203,7 +202,7 @@ class AutoscaleStep(bootsteps.StartStopStep):
             return
         try:
             self.autoscaler.tick()
-        except (redis.RedisError, ValueError) as exc:  # try again at the next interval
+        except (BrokerError, ValueError) as exc:  # try again at the next interval
             log.warning("autoscale decision skipped: %s", exc)
         except Exception:  # the pool is starting or stopping
             log.debug("autoscale decision skipped", exc_info=True)

@@ -27,10 +27,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis
-
 from dmg.connectors import Connector, StoreSpec
-from dmg.errors import DmgError
+from dmg.errors import BrokerError, DmgError
 from dmg.site.state import SiteState
 from dmg.transfer.paths import sink_path_for
 
@@ -89,7 +87,7 @@ def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
             state.forget_started(node, staging)
     except (KeyError, TypeError, ValueError, DmgError) as exc:
         log.warning("cannot clean up fenced attempts shard=%s error=%s", shard_id, exc)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         log.warning("cannot clean up fenced attempts (broker unreachable) shard=%s error=%s", shard_id, exc)
     if removed:
         log.info("removed %d staging leftovers of fenced attempts shard=%s attempt=%d", removed, shard_id,

@@ -14,13 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
 from dmg import registration as local_registration
-from dmg.errors import DmgError
+from dmg.errors import BrokerError, DmgError
 from dmg.site.state import SiteState
 from workers import scaling
 from workers.context import redis_client
@@ -89,7 +88,7 @@ class WorkerLoadStep(bootsteps.StartStopStep):
             self._state.publish_worker_load(
                 self._node, running=len(worker_state.active_requests), limit=limit,
                 pids=pids, ttl=LOAD_TTL)
-        except (redis.RedisError, DmgError, OSError) as exc:
+        except (BrokerError, DmgError, OSError) as exc:
             if not self._failing:
                 log.warning("cannot publish the worker load: %s", exc)
             self._failing = True

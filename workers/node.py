@@ -37,11 +37,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis
-
 from dmg.cloud.client import CloudClient
 from dmg.credentials import open_store
 from dmg.embedded.procs import stop_process
+from dmg.errors import BrokerError
 from dmg.registration import NodeRegistration, node_dir
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.state import SiteState
@@ -139,7 +138,7 @@ class NodeRuntime:
                         "nobody checks that its Redis is its gateway's; register it again node=%s", node)
         try:
             self.state.claim_identity()
-        except redis.RedisError as exc:  # every heartbeat checks it again
+        except BrokerError as exc:  # every heartbeat checks it again
             log.warning("cannot check which gateway the broker belongs to node=%s error=%s", node, exc)
         _moved, leftovers = reclaim_at_start(self.state, node)
         if leftovers:

@@ -13,9 +13,7 @@ import logging
 import time
 from typing import Any
 
-import redis
-
-from dmg.errors import DmgError, Retryable
+from dmg.errors import BrokerError, DmgError, Retryable
 from dmg.site.state import SiteState
 from workers.reporter import Reporter
 
@@ -90,6 +88,6 @@ class OutboxReporter:
                                 shard_id, report.get("status"), exc)
                     return
             self.outbox.push(shard_id, report)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.error("shard report lost (broker unreachable) shard=%s status=%s error=%s",
                       shard_id, report.get("status"), exc)

@@ -28,7 +28,7 @@ import click
 
 from dmg import registration as local_registration
 from dmg.cli.common import current_settings, gateway_of_node, user_client
-from dmg.errors import Conflict, NotFound, Retryable
+from dmg.errors import BrokerError, Conflict, NotFound, Retryable
 
 if TYPE_CHECKING:
     from dmg.site.state import SiteState
@@ -94,7 +94,6 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
     Shards queued on it and not started yet move to other nodes at once. The node
     stays drained (also across restarts) until `dmg node undrain NAME`.
     """
-    import redis
 
     settings = current_settings()
     gateway = _gateway(settings, name, gateway_name)
@@ -117,7 +116,7 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
                 raise Retryable(f"node {name} still has {len(left)} shard(s) after {timeout:g} s",
                                 hint=f"wait longer, or move them with `dmg node remove {name} --force`")
             time.sleep(POLL)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         raise _broker_unreachable(exc) from None
     finally:
         state.redis.close()
@@ -129,13 +128,12 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
 @click.option("--gateway", "gateway_name", default=None, help=_GATEWAY_HELP)
 def undrain(name: str, gateway_name: str | None) -> None:
     """Let node NAME take work again after `dmg node drain`."""
-    import redis
 
     settings = current_settings()
     state = _site_state(settings, _gateway(settings, name, gateway_name))
     try:
         was = state.clear_drain(name)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         raise _broker_unreachable(exc) from None
     finally:
         state.redis.close()
@@ -152,7 +150,6 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
     Refused while shards are queued or running on it, unless --force; drain it
     first with `dmg node drain NAME` to let them finish.
     """
-    import redis
 
     settings = current_settings()
     try:
@@ -171,7 +168,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
         try:
             moved = _take_off(state, name, force=force)
             broker = True
-        except redis.RedisError:
+        except BrokerError:
             moved, broker = [], False
             _check_cloud_view(rows, name, force=force)
         finally:
@@ -181,7 +178,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
             state = _site_state(settings, gateway)
             try:
                 state.forget_node(name)
-            except redis.RedisError:
+            except BrokerError:
                 pass
             finally:
                 state.redis.close()
@@ -195,7 +192,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
 
 
 def _take_off(state: SiteState, name: str, *, force: bool) -> list[str]:
-    """Refuse (Conflict) or flag the node removed and move its work; raises RedisError."""
+    """Refuse (Conflict) or flag the node removed and move its work; raises BrokerError."""
     work = work_on(state, name)
     if work and not force:
         raise Conflict(f"node {name} has {len(work)} shard(s) queued or running",

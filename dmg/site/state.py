@@ -48,7 +48,7 @@ class SiteState(ShardRecords):
     def claim_identity(self) -> None:
         """Stamp the namespace with :attr:`identity` if it has no stamp; raises
         :class:`~dmg.site.identity.ForeignRedis` when another gateway's is there (and
-        ``redis.RedisError`` when Redis cannot be reached). Without an identity: nothing."""
+        :class:`~dmg.errors.BrokerError` when Redis cannot be reached). Without an identity: nothing."""
         if self.identity is None:
             return
         self._raise_if_foreign(self._claim_identity(

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
+from dmg.errors import BrokerError
 from dmg.site.state import SiteState
 from dmg.transfer.throttle import LocalBandwidth
 
@@ -49,7 +48,7 @@ class SiteBandwidth:
     def current_limit(self) -> float:
         try:
             value = self.state.bandwidth(self.activity_run_id)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             self._warn(exc)
             return self._last
         self._last = self.default if value is None else float(value)
@@ -58,7 +57,7 @@ class SiteBandwidth:
     def reserve(self, nbytes: int, limit: float) -> float:
         try:
             return float(self._script(keys=[self._schedule], args=[int(nbytes), float(limit)]))
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             self._warn(exc)
             return self._local.reserve(nbytes, limit)
 

@@ -21,12 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis as redis_lib
-
 from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cli.site import EmbeddedSite
 from dmg.cloud.client import CloudClient
+from dmg.site.boundary import SiteRedis
 from dmg.site.shards import SHARD_DONE, SHARD_RUNNING
 from dmg.site.state import SiteState
 from tests.ha.sitekit import wait_for
@@ -100,7 +99,7 @@ def assert_once(client: CloudClient, run_id: str, copy: MixedCopy) -> dict[str, 
 
 @contextlib.contextmanager
 def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = SiteRedis.from_url(site.settings.redis_url)
     try:
         yield SiteState(client, site.gateway)
     finally:
