@@ -15,7 +15,7 @@ from settings import Settings
 
 def test_a_broker_that_is_not_there_raises_broker_unreachable_from_commands_and_pipelines() -> None:
     client = redis_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout=0.5)
-    with pytest.raises(BrokerUnreachable, match="^the site broker is unreachable: ") as caught:
+    with pytest.raises(BrokerUnreachable, match=r"^the site broker is unreachable: ") as caught:
         client.get("k")
     assert isinstance(caught.value.__cause__, redis_lib.ConnectionError)
     assert "\n" not in str(caught.value) and not isinstance(caught.value, DmgError)
