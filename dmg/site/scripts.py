@@ -1,4 +1,7 @@
-"""Every Lua script of the site's state, and so every script that touches ``shard:<id>``.
+"""The Lua scripts of the site's state: every one that touches ``shard:<id>``.
+
+(The dispatcher lease keeps its own in :mod:`dispatcher.lease`: it touches only the
+``lease``, ``epoch`` and ``identity`` keys it is handed.)
 
 Each script is one atomic step against every other writer (the dispatcher, the
 node that runs the shard, a node that restarts, the CLI). Callers register them
@@ -6,17 +9,19 @@ with ``client.register_script``; keys are named by :mod:`dmg.site.keys` (scripts
 that get the prefix in ``ARGV[1]`` derive ``queued:<node>``, ``running:<node>``,
 ``pending``, ``wake`` and ``epoch`` from it, as that table spells them).
 
-================== ================================ ====================================
-script             called by                        what it does to ``shard:<id>``
-================== ================================ ====================================
-NEW_ATTEMPT        SiteState.new_attempt (placing)  bumps ``attempt`` (or sends ``unsent``)
-START_RUN          attempts.start_run (worker)      ``state`` running, counts a delivery
-MARK_FINISHED      SiteState.mark_finished          ``state`` done/failed if current
-REQUEUE            attempts.requeue                 bumps ``attempt``, kept ``unsent``
+================== ================================= =======================================
+script             called by                         what it does to ``shard:<id>``
+================== ================================= =======================================
+NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends ``unsent``)
+START_RUN          attempts.start_run (a worker)     ``state`` running, counts a delivery
+MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
+REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
-MOVE_QUEUED        dispatcher.rebalance             bumps ``attempt``, moves the node
-RECORD_PART        SplitObjects.record_part         reads ``attempt`` (fencing a part)
-================== ================================ ====================================
+MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
+RECORD_PART        SplitObjects.record_part          reads ``attempt`` (fences a part)
+TAKE_OVER, FINISH  SplitObjects                      the split commit marker only
+CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
+================== ================================= =======================================
 
 ``attempt`` only grows: every script that changes a shard's node or re-sends it
 bumps it, which fences the older attempt (:mod:`dmg.site.fencing`).
