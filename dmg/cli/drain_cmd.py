@@ -61,7 +61,8 @@ def _site_state(settings: Settings, gateway: str) -> SiteState:
 
 
 def _broker_unreachable(exc: Exception) -> Retryable:
-    return Retryable(f"cannot reach the site's broker ({type(exc).__name__})",
+    # redis-py's class name (the cause), as before the BrokerError boundary
+    return Retryable(f"cannot reach the site's broker ({type(exc.__cause__ or exc).__name__})",
                      hint="run this inside the site, with DMG_REDIS_URL set to the site's Redis")
 
 

@@ -126,7 +126,7 @@ def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
         target = (f"at {where.get('host')}:{where.get('port')}" if where.get("host")
                   else f"(Sentinel group {settings.redis_master_name!r})")
         raise Retryable(f"cannot reach the site's Redis {target} "
-                        f"({type(exc).__name__})",
+                        f"({type(exc.__cause__ or exc).__name__})",  # redis-py's, as before
                         hint="run this on a node of the site, with DMG_REDIS_URL set as the nodes have it"
                         ) from None
     finally:
