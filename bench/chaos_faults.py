@@ -44,14 +44,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psutil
-import redis
 
 from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.readiness import node_ready
-from dmg.errors import Retryable
-from dmg.redisconn import redis_client
+from dmg.errors import BrokerUnreachable, Retryable
 from dmg.shards.status import STATE_DONE, STATE_FAILED, STATE_QUEUED, STATE_RUNNING
-from dmg.sitestate import SiteState
+from dmg.site.connection import redis_client
+from dmg.site.state import SiteState
 
 POLL = 0.02
 #: After a dispatcher kill, seconds with nothing pending after which "next placement"
@@ -117,15 +116,15 @@ class Faults:
     def _read(self, fn: Callable[[], Any], default: Any) -> Any:
         try:
             return fn()
-        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+        except BrokerUnreachable:
             return default
 
     def dispatcher(self) -> str:
-        raw = self._read(lambda: self.client.get(self.state.key("lease")), None)
+        raw = self._read(lambda: self.client.get(self.state.keys.lease), None)
         return raw.decode().rsplit(":", 1)[0] if raw else ""
 
     def epoch(self) -> int:
-        return int(self._read(lambda: self.client.get(self.state.key("epoch")), 0) or 0)
+        return int(self._read(lambda: self.client.get(self.state.keys.epoch), 0) or 0)
 
     def work_of(self, node: str) -> set[str]:
         return self._read(lambda: self.state.queued(node) | self.state.running(node), set())
@@ -136,7 +135,7 @@ class Faults:
         def read() -> dict[str, list[str]]:
             pipe = self.client.pipeline(transaction=False)
             for shard_id in ids:
-                pipe.hmget(self.state.key("shard", shard_id), list(names))
+                pipe.hmget(self.state.keys.shard(shard_id), list(names))
             return {shard_id: [v.decode() if isinstance(v, bytes) else (v or "") for v in values]
                     for shard_id, values in zip(ids, pipe.execute(), strict=True)}
         return self._read(read, {}) if ids else {}

@@ -42,7 +42,7 @@ from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.embedded.redis import EmbeddedRedis  # noqa: E402
 from dmg.shards import ShardSpec  # noqa: E402
 from dmg.shards.status import STATE_QUEUED  # noqa: E402
-from dmg.sitestate import SiteState  # noqa: E402
+from dmg.site.state import SiteState  # noqa: E402
 
 
 class NullSender:
@@ -65,9 +65,9 @@ def setup(state: SiteState, *, nodes: int, shards: int, limit: int) -> list[str]
     for i in range(nodes):
         name = node_name(i)
         beat = {"node": name, "limit": limit, "draining": False, "stores_unreachable": []}
-        pipe.set(state.key("hb", name), json.dumps(beat), px=3_600_000)
-        pipe.sadd(state.key("nodes"), name)
-        pipe.set(state.key("load", name), json.dumps({"running": 0, "limit": limit, "pids": [], "ts": 0}),
+        pipe.set(state.keys.heartbeat(name), json.dumps(beat), px=3_600_000)
+        pipe.sadd(state.keys.nodes, name)
+        pipe.set(state.keys.load(name), json.dumps({"running": 0, "limit": limit, "pids": [], "ts": 0}),
                  px=3_600_000)
     pipe.execute()
     ids = [f"run1-{i:05d}" for i in range(shards)]
@@ -78,7 +78,7 @@ def setup(state: SiteState, *, nodes: int, shards: int, limit: int) -> list[str]
                              source_store=StoreSpec("src", "file", "/src"), source_path="",
                              sink_store=StoreSpec("dst", "file", "/dst"), sink_path="",
                              entries=(Entry(f"f{shard_id}", 1024, 0.0),), options={})
-            key = state.key("shard", shard_id)
+            key = state.keys.shard(shard_id)
             pipe.hset(key, mapping={"spec": json.dumps(spec.to_json()), "attempt": 0, "state": STATE_QUEUED})
         pipe.execute()
     state.push_pending(*ids)
@@ -97,7 +97,7 @@ def bench_burst(client: redis.Redis, *, nodes: int, shards: int) -> dict[str, fl
     placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0)
     rounds = 0
     started = time.perf_counter()
-    while state.redis.llen(state.key("pending")):
+    while state.redis.llen(state.keys.pending):
         placer.place_pending()
         rounds += 1
     elapsed = time.perf_counter() - started
@@ -111,7 +111,7 @@ def bench_steady(client: redis.Redis, *, nodes: int, shards: int, steps: int) ->
     setup(state, nodes=nodes, shards=shards, limit=limit)
     pipe = state.redis.pipeline(transaction=False)
     for i in range(nodes):  # every slot busy with a shard of another run
-        pipe.sadd(state.key("running", node_name(i)), *[f"busy-{i}-{k}" for k in range(limit)])
+        pipe.sadd(state.keys.running(node_name(i)), *[f"busy-{i}-{k}" for k in range(limit)])
     pipe.execute()
     sender = NullSender()
     placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0)
@@ -121,7 +121,7 @@ def bench_steady(client: redis.Redis, *, nodes: int, shards: int, steps: int) ->
         i = step % nodes
         node = node_name(i)
         # The shard in that slot ends (a busy one, or one placed earlier in this run).
-        ended = state.redis.spop(state.key("running", node)) or state.redis.spop(state.key("queued", node))
+        ended = state.redis.spop(state.keys.running(node)) or state.redis.spop(state.keys.queued(node))
         assert ended is not None
         started = time.perf_counter()
         placed = placer.place_pending()
@@ -153,14 +153,14 @@ def bench_rebalance(client: redis.Redis, *, nodes: int, shards: int) -> dict[str
     busy = [node_name(i) for i in range(nodes - 1)]
     pipe = state.redis.pipeline(transaction=False)
     for i, node in enumerate(busy):
-        pipe.sadd(state.key("running", node), *[f"busy-{i}-{k}" for k in range(limit)])
+        pipe.sadd(state.keys.running(node), *[f"busy-{i}-{k}" for k in range(limit)])
     pipe.execute()
     idle = node_name(nodes - 1)
     # Take the idle node out while the backlog is placed on the others (a deep queue each).
-    state.redis.delete(state.key("hb", idle))
+    state.redis.delete(state.keys.heartbeat(idle))
     Placer(state=state, sender=NullSender(), cloud=None, holding=lambda: True,
            max_queued=-(-shards // len(busy))).place_pending()
-    state.redis.set(state.key("hb", idle), json.dumps({"node": idle, "limit": limit}), px=3_600_000)
+    state.redis.set(state.keys.heartbeat(idle), json.dumps({"node": idle, "limit": limit}), px=3_600_000)
     placer = Placer(state=state, sender=NullSender(), cloud=None, holding=lambda: True, max_queued=0)
     rebalancer = Rebalancer(placer, interval=0)
     started = time.perf_counter()

@@ -44,7 +44,7 @@ from common import KIB, MIB, machine, wait_run, write_random_file  # noqa: I001
 import redis
 
 from dmg.embedded.faults import SiteUnderTest
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import load
 
 DMG = Path(sys.executable).parent / "dmg"

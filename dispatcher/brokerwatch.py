@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class BrokerWatch:
     """Tracks the dispatcher's own view of the broker (thread-safe).
 
-    Call :meth:`failed` on every ``redis.RedisError`` and :meth:`reachable` after
+    Call :meth:`failed` on every ``BrokerError`` and :meth:`reachable` after
     every successful round trip; :meth:`settled` is True once the broker has been
     reachable for ``settle`` s without a failure (and from the start).
     """

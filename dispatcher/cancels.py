@@ -2,7 +2,7 @@
 
 The cloud cannot reach the site's broker, so the dispatcher asks it, before every
 claim, which activity runs of its gateway were cancelled (the claim long-poll
-returns at once when one is). For each, :meth:`dmg.sitestate.SiteState.cancel`
+returns at once when one is). For each, :meth:`dmg.site.state.SiteState.cancel`
 sets the cancel flag and drops the run's pending shards. The flag does the rest:
 
 - a shard already queued on a node is refused by its worker when it starts
@@ -18,11 +18,9 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
 from dispatcher.ports import DispatchCloud
-from dmg.errors import DmgError
-from dmg.sitestate import SiteState
+from dmg.errors import BrokerError, DmgError
+from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ class CancelWatch:
         for activity_run_id in cancelled:
             try:
                 dropped = self.state.cancel(activity_run_id)
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 log.warning("cannot apply the cancel of activity_run=%s (broker): %s", activity_run_id, exc)
                 continue
             if activity_run_id not in self._applied:

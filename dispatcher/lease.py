@@ -7,10 +7,10 @@
   our token (compare-and-set in Lua): a holder whose lease expired and was taken
   cannot renew or delete the new holder's lease.
 - With ``identity_key``/``identity_token`` the lease is taken only in a namespace
-  whose identity stamp is ours or absent (:mod:`dmg.siteidentity`): a dispatcher
+  whose identity stamp is ours or absent (:mod:`dmg.site.identity`): a dispatcher
   never leads another gateway's site.
 - :meth:`Lease.break_dead`: a candidate that sees the holder's node gone (no live
-  connection to Redis, :mod:`dmg.presence`) deletes the lease, only if it still holds
+  connection to Redis, :mod:`dmg.site.presence`) deletes the lease, only if it still holds
   the very value it judged (compare-and-delete in Lua), and may then take it at once
   instead of waiting for the TTL. The holder's own renewals fail from then on.
 - :meth:`Lease.holding` is local and pessimistic: true only until
@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 
 import redis
+
+from dmg.errors import BrokerError
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +137,7 @@ class Lease:
         started = self.clock()
         try:
             ok = bool(self._renew(keys=[self.key], args=[value, self.ttl_ms]))
-        except redis.RedisError:
+        except BrokerError:
             ok = False
         with self._lock:
             if self._value != value:
@@ -155,7 +157,7 @@ class Lease:
             return False
         try:
             return bool(self._release(keys=[self.key], args=[value]))
-        except redis.RedisError:
+        except BrokerError:
             return False
 
     def holding(self) -> bool:

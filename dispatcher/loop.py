@@ -9,7 +9,7 @@ second thread long-polls the cloud for activity runs with the lease's epoch and
 plans them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
 deadline passes, placement stops at once and the candidate competes again.
 
-Fast death detection (:mod:`dmg.presence`): every ``presence_interval`` s the
+Fast death detection (:mod:`dmg.site.presence`): every ``presence_interval`` s the
 candidate lists the broker's named connections. The leader expires the heartbeat of
 a node whose processes all lost their connections and moves its shards at once
 (:func:`dispatcher.recovery.retire_gone`); a standby that sees the lease holder's
@@ -42,7 +42,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import redis
 from celery import Celery
 
 from dispatcher.brokerwatch import BrokerWatch
@@ -56,12 +55,12 @@ from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, reti
 from dispatcher.reports import BackgroundReports
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.errors import DmgError, Retryable, StaleAttempt
-from dmg.nodestate import NodeRegistration
-from dmg.presence import PresenceWatch, client_name
-from dmg.redisconn import redis_client
-from dmg.siteidentity import IDENTITY_KEY, SiteIdentity
-from dmg.sitestate import DRAIN_REMOVED, SiteState
+from dmg.errors import BrokerError, DmgError, Retryable, StaleAttempt
+from dmg.registration import NodeRegistration
+from dmg.site.connection import redis_client
+from dmg.site.identity import SiteIdentity
+from dmg.site.presence import PresenceWatch, client_name
+from dmg.site.state import DRAIN_REMOVED, SiteState
 from settings import Settings
 from settings.celery import celery_config
 
@@ -106,8 +105,8 @@ class DispatcherService:
         self.recovery_interval = recovery_interval
         self.presence_interval = presence_interval
         self.claim_limit = claim_limit
-        self.lease = Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"),
-                           holder=node, ttl=settings.lease_ttl, identity_key=state.key(IDENTITY_KEY),
+        self.lease = Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch,
+                           holder=node, ttl=settings.lease_ttl, identity_key=state.keys.identity,
                            identity_token=state.identity.token if state.identity else "")
         self.reports = BackgroundReports(cloud)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
@@ -163,7 +162,7 @@ class DispatcherService:
             self._claimer.join(min(timeout, 1.0))
         try:
             self.lease.release()
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("could not release the dispatcher lease: %s", exc)
         self.reports.close()
         for resource in self.owned:
@@ -182,7 +181,7 @@ class DispatcherService:
 
     # -- the candidate thread --------------------------------------------------------------
     def _removed(self) -> bool:
-        """This node is flagged removed (raises RedisError)."""
+        """This node is flagged removed (raises BrokerError)."""
         return self.state.drained().get(self.node) == DRAIN_REMOVED
 
     def _candidate(self) -> None:
@@ -204,7 +203,7 @@ class DispatcherService:
                     self.broker.reachable()
                     if self._break_dead_lease():
                         continue
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 self.broker.failed()
                 log.warning("dispatcher candidate cannot reach the broker node=%s error=%s", self.node, exc)
             except Exception:
@@ -212,7 +211,7 @@ class DispatcherService:
             self._stop.wait(retry_every)
 
     def _look(self) -> set[str]:
-        """One presence look (:mod:`dmg.presence`); the nodes gone, also kept in :attr:`gone`."""
+        """One presence look (:mod:`dmg.site.presence`); the nodes gone, also kept in :attr:`gone`."""
         self.gone = self.presence.look(self.state.redis)
         return self.gone
 
@@ -249,7 +248,7 @@ class DispatcherService:
             if retired:
                 self._report_gone(retired, epoch)
             _reissued, replay = take_over(self.state, self.placer, epoch=epoch)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("take-over incomplete (broker) epoch=%d error=%s", epoch, exc)
         else:
             with self._retry_lock:
@@ -290,14 +289,14 @@ class DispatcherService:
                 self.placer.place_pending()
                 self.rebalancer.rebalance()
                 self.broker.reachable()
-            except redis.RedisError as exc:
+            except BrokerError as exc:
                 self.broker.failed()
                 log.warning("placement round failed (broker) error=%s", exc)
             # Sleep until a slot frees or work arrives (or the interval passes).
             pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
             try:
                 self.state.wait_for_change(pause)
-            except redis.RedisError:
+            except BrokerError:
                 self.broker.failed()
                 self._stop.wait(pause)
         if not self._stop.is_set():
@@ -336,7 +335,7 @@ class DispatcherService:
         try:
             plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
                               settings=self.settings, connector_factory=self.connector_factory)
-        except (Retryable, redis.RedisError) as exc:
+        except (Retryable, BrokerError) as exc:
             log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
             with self._retry_lock:
                 self._retry.append((run, epoch))

@@ -36,7 +36,7 @@ from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards import ShardSpec
 from dmg.shards.status import CLOUD_PLACED
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 
 log = logging.getLogger(__name__)
@@ -85,11 +85,11 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
         return []
     names = list(beats)
     pipe = state.redis.pipeline(transaction=False)
-    pipe.hgetall(state.key("drain"))
+    pipe.hgetall(state.keys.drain)
     for name in names:
-        pipe.get(state.key("load", name))
-        pipe.scard(state.key("running", name))
-        pipe.scard(state.key("queued", name))
+        pipe.get(state.keys.load(name))
+        pipe.scard(state.keys.running(name))
+        pipe.scard(state.keys.queued(name))
     raw_drained, *answers = pipe.execute()
     drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     loads = []
@@ -169,7 +169,7 @@ class Placer:
         than the room the nodes have: a round costs the same with 10 or 10,000
         shards pending.
         """
-        key = self.state.key("pending")
+        key = self.state.keys.pending
         if not self.holding() or not self.state.redis.llen(key):
             return []
         loads = node_loads(self.state)
@@ -230,7 +230,7 @@ class Placer:
         """Each shard as placement needs it (None: no spec), in one round trip."""
         pipe = self.state.redis.pipeline(transaction=False)
         for shard_id in shard_ids:
-            pipe.hmget(self.state.key("shard", shard_id), "spec", "node", "attempt", "ended_reason",
+            pipe.hmget(self.state.keys.shard(shard_id), "spec", "node", "attempt", "ended_reason",
                        "ended_at")
         found: dict[str, PendingShard | None] = {}
         for shard_id, (spec, node, attempt, reason, at) in zip(shard_ids, pipe.execute(), strict=True):
@@ -244,7 +244,7 @@ class Placer:
     def _note_backlog(self, reason: str) -> None:
         """Note ``reason`` for every pending shard without one. The whole backlog is read
         only when it grew since it was last noted (new work), or the reason changed."""
-        length = int(self.state.redis.llen(self.state.key("pending")))
+        length = int(self.state.redis.llen(self.state.keys.pending))
         if length <= self._noted_backlog and reason == self._noted_reason:
             self._noted_backlog = length
             return
@@ -276,7 +276,7 @@ class Placer:
                               task_id=copy_task_id(shard_id, attempt))
 
     def reissue(self, shard_id: str, node: str, attempt: int, *, epoch: int) -> None:
-        """Send a re-issued attempt (:func:`dmg.attempts.reissue`) and report it placed."""
+        """Send a re-issued attempt (:func:`dmg.site.attempts.reissue`) and report it placed."""
         self.send(shard_id, node, attempt, epoch=epoch)
         self._report(Placement(shard_id, node, attempt, REISSUED, previous_ended=REISSUED,
                                previous_ended_at=self.clock(), placed_at=self.clock()))

@@ -43,15 +43,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
-
 from dispatcher.ports import DispatchCloud
 from dispatcher.splitting import split_large_entries
+from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
-from dmg.errors import BadInput, DmgError, NotFound, Retryable
+from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.sharding import cut_shards
 from dmg.shards import PartSpec, ShardSpec
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
 from settings import Settings
@@ -60,10 +59,6 @@ log = logging.getLogger(__name__)
 
 #: How long the record of a plan stays in Redis (replays come within minutes).
 PLAN_TTL = 7 * 24 * 3600
-
-
-def shard_id_for(activity_run_id: str, index: int) -> str:
-    return f"{activity_run_id}-{index:05d}"
 
 
 @dataclass
@@ -89,7 +84,7 @@ def plan_activity_run(
 ) -> PlanResult:
     """Plan one claimed activity run (see the module docstring). Raises Retryable."""
     run_id = str(activity_run["id"])
-    plan_key = state.key("plan", run_id)
+    plan_key = state.keys.plan(run_id)
     raw = state.redis.get(plan_key)
     if raw is not None:
         shards = json.loads(raw)
@@ -98,7 +93,7 @@ def plan_activity_run(
         try:
             shards = _cut_and_save(activity_run, state=state, settings=settings,
                                    connector_factory=connector_factory)
-        except (Retryable, redis.RedisError):
+        except (Retryable, BrokerError):
             raise
         except DmgError as exc:
             return _fail(activity_run, cloud=cloud, epoch=epoch, reason=str(exc))
@@ -167,7 +162,7 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
 
     def spec_of(index: int, group: list[Entry], *, hints: dict[str, Entry | None],
                 part: PartSpec | None = None) -> ShardSpec:
-        return ShardSpec(shard_id=shard_id_for(run_id, index), activity_run_id=run_id, index=index,
+        return ShardSpec(shard_id=ids.shard_id(run_id, index), activity_run_id=run_id, index=index,
                          source_store=source_spec, source_path=source_path, sink_store=sink_spec,
                          sink_path=sink_path, entries=tuple(group), options=options, sink_hints=hints,
                          part=part)

@@ -21,7 +21,7 @@ shard a new attempt on the target (fencing the old one), moves it from
 ``queued:<donor>`` to ``queued:<target>``, and the message
 ``dmg.copy_shard(shard, attempt, epoch=...)`` goes to ``node.<target>``. The old
 message stays in the donor's Celery queue; when it is delivered,
-:func:`dmg.attempts.start_run` finds its attempt stale and it does nothing.
+:func:`dmg.site.attempts.start_run` finds its attempt stale and it does nothing.
 
 Rounds are at least ``interval`` s apart; ``holding()`` is asked before every move.
 """
@@ -35,25 +35,14 @@ from dataclasses import dataclass
 
 from dispatcher.placement import Placement, Placer, node_loads, placed_report, read_spec, stores_of
 from dmg.attempt_ends import MOVED, NOT_SENT
-from dmg.attempts import requeue
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards.status import STATE_QUEUED
-from dmg.sitestate import SiteState
+from dmg.site import scripts
+from dmg.site.attempts import requeue
+from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
 
-# KEYS: shard hash. ARGV: prefix, shard id, donor, target, epoch ('' = unfenced), attempt seen,
-#       queued state. -> the new attempt; 0 when the shard moved on; -1 when the epoch is superseded.
-_MOVE_QUEUED = """
-if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then return -1 end
-local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
-if h[1] ~= ARGV[3] or h[2] ~= ARGV[7] or h[3] ~= ARGV[6] then return 0 end
-redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0, 'runner', '')
-redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[4], ARGV[2])
-return attempt
-"""
 
 
 @dataclass(frozen=True)
@@ -77,8 +66,8 @@ def move_queued(state: SiteState, shard_id: str, *, donor: str, target: str, att
     attempt, 0 when it is not (started, finished, moved), -1 when ``epoch`` is
     given and no longer the dispatcher's. Atomic (one Redis script); sends nothing.
     """
-    script = state.redis.register_script(_MOVE_QUEUED)
-    return int(script(keys=[state.key("shard", shard_id)],
+    script = state.redis.register_script(scripts.MOVE_QUEUED)
+    return int(script(keys=[state.keys.shard(shard_id)],
                       args=[state.prefix, shard_id, donor, target, "" if epoch is None else epoch,
                             attempt, STATE_QUEUED]))
 

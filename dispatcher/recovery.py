@@ -2,7 +2,7 @@
 
 The dispatcher owns recovery, not the broker (DESIGN.md: a dead node's unacked
 messages come back only after the visibility timeout, into its own queue). Every
-move is :func:`dmg.attempts.requeue`: the shard gets a new attempt, which fences
+move is :func:`dmg.site.attempts.requeue`: the shard gets a new attempt, which fences
 the old one off (it can neither start nor commit: the copy engine asks
 ``SiteState.is_current`` before each commit), and goes first in ``pending``, so
 placement sends it to a live node in its next round.
@@ -11,7 +11,7 @@ placement sends it to a live node in its next round.
   (``settings.offline_after`` s without a beat). Every shard queued *or running*
   on it is requeued.
 - :func:`retire_gone`: a node whose processes all lost their Redis connections
-  (:class:`dmg.presence.PresenceWatch`: SIGKILL, a crash, a clean exit) is dead
+  (:class:`dmg.site.presence.PresenceWatch`: SIGKILL, a crash, a clean exit) is dead
   although its heartbeat has not expired yet; its heartbeat is expired at once, so
   it is offline for placement and :func:`requeue_offline` moves its shards within a
   second or two instead of ``offline_after`` s. A machine that vanishes silently
@@ -27,7 +27,7 @@ placement sends it to a live node in its next round.
 - :func:`take_over`: what a new dispatcher does before it places anything. It
   cannot know whether its predecessor's message for a queued shard went out (it
   may have died between recording the attempt and sending it), so it re-issues
-  every shard still queued on a live node (:func:`dmg.attempts.reissue`: a new
+  every shard still queued on a live node (:func:`dmg.site.attempts.reissue`: a new
   attempt on the same node, unless the node started it meanwhile), and it replays
   the plans its predecessor had not finished pushing (``planning``).
 
@@ -42,9 +42,9 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from dmg.attempt_ends import NODE_OFFLINE, NODE_REMOVED, WORKER_DIED
-from dmg.attempts import reissue, requeue, runner_pid
 from dmg.shards.status import STATE_QUEUED, STATE_RUNNING
-from dmg.sitestate import DRAIN_REMOVED, SiteState
+from dmg.site.attempts import reissue, requeue, runner_pid
+from dmg.site.state import DRAIN_REMOVED, SiteState
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -54,7 +54,7 @@ log = logging.getLogger(__name__)
 
 def known_nodes(state: SiteState) -> set[str]:
     return {n.decode() if isinstance(n, bytes) else str(n)
-            for n in state.redis.smembers(state.key("nodes"))}
+            for n in state.redis.smembers(state.keys.nodes)}
 
 
 def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
@@ -165,7 +165,7 @@ def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str
                 reissued.append(shard_id)
     replay = set()
     for run_id in state.planning():
-        if state.redis.exists(state.key("plan", run_id)):
+        if state.redis.exists(state.keys.plan(run_id)):
             replay.add(run_id)
         else:
             state.end_planning(run_id)

@@ -8,7 +8,7 @@ those worth splitting: larger than ``split_above`` and than two parts
 incremental copy — absent from the sink or of another size (an object that may
 be up to date goes the usual way, where the worker decides). For each, it begins
 the sink's write **once**: the handle is recorded in Redis under the object
-(:meth:`dmg.splitstate.SplitObjects.save_handle`) before any shard names it, so a
+(:meth:`dmg.site.splits.SplitObjects.save_handle`) before any shard names it, so a
 replayed plan reuses it (a second handle that lost the race is aborted).
 
 It returns the remaining entries and one :class:`dmg.shards.PartSpec` per part; the
@@ -28,9 +28,10 @@ from dmg.connectors import Connector, Entry, StoreSpec
 from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import distributed_writer
 from dmg.errors import DmgError
+from dmg.ids import split_object_id
 from dmg.shards import PartSpec
-from dmg.sitestate import SiteState
-from dmg.splitstate import SplitObjects, object_id
+from dmg.site.splits import SplitObjects
+from dmg.site.state import SiteState
 from dmg.transfer import sink_path_for
 from dmg.transfer.options import ALWAYS, IF_DIFFERENT
 from dmg.transfer.split import SplitOptions, part_ranges
@@ -90,7 +91,7 @@ def split_large_entries(
                     entry, target, overwrite=overwrite, sink_entries=sink_entries):
                 rest.append(entry)
                 continue
-            key = object_id(activity_run_id, index)
+            key = split_object_id(activity_run_id, index)
             index += 1
             handle = objects.handle(key)
             if handle is None:

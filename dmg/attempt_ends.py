@@ -2,7 +2,7 @@
 
 An attempt ends when its worker reports ``succeeded`` or ``failed`` (``cancelled``
 when it failed because its run was cancelled), or when the site gives the shard a
-new attempt: :func:`dmg.attempts.requeue` (or a rebalance move, a re-issue) records
+new attempt: :func:`dmg.site.attempts.requeue` (or a rebalance move, a re-issue) records
 *why* in the shard's hash, and the dispatcher passes it on in the ``placed`` report
 of the next attempt (``previous_ended``, ``previous_ended_at``). An attempt replaced
 for a reason nobody told the cloud ended ``fenced``.

@@ -14,8 +14,20 @@
     ├── Retryable               transient: throttled, unreachable, timed out (503)
     └── Fatal                   anything else that retrying will not fix   (500)
 
+    BrokerError                 the site's Redis failed a command (:mod:`dmg.site.boundary`)
+    ├── BrokerUnreachable       it cannot be reached: refused, timed out, loading, auth
+    └── BrokerRefused           it answered with an error (ACL, read-only replica, OOM)
+
 Connectors translate SDK errors (botocore, azure-core, SQLAlchemy, OSError) into
-this tree at their boundary; nothing above a connector sees an SDK exception.
+this tree at their boundary; nothing above a connector sees an SDK exception. The
+site's Redis clients (:func:`dmg.site.connection.redis_client`) translate redis-py's
+errors into :class:`BrokerError`: nothing outside :mod:`dmg.site` catches a redis one.
+
+:class:`BrokerError` is not a :class:`DmgError`, on purpose: it replaced
+redis-py's error class, which no ``except DmgError``/``except Retryable`` caught, and
+handlers of those wrap Redis calls (the engine's per-file retry around the fencing
+check, the runners' failure reports). Making it a ``Retryable`` changes what each of
+those does when the broker is away; that is a decision per handler, not a rename.
 """
 
 from __future__ import annotations
@@ -86,6 +98,20 @@ class Retryable(DmgError):
 class Fatal(DmgError):
     http_status = 500
     code = "fatal"
+
+
+class BrokerError(Exception):
+    """The site's Redis failed a command; ``str(err)`` is one line naming the failure.
+    The redis-py error is ``__cause__``. Never a password: redis-py's messages name the
+    host and port only."""
+
+
+class BrokerUnreachable(BrokerError):
+    """The site's Redis cannot be reached (refused, timed out, still loading, bad login)."""
+
+
+class BrokerRefused(BrokerError):
+    """The site's Redis answered a command with an error (ACL, read-only replica, OOM...)."""
 
 
 _BY_CODE: dict[str, type[DmgError]] = {

@@ -33,7 +33,7 @@ ONLINE = "Online"
 NEEDS_REGISTRATION = "Needs Registration"
 
 NODE_STATUSES = (OFFLINE, UPGRADING, INACTIVE, LIMITED, ONLINE)  # worst first
-#: Why a node whose processes all lost their broker connection is Offline (dmg.presence).
+#: Why a node whose processes all lost their broker connection is Offline (dmg.site.presence).
 PROCESS_GONE = "its processes are gone (no connection to the site broker)"
 #: The statuses of a node that can run shards.
 WORKING = (ONLINE, LIMITED)

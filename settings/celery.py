@@ -11,7 +11,7 @@ Every Redis key and channel Celery uses (queues ``node.<name>``, kombu's binding
 ``unacked`` keys, the broadcast and event channels, ``celery-task-meta-*`` results)
 is under :func:`broker_key_prefix` of ``settings.gateway``, so gateways with
 different names can share one Redis database without consuming each other's tasks
-(see :mod:`dmg.sitestate`).
+(see :mod:`dmg.site.state`).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def celery_config(settings: Settings, *, client_name: str = "") -> dict[str, Any
     """Reliability-first Celery settings (see DESIGN.md, "Rules that make it reliable").
 
     ``client_name`` names every Redis connection of the broker and the result backend
-    (``CLIENT SETNAME``); a node's processes pass theirs (:mod:`dmg.presence`).
+    (``CLIENT SETNAME``); a node's processes pass theirs (:mod:`dmg.site.presence`).
 
     Raises :class:`settings.SettingsError` when ``settings.redis_url`` cannot be used.
     """

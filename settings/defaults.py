@@ -19,7 +19,7 @@ OFFLINE_AFTER = 10.0
 #: Seconds a dispatcher lease lives without renewal.
 LEASE_TTL = 6.0
 #: Seconds before Redis hands an unacknowledged task message out again. Long on
-#: purpose: a shard outliving it is not run twice (dmg.attempts refuses the copy),
+#: purpose: a shard outliving it is not run twice (dmg.site.attempts refuses the copy),
 #: but recovering a dead node is the dispatcher's job, not the broker's.
 BROKER_VISIBILITY_TIMEOUT = 12 * 3600.0
 #: Times a shard may kill the worker process running it (OOM, crash) before it fails.

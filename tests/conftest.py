@@ -17,7 +17,8 @@ from celery import Celery
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
-from dmg.sitestate import SiteState
+from dmg.site.boundary import SiteRedis
+from dmg.site.state import SiteState
 from settings import Settings
 
 ON_CI = os.environ.get("CI", "").lower() == "true"
@@ -59,7 +60,7 @@ def redis_url(redis_server: EmbeddedRedis) -> Iterator[str]:
 
 @pytest.fixture
 def redis_client(redis_url: str) -> Iterator[redis_lib.Redis]:
-    client = redis_lib.Redis.from_url(redis_url)
+    client = SiteRedis.from_url(redis_url)
     yield client
     client.close()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 
 
 def beat(state: SiteState, node: str, limit: int, **extra: Any) -> None:

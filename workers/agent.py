@@ -38,12 +38,11 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import psutil
-import redis
 
-from dmg.errors import DmgError, Unauthorized
-from dmg.nodestate import NodeRegistration
-from dmg.siteidentity import ForeignRedis
-from dmg.sitestate import SiteState
+from dmg.errors import BrokerError, DmgError, Unauthorized
+from dmg.registration import NodeRegistration
+from dmg.site.identity import ForeignRedis
+from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from workers.outbox import ReportOutbox
@@ -105,7 +104,7 @@ class NodeAgent:
     ``store_health`` (optional) returns ``{store name: reason}`` for the stores this
     node cannot reach; it may also be set later as the attribute of that name.
     When the broker turns out to be another gateway's (the state's identity check,
-    :mod:`dmg.siteidentity`), no beat is written there and ``on_foreign`` is called
+    :mod:`dmg.site.identity`), no beat is written there and ``on_foreign`` is called
     with the error (the node stops).
     """
 
@@ -161,7 +160,7 @@ class NodeAgent:
         load: dict[str, Any] | None = None
         try:
             load = self.state.worker_load(self.node)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("broker unreachable node=%s error=%s", self.node, exc)
             problems.append(BROKER_UNREACHABLE)
         if load is None and not problems and self.clock() - self.started > self.worker_grace:
@@ -244,7 +243,7 @@ class NodeAgent:
             if self.on_foreign is not None:
                 self.on_foreign(exc)
             return beat
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("heartbeat not published to the broker node=%s error=%s", self.node, exc)
             if BROKER_UNREACHABLE not in beat["problems"]:
                 beat["problems"].append(BROKER_UNREACHABLE)
@@ -280,7 +279,7 @@ class NodeAgent:
             return 0
         try:
             return self.outbox.size()
-        except redis.RedisError:
+        except BrokerError:
             return 0
 
     def _flush_outbox(self) -> None:
@@ -288,7 +287,7 @@ class NodeAgent:
             return
         try:
             delivered = self.outbox.flush(self.reporter, max_seconds=self.settings.heartbeat_interval)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.warning("cannot read the report outbox node=%s error=%s", self.node, exc)
             return
         if delivered:
@@ -308,7 +307,7 @@ class NodeAgent:
         beat = {**self.build_heartbeat(), "role": "worker", "epoch": 0, "stopped": True, "draining": True}
         try:
             self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
-        except (redis.RedisError, ForeignRedis) as exc:
+        except (BrokerError, ForeignRedis) as exc:
             log.warning("stop not published to the broker node=%s error=%s", self.node, exc)
         if self.cloud is None:
             return

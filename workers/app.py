@@ -16,8 +16,8 @@ from celery import Celery
 from celery.signals import after_setup_logger, celeryd_init
 
 import settings as dmg_settings
-from dmg.presence import client_name
 from dmg.quietlogs import quiet_request_logs
+from dmg.site.presence import client_name
 from settings.celery import celery_config
 from workers.autoscale import AutoscaleStep
 from workers.loadstep import WorkerLoadStep
@@ -37,7 +37,7 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
 @celeryd_init.connect
 def _name_connections(*, conf: Any = None, **_kwargs: Any) -> None:
     """A node's worker (not Flower, not a CLI using this app) names its broker and result
-    connections after the node, so the dispatcher sees it alive (:mod:`dmg.presence`).
+    connections after the node, so the dispatcher sees it alive (:mod:`dmg.site.presence`).
     Runs before the worker connects; its pool processes inherit the configuration."""
     settings = dmg_settings.load()
     if conf is None or not (settings.node_name and settings.gateway):

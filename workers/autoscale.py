@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
-from dmg import nodestate
-from dmg.errors import BadInput, DmgError
-from dmg.sitestate import SiteState
+from dmg import registration as local_registration
+from dmg.errors import BadInput, BrokerError, DmgError
+from dmg.site.state import SiteState
 from settings import Settings
 from workers import scaling
 from workers.context import redis_client
@@ -156,8 +155,8 @@ class Autoscaler:
 def site_waiting(state: SiteState, node: str) -> int:
     """Shards queued on ``node`` plus shards pending for the whole site (one round trip)."""
     pipe = state.redis.pipeline(transaction=False)
-    pipe.scard(state.key("queued", node))
-    pipe.llen(state.key("pending"))
+    pipe.scard(state.keys.queued(node))
+    pipe.llen(state.keys.pending)
     queued, pending = pipe.execute()
     return int(queued) + int(pending)
 
@@ -182,7 +181,7 @@ class AutoscaleStep(bootsteps.StartStopStep):
             return
         if bounds is None:
             return
-        registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
+        registration = local_registration.load(self.settings.data_dir, self.settings.node_name)
         self._state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
                                  registration.gateway)
         psutil.cpu_percent(interval=None)  # starts the measurement window
@@ -203,7 +202,7 @@ class AutoscaleStep(bootsteps.StartStopStep):
             return
         try:
             self.autoscaler.tick()
-        except (redis.RedisError, ValueError) as exc:  # try again at the next interval
+        except (BrokerError, ValueError) as exc:  # try again at the next interval
             log.warning("autoscale decision skipped: %s", exc)
         except Exception:  # the pool is starting or stopping
             log.debug("autoscale decision skipped", exc_info=True)

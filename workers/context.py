@@ -1,7 +1,7 @@
 """What a worker process needs to run shards, built once per process from Settings.
 
 Node and gateway come from the node's registration
-(``dmg.nodestate.load(settings.data_dir, settings.node_name)``); the cloud URL and
+(``dmg.registration.load(settings.data_dir, settings.node_name)``); the cloud URL and
 node token too. Each piece is built lazily and rebuilt after a fork (prefork
 children get their own Redis and HTTP connections).
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import redis
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.cloud.client import CloudClient
-from dmg.presence import client_name
-from dmg.redisconn import RIDE_OUT
-from dmg.redisconn import redis_client as broker_client
-from dmg.siteidentity import SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.site.connection import RIDE_OUT
+from dmg.site.connection import redis_client as broker_client
+from dmg.site.identity import SiteIdentity
+from dmg.site.presence import client_name
+from dmg.site.state import SiteState
 from settings import Settings
 from settings.redisurl import display_url
 from workers.outbox import OutboxReporter, ReportOutbox
@@ -36,13 +36,13 @@ REDIS_FAST_TIMEOUT = 1.0
 
 
 def redis_client(settings: Settings, *, fail_fast: bool = False,
-                 registration: nodestate.NodeRegistration | None = None) -> redis.Redis:
-    """A client of the site broker (:func:`dmg.redisconn.redis_client`). ``fail_fast``:
+                 registration: local_registration.NodeRegistration | None = None) -> redis.Redis:
+    """A client of the site broker (:func:`dmg.site.connection.redis_client`). ``fail_fast``:
     short timeouts and no retries, for periodic publishers that must never stall;
     otherwise a call rides out a broker restart or Sentinel failover of up to
-    :data:`~dmg.redisconn.RIDE_OUT` s instead of failing the shard in hand. With the
+    :data:`~dmg.site.connection.RIDE_OUT` s instead of failing the shard in hand. With the
     node's ``registration`` its connections carry the node's name
-    (:func:`dmg.presence.client_name`): the dispatcher sees the node alive."""
+    (:func:`dmg.site.presence.client_name`): the dispatcher sees the node alive."""
     name = client_name(registration.gateway, registration.node) if registration is not None else ""
     if fail_fast:
         return broker_client(settings, timeout=REDIS_FAST_TIMEOUT, client_name=name)
@@ -53,7 +53,7 @@ def redis_client(settings: Settings, *, fail_fast: bool = False,
 @dataclass
 class NodeContext:
     settings: Settings
-    registration: nodestate.NodeRegistration
+    registration: local_registration.NodeRegistration
     state: SiteState
     reporter: OutboxReporter
     pid: int = field(default_factory=os.getpid)
@@ -65,7 +65,7 @@ class NodeContext:
     @classmethod
     def build(cls, settings: Settings) -> NodeContext:
         """Raises NotFound/BadInput (dmg.errors) when the node is not registered here."""
-        registration = nodestate.load(settings.data_dir, settings.node_name)
+        registration = local_registration.load(settings.data_dir, settings.node_name)
         state = SiteState(redis_client(settings, registration=registration), registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token)

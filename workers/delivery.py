@@ -8,7 +8,7 @@ A task message can reach a node's worker more than once for the same attempt:
   again while the first execution still runs, and it must not run twice.
 
 :func:`begin_delivery` tells the two apart with the runner token the first
-execution left in the shard hash (:func:`dmg.attempts.start_run`): a token whose
+execution left in the shard hash (:func:`dmg.site.attempts.start_run`): a token whose
 process is still alive (same pid, same start time) makes this delivery a
 ``duplicate`` that does nothing; a dead one lets the attempt start again and
 counts one more delivery.
@@ -20,8 +20,8 @@ import os
 
 import psutil
 
-from dmg.attempts import runner_pid, runner_token, start_run
-from dmg.sitestate import SiteState
+from dmg.site.attempts import runner_pid, runner_token, start_run
+from dmg.site.state import SiteState
 
 
 def my_runner() -> str:
@@ -45,5 +45,5 @@ def runner_alive(token: str) -> bool:
 def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
                    epoch: int | None = None) -> tuple[str, int]:
     """Start ``attempt`` of ``shard_id`` in this process; -> ``(outcome, deliveries)``
-    as :func:`dmg.attempts.start_run` returns them."""
+    as :func:`dmg.site.attempts.start_run` returns them."""
     return start_run(state, shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch)

@@ -22,9 +22,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-import redis
-
-from dmg.sitestate import DRAIN_REMOVED, SiteState
+from dmg.errors import BrokerError
+from dmg.site.state import DRAIN_REMOVED, SiteState
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +68,6 @@ class DrainField:
                 log.warning("the cloud refuses this node's token (removed); taking no more work node=%s",
                             self.node)
                 flag = REMOVED
-        except redis.RedisError:
+        except BrokerError:
             return {}
         return {"draining": flag is not None}

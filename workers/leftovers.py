@@ -1,8 +1,8 @@
 """Staging leftovers of fenced attempts: who removes them, and when.
 
 An attempt writes under its staging id ``<shard>.<attempt>``
-(:func:`dmg.connectors.base.staging_id`) and lists it in ``started:<node>`` until
-it ends (:meth:`dmg.sitestate.SiteState.mark_finished`). What it staged is removed:
+(:func:`dmg.ids.staging_id`) and lists it in ``started:<node>`` until
+it ends (:meth:`dmg.site.state.SiteState.mark_finished`). What it staged is removed:
 
 - by the attempt itself when it aborts: a failed file, or a fenced attempt on a
   living node (the copy engine aborts every file in hand when it finds a newer
@@ -26,12 +26,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-import redis
-
 from dmg.connectors import Connector, StoreSpec
-from dmg.errors import DmgError
+from dmg.errors import BrokerError, DmgError
 from dmg.shards import ShardSpec
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.transfer.paths import sink_path_for
 
 log = logging.getLogger(__name__)
@@ -85,7 +83,7 @@ def clean_fenced_staging(state: SiteState, shard_id: str, attempt: int, *,
             state.forget_started(node, staging)
     except DmgError as exc:  # MalformedSpec among them
         log.warning("cannot clean up fenced attempts shard=%s error=%s", shard_id, exc)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         log.warning("cannot clean up fenced attempts (broker unreachable) shard=%s error=%s", shard_id, exc)
     if removed:
         log.info("removed %d staging leftovers of fenced attempts shard=%s attempt=%d", removed, shard_id,

@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import redis
 from celery import bootsteps
 from celery.worker import state as worker_state
 
 import settings as dmg_settings
-from dmg import nodestate
-from dmg.errors import DmgError
-from dmg.sitestate import SiteState
+from dmg import registration as local_registration
+from dmg.errors import BrokerError, DmgError
+from dmg.site.state import SiteState
 from workers import scaling
 from workers.context import redis_client
 
@@ -60,7 +59,8 @@ class WorkerLoadStep(bootsteps.StartStopStep):
         self.scaler: scaling.PoolScaler | None = None
 
     def start(self, worker: Any) -> None:
-        self.scaler = scaling.install(nodestate.node_dir(self.settings.data_dir, self.settings.node_name))
+        self.scaler = scaling.install(
+            local_registration.node_dir(self.settings.data_dir, self.settings.node_name))
         self.publish(worker)
         self.tref = worker.timer.call_repeatedly(LOAD_INTERVAL, self.publish, (worker,), priority=10)
 
@@ -81,14 +81,14 @@ class WorkerLoadStep(bootsteps.StartStopStep):
                 log.debug("pool not ready to scale", exc_info=True)
         try:
             if self._state is None:
-                registration = nodestate.load(self.settings.data_dir, self.settings.node_name)
+                registration = local_registration.load(self.settings.data_dir, self.settings.node_name)
                 self._node = registration.node
                 client = redis_client(self.settings, fail_fast=True, registration=registration)
                 self._state = SiteState(client, registration.gateway)
             self._state.publish_worker_load(
                 self._node, running=len(worker_state.active_requests), limit=limit,
                 pids=pids, ttl=LOAD_TTL)
-        except (redis.RedisError, DmgError, OSError) as exc:
+        except (BrokerError, DmgError, OSError) as exc:
             if not self._failing:
                 log.warning("cannot publish the worker load: %s", exc)
             self._failing = True

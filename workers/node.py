@@ -13,8 +13,8 @@
   dispatcher candidate), started in order and stopped in reverse.
 
 Before anything runs, the node stamps its gateway's identity in Redis or refuses
-to run where another gateway's stamp is (:class:`~dmg.siteidentity.ForeignRedis`,
-:mod:`dmg.siteidentity`); a node that finds another gateway's stamp later (its
+to run where another gateway's stamp is (:class:`~dmg.site.identity.ForeignRedis`,
+:mod:`dmg.site.identity`); a node that finds another gateway's stamp later (its
 Redis was swapped under it) kills its worker at once, without a warm shutdown, and
 :meth:`NodeRuntime.run_forever` raises that error.
 
@@ -37,14 +37,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-import redis
-
 from dmg.cloud.client import CloudClient
 from dmg.credentials import open_store
 from dmg.embedded.procs import stop_process
-from dmg.nodestate import NodeRegistration, node_dir
-from dmg.siteidentity import ForeignRedis, SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.errors import BrokerError
+from dmg.registration import NodeRegistration, node_dir
+from dmg.site.identity import ForeignRedis, SiteIdentity
+from dmg.site.state import SiteState
 from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
 from workers.agent import NodeAgent
@@ -131,7 +130,7 @@ class NodeRuntime:
         the worker, the agent and the services (in that order); staging leftovers of dead
         attempts are cleaned up in the background.
 
-        Raises :class:`~dmg.siteidentity.ForeignRedis`, starting nothing, when the
+        Raises :class:`~dmg.site.identity.ForeignRedis`, starting nothing, when the
         Redis belongs to another gateway."""
         node = self.registration.node
         if not self.registration.gateway_id:
@@ -139,7 +138,7 @@ class NodeRuntime:
                         "nobody checks that its Redis is its gateway's; register it again node=%s", node)
         try:
             self.state.claim_identity()
-        except redis.RedisError as exc:  # every heartbeat checks it again
+        except BrokerError as exc:  # every heartbeat checks it again
             log.warning("cannot check which gateway the broker belongs to node=%s error=%s", node, exc)
         _moved, leftovers = reclaim_at_start(self.state, node)
         if leftovers:

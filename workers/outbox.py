@@ -13,10 +13,8 @@ import logging
 import time
 from typing import Any
 
-import redis
-
-from dmg.errors import DmgError, Retryable
-from dmg.sitestate import SiteState
+from dmg.errors import BrokerError, DmgError, Retryable
+from dmg.site.state import SiteState
 from workers.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -28,7 +26,7 @@ class ReportOutbox:
     def __init__(self, state: SiteState, node: str) -> None:
         self.state = state
         self.node = node
-        self.key = state.key("outbox", node)
+        self.key = state.keys.outbox(node)
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
@@ -90,6 +88,6 @@ class OutboxReporter:
                                 shard_id, report.get("status"), exc)
                     return
             self.outbox.push(shard_id, report)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             log.error("shard report lost (broker unreachable) shard=%s status=%s error=%s",
                       shard_id, report.get("status"), exc)

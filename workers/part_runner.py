@@ -7,7 +7,7 @@ target, part number, parts total, offset, length, the sink's handle: a
 :func:`workers.shard_runner.run_shard` hands such a shard here once the delivery
 has begun. One attempt:
 
-1. Looks at the object's commit marker (:mod:`dmg.splitstate`): ``done`` —
+1. Looks at the object's commit marker (:mod:`dmg.site.splits`): ``done`` —
    nothing left to do (succeeds); ``aborted`` — fails; held by a commit owner —
    every part is in already, so the part is not written again; the attempt takes
    the commit over only if the owner's attempt was replaced (it died mid-commit)
@@ -18,7 +18,7 @@ has begun. One attempt:
    part), retrying Retryable errors; the sink's own MD5 of the stored part, when
    it gives one, must match.
 3. Records the part's result for the current attempt only
-   (:meth:`~dmg.splitstate.SplitObjects.record_part`); the part that completes
+   (:meth:`~dmg.site.splits.SplitObjects.record_part`); the part that completes
    the set owns the commit.
 4. The owner commits (``commit_distributed``, idempotent) while its attempt is
    current, marks the object ``done``, and only then reports ``succeeded``: the
@@ -29,7 +29,7 @@ the report of the shard that committed it (with a per-file result whose checksum
 is the S3-style MD5 of the parts' MD5s, ``<hex>-<parts>``, when every part's MD5
 is known). A part that fails for good marks the object ``aborted`` and aborts the
 sink's write (once); the other parts then stop. A part of a cancelled run
-(:meth:`dmg.sitestate.SiteState.is_cancelled`, looked at with the abandon check)
+(:meth:`dmg.site.state.SiteState.is_cancelled`, looked at with the abandon check)
 stops and aborts the write the same way.
 """
 
@@ -48,8 +48,8 @@ from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.shards import PartSpec, ShardSpec
 from dmg.shards.status import CLOUD_RUNNING
-from dmg.sitestate import CANCELLED_REASON, SiteState
-from dmg.splitstate import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
+from dmg.site.splits import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
+from dmg.site.state import CANCELLED_REASON, SiteState
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
 from dmg.transfer.retry import call_with_retries
 from dmg.transfer.sitebandwidth import SiteBandwidth

@@ -22,15 +22,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-import redis
-
 from dmg.attempt_ends import NODE_RESTARTED
-from dmg.attempts import requeue
 from dmg.connectors import Connector, StoreSpec
-from dmg.connectors.base import commit_key
-from dmg.errors import DmgError
+from dmg.errors import BrokerError, DmgError
+from dmg.ids import commit_key
 from dmg.shards import ShardSpec
-from dmg.sitestate import SiteState
+from dmg.site.attempts import requeue
+from dmg.site.state import SiteState
 from workers.leftovers import remove_staging
 
 log = logging.getLogger(__name__)
@@ -66,7 +64,7 @@ def clean_staging(state: SiteState, node: str, staging_ids: set[str], *,
             except DmgError as exc:
                 log.warning("staging not cleaned up staging_id=%s node=%s error=%s", staging, node, exc)
             state.forget_started(node, staging)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         log.warning("staging cleanup stopped (broker unreachable) node=%s error=%s", node, exc)
     if removed:
         log.info("removed %d staging leftovers of dead attempts node=%s", removed, node)
@@ -78,6 +76,6 @@ def reclaim_at_start(state: SiteState, node: str) -> tuple[list[str], set[str]]:
     the node's worker starts. A broker outage is logged, never raised."""
     try:
         return hand_back(state, node), state.started(node)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         log.warning("cannot reclaim the node's earlier work (broker unreachable) node=%s error=%s", node, exc)
         return [], set()

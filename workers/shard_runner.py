@@ -19,7 +19,7 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
    ``SiteState.mark_finished``; either is reported only after the staging that
    older attempts left on nodes that never ended them is removed
    (:mod:`workers.leftovers`). A shard whose run a user cancelled
-   (:meth:`dmg.sitestate.SiteState.is_cancelled`, checked before it starts and
+   (:meth:`dmg.site.state.SiteState.is_cancelled`, checked before it starts and
    every half second while it copies) does not start, or stops between chunks with
    its staged writes aborted: it is reported ``failed`` with :data:`CANCELLED_ERROR`
    and ends ``"cancelled"`` (not an error of the task). An
@@ -51,10 +51,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from dmg.attempts import STARTED
 from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.connectors.base import staging_id
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
+from dmg.ids import staging_id
 from dmg.shards import ShardOutcome, ShardSpec
 from dmg.shards.status import (
     CLOUD_FAILED,
@@ -65,7 +64,8 @@ from dmg.shards.status import (
     OUTCOME_STALE,
     OUTCOME_SUCCEEDED,
 )
-from dmg.sitestate import CANCELLED_REASON, SiteState
+from dmg.site.attempts import STARTED
+from dmg.site.state import CANCELLED_REASON, SiteState
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.delivery import begin_delivery

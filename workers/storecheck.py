@@ -25,7 +25,7 @@ from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec
 from dmg.credentials import credential_for, open_store, redact
 from dmg.errors import DmgError
-from dmg.nodestate import NodeRegistration
+from dmg.registration import NodeRegistration
 from settings import Settings
 from workers.periodic import Periodic
 

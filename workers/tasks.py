@@ -2,7 +2,7 @@
 
 Stores are opened with the site's credentials (:func:`dmg.credentials.open_store`).
 A task taken from a Redis that turns out to be another gateway's (swapped under the
-node; :mod:`dmg.siteidentity`) is handed back to that Redis's queue, not run: the node
+node; :mod:`dmg.site.identity`) is handed back to that Redis's queue, not run: the node
 agent stops the node at its next heartbeat.
 """
 
@@ -17,7 +17,7 @@ from celery.exceptions import Reject
 
 from dmg.credentials import open_store
 from dmg.shards.status import OUTCOME_FAILED
-from dmg.siteidentity import ForeignRedis
+from dmg.site.identity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD

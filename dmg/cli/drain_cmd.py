@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.cli.common import current_settings, gateway_of_node, user_client
-from dmg.errors import Conflict, NotFound, Retryable
+from dmg.errors import BrokerError, Conflict, NotFound, Retryable
 
 if TYPE_CHECKING:
-    from dmg.sitestate import SiteState
+    from dmg.site.state import SiteState
     from settings import Settings
 
 #: Seconds the CLI waits for the site's broker before it calls it unreachable.
@@ -47,21 +47,22 @@ def _gateway(settings: Settings, name: str, given: str | None) -> str:
     if given:
         return given
     try:
-        return nodestate.load(settings.data_dir, name).gateway
+        return local_registration.load(settings.data_dir, name).gateway
     except NotFound:
         with user_client(settings) as client:
             return gateway_of_node(client, name, None)
 
 
 def _site_state(settings: Settings, gateway: str) -> SiteState:
-    from dmg.redisconn import redis_client
-    from dmg.sitestate import SiteState
+    from dmg.site.connection import redis_client
+    from dmg.site.state import SiteState
 
     return SiteState(redis_client(settings, timeout=BROKER_TIMEOUT), gateway)
 
 
 def _broker_unreachable(exc: Exception) -> Retryable:
-    return Retryable(f"cannot reach the site's broker ({type(exc).__name__})",
+    # redis-py's class name (the cause), as before the BrokerError boundary
+    return Retryable(f"cannot reach the site's broker ({type(exc.__cause__ or exc).__name__})",
                      hint="run this inside the site, with DMG_REDIS_URL set to the site's Redis")
 
 
@@ -74,7 +75,7 @@ def move_work(state: SiteState, node: str, *, queued_only: bool) -> list[str]:
     """Requeue the shards on ``node``: only those not started with ``queued_only`` (a
     drain), else all of them (a removal)."""
     from dmg.attempt_ends import NODE_DRAINED, NODE_REMOVED
-    from dmg.attempts import requeue
+    from dmg.site.attempts import requeue
 
     shards = state.queued(node) if queued_only else work_on(state, node)
     reason = NODE_DRAINED if queued_only else NODE_REMOVED
@@ -94,7 +95,6 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
     Shards queued on it and not started yet move to other nodes at once. The node
     stays drained (also across restarts) until `dmg node undrain NAME`.
     """
-    import redis
 
     settings = current_settings()
     gateway = _gateway(settings, name, gateway_name)
@@ -117,7 +117,7 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
                 raise Retryable(f"node {name} still has {len(left)} shard(s) after {timeout:g} s",
                                 hint=f"wait longer, or move them with `dmg node remove {name} --force`")
             time.sleep(POLL)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         raise _broker_unreachable(exc) from None
     finally:
         state.redis.close()
@@ -129,13 +129,12 @@ def drain(name: str, gateway_name: str | None, wait: bool, timeout: float | None
 @click.option("--gateway", "gateway_name", default=None, help=_GATEWAY_HELP)
 def undrain(name: str, gateway_name: str | None) -> None:
     """Let node NAME take work again after `dmg node drain`."""
-    import redis
 
     settings = current_settings()
     state = _site_state(settings, _gateway(settings, name, gateway_name))
     try:
         was = state.clear_drain(name)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         raise _broker_unreachable(exc) from None
     finally:
         state.redis.close()
@@ -152,11 +151,10 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
     Refused while shards are queued or running on it, unless --force; drain it
     first with `dmg node drain NAME` to let them finish.
     """
-    import redis
 
     settings = current_settings()
     try:
-        local: nodestate.NodeRegistration | None = nodestate.load(settings.data_dir, name)
+        local: local_registration.NodeRegistration | None = local_registration.load(settings.data_dir, name)
     except NotFound:
         local = None
     with user_client() as client:
@@ -171,7 +169,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
         try:
             moved = _take_off(state, name, force=force)
             broker = True
-        except redis.RedisError:
+        except BrokerError:
             moved, broker = [], False
             _check_cloud_view(rows, name, force=force)
         finally:
@@ -181,12 +179,12 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
             state = _site_state(settings, gateway)
             try:
                 state.forget_node(name)
-            except redis.RedisError:
+            except BrokerError:
                 pass
             finally:
                 state.redis.close()
     if local is not None and local.gateway == gateway:
-        (nodestate.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
+        (local_registration.node_dir(settings.data_dir, name) / "node.json").unlink(missing_ok=True)
     click.echo(f"node {name} removed from gateway {gateway}"
                + (f"; {len(moved)} shard(s) moved to other nodes" if moved else ""))
     if not broker and force:
@@ -195,7 +193,7 @@ def remove(name: str, gateway_name: str | None, force: bool) -> None:
 
 
 def _take_off(state: SiteState, name: str, *, force: bool) -> list[str]:
-    """Refuse (Conflict) or flag the node removed and move its work; raises RedisError."""
+    """Refuse (Conflict) or flag the node removed and move its work; raises BrokerError."""
     work = work_on(state, name)
     if work and not force:
         raise Conflict(f"node {name} has {len(work)} shard(s) queued or running",

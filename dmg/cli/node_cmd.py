@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.cli import drain_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
@@ -37,10 +37,10 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
     _refuse_if_registered(settings.data_dir, name)
     with CloudClient(cloud_url) as client:
         body = client.register_node(key=key.strip(), name=name, version=__version__)
-    registration = nodestate.NodeRegistration(
+    registration = local_registration.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
         token=str(body["token"]), gateway_id=str(body.get("gateway_id") or ""))
-    path = nodestate.save(settings.data_dir, registration)
+    path = local_registration.save(settings.data_dir, registration)
     click.echo(f"node {registration.node} registered to gateway {registration.gateway} ({path})")
     click.echo(f"next: dmg node start --name {registration.node}")
 
@@ -49,7 +49,7 @@ def _refuse_if_registered(data_dir: object, name: str) -> None:
     from pathlib import Path
 
     try:
-        existing = nodestate.load(Path(str(data_dir)), name)
+        existing = local_registration.load(Path(str(data_dir)), name)
     except NotFound:
         return
     raise Conflict(f"node {name!r} is already registered here, to gateway {existing.gateway!r}",
@@ -67,14 +67,14 @@ def start(name: str | None, concurrency: int | None) -> None:
     Stops cleanly on Ctrl-C or SIGTERM: running shards finish or are re-placed.
     """
     settings = current_settings()
-    registration = nodestate.load(settings.data_dir, name or settings.node_name)
+    registration = local_registration.load(settings.data_dir, name or settings.node_name)
     settings = settings.replace(
         node_name=registration.node, cloud_url=registration.cloud_url,
         node_concurrency=concurrency if concurrency is not None else settings.node_concurrency)
     if concurrency is not None:  # the flag sets the node's limit, as `dmg scale` would
         from workers.scaling import persist_limit
 
-        persist_limit(nodestate.node_dir(settings.data_dir, registration.node), concurrency)
+        persist_limit(local_registration.node_dir(settings.data_dir, registration.node), concurrency)
     setup_logging(settings)
     from dmg.cli.runtime import run_node
 

@@ -24,7 +24,7 @@ import click
 
 from dmg.cli.common import current_settings, user_client
 from dmg.cli.output import human_bytes
-from dmg.errors import BadInput, Retryable
+from dmg.errors import BadInput, BrokerError, Retryable
 
 
 @click.command("report")
@@ -111,10 +111,9 @@ def bandwidth(run_id: str, rate: str, activities: tuple[str, ...]) -> None:
 
 
 def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
-    import redis
 
-    from dmg.redisconn import redis_client
-    from dmg.sitestate import SiteState
+    from dmg.site.connection import redis_client
+    from dmg.site.state import SiteState
 
     settings = current_settings()
     client = redis_client(settings, timeout=5)
@@ -122,12 +121,12 @@ def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
         state = SiteState(client, gateway)
         for activity_run_id in activity_run_ids:
             state.set_bandwidth(activity_run_id, limit)
-    except redis.RedisError as exc:
+    except BrokerError as exc:
         where = client.connection_pool.connection_kwargs
         target = (f"at {where.get('host')}:{where.get('port')}" if where.get("host")
                   else f"(Sentinel group {settings.redis_master_name!r})")
         raise Retryable(f"cannot reach the site's Redis {target} "
-                        f"({type(exc).__name__})",
+                        f"({type(exc.__cause__ or exc).__name__})",  # redis-py's, as before
                         hint="run this on a node of the site, with DMG_REDIS_URL set as the nodes have it"
                         ) from None
     finally:

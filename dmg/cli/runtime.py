@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from dmg.nodestate import NodeRegistration
+from dmg.registration import NodeRegistration
 from settings import Settings
 
 log = logging.getLogger(__name__)

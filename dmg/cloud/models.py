@@ -86,7 +86,7 @@ class Node(Base):
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     # When the dispatcher saw every process of the node lose its broker connection
-    # (dmg.presence); Offline until a heartbeat newer than that.
+    # (dmg.site.presence); Offline until a heartbeat newer than that.
     gone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     gateway: Mapped[Gateway] = relationship(back_populates="nodes")

@@ -13,8 +13,8 @@ A connector overrides a few primitives; the transfer engine derives the rest
   object visible atomically (rename, block-list commit, transaction), and
   :meth:`StagedWriter.abort` removes the staging place. Committing the same
   staging id twice is a no-op. A staging id is ``<shard id>.<attempt>``
-  (:func:`staging_id`); a sink that fences commits with a marker keys it by the
-  shard part (:func:`commit_key`), so that a shard replayed by a newer attempt
+  (:func:`dmg.ids.staging_id`); a sink that fences commits with a marker keys it by the
+  shard part (:func:`dmg.ids.commit_key`), so that a shard replayed by a newer attempt
   commits each target at most once.
 - :meth:`Connector.delete` removes an object; deleting a missing one is not an error.
 - :meth:`Connector.check_reachable` raises a ``DmgError`` saying why this node
@@ -38,17 +38,6 @@ from typing import Any, BinaryIO, ClassVar
 
 from dmg.connectors.capabilities import flags_of
 from dmg.errors import BadInput, Fatal
-
-
-def staging_id(shard_id: str, attempt: int) -> str:
-    """The staging id of one attempt of a shard: ``<shard id>.<attempt>``."""
-    return f"{shard_id}.{int(attempt)}"
-
-
-def commit_key(staging: str) -> str:
-    """The shard part of a staging id (``s-00001`` of ``s-00001.3``); other ids unchanged."""
-    head, dot, tail = staging.rpartition(".")
-    return head if dot and head and tail.isdigit() else staging
 
 
 @dataclass(frozen=True)
@@ -185,7 +174,7 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
         """A writer whose bytes are invisible until its commit; ``BadInput`` for the store's
-        root. ``staging_id`` names this attempt's staging place (:func:`staging_id`)."""
+        root. ``staging_id`` names this attempt's staging place (:func:`dmg.ids.staging_id`)."""
 
     @abc.abstractmethod
     def delete(self, path: str) -> None:

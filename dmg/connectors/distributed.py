@@ -24,7 +24,7 @@ and made visible once, by a single commit:
   call twice or after a commit of another handle.
 
 Every method raises only :mod:`dmg.errors` exceptions. Who calls what, and how a
-single commit is guaranteed across nodes, is :mod:`dmg.splitstate` and
+single commit is guaranteed across nodes, is :mod:`dmg.site.splits` and
 :mod:`workers.part_runner`.
 """
 

@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from dmg import nodestate
+from dmg import registration as local_registration
 from dmg.errors import Conflict, DmgError, NotFound
 from settings import Settings
 
@@ -41,7 +41,7 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
 
     cloud_url, data_dir = settings.cloud_url, settings.data_dir
     try:
-        local: nodestate.NodeRegistration | None = nodestate.load(data_dir, name)
+        local: local_registration.NodeRegistration | None = local_registration.load(data_dir, name)
     except (NotFound, DmgError):
         local = None
     with CloudClient(cloud_url) as client:
@@ -50,13 +50,13 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
         except Conflict:
             if local is not None and local.gateway == gateway:
                 if local.cloud_url != cloud_url:
-                    nodestate.save(data_dir, dataclasses.replace(local, cloud_url=cloud_url))
+                    local_registration.save(data_dir, dataclasses.replace(local, cloud_url=cloud_url))
                 return
             # known to the cloud, but its token is lost here
             with CloudClient(cloud_url, token=settings.api_token) as user:
                 user.remove_node(gateway, name)
             body = client.register_node(key=key, name=name, version=__version__)
-    nodestate.save(data_dir, nodestate.NodeRegistration(
+    local_registration.save(data_dir, local_registration.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
         token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))
     echo(f"registered {name} to gateway {gateway}")

@@ -42,9 +42,9 @@ from typing import TypeVar
 from dmg.connectors.base import Connector, Entry, StagedWriter
 from dmg.connectors.capabilities import NativeChecksum, ServerSideCopy
 from dmg.errors import Cancelled, DmgError, Fatal, NotFound, StaleAttempt
+from dmg.site.fencing import SharedCheck
 from dmg.transfer import checksums
 from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
-from dmg.transfer.fence import SharedCheck
 from dmg.transfer.filters import PathFilter
 from dmg.transfer.options import ALWAYS, VERIFY_OFF, VERIFY_REREAD, CopyOptions
 from dmg.transfer.parts import ranged_chunks, ranged_reads, sequential_chunks

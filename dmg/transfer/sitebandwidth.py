@@ -1,6 +1,6 @@
 """An activity run's bandwidth limit and schedule, shared through the site's Redis.
 
-The limit lives under ``bw:<activity run>`` (:meth:`dmg.sitestate.SiteState.set_bandwidth`,
+The limit lives under ``bw:<activity run>`` (:meth:`dmg.site.state.SiteState.set_bandwidth`,
 written by ``dmg runs bandwidth``); without it, the activity's ``bandwidth``
 option applies. Every shard of the run, on every node, books its bytes on one
 schedule, ``bwtat:<activity run>`` (GCRA with Redis's own clock), so the limit
@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import logging
 
-import redis
-
-from dmg.sitestate import SiteState
+from dmg.errors import BrokerError
+from dmg.site.state import SiteState
 from dmg.transfer.throttle import LocalBandwidth
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ class SiteBandwidth:
         self.activity_run_id = activity_run_id
         self.default = float(default)
         self._last = self.default
-        self._schedule = state.key("bwtat", activity_run_id)
+        self._schedule = state.keys.pacing(activity_run_id)
         self._script = state.redis.register_script(_RESERVE)
         self._local = LocalBandwidth()
         self._warned = False
@@ -49,7 +48,7 @@ class SiteBandwidth:
     def current_limit(self) -> float:
         try:
             value = self.state.bandwidth(self.activity_run_id)
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             self._warn(exc)
             return self._last
         self._last = self.default if value is None else float(value)
@@ -58,7 +57,7 @@ class SiteBandwidth:
     def reserve(self, nbytes: int, limit: float) -> float:
         try:
             return float(self._script(keys=[self._schedule], args=[int(nbytes), float(limit)]))
-        except redis.RedisError as exc:
+        except BrokerError as exc:
             self._warn(exc)
             return self._local.reserve(nbytes, limit)
 

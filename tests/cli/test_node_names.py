@@ -12,7 +12,7 @@ import redis as redis_lib
 
 from dmg.cloud.client import CloudClient
 from dmg.cloud.server import CloudProcess
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.version import __version__
 from tests.cli.conftest import DmgRunner, assert_one_line_error
 from tests.cli.test_errors import unique

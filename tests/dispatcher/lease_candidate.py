@@ -10,13 +10,12 @@ from __future__ import annotations
 import sys
 import time
 
-import redis
-
 from dispatcher.lease import Lease
+from dmg.site.boundary import SiteRedis
 
 
 def main(url: str, name: str, ttl: float) -> None:
-    client = redis.Redis.from_url(url)
+    client = SiteRedis.from_url(url)
     lease = Lease(client, key="dmg:gw:lease", epoch_key="dmg:gw:epoch", holder=name, ttl=ttl)
     while True:
         if lease.holding():

@@ -12,8 +12,8 @@ from celery import Celery
 
 from dispatcher.recovery import OrphanWatch, requeue_offline
 from dmg.attempt_ends import NODE_OFFLINE, NODE_RESTARTED, WORKER_DIED
-from dmg.attempts import STALE, requeue, start_run
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STALE, requeue, start_run
+from dmg.site.state import SiteState
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_placement import add_shards, placer
 from tests.sitekit import beat
@@ -31,7 +31,7 @@ def test_a_shard_off_an_offline_node_gets_the_next_number_and_the_reason(
     [first] = placer(state, sender, cloud).place_pending()
     assert (first.node, first.attempt) == ("a", 1)
 
-    redis_client.delete(state.key("hb", "a"))  # a's heartbeat expired: it is offline
+    redis_client.delete(state.keys.heartbeat("a"))  # a's heartbeat expired: it is offline
     beat(state, "b", 1)
     assert requeue_offline(state) == [shard]
     [second] = placer(state, sender, cloud).place_pending()
@@ -80,12 +80,12 @@ def test_an_orphan_is_reported_as_worker_died(state: SiteState, sender: Celery) 
     place = placer(state, sender, MemoryCloud())
     place.place_pending()
     assert start_run(state, shard, 1, "a", runner="999999@1.000", alive=lambda _t: False)[0] == "started"
-    state.redis.set(state.key("load", "a"), '{"running": 0, "limit": 2, "pids": [1]}')
+    state.redis.set(state.keys.load("a"), '{"running": 0, "limit": 2, "pids": [1]}')
     now = [0.0]
     watch = OrphanWatch(grace=1.0, clock=lambda: now[0])
     assert watch.check(state) == []
     now[0] = 2.0
     assert watch.check(state) == [shard]
     assert state.shard(shard)["attempt"] == 2
-    raw = state.redis.hget(state.key("shard", shard), "ended_reason")
+    raw = state.redis.hget(state.keys.shard(shard), "ended_reason")
     assert raw in (WORKER_DIED, WORKER_DIED.encode())

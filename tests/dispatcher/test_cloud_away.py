@@ -11,7 +11,7 @@ from celery import Celery
 
 from dispatcher.loop import DispatcherService
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_loop import activity_run, services, settings, start

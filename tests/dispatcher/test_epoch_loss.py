@@ -10,7 +10,7 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.loop import DispatcherService
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_loop import activity_run, beat, services, settings, start
@@ -31,4 +31,4 @@ def test_a_dispatcher_with_a_stale_epoch_takes_a_newer_one(
 
     wait_for(lambda: "ar1-00000" in cloud.placed(), timeout=20, what="claims with a fresh epoch")
     assert service.lease.epoch >= 3 and service.is_dispatcher()
-    assert int(redis_client.get(state.key("epoch")) or 0) == service.lease.epoch
+    assert int(redis_client.get(state.keys.epoch) or 0) == service.lease.epoch

@@ -14,7 +14,8 @@ from dispatcher.loop import DispatcherService, make_sender
 from dispatcher.recovery import requeue_offline_queued
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STALE, start_run
+from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
@@ -106,7 +107,7 @@ def test_a_dispatcher_whose_lease_is_taken_steps_down_and_competes_again(
     wait_for(service.is_dispatcher, what="the dispatcher")
     epoch = service.lease.epoch
 
-    redis_client.set(state.key("lease"), "intruder:token", px=1000)  # someone else holds it now
+    redis_client.set(state.keys.lease, "intruder:token", px=1000)  # someone else holds it now
 
     wait_for(lambda: not service.is_dispatcher(), timeout=10, what="the dispatcher to step down")
     wait_for(service.is_dispatcher, timeout=10, what="the lease to be won again after it expired")
@@ -159,7 +160,7 @@ def test_queued_shards_of_an_offline_node_go_back_to_pending_and_are_fenced(stat
     assert state.pending() == ["ar1-00000"]
     assert state.queued("b") == set() and state.queued("a") == {"ar1-00001"}
     assert not state.is_current("ar1-00000", old)  # the message in b's queue can no longer run
-    assert state.mark_running("ar1-00000", old, "b") is False
+    assert start_run(state, "ar1-00000", old, "b", runner="w", alive=lambda _t: False)[0] == STALE
     assert requeue_offline_queued(state) == []  # idempotent
 
 

@@ -10,7 +10,8 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.placement import ALL_NODES_BUSY, NO_NODE_ONLINE, Placer, node_loads
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STARTED, start_run
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.shardkit import planned_spec
@@ -70,7 +71,7 @@ def test_running_shards_take_slots(state: SiteState, sender: Celery) -> None:
     beat(state, "a", 4)
     beat(state, "b", 2)
     for i in range(3):
-        state.redis.sadd(state.key("running", "a"), f"old-{i}")
+        state.redis.sadd(state.keys.running("a"), f"old-{i}")
     ids = add_shards(state, 4)
 
     placed = placer(state, sender).place_pending()
@@ -89,7 +90,7 @@ def test_a_waiting_shard_is_placed_when_a_slot_frees_with_its_wait_reason(state:
     assert [x.shard_id for x in p.place_pending()] == [ids[0]]
     assert p.place_pending() == [] and p.wait_reason(ids[1]) == ALL_NODES_BUSY
 
-    state.mark_running(ids[0], 1, "a")
+    assert start_run(state, ids[0], 1, "a", runner="w", alive=lambda _t: False)[0] == STARTED
     state.mark_finished(ids[0], 1, "a", ok=True)
     placed = p.place_pending()
 

@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from dispatcher.planner import plan_activity_run, shard_id_for
+from dispatcher.planner import plan_activity_run
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.ids import shard_id
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
@@ -30,7 +31,7 @@ def test_a_source_is_cut_into_shards_saved_planned_and_queued(tmp_path: Path, st
 
     plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=7, settings=SETTINGS)
 
-    ids = [shard_id_for("ar1", i) for i in range(3)]
+    ids = [shard_id("ar1", i) for i in range(3)]
     assert ids == ["ar1-00000", "ar1-00001", "ar1-00002"]
     assert plan.shards == [{"id": ids[0], "index": 0, "files": 2, "bytes": 30},
                            {"id": ids[1], "index": 1, "files": 2, "bytes": 70},

@@ -12,7 +12,7 @@ from dispatcher.planner import plan_activity_run
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.connectors.file import FileConnector
 from dmg.errors import PermissionDenied
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files

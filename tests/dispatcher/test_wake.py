@@ -6,14 +6,15 @@ import threading
 
 import redis
 
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STARTED, start_run
+from dmg.site.state import SiteState
 
 
 def test_finishing_a_shard_wakes_the_dispatcher(redis_client: redis.Redis) -> None:
     state = SiteState(redis_client, "gw")
     state.save_shard("s1", {"shard_id": "s1"})
     attempt = state.new_attempt("s1", "n1")
-    assert state.mark_running("s1", attempt, "n1")
+    assert start_run(state, "s1", attempt, "n1", runner="w", alive=lambda _t: False)[0] == STARTED
     assert state.wait_for_change(0.01) is False  # nothing happened yet
 
     woken: list[bool] = []

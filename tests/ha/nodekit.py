@@ -21,14 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis as redis_lib
-
 from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cloud.client import CloudClient
 from dmg.embedded.site import EmbeddedSite
 from dmg.shards.status import STATE_DONE, STATE_RUNNING
-from dmg.sitestate import SiteState
+from dmg.site.boundary import SiteRedis
+from dmg.site.state import SiteState
 from tests.ha.sitekit import wait_for
 
 
@@ -100,7 +99,7 @@ def assert_once(client: CloudClient, run_id: str, copy: MixedCopy) -> dict[str, 
 
 @contextlib.contextmanager
 def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = SiteRedis.from_url(site.settings.redis_url)
     try:
         yield SiteState(client, site.gateway)
     finally:
@@ -108,7 +107,7 @@ def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
 
 
 def dispatcher_of(state: SiteState) -> str | None:
-    raw: Any = state.redis.get(state.key("lease"))
+    raw: Any = state.redis.get(state.keys.lease)
     return str(raw.decode()).rsplit(":", 1)[0] if raw else None
 
 
@@ -119,7 +118,7 @@ def successor_of(state: SiteState, old: str) -> str:
 
 
 def epoch_of(state: SiteState) -> int:
-    return int(state.redis.get(state.key("epoch")) or 0)
+    return int(state.redis.get(state.keys.epoch) or 0)
 
 
 def work_of(state: SiteState, node: str) -> set[str]:

@@ -10,16 +10,15 @@ from __future__ import annotations
 import json
 import sys
 
-import redis
-
-from dmg.sitestate import SiteState
+from dmg.site.boundary import SiteRedis
+from dmg.site.state import SiteState
 from workers.reporter import MemoryReporter
 from workers.shard_runner import run_shard
 
 
 def main(argv: list[str]) -> int:
     url, gateway, shard_id, attempt, node = argv
-    state = SiteState(redis.Redis.from_url(url), gateway)
+    state = SiteState(SiteRedis.from_url(url), gateway)
     outcome = run_shard(shard_id, int(attempt), node=node, state=state, reporter=MemoryReporter())
     print(json.dumps(outcome.to_json()), flush=True)
     return 0

@@ -20,7 +20,7 @@ from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
 from dmg.embedded.faults import SiteUnderTest
 from dmg.shards.status import STATE_DONE
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.ha.sitekit import (
     all_nodes,
     assert_copied_exactly,
@@ -51,7 +51,7 @@ def test_shards_finish_without_the_cloud_and_it_learns_everything_when_back(tmp_
         broker = redis_lib.Redis.from_url(site.settings.redis_url)
         try:
             state = SiteState(broker, site.gateway)
-            outboxes = [state.key("outbox", name) for name in site.node_names]
+            outboxes = [state.keys.outbox(name) for name in site.node_names]
             wait_for(lambda: all((state.shard(s) or {}).get("state") == STATE_DONE for s in shard_ids),
                      timeout=90, what="every shard done on the nodes while the cloud is away")
             buffered = sum(int(broker.llen(key)) for key in outboxes)

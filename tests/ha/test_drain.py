@@ -26,13 +26,13 @@ import pytest
 import redis as redis_lib
 
 from dispatcher.recovery import requeue_gone
-from dmg.attempts import start_run
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
 from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.embedded.readiness import node_ready
-from dmg.sitestate import SiteState
+from dmg.site.attempts import start_run
+from dmg.site.state import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
 from tests.ha.nodekit import (
     assert_once,

@@ -2,7 +2,7 @@
 
 One embedded site of three nodes (two jobs each) with the settings a real site runs:
 a heartbeat every 2 s, offline after 10 s, a 6 s lease. Every node process names its
-Redis connections (dmg.presence); a SIGKILLed node's connections close at once.
+Redis connections (dmg.site.presence); a SIGKILLed node's connections close at once.
 
 - A worker node is SIGKILLed mid-copy: every shard it held runs on another node well
   before its heartbeat could expire (asserted within 8 s, aimed at 5 s); the run
@@ -27,7 +27,7 @@ import pytest
 from dmg.cli.demo import KIB
 from dmg.cloud.client import CloudClient
 from dmg.embedded.faults import SiteUnderTest
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.status import PROCESS_GONE
 from settings import defaults
 from tests.ha.nodekit import (

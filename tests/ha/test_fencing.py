@@ -19,9 +19,9 @@ from celery import Celery
 
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer, node_loads
-from dmg.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
 from dmg.shards.status import STATE_QUEUED
-from dmg.sitestate import SiteState
+from dmg.site.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
+from dmg.site.state import SiteState
 from tests.shardkit import planned_spec
 from workers.delivery import my_runner, runner_alive
 
@@ -79,13 +79,13 @@ def test_a_redelivery_of_a_finished_attempt_is_stale(state: SiteState) -> None:
     state.mark_finished(S, attempt, "a", ok=True)
 
     assert start_run(state, S, attempt, "a", runner=dead_runner(), alive=runner_alive) == (STALE, 0)
-    assert state.mark_running(S, attempt, "a") is False
+    assert start_run(state, S, attempt, "a", runner="w", alive=lambda _t: False)[0] == STALE
     assert state.started("a") == set() and state.running("a") == set()
 
 
 def test_a_message_from_another_epoch_or_for_an_older_attempt_is_stale(state: SiteState) -> None:
     add(state, S)
-    state.redis.set(state.key("epoch"), 7)
+    state.redis.set(state.keys.epoch, 7)
     old = state.new_attempt(S, "a", epoch=7)
     current = state.new_attempt(S, "a", epoch=7)
 
@@ -100,20 +100,20 @@ def test_a_superseded_dispatcher_can_make_no_attempt(state: SiteState, sender: C
     beat(state, "a")
     add(state, S)
     state.push_pending(S)
-    state.redis.set(state.key("epoch"), 5)  # a newer dispatcher took the lease (epoch 5)
+    state.redis.set(state.keys.epoch, 5)  # a newer dispatcher took the lease (epoch 5)
     old = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
                  epoch=lambda: 4)
 
     assert old.place_pending() == []
     assert state.pending() == [S] and state.shard(S)["attempt"] == 0  # type: ignore[index]
-    assert state.redis.llen(state.key("celery", "node.a")) == 0  # nothing sent
+    assert state.redis.llen(state.keys.celery("node.a")) == 0  # nothing sent
 
     new = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
                  epoch=lambda: 5)
     (placed,) = new.place_pending()
     assert (placed.node, placed.attempt) == ("a", 1)
     assert state.shard(S)["epoch"] == 5  # type: ignore[index]
-    assert state.redis.llen(state.key("celery", "node.a")) == 1
+    assert state.redis.llen(state.keys.celery("node.a")) == 1
 
 
 def test_a_duplicate_pending_entry_is_never_placed_twice(state: SiteState, sender: Celery,
@@ -126,7 +126,7 @@ def test_a_duplicate_pending_entry_is_never_placed_twice(state: SiteState, sende
     placed = placer.place_pending() + placer.place_pending()
 
     assert [(p.shard_id, p.attempt) for p in placed] == [(S, 1)]
-    assert state.pending() == [] and state.redis.llen(state.key("celery", "node.a")) == 1
+    assert state.pending() == [] and state.redis.llen(state.keys.celery("node.a")) == 1
 
 
 def test_a_drained_node_gets_no_new_shard(state: SiteState, sender: Celery) -> None:
@@ -160,19 +160,19 @@ def test_requeue_fences_and_puts_the_shard_first_in_pending(state: SiteState) ->
     shard = state.shard(S)
     assert shard is not None and (shard["node"], shard["state"], shard["deliveries"]) == ("", "pending", 0)
     assert requeue(state, S, "a") == 0  # idempotent
-    state.redis.set(state.key("epoch"), 3)
+    state.redis.set(state.keys.epoch, 3)
     assert requeue(state, "other", "a", epoch=2) == -1  # a superseded dispatcher moves nothing
 
 
 def test_reissue_gives_a_queued_shard_a_new_attempt_unless_it_started(state: SiteState) -> None:
     add(state, S, "s2")
-    state.redis.set(state.key("epoch"), 2)
+    state.redis.set(state.keys.epoch, 2)
     first = state.new_attempt(S, "a", epoch=1 + 1)
     started = state.new_attempt("s2", "a", epoch=2)
     start_run(state, "s2", started, "a", runner=my_runner(), alive=runner_alive)
 
     assert reissue(state, S, "a", attempt=first, epoch=3) == -1
-    state.redis.set(state.key("epoch"), 3)
+    state.redis.set(state.keys.epoch, 3)
     assert reissue(state, S, "a", attempt=first, epoch=3) == first + 1
     assert reissue(state, "s2", "a", attempt=started, epoch=3) == 0  # running: left alone
     shard = state.shard(S)

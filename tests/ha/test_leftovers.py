@@ -19,7 +19,7 @@ import pytest
 
 from dmg.cli.demo import compare_trees
 from dmg.embedded.faults import SiteUnderTest
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.e2e.conftest import Credentials
 from tests.ha.nodekit import dispatcher_of, site_state
 from tests.ha.sitekit import ha_settings, require_redis, running_site, wait_for

@@ -90,7 +90,7 @@ def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: SiteUnder
         site.start_node(victim)
         wait_for(lambda: all_nodes(client, site, online), timeout=30, what=f"{victim} Online again")
         wait_for(lambda: state.started(victim) == set(), timeout=30, what="its staging cleaned up")
-        wait_for(lambda: state.redis.llen(state.key("celery", f"node.{victim}")) == 0, timeout=30,
+        wait_for(lambda: state.redis.llen(state.keys.celery(f"node.{victim}")) == 0, timeout=30,
                  what="the stale messages in its queue consumed")
         assert_once(client, run_id, copy)
         assert cloud_shards(client, run_id) == shards  # the stale messages changed nothing

@@ -18,8 +18,8 @@ from celery import Celery
 
 from dispatcher.placement import Placer
 from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
-from dmg.attempts import runner_token, start_run
-from dmg.sitestate import SiteState
+from dmg.site.attempts import runner_token, start_run
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.workers.support import wait_for
 
@@ -97,13 +97,13 @@ def test_a_new_dispatcher_reissues_queued_shards_and_replays_unfinished_plans(
         state: SiteState, sender: Celery, redis_client: redis_lib.Redis) -> None:
     beat(state, "a")
     add(state, "queued", "running")
-    state.redis.set(state.key("epoch"), 1)
+    state.redis.set(state.keys.epoch, 1)
     old = state.new_attempt("queued", "a", epoch=1)  # its message may never have been sent
     run_on(state, "running", "a", pid=7001)
     state.begin_planning("planned-run")
-    state.redis.set(state.key("plan", "planned-run"), "[]")
+    state.redis.set(state.keys.plan("planned-run"), "[]")
     state.begin_planning("never-planned")
-    state.redis.set(state.key("epoch"), 2)  # the new dispatcher's lease
+    state.redis.set(state.keys.epoch, 2)  # the new dispatcher's lease
     placer = Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
                     epoch=lambda: 2)
 

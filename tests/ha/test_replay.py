@@ -23,12 +23,12 @@ from typing import Any
 
 import pytest
 
-from dmg.attempts import requeue
 from dmg.cli.demo import compare_trees
 from dmg.connectors import StoreSpec, connector_for
 from dmg.connectors.file import STAGING_PREFIX
 from dmg.shards.status import OUTCOME_SUCCEEDED
-from dmg.sitestate import SiteState
+from dmg.site.attempts import requeue
+from dmg.site.state import SiteState
 from tests.workers.support import shard_spec, wait_for
 from workers.reclaim import clean_staging, reclaim_at_start
 from workers.reporter import MemoryReporter

@@ -1,6 +1,6 @@
 """Redis Sentinel: a primary, a replica and three sentinels; the primary is SIGKILLed.
 
-- dmg's own clients (:func:`dmg.redisconn.redis_client`) follow the failover: a
+- dmg's own clients (:func:`dmg.site.connection.redis_client`) follow the failover: a
   riding client's command issued while the group has no primary completes on the
   promoted replica; a fail-fast client raises meanwhile and works after.
 - A whole site on ``sentinel://`` URLs (Celery broker and results, site state, the
@@ -20,12 +20,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import redis as redis_lib
 
 from dmg.cli.demo import KIB
 from dmg.embedded.faults import SiteUnderTest
-from dmg.errors import Conflict
-from dmg.redisconn import redis_client
+from dmg.errors import BrokerError, BrokerUnreachable, Conflict
+from dmg.site.connection import redis_client
 from settings import Settings
 from tests.ha.sitekit import (
     all_nodes,
@@ -49,7 +48,7 @@ def quietly(call: Callable[..., T], *args: object) -> T | None:
     """``call(*args)``, or None while the broker is unreachable."""
     try:
         return call(*args)
-    except redis_lib.RedisError:
+    except BrokerError:
         return None
 
 
@@ -63,7 +62,7 @@ def test_the_client_factory_follows_a_failover(sentinel_group: SentinelGroup) ->
         assert failing.connection_pool.get_master_address()[1] == sentinel_group.primary.port
 
         sentinel_group.kill_primary()
-        with pytest.raises(redis_lib.ConnectionError):
+        with pytest.raises(BrokerUnreachable):
             failing.get("k")
         answers: list[object] = []
         asking = threading.Thread(target=lambda: answers.append(riding.get("k")), daemon=True)

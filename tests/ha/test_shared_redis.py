@@ -30,8 +30,8 @@ from dmg.cli.demo import KIB
 from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
-from dmg.siteidentity import SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.site.identity import SiteIdentity
+from dmg.site.state import SiteState
 from settings import process_environ, settings_environ
 from settings.celery import celery_config
 from tests.ha.nodekit import dispatcher_of, site_state
@@ -118,14 +118,14 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
         assert time.monotonic() - started < 30
         errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
         assert len(errors) == 1 and "Traceback" not in refused.stderr, refused.stderr
-        owner = state.redis.hget(state.key("identity"), "json")
+        owner = state.redis.hget(state.keys.identity, "json")
         assert owner is not None
         owner_text = SiteIdentity.from_json(owner).describe()
         assert errors[0].startswith(f"error: this Redis ({site.settings.redis_url}) belongs to {owner_text}; "
                                     "this node is of gateway 'site' (id "), errors[0]
         assert other.settings.cloud_url in errors[0] and owner_text not in errors[0].split(";")[1], errors[0]
-        assert b"node3" not in state.redis.smembers(state.key("nodes"))
-        assert not state.redis.exists(state.key("hb", "node3"))
+        assert b"node3" not in state.redis.smembers(state.keys.nodes)
+        assert not state.redis.exists(state.keys.heartbeat("node3"))
         assert dispatcher_of(state) == leader
 
         # Another site's Redis, with its data, takes the port of this site's Redis.

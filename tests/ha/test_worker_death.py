@@ -18,12 +18,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from dmg.attempts import runner_pid
 from dmg.cli.demo import KIB, compare_trees
 from dmg.cli.runview import shards_of
 from dmg.embedded.site import EmbeddedSite
 from dmg.shards.status import STATE_RUNNING
-from dmg.sitestate import SiteState
+from dmg.site.attempts import runner_pid
+from dmg.site.state import SiteState
 from tests.ha.nodekit import run_ended, site_state
 from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
 

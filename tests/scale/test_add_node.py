@@ -21,7 +21,7 @@ import redis as redis_lib
 
 from dmg.cli.demo import compare_trees
 from dmg.embedded.faults import SiteUnderTest
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.scale.support import (
     KIB,
     copy_pipeline,

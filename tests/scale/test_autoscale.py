@@ -19,8 +19,8 @@ import redis as redis_lib
 
 from dmg.embedded.site import EmbeddedSite
 from dmg.errors import BadInput
-from dmg.nodestate import node_dir
-from dmg.sitestate import SiteState
+from dmg.registration import node_dir
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.scale.support import need_redis, site_settings, wait_for
 from workers.autoscale import HOLD, LOWER, RAISE, Autoscaler, Bounds, Metrics, decide, site_waiting
@@ -96,9 +96,9 @@ def test_bounds_come_from_the_settings() -> None:
 def test_a_tick_counts_the_site_backlog_applies_and_logs(redis_client: redis_lib.Redis,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     state = SiteState(redis_client, "gw")
-    state.redis.sadd(state.key("queued", "n1"), "s1", "s2")
-    state.redis.rpush(state.key("pending"), "s3")
-    state.redis.sadd(state.key("queued", "other"), "s4")  # another node's queue: not ours
+    state.redis.sadd(state.keys.queued("n1"), "s1", "s2")
+    state.redis.rpush(state.keys.pending, "s3")
+    state.redis.sadd(state.keys.queued("other"), "s4")  # another node's queue: not ours
     limits = [4]
     applied: list[int] = []
 
@@ -115,7 +115,7 @@ def test_a_tick_counts_the_site_backlog_applies_and_logs(redis_client: redis_lib
 
     assert (first.action, applied) == (RAISE, [5])
     assert "autoscale raise node=n1 limit 4 -> 5: 3 shards wait" in caplog.text
-    state.redis.delete(state.key("queued", "n1"), state.key("pending"))
+    state.redis.delete(state.keys.queued("n1"), state.keys.pending)
     caplog.clear()
     assert scaler.tick().action == HOLD and scaler.tick().action == HOLD
     assert applied == [5]

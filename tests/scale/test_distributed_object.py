@@ -26,7 +26,7 @@ from azure.storage.blob import BlobServiceClient
 
 from dmg.embedded.faults import SiteUnderTest
 from dmg.shards.status import STATE_RUNNING
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
 from tests.scale.support import need_redis, site_settings, wait_for

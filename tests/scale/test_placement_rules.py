@@ -23,7 +23,7 @@ from dispatcher.placement import (
     WINDOW,
     Placer,
 )
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.shardkit import planned_spec
 from tests.sitekit import beat
 
@@ -80,7 +80,7 @@ def test_an_offline_node_gets_nothing_more(state: SiteState, sender: Celery) -> 
     beat(state, "b", 2)
     add_shards(state, 2)
     assert nodes_of(placer(state, sender).place_pending()) == {"a": 1, "b": 1}
-    state.redis.delete(state.key("hb", "b"))  # b's heartbeat expired: Offline
+    state.redis.delete(state.keys.heartbeat("b"))  # b's heartbeat expired: Offline
     add_shards(state, 3, first=2)
 
     assert nodes_of(placer(state, sender).place_pending()) == {"a": 1}

@@ -20,9 +20,9 @@ from celery import Celery
 
 from dispatcher.placement import Placer
 from dispatcher.rebalance import Rebalancer, excess, move_queued
-from dmg.attempts import STALE, STARTED, start_run
 from dmg.placement import NodeLoad
-from dmg.sitestate import SiteState
+from dmg.site.attempts import STALE, STARTED, start_run
+from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.shardkit import planned_spec
@@ -42,7 +42,7 @@ def queue_on(state: SiteState, node: str, count: int, *, first: int = 0,
 
 
 def run_on(state: SiteState, node: str, count: int) -> None:
-    state.redis.sadd(state.key("running", node), *[f"other-{node}-{i}" for i in range(count)])
+    state.redis.sadd(state.keys.running(node), *[f"other-{node}-{i}" for i in range(count)])
 
 
 def messages(client: redis_lib.Redis, node: str) -> list[tuple[str, list[Any], dict[str, Any]]]:
@@ -87,7 +87,7 @@ def test_queued_shards_beyond_a_nodes_room_move_to_an_idle_node(state: SiteState
 
 def test_moves_carry_the_dispatchers_epoch(state: SiteState, sender: Celery,
                                            redis_client: redis_lib.Redis) -> None:
-    state.redis.set(state.key("epoch"), 7)
+    state.redis.set(state.keys.epoch, 7)
     beat(state, "a", 1)
     beat(state, "b", 1)
     run_on(state, "a", 1)
@@ -101,7 +101,7 @@ def test_moves_carry_the_dispatchers_epoch(state: SiteState, sender: Celery,
 
 def test_a_superseded_dispatcher_moves_nothing(state: SiteState, sender: Celery,
                                                redis_client: redis_lib.Redis) -> None:
-    state.redis.set(state.key("epoch"), 8)  # a newer dispatcher took the lease
+    state.redis.set(state.keys.epoch, 8)  # a newer dispatcher took the lease
     beat(state, "a", 1)
     beat(state, "b", 1)
     run_on(state, "a", 1)
@@ -141,7 +141,7 @@ def test_nothing_moves_to_a_full_draining_or_blind_node(state: SiteState, sender
 def test_a_shard_the_donor_started_meanwhile_stays(state: SiteState) -> None:
     beat(state, "a", 1)
     [shard] = queue_on(state, "a", 1)
-    assert state.mark_running(shard, 1, "a")
+    assert start_run(state, shard, 1, "a", runner="w", alive=lambda _t: False)[0] == STARTED
 
     assert move_queued(state, shard, donor="a", target="b", attempt=1) == 0
     assert state.shard(shard)["attempt"] == 1 and state.running("a") == {shard}

@@ -17,7 +17,7 @@ import redis as redis_lib
 from dmg.cloud.client import CloudClient
 from dmg.errors import NotFound, StaleAttempt
 from dmg.shards.status import OUTCOME_SUCCEEDED
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.cli.conftest import DMG, DmgRunner, assert_one_line_error, clean_environ
 from tests.cloud.conftest import Cloud, make_pipeline, make_site
 from tests.workers.support import file_store, shard_spec, write_files

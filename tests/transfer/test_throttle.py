@@ -10,7 +10,7 @@ import redis as redis_lib
 
 from dmg.connectors.base import StoreSpec
 from dmg.connectors.file import FileConnector
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, LocalBandwidth, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from tests.workers.support import dead_redis, tree, wait_for, write_files

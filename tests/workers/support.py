@@ -18,6 +18,7 @@ from dmg.connectors import Entry, StoreSpec
 from dmg.connectors.file import FileConnector
 from dmg.embedded.procs import free_port
 from dmg.shards import ShardSpec
+from dmg.site.boundary import SiteRedis
 from tests import waiting
 
 T = TypeVar("T")
@@ -128,8 +129,8 @@ class StubCloud:
 
 def dead_redis() -> redis.Redis:
     """A client of a Redis that is not there (nothing listens on its port), without retries."""
-    return redis.Redis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
-                       retry=Retry(NoBackoff(), 0))
+    return SiteRedis(port=free_port(), socket_connect_timeout=0.5, socket_timeout=0.5,
+                     retry=Retry(NoBackoff(), 0))
 
 
 def iter_lines(path: Path) -> Iterator[str]:

@@ -11,8 +11,8 @@ import pytest
 
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import free_port
-from dmg.nodestate import NodeRegistration
-from dmg.sitestate import SiteState
+from dmg.registration import NodeRegistration
+from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from tests.workers.support import StubCloud, wait_for
@@ -60,7 +60,7 @@ def test_a_heartbeat_carries_the_node_and_machine_state(state: SiteState, cloud:
     assert 0.0 <= beat["cpu_percent"] <= 100.0
     assert beat["network_in"] >= 0 and beat["network_out"] >= 0
     assert state.heartbeats() == {"a": beat}
-    ttl_ms = state.redis.pttl(state.key("hb", "a"))
+    ttl_ms = state.redis.pttl(state.keys.heartbeat("a"))
     assert 0 < ttl_ms <= 10_000  # expires after settings.offline_after
     assert cloud.heartbeats == [beat]
     assert agent.cloud_answer == {"status": "Online", "reasons": []}
@@ -186,7 +186,7 @@ def test_the_pool_is_not_running_until_the_worker_publishes_one_and_when_it_has_
     assert agent.beat_once()["pool_running"] is False
     state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
     agent.beat_once()
-    state.redis.delete(state.key("load", "a"))  # lost a moment (a broker restart): not yet gone
+    state.redis.delete(state.keys.load("a"))  # lost a moment (a broker restart): not yet gone
     now[0] += LOAD_MISSING_GRACE / 2
     assert agent.beat_once()["pool_running"] is True
     now[0] += LOAD_MISSING_GRACE
@@ -194,7 +194,7 @@ def test_the_pool_is_not_running_until_the_worker_publishes_one_and_when_it_has_
     late = NodeAgent(SETTINGS, REGISTRATION, state=state, cloud=None, clock=lambda: now[0], worker_grace=0)
     state.publish_worker_load("a", running=0, limit=2, pids=[1, 2], ttl=10)
     late.beat_once()
-    state.redis.delete(state.key("load", "a"))
+    state.redis.delete(state.keys.load("a"))
     now[0] += LOAD_MISSING_GRACE * 2  # "worker process not responding" is no broker outage
     beat = late.beat_once()
     assert beat["problems"] == [WORKER_NOT_RESPONDING] and beat["pool_running"] is False

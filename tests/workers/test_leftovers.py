@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dmg.connectors import connector_for
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.sitekit import beat
 from tests.workers.support import file_store, shard_spec, write_files
 from workers.leftovers import clean_fenced_staging
@@ -29,11 +29,11 @@ def arrange(tmp_path: Path, state: SiteState) -> Path:
     for node in ("dead", "b"):
         beat(state, node, 1)
     assert state.new_attempt(SHARD, "dead") == 1
-    state.redis.sadd(state.key("started", "dead"), f"{SHARD}.1")
+    state.redis.sadd(state.keys.started("dead"), f"{SHARD}.1")
     (tmp_path / "dst" / "out").mkdir(parents=True)
     (tmp_path / "dst" / "out" / f".dmg-staging.{SHARD}.1.a.bin").write_bytes(b"x" * 50)
     assert state.new_attempt(SHARD, "b") == 2
-    state.redis.sadd(state.key("started", "b"), f"{SHARD}.2")
+    state.redis.sadd(state.keys.started("b"), f"{SHARD}.2")
     (tmp_path / "dst" / "out" / f".dmg-staging.{SHARD}.2.b.bin").write_bytes(b"y" * 50)
     return tmp_path / "dst"
 

@@ -18,8 +18,8 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.placement import Placer
-from dmg import nodestate
-from dmg.sitestate import SiteState
+from dmg import registration as local_registration
+from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import celery_config
 from tests.workers.support import StubCloud, file_store, iter_lines, shard_spec, tree, wait_for, write_files
@@ -37,7 +37,7 @@ KIB = 1024
 class Site:
     tmp: Path
     settings: Settings
-    registration: nodestate.NodeRegistration
+    registration: local_registration.NodeRegistration
     state: SiteState
     cloud: StubCloud
     client: Celery
@@ -71,8 +71,9 @@ def site(tmp_path: Path, redis_url: str, redis_client: redis_lib.Redis) -> Itera
     settings = Settings(data_dir=data_dir, redis_url=redis_url, node_name="a", heartbeat_interval=0.2,
                         offline_after=5.0)
     with StubCloud() as cloud:
-        registration = nodestate.NodeRegistration(cloud_url=cloud.url, gateway="gw", node="a", token="tok")
-        nodestate.save(data_dir, registration)
+        registration = local_registration.NodeRegistration(cloud_url=cloud.url, gateway="gw", node="a",
+                                                           token="tok")
+        local_registration.save(data_dir, registration)
         client = Celery("test-client", set_as_current=False)
         client.conf.update(celery_config(settings.replace(gateway="gw")))
         s = Site(tmp_path, settings, registration, SiteState(redis_client, "gw"), cloud, client)

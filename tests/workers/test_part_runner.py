@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from dispatcher.planner import plan_activity_run
+from dmg.ids import split_object_id
 from dmg.shards.status import OUTCOME_STALE, OUTCOME_SUCCEEDED, STATE_DONE
-from dmg.sitestate import SiteState
-from dmg.splitstate import DONE, SplitObjects, object_id, owner_token
+from dmg.site.splits import DONE, SplitObjects, owner_token
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
@@ -25,7 +26,7 @@ from workers.shard_runner import run_shard
 MIB = 1024 * 1024
 SETTINGS = Settings(shard_max_files=4)
 OPTIONS = {"split_above": 8 * MIB, "split_part_size": 5 * MIB, "overwrite": "always"}
-OBJECT = object_id("ar1", 0)
+OBJECT = split_object_id("ar1", 0)
 
 
 def plan(tmp_path: Path, state: SiteState, cloud: MemoryCloud | None = None) -> list[str]:
@@ -66,7 +67,7 @@ def test_the_planner_splits_only_the_large_object_and_a_replay_reuses_its_write(
     staging = list((tmp_path / "dst" / "out").iterdir())
     assert [p.name for p in staging] == [handle["staging"]]  # begun once: one staging file
 
-    state.redis.delete(state.key("plan", "ar1"))  # a plan cut again (the record lost) reuses the write
+    state.redis.delete(state.keys.plan("ar1"))  # a plan cut again (the record lost) reuses the write
     plan(tmp_path, state)
     assert [p.name for p in (tmp_path / "dst" / "out").iterdir()] == [handle["staging"]]
 
@@ -102,10 +103,10 @@ def test_a_committer_that_died_is_replaced_by_its_next_attempt(
     first = run_on(state, last, "node2", reporter)
     assert first.files == 1
     objects = SplitObjects(state)
-    state.redis.set(state.key("commit", OBJECT), owner_token(last, 1))
+    state.redis.set(state.keys.commit_marker(OBJECT), owner_token(last, 1))
     handle = objects.handle(OBJECT) or {}
     (tmp_path / "dst" / "out" / "big.bin").rename(tmp_path / "dst" / "out" / handle["staging"])
-    state.redis.hset(state.key("shard", last), "state", "running")  # as if never finished
+    state.redis.hset(state.keys.shard(last), "state", "running")  # as if never finished
 
     # Another part re-run meanwhile leaves the commit to the live owner ...
     other = run_on(state, ids[1], "node3", reporter)

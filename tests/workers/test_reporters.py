@@ -10,7 +10,7 @@ import redis as redis_lib
 from dmg.cloud.client import CloudClient
 from dmg.embedded.procs import free_port
 from dmg.errors import Retryable
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.workers.support import StubCloud, dead_redis
 from workers.outbox import OutboxReporter, ReportOutbox
 from workers.reporter import HttpReporter

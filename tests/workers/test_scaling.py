@@ -23,7 +23,7 @@ import pytest
 from dmg.embedded.flower import flower_password
 from dmg.embedded.procs import free_port
 from dmg.embedded.site import EmbeddedSite
-from dmg.nodestate import node_dir
+from dmg.registration import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner
 from tests.waiting import wait_for

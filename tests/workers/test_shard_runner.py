@@ -9,7 +9,7 @@ import pytest
 
 from dmg.connectors import Entry
 from dmg.shards.status import OUTCOME_FAILED, OUTCOME_STALE, OUTCOME_SUCCEEDED, STATE_DONE, STATE_FAILED
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
 from workers.shard_runner import run_shard

@@ -10,7 +10,7 @@ from typing import Any
 from dmg.connectors import Entry
 from dmg.shards import ShardSpec
 from dmg.shards.status import OUTCOME_FAILED, OUTCOME_SUCCEEDED
-from dmg.sitestate import SiteState
+from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
 from workers.reporter import MemoryReporter
 from workers.shard_runner import run_shard
@@ -83,7 +83,7 @@ def test_the_activity_bandwidth_option_paces_the_shard(state: SiteState, tmp_pat
     reporter = MemoryReporter()
     outcome = run_shard(SHARD, state.new_attempt(SHARD, "a"), node="a", state=state, reporter=reporter)
     assert outcome.status == OUTCOME_SUCCEEDED
-    assert state.redis.exists(state.key("bwtat", "ar9"))  # bytes were booked on the run's schedule
+    assert state.redis.exists(state.keys.pacing("ar9"))  # bytes were booked on the run's schedule
 
 
 def test_entries_of_unknown_size_count_zero_bytes_and_hints_are_read() -> None:

@@ -16,8 +16,8 @@ from dispatcher.placement import Placer, node_loads
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, Entry, StagedWriter, StoreSpec
 from dmg.errors import PermissionDenied, Retryable
-from dmg.nodestate import NodeRegistration
-from dmg.sitestate import SiteState
+from dmg.registration import NodeRegistration
+from dmg.site.state import SiteState
 from settings import Settings
 from tests.cloud.conftest import Cloud, launch, make_site, unique
 from tests.shardkit import planned_spec

@@ -36,7 +36,7 @@ from dmg.cloud.schemas import ShardReport
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, PermissionDenied
 from dmg.shards.status import CLOUD_FAILED, CLOUD_PLACED, CLOUD_RUNNING, CLOUD_SUCCEEDED
-from dmg.sitestate import CANCELLED_REASON
+from dmg.site.state import CANCELLED_REASON
 
 _FINAL = {CLOUD_SUCCEEDED: SUCCEEDED, CLOUD_FAILED: FAILED}
 

@@ -10,7 +10,7 @@ Rules (from the reference product):
 - Nodes authenticate with the token they got at registration; removing a node
   revokes it.
 - A registration tells the node its gateway's name and id (:func:`gateway_uid`),
-  which the node stamps in its site's Redis (:mod:`dmg.siteidentity`).
+  which the node stamps in its site's Redis (:mod:`dmg.site.identity`).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ them and inserts the rows in batches inside ONE transaction that also inserts
 ``dmg_commits(staging_id, target)``. A replayed commit finds the marker row and
 does nothing, so a shard copied twice never duplicates rows; two concurrent
 commits of the same staging id serialise on the marker's primary key. The marker
-holds the shard part of the staging id (:func:`dmg.connectors.base.commit_key`):
+holds the shard part of the staging id (:func:`dmg.ids.commit_key`):
 every attempt of a shard shares it, so a shard replayed by a new attempt after a
 crash inserts nothing a fenced older attempt already committed. The marker's
 ``target`` is the table, or for a key-range path the range itself
@@ -41,11 +41,12 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 
-from dmg.connectors.base import StagedWriter, commit_key
+from dmg.connectors.base import StagedWriter
 from dmg.connectors.sql.errors import map_sql_errors
 from dmg.connectors.sql.paths import SqlPath, range_path
 from dmg.connectors.sql.rows import coerce, csv_columns, decode_records
 from dmg.errors import BadInput, NotFound, Retryable
+from dmg.ids import commit_key
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ Each operation is one Redis script, so it is atomic against every other writer
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
   The new attempt is kept *unsent* (``unsent`` in the hash): placement
-  (:meth:`dmg.sitestate.SiteState.new_attempt`) sends that very number instead of
+  (:meth:`dmg.site.state.SiteState.new_attempt`) sends that very number instead of
   bumping again, so attempts are numbered 1, 2, 3 with no gap. Why the old attempt
   ended (:mod:`dmg.attempt_ends`) is kept in ``ended_reason``/``ended_at`` until the
   dispatcher reports the next placement to the cloud.
@@ -31,72 +31,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from dmg.attempt_ends import FENCED
+from dmg.ids import staging_id
 from dmg.shards.status import OUTCOME_DUPLICATE, OUTCOME_STALE, STATE_PENDING, STATE_QUEUED, STATE_RUNNING
-
-if TYPE_CHECKING:
-    from dmg.sitestate import SiteState
+from dmg.site import scripts
+from dmg.site.shards import ShardRecords
 
 STARTED = "started"
 STALE = OUTCOME_STALE
 DUPLICATE = OUTCOME_DUPLICATE
 
-# KEYS: shard hash, queued set, running set, started set.
-# ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
-#       epoch of the message ('' when unknown), staging id.
-# -> {outcome, deliveries}; 'retry' when the runner changed since the caller looked.
-_START_RUN = """
-local h = redis.call('HMGET', KEYS[1], 'attempt', 'state', 'runner', 'epoch', 'node')
-if h[1] ~= ARGV[1] then return {'stale', 0} end
-if ARGV[8] ~= '' and h[4] and h[4] ~= '' and h[4] ~= ARGV[8] then return {'stale', 0} end
-if h[2] == 'done' or h[2] == 'failed' then return {'stale', 0} end
-if h[5] and h[5] ~= '' and h[5] ~= ARGV[3] then return {'stale', 0} end
-local runner = h[3] or ''
-if runner ~= ARGV[6] then return {'retry', 0} end
-if h[2] == ARGV[4] and runner ~= '' and ARGV[7] == '1' then
-  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
-  return {'duplicate', 0}
-end
-local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
-redis.call('HSET', KEYS[1], 'state', ARGV[4], 'runner', ARGV[5], 'node', ARGV[3])
-redis.call('SREM', KEYS[2], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[2])
-redis.call('SADD', KEYS[4], ARGV[9])
-return {'started', deliveries}
-"""
 
-# KEYS: shard hash. ARGV: prefix, shard id, node, epoch ('' = not the dispatcher), pending state,
-#       why the old attempt ended, when (POSIX seconds).
-# -> the new attempt; 0 when the shard is not queued/running on that node; -1 when the epoch
-#    is superseded. The new attempt is *unsent*: placement sends it without a second bump.
-_REQUEUE = """
-if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[4] then return -1 end
-redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
-redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
-local h = redis.call('HMGET', KEYS[1], 'node', 'state')
-if h[1] ~= ARGV[3] or (h[2] ~= 'queued' and h[2] ~= 'running') then return 0 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '',
-           'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])
-redis.call('LREM', ARGV[1] .. 'pending', 0, ARGV[2])
-redis.call('LPUSH', ARGV[1] .. 'pending', ARGV[2])
-redis.call('LPUSH', ARGV[1] .. 'wake', 1)
-redis.call('LTRIM', ARGV[1] .. 'wake', 0, 0)
-return attempt
-"""
 
-# KEYS: shard hash. ARGV: prefix, node, epoch, attempt seen, queued state.
-# -> the new attempt; 0 when the shard moved on (started, finished, elsewhere); -1 superseded.
-_REISSUE = """
-if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[3] then return -1 end
-local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
-if h[1] ~= ARGV[2] or h[2] ~= ARGV[5] or h[3] ~= ARGV[4] then return 0 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'deliveries', 0, 'runner', '', 'epoch', ARGV[3])
-return attempt
-"""
 
 #: How often :func:`start_run` re-reads a runner that changed under it before giving up.
 _START_TRIES = 8
@@ -113,7 +60,7 @@ def runner_pid(token: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
-def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runner: str,
+def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None) -> tuple[str, int]:
     """Try to start ``attempt`` of ``shard_id`` on ``node`` in process ``runner``.
 
@@ -122,11 +69,9 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
     superseded epoch, or placed elsewhere) or :data:`DUPLICATE` (``alive(token)`` says
     the process that runs it is still there: this delivery must do nothing).
     """
-    from dmg.connectors.base import staging_id as staging_id_of
-
-    script = state.redis.register_script(_START_RUN)
-    shard_key = state.key("shard", shard_id)
-    keys = [shard_key, state.key("queued", node), state.key("running", node), state.key("started", node)]
+    script = state.redis.register_script(scripts.START_RUN)
+    shard_key = state.keys.shard(shard_id)
+    keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node)]
     for _ in range(_START_TRIES):
         raw = state.redis.hget(shard_key, "runner")
         seen = (raw.decode() if isinstance(raw, bytes) else raw) or ""
@@ -134,14 +79,14 @@ def start_run(state: SiteState, shard_id: str, attempt: int, node: str, *, runne
         outcome, deliveries = script(
             keys=keys,
             args=[attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
-                  "" if epoch is None else epoch, staging_id_of(shard_id, attempt)])
+                  "" if epoch is None else epoch, staging_id(shard_id, attempt)])
         outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
         if outcome != "retry":
             return outcome, int(deliveries)
     return DUPLICATE, 0  # the runner keeps changing: other deliveries are racing for it
 
 
-def requeue(state: SiteState, shard_id: str, node: str, *, epoch: int | None = None,
+def requeue(state: ShardRecords, shard_id: str, node: str, *, epoch: int | None = None,
             reason: str = FENCED, now: float | None = None) -> int:
     """Take ``shard_id`` off ``node`` and put it first in ``pending`` with a new attempt.
 
@@ -151,20 +96,19 @@ def requeue(state: SiteState, shard_id: str, node: str, *, epoch: int | None = N
     ``epoch`` is given and superseded. Always removes the shard from ``node``'s
     queued/running sets.
     """
-    script = state.redis.register_script(_REQUEUE)
+    script = state.redis.register_script(scripts.REQUEUE)
     at = time.time() if now is None else now
-    return int(script(keys=[state.key("shard", shard_id)],
+    return int(script(keys=[state.keys.shard(shard_id)],
                       args=[state.prefix, shard_id, node, "" if epoch is None else epoch, STATE_PENDING,
                             reason, f"{at:.3f}"]))
 
 
-def reissue(state: SiteState, shard_id: str, node: str, *, attempt: int, epoch: int) -> int:
+def reissue(state: ShardRecords, shard_id: str, node: str, *, attempt: int, epoch: int) -> int:
     """Give a shard still queued on ``node`` under ``attempt`` a new attempt on the same node.
 
     Returns the new attempt (the caller sends its message), 0 when the shard started,
     finished or moved meanwhile, -1 when ``epoch`` is superseded.
     """
-
-    script = state.redis.register_script(_REISSUE)
-    return int(script(keys=[state.key("shard", shard_id)],
+    script = state.redis.register_script(scripts.REISSUE)
+    return int(script(keys=[state.keys.shard(shard_id)],
                       args=[state.prefix, node, epoch, attempt, STATE_QUEUED]))

@@ -33,6 +33,8 @@ from collections.abc import Callable
 
 import redis
 
+from dmg.errors import BrokerRefused
+
 log = logging.getLogger(__name__)
 
 #: Seconds a node must stay without a connection (over two looks) before it is gone.
@@ -78,12 +80,12 @@ class PresenceWatch:
     def look(self, client: redis.Redis) -> set[str]:
         """One look at the broker; returns the nodes gone (see the module docstring).
 
-        Raises ``redis.RedisError`` when the broker cannot be reached (nothing is
-        judged by that look)."""
+        Raises :class:`~dmg.errors.BrokerError` when the broker cannot be reached (nothing
+        is judged by that look; a plain redis-py client raises its own errors)."""
         try:
             server = client.info("server")
             connected = connected_nodes(client, self.gateway)
-        except redis.ResponseError as exc:  # CLIENT LIST or INFO refused (ACL)
+        except (BrokerRefused, redis.ResponseError) as exc:  # CLIENT LIST or INFO refused (ACL)
             if not self._refused:
                 log.warning("cannot list the broker's clients, dead nodes are noticed by their "
                             "heartbeat only: %s", exc)

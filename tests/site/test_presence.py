@@ -1,4 +1,4 @@
-"""Which node processes hold a connection to the broker (dmg.presence), on a real Redis.
+"""Which node processes hold a connection to the broker (dmg.site.presence), on a real Redis.
 
 Given processes that name their connections as a node's do, when one is SIGKILLed its
 node is gone after two looks a second apart (not at the first look, not while it is
@@ -21,9 +21,9 @@ import redis as redis_lib
 
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
-from dmg.presence import PresenceWatch, client_name, connected_nodes
-from dmg.redisconn import redis_client
-from dmg.sitestate import SiteState
+from dmg.site.connection import redis_client
+from dmg.site.presence import PresenceWatch, client_name, connected_nodes
+from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import celery_config
 from tests.ha.sitekit import require_redis, wait_for

@@ -1,4 +1,5 @@
-"""A shared fencing check: as strict as one check per file, fewer round trips."""
+"""The fencing rule's pieces: is_current against a real Redis, and the shared check
+(as strict as one check per file, fewer round trips)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import time
 
 import pytest
 
-from dmg.transfer.fence import SharedCheck
+from dmg.site.attempts import requeue
+from dmg.site.fencing import SharedCheck, is_current
+from dmg.site.state import SiteState
 
 
 def test_a_caller_never_gets_the_answer_of_a_check_begun_before_it_asked() -> None:
@@ -52,3 +55,14 @@ def test_a_failing_check_raises_in_every_caller_that_waited_for_it() -> None:
         shared()
     with pytest.raises(ConnectionError):  # and the next call checks again
         shared()
+
+
+def test_only_the_newest_attempt_is_current(state: SiteState) -> None:
+    assert not is_current(state.redis, state.keys, "s1", 0)  # no record: nothing is current
+    state.save_shard("s1", {})
+    first = state.new_attempt("s1", "a")
+    assert is_current(state.redis, state.keys, "s1", first)
+    second = requeue(state, "s1", "a")
+    assert second == first + 1
+    assert not is_current(state.redis, state.keys, "s1", first)  # fenced off by the hand-back
+    assert state.is_current("s1", second) and not state.is_current("s1", second + 1)

@@ -29,7 +29,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dmg.sitestate import SiteState
+from dmg.site import scripts
+from dmg.site.state import SiteState
 
 #: How long the state of a split object stays in Redis (as long as a plan).
 SPLIT_TTL = 7 * 24 * 3600
@@ -41,41 +42,8 @@ DONE = "done"  # the object is committed
 ABORTED = "aborted"  # the write was abandoned
 STALE = "stale"  # the caller's attempt is no longer current: nothing recorded
 
-# KEYS: shard hash, parts hash, commit marker.
-# ARGV: attempt, part number, part JSON, parts total, owner, ttl.
-_RECORD_PART = """
-if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'stale' end
-local marker = redis.call('GET', KEYS[3])
-if marker == 'done' or marker == 'aborted' then return marker end
-redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
-redis.call('EXPIRE', KEYS[2], ARGV[6])
-if marker then return 'held' end
-if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
-  redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
-  return 'commit'
-end
-return 'recorded'
-"""
-
-# KEYS: commit marker. ARGV: the owner seen, the new owner, ttl. -> 1 when taken over.
-_TAKE_OVER = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
-return 1
-"""
-
-# KEYS: commit marker. ARGV: the final state, ttl. -> 1 unless already done/aborted.
-_FINISH = """
-local marker = redis.call('GET', KEYS[1])
-if marker == 'done' or marker == 'aborted' then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return 1
-"""
 
 
-def object_id(activity_run_id: str, index: int) -> str:
-    """The id of the ``index``-th split object of an activity run."""
-    return f"{activity_run_id}:{int(index)}"
 
 
 def owner_token(shard_id: str, attempt: int) -> str:
@@ -99,40 +67,40 @@ class SplitObjects:
 
     def __init__(self, state: SiteState) -> None:
         self.state = state
-        self._record = state.redis.register_script(_RECORD_PART)
-        self._take_over = state.redis.register_script(_TAKE_OVER)
-        self._finish = state.redis.register_script(_FINISH)
+        self._record = state.redis.register_script(scripts.RECORD_PART)
+        self._take_over = state.redis.register_script(scripts.TAKE_OVER)
+        self._finish = state.redis.register_script(scripts.FINISH)
 
     def save_handle(self, object_key: str, handle: dict[str, Any]) -> dict[str, Any]:
         """Record the write handle unless one is; returns the recorded one (maybe another)."""
-        key = self.state.key("split", object_key)
+        key = self.state.keys.split(object_key)
         if self.state.redis.set(key, json.dumps(handle), nx=True, ex=SPLIT_TTL):
             return handle
         return self.handle(object_key) or handle
 
     def handle(self, object_key: str) -> dict[str, Any] | None:
-        raw = _text(self.state.redis.get(self.state.key("split", object_key)))
+        raw = _text(self.state.redis.get(self.state.keys.split(object_key)))
         return json.loads(raw) if raw else None
 
     def record_part(self, object_key: str, shard_id: str, attempt: int, part: dict[str, Any], *,
                     parts_total: int) -> str:
         """Record ``part`` (with its ``part_number``) for ``attempt`` of ``shard_id``; returns
         :data:`RECORDED`, :data:`COMMIT`, :data:`HELD`, :data:`DONE`, :data:`ABORTED` or :data:`STALE`."""
-        keys = [self.state.key("shard", shard_id), self.state.key("parts", object_key),
-                self.state.key("commit", object_key)]
+        keys = [self.state.keys.shard(shard_id), self.state.keys.parts(object_key),
+                self.state.keys.commit_marker(object_key)]
         args: list[str | int] = [attempt, int(part["part_number"]), json.dumps(part), parts_total,
                 owner_token(shard_id, attempt), SPLIT_TTL]
         return _text(self._record(keys=keys, args=args)) or STALE
 
     def parts(self, object_key: str) -> list[dict[str, Any]]:
         """The recorded parts, by part number."""
-        raw = self.state.redis.hgetall(self.state.key("parts", object_key))
+        raw = self.state.redis.hgetall(self.state.keys.parts(object_key))
         return sorted((json.loads(_text(v) or "{}") for v in raw.values()),
                       key=lambda p: int(p["part_number"]))
 
     def marker(self, object_key: str) -> str | None:
         """The commit marker: None, an owner token, :data:`DONE` or :data:`ABORTED`."""
-        return _text(self.state.redis.get(self.state.key("commit", object_key)))
+        return _text(self.state.redis.get(self.state.keys.commit_marker(object_key)))
 
     def owner_gone(self, token: str) -> bool:
         """Whether the commit owner ``token`` can no longer commit (its attempt was replaced)."""
@@ -141,12 +109,12 @@ class SplitObjects:
 
     def take_over(self, object_key: str, seen: str, shard_id: str, attempt: int) -> bool:
         """Become the commit owner if the marker still names ``seen``."""
-        return bool(self._take_over(keys=[self.state.key("commit", object_key)],
+        return bool(self._take_over(keys=[self.state.keys.commit_marker(object_key)],
                                     args=[seen, owner_token(shard_id, attempt), SPLIT_TTL]))
 
     def mark_done(self, object_key: str) -> None:
-        self._finish(keys=[self.state.key("commit", object_key)], args=[DONE, SPLIT_TTL])
+        self._finish(keys=[self.state.keys.commit_marker(object_key)], args=[DONE, SPLIT_TTL])
 
     def mark_aborted(self, object_key: str) -> bool:
         """Mark the write abandoned; True for the caller that did (it aborts the sink's write)."""
-        return bool(self._finish(keys=[self.state.key("commit", object_key)], args=[ABORTED, SPLIT_TTL]))
+        return bool(self._finish(keys=[self.state.keys.commit_marker(object_key)], args=[ABORTED, SPLIT_TTL]))

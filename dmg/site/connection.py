@@ -14,8 +14,8 @@ Two knobs say how a caller lives through a broker outage:
 - ``timeout`` bounds every socket operation and connect (s);
 - ``retry_for`` is roughly how long (s) a command keeps retrying a lost or refused
   connection (also "LOADING" while a restarted Redis reads its AOF) before it raises
-  ``redis.ConnectionError``: ``0`` for periodic publishers that must report an
-  outage at once instead of stalling (heartbeats, worker load, the dispatcher
+  :class:`dmg.errors.BrokerUnreachable` (:mod:`dmg.site.boundary`): ``0`` for periodic
+  publishers that must report an outage at once instead of stalling (heartbeats, worker load, the dispatcher
   lease), longer for workers that would rather wait out a restart or a failover
   than fail a shard (:data:`RIDE_OUT`).
 
@@ -64,6 +64,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from dmg.errors import BadInput
+from dmg.site.boundary import SiteRedis
 from settings import Settings, SettingsError
 from settings.redisurl import BrokerAddress, parse_redis_url
 
@@ -80,7 +81,7 @@ _BACKOFF_CAP = 0.5
 _BACKOFF_BASE = 0.05
 
 
-class SentinelPrimary(redis.Redis):
+class SentinelPrimary(SiteRedis):
     """A client of a Sentinel group's primary; :meth:`close` also closes its sentinel
     connections."""
 
@@ -155,7 +156,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     """A client of the site broker (see the module docstring); connects lazily.
 
     ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
-    pass :func:`dmg.presence.client_name` so the dispatcher sees them alive.
+    pass :func:`dmg.site.presence.client_name` so the dispatcher sees them alive.
 
     Raises BadInput when ``settings.redis_url`` is malformed; never raises for an
     unreachable broker (the first command does).
@@ -171,11 +172,14 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     if client_name:
         options["client_name"] = client_name
     if not address.is_sentinel:
-        return redis.Redis.from_url(address.url, **options)
-    manager = Sentinel(
+        return SiteRedis.from_url(address.url, **options)
+    # redis-py (8.1) leaves Sentinel untyped: the ignores below are for mypy --strict only.
+    manager = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
         list(address.sentinels),
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         db=address.db, username=address.username, password=address.password, **options)
-    client = manager.master_for(settings.redis_master_name, redis_class=SentinelPrimary)
+    client = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
+        settings.redis_master_name, redis_class=SentinelPrimary)
+    assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client

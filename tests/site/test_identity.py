@@ -1,4 +1,4 @@
-"""The identity stamp of a gateway's Redis namespace (dmg.siteidentity), on a real Redis.
+"""The identity stamp of a gateway's Redis namespace (dmg.site.identity), on a real Redis.
 
 Given a namespace stamped by gateway ``site`` of one cloud, a node of another cloud's
 gateway ``site`` is refused with one line naming the owner, writes no heartbeat and
@@ -12,8 +12,8 @@ import pytest
 import redis as redis_lib
 
 from dispatcher.lease import Lease
-from dmg.siteidentity import IDENTITY_KEY, ForeignRedis, SiteIdentity
-from dmg.sitestate import SiteState
+from dmg.site.identity import ForeignRedis, SiteIdentity
+from dmg.site.state import SiteState
 
 OWNER = SiteIdentity("site", "1-aaaaaaaaaaaa", "http://cloud-a:8050")
 STRANGER = SiteIdentity("site", "1-bbbbbbbbbbbb", "http://cloud-b:8050")
@@ -26,8 +26,8 @@ def state_of(client: redis_lib.Redis, identity: SiteIdentity) -> SiteState:
 
 def lease_of(state: SiteState, holder: str) -> Lease:
     token = state.identity.token if state.identity else ""
-    return Lease(state.redis, key=state.key("lease"), epoch_key=state.key("epoch"), holder=holder, ttl=5,
-                 identity_key=state.key(IDENTITY_KEY), identity_token=token)
+    return Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch, holder=holder, ttl=5,
+                 identity_key=state.keys.identity, identity_token=token)
 
 
 def test_the_first_node_stamps_and_its_gateway_passes(redis_client: redis_lib.Redis) -> None:

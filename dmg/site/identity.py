@@ -1,6 +1,6 @@
 """Which gateway a Redis database belongs to: the identity stamp.
 
-A gateway's keys in Redis live under ``dmg:<gateway name>:`` (:mod:`dmg.sitestate`;
+A gateway's keys in Redis live under ``dmg:<gateway name>:`` (:mod:`dmg.site.keys`;
 Celery's under ``dmg:<gateway name>:celery:``, :func:`settings.celery.broker_key_prefix`).
 Gateways with different names can therefore share one Redis database on purpose.
 Two gateways with the *same* name (two clouds each have a gateway ``site``; two
@@ -31,10 +31,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from dmg.errors import Conflict
-from dmg.nodestate import NodeRegistration
-
-#: The hash under the gateway's prefix holding the stamp: ``token`` and ``json``.
-IDENTITY_KEY = "identity"
+from dmg.registration import NodeRegistration
 
 
 @dataclass(frozen=True)

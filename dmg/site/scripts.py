@@ -1,0 +1,215 @@
+"""The Lua scripts of the site's state: every one that touches ``shard:<id>``.
+
+(The dispatcher lease keeps its own in :mod:`dispatcher.lease`: it touches only the
+``lease``, ``epoch`` and ``identity`` keys it is handed.)
+
+Each script is one atomic step against every other writer (the dispatcher, the
+node that runs the shard, a node that restarts, the CLI). Callers register them
+with ``client.register_script``; keys are named by :mod:`dmg.site.keys` (scripts
+that get the prefix in ``ARGV[1]`` derive ``queued:<node>``, ``running:<node>``,
+``pending``, ``wake`` and ``epoch`` from it, as that table spells them).
+
+================== ================================= =======================================
+script             called by                         what it does to ``shard:<id>``
+================== ================================= =======================================
+NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends ``unsent``)
+START_RUN          attempts.start_run (a worker)     ``state`` running, counts a delivery
+MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
+REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
+REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
+MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
+RECORD_PART        SplitObjects.record_part          reads ``attempt`` (fences a part)
+TAKE_OVER, FINISH  SplitObjects                      the split commit marker only
+CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
+================== ================================= =======================================
+
+``attempt`` only grows: every script that changes a shard's node or re-sends it
+bumps it, which fences the older attempt (:mod:`dmg.site.fencing`).
+"""
+
+from __future__ import annotations
+
+# KEYS: shard hash. ARGV: prefix, shard id, node, queued state, epoch ('' = unfenced).
+NEW_ATTEMPT = """
+if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then
+  return 0
+end
+local previous = redis.call('HGET', KEYS[1], 'node')
+if previous and previous ~= '' then
+  redis.call('SREM', ARGV[1] .. 'queued:' .. previous, ARGV[2])
+  redis.call('SREM', ARGV[1] .. 'running:' .. previous, ARGV[2])
+end
+-- A requeued shard's attempt was bumped already and never sent: send that number.
+local unsent = redis.call('HGET', KEYS[1], 'unsent')
+local attempt
+if unsent and unsent ~= '' and unsent == redis.call('HGET', KEYS[1], 'attempt') then
+  attempt = tonumber(unsent)
+else
+  attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+end
+redis.call('HDEL', KEYS[1], 'unsent', 'ended_reason', 'ended_at')
+redis.call('HSET', KEYS[1], 'node', ARGV[3], 'state', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0,
+           'runner', '')
+redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+return attempt
+"""
+
+
+# KEYS: shard hash, queued set, running set, started set.
+# ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
+#       epoch of the message ('' when unknown), staging id.
+# -> {outcome, deliveries}; 'retry' when the runner changed since the caller looked.
+START_RUN = """
+local h = redis.call('HMGET', KEYS[1], 'attempt', 'state', 'runner', 'epoch', 'node')
+if h[1] ~= ARGV[1] then return {'stale', 0} end
+if ARGV[8] ~= '' and h[4] and h[4] ~= '' and h[4] ~= ARGV[8] then return {'stale', 0} end
+if h[2] == 'done' or h[2] == 'failed' then return {'stale', 0} end
+if h[5] and h[5] ~= '' and h[5] ~= ARGV[3] then return {'stale', 0} end
+local runner = h[3] or ''
+if runner ~= ARGV[6] then return {'retry', 0} end
+if h[2] == ARGV[4] and runner ~= '' and ARGV[7] == '1' then
+  redis.call('HINCRBY', KEYS[1], 'duplicates', 1)
+  return {'duplicate', 0}
+end
+local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
+redis.call('HSET', KEYS[1], 'state', ARGV[4], 'runner', ARGV[5], 'node', ARGV[3])
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[2])
+redis.call('SADD', KEYS[4], ARGV[9])
+return {'started', deliveries}
+"""
+
+
+# KEYS: shard hash, queued set, running set, started set.
+# ARGV: attempt, shard id, node, end state, staging id.
+MARK_FINISHED = """
+redis.call('SREM', KEYS[4], ARGV[5])
+local current = redis.call('HGET', KEYS[1], 'attempt') == ARGV[1]
+if not current and redis.call('HGET', KEYS[1], 'node') == ARGV[3] then
+  return 0
+end
+redis.call('SREM', KEYS[2], ARGV[2])
+redis.call('SREM', KEYS[3], ARGV[2])
+if current then
+  redis.call('HSET', KEYS[1], 'state', ARGV[4])
+end
+return 1
+"""
+
+
+# KEYS: shard hash. ARGV: prefix, shard id, node, epoch ('' = not the dispatcher), pending state,
+#       why the old attempt ended, when (POSIX seconds).
+# -> the new attempt; 0 when the shard is not queued/running on that node; -1 when the epoch
+#    is superseded. The new attempt is *unsent*: placement sends it without a second bump.
+REQUEUE = """
+if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[4] then return -1 end
+redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
+local h = redis.call('HMGET', KEYS[1], 'node', 'state')
+if h[1] ~= ARGV[3] or (h[2] ~= 'queued' and h[2] ~= 'running') then return 0 end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '',
+           'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])
+redis.call('LREM', ARGV[1] .. 'pending', 0, ARGV[2])
+redis.call('LPUSH', ARGV[1] .. 'pending', ARGV[2])
+redis.call('LPUSH', ARGV[1] .. 'wake', 1)
+redis.call('LTRIM', ARGV[1] .. 'wake', 0, 0)
+return attempt
+"""
+
+
+# KEYS: shard hash. ARGV: prefix, node, epoch, attempt seen, queued state.
+# -> the new attempt; 0 when the shard moved on (started, finished, elsewhere); -1 superseded.
+REISSUE = """
+if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[3] then return -1 end
+local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
+if h[1] ~= ARGV[2] or h[2] ~= ARGV[5] or h[3] ~= ARGV[4] then return 0 end
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'deliveries', 0, 'runner', '', 'epoch', ARGV[3])
+return attempt
+"""
+
+
+# KEYS: shard hash. ARGV: prefix, shard id, donor, target, epoch ('' = unfenced), attempt seen,
+#       queued state. -> the new attempt; 0 when the shard moved on; -1 when the epoch is superseded.
+MOVE_QUEUED = """
+if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then return -1 end
+local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
+if h[1] ~= ARGV[3] or h[2] ~= ARGV[7] or h[3] ~= ARGV[6] then return 0 end
+redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
+redis.call('HSET', KEYS[1], 'node', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0, 'runner', '')
+redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[4], ARGV[2])
+return attempt
+"""
+
+
+# KEYS: shard hash, parts hash, commit marker.
+# ARGV: attempt, part number, part JSON, parts total, owner, ttl.
+RECORD_PART = """
+if redis.call('HGET', KEYS[1], 'attempt') ~= ARGV[1] then return 'stale' end
+local marker = redis.call('GET', KEYS[3])
+if marker == 'done' or marker == 'aborted' then return marker end
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[6])
+if marker then return 'held' end
+if redis.call('HLEN', KEYS[2]) >= tonumber(ARGV[4]) then
+  redis.call('SET', KEYS[3], ARGV[5], 'EX', ARGV[6])
+  return 'commit'
+end
+return 'recorded'
+"""
+
+
+# KEYS: commit marker. ARGV: the owner seen, the new owner, ttl. -> 1 when taken over.
+TAKE_OVER = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+return 1
+"""
+
+
+# KEYS: commit marker. ARGV: the final state, ttl. -> 1 unless already done/aborted.
+FINISH = """
+local marker = redis.call('GET', KEYS[1])
+if marker == 'done' or marker == 'aborted' then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+"""
+
+
+# The stamp check every identity-checked write begins with. KEYS[1]: the identity hash;
+# ARGV[1], ARGV[2]: our token ('' = unknown: nothing checked nor stamped) and JSON.
+# Stamps an empty namespace; the owner's JSON when the namespace is another gateway's,
+# else false.
+FOREIGN = """
+local function foreign()
+  if ARGV[1] == '' then
+    return false
+  end
+  local token = redis.call('HGET', KEYS[1], 'token')
+  if not token then
+    redis.call('HSET', KEYS[1], 'token', ARGV[1], 'json', ARGV[2])
+    return false
+  end
+  if token ~= ARGV[1] then
+    return redis.call('HGET', KEYS[1], 'json') or token
+  end
+  return false
+end
+"""
+
+
+CLAIM_IDENTITY = FOREIGN + "return foreign()"
+
+
+# KEYS: identity, heartbeat, nodes. ARGV: token, identity JSON, beat, ttl ms, node.
+CHECKED_HEARTBEAT = FOREIGN + """
+local owner = foreign()
+if owner then
+  return owner
+end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+redis.call('SADD', KEYS[3], ARGV[5])
+return false
+"""

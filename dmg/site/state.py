@@ -1,0 +1,197 @@
+"""What the site's nodes share through Redis: heartbeats, worker load, shards.
+
+Every key is named in :mod:`dmg.site.keys`; shard records are :mod:`dmg.site.shards`.
+
+Gateways share one Redis database safely when their names differ: nothing of one
+is under the other's prefix (remote control such as ``dmg scale`` and Flower reach
+only the workers of their own gateway). Two gateways with one name in one
+database would mix; the ``identity`` stamp makes the second refuse to run.
+
+A shard's ``attempt`` only grows. A worker may commit only while its attempt is
+the current one; a newer attempt fences every older one (:mod:`dmg.site.fencing`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from dmg.site import scripts
+from dmg.site.identity import ForeignRedis, SiteIdentity
+from dmg.site.keys import SiteKeys
+from dmg.site.shards import ShardRecords
+
+#: Why a shard of a cancelled activity run did not start or stopped (:meth:`SiteState.cancel`).
+CANCELLED_REASON = "the run was cancelled"
+#: The drain flag of a node removed from its gateway (``set_drain(node, DRAIN_REMOVED)``).
+DRAIN_REMOVED = "removed"
+
+
+class SiteState(ShardRecords):
+    """The site state of ``gateway``. With ``identity`` (what a node runs with) every
+    heartbeat checks the namespace's stamp first (:mod:`dmg.site.identity`); ``where``
+    names the Redis in messages (no password)."""
+
+    def __init__(self, client: redis.Redis, gateway: str, *, identity: SiteIdentity | None = None,
+                 where: str = "") -> None:
+        super().__init__(client, SiteKeys(gateway))
+        self.gateway = gateway
+        self.identity = identity
+        self.where = where or "the site's Redis"
+        self._claim_identity = client.register_script(scripts.CLAIM_IDENTITY)
+        self._checked_heartbeat = client.register_script(scripts.CHECKED_HEARTBEAT)
+
+    # -- identity --------------------------------------------------------------------
+    def claim_identity(self) -> None:
+        """Stamp the namespace with :attr:`identity` if it has no stamp; raises
+        :class:`~dmg.site.identity.ForeignRedis` when another gateway's is there (and
+        :class:`~dmg.errors.BrokerError` when Redis cannot be reached). Without an identity: nothing."""
+        if self.identity is None:
+            return
+        self._raise_if_foreign(self._claim_identity(
+            keys=[self.keys.identity], args=[self.identity.token, self.identity.to_json()]))
+
+    def _raise_if_foreign(self, owner: Any) -> None:
+        if owner and self.identity is not None:
+            raise ForeignRedis(where=self.where, owner=SiteIdentity.from_json(owner), mine=self.identity,
+                               key=self.keys.identity)
+
+    # -- nodes -----------------------------------------------------------------------
+    def publish_heartbeat(self, node: str, beat: dict[str, Any], *, ttl: float) -> None:
+        """Publish ``node``'s heartbeat (expires after ``ttl`` s). With an identity, nothing
+        is written to another gateway's namespace: raises ForeignRedis instead."""
+        if self.identity is not None:
+            self._raise_if_foreign(self._checked_heartbeat(
+                keys=[self.keys.identity, self.keys.heartbeat(node), self.keys.nodes],
+                args=[self.identity.token, self.identity.to_json(), json.dumps(beat),
+                      int(ttl * 1000), node]))
+            return
+        pipe = self.redis.pipeline()
+        pipe.set(self.keys.heartbeat(node), json.dumps(beat), px=int(ttl * 1000))
+        pipe.sadd(self.keys.nodes, node)
+        pipe.execute()
+
+    def heartbeats(self) -> dict[str, dict[str, Any]]:
+        """Live heartbeats by node name (nodes whose key expired are absent)."""
+        names = sorted(n.decode() if isinstance(n, bytes) else n
+                       for n in self.redis.smembers(self.keys.nodes))
+        if not names:
+            return {}
+        raw = self.redis.mget([self.keys.heartbeat(n) for n in names])
+        return {n: json.loads(v) for n, v in zip(names, raw, strict=True) if v}
+
+    def end_heartbeat(self, node: str) -> bool:
+        """Expire ``node``'s heartbeat now (its process is gone, :mod:`dmg.site.presence`), unless
+        it beat again meanwhile; True if it was removed. The node is offline from then on
+        for everyone who reads heartbeats, until it beats again."""
+        key = self.keys.heartbeat(node)
+        with self.redis.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call, unused-ignore]  # untyped in redis-py 8.1
+                if pipe.get(key) is None:
+                    return False
+                pipe.multi()
+                pipe.delete(key)
+                pipe.execute()
+                return True
+            except redis.WatchError:  # it beat between our read and delete: it lives
+                return False
+
+    def forget_node(self, node: str) -> None:
+        self.redis.srem(self.keys.nodes, node)
+        self.redis.delete(self.keys.heartbeat(node), self.keys.load(node))
+
+    def publish_worker_load(self, node: str, *, running: int, limit: int,
+                            pids: list[int], ttl: float) -> None:
+        body = {"running": running, "limit": limit, "pids": pids, "ts": time.time()}
+        self.redis.set(self.keys.load(node), json.dumps(body), px=int(ttl * 1000))
+
+    def worker_load(self, node: str) -> dict[str, Any] | None:
+        raw = self.redis.get(self.keys.load(node))
+        return json.loads(raw) if raw else None
+
+    def set_limit(self, node: str, limit: int) -> None:
+        self.redis.set(self.keys.limit(node), int(limit))
+
+    def limit(self, node: str) -> int | None:
+        raw = self.redis.get(self.keys.limit(node))
+        return int(raw) if raw is not None else None
+
+    # -- drain -------------------------------------------------------------------------
+    def set_drain(self, node: str, reason: str = "drain") -> None:
+        """Place nothing new on ``node`` (``reason``: ``drain`` or ``removed``)."""
+        self.redis.hset(self.keys.drain, node, reason)
+        self.notify_dispatcher()
+
+    def clear_drain(self, node: str) -> bool:
+        """Let ``node`` take work again; True if it was drained."""
+        cleared = bool(self.redis.hdel(self.keys.drain, node))
+        self.notify_dispatcher()
+        return cleared
+
+    def drained(self) -> dict[str, str]:
+        """Drained nodes and why (``drain`` or ``removed``)."""
+        raw = self.redis.hgetall(self.keys.drain)
+        return {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+                for k, v in raw.items()}
+
+    # -- dispatcher backlog -------------------------------------------------------------
+    def push_pending(self, *shard_ids: str) -> None:
+        if shard_ids:
+            self.redis.rpush(self.keys.pending, *shard_ids)
+            self.notify_dispatcher()
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until :meth:`notify_dispatcher`; True when woken."""
+        if timeout <= 0:
+            return False
+        woken = self.redis.blpop([self.keys.wake], timeout=timeout) is not None
+        if woken:
+            self.redis.delete(self.keys.wake)
+        return woken
+
+    def pending(self) -> list[str]:
+        return [m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.lrange(self.keys.pending, 0, -1)]
+
+    def drop_pending(self, shard_id: str) -> None:
+        self.redis.lrem(self.keys.pending, 1, shard_id)
+
+    def begin_planning(self, activity_run_id: str) -> None:
+        """Note that an activity run is being planned, until :meth:`end_planning`: a new
+        dispatcher replays the plans of the runs still listed (its predecessor died)."""
+        self.redis.sadd(self.keys.planning, activity_run_id)
+
+    def end_planning(self, activity_run_id: str) -> None:
+        self.redis.srem(self.keys.planning, activity_run_id)
+
+    def planning(self) -> set[str]:
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.keys.planning)}
+
+    # -- bandwidth -------------------------------------------------------------------------
+    def set_bandwidth(self, activity_run_id: str, bytes_per_s: int, *, ttl: float = 7 * 24 * 3600) -> None:
+        """Set an activity run's bandwidth limit (0: none); running shards apply it within ~1 s."""
+        self.redis.set(self.keys.bandwidth(activity_run_id), int(bytes_per_s), px=int(ttl * 1000))
+
+    def bandwidth(self, activity_run_id: str) -> int | None:
+        """The limit set with :meth:`set_bandwidth`; None when none was (the activity's option applies)."""
+        raw = self.redis.get(self.keys.bandwidth(activity_run_id))
+        return int(raw) if raw is not None else None
+
+    # -- cancellation ----------------------------------------------------------------------
+    def cancel(self, activity_run_id: str, *, ttl: float = 7 * 24 * 3600) -> list[str]:
+        """Flag an activity run cancelled (idempotent) and drop its pending shards; -> the
+        shard ids dropped. Workers check the flag as they check fencing: a shard of a
+        cancelled run does not start, and a running one stops (:meth:`is_cancelled`)."""
+        self.redis.set(self.keys.cancelled(activity_run_id), 1, px=int(ttl * 1000))
+        mine = [s for s in self.pending() if s.startswith(f"{activity_run_id}-")]
+        for shard_id in mine:
+            self.drop_pending(shard_id)
+        return mine
+
+    def is_cancelled(self, activity_run_id: str) -> bool:
+        return bool(activity_run_id) and bool(self.redis.exists(self.keys.cancelled(activity_run_id)))
