@@ -53,7 +53,7 @@ def _mapping(body: object, what: str) -> Mapping[str, Any]:
 class PartSpec:
     """One part of a very large object: ``length`` bytes at ``offset`` of ``entry``, written
     as part ``part_number`` of ``parts_total`` into the sink's distributed write ``handle``
-    (begun once by the planner) at ``target``. ``object`` is :func:`dmg.splitstate.object_id`."""
+    (begun once by the planner) at ``target``. ``object`` is :func:`dmg.ids.split_object_id`."""
 
     object: str
     entry: Entry

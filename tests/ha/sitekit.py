@@ -13,9 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
+
 from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cloud.client import CloudClient
+from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.embedded.site import EmbeddedSite
@@ -51,6 +54,17 @@ def running_site(site: EmbeddedSite) -> Iterator[EmbeddedSite]:
         yield site
     finally:
         site.stop()
+
+
+def module_site(tmp_path_factory: pytest.TempPathFactory, *, nodes: int,
+                node_concurrency: int) -> Iterator[SiteUnderTest]:
+    """A started site of the quick HA settings shared by a module's tests (a module-scoped
+    fixture yields from it); every process stopped after the module."""
+    require_redis()
+    site = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=nodes,
+                         node_concurrency=node_concurrency, flower=False, startup_timeout=60)
+    with running_site(site):
+        yield site
 
 
 def wait_for(probe: Callable[[], T], *, timeout: float, what: str, interval: float = 0.1) -> T:

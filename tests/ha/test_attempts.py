@@ -19,7 +19,7 @@ from dmg.cli.demo import KIB
 from dmg.embedded.faults import SiteUnderTest
 from tests.cli.conftest import DmgRunner
 from tests.ha.nodekit import dispatcher_of, run_ended, site_state, work_of
-from tests.ha.sitekit import ha_settings, require_redis, throttled_copy, wait_for
+from tests.ha.sitekit import module_site, throttled_copy, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +28,7 @@ DEAD_ENDINGS = ("node offline", "worker died")
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
-    require_redis()
-    running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=2, node_concurrency=2,
-                            flower=False, startup_timeout=60)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from module_site(tmp_path_factory, nodes=2, node_concurrency=2)
 
 
 def test_a_killed_node_s_attempts_are_listed_with_how_they_ended(site: SiteUnderTest, tmp_path: Path) -> None:

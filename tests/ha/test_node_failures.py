@@ -43,21 +43,21 @@ from tests.ha.nodekit import (
     wait_running_elsewhere,
     work_of,
 )
-from tests.ha.sitekit import all_nodes, figure, ha_settings, node_rows, online, require_redis, wait_for
+from tests.ha.sitekit import (
+    all_nodes,
+    figure,
+    module_site,
+    node_rows,
+    online,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
-    require_redis()
-    running = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=3, node_concurrency=2,
-                            flower=False, startup_timeout=60)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from module_site(tmp_path_factory, nodes=3, node_concurrency=2)
 
 
 def test_a_dead_node_s_shards_run_again_elsewhere_and_it_rejoins(site: SiteUnderTest, tmp_path: Path) -> None:
