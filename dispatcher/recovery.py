@@ -60,16 +60,22 @@ def known_nodes(state: SiteState) -> set[str]:
 def requeue_offline(state: SiteState, *, epoch: int | None = None) -> list[str]:
     """Requeue the queued and running shards of every offline node; returns their ids."""
     live = set(state.heartbeats())
+    return _requeue_nodes(state, sorted(known_nodes(state) - live), reason=NODE_OFFLINE, epoch=epoch)
+
+
+def _requeue_nodes(state: SiteState, nodes: Iterable[str], *, reason: str, epoch: int | None) -> list[str]:
+    """Give every queued and running shard of ``nodes`` a new attempt, the old one ended for
+    ``reason``; returns their ids (stops as soon as a newer dispatcher took over)."""
     moved: list[str] = []
-    for node in sorted(known_nodes(state) - live):
+    for node in nodes:
         for shard_id in sorted(state.queued(node) | state.running(node)):
-            attempt = requeue(state, shard_id, node, epoch=epoch, reason=NODE_OFFLINE)
+            attempt = requeue(state, shard_id, node, epoch=epoch, reason=reason)
             if attempt < 0:
                 return moved  # a newer dispatcher took over
             if attempt > 0:
                 moved.append(shard_id)
-                log.warning("shard back to pending from offline node shard=%s node=%s attempt=%d",
-                            shard_id, node, attempt)
+                log.warning("shard back to pending shard=%s node=%s attempt=%d because=%s",
+                            shard_id, node, attempt, reason)
     return moved
 
 
@@ -89,17 +95,8 @@ def requeue_gone(state: SiteState, *, epoch: int | None = None) -> list[str]:
 
     Its own copies are fenced off by the new attempts (a removed node's reports are
     refused by the cloud anyway)."""
-    moved: list[str] = []
-    for node in sorted(n for n, flag in state.drained().items() if flag == DRAIN_REMOVED):
-        for shard_id in sorted(state.queued(node) | state.running(node)):
-            attempt = requeue(state, shard_id, node, epoch=epoch, reason=NODE_REMOVED)
-            if attempt < 0:
-                return moved  # a newer dispatcher took over
-            if attempt > 0:
-                moved.append(shard_id)
-                log.warning("shard back to pending from removed node shard=%s node=%s attempt=%d",
-                            shard_id, node, attempt)
-    return moved
+    removed = sorted(n for n, flag in state.drained().items() if flag == DRAIN_REMOVED)
+    return _requeue_nodes(state, removed, reason=NODE_REMOVED, epoch=epoch)
 
 
 #: The name issue 2 used, when only queued shards moved.
