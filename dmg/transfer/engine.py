@@ -222,14 +222,9 @@ class CopyEngine:
             if verify == VERIFY_REREAD:
                 expected = entry.checksum or self._retrying(
                     lambda: checksums.md5_of(self.source, entry.path), what=f"checksum of {entry.path}")[0]
-                reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
-                                               what=f"re-read of {target}")
-                checksums.check_equal("re-read", expected, reread, path=target)
-                checks.append("re-read")
+                checks.append(self._reread(target, expected))
         except checksums.ChecksumMismatch:
-            log.error("server-side copy does not match; deleting it path=%s", target)
-            with contextlib.suppress(DmgError):
-                self.sink.delete(target)
+            self._delete_mismatch(target, "server-side copy")
             raise
         self.on_bytes(copied.size)
         return copied.checksum or entry.checksum or "", copied.size, checks
@@ -275,16 +270,24 @@ class CopyEngine:
                 checksums.check_equal("sink checksum", md5, stored.checksum, path=target)
                 checks.append("sink-md5")
             if verify == VERIFY_REREAD and stored.size >= 0:  # size -1: rows, not bytes
-                reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
-                                               what=f"re-read of {target}")
-                checksums.check_equal("re-read", md5, reread, path=target)
-                checks.append("re-read")
+                checks.append(self._reread(target, md5))
         except checksums.ChecksumMismatch:
-            log.error("committed file does not match; deleting it path=%s", target)
-            with contextlib.suppress(DmgError):
-                self.sink.delete(target)
+            self._delete_mismatch(target, "committed file")
             raise
         return checks
+
+    def _reread(self, target: str, expected: str) -> str:
+        """Read ``target`` back from the sink and compare its MD5; returns the check's name."""
+        reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
+                                       what=f"re-read of {target}")
+        checksums.check_equal("re-read", expected, reread, path=target)
+        return "re-read"
+
+    def _delete_mismatch(self, target: str, what: str) -> None:
+        """A committed object that does not match is deleted, never left visible."""
+        log.error("%s does not match; deleting it path=%s", what, target)
+        with contextlib.suppress(DmgError):
+            self.sink.delete(target)
 
 
 # -- a shard ------------------------------------------------------------------------------
