@@ -6,7 +6,7 @@ returns at once when one is). For each, :meth:`dmg.site.state.SiteState.cancel`
 sets the cancel flag and drops the run's pending shards. The flag does the rest:
 
 - a shard already queued on a node is refused by its worker when it starts
-  (checked with the fencing data, :mod:`workers.shard_runner`);
+  (checked with the fencing data, :mod:`workers.run.shard`);
 - a running shard stops between files and chunks, aborting its staged writes
   (:func:`dmg.transfer.copy_entries`'s ``stop_reason``).
 

@@ -30,7 +30,7 @@ A candidate whose node is flagged removed (``dmg node remove``; the node flags i
 when the cloud refuses its token) gives the lease up and stops competing: its claims
 would be refused, and the gateway must not stall behind it.
 
-Usable as a :class:`workers.node.NodeRuntime` service (``start()``/``stop()``);
+Usable as a :class:`workers.agent.node.NodeRuntime` service (``start()``/``stop()``);
 :meth:`DispatcherService.role` tells the node agent "dispatcher" or "worker".
 """
 

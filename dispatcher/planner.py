@@ -32,7 +32,7 @@ One very large object (option ``split_above``) is not one shard but one *part
 shard* per range, so that several nodes write it at once and the sink commits it
 once (S3 multipart upload, Azure block list, a shared staging file): see
 :mod:`dispatcher.splitting` (the sink's write begins here, once per object) and
-:mod:`workers.part_runner` (parts and the single commit).
+:mod:`workers.run.part` (parts and the single commit).
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ replayed plan reuses it (a second handle that lost the race is aborted).
 It returns the remaining entries and one :class:`dmg.shards.PartSpec` per part; the
 planner turns each into a shard of kind ``"part"`` (:class:`dmg.shards.ShardSpec` with
 ``part`` set). Running a part and the single commit are
-:mod:`workers.part_runner`'s.
+:mod:`workers.run.part`'s.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ FENCED = "fenced"
 WORKER_DIED = "worker died"
 #: Its node stopped beating (:func:`dispatcher.recovery.requeue_offline`).
 NODE_OFFLINE = "node offline"
-#: Its node's process started again and handed it back (:func:`workers.reclaim.hand_back`).
+#: Its node's process started again and handed it back (:func:`workers.agent.reclaim.hand_back`).
 NODE_RESTARTED = "node restarted"
 #: ``dmg node remove`` took it off its node.
 NODE_REMOVED = "node removed"

@@ -36,7 +36,7 @@ MAX_NODES_PER_GATEWAY = 64
 #: Seconds between a node's checks that it can reach every store it may be given.
 STORE_CHECK_INTERVAL = 30.0
 #: Per-node autoscaling of the concurrent-job limit between a floor and a ceiling
-#: (workers.autoscale); a ceiling of 0 turns it off.
+#: (workers.agent.autoscale); a ceiling of 0 turns it off.
 AUTOSCALE_MIN = 1
 AUTOSCALE_MAX = 0
 #: Seconds between two autoscaling decisions of a node.

@@ -2,7 +2,7 @@
 
 Configured from :func:`settings.celery.celery_config` (acks late, reject on
 worker lost, prefetch 1, JSON only, extended results) with the worker-load
-bootstep and the autoscaling one (:mod:`workers.autoscale`) added and a
+bootstep and the autoscaling one (:mod:`workers.agent.autoscale`) added and a
 consumer that reconnects to a returning broker within
 seconds (:mod:`workers.consumer`). ``app.dmg_settings`` holds the :class:`settings.Settings` it was
 built from.
@@ -19,8 +19,8 @@ import settings as dmg_settings
 from dmg.quietlogs import quiet_request_logs
 from dmg.site.presence import client_name
 from settings.celery import celery_config
-from workers.autoscale import AutoscaleStep
-from workers.loadstep import WorkerLoadStep
+from workers.agent.autoscale import AutoscaleStep
+from workers.agent.loadstep import WorkerLoadStep
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:

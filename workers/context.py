@@ -23,8 +23,8 @@ from dmg.site.presence import client_name
 from dmg.site.state import SiteState
 from settings import Settings
 from settings.redisurl import display_url
-from workers.outbox import OutboxReporter, ReportOutbox
-from workers.reporter import HttpReporter
+from workers.run.outbox import OutboxReporter, ReportOutbox
+from workers.run.reporter import HttpReporter
 
 #: Seconds a Redis call may block a worker before it counts as broker trouble.
 REDIS_SOCKET_TIMEOUT = 5.0

@@ -1,4 +1,4 @@
-"""Thin Celery tasks: take ids, call :mod:`workers.shard_runner`, return small JSON.
+"""Thin Celery tasks: take ids, call :mod:`workers.run.shard`, return small JSON.
 
 Stores are opened with the site's credentials (:func:`dmg.credentials.open_store`).
 A task taken from a Redis that turns out to be another gateway's (swapped under the
@@ -21,7 +21,7 @@ from dmg.site.identity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD
-from workers.shard_runner import ShardFailed, run_shard
+from workers.run.shard import ShardFailed, run_shard
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
     """Copy attempt ``attempt`` of shard ``shard_id``, placed by the dispatcher of ``epoch``.
 
     Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded``,
-    ``stale``, ``duplicate`` or ``cancelled``: see :mod:`workers.shard_runner`); a failed shard
+    ``stale``, ``duplicate`` or ``cancelled``: see :mod:`workers.run.shard`); a failed shard
     raises :class:`ShardFailed` after reporting it.
     """
     settings = self.app.dmg_settings

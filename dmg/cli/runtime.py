@@ -16,15 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def build_node(settings: Settings, registration: NodeRegistration) -> Any:
-    """A ``workers.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService`` and a
-    ``workers.storecheck.StoreChecker`` (whose findings go into the heartbeats). The
+    """A ``workers.agent.node.NodeRuntime`` running a ``dispatcher.loop.DispatcherService`` and a
+    ``workers.agent.storecheck.StoreChecker`` (whose findings go into the heartbeats). The
     dispatcher opens stores with the site's credentials (:func:`dmg.credentials.open_store`)."""
     from functools import partial
 
     from dispatcher.loop import DispatcherService
     from dmg.credentials import open_store
-    from workers.node import NodeRuntime
-    from workers.storecheck import StoreChecker
+    from workers.agent.node import NodeRuntime
+    from workers.agent.storecheck import StoreChecker
 
     dispatcher = DispatcherService.from_settings(settings, registration,
                                                  connector_factory=partial(open_store, settings=settings))

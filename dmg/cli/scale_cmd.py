@@ -1,6 +1,6 @@
 """``dmg scale``: change running nodes' concurrent-job limit, live.
 
-Sends the ``dmg_scale`` remote-control command (:mod:`workers.scaling`) over the
+Sends the ``dmg_scale`` remote-control command (:mod:`workers.agent.scaling`) over the
 site broker to each node's worker ``<node>@<gateway>``; the pool grows at once
 and shrinks as its processes become idle, never killing a running shard. The new
 limit is kept across restarts and used by the dispatcher at its next placement.

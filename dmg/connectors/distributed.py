@@ -25,7 +25,7 @@ and made visible once, by a single commit:
 
 Every method raises only :mod:`dmg.errors` exceptions. Who calls what, and how a
 single commit is guaranteed across nodes, is :mod:`dmg.site.splits` and
-:mod:`workers.part_runner`.
+:mod:`workers.run.part`.
 """
 
 from __future__ import annotations

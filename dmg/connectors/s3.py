@@ -17,7 +17,7 @@ commit; a large one goes through a multipart upload whose parts are sent while
 writing and which is completed on commit (aborted on abort). An incomplete
 upload left by a crashed node is not visible either: :meth:`S3Connector.cleanup_staging`
 given the attempt's targets aborts it (the node that ran the shard's next attempt
-does, :mod:`workers.leftovers`); a bucket lifecycle rule
+does, :mod:`workers.run.leftovers`); a bucket lifecycle rule
 ``AbortIncompleteMultipartUpload`` reclaims the space of any other.
 
 Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle

@@ -1,6 +1,6 @@
 """The shard outcome: what a runner returns for one attempt, and what its Celery task returns.
 
-:class:`ShardOutcome` is built by :func:`workers.shard_runner.run_shard`;
+:class:`ShardOutcome` is built by :func:`workers.run.shard.run_shard`;
 :meth:`ShardOutcome.task_result` is the Celery task's return value (the result
 backend keeps it: ``{status, node, attempt, files, bytes}``, as earlier versions
 returned). ``status`` is one of :data:`dmg.shards.status.OUTCOMES`.

@@ -31,7 +31,7 @@ from dmg.errors import Fatal
 
 #: An ordinary shard: a batch of files copied by the copy engine.
 KIND_COPY: Final = "copy"
-#: One range of a very large object written from several nodes (:mod:`workers.part_runner`).
+#: One range of a very large object written from several nodes (:mod:`workers.run.part`).
 KIND_PART: Final = "part"
 KINDS: Final = (KIND_COPY, KIND_PART)
 

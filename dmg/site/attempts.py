@@ -23,7 +23,7 @@ Each operation is one Redis script, so it is atomic against every other writer
 
 A *runner* token names the process that runs an attempt: ``<pid>@<create time>``
 (:func:`runner_token`); the shard hash keeps it in ``runner``. Liveness is
-checked by the caller on the node (:mod:`workers.delivery`) or from the pids a
+checked by the caller on the node (:mod:`workers.run.delivery`) or from the pids a
 node's worker publishes (:mod:`dispatcher.recovery`).
 """
 

@@ -10,7 +10,7 @@ every older attempt is *fenced off*. :func:`is_current` is the one test of that.
 **Staging.** An attempt writes only under its staging id, ``<shard>.<attempt>``
 (:func:`dmg.ids.staging_id`): hidden files, uncommitted blocks, an open transaction.
 Nobody sees staged bytes; a fenced attempt's leftovers are removed by id
-(``started:<node>`` lists the staging ids a node began, :mod:`workers.leftovers`).
+(``started:<node>`` lists the staging ids a node began, :mod:`workers.run.leftovers`).
 
 **The check right before the commit.** The transfer engine asks ``may_commit()``
 after a file's bytes are staged and verified and immediately before

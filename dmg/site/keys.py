@@ -22,7 +22,7 @@ derive a key from the prefix (:mod:`dmg.site.scripts`) follow the same table.
 ``wake``                    pinged when a slot frees or work arrives (wakes placement)
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
-``outbox:<node>``           list of shard reports waiting for the cloud (workers.outbox)
+``outbox:<node>``           list of shard reports waiting for the cloud (workers.run.outbox)
 ``bw:<activity run>``       bandwidth limit in bytes/s set while it runs (0: none)
 ``bwtat:<activity run>``    its shared pacing schedule (dmg.transfer.sitebandwidth)
 ``cancelled:<run>``         set when a user cancelled activity run ``<run>``: no shard of

@@ -85,7 +85,7 @@ def test_abort_leaves_nothing_behind(kit: StoreKit) -> None:
 
 
 def test_a_dead_writers_staging_is_gone_once_cleaned_up_and_a_newer_attempt_commits(kit: StoreKit) -> None:
-    """What workers.leftovers relies on: cleanup_staging with the targets removes what a writer
+    """What workers.run.leftovers relies on: cleanup_staging with the targets removes what a writer
     whose process died staged (file, S3); committing the path again leaves nothing (Azure)."""
     if kit.staged is None:
         pytest.skip(f"{kit.kind} stages nothing outside a transaction")

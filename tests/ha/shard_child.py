@@ -1,7 +1,7 @@
 """Run one attempt of a shard in a process of its own, so a test can kill or pause it.
 
 ``python -m tests.ha.shard_child REDIS_URL GATEWAY SHARD ATTEMPT NODE`` runs
-:func:`workers.shard_runner.run_shard` with an in-memory reporter and prints the
+:func:`workers.run.shard.run_shard` with an in-memory reporter and prints the
 outcome as JSON on its last line.
 """
 
@@ -12,8 +12,8 @@ import sys
 
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
-from workers.reporter import MemoryReporter
-from workers.shard_runner import run_shard
+from workers.run.reporter import MemoryReporter
+from workers.run.shard import run_shard
 
 
 def main(argv: list[str]) -> int:

@@ -53,7 +53,7 @@ from tests.ha.sitekit import (
     throttled_copy,
     wait_for,
 )
-from workers.drain import DrainField
+from workers.agent.drain import DrainField
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from dmg.shards.status import STATE_QUEUED
 from dmg.site.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
 from dmg.site.state import SiteState
 from tests.shardkit import planned_spec
-from workers.delivery import my_runner, runner_alive
+from workers.run.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration
 

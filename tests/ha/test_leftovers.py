@@ -5,7 +5,7 @@ SIGKILLed while its shard has staged data in the sink and is never started again
 then the run succeeds on the other nodes and nothing staged is left: no
 ``.dmg-staging`` file in a file sink; no incomplete multipart upload in an S3 bucket
 (moto). The node that ran each shard's new attempt removed the dead attempt's
-staging (:mod:`workers.leftovers`), and the dead node's ``started`` set is empty.
+staging (:mod:`workers.run.leftovers`), and the dead node's ``started`` set is empty.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ from dmg.shards.status import OUTCOME_SUCCEEDED
 from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
 from tests.workers.support import shard_spec, wait_for
-from workers.reclaim import clean_staging, reclaim_at_start
-from workers.reporter import MemoryReporter
-from workers.shard_runner import run_shard
+from workers.agent.reclaim import clean_staging, reclaim_at_start
+from workers.run.reporter import MemoryReporter
+from workers.run.shard import run_shard
 
 pytestmark = pytest.mark.integration
 

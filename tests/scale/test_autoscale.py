@@ -23,8 +23,8 @@ from dmg.registration import node_dir
 from dmg.site.state import SiteState
 from settings import Settings
 from tests.scale.support import need_redis, site_settings, wait_for
-from workers.autoscale import HOLD, LOWER, RAISE, Autoscaler, Bounds, Metrics, decide, site_waiting
-from workers.scaling import persisted_limit
+from workers.agent.autoscale import HOLD, LOWER, RAISE, Autoscaler, Bounds, Metrics, decide, site_waiting
+from workers.agent.scaling import persisted_limit
 
 BOUNDS = Bounds(floor=2, ceiling=8)
 
@@ -109,7 +109,7 @@ def test_a_tick_counts_the_site_backlog_applies_and_logs(redis_client: redis_lib
     scaler = Autoscaler(BOUNDS, node="n1", apply=apply,
                         measure=lambda: metrics(limit=limits[-1], running=limits[-1],
                                                 waiting=site_waiting(state, "n1")))
-    caplog.set_level(logging.INFO, logger="workers.autoscale")
+    caplog.set_level(logging.INFO, logger="workers.agent.autoscale")
 
     first = scaler.tick()
 

@@ -21,8 +21,8 @@ from dmg.site.state import SiteState
 from tests.cli.conftest import DMG, DmgRunner, assert_one_line_error, clean_environ
 from tests.cloud.conftest import Cloud, make_pipeline, make_site
 from tests.workers.support import file_store, shard_spec, write_files
-from workers.reporter import HttpReporter
-from workers.shard_runner import run_shard
+from workers.run.reporter import HttpReporter
+from workers.run.shard import run_shard
 
 
 def planned_shard(cloud: Cloud, user: CloudClient) -> dict[str, Any]:

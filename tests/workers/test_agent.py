@@ -16,7 +16,7 @@ from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from tests.workers.support import StubCloud, wait_for
-from workers.agent import (
+from workers.agent.heartbeat import (
     BROKER_UNREACHABLE,
     CLOUD_UNREACHABLE,
     LOAD_MISSING_GRACE,
@@ -25,8 +25,8 @@ from workers.agent import (
     NodeAgent,
 )
 from workers.context import redis_client
-from workers.outbox import ReportOutbox
-from workers.reporter import HttpReporter
+from workers.run.outbox import ReportOutbox
+from workers.run.reporter import HttpReporter
 
 REGISTRATION = NodeRegistration(cloud_url="", gateway="gw", node="a", token="t")
 SETTINGS = Settings(heartbeat_interval=0.05, offline_after=10.0)

@@ -1,4 +1,4 @@
-"""Who removes a fenced attempt's staging when its node never returns (workers.leftovers).
+"""Who removes a fenced attempt's staging when its node never returns (workers.run.leftovers).
 
 Given a shard whose attempt 1 began on node ``dead`` (listed in ``started:dead``) and
 left a staging file beside its target, when a newer attempt has written every file,
@@ -15,7 +15,7 @@ from dmg.connectors import connector_for
 from dmg.site.state import SiteState
 from tests.sitekit import beat
 from tests.workers.support import file_store, shard_spec, write_files
-from workers.leftovers import clean_fenced_staging
+from workers.run.leftovers import clean_fenced_staging
 
 SHARD = "run1-00000"
 

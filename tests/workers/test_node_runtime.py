@@ -23,9 +23,9 @@ from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import celery_config
 from tests.workers.support import StubCloud, file_store, iter_lines, shard_spec, tree, wait_for, write_files
+from workers.agent.node import NodeRuntime
 from workers.names import COPY_SHARD, copy_task_id, node_queue
-from workers.node import NodeRuntime
-from workers.shard_runner import ShardFailed
+from workers.run.shard import ShardFailed
 
 pytestmark = pytest.mark.integration
 

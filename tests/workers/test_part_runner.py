@@ -20,8 +20,8 @@ from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.workers.support import file_store, write_files
-from workers.reporter import MemoryReporter
-from workers.shard_runner import run_shard
+from workers.run.reporter import MemoryReporter
+from workers.run.shard import run_shard
 
 MIB = 1024 * 1024
 SETTINGS = Settings(shard_max_files=4)

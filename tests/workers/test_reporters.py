@@ -12,8 +12,8 @@ from dmg.embedded.procs import free_port
 from dmg.errors import Retryable
 from dmg.site.state import SiteState
 from tests.workers.support import StubCloud, dead_redis
-from workers.outbox import OutboxReporter, ReportOutbox
-from workers.reporter import HttpReporter
+from workers.run.outbox import OutboxReporter, ReportOutbox
+from workers.run.reporter import HttpReporter
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from dmg.registration import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner
 from tests.waiting import wait_for
-from workers.scaling import persisted_limit
+from workers.agent.scaling import persisted_limit
 
 pytestmark = pytest.mark.integration
 

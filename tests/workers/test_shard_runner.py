@@ -11,8 +11,8 @@ from dmg.connectors import Entry
 from dmg.shards.status import OUTCOME_FAILED, OUTCOME_STALE, OUTCOME_SUCCEEDED, STATE_DONE, STATE_FAILED
 from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
-from workers.reporter import MemoryReporter
-from workers.shard_runner import run_shard
+from workers.run.reporter import MemoryReporter
+from workers.run.shard import run_shard
 
 SHARD = "ar1-00000"
 

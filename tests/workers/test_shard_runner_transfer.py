@@ -12,8 +12,8 @@ from dmg.shards import ShardSpec
 from dmg.shards.status import OUTCOME_FAILED, OUTCOME_SUCCEEDED
 from dmg.site.state import SiteState
 from tests.workers.support import file_store, shard_spec, tree, write_files
-from workers.reporter import MemoryReporter
-from workers.shard_runner import run_shard
+from workers.run.reporter import MemoryReporter
+from workers.run.shard import run_shard
 
 SHARD = "ar9-00000"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from settings import Settings
-from workers.sizing import GIB, default_limit, machine_limit, node_limit
+from workers.agent.sizing import GIB, default_limit, machine_limit, node_limit
 
 
 @pytest.mark.parametrize(("cores", "memory", "expected"), [

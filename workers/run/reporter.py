@@ -6,7 +6,7 @@ files_total, bytes_total, started_at, ended_at, error}`` (times in POSIX seconds
 - :class:`HttpReporter` sends it with :class:`dmg.cloud.client.CloudClient`,
   retrying a :class:`~dmg.errors.Retryable` failure a few times with backoff.
 - :class:`MemoryReporter` keeps reports in memory (tests, embedded tools).
-- :class:`workers.outbox.OutboxReporter` keeps what could not be delivered in
+- :class:`workers.run.outbox.OutboxReporter` keeps what could not be delivered in
   Redis until the node agent delivers it.
 """
 

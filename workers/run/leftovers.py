@@ -7,7 +7,7 @@ it ends (:meth:`dmg.site.state.SiteState.mark_finished`). What it staged is remo
 - by the attempt itself when it aborts: a failed file, or a fenced attempt on a
   living node (the copy engine aborts every file in hand when it finds a newer
   attempt, :func:`dmg.transfer.copy_entries`);
-- by its node when that node starts again (:mod:`workers.reclaim`);
+- by its node when that node starts again (:mod:`workers.agent.reclaim`);
 - by the node that runs the shard's newer attempt, once every file of that attempt
   is in place or given up, before it reports the shard succeeded or failed
   (:func:`clean_fenced_staging`): this covers a node that never comes back. A run

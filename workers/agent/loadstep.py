@@ -4,7 +4,7 @@
 ``running`` is the number of tasks the pool is executing and ``limit`` is the
 pool's size, or the target a ``dmg scale`` is shrinking it to (DESIGN.md trap:
 after ``pool_grow``, ``max-concurrency`` stays stale; the pool's own count does
-not). Each tick also lets :class:`workers.scaling.PoolScaler` move the pool
+not). Each tick also lets :class:`workers.agent.scaling.PoolScaler` move the pool
 toward its target. The key expires
 after :data:`LOAD_TTL` s, so a hung or dead worker disappears from it.
 """
@@ -21,7 +21,7 @@ import settings as dmg_settings
 from dmg import registration as local_registration
 from dmg.errors import BrokerError, DmgError
 from dmg.site.state import SiteState
-from workers import scaling
+from workers.agent import scaling
 from workers.context import redis_client
 
 log = logging.getLogger(__name__)

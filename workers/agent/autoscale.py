@@ -3,7 +3,7 @@
 Off unless ``DMG_AUTOSCALE_MAX`` (``settings.autoscale_max``) is above 0; the
 floor is ``DMG_AUTOSCALE_MIN`` (default 1). Every ``settings.autoscale_interval``
 s the node's worker measures itself and applies :func:`decide` through its own
-:class:`workers.scaling.PoolScaler` (the same path as ``dmg scale``: a grow is at
+:class:`workers.agent.scaling.PoolScaler` (the same path as ``dmg scale``: a grow is at
 once, a shrink never kills a running shard, the limit is persisted), and logs
 the decision with its reason. The policy, after the reference text's advice:
 
@@ -36,7 +36,7 @@ from dmg import registration as local_registration
 from dmg.errors import BadInput, BrokerError, DmgError
 from dmg.site.state import SiteState
 from settings import Settings
-from workers import scaling
+from workers.agent import scaling
 from workers.context import redis_client
 
 log = logging.getLogger(__name__)

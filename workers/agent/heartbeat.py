@@ -6,16 +6,16 @@ A heartbeat is::
      memory_available, network_in, network_out, problems, credential_status, draining,
      stores_unreachable, stopped, ts}
 
-``running``/``limit`` come from the worker's load key (:mod:`workers.loadstep`);
+``running``/``limit`` come from the worker's load key (:mod:`workers.agent.loadstep`);
 ``network_in``/``network_out`` are bytes/s since the previous beat; ``problems``
 are connectivity problems in words ("broker unreachable", "cloud unreachable",
 "worker process not responding", "store 'lake': <why>"); ``stores_unreachable``
 names the stores this node cannot reach (from ``store_health``, see
-:mod:`workers.storecheck`): the dispatcher places no work needing them here. The
+:mod:`workers.agent.storecheck`): the dispatcher places no work needing them here. The
 beat goes to the site state (expires after ``settings.offline_after``) and to the
 cloud. An outage of either is recorded as
 a problem and never stops the agent. After each beat that reached the cloud, the
-agent delivers the node's queued shard reports (:mod:`workers.outbox`), for at most
+agent delivers the node's queued shard reports (:mod:`workers.run.outbox`), for at most
 one heartbeat interval per beat; while reports wait, the beat carries the problem
 "N shard reports waiting for the cloud", so a node back from a cloud outage stays
 Limited until the cloud has heard everything it did meanwhile.
@@ -45,9 +45,9 @@ from dmg.site.identity import ForeignRedis
 from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
-from workers.outbox import ReportOutbox
-from workers.periodic import Periodic
-from workers.reporter import Reporter
+from workers.agent.periodic import Periodic
+from workers.run.outbox import ReportOutbox
+from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
 

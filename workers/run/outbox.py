@@ -15,7 +15,7 @@ from typing import Any
 
 from dmg.errors import BrokerError, DmgError, Retryable
 from dmg.site.state import SiteState
-from workers.reporter import Reporter
+from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from dmg.credentials import credential_for, open_store, redact
 from dmg.errors import DmgError
 from dmg.registration import NodeRegistration
 from settings import Settings
-from workers.periodic import Periodic
+from workers.agent.periodic import Periodic
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ When ``dmg node start`` runs, no process of this node runs a shard yet. So:
   :meth:`~dmg.connectors.Connector.cleanup_staging`. This is the node's job, not
   the new attempt's: only this node is sure the old attempt is dead, and only it
   may see a store that is local to it. A node that never comes back leaves that
-  to the node of the shard's next attempt (:mod:`workers.leftovers`).
+  to the node of the shard's next attempt (:mod:`workers.run.leftovers`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from dmg.ids import commit_key
 from dmg.shards import ShardSpec
 from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
-from workers.leftovers import remove_staging
+from workers.run.leftovers import remove_staging
 
 log = logging.getLogger(__name__)
 

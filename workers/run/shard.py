@@ -2,7 +2,7 @@
 
 Plain Python (no Celery), so it can be tested and reused directly. The contract:
 
-1. :func:`workers.delivery.begin_delivery`: a stale attempt (a newer one exists,
+1. :func:`workers.run.delivery.begin_delivery`: a stale attempt (a newer one exists,
    it finished, it came from a superseded dispatcher epoch, or the shard is
    unknown) returns status ``"stale"``; a redelivery of an attempt that a live
    process of this node still runs returns ``"duplicate"``; both touch nothing
@@ -18,7 +18,7 @@ Plain Python (no Celery), so it can be tested and reused directly. The contract:
 3. Reports ``succeeded`` (no file failed) or ``failed`` (the first error), then
    ``SiteState.mark_finished``; either is reported only after the staging that
    older attempts left on nodes that never ended them is removed
-   (:mod:`workers.leftovers`). A shard whose run a user cancelled
+   (:mod:`workers.run.leftovers`). A shard whose run a user cancelled
    (:meth:`dmg.site.state.SiteState.is_cancelled`, checked before it starts and
    every half second while it copies) does not start, or stops between chunks with
    its staged writes aborted: it is reported ``failed`` with :data:`CANCELLED_ERROR`
@@ -35,10 +35,10 @@ and ``attempt``), which :meth:`dmg.cloud.client.CloudClient.report_shard` posts
 to the run's per-file report; at most :data:`MAX_PENDING_RESULTS` wait at a time.
 
 A shard of kind ``"part"`` (one range of a very large object, planned by
-:mod:`dispatcher.splitting`) is run by :mod:`workers.part_runner` instead of the
+:mod:`dispatcher.splitting`) is run by :mod:`workers.run.part` instead of the
 copy engine; it reports the same way.
 
-Reporting never fails a shard (see :class:`workers.outbox.OutboxReporter`).
+Reporting never fails a shard (see :class:`workers.run.outbox.OutboxReporter`).
 """
 
 from __future__ import annotations
@@ -68,10 +68,10 @@ from dmg.site.attempts import STARTED
 from dmg.site.state import CANCELLED_REASON, SiteState
 from dmg.transfer import COPIED, SKIPPED, CopyOptions, FileResult, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
-from workers.delivery import begin_delivery
-from workers.leftovers import clean_fenced_staging, remove_staging
-from workers.part_runner import run_part
-from workers.reporter import Reporter
+from workers.run.delivery import begin_delivery
+from workers.run.leftovers import clean_fenced_staging, remove_staging
+from workers.run.part import run_part
+from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,7 @@ def _run_part_shard(shard_id: str, attempt: int, *, spec: ShardSpec, state: Site
                     reporter: Reporter, base: dict[str, Any],
                     connector_factory: Callable[[StoreSpec], Connector],
                     clock: Callable[[], float]) -> ShardOutcome:
-    """A part shard (:mod:`workers.part_runner`): its bytes, and the object once if it committed it."""
+    """A part shard (:mod:`workers.run.part`): its bytes, and the object once if it committed it."""
     node = str(base["node"])
     length = spec.part.length if spec.part is not None else 0
     try:

@@ -46,15 +46,15 @@ from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.state import SiteState
 from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
-from workers.agent import NodeAgent
+from workers.agent.drain import DrainField
+from workers.agent.heartbeat import NodeAgent
+from workers.agent.reclaim import clean_staging, reclaim_at_start
+from workers.agent.scaling import persisted_limit
+from workers.agent.sizing import node_limit
 from workers.context import redis_client
-from workers.drain import DrainField
 from workers.names import node_queue, worker_hostname
-from workers.outbox import ReportOutbox
-from workers.reclaim import clean_staging, reclaim_at_start
-from workers.reporter import HttpReporter
-from workers.scaling import persisted_limit
-from workers.sizing import node_limit
+from workers.run.outbox import ReportOutbox
+from workers.run.reporter import HttpReporter
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ class NodeRuntime:
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
-        """Hand back the work of the node's previous life (:mod:`workers.reclaim`), then start
+        """Hand back the work of the node's previous life (:mod:`workers.agent.reclaim`), then start
         the worker, the agent and the services (in that order); staging leftovers of dead
         attempts are cleaned up in the background.
 

@@ -4,7 +4,7 @@ The planner split the object (:mod:`dispatcher.splitting`) and began the sink's
 write; the shard's spec carries ``kind: "part"`` and ``part`` (object id, entry,
 target, part number, parts total, offset, length, the sink's handle: a
 :class:`dmg.shards.PartSpec`).
-:func:`workers.shard_runner.run_shard` hands such a shard here once the delivery
+:func:`workers.run.shard.run_shard` hands such a shard here once the delivery
 has begun. One attempt:
 
 1. Looks at the object's commit marker (:mod:`dmg.site.splits`): ``done`` —
@@ -53,7 +53,7 @@ from dmg.site.state import CANCELLED_REASON, SiteState
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
 from dmg.transfer.retry import call_with_retries
 from dmg.transfer.sitebandwidth import SiteBandwidth
-from workers.reporter import Reporter
+from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
 
