@@ -30,7 +30,7 @@ from dmg.cloud.models import Store
 from dmg.embedded.faults import SiteUnderTest
 from tests.cli.conftest import DmgRunner
 from tests.ha.sitekit import all_nodes, ha_settings, online, require_redis, wait_for
-from workers.run.shard import CANCELLED_ERROR
+from workers.run.attempt import CANCELLED_ERROR
 
 pytestmark = pytest.mark.integration
 

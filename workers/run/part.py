@@ -4,8 +4,8 @@ The planner split the object (:mod:`dispatcher.splitting`) and began the sink's
 write; the shard's spec carries ``kind: "part"`` and ``part`` (object id, entry,
 target, part number, parts total, offset, length, the sink's handle: a
 :class:`dmg.shards.PartSpec`).
-:func:`workers.run.shard.run_shard` hands such a shard here once the delivery
-has begun. One attempt:
+:class:`PartBody` is its body inside :func:`workers.run.attempt.run_attempt` (which
+began the delivery and reported it running). One attempt:
 
 1. Looks at the object's commit marker (:mod:`dmg.site.splits`): ``done`` —
    nothing left to do (succeeds); ``aborted`` — fails; held by a commit owner —
@@ -47,13 +47,12 @@ from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.shards import PartSpec, ShardSpec
-from dmg.shards.status import CLOUD_RUNNING
 from dmg.site.splits import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
 from dmg.site.state import CANCELLED_REASON, SiteState
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
 from dmg.transfer.retry import call_with_retries
 from dmg.transfer.sitebandwidth import SiteBandwidth
-from workers.run.reporter import Reporter
+from workers.run.attempt import Attempt, Done
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +87,6 @@ def run_part(
     *,
     spec: ShardSpec,
     state: SiteState,
-    reporter: Reporter,
-    base: dict[str, Any],
     connector_factory: Callable[[StoreSpec], Connector],
     sleep: Callable[[float], None] = time.sleep,
 ) -> PartOutcome:
@@ -100,8 +97,6 @@ def run_part(
     part = spec.part
     options = CopyOptions.from_json(spec.options)
     objects = SplitObjects(state)
-    reporter.report_shard(shard_id, {**base, "status": CLOUD_RUNNING, "files": 0, "bytes": 0,
-                                     "files_total": 0, "bytes_total": part.length})
     connectors: list[Connector] = []
     writer: DistributedWrite | None = None
     try:
@@ -162,6 +157,36 @@ def run_part(
     finally:
         for connector in connectors:
             connector.close()
+
+
+class PartBody:
+    """The body of a part shard inside :func:`workers.run.attempt.run_attempt`: :func:`run_part`,
+    counted as the module docstring says. It writes into the sink's distributed write, not
+    under staging ids, so it has no staging leftovers to clean (``stages`` False)."""
+
+    stages = False
+
+    def __init__(self, spec: ShardSpec, run: Attempt) -> None:
+        self.spec = spec
+        self.attempt = run
+        self.length = spec.part.length if spec.part is not None else 0
+
+    def running_totals(self) -> tuple[int, int]:
+        return 0, self.length
+
+    def so_far(self) -> Done:
+        return Done(False, 0, 0, (0, self.length))
+
+    def run(self) -> Done:
+        run = self.attempt
+        outcome = run_part(run.shard_id, run.attempt, spec=self.spec, state=run.state,
+                           connector_factory=run.connector_factory)
+        files = int(outcome.committed)
+        results = None
+        if outcome.file_result is not None:
+            results = [{**outcome.file_result.to_json(), "node": run.node, "attempt": run.attempt}]
+        return Done(outcome.ok, files, outcome.bytes if outcome.ok else 0, (files, self.length),
+                    outcome.error, file_results=results)
 
 
 def _ranged(source: Connector, path: str, offset: int, length: int) -> Iterator[bytes]:

@@ -1,0 +1,215 @@
+"""The lifecycle of one shard attempt on this node, written once for every kind of shard.
+
+:func:`run_attempt` takes the attempt from its delivery to its end; what the attempt
+*does* (copy files, write one part of a very large object) is an :class:`AttemptBody`
+that :mod:`workers.run.shard` picks from the spec. The steps, in this order:
+
+1. **Begin the delivery** (:func:`workers.run.delivery.begin_delivery`): a stale attempt
+   (a newer one exists, it finished, it came from a superseded dispatcher epoch, or the
+   shard is unknown) ends ``"stale"``; a redelivery of an attempt that a live process of
+   this node still runs ends ``"duplicate"``. Both touch nothing else: no report, no
+   ``mark_finished``.
+2. **Read the spec**; an unreadable one fails the attempt.
+3. **A cancelled run** (:meth:`dmg.site.state.SiteState.is_cancelled`): the shard does
+   not start; it is reported ``failed`` with :data:`CANCELLED_ERROR` and ends
+   ``"cancelled"`` (not an error of the task).
+4. **Worker deaths**: every earlier delivery of this attempt ended with its process
+   (OOM, crash). What such a process staged under this attempt's staging id is removed
+   (best effort); at ``max_worker_deaths`` deaths (0: no limit) the attempt fails with
+   that error instead of running again.
+5. **Report running** with the body's totals.
+6. **Run the body.** It ends in :class:`Done`, or raises:
+
+   - :class:`~dmg.errors.StaleAttempt` (fenced off while running): ``mark_finished``
+     (not ok) and ``"stale"`` **without a final report**: the newer attempt owns the
+     shard's status;
+   - :class:`~dmg.errors.Cancelled`: reported ``failed`` with what was done so far,
+     ends ``"cancelled"``;
+   - another :class:`~dmg.errors.DmgError`: reported ``failed`` with what was done so far;
+   - anything else: reported ``failed`` ("internal error in the worker: <type>"), then
+     re-raised, so the task errors too.
+
+   The body closes its connectors before it returns or raises. Whatever must happen
+   before the shard may be called succeeded happens inside the body: a part shard's
+   commit owner commits the object and marks it done there, so the activity run cannot
+   succeed before the object is visible.
+7. **Leftovers**: a body that writes under staging ids (:attr:`AttemptBody.stages`) has
+   the staging that older, fenced attempts left on nodes that never ended them removed
+   (:func:`workers.run.leftovers.clean_fenced_staging`) — *before* the final report, so
+   a succeeded shard leaves no staging behind.
+8. **Final report** ``succeeded`` or ``failed``, then **mark finished**
+   (:meth:`~dmg.site.state.SiteState.mark_finished`), in that order.
+
+Reporting never fails an attempt (see :class:`workers.run.outbox.OutboxReporter`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from dmg.connectors import Connector, StoreSpec
+from dmg.errors import Cancelled, DmgError, StaleAttempt
+from dmg.ids import staging_id
+from dmg.shards import ShardOutcome, ShardSpec
+from dmg.shards.status import (
+    CLOUD_FAILED,
+    CLOUD_RUNNING,
+    CLOUD_SUCCEEDED,
+    OUTCOME_CANCELLED,
+    OUTCOME_FAILED,
+    OUTCOME_STALE,
+    OUTCOME_SUCCEEDED,
+)
+from dmg.site.attempts import STARTED
+from dmg.site.state import CANCELLED_REASON, SiteState
+from workers.run.delivery import begin_delivery
+from workers.run.leftovers import clean_fenced_staging, remove_staging
+from workers.run.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+#: The error of a shard that did not start or stopped because its run was cancelled.
+CANCELLED_ERROR = CANCELLED_REASON
+
+
+@dataclass
+class Done:
+    """What a body did: the fields of the final report (or of a failure report so far)."""
+
+    ok: bool
+    files: int
+    bytes: int
+    totals: tuple[int, int]
+    error: str = ""
+    file_results: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt being run: who, where, and the fields every report carries (``base``)."""
+
+    shard_id: str
+    attempt: int
+    node: str
+    state: SiteState
+    reporter: Reporter
+    connector_factory: Callable[[StoreSpec], Connector]
+    clock: Callable[[], float]
+    base: dict[str, Any] = field(default_factory=dict)
+
+
+class AttemptBody(Protocol):
+    """The work of one kind of shard inside :func:`run_attempt`."""
+
+    #: True when the body writes under the attempt's staging id (older attempts' staging
+    #: is then removed before the final report).
+    stages: bool
+
+    def running_totals(self) -> tuple[int, int]:
+        """``(files_total, bytes_total)`` of the ``running`` report."""
+        ...
+
+    def run(self) -> Done:
+        """Do the work; raise StaleAttempt when fenced off, Cancelled when the run was
+        cancelled, DmgError when it failed."""
+        ...
+
+    def so_far(self) -> Done:
+        """What was done when the body stopped early (stale, cancelled, failed)."""
+        ...
+
+
+#: Builds the body of an attempt from its spec (called after step 4).
+BodyFactory = Callable[[ShardSpec, Attempt], AttemptBody]
+
+
+def run_attempt(
+    shard_id: str,
+    attempt: int,
+    *,
+    node: str,
+    state: SiteState,
+    reporter: Reporter,
+    connector_factory: Callable[[StoreSpec], Connector],
+    body_for: BodyFactory,
+    clock: Callable[[], float],
+    epoch: int | None = None,
+    max_worker_deaths: int = 0,
+) -> ShardOutcome:
+    """Run attempt ``attempt`` of ``shard_id`` on ``node`` through the steps of the module
+    docstring; the body comes from ``body_for``."""
+    begun, deliveries = begin_delivery(state, shard_id, attempt, node, epoch=epoch)
+    if begun != STARTED:
+        log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun, shard_id, attempt, node)
+        return ShardOutcome(begun, node, attempt, shard_id)
+    run = Attempt(shard_id, attempt, node, state, reporter, connector_factory, clock,
+                  {"attempt": attempt, "node": node, "started_at": clock()})
+    stored = state.shard(shard_id) or {}
+    try:
+        spec = ShardSpec.from_json(stored.get("spec") or {})
+    except DmgError as exc:
+        return finish(run, Done(False, 0, 0, (0, 0), str(exc)))
+    totals = (spec.files_total, spec.bytes_total)
+    if state.is_cancelled(spec.activity_run_id):  # queued before its run was cancelled
+        log.info("shard of a cancelled run not started shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        return replace(finish(run, Done(False, 0, 0, totals, CANCELLED_ERROR)), status=OUTCOME_CANCELLED)
+    deaths = deliveries - 1  # every earlier start of this attempt ended with its process
+    if deaths:  # the dead process may have left staged files under this attempt's staging id
+        with contextlib.suppress(DmgError):
+            remove_staging(spec.sink_store, staging_id(shard_id, attempt),
+                           connector_factory=connector_factory)
+    if max_worker_deaths and deaths >= max_worker_deaths:
+        error = (f"the shard killed its worker process {deaths} times (out of memory or a crash); "
+                 f"not retried (limit DMG_SHARD_MAX_WORKER_DEATHS={max_worker_deaths})")
+        return finish(run, Done(False, 0, 0, totals, error))
+    body = body_for(spec, run)
+    running = body.running_totals()
+    reporter.report_shard(shard_id, {**run.base, "status": CLOUD_RUNNING, "files": 0, "bytes": 0,
+                                     "files_total": running[0], "bytes_total": running[1]})
+    log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d", shard_id, attempt, node, *running)
+    try:
+        done = body.run()
+    except StaleAttempt as exc:
+        log.info("attempt fenced off shard=%s attempt=%d node=%s: %s", shard_id, attempt, node, exc)
+        state.mark_finished(shard_id, attempt, node, ok=False)
+        so_far = body.so_far()
+        return ShardOutcome(OUTCOME_STALE, node, attempt, shard_id, so_far.files, so_far.bytes, str(exc))
+    except Cancelled as exc:
+        log.info("shard stopped: its run was cancelled shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        return replace(finish(run, _failed(body.so_far(), str(exc))), status=OUTCOME_CANCELLED)
+    except DmgError as exc:
+        return finish(run, _failed(body.so_far(), str(exc)))
+    except Exception as exc:
+        log.exception("shard crashed shard=%s attempt=%d node=%s", shard_id, attempt, node)
+        finish(run, _failed(body.so_far(), f"internal error in the worker: {type(exc).__name__}"))
+        raise
+    if body.stages:  # every file is in place or given up: older attempts' staging goes first
+        clean_fenced_staging(state, shard_id, attempt, connector_factory=connector_factory)
+    return finish(run, done)
+
+
+def _failed(so_far: Done, error: str) -> Done:
+    return replace(so_far, ok=False, error=error)
+
+
+def finish(run: Attempt, done: Done) -> ShardOutcome:
+    """Send the final report of ``done``, then mark the attempt finished (in that order)."""
+    status = OUTCOME_SUCCEEDED if done.ok else OUTCOME_FAILED
+    report = {**run.base, "status": CLOUD_SUCCEEDED if done.ok else CLOUD_FAILED, "files": done.files,
+              "bytes": done.bytes, "files_total": done.totals[0], "bytes_total": done.totals[1],
+              "ended_at": run.clock(), "error": done.error}
+    if done.file_results:
+        report["file_results"] = done.file_results
+    run.reporter.report_shard(run.shard_id, report)
+    run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
+    if done.ok:
+        log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
+                 run.shard_id, run.attempt, run.node, done.files, done.bytes)
+    else:
+        log.warning("shard failed shard=%s attempt=%d node=%s error=%s",
+                    run.shard_id, run.attempt, run.node, done.error)
+    return ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
