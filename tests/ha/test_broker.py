@@ -38,7 +38,7 @@ from tests.ha.sitekit import (
     throttled_copy,
     wait_for,
 )
-from workers.agent.heartbeat import BROKER_UNREACHABLE
+from workers.agent.node_agent import BROKER_UNREACHABLE
 from workers.app import make_app
 from workers.names import worker_hostname
 

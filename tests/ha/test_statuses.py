@@ -34,7 +34,7 @@ from tests.ha.sitekit import (
     throttled_copy,
     wait_for,
 )
-from workers.agent.heartbeat import BROKER_UNREACHABLE
+from workers.agent.node_agent import BROKER_UNREACHABLE
 
 pytestmark = pytest.mark.integration
 

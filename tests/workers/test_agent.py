@@ -16,7 +16,7 @@ from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
 from tests.workers.support import StubCloud, wait_for
-from workers.agent.heartbeat import (
+from workers.agent.node_agent import (
     BROKER_UNREACHABLE,
     CLOUD_UNREACHABLE,
     LOAD_MISSING_GRACE,

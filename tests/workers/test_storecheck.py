@@ -21,7 +21,7 @@ from dmg.site.state import SiteState
 from settings import Settings
 from tests.cloud.conftest import Cloud, launch, make_site, unique
 from tests.shardkit import planned_spec
-from workers.agent.heartbeat import NodeAgent
+from workers.agent.node_agent import NodeAgent
 from workers.agent.storecheck import MAX_REASON, StoreChecker
 
 SECRET = "s3cr3t-never-in-a-heartbeat-4c1"

@@ -32,7 +32,7 @@ REMOVED = DRAIN_REMOVED
 
 
 class DrainField:
-    """``extras`` for :class:`workers.agent.heartbeat.NodeAgent`: ``{"draining": bool}``.
+    """``extras`` for :class:`workers.agent.node_agent.NodeAgent`: ``{"draining": bool}``.
 
     ``cloud_accepted()`` says whether this process had a heartbeat accepted by the
     cloud; ``cloud_refused()`` whether the cloud's last answer refused its token (the

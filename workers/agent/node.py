@@ -47,7 +47,7 @@ from dmg.site.state import SiteState
 from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
 from workers.agent.drain import DrainField
-from workers.agent.heartbeat import NodeAgent
+from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
 from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import node_limit
