@@ -32,8 +32,8 @@ PIPELINE_SIZE = 200
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dmg.embedded.procs import stop_process  # noqa: E402
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
+from dmg.procs import stop_process  # noqa: E402
 from settings import load  # noqa: E402
 
 

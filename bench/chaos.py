@@ -72,8 +72,8 @@ from bench.chaos_verify import Verdict, verify  # noqa: E402
 from dmg.cli.runview import shards_of  # noqa: E402
 from dmg.cloud.client import CloudClient  # noqa: E402
 from dmg.embedded.faults import SiteUnderTest  # noqa: E402
-from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.errors import Retryable  # noqa: E402
+from dmg.procs import free_port  # noqa: E402
 from settings import Settings  # noqa: E402
 
 ENDED = ("Succeeded", "Failed")

@@ -72,7 +72,7 @@ class MotoServer:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        from dmg.embedded.procs import free_port
+        from dmg.procs import free_port
 
         self.port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
@@ -82,7 +82,7 @@ class MotoServer:
         return f"http://127.0.0.1:{self.port}"
 
     def __enter__(self) -> MotoServer:
-        from dmg.embedded.procs import wait_for_port
+        from dmg.procs import wait_for_port
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()

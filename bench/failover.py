@@ -45,8 +45,8 @@ if str(ROOT) not in sys.path:
 from bench.chaos_faults import Faults, KillRecord  # noqa: E402
 from dmg.cli.demo import KIB, generate_tree  # noqa: E402
 from dmg.embedded.faults import SiteUnderTest  # noqa: E402
-from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.errors import Conflict  # noqa: E402
+from dmg.procs import free_port  # noqa: E402
 from settings import Settings  # noqa: E402
 
 FIGURES: dict[str, tuple[str, Callable[[KillRecord], float | None]]] = {

@@ -38,8 +38,8 @@ import redis  # noqa: E402
 
 from dispatcher.placement import Placer, node_loads  # noqa: E402
 from dmg.connectors import Entry, StoreSpec  # noqa: E402
-from dmg.embedded.procs import free_port  # noqa: E402
 from dmg.embedded.redis import EmbeddedRedis  # noqa: E402
+from dmg.procs import free_port  # noqa: E402
 from dmg.shards import ShardSpec  # noqa: E402
 from dmg.shards.status import STATE_QUEUED  # noqa: E402
 from dmg.site.state import SiteState  # noqa: E402

@@ -13,6 +13,9 @@ from __future__ import annotations
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 CANCELLED = "cancelled"
+#: The error a shard of a cancelled activity run is reported ``failed`` with (the cloud reads
+#: it as ``cancelled``): it did not start, or stopped between chunks.
+CANCELLED_REASON = "the run was cancelled"
 #: Replaced by a newer attempt, for a reason the cloud was not told.
 FENCED = "fenced"
 #: The process that ran it died on a live node (:class:`dispatcher.recovery.OrphanWatch`).

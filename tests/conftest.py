@@ -14,9 +14,9 @@ import pytest
 import redis as redis_lib
 from celery import Celery
 
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
+from dmg.procs import free_port
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from settings import Settings

@@ -30,8 +30,8 @@ def serve(db: str | None, bind: str | None) -> None:
     """Serve the cloud's API and portal in the foreground until Ctrl-C."""
     from dmg.cloud.server import parse_bind
     from dmg.cloud.server import serve as serve_cloud
-    from dmg.embedded.procs import port_open
     from dmg.errors import Conflict
+    from dmg.procs import port_open
 
     settings = current_settings()
     bind = bind or settings.cloud_bind

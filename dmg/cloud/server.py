@@ -28,8 +28,8 @@ from typing import IO, Any
 import httpx
 
 from dmg.cloud.keys import api_token, cloud_dir
-from dmg.embedded.procs import free_port, stop_process
 from dmg.errors import BadInput, Fatal
+from dmg.procs import free_port, stop_process
 from settings import Settings
 
 

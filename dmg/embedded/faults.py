@@ -22,9 +22,9 @@ import psutil
 
 from dmg.embedded.children import Child
 from dmg.embedded.pidbook import descendants
-from dmg.embedded.procs import wait_then_kill
 from dmg.embedded.site import HOST, EmbeddedSite
 from dmg.errors import Conflict, NotFound
+from dmg.procs import wait_then_kill
 
 
 class SiteUnderTest(EmbeddedSite):

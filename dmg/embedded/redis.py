@@ -23,8 +23,8 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dmg.embedded.procs import stop_process, wait_for_port
 from dmg.errors import Fatal
+from dmg.procs import stop_process, wait_for_port
 
 
 def redis_binary() -> str:

@@ -35,7 +35,10 @@ from dmg.embedded.bootstrap import ensure_gateway, register_node
 from dmg.embedded.children import Child, log_tail, spawn
 from dmg.embedded.flower import flower_command, flower_environ, password_hint
 from dmg.embedded.pidbook import PidBook, kill_survivors
-from dmg.embedded.procs import (
+from dmg.embedded.readiness import wait_nodes_ready
+from dmg.embedded.redis import EmbeddedRedis
+from dmg.errors import Conflict, Fatal, NotFound
+from dmg.procs import (
     child_environ,
     free_port,
     kill_group,
@@ -44,9 +47,6 @@ from dmg.embedded.procs import (
     wait_for_port,
     wait_then_kill,
 )
-from dmg.embedded.readiness import wait_nodes_ready
-from dmg.embedded.redis import EmbeddedRedis
-from dmg.errors import Conflict, Fatal, NotFound
 from settings import Settings, settings_environ
 
 if TYPE_CHECKING:

@@ -24,8 +24,6 @@ from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.keys import SiteKeys
 from dmg.site.shards import ShardRecords
 
-#: Why a shard of a cancelled activity run did not start or stopped (:meth:`SiteState.cancel`).
-CANCELLED_REASON = "the run was cancelled"
 #: The drain flag of a node removed from its gateway (``set_drain(node, DRAIN_REMOVED)``).
 DRAIN_REMOVED = "removed"
 

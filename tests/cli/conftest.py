@@ -85,7 +85,7 @@ def dmg(tmp_path: Path, cli_cloud: CloudProcess) -> DmgRunner:
 @pytest.fixture
 def offline_dmg(tmp_path: Path) -> DmgRunner:
     """``dmg`` with no cloud at all (a data dir of its own, a cloud URL nobody serves)."""
-    from dmg.embedded.procs import free_port
+    from dmg.procs import free_port
 
     data_dir = tmp_path / "dmg-data"
     data_dir.mkdir()

@@ -20,10 +20,10 @@ import pytest
 
 from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.embedded.faults import SiteUnderTest
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Conflict, Fatal
+from dmg.procs import free_port
 from settings import Settings
 from tests.cli.conftest import DMG, DmgRunner, clean_environ
 from tests.conftest import require

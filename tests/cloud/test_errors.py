@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from dmg.cloud.api import create_app
-from dmg.embedded.procs import free_port
+from dmg.procs import free_port
 from settings import Settings
 
 

@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from dmg.connectors import connector_for
 from dmg.connectors.base import StoreSpec
 from dmg.connectors.sql import MARKER_TABLE, SqlConnector
-from dmg.embedded.procs import free_port
 from dmg.errors import BadInput, DmgError, NotFound, Retryable
+from dmg.procs import free_port
 from tests.servers.postgres import PostgresServer
 
 _databases = iter(range(1, 10_000))

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis as redis_lib
 
 from dispatcher.lease import Lease
-from dmg.embedded.procs import stop_process
+from dmg.procs import stop_process
 from tests.workers.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]

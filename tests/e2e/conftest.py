@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 
 from dmg.cli.runview import wait_for_run
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal
+from dmg.procs import free_port
 from settings import Settings
 from tests import waiting
 from tests.conftest import require

@@ -19,10 +19,10 @@ from dmg.cli.demo import KIB, compare_trees, generate_tree
 from dmg.cli.runview import shards_of
 from dmg.cloud.client import CloudClient
 from dmg.embedded.faults import SiteUnderTest
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal, Retryable
+from dmg.procs import free_port
 from settings import Settings
 from tests import waiting
 from tests.conftest import require

@@ -29,8 +29,8 @@ from dispatcher.recovery import requeue_gone
 from dmg.cli.demo import KIB
 from dmg.cli.runview import shards_of
 from dmg.embedded.faults import SiteUnderTest
-from dmg.embedded.procs import free_port
 from dmg.embedded.readiness import node_ready
+from dmg.procs import free_port
 from dmg.site.attempts import start_run
 from dmg.site.state import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error

@@ -28,8 +28,8 @@ from celery import Celery
 
 from dmg.cli.demo import KIB
 from dmg.embedded.faults import SiteUnderTest
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
+from dmg.procs import free_port
 from dmg.site.identity import SiteIdentity
 from dmg.site.state import SiteState
 from settings import process_environ, settings_environ

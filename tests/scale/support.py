@@ -10,10 +10,10 @@ from typing import Any
 
 import redis as redis_lib
 
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import redis_binary
 from dmg.embedded.site import EmbeddedSite
 from dmg.errors import Fatal
+from dmg.procs import free_port
 from settings import Settings
 from settings.celery import broker_key_prefix
 from tests import waiting

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dmg.embedded.procs import free_port, stop_process, wait_for_port
+from dmg.procs import free_port, stop_process, wait_for_port
 from tests.conftest import require
 
 EMULATORS = Path(__file__).resolve().parent.parent / "emulators"

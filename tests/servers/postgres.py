@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from dmg.embedded.procs import free_port
+from dmg.procs import free_port
 from tests.conftest import require
 
 BIN = Path("/usr/lib/postgresql/15/bin")

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from dmg.embedded.procs import free_port, wait_for_port
+from dmg.procs import free_port, wait_for_port
 from tests.conftest import require
 
 ACCESS_KEY = "testing-access-key"

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from dmg.embedded.procs import free_port, stop_process, wait_for_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
+from dmg.procs import free_port, stop_process, wait_for_port
 from tests.conftest import require
 
 HOST = "127.0.0.1"

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import redis as redis_lib
 
-from dmg.embedded.procs import free_port
 from dmg.errors import BrokerError, BrokerRefused, BrokerUnreachable, DmgError
+from dmg.procs import free_port
 from dmg.site.connection import redis_client
 from dmg.site.state import SiteState
 from settings import Settings

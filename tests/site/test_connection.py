@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import BadInput, BrokerUnreachable, Fatal
+from dmg.procs import free_port
 from dmg.site.connection import DeadlineRetry, redis_client
 from settings import Settings, SettingsError, load
 from settings.celery import celery_config

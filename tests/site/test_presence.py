@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import redis as redis_lib
 
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis
+from dmg.procs import free_port
 from dmg.site.connection import redis_client
 from dmg.site.presence import PresenceWatch, client_name, connected_nodes
 from dmg.site.state import SiteState

@@ -184,7 +184,7 @@ def test_the_bandwidth_of_a_running_run_is_set_in_the_site(
                           contains="'fast' is not a rate")
     assert_one_line_error(dmg("runs", "bandwidth", plan["run"], "1M", "--activity", "nope",
                               DMG_REDIS_URL=redis_url), contains="no activity named nope")
-    from dmg.embedded.procs import free_port
+    from dmg.procs import free_port
 
     assert_one_line_error(dmg("runs", "bandwidth", plan["run"], "1M",
                               DMG_REDIS_URL=f"redis://127.0.0.1:{free_port()}/0"),

@@ -16,7 +16,7 @@ from redis.retry import Retry
 
 from dmg.connectors import Entry, StoreSpec
 from dmg.connectors.file import FileConnector
-from dmg.embedded.procs import free_port
+from dmg.procs import free_port
 from dmg.shards import ShardSpec
 from dmg.site.boundary import SiteRedis
 from tests import waiting

@@ -10,7 +10,7 @@ import psutil
 import pytest
 
 from dmg.cloud.client import CloudClient
-from dmg.embedded.procs import free_port
+from dmg.procs import free_port
 from dmg.registration import NodeRegistration
 from dmg.site.state import SiteState
 from dmg.version import __version__

@@ -29,9 +29,9 @@ import pytest
 import redis as redis_lib
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from dmg.embedded.procs import free_port
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.errors import Fatal
+from dmg.procs import free_port
 from settings import Settings
 from settings.celery import broker_key_prefix, celery_config
 from tests.conftest import require

@@ -8,8 +8,8 @@ import pytest
 import redis as redis_lib
 
 from dmg.cloud.client import CloudClient
-from dmg.embedded.procs import free_port
 from dmg.errors import Retryable
+from dmg.procs import free_port
 from dmg.site.state import SiteState
 from tests.workers.support import StubCloud, dead_redis
 from workers.run.outbox import OutboxReporter, ReportOutbox

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from dmg.embedded.flower import flower_password
-from dmg.embedded.procs import free_port
 from dmg.embedded.site import EmbeddedSite
+from dmg.procs import free_port
 from dmg.registration import node_dir
 from settings import Settings
 from tests.cli.conftest import DmgRunner

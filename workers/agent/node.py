@@ -39,8 +39,8 @@ from typing import Any, Protocol
 
 from dmg.cloud.client import CloudClient
 from dmg.credentials import open_store
-from dmg.embedded.procs import stop_process
 from dmg.errors import BrokerError
+from dmg.procs import stop_process
 from dmg.registration import NodeRegistration, node_dir
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.state import SiteState

@@ -51,6 +51,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
 from dmg.errors import Cancelled, DmgError, StaleAttempt
 from dmg.ids import staging_id
@@ -65,7 +66,7 @@ from dmg.shards.status import (
     OUTCOME_SUCCEEDED,
 )
 from dmg.site.attempts import STARTED
-from dmg.site.state import CANCELLED_REASON, SiteState
+from dmg.site.state import SiteState
 from workers.run.delivery import begin_delivery
 from workers.run.leftovers import clean_fenced_staging, remove_staging
 from workers.run.reporter import Reporter

@@ -42,13 +42,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
 from dmg.connectors.capabilities import RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.shards import PartSpec, ShardSpec
 from dmg.site.splits import ABORTED, COMMIT, DONE, STALE, SplitObjects, owner_token
-from dmg.site.state import CANCELLED_REASON, SiteState
+from dmg.site.state import SiteState
 from dmg.transfer import COPIED, CopyOptions, FileResult, Throttle, checksums
 from dmg.transfer.retry import call_with_retries
 from dmg.transfer.sitebandwidth import SiteBandwidth

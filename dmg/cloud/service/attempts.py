@@ -30,13 +30,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dmg.attempt_ends import CANCELLED, FAILED, FENCED, REPLACED, SUCCEEDED
+from dmg.attempt_ends import CANCELLED, CANCELLED_REASON, FAILED, FENCED, REPLACED, SUCCEEDED
 from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
 from dmg.cloud.schemas import ShardReport
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, PermissionDenied
 from dmg.shards.status import CLOUD_FAILED, CLOUD_PLACED, CLOUD_RUNNING, CLOUD_SUCCEEDED
-from dmg.site.state import CANCELLED_REASON
 
 _FINAL = {CLOUD_SUCCEEDED: SUCCEEDED, CLOUD_FAILED: FAILED}
 

@@ -1,4 +1,5 @@
-"""Helpers to run and stop child processes and wait on ports."""
+"""Helpers to run and stop child processes and wait on ports: a leaf (stdlib and settings only),
+used by the embedded site, the cloud server, the node and the tests alike."""
 
 from __future__ import annotations
 
