@@ -3,7 +3,9 @@
 Each round reads the site's load from Redis: the nodes with a live heartbeat are
 online; a node's limit comes from its worker-load key (else its heartbeat);
 running and queued are the sizes of its ``running:<node>`` / ``queued:<node>``
-sets. For each pending shard in order it picks a node with
+sets; a node never gets a shard touching a store it cannot reach, or whose current
+credential version it does not hold yet (its heartbeat's ``stores_without_credential``,
+:mod:`dmg.credentials.nodesync`). For each pending shard in order it picks a node with
 :func:`dmg.placement.choose_node`, starts a new attempt, sends
 ``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
 ``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
@@ -103,7 +105,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
         loads.append(NodeLoad(
             name=name, limit=limit, running=int(running), queued=int(queued),
             online=True, draining=bool(beat.get("draining", False)) or name in drained,
-            unreachable_stores=frozenset(beat.get("stores_unreachable") or ())))
+            unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
+            stale_credentials=frozenset(beat.get("stores_without_credential") or ())))
     return loads
 
 
@@ -138,6 +141,10 @@ def read_spec(shard_id: str, raw: str | bytes | dict[str, Any]) -> ShardSpec | N
 def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: int) -> str:
     with_room = [n for n in loads if n.can_take((), max_queued=max_queued)]
     blocked = sorted({s for n in with_room for s in n.unreachable_stores if s in stores})
+    stale = sorted({s for n in with_room for s in n.stale_credentials if s in stores})
+    if stale and not blocked:
+        return (f"the nodes with room lack the current credential of store(s) {', '.join(stale)} "
+                "(see `dmg credentials list`)")
     return f"the nodes with room cannot reach store(s) {', '.join(blocked or stores)}"
 
 

@@ -22,6 +22,8 @@ class NodeLoad:
     online: bool = True
     draining: bool = False
     unreachable_stores: frozenset[str] = field(default_factory=frozenset)
+    #: Stores whose current credential version this node does not hold yet.
+    stale_credentials: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def free_slots(self) -> int:
@@ -31,7 +33,7 @@ class NodeLoad:
         """True when this node may receive one more shard touching ``stores``."""
         if not self.online or self.draining or self.limit <= 0:
             return False
-        if self.unreachable_stores.intersection(stores):
+        if self.unreachable_stores.intersection(stores) or self.stale_credentials.intersection(stores):
             return False
         return self.free_slots + max_queued > 0
 
