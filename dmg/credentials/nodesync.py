@@ -7,9 +7,10 @@ Each round (``sync_once``, every few seconds on the node):
 2. each credential copy sealed to this node (``creds:<node>``) whose version differs
    from the one kept is opened once (to check it is this node's and that store's), then
    kept sealed in the vault; a copy the gateway no longer has is dropped;
-3. the gateway's current versions are read from the cloud, to tell which stores this
-   node cannot serve yet (:meth:`heartbeat_fields`: ``stores_without_credential``, which
-   placement skips) and, in the heartbeat, the versions held (the cloud derives
+3. the gateway's current versions are read from the cloud, to tell which credentials
+   this node lacks the current version of (:meth:`heartbeat_fields`:
+   ``credentials_stale``; placement gives this node no shard whose stores take one of
+   them) and, in the heartbeat, the versions held (the cloud derives
    "out of sync: has v3 of 'lake', gateway has v4" and Limited from them).
 
 A round that cannot reach Redis or the cloud keeps what it had and tries again at the
@@ -43,7 +44,6 @@ class NodeCredentials:
         self.public_key = vault.public_key()
         self._lock = threading.Lock()
         self._current: dict[str, int] | None = None  # the gateway's versions (None: not known yet)
-        self._stores: dict[str, str] = {}  # store -> credential entry, for the gateway's stores
         self._sync_seen: int | None = None
         self._failed: dict[str, str] = {}  # store -> why its copy could not be kept (logged once)
 
@@ -53,11 +53,10 @@ class NodeCredentials:
         try:
             answer = cloudcalls.node_versions(self.cloud)
             current = {str(k): int(v) for k, v in dict(answer.get("credentials") or {}).items()}
-            stores = {str(k): str(v) for k, v in dict(answer.get("stores") or {}).items()}
             sync = int(answer.get("sync") or 0)
             force = self._sync_seen is not None and sync != self._sync_seen
             with self._lock:
-                self._current, self._stores, self._sync_seen = current, stores, sync
+                self._current, self._sync_seen = current, sync
         except DmgError as exc:
             log.debug("credential versions not read from the cloud node=%s error=%s", self.node, exc)
         try:
@@ -105,10 +104,9 @@ class NodeCredentials:
 
     def heartbeat_fields(self) -> dict[str, Any]:
         """What the heartbeat carries: the versions held, this node's public key, and the
-        stores whose current credential this node lacks (placement skips them here)."""
+        credentials whose current version this node lacks (placement skips it for them)."""
         held = self.vault.held()
         with self._lock:
-            current, stores = dict(self._current or {}), dict(self._stores)
-        stale = set(stale_stores(held, current))
-        lacking = sorted(store for store, entry in stores.items() if entry in stale)
-        return {"credentials": held, "public_key": self.public_key, "stores_without_credential": lacking}
+            current = dict(self._current or {})
+        return {"credentials": held, "public_key": self.public_key,
+                "credentials_stale": stale_stores(held, current)}

@@ -52,8 +52,7 @@ def request_sync(name: str, svc: Service) -> dict[str, Any]:
 
 @nodes.get("/nodes/credentials", tags=["nodes"])
 def node_credentials(node: Node, svc: Service) -> dict[str, Any]:
-    """The node's gateway's credential versions and which stores need which:
-    ``{public_key, credentials: {store: version}, stores: {store: credential}}``."""
+    """The node's gateway's credential versions: ``{public_key, credentials: {store: version}, sync}``."""
     return svc.node_credential_versions(node)
 
 

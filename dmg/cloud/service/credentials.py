@@ -24,9 +24,7 @@ from sqlalchemy.orm import Session
 from dmg.cloud.models import Credential, Gateway
 from dmg.cloud.service.gateways import NodeIdentity, get_gateway
 from dmg.cloud.service.views import node_credential_state
-from dmg.connectors.base import StoreSpec
-from dmg.credentials.rules import entry_name, needs_credential
-from dmg.errors import BadInput, Conflict, DmgError, NotFound
+from dmg.errors import BadInput, Conflict, NotFound
 
 MAX_SEALED = 16 * 1024
 
@@ -106,20 +104,10 @@ def _gateway_of(session: Session, node: NodeIdentity) -> Gateway:
 
 def versions_for_node(session: Session, node: NodeIdentity) -> dict[str, Any]:
     """What a node needs to know its own state: ``{public_key, credentials: {store: version},
-    stores: {store name: credential entry}}`` for the stores its gateway's pipelines use."""
-    from dmg.cloud.service.stores import stores_of_gateway
-
+    sync}``."""
     gateway = _gateway_of(session, node)
-    entries: dict[str, str] = {}
-    for body in stores_of_gateway(session, gateway.id):
-        try:
-            spec = StoreSpec.from_json(body)
-            if needs_credential(spec):
-                entries[spec.name] = entry_name(spec)
-        except DmgError:
-            continue  # a store that cannot be read is checked (and reported) elsewhere
     return {"public_key": gateway.credential_key, "credentials": current_versions(gateway),
-            "stores": entries, "sync": int(gateway.credential_sync or 0)}
+            "sync": int(gateway.credential_sync or 0)}
 
 
 def sync_view(session: Session, node: NodeIdentity) -> dict[str, Any]:
