@@ -24,7 +24,7 @@ def parse_fields(text: str) -> dict[str, str]:
     if not stripped:
         raise BadInput("no credential fields were given",
                        hint='give a JSON object ({"password": "..."}) or key=value lines on stdin')
-    if stripped.startswith("{"):
+    if stripped.startswith(("{", "[")):
         return _json_fields(stripped)
     fields: dict[str, str] = {}
     for number, line in enumerate(text.splitlines(), start=1):

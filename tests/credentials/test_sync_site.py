@@ -176,8 +176,9 @@ def test_a_node_that_misses_a_version_is_limited_skipped_and_catches_up(
     assert "node3" in assert_succeeded(run)  # work resumes on node3
 
 
-def test_a_node_added_later_receives_every_credential(
-        site: SiteUnderTest, lake: str, postgres_server: PostgresServer) -> None:  # noqa: F811
+def test_a_node_added_later_receives_every_credential_and_both_copy(
+        site: SiteUnderTest, lake: str, postgres_server: PostgresServer,  # noqa: F811
+        s3_server: S3Server) -> None:  # noqa: F811
     import psycopg
 
     url = postgres_server.create_database(f"cred_{uuid.uuid4().hex[:8]}")
@@ -190,6 +191,21 @@ def test_a_node_added_later_receives_every_credential(
     site.add_node("node4")
     wait_status(site, ["node1", "node2", "node3", "node4"], "in sync (2)")
     assert held(site, "node4") == {"lake": 2, "warehouse": 1}
+
+    # PostgreSQL -> S3 (moto checking the key) with the two synced credentials. The test
+    # cluster trusts local connections: the password is carried, S3 is what checks its key.
+    with site.client() as client:
+        client.create_pipeline({"name": "pg-to-lake", "gateway": site.gateway, "activities": [{
+            "name": "orders", "source": {"store": "warehouse", "path": "orders"},
+            "sink": {"store": "lake", "path": "pg"}}]})
+        s3_server.enforce_auth(True)
+        try:
+            run = wait_for_run(client, str(client.run_pipeline("pg-to-lake")["id"]), poll=0.2, timeout=60)
+        finally:
+            s3_server.enforce_auth(False)
+    assert_succeeded(run)
+    body = s3_server.client().get_object(Bucket=lake, Key="out/pg/orders")["Body"].read()
+    assert body == b"id,name\n1,ann\n2,bob\n"
 
 
 def test_a_dispatcher_killed_right_after_a_new_version_loses_nothing(site: SiteUnderTest, lake: str,
