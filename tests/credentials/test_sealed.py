@@ -127,7 +127,8 @@ def test_set_refuses_unknown_stores_and_missing_fields_then_seals(cloud: Cloud, 
         user.add_store({"name": store, "type": "sql", "location": "postgresql://app@db.example/sales"})
 
     args = ("credentials", "set", "--gateway", gateway)
-    assert "store 'nope' does not exist" in one_line_error(dmg(cloud, tmp_path, *args, "nope", stdin="password=x"))
+    unknown_store = one_line_error(dmg(cloud, tmp_path, *args, "nope", stdin="password=x"))
+    assert "store 'nope' does not exist" in unknown_store
     missing = one_line_error(dmg(cloud, tmp_path, *args, store, stdin="username=app\n"))
     assert f"the credential of store {store!r} lacks password" in missing
     unknown = one_line_error(dmg(cloud, tmp_path, *args, store, stdin='{"pasword": "hunter2"}'))
@@ -179,14 +180,15 @@ def test_backup_and_restore_onto_a_fresh_data_dir(cloud: Cloud, tmp_path: Path) 
     old, new = tmp_path / "old", tmp_path / "new"
     assert register(cloud, old, key, "n1").returncode == 0
     vault = NodeVault(old / "nodes" / "n1")
-    vault.put_credential("lake", 1, sealing.seal(credential_payload("lake", {"password": "pw-Zr4"}, version=1),
-                                                 vault.public_key()))
+    payload = credential_payload("lake", {"password": "pw-Zr4"}, version=1)
+    vault.put_credential("lake", 1, sealing.seal(payload, vault.public_key()))
     backup = tmp_path / "n1.backup"
     done = dmg(cloud, old, "node", "backup", str(backup), stdin="correct horse\n")
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(backup.stat().st_mode) == 0o600 and b"pw-Zr4" not in backup.read_bytes()
 
-    assert "wrong password" in one_line_error(dmg(cloud, new, "node", "restore", str(backup), stdin="wrong\n"))
+    wrong = one_line_error(dmg(cloud, new, "node", "restore", str(backup), stdin="wrong\n"))
+    assert "wrong password" in wrong
     assert not (new / "nodes").exists()
     done = dmg(cloud, new, "node", "restore", str(backup), stdin="correct horse\n")
     assert done.returncode == 0, done.stderr
