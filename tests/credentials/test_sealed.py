@@ -198,3 +198,25 @@ def test_backup_and_restore_onto_a_fresh_data_dir(cloud: Cloud, tmp_path: Path) 
     assert load_registration(new, "n1") == load_registration(old, "n1")
     assert "already registered" in one_line_error(
         dmg(cloud, new, "node", "restore", str(backup), stdin="correct horse\n"))
+
+
+def test_import_moves_a_credentials_file_in(cloud: Cloud, tmp_path: Path) -> None:
+    gateway, key = new_gateway(cloud)
+    assert register(cloud, tmp_path, key, "n1").returncode == 0
+    with CloudClient(cloud.url, token=load_registration(tmp_path, "n1").token) as node:
+        cloudcalls.offer_gateway_key(node, sealing.public_text(sealing.new_private_key()))
+    store = f"lake-{uuid.uuid4().hex[:6]}"
+    with cloud.user() as user:
+        user.add_store({"name": store, "type": "s3", "location": "s3://bucket/prefix"})
+    file = tmp_path / "credentials.toml"
+    file.write_text(f'[stores.{store}]\naccess_key_id = "AKIA1"\nsecret_access_key = "imported-Xy7"\n')
+    file.chmod(0o600)
+    done = dmg(cloud, tmp_path, "credentials", "import", str(file), "--gateway", gateway)
+    assert done.returncode == 0, done.stderr
+    assert "imported 1 credential(s)" in done.stdout and f"rm {file}" in done.stdout
+    listed = json.loads(dmg(cloud, tmp_path, "credentials", "list", "--gateway", gateway, "--json").stdout)
+    assert [(c["store"], c["version"]) for c in listed["credentials"]] == [(store, 1)]
+
+    file.write_text('[stores.nobody-uses-it]\npassword = "x"\n')
+    refused = one_line_error(dmg(cloud, tmp_path, "credentials", "import", str(file), "--gateway", gateway))
+    assert "no store uses the credential [stores.nobody-uses-it]" in refused
