@@ -5,7 +5,7 @@ The module's tests share one site and run in order: set -> every node in sync; a
 stopped misses a version, comes back unable to keep it (its vault folder made immutable,
 as a full or read-only disk would) and is Limited and gets no work needing that store,
 then catches up by itself and gets work again; a node added later receives everything;
-a dispatcher killed right after a new version is set; and at the end no plaintext secret
+a dispatcher frozen, a new version set, then the dispatcher killed; and at the end no plaintext secret
 is found in Redis, the cloud database, any file of the site, any log or ``ps``.
 """
 
@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +32,7 @@ from dmg.cli.runview import shards_of, wait_for_run
 from dmg.embedded.faults import SiteUnderTest
 from dmg.registration import node_dir
 from settings import settings_environ
-from tests.ha.sitekit import module_site, wait_for
+from tests.ha.sitekit import figure, module_site, wait_for
 from tests.servers.postgres import PostgresServer, postgres_server  # noqa: F401
 from tests.servers.s3 import S3Server, s3_server  # noqa: F401
 
@@ -126,7 +128,9 @@ def assert_succeeded(run: dict[str, Any]) -> set[str]:
 
 def test_a_credential_set_reaches_every_node_sealed(site: SiteUnderTest, lake: str) -> None:
     assert set_credential(site, "lake", WRONG, as_json=False) == 1
+    began = time.monotonic()
     wait_status(site, ["node1", "node2", "node3"], "in sync (1)")
+    figure(site, "credential_set_to_all_3_in_sync_s", time.monotonic() - began)
     for node in ("node1", "node2", "node3"):
         folder = node_dir(site.data_dir, node)
         assert held(site, node) == {"lake": 1}
@@ -208,14 +212,21 @@ def test_a_node_added_later_receives_every_credential_and_both_copy(
     assert body == b"id,name\n1,ann\n2,bob\n"
 
 
-def test_a_dispatcher_killed_right_after_a_new_version_loses_nothing(site: SiteUnderTest, lake: str,
-                                                                       iam_key: dict[str, str]) -> None:
+def test_a_dispatcher_that_dies_with_a_sync_pending_loses_nothing(site: SiteUnderTest, lake: str,
+                                                                   iam_key: dict[str, str]) -> None:
     dispatcher = next(name for name, row in nodes(site).items() if row["role"] == "dispatcher")
+    for pid in site.node_pids(dispatcher):  # frozen: it cannot hand v3 to anyone
+        os.kill(pid, signal.SIGSTOP)
     assert set_credential(site, "lake", iam_key) == 3
     site.kill_node(dispatcher)
+    began = time.monotonic()
     others = [n for n in site.node_names if n != dispatcher]
     wait_status(site, others, "in sync (2)", timeout=45)
+    figure(site, "dispatcher_killed_to_others_in_sync_s", time.monotonic() - began)
     assert all(held(site, n)["lake"] == 3 for n in others)
+    logs = {n: (site.data_dir / "logs" / f"{n}.log").read_text() for n in others}
+    handed = [n for n, text in logs.items() if "credential handed over store=lake version=3" in text]
+    assert handed, "a surviving node handed v3 over"
     site.start_node(dispatcher)
     wait_status(site, site.node_names, "in sync (2)", timeout=45)
 
