@@ -33,6 +33,8 @@ MAX_CLAIM_WAIT = 60.0
 
 #: Counters stored in 32-bit columns (jobs, limits, indexes, attempts).
 Small = Annotated[int, Field(ge=0, le=2**31 - 1)]
+#: A store (or credential) name, as a dict key.
+StoreName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=64)]
 #: Counters stored in 64-bit columns (bytes, files, epochs).
 Big = Annotated[int, Field(ge=0, le=2**62)]
 
@@ -104,7 +106,7 @@ class Heartbeat(Body):
     pool_running: bool = True
     epoch: Small = 0
     #: The credential versions the node holds, by store; its public key (dmg.credentials).
-    credentials: dict[str, Small] | None = Field(default=None, max_length=1024)
+    credentials: dict[StoreName, Small] | None = Field(default=None, max_length=1024)
     public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
 
 
