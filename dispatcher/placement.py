@@ -3,7 +3,9 @@
 Each round reads the site's load from Redis: the nodes with a live heartbeat are
 online; a node's limit comes from its worker-load key (else its heartbeat);
 running and queued are the sizes of its ``running:<node>`` / ``queued:<node>``
-sets. For each pending shard in order it picks a node with
+sets; a node never gets a shard touching a store it cannot reach, or whose current
+credential version it does not hold yet (its heartbeat's ``credentials_stale``,
+:mod:`dmg.credentials.nodesync`). For each pending shard in order it picks a node with
 :func:`dmg.placement.choose_node`, starts a new attempt, sends
 ``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
 ``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
@@ -25,13 +27,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dispatcher.ports import TaskSender
 from dispatcher.reports import ShardReports
 from dmg.attempt_ends import REISSUED
+from dmg.credentials.rules import entry_name, needs_credential
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards import ShardSpec
@@ -103,7 +106,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
         loads.append(NodeLoad(
             name=name, limit=limit, running=int(running), queued=int(queued),
             online=True, draining=bool(beat.get("draining", False)) or name in drained,
-            unreachable_stores=frozenset(beat.get("stores_unreachable") or ())))
+            unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
+            stale_credentials=frozenset(beat.get("credentials_stale") or ())))
     return loads
 
 
@@ -135,9 +139,25 @@ def read_spec(shard_id: str, raw: str | bytes | dict[str, Any]) -> ShardSpec | N
         return None
 
 
-def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: int) -> str:
+def credentials_of(spec: ShardSpec | None) -> list[str]:
+    """The credentials (by name) the stores of a shard take from the site (none for an
+    unreadable spec, or stores that need none)."""
+    if spec is None:
+        return []
+    try:
+        return sorted({entry_name(s) for s in (spec.source_store, spec.sink_store) if needs_credential(s)})
+    except DmgError:
+        return []
+
+
+def _unreachable_reason(loads: list[NodeLoad], stores: list[str], max_queued: int,
+                        credentials: Sequence[str] = ()) -> str:
     with_room = [n for n in loads if n.can_take((), max_queued=max_queued)]
     blocked = sorted({s for n in with_room for s in n.unreachable_stores if s in stores})
+    stale = sorted({c for n in with_room for c in n.stale_credentials if c in credentials})
+    if stale and not blocked:
+        return (f"the nodes with room lack the current version of credential(s) {', '.join(stale)} "
+                "(`dmg credentials list` shows who holds which)")
     return f"the nodes with room cannot reach store(s) {', '.join(blocked or stores)}"
 
 
@@ -213,10 +233,11 @@ class Placer:
                     self.state.drop_pending(shard_id)
                     removed += 1
                     continue
-                stores = stores_of(shard.spec)
-                node = choose_node(loads, stores=stores, max_queued=self.max_queued)
+                stores, credentials = stores_of(shard.spec), credentials_of(shard.spec)
+                node = choose_node(loads, stores=stores, max_queued=self.max_queued, credentials=credentials)
                 if node is None:
-                    self._note_wait([shard_id], _unreachable_reason(loads, stores, self.max_queued))
+                    why = _unreachable_reason(loads, stores, self.max_queued, credentials)
+                    self._note_wait([shard_id], why)
                     continue
                 placement = self._place(shard_id, node, shard)
                 if placement is None:

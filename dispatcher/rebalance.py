@@ -8,7 +8,8 @@ waits. After each placement round, :meth:`Rebalancer.rebalance` moves that wait:
 - a node's *excess* is ``queued - max(limit - running, 0)``: the shards queued
   on it that cannot start there until one of its running shards ends;
 - a *target* is a node with a free slot (``limit - running - queued > 0``) that
-  :func:`dmg.placement.choose_node` accepts (live heartbeat, not draining, reaches
+  :func:`dmg.placement.choose_node` accepts (live heartbeat, not draining, holds the
+  current version of the shard's credentials, reaches
   the shard's stores), so a moved shard starts at once;
 - shards move from the node with the largest excess, newest first (the last in
   its Celery queue), to the target with the most free slots, never more than the
@@ -33,7 +34,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dispatcher.placement import Placement, Placer, node_loads, placed_report, read_spec, stores_of
+from dispatcher.placement import (
+    Placement,
+    Placer,
+    credentials_of,
+    node_loads,
+    placed_report,
+    read_spec,
+    stores_of,
+)
 from dmg.attempt_ends import MOVED, NOT_SENT
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards.status import STATE_QUEUED
@@ -128,7 +137,9 @@ class Rebalancer:
         if shard is None or shard["node"] != donor.name or shard["state"] != STATE_QUEUED:
             return None
         candidates = [t for t in targets if t.name != donor.name and t.free_slots > 0]
-        target = choose_node(candidates, stores=stores_of(read_spec(shard_id, shard["spec"])), max_queued=0)
+        spec = read_spec(shard_id, shard["spec"])
+        target = choose_node(candidates, stores=stores_of(spec), credentials=credentials_of(spec),
+                             max_queued=0)
         if target is None:
             return None
         epoch = self.epoch()

@@ -22,22 +22,25 @@ class NodeLoad:
     online: bool = True
     draining: bool = False
     unreachable_stores: frozenset[str] = field(default_factory=frozenset)
+    #: Credentials (by name) whose current version this node does not hold yet.
+    stale_credentials: frozenset[str] = field(default_factory=frozenset)
 
     @property
     def free_slots(self) -> int:
         return self.limit - self.running - self.queued
 
-    def can_take(self, stores: Iterable[str], *, max_queued: int) -> bool:
-        """True when this node may receive one more shard touching ``stores``."""
+    def can_take(self, stores: Iterable[str], *, max_queued: int, credentials: Iterable[str] = ()) -> bool:
+        """True when this node may receive one more shard touching ``stores`` with ``credentials``."""
         if not self.online or self.draining or self.limit <= 0:
             return False
-        if self.unreachable_stores.intersection(stores):
+        if self.unreachable_stores.intersection(stores) or self.stale_credentials.intersection(credentials):
             return False
         return self.free_slots + max_queued > 0
 
 
 def choose_node(
-    nodes: Sequence[NodeLoad], *, stores: Iterable[str] = (), max_queued: int = 0
+    nodes: Sequence[NodeLoad], *, stores: Iterable[str] = (), max_queued: int = 0,
+    credentials: Iterable[str] = (),
 ) -> NodeLoad | None:
     """The eligible node with the most free slots (ties: the fewest queued, then name).
 
@@ -45,7 +48,8 @@ def choose_node(
     call :func:`record_placement` after sending.
     """
     wanted = frozenset(stores)
-    eligible = [n for n in nodes if n.can_take(wanted, max_queued=max_queued)]
+    needed = frozenset(credentials)
+    eligible = [n for n in nodes if n.can_take(wanted, max_queued=max_queued, credentials=needed)]
     if not eligible:
         return None
     return max(eligible, key=lambda n: (n.free_slots, -n.queued, _reverse(n.name)))

@@ -87,12 +87,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from dmg.cli import cloud_cmd, gateway_cmd, node_cmd, pipeline_cmd, scale_cmd, site_cmd, store_cmd
+    from dmg.cli import (
+        cloud_cmd,
+        credentials_cmd,
+        gateway_cmd,
+        node_cmd,
+        pipeline_cmd,
+        scale_cmd,
+        site_cmd,
+        store_cmd,
+    )
 
     cli.add_command(cloud_cmd.cloud)
     cli.add_command(gateway_cmd.gateway)
     cli.add_command(node_cmd.node)
     cli.add_command(store_cmd.store)
+    cli.add_command(credentials_cmd.credentials)
     cli.add_command(pipeline_cmd.pipeline)
     cli.add_command(pipeline_cmd.runs)
     cli.add_command(scale_cmd.scale)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dmg import registration as local_registration
-from dmg.cli import drain_cmd
+from dmg.cli import drain_cmd, nodekeys_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
@@ -29,6 +29,7 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
     <data dir>/nodes/NAME/node.json, readable by the owner only.
     """
     from dmg.cloud.client import CloudClient
+    from dmg.credentials.registering import register_with_key
     from dmg.version import __version__
 
     settings = current_settings()
@@ -36,7 +37,7 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
     name = name or settings.default_node_name
     _refuse_if_registered(settings.data_dir, name)
     with CloudClient(cloud_url) as client:
-        body = client.register_node(key=key.strip(), name=name, version=__version__)
+        body = register_with_key(client, settings.data_dir, key=key.strip(), name=name, version=__version__)
     registration = local_registration.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
         token=str(body["token"]), gateway_id=str(body.get("gateway_id") or ""))
@@ -94,3 +95,4 @@ def list_nodes(gateway_name: str | None, as_json: bool) -> None:
 
 
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)
+nodekeys_cmd.register(node)  # backup, restore, reset (dmg.cli.nodekeys_cmd)

@@ -32,5 +32,6 @@ NODE_COLUMNS: list[Column] = [
     column("CPU", "cpu_percent", human_percent),
     column("MEMORY FREE", "memory_available", human_bytes),
     computed("NETWORK", _network),
+    column("CREDENTIALS", "credential_status"),
     column("LAST HEARTBEAT", "last_heartbeat", human_ago),
 ]

@@ -32,7 +32,37 @@ def build_node(settings: Settings, registration: NodeRegistration) -> Any:
     runtime = NodeRuntime(settings, registration, services=[checker, dispatcher],
                           role=dispatcher.role, epoch=dispatcher.lease_epoch)
     runtime.agent.store_health = checker.unreachable
+    add_credential_sync(runtime, settings, registration, is_dispatcher=dispatcher.is_dispatcher)
     return runtime
+
+
+def add_credential_sync(runtime: Any, settings: Settings, registration: NodeRegistration, *,
+                        is_dispatcher: Any) -> None:
+    """Credential sync on this node (:mod:`dmg.credentials.nodesync`) and, while it holds
+    the lease, for the whole gateway (:mod:`dispatcher.credsync`); their findings ride on
+    the heartbeat (versions held, public key, stores placement must skip here)."""
+    from dispatcher.credsync import CredentialSync
+    from dmg.credentials.nodesync import NodeCredentials
+    from dmg.credentials.vault import NodeVault
+    from dmg.registration import node_dir
+    from workers.agent.periodic import Periodic
+
+    vault = NodeVault(node_dir(settings.data_dir, registration.node))
+    copies = runtime.state.credentials
+    mine = NodeCredentials(node=registration.node, vault=vault, copies=copies, cloud=runtime.cloud)
+    gateway = CredentialSync(node=registration.node, vault=vault, copies=copies, cloud=runtime.cloud,
+                             is_dispatcher=is_dispatcher)
+    interval = max(settings.heartbeat_interval, 0.5)
+
+    def both() -> None:
+        gateway.sync_once()
+        mine.sync_once()
+
+    mine.sync_once()  # the first heartbeat already says what this node holds
+    runtime.services.insert(0, Periodic(both, interval=interval, name=f"dmg-credentials-{registration.node}",
+                                        what="credential sync"))
+    drain = runtime.agent.extras
+    runtime.agent.extras = lambda: {**(drain() if drain is not None else {}), **mine.heartbeat_fields()}
 
 
 def run_node(settings: Settings, registration: NodeRegistration) -> None:

@@ -155,11 +155,17 @@ class CloudClient:
         return self.request("GET", f"/runs/{run_id}")
 
     # -- nodes --------------------------------------------------------------------------
-    def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
+    def register_node(self, *, key: str, name: str, version: str, public_key: str = "",
+                      expect_gateway_id: str = "") -> dict[str, Any]:
         """-> ``{gateway, gateway_id, node, token}``. Unauthorized for a wrong or revoked key;
-        Conflict when the name is taken; BadInput when the version is too old."""
-        return self.request("POST", "/nodes/register",
-                            json={"key": key, "name": name, "version": version})
+        Conflict when the name is taken or the key is not ``expect_gateway_id``'s; BadInput
+        when the version is too old."""
+        body = {"key": key, "name": name, "version": version}
+        if public_key:
+            body["public_key"] = public_key
+        if expect_gateway_id:
+            body["expect_gateway_id"] = expect_gateway_id
+        return self.request("POST", "/nodes/register", json=body)
 
     def heartbeat(self, beat: dict[str, Any]) -> dict[str, Any]:
         """Send a node's heartbeat; -> ``{status, reasons}`` as the cloud sees the node."""

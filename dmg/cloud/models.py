@@ -52,9 +52,15 @@ class Gateway(Base):
     key2_hash: Mapped[str] = mapped_column(String(64), unique=True)
     max_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
+    # The gateway key's public half ("" until the first dispatcher makes it; the private
+    # half never leaves the site), and a counter `dmg credentials sync` bumps.
+    credential_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    credential_sync: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     nodes: Mapped[list[Node]] = relationship(back_populates="gateway", cascade="all, delete-orphan",
                                              order_by="Node.name")
+    credentials: Mapped[list[Credential]] = relationship(
+        back_populates="gateway", cascade="all, delete-orphan", order_by="Credential.store")
 
 
 class Node(Base):
@@ -88,8 +94,29 @@ class Node(Base):
     # When the dispatcher saw every process of the node lose its broker connection
     # (dmg.site.presence); Offline until a heartbeat newer than that.
     gone_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # The node's own public key (X25519, base64) and the credential versions it holds.
+    public_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    credentials_held: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
     gateway: Mapped[Gateway] = relationship(back_populates="nodes")
+
+
+class Credential(Base):
+    """A store's credential in a gateway: its version and, sealed to the gateway key where
+    it was typed, its ciphertext (the cloud cannot open it)."""
+
+    __tablename__ = "credentials"
+    __table_args__ = (UniqueConstraint("gateway_id", "store", name="uq_credentials_gateway_store"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    gateway_id: Mapped[int] = mapped_column(ForeignKey("gateways.id", ondelete="CASCADE"), index=True)
+    store: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    sealed: Mapped[str] = mapped_column(Text)
+    sealed_to: Mapped[str] = mapped_column(String(64))
+    set_at: Mapped[float] = mapped_column(Float)
+
+    gateway: Mapped[Gateway] = relationship(back_populates="credentials")
 
 
 class Store(Base):

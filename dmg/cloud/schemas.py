@@ -33,8 +33,28 @@ MAX_CLAIM_WAIT = 60.0
 
 #: Counters stored in 32-bit columns (jobs, limits, indexes, attempts).
 Small = Annotated[int, Field(ge=0, le=2**31 - 1)]
+#: A store (or credential) name, as a dict key.
+StoreName = Annotated[str, Field(pattern=NAME_PATTERN, min_length=1, max_length=64)]
 #: Counters stored in 64-bit columns (bytes, files, epochs).
 Big = Annotated[int, Field(ge=0, le=2**62)]
+
+
+#: An X25519 public key in base64 (32 bytes), or "" for none.
+PUBLIC_KEY_PATTERN = r"^$|^[A-Za-z0-9+/]{43}=$"
+
+
+class CredentialSet(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    #: The secret sealed (base64) to the gateway key ``sealed_to`` where it was typed.
+    sealed: str = Field(min_length=1, max_length=16 * 1024, pattern=r"^[A-Za-z0-9+/=]+$")
+    sealed_to: str = Field(pattern=PUBLIC_KEY_PATTERN, min_length=44, max_length=44)
+
+
+class GatewayKeyOffer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    public_key: str = Field(pattern=PUBLIC_KEY_PATTERN, min_length=44, max_length=44)
 
 
 class Body(BaseModel):
@@ -59,6 +79,11 @@ class NodeRegister(Body):
     key: str = Field(min_length=1, max_length=512)
     name: str = Name
     version: str = Field(pattern=VERSION_PATTERN, max_length=32)
+    #: The node's X25519 public key (base64), for credentials sealed to it.
+    public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
+    #: The gateway id (``gateway_id`` of an earlier registration) the data dir already belongs
+    #: to: a key of another gateway is refused, and nothing is registered.
+    expect_gateway_id: str = Field(default="", max_length=64)
 
 
 class Heartbeat(Body):
@@ -80,6 +105,9 @@ class Heartbeat(Body):
     stopped: bool = False
     pool_running: bool = True
     epoch: Small = 0
+    #: The credential versions the node holds, by store; its public key (dmg.credentials).
+    credentials: dict[StoreName, Small] | None = Field(default=None, max_length=1024)
+    public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
 
 
 class StoreCreate(Body):

@@ -1,6 +1,13 @@
-"""Store secrets, kept inside the site: never sent to the cloud, never logged.
+"""Store secrets, kept inside the site: never sent to the cloud in plaintext, never logged.
 
-Each node reads them from a site-local TOML file, ``settings.credentials_path``
+Synced credentials (``dmg credentials set``): sealed where they are typed to the gateway
+key (:mod:`.sealing`), re-sealed by the dispatcher for each node
+(:mod:`dispatcher.credsync`), kept sealed under the node's own key in its
+:class:`~dmg.credentials.vault.NodeVault` (:mod:`.nodesync`), opened by
+:func:`open_store` when a connector is built. See README "Credentials, sealed end to end".
+
+The fallback of setups from before credential sync: each node reads a site-local TOML
+file, ``settings.credentials_path``
 (``DMG_CREDENTIALS_FILE``, else ``<data dir>/credentials.toml``), mode 0600, one
 table per store::
 

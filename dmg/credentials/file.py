@@ -35,11 +35,13 @@ class CredentialFile:
         store = store or name
         if not self.exists:
             raise NotFound(f"store {store!r} needs a credential, but {self.path} does not exist",
-                           hint=f"create it (chmod 600) with a [stores.{name}] table")
+                           hint=f"set it with `dmg credentials set {store}` (synced to every node), "
+                                f"or create the file (chmod 600) with a [stores.{name}] table")
         found = self.stores.get(name)
         if found is None:
             raise NotFound(f"store {store!r} has no credential [stores.{name}] in {self.path}",
-                           hint=f"add a [stores.{name}] table to it")
+                           hint=f"set it with `dmg credentials set {store}` (synced to every node), "
+                                f"or add a [stores.{name}] table to the file")
         return found
 
     def __repr__(self) -> str:  # never the secrets

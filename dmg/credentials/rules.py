@@ -61,19 +61,27 @@ def credential_for(spec: StoreSpec, *, path: Path) -> Mapping[str, str] | None:
         return None
     name = entry_name(spec)
     entry = load_credentials(path).entry(name, store=spec.name)
-    allowed = ALLOWED[spec.type]
-    where = f"the credential [stores.{name}] of store {spec.name!r} in {path}"
+    check_fields(spec.type, entry, where=f"the credential [stores.{name}] of store {spec.name!r} in {path}",
+                 fix=f"[stores.{name}]")
+    return dict(entry)
+
+
+def check_fields(store_type: str, entry: Mapping[str, str], *, where: str, fix: str = "it") -> None:
+    """BadInput (one line naming keys, never values) unless ``entry`` is a valid credential
+    of a ``store_type`` store: known keys only, none empty, one complete alternative."""
+    if store_type not in ALLOWED:
+        raise BadInput(f"{where}: a {store_type} store takes no credential")
+    allowed = ALLOWED[store_type]
     for key, value in entry.items():
         if key not in allowed:
             raise BadInput(f"{where} has unknown key {key!r}",
-                           hint=f"a {spec.type} store's credential takes {', '.join(allowed)}")
-        if not value.strip():
+                           hint=f"a {store_type} store's credential takes {', '.join(allowed)}")
+        if not isinstance(value, str) or not value.strip():
             raise BadInput(f"{where}: {key} is empty")
-    choices = REQUIRED[spec.type]
+    choices = REQUIRED[store_type]
     if not any(all(k in entry for k in keys) for keys in choices):
         wanted = " or ".join(" + ".join(keys) for keys in choices)
-        raise BadInput(f"{where} lacks {wanted}", hint=f"add {wanted} to [stores.{name}]")
-    return dict(entry)
+        raise BadInput(f"{where} lacks {wanted}", hint=f"add {wanted} to {fix}")
 
 
 def secret_values(credential: Mapping[str, str] | None) -> list[str]:

@@ -1,12 +1,22 @@
-"""Open a store with this site's credential: what workers and the dispatcher call."""
+"""Open a store with this site's credential: what workers and the dispatcher call.
+
+Where a store's credential comes from, first found wins:
+
+1. the credential synced to this node (``dmg credentials set``; kept sealed in the
+   node's :class:`~dmg.credentials.vault.NodeVault` and opened here, at run time);
+2. the plaintext ``credentials.toml`` of the data dir (setups from before credential
+   sync; ``dmg credentials import FILE`` moves it into the synced credentials).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
 from dmg.connectors import Connector, StoreSpec, connector_for
-from dmg.credentials.rules import credential_for, secret_values
+from dmg.credentials.rules import check_fields, credential_for, entry_name, needs_credential, secret_values
+from dmg.credentials.vault import NodeVault
 from dmg.errors import DmgError
+from dmg.registration import node_dir
 from settings import Settings
 
 #: Shorter values are not blanked out (they would mangle ordinary words).
@@ -20,7 +30,9 @@ def open_store(spec: StoreSpec, *, settings: Settings) -> Connector:
     :func:`dmg.connectors.connector_for` raise; an error raised while building the
     connector never carries the secret (it is blanked out if a library echoed it).
     """
-    credential = credential_for(spec, path=settings.credentials_path)
+    credential = synced_credential(spec, settings=settings)
+    if credential is None:
+        credential = credential_for(spec, path=settings.credentials_path)
     try:
         return connector_for(spec, credential=credential)
     except DmgError as exc:
@@ -28,6 +40,18 @@ def open_store(spec: StoreSpec, *, settings: Settings) -> Connector:
             raise
         secrets = secret_values(credential)
         raise type(exc)(redact(exc.message, secrets), hint=redact(exc.hint, secrets)) from None
+
+
+def synced_credential(spec: StoreSpec, *, settings: Settings) -> Mapping[str, str] | None:
+    """The credential of ``spec`` synced to this node (``settings.node_name``), checked
+    against the store's type; None when the store needs none or this node holds none."""
+    if not needs_credential(spec) or not settings.node_name:
+        return None
+    name = entry_name(spec)
+    fields = NodeVault(node_dir(settings.data_dir, settings.node_name)).credential(name)
+    if fields is not None:
+        check_fields(spec.type, fields, where=f"the synced credential {name!r} of store {spec.name!r}")
+    return fields
 
 
 def redact(text: str, secrets: Iterable[str] | Mapping[str, str]) -> str:

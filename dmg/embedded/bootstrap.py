@@ -44,9 +44,11 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
         local: local_registration.NodeRegistration | None = local_registration.load(data_dir, name)
     except (NotFound, DmgError):
         local = None
+    from dmg.credentials.registering import register_with_key
+
     with CloudClient(cloud_url) as client:
         try:
-            body = client.register_node(key=key, name=name, version=__version__)
+            body = register_with_key(client, data_dir, key=key, name=name, version=__version__)
         except Conflict:
             if local is not None and local.gateway == gateway:
                 if local.cloud_url != cloud_url:
@@ -55,7 +57,7 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
             # known to the cloud, but its token is lost here
             with CloudClient(cloud_url, token=settings.api_token) as user:
                 user.remove_node(gateway, name)
-            body = client.register_node(key=key, name=name, version=__version__)
+            body = register_with_key(client, data_dir, key=key, name=name, version=__version__)
     local_registration.save(data_dir, local_registration.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
         token=str(body["token"]), gateway_id=str(body.get("gateway_id") or "")))

@@ -23,6 +23,9 @@ derive a key from the prefix (:mod:`dmg.site.scripts`) follow the same table.
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.run.outbox)
+``creds:<node>``            hash: store -> JSON ``{version, sealed}``, the store's credential
+                            re-sealed to the node's key by the dispatcher (dmg.site.credentials)
+``gwkey:<node>``            JSON ``{public_key, sealed}``: the gateway key sealed to the node's key
 ``bw:<activity run>``       bandwidth limit in bytes/s set while it runs (0: none)
 ``bwtat:<activity run>``    its shared pacing schedule (dmg.transfer.sitebandwidth)
 ``cancelled:<run>``         set when a user cancelled activity run ``<run>``: no shard of
@@ -108,6 +111,12 @@ class SiteKeys:
 
     def outbox(self, node: str) -> str:
         return self._key("outbox", node)
+
+    def credential_copies(self, node: str) -> str:
+        return self._key("creds", node)
+
+    def gateway_key_copy(self, node: str) -> str:
+        return self._key("gwkey", node)
 
     # -- one per shard, activity run, split object --------------------------------------
     def shard(self, shard_id: str) -> str:

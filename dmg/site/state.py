@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from dmg.site import scripts
+from dmg.site.credentials import CredentialCopies
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.keys import SiteKeys
 from dmg.site.shards import ShardRecords
@@ -41,6 +42,8 @@ class SiteState(ShardRecords):
         self.where = where or "the site's Redis"
         self._claim_identity = client.register_script(scripts.CLAIM_IDENTITY)
         self._checked_heartbeat = client.register_script(scripts.CHECKED_HEARTBEAT)
+        #: The per-node sealed credential copies (:mod:`dmg.site.credentials`).
+        self.credentials = CredentialCopies(self.redis, self.keys)
 
     # -- identity --------------------------------------------------------------------
     def claim_identity(self) -> None:

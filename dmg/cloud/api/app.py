@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 
 from dmg.cloud import keys
-from dmg.cloud.api import files, nodes, portal, users
+from dmg.cloud.api import credentials, files, nodes, portal, users
 from dmg.cloud.api.errors import install_body_limit, install_error_handlers
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.db import Database
@@ -57,5 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(nodes.router, prefix="/api/v1")
     app.include_router(files.nodes, prefix="/api/v1")
     app.include_router(files.users, prefix="/api/v1")
+    app.include_router(credentials.users, prefix="/api/v1")
+    app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
     return app

@@ -29,7 +29,8 @@ RECHECK = 0.5
 @router.post("/nodes/register", status_code=201, tags=["nodes"])
 def register_node(body: NodeRegister, svc: Service) -> dict[str, Any]:
     """Register a node with a gateway key; -> ``{gateway, gateway_id, node, token}``."""
-    return svc.register_node(key=body.key, name=body.name, version=body.version)
+    return svc.register_node(key=body.key, name=body.name, version=body.version,
+                             public_key=body.public_key, expect_gateway_id=body.expect_gateway_id)
 
 
 @router.post("/nodes/heartbeat", tags=["nodes"])

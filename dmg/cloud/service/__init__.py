@@ -21,7 +21,7 @@ from dmg.cloud.schemas import (
     ShardReport,
     StoreCreate,
 )
-from dmg.cloud.service import attempts, cancel, dispatch, files, gateways, pipelines, stores
+from dmg.cloud.service import attempts, cancel, credentials, dispatch, files, gateways, pipelines, stores
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
 
@@ -115,10 +115,12 @@ class CloudService:
             return cancel.cancel_run(session, run_id, now=self.clock())
 
     # -- nodes ----------------------------------------------------------------------------
-    def register_node(self, *, key: str, name: str, version: str) -> dict[str, Any]:
+    def register_node(self, *, key: str, name: str, version: str, public_key: str = "",
+                      expect_gateway_id: str = "") -> dict[str, Any]:
         with self.db.write() as session:
             return gateways.register_node(session, key=key, name=name, version=version,
-                                          max_nodes=self.settings.max_nodes_per_gateway, now=self.clock())
+                                          max_nodes=self.settings.max_nodes_per_gateway, now=self.clock(),
+                                          public_key=public_key, expect_gateway_id=expect_gateway_id)
 
     def authenticate_node(self, token: str) -> NodeIdentity:
         with self.db.read() as session:
@@ -166,6 +168,40 @@ class CloudService:
     def report_shard(self, node: NodeIdentity, shard_id: str, report: ShardReport) -> dict[str, Any]:
         with self.db.write() as session:
             return dispatch.report_shard(session, node, shard_id, report, now=self.clock())
+
+    # -- credentials (users: names and versions; nodes: ciphertext only) -------------------
+    def credential_key(self, gateway: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            return credentials.credential_key(session, gateway)
+
+    def set_credential(self, gateway: str, store: str, *, sealed: str, sealed_to: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return credentials.set_credential(session, gateway, store, sealed=sealed, sealed_to=sealed_to,
+                                              now=self.clock())
+
+    def list_credentials(self, gateway: str) -> dict[str, Any]:
+        with self.db.read() as session:
+            return credentials.list_credentials(session, gateway)
+
+    def delete_credential(self, gateway: str, store: str) -> None:
+        with self.db.write() as session:
+            credentials.delete_credential(session, gateway, store)
+
+    def request_credential_sync(self, gateway: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return credentials.request_sync(session, gateway)
+
+    def node_credential_versions(self, node: NodeIdentity) -> dict[str, Any]:
+        with self.db.read() as session:
+            return credentials.versions_for_node(session, node)
+
+    def credential_sync_view(self, node: NodeIdentity) -> dict[str, Any]:
+        with self.db.read() as session:
+            return credentials.sync_view(session, node)
+
+    def offer_gateway_key(self, node: NodeIdentity, public_key: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return credentials.offer_gateway_key(session, node, public_key)
 
     # -- per-file reports -----------------------------------------------------------------
     def record_file_results(self, node: NodeIdentity, shard_id: str, body: FileResults) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from dmg.cloud import keys
 from dmg.cloud.models import Gateway, Node
 from dmg.cloud.schemas import Heartbeat
-from dmg.cloud.service.views import node_json
+from dmg.cloud.service.views import credential_problem, node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
 from dmg.status import (
     DISPATCHER,
@@ -108,6 +108,9 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
         problems = [str(p) for p in (node.problems or [])]
         if node.stores_unreachable:
             problems.append("cannot reach store(s) " + ", ".join(map(str, node.stores_unreachable)))
+        out_of_sync = credential_problem(node)
+        if out_of_sync:
+            problems.append(out_of_sync)
         result[node.id] = node_status(
             last_heartbeat=node.last_heartbeat, now=now, offline_after=offline_after,
             version=node.version, gateway_version=version, draining_for_upgrade=node.draining,
@@ -164,10 +167,12 @@ def list_nodes(session: Session, gateway_name: str, *, now: float,
 
 # -- nodes ------------------------------------------------------------------------------
 def register_node(session: Session, *, key: str, name: str, version: str, max_nodes: int,
-                  now: float) -> dict[str, Any]:
+                  now: float, public_key: str = "", expect_gateway_id: str = "") -> dict[str, Any]:
     """Register node ``name`` with a gateway key; -> ``{gateway, node, token}``.
 
-    Either everything is recorded or nothing (the caller's transaction rolls back).
+    With ``expect_gateway_id`` (the data dir's gateway), a key of another gateway is
+    refused (Conflict) and nothing is recorded. Either everything is recorded or nothing
+    (the caller's transaction rolls back).
     """
     digest = keys.sha256(key)
     gateway = session.scalar(select(Gateway).where(
@@ -175,6 +180,11 @@ def register_node(session: Session, *, key: str, name: str, version: str, max_no
     if gateway is None:
         raise Unauthorized("the gateway key is wrong or was regenerated",
                            hint="copy a current key with `dmg gateway keys GATEWAY`")
+    if expect_gateway_id and expect_gateway_id != gateway_uid(gateway):
+        raise Conflict("this key belongs to another gateway than the one this data dir is "
+                       "registered to",
+                       hint="a data dir serves one gateway: run `dmg node reset` first, "
+                            "or use another data dir")
     taken = session.scalar(select(Node.id).where(Node.gateway_id == gateway.id, Node.name == name))
     if taken is not None:
         raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
@@ -191,7 +201,8 @@ def register_node(session: Session, *, key: str, name: str, version: str, max_no
                        hint="remove a node, or raise DMG_MAX_NODES_PER_GATEWAY on the cloud")
     token = keys.new_node_token()
     session.add(Node(gateway_id=gateway.id, name=name, token_hash=keys.sha256(token), version=version,
-                     registered_at=now, problems=[], stores_unreachable=[]))
+                     registered_at=now, problems=[], stores_unreachable=[],
+                     public_key=public_key, credentials_held={}))
     try:
         session.flush()
     except IntegrityError:
@@ -244,6 +255,10 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
     row.stopped = beat.stopped
     row.pool_running = beat.pool_running
     row.epoch = beat.epoch if beat.role == DISPATCHER else 0
+    if beat.credentials is not None:
+        row.credentials_held = dict(beat.credentials)
+    if beat.public_key:
+        row.public_key = beat.public_key
     row.last_heartbeat = now
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]

@@ -15,9 +15,8 @@ from typing import Any
 from dmg.errors import BadInput
 
 MESSAGE = "secrets are set from inside the site, not in the cloud"
-HINT = ("remove {where} from the store definition and put the secret in the site's credentials "
-        "file on the nodes: a [stores.NAME] table in <data dir>/credentials.toml "
-        "(or DMG_CREDENTIALS_FILE), mode 0600")
+HINT = ("remove {where} from the store definition and set the secret from inside the site with "
+        "`dmg credentials set STORE` (sealed where it is typed, synced to every node)")
 
 # Key names, after lower-casing and dropping '-', '_', ' ' and '.'.
 _SECRET_KEYS = re.compile(

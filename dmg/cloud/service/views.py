@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dmg.cloud.models import ActivityRun, Node, Pipeline, Run, Shard, Store
+from dmg.credentials.syncstatus import credential_state
 from dmg.definitions import stored_definition_problem
 from dmg.status import NodeStatus
 
@@ -30,6 +31,18 @@ def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
     return body
 
 
+def node_credential_state(node: Node) -> tuple[str, str | None]:
+    """(credential status, problem or None): the versions the node holds against its
+    gateway's (:mod:`dmg.credentials.syncstatus`)."""
+    held = {str(k): int(v) for k, v in (node.credentials_held or {}).items()}
+    current = {c.store: c.version for c in node.gateway.credentials}
+    return credential_state(held, current)
+
+
+def credential_problem(node: Node) -> str | None:
+    return node_credential_state(node)[1]
+
+
 def node_json(node: Node, status: NodeStatus, *, role: str | None = None) -> dict[str, Any]:
     """A node as the API shows it; ``role`` is the role to show (default: the one it reported;
     see :func:`dmg.cloud.service.gateways.node_roles`)."""
@@ -39,7 +52,7 @@ def node_json(node: Node, status: NodeStatus, *, role: str | None = None) -> dic
         "running": node.running, "limit": node.limit,
         "cpu_percent": node.cpu_percent, "memory_available": node.memory_available,
         "network_in": node.network_in, "network_out": node.network_out,
-        "credential_status": node.credential_status, "problems": list(node.problems or []),
+        "credential_status": node_credential_state(node)[0], "problems": list(node.problems or []),
         "stores_unreachable": list(node.stores_unreachable or []), "draining": node.draining,
         "last_heartbeat": node.last_heartbeat, "registered_at": node.registered_at,
     }
