@@ -25,7 +25,7 @@ from typing import Any
 
 from dmg.cloud.client import CloudClient
 from dmg.credentials import cloudcalls
-from dmg.credentials.syncstatus import stale_stores
+from dmg.credstatus import stale_stores
 from dmg.credentials.vault import NodeVault
 from dmg.errors import BrokerError, DmgError
 from dmg.site.credentials import CredentialCopies

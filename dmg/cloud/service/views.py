@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from dmg.cloud.models import ActivityRun, Node, Pipeline, Run, Shard, Store
-from dmg.credentials.syncstatus import credential_state
+from dmg.credstatus import credential_state
 from dmg.definitions import stored_definition_problem
 from dmg.status import NodeStatus
 
@@ -33,7 +33,7 @@ def pipeline_json(pipeline: Pipeline) -> dict[str, Any]:
 
 def node_credential_state(node: Node) -> tuple[str, str | None]:
     """(credential status, problem or None): the versions the node holds against its
-    gateway's (:mod:`dmg.credentials.syncstatus`)."""
+    gateway's (:mod:`dmg.credstatus`)."""
     held = {str(k): int(v) for k, v in (node.credentials_held or {}).items()}
     current = {c.store: c.version for c in node.gateway.credentials}
     return credential_state(held, current)

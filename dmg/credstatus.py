@@ -1,4 +1,5 @@
-"""A node's credential status, in words, from the versions it holds and the gateway's.
+"""A node's credential status, in words, from the versions it holds and the gateway's: a leaf
+shared by the cloud (which derives the status) and the nodes (which sync what is stale).
 
 ``credential_state(held, current)`` -> ``(status, problem)``:
 
