@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.cloud.conftest import Cloud, make_pipeline, make_site
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, place
 
 
 def test_the_portal_needs_the_api_token(cloud: Cloud) -> None:
@@ -30,6 +30,7 @@ def test_the_portal_shows_nodes_and_runs_with_shards(cloud: Cloud) -> None:
         beta.heartbeat({"role": "worker", "problems": ["cannot reach the <broker>"]})
         [activity] = alpha.claim_activity_runs(epoch=1, wait=0)
         alpha.plan_shards(activity["id"], epoch=1, shards=[{"id": f"{activity['id']}-0", "index": 0}])
+        place(alpha, f"{activity['id']}-0", "beta")
         beta.report_shard(f"{activity['id']}-0", {"attempt": 1, "status": "running",
                                                   "wait_reason": "alpha was full"})
     page = httpx.get(cloud.url + "/", headers={"Authorization": f"Bearer {cloud.process.api_token}"})

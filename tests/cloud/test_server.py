@@ -12,7 +12,7 @@ from dmg.cloud.client import CloudClient
 from dmg.cloud.db import Database
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import parse_bind, start_cloud_subprocess
-from dmg.errors import BadInput, Fatal, Unauthorized
+from dmg.errors import BadInput, Fatal, PermissionDenied, Unauthorized
 from settings import Settings
 from tests.cloud.conftest import Cloud
 
@@ -41,9 +41,9 @@ def test_user_routes_need_the_api_token(cloud: Cloud) -> None:
 def test_node_token_is_not_a_user_token(cloud: Cloud, user: CloudClient) -> None:
     gateway = user.create_gateway(f"gw-auth-{id(user)}")
     token = user.register_node(key=gateway["key1"], name="n1", version="1.0.0")["token"]
-    with cloud.node(token) as node, pytest.raises(Unauthorized):
+    with cloud.node(token) as node, pytest.raises(PermissionDenied):
         node.list_gateways()
-    with cloud.user() as as_user, pytest.raises(Unauthorized):
+    with cloud.user() as as_user, pytest.raises(PermissionDenied):
         as_user.heartbeat({"running": 0})
 
 

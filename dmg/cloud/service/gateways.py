@@ -130,6 +130,12 @@ def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus]) -> dict[int, s
     return {node_id: shown_role(claim, dispatcher) for node_id, claim in claims.items()}
 
 
+def _lease_holder(gateway: Gateway, *, now: float) -> str | None:
+    if gateway.leader_node_id is None or (gateway.leader_until or 0.0) <= now:
+        return None
+    return next((n.name for n in gateway.nodes if n.id == gateway.leader_node_id), None)
+
+
 def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
                  nodes: bool = False) -> dict[str, Any]:
     statuses = node_statuses(gateway, now=now, offline_after=offline_after)
@@ -141,6 +147,10 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "version": majority_version(n.version for n in gateway.nodes),
         "node_count": len(gateway.nodes),
         "created_at": gateway.created_at,
+        # The cloud-side dispatcher lease (dmg.cloud.service.leader): its holder while it
+        # runs, and the last dispatcher epoch the cloud issued.
+        "dispatcher": _lease_holder(gateway, now=now),
+        "epoch": gateway.max_epoch,
     }
     if nodes:
         roles = node_roles(gateway, statuses)
