@@ -64,7 +64,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     if session.get(Node, node.node_id) is None:  # removed while its long-poll waited
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     site_epoch = epoch
-    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl)
+    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()

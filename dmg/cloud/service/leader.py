@@ -14,10 +14,12 @@ maps (token's node N, S) to a cloud epoch:
 - The lease is free (never held, its holder removed, or released when the holder's
   long-poll connection closed) or expired (no call from its holder for one TTL):
   N takes it with a new cloud epoch, max + 1, whatever S it names.
-- Another node holds it and is live: StaleAttempt when S is not newer than the
-  holder's (a dispatcher that lost its site lease); :class:`LeaseHeld` (Retryable, 503)
-  when it is (the previous dispatcher died; its cloud lease ends within one TTL).
-  A claim in that case waits instead of failing.
+- Another node holds it and is live: a claim waits (its long-poll answers nothing
+  until the lease frees), whatever S it names, so a forged S never makes an honest
+  dispatcher give its site lease up. Anything else is refused: StaleAttempt when S
+  is not newer than the holder's (a dispatcher that lost its site lease),
+  :class:`LeaseHeld` (Retryable, 503) when it is (the previous dispatcher died; its
+  cloud lease ends within one TTL).
 
 So a forged S never sticks: it is stored only as the holder's S, never compared
 once its holder stops calling, and the next holder's cloud epoch is max + 1 whatever
@@ -57,10 +59,11 @@ def _holder_alive(session: Session, gateway: Gateway, *, now: float) -> bool:
 
 
 def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, now: float,
-                     ttl: float) -> int:
+                     ttl: float, claiming: bool = False) -> int:
     """The cloud epoch of ``node`` acting as its gateway's dispatcher with ``site_epoch``;
     takes or extends the cloud lease (see the module docstring). Raises StaleAttempt or
-    LeaseHeld."""
+    LeaseHeld; ``claiming``: LeaseHeld whenever another node's lease runs (a claim waits,
+    whatever epoch the holder named)."""
     gateway = _locked_gateway(session, node.gateway_id)
     if gateway.leader_node_id == node.node_id and gateway.leader_until > 0:
         if site_epoch == gateway.leader_site_epoch:
@@ -71,7 +74,7 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
                                f"{gateway.leader_site_epoch}",
                                hint="another claimer of this node holds the dispatcher lease")
     elif _holder_alive(session, gateway, now=now):
-        if site_epoch <= gateway.leader_site_epoch:
+        if site_epoch <= gateway.leader_site_epoch and not claiming:
             raise StaleAttempt(f"dispatcher epoch {site_epoch} is not newer than the gateway's "
                                f"dispatcher's", hint="another node holds the dispatcher lease; "
                                "this one must stop dispatching")
