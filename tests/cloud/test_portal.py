@@ -20,6 +20,25 @@ def test_the_portal_needs_the_api_token(cloud: Cloud) -> None:
         assert browser.get("/").status_code == 401
 
 
+def test_a_session_cookie_stops_working_after_logout(cloud: Cloud) -> None:
+    """The cookie is a server-side session: a copy kept elsewhere dies with the logout."""
+    with httpx.Client(base_url=cloud.url) as browser:
+        browser.post("/login", data={"token": cloud.process.api_token})
+        cookie = browser.cookies.get("dmg_portal", "")
+        assert cookie
+        with httpx.Client(base_url=cloud.url, cookies={"dmg_portal": cookie}) as copy:
+            assert copy.get("/").status_code == 200
+            other = httpx.post(cloud.url + "/login", data={"token": cloud.process.api_token})
+            browser.get("/logout")
+            assert copy.get("/").status_code == 401
+            assert copy.get("/runs/x/attempts").status_code == 401
+            assert copy.post("/runs/x/cancel").status_code == 401
+        # Another browser's session is its own: still signed in.
+        second = other.cookies.get("dmg_portal", "")
+        assert second and second != cookie
+        assert httpx.get(cloud.url + "/", cookies={"dmg_portal": second}).status_code == 200
+
+
 def test_the_portal_shows_nodes_and_runs_with_shards(cloud: Cloud) -> None:
     with cloud.user() as user:
         site = make_site(user, nodes=("alpha", "beta"))

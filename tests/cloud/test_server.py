@@ -49,10 +49,18 @@ def test_node_token_is_not_a_user_token(cloud: Cloud, user: CloudClient) -> None
 
 def test_token_and_secret_key_files_are_private(cloud: Cloud) -> None:
     directory = cloud.settings.data_dir / "cloud"
-    for name in ("api-token", "secret.key"):
+    for name in ("api-token", "secret.key", "cloud.db", "cloud.db-wal"):
         mode = stat.S_IMODE((directory / name).stat().st_mode)
         assert mode == 0o600, f"{name} has mode {oct(mode)}"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert api_token(cloud.settings) == cloud.process.api_token
+
+
+def test_an_sqlite_database_in_a_new_directory_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "cloud.db"
+    Database(f"sqlite:///{path}").migrate()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_api_token_setting_wins_over_the_file(tmp_path: Path) -> None:
