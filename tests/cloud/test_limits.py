@@ -53,8 +53,9 @@ def _chunks(total: int, size: int = MIB) -> Iterator[bytes]:
 def test_a_declared_200_mb_body_is_refused_unread(cloud: Cloud) -> None:
     before = _rss_mib(cloud.process.pid)
     for path in ("/api/v1/gateways", "/api/v1/nodes/register", "/api/v1/shards/x/report"):
-        status, body = _raw_answer(cloud, f"POST {path} HTTP/1.1\r\nHost: cloud\r\n"
-                                          f"Content-Type: application/json\r\nContent-Length: {200 * MIB}\r\n\r\n")
+        head = (f"POST {path} HTTP/1.1\r\nHost: cloud\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {200 * MIB}\r\n\r\n")
+        status, body = _raw_answer(cloud, head)
         assert status == 413 and body["error"] == "bad_input" and "more than" in body["message"]
     assert _rss_mib(cloud.process.pid) - before < 20
 
