@@ -115,14 +115,18 @@ def test_a_spoofed_report_is_refused_and_changes_nothing(cloud: Cloud) -> None:
         assert shown["activity_runs"][0]["shards"][0]["node"] == "w"
 
 
-def test_only_the_dispatcher_marks_nodes_gone(cloud: Cloud) -> None:
+def test_only_the_dispatcher_marks_nodes_gone_or_shows_as_dispatcher(cloud: Cloud) -> None:
     site, _run_id, _shard = _one_placed_shard(cloud)
     tokens = site.tokens  # type: ignore[attr-defined]
     gateway = site.gateway  # type: ignore[attr-defined]
     with cloud.node(tokens["x"]) as x, cloud.node(tokens["d"]) as d, cloud.user() as user:
-        for name in ("d", "w", "x"):
+        d.heartbeat({"role": "dispatcher", "epoch": 1})
+        for name in ("w", "x"):
             with cloud.node(tokens[name]) as node:
                 node.heartbeat({"running": 0})
+        x.heartbeat({"role": "dispatcher", "epoch": 2**31 - 1})  # its word only: d holds the lease
+        roles = {n["name"]: n["role"] for n in user.list_nodes(gateway)}
+        assert roles["d"] == "dispatcher" and roles["x"] == "worker"
         with pytest.raises(StaleAttempt):
             x.report_nodes_gone(["d", "w"], epoch=1)
         with pytest.raises(Retryable):  # a newer epoch while d's lease runs: refused as well

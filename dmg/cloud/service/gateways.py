@@ -120,13 +120,16 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
     return result
 
 
-def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus]) -> dict[int, str]:
-    """The role to show for each node by id: one node at most says ``dispatcher``
-    (:func:`dmg.status.dispatcher_of`)."""
+def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus], *, now: float) -> dict[int, str]:
+    """The role to show for each node by id: one node at most says ``dispatcher``: the
+    holder of the cloud's dispatcher lease while it runs (a heartbeat's epoch is the node's
+    word only), else :func:`dmg.status.dispatcher_of` of the heartbeats."""
     claims = {n.id: RoleClaim(node=n.name, role=n.role or "", epoch=int(n.epoch or 0),
                               last_heartbeat=n.last_heartbeat or 0.0, status=statuses[n.id].status)
               for n in gateway.nodes}
-    dispatcher = dispatcher_of(claims.values())
+    holder = _lease_holder(gateway, now=now)
+    live_holder = [c.node for c in claims.values() if c.node == holder and c.status != OFFLINE]
+    dispatcher = live_holder[0] if live_holder else dispatcher_of(claims.values())
     return {node_id: shown_role(claim, dispatcher) for node_id, claim in claims.items()}
 
 
@@ -153,7 +156,7 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "epoch": gateway.max_epoch,
     }
     if nodes:
-        roles = node_roles(gateway, statuses)
+        roles = node_roles(gateway, statuses, now=now)
         body["nodes"] = [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
     return body
 
@@ -168,7 +171,7 @@ def list_nodes(session: Session, gateway_name: str, *, now: float,
                offline_after: float) -> list[dict[str, Any]]:
     gateway = get_gateway(session, gateway_name)
     statuses = node_statuses(gateway, now=now, offline_after=offline_after)
-    roles = node_roles(gateway, statuses)
+    roles = node_roles(gateway, statuses, now=now)
     return [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
 
 
