@@ -7,7 +7,7 @@ answer is a 5xx and every answer conforms to the document: its status is listed,
 its content type is declared, its body fits the schema (errors included).
 
 Bounded: :data:`EXAMPLES` examples per operation and token, no shrinking; about a
-minute on a shared 2-core machine.
+minute on a shared 2-core machine (17 s with 12 examples, 69 s with 60, load 3).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 
 from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site
 
-EXAMPLES = 12
+EXAMPLES = 25
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 
 
