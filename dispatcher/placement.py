@@ -313,19 +313,37 @@ class Placer:
             elif reason in SITE_DOWN and noted[1] == ALL_NODES_BUSY:
                 self._waiting[shard_id] = (noted[0], reason)
 
+    def confirm(self, shard_id: str, node: str, attempt: int) -> None:
+        """Tell the cloud again that ``attempt`` of a running shard is on ``node`` (a new
+        dispatcher does, in case its predecessor's ``placed`` report died with it: the
+        cloud accepts a worker's report only from the node its attempt was placed on)."""
+        if self.cloud is None:
+            return
+        report: dict[str, Any] = {"attempt": attempt, "node": node, "status": CLOUD_PLACED}
+        epoch = self.epoch()
+        if epoch:
+            report["epoch"] = epoch
+        try:
+            self.cloud.report_shard(shard_id, report)
+        except DmgError as exc:
+            log.warning("placement not confirmed to the cloud shard=%s error=%s", shard_id, exc)
+
     def _report(self, placement: Placement) -> None:
         if self.cloud is None:
             return
         try:
-            self.cloud.report_shard(placement.shard_id, placed_report(placement))
+            self.cloud.report_shard(placement.shard_id, placed_report(placement, epoch=self.epoch()))
         except DmgError as exc:
             log.warning("placement not reported to the cloud shard=%s error=%s", placement.shard_id, exc)
 
 
-def placed_report(placement: Placement) -> dict[str, Any]:
-    """The ``placed`` report of a placement (:class:`dmg.cloud.schemas.ShardReport`)."""
+def placed_report(placement: Placement, *, epoch: int | None = None) -> dict[str, Any]:
+    """The ``placed`` report of a placement (:class:`dmg.cloud.schemas.ShardReport`); ``epoch``
+    is the dispatcher's lease epoch, by which the cloud knows the report is its dispatcher's."""
     report: dict[str, Any] = {"attempt": placement.attempt, "node": placement.node, "status": CLOUD_PLACED,
                               "wait_reason": placement.wait_reason}
+    if epoch:
+        report["epoch"] = epoch
     if placement.placed_at is not None:
         report["placed_at"] = placement.placed_at
     if placement.previous_ended:

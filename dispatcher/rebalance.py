@@ -164,5 +164,5 @@ class Rebalancer:
             self.placer.cloud.report_shard(shard_id, placed_report(Placement(
                 shard_id, target.name, attempt,
                 f"moved from {donor.name}, where it was queued behind running shards",
-                previous_ended=MOVED, previous_ended_at=now, placed_at=now)))
+                previous_ended=MOVED, previous_ended_at=now, placed_at=now), epoch=epoch))
         return Move(shard_id, donor.name, target.name, attempt)

@@ -29,7 +29,9 @@ placement sends it to a live node in its next round.
   may have died between recording the attempt and sending it), so it re-issues
   every shard still queued on a live node (:func:`dmg.site.attempts.reissue`: a new
   attempt on the same node, unless the node started it meanwhile), and it replays
-  the plans its predecessor had not finished pushing (``planning``).
+  the plans its predecessor had not finished pushing (``planning``). It confirms to
+  the cloud where every shard running on a live node was placed (its predecessor's
+  ``placed`` report may have been lost with it).
 
 With ``epoch`` every move is made only while that epoch holds the lease.
 """
@@ -160,6 +162,10 @@ def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str
             if attempt > 0:
                 placer.reissue(shard_id, node, attempt, epoch=epoch)
                 reissued.append(shard_id)
+        for shard_id in sorted(state.running(node)):
+            shard = state.shard(shard_id)
+            if shard is not None and shard["node"] == node and shard["state"] == STATE_RUNNING:
+                placer.confirm(shard_id, node, int(shard["attempt"]))
     replay = set()
     for run_id in state.planning():
         if state.redis.exists(state.keys.plan(run_id)):

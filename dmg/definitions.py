@@ -114,11 +114,11 @@ def check_activity_options(options: Mapping[str, Any], *, activity: str) -> None
         raise BadInput(f"activity {activity!r}: {exc.message}", hint=exc.hint) from None
 
 
-def check_size(definition: Any, *, what: str) -> None:
-    """TooLarge for a definition larger than :data:`MAX_DEFINITION_BYTES` as JSON."""
+def check_size(definition: Any, *, what: str, limit: int = MAX_DEFINITION_BYTES) -> None:
+    """TooLarge for a definition larger than ``limit`` bytes as JSON."""
     size = len(json.dumps(definition, separators=(",", ":")))
-    if size > MAX_DEFINITION_BYTES:
-        raise TooLarge(f"{what} is {size} bytes of JSON, more than {MAX_DEFINITION_BYTES}",
+    if size > limit:
+        raise TooLarge(f"{what} is {size} bytes of JSON, more than {limit}",
                        hint="split it, or keep long SQL and lists out of the options")
 
 

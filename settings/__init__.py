@@ -49,6 +49,7 @@ class Settings:
     shard_max_bytes: int = defaults.SHARD_MAX_BYTES
     max_queued_per_node: int = defaults.MAX_QUEUED_PER_NODE
     max_nodes_per_gateway: int = defaults.MAX_NODES_PER_GATEWAY
+    cloud_max_body: int = defaults.CLOUD_MAX_BODY
     flower_port: int = defaults.FLOWER_PORT
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
@@ -109,6 +110,7 @@ _KINDS: dict[str, type] = {
     "shard_max_bytes": int,
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
+    "cloud_max_body": int,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,

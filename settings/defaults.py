@@ -33,6 +33,8 @@ SHARD_MAX_BYTES = 256 * 1024 * 1024
 #: Shards placed on a node beyond its free slots (keeps node queues short).
 MAX_QUEUED_PER_NODE = 1
 MAX_NODES_PER_GATEWAY = 64
+#: The largest request body the cloud reads (bytes); larger ones are refused (413) unread.
+CLOUD_MAX_BODY = 8 * 1024 * 1024
 #: Seconds between a node's checks that it can reach every store it may be given.
 STORE_CHECK_INTERVAL = 30.0
 #: Per-node autoscaling of the concurrent-job limit between a floor and a ceiling

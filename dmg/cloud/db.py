@@ -8,7 +8,9 @@ a read lock; reads use a plain deferred ``BEGIN``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -62,7 +64,7 @@ class Database:
         if self.dialect == "sqlite":
             database = parsed.database or ""
             if database and database != ":memory:" and not database.startswith("file:"):
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                _private_file(Path(database))
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
@@ -96,6 +98,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file mode 0600 (its directory 0700 when created here) before
+    SQLite opens it; SQLite gives its -wal and -shm files the same mode. An existing
+    file keeps its mode."""
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def _sqlite_transactions(engine: Engine) -> None:

@@ -38,7 +38,7 @@ def _read_or_create(path: Path, make: bytes) -> bytes:
         content = path.read_bytes().strip()
         if content:
             return content
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # the cloud's secrets: owner only
     staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

@@ -50,12 +50,18 @@ class Gateway(Base):
     key1_hash: Mapped[str] = mapped_column(String(64), unique=True)
     key2_encrypted: Mapped[str] = mapped_column(Text)
     key2_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: The dispatcher epoch the cloud issued last (:mod:`dmg.cloud.service.leader`).
     max_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     # The gateway key's public half ("" until the first dispatcher makes it; the private
     # half never leaves the site), and a counter `dmg credentials sync` bumps.
     credential_key: Mapped[str] = mapped_column(String(64), default="", server_default="")
     credential_sync: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: The cloud-side dispatcher lease: the node that holds ``max_epoch``, the site lease
+    #: epoch it presented, and until when no other node may take over (server time).
+    leader_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
+    leader_site_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
+    leader_until: Mapped[float] = mapped_column(Float, default=0.0)
 
     nodes: Mapped[list[Node]] = relationship(back_populates="gateway", cascade="all, delete-orphan",
                                              order_by="Node.name")
@@ -268,3 +274,13 @@ class ShardAttempt(Base):
     placed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PortalSession(Base):
+    """A signed-in browser: the cookie's sha256, deleted at ``/logout`` (or once expired)."""
+
+    __tablename__ = "portal_sessions"
+
+    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)

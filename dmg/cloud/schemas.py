@@ -203,6 +203,8 @@ class ShardReport(Body):
     placed_at: float | None = None
     previous_ended: str | None = Field(default=None, max_length=64)
     previous_ended_at: float | None = None
+    #: ``placed`` reports only: the dispatcher's site lease epoch (:mod:`dmg.cloud.service.leader`).
+    epoch: Big | None = None
 
     @field_validator("previous_ended")
     @classmethod

@@ -25,8 +25,8 @@ from typing import Any
 
 from dmg.cloud.client import CloudClient
 from dmg.credentials import cloudcalls
-from dmg.credstatus import stale_stores
 from dmg.credentials.vault import NodeVault
+from dmg.credstatus import stale_stores
 from dmg.errors import BrokerError, DmgError
 from dmg.site.credentials import CredentialCopies
 

@@ -118,3 +118,36 @@ def make_pipeline(client: CloudClient, gateway: str, *, activities: int = 1) -> 
                        for i in range(activities)],
     })
     return name
+
+
+def place(dispatcher: CloudClient, shard_id: str, node: str, *, attempt: int = 1, epoch: int | None = None,
+          **fields: Any) -> None:
+    """The dispatcher's ``placed`` report: attempt ``attempt`` of the shard is on ``node``
+    (the cloud takes a worker's reports only from the node its attempt was placed on)."""
+    report: dict[str, Any] = {"attempt": attempt, "node": node, "status": "placed", **fields}
+    if epoch is not None:
+        report["epoch"] = epoch
+    dispatcher.report_shard(shard_id, report)
+
+
+def drop_dispatcher(cloud: Cloud, token: str, *, epoch: int, gateway: str) -> None:
+    """The dispatcher's process goes away in the middle of its long-poll: it opens a
+    claim that waits, then its connection closes. The cloud frees its dispatcher lease
+    (no wait for the lease TTL); returns once the gateway shows no lease."""
+    import json
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    from tests.waiting import wait_for
+
+    url = urlsplit(cloud.url)
+    body = json.dumps({"epoch": epoch, "wait": 30}).encode()
+    with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=10) as sock:
+        sock.sendall(b"POST /api/v1/dispatch/claim HTTP/1.1\r\nHost: cloud\r\n"
+                     + f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n".encode()
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        time.sleep(0.3)  # the claim is waiting (a process killed mid-poll)
+    with cloud.user() as user:
+        wait_for(lambda: user.gateway(gateway).get("dispatcher") is None, timeout=10,
+                 what="the cloud to free the dropped dispatcher's lease")

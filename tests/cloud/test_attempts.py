@@ -17,9 +17,9 @@ import httpx
 import pytest
 
 from dmg.cloud.client import CloudClient
-from dmg.errors import BadInput, NotFound, PermissionDenied, Unauthorized
+from dmg.errors import BadInput, NotFound, PermissionDenied, Retryable
 from tests.cli.conftest import DmgRunner, assert_one_line_error
-from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site
+from tests.cloud.conftest import Cloud, drop_dispatcher, launch, make_pipeline, make_site, place
 
 
 def start_one_shard(cloud: Cloud, user: CloudClient, *, nodes: tuple[str, ...] = ("n1", "n2")
@@ -41,9 +41,11 @@ def failover(cloud: Cloud, site: Any, shard_id: str, *, ending: str = "node offl
                                    "wait_reason": ""})
         n1.report_shard(shard_id, {"attempt": 1, "node": "n1", "status": "running", "started_at": 1001.0,
                                    "files": 0, "bytes": 10})
-        # n2 is the dispatcher now: it places attempt 2 on itself and says why 1 ended.
+        # n1's process is gone; n2 is the dispatcher now: it places attempt 2 on itself and
+        # says why 1 ended.
+        drop_dispatcher(cloud, site.tokens["n1"], epoch=1, gateway=site.gateway)
         n2.report_shard(shard_id, {"attempt": 2, "node": "n2", "status": "placed", "placed_at": 1012.0,
-                                   "previous_ended": ending, "previous_ended_at": 1011.5})
+                                   "previous_ended": ending, "previous_ended_at": 1011.5, "epoch": 2})
         n2.report_shard(shard_id, {"attempt": 2, "node": "n2", "status": "running", "started_at": 1012.5})
         n2.report_shard(shard_id, {"attempt": 2, "node": "n2", "status": "succeeded", "ended_at": 1015.0,
                                    "files": 2, "bytes": 20})
@@ -76,11 +78,14 @@ def test_a_worker_report_before_the_placement_fences_then_the_reason_arrives(clo
     """Placement reports travel in the background: the new attempt's worker may be first."""
     site, _run_id, shard_id = start_one_shard(cloud, user)
     with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
+        place(n1, shard_id, "n1")
         n1.report_shard(shard_id, {"attempt": 1, "status": "running"})
-        n2.report_shard(shard_id, {"attempt": 2, "status": "running"})
-        assert [a["outcome"] for a in user.shard_attempts(shard_id)] == ["fenced", ""]
+        with pytest.raises(Retryable):  # refused until its placement is known; sent again
+            n2.report_shard(shard_id, {"attempt": 2, "status": "running"})
+        assert [a["outcome"] for a in user.shard_attempts(shard_id)] == [""]
         n1.report_shard(shard_id, {"attempt": 2, "node": "n2", "status": "placed",
                                    "previous_ended": "worker died", "previous_ended_at": 5.0})
+        n2.report_shard(shard_id, {"attempt": 2, "status": "running"})
 
     first, second = user.shard_attempts(shard_id)
     assert (first["outcome"], first["ended_at"]) == ("worker died", 5.0)
@@ -91,6 +96,7 @@ def test_a_failed_attempt_keeps_its_error_and_a_cancel_closes_open_ones(cloud: C
                                                                        user: CloudClient) -> None:
     site, run_id, shard_id = start_one_shard(cloud, user)
     with cloud.node(site.tokens["n1"]) as n1:
+        place(n1, shard_id, "n1")
         n1.report_shard(shard_id, {"attempt": 1, "status": "failed", "error": "disk full: /data/out"})
     [failed] = user.run_attempts(run_id)
     assert (failed["outcome"], failed["error"]) == ("failed", "disk full: /data/out")
@@ -107,13 +113,16 @@ def test_a_failed_attempt_keeps_its_error_and_a_cancel_closes_open_ones(cloud: C
 def test_a_node_reports_only_its_own_attempts(cloud: Cloud, user: CloudClient) -> None:
     site, run_id, shard_id = start_one_shard(cloud, user)
     with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
+        place(n1, shard_id, "n1")
         n1.report_shard(shard_id, {"attempt": 1, "status": "running", "bytes": 5})
-        with pytest.raises(PermissionDenied, match="runs on node 'n1'"):
+        with pytest.raises(PermissionDenied, match="was not placed on node 'n2'"):
             n2.report_shard(shard_id, {"attempt": 1, "status": "succeeded"})
         with pytest.raises(PermissionDenied, match="cannot report for node 'n1'"):
             n2.report_shard(shard_id, {"attempt": 1, "node": "n1", "status": "failed", "error": "x"})
+        with pytest.raises(PermissionDenied, match="not the gateway's dispatcher"):
+            place(n2, shard_id, "n2")  # only the dispatcher reports placements
         # A placement report (the dispatcher's) never moves an attempt a node reported as its own.
-        n2.report_shard(shard_id, {"attempt": 1, "node": "n2", "status": "placed"})
+        place(n1, shard_id, "n2")
 
     [attempt] = user.run_attempts(run_id)
     assert (attempt["node"], attempt["status"], attempt["outcome"]) == ("n1", "running", "")
@@ -124,9 +133,9 @@ def test_a_node_reports_only_its_own_attempts(cloud: Cloud, user: CloudClient) -
 def test_nodes_cannot_read_attempts_and_bad_requests_are_one_line(cloud: Cloud, user: CloudClient) -> None:
     site, run_id, shard_id = start_one_shard(cloud, user)
     with cloud.node(site.tokens["n1"]) as n1:
-        with pytest.raises(Unauthorized):
+        with pytest.raises(PermissionDenied):
             n1.run_attempts(run_id)
-        with pytest.raises(Unauthorized):
+        with pytest.raises(PermissionDenied):
             n1.shard_attempts(shard_id)
         with pytest.raises(BadInput, match="unknown attempt ending 'node ofline'"):
             n1.report_shard(shard_id, {"attempt": 2, "status": "placed", "previous_ended": "node ofline"})

@@ -19,7 +19,7 @@ import pytest
 from dmg.cloud.client import CloudClient
 from dmg.errors import Conflict, NotFound
 from tests.cli.conftest import DmgRunner, assert_one_line_error
-from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, place, unique
 
 
 @pytest.fixture
@@ -74,6 +74,7 @@ def test_a_claimed_run_is_cancelled_and_a_waiting_claim_returns_at_once(user: Cl
         assert node.cancelled_activity_runs() == [claimed["id"]]
         # Late reports of its shards do not bring it back.
         node.plan_shards(claimed["id"], epoch=1, shards=[{"id": f"{claimed['id']}-00000", "index": 0}])
+        place(node, f"{claimed['id']}-00000", "n1")
         node.report_shard(f"{claimed['id']}-00000", {"attempt": 1, "status": "succeeded", "node": "n1"})
     assert user.run(first["id"])["status"] == "Cancelled"
     other = make_site(user)

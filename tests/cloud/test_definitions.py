@@ -95,7 +95,7 @@ def test_a_bad_store_is_refused_and_not_saved(http: httpx.Client, store: dict[st
 def test_a_10_mb_definition_is_refused_before_it_is_read(http: httpx.Client, stores: tuple[str, str]) -> None:
     name = unique("huge")
     body = {"name": name, "type": "file", "location": "/x", "options": {"credential": "x" * 10_000_000}}
-    assert "more than 1048576" in refused(http.post("/stores", json=body), 413)
+    assert "more than 65536" in refused(http.post("/stores", json=body), 413)
     big = pipeline(name, *stores, options={"include": ["*.csv"] * 1_000_000})
     assert "more than 1048576" in refused(http.post("/pipelines", json=big), 413)
     names, pipelines = lists_work(http)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from dmg.cloud.client import CloudClient
-from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
-from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
+from dmg.errors import BadInput, Conflict, NotFound, Retryable, StaleAttempt, Unauthorized
+from tests.cloud.conftest import Cloud, drop_dispatcher, make_pipeline, make_site, place, unique
 
 
 def _activity(user: CloudClient, run_id: str, index: int = 0) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def test_two_concurrent_claimers_never_share_an_activity_run(cloud: Cloud, user:
 
     def claimer(name: str) -> None:
         try:
-            with cloud.node(site.tokens[name]) as node:
+            with cloud.node(site.tokens["a"]) as node:  # two claimer threads of the dispatcher
                 start.wait()
                 while True:
                     batch = node.claim_activity_runs(epoch=7, wait=0, limit=3)
@@ -104,18 +104,19 @@ def test_older_epochs_are_fenced(cloud: Cloud, user: CloudClient) -> None:
     run = user.run_pipeline(pipeline)
     with cloud.node(site.tokens["old"]) as old, cloud.node(site.tokens["new"]) as new:
         [claimed] = old.claim_activity_runs(epoch=3, wait=0)
-        new.claim_activity_runs(epoch=5, wait=0)
+        assert new.claim_activity_runs(epoch=5, wait=0) == []  # old's cloud lease runs: new waits
+        drop_dispatcher(cloud, site.tokens["old"], epoch=3, gateway=site.gateway)
+        # The new dispatcher takes back what the old one claimed and never planned.
+        [taken_back] = new.claim_activity_runs(epoch=5, wait=0)
+        assert taken_back["id"] == claimed["id"]
+        assert user.gateway(site.gateway)["dispatcher"] == "new"
+        assert old.claim_activity_runs(epoch=4, wait=0) == []  # new's lease runs: old only waits
         with pytest.raises(StaleAttempt) as stale:
-            old.claim_activity_runs(epoch=4, wait=0)
-        assert "epoch 4" in stale.value.message and "5" in stale.value.message
-        with pytest.raises(StaleAttempt):
             old.plan_shards(claimed["id"], epoch=3, shards=[])
+        assert "epoch 3" in stale.value.message
         with pytest.raises(StaleAttempt):
             old.fail_activity_run(claimed["id"], epoch=3, error="lost")
-        # The new dispatcher takes back what the old one claimed and never planned.
-        [taken_back] = new.claim_activity_runs(epoch=6, wait=0)
-        assert taken_back["id"] == claimed["id"]
-        new.plan_shards(claimed["id"], epoch=6, shards=[])
+        new.plan_shards(claimed["id"], epoch=5, shards=[])
     assert user.run(run["id"])["status"] == "Succeeded"
 
 
@@ -150,6 +151,7 @@ def test_shards_drive_activity_and_run_status(cloud: Cloud, user: CloudClient) -
         n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "placed",
                                 "wait_reason": "all nodes busy"})
         n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "files": 1, "bytes": 50})
+        place(n1, second, "n2")
         n2.report_shard(second, {"attempt": 1, "node": "n2", "status": "succeeded", "files": 2,
                                  "bytes": 100, "started_at": 1000.0, "ended_at": 1002.0})
         assert user.run(run["id"])["status"] == "InProgress"
@@ -172,6 +174,8 @@ def test_a_failed_shard_fails_the_activity_run(cloud: Cloud, user: CloudClient) 
     with cloud.node(site.tokens["n1"]) as node:
         [activity] = node.claim_activity_runs(epoch=1, wait=0)
         first, second = _plan_two(node, activity["id"])
+        place(node, first, "n1")
+        place(node, second, "n1")
         node.report_shard(first, {"attempt": 1, "status": "succeeded"})
         node.report_shard(second, {"attempt": 1, "status": "failed", "error": "disk full"})
     shown = user.run(run["id"])
@@ -187,7 +191,9 @@ def test_attempts_fence_older_reports(cloud: Cloud, user: CloudClient) -> None:
     with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
         [activity] = n1.claim_activity_runs(epoch=1, wait=0)
         first, _second = _plan_two(n1, activity["id"])
+        place(n1, first, "n1")
         n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "bytes": 10})
+        place(n1, first, "n2", attempt=2, previous_ended="node offline")
         n2.report_shard(first, {"attempt": 2, "node": "n2", "status": "running"})
         with pytest.raises(StaleAttempt) as stale:
             n1.report_shard(first, {"attempt": 1, "node": "n1", "status": "succeeded"})
@@ -268,6 +274,9 @@ def test_a_late_placement_report_never_moves_a_running_shard_back(cloud: Cloud, 
     with cloud.node(site.tokens["n1"]) as node:
         [activity] = node.claim_activity_runs(epoch=1, wait=0)
         first, _second = _plan_two(node, activity["id"])
+        with pytest.raises(Retryable):  # before its placement: the worker sends it again later
+            node.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "bytes": 3})
+        place(node, first, "n1")
         node.report_shard(first, {"attempt": 1, "node": "n1", "status": "running", "bytes": 7})
         node.report_shard(first, {"attempt": 1, "node": "n1", "status": "placed",
                                   "wait_reason": "every node is at its concurrent-job limit"})

@@ -67,7 +67,8 @@ def test_node_routes_refuse_bad_bodies(http: httpx.Client, cloud: Cloud) -> None
     assert "shards[0].id" in body["message"]
     assert _error(http.post("/nodes/heartbeat", content=b"{", headers={**node, "Content-Type":
                                                                         "application/json"}), 400)
-    assert _error(http.post("/nodes/heartbeat", json={}), 401)["error"] == "unauthorized"
+    assert _error(http.post("/nodes/heartbeat", json={}), 403)["error"] == "permission_denied"  # user token
+    assert _error(httpx.post(cloud.url + "/api/v1/nodes/heartbeat", json={}), 401)["error"] == "unauthorized"
 
 
 def test_huge_numbers_do_not_crash(http: httpx.Client, cloud: Cloud) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.cloud.conftest import Cloud, make_pipeline, make_site
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, place
 
 
 def test_the_portal_needs_the_api_token(cloud: Cloud) -> None:
@@ -20,6 +20,25 @@ def test_the_portal_needs_the_api_token(cloud: Cloud) -> None:
         assert browser.get("/").status_code == 401
 
 
+def test_a_session_cookie_stops_working_after_logout(cloud: Cloud) -> None:
+    """The cookie is a server-side session: a copy kept elsewhere dies with the logout."""
+    with httpx.Client(base_url=cloud.url) as browser:
+        browser.post("/login", data={"token": cloud.process.api_token})
+        cookie = browser.cookies.get("dmg_portal", "")
+        assert cookie
+        with httpx.Client(base_url=cloud.url, cookies={"dmg_portal": cookie}) as copy:
+            assert copy.get("/").status_code == 200
+            other = httpx.post(cloud.url + "/login", data={"token": cloud.process.api_token})
+            browser.get("/logout")
+            assert copy.get("/").status_code == 401
+            assert copy.get("/runs/x/attempts").status_code == 401
+            assert copy.post("/runs/x/cancel").status_code == 401
+        # Another browser's session is its own: still signed in.
+        second = other.cookies.get("dmg_portal", "")
+        assert second and second != cookie
+        assert httpx.get(cloud.url + "/", cookies={"dmg_portal": second}).status_code == 200
+
+
 def test_the_portal_shows_nodes_and_runs_with_shards(cloud: Cloud) -> None:
     with cloud.user() as user:
         site = make_site(user, nodes=("alpha", "beta"))
@@ -30,6 +49,7 @@ def test_the_portal_shows_nodes_and_runs_with_shards(cloud: Cloud) -> None:
         beta.heartbeat({"role": "worker", "problems": ["cannot reach the <broker>"]})
         [activity] = alpha.claim_activity_runs(epoch=1, wait=0)
         alpha.plan_shards(activity["id"], epoch=1, shards=[{"id": f"{activity['id']}-0", "index": 0}])
+        place(alpha, f"{activity['id']}-0", "beta")
         beta.report_shard(f"{activity['id']}-0", {"attempt": 1, "status": "running",
                                                   "wait_reason": "alpha was full"})
     page = httpx.get(cloud.url + "/", headers={"Authorization": f"Bearer {cloud.process.api_token}"})

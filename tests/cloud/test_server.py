@@ -12,7 +12,7 @@ from dmg.cloud.client import CloudClient
 from dmg.cloud.db import Database
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import parse_bind, start_cloud_subprocess
-from dmg.errors import BadInput, Fatal, Unauthorized
+from dmg.errors import BadInput, Fatal, PermissionDenied, Unauthorized
 from settings import Settings
 from tests.cloud.conftest import Cloud
 
@@ -41,18 +41,26 @@ def test_user_routes_need_the_api_token(cloud: Cloud) -> None:
 def test_node_token_is_not_a_user_token(cloud: Cloud, user: CloudClient) -> None:
     gateway = user.create_gateway(f"gw-auth-{id(user)}")
     token = user.register_node(key=gateway["key1"], name="n1", version="1.0.0")["token"]
-    with cloud.node(token) as node, pytest.raises(Unauthorized):
+    with cloud.node(token) as node, pytest.raises(PermissionDenied):
         node.list_gateways()
-    with cloud.user() as as_user, pytest.raises(Unauthorized):
+    with cloud.user() as as_user, pytest.raises(PermissionDenied):
         as_user.heartbeat({"running": 0})
 
 
 def test_token_and_secret_key_files_are_private(cloud: Cloud) -> None:
     directory = cloud.settings.data_dir / "cloud"
-    for name in ("api-token", "secret.key"):
+    for name in ("api-token", "secret.key", "cloud.db", "cloud.db-wal"):
         mode = stat.S_IMODE((directory / name).stat().st_mode)
         assert mode == 0o600, f"{name} has mode {oct(mode)}"
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     assert api_token(cloud.settings) == cloud.process.api_token
+
+
+def test_an_sqlite_database_in_a_new_directory_is_private(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "cloud.db"
+    Database(f"sqlite:///{path}").migrate()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
 
 
 def test_api_token_setting_wins_over_the_file(tmp_path: Path) -> None:

@@ -7,15 +7,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from dmg.cloud import keys
 from dmg.cloud.api import credentials, files, nodes, portal, users
-from dmg.cloud.api.errors import install_body_limit, install_error_handlers
+from dmg.cloud.api.auth import public
+from dmg.cloud.api.errors import install_error_handlers
+from dmg.cloud.api.guard import RequestGuard
 from dmg.cloud.api.notify import RunNotifier
+from dmg.cloud.api.openapi import install_openapi
 from dmg.cloud.db import Database
 from dmg.cloud.service import CloudService
-from dmg.definitions import MAX_DEFINITION_BYTES
 from dmg.version import __version__
 from settings import Settings
 
@@ -43,9 +45,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.api_token = keys.api_token(settings)
     app.state.notifier = RunNotifier()
     install_error_handlers(app)
-    install_body_limit(app, paths=("/api/v1/stores", "/api/v1/pipelines"), limit=MAX_DEFINITION_BYTES)
+    app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,
+                       state=lambda: app.state)
 
-    health = APIRouter()
+    health = APIRouter(dependencies=[Depends(public)])
 
     @health.get("/health", tags=["health"])
     def health_check() -> dict[str, Any]:
@@ -60,4 +63,5 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials.users, prefix="/api/v1")
     app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
+    install_openapi(app)
     return app

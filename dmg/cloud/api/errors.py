@@ -2,7 +2,7 @@
 
 - :class:`dmg.errors.DmgError` -> its ``http_status`` and ``to_json()``.
 - Request validation errors and malformed JSON -> 400 ``bad_input`` naming the field.
-- A definition body over its size limit -> 413 ``bad_input`` (:func:`install_body_limit`).
+- A body over its size limit -> 413 ``bad_input`` (:mod:`.guard`, before it is read).
 - Unknown paths and methods -> 404 / 405 in the same shape.
 - A database that cannot be reached -> 503 ``retryable``.
 - Anything else -> 500 ``fatal`` without internals (the traceback goes to the log).
@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from dmg.errors import BadInput, DmgError, Fatal, NotFound, Retryable, TooLarge, Unauthorized
+from dmg.errors import BadInput, DmgError, Fatal, NotFound, Retryable, Unauthorized
 
 log = logging.getLogger(__name__)
 
@@ -54,20 +54,6 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str]:
         return "the request body must be a JSON object", ""
     detail = str(first.get("msg", "is not valid")).removeprefix("Value error, ")
     return (f"field {field!r}: {detail}" if field else detail), ""
-
-
-def install_body_limit(app: FastAPI, *, paths: tuple[str, ...], limit: int) -> None:
-    """Answer 413 to a POST to one of ``paths`` declaring a body over ``limit`` bytes,
-    before the body is read (a larger body without a length is refused once parsed)."""
-
-    @app.middleware("http")
-    async def _limit(request: Request, call_next: Any) -> Any:
-        if request.method == "POST" and request.url.path in paths:
-            declared = request.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > limit:
-                return error_response(TooLarge(f"the request body is {declared} bytes, more than {limit}",
-                                               hint="a definition is at most 1 MiB of JSON"))
-        return await call_next(request)
 
 
 def install_error_handlers(app: FastAPI) -> None:

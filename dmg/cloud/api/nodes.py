@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from dmg.cloud.api.auth import Node, Service
+from dmg.cloud.api.auth import Node, Service, by_gateway_key
 from dmg.cloud.schemas import (
     MAX_CLAIM_WAIT,
     Claim,
@@ -26,7 +26,7 @@ router = APIRouter()
 RECHECK = 0.5
 
 
-@router.post("/nodes/register", status_code=201, tags=["nodes"])
+@router.post("/nodes/register", status_code=201, tags=["nodes"], dependencies=[Depends(by_gateway_key)])
 def register_node(body: NodeRegister, svc: Service) -> dict[str, Any]:
     """Register a node with a gateway key; -> ``{gateway, gateway_id, node, token}``."""
     return svc.register_node(key=body.key, name=body.name, version=body.version,
@@ -49,8 +49,10 @@ def node_stores(node: Node, svc: Service) -> dict[str, Any]:
 @router.post("/dispatch/claim", tags=["dispatch"])
 async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict[str, Any]:
     """Long-poll up to ``wait`` s (at most 60) for Queued activity runs of the node's
-    gateway and claim them; -> ``{activity_runs: [...]}`` (empty when none came, or at
-    once when one of the gateway's runs is cancelled meanwhile)."""
+    gateway and claim them as its dispatcher (``epoch``: the site lease's; the cloud issues
+    its own, see README "who issues epochs"); -> ``{activity_runs: [...]}`` (empty when
+    none came, while another node's cloud lease runs, or at once when one of the
+    gateway's runs is cancelled meanwhile). 409 stale_attempt for a superseded dispatcher."""
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
     began = svc.clock()
@@ -60,6 +62,11 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict
         if claimed or remaining <= 0:
             return {"activity_runs": claimed}
         await notifier.wait(node.gateway_id, min(RECHECK, remaining))
+        if await request.is_disconnected():
+            # The dispatcher's process is gone (or stopping): free its cloud lease now, so
+            # the next dispatcher need not wait for it to expire.
+            await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
+            return {"activity_runs": []}
         if await run_in_threadpool(svc.cancelled_activity_runs, node, since=began):
             return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
 

@@ -5,21 +5,19 @@ attempt of its shards) and ``POST /runs/<id>/cancel``
 page cannot post it).
 
 The browser signs in once with the API token (a POST form, so the token never
-shows in a URL or an access log); the cookie then holds an HMAC of the token,
-not the token itself.
+shows in a URL or an access log); the cookie then holds a random session id that
+the cloud keeps (:mod:`dmg.cloud.service.sessions`) and forgets at ``/logout``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 
-from dmg.cloud.api.auth import service
+from dmg.cloud.api.auth import portal_session, public, service
 from dmg.cloud.keys import token_matches
 from dmg.cloud.portal import render
 from dmg.cloud.portal.attempts import attempts_page
@@ -30,21 +28,18 @@ COOKIE = "dmg_portal"
 RECENT_RUNS = 15
 
 
-def _session_value(api_token: str) -> str:
-    return hmac.new(api_token.encode(), b"dmg-portal-session", hashlib.sha256).hexdigest()
-
-
-def _signed_in(request: Request) -> bool:
+async def _signed_in(request: Request) -> bool:
     expected = request.app.state.api_token
     header = request.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and token_matches(header[7:].strip(), expected):
         return True
-    return token_matches(request.cookies.get(COOKIE, ""), _session_value(expected))
+    cookie = request.cookies.get(COOKIE, "")
+    return bool(cookie) and await run_in_threadpool(service(request).portal_session_open, cookie)
 
 
-@router.get("/", response_class=HTMLResponse)
+@router.get("/", response_class=HTMLResponse, dependencies=[Depends(portal_session)])
 async def dashboard(request: Request) -> Response:
-    if not _signed_in(request):
+    if not await _signed_in(request):
         return HTMLResponse(render.login_page(), status_code=401)
     svc = service(request)
     gateways = await run_in_threadpool(svc.list_gateways, nodes=True)
@@ -54,20 +49,20 @@ async def dashboard(request: Request) -> Response:
                         headers={"Cache-Control": "no-store"})
 
 
-@router.get("/runs/{run_id}/report.jsonl")
+@router.get("/runs/{run_id}/report.jsonl", dependencies=[Depends(portal_session)])
 async def run_report(run_id: str, request: Request) -> Response:
     """The run's per-file report (JSON Lines), for a signed-in browser."""
-    if not _signed_in(request):
+    if not await _signed_in(request):
         return HTMLResponse(render.login_page(), status_code=401)
     lines = await run_in_threadpool(service(request).run_report, run_id)
     return StreamingResponse(lines, media_type="application/x-ndjson",
                              headers={"Content-Disposition": f'attachment; filename="run-{run_id}.jsonl"'})
 
 
-@router.get("/runs/{run_id}/attempts", response_class=HTMLResponse)
+@router.get("/runs/{run_id}/attempts", response_class=HTMLResponse, dependencies=[Depends(portal_session)])
 async def run_attempts(run_id: str, request: Request) -> Response:
     """Every attempt of every shard of the run, for a signed-in browser."""
-    if not _signed_in(request):
+    if not await _signed_in(request):
         return HTMLResponse(render.login_page(), status_code=401)
     svc = service(request)
     run = await run_in_threadpool(svc.run, run_id)
@@ -75,30 +70,35 @@ async def run_attempts(run_id: str, request: Request) -> Response:
     return HTMLResponse(attempts_page(run, attempts), headers={"Cache-Control": "no-store"})
 
 
-@router.post("/runs/{run_id}/cancel")
+@router.post("/runs/{run_id}/cancel", dependencies=[Depends(portal_session)])
 async def cancel_run(run_id: str, request: Request) -> Response:
     """The run view's Cancel button: cancel, then back to the dashboard."""
-    if not _signed_in(request):
+    if not await _signed_in(request):
         return HTMLResponse(render.login_page(), status_code=401)
     gateway_id, _run = await run_in_threadpool(service(request).cancel_run, run_id)
     request.app.state.notifier.notify(gateway_id)
     return RedirectResponse("/", status_code=303)
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(public)])
 async def login(request: Request) -> Response:
     form = parse_qs((await request.body()).decode(errors="replace"))
     given = (form.get("token") or [""])[0].strip()
     expected = request.app.state.api_token
     if not token_matches(given, expected):
         return HTMLResponse(render.login_page(error="That is not the cloud's API token."), status_code=401)
+    session_id = await run_in_threadpool(service(request).open_portal_session)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, _session_value(expected), httponly=True, samesite="strict")
+    response.set_cookie(COOKIE, session_id, httponly=True, samesite="strict")
     return response
 
 
-@router.get("/logout")
-async def logout() -> Response:
+@router.get("/logout", dependencies=[Depends(portal_session)])
+async def logout(request: Request) -> Response:
+    """End the session: its cookie stops working at once, here and on every copy of it."""
+    cookie = request.cookies.get(COOKIE, "")
+    if cookie:
+        await run_in_threadpool(service(request).close_portal_session, cookie)
     response = RedirectResponse("/", status_code=303)
     response.delete_cookie(COOKIE)
     return response

@@ -21,7 +21,18 @@ from dmg.cloud.schemas import (
     ShardReport,
     StoreCreate,
 )
-from dmg.cloud.service import attempts, cancel, credentials, dispatch, files, gateways, pipelines, stores
+from dmg.cloud.service import (
+    attempts,
+    cancel,
+    credentials,
+    dispatch,
+    files,
+    gateways,
+    leader,
+    pipelines,
+    sessions,
+    stores,
+)
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
 
@@ -38,6 +49,11 @@ class CloudService:
     @property
     def offline_after(self) -> float:
         return self.settings.offline_after
+
+    @property
+    def lease_ttl(self) -> float:
+        """How long the cloud-side dispatcher lease outlives its holder's last call."""
+        return self.settings.lease_ttl
 
     # -- gateways and nodes (users) -----------------------------------------------------
     def create_gateway(self, name: str) -> dict[str, Any]:
@@ -137,8 +153,19 @@ class CloudService:
 
     # -- the dispatcher and workers -------------------------------------------------------
     def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
+        """Claim as the gateway's dispatcher with site epoch ``epoch``; nothing while another
+        node's cloud lease runs (:mod:`.leader`)."""
+        try:
+            with self.db.write() as session:
+                return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
+                                      ttl=self.lease_ttl)
+        except leader.LeaseHeld:
+            return []
+
+    def release_dispatcher(self, node: NodeIdentity, *, epoch: int) -> bool:
+        """Free the cloud lease ``node`` holds with site epoch ``epoch`` (its long-poll closed)."""
         with self.db.write() as session:
-            return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock())
+            return leader.release(session, node, epoch)
 
     def cancelled_activity_runs(self, node: NodeIdentity, *, since: float | None = None) -> list[str]:
         """Activity runs of the node's gateway cancelled after ``since`` (default: within
@@ -150,24 +177,38 @@ class CloudService:
     def nodes_gone(self, node: NodeIdentity, *, epoch: int, nodes: list[str]) -> list[str]:
         """The dispatcher (epoch fenced) says these nodes' processes are gone: Offline at once."""
         with self.db.write() as session:
-            dispatch.fence(session, node.gateway_id, epoch)
+            leader.dispatcher_epoch(session, node, epoch, now=self.clock(), ttl=self.lease_ttl)
             return gateways.nodes_gone(session, node, nodes, now=self.clock())
 
     def plan_shards(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                     shards: list[PlannedShard]) -> dict[str, Any]:
         with self.db.write() as session:
             return dispatch.plan_shards(session, node, activity_run_id, epoch=epoch, shards=shards,
-                                        now=self.clock())
+                                        now=self.clock(), ttl=self.lease_ttl)
 
     def fail_activity_run(self, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                           error: str) -> dict[str, Any]:
         with self.db.write() as session:
             return dispatch.fail_activity_run(session, node, activity_run_id, epoch=epoch, error=error,
-                                              now=self.clock())
+                                              now=self.clock(), ttl=self.lease_ttl)
 
     def report_shard(self, node: NodeIdentity, shard_id: str, report: ShardReport) -> dict[str, Any]:
         with self.db.write() as session:
-            return dispatch.report_shard(session, node, shard_id, report, now=self.clock())
+            return dispatch.report_shard(session, node, shard_id, report, now=self.clock(),
+                                         ttl=self.lease_ttl)
+
+    # -- portal sessions ------------------------------------------------------------------
+    def open_portal_session(self) -> str:
+        with self.db.write() as session:
+            return sessions.open_session(session, now=self.clock())
+
+    def portal_session_open(self, session_id: str) -> bool:
+        with self.db.read() as session:
+            return sessions.is_open(session, session_id, now=self.clock())
+
+    def close_portal_session(self, session_id: str) -> None:
+        with self.db.write() as session:
+            sessions.close_session(session, session_id)
 
     # -- credentials (users: names and versions; nodes: ciphertext only) -------------------
     def credential_key(self, gateway: str) -> dict[str, Any]:

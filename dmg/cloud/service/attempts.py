@@ -10,14 +10,15 @@ Rules (applied by :func:`record_report` inside the shard report's transaction):
 - A report of attempt N closes every older attempt still open: ``fenced``, unless
   the ``placed`` report of N says why N-1 ended (node offline, worker died, ...);
   a later ``placed`` report still names the reason of an attempt closed ``fenced``.
-- Trust: a node reports only its own work. A ``running``/``succeeded``/``failed``
-  report names the token's node (a body naming another node is refused), and once a
-  node reported an attempt as its own, another node's report of it is refused
-  (PermissionDenied; nothing is recorded). A ``placed`` report comes from the gateway's
-  dispatcher, so it may name another node of the gateway, but it never moves an
-  attempt that a node already reported as its own. (The cloud cannot tell which node
-  holds the dispatcher lease, so it does not refuse a worker's report on an attempt
-  placed elsewhere: that would let one wrong ``placed`` report stall a shard.)
+- Trust: a node reports only its own work. A ``placed`` report is accepted only from
+  the gateway's current dispatcher at the cloud (:mod:`.leader`, checked by the
+  caller) and names a node of the gateway; it never moves an attempt that a node
+  already reported as its own. A ``running``/``succeeded``/``failed`` report (and a
+  batch of file results) is accepted only from the node that attempt was placed on
+  (:func:`check_worker`): the reporting node is the token's, a body naming another
+  node is refused (PermissionDenied; nothing is recorded), and a report of an attempt
+  whose placement the cloud has not heard of yet is answered Retryable (the
+  dispatcher's ``placed`` report travels on its own thread and may come second).
 - A user's cancel closes the open attempts of the cancelled activity runs
   ``cancelled`` (:func:`close_cancelled`); an attempt's own final report still wins
   (it may have committed before it heard of the cancel).
@@ -34,7 +35,7 @@ from dmg.attempt_ends import CANCELLED, CANCELLED_REASON, FAILED, FENCED, REPLAC
 from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
 from dmg.cloud.schemas import ShardReport
 from dmg.cloud.service.gateways import NodeIdentity
-from dmg.errors import NotFound, PermissionDenied
+from dmg.errors import NotFound, PermissionDenied, Retryable
 from dmg.shards.status import CLOUD_FAILED, CLOUD_PLACED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 
 _FINAL = {CLOUD_SUCCEEDED: SUCCEEDED, CLOUD_FAILED: FAILED}
@@ -59,7 +60,7 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
             _close(older, report, now=now)
     if report.status == CLOUD_PLACED:
         if not row.node or row.status == CLOUD_PLACED:
-            row.node = report.node or node.node
+            row.node = report.node or node.node  # the caller checked it is a node of the gateway
         row.placed_at = report.placed_at if report.placed_at is not None else (row.placed_at or now)
         if report.wait_reason is not None:
             row.wait_reason = report.wait_reason
@@ -90,12 +91,29 @@ def _check_reporter(shard: Shard, report: ShardReport, node: NodeIdentity, row: 
     """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
     if report.status == CLOUD_PLACED:
         return
-    if report.node and report.node != node.node:
-        raise PermissionDenied(f"node {node.node!r} cannot report for node {report.node!r}",
-                               hint="a node reports only its own attempts")
-    if row is not None and row.node and row.node != node.node and row.status != CLOUD_PLACED:
-        raise PermissionDenied(f"attempt {report.attempt} of shard {shard.id!r} runs on node {row.node!r}, "
-                               f"not on {node.node!r}", hint="a node reports only its own attempts")
+    check_worker(shard, report.attempt, node, row, named=report.node)
+
+
+def check_worker(shard: Shard, attempt: int, node: NodeIdentity, row: ShardAttempt | None, *,
+                 named: str | None) -> None:
+    """The rule for a worker's report of ``attempt``: ``node`` (the token's) is the node the
+    attempt was placed on. PermissionDenied when the body names another node or the attempt
+    is another node's; Retryable when the cloud has no placement of it yet."""
+    if named and named != node.node:
+        raise PermissionDenied(f"node {node.node!r} cannot report for node {named!r}",
+                               hint="a node reports only its own attempts; the cloud takes the node "
+                                    "from the token")
+    if row is None or not row.node:
+        raise Retryable(f"attempt {attempt} of shard {shard.id!r} has no placement at the cloud yet",
+                        hint="the dispatcher's placement report comes first; send again")
+    if row.node != node.node:
+        raise PermissionDenied(f"attempt {attempt} of shard {shard.id!r} was not placed on node "
+                               f"{node.node!r}", hint="a node reports only its own attempts")
+
+
+def attempt_row(session: Session, shard: Shard, attempt: int) -> ShardAttempt | None:
+    return session.scalar(select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
+                                                     ShardAttempt.attempt == attempt))
 
 
 def _close(row: ShardAttempt, report: ShardReport, *, now: float) -> None:

@@ -1,8 +1,11 @@
 """What a gateway's dispatcher and its workers tell the cloud: claims, plans, reports.
 
-Fencing: every gateway remembers the highest dispatcher epoch it has seen. A claim,
-plan or failure sent with a lower epoch is refused (StaleAttempt): it comes from a
-dispatcher that lost its lease. Shard reports are fenced by the shard's attempt.
+Fencing: the cloud issues the dispatcher epochs it fences with (:mod:`.leader`): a
+claim, plan, failure or ``placed`` report names the caller's site lease epoch and is
+refused (StaleAttempt) unless the caller is the gateway's current dispatcher at the
+cloud. Activity runs record the cloud epoch that claimed them. Shard reports of
+workers are fenced by the shard's attempt and accepted only from the node the
+attempt was placed on.
 
 Claiming is atomic: each activity run is taken with a conditional UPDATE (``WHERE
 status = 'Queued'``) whose row count says who won, so two claimers never get the
@@ -22,19 +25,18 @@ from dmg.cloud.models import (
     IN_PROGRESS,
     QUEUED,
     ActivityRun,
-    Gateway,
     Node,
     Shard,
     Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
-from dmg.cloud.service import attempts
+from dmg.cloud.service import attempts, leader
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
-from dmg.errors import BadInput, Conflict, NotFound, StaleAttempt, Unauthorized
+from dmg.errors import BadInput, Conflict, NotFound, PermissionDenied, StaleAttempt, Unauthorized
 from dmg.shards.status import (
     CLOUD_FAILED,
     CLOUD_FINISHED,
@@ -47,29 +49,22 @@ from dmg.shards.status import (
 log = logging.getLogger(__name__)
 
 
-def fence(session: Session, gateway_id: int, epoch: int) -> None:
-    """Raise the gateway's epoch to ``epoch``; StaleAttempt if a higher one was seen."""
-    result = session.execute(update(Gateway).where(Gateway.id == gateway_id, Gateway.max_epoch <= epoch)
-                             .values(max_epoch=epoch).execution_options(synchronize_session=False))
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        current = session.scalar(select(Gateway.max_epoch).where(Gateway.id == gateway_id))
-        raise StaleAttempt(f"dispatcher epoch {epoch} is older than the gateway's epoch {current}",
-                           hint="another node holds the dispatcher lease; this one must stop dispatching")
-
-
 def _claimable(epoch: int) -> Any:
     return or_(ActivityRun.status == QUEUED,
                and_(ActivityRun.status == IN_PROGRESS, ActivityRun.planned.is_(False),
                     ActivityRun.claim_epoch < epoch))
 
 
-def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
-          now: float) -> list[dict[str, Any]]:
-    """Claim up to ``limit`` activity runs of the node's gateway (oldest first);
-    -> ``[{id, run_id, pipeline, name, source: {store: {...}, path}, sink: ..., options}]``."""
+def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: float,
+          ttl: float) -> list[dict[str, Any]]:
+    """Claim up to ``limit`` activity runs of the node's gateway (oldest first) as its
+    dispatcher with site epoch ``epoch``;
+    -> ``[{id, run_id, pipeline, name, epoch, source: {store: {...}, path}, sink: ..., options}]``.
+    LeaseHeld while another node's cloud lease runs (:mod:`.leader`)."""
     if session.get(Node, node.node_id) is None:  # removed while its long-poll waited
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
-    fence(session, node.gateway_id, epoch)
+    site_epoch = epoch
+    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
@@ -91,7 +86,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
     stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
-        body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=epoch)
+        body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
             activity_run.error = body
@@ -99,8 +94,8 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int,
             log.warning("activity run %s failed at claim: %s", activity_run.id, body)
         else:
             out.append(body)
-            log.info("activity run %s claimed by %s@%s epoch %s", activity_run.id, node.node, node.gateway,
-                     epoch)
+            log.info("activity run %s claimed by %s@%s epoch %s (site epoch %s)", activity_run.id, node.node,
+                     node.gateway, epoch, site_epoch)
         derive_run(activity_run.run, now=now)
     session.flush()
     return out
@@ -139,22 +134,23 @@ def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gatewa
     }
 
 
-def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, epoch: int) -> ActivityRun:
+def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, site_epoch: int, *,
+                      now: float, ttl: float) -> tuple[ActivityRun, int]:
+    """The activity run and the caller's cloud epoch; NotFound, StaleAttempt, LeaseHeld."""
     activity_run = session.get(ActivityRun, activity_run_id)
     if activity_run is None or activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"activity run {activity_run_id!r} does not exist in gateway {node.gateway!r}")
-    fence(session, node.gateway_id, epoch)
+    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl)
     if activity_run.claim_epoch is None:
         raise Conflict(f"activity run {activity_run_id!r} was not claimed",
                        hint="claim it with /dispatch/claim first")
     if epoch < activity_run.claim_epoch:
-        raise StaleAttempt(f"activity run {activity_run_id!r} was claimed with epoch "
-                           f"{activity_run.claim_epoch}, newer than {epoch}")
-    return activity_run
+        raise StaleAttempt(f"activity run {activity_run_id!r} was claimed by a newer dispatcher")
+    return activity_run, epoch
 
 
 def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
-                shards: list[PlannedShard], now: float) -> dict[str, Any]:
+                shards: list[PlannedShard], now: float, ttl: float) -> dict[str, Any]:
     """Record an activity run's shards (idempotent per shard id); no shard -> Succeeded."""
     ids = [s.id for s in shards]
     if len(set(ids)) != len(ids):
@@ -162,7 +158,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     indexes = [s.index for s in shards]
     if len(set(indexes)) != len(indexes):
         raise BadInput("shards: a shard index is listed twice")
-    activity_run = _own_activity_run(session, node, activity_run_id, epoch)
+    activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if activity_run.failed_by_dispatcher:
         raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
     existing = {s.id for s in activity_run.shards}
@@ -189,9 +185,9 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
 
 
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
-                      error: str, now: float) -> dict[str, Any]:
+                      error: str, now: float, ttl: float) -> dict[str, Any]:
     """Mark an activity run Failed with ``error`` (idempotent; a cancelled one stays Cancelled)."""
-    activity_run = _own_activity_run(session, node, activity_run_id, epoch)
+    activity_run, _epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if not activity_run.failed_by_dispatcher and activity_run.cancelled_at is None:
         activity_run.failed_by_dispatcher = True
         activity_run.error = error
@@ -205,12 +201,28 @@ _REPORTED_FIELDS = ("files", "bytes", "files_total", "bytes_total", "wait_reason
 _RANK = {CLOUD_PLANNED: 0, CLOUD_PLACED: 1, CLOUD_RUNNING: 2, CLOUD_SUCCEEDED: 3, CLOUD_FAILED: 3}
 
 
+def _check_placement(session: Session, node: NodeIdentity, report: ShardReport, *, now: float,
+                     ttl: float) -> None:
+    """A ``placed`` report comes from the gateway's current dispatcher (by its site epoch
+    when the report carries one) and names a node of the gateway."""
+    if report.epoch is not None:
+        leader.dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl)
+    elif not leader.current_dispatcher(session, node):
+        raise PermissionDenied(f"node {node.node!r} is not the gateway's dispatcher",
+                               hint="only the dispatcher reports placements")
+    target = report.node or node.node
+    if session.scalar(select(Node.id).where(Node.gateway_id == node.gateway_id, Node.name == target)) is None:
+        raise BadInput(f"node {target!r} is not a node of gateway {node.gateway!r}")
+
+
 def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: ShardReport, *,
-                 now: float) -> dict[str, Any]:
+                 now: float, ttl: float) -> dict[str, Any]:
     """Record a shard report. StaleAttempt if a newer attempt was reported; a newer
     attempt replaces the node and the progress of the older one. A late non-final
     report of a finished attempt is ignored. Every attempt is kept apart too
-    (:mod:`.attempts`); PermissionDenied when a node reports another node's attempt."""
+    (:mod:`.attempts`). Only the dispatcher reports placements; only the node an
+    attempt was placed on reports it (PermissionDenied, or Retryable before the
+    placement is known)."""
     shard = session.get(Shard, shard_id)
     if shard is None or shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
@@ -218,10 +230,14 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     if report.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="this attempt must not commit its output")
+    placed = report.status == CLOUD_PLACED
+    if placed:
+        _check_placement(session, node, report, now=now, ttl=ttl)
+    reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
-        shard.node = report.node or node.node
+        shard.node = reporter
         shard.files = shard.bytes = 0
         shard.started_at = shard.ended_at = None
         shard.error = ""
@@ -230,10 +246,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         # progress report after the end) never moves a shard backwards.
         return {"status": shard.status, "attempt": shard.attempt}
     shard.status = report.status
-    if report.node:
-        shard.node = report.node
-    elif not shard.node:
-        shard.node = node.node
+    shard.node = reporter
     for field in _REPORTED_FIELDS:  # a report sets only what it carries
         value = getattr(report, field)
         if value is not None:

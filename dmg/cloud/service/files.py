@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import ActivityRun, FileRecord, Run, Shard
 from dmg.cloud.schemas import FileResults
+from dmg.cloud.service import attempts
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, Retryable, StaleAttempt
 
@@ -43,10 +44,12 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     if body.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {body.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="its file results no longer count")
+    attempts.check_worker(shard, body.attempt, node, attempts.attempt_row(session, shard, body.attempt),
+                          named=body.node)
     latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
     existing = {row.path_hash: row for row in session.scalars(
         select(FileRecord).where(FileRecord.shard_id == shard_id, FileRecord.path_hash.in_(list(latest))))}
-    reporter = body.node or node.node
+    reporter = node.node  # from the token, never from the body
     for digest, item in latest.items():
         row = existing.get(digest)
         if row is None:

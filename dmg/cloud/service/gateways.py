@@ -123,14 +123,23 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
     return result
 
 
-def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus]) -> dict[int, str]:
-    """The role to show for each node by id: one node at most says ``dispatcher``
-    (:func:`dmg.status.dispatcher_of`)."""
+def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus], *, now: float) -> dict[int, str]:
+    """The role to show for each node by id: one node at most says ``dispatcher``: the
+    holder of the cloud's dispatcher lease while it runs (a heartbeat's epoch is the node's
+    word only), else :func:`dmg.status.dispatcher_of` of the heartbeats."""
     claims = {n.id: RoleClaim(node=n.name, role=n.role or "", epoch=int(n.epoch or 0),
                               last_heartbeat=n.last_heartbeat or 0.0, status=statuses[n.id].status)
               for n in gateway.nodes}
-    dispatcher = dispatcher_of(claims.values())
+    holder = _lease_holder(gateway, now=now)
+    live_holder = [c.node for c in claims.values() if c.node == holder and c.status != OFFLINE]
+    dispatcher = live_holder[0] if live_holder else dispatcher_of(claims.values())
     return {node_id: shown_role(claim, dispatcher) for node_id, claim in claims.items()}
+
+
+def _lease_holder(gateway: Gateway, *, now: float) -> str | None:
+    if gateway.leader_node_id is None or (gateway.leader_until or 0.0) <= now:
+        return None
+    return next((n.name for n in gateway.nodes if n.id == gateway.leader_node_id), None)
 
 
 def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
@@ -144,9 +153,13 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "version": majority_version(n.version for n in gateway.nodes),
         "node_count": len(gateway.nodes),
         "created_at": gateway.created_at,
+        # The cloud-side dispatcher lease (dmg.cloud.service.leader): its holder while it
+        # runs, and the last dispatcher epoch the cloud issued.
+        "dispatcher": _lease_holder(gateway, now=now),
+        "epoch": gateway.max_epoch,
     }
     if nodes:
-        roles = node_roles(gateway, statuses)
+        roles = node_roles(gateway, statuses, now=now)
         body["nodes"] = [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
     return body
 
@@ -161,7 +174,7 @@ def list_nodes(session: Session, gateway_name: str, *, now: float,
                offline_after: float) -> list[dict[str, Any]]:
     gateway = get_gateway(session, gateway_name)
     statuses = node_statuses(gateway, now=now, offline_after=offline_after)
-    roles = node_roles(gateway, statuses)
+    roles = node_roles(gateway, statuses, now=now)
     return [node_json(n, statuses[n.id], role=roles[n.id]) for n in gateway.nodes]
 
 

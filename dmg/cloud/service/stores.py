@@ -14,7 +14,11 @@ from dmg.cloud.service import localpaths
 from dmg.cloud.service.secretscan import refuse_secrets
 from dmg.cloud.service.views import store_json
 from dmg.definitions import check_size, check_store_options, unknown_name
-from dmg.errors import Conflict, NotFound
+from dmg.errors import BadInput, Conflict, NotFound
+
+#: The largest store definition, as JSON (the API refuses a larger body unread).
+STORE_MAX_BYTES = 64 * 1024
+SECRETS_HINT = "a secret never goes in a store definition: `dmg credentials set {}` sets it from the site"
 
 
 def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, Any]:
@@ -23,11 +27,15 @@ def add_store(session: Session, store: StoreCreate, *, now: float) -> dict[str, 
     ``warnings`` name a ``file`` location that some node of a multi-node gateway may not
     see (:mod:`.localpaths`)."""
     refuse_secrets(store.model_dump())
-    if store.model_extra:
-        field = sorted(store.model_extra)[0]
-        raise unknown_name(field, ("name", "type", "location", "options"), what="store field")
-    check_size(store.model_dump(), what=f"store {store.name!r}")
-    check_store_options(store.type, store.options, store=store.name)
+    try:
+        if store.model_extra:
+            field = sorted(store.model_extra)[0]
+            raise unknown_name(field, ("name", "type", "location", "options"), what="store field")
+        check_store_options(store.type, store.options, store=store.name)
+    except BadInput as exc:  # an unknown field may be a secret put in the wrong place
+        raise BadInput(exc.message, hint="; ".join(filter(None, (exc.hint, SECRETS_HINT.format(store.name))))
+                       ) from None
+    check_size(store.model_dump(), what=f"store {store.name!r}", limit=STORE_MAX_BYTES)
     if session.scalar(select(Store.id).where(Store.name == store.name)) is not None:
         raise Conflict(f"store {store.name!r} already exists", hint="pick another name")
     row = Store(name=store.name, type=store.type, location=store.location, options=dict(store.options),

@@ -1,0 +1,107 @@
+"""The cloud-side dispatcher lease: the cloud issues the epochs it fences with.
+
+A site elects its dispatcher with a Redis lease whose epoch (the *site epoch*) the
+site's Redis counts (:mod:`dispatcher.lease`). The cloud never fences with that number
+— any node, or a stolen node token, could send ``2**62`` — but with its own *cloud
+epoch* (``gateways.max_epoch``), which only the cloud increments and which activity
+runs record as their ``claim_epoch``. Every dispatcher call (claim, plan, failure,
+``placed`` report, nodes-gone) names the caller's site epoch S; :func:`dispatcher_epoch`
+maps (token's node N, S) to a cloud epoch:
+
+- N holds the cloud lease with S: its cloud epoch; the lease is extended by the TTL.
+- N holds it with a newer S (it won the site lease again): a new cloud epoch, max + 1.
+- N holds it with an older S: StaleAttempt (an old claimer thread of the same node).
+- The lease is free (never held, its holder removed, or released when the holder's
+  long-poll connection closed) or expired (no call from its holder for one TTL):
+  N takes it with a new cloud epoch, max + 1, whatever S it names.
+- Another node holds it and is live: a claim waits (its long-poll answers nothing
+  until the lease frees), whatever S it names, so a forged S never makes an honest
+  dispatcher give its site lease up. Anything else is refused: StaleAttempt when S
+  is not newer than the holder's (a dispatcher that lost its site lease),
+  :class:`LeaseHeld` (Retryable, 503) when it is (the previous dispatcher died; its
+  cloud lease ends within one TTL).
+
+So a forged S never sticks: it is stored only as the holder's S, never compared
+once its holder stops calling, and the next holder's cloud epoch is max + 1 whatever
+S was. The most one node can hold its gateway up is the lease while it keeps calling
+as the dispatcher, and one TTL after it stops or is removed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dmg.cloud.models import Gateway, Node
+from dmg.cloud.service.gateways import NodeIdentity
+from dmg.errors import Retryable, StaleAttempt
+
+log = logging.getLogger(__name__)
+
+
+class LeaseHeld(Retryable):
+    """Another node holds the gateway's cloud-side dispatcher lease (for at most one TTL more)."""
+
+
+def _locked_gateway(session: Session, gateway_id: int) -> Gateway:
+    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id).with_for_update())
+    if gateway is None:  # the token's gateway: removed meanwhile
+        raise StaleAttempt("the gateway no longer exists")
+    return gateway
+
+
+def _holder_alive(session: Session, gateway: Gateway, *, now: float) -> bool:
+    if gateway.leader_node_id is None or now >= gateway.leader_until:
+        return False
+    return session.get(Node, gateway.leader_node_id) is not None
+
+
+def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, now: float,
+                     ttl: float, claiming: bool = False) -> int:
+    """The cloud epoch of ``node`` acting as its gateway's dispatcher with ``site_epoch``;
+    takes or extends the cloud lease (see the module docstring). Raises StaleAttempt or
+    LeaseHeld; ``claiming``: LeaseHeld whenever another node's lease runs (a claim waits,
+    whatever epoch the holder named)."""
+    gateway = _locked_gateway(session, node.gateway_id)
+    if gateway.leader_node_id == node.node_id and gateway.leader_until > 0:
+        if site_epoch == gateway.leader_site_epoch:
+            gateway.leader_until = now + ttl
+            return gateway.max_epoch
+        if site_epoch < gateway.leader_site_epoch:
+            raise StaleAttempt(f"dispatcher epoch {site_epoch} is older than this node's epoch "
+                               f"{gateway.leader_site_epoch}",
+                               hint="another claimer of this node holds the dispatcher lease")
+    elif _holder_alive(session, gateway, now=now):
+        if site_epoch <= gateway.leader_site_epoch and not claiming:
+            raise StaleAttempt(f"dispatcher epoch {site_epoch} is not newer than the gateway's "
+                               f"dispatcher's", hint="another node holds the dispatcher lease; "
+                               "this one must stop dispatching")
+        raise LeaseHeld("the gateway's previous dispatcher still holds the cloud's lease",
+                        hint=f"it ends within {ttl:g} s unless that node calls again")
+    gateway.max_epoch += 1
+    gateway.leader_node_id = node.node_id
+    gateway.leader_site_epoch = site_epoch
+    gateway.leader_until = now + ttl
+    log.info("dispatcher lease at the cloud taken gateway=%s node=%s epoch=%d site_epoch=%d",
+             node.gateway, node.node, gateway.max_epoch, site_epoch)
+    return gateway.max_epoch
+
+
+def current_dispatcher(session: Session, node: NodeIdentity) -> bool:
+    """True when ``node`` holds its gateway's cloud lease (expired or not, while no one
+    else took it)."""
+    gateway = session.get(Gateway, node.gateway_id)
+    return gateway is not None and gateway.leader_node_id == node.node_id and gateway.leader_until > 0
+
+
+def release(session: Session, node: NodeIdentity, site_epoch: int) -> bool:
+    """Free the cloud lease if ``node`` holds it with ``site_epoch`` (its long-poll's
+    connection closed: the process is gone or stopping); True if freed."""
+    gateway = _locked_gateway(session, node.gateway_id)
+    if gateway.leader_node_id != node.node_id or gateway.leader_site_epoch != site_epoch:
+        return False
+    gateway.leader_until = 0.0
+    log.info("dispatcher lease at the cloud released gateway=%s node=%s", node.gateway, node.node)
+    return True
