@@ -51,7 +51,7 @@ def world(cloud: Cloud) -> World:
               "gateway key": a.keys["key2"]}
     return World(gateway_a=a.gateway, gateway_b=b.gateway, tokens=tokens, key=a.keys["key2"],
                  ids={"run_id": run["id"], "shard_id": shard_id, "activity_run_id": activity["id"],
-                      "name": a.gateway, "node": unique("absent")})
+                      "name": a.gateway, "node": unique("absent"), "store": unique("absent")})
 
 
 def _body(path: str, method: str, caller: str, world: World) -> dict[str, Any] | None:
