@@ -45,6 +45,7 @@ from dmg.site.identity import ForeignRedis
 from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
+from settings.redistls import encryption_mode
 from workers.outbox import ReportOutbox
 from workers.periodic import Periodic
 from workers.reporter import Reporter
@@ -193,6 +194,7 @@ class NodeAgent:
             "draining": False,
             "stores_unreachable": sorted(stores),
             "stopped": False,
+            "encryption": encryption_mode(self.settings),
             "ts": self.clock(),
         }
         if self.extras is not None:

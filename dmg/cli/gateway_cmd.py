@@ -66,6 +66,21 @@ def keys(name: str, regenerate: str | None, as_json: bool) -> None:
 
 @gateway.command()
 @click.argument("name")
+@click.option("--mode", type=click.Choice(["tls", "none"]), required=True,
+              help="tls: nodes reach the site broker (Redis) over TLS; none: plain text.")
+def encryption(name: str, mode: str) -> None:
+    """Set gateway NAME's encryption mode for node-to-node traffic.
+
+    Only while the gateway has one node (remove the others, change the mode, register
+    them again). A node whose own mode (DMG_REDIS_TLS_*, rediss://) differs is Inactive.
+    """
+    with user_client() as client:
+        body = client.set_encryption(name, mode)
+    click.echo(f"gateway {name}: encryption mode {body.get('encryption', mode)}")
+
+
+@gateway.command()
+@click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show(name: str, as_json: bool) -> None:
     """Show gateway NAME: status, version and its nodes."""

@@ -80,6 +80,12 @@ class Heartbeat(Body):
     stopped: bool = False
     pool_running: bool = True
     epoch: Small = 0
+    #: Does the node reach the site broker over TLS ("" from a node too old to say).
+    encryption: Literal["", "tls", "none"] = ""
+
+
+class EncryptionChange(Body):
+    mode: Literal["tls", "none"]
 
 
 class StoreCreate(Body):
