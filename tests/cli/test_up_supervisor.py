@@ -200,7 +200,8 @@ def test_no_restart_leaves_the_dead_node_down_and_the_rest_running(start_up: typ
 def test_redis_and_the_cloud_are_restarted_with_their_data(start_up: type[Up], tmp_path: Path) -> None:
     up = start_up("--nodes", "1")
     up.family()
-    broker = redis_lib.Redis.from_url(up.dmg.env["DMG_REDIS_URL"])
+    password = (up.settings.data_dir / "redis-password").read_text().strip()
+    broker = redis_lib.Redis.from_url(up.dmg.env["DMG_REDIS_URL"], password=password)
     broker.set("test-up-kept", "yes")
     time.sleep(1.5)  # appendfsync everysec: on disk in the AOF now
 
