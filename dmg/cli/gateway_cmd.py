@@ -94,6 +94,7 @@ def show(name: str, as_json: bool) -> None:
     for reason in body.get("reasons") or []:
         click.echo(f"          - {reason}")
     click.echo(f"version:  {body.get('version') or '-'}")
+    click.echo(f"encryption: {body.get('encryption') or 'none'}")
     click.echo(f"created:  {human_time(body.get('created_at'))}")
     nodes = list(body.get("nodes") or [])
     click.echo(f"nodes:    {len(nodes)}")

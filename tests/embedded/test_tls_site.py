@@ -142,7 +142,8 @@ def test_no_secret_on_a_command_line_nor_in_another_process_environment(site: Si
 def test_the_cli_checks_the_clouds_certificate(site: SiteUnderTest) -> None:
     base = process_environ({"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url})
     base.pop("DMG_CLOUD_CA", None)
-    trusted = dmg_cli(["gateway", "show", site.gateway, "--json"], {**base, "DMG_CLOUD_CA": site.settings.cloud_ca})
+    trusted = dmg_cli(["gateway", "show", site.gateway, "--json"],
+                      {**base, "DMG_CLOUD_CA": site.settings.cloud_ca})
     assert trusted.returncode == 0, trusted.stderr
     assert '"encryption": "tls"' in trusted.stdout, trusted.stdout
     untrusted = one_error_line(dmg_cli(["gateway", "show", site.gateway], base))

@@ -149,7 +149,8 @@ def test_a_wrong_host_name_fails_with_one_line_saying_so(elsewhere: TlsRedis) ->
         check_broker_certificate(elsewhere.settings())
     line = str(failed.value)
     assert "\n" not in line
-    assert line.startswith(f"TLS to the site broker at 127.0.0.1:{elsewhere.port} failed: wrong host name: "), line
+    assert line.startswith(f"TLS to the site broker at 127.0.0.1:{elsewhere.port} failed: "
+                           "wrong host name: "), line
     with resolving("redis.example"):  # the name the certificate gives: accepted
         check_broker_certificate(elsewhere.settings(host="redis.example"))
 
@@ -166,7 +167,8 @@ def test_a_wildcard_certificate_is_accepted(wildcard: TlsRedis) -> None:
         check_broker_certificate(wildcard.settings(host="a.b.dmg.test"))  # one label only
 
 
-def test_celery_broker_and_results_over_a_plain_rediss_url(local: TlsRedis, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_celery_broker_and_results_over_a_plain_rediss_url(local: TlsRedis,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A ``rediss://`` URL alone, checked against the system's CA store (here: the test CA via
     SSL_CERT_FILE, which OpenSSL reads for its default store). It used to crash Celery's result
     backend at start ("A rediss:// URL must have parameter ssl_cert_reqs")."""
