@@ -213,3 +213,14 @@ def test_the_worker_stops_with_one_line_on_a_wrong_host_name(elsewhere: TlsRedis
     worker = single_error(run_process(["-m", "celery", "-A", "workers.app", "worker", "-P", "solo",
                                        "--without-gossip", "--without-mingle"], elsewhere.settings()))
     assert "wrong host name" in worker, worker
+
+
+def test_a_site_on_an_external_broker_with_a_wrong_ca_does_not_start(local: TlsRedis, other_ca: Path) -> None:
+    from dmg.embedded.site import EmbeddedSite
+
+    site = EmbeddedSite(local.settings(ca=other_ca, cloud_bind=f"127.0.0.1:{free_port()}"), nodes=1,
+                        flower=False, external_broker=True)
+    with pytest.raises(Fatal) as failed:
+        site.start()  # what `dmg up` prints as its one line
+    assert "wrong CA" in str(failed.value) and "\n" not in str(failed.value)
+    assert site.pid_of("cloud") is None  # nothing was started
