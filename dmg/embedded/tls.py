@@ -64,7 +64,7 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def make_ca(common_name: str = "dmg throw-away site CA") -> KeyPair:
+def make_ca(common_name: str = "throw-away CA of a dmg site") -> KeyPair:
     """A self-signed CA certificate and its key."""
     key = _key()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
