@@ -234,11 +234,20 @@ def test_up_tls_runs_an_encrypted_site_that_survives_a_redis_restart(start_up: t
     shown = up.dmg("gateway", "show", "site")
     assert shown.returncode == 0 and "encryption: tls" in shown.stdout, shown.stdout + shown.stderr
     wait_for(lambda: up.nodes() == {"node1": "Online"}, timeout=30, what="node1 Online over TLS")
+    node = psutil.Process(up.pids["node1"])
+    lives = [node, *(c for c in node.children() if "celery" in " ".join(c.cmdline()))]
+    assert len(lives) == 2, lives  # `dmg node start` and its Celery worker
 
     os.kill(up.pids["redis"], signal.SIGKILL)  # back on the same TLS port, same password and AOF
+    killed = time.monotonic()
     wait_for(lambda: up.restarted_pid("redis"), timeout=60, what="dmg up to restart redis")
     up.pids["redis"] = up.restarted_pid("redis")
     wait_for(lambda: up.nodes() == {"node1": "Online"}, timeout=60, what="node1 Online again over TLS")
     run_a_copy(up, tmp_path / "copy")
+    # the second-order effect: kombu's workers used to die a while after a Redis restart
+    while time.monotonic() - killed < 60:
+        assert all(p.is_running() for p in lives), (lives, up.text())
+        time.sleep(1)
+    assert up.nodes() == {"node1": "Online"}
     assert "restarted node1" not in up.text(), up.text()  # the node rode the restart out
     up.sigterm()
