@@ -153,6 +153,10 @@ def test_the_cli_checks_the_clouds_certificate(site: SiteUnderTest) -> None:
 
 
 def test_the_encryption_mode_changes_only_with_one_node(site: SiteUnderTest) -> None:
+    refusal = dmg_cli(["gateway", "encryption", site.gateway, "--mode", "none"], cli_environ(site))
+    line = one_error_line(refusal)
+    assert line.startswith("error: gateway 'site' has 2 nodes; its encryption mode can change only while it "
+                           "has one node (remove every node but one"), line
     with site.client() as client:
         with pytest.raises(Conflict) as refused:
             client.set_encryption(site.gateway, "none")
@@ -163,7 +167,9 @@ def test_the_encryption_mode_changes_only_with_one_node(site: SiteUnderTest) -> 
         client.create_gateway("solo")
         keys = client.gateway_keys("solo")
         first = register(site, keys["key1"], "solo1")
-        assert client.set_encryption("solo", "tls")["encryption"] == "tls"  # one node: allowed
+        changed = dmg_cli(["gateway", "encryption", "solo", "--mode", "tls"], cli_environ(site))
+        assert changed.returncode == 0, changed.stderr  # one node: allowed
+        assert changed.stdout.strip() == "gateway solo: encryption mode tls", changed.stdout
         assert client.set_encryption("solo", "none")["encryption"] == "none"
         second = register(site, keys["key1"], "solo2")
         with pytest.raises(Conflict):
@@ -182,6 +188,11 @@ def test_the_encryption_mode_changes_only_with_one_node(site: SiteUnderTest) -> 
             "with `dmg gateway encryption`)"], rows["solo2"]
         gateway = client.gateway("solo")
         assert gateway["status"] == "Limited" and any("solo2: Inactive" in r for r in gateway["reasons"])
+
+
+def cli_environ(site: SiteUnderTest) -> dict[str, str]:
+    return process_environ({"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                            "DMG_CLOUD_CA": site.settings.cloud_ca})
 
 
 def register(site: SiteUnderTest, key: str, name: str) -> str:
