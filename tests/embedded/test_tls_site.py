@@ -137,6 +137,12 @@ def test_no_secret_on_a_command_line_nor_in_another_process_environment(site: Si
             allowed = what == "flower password" and owner.get(pid) == "flower"
             assert allowed or secret not in environ, f"{what} in the environment of {pid} ({args})"
     assert any(owner.get(pid) == "flower" for pid in every)
+    logs = [*site.log_dir.glob("*.log"), data_dir / "redis" / "redis.log"]
+    assert len(logs) >= 4, logs
+    for log in logs:
+        text = log.read_text(errors="replace")
+        for what, secret in secrets.items():
+            assert secret not in text, f"{what} in {log}"
 
 
 def test_the_cli_checks_the_clouds_certificate(site: SiteUnderTest) -> None:
