@@ -224,3 +224,32 @@ def test_a_site_on_an_external_broker_with_a_wrong_ca_does_not_start(local: TlsR
         site.start()  # what `dmg up` prints as its one line
     assert "wrong CA" in str(failed.value) and "\n" not in str(failed.value)
     assert site.pid_of("cloud") is None  # nothing was started
+
+
+def test_a_client_certificate_when_redis_asks_for_one(tmp_path: Path, ca: KeyPair) -> None:
+    """``tls-auth-clients yes``: DMG_REDIS_TLS_CERT/KEY are sent; without them the handshake fails."""
+    require_redis()
+    root = tmp_path / "mtls"
+    root.mkdir()
+    files = SiteTLS(ca=root / "ca.pem", cert=root / "server.pem", key=root / "server-key.pem")
+    write_pair(ca, files.ca, root / "ca-key.pem")
+    write_pair(issue(ca, ("127.0.0.1",)), files.cert, files.key)
+    write_pair(issue(ca, ("node1",)), root / "client.pem", root / "client-key.pem")
+    server = EmbeddedRedis(root / "data", free_port(), password=PASSWORD, tls=files, appendonly=False,
+                           extra_args=("--tls-auth-clients", "yes")).start()
+    try:
+        found = TlsRedis(server, files.ca, root)
+        with_cert = redis_client(found.settings(redis_tls_cert=str(root / "client.pem"),
+                                                redis_tls_key=str(root / "client-key.pem")), timeout=5)
+        try:
+            assert with_cert.ping()
+        finally:
+            with_cert.close()
+        without = redis_client(found.settings(), timeout=5)
+        try:
+            with pytest.raises(BrokerError):
+                without.ping()
+        finally:
+            without.close()
+    finally:
+        server.stop()
