@@ -12,6 +12,7 @@ from __future__ import annotations
 import sys
 
 from dmg.embedded.secretfile import read_or_create
+from dmg.embedded.tls import SiteTLS
 from settings import Settings
 
 
@@ -27,10 +28,12 @@ def password_hint(settings: Settings) -> str:
     return "DMG_FLOWER_PASSWORD" if settings.flower_password else str(settings.data_dir / "flower-password")
 
 
-def flower_command(host: str, port: int) -> list[str]:
+def flower_command(host: str, port: int, *, tls: SiteTLS | None = None) -> list[str]:
     """The command line of Flower on ``host:port`` over the site's Celery app, started by
-    :mod:`dmg.cli.flower_start` (which first checks the broker's certificate)."""
-    return [sys.executable, "-m", "dmg.cli.flower_start", f"--address={host}", f"--port={port}"]
+    :mod:`dmg.cli.flower_start` (which first checks the broker's certificate); on HTTPS
+    with ``tls``'s certificate."""
+    https = [f"--certfile={tls.cert}", f"--keyfile={tls.key}"] if tls is not None else []
+    return [sys.executable, "-m", "dmg.cli.flower_start", f"--address={host}", f"--port={port}", *https]
 
 
 def flower_environ(settings: Settings, gateway: str) -> dict[str, str]:

@@ -391,9 +391,10 @@ class EmbeddedSite:
         port = self.settings.flower_port
         env_extra = flower_environ(self.settings, self.gateway)
         self._echo(f"starting flower on {HOST}:{port}")
-        child = self._spawn("flower", flower_command(HOST, port), extra_env=env_extra)
+        tls = site_tls(self.data_dir) if self.tls else None
+        child = self._spawn("flower", flower_command(HOST, port, tls=tls), extra_env=env_extra)
         self._wait_port(child, port)
-        self.flower_url = f"http://{HOST}:{port}/"
+        self.flower_url = f"{'https' if tls else 'http'}://{HOST}:{port}/"
 
     # -- helpers ---------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None) -> Child:

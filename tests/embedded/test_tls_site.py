@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -143,6 +144,21 @@ def test_no_secret_on_a_command_line_nor_in_another_process_environment(site: Si
         text = log.read_text(errors="replace")
         for what, secret in secrets.items():
             assert secret not in text, f"{what} in {log}"
+
+
+def test_flower_serves_https_with_its_own_password(site: SiteUnderTest) -> None:
+    assert site.flower_url.startswith("https://"), site.flower_url
+    password = (site.data_dir / "flower-password").read_text().strip()
+    wanted = {f"{name}@{site.gateway}" for name in site.node_names}
+    with httpx.Client(verify=ssl.create_default_context(cafile=site.settings.cloud_ca), timeout=10) as http:
+        assert http.get(site.flower_url + "api/workers").status_code == 401
+
+        def workers() -> set[str]:
+            answer = http.get(site.flower_url + "api/workers?refresh=1", auth=(site.flower_user, password))
+            assert answer.status_code == 200, answer.text
+            return set(answer.json())
+
+        wait_for(lambda: workers() == wanted, timeout=30, what="Flower to see both workers over TLS")
 
 
 def test_the_cli_checks_the_clouds_certificate(site: SiteUnderTest) -> None:
