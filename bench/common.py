@@ -130,6 +130,8 @@ def copy_arguments(description: str, tools: Sequence[str]) -> tuple[argparse.Nam
     parser.add_argument("--repeat", type=int, default=1, help="runs per tool and dataset; median shown")
     parser.add_argument("--tools", default=",".join(tools))
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes")
+    parser.add_argument("--tls", action="store_true",
+                        help="run the dmg site encrypted, as `dmg up --tls` does (Redis TLS only, HTTPS)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     chosen = [t for t in args.tools.split(",") if t]
@@ -309,14 +311,15 @@ def wait_run(client: Any, run_id: str, *, timeout: float, poll: float = 0.05) ->
 
 
 @contextlib.contextmanager
-def dmg_site(data_dir: Path, *, nodes: int, concurrency: int | None) -> Iterator[Any]:
-    """An EmbeddedSite (no Flower) in ``data_dir``; stopped on exit, also on error."""
+def dmg_site(data_dir: Path, *, nodes: int, concurrency: int | None, tls: bool = False) -> Iterator[Any]:
+    """An EmbeddedSite (no Flower; encrypted with ``tls``) in ``data_dir``; stopped on exit,
+    also on error."""
     from dmg.embedded.site import EmbeddedSite
     from settings import load
 
     settings = load({"DMG_DATA_DIR": str(data_dir)})
     print(f"starting a {nodes}-node dmg site in {data_dir} ...", file=sys.stderr)
-    with EmbeddedSite(settings, nodes=nodes, flower=False, node_concurrency=concurrency) as site:
+    with EmbeddedSite(settings, nodes=nodes, flower=False, node_concurrency=concurrency, tls=tls) as site:
         yield site
 
 

@@ -109,7 +109,8 @@ def main() -> int:
                             repeat=args.repeat)
 
         if "dmg" in tools:
-            with dmg_site(work / "dmg-data", nodes=args.nodes, concurrency=args.concurrency) as site:
+            with dmg_site(work / "dmg-data", nodes=args.nodes, concurrency=args.concurrency,
+                          tls=args.tls) as site:
                 meta["node_slots"] = node_limits(site)
                 run_all(DmgCopier(site))
         else:

@@ -127,7 +127,7 @@ def main() -> int:
                          "DMG_MAX_QUEUED_PER_NODE": "20"})
         print("starting a 1-node dmg site ...", file=sys.stderr)
         with SiteUnderTest(settings, nodes=1, flower=False, node_concurrency=1, startup_timeout=120) as site:
-            client = redis.Redis.from_url(site.settings.redis_url)
+            client = redis.Redis.from_url(site.broker_url())
             state = SiteState(client, site.gateway)
             with site.client() as cloud:
                 cloud.add_store({"name": "bsrc", "type": "file", "location": str(source)})

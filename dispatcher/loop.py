@@ -135,7 +135,7 @@ class DispatcherService:
         client = redis_client(settings, timeout=timeout,
                               client_name=client_name(registration.gateway, registration.node))
         state = SiteState(client, registration.gateway, identity=SiteIdentity.of(registration))
-        cloud = CloudClient(registration.cloud_url, token=registration.token)
+        cloud = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
         service = cls(settings, registration.node, state=state, cloud=cloud,
                       sender=make_sender(settings.replace(gateway=registration.gateway),
                                          client_name=client_name(registration.gateway, registration.node)),

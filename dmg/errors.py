@@ -110,6 +110,11 @@ class BrokerUnreachable(BrokerError):
     """The site's Redis cannot be reached (refused, timed out, still loading, bad login)."""
 
 
+class BrokerCertificateRefused(BrokerUnreachable):
+    """TLS to the site's Redis failed on its certificate: a wrong CA or a wrong host name
+    (``str(err)`` says which). Retrying does not help; the settings must change."""
+
+
 class BrokerRefused(BrokerError):
     """The site's Redis answered a command with an error (ACL, read-only replica, OOM...)."""
 

@@ -67,13 +67,16 @@ def node_status(
     problems: Sequence[str] = (),
     stopped: bool = False,
     pool_running: bool = True,
+    encryption_mismatch: str = "",
 ) -> NodeStatus:
     """The status of one node from its last heartbeat and what it reported.
 
     ``problems`` are connectivity problems the node reported itself (cloud,
     broker or credential sync unreachable); they make it Limited. ``stopped``: its
     last beat said it stopped cleanly; ``pool_running`` False: its worker pool is
-    dying or not started; either makes it Offline.
+    dying or not started; either makes it Offline. ``encryption_mismatch`` (why the
+    node's encryption mode differs from its gateway's, see :func:`encryption_mismatch`)
+    makes it Inactive.
     """
     if last_heartbeat is None:
         return NodeStatus(OFFLINE, ("never sent a heartbeat",))
@@ -87,6 +90,8 @@ def node_status(
         return NodeStatus(OFFLINE, (POOL_NOT_RUNNING, *problems))
     if draining_for_upgrade:
         return NodeStatus(UPGRADING, ("draining for an update",))
+    if encryption_mismatch:
+        return NodeStatus(INACTIVE, (encryption_mismatch,))
     if not config_matches_majority:
         return NodeStatus(INACTIVE, ("its configuration differs from the other nodes'",))
     reasons = list(problems)
@@ -95,6 +100,24 @@ def node_status(
     if reasons:
         return NodeStatus(LIMITED, tuple(reasons))
     return NodeStatus(ONLINE)
+
+
+#: A gateway's encryption modes: node-to-node (Redis) traffic over TLS, or in plain text.
+ENCRYPTION_TLS = "tls"
+ENCRYPTION_NONE = "none"
+ENCRYPTION_MODES = (ENCRYPTION_TLS, ENCRYPTION_NONE)
+
+
+def encryption_mismatch(node_mode: str, gateway_mode: str) -> str:
+    """Why a node whose own mode (does it reach the site broker over TLS?) is not its
+    gateway's is Inactive; "" when they agree or the node did not say (an older node)."""
+    if not node_mode or node_mode == gateway_mode:
+        return ""
+    said = ("uses TLS to the site broker" if node_mode == ENCRYPTION_TLS
+            else "reaches the site broker in plain text")
+    return (f"encryption mode differs: the node {said} ({node_mode}), the gateway's mode is "
+            f"{gateway_mode} (set DMG_REDIS_TLS_* and DMG_REDIS_URL to match, or change the "
+            "gateway's mode with `dmg gateway encryption`)")
 
 
 def gateway_state(nodes: Mapping[str, NodeStatus]) -> NodeStatus:

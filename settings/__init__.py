@@ -30,9 +30,22 @@ class Settings:
     data_dir: Path = Path(defaults.DATA_DIR)
     redis_url: str = defaults.REDIS_URL
     redis_master_name: str = defaults.REDIS_MASTER_NAME
+    #: The site broker's password (``DMG_REDIS_PASSWORD``); else the one in the URL, else
+    #: the one ``dmg up`` generated into ``<data dir>/redis-password`` (settings.redistls).
+    redis_password: str = ""
+    #: TLS to the site broker: the CA that signed its certificate, and this client's own
+    #: certificate and key when the server asks for one (settings.redistls).
+    redis_tls_ca: str = ""
+    redis_tls_cert: str = ""
+    redis_tls_key: str = ""
     cloud_url: str = defaults.CLOUD_URL
     cloud_bind: str = defaults.CLOUD_BIND
     cloud_db: str = ""
+    #: The CA that signed the cloud's HTTPS certificate (nodes and the CLI check it).
+    cloud_ca: str = ""
+    #: ``dmg cloud serve`` over HTTPS: its certificate and key (``--tls-cert/--tls-key``).
+    cloud_tls_cert: str = ""
+    cloud_tls_key: str = ""
     api_token: str = ""
     node_name: str = ""
     #: The gateway whose Redis namespace this process uses (``dmg:<gateway>:``); set by
@@ -153,24 +166,37 @@ def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+#: Settings that are secrets a child process must be handed on purpose, never inherited:
+#: the users' API token, Flower's password and the cloud's database URL (which may hold
+#: a database password). The Redis password is the site's: every process that talks to
+#: Redis needs it.
+PRIVATE = ("api_token", "flower_password", "cloud_db")
+
+
 def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a child process: this process's own (PATH, HOME, locale,
-    virtualenv: what a child needs to run at all) plus ``overrides``, which carry
-    every dmg setting the child gets."""
-    env = dict(os.environ)
+    virtualenv: what a child needs to run at all) without the :data:`PRIVATE` secrets,
+    plus ``overrides``, which carry every dmg setting the child gets."""
+    private = {f"DMG_{name.upper()}" for name in PRIVATE}
+    env = {k: v for k, v in os.environ.items() if k not in private}
     env.update(overrides or {})
     return env
 
 
-def settings_environ(settings: Settings) -> dict[str, str]:
+def settings_environ(settings: Settings, *, private: tuple[str, ...] = ()) -> dict[str, str]:
     """``settings`` as the ``DMG_*`` variables that make :func:`load` rebuild it in a
-    child process (paths made absolute, so a child in another directory agrees)."""
+    child process (paths made absolute, so a child in another directory agrees).
+
+    The :data:`PRIVATE` secrets are left out unless named in ``private``: a node, its
+    worker and Flower never see the users' API token."""
     env: dict[str, str] = {}
     for f in dataclasses.fields(settings):
-        if f.name == "extra":
+        if f.name == "extra" or (f.name in PRIVATE and f.name not in private):
             continue
         value = getattr(settings, f.name)
         if isinstance(value, Path):
             value = value.resolve()
+        if f.name == "redis_password" and not value:
+            continue
         env[f"DMG_{f.name.upper()}"] = str(value)
     return env

@@ -16,9 +16,11 @@ different names can share one Redis database without consuming each other's task
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from settings import Settings, SettingsError
+from settings.redistls import broker_password, broker_tls, client_url
 from settings.redisurl import parse_redis_url
 
 #: Seconds a broker socket may wait for a reply or a connection.
@@ -52,10 +54,20 @@ def celery_config(settings: Settings, *, client_name: str = "") -> dict[str, Any
     ``client_name`` names every Redis connection of the broker and the result backend
     (``CLIENT SETNAME``); a node's processes pass theirs (:mod:`dmg.site.presence`).
 
+    The broker's password and TLS options (:mod:`settings.redistls`) go to both the broker
+    and the result backend: with TLS the server's certificate and host name are checked.
+
     Raises :class:`settings.SettingsError` when ``settings.redis_url`` cannot be used.
     """
     address = parse_redis_url(settings.redis_url)
-    url = address.canonical_url()
+    password = broker_password(settings)
+    tls = broker_tls(settings)
+    if address.is_sentinel:
+        if password and address.password is None:
+            address = dataclasses.replace(address, password=password)
+        url = address.canonical_url()
+    else:
+        url = client_url(address.url, tls=tls is not None, password=password)
     transport: dict[str, Any] = {
         # Recovery of a dead node is the dispatcher's job, not the broker's: a long
         # visibility timeout keeps Redis from re-delivering a long shard twice.
@@ -80,7 +92,13 @@ def celery_config(settings: Settings, *, client_name: str = "") -> dict[str, Any
                                         "socket_connect_timeout": SENTINEL_TIMEOUT}}
         transport.update(sentinel)
         backend_transport.update(sentinel)
+    ssl_options: dict[str, Any] = {}
+    if tls is not None:
+        # A rediss:// URL alone made Celery 5.x's result backend raise "A rediss:// URL must
+        # have parameter ssl_cert_reqs" at worker start: the options are always given here.
+        ssl_options = {"broker_use_ssl": tls.redis_py(), "redis_backend_use_ssl": tls.redis_py()}
     return {
+        **ssl_options,
         "broker_url": url,
         "result_backend": url,
         "result_extended": True,

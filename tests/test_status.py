@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dmg.status import (
+    INACTIVE,
     LIMITED,
     NEEDS_REGISTRATION,
     NO_NODE_WORKS,
@@ -14,6 +15,7 @@ from dmg.status import (
     NodeStatus,
     RoleClaim,
     dispatcher_of,
+    encryption_mismatch,
     gateway_state,
     gateway_status,
     node_status,
@@ -80,3 +82,14 @@ def test_exactly_one_node_shows_dispatcher_the_current_epoch_wins() -> None:
     # Same epoch (an old node sends none): the latest beat wins; still one.
     tie = [_claim("a", "dispatcher", 0, beat=NOW - 1), _claim("b", "dispatcher", 0)]
     assert dispatcher_of(tie) == "b"
+
+
+def test_a_node_whose_encryption_mode_is_not_its_gateways_is_inactive_with_the_reason() -> None:
+    assert encryption_mismatch("tls", "tls") == encryption_mismatch("none", "none") == ""
+    assert encryption_mismatch("", "tls") == ""  # an older node that does not say: not judged
+    plain = encryption_mismatch("none", "tls")
+    assert plain.startswith("encryption mode differs: the node reaches the site broker in plain text (none), "
+                            "the gateway's mode is tls"), plain
+    assert _node(encryption_mismatch=plain) == NodeStatus(INACTIVE, (plain,))
+    # worse states win: a silent node is Offline whatever its mode
+    assert _node(last_heartbeat=NOW - 60, encryption_mismatch=plain).status == OFFLINE

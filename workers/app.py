@@ -10,6 +10,7 @@ built from.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
@@ -40,6 +41,7 @@ def _name_connections(*, conf: Any = None, **_kwargs: Any) -> None:
     connections after the node, so the dispatcher sees it alive (:mod:`dmg.site.presence`).
     Runs before the worker connects; its pool processes inherit the configuration."""
     settings = dmg_settings.load()
+    _refuse_bad_certificate(settings)
     if conf is None or not (settings.node_name and settings.gateway):
         return
     name = client_name(settings.gateway, settings.node_name)
@@ -47,6 +49,19 @@ def _name_connections(*, conf: Any = None, **_kwargs: Any) -> None:
     conf.result_backend_transport_options = {**(conf.result_backend_transport_options or {}),
                                              "client_name": name}
     conf.redis_client_name = name
+
+
+def _refuse_bad_certificate(settings: dmg_settings.Settings) -> None:
+    """A worker whose broker's certificate fails (wrong CA, wrong host name) exits with
+    one line instead of retrying forever with a traceback per attempt."""
+    from dmg.errors import Fatal
+    from dmg.site.connection import check_broker_certificate
+
+    try:
+        check_broker_certificate(settings)
+    except Fatal as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        raise SystemExit(1) from None
 
 
 @after_setup_logger.connect

@@ -68,7 +68,7 @@ class NodeContext:
         registration = local_registration.load(settings.data_dir, settings.node_name)
         state = SiteState(redis_client(settings, registration=registration), registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
-        client = CloudClient(registration.cloud_url, token=registration.token)
+        client = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
         reporter = OutboxReporter(HttpReporter(client), ReportOutbox(state, registration.node))
         return cls(settings, registration, state, reporter)
 

@@ -26,14 +26,21 @@ def token() -> None:
               help="Database URL (default: DMG_CLOUD_DB, else SQLite in the data dir).")
 @click.option("--bind", metavar="HOST:PORT", default=None,
               help="Address to listen on (default: DMG_CLOUD_BIND).")
-def serve(db: str | None, bind: str | None) -> None:
-    """Serve the cloud's API and portal in the foreground until Ctrl-C."""
+@click.option("--tls-cert", metavar="PEM", default=None,
+              help="Serve HTTPS with this certificate (default: DMG_CLOUD_TLS_CERT); needs --tls-key.")
+@click.option("--tls-key", metavar="PEM", default=None,
+              help="The certificate's private key (default: DMG_CLOUD_TLS_KEY).")
+def serve(db: str | None, bind: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+    """Serve the cloud's API and portal in the foreground until Ctrl-C (HTTPS with
+    --tls-cert and --tls-key; clients check it against DMG_CLOUD_CA)."""
     from dmg.cloud.server import parse_bind
     from dmg.cloud.server import serve as serve_cloud
     from dmg.errors import Conflict
     from dmg.procs import port_open
 
     settings = current_settings()
+    settings = settings.replace(cloud_tls_cert=tls_cert or settings.cloud_tls_cert,
+                                cloud_tls_key=tls_key or settings.cloud_tls_key)
     bind = bind or settings.cloud_bind
     host, port = parse_bind(bind)
     if port and port_open(host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port):

@@ -67,7 +67,7 @@ def user_client(settings: settings_mod.Settings | None = None) -> CloudClient:
     from dmg.cloud.client import CloudClient
 
     settings = settings or current_settings()
-    return CloudClient(settings.cloud_url, token=api_token(settings))
+    return CloudClient(settings.cloud_url, token=api_token(settings), ca=settings.cloud_ca)
 
 
 def read_json_file(path: str, *, what: str) -> dict[str, Any]:

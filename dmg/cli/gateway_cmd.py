@@ -66,6 +66,21 @@ def keys(name: str, regenerate: str | None, as_json: bool) -> None:
 
 @gateway.command()
 @click.argument("name")
+@click.option("--mode", type=click.Choice(["tls", "none"]), required=True,
+              help="tls: nodes reach the site broker (Redis) over TLS; none: plain text.")
+def encryption(name: str, mode: str) -> None:
+    """Set gateway NAME's encryption mode for node-to-node traffic.
+
+    Only while the gateway has one node (remove the others, change the mode, register
+    them again). A node whose own mode (DMG_REDIS_TLS_*, rediss://) differs is Inactive.
+    """
+    with user_client() as client:
+        body = client.set_encryption(name, mode)
+    click.echo(f"gateway {name}: encryption mode {body.get('encryption', mode)}")
+
+
+@gateway.command()
+@click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show(name: str, as_json: bool) -> None:
     """Show gateway NAME: status, version and its nodes."""
@@ -79,6 +94,7 @@ def show(name: str, as_json: bool) -> None:
     for reason in body.get("reasons") or []:
         click.echo(f"          - {reason}")
     click.echo(f"version:  {body.get('version') or '-'}")
+    click.echo(f"encryption: {body.get('encryption') or 'none'}")
     click.echo(f"created:  {human_time(body.get('created_at'))}")
     nodes = list(body.get("nodes") or [])
     click.echo(f"nodes:    {len(nodes)}")

@@ -36,7 +36,7 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
     cloud_url = cloud_url or settings.cloud_url
     name = name or settings.default_node_name
     _refuse_if_registered(settings.data_dir, name)
-    with CloudClient(cloud_url) as client:
+    with CloudClient(cloud_url, ca=settings.cloud_ca) as client:
         body = register_with_key(client, settings.data_dir, key=key.strip(), name=name, version=__version__)
     registration = local_registration.NodeRegistration(
         cloud_url=cloud_url, gateway=str(body["gateway"]), node=str(body.get("node") or name),
@@ -78,6 +78,11 @@ def start(name: str | None, concurrency: int | None) -> None:
         persist_limit(local_registration.node_dir(settings.data_dir, registration.node), concurrency)
     setup_logging(settings)
     from dmg.cli.runtime import run_node
+    from dmg.cloud.client import check_cloud_certificate
+    from dmg.site.connection import check_broker_certificate
+
+    check_broker_certificate(settings)  # a wrong CA or host name: one line, exit 1
+    check_cloud_certificate(registration.cloud_url, ca=settings.cloud_ca)
 
     run_node(settings, registration)
 

@@ -59,7 +59,11 @@ def _stop(site: Any) -> None:
 @click.option("--no-flower", is_flag=True, help="Do not start Flower.")
 @click.option("--no-restart", is_flag=True,
               help="Leave a process that died down (default: restart it, 1 s back-off doubling to 30 s).")
-def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_restart: bool) -> None:
+@click.option("--tls", is_flag=True,
+              help="Encrypt everything with a throw-away CA made in <data dir>/tls: Redis on TLS only, "
+                   "the cloud on HTTPS, the gateway's encryption mode tls.")
+def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_restart: bool,
+       tls: bool) -> None:
     """Run an embedded site in the foreground until Ctrl-C.
 
     Starts Redis (AOF on), the cloud, gateway GATEWAY, nodes node1..nodeN and
@@ -73,7 +77,7 @@ def up(nodes: int, gateway: str, concurrency: int | None, no_flower: bool, no_re
 
     settings = current_settings()
     site = EmbeddedSite(settings, nodes=nodes, gateway=gateway, flower=not no_flower,
-                        node_concurrency=concurrency, echo=_say)
+                        node_concurrency=concurrency, echo=_say, tls=tls)
     with _interruptible():
         try:
             site.start()
@@ -105,6 +109,9 @@ def _print_welcome(site: Any, *, restart: bool) -> None:
     click.echo("in another terminal:")
     click.echo(f"  export DMG_DATA_DIR={site.data_dir} DMG_CLOUD_URL={site.settings.cloud_url} "
                f"DMG_REDIS_URL={site.settings.redis_url}")
+    if site.tls:
+        click.echo(f"  export DMG_CLOUD_CA={site.settings.cloud_ca} "
+                   f"DMG_REDIS_TLS_CA={site.settings.redis_tls_ca}")
     victim = nodes[-1]
     for command, comment in (
             (f"dmg gateway show {gateway}", ""), (f"dmg node list --gateway {gateway}", ""),

@@ -6,12 +6,17 @@ that cannot be reached raises :class:`~dmg.errors.Retryable`.
 
 Authentication: users send the API token; nodes send the token they received at
 registration. Registration itself is authenticated by the gateway's key.
+
+HTTPS: an ``https://`` cloud's certificate is checked against ``ca`` (``DMG_CLOUD_CA``),
+else the system's CA store, and against the host name. A certificate that fails the
+check raises :class:`~dmg.errors.Fatal` with one line saying why (retrying cannot help).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import ssl
 from collections.abc import Iterator
 from typing import Any, NoReturn
 from urllib.parse import quote
@@ -27,11 +32,49 @@ API = "/api/v1"
 MAX_FILE_RESULTS = 1000
 
 
+def trust(ca: str = "") -> ssl.SSLContext:
+    """What an HTTPS connection to the cloud trusts: the CA file ``ca``, else the system's
+    CA store; host names are checked. BadInput when ``ca`` cannot be read."""
+    try:
+        return ssl.create_default_context(cafile=ca or None)
+    except (OSError, ssl.SSLError) as exc:
+        raise BadInput(f"DMG_CLOUD_CA={ca} cannot be read: {exc}",
+                       hint="give the path of a PEM file") from None
+
+
+def certificate_problem(exc: BaseException, base_url: str) -> str:
+    """One line saying why the cloud's certificate was refused ("" if ``exc`` is not that)."""
+    seen: BaseException | None = exc
+    while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return ""
+    detail = str(seen.verify_message or seen.reason or seen)
+    if seen.verify_code in (62, 64):  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+        return (f"the cloud's certificate at {base_url} is for another host name: {detail} (use in "
+                "DMG_CLOUD_URL a name the certificate names)")
+    return (f"the cloud's certificate at {base_url} is not signed by a CA this client trusts: {detail} "
+            "(set DMG_CLOUD_CA to the CA that signed it)")
+
+
+def check_cloud_certificate(base_url: str, *, ca: str = "") -> None:
+    """For an ``https://`` cloud, connect once: Fatal with one line when its certificate is
+    refused (see :func:`certificate_problem`); nothing when it is merely unreachable."""
+    if not base_url.startswith("https:"):
+        return
+    with CloudClient(base_url, ca=ca, timeout=5.0) as client:
+        try:
+            client.request("GET", "/health")
+        except Retryable:
+            return
+
+
 class CloudClient:
-    def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0) -> None:
+    def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0, ca: str = "") -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        verify: ssl.SSLContext | bool = trust(ca) if self.base_url.startswith("https:") else True
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify)
 
     def close(self) -> None:
         self._http.close()
@@ -53,6 +96,9 @@ class CloudClient:
         except httpx.TimeoutException as exc:
             raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
         except httpx.TransportError as exc:
+            problem = certificate_problem(exc, self.base_url)
+            if problem:
+                raise Fatal(problem) from None
             raise Retryable(
                 f"cannot reach the cloud at {self.base_url}",
                 hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?",
@@ -100,6 +146,11 @@ class CloudClient:
     def regenerate_key(self, name: str, which: str) -> dict[str, Any]:
         """Replace ``key1`` or ``key2``; nodes registered with the old key stay registered."""
         return self.request("POST", f"/gateways/{name}/keys/regenerate", json={"key": which})
+
+    def set_encryption(self, name: str, mode: str) -> dict[str, Any]:
+        """Set gateway ``name``'s encryption mode (``tls``/``none``); Conflict while it has more
+        than one node. -> the gateway."""
+        return self.request("PUT", f"/gateways/{name}/encryption", json={"mode": mode})
 
     def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
         """-> per node: name, status, reasons, version, role, running, limit, cpu_percent,

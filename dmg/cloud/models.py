@@ -62,6 +62,8 @@ class Gateway(Base):
     leader_node_id: Mapped[int | None] = mapped_column(Integer, nullable=True, default=None)
     leader_site_epoch: Mapped[int] = mapped_column(BigInteger, default=0)
     leader_until: Mapped[float] = mapped_column(Float, default=0.0)
+    #: Node-to-node (Redis) traffic: "tls" or "none" (dmg.status.ENCRYPTION_MODES).
+    encryption_mode: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
 
     nodes: Mapped[list[Node]] = relationship(back_populates="gateway", cascade="all, delete-orphan",
                                              order_by="Node.name")
@@ -96,6 +98,8 @@ class Node(Base):
     stopped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     pool_running: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Its own encryption mode ("tls"/"none"; "" before its first beat that said it).
+    encryption: Mapped[str] = mapped_column(String(8), default="", server_default="")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     # When the dispatcher saw every process of the node lose its broker connection
     # (dmg.site.presence); Offline until a heartbeat newer than that.

@@ -108,6 +108,12 @@ class Heartbeat(Body):
     #: The credential versions the node holds, by store; its public key (dmg.credentials).
     credentials: dict[StoreName, Small] | None = Field(default=None, max_length=1024)
     public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
+    #: Does the node reach the site broker over TLS ("" from a node too old to say).
+    encryption: Literal["", "tls", "none"] = ""
+
+
+class EncryptionChange(Body):
+    mode: Literal["tls", "none"]
 
 
 class StoreCreate(Body):

@@ -27,6 +27,7 @@ from typing import IO, Any
 
 import httpx
 
+from dmg.cloud.client import trust
 from dmg.cloud.keys import api_token, cloud_dir
 from dmg.errors import BadInput, Fatal
 from dmg.procs import free_port, stop_process
@@ -51,9 +52,27 @@ def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
     host, port = parse_bind(bind)
     if db:
         settings = settings.replace(cloud_db=db)
+    tls = tls_files(settings)
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
-                timeout_graceful_shutdown=3, access_log=False)
+                timeout_graceful_shutdown=3, access_log=False,
+                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+
+
+def tls_files(settings: Settings) -> tuple[str, str] | None:
+    """The cloud's HTTPS certificate and key, or None for plain HTTP; BadInput when only
+    one is given or a file is missing."""
+    cert, key = settings.cloud_tls_cert, settings.cloud_tls_key
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise BadInput("HTTPS needs both a certificate and its key",
+                       hint="give --tls-cert and --tls-key (DMG_CLOUD_TLS_CERT, DMG_CLOUD_TLS_KEY)")
+    for what, path in (("certificate", cert), ("key", key)):
+        if not Path(path).is_file():
+            raise BadInput(f"the cloud's TLS {what} {path} does not exist",
+                           hint="give the path of a PEM file")
+    return cert, key
 
 
 def settings_to_json(settings: Settings) -> str:
@@ -120,22 +139,23 @@ def start_cloud_subprocess(settings: Settings, *, bind: str, db: str | None = No
     proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     url_host = f"[{host}]" if ":" in host else host
-    cloud = CloudProcess(url=f"http://{url_host}:{port}", api_token=token, proc=proc, log_path=log_path,
+    scheme = "https" if tls_files(settings) else "http"
+    cloud = CloudProcess(url=f"{scheme}://{url_host}:{port}", api_token=token, proc=proc, log_path=log_path,
                          _log=log)
     try:
         assert proc.stdin is not None
         proc.stdin.write(settings_to_json(settings).encode())
         proc.stdin.close()
-        _wait_healthy(cloud, timeout=timeout)
+        _wait_healthy(cloud, timeout=timeout, ca=settings.cloud_ca)
     except BaseException:
         cloud.stop()
         raise
     return cloud
 
 
-def _wait_healthy(cloud: CloudProcess, *, timeout: float) -> None:
+def _wait_healthy(cloud: CloudProcess, *, timeout: float, ca: str = "") -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=2.0, verify=trust(ca)) as http:
         while time.monotonic() < deadline:
             if cloud.proc.poll() is not None:
                 raise Fatal(f"the cloud exited with code {cloud.proc.returncode} while starting",

@@ -21,13 +21,24 @@ if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
 
 
-def ensure_gateway(client: CloudClient, gateway: str, *, echo: Callable[[str], None]) -> dict[str, str]:
-    """Create ``gateway`` unless the cloud has it; returns its two keys (``key1``, ``key2``)."""
+def ensure_gateway(client: CloudClient, gateway: str, *, echo: Callable[[str], None],
+                   encryption: str = "none") -> dict[str, str]:
+    """Create ``gateway`` unless the cloud has it, with the ``encryption`` mode; returns its
+    two keys (``key1``, ``key2``). Conflict when the gateway has another mode and more than
+    one node (a data dir started before with(out) ``--tls``)."""
     try:
-        client.gateway(gateway)
+        current = client.gateway(gateway)
     except NotFound:
         echo(f"creating gateway {gateway}")
-        client.create_gateway(gateway)
+        current = client.create_gateway(gateway)
+    if current.get("encryption", "none") != encryption:
+        try:
+            client.set_encryption(gateway, encryption)
+        except Conflict as exc:
+            raise Conflict(f"gateway {gateway} of this data dir has encryption mode "
+                           f"{current.get('encryption')}, not {encryption}: {exc.message}",
+                           hint="start the site as before (with or without --tls), or use another "
+                                "data dir") from None
     keys = client.gateway_keys(gateway)
     return {"key1": str(keys["key1"]), "key2": str(keys["key2"])}
 
@@ -46,7 +57,7 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
         local = None
     from dmg.credentials.registering import register_with_key
 
-    with CloudClient(cloud_url) as client:
+    with CloudClient(cloud_url, ca=settings.cloud_ca) as client:
         try:
             body = register_with_key(client, data_dir, key=key, name=name, version=__version__)
         except Conflict:
@@ -55,7 +66,7 @@ def register_node(settings: Settings, name: str, *, gateway: str, key: str,
                     local_registration.save(data_dir, dataclasses.replace(local, cloud_url=cloud_url))
                 return
             # known to the cloud, but its token is lost here
-            with CloudClient(cloud_url, token=settings.api_token) as user:
+            with CloudClient(cloud_url, token=settings.api_token, ca=settings.cloud_ca) as user:
                 user.remove_node(gateway, name)
             body = register_with_key(client, data_dir, key=key, name=name, version=__version__)
     local_registration.save(data_dir, local_registration.NodeRegistration(

@@ -9,11 +9,10 @@ its environment, never on its command line (``ps`` shows command lines).
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 import sys
 
+from dmg.embedded.secretfile import read_or_create
+from dmg.embedded.tls import SiteTLS
 from settings import Settings
 
 
@@ -21,17 +20,7 @@ def flower_password(settings: Settings) -> str:
     """``settings.flower_password``, else the one generated once into the data dir (0600)."""
     if settings.flower_password:
         return settings.flower_password
-    path = settings.data_dir / "flower-password"
-    with contextlib.suppress(FileNotFoundError):
-        existing = path.read_text().strip()
-        if existing:
-            return existing
-    path.parent.mkdir(parents=True, exist_ok=True)
-    password = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(password + "\n")
-    return password
+    return read_or_create(settings.data_dir / "flower-password")
 
 
 def password_hint(settings: Settings) -> str:
@@ -39,10 +28,12 @@ def password_hint(settings: Settings) -> str:
     return "DMG_FLOWER_PASSWORD" if settings.flower_password else str(settings.data_dir / "flower-password")
 
 
-def flower_command(host: str, port: int) -> list[str]:
-    """The command line of Flower on ``host:port`` over the site's Celery app."""
-    return [sys.executable, "-m", "celery", "-A", "workers.app", "flower",
-            f"--address={host}", f"--port={port}"]
+def flower_command(host: str, port: int, *, tls: SiteTLS | None = None) -> list[str]:
+    """The command line of Flower on ``host:port`` over the site's Celery app, started by
+    :mod:`dmg.cli.flower_start` (which first checks the broker's certificate); on HTTPS
+    with ``tls``'s certificate."""
+    https = [f"--certfile={tls.cert}", f"--keyfile={tls.key}"] if tls is not None else []
+    return [sys.executable, "-m", "dmg.cli.flower_start", f"--address={host}", f"--port={port}", *https]
 
 
 def flower_environ(settings: Settings, gateway: str) -> dict[str, str]:

@@ -14,6 +14,12 @@ transition, or a report queued in an outbox; the dispatcher's recovery and the
 attempt fencing make a lost placement a shard placed again, never a shard
 committed twice. ``appendfsync always`` would close the window at the cost of one
 fsync per write; a Sentinel group (``sentinel://``) is the answer to a lost machine.
+
+Access: every option, the password (``requirepass``) and the TLS files included, is
+written to ``<dir>/redis.conf`` (mode 0600) and the server is started as
+``redis-server <dir>/redis.conf``, so ``ps`` shows no secret. With a password the
+server keeps ``protected-mode yes``. With ``tls`` it listens on its TLS port only
+(``port 0``, ``tls-port``): a plain-text client is refused.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dmg.embedded.tls import SiteTLS, write_private
 from dmg.errors import Fatal
 from dmg.procs import stop_process, wait_for_port
 
@@ -52,23 +59,51 @@ class EmbeddedRedis:
     appendonly: bool = True
     #: More ``redis-server`` options, e.g. ``("--replicaof", "127.0.0.1", "6479")``.
     extra_args: tuple[str, ...] = ()
+    #: ``requirepass``: clients must AUTH with it ("" for none).
+    password: str = field(default="", repr=False)
+    #: TLS only, with this certificate (None: plain text).
+    tls: SiteTLS | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The server's URL, without its password."""
+        scheme = "rediss" if self.tls is not None else "redis"
+        return f"{scheme}://{self.host}:{self.port}/0"
+
+    @property
+    def config_path(self) -> Path:
+        return self.data_dir / "redis.conf"
+
+    def config(self) -> str:
+        """The server's configuration file (holds the password: written 0600)."""
+        lines = [
+            f"bind {self.host}",
+            f"dir {_quoted(str(self.data_dir.resolve()))}",
+            f"appendonly {'yes' if self.appendonly else 'no'}",
+            "appendfsync everysec",
+            'save ""',
+            "maxmemory-policy noeviction",
+            f"protected-mode {'yes' if self.password else 'no'}",
+            "daemonize no",
+            f"logfile {_quoted(str((self.data_dir / 'redis.log').resolve()))}",
+        ]
+        if self.tls is not None:
+            lines += ["port 0", f"tls-port {self.port}",
+                      f"tls-cert-file {_quoted(str(self.tls.cert.resolve()))}",
+                      f"tls-key-file {_quoted(str(self.tls.key.resolve()))}",
+                      f"tls-ca-cert-file {_quoted(str(self.tls.ca.resolve()))}",
+                      "tls-auth-clients optional"]
+        else:
+            lines.append(f"port {self.port}")
+        if self.password:
+            lines.append(f"requirepass {_quoted(self.password)}")
+        return "\n".join(lines) + "\n"
 
     def start(self, *, timeout: float = 15.0) -> EmbeddedRedis:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        args = [
-            redis_binary(), "--port", str(self.port), "--bind", self.host,
-            "--dir", str(self.data_dir.resolve()),
-            "--appendonly", "yes" if self.appendonly else "no",
-            "--appendfsync", "everysec", "--save", "",
-            "--maxmemory-policy", "noeviction", "--protected-mode", "no",
-            "--daemonize", "no", "--logfile", str((self.data_dir / "redis.log").resolve()),
-            *self.extra_args,
-        ]
+        write_private(self.config_path, self.config().encode())
+        args = [redis_binary(), str(self.config_path.resolve()), *self.extra_args]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for_port(self.host, self.port, timeout=timeout, proc=self.proc, what="redis-server")
@@ -85,6 +120,18 @@ class EmbeddedRedis:
         self.stop()
         return self.start(timeout=timeout)
 
+    def client_url(self) -> str:
+        """:attr:`url` with the password in it, for a test's or a tool's own client."""
+        if not self.password:
+            return self.url
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://:{self.password}@{rest}"
+
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def _quoted(value: str) -> str:
+    """``value`` as one argument of a redis.conf line."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -37,6 +37,8 @@ from dmg.embedded.flower import flower_command, flower_environ, password_hint
 from dmg.embedded.pidbook import PidBook, kill_survivors
 from dmg.embedded.readiness import wait_nodes_ready
 from dmg.embedded.redis import EmbeddedRedis
+from dmg.embedded.secretfile import read_or_create
+from dmg.embedded.tls import site_tls
 from dmg.errors import Conflict, Fatal, NotFound
 from dmg.procs import (
     child_environ,
@@ -47,7 +49,9 @@ from dmg.procs import (
     wait_for_port,
     wait_then_kill,
 )
+from dmg.site.connection import check_broker_certificate
 from settings import Settings, settings_environ
+from settings.redistls import broker_password, client_url, password_file
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
@@ -76,7 +80,7 @@ class EmbeddedSite:
                  node_concurrency: int | None = None, startup_timeout: float = 90.0,
                  echo: Callable[[str], None] | None = None,
                  node_environ: Mapping[str, Mapping[str, str]] | None = None,
-                 external_broker: bool = False) -> None:
+                 external_broker: bool = False, tls: bool = False) -> None:
         if nodes < 1:
             raise ValueError("a site needs at least one node")
         data_dir = settings.data_dir.expanduser().absolute()
@@ -93,6 +97,9 @@ class EmbeddedSite:
         # URL always names an external group.
         self.external_broker = external_broker or self.settings.redis_url.strip().lower().startswith(
             "sentinel://")
+        # True: a throw-away CA (dmg.embedded.tls): Redis on TLS only, the cloud on HTTPS,
+        # every client checking both against that CA.
+        self.tls = tls
         self.gateway_keys: dict[str, str] = {}
         self._token_given = bool(settings.api_token)
         self.flower_url = ""
@@ -131,11 +138,20 @@ class EmbeddedSite:
     def flower_password_hint(self) -> str:
         return password_hint(self.settings)
 
+    @property
+    def redis_password_hint(self) -> str:
+        return "DMG_REDIS_PASSWORD" if self.settings.redis_password else str(password_file(self.settings))
+
     def client(self) -> CloudClient:
         """A user client of this site's cloud (close it, or use ``with``)."""
         from dmg.cloud.client import CloudClient
 
-        return CloudClient(self.settings.cloud_url, token=self.settings.api_token)
+        return CloudClient(self.settings.cloud_url, token=self.settings.api_token, ca=self.settings.cloud_ca)
+
+    def broker_url(self) -> str:
+        """The site broker's URL with its password, for a tool's or a test's own plain
+        redis-py client (dmg's own clients read the password from the data dir)."""
+        return client_url(self.settings.redis_url, tls=False, password=broker_password(self.settings))
 
     # -- the processes, for the supervisor -------------------------------------------
     def dead_children(self) -> list[str]:
@@ -223,9 +239,12 @@ class EmbeddedSite:
             self.reap_leftovers()
             if not self.external_broker:
                 self._start_redis()
+            else:
+                check_broker_certificate(self.settings)
             self._start_cloud()
             with self.client() as client:
-                self.gateway_keys = ensure_gateway(client, self.gateway, echo=self._echo)
+                self.gateway_keys = ensure_gateway(client, self.gateway, echo=self._echo,
+                                                   encryption="tls" if self.tls else "none")
             for name in self.node_names:
                 self._register_node(name)
             for name in self.node_names:
@@ -298,8 +317,10 @@ class EmbeddedSite:
 
     def _start_redis(self) -> None:
         port = _pick_port(_port_of(self.settings.redis_url, 6479))
-        self._echo(f"starting redis on {HOST}:{port}")
-        redis = EmbeddedRedis(self.data_dir / "redis", port, host=HOST)
+        password = self.settings.redis_password or read_or_create(password_file(self.settings), nbytes=24)
+        tls = site_tls(self.data_dir) if self.tls else None
+        self._echo(f"starting redis on {HOST}:{port}" + (" (TLS only)" if tls else ""))
+        redis = EmbeddedRedis(self.data_dir / "redis", port, host=HOST, password=password, tls=tls)
         self._redis = redis
         try:
             redis.start()
@@ -307,6 +328,9 @@ class EmbeddedSite:
             raise Fatal(f"redis-server did not start: {exc}",
                         hint=f"see {self.data_dir / 'redis' / 'redis.log'}") from None
         self.settings = self.settings.replace(redis_url=redis.url)
+        if tls is not None:
+            self.settings = self.settings.replace(redis_tls_ca=str(tls.ca))
+        check_broker_certificate(self.settings)
 
     def _start_cloud(self) -> None:
         from dmg.cloud.keys import api_token
@@ -315,9 +339,16 @@ class EmbeddedSite:
         bind = f"{HOST}:{port}"
         self.settings = self.settings.replace(cloud_bind=bind, cloud_url=f"http://{bind}",
                                               cloud_db=self.settings.cloud_db_url)
+        if self.tls:
+            files = site_tls(self.data_dir)
+            self.settings = self.settings.replace(
+                cloud_url=f"https://{bind}", cloud_ca=str(files.ca), cloud_tls_cert=str(files.cert),
+                cloud_tls_key=str(files.key))
         self.settings = self.settings.replace(api_token=api_token(self.settings))
         if self.with_flower:
             self.settings = self.settings.replace(flower_port=_pick_port(self.settings.flower_port))
+        # Without the API token and Flower's password (settings.PRIVATE): a node has its
+        # node token, Flower gets its own password in flower_environ.
         self._env = child_environ({**settings_environ(self.settings), "PYTHONUNBUFFERED": "1"})
         self._launch_cloud()
 
@@ -360,9 +391,10 @@ class EmbeddedSite:
         port = self.settings.flower_port
         env_extra = flower_environ(self.settings, self.gateway)
         self._echo(f"starting flower on {HOST}:{port}")
-        child = self._spawn("flower", flower_command(HOST, port), extra_env=env_extra)
+        tls = site_tls(self.data_dir) if self.tls else None
+        child = self._spawn("flower", flower_command(HOST, port, tls=tls), extra_env=env_extra)
         self._wait_port(child, port)
-        self.flower_url = f"http://{HOST}:{port}/"
+        self.flower_url = f"{'https' if tls else 'http'}://{HOST}:{port}/"
 
     # -- helpers ---------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str], *, extra_env: dict[str, str] | None = None) -> Child:
@@ -399,6 +431,8 @@ class EmbeddedSite:
         if self.flower_url:
             yield (f"flower:     {self.flower_url}   (user {self.flower_user}, "
                    f"password in {self.flower_password_hint})")
-        yield f"redis:      {self.settings.redis_url}"
+        yield f"redis:      {self.settings.redis_url}   (password in {self.redis_password_hint})"
+        if self.tls:
+            yield f"TLS:        CA {self.settings.redis_tls_ca} (Redis TLS only, the cloud on HTTPS)"
         yield f"gateway:    {self.gateway}, nodes {', '.join(self.node_names)}"
         yield f"logs:       {self.log_dir}"

@@ -63,12 +63,13 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from dmg.errors import BadInput
-from dmg.site.boundary import SiteRedis
+from dmg.errors import BadInput, BrokerCertificateRefused, BrokerError, Fatal
+from dmg.site.boundary import SiteRedis, certificate_problem
 from settings import Settings, SettingsError
+from settings.redistls import BrokerTLS, broker_password, broker_tls
 from settings.redisurl import BrokerAddress, parse_redis_url
 
-__all__ = ["RIDE_OUT", "broker_address", "redis_client"]
+__all__ = ["RIDE_OUT", "broker_address", "check_broker_certificate", "redis_client"]
 
 T = TypeVar("T")
 
@@ -133,6 +134,8 @@ class DeadlineRetry(Retry):
             except self._supported_errors as error:
                 if is_retryable is not None and not is_retryable(error):
                     raise
+                if certificate_problem(error):
+                    raise  # a wrong CA or host name stays wrong: no retry
                 failures += 1
                 if with_failure_count:
                     fail(error, failures)  # type: ignore[call-arg]
@@ -142,6 +145,13 @@ class DeadlineRetry(Retry):
                 if time.monotonic() + pause > deadline:
                     raise error
                 time.sleep(pause)
+
+
+def _broker_tls(settings: Settings) -> BrokerTLS | None:
+    try:
+        return broker_tls(settings)
+    except SettingsError as exc:
+        raise BadInput(str(exc), hint="fix the DMG_REDIS_TLS_* settings") from None
 
 
 def retry_policy(retry_for: float) -> Retry:
@@ -162,6 +172,8 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     unreachable broker (the first command does).
     """
     address = broker_address(settings)
+    tls = _broker_tls(settings)
+    password = broker_password(settings)
     options: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
@@ -171,15 +183,43 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     }
     if client_name:
         options["client_name"] = client_name
+    if tls is not None:
+        options.update(tls.redis_py())
     if not address.is_sentinel:
-        return SiteRedis.from_url(address.url, **options)
+        if password:
+            options["password"] = password
+        url = address.url
+        if tls is not None and url.lower().startswith("redis://"):
+            url = "rediss://" + url[len("redis://"):]
+        return SiteRedis.from_url(url, **options)
+    sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if tls is not None:
+        options["ssl"] = True
+        sentinel_kwargs.update(ssl=True, **tls.redis_py())
     # redis-py (8.1) leaves Sentinel untyped: the ignores below are for mypy --strict only.
     manager = Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
-        list(address.sentinels),
-        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
-        db=address.db, username=address.username, password=address.password, **options)
+        list(address.sentinels), sentinel_kwargs=sentinel_kwargs,
+        db=address.db, username=address.username, password=address.password or password, **options)
     client = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
         settings.redis_master_name, redis_class=SentinelPrimary)
     assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client
+
+
+def check_broker_certificate(settings: Settings, *, timeout: float = 5.0) -> None:
+    """With TLS on, connect once and raise :class:`~dmg.errors.Fatal` with one line naming a
+    wrong CA or a wrong host name; nothing without TLS, nothing for a broker that is merely
+    unreachable (every process rides that out). Processes call it before they start
+    (``dmg node start``, the worker, Flower, ``dmg up``)."""
+    if _broker_tls(settings) is None:
+        return
+    client = redis_client(settings, timeout=timeout)
+    try:
+        client.ping()
+    except BrokerCertificateRefused as exc:
+        raise Fatal(str(exc)) from None
+    except BrokerError:
+        return
+    finally:
+        client.close()

@@ -99,7 +99,7 @@ def assert_once(client: CloudClient, run_id: str, copy: MixedCopy) -> dict[str, 
 
 @contextlib.contextmanager
 def site_state(site: EmbeddedSite) -> Iterator[SiteState]:
-    client = SiteRedis.from_url(site.settings.redis_url)
+    client = SiteRedis.from_url(site.broker_url())
     try:
         yield SiteState(client, site.gateway)
     finally:

@@ -48,7 +48,7 @@ def test_shards_finish_without_the_cloud_and_it_learns_everything_when_back(tmp_
         shard_ids = [s["id"] for s in shards_of(client.run(run_id))]
 
         site.stop_cloud()
-        broker = redis_lib.Redis.from_url(site.settings.redis_url)
+        broker = redis_lib.Redis.from_url(site.broker_url())
         try:
             state = SiteState(broker, site.gateway)
             outboxes = [state.keys.outbox(name) for name in site.node_names]

@@ -34,6 +34,7 @@ from dmg.site.identity import SiteIdentity
 from dmg.site.state import SiteState
 from settings import process_environ, settings_environ
 from settings.celery import celery_config
+from settings.redistls import broker_password
 from tests.ha.nodekit import dispatcher_of, site_state
 from tests.ha.sitekit import (
     assert_copied_exactly,
@@ -63,7 +64,8 @@ def test_two_gateways_share_one_redis_without_mixing(tmp_path: Path) -> None:
     alpha = SiteUnderTest(ha_settings(tmp_path / "alpha"), nodes=2, gateway="alpha", node_concurrency=2,
                           flower=False, startup_timeout=60)
     with running_site(alpha):
-        beta = SiteUnderTest(ha_settings(tmp_path / "beta", redis_url=alpha.settings.redis_url), nodes=2,
+        beta = SiteUnderTest(ha_settings(tmp_path / "beta", redis_url=alpha.settings.redis_url,
+                                         redis_password=broker_password(alpha.settings) or ""), nodes=2,
                              gateway="beta", node_concurrency=2, flower=False, startup_timeout=60,
                              external_broker=True)
         with running_site(beta), alpha.client() as a_client, beta.client() as b_client:
@@ -77,7 +79,7 @@ def test_two_gateways_share_one_redis_without_mixing(tmp_path: Path) -> None:
             assert_copied_exactly(a_client, a_run, a_copy)
             assert_copied_exactly(b_client, b_run, b_copy)
 
-            broker = redis_lib.Redis.from_url(alpha.settings.redis_url)
+            broker = redis_lib.Redis.from_url(alpha.broker_url())
             try:
                 keys = {k.decode() for k in broker.scan_iter(count=1000)}
             finally:
@@ -106,7 +108,8 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
     with running_site(site), running_site(other), site_state(site) as state:
         assert site.gateway == other.gateway == "site"  # two clouds, one gateway name
         stranger = {**process_environ(settings_environ(other.settings)),
-                    "DMG_REDIS_URL": site.settings.redis_url, "DMG_CLOUD_URL": other.settings.cloud_url}
+                    "DMG_REDIS_URL": site.settings.redis_url, "DMG_CLOUD_URL": other.settings.cloud_url,
+                    "DMG_REDIS_PASSWORD": broker_password(site.settings) or ""}
         registered = dmg(["node", "register", "--key", other.gateway_keys["key1"], "--name", "node3"],
                          stranger, timeout=60)
         assert registered.returncode == 0, registered.stderr
@@ -142,9 +145,11 @@ def test_a_node_of_another_gateway_refuses_a_redis_and_a_swapped_redis_stops_a_s
         elsewhere.stop()  # its AOF holds the stamp
         port = int(site.settings.redis_url.rsplit(":", 1)[1].split("/")[0])
         site.stop_redis()
-        swapped = EmbeddedRedis(tmp_path / "elsewhere", port).start()
+        # with this site's password: the nodes get in, and find the other site's stamp
+        swapped = EmbeddedRedis(tmp_path / "elsewhere", port,
+                                password=broker_password(site.settings) or "").start()
         try:
-            client = redis_lib.Redis.from_url(swapped.url)
+            client = redis_lib.Redis.from_url(swapped.client_url())
             assert client.hget("dmg:site:identity", "token") == b"9-0123456789ab"
             wait_for(lambda: all(not site.node_pids(n) for n in site.node_names), timeout=30,
                      what="every node of the site stopped")

@@ -76,7 +76,7 @@ def dmg_for(site: EmbeddedSite, cwd: Path) -> DmgRunner:
 
 def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
     """The Celery results of ``dmg.copy_shard`` by task id (``<shard>:<attempt>``)."""
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = redis_lib.Redis.from_url(site.broker_url())
     try:
         meta = f"{broker_key_prefix(site.gateway)}celery-task-meta-"
         keys = list(client.scan_iter(match=f"{meta}*", count=1000))

@@ -53,7 +53,7 @@ def site(tmp_path: Path) -> Iterator[SiteUnderTest]:
 
 @pytest.fixture
 def state(site: SiteUnderTest) -> Iterator[SiteState]:
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = redis_lib.Redis.from_url(site.broker_url())
     yield SiteState(client, site.gateway)
     client.close()
 

@@ -138,7 +138,7 @@ def site(tmp_path: Path) -> Iterator[EmbeddedSite]:
 
 @pytest.mark.integration
 def test_a_node_below_its_floor_raises_its_own_limit(site: EmbeddedSite) -> None:
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = redis_lib.Redis.from_url(site.broker_url())
     try:
         def load() -> dict[str, int]:
             raw = client.get(f"dmg:{site.gateway}:load:node1")

@@ -66,7 +66,7 @@ def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 @pytest.fixture
 def state(site: SiteUnderTest) -> Iterator[SiteState]:
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = redis_lib.Redis.from_url(site.broker_url())
     try:
         yield SiteState(client, site.gateway)
     finally:

@@ -61,7 +61,7 @@ def dmg_for(site: EmbeddedSite, cwd: Path) -> DmgRunner:
 def worker_load(site: EmbeddedSite) -> dict[str, Any]:
     import redis
 
-    client = redis.Redis.from_url(site.settings.redis_url)
+    client = redis.Redis.from_url(site.broker_url())
     try:
         raw = client.get(f"dmg:{site.gateway}:load:node1")
     finally:

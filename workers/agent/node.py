@@ -114,7 +114,7 @@ class NodeRuntime:
                                registration.gateway,
                                identity=SiteIdentity.of(registration),
                                where=display_url(self.settings.redis_url))
-        self.cloud = CloudClient(registration.cloud_url, token=registration.token)
+        self.cloud = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
         self.drain = DrainField(self.state, registration.node,
                                 cloud_accepted=lambda: self.agent.cloud_answer is not None,
                                 cloud_refused=lambda: self.agent.cloud_refused)

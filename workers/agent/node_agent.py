@@ -45,6 +45,7 @@ from dmg.site.identity import ForeignRedis
 from dmg.site.state import SiteState
 from dmg.version import __version__
 from settings import Settings
+from settings.redistls import encryption_mode
 from workers.agent.periodic import Periodic
 from workers.run.outbox import ReportOutbox
 from workers.run.reporter import Reporter
@@ -193,6 +194,7 @@ class NodeAgent:
             "draining": False,
             "stores_unreachable": sorted(stores),
             "stopped": False,
+            "encryption": encryption_mode(self.settings),
             "ts": self.clock(),
         }
         if self.extras is not None:

@@ -63,7 +63,7 @@ class StoreChecker:
     @classmethod
     def from_settings(cls, settings: Settings, registration: NodeRegistration) -> StoreChecker:
         """A checker asking the cloud with the node's token (its own HTTP client)."""
-        client = CloudClient(registration.cloud_url, token=registration.token)
+        client = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
         checker = cls(settings, fetch_stores=client.node_stores, node=registration.node)
         checker.owned = [client]
         return checker

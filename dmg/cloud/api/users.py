@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from dmg.cloud.api.auth import Service, require_user
-from dmg.cloud.schemas import GatewayCreate, KeyRegenerate, PipelineCreate, StoreCreate
+from dmg.cloud.schemas import EncryptionChange, GatewayCreate, KeyRegenerate, PipelineCreate, StoreCreate
 
 router = APIRouter(dependencies=[Depends(require_user)])
 
@@ -39,6 +39,13 @@ def gateway_keys(name: str, svc: Service) -> dict[str, str]:
 def regenerate_key(name: str, body: KeyRegenerate, svc: Service) -> dict[str, str]:
     """Replace one key; the old one stops registering nodes, registered nodes stay."""
     return svc.regenerate_key(name, body.key)
+
+
+@router.put("/gateways/{name}/encryption", tags=["gateways"])
+def set_encryption(name: str, body: EncryptionChange, svc: Service) -> dict[str, Any]:
+    """Set the gateway's encryption mode (``tls``: nodes reach the site broker over TLS;
+    ``none``); 409 while it has more than one node. -> the gateway."""
+    return svc.set_encryption(name, body.mode)
 
 
 @router.get("/gateways/{name}/nodes", tags=["nodes"])

@@ -78,6 +78,11 @@ class CloudService:
         with self.db.write() as session:
             return gateways.regenerate_key(session, self.box, name, which)
 
+    def set_encryption(self, name: str, mode: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return gateways.set_encryption(session, name, mode, now=self.clock(),
+                                           offline_after=self.offline_after)
+
     def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
         with self.db.read() as session:
             return gateways.list_nodes(session, gateway, now=self.clock(), offline_after=self.offline_after)

@@ -31,11 +31,14 @@ from dmg.cloud.service.views import credential_problem, node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
 from dmg.status import (
     DISPATCHER,
+    ENCRYPTION_MODES,
+    ENCRYPTION_NONE,
     OFFLINE,
     PROCESS_GONE,
     NodeStatus,
     RoleClaim,
     dispatcher_of,
+    encryption_mismatch,
     gateway_state,
     node_status,
     shown_role,
@@ -97,10 +100,30 @@ def regenerate_key(session: Session, box: keys.KeyBox, name: str, which: str) ->
     return {"key1": box.decrypt(gateway.key1_encrypted), "key2": box.decrypt(gateway.key2_encrypted)}
 
 
+def set_encryption(session: Session, name: str, mode: str, *, now: float,
+                   offline_after: float) -> dict[str, Any]:
+    """Set gateway ``name``'s encryption mode; -> the gateway. Only while it has at most one
+    node (the reference product's rule): Conflict otherwise, saying to remove nodes first.
+    Setting the mode it has is a no-op at any size."""
+    if mode not in ENCRYPTION_MODES:
+        raise BadInput(f"encryption mode must be one of {', '.join(ENCRYPTION_MODES)}, not {mode!r}")
+    gateway = get_gateway(session, name)
+    if (gateway.encryption_mode or ENCRYPTION_NONE) != mode and len(gateway.nodes) > 1:
+        raise Conflict(
+            f"gateway {name!r} has {len(gateway.nodes)} nodes; its encryption mode can change only "
+            "while it has one node",
+            hint=f"remove every node but one (`dmg node remove NAME --gateway {name}`), change the mode, "
+                 "then register the others again with the new setting")
+    gateway.encryption_mode = mode
+    session.flush()
+    return gateway_json(gateway, now=now, offline_after=offline_after)
+
+
 def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict[int, NodeStatus]:
     """Every node's status by node id, as :func:`dmg.status.node_status` rules it."""
     nodes = list(gateway.nodes)
     version = majority_version(n.version for n in nodes)
+    mode = gateway.encryption_mode or ENCRYPTION_NONE
     prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint)
     majority_print = prints.most_common(1)[0][0] if prints else ""
     result: dict[int, NodeStatus] = {}
@@ -117,6 +140,7 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
             config_matches_majority=not (majority_print and node.config_fingerprint
                                          and node.config_fingerprint != majority_print),
             problems=problems, stopped=bool(node.stopped), pool_running=node.pool_running is not False,
+            encryption_mismatch=encryption_mismatch(node.encryption or "", mode),
         )
         if node.gone_at is not None and node.gone_at >= (node.last_heartbeat or 0.0):
             result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
@@ -152,6 +176,7 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "reasons": list(state.reasons),
         "version": majority_version(n.version for n in gateway.nodes),
         "node_count": len(gateway.nodes),
+        "encryption": gateway.encryption_mode or ENCRYPTION_NONE,
         "created_at": gateway.created_at,
         # The cloud-side dispatcher lease (dmg.cloud.service.leader): its holder while it
         # runs, and the last dispatcher epoch the cloud issued.
@@ -272,6 +297,7 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
         row.credentials_held = dict(beat.credentials)
     if beat.public_key:
         row.public_key = beat.public_key
+    row.encryption = beat.encryption
     row.last_heartbeat = now
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
