@@ -2,7 +2,7 @@
 #
 #   make demo   a 2-node gateway on this machine copies a generated folder, verified byte for byte
 #   make test   the test suite (real Redis, cloud, nodes; PostgreSQL, Azurite, moto when present)
-#   make lint   ruff + mypy (--strict on dmg/site, the site state)
+#   make lint   ruff + mypy (--strict on dmg/site, dmg/shards, workers/run)
 #
 # Both create .venv (python3 -m venv) when it is missing and install dmg into it.
 
@@ -44,6 +44,7 @@ lint: install
 	$(BIN)/mypy dmg workers dispatcher settings
 	$(BIN)/mypy --strict dmg/shards
 	$(BIN)/mypy --strict dmg/site dmg/ids.py
+	$(BIN)/mypy --strict workers/run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
