@@ -234,7 +234,7 @@ def test_a_dispatcher_that_dies_with_a_sync_pending_loses_nothing(site: SiteUnde
 def test_no_plaintext_secret_anywhere(site: SiteUnderTest) -> None:
     wanted = [s.encode() for s in SECRETS]
     found: list[str] = []
-    client = redis_lib.Redis.from_url(site.settings.redis_url)
+    client = redis_lib.Redis.from_url(site.broker_url())
     try:
         for key in client.scan_iter(count=1000):
             dumped = client.dump(key) or b""

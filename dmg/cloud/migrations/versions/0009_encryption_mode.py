@@ -1,4 +1,4 @@
-"""encryption mode: the gateway's, and each node's own as its heartbeat says
+"""encryption mode: the gateway's, and the one each node last reported
 
 Revision ID: 0009_encryption_mode
 Revises: 0008_leader_sessions
