@@ -162,11 +162,11 @@ def main() -> int:
                                 concurrency=args.concurrency)
 
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
-    load = os.getloadavg()
+    loadavg = os.getloadavg()
     if args.json:
-        print(json.dumps({**{name: row for name, row in rows}, "load": load}, indent=2))
+        print(json.dumps({**{name: row for name, row in rows}, "load": loadavg}, indent=2))
         return 0
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")
     for name, row in rows:
