@@ -11,7 +11,8 @@ plans are in flight at once (listing the source, telling the cloud the plan), an
 the claimer claims again while they run, with at most twice ``claim_limit`` claimed
 runs not yet planned. Every plan carries the epoch it was claimed with; a plan whose
 lease was lost meanwhile is dropped (the next dispatcher takes the run back). When a
-renewal fails, or the local lease deadline passes, placement stops at once and the candidate competes again.
+renewal fails, or the local lease deadline passes, placement stops at once and the
+candidate competes again.
 
 Fast death detection (:mod:`dmg.site.presence`): every ``presence_interval`` s the
 candidate lists the broker's named connections. The leader expires the heartbeat of
