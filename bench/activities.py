@@ -155,15 +155,18 @@ def main() -> int:
             (work / "dmg").mkdir()
             dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples)
             (work / "celery").mkdir()
-            celery_db = site.settings.redis_url.rsplit("/", 1)[0] + "/9"
+            # broker_url() carries the site's Redis password (plain redis-py/kombu client).
+            celery_db = site.broker_url().rsplit("/", 1)[0] + "/9"
             peer = bench_celery(celery_db, work / "celery", count=args.count,
                                 samples=args.latency_samples, workers=args.nodes,
                                 concurrency=args.concurrency)
 
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
+    loadavg = os.getloadavg()
     if args.json:
-        print(json.dumps({name: row for name, row in rows}, indent=2))
+        print(json.dumps({**{name: row for name, row in rows}, "load": loadavg}, indent=2))
         return 0
+    print(f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")
     for name, row in rows:

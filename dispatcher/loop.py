@@ -6,8 +6,13 @@ every ``placement_interval`` s (:mod:`dispatcher.placement`) and moves the queue
 and running shards of offline nodes (and shards whose process vanished from a
 live node) back to pending with new attempts (:mod:`dispatcher.recovery`); a
 second thread long-polls the cloud for activity runs with the lease's epoch and
-plans them (:mod:`dispatcher.planner`). When a renewal fails, or the local lease
-deadline passes, placement stops at once and the candidate competes again.
+hands each to a pool of ``planners`` threads (:mod:`dispatcher.planner`): several
+plans are in flight at once (listing the source, telling the cloud the plan), and
+the claimer claims again while they run, with at most twice ``claim_limit`` claimed
+runs not yet planned. Every plan carries the epoch it was claimed with; a plan whose
+lease was lost meanwhile is dropped (the next dispatcher takes the run back). When a
+renewal fails, or the local lease deadline passes, placement stops at once and the
+candidate competes again.
 
 Fast death detection (:mod:`dmg.site.presence`): every ``presence_interval`` s the
 candidate lists the broker's named connections. The leader expires the heartbeat of
@@ -40,6 +45,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from celery import Celery
@@ -93,6 +99,7 @@ class DispatcherService:
         recovery_interval: float = 1.0,
         presence_interval: float = 0.5,
         claim_limit: int = 16,
+        planners: int = 4,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -125,6 +132,10 @@ class DispatcherService:
         self._claimer: threading.Thread | None = None
         self._retry: list[tuple[dict[str, Any], int]] = []  # (activity run, epoch) to plan again
         self._retry_lock = threading.Lock()
+        self._planners = ThreadPoolExecutor(max_workers=max(1, planners),
+                                            thread_name_prefix=f"dmg-planner-{node}")
+        self._planning = 0  # claimed activity runs handed to the planners and not planned yet
+        self._planned = threading.Condition()
 
     @classmethod
     def from_settings(cls, settings: Settings, registration: NodeRegistration,
@@ -160,6 +171,9 @@ class DispatcherService:
         if self._claimer is not None:
             # The long-poll may still be waiting on the cloud; it sees the stop flag after.
             self._claimer.join(min(timeout, 1.0))
+        # Plans not started are dropped (a new dispatcher takes their runs back); a plan
+        # in flight sees the stop flag before it begins.
+        self._planners.shutdown(wait=False, cancel_futures=True)
         try:
             self.lease.release()
         except BrokerError as exc:
@@ -303,14 +317,24 @@ class DispatcherService:
             log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
 
     # -- the claimer thread -------------------------------------------------------------
+    def _holding(self, epoch: int) -> bool:
+        return not self._stop.is_set() and self.lease.holding() and self.lease.epoch == epoch
+
     def _claim_loop(self, epoch: int) -> None:
         backoff = 1.0
-        while not self._stop.is_set() and self.lease.holding() and self.lease.epoch == epoch:
+        most = 2 * self.claim_limit  # claimed and not yet planned, at most
+        while self._holding(epoch):
             self.cancels.apply()
             self._plan_retries(epoch)
+            with self._planned:  # room for a whole claim before claiming again
+                self._planned.wait_for(lambda: self._planning <= most - self.claim_limit
+                                       or self._stop.is_set(), timeout=1.0)
+                room = min(self.claim_limit, most - self._planning)
+            if room <= 0:
+                continue
             try:
                 runs = self.cloud.claim_activity_runs(epoch=epoch, wait=self.settings.claim_wait,
-                                                      limit=self.claim_limit)
+                                                      limit=room)
             except StaleAttempt as exc:
                 # The cloud saw a newer epoch than the lease gave us: the broker lost the
                 # last epoch increments (a crash inside AOF's fsync window, a Sentinel
@@ -326,10 +350,33 @@ class DispatcherService:
                 continue
             backoff = 1.0
             for run in runs:
-                if self._stop.is_set() or not self.lease.holding() or self.lease.epoch != epoch:
+                if not self._holding(epoch):
                     log.warning("claimed activity run %s dropped: lease lost", run.get("id"))
                     break
+                self._submit(run, epoch)
+
+    def _submit(self, run: dict[str, Any], epoch: int) -> None:
+        """Hand ``run`` to the planners (it is planned while the claimer claims on)."""
+        with self._planned:
+            self._planning += 1
+        try:
+            self._planners.submit(self._plan_and_count, run, epoch)
+        except RuntimeError:  # the pool is shut down: the service is stopping
+            self._done_planning()
+
+    def _done_planning(self) -> None:
+        with self._planned:
+            self._planning -= 1
+            self._planned.notify_all()
+
+    def _plan_and_count(self, run: dict[str, Any], epoch: int) -> None:
+        try:
+            if self._holding(epoch):
                 self._plan(run, epoch)
+            else:
+                log.warning("claimed activity run %s dropped: lease lost", run.get("id"))
+        finally:
+            self._done_planning()
 
     def _plan(self, run: dict[str, Any], epoch: int) -> None:
         try:
@@ -341,7 +388,7 @@ class DispatcherService:
                 self._retry.append((run, epoch))
         except DmgError as exc:
             log.error("planning refused activity_run=%s error=%s", run.get("id"), exc)
-        except Exception:  # the claimer thread must outlive any one activity run
+        except Exception:  # a planner thread must outlive any one activity run
             log.exception("planning failed activity_run=%s", run.get("id"))
 
     def _plan_retries(self, epoch: int) -> None:
@@ -349,4 +396,4 @@ class DispatcherService:
             retries, self._retry = self._retry, []
         for run, claimed_epoch in retries:
             if claimed_epoch == epoch:
-                self._plan(run, epoch)
+                self._submit(run, epoch)

@@ -1,7 +1,8 @@
 """Planning: turn a claimed activity run into shards waiting for placement.
 
 :func:`plan_activity_run` lists the source, cuts the entries into shards
-(:func:`dmg.sharding.cut_shards` with ``settings.shard_max_files/bytes``), stores
+(:func:`dmg.sharding.cut_for_slots`: sized by the files, the bytes and the gateway's
+free slots, under ``settings.shard_max_files/bytes``), stores
 each shard's spec (:class:`dmg.shards.ShardSpec`, its ``to_json()``) in the site
 state, tells the cloud the plan and queues the shards as pending. Shard ids are
 ``<activity_run_id>-<index:05d>``.
@@ -43,12 +44,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.placement import node_loads
 from dispatcher.ports import DispatchCloud
 from dispatcher.splitting import split_large_entries
 from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
-from dmg.sharding import cut_shards
+from dmg.sharding import cut_for_slots
 from dmg.shards import PartSpec, ShardSpec
 from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
@@ -172,7 +174,8 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
         sink_path=sink_path, options=options, overwrite=copy_options.overwrite, sink_entries=sink_entries,
         state=state, connector_factory=connector_factory)
     shards: list[dict[str, Any]] = []
-    groups = cut_shards(entries, max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
+    groups = cut_for_slots(entries, slots=free_slots(state), max_files=settings.shard_max_files,
+                           max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
         spec = spec_of(index, group, hints=sink_hints(group))
         state.save_shard(spec.shard_id, spec.to_json())
@@ -185,6 +188,15 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
         last = part.part_number == part.parts_total
         shards.append({"id": spec.shard_id, "index": index, "files": int(last), "bytes": part.length})
     return shards
+
+
+def free_slots(state: SiteState) -> int:
+    """The slots free for new shards now: the eligible nodes' free slots less the shards
+    already pending; all their slots when none is free (the plan outlives the moment);
+    at least 1. Raises BrokerError."""
+    nodes = [n for n in node_loads(state) if n.online and not n.draining and n.limit > 0]
+    free = sum(max(n.free_slots, 0) for n in nodes) - int(state.redis.llen(state.keys.pending))
+    return max(1, free if free > 0 else sum(n.limit for n in nodes))
 
 
 def _list_sink(spec: StoreSpec, path: str, *,

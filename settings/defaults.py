@@ -26,8 +26,9 @@ BROKER_VISIBILITY_TIMEOUT = 12 * 3600.0
 SHARD_MAX_WORKER_DEATHS = 3
 #: Seconds a dispatcher's long-poll for activity runs waits at most.
 CLAIM_WAIT = 20.0
-#: A shard holds at most this many files ...
-SHARD_MAX_FILES = 64
+#: A shard holds at most this many files ... (shards are sized by the work and the free
+#: slots under these caps: dmg/sharding.py)
+SHARD_MAX_FILES = 2000
 #: ... and at most this many bytes (a single larger file is a shard of its own).
 SHARD_MAX_BYTES = 256 * 1024 * 1024
 #: Shards placed on a node beyond its free slots (keeps node queues short).

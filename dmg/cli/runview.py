@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 import click
 
@@ -24,7 +25,7 @@ from dmg.cli.output import (
     to_epoch,
 )
 from dmg.cli.progressbar import RateMeter, bar_line
-from dmg.errors import Retryable
+from dmg.errors import NotFound, Retryable
 from dmg.shards.status import CLOUD_FAILED, CLOUD_FINISHED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 
 if TYPE_CHECKING:
@@ -59,26 +60,61 @@ def progress_line(run: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+#: How long one long-poll of the run may last while a progress line is shown (s): the
+#: line is refreshed at least this often; without one, the cloud's limit.
+PROGRESS_EVERY = 1.0
+LONG_POLL = 25.0
+
+
+def next_state(client: CloudClient, run_id: str, *, seen: str, wait: float) -> dict[str, Any]:
+    """The run once its status is no longer ``seen`` (``""``: at once), or after ``wait`` s
+    (``GET /runs/{id}/wait``, the cloud's long-poll). Raises Retryable, NotFound."""
+    run: dict[str, Any] = client.request("GET", f"/runs/{quote(run_id, safe='')}/wait",
+                                         params={"status": seen, "timeout": round(wait, 3)},
+                                         timeout=wait + 10)
+    return run
+
+
 def wait_for_run(client: CloudClient, run_id: str, *, poll: float = 0.5, timeout: float | None = None,
                  on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Poll the run until it ends; returns its last state.
+    """Follow the run until it ends; returns its last state.
 
-    A cloud that is briefly unreachable is retried; TimeoutError after ``timeout`` s.
+    Long-polls the cloud (:func:`next_state`): the call returns as soon as the run's
+    status changes, so the end is seen within tens of milliseconds; with
+    ``on_progress`` it also returns every :data:`PROGRESS_EVERY` s to refresh the
+    progress line. A cloud that is briefly unreachable is retried every ``poll`` s;
+    TimeoutError after ``timeout`` s.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    seen = ""
+    long_poll = True
     while True:
+        wait = PROGRESS_EVERY if on_progress is not None else LONG_POLL
+        if deadline is not None:
+            wait = max(0.0, min(wait, deadline - time.monotonic()))
         try:
-            run = client.run(run_id)
+            if long_poll:
+                run: dict[str, Any] | None = next_state(client, run_id, seen=seen, wait=wait)
+            else:
+                run = client.run(run_id)
         except Retryable:
             run = None
+        except NotFound:
+            if not long_poll:
+                raise
+            client.run(run_id)  # NotFound again: the run is unknown
+            long_poll = False  # a cloud older than the long-poll: poll every ``poll`` s
+            continue
         if run is not None:
+            seen = str(run.get("status") or "")
             if on_progress is not None:
                 on_progress(run)
             if is_done(run):
                 return run
-        if deadline is not None and time.monotonic() > deadline:
+        if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"run {run_id} did not end within {timeout:.0f} s")
-        time.sleep(poll)
+        if run is None or not long_poll:
+            time.sleep(poll)
 
 
 class ProgressPrinter:

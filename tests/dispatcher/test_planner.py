@@ -105,3 +105,29 @@ def test_a_cloud_outage_while_planning_is_retried_with_the_same_shards(tmp_path:
     plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
     assert [s["id"] for s in plan.shards] == ["ar1-00000", "ar1-00001"]
     assert state.pending() == ["ar1-00000", "ar1-00001"]
+
+
+def test_shards_are_sized_by_the_work_and_the_free_slots(tmp_path: Path, state: SiteState) -> None:
+    # Given two online nodes with 3 free slots each, and a source of 12 files of 4 MiB
+    for node in ("a", "b"):
+        state.publish_heartbeat(node, {"limit": 3}, ttl=30)
+    write_files(tmp_path / "src" / "in", {f"big{i:02d}": 4 * 1024 * 1024 for i in range(12)})
+    wide = Settings(shard_max_files=2000, shard_max_bytes=256 * 1024 * 1024)
+
+    # When it is planned with the default caps (one shard of 48 MiB before)
+    plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=MemoryCloud(), epoch=1, settings=wide)
+
+    # Then every free slot gets a shard, and no file is in two
+    assert 6 <= len(plan.shards) <= 12
+    assert sum(s["files"] for s in plan.shards) == 12
+
+
+def test_many_small_files_make_few_shards(tmp_path: Path, state: SiteState) -> None:
+    state.publish_heartbeat("a", {"limit": 2}, ttl=30)
+    write_files(tmp_path / "src" / "in", {f"s{i:04d}": 10 for i in range(900)})
+    wide = Settings(shard_max_files=2000, shard_max_bytes=256 * 1024 * 1024)
+
+    plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=MemoryCloud(), epoch=1, settings=wide)
+
+    assert 2 <= len(plan.shards) <= 4  # 15 with the old 64 files a shard
+    assert all(s["files"] >= 200 for s in plan.shards) and sum(s["files"] for s in plan.shards) == 900
