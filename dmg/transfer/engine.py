@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -80,6 +81,8 @@ BATCH_FILES = 64
 BATCH_BYTES = 8 * CHUNK_SIZE
 #: A batch's fencing check is trusted for this long; a later commit of it checks again.
 CHECK_FRESH_FOR = 0.5
+#: A batch commits what it staged once staging took this long (throttled, slow stores).
+BATCH_SECONDS = 0.5
 
 
 @dataclass
@@ -293,14 +296,17 @@ class CopyEngine:
     # -- a batch of small files -------------------------------------------------------------
     def copy_batch(self, batch: Sequence[BatchItem]) -> list[tuple[int, FileResult]]:
         """Copy small files in this thread: each is decided and staged (with retries), then
-        ``may_commit()`` is asked **once** for all of them, right before they commit, and
-        again before each further commit if more than :data:`CHECK_FRESH_FOR` s passed
-        since (a process paused mid-batch re-checks when it wakes). A fenced attempt
-        aborts every staged file and raises StaleAttempt: nothing of the batch commits.
-        -> (position, result) per item."""
+        ``may_commit()`` is asked **once** for the staged ones, right before they commit,
+        and again before each further commit if more than :data:`CHECK_FRESH_FOR` s
+        passed since (a process paused mid-batch checks again when it wakes). Staged
+        files are committed at the end of the batch, or as soon as staging has taken
+        :data:`BATCH_SECONDS` (a throttled or slow copy commits as it goes). A fenced
+        attempt aborts every staged file and raises StaleAttempt: nothing of what was
+        staged since the last check commits. -> (position, result) per item."""
         results: list[tuple[int, FileResult]] = []
         staged: list[tuple[BatchItem, Staged, float, int]] = []
         try:
+            since = time.monotonic()
             for item in batch:
                 if self._cancel.is_set():
                     raise _Cancelled()
@@ -309,21 +315,30 @@ class CopyEngine:
                     results.append((item.position, done))
                 else:
                     staged.append((item, *done))
-            checked = 0.0
-            while staged:
-                item, one, started, tries = staged[0]
-                if time.monotonic() - checked > CHECK_FRESH_FOR:
-                    if not self.may_commit():
-                        raise StaleAttempt(f"{item.entry.path}: a newer attempt of this shard exists; "
-                                           "not committed")
-                    checked = time.monotonic()
-                staged.pop(0)
-                results.append((item.position, self._commit_item(item, one, started, tries)))
+                if staged and time.monotonic() - since > BATCH_SECONDS:
+                    self._commit_staged(staged, results)
+                    since = time.monotonic()
+            self._commit_staged(staged, results)
         except BaseException:
             for _item, one, _started, _tries in staged:
                 self.drop(one)
             raise
         return results
+
+    def _commit_staged(self, staged: list[tuple[BatchItem, Staged, float, int]],
+                       results: list[tuple[int, FileResult]]) -> None:
+        """Check once, commit every staged file in order (emptying ``staged``); a check
+        older than :data:`CHECK_FRESH_FOR` s is made again before the next commit."""
+        checked = -math.inf
+        while staged:
+            item, one, started, tries = staged[0]
+            if time.monotonic() - checked > CHECK_FRESH_FOR:
+                if not self.may_commit():
+                    raise StaleAttempt(f"{item.entry.path}: a newer attempt of this shard exists; "
+                                       "not committed")
+                checked = time.monotonic()
+            staged.pop(0)
+            results.append((item.position, self._commit_item(item, one, started, tries)))
 
     def _stage_item(self, item: BatchItem) -> FileResult | tuple[Staged, float, int]:
         entry, target = item.entry, item.target

@@ -282,7 +282,10 @@ def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None
     assert len(tree(tmp_path / "dst")) == 10  # two batches before the fence, no staging left
 
 
-def test_small_files_are_fenced_once_per_batch_and_large_ones_once_each(tmp_path: Path) -> None:
+def test_small_files_are_fenced_once_per_batch_and_large_ones_once_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BATCH_SECONDS", 60.0)  # a loaded machine splits no batch
+    monkeypatch.setattr(engine_module, "CHECK_FRESH_FOR", 60.0)
     source, sink = stores(tmp_path)
     write_files(tmp_path / "src" / "in", {**{f"s{i:03d}": 100 for i in range(200)}, "big": 2 * MiB})
     asked: list[float] = []
