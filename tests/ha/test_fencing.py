@@ -236,7 +236,8 @@ def test_a_paused_attempt_moved_away_commits_nothing_of_its_batch(state: SiteSta
         assert "checked 2" not in log.read_text()  # stopped inside the round trip, before the answer
         visible = sorted(p.name for p in dst.iterdir() if not p.name.startswith(STAGING_PREFIX))
         assert len(visible) == 64  # the first batch, whole
-        assert len([p for p in dst.iterdir() if p.name.startswith(STAGING_PREFIX)]) == 64  # the second, staged
+        staged = [p for p in dst.iterdir() if p.name.startswith(STAGING_PREFIX)]
+        assert len(staged) == 64  # the second batch, staged
 
         assert requeue(state, S, "a") == attempt + 1  # the dispatcher moves the shard: attempt fenced
 
