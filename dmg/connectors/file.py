@@ -157,9 +157,10 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
         self.root = Path(location).expanduser().absolute()
         self._fsync = bool(spec.options.get("fsync", False))
         self._real_root: str | None = None  # resolved on first use, then kept
-        #: Folders (absolute, as joined) known to exist inside the root with no link
+        #: Folders (relative, normalized) known to exist inside the root with no link
         #: out: a shard's files resolve and stage without a realpath or mkdir each.
-        self._known_dirs: set[Path] = set()
+        self._known_dirs: set[str] = set()  # relative, "" for the root
+        self._root_text = str(self.root)
 
     # -- paths ------------------------------------------------------------------
     def resolve(self, path: str) -> Path:
@@ -170,6 +171,11 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
         itself a link costs one ``lstat``, not a ``realpath`` of every component.
         """
         rel = path.replace("\\", "/").strip("/")
+        folder, _slash, name = rel.rpartition("/")
+        if folder in self._known_dirs and name not in ("", ".", ".."):
+            candidate = Path(self._root_text, rel)
+            if not os.path.islink(candidate):
+                return candidate
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise PermissionDenied(
@@ -177,8 +183,6 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
                 hint="use a path relative to the store's location, without '..'",
             )
         candidate = self.root.joinpath(*parts)
-        if candidate.parent in self._known_dirs and parts and not os.path.islink(candidate):
-            return candidate
         if self._real_root is None:
             self._real_root = os.path.realpath(self.root)
         real_root = self._real_root
@@ -188,9 +192,9 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
                 f"path {path!r} is outside store {self.spec.name!r} (it leads to {real})",
                 hint="symbolic links out of a store's root are not followed",
             )
-        parent = os.path.dirname(real)
-        if parts and parent == os.path.realpath(candidate.parent) and os.path.isdir(parent):
-            self._known_dirs.add(candidate.parent)
+        if parts and rel == "/".join(parts) and os.path.isdir(os.path.dirname(real)) \
+                and os.path.dirname(real) == os.path.realpath(candidate.parent):
+            self._known_dirs.add(folder)
         return candidate
 
     def local_file(self, path: str) -> str:
@@ -263,7 +267,7 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
         if not target.name:
             raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
         staging = target.with_name(f"{STAGING_PREFIX}{staging_id}.{target.name}")
-        if target.parent not in self._known_dirs:
+        if path.replace("\\", "/").strip("/").rpartition("/")[0] not in self._known_dirs:
             with _mapped_os_errors(f"cannot write {target}"):
                 target.parent.mkdir(parents=True, exist_ok=True)
             self.resolve(path)  # the new folders are inside the root: remember them

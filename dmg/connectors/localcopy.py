@@ -75,14 +75,19 @@ def copy_fd(src: int, dst: int, size: int, *, on_step: Callable[[int], None] = l
 
 def xxh3_of_fd(fd: int, size: int | None = None) -> tuple[str, int]:
     """(``xxh3:<hex>`` of the XXH3-128, bytes read) of ``fd`` from offset 0, up to
-    ``size`` bytes or its end."""
+    ``size`` bytes or its end. A file of at most :data:`HASH_BUFFER` bytes is read in
+    one ``pread``, a larger one through one reused buffer."""
+    if size is None:
+        size = os.fstat(fd).st_size
+    if size <= HASH_BUFFER:
+        data = os.pread(fd, size, 0)
+        return XXH3_PREFIX + xxhash.xxh3_128_hexdigest(data), len(data)
     digest = xxhash.xxh3_128()
     buffer = bytearray(HASH_BUFFER)
     view = memoryview(buffer)
     offset = 0
-    while size is None or offset < size:
-        want = HASH_BUFFER if size is None else min(HASH_BUFFER, size - offset)
-        n = os.preadv(fd, [view[:want]], offset)
+    while offset < size:
+        n = os.preadv(fd, [view[: min(HASH_BUFFER, size - offset)]], offset)
         if n == 0:
             break
         digest.update(view[:n])
