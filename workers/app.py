@@ -74,7 +74,7 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
 
     import dmg.connectors.file  # shared with every child, not imported by each
     import dmg.transfer  # noqa: F401
-    import workers.tasks  # noqa: F401 - what the pool runs
+    import workers.run.shard  # noqa: F401 - what the pool runs
 
     gc.collect()
     gc.freeze()
