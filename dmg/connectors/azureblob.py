@@ -62,6 +62,7 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
+from dmg.connectors import azureclients
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum
@@ -184,7 +185,11 @@ class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
                            hint="sizes are integers in bytes, timeouts numbers of seconds") from exc
         if self.block_size <= 0:
             raise BadInput(f"store {spec.name!r}: block_size must be positive")
-        self.service = self._service_client(spec, credential or {}, client_args)
+        plain = {"retry_total": int(opts.get("retry_total", 3)), **{k: v for k, v in client_args.items()
+                                                                    if k != "retry_policy"}}
+        key = azureclients.cache_key(str(opts.get("account_url", "")), credential or {}, plain)
+        self.service = azureclients.service_client(
+            key, lambda: self._service_client(spec, credential or {}, client_args))
         self.container: ContainerClient = self.service.get_container_client(self.container_name)
 
     @staticmethod
@@ -359,4 +364,5 @@ class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
         """Nothing to remove: uncommitted blocks are garbage-collected by the service."""
 
     def close(self) -> None:
-        self.service.close()
+        """Nothing to release: the client is the process's (:mod:`dmg.connectors.azureclients`)
+        and other stores' connections use it too."""

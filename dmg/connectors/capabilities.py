@@ -17,16 +17,19 @@ flag                 type                  used by
 ``keeps_mtime``      :class:`KeepsMtime`   incremental compare: equal mtimes mean equal
 ``native_checksum``  :class:`NativeChecksum`  the engine: the sink's MD5 checked after commit
 ``distributed_write`` :class:`DistributedWrite`  split objects (:mod:`dmg.connectors.distributed`)
+``local_files``      :class:`LocalFiles`   the engine: file → file copied by the kernel
 ===================  ====================  ==============================================
 
 Writers (:class:`~dmg.connectors.base.StagedWriter`) may be :class:`StagedCrc32`:
-the engine then compares the staged bytes with what it sent before committing.
+the engine then compares the staged bytes with what it sent before committing; and
+:class:`KernelCopyIn`: the engine then has the kernel fill the staging file from a
+:class:`LocalFiles` source and compares the XXH3 of both sides before committing.
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, ClassVar
 
 if TYPE_CHECKING:
@@ -104,9 +107,31 @@ class StagedCrc32(abc.ABC):
         """CRC-32 of the bytes staged so far, read back from where they are staged."""
 
 
+class LocalFiles(abc.ABC):
+    """Entries are files of this node's file system, readable by path."""
+
+    @abc.abstractmethod
+    def local_file(self, path: str) -> str:
+        """The OS path of ``path`` (refusing an escape from the store as ``open_read`` does)."""
+
+
+class KernelCopyIn(abc.ABC):
+    """A writer whose staging place is a local file the kernel can fill."""
+
+    @abc.abstractmethod
+    def copy_in(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
+        """Stage the first ``size`` bytes of ``source_file`` (fewer if it is shorter),
+        copied in the kernel; ``on_step(n)`` as bytes move (it may raise to stop).
+        Returns (``xxh3:<hex>`` of the source as read, bytes staged)."""
+
+    @abc.abstractmethod
+    def staged_xxh3(self) -> str:
+        """``xxh3:<hex>`` of the staged bytes, read back from the staging file."""
+
+
 def flags_of(cls: type) -> frozenset[str]:
     """The capability flags of a connector class, from the types it inherits."""
     kinds: dict[str, type] = {"ranged_read": RangedRead, "server_side_copy": ServerSideCopy,
                               "keeps_mtime": KeepsMtime, "native_checksum": NativeChecksum,
-                              "distributed_write": DistributedWrite}
+                              "distributed_write": DistributedWrite, "local_files": LocalFiles}
     return frozenset(flag for flag, kind in kinds.items() if issubclass(cls, kind))

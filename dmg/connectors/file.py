@@ -21,14 +21,23 @@ import hashlib
 import os
 import uuid
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from dmg.connectors import localcopy
 from dmg.connectors._support import ChunkStream, buffered
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
-from dmg.connectors.capabilities import DistributedWrite, KeepsMtime, RangedRead, StagedCrc32
+from dmg.connectors.capabilities import (
+    DistributedWrite,
+    KeepsMtime,
+    KernelCopyIn,
+    LocalFiles,
+    RangedRead,
+    StagedCrc32,
+)
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 STAGING_PREFIX = ".dmg-staging."
@@ -52,15 +61,14 @@ def _mapped_os_errors(what: str) -> Iterator[None]:
         raise Fatal(f"{what}: {exc.strerror or exc}") from exc
 
 
-class _FileWriter(StagedWriter, StagedCrc32):
+class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
     def __init__(self, target: Path, staging: Path, *, fsync: bool) -> None:
         super().__init__(f"cannot write {target}")
         self._target = target
         self._staging = staging
         self._fsync = fsync
         with _mapped_os_errors(self.what):
-            staging.parent.mkdir(parents=True, exist_ok=True)
-            self._fh: BinaryIO = open(staging, "wb")  # noqa: SIM115 - closed in commit/abort
+            self._fh: BinaryIO = open(staging, "w+b")  # noqa: SIM115 - closed in commit/abort
 
     def _write(self, chunk: bytes) -> None:
         with _mapped_os_errors(self.what):
@@ -78,10 +86,47 @@ class _FileWriter(StagedWriter, StagedCrc32):
         crc = 0
         with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
             self._fh.flush()
-            with open(self._staging, "rb") as fh:
-                while chunk := fh.read(1024 * 1024):
-                    crc = zlib.crc32(chunk, crc)
+            fd, offset = self._fh.fileno(), 0
+            while chunk := os.pread(fd, 1024 * 1024, offset):
+                crc = zlib.crc32(chunk, crc)
+                offset += len(chunk)
         return crc
+
+    def copy_in(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
+        """The kernel fills the staging file (:func:`dmg.connectors.localcopy.copy_fd`);
+        the source's XXH3 is taken from the source file, in a thread of its own for a
+        large file (overlapping the copy), so every byte is read twice: once by the
+        kernel, once by the hash."""
+        if self.state != "open":
+            raise Fatal(f"{self.what}: copy_in after {self.state}")
+        try:
+            with _mapped_os_errors(f"cannot copy {source_file} to {self._target}"):
+                self._fh.flush()
+                src = os.open(source_file, os.O_RDONLY)
+                try:
+                    if size < localcopy.THREADED_HASH_FROM:
+                        copied = localcopy.copy_fd(src, self._fh.fileno(), size, on_step=on_step)
+                        source_hash, _n = localcopy.xxh3_of_fd(src, size)
+                        return source_hash, copied
+                    with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
+                        pending = hasher.submit(localcopy.xxh3_of_fd, src, size)
+                        try:
+                            copied = localcopy.copy_fd(src, self._fh.fileno(), size, on_step=on_step)
+                        finally:
+                            source_hash, _n = pending.result()
+                    return source_hash, copied
+                finally:
+                    os.close(src)
+        except BaseException:
+            self.abort()
+            raise
+
+    def staged_xxh3(self) -> str:
+        if self.state != "open":
+            raise Fatal(f"{self.what}: staged_xxh3 after {self.state}")
+        with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
+            self._fh.flush()
+            return localcopy.xxh3_of_fd(self._fh.fileno())[0]
 
     def _commit(self, mtime: float | None) -> None:
         with _mapped_os_errors(f"cannot commit {self._target}"):
@@ -98,7 +143,7 @@ class _FileWriter(StagedWriter, StagedCrc32):
         self._staging.unlink(missing_ok=True)
 
 
-class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite):
+class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFiles):
     type = "file"
     parallel_ranges = False  # one stream with read-ahead is as fast on a local disk
 
@@ -111,11 +156,26 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite):
             raise BadInput(f"store {spec.name!r}: location is empty")
         self.root = Path(location).expanduser().absolute()
         self._fsync = bool(spec.options.get("fsync", False))
+        self._real_root: str | None = None  # resolved on first use, then kept
+        #: Folders (relative, normalized) known to exist inside the root with no link
+        #: out: a shard's files resolve and stage without a realpath or mkdir each.
+        self._known_dirs: set[str] = set()  # relative, "" for the root
+        self._root_text = str(self.root)
 
     # -- paths ------------------------------------------------------------------
     def resolve(self, path: str) -> Path:
-        """The absolute path of ``path`` inside the root; refuses any escape."""
+        """The absolute path of ``path`` inside the root; refuses any escape.
+
+        The root's real path is resolved once per connector (one per shard), and a
+        folder once checked is remembered: a file in a known folder that is not
+        itself a link costs one ``lstat``, not a ``realpath`` of every component.
+        """
         rel = path.replace("\\", "/").strip("/")
+        folder, _slash, name = rel.rpartition("/")
+        if folder in self._known_dirs and name not in ("", ".", ".."):
+            candidate = Path(self._root_text, rel)
+            if not os.path.islink(candidate):
+                return candidate
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise PermissionDenied(
@@ -123,14 +183,22 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite):
                 hint="use a path relative to the store's location, without '..'",
             )
         candidate = self.root.joinpath(*parts)
-        real_root = os.path.realpath(self.root)
+        if self._real_root is None:
+            self._real_root = os.path.realpath(self.root)
+        real_root = self._real_root
         real = os.path.realpath(candidate)
         if real != real_root and not real.startswith(real_root + os.sep):
             raise PermissionDenied(
                 f"path {path!r} is outside store {self.spec.name!r} (it leads to {real})",
                 hint="symbolic links out of a store's root are not followed",
             )
+        if parts and rel == "/".join(parts) and os.path.isdir(os.path.dirname(real)) \
+                and os.path.dirname(real) == os.path.realpath(candidate.parent):
+            self._known_dirs.add(folder)
         return candidate
+
+    def local_file(self, path: str) -> str:
+        return str(self.resolve(path))
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -199,6 +267,10 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite):
         if not target.name:
             raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
         staging = target.with_name(f"{STAGING_PREFIX}{staging_id}.{target.name}")
+        if path.replace("\\", "/").strip("/").rpartition("/")[0] not in self._known_dirs:
+            with _mapped_os_errors(f"cannot write {target}"):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            self.resolve(path)  # the new folders are inside the root: remember them
         return _FileWriter(target, staging, fsync=self._fsync)
 
     def delete(self, path: str) -> None:

@@ -15,10 +15,17 @@ Nobody sees staged bytes; a fenced attempt's leftovers are removed by id
 **The check right before the commit.** The transfer engine asks ``may_commit()``
 after a file's bytes are staged and verified and immediately before
 ``writer.commit()`` (or before a server-side copy, which is a commit in one
-request); the worker passes ``lambda: state.is_current(shard, attempt)``.
-:class:`SharedCheck` lets the files of one shard share a round trip without
-ever answering with a check that began before the file asked. A ``False`` raises
-``StaleAttempt``: the staged bytes are aborted, the attempt ends ``stale``.
+request); the worker passes ``lambda: state.is_current(shard, attempt)``. Small
+files (under 1 MiB) are staged in batches of up to 64 by one thread and checked
+**once per batch**, right before the batch's first commit: the rule is the same
+for every file (a check that began after its bytes were staged and before its
+commit), one round trip serves the batch. A check older than half a second is
+made again before the next commit of the batch (a process paused mid-batch checks
+again when it wakes), and a batch whose staging takes that long commits what it
+has so far (``dmg.transfer.engine.copy_batch``). :class:`SharedCheck` lets the
+threads of one shard share a round trip without ever answering with a check that
+began before the caller asked. A ``False`` raises ``StaleAttempt``: every staged
+file in hand is aborted, the attempt ends ``stale``.
 
 **The sink's own guard.** A check and a commit are two steps; an attempt fenced
 between them may still commit. Each sink's commit is therefore idempotent per

@@ -32,16 +32,19 @@ is committed, and what was committed stays. Callbacks (``on_file``, ``on_tick``)
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import math
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from typing import TypeVar
 
 from dmg.connectors.base import Connector, Entry, StagedWriter
-from dmg.connectors.capabilities import NativeChecksum, ServerSideCopy
-from dmg.errors import Cancelled, DmgError, Fatal, NotFound, StaleAttempt
+from dmg.connectors.capabilities import KernelCopyIn, LocalFiles, NativeChecksum, ServerSideCopy
+from dmg.errors import Cancelled, DmgError, Fatal, NotFound, Retryable, StaleAttempt
 from dmg.site.fencing import SharedCheck
 from dmg.transfer import checksums
 from dmg.transfer.compare import COPY, HASH, SKIP, Decision, decide, keeps_mtime
@@ -69,6 +72,36 @@ SINK_CHECK_FROM = CHUNK_SIZE
 
 #: ``sink_hints`` value type: the sink's entry as the planner listed it (None: absent).
 SinkHints = Mapping[str, Entry | None]
+
+
+#: Files smaller than this are copied in batches: one thread, one fencing check per batch.
+SMALL_FILE = CHUNK_SIZE
+#: The most files and bytes in one batch.
+BATCH_FILES = 64
+BATCH_BYTES = 8 * CHUNK_SIZE
+#: A batch's fencing check is trusted for this long; a later commit of it checks again.
+CHECK_FRESH_FOR = 0.5
+#: A batch commits what it staged once staging took this long (throttled, slow stores).
+BATCH_SECONDS = 0.5
+
+
+@dataclass
+class Staged:
+    """A file written to the sink's staging place and verified there, not yet committed."""
+
+    writer: StagedWriter
+    checksum: str  # MD5 hex, or ``xxh3:<hex>`` for a file copied by the kernel
+    size: int
+    verified: list[str]
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    position: int
+    entry: Entry
+    target: str
+    hint: Entry | None
+    hinted: bool
 
 
 class _Cancelled(Exception):
@@ -99,6 +132,7 @@ class CopyEngine:
         self._sink_keeps_mtime = keeps_mtime(sink)
         self._ranged = ranged_reads(source)
         self._server_side = isinstance(sink, ServerSideCopy) and sink.can_copy_from(source)
+        self._kernel = isinstance(source, LocalFiles) and isinstance(sink, LocalFiles)
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -169,38 +203,187 @@ class CopyEngine:
         return value
 
     def _transfer(self, entry: Entry, target: str) -> tuple[str, int, list[str]]:
-        """One try: stream, verify, commit, verify again. -> (md5, bytes, checks made)."""
-        if (self._server_side and isinstance(self.sink, ServerSideCopy)
-                and 0 <= entry.size <= self.sink.max_server_side_copy):
+        """One try: stage, check, commit, verify again. -> (checksum, bytes, checks made)."""
+        if self.server_side_for(entry) and isinstance(self.sink, ServerSideCopy):
             return self._copy_server_side(self.sink, entry, target)
         large = entry.size >= READ_AHEAD_FROM
         with self._large if large else contextlib.nullcontext():
-            writer = self.sink.open_write(target, staging_id=self.staging_id)
-            sent = 0
-            digest = checksums.StreamHash(threaded=large)
+            staged = self.stage(entry, target)
             try:
-                with contextlib.closing(self._chunks(entry)) as chunks:
-                    for chunk in chunks:
-                        if self._cancel.is_set():
-                            raise _Cancelled()
-                        self.throttle.take(len(chunk))
-                        writer.write(chunk)
-                        digest.update(chunk)
-                        sent += len(chunk)
-                        self.on_bytes(len(chunk))
-                md5 = digest.hexdigest()
-                verified = self._verify_staged(entry, writer, md5, digest.crc, sent)
                 if not self.may_commit():
                     raise StaleAttempt(f"{entry.path}: a newer attempt of this shard exists; not committed")
-                writer.commit(mtime=entry.mtime if entry.mtime > 0 else None)
             except BaseException:
-                writer.abort()
-                self.on_bytes(-sent)
+                self.drop(staged)
                 raise
-            finally:
-                digest.close()
-        verified += self._verify_committed(target, md5, sent)
-        return md5, sent, verified
+            return self.commit(entry, target, staged)
+
+    def stage(self, entry: Entry, target: str) -> Staged:
+        """Write ``entry`` to the sink's staging place under ``target`` and verify it there
+        (size, source checksum, staged bytes); nothing is visible yet. On any error the
+        staged bytes are aborted before it is raised."""
+        writer = self.sink.open_write(target, staging_id=self.staging_id)
+        if (self._kernel and isinstance(writer, KernelCopyIn) and isinstance(self.source, LocalFiles)
+                and entry.size >= 0 and self.throttle.limit() <= 0):
+            return self._stage_in_kernel(entry, writer)
+        large = entry.size >= READ_AHEAD_FROM
+        sent = 0
+        digest = checksums.StreamHash(threaded=large)
+        try:
+            with contextlib.closing(self._chunks(entry)) as chunks:
+                for chunk in chunks:
+                    if self._cancel.is_set():
+                        raise _Cancelled()
+                    self.throttle.take(len(chunk))
+                    writer.write(chunk)
+                    digest.update(chunk)
+                    sent += len(chunk)
+                    self.on_bytes(len(chunk))
+            md5 = digest.hexdigest()
+            verified = self._verify_staged(entry, writer, md5, digest.crc, sent)
+        except BaseException:
+            writer.abort()
+            self.on_bytes(-sent)
+            raise
+        finally:
+            digest.close()
+        return Staged(writer, md5, sent, verified)
+
+    def _stage_in_kernel(self, entry: Entry, writer: KernelCopyIn) -> Staged:
+        """File to file: the kernel copies, XXH3 of the source file and of the staged file
+        must be equal (:mod:`dmg.connectors.localcopy`)."""
+        assert isinstance(self.source, LocalFiles) and isinstance(writer, StagedWriter)
+        moved = 0
+
+        def step(n: int) -> None:
+            nonlocal moved
+            moved += n
+            self.on_bytes(n)
+            if self._cancel.is_set():
+                raise _Cancelled()
+
+        try:
+            source_hash, sent = writer.copy_in(self.source.local_file(entry.path), size=entry.size,
+                                               on_step=step)
+            if sent != entry.size:
+                raise Fatal(f"{entry.path}: read {sent} bytes, the listing said {entry.size}",
+                            hint="the file changed while it was copied; run the activity again")
+            verified = ["size"]
+            if self.options.verify != VERIFY_OFF:
+                checksums.check_equal("staged bytes", source_hash, writer.staged_xxh3(), path=entry.path)
+                verified.append("xxh3")
+        except BaseException:
+            writer.abort()
+            self.on_bytes(-moved)
+            raise
+        return Staged(writer, source_hash, sent, verified)
+
+    def drop(self, staged: Staged) -> None:
+        """Abort a staged file that will not be committed."""
+        staged.writer.abort()
+        self.on_bytes(-staged.size)
+
+    def commit(self, entry: Entry, target: str, staged: Staged) -> tuple[str, int, list[str]]:
+        """Commit a staged file (the caller checked ``may_commit()`` just before), then
+        verify it against the sink. -> (checksum, bytes, checks made)."""
+        try:
+            staged.writer.commit(mtime=entry.mtime if entry.mtime > 0 else None)
+        except BaseException:
+            self.on_bytes(-staged.size)  # commit() aborted the staged bytes
+            raise
+        verified = staged.verified + self._verify_committed(target, staged.checksum, staged.size)
+        return staged.checksum, staged.size, verified
+
+    # -- a batch of small files -------------------------------------------------------------
+    def copy_batch(self, batch: Sequence[BatchItem]) -> list[tuple[int, FileResult]]:
+        """Copy small files in this thread: each is decided and staged (with retries), then
+        ``may_commit()`` is asked **once** for the staged ones, right before they commit,
+        and again before each further commit if more than :data:`CHECK_FRESH_FOR` s
+        passed since (a process paused mid-batch checks again when it wakes). Staged
+        files are committed at the end of the batch, or as soon as staging has taken
+        :data:`BATCH_SECONDS` (a throttled or slow copy commits as it goes). A fenced
+        attempt aborts every staged file and raises StaleAttempt: nothing of what was
+        staged since the last check commits. -> (position, result) per item."""
+        results: list[tuple[int, FileResult]] = []
+        staged: list[tuple[BatchItem, Staged, float, int]] = []
+        try:
+            since = time.monotonic()
+            for item in batch:
+                if self._cancel.is_set():
+                    raise _Cancelled()
+                done = self._stage_item(item)
+                if isinstance(done, FileResult):
+                    results.append((item.position, done))
+                else:
+                    staged.append((item, *done))
+                if staged and time.monotonic() - since > BATCH_SECONDS:
+                    self._commit_staged(staged, results)
+                    since = time.monotonic()
+            self._commit_staged(staged, results)
+        except BaseException:
+            for _item, one, _started, _tries in staged:
+                self.drop(one)
+            raise
+        return results
+
+    def _commit_staged(self, staged: list[tuple[BatchItem, Staged, float, int]],
+                       results: list[tuple[int, FileResult]]) -> None:
+        """Check once, commit every staged file in order (emptying ``staged``); a check
+        older than :data:`CHECK_FRESH_FOR` s is made again before the next commit."""
+        checked = -math.inf
+        while staged:
+            item, one, started, tries = staged[0]
+            if time.monotonic() - checked > CHECK_FRESH_FOR:
+                if not self.may_commit():
+                    raise StaleAttempt(f"{item.entry.path}: a newer attempt of this shard exists; "
+                                       "not committed")
+                checked = time.monotonic()
+            staged.pop(0)
+            results.append((item.position, self._commit_item(item, one, started, tries)))
+
+    def _stage_item(self, item: BatchItem) -> FileResult | tuple[Staged, float, int]:
+        entry, target = item.entry, item.target
+        started = time.time()
+        tries = 0
+
+        def stage(n: int) -> Staged:
+            nonlocal tries
+            tries = n
+            return self.stage(entry, target)
+
+        try:
+            decision = self._decide(entry, target, hint=item.hint, hinted=item.hinted)
+            if decision.action == SKIP:
+                return FileResult(target, max(entry.size, 0), entry.checksum or "", SKIPPED, decision.reason,
+                                  source=entry.path, started=started, ended=time.time())
+            staged, tries = call_with_retries(
+                stage, retries=self.options.retries, backoff=self.options.retry_backoff,
+                what=f"copy of {entry.path}", sleep=self.sleep, stop=self._cancel.is_set)
+        except (StaleAttempt, _Cancelled):
+            raise
+        except DmgError as exc:
+            log.warning("copy failed path=%s tries=%d error=%s", entry.path, tries, exc)
+            return FileResult(target, 0, "", FAILED, str(exc), source=entry.path, tries=tries,
+                              started=started, ended=time.time())
+        return staged, started, tries
+
+    def _commit_item(self, item: BatchItem, staged: Staged, started: float, tries: int) -> FileResult:
+        entry, target = item.entry, item.target
+        try:
+            checksum, size, verified = self.commit(entry, target, staged)
+        except DmgError as exc:
+            if isinstance(exc, Retryable) and self.options.retries > 0:
+                log.info("retrying copy of %s alone (commit failed: %s)", entry.path, exc)
+                return self.copy_file(entry, target, hint=item.hint, hinted=item.hinted)
+            log.warning("copy failed path=%s tries=%d error=%s", entry.path, tries, exc)
+            return FileResult(target, 0, "", FAILED, str(exc), source=entry.path, tries=tries,
+                              started=started, ended=time.time())
+        return FileResult(target, size, checksum, COPIED, source=entry.path, verified=",".join(verified),
+                          tries=tries, started=started, ended=time.time())
+
+    def server_side_for(self, entry: Entry) -> bool:
+        """Whether ``entry`` is copied inside the sink's service (one request, no staging)."""
+        return (self._server_side and isinstance(self.sink, ServerSideCopy)
+                and 0 <= entry.size <= self.sink.max_server_side_copy)
 
     def _copy_server_side(self, sink: ServerSideCopy, entry: Entry,
                           target: str) -> tuple[str, int, list[str]]:
@@ -277,9 +460,10 @@ class CopyEngine:
         return checks
 
     def _reread(self, target: str, expected: str) -> str:
-        """Read ``target`` back from the sink and compare its MD5; returns the check's name."""
-        reread, _size = self._retrying(lambda: checksums.md5_of(self.sink, target),
-                                       what=f"re-read of {target}")
+        """Read ``target`` back from the sink and compare its checksum (MD5 or XXH3, as
+        ``expected``); returns the check's name."""
+        reread = self._retrying(lambda: checksums.same_kind_of(expected, self.sink, target),
+                                what=f"re-read of {target}")
         checksums.check_equal("re-read", expected, reread, path=target)
         return "re-read"
 
@@ -331,34 +515,31 @@ def copy_entries(
                         sleep=sleep)
     keep = PathFilter(opts.include, opts.exclude)
     hints = sink_hints or {}
-    work = iter([e for e in entries if keep(relative_path(e.path, source_prefix=source_prefix))])
+    kept = [e for e in entries if keep(relative_path(e.path, source_prefix=source_prefix))]
+    work = _work_units(engine, kept, source_prefix=source_prefix, sink_prefix=sink_prefix, hints=hints,
+                       parallel=opts.parallel_files)
     outcome = ShardResult(started=time.time())
     results: dict[int, FileResult] = {}
-    pending: dict[Future[FileResult], int] = {}
+    pending: dict[Future[list[tuple[int, FileResult]]], int] = {}
     stale: StaleAttempt | None = None
     crash: BaseException | None = None
     stopped = ""
     next_stop_check = time.monotonic() + tick
-    index = 0
     pool = ThreadPoolExecutor(opts.parallel_files, thread_name_prefix="dmg-copy")
     try:
         while True:
             while not engine.cancelled and len(pending) < opts.parallel_files:
-                entry = next(work, None)
-                if entry is None:
+                unit = next(work, None)
+                if unit is None:
                     break
-                target = sink_path_for(entry.path, source_prefix=source_prefix, sink_prefix=sink_prefix)
-                future = pool.submit(engine.copy_file, entry, target, hint=hints.get(entry.path),
-                                     hinted=entry.path in hints)
-                pending[future] = index
-                index += 1
+                pending[pool.submit(unit)] = 0
             if not pending:
                 break
             done, _ = wait(pending, timeout=tick, return_when=FIRST_COMPLETED)
             for future in done:
-                position = pending.pop(future)
+                pending.pop(future)
                 try:
-                    result = future.result()
+                    finished = future.result()
                 except StaleAttempt as exc:
                     stale = stale or exc
                     engine.cancel()
@@ -368,9 +549,10 @@ def copy_entries(
                     crash = crash or exc
                     engine.cancel()
                 else:
-                    results[position] = result
-                    if on_file is not None:
-                        on_file(result)
+                    for position, result in finished:
+                        results[position] = result
+                        if on_file is not None:
+                            on_file(result)
             if on_tick is not None:
                 on_tick()
             if stop_reason is not None and not stopped and time.monotonic() >= next_stop_check:
@@ -392,3 +574,36 @@ def copy_entries(
     outcome.files = [results[i] for i in sorted(results)]
     outcome.ended = time.time()
     return outcome
+
+
+def _work_units(engine: CopyEngine, entries: Sequence[Entry], *, source_prefix: str, sink_prefix: str,
+                hints: SinkHints, parallel: int) -> Iterator[Callable[[], list[tuple[int, FileResult]]]]:
+    """The shard's files as units of work for the pool, in order: a file of
+    :data:`SMALL_FILE` bytes or more alone, runs of smaller ones as batches
+    (:meth:`CopyEngine.copy_batch`) of at most :data:`BATCH_FILES` files and
+    :data:`BATCH_BYTES` bytes, smaller when there are few, so that every thread gets work."""
+    small = sum(1 for e in entries if 0 <= e.size < SMALL_FILE)
+    per_batch = max(1, min(BATCH_FILES, -(-small // max(1, parallel))))
+    batch: list[BatchItem] = []
+    batch_bytes = 0
+    for position, entry in enumerate(entries):
+        item = BatchItem(position, entry,
+                         sink_path_for(entry.path, source_prefix=source_prefix, sink_prefix=sink_prefix),
+                         hints.get(entry.path), entry.path in hints)
+        if 0 <= entry.size < SMALL_FILE and not engine.server_side_for(entry):
+            if batch and (len(batch) >= per_batch or batch_bytes + entry.size > BATCH_BYTES):
+                yield functools.partial(engine.copy_batch, batch)
+                batch, batch_bytes = [], 0
+            batch.append(item)
+            batch_bytes += entry.size
+            continue
+        if batch:
+            yield functools.partial(engine.copy_batch, batch)
+            batch, batch_bytes = [], 0
+        yield functools.partial(_copy_one, engine, item)
+    if batch:
+        yield functools.partial(engine.copy_batch, batch)
+
+
+def _copy_one(engine: CopyEngine, item: BatchItem) -> list[tuple[int, FileResult]]:
+    return [(item.position, engine.copy_file(item.entry, item.target, hint=item.hint, hinted=item.hinted))]

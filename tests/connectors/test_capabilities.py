@@ -18,7 +18,8 @@ from dmg.errors import Fatal, Retryable
 
 
 def test_the_flags_follow_the_types() -> None:
-    assert FileConnector.capabilities == {"ranged_read", "keeps_mtime", "distributed_write"}
+    assert FileConnector.capabilities == {"ranged_read", "keeps_mtime", "distributed_write",
+                                          "local_files"}
     assert S3Connector.capabilities == {"ranged_read", "server_side_copy", "native_checksum",
                                         "distributed_write"}
     assert AzureBlobConnector.capabilities == {"native_checksum", "distributed_write"}

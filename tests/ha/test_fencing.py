@@ -9,9 +9,12 @@ ends before Redis can expire the key, with room for a slow clock.
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -19,13 +22,17 @@ from celery import Celery
 
 from dispatcher.lease import Lease
 from dispatcher.placement import Placer, node_loads
+from dmg.connectors.file import STAGING_PREFIX
 from dmg.shards.status import STATE_QUEUED
 from dmg.site.attempts import DUPLICATE, STALE, STARTED, reissue, requeue, runner_token, start_run
 from dmg.site.state import SiteState
 from tests.shardkit import planned_spec
+from tests.workers.support import wait_for, write_files
 from workers.run.delivery import my_runner, runner_alive
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
 
 S = "ar1-00000"
 
@@ -203,3 +210,43 @@ def test_a_holder_whose_clock_runs_slow_still_stops_before_redis_expires_the_key
         time.sleep(0.005)
 
     assert redis_client.pttl("dmg:gw:lease") > 0  # nobody else could have the lease yet
+
+
+# -- a batch of small files, paused before its check ---------------------------------------
+def test_a_paused_attempt_moved_away_commits_nothing_of_its_batch(state: SiteState, redis_url: str,
+                                                                    tmp_path: Path) -> None:
+    """Given a process copying 200 small files in batches of 64 with one fencing check
+    per batch, when it is SIGSTOPped right before the second batch's check and its
+    shard is moved to another node meanwhile, then after SIGCONT the check sees the
+    attempt fenced: the first batch stays, nothing of the second becomes visible, no
+    staging file is left, and the process ends stale."""
+    src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "checks.log"
+    write_files(src, {f"f{i:03d}": 4096 for i in range(200)})
+    dst.mkdir()
+    add(state, S)
+    attempt = state.new_attempt(S, "a")
+    assert start_run(state, S, attempt, "a", runner=my_runner(), alive=runner_alive)[0] == STARTED
+    proc = subprocess.Popen([sys.executable, "-m", "tests.ha.batch_child", redis_url, "gw", S, str(attempt),
+                             str(src), str(dst), str(log)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: log.exists() and "check 2\n" in log.read_text(), timeout=60,
+                 what="the second batch staged", interval=0.01)
+        proc.send_signal(signal.SIGSTOP)
+        assert "checked 2" not in log.read_text()  # stopped inside the round trip, before the answer
+        visible = sorted(p.name for p in dst.iterdir() if not p.name.startswith(STAGING_PREFIX))
+        assert len(visible) == 64  # the first batch, whole
+        staged = [p for p in dst.iterdir() if p.name.startswith(STAGING_PREFIX)]
+        assert len(staged) == 64  # the second batch, staged
+
+        assert requeue(state, S, "a") == attempt + 1  # the dispatcher moves the shard: attempt fenced
+
+        proc.send_signal(signal.SIGCONT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert json.loads(out.strip().splitlines()[-1])["outcome"] == "stale"
+    assert "checked 2 False" in log.read_text()
+    assert sorted(p.name for p in dst.iterdir()) == visible  # nothing more, no staging left

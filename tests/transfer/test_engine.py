@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import xxhash
 
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import StagedCrc32
 from dmg.connectors.file import FileConnector
 from dmg.errors import Cancelled, NotFound, PermissionDenied, Retryable, StaleAttempt
 from dmg.transfer import CopyOptions, copy_entries
+from dmg.transfer import engine as engine_module
 from tests.transfer.memstore import MemoryConnector, RangedMemoryConnector
 from tests.workers.support import tree, write_files
 
@@ -24,6 +26,10 @@ MiB = 1024 * 1024
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def xxh3(data: bytes) -> str:
+    return "xxh3:" + xxhash.xxh3_128_hexdigest(data)
 
 
 def stores(tmp_path: Path) -> tuple[FileConnector, FileConnector]:
@@ -56,9 +62,10 @@ def test_files_are_copied_with_their_checksums_and_modified_times(tmp_path: Path
     assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
     files = by_path(result)
     assert [f.status for f in result.files] == ["copied"] * 3
-    assert files["out/sub/b.bin"].checksum == md5((tmp_path / "src/in/sub/b.bin").read_bytes())
+    # File to file: the kernel copied, the XXH3 of the source and of the staged file agreed.
+    assert files["out/sub/b.bin"].checksum == xxh3((tmp_path / "src/in/sub/b.bin").read_bytes())
     assert files["out/sub/b.bin"].source == "in/sub/b.bin" and files["out/sub/b.bin"].tries == 1
-    assert files["out/a.bin"].verified == "size,staged-crc32"  # the staging file was re-read
+    assert files["out/a.bin"].verified == "size,xxh3"  # the staging file was re-read
     assert (tmp_path / "dst/out/a.bin").stat().st_mtime == 1_600_000_000
     assert result.bytes == sum(moved) == 70_000 + 5 * MiB + 7
     assert not [p for p in (tmp_path / "dst").rglob(".dmg-staging*")]
@@ -205,7 +212,7 @@ def test_re_read_verification_reads_the_committed_file_back(tmp_path: Path) -> N
     source, sink = stores(tmp_path)
     write_files(tmp_path / "src" / "in", {"f": 3000})
     result = copy(source, sink, options={"verify": "re-read"})
-    assert result.files[0].verified == "size,staged-crc32,re-read"
+    assert result.files[0].verified == "size,xxh3,re-read"
     off = copy(source, sink, options={"verify": False, "overwrite": "always"}, staging_id="s.2")
     assert off.files[0].verified == "size"
 
@@ -258,9 +265,12 @@ def test_a_retryable_stat_of_the_sink_is_retried() -> None:
 
 
 def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None:
+    """Given 20 small files in 4 batches of 5, when the attempt is fenced after two
+    batches' checks, then those two batches are committed whole and nothing of the
+    others: no file, no staging file."""
     source, sink = stores(tmp_path)
     write_files(tmp_path / "src" / "in", {f"f{i:02d}": 1000 for i in range(20)})
-    commits = {"left": 3}
+    commits = {"left": 2}
 
     def may_commit() -> bool:
         commits["left"] -= 1
@@ -269,7 +279,40 @@ def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None
     with pytest.raises(StaleAttempt):
         copy(source, sink, may_commit=may_commit, options={"parallel_files": 4})
 
-    assert len(tree(tmp_path / "dst")) == 3  # the three commits before the fence, no staging left
+    assert len(tree(tmp_path / "dst")) == 10  # two batches before the fence, no staging left
+
+
+def test_small_files_are_fenced_once_per_batch_and_large_ones_once_each(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine_module, "BATCH_SECONDS", 60.0)  # a loaded machine splits no batch
+    monkeypatch.setattr(engine_module, "CHECK_FRESH_FOR", 60.0)
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {**{f"s{i:03d}": 100 for i in range(200)}, "big": 2 * MiB})
+    asked: list[float] = []
+
+    result = copy(source, sink, may_commit=lambda: asked.append(time.monotonic()) is None,
+                  options={"parallel_files": 4})
+
+    assert [f.status for f in result.files] == ["copied"] * 201
+    assert len(asked) == 4 + 1  # 200 small files in 4 batches of 50, the large one alone
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_a_batch_that_waited_after_its_check_checks_again_before_each_commit(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given a batch whose check is trusted for no time at all (a process paused right
+    after its check), when the attempt is fenced after the first commit, then the next
+    commit's own check sees it and nothing more of the batch is committed."""
+    monkeypatch.setattr(engine_module, "CHECK_FRESH_FOR", -1.0)
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {f"f{i}": 100 for i in range(5)})
+    answers = iter([True, False])
+
+    with pytest.raises(StaleAttempt):
+        copy(source, sink, may_commit=lambda: next(answers, False), options={"parallel_files": 1})
+
+    assert len(tree(tmp_path / "dst")) == 1
+    assert not [p for p in (tmp_path / "dst").rglob(".dmg-staging*")]
 
 
 def test_a_stop_reason_stops_files_mid_stream_and_leaves_no_staging(tmp_path: Path) -> None:
@@ -354,3 +397,18 @@ def test_a_ranged_object_that_shrank_fails_on_its_size() -> None:
     assert result.files[0].status == "failed" and "read 300000 bytes, the listing said 1048576" in \
         result.files[0].error
     assert sink.commits == []
+
+
+def test_a_file_that_shrank_after_listing_fails_in_the_kernel_copy_and_leaves_nothing(tmp_path: Path) -> None:
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"big": 3 * MiB, "small": 5000})
+    entries = list(source.list("in"))
+    (tmp_path / "src/in/big").write_bytes(b"x" * MiB)
+    (tmp_path / "src/in/small").write_bytes(b"y" * 10)
+
+    result = copy_entries(source, sink, entries, source_prefix="in", sink_prefix="out", staging_id="s.1",
+                          options=CopyOptions.from_json({"retries": 0}))
+
+    assert [f.status for f in result.files] == ["failed", "failed"]
+    assert "read 1048576 bytes, the listing said 3145728" in result.files[0].error
+    assert not list((tmp_path / "dst").rglob("*.*")) and not (tmp_path / "dst/out/big").exists()

@@ -59,6 +59,14 @@ from workers.run.reporter import HttpReporter
 log = logging.getLogger(__name__)
 
 
+#: glibc's allocator for the worker and its pool (the node's own environment wins): at
+#: most two arenas (each copy thread otherwise gets one of its own, up to 64 MiB, kept),
+#: and buffers of 256 KiB or more mapped and unmapped as they come and go (glibc raises
+#: that threshold after the first 1 MiB chunk is freed, then keeps freed chunks in the
+#: heap): a node copying a 4 GiB file holds no more than its chunks in flight.
+WORKER_MALLOC = {"MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": str(256 * 1024)}
+
+
 class Service(Protocol):
     def start(self) -> None: ...
 
@@ -155,7 +163,7 @@ class NodeRuntime:
                  self.registration.gateway, self.limit, self.worker.pid if self.worker else None)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
-        env = {**self.base_environ, **settings_environ(self.settings)}
+        env = {**WORKER_MALLOC, **self.base_environ, **settings_environ(self.settings)}
         output: Any = None
         if self.worker_log is not None:
             self.worker_log.parent.mkdir(parents=True, exist_ok=True)

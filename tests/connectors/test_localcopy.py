@@ -1,0 +1,62 @@
+"""The kernel copy of the file store (dmg.connectors.localcopy): each fallback copies the
+same bytes, and XXH3 reads a file whatever its size."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+import pytest
+import xxhash
+
+from dmg.connectors import localcopy
+
+MiB = 1024 * 1024
+
+
+def _copy(tmp_path: Path, data: bytes) -> bytes:
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(data)
+    steps: list[int] = []
+    with open(src, "rb") as s, open(dst, "w+b") as d:
+        copied = localcopy.copy_fd(s.fileno(), d.fileno(), len(data), on_step=steps.append)
+    assert copied == sum(steps) == len(data)
+    return dst.read_bytes()
+
+
+def _refuse(*_args: object) -> int:
+    raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
+
+
+@pytest.mark.parametrize("refused", [(), ("copy_file_range",), ("copy_file_range", "sendfile")])
+def test_every_fallback_copies_the_same_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              refused: tuple[str, ...]) -> None:
+    for name in refused:
+        monkeypatch.setattr(os, name, _refuse)
+    monkeypatch.setattr(localcopy, "COPY_STEP", MiB)  # several steps
+    data = os.urandom(3 * MiB + 17)
+    assert _copy(tmp_path, data) == data
+
+
+def test_another_error_of_the_kernel_is_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "copy_file_range", no_space)
+    with pytest.raises(OSError) as caught:
+        _copy(tmp_path, b"x" * 100)
+    assert caught.value.errno == errno.ENOSPC
+
+
+@pytest.mark.parametrize("size", [0, 10, localcopy.HASH_BUFFER, localcopy.HASH_BUFFER + 1, 3 * MiB])
+def test_xxh3_of_a_file_is_the_xxh3_of_its_bytes(tmp_path: Path, size: int) -> None:
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        assert localcopy.xxh3_of_fd(fd) == ("xxh3:" + xxhash.xxh3_128_hexdigest(data), size)
+        half = "xxh3:" + xxhash.xxh3_128_hexdigest(data[: size // 2])
+        assert localcopy.xxh3_of_fd(fd, size // 2)[0] == half
+    finally:
+        os.close(fd)
