@@ -230,6 +230,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     if report.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="this attempt must not commit its output")
+    previous = shard.status
     placed = report.status == CLOUD_PLACED
     if placed:
         _check_placement(session, node, report, now=now, ttl=ttl)
@@ -259,8 +260,17 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
-    activity_run = shard.activity_run
-    derive_activity_run(activity_run, now=now)
-    derive_run(activity_run.run, now=now)
+    if previous in CLOUD_FINISHED or shard.status in CLOUD_FINISHED:
+        # Only a shard that ends (or one that ended and starts again) can change its
+        # activity run's status: "placed" and "running" reports skip the derivation.
+        derive_statuses(shard.activity_run, now=now)
     session.flush()
     return {"status": shard.status, "attempt": shard.attempt}
+
+
+def derive_statuses(activity_run: ActivityRun, *, now: float) -> None:
+    """Derive the activity run's status, and its run's only when the activity run's changed."""
+    before = (activity_run.status, activity_run.ended_at)
+    derive_activity_run(activity_run, now=now)
+    if (activity_run.status, activity_run.ended_at) != before:
+        derive_run(activity_run.run, now=now)
