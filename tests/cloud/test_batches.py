@@ -31,6 +31,10 @@ def _planned(cloud: Cloud, *, shards: int = 2) -> tuple[object, str, list[str]]:
     return site, run["id"], ids
 
 
+def _placed(shard_id: str, node: str) -> dict[str, object]:
+    return {"shard_id": shard_id, "report": {"attempt": 1, "status": "placed", "node": node, "epoch": 1}}
+
+
 def _files(*names: str) -> list[dict[str, object]]:
     return [{"path": n, "source": n, "bytes": 5, "status": "copied", "checksum": "c"} for n in names]
 
@@ -43,8 +47,8 @@ def test_a_batch_places_runs_and_finishes_shards_with_their_files_in_one_request
                                                             "epoch": 1}} for s in (s0, s1)])
         assert placed["applied"] == 2 and all(r["ok"] for r in placed["results"])
         final = {"attempt": 1, "status": "succeeded", "files": 2, "bytes": 10, "started_at": 1.0}
-        items = [{"shard_id": s, "files": {"attempt": 1, "files": _files(f"{s}/a", f"{s}/b")}, "report": final}
-                 for s in (s0, s1)]
+        items = [{"shard_id": s, "files": {"attempt": 1, "files": _files(f"{s}/a", f"{s}/b")},
+                  "report": final} for s in (s0, s1)]
 
         first = w.report_batch(items)
         again = w.report_batch(items)  # the answer was lost: the node sends it all again
@@ -61,8 +65,7 @@ def test_each_item_is_checked_against_the_token_and_a_refused_one_changes_nothin
     site, run_id, (s0, s1) = _planned(cloud)
     tokens = site.tokens  # type: ignore[attr-defined]
     with cloud.node(tokens["d"]) as d, cloud.node(tokens["x"]) as x, cloud.user() as user:
-        d.report_batch([{"shard_id": s0, "report": {"attempt": 1, "status": "placed", "node": "w", "epoch": 1}},
-                        {"shard_id": s1, "report": {"attempt": 1, "status": "placed", "node": "x", "epoch": 1}}])
+        d.report_batch([_placed(s0, "w"), _placed(s1, "x")])
         spoof = {"attempt": 1, "status": "succeeded", "files": 99}
         answer = x.report_batch([
             {"shard_id": s0, "report": spoof, "files": {"attempt": 1, "files": _files("forged")}},  # w's
@@ -88,12 +91,13 @@ def test_a_report_before_its_placement_stops_the_batch_there_for_a_retry(cloud: 
     site, run_id, (s0, s1) = _planned(cloud)
     tokens = site.tokens  # type: ignore[attr-defined]
     with cloud.node(tokens["d"]) as d, cloud.node(tokens["w"]) as w, cloud.user() as user:
-        d.report_batch([{"shard_id": s0, "report": {"attempt": 1, "status": "placed", "node": "w", "epoch": 1}}])
+        d.report_batch([_placed(s0, "w")])
         done = {"attempt": 1, "status": "succeeded", "files": 2}
         answer = w.report_batch([{"shard_id": s0, "report": done}, {"shard_id": s1, "report": done},
                                  {"shard_id": s0, "report": {**done, "files": 1}}])
         assert answer["applied"] == 1 and answer["retry"]["error"] == "retryable"
-        assert [s["status"] for s in user.run(run_id)["activity_runs"][0]["shards"]] == ["succeeded", "planned"]
+        shards = user.run(run_id)["activity_runs"][0]["shards"]
+        assert [s["status"] for s in shards] == ["succeeded", "planned"]
 
 
 def test_a_batch_that_does_not_fit_is_one_clear_400(cloud: Cloud) -> None:
