@@ -44,8 +44,9 @@ class BackgroundReports:
     """``report_shard`` that returns at once; a thread delivers to ``cloud``."""
 
     def __init__(self, cloud: ShardReports, *, max_queued: int = 100_000, backoff: float = 0.5,
-                 max_backoff: float = 5.0) -> None:
+                 max_backoff: float = 5.0, linger: float = 0.05) -> None:
         self.cloud = cloud
+        self.linger = linger
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._closing = threading.Event()
@@ -78,6 +79,8 @@ class BackgroundReports:
             item = self._queue.get()
             if item is None:
                 return
+            # Let the placements of this round gather: one request carries them all.
+            self._closing.wait(self.linger)
             batch = [item]
             closing = False
             while len(batch) < BATCH:

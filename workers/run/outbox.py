@@ -50,10 +50,12 @@ class BatchOutcome:
     ``wait``: the cloud asked for the rest again later (a placement not known yet);
     ``unsupported``: the cloud has no batch route (previous version)."""
 
-    def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False) -> None:
+    def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
+                 full: bool = False) -> None:
         self.settled = settled
         self.wait = wait
         self.unsupported = unsupported
+        self.full = full
 
 
 class ReportOutbox:
@@ -101,7 +103,8 @@ class ReportOutbox:
         settled = len(entries) if applied >= len(items) else owners[applied]
         if settled:
             self.state.redis.ltrim(self.key, settled, -1)
-        return BatchOutcome(settled, wait=answer.get("retry") is not None)
+        return BatchOutcome(settled, wait=answer.get("retry") is not None,
+                            full=len(entries) < len(raws) or len(raws) == max_items)
 
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
@@ -233,7 +236,9 @@ class OutboxSender:
             self._moved = time.monotonic()
         if outcome.wait:
             return self.retry_wait
-        return 0.0 if outcome.settled else self.poll
+        # A full batch: more are queued, send at once; else let reports gather for one poll
+        # (a busy node sends a batch every ``poll`` s, not one request per report).
+        return 0.0 if outcome.full else self.poll
 
 
 class OutboxReporter:
