@@ -222,7 +222,7 @@ class OutboxSender:
             if self._away == 1:
                 log.warning("cloud unreachable, shard reports wait in the outbox node=%s error=%s",
                             self.outbox.node, exc)
-            return min(self.retry_wait * 2 ** min(self._away, 6), self.max_backoff)
+            return min(self.retry_wait * 2.0 ** min(self._away, 6), self.max_backoff)
         except BrokerError as exc:
             log.warning("cannot read the report outbox node=%s error=%s", self.outbox.node, exc)
             return self.max_backoff
