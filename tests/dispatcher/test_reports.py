@@ -94,7 +94,7 @@ class BatchingCloud(FlakyCloud):
             self.refused_calls += 1
             raise Retryable("cannot reach the cloud")
         self.batches.append([i["shard_id"] for i in items])
-        results = []
+        results: list[dict[str, Any]] = []
         for item in items:
             if item["shard_id"] in self.placement_unknown:
                 self.placement_unknown.discard(item["shard_id"])
