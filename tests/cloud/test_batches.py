@@ -9,6 +9,7 @@ remembers tokens.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -103,8 +104,10 @@ def test_a_report_before_its_placement_stops_the_batch_there_for_a_retry(cloud: 
 def test_a_batch_that_does_not_fit_is_one_clear_400(cloud: Cloud) -> None:
     site, _run_id, (s0, _s1) = _planned(cloud)
     headers = {"Authorization": f"Bearer {site.tokens['w']}"}  # type: ignore[attr-defined]
-    for body in ({"items": []}, {"items": [{"shard_id": s0}]}, {"items": "x"},
-                 {"items": [{"shard_id": s0, "report": {"attempt": -1, "status": "done"}}]}):
+    bodies: list[dict[str, Any]] = [
+        {"items": []}, {"items": [{"shard_id": s0}]}, {"items": "x"},
+        {"items": [{"shard_id": s0, "report": {"attempt": -1, "status": "done"}}]}]
+    for body in bodies:
         answer = httpx.post(f"{cloud.url}/api/v1/nodes/reports", json=body, headers=headers)
         assert answer.status_code == 400 and answer.json()["error"] == "bad_input", body
         assert "Traceback" not in answer.text and "\n" not in answer.json()["message"]
