@@ -66,7 +66,10 @@ def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) 
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                              "DMG_API_TOKEN": site.settings.api_token,
                              "DMG_REDIS_URL": site.settings.redis_url}, cwd=tmp_path)
-        copy = mixed_copy(client, site, tmp_path, files=16, tables=4, rows=400, bandwidth=24 * KIB,
+        # Tables of 3,000 rows at 24 KiB/s keep a table shard busy for seconds: shards are sized
+        # by work now, so the 16 small files make one shard and node3 may hold a table shard
+        # between the refused remove and the forced one.
+        copy = mixed_copy(client, site, tmp_path, files=16, tables=4, rows=3000, bandwidth=24 * KIB,
                           name="drain")
         run_id = client.run_pipeline(copy.pipeline)["id"]
         wait_for(lambda: state.running("node2") and state.running("node3"), timeout=30,
