@@ -18,13 +18,11 @@ from dmg.cloud.schemas import (
     Heartbeat,
     PipelineCreate,
     PlannedShard,
-    ReportItem,
     ShardReport,
     StoreCreate,
 )
 from dmg.cloud.service import (
     attempts,
-    batches,
     cancel,
     credentials,
     dispatch,
@@ -36,7 +34,6 @@ from dmg.cloud.service import (
     stores,
 )
 from dmg.cloud.service.gateways import NodeIdentity
-from dmg.cloud.service.tokens import TokenCache
 from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
@@ -48,7 +45,6 @@ class CloudService:
         self.db = db
         self.box = keys.KeyBox(settings)
         self.clock = clock
-        self.tokens = TokenCache()
 
     @property
     def offline_after(self) -> float:
@@ -94,7 +90,6 @@ class CloudService:
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
             gateways.remove_node(session, gateway, node)
-        self.tokens.clear()  # its token stops working at once (in this process)
 
     # -- stores, pipelines, runs (users) --------------------------------------------------
     def add_store(self, store: StoreCreate) -> dict[str, Any]:
@@ -149,14 +144,8 @@ class CloudService:
                                           public_key=public_key, expect_gateway_id=expect_gateway_id)
 
     def authenticate_node(self, token: str) -> NodeIdentity:
-        """The node owning ``token`` (Unauthorized if none): from :attr:`tokens` when known."""
-        known = self.tokens.get(token)
-        if known is not None:
-            return known
         with self.db.read() as session:
-            node = gateways.authenticate_node(session, token)
-        self.tokens.put(token, node)
-        return node
+            return gateways.authenticate_node(session, token)
 
     def node_stores(self, node: NodeIdentity) -> list[dict[str, Any]]:
         """The stores the node's gateway uses (definitions only: never a secret)."""
@@ -212,11 +201,6 @@ class CloudService:
         with self.db.write() as session:
             return dispatch.report_shard(session, node, shard_id, report, now=self.clock(),
                                          ttl=self.lease_ttl)
-
-    def report_batch(self, node: NodeIdentity, items: list[ReportItem]) -> dict[str, Any]:
-        """Apply a node's batch of reports and file results in one transaction (:mod:`.batches`)."""
-        with self.db.write() as session:
-            return batches.apply_batch(session, node, items, now=self.clock(), ttl=self.lease_ttl)
 
     # -- portal sessions ------------------------------------------------------------------
     def open_portal_session(self) -> str:
