@@ -29,6 +29,7 @@ NODE_COLUMNS: list[Column] = [
     column("VERSION", "version"),
     column("ROLE", "role"),
     computed("RUNNING/LIMIT", _slots),
+    column("SIZED BY", "sized_by"),
     column("CPU", "cpu_percent", human_percent),
     column("MEMORY FREE", "memory_available", human_bytes),
     computed("NETWORK", _network),

@@ -98,6 +98,8 @@ class Node(Base):
     stopped: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     pool_running: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # What set its concurrent-job limit: cgroup, host, setting or scaled ("" if unsaid).
+    sized_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
     #: Its own encryption mode ("tls"/"none"; "" before its first beat that said it).
     encryption: Mapped[str] = mapped_column(String(8), default="", server_default="")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -110,6 +110,9 @@ class Heartbeat(Body):
     public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
     #: Does the node reach the site broker over TLS ("" from a node too old to say).
     encryption: Literal["", "tls", "none"] = ""
+    #: What set the node's concurrent-job limit (workers.agent.sizing): the container's
+    #: cgroup limits, the host's size, DMG_NODE_CONCURRENCY, or a runtime scale ("" if unsaid).
+    sized_by: Literal["", "cgroup", "host", "setting", "scaled"] = ""
 
 
 class EncryptionChange(Body):

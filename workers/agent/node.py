@@ -50,7 +50,7 @@ from workers.agent.drain import DrainField
 from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
 from workers.agent.scaling import persisted_limit
-from workers.agent.sizing import node_limit
+from workers.agent.sizing import limit_source, node_limit
 from workers.context import redis_client
 from workers.names import node_queue, worker_hostname
 from workers.run.outbox import ReportOutbox
@@ -107,8 +107,10 @@ class NodeRuntime:
         self.registration = registration
         self.services = list(services)
         # A limit set at runtime (dmg scale, Flower, --concurrency) outlives restarts.
-        self.limit = (persisted_limit(node_dir(self.settings.data_dir, registration.node))
-                      or node_limit(self.settings))
+        persisted = persisted_limit(node_dir(self.settings.data_dir, registration.node))
+        self.limit = persisted or node_limit(self.settings)
+        #: What set the limit: "scaled" (set at runtime), "setting", "cgroup" or "host".
+        self.sized_by = "scaled" if persisted else limit_source(self.settings)
         self.base_environ = process_environ() if base_environ is None else dict(base_environ)
         self.worker_log = worker_log
         self.shutdown_timeout = shutdown_timeout
@@ -128,7 +130,8 @@ class NodeRuntime:
                                 cloud_refused=lambda: self.agent.cloud_refused)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
-            credential_status=credential_status, extras=self.drain,
+            credential_status=credential_status,
+            extras=lambda: {**self.drain(), "sized_by": self.sized_by},
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
             on_foreign=self._refuse)
 
@@ -159,8 +162,9 @@ class NodeRuntime:
         for service in self.services:
             service.start()
             self._started.append(service)
-        log.info("node started node=%s gateway=%s limit=%d worker_pid=%s", self.registration.node,
-                 self.registration.gateway, self.limit, self.worker.pid if self.worker else None)
+        log.info("node started node=%s gateway=%s limit=%d sized_by=%s worker_pid=%s",
+                 self.registration.node, self.registration.gateway, self.limit, self.sized_by,
+                 self.worker.pid if self.worker else None)
 
     def start_worker(self) -> subprocess.Popen[bytes]:
         env = {**WORKER_MALLOC, **self.base_environ, **settings_environ(self.settings)}

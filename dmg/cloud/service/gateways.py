@@ -298,6 +298,7 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
     if beat.public_key:
         row.public_key = beat.public_key
     row.encryption = beat.encryption
+    row.sized_by = beat.sized_by
     row.last_heartbeat = now
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
