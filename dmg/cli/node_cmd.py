@@ -91,12 +91,31 @@ def start(name: str | None, concurrency: int | None) -> None:
 @click.option("--gateway", "gateway_name", default=None,
               help="The gateway (default: the only one the cloud has).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def list_nodes(gateway_name: str | None, as_json: bool) -> None:
-    """List a gateway's nodes: status and reasons, version, role, load, last heartbeat."""
+@click.option("--watch", is_flag=True, help="Redraw the table every --every seconds until Ctrl-C.")
+@click.option("--every", type=click.FloatRange(min=0.2), default=2.0, show_default=True,
+              help="With --watch: seconds between two redraws.")
+def list_nodes(gateway_name: str | None, as_json: bool, watch: bool, every: float) -> None:
+    """List a gateway's nodes: status and reasons, version, role, load, what sized the node's
+    limit (cgroup, host, setting, scaled), last heartbeat."""
+    empty = "no node yet: dmg node register --cloud URL --key KEY"
+    if watch:
+        if as_json:
+            raise click.UsageError("--watch draws a table; leave out --json")
+        from dmg.cli.output import render_table
+        from dmg.cli.watch import watch as watch_view
+
+        with user_client() as client:
+            gateway = default_gateway(client, gateway_name)
+
+            def render(terminal: bool) -> str:
+                rows = client.list_nodes(gateway)
+                return render_table(rows, NODE_COLUMNS, terminal=terminal) if rows else empty
+
+            watch_view(render, every=every)
+        return
     with user_client() as client:
         rows = client.list_nodes(default_gateway(client, gateway_name))
-    emit_table(rows, NODE_COLUMNS, as_json=as_json,
-               empty="no node yet: dmg node register --cloud URL --key KEY")
+    emit_table(rows, NODE_COLUMNS, as_json=as_json, empty=empty)
 
 
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)

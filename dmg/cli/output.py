@@ -1,8 +1,9 @@
-"""How the CLI prints: aligned tables, JSON, human sizes, durations and times."""
+"""How the CLI prints: tables (rich, :mod:`dmg.cli.tables`), JSON, human sizes, durations, times."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
@@ -29,13 +30,22 @@ def computed(header: str, fn: Callable[[dict[str, Any]], str]) -> Column:
     return (header, "", fn)
 
 
-def render_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> str:
-    """Left-aligned columns separated by two spaces, a header line first."""
-    cells = [[header for header, _, _ in columns]]
-    cells += [[fn(row) for _, _, fn in columns] for row in rows]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-                     for line in cells)
+def render_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column], *,
+                 terminal: bool = False, width: int | None = None) -> str:
+    """Left-aligned columns separated by two spaces, a header line first (drawn by rich,
+    :mod:`dmg.cli.tables`; plain text unless ``terminal``)."""
+    from dmg.cli.tables import draw
+
+    headers = [header for header, _, _ in columns]
+    cells = [[fn(row) for _, _, fn in columns] for row in rows]
+    return draw(headers, cells, terminal=terminal, width=width)
+
+
+def echo_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> None:
+    """Print a table on stdout: bold headers and the terminal's width on a terminal,
+    plain text when piped."""
+    terminal = sys.stdout.isatty()
+    click.echo(render_table(rows, columns, terminal=terminal))
 
 
 def emit_json(value: Any) -> None:
@@ -49,7 +59,7 @@ def emit_table(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json
     elif not rows and empty:
         click.echo(empty)
     else:
-        click.echo(render_table(rows, columns))
+        echo_table(rows, columns)
 
 
 def human_bytes(value: Any) -> str:

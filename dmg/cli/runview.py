@@ -19,12 +19,12 @@ from dmg.cli.output import (
     column,
     computed,
     duration_between,
+    echo_table,
     human_bytes,
     human_duration,
-    render_table,
     to_epoch,
 )
-from dmg.cli.progressbar import RateMeter, bar_line
+from dmg.cli.progressbar import LiveBar, RateMeter, bar_line
 from dmg.errors import NotFound, Retryable
 from dmg.shards.status import CLOUD_FAILED, CLOUD_FINISHED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 
@@ -118,25 +118,25 @@ def wait_for_run(client: CloudClient, run_id: str, *, poll: float = 0.5, timeout
 
 
 class ProgressPrinter:
-    """Rewrites one status line on a terminal; prints a line per change otherwise."""
+    """A live bar on a terminal (rich, :class:`dmg.cli.progressbar.LiveBar`); a plain line
+    per change otherwise."""
 
     def __init__(self) -> None:
-        self._tty = sys.stderr.isatty()
+        self._live = LiveBar() if sys.stderr.isatty() else None
         self._last = ""
         self._meter = RateMeter()
 
     def __call__(self, run: dict[str, Any]) -> None:
         line = progress_line(run)
-        shown = bar_line(run, self._meter)
-        if self._tty:
-            click.echo(f"\r\033[K{shown}", nl=False, err=True)
+        if self._live is not None:
+            self._live.update(run, self._meter)
         elif line.split(", ")[:3] != self._last.split(", ")[:3]:
-            click.echo(shown, err=True)
+            click.echo(bar_line(run, self._meter), err=True)
         self._last = line
 
     def finish(self) -> None:
-        if self._tty and self._last:
-            click.echo("", err=True)
+        if self._live is not None:
+            self._live.stop()
 
 
 def shard_rows(run: dict[str, Any]) -> list[dict[str, Any]]:
@@ -195,7 +195,7 @@ def print_attempts(attempts: list[dict[str, Any]]) -> None:
         click.echo("attempts: none reported yet")
         return
     click.echo("attempts:")
-    click.echo(render_table(attempts, ATTEMPT_COLUMNS))
+    echo_table(attempts, ATTEMPT_COLUMNS)
 
 
 def summary(run: dict[str, Any]) -> dict[str, Any]:
@@ -223,7 +223,7 @@ def print_run(run: dict[str, Any]) -> None:
     rows = shard_rows(run)
     if rows:
         click.echo("")
-        click.echo(render_table(rows, SHARD_COLUMNS))
+        echo_table(rows, SHARD_COLUMNS)
     totals = summary(run)
     rate = f"{totals['mb_per_s']} MB/s" if totals["mb_per_s"] is not None else "-"
     click.echo("")

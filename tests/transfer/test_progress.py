@@ -67,3 +67,36 @@ def test_a_young_run_shows_its_average_since_the_start() -> None:
 def test_a_finished_run_shows_its_average_rate_and_status() -> None:
     line = bar_line(run_body("Succeeded", [shard("succeeded", 4, 4, 8_000_000, 8_000_000)]))
     assert "100%" in line and "0.8 MB/s" in line and line.endswith("Succeeded")
+
+
+def test_on_a_terminal_rich_draws_the_bar_and_the_same_figures() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dmg.cli.progressbar import LiveBar
+
+    screen = io.StringIO()
+    live = LiveBar(Console(file=screen, force_terminal=True, width=120, color_system="standard"))
+    now = [0.0]
+    meter = RateMeter(clock=lambda: now[0], window=2.0)
+    live.update(run_body("InProgress", [shard("running", 1, 4, 1_000_000, 8_000_000)]), meter)
+    now[0] = 2.0
+    live.update(run_body("InProgress", [shard("running", 2, 4, 4_000_000, 8_000_000)]), meter)
+    live.stop()
+    text = screen.getvalue()
+    assert "\x1b[" in text  # drawn in place, with colour
+    assert "50%" in text and "2/4 files" in text and "1.5 MB/s" in text and "0/1 shards" in text
+    assert "━" in text  # rich's bar, not the plain line's [####----]
+
+
+def test_a_bar_that_never_started_stops_quietly() -> None:
+    import io
+
+    from rich.console import Console
+
+    from dmg.cli.progressbar import LiveBar
+
+    screen = io.StringIO()
+    LiveBar(Console(file=screen, force_terminal=True)).stop()
+    assert screen.getvalue() == ""
