@@ -8,6 +8,7 @@ import os
 import pty
 import subprocess
 import uuid
+from pathlib import Path
 
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import column, render_table
@@ -124,3 +125,47 @@ def test_watch_with_json_is_a_usage_error(dmg: DmgRunner) -> None:
     done = dmg("node", "list", "--watch", "--json")
     assert done.returncode == 2
     assert "--watch draws a table; leave out --json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_watch_outlives_a_cloud_restart(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    from dmg.cloud.server import start_cloud_subprocess
+    from dmg.procs import free_port
+    from settings import Settings
+
+    settings = Settings(data_dir=tmp_path / "cloud-data", log_level="WARNING")
+    bind = f"127.0.0.1:{free_port()}"
+    cloud = start_cloud_subprocess(settings, bind=bind)
+    env = {"DMG_DATA_DIR": str(tmp_path / "cli-data"), "DMG_CLOUD_URL": cloud.url,
+           "DMG_API_TOKEN": cloud.api_token}
+    runner = DmgRunner(env=env, cwd=tmp_path)
+    assert runner("gateway", "create", "watched").returncode == 0
+    proc = subprocess.Popen([str(DMG), "node", "list", "--gateway", "watched", "--watch", "--every", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_environ(**env),
+                            cwd=tmp_path)
+    lines: list[str] = []
+
+    def read_until(text: str) -> None:
+        deadline = time.monotonic() + 30
+        assert proc.stdout is not None
+        while not any(text in line for line in lines):
+            assert time.monotonic() < deadline and proc.poll() is None, (text, lines[-5:], proc.poll())
+            lines.append(proc.stdout.readline().decode())
+
+    try:
+        read_until("no node yet")
+        cloud.stop()  # given the cloud goes away
+        read_until("(retrying)")  # the watch says so
+        lines.clear()
+        cloud = start_cloud_subprocess(settings, bind=bind)  # and when it comes back
+        read_until("no node yet")  # the table is back
+        proc.send_signal(signal.SIGINT)
+        _, errors = proc.communicate(timeout=20)
+        assert proc.returncode == 0, errors
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        cloud.stop()
