@@ -1,5 +1,7 @@
 # One image for every dmg process of a site: the cloud, the nodes, Flower.
-# (Not built in dmg's CI, which has no Docker; see README.md, "Containers".)
+# dmg's CI has no Docker: it does not build this image, but tests/containers/ checks
+# what it copies, its ENV, ENTRYPOINT, CMD and EXPOSE, and runs its entrypoints as
+# plain processes (README.md, "Containers"). No secret is ever copied or set here.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
