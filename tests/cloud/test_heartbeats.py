@@ -40,6 +40,18 @@ def test_heartbeat_is_stored_and_shown(cloud: Cloud, user: CloudClient) -> None:
     assert gateway["status"] == "Online" and gateway["version"] == "1.0.0"
 
 
+def test_what_sized_a_node_is_stored_and_a_bad_value_refused(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("n1",))
+    with cloud.node(site.tokens["n1"]) as node:
+        node.heartbeat(BEAT)  # a node too old to say
+        assert _node(user, site.gateway, "n1")["sized_by"] == ""
+        node.heartbeat({**BEAT, "sized_by": "cgroup"})
+        assert _node(user, site.gateway, "n1")["sized_by"] == "cgroup"
+        with pytest.raises(BadInput):
+            node.heartbeat({**BEAT, "sized_by": "guess"})
+    assert _node(user, site.gateway, "n1")["sized_by"] == "cgroup"
+
+
 def test_reported_problems_make_a_node_limited(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user, nodes=("n1", "n2"))
     with cloud.node(site.tokens["n1"]) as n1, cloud.node(site.tokens["n2"]) as n2:
