@@ -13,6 +13,7 @@ credential sync, never through the compose file), and a copy runs end to end.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import pytest
 from dmg.cli.demo import KIB, generate_tree
 from dmg.embedded.redis import redis_binary
 from dmg.errors import Fatal
-from dmg.procs import free_port, stop_group, wait_for_port
+from dmg.procs import free_port, wait_for_port, wait_then_kill
 from tests.conftest import require
 from tests.containers import composekit as kit
 from tests.containers.test_compose_file import ENV
@@ -97,9 +98,13 @@ class ComposeSite:
     def alive(self) -> dict[str, int | None]:
         return {name: proc.poll() for name, proc in self.procs.items()}
 
-    def stop(self) -> None:
-        for name in reversed(list(self.procs)):
-            stop_group(self.procs[name], timeout=30)
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM to every service at once (as `docker compose down`), then wait for each
+        (SIGKILL after 30 s); -> every service's exit code."""
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        return {name: wait_then_kill(proc, timeout=30) for name, proc in self.procs.items()}
 
 
 @pytest.fixture
@@ -216,3 +221,7 @@ def test_the_compose_site_runs_a_copy_end_to_end(compose_site: ComposeSite, s3_s
         environ = Path(f"/proc/{site.procs[name].pid}/environ").read_bytes()
         assert iam_key["secret_access_key"].encode() not in environ
         assert b"DMG_API_TOKEN" not in environ and b"GATEWAY_KEY" not in environ
+
+    # and `docker compose down` (SIGTERM) stops every node cleanly
+    codes = site.stop()
+    assert codes["node1"] == 0 and codes["node2"] == 0, codes
