@@ -110,6 +110,8 @@ class Heartbeat(Body):
     public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
     #: Does the node reach the site broker over TLS ("" from a node too old to say).
     encryption: Literal["", "tls", "none"] = ""
+    #: The node took up an upgrade asked of it: draining, then restarting (dmg.cloud.service.upgrades).
+    upgrading: bool = False
 
 
 class EncryptionChange(Body):
