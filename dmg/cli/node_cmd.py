@@ -1,11 +1,11 @@
-"""``dmg node``: register, start, list, drain and remove the nodes of a gateway."""
+"""``dmg node``: register, start, list, drain, upgrade and remove the nodes of a gateway."""
 
 from __future__ import annotations
 
 import click
 
 from dmg import registration as local_registration
-from dmg.cli import drain_cmd, nodekeys_cmd
+from dmg.cli import drain_cmd, nodekeys_cmd, upgrade_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
@@ -101,3 +101,4 @@ def list_nodes(gateway_name: str | None, as_json: bool) -> None:
 
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)
 nodekeys_cmd.register(node)  # backup, restore, reset (dmg.cli.nodekeys_cmd)
+node.add_command(upgrade_cmd.node_upgrade)  # dmg.cli.upgrade_cmd
