@@ -10,7 +10,10 @@ one after another; when 0.2.0 is installed and ``dmg gateway upgrade`` rolls the
 - at every moment at least two nodes take work (the cloud's node list, sampled);
 - the gateway version is 0.1.0 while most nodes run it, then 0.2.0; the node on the
   minority version is Limited with both versions in the reason;
-- every run succeeded and copied each file exactly once.
+- every run succeeded and copied each file exactly once;
+- then ``dmg node upgrade`` with nothing newer installed brings the node back on the same
+  version and fails in one line; with an install that does not start, ``dmg gateway upgrade``
+  stops at the first node, naming it, and leaves the others Online.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import pytest
 
 from dmg.cloud.client import CloudClient
 from dmg.embedded.faults import SiteUnderTest
-from dmg.rolling import roll
+from dmg.rolling import roll, roll_order
 from dmg.status import WORKING
+from tests.cli.conftest import DmgRunner, assert_one_line_error
 from tests.ha.installs import NODE_ENVIRON, Install, dmg_tree
 from tests.ha.nodekit import dispatcher_of, site_state
 from tests.ha.sitekit import (
@@ -160,3 +164,22 @@ def test_a_rolling_upgrade_keeps_the_gateway_moving_data(tmp_path: Path,
         assert len(runs.done) >= 2
         for run_id, copy in runs.done:
             assert_copied_exactly(client, run_id, copy)
+
+        # the real command, nothing newer installed: node1 restarts, and that is an error
+        dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
+                             "DMG_API_TOKEN": site.settings.api_token}, cwd=tmp_path)
+        again = dmg("node", "upgrade", "node1", "--timeout", "40", timeout=60)
+        assert_one_line_error(again, contains=f"node node1 restarted but still runs {NEW}")
+
+        # an install that does not start: the first node of the roll does not come back, the roll
+        # stops naming it, and the nodes after it are untouched
+        broken = dmg_tree(tmp_path / "dmg-broken", "0.3.0")
+        (broken / "dmg" / "cli" / "__main__.py").write_text("raise SystemExit('this install is broken')\n")
+        installed.switch(broken)
+        first, *rest = roll_order(client.list_nodes(site.gateway))
+        stopped = dmg("gateway", "upgrade", site.gateway, "--timeout", "8", timeout=60)
+        assert_one_line_error(stopped, contains=f"node {first} did not come back within 8 s")
+        assert "the roll stopped" in stopped.stderr
+        assert site.exit_code(first) == 1
+        rows = node_rows(client, site)
+        assert all(rows[n]["status"] == "Online" and rows[n]["version"] == NEW for n in rest), rows
