@@ -94,9 +94,14 @@ def start(name: str | None, concurrency: int | None) -> None:
 def list_nodes(gateway_name: str | None, as_json: bool) -> None:
     """List a gateway's nodes: status and reasons, version, role, load, last heartbeat."""
     with user_client() as client:
-        rows = client.list_nodes(default_gateway(client, gateway_name))
+        name = default_gateway(client, gateway_name)
+        rows = client.list_nodes(name)
+        gateway = client.gateway(name) if rows and not as_json else {}
     emit_table(rows, NODE_COLUMNS, as_json=as_json,
                empty="no node yet: dmg node register --cloud URL --key KEY")
+    if gateway:  # the version the nodes' VERSION column is compared with
+        click.echo(f"gateway {name}: {gateway.get('status')}, version {gateway.get('version') or '-'} "
+                   "(the version most nodes run)")
 
 
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)

@@ -168,6 +168,8 @@ def test_a_rolling_upgrade_keeps_the_gateway_moving_data(tmp_path: Path,
         # the real command, nothing newer installed: node1 restarts, and that is an error
         dmg = DmgRunner(env={"DMG_DATA_DIR": str(site.data_dir), "DMG_CLOUD_URL": site.settings.cloud_url,
                              "DMG_API_TOKEN": site.settings.api_token}, cwd=tmp_path)
+        listed = dmg("node", "list", "--gateway", site.gateway)
+        assert listed.returncode == 0 and f"gateway {site.gateway}: Online, version {NEW}" in listed.stdout
         again = dmg("node", "upgrade", "node1", "--timeout", "40", timeout=60)
         assert_one_line_error(again, contains=f"node node1 restarted but still runs {NEW}")
 
