@@ -109,8 +109,8 @@ ENCRYPTION_MODES = (ENCRYPTION_TLS, ENCRYPTION_NONE)
 
 
 #: Why a node shows Upgrading while an upgrade asked of it runs (:func:`upgrading_status`).
-UPGRADE_REQUESTED = "upgrade requested: waiting for the node to take it up"
-UPGRADE_DRAINING = "upgrading: its running shards finish, then it restarts on the installed version"
+UPGRADE_REQUESTED_REASON = "upgrade requested: waiting for the node to take it up"
+UPGRADE_DRAINING_REASON = "upgrading: its running shards finish, then it restarts on the installed version"
 
 
 def upgrading_status(status: NodeStatus, upgrade: str, *, version: str) -> NodeStatus:
@@ -119,7 +119,7 @@ def upgrading_status(status: NodeStatus, upgrade: str, *, version: str) -> NodeS
     it is Offline (a node that does not come back stays Offline, whatever was asked)."""
     if not upgrade or status.status == OFFLINE:
         return status
-    why = UPGRADE_DRAINING if upgrade == "upgrading" else UPGRADE_REQUESTED
+    why = UPGRADE_DRAINING_REASON if upgrade == "upgrading" else UPGRADE_REQUESTED_REASON
     return NodeStatus(UPGRADING, (f"{why} (now {version})",))
 
 
