@@ -107,7 +107,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
             name=name, limit=limit, running=int(running), queued=int(queued),
             online=True, draining=bool(beat.get("draining", False)) or name in drained,
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
-            stale_credentials=frozenset(beat.get("credentials_stale") or ())))
+            stale_credentials=frozenset(beat.get("credentials_stale") or ()),
+            version=str(beat.get("version") or "")))
     return loads
 
 

@@ -5,12 +5,18 @@ draining and can reach the shard's stores. The dispatcher sends each shard to
 the eligible node with the most free slots, and holds shards back when every
 node's queue is full (back-pressure keeps per-node queues short, so losing a
 node strands little work).
+
+Versions (:mod:`dmg.version`): a node on another version than the majority of the
+nodes' gets no new work while a node on the majority version can take it; when none
+can, it does (during a rolling upgrade the gateway keeps moving data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from dmg.version import majority_version, parse
 
 
 @dataclass
@@ -24,6 +30,8 @@ class NodeLoad:
     unreachable_stores: frozenset[str] = field(default_factory=frozenset)
     #: Credentials (by name) whose current version this node does not hold yet.
     stale_credentials: frozenset[str] = field(default_factory=frozenset)
+    #: The dmg version the node runs ("" unknown: counts as the majority's).
+    version: str = ""
 
     @property
     def free_slots(self) -> int:
@@ -52,7 +60,16 @@ def choose_node(
     eligible = [n for n in nodes if n.can_take(wanted, max_queued=max_queued, credentials=needed)]
     if not eligible:
         return None
+    eligible = on_majority_version(eligible, majority_version(n.version for n in nodes)) or eligible
     return max(eligible, key=lambda n: (n.free_slots, -n.queued, _reverse(n.name)))
+
+
+def on_majority_version(nodes: Sequence[NodeLoad], majority: str | None) -> list[NodeLoad]:
+    """The nodes running ``majority`` (or not saying their version); all of them when
+    ``majority`` is None."""
+    if majority is None:
+        return list(nodes)
+    return [n for n in nodes if not n.version or parse(n.version) == parse(majority)]
 
 
 def record_placement(node: NodeLoad) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from dmg.version import parse
+from dmg.version import version_reason
 
 OFFLINE = "Offline"
 UPGRADING = "Upgrading"
@@ -95,8 +95,8 @@ def node_status(
     if not config_matches_majority:
         return NodeStatus(INACTIVE, ("its configuration differs from the other nodes'",))
     reasons = list(problems)
-    if gateway_version and parse(version) != parse(gateway_version):
-        reasons.append(f"runs version {version}, the gateway runs {gateway_version}")
+    if differs := version_reason(version, gateway_version):
+        reasons.append(differs)
     if reasons:
         return NodeStatus(LIMITED, tuple(reasons))
     return NodeStatus(ONLINE)
@@ -106,6 +106,21 @@ def node_status(
 ENCRYPTION_TLS = "tls"
 ENCRYPTION_NONE = "none"
 ENCRYPTION_MODES = (ENCRYPTION_TLS, ENCRYPTION_NONE)
+
+
+#: Why a node shows Upgrading while an upgrade asked of it runs (:func:`upgrading_status`).
+UPGRADE_REQUESTED_REASON = "upgrade requested: waiting for the node to take it up"
+UPGRADE_DRAINING_REASON = "upgrading: its running shards finish, then it restarts on the installed version"
+
+
+def upgrading_status(status: NodeStatus, upgrade: str, *, version: str) -> NodeStatus:
+    """The status of a node that an upgrade was asked of (``upgrade``: ``requested`` or
+    ``upgrading``, :mod:`dmg.cloud.service.upgrades`): Upgrading with what it does, unless
+    it is Offline (a node that does not come back stays Offline, whatever was asked)."""
+    if not upgrade or status.status == OFFLINE:
+        return status
+    why = UPGRADE_DRAINING_REASON if upgrade == "upgrading" else UPGRADE_REQUESTED_REASON
+    return NodeStatus(UPGRADING, (f"{why} (now {version})",))
 
 
 def encryption_mismatch(node_mode: str, gateway_mode: str) -> str:

@@ -72,6 +72,12 @@ class Settings:
     autoscale_min: int = defaults.AUTOSCALE_MIN
     autoscale_max: int = defaults.AUTOSCALE_MAX
     autoscale_interval: float = defaults.AUTOSCALE_INTERVAL
+    #: What a node asked to upgrade runs once drained and stopped (workers.agent.upgrade):
+    #: "" re-executes the node's own command (the installed version starts), ``exit``
+    #: exits for an orchestrator to start the new image, anything else is run first.
+    upgrade_command: str = ""
+    #: Seconds an upgrading node waits for its running shards before it stops anyway.
+    upgrade_drain_timeout: float = defaults.UPGRADE_DRAIN_TIMEOUT
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,6 +135,7 @@ _KINDS: dict[str, type] = {
     "autoscale_min": int,
     "autoscale_max": int,
     "autoscale_interval": float,
+    "upgrade_drain_timeout": float,
 }
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import click
 
+from dmg.cli import upgrade_cmd
 from dmg.cli.common import user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import column, emit_json, emit_table, human_time, reasons_text
@@ -101,3 +102,6 @@ def show(name: str, as_json: bool) -> None:
     if nodes:
         click.echo("")
         emit_table(nodes, NODE_COLUMNS, as_json=False)
+
+
+gateway.add_command(upgrade_cmd.gateway_upgrade)  # rolling upgrade (dmg.cli.upgrade_cmd)

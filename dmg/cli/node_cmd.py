@@ -1,11 +1,11 @@
-"""``dmg node``: register, start, list, drain and remove the nodes of a gateway."""
+"""``dmg node``: register, start, list, drain, upgrade and remove the nodes of a gateway."""
 
 from __future__ import annotations
 
 import click
 
 from dmg import registration as local_registration
-from dmg.cli import drain_cmd, nodekeys_cmd
+from dmg.cli import drain_cmd, nodekeys_cmd, upgrade_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
@@ -114,9 +114,16 @@ def list_nodes(gateway_name: str | None, as_json: bool, watch: bool, every: floa
             watch_view(render, every=every)
         return
     with user_client() as client:
-        rows = client.list_nodes(default_gateway(client, gateway_name))
-    emit_table(rows, NODE_COLUMNS, as_json=as_json, empty=empty)
+        name = default_gateway(client, gateway_name)
+        rows = client.list_nodes(name)
+        gateway = client.gateway(name) if rows and not as_json else {}
+    emit_table(rows, NODE_COLUMNS, as_json=as_json,
+               empty=empty)
+    if gateway:  # the version the nodes' VERSION column is compared with
+        click.echo(f"gateway {name}: {gateway.get('status')}, version {gateway.get('version') or '-'} "
+                   "(the version most nodes run)")
 
 
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)
 nodekeys_cmd.register(node)  # backup, restore, reset (dmg.cli.nodekeys_cmd)
+node.add_command(upgrade_cmd.node_upgrade)  # dmg.cli.upgrade_cmd

@@ -66,11 +66,17 @@ def add_credential_sync(runtime: Any, settings: Settings, registration: NodeRegi
 
 
 def run_node(settings: Settings, registration: NodeRegistration) -> None:
-    """Run the node until SIGTERM/SIGINT; exits non-zero when its worker died."""
+    """Run the node until SIGTERM/SIGINT; exits non-zero when its worker died. Drained for an
+    upgrade, it restarts itself on the installed version (:mod:`workers.agent.upgrade`)."""
     import click
 
     runtime = build_node(settings, registration)
     log.info("starting node %s of gateway %s", registration.node, registration.gateway)
     code = runtime.run_forever()
+    if runtime.upgrade.ready.is_set():
+        from workers.agent.upgrade import restart_on_new_version
+
+        restart_on_new_version(settings.upgrade_command)  # returns only for "exit"
+        return
     if code:
         raise click.exceptions.Exit(code)

@@ -157,6 +157,10 @@ class CloudClient:
         memory_available, network_in, network_out, credential_status, last_heartbeat."""
         return self.request("GET", f"/gateways/{gateway}/nodes")
 
+    def upgrade_node(self, gateway: str, node: str) -> dict[str, Any]:
+        """Ask ``node`` to upgrade (:mod:`dmg.cloud.service.upgrades`); -> the node."""
+        return self.request("POST", f"/gateways/{gateway}/nodes/{node}/upgrade")
+
     def remove_node(self, gateway: str, node: str) -> None:
         self.request("DELETE", f"/gateways/{gateway}/nodes/{node}")
 

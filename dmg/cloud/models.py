@@ -103,6 +103,8 @@ class Node(Base):
     #: Its own encryption mode ("tls"/"none"; "" before its first beat that said it).
     encryption: Mapped[str] = mapped_column(String(8), default="", server_default="")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    #: An upgrade asked of it: "" none, "requested", "upgrading" (dmg.cloud.service.upgrades).
+    upgrade: Mapped[str] = mapped_column(String(16), default="", server_default="")
     # When the dispatcher saw every process of the node lose its broker connection
     # (dmg.site.presence); Offline until a heartbeat newer than that.
     gone_at: Mapped[float | None] = mapped_column(Float, nullable=True)

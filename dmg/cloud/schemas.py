@@ -113,6 +113,8 @@ class Heartbeat(Body):
     #: What set the node's concurrent-job limit (workers.agent.sizing): the container's
     #: cgroup limits, the host's size, DMG_NODE_CONCURRENCY, or a runtime scale ("" if unsaid).
     sized_by: Literal["", "cgroup", "host", "setting", "scaled"] = ""
+    #: The node took up an upgrade asked of it: draining, then restarting (dmg.cloud.service.upgrades).
+    upgrading: bool = False
 
 
 class EncryptionChange(Body):

@@ -80,7 +80,7 @@ class EmbeddedSite:
                  node_concurrency: int | None = None, startup_timeout: float = 90.0,
                  echo: Callable[[str], None] | None = None,
                  node_environ: Mapping[str, Mapping[str, str]] | None = None,
-                 external_broker: bool = False, tls: bool = False) -> None:
+                 external_broker: bool = False, tls: bool = False, node_python: str = "") -> None:
         if nodes < 1:
             raise ValueError("a site needs at least one node")
         data_dir = settings.data_dir.expanduser().absolute()
@@ -100,6 +100,8 @@ class EmbeddedSite:
         # True: a throw-away CA (dmg.embedded.tls): Redis on TLS only, the cloud on HTTPS,
         # every client checking both against that CA.
         self.tls = tls
+        # The interpreter the nodes run on ("": this one's): another install of dmg (tests of upgrades).
+        self.node_python = node_python
         self.gateway_keys: dict[str, str] = {}
         self._token_given = bool(settings.api_token)
         self.flower_url = ""
@@ -376,7 +378,7 @@ class EmbeddedSite:
                       echo=self._echo)
 
     def _start_node(self, name: str) -> None:
-        args = [sys.executable, "-m", "dmg.cli", "node", "start", "--name", name]
+        args = [self.node_python or sys.executable, "-m", "dmg.cli", "node", "start", "--name", name]
         if self.node_concurrency:
             args += ["--concurrency", str(self.node_concurrency)]
         self._echo(f"starting {name}")

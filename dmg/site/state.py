@@ -27,6 +27,8 @@ from dmg.site.shards import ShardRecords
 
 #: The drain flag of a node removed from its gateway (``set_drain(node, DRAIN_REMOVED)``).
 DRAIN_REMOVED = "removed"
+#: The drain flag of a node upgrading (workers.agent.upgrade); its next process clears it.
+DRAIN_UPGRADE = "upgrade"
 
 
 class SiteState(ShardRecords):
@@ -109,6 +111,10 @@ class SiteState(ShardRecords):
                             pids: list[int], ttl: float) -> None:
         body = {"running": running, "limit": limit, "pids": pids, "ts": time.time()}
         self.redis.set(self.keys.load(node), json.dumps(body), px=int(ttl * 1000))
+
+    def forget_worker_load(self, node: str) -> None:
+        """Drop ``node``'s published load: its worker is gone, a new one publishes its own."""
+        self.redis.delete(self.keys.load(node))
 
     def worker_load(self, node: str) -> dict[str, Any] | None:
         raw = self.redis.get(self.keys.load(node))

@@ -104,7 +104,8 @@ def test_a_lower_version_cannot_register(user: CloudClient) -> None:
     user.register_node(key=created["key1"], name="b", version="1.2.0")
     with pytest.raises(BadInput) as refused:
         user.register_node(key=created["key1"], name="c", version="1.1.9")
-    assert "lower than" in refused.value.message and "1.2.0" in refused.value.message
+    assert "older than" in refused.value.message and "1.2.0" in refused.value.message
+    assert "1.1.9" in refused.value.message and "install dmg 1.2.0" in refused.value.hint
     assert user.register_node(key=created["key1"], name="c", version="1.3.0")["node"] == "c"
     assert user.gateway(created["name"])["version"] == "1.2.0"
     assert [n["name"] for n in user.list_nodes(created["name"])] == ["a", "b", "c"]

@@ -28,7 +28,7 @@ def test_heartbeat_is_stored_and_shown(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user, nodes=("n1",))
     before = time.time()
     with cloud.node(site.tokens["n1"]) as node:
-        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": []}
+        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": [], "upgrade": False}
     shown = _node(user, site.gateway, "n1")
     for field in ("role", "running", "limit", "cpu_percent", "memory_available", "network_in",
                   "network_out", "version"):
@@ -73,7 +73,7 @@ def test_a_node_on_another_version_is_limited(cloud: Cloud, user: CloudClient) -
         b.heartbeat(BEAT)
         answer = c.heartbeat({**BEAT, "version": "1.1.0"})
     assert answer["status"] == "Limited"
-    assert "runs version 1.1.0, the gateway runs 1.0.0" in answer["reasons"]
+    assert "runs 1.1.0, gateway runs 1.0.0" in answer["reasons"]
     assert user.gateway(site.gateway)["version"] == "1.0.0"
 
 
@@ -161,9 +161,9 @@ def test_the_api_shows_stopped_and_poolless_nodes_offline_and_one_dispatcher(
         assert [n["role"] for n in gateway["nodes"]] == ["worker", "dispatcher", "worker"]
 
         assert b.heartbeat({**BEAT, "stopped": True, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["stopped"]}
+            "status": "Offline", "reasons": ["stopped"], "upgrade": False}
         assert a.heartbeat({**BEAT, "pool_running": False, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["worker pool not running"]}
+            "status": "Offline", "reasons": ["worker pool not running"], "upgrade": False}
         gateway = user.gateway(site.gateway)
         assert gateway["status"] == "Limited"  # c still moves data
         assert gateway["reasons"][:2] == ["a: Offline (worker pool not running)", "b: Offline (stopped)"]

@@ -108,6 +108,11 @@ def test_every_route_declares_a_scope(operations: list[tuple[str, str, str]]) ->
     assert all(scope for _m, _p, scope in operations)
 
 
+def test_asking_a_node_to_upgrade_is_for_users_only(operations: list[tuple[str, str, str]]) -> None:
+    # node tokens cannot ask any node (their own included) to restart: only a user (or admin)
+    assert ("post", "/api/v1/gateways/{name}/nodes/{node}/upgrade", "user") in operations
+
+
 @pytest.mark.parametrize("caller", CALLERS)
 def test_every_route_with_every_token(cloud: Cloud, world: World, operations: list[tuple[str, str, str]],
                                       caller: str) -> None:

@@ -155,3 +155,19 @@ def test_a_shard_whose_spec_cannot_be_read_is_placed_for_its_runner_to_fail(
     assert [(p.shard_id, p.node, p.attempt) for p in placed] == [("ar1-00000", "a", 1)]
     assert state.pending() == []
     assert messages(redis_client, "a") == [("dmg.copy_shard", "ar1-00000:1", ["ar1-00000", 1])]
+
+
+def test_a_node_on_another_version_gets_work_only_when_the_majority_is_full(
+        state: SiteState, sender: Celery) -> None:
+    beat(state, "old", 4, version="0.1.0")  # the most free slots, but the minority version
+    beat(state, "a", 2, version="0.2.0")
+    beat(state, "b", 2, version="0.2.0")
+    add_shards(state, 6)
+
+    placed = placer(state, sender).place_pending()
+
+    assert [p.node for p in placed[:4]].count("old") == 0  # a and b first, while they have room
+    by_node: dict[str, int] = {}
+    for p in placed:
+        by_node[p.node] = by_node.get(p.node, 0) + 1
+    assert by_node == {"a": 2, "b": 2, "old": 2}  # then the gateway keeps moving data on "old"

@@ -10,6 +10,8 @@ node flagged ``removed`` new attempts elsewhere
 - A node flagged ``removed`` when this process starts, whose heartbeat the cloud
   then accepts, was registered anew (a removed node's token is refused): the flag
   is cleared once and the node takes work.
+- A node flagged ``upgrade`` when this process starts is the process its upgrade
+  restarted (:mod:`workers.agent.upgrade`): the flag is cleared and it takes work.
 - A removal seen while this process runs (the flag appears, or the cloud refuses
   its token: removed while the broker could not be told) keeps it out until it is
   stopped: it flags itself ``removed`` and takes no more work. Registered again and
@@ -23,12 +25,13 @@ from collections.abc import Callable
 from typing import Any
 
 from dmg.errors import BrokerError
-from dmg.site.state import DRAIN_REMOVED, SiteState
+from dmg.site.state import DRAIN_REMOVED, DRAIN_UPGRADE, SiteState
 
 log = logging.getLogger(__name__)
 
 DRAIN = "drain"
 REMOVED = DRAIN_REMOVED
+UPGRADE = DRAIN_UPGRADE
 
 
 class DrainField:
@@ -54,6 +57,10 @@ class DrainField:
     def __call__(self) -> dict[str, Any]:
         try:
             flag = self.flag()
+            if self._removed_at_start is None and flag == UPGRADE:
+                self.state.clear_drain(self.node)  # this process is the one the upgrade started
+                log.info("node restarted after its upgrade; taking work node=%s", self.node)
+                flag = None
             if self._removed_at_start is None:
                 self._removed_at_start = flag == REMOVED
             if flag != REMOVED:

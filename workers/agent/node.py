@@ -18,9 +18,10 @@ to run where another gateway's stamp is (:class:`~dmg.site.identity.ForeignRedis
 Redis was swapped under it) kills its worker at once, without a warm shutdown, and
 :meth:`NodeRuntime.run_forever` raises that error.
 
-:meth:`NodeRuntime.run_forever` returns when SIGTERM/SIGINT arrives or the worker
-dies; :meth:`NodeRuntime.stop` asks the worker for a warm shutdown (SIGTERM: running
-shards finish), waits ``shutdown_timeout`` s, then kills it.
+:meth:`NodeRuntime.run_forever` returns when SIGTERM/SIGINT arrives, the worker
+dies, or the node is drained for an upgrade asked in the cloud (``runtime.upgrade.ready``
+is then set: :mod:`workers.agent.upgrade`); :meth:`NodeRuntime.stop` asks the worker
+for a warm shutdown (SIGTERM: running shards finish), waits ``shutdown_timeout`` s, then kills it.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
 from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import limit_source, node_limit
+from workers.agent.upgrade import NodeUpgrade
 from workers.context import redis_client
 from workers.names import node_queue, worker_hostname
 from workers.run.outbox import ReportOutbox
@@ -128,10 +130,14 @@ class NodeRuntime:
         self.drain = DrainField(self.state, registration.node,
                                 cloud_accepted=lambda: self.agent.cloud_answer is not None,
                                 cloud_refused=lambda: self.agent.cloud_refused)
+        self.upgrade = NodeUpgrade(self.state, registration.node,
+                                   cloud_answer=lambda: self.agent.cloud_answer, on_ready=self.request_stop,
+                                   drain_timeout=self.settings.upgrade_drain_timeout,
+                                   interval=min(self.settings.heartbeat_interval, 1.0))
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status,
-            extras=lambda: {**self.drain(), "sized_by": self.sized_by},
+            extras=lambda: {**self.drain(), **self.upgrade.fields(), "sized_by": self.sized_by},
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
             on_foreign=self._refuse)
 
@@ -157,8 +163,13 @@ class NodeRuntime:
             threading.Thread(target=clean_staging, args=(self.state, node, leftovers),
                              kwargs={"connector_factory": factory}, name=f"dmg-cleanup-{node}",
                              daemon=True).start()
+        try:  # a load from the previous process's worker (a restart) is not this worker's
+            self.state.forget_worker_load(node)
+        except BrokerError as exc:
+            log.warning("cannot clear the previous worker's load node=%s error=%s", node, exc)
         self.start_worker()
         self.agent.start()
+        self.upgrade.start()
         for service in self.services:
             service.start()
             self._started.append(service)
@@ -236,9 +247,11 @@ class NodeRuntime:
 
         Returns the worker's exit code. Safe to call twice.
         """
+        self.upgrade.stop()
         if not self._said_stopped and self.worker is not None:
             self._said_stopped = True
-            self.agent.say_stopped()  # the cloud shows it Offline ("stopped") at once
+            # the cloud shows it Offline ("stopped") at once; Upgrading when it restarts for one
+            self.agent.say_stopped(restarting=self.upgrade.ready.is_set())
         while self._started:
             service = self._started.pop()
             try:

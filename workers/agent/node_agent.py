@@ -302,11 +302,13 @@ class NodeAgent:
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
 
-    def say_stopped(self, timeout: float = 10.0) -> None:
+    def say_stopped(self, timeout: float = 10.0, *, restarting: bool = False) -> None:
         """Stop beating, then send one last beat saying the node stopped (best effort: an
-        unreachable broker or cloud is logged, never raised)."""
+        unreachable broker or cloud is logged, never raised). ``restarting``: it stops to
+        restart on a new version; the beat says draining, not stopped (it stays Upgrading)."""
         self._loop.stop(timeout)
-        beat = {**self.build_heartbeat(), "role": "worker", "epoch": 0, "stopped": True, "draining": True}
+        beat = {**self.build_heartbeat(), "role": "worker", "epoch": 0, "stopped": not restarting,
+                "draining": True}
         try:
             self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
         except (BrokerError, ForeignRedis) as exc:

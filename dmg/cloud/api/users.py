@@ -53,6 +53,14 @@ def list_nodes(name: str, svc: Service) -> list[dict[str, Any]]:
     return svc.list_nodes(name)
 
 
+@router.post("/gateways/{name}/nodes/{node}/upgrade", tags=["nodes"])
+def upgrade_node(name: str, node: str, svc: Service) -> dict[str, Any]:
+    """Ask a node to upgrade: it drains, restarts on the version installed on its machine and
+    rejoins (the request reaches it in its heartbeat's answer); -> the node (Upgrading).
+    409 when it is Offline or another node of the gateway is upgrading."""
+    return svc.request_upgrade(name, node)
+
+
 @router.delete("/gateways/{name}/nodes/{node}", status_code=204, tags=["nodes"])
 def remove_node(name: str, node: str, svc: Service) -> Response:
     """Remove a node; its token stops working at once."""

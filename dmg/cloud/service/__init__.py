@@ -32,6 +32,7 @@ from dmg.cloud.service import (
     pipelines,
     sessions,
     stores,
+    upgrades,
 )
 from dmg.cloud.service.gateways import NodeIdentity
 from settings import Settings
@@ -90,6 +91,11 @@ class CloudService:
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
             gateways.remove_node(session, gateway, node)
+
+    def request_upgrade(self, gateway: str, node: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return upgrades.request_upgrade(session, gateway, node, now=self.clock(),
+                                            offline_after=self.offline_after)
 
     # -- stores, pipelines, runs (users) --------------------------------------------------
     def add_store(self, store: StoreCreate) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from dmg.cloud import keys
 from dmg.cloud.models import Gateway, Node
 from dmg.cloud.schemas import Heartbeat
+from dmg.cloud.service.upgrades import UPGRADE_REQUESTED, upgrade_after_beat
 from dmg.cloud.service.views import credential_problem, node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
 from dmg.status import (
@@ -42,8 +43,9 @@ from dmg.status import (
     gateway_state,
     node_status,
     shown_role,
+    upgrading_status,
 )
-from dmg.version import majority_version, parse
+from dmg.version import majority_version, registration_refusal
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,7 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
         )
         if node.gone_at is not None and node.gone_at >= (node.last_heartbeat or 0.0):
             result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
+        result[node.id] = upgrading_status(result[node.id], node.upgrade or "", version=node.version)
     return result
 
 
@@ -228,11 +231,9 @@ def register_node(session: Session, *, key: str, name: str, version: str, max_no
         raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
                        hint="node names cannot change; pick another name, or remove the old node first")
     gateway_version = majority_version(n.version for n in gateway.nodes)
-    if gateway_version and parse(version) < parse(gateway_version):
-        raise BadInput(
-            f"node version {version} is lower than gateway {gateway.name!r}'s version {gateway_version}",
-            hint=f"update dmg on this node to {gateway_version} or later "
-                 "(or remove every node of the gateway to downgrade it)")
+    if refusal := registration_refusal(version, gateway_version, gateway=gateway.name):
+        raise BadInput(refusal, hint=f"install dmg {gateway_version} or later on this machine, then "
+                                     "register again (or remove every node of the gateway to downgrade it)")
     count = session.scalar(select(func.count()).select_from(Node).where(Node.gateway_id == gateway.id))
     if (count or 0) >= max_nodes:
         raise Conflict(f"gateway {gateway.name!r} already has {count} nodes, the most allowed",
@@ -272,7 +273,8 @@ def authenticate_node(session: Session, token: str) -> NodeIdentity:
 
 def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: float,
               offline_after: float) -> dict[str, Any]:
-    """Record a heartbeat (server time); -> ``{status, reasons}`` of the node."""
+    """Record a heartbeat (server time); -> ``{status, reasons, upgrade}`` of the node
+    (``upgrade``: an upgrade is asked of it, :mod:`dmg.cloud.service.upgrades`)."""
     row = session.get(Node, node.node_id)
     if row is None:
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
@@ -300,9 +302,10 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
     row.encryption = beat.encryption
     row.sized_by = beat.sized_by
     row.last_heartbeat = now
+    row.upgrade = upgrade_after_beat(row.upgrade or "", upgrading=beat.upgrading)
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
-    return status.to_json()
+    return {**status.to_json(), "upgrade": row.upgrade == UPGRADE_REQUESTED}
 
 
 def nodes_gone(session: Session, reporter: NodeIdentity, names: list[str], *, now: float) -> list[str]:

@@ -56,6 +56,7 @@ def node_json(node: Node, status: NodeStatus, *, role: str | None = None) -> dic
         "stores_unreachable": list(node.stores_unreachable or []), "draining": node.draining,
         "last_heartbeat": node.last_heartbeat, "registered_at": node.registered_at,
         "encryption": node.encryption or "", "sized_by": node.sized_by or "",
+        "upgrade": node.upgrade or "",
     }
 
 
