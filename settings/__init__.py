@@ -67,6 +67,10 @@ class Settings:
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
     log_level: str = defaults.LOG_LEVEL
+    #: ``text`` (default) or ``json``: one JSON object per log line (dmg.logformat).
+    log_format: str = defaults.LOG_FORMAT
+    #: ``/metrics`` open to anyone (a Prometheus without a token); else the API token only.
+    cloud_metrics_public: bool = False
     credentials_file: str = ""
     store_check_interval: float = defaults.STORE_CHECK_INTERVAL
     autoscale_min: int = defaults.AUTOSCALE_MIN
@@ -124,6 +128,7 @@ _KINDS: dict[str, type] = {
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
+    "cloud_metrics_public": bool,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,

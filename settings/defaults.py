@@ -47,3 +47,5 @@ AUTOSCALE_INTERVAL = 10.0
 FLOWER_PORT = 5555
 FLOWER_USER = "admin"
 LOG_LEVEL = "INFO"
+#: How every dmg process writes its log: "text" or "json" (one object per line).
+LOG_FORMAT = "text"

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from dmg.cloud.db import Database
-from tests.cloud import test_dispatch, test_gateways
+from tests.cloud import test_dispatch, test_gateways, test_prometheus
 from tests.cloud.conftest import Cloud, launch
 
 
@@ -65,3 +65,7 @@ def test_bad_values_are_400_on_postgres(pg_cloud: Cloud) -> None:
                           json={"name": "nul", "type": "file", "location": "a\x00b"})
     assert response.status_code == 400
 
+
+
+def test_metrics_on_postgres(pg_cloud: Cloud) -> None:
+    test_prometheus.test_the_figures_follow_a_run(pg_cloud)

@@ -16,6 +16,7 @@ from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.api.openapi import install_openapi
+from dmg.cloud.api.prometheus import metrics_router
 from dmg.cloud.db import Database
 from dmg.cloud.service import CloudService
 from dmg.version import __version__
@@ -64,5 +65,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials.users, prefix="/api/v1")
     app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
+    app.include_router(metrics_router(service.metrics, open_to_all=settings.cloud_metrics_public))
     install_openapi(app)
     return app
