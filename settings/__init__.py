@@ -18,7 +18,7 @@ from typing import Any
 
 from settings import defaults
 
-__all__ = ["Settings", "SettingsError", "load", "process_environ"]
+__all__ = ["Settings", "SettingsError", "load", "process_environ", "secrets_of"]
 
 
 class SettingsError(ValueError):
@@ -176,6 +176,23 @@ def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
 #: a database password). The Redis password is the site's: every process that talks to
 #: Redis needs it.
 PRIVATE = ("api_token", "flower_password", "cloud_db")
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The secret values ``settings`` holds (the :data:`PRIVATE` ones, the Redis password,
+    passwords inside the Redis and database URLs): what no log line may show."""
+    from urllib.parse import urlsplit
+
+    values = [settings.api_token, settings.flower_password, settings.redis_password]
+    for url in (settings.cloud_db, settings.redis_url):
+        for part in url.replace(";", " ").split():
+            try:
+                password = urlsplit(part).password
+            except ValueError:
+                password = None
+            if password:
+                values.append(password)
+    return [v for v in values if v]
 
 
 def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:

@@ -19,6 +19,7 @@ from dmg.cloud.api.openapi import install_openapi
 from dmg.cloud.api.prometheus import metrics_router
 from dmg.cloud.db import Database
 from dmg.cloud.service import CloudService
+from dmg.logformat import hide_in_logs
 from dmg.version import __version__
 from settings import Settings
 
@@ -44,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Control plane of dmg, the data movement gateway.")
     app.state.service = service
     app.state.api_token = keys.api_token(settings)
+    hide_in_logs([app.state.api_token])
     app.state.notifier = RunNotifier()
     install_error_handlers(app)
     app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,
