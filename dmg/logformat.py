@@ -116,6 +116,8 @@ def line_fields(message: str) -> dict[str, str]:
         found.update(shard_fields(task["shard"], task["attempt"]))
     for key, value in _WORDS.findall(message):
         found.setdefault(key, value)
+    if "shard" in found and "activity_run" not in found:
+        found.update({k: v for k, v in shard_fields(found["shard"], "").items() if k == "activity_run"})
     return found
 
 
