@@ -126,22 +126,7 @@ def gateway_of_node(client: CloudClient, node: str, given: str | None) -> str:
 
 
 def setup_logging(settings: settings_mod.Settings, *, secrets: tuple[str, ...] = ()) -> None:
-    """Log to stderr at ``DMG_LOG_LEVEL`` in ``DMG_LOG_FORMAT`` (:mod:`dmg.logformat`) for
-    long-running commands; the settings' secrets and ``secrets`` never show."""
-    import logging
+    """Log to stderr at ``DMG_LOG_LEVEL`` in ``DMG_LOG_FORMAT`` (:func:`dmg.logsetup.setup_logging`)."""
+    from dmg.logsetup import setup_logging as setup
 
-    from dmg.logformat import LogFormatError, configure
-
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
-        raise settings_mod.SettingsError(
-            f"DMG_LOG_LEVEL={settings.log_level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
-    try:
-        configure(level=level, log_format=settings.log_format,
-                  fields={"node": settings.node_name, "gateway": settings.gateway},
-                  secrets=[*settings_mod.secrets_of(settings), *secrets])
-    except LogFormatError as exc:
-        raise settings_mod.SettingsError(str(exc)) from None
-    from dmg.quietlogs import quiet_request_logs
-
-    quiet_request_logs(level)
+    setup(settings, secrets=secrets)

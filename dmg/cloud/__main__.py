@@ -7,10 +7,10 @@ import argparse
 import sys
 
 import settings as settings_mod
-from dmg.cli.common import setup_logging
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import serve, settings_from_json
 from dmg.errors import DmgError
+from dmg.logsetup import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
