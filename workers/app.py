@@ -29,6 +29,7 @@ from dmg.quietlogs import quiet_request_logs
 from dmg.site.presence import client_name
 from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
+from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
 from workers.logsetup import bind_task, format_worker_logger, unbind_task
 
@@ -40,6 +41,7 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
+    celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
     celery_app.dmg_settings = settings
     return celery_app
 
