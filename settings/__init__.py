@@ -18,7 +18,7 @@ from typing import Any
 
 from settings import defaults
 
-__all__ = ["Settings", "SettingsError", "load", "process_environ"]
+__all__ = ["Settings", "SettingsError", "load", "process_environ", "secrets_of"]
 
 
 class SettingsError(ValueError):
@@ -67,6 +67,10 @@ class Settings:
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
     log_level: str = defaults.LOG_LEVEL
+    #: ``text`` (default) or ``json``: one JSON object per log line (dmg.logformat).
+    log_format: str = defaults.LOG_FORMAT
+    #: ``/metrics`` open to anyone (a Prometheus without a token); else the API token only.
+    cloud_metrics_public: bool = False
     credentials_file: str = ""
     store_check_interval: float = defaults.STORE_CHECK_INTERVAL
     autoscale_min: int = defaults.AUTOSCALE_MIN
@@ -130,6 +134,7 @@ _KINDS: dict[str, type] = {
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
+    "cloud_metrics_public": bool,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,
@@ -178,6 +183,23 @@ def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
 #: a database password). The Redis password is the site's: every process that talks to
 #: Redis needs it.
 PRIVATE = ("api_token", "flower_password", "cloud_db")
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The secret values ``settings`` holds (the :data:`PRIVATE` ones, the Redis password,
+    passwords inside the Redis and database URLs): what no log line may show."""
+    from urllib.parse import urlsplit
+
+    values = [settings.api_token, settings.flower_password, settings.redis_password]
+    for url in (settings.cloud_db, settings.redis_url):
+        for part in url.replace(";", " ").split():
+            try:
+                password = urlsplit(part).password
+            except ValueError:
+                password = None
+            if password:
+                values.append(password)
+    return [v for v in values if v]
 
 
 def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:

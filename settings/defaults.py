@@ -48,3 +48,5 @@ FLOWER_PORT = 5555
 FLOWER_USER = "admin"
 LOG_LEVEL = "INFO"
 UPGRADE_DRAIN_TIMEOUT = 300.0
+#: How every dmg process writes its log: "text" or "json" (one object per line).
+LOG_FORMAT = "text"

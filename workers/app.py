@@ -14,14 +14,24 @@ import sys
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, celeryd_init, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    celeryd_init,
+    task_postrun,
+    task_prerun,
+    worker_init,
+)
 
 import settings as dmg_settings
+from dmg.logformat import warnings_as_lines
 from dmg.quietlogs import quiet_request_logs
 from dmg.site.presence import client_name
 from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
+from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
+from workers.logsetup import bind_task, format_worker_logger, unbind_task
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:
@@ -31,6 +41,7 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
+    celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
     celery_app.dmg_settings = settings
     return celery_app
 
@@ -81,9 +92,29 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
 
 
 @after_setup_logger.connect
-def _quiet_request_logs(*, loglevel: int | str | None = None, **_kwargs: Any) -> None:
-    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`)."""
+def _quiet_request_logs(*, logger: Any = None, loglevel: int | str | None = None, **_kwargs: Any) -> None:
+    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`); the site's log
+    format (:mod:`workers.logsetup`)."""
     quiet_request_logs(loglevel if loglevel is not None else "INFO")
+    if logger is not None:
+        format_worker_logger(logger)
+
+
+@after_setup_task_logger.connect
+def _format_task_logger(*, logger: Any = None, **_kwargs: Any) -> None:
+    if logger is not None:
+        format_worker_logger(logger)
+
+
+@task_prerun.connect
+def _bind_task(*, task_id: str = "", args: Any = None, **_kwargs: Any) -> None:
+    bind_task(task_id, args)
+
+
+@task_postrun.connect
+def _unbind_task(*, task_id: str = "", **_kwargs: Any) -> None:
+    unbind_task(task_id)
 
 
 app = make_app(dmg_settings.load())
+warnings_as_lines(app.dmg_settings.log_format)

@@ -125,15 +125,8 @@ def gateway_of_node(client: CloudClient, node: str, given: str | None) -> str:
                    hint="say which with --gateway")
 
 
-def setup_logging(settings: settings_mod.Settings) -> None:
-    """Log to stderr at ``DMG_LOG_LEVEL`` for long-running commands."""
-    import logging
+def setup_logging(settings: settings_mod.Settings, *, secrets: tuple[str, ...] = ()) -> None:
+    """Log to stderr at ``DMG_LOG_LEVEL`` in ``DMG_LOG_FORMAT`` (:func:`dmg.logsetup.setup_logging`)."""
+    from dmg.logsetup import setup_logging as setup
 
-    level = logging.getLevelName(settings.log_level.upper())
-    if not isinstance(level, int):
-        raise settings_mod.SettingsError(
-            f"DMG_LOG_LEVEL={settings.log_level!r} is not a log level; use DEBUG, INFO, WARNING or ERROR")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from dmg.quietlogs import quiet_request_logs
-
-    quiet_request_logs(level)
+    setup(settings, secrets=secrets)

@@ -76,7 +76,8 @@ def start(name: str | None, concurrency: int | None) -> None:
         from workers.agent.scaling import persist_limit
 
         persist_limit(local_registration.node_dir(settings.data_dir, registration.node), concurrency)
-    setup_logging(settings)
+    setup_logging(settings.replace(gateway=settings.gateway or registration.gateway),
+                  secrets=(registration.token,))
     from dmg.cli.runtime import run_node
     from dmg.cloud.client import check_cloud_certificate
     from dmg.site.connection import check_broker_certificate

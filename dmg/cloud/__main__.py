@@ -4,14 +4,13 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 import settings as settings_mod
 from dmg.cloud.keys import api_token
 from dmg.cloud.server import serve, settings_from_json
 from dmg.errors import DmgError
-from dmg.quietlogs import quiet_request_logs
+from dmg.logsetup import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(api_token(settings))
             return 0
-        logging.basicConfig(level=settings.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        quiet_request_logs(settings.log_level)
+        setup_logging(settings)
         serve(settings, bind=args.bind or settings.cloud_bind, db=args.db)
     except DmgError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -54,7 +54,10 @@ def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
         settings = settings.replace(cloud_db=db)
     tls = tls_files(settings)
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(),
+    # JSON lines: uvicorn's loggers propagate to the root handler (dmg.logformat) instead of
+    # writing text through their own.
+    extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), **extra,
                 timeout_graceful_shutdown=3, access_log=False,
                 ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
 

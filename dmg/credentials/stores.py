@@ -16,11 +16,10 @@ from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.credentials.rules import check_fields, credential_for, entry_name, needs_credential, secret_values
 from dmg.credentials.vault import NodeVault
 from dmg.errors import DmgError
+from dmg.logformat import hide_in_logs
+from dmg.redaction import redact_values
 from dmg.registration import node_dir
 from settings import Settings
-
-#: Shorter values are not blanked out (they would mangle ordinary words).
-_MIN_SECRET = 4
 
 
 def open_store(spec: StoreSpec, *, settings: Settings) -> Connector:
@@ -33,6 +32,7 @@ def open_store(spec: StoreSpec, *, settings: Settings) -> Connector:
     credential = synced_credential(spec, settings=settings)
     if credential is None:
         credential = credential_for(spec, path=settings.credentials_path)
+    hide_in_logs(secret_values(credential))  # from now on, no log line of this process shows them
     try:
         return connector_for(spec, credential=credential)
     except DmgError as exc:
@@ -58,6 +58,4 @@ def redact(text: str, secrets: Iterable[str] | Mapping[str, str]) -> str:
     """``text`` with every secret (the secret values of a credential mapping, or the
     strings given) replaced by ``***``."""
     values = secret_values(secrets) if isinstance(secrets, Mapping) else list(secrets)
-    for value in sorted((v for v in values if len(v) >= _MIN_SECRET), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    return redact_values(text, values)

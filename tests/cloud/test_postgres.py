@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from dmg.cloud.db import Database
-from tests.cloud import test_dispatch, test_gateways
+from tests.cloud import test_dispatch, test_gateways, test_prometheus
 from tests.cloud.conftest import Cloud, launch
+from tests.servers.postgres import PostgresServer
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,27 @@ def test_bad_values_are_400_on_postgres(pg_cloud: Cloud) -> None:
                           json={"name": "nul", "type": "file", "location": "a\x00b"})
     assert response.status_code == 400
 
+
+
+def test_metrics_on_postgres(pg_cloud: Cloud) -> None:
+    test_prometheus.test_the_figures_follow_a_run(pg_cloud)
+
+
+def test_metrics_while_the_database_is_gone(postgres_server: PostgresServer, tmp_path: Path) -> None:
+    """Given a cloud whose database is dropped under it, a scrape is a 503 JSON error
+    (Prometheus marks the target down), never a traceback; the cloud keeps serving."""
+    import psycopg
+
+    url = postgres_server.create_database("dmg_gone_metrics")
+    server = launch(tmp_path / "gone", db=url)
+    try:
+        headers = {"Authorization": f"Bearer {server.process.api_token}"}
+        assert httpx.get(server.url + "/metrics", headers=headers, timeout=30).status_code == 200
+        with psycopg.connect(postgres_server.url("postgres"), autocommit=True) as conn:
+            conn.execute('DROP DATABASE "dmg_gone_metrics" WITH (FORCE)')
+        response = httpx.get(server.url + "/metrics", headers=headers, timeout=30)
+        assert response.status_code == 503, response.text
+        assert response.json()["error"] == "retryable" and "Traceback" not in response.text
+        assert httpx.get(server.url + "/api/v1/health", timeout=30).status_code == 200
+    finally:
+        server.stop()

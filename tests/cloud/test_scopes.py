@@ -106,6 +106,8 @@ def operations(cloud: Cloud) -> list[tuple[str, str, str]]:
 def test_every_route_declares_a_scope(operations: list[tuple[str, str, str]]) -> None:
     assert {scope for _m, _p, scope in operations} <= SCOPES
     assert all(scope for _m, _p, scope in operations)
+    # Prometheus' scrape route is walked too: the API token only (a node token: 403).
+    assert ("get", "/metrics", "user") in operations
 
 
 def test_asking_a_node_to_upgrade_is_for_users_only(operations: list[tuple[str, str, str]]) -> None:
@@ -121,7 +123,10 @@ def test_every_route_with_every_token(cloud: Cloud, world: World, operations: li
         where = f"{caller}: {method.upper()} {path} -> {response.status_code} {response.text[:200]}"
         assert response.status_code < 500, where
         kind = response.headers["content-type"]
-        assert kind.startswith(("application/json", "application/x-ndjson")), where
+        kinds = ("application/json", "application/x-ndjson")
+        if path == "/metrics" and response.status_code == 200:
+            kinds = ("text/plain",)  # Prometheus' text format
+        assert kind.startswith(kinds), where
         expected = _expected(scope, caller)
         if expected == "allowed":
             assert response.status_code not in (401, 403) or path == "/api/v1/nodes/register", where

@@ -156,10 +156,13 @@ def test_flower_shows_the_live_limit_and_its_pool_buttons_agree_with_dmg_scale(s
     dmg = dmg_for(site, tmp_path)
     auth = (site.settings.flower_user, flower_password(site.settings))
 
-    def flower_pool() -> dict[str, Any]:
+    def flower_stats() -> dict[str, Any]:
         workers = httpx.get(f"{site.flower_url}api/workers", params={"refresh": "1"}, auth=auth, timeout=15)
         assert workers.status_code == 200, workers.text
-        return dict((workers.json().get("node1@site") or {}).get("stats", {}).get("pool") or {})
+        return dict((workers.json().get("node1@site") or {}).get("stats") or {})
+
+    def flower_pool() -> dict[str, Any]:
+        return dict(flower_stats().get("pool") or {})
 
     def flower_says(limit: int) -> bool:
         pool = flower_pool()
@@ -171,6 +174,12 @@ def test_flower_shows_the_live_limit_and_its_pool_buttons_agree_with_dmg_scale(s
         wait_for(lambda: node_row(dmg)["limit"] == limit, timeout=20, what=f"node list {limit}")
 
     everyone_says(2, "at start")
+    # The node's status, reasons and role as the cloud sees them are in Flower too (tab "Other").
+    shown = {"dmg_status": "Online", "dmg_reasons": "", "dmg_role": "dispatcher"}
+    wait_for(lambda: {k: flower_stats().get(k) for k in shown} == shown, timeout=20,
+             what=f"Flower to show {shown}")
+    other = httpx.get(f"{site.flower_url}worker/node1@site", auth=auth, timeout=15).text
+    assert re.search(r"<td>dmg_status</td>\s*<td[^>]*>Online</td>", other), "no status on Flower's page"
     grown = dmg("scale", "node1", "--concurrency", "4", "--json")
     assert grown.returncode == 0, grown.stderr
     everyone_says(4, "after dmg scale 4")

@@ -59,6 +59,8 @@ from workers.run.outbox import ReportOutbox
 from workers.run.reporter import HttpReporter
 
 log = logging.getLogger(__name__)
+#: What the Celery worker wrote to its stdout (JSON log format only).
+worker_output = logging.getLogger("workers.worker.stdout")
 
 
 #: glibc's allocator for the worker and its pool (the node's own environment wins): at
@@ -78,10 +80,20 @@ class Service(Protocol):
 def worker_command(settings: Settings, registration: NodeRegistration, *, limit: int,
                    python: str = sys.executable) -> list[str]:
     """The command line of the node's Celery worker."""
-    return [python, "-m", "celery", "-A", "workers.app", "worker",
+    quiet = ["--quiet"] if settings.log_format == "json" else []  # no text banner among JSON lines
+    return [python, "-m", "celery", *quiet, "-A", "workers.app", "worker",
             "-n", worker_hostname(registration.node, registration.gateway),
             "-Q", node_queue(registration.node), "-P", "prefork", "-c", str(limit),
             "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+
+
+def relay_output(worker: subprocess.Popen[bytes]) -> None:
+    """Log every non-blank line ``worker`` writes to its stdout (until it closes)."""
+    assert worker.stdout is not None
+    for raw in worker.stdout:
+        line = raw.decode(errors="replace").strip()
+        if line:
+            worker_output.info("%s", line)
 
 
 class NodeRuntime:
@@ -184,10 +196,16 @@ class NodeRuntime:
             self.worker_log.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = open(self.worker_log, "ab")  # noqa: SIM115 - closed in stop()
             output = self._log_file
+        relay = self.settings.log_format == "json"
         self.worker = subprocess.Popen(
             worker_command(self.settings, self.registration, limit=self.limit), env=env,
-            stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT if output else None,
-            start_new_session=True)
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE if relay else output,
+            stderr=output if relay else subprocess.STDOUT if output else None, start_new_session=True)
+        if relay:
+            # Celery writes a few lines (e.g. "worker: Warm shutdown") straight to stdout,
+            # not through logging: they reach the log as JSON lines of the node's own.
+            threading.Thread(target=relay_output, args=(self.worker,), name="dmg-worker-stdout",
+                             daemon=True).start()
         return self.worker
 
     # -- run -----------------------------------------------------------------------------

@@ -239,7 +239,8 @@ class NodeAgent:
         """Build one heartbeat and publish it to Redis and the cloud; returns it."""
         beat = self.build_heartbeat()
         try:
-            self.state.publish_heartbeat(self.node, beat, ttl=self.settings.offline_after)
+            self.state.publish_heartbeat(self.node, {**beat, **self._cloud_view()},
+                                         ttl=self.settings.offline_after)
         except ForeignRedis as exc:
             log.error("%s", exc)
             if self.on_foreign is not None:
@@ -252,6 +253,14 @@ class NodeAgent:
         self._send_to_cloud(beat)
         self.last_beat = beat
         return beat
+
+    def _cloud_view(self) -> dict[str, Any]:
+        """The status and reasons the cloud answered to the previous beat (for Flower:
+        :mod:`workers.agent.flowerinfo`); nothing before the first answer."""
+        if not self.cloud_answer:
+            return {}
+        return {"cloud_status": self.cloud_answer.get("status", ""),
+                "cloud_reasons": list(self.cloud_answer.get("reasons") or [])}
 
     def _send_to_cloud(self, beat: dict[str, Any]) -> None:
         if self.cloud is None:

@@ -16,8 +16,10 @@ from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.api.openapi import install_openapi
+from dmg.cloud.api.prometheus import metrics_router
 from dmg.cloud.db import Database
 from dmg.cloud.service import CloudService
+from dmg.logformat import hide_in_logs
 from dmg.version import __version__
 from settings import Settings
 
@@ -43,6 +45,7 @@ def create_app(settings: Settings) -> FastAPI:
                   description="Control plane of dmg, the data movement gateway.")
     app.state.service = service
     app.state.api_token = keys.api_token(settings)
+    hide_in_logs([app.state.api_token])
     app.state.notifier = RunNotifier()
     install_error_handlers(app)
     app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,
@@ -64,5 +67,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials.users, prefix="/api/v1")
     app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
+    app.include_router(metrics_router(service.metrics, open_to_all=settings.cloud_metrics_public))
     install_openapi(app)
     return app

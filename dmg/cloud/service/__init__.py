@@ -29,6 +29,7 @@ from dmg.cloud.service import (
     files,
     gateways,
     leader,
+    metrics_read,
     pipelines,
     sessions,
     stores,
@@ -87,6 +88,11 @@ class CloudService:
     def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
         with self.db.read() as session:
             return gateways.list_nodes(session, gateway, now=self.clock(), offline_after=self.offline_after)
+
+    def metrics(self) -> metrics_read.Snapshot:
+        """What ``/metrics`` shows, read from the database now (:mod:`.metrics_read`)."""
+        with self.db.read() as session:
+            return metrics_read.snapshot(session, now=self.clock(), offline_after=self.offline_after)
 
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
