@@ -106,10 +106,10 @@ def list_nodes(gateway_name: str | None, as_json: bool, watch: bool, every: floa
         from dmg.cli.watch import watch as watch_view
 
         with user_client() as client:
-            gateway = default_gateway(client, gateway_name)
+            watched = default_gateway(client, gateway_name)
 
             def render(terminal: bool) -> str:
-                rows = client.list_nodes(gateway)
+                rows = client.list_nodes(watched)
                 return render_table(rows, NODE_COLUMNS, terminal=terminal) if rows else empty
 
             watch_view(render, every=every)
