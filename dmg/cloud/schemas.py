@@ -86,6 +86,11 @@ class NodeRegister(Body):
     expect_gateway_id: str = Field(default="", max_length=64)
 
 
+ConfigPart = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+ConfigValue = Annotated[str, Field(max_length=256)]
+NodeName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class Heartbeat(Body):
     role: str = Field(default="", max_length=32)
     running: Small = 0
@@ -110,6 +115,23 @@ class Heartbeat(Body):
     public_key: str = Field(default="", pattern=PUBLIC_KEY_PATTERN, max_length=64)
     #: Does the node reach the site broker over TLS ("" from a node too old to say).
     encryption: Literal["", "tls", "none"] = ""
+    #: The named parts of its configuration fingerprint (dmg.fingerprint: each safe to show;
+    #: ``config_fingerprint`` is their hash).
+    config: dict[ConfigPart, ConfigValue] = Field(default_factory=dict, max_length=32)
+    #: The other nodes whose heartbeat it sees in the site broker; None: not known.
+    peers_seen: list[NodeName] | None = Field(default=None, max_length=1024)
+    #: Its own process tree (agent + worker + pool): CPU % (100 = one core) and resident bytes.
+    proc_cpu_percent: float = Field(default=0.0, ge=0, le=1e6)
+    proc_mem_bytes: Big = 0
+    #: Bytes its copies read (in) and wrote (out) since the node started.
+    moved_in_bytes: Big = 0
+    moved_out_bytes: Big = 0
+
+
+class ProxyChange(Body):
+    """The gateway's HTTP proxy (``http(s)://[user:password@]host[:port]``; "" clears it)."""
+
+    url: str = Field(default="", max_length=2048)
 
 
 class EncryptionChange(Body):

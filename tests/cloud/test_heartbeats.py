@@ -28,7 +28,7 @@ def test_heartbeat_is_stored_and_shown(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user, nodes=("n1",))
     before = time.time()
     with cloud.node(site.tokens["n1"]) as node:
-        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": []}
+        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": [], "proxy": ""}
     shown = _node(user, site.gateway, "n1")
     for field in ("role", "running", "limit", "cpu_percent", "memory_available", "network_in",
                   "network_out", "version"):

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from dmg.cloud.api.auth import Service, require_user
-from dmg.cloud.schemas import EncryptionChange, GatewayCreate, KeyRegenerate, PipelineCreate, StoreCreate
+from dmg.cloud.schemas import (
+    EncryptionChange,
+    GatewayCreate,
+    KeyRegenerate,
+    PipelineCreate,
+    ProxyChange,
+    StoreCreate,
+)
 
 router = APIRouter(dependencies=[Depends(require_user)])
 
@@ -46,6 +53,15 @@ def set_encryption(name: str, body: EncryptionChange, svc: Service) -> dict[str,
     """Set the gateway's encryption mode (``tls``: nodes reach the site broker over TLS;
     ``none``); 409 while it has more than one node. -> the gateway."""
     return svc.set_encryption(name, body.mode)
+
+
+@router.put("/gateways/{name}/proxy", tags=["gateways"])
+def set_proxy(name: str, body: ProxyChange, svc: Service) -> dict[str, Any]:
+    """Set the gateway's HTTP proxy (``url``: ``http(s)://[user:password@]host[:port]``;
+    ``""`` clears it). Every node applies it to its cloud and cloud-store traffic (never to
+    the site broker) from its next heartbeat, and is Inactive until it has. -> the gateway,
+    its ``proxy`` shown without credentials."""
+    return svc.set_proxy(name, body.url)
 
 
 @router.get("/gateways/{name}/nodes", tags=["nodes"])
