@@ -149,9 +149,9 @@ def test_the_api_shows_stopped_and_poolless_nodes_offline_and_one_dispatcher(
         assert [n["role"] for n in gateway["nodes"]] == ["worker", "dispatcher", "worker"]
 
         assert b.heartbeat({**BEAT, "stopped": True, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["stopped"]}
+            "status": "Offline", "reasons": ["stopped"], "proxy": ""}
         assert a.heartbeat({**BEAT, "pool_running": False, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["worker pool not running"]}
+            "status": "Offline", "reasons": ["worker pool not running"], "proxy": ""}
         gateway = user.gateway(site.gateway)
         assert gateway["status"] == "Limited"  # c still moves data
         assert gateway["reasons"][:2] == ["a: Offline (worker pool not running)", "b: Offline (stopped)"]
