@@ -78,14 +78,16 @@ _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
 
 
 def _through_proxy_failed(exc: BaseException) -> bool:
-    """Whether a request failed at the proxy (urllib3's ProxyError somewhere in the chain)."""
+    """Whether a request failed at the proxy (urllib3's ProxyError, which azure-core 1.41
+    keeps in ``inner_exception``, somewhere in the chain)."""
     seen: BaseException | None = exc
     for _ in range(16):
         if seen is None:
             return False
-        if "ProxyError" in type(seen).__name__ or "ProxyError" in str(seen):
+        if "ProxyError" in type(seen).__name__ or "to connect to proxy" in str(seen):
             return True
-        seen = seen.__cause__ or seen.__context__
+        inner = getattr(seen, "inner_exception", None)
+        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
     return False
 
 

@@ -24,8 +24,8 @@ from dmg.cloud.client import CloudClient
 from dmg.fingerprint import config_hash, config_parts
 from dmg.reasons import node_reason_kinds
 from settings import Settings
-from tests.cloud.conftest import Cloud, make_site, unique
 from tests.cli.conftest import clean_environ
+from tests.cloud.conftest import Cloud, make_site, unique
 
 DMG = Path(sys.executable).parent / "dmg"
 SECRET = "s3cr3t-pw"
@@ -67,7 +67,8 @@ CASES = [
          beat(peers_seen=[]), None),
     Case("encryption", "Inactive", "encryption mode differs", "encryption_differs",
          beat(encryption="tls", config={"encryption": "tls"})),
-    Case("broker", "Limited", "broker unreachable", "broker_unreachable", beat(problems=["broker unreachable"])),
+    Case("broker", "Limited", "broker unreachable", "broker_unreachable",
+         beat(problems=["broker unreachable"])),
     Case("version", "Limited", "runs version 1.1.0, the gateway runs 1.0.0", "version_differs",
          beat(version="1.1.0")),
 ]
