@@ -117,15 +117,22 @@ class Heartbeat(Body):
     encryption: Literal["", "tls", "none"] = ""
     #: The named parts of its configuration fingerprint (dmg.fingerprint: each safe to show;
     #: ``config_fingerprint`` is their hash).
-    config: dict[ConfigPart, ConfigValue] = Field(default_factory=dict, max_length=32)
+    config: dict[ConfigPart, ConfigValue] = Field(
+        default_factory=dict, max_length=32,
+        description="named parts of the node's configuration that must match across the gateway "
+                    "(encryption, proxy without credentials, heartbeat_interval, offline_after, lease_ttl, "
+                    "...); config_fingerprint is their hash")
     #: The other nodes whose heartbeat it sees in the site broker; None: not known.
-    peers_seen: list[NodeName] | None = Field(default=None, max_length=1024)
+    peers_seen: list[NodeName] | None = Field(
+        default=None, max_length=1024,
+        description="the other nodes whose heartbeat this node sees in its site broker; null: unknown")
     #: Its own process tree (agent + worker + pool): CPU % (100 = one core) and resident bytes.
-    proc_cpu_percent: float = Field(default=0.0, ge=0, le=1e6)
-    proc_mem_bytes: Big = 0
+    proc_cpu_percent: float = Field(default=0.0, ge=0, le=1e6,
+                                    description="CPU % of the node's own process tree (100 = one core)")
+    proc_mem_bytes: Big = Field(default=0, description="resident bytes of the node's own process tree")
     #: Bytes its copies read (in) and wrote (out) since the node started.
-    moved_in_bytes: Big = 0
-    moved_out_bytes: Big = 0
+    moved_in_bytes: Big = Field(default=0, description="bytes the node's copies read")
+    moved_out_bytes: Big = Field(default=0, description="bytes the node's copies wrote")
 
 
 class ProxyChange(Body):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,21 @@ from dmg.reasons import node_reason_kinds
 from settings import Settings
 from tests.cli.conftest import clean_environ
 from tests.cloud.conftest import Cloud, make_site, unique
+
+#: Heartbeats stay fresh for the whole walk, even on a loaded machine.
+OFFLINE_AFTER = 600.0
+
+
+@pytest.fixture
+def cloud(start_cloud: Callable[..., Cloud]) -> Cloud:
+    """A cloud of this module's tests' own, whose nodes go Offline only after 10 minutes."""
+    return start_cloud(offline_after=OFFLINE_AFTER)
+
+
+@pytest.fixture
+def user(cloud: Cloud) -> Iterator[CloudClient]:
+    with cloud.user() as client:
+        yield client
 
 DMG = Path(sys.executable).parent / "dmg"
 SECRET = "s3cr3t-pw"

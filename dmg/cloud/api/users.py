@@ -66,6 +66,12 @@ def set_proxy(name: str, body: ProxyChange, svc: Service) -> dict[str, Any]:
 
 @router.get("/gateways/{name}/nodes", tags=["nodes"])
 def list_nodes(name: str, svc: Service) -> list[dict[str, Any]]:
+    """The gateway's nodes: ``name, status, reasons`` (every status but Online has reasons in
+    words), ``version, role, running, limit``, the host's ``cpu_percent, memory_available,
+    network_in, network_out`` and the node's own ``proc_cpu_percent, proc_mem_bytes``
+    (its process tree) and ``moved_in_bytes, moved_out_bytes`` (its copies), ``config``
+    (its fingerprint's parts), ``credential_status, problems, stores_unreachable, draining,
+    last_heartbeat, registered_at, encryption``."""
     return svc.list_nodes(name)
 
 
