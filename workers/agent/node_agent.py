@@ -24,12 +24,13 @@ Limited until the cloud has heard everything it did meanwhile.
 ``config`` names the parts of the node's configuration that must match across the gateway
 (:mod:`dmg.fingerprint`; ``config_fingerprint`` is their hash), with the proxy this node
 applied; ``peers_seen`` the other nodes whose heartbeat it sees in the site broker (None
-while the broker is unreachable): the cloud makes a node Inactive when either shows it apart
-from the others (:mod:`dmg.inactivity`). ``inactive`` repeats the cloud's last word that
-this node is Inactive: the dispatcher places no work on it. The reply to a beat carries the
-gateway's proxy, which the agent applies at once (:mod:`dmg.proxy`). ``cpu_percent``,
-``memory_available``, ``network_*`` are the host's; ``proc_*`` the node's own process tree's
-and ``moved_*`` the bytes its copies read and wrote (:mod:`workers.agent.ownfigures`).
+on the first beat and while the broker is unreachable): the cloud makes a node Inactive
+when either shows it apart from the others (:mod:`dmg.inactivity`). ``inactive`` repeats
+the cloud's last word that this node is Inactive: the dispatcher places no work on it.
+The reply to a beat carries the gateway's proxy, which the agent applies at once
+(:mod:`dmg.proxy`). ``cpu_percent``, ``memory_available``, ``network_*`` are the host's;
+``proc_*`` the node's own process tree's and ``moved_*`` the bytes its copies read and
+wrote (:mod:`workers.agent.ownfigures`).
 
 ``epoch`` is the dispatcher lease's epoch while this node holds it (0 otherwise): the
 cloud shows the node with the highest one as the dispatcher. ``pool_running`` is False
@@ -167,6 +168,7 @@ class NodeAgent:
         self._load_seen: float | None = None  # when a worker load was last seen (or unknowable)
         self._net = _NetRate(clock)
         self._tree = ProcessTree()
+        self._peers_asked = False
         self.proxy_file = proxy_path(node_dir(settings.data_dir, self.node))
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         self._loop = Periodic(self.beat_once, interval=self.settings.heartbeat_interval,
@@ -217,7 +219,7 @@ class NodeAgent:
             "ts": self.clock(),
             **self._own_figures(broker_down=BROKER_UNREACHABLE in problems),
             **self._config(),
-            "peers_seen": None if BROKER_UNREACHABLE in problems else self._peers_seen(),
+            "peers_seen": self._peers_seen(broker_down=BROKER_UNREACHABLE in problems),
             "inactive": bool(self.cloud_answer and self.cloud_answer.get("status") == INACTIVE),
         }
         if self.extras is not None:
@@ -229,7 +231,13 @@ class NodeAgent:
                              proxy=dmg_proxy.read(self.proxy_file))
         return {"config": parts, "config_fingerprint": config_hash(parts)}
 
-    def _peers_seen(self) -> list[str] | None:
+    def _peers_seen(self, *, broker_down: bool) -> list[str] | None:
+        """The other nodes with a live heartbeat in this node's broker; None when unknown: the
+        broker is unreachable, or this is the first beat (nodes started together have not all
+        beaten yet; by the second beat, one interval later, they have)."""
+        first, self._peers_asked = not self._peers_asked, True
+        if broker_down or first:
+            return None
         try:
             return sorted(name for name in self.state.heartbeats() if name != self.node)
         except (BrokerError, redis.RedisError):
