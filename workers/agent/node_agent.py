@@ -169,6 +169,7 @@ class NodeAgent:
         self._net = _NetRate(clock)
         self._tree = ProcessTree()
         self._peers_asked = False
+        self._proxy_changed = False  # the last answer's proxy was new: applied since that answer
         self.proxy_file = proxy_path(node_dir(settings.data_dir, self.node))
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         self._loop = Periodic(self.beat_once, interval=self.settings.heartbeat_interval,
@@ -220,7 +221,9 @@ class NodeAgent:
             **self._own_figures(broker_down=BROKER_UNREACHABLE in problems),
             **self._config(),
             "peers_seen": self._peers_seen(broker_down=BROKER_UNREACHABLE in problems),
-            "inactive": bool(self.cloud_answer and self.cloud_answer.get("status") == INACTIVE),
+            # The cloud's word, unless it was about a proxy this node applied since.
+            "inactive": bool(self.cloud_answer and self.cloud_answer.get("status") == INACTIVE
+                             and not self._proxy_changed),
         }
         if self.extras is not None:
             beat.update(self.extras())
@@ -256,10 +259,12 @@ class NodeAgent:
 
     def _apply_proxy(self, answer: dict[str, Any] | None) -> None:
         """Apply the gateway's proxy the cloud's reply carries (absent: an older cloud)."""
+        self._proxy_changed = False
         if not isinstance(answer, dict) or "proxy" not in answer:
             return
         try:
             if dmg_proxy.apply(self.proxy_file, str(answer.get("proxy") or "")):
+                self._proxy_changed = True
                 log.info("gateway proxy applied node=%s proxy=%s", self.node,
                          redact_url(str(answer.get("proxy") or "")))
         except OSError as exc:
