@@ -32,37 +32,20 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
+
+from dmg.errors import safe_url
 
 #: Settings (by attribute name of :class:`settings.Settings`) that are in the fingerprint.
 SETTINGS_PARTS = ("heartbeat_interval", "offline_after", "lease_ttl", "broker_visibility_timeout",
                   "shard_max_files", "shard_max_bytes", "max_queued_per_node",
                   "shard_max_worker_deaths")
-#: How many characters of a hash are shown for a value that may hold a secret.
-SHOWN_HASH = 8
 NO_PROXY = "none"
 
 
-def digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()[:SHOWN_HASH]
-
-
 def redact_url(url: str) -> str:
-    """``url`` safe to show: its user and password replaced by a hash of the whole URL
-    (``http://***@host:3128#a1b2c3d4``), so two URLs that differ only in their
-    credentials still show different; an empty URL is :data:`NO_PROXY`."""
-    if not url:
-        return NO_PROXY
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return f"<unparsable URL #{digest(url)}>"
-    if parts.username is None and parts.password is None:
-        return url
-    netloc = f"***@{host}" + (f":{port}" if port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + f"#{digest(url)}"
+    """``url`` safe to show (:func:`dmg.errors.safe_url`): no credentials; :data:`NO_PROXY`
+    when empty."""
+    return safe_url(url) if url else NO_PROXY
 
 
 def config_parts(settings: object, *, encryption: str, proxy: str) -> dict[str, str]:

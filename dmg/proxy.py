@@ -15,19 +15,17 @@ error that says "proxy" and the URL without its credentials (:func:`proxy_proble
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dmg.connectors.proxies import current, proxy_problem, read, use
 from dmg.errors import BadInput
 from dmg.fingerprint import redact_url
 
+__all__ = ["apply", "check_proxy_url", "current", "proxy_path", "proxy_problem", "read", "use"]
+
 FILE_NAME = "proxy"
 SCHEMES = ("http", "https")
-
-_lock = threading.Lock()
-_path: Path | None = None
-_cached: tuple[float, str] = (-1.0, "")
 
 
 def check_proxy_url(url: str) -> str:
@@ -55,36 +53,6 @@ def proxy_path(node_dir: Path) -> Path:
     return node_dir / FILE_NAME
 
 
-def use(path: Path) -> None:
-    """Make :func:`current` read the proxy applied at ``path`` (once per process)."""
-    global _path, _cached
-    with _lock:
-        _path, _cached = path, (-1.0, "")
-
-
-def current() -> str:
-    """The proxy URL this node applied ("" for none, or before :func:`use`)."""
-    global _cached
-    with _lock:
-        if _path is None:
-            return ""
-        try:
-            mtime = _path.stat().st_mtime_ns
-        except FileNotFoundError:
-            return ""
-        if mtime != _cached[0]:
-            _cached = (float(mtime), _path.read_text(encoding="utf-8").strip())
-        return _cached[1]
-
-
-def read(path: Path) -> str:
-    """The proxy applied at ``path`` ("" for none)."""
-    try:
-        return path.read_text(encoding="utf-8").strip()
-    except FileNotFoundError:
-        return ""
-
-
 def apply(path: Path, url: str) -> bool:
     """Write ``url`` as the applied proxy at ``path`` (atomically, mode 0600); -> whether
     it changed. An empty URL removes the file."""
@@ -100,9 +68,3 @@ def apply(path: Path, url: str) -> bool:
         fh.write(url + "\n")
     os.replace(tmp, path)
     return True
-
-
-def proxy_problem(url: str, detail: str = "") -> str:
-    """The words for a proxy that cannot be reached: names "proxy" and the URL without
-    credentials."""
-    return f"cannot connect through proxy {redact_url(url)}" + (f" ({detail})" if detail else "")

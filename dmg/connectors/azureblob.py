@@ -62,8 +62,8 @@ from azure.storage.blob import (
     ExponentialRetry,
 )
 
-from dmg import proxy
 from dmg.connectors import azureclients
+from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum

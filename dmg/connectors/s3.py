@@ -46,7 +46,7 @@ from typing import Any, BinaryIO
 import botocore.exceptions as bex
 from boto3.s3.transfer import TransferConfig
 
-from dmg import proxy
+from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy

@@ -50,7 +50,6 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 import psutil
-import redis
 
 from dmg import proxy as dmg_proxy
 from dmg.errors import BrokerError, DmgError, Unauthorized
@@ -243,7 +242,7 @@ class NodeAgent:
             return None
         try:
             return sorted(name for name in self.state.heartbeats() if name != self.node)
-        except (BrokerError, redis.RedisError):
+        except BrokerError:
             return None
 
     def _own_figures(self, *, broker_down: bool) -> dict[str, Any]:
@@ -252,7 +251,7 @@ class NodeAgent:
         if not broker_down:
             try:
                 moved_in, moved_out = self.state.moved(self.node)
-            except (BrokerError, redis.RedisError) as exc:
+            except BrokerError as exc:
                 log.warning("cannot read the bytes moved node=%s error=%s", self.node, exc)
         return {"proc_cpu_percent": cpu, "proc_mem_bytes": rss,
                 "moved_in_bytes": moved_in, "moved_out_bytes": moved_out}

@@ -51,11 +51,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-import redis
-
 from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
-from dmg.errors import Cancelled, DmgError, StaleAttempt
+from dmg.errors import BrokerError, Cancelled, DmgError, StaleAttempt
 from dmg.ids import staging_id
 from dmg.shards import ShardOutcome, ShardSpec
 from dmg.shards.status import (
@@ -205,7 +203,7 @@ def count_moved(state: SiteState, node: str, copied: int) -> None:
     once); best effort: a broker outage loses the figure, never the attempt."""
     try:
         state.count_moved(node, read=copied, written=copied)
-    except (DmgError, redis.RedisError) as exc:
+    except BrokerError as exc:
         log.warning("bytes moved not counted node=%s error=%s", node, exc)
 
 
