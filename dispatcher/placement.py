@@ -105,7 +105,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
         limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
         loads.append(NodeLoad(
             name=name, limit=limit, running=int(running), queued=int(queued),
-            online=True, draining=bool(beat.get("draining", False)) or name in drained,
+            # An Inactive node (the cloud's word, repeated in its beat) gets no work either.
+            online=True, draining=bool(beat.get("draining") or beat.get("inactive")) or name in drained,
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
             stale_credentials=frozenset(beat.get("credentials_stale") or ()),
             version=str(beat.get("version") or "")))

@@ -32,8 +32,30 @@ those does when the broker is away; that is a decision per handler, not a rename
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, ClassVar
+from urllib.parse import urlsplit, urlunsplit
 
+
+def safe_url(url: str) -> str:
+    """``url`` safe to show in an error or a status: its user and password replaced by a
+    short hash of the whole URL (``http://***@host:3128#a1b2c3d4``), so two URLs that differ
+    only in their credentials still show different; "" shows as ``none``."""
+    if not url:
+        return "none"
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return f"<unparsable URL #{_short_hash(url)}>"
+    if parts.username is None and parts.password is None:
+        return url
+    netloc = f"***@{host}" + (f":{port}" if port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + f"#{_short_hash(url)}"
+
+
+def _short_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:8]
 
 class DmgError(Exception):
     """Base class: ``str(err)`` is a one-line message safe to show a user."""

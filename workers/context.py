@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 
 import redis
 
+from dmg import proxy as dmg_proxy
 from dmg import registration as local_registration
 from dmg.cloud.client import CloudClient
+from dmg.proxy import proxy_path
 from dmg.site.connection import RIDE_OUT
 from dmg.site.connection import redis_client as broker_client
 from dmg.site.identity import SiteIdentity
@@ -66,6 +68,8 @@ class NodeContext:
     def build(cls, settings: Settings) -> NodeContext:
         """Raises NotFound/BadInput (dmg.errors) when the node is not registered here."""
         registration = local_registration.load(settings.data_dir, settings.node_name)
+        # The worker's store and cloud clients use the gateway's proxy the agent applied.
+        dmg_proxy.use(proxy_path(local_registration.node_dir(settings.data_dir, registration.node)))
         state = SiteState(redis_client(settings, registration=registration), registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)

@@ -82,6 +82,47 @@ def encryption(name: str, mode: str) -> None:
 
 @gateway.command()
 @click.argument("name")
+@click.argument("url", required=False, default="")
+@click.option("--clear", is_flag=True, help="Remove the gateway's proxy: nodes connect directly.")
+def proxy(name: str, url: str, clear: bool) -> None:
+    """Set gateway NAME's HTTP proxy to URL (http://[user:password@]host:port).
+
+    Every node applies it to its cloud and cloud-store (S3, Azure) traffic, never to the
+    site broker, from its next heartbeat; a node that has not applied it yet is Inactive.
+    """
+    if clear == bool(url):
+        raise click.UsageError("give either URL or --clear")
+    with user_client() as client:
+        body = client.set_proxy(name, "" if clear else url)
+    shown = body.get("proxy") or ""
+    click.echo(f"gateway {name}: proxy {shown}" if shown else f"gateway {name}: no proxy")
+
+
+@gateway.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(name: str, as_json: bool) -> None:
+    """Print gateway NAME's status with its reasons, and each node's that is not Online."""
+    with user_client() as client:
+        body = client.gateway(name)
+    nodes = list(body.get("nodes") or [])
+    if as_json:
+        emit_json({"name": body.get("name", name), "status": body.get("status"),
+                   "reasons": body.get("reasons") or [],
+                   "nodes": [{"name": n.get("name"), "status": n.get("status"),
+                              "reasons": n.get("reasons") or []} for n in nodes]})
+        return
+    click.echo(f"gateway {body.get('name', name)}: {body.get('status', '-')}")
+    for reason in body.get("reasons") or []:
+        click.echo(f"  - {reason}")
+    for node in nodes:
+        click.echo(f"node {node.get('name')}: {node.get('status', '-')}")
+        for reason in node.get("reasons") or []:
+            click.echo(f"  - {reason}")
+
+
+@gateway.command()
+@click.argument("name")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def show(name: str, as_json: bool) -> None:
     """Show gateway NAME: status, version and its nodes."""
@@ -96,6 +137,7 @@ def show(name: str, as_json: bool) -> None:
         click.echo(f"          - {reason}")
     click.echo(f"version:  {body.get('version') or '-'}")
     click.echo(f"encryption: {body.get('encryption') or 'none'}")
+    click.echo(f"proxy:    {body.get('proxy') or 'none'}")
     click.echo(f"created:  {human_time(body.get('created_at'))}")
     nodes = list(body.get("nodes") or [])
     click.echo(f"nodes:    {len(nodes)}")

@@ -22,6 +22,19 @@ def _network(row: dict[str, Any]) -> str:
     return f"in {fmt(received)}, out {fmt(sent)}"
 
 
+def _own(row: dict[str, Any]) -> str:
+    """The node's own process tree's CPU and memory (the host's are in CPU / MEMORY FREE)."""
+    if row.get("proc_mem_bytes") is None:
+        return "-"
+    return f"{human_percent(row.get('proc_cpu_percent'))}, {human_bytes(row.get('proc_mem_bytes'))}"
+
+
+def _moved(row: dict[str, Any]) -> str:
+    if row.get("moved_in_bytes") is None:
+        return "-"
+    return f"in {human_bytes(row.get('moved_in_bytes'))}, out {human_bytes(row.get('moved_out_bytes'))}"
+
+
 NODE_COLUMNS: list[Column] = [
     column("NAME", "name"),
     column("STATUS", "status"),
@@ -33,6 +46,8 @@ NODE_COLUMNS: list[Column] = [
     column("CPU", "cpu_percent", human_percent),
     column("MEMORY FREE", "memory_available", human_bytes),
     computed("NETWORK", _network),
+    computed("NODE CPU/MEM", _own),
+    computed("MOVED", _moved),
     column("CREDENTIALS", "credential_status"),
     column("LAST HEARTBEAT", "last_heartbeat", human_ago),
 ]

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import logging
 import ssl
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 from urllib.parse import quote
 
 import httpx
 
+from dmg import proxy as dmg_proxy
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
 
 log = logging.getLogger(__name__)
@@ -70,11 +72,43 @@ def check_cloud_certificate(base_url: str, *, ca: str = "") -> None:
 
 
 class CloudClient:
-    def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0, ca: str = "") -> None:
+    """``proxy`` returns the HTTP proxy to reach the cloud through, read before each request
+    (default: the gateway's proxy as this node applied it, :func:`dmg.proxy.current`; none in
+    a process that is not a node's). A proxy that cannot be reached raises Retryable saying
+    "proxy" and its URL without credentials."""
+
+    def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0, ca: str = "",
+                 proxy: Callable[[], str] = dmg_proxy.current) -> None:
         self.base_url = base_url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify: ssl.SSLContext | bool = trust(ca) if self.base_url.startswith("https:") else True
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, verify=verify)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._timeout = timeout
+        self._verify: ssl.SSLContext | bool = trust(ca) if self.base_url.startswith("https:") else True
+        self._proxy = proxy
+        self._proxy_url = ""
+        self._lock = threading.Lock()
+        self._http = self._client("")
+
+    def _client(self, proxy_url: str) -> httpx.Client:
+        return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
+                            verify=self._verify, proxy=proxy_url or None)
+
+    def _current_http(self) -> httpx.Client:
+        """The HTTP client for the proxy in force now (a new one when it changed; the old
+        one is left to requests still under way and closed by the garbage collector)."""
+        wanted = self._proxy()
+        with self._lock:
+            if wanted != self._proxy_url:
+                self._http, self._proxy_url = self._client(wanted), wanted
+            return self._http
+
+    def _unreachable(self, exc: httpx.TransportError, proxy_url: str) -> Retryable:
+        if proxy_url and isinstance(exc, (httpx.ProxyError, httpx.ConnectError)):
+            return Retryable(f"cannot reach the cloud at {self.base_url}: "
+                             f"{dmg_proxy.proxy_problem(proxy_url)}",
+                             hint="check the gateway's proxy (`dmg gateway proxy NAME URL`, or "
+                                  "`--clear`) and that it runs")
+        return Retryable(f"cannot reach the cloud at {self.base_url}",
+                         hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?")
 
     def close(self) -> None:
         self._http.close()
@@ -88,8 +122,9 @@ class CloudClient:
     # -- transport ----------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+        http = self._current_http()
         try:
-            response = self._http.request(
+            response = http.request(
                 method, API + path, json=json, params=params,
                 timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
             )
@@ -99,10 +134,7 @@ class CloudClient:
             problem = certificate_problem(exc, self.base_url)
             if problem:
                 raise Fatal(problem) from None
-            raise Retryable(
-                f"cannot reach the cloud at {self.base_url}",
-                hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?",
-            ) from exc
+            raise self._unreachable(exc, self._proxy_url) from exc
         if response.status_code == 204:
             return None
         if response.is_success:
@@ -146,6 +178,10 @@ class CloudClient:
     def regenerate_key(self, name: str, which: str) -> dict[str, Any]:
         """Replace ``key1`` or ``key2``; nodes registered with the old key stay registered."""
         return self.request("POST", f"/gateways/{name}/keys/regenerate", json={"key": which})
+
+    def set_proxy(self, name: str, url: str) -> dict[str, Any]:
+        """Set gateway ``name``'s HTTP proxy ("" clears it); -> the gateway."""
+        return self.request("PUT", f"/gateways/{name}/proxy", json={"url": url})
 
     def set_encryption(self, name: str, mode: str) -> dict[str, Any]:
         """Set gateway ``name``'s encryption mode (``tls``/``none``); Conflict while it has more
@@ -302,7 +338,7 @@ class CloudClient:
         NotFound for an unknown run."""
         params = {"status": status} if status else None
         try:
-            with self._http.stream("GET", f"{API}/runs/{run_id}/report", params=params) as response:
+            with self._current_http().stream("GET", f"{API}/runs/{run_id}/report", params=params) as response:
                 if not response.is_success:
                     response.read()
                     self._raise_for(response)
@@ -312,8 +348,7 @@ class CloudClient:
         except httpx.TimeoutException as exc:
             raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
         except httpx.TransportError as exc:
-            raise Retryable(f"cannot reach the cloud at {self.base_url}",
-                            hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?") from exc
+            raise self._unreachable(exc, self._proxy_url) from exc
 
     def run_report(self, run_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
         """:meth:`iter_run_report`, parsed."""

@@ -64,6 +64,9 @@ class Gateway(Base):
     leader_until: Mapped[float] = mapped_column(Float, default=0.0)
     #: Node-to-node (Redis) traffic: "tls" or "none" (dmg.status.ENCRYPTION_MODES).
     encryption_mode: Mapped[str] = mapped_column(String(8), default="none", server_default="none")
+    #: The HTTP proxy every node applies to its cloud and cloud-store traffic ("" for none);
+    #: may hold the proxy's credentials: shown only redacted (dmg.fingerprint.redact_url).
+    proxy: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     nodes: Mapped[list[Node]] = relationship(back_populates="gateway", cascade="all, delete-orphan",
                                              order_by="Node.name")
@@ -102,6 +105,16 @@ class Node(Base):
     sized_by: Mapped[str] = mapped_column(String(16), default="", server_default="")
     #: Its own encryption mode ("tls"/"none"; "" before its first beat that said it).
     encryption: Mapped[str] = mapped_column(String(8), default="", server_default="")
+    #: The named parts of its configuration fingerprint (dmg.fingerprint); {} from an older node.
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
+    #: The other nodes whose heartbeat it sees in the site broker; None: not known (an older
+    #: node, or its broker unreachable).
+    peers_seen: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True, default=None)
+    #: Its own process tree's CPU % and memory, and the bytes its copies read and wrote.
+    proc_cpu_percent: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    proc_mem_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    moved_in_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    moved_out_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     last_heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
     #: An upgrade asked of it: "" none, "requested", "upgrading" (dmg.cloud.service.upgrades).
     upgrade: Mapped[str] = mapped_column(String(16), default="", server_default="")

@@ -86,6 +86,11 @@ class NodeRegister(Body):
     expect_gateway_id: str = Field(default="", max_length=64)
 
 
+ConfigPart = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z_]+$")]
+ConfigValue = Annotated[str, Field(max_length=256)]
+NodeName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class Heartbeat(Body):
     role: str = Field(default="", max_length=32)
     running: Small = 0
@@ -115,6 +120,30 @@ class Heartbeat(Body):
     sized_by: Literal["", "cgroup", "host", "setting", "scaled"] = ""
     #: The node took up an upgrade asked of it: draining, then restarting (dmg.cloud.service.upgrades).
     upgrading: bool = False
+    #: The named parts of its configuration fingerprint (dmg.fingerprint: each safe to show;
+    #: ``config_fingerprint`` is their hash).
+    config: dict[ConfigPart, ConfigValue] = Field(
+        default_factory=dict, max_length=32,
+        description="named parts of the node's configuration that must match across the gateway "
+                    "(encryption, proxy without credentials, heartbeat_interval, offline_after, lease_ttl, "
+                    "...); config_fingerprint is their hash")
+    #: The other nodes whose heartbeat it sees in the site broker; None: not known.
+    peers_seen: list[NodeName] | None = Field(
+        default=None, max_length=1024,
+        description="the other nodes whose heartbeat this node sees in its site broker; null: unknown")
+    #: Its own process tree (agent + worker + pool): CPU % (100 = one core) and resident bytes.
+    proc_cpu_percent: float = Field(default=0.0, ge=0, le=1e6,
+                                    description="CPU % of the node's own process tree (100 = one core)")
+    proc_mem_bytes: Big = Field(default=0, description="resident bytes of the node's own process tree")
+    #: Bytes its copies read (in) and wrote (out) since the node started.
+    moved_in_bytes: Big = Field(default=0, description="bytes the node's copies read")
+    moved_out_bytes: Big = Field(default=0, description="bytes the node's copies wrote")
+
+
+class ProxyChange(Body):
+    """The gateway's HTTP proxy (``http(s)://[user:password@]host[:port]``; "" clears it)."""
+
+    url: str = Field(default="", max_length=2048)
 
 
 class EncryptionChange(Body):

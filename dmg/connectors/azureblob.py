@@ -63,6 +63,7 @@ from azure.storage.blob import (
 )
 
 from dmg.connectors import azureclients
+from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum
@@ -74,6 +75,20 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+def _through_proxy_failed(exc: BaseException) -> bool:
+    """Whether a request failed at the proxy (urllib3's ProxyError, which azure-core 1.41
+    keeps in ``inner_exception``, somewhere in the chain)."""
+    seen: BaseException | None = exc
+    for _ in range(16):
+        if seen is None:
+            return False
+        if "ProxyError" in type(seen).__name__ or "to connect to proxy" in str(seen):
+            return True
+        inner = getattr(seen, "inner_exception", None)
+        seen = inner if isinstance(inner, BaseException) else (seen.__cause__ or seen.__context__)
+    return False
 
 
 @contextmanager
@@ -106,6 +121,8 @@ def map_azure_errors(what: str) -> Iterator[None]:
             raise Retryable(f"{what}: Azure is busy or failing ({code})") from exc
         raise Fatal(f"{what}: Azure refused the request ({code})") from exc
     except (ServiceRequestError, ServiceResponseError) as exc:
+        if proxy.current() and _through_proxy_failed(exc):
+            raise Retryable(f"{what}: {proxy.proxy_problem(proxy.current(), 'Azure')}") from exc
         raise Retryable(f"{what}: Azure endpoint unreachable or timed out") from exc
     except AzureError as exc:
         raise Fatal(f"{what}: {type(exc).__name__}") from exc
@@ -180,6 +197,9 @@ class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
                 "connection_timeout": float(opts.get("connection_timeout", 10)),
                 "read_timeout": float(opts.get("read_timeout", 60)),
             }
+            applied = proxy.current()
+            if applied:  # the gateway's HTTP proxy (dmg.proxy)
+                client_args["proxies"] = {"http": applied, "https": applied}
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid Azure option ({exc})",
                            hint="sizes are integers in bytes, timeouts numbers of seconds") from exc

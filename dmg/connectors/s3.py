@@ -46,6 +46,7 @@ from typing import Any, BinaryIO
 import botocore.exceptions as bex
 from boto3.s3.transfer import TransferConfig
 
+from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy
@@ -95,6 +96,8 @@ def map_s3_errors(what: str) -> Iterator[None]:
             f"{what}: no S3 credentials found on this node",
             hint="set the store's credential or configure the AWS credential chain",
         ) from exc
+    except bex.ProxyConnectionError as exc:
+        raise Retryable(f"{what}: {proxy.proxy_problem(proxy.current(), 'S3')}") from exc
     except (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ConnectTimeoutError,
             bex.ReadTimeoutError, bex.IncompleteReadError) as exc:
         raise Retryable(f"{what}: S3 endpoint unreachable or timed out") from exc
@@ -217,6 +220,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                 connect_timeout=float(opts.get("connect_timeout", 10)),
                 read_timeout=float(opts.get("read_timeout", 60)),
                 max_pool_connections=max(10, int(opts.get("max_concurrency", 4)) * 2),
+                proxy=proxy.current(),
             )
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",

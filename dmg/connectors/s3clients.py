@@ -37,9 +37,12 @@ class ClientOptions:
     connect_timeout: float
     read_timeout: float
     max_pool_connections: int
+    #: The gateway's HTTP proxy as this node applied it (:mod:`dmg.proxy`); "" for none.
+    proxy: str = ""
 
     def config(self) -> Config:
         return Config(
+            proxies={"http": self.proxy, "https": self.proxy} if self.proxy else None,
             region_name=self.region,
             s3={"addressing_style": self.addressing_style},
             retries={"mode": "standard", "max_attempts": self.max_attempts},

@@ -106,6 +106,10 @@ class SiteKeys:
     def running(self, node: str) -> str:
         return self._key("running", node)
 
+    def moved(self, node: str) -> str:
+        """Hash ``{in, out}``: bytes the node's copies read and wrote (dmg.site.state)."""
+        return self._key("moved", node)
+
     def started(self, node: str) -> str:
         return self._key("started", node)
 

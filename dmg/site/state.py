@@ -120,6 +120,22 @@ class SiteState(ShardRecords):
         raw = self.redis.get(self.keys.load(node))
         return json.loads(raw) if raw else None
 
+    def count_moved(self, node: str, *, read: int, written: int) -> None:
+        """Add bytes ``node``'s copies read and wrote (every worker process of the node adds
+        to one hash, so the node's total survives its pool's processes)."""
+        if read <= 0 and written <= 0:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hincrby(self.keys.moved(node), "in", max(0, int(read)))
+        pipe.hincrby(self.keys.moved(node), "out", max(0, int(written)))
+        pipe.execute()
+
+    def moved(self, node: str) -> tuple[int, int]:
+        """``(bytes in, bytes out)`` ``node``'s copies read and wrote (0, 0 before any)."""
+        raw = self.redis.hgetall(self.keys.moved(node))
+        got = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in raw.items()}
+        return got.get("in", 0), got.get("out", 0)
+
     def set_limit(self, node: str, limit: int) -> None:
         self.redis.set(self.keys.limit(node), int(limit))
 

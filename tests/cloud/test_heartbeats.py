@@ -28,7 +28,7 @@ def test_heartbeat_is_stored_and_shown(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user, nodes=("n1",))
     before = time.time()
     with cloud.node(site.tokens["n1"]) as node:
-        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": [], "upgrade": False}
+        assert node.heartbeat(BEAT) == {"status": "Online", "reasons": [], "upgrade": False, "proxy": ""}
     shown = _node(user, site.gateway, "n1")
     for field in ("role", "running", "limit", "cpu_percent", "memory_available", "network_in",
                   "network_out", "version"):
@@ -161,9 +161,9 @@ def test_the_api_shows_stopped_and_poolless_nodes_offline_and_one_dispatcher(
         assert [n["role"] for n in gateway["nodes"]] == ["worker", "dispatcher", "worker"]
 
         assert b.heartbeat({**BEAT, "stopped": True, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["stopped"], "upgrade": False}
+            "status": "Offline", "reasons": ["stopped"], "upgrade": False, "proxy": ""}
         assert a.heartbeat({**BEAT, "pool_running": False, "role": "worker"}) == {
-            "status": "Offline", "reasons": ["worker pool not running"], "upgrade": False}
+            "status": "Offline", "reasons": ["worker pool not running"], "upgrade": False, "proxy": ""}
         gateway = user.gateway(site.gateway)
         assert gateway["status"] == "Limited"  # c still moves data
         assert gateway["reasons"][:2] == ["a: Offline (worker pool not running)", "b: Offline (stopped)"]

@@ -38,10 +38,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dmg import proxy as dmg_proxy
 from dmg.cloud.client import CloudClient
 from dmg.credentials import open_store
 from dmg.errors import BrokerError
 from dmg.procs import stop_process
+from dmg.proxy import proxy_path
 from dmg.registration import NodeRegistration, node_dir
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.state import SiteState
@@ -134,6 +136,8 @@ class NodeRuntime:
         self._log_file: Any = None
         self._said_stopped = False
         self.refusal: ForeignRedis | None = None
+        # Every cloud and cloud-store client of this process uses the gateway's proxy (dmg.proxy).
+        dmg_proxy.use(proxy_path(node_dir(self.settings.data_dir, registration.node)))
         self.state = SiteState(redis_client(self.settings, fail_fast=True, registration=registration),
                                registration.gateway,
                                identity=SiteIdentity.of(registration),

@@ -4,7 +4,8 @@ A heartbeat is::
 
     {node, gateway, version, role, epoch, running, limit, pool_running, cpu_percent,
      memory_available, network_in, network_out, problems, credential_status, draining,
-     stores_unreachable, stopped, ts}
+     stores_unreachable, stopped, encryption, config, config_fingerprint, peers_seen, inactive,
+     proc_cpu_percent, proc_mem_bytes, moved_in_bytes, moved_out_bytes, ts}
 
 ``running``/``limit`` come from the worker's load key (:mod:`workers.agent.loadstep`);
 ``network_in``/``network_out`` are bytes/s since the previous beat; ``problems``
@@ -19,6 +20,17 @@ agent delivers the node's queued shard reports (:mod:`workers.run.outbox`), for 
 one heartbeat interval per beat; while reports wait, the beat carries the problem
 "N shard reports waiting for the cloud", so a node back from a cloud outage stays
 Limited until the cloud has heard everything it did meanwhile.
+
+``config`` names the parts of the node's configuration that must match across the gateway
+(:mod:`dmg.fingerprint`; ``config_fingerprint`` is their hash), with the proxy this node
+applied; ``peers_seen`` the other nodes whose heartbeat it sees in the site broker (None
+on the first beat and while the broker is unreachable): the cloud makes a node Inactive
+when either shows it apart from the others (:mod:`dmg.inactivity`). ``inactive`` repeats
+the cloud's last word that this node is Inactive: the dispatcher places no work on it.
+The reply to a beat carries the gateway's proxy, which the agent applies at once
+(:mod:`dmg.proxy`). ``cpu_percent``, ``memory_available``, ``network_*`` are the host's;
+``proc_*`` the node's own process tree's and ``moved_*`` the bytes its copies read and
+wrote (:mod:`workers.agent.ownfigures`).
 
 ``epoch`` is the dispatcher lease's epoch while this node holds it (0 otherwise): the
 cloud shows the node with the highest one as the dispatcher. ``pool_running`` is False
@@ -39,13 +51,18 @@ from typing import Any, Protocol
 
 import psutil
 
+from dmg import proxy as dmg_proxy
 from dmg.errors import BrokerError, DmgError, Unauthorized
-from dmg.registration import NodeRegistration
+from dmg.fingerprint import config_hash, config_parts, redact_url
+from dmg.proxy import proxy_path
+from dmg.registration import NodeRegistration, node_dir
 from dmg.site.identity import ForeignRedis
 from dmg.site.state import SiteState
+from dmg.status import INACTIVE
 from dmg.version import __version__
 from settings import Settings
 from settings.redistls import encryption_mode
+from workers.agent.ownfigures import ProcessTree
 from workers.agent.periodic import Periodic
 from workers.run.outbox import ReportOutbox
 from workers.run.reporter import Reporter
@@ -149,6 +166,10 @@ class NodeAgent:
         self.last_beat: dict[str, Any] | None = None
         self._load_seen: float | None = None  # when a worker load was last seen (or unknowable)
         self._net = _NetRate(clock)
+        self._tree = ProcessTree()
+        self._peers_asked = False
+        self._proxy_changed = False  # the last answer's proxy was new: applied since that answer
+        self.proxy_file = proxy_path(node_dir(settings.data_dir, self.node))
         psutil.cpu_percent(interval=None)  # the first call only starts the measurement
         self._loop = Periodic(self.beat_once, interval=self.settings.heartbeat_interval,
                               name=f"dmg-agent-{self.node}", what="heartbeat")
@@ -196,10 +217,57 @@ class NodeAgent:
             "stopped": False,
             "encryption": encryption_mode(self.settings),
             "ts": self.clock(),
+            **self._own_figures(broker_down=BROKER_UNREACHABLE in problems),
+            **self._config(),
+            "peers_seen": self._peers_seen(broker_down=BROKER_UNREACHABLE in problems),
+            # The cloud's word, unless it was about a proxy this node applied since.
+            "inactive": bool(self.cloud_answer and self.cloud_answer.get("status") == INACTIVE
+                             and not self._proxy_changed),
         }
         if self.extras is not None:
             beat.update(self.extras())
         return beat
+
+    def _config(self) -> dict[str, Any]:
+        parts = config_parts(self.settings, encryption=encryption_mode(self.settings),
+                             proxy=dmg_proxy.read(self.proxy_file))
+        return {"config": parts, "config_fingerprint": config_hash(parts)}
+
+    def _peers_seen(self, *, broker_down: bool) -> list[str] | None:
+        """The other nodes with a live heartbeat in this node's broker; None when unknown: the
+        broker is unreachable, or this is the first beat (nodes started together have not all
+        beaten yet; by the second beat, one interval later, they have)."""
+        first, self._peers_asked = not self._peers_asked, True
+        if broker_down or first:
+            return None
+        try:
+            return sorted(name for name in self.state.heartbeats() if name != self.node)
+        except BrokerError:
+            return None
+
+    def _own_figures(self, *, broker_down: bool) -> dict[str, Any]:
+        cpu, rss = self._tree.sample()
+        moved_in = moved_out = 0
+        if not broker_down:
+            try:
+                moved_in, moved_out = self.state.moved(self.node)
+            except BrokerError as exc:
+                log.warning("cannot read the bytes moved node=%s error=%s", self.node, exc)
+        return {"proc_cpu_percent": cpu, "proc_mem_bytes": rss,
+                "moved_in_bytes": moved_in, "moved_out_bytes": moved_out}
+
+    def _apply_proxy(self, answer: dict[str, Any] | None) -> None:
+        """Apply the gateway's proxy the cloud's reply carries (absent: an older cloud)."""
+        self._proxy_changed = False
+        if not isinstance(answer, dict) or "proxy" not in answer:
+            return
+        try:
+            if dmg_proxy.apply(self.proxy_file, str(answer.get("proxy") or "")):
+                self._proxy_changed = True
+                log.info("gateway proxy applied node=%s proxy=%s", self.node,
+                         redact_url(str(answer.get("proxy") or "")))
+        except OSError as exc:
+            log.warning("cannot apply the gateway proxy node=%s error=%s", self.node, exc)
 
     def _stores_unreachable(self) -> dict[str, str]:
         if self.store_health is None:
@@ -280,6 +348,7 @@ class NodeAgent:
             self.cloud_reachable = False
             return
         self.cloud_refused = False
+        self._apply_proxy(self.cloud_answer)
         if not self.cloud_reachable:
             log.info("cloud reachable again node=%s", self.node)
         self.cloud_reachable = True

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 
 from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
-from dmg.errors import Cancelled, DmgError, StaleAttempt
+from dmg.errors import BrokerError, Cancelled, DmgError, StaleAttempt
 from dmg.ids import staging_id
 from dmg.shards import ShardOutcome, ShardSpec
 from dmg.shards.status import (
@@ -178,6 +178,7 @@ def run_attempt(
         log.info("attempt fenced off shard=%s attempt=%d node=%s: %s", shard_id, attempt, node, exc)
         state.mark_finished(shard_id, attempt, node, ok=False)
         so_far = body.so_far()
+        count_moved(state, node, so_far.bytes)
         return ShardOutcome(OUTCOME_STALE, node, attempt, shard_id, so_far.files, so_far.bytes, str(exc))
     except Cancelled as exc:
         log.info("shard stopped: its run was cancelled shard=%s attempt=%d node=%s", shard_id, attempt, node)
@@ -197,6 +198,15 @@ def _failed(so_far: Done, error: str) -> Done:
     return replace(so_far, ok=False, error=error)
 
 
+def count_moved(state: SiteState, node: str, copied: int) -> None:
+    """Add an attempt's bytes to the node's own figures (a copy reads and writes each byte
+    once); best effort: a broker outage loses the figure, never the attempt."""
+    try:
+        state.count_moved(node, read=copied, written=copied)
+    except BrokerError as exc:
+        log.warning("bytes moved not counted node=%s error=%s", node, exc)
+
+
 def finish(run: Attempt, done: Done) -> ShardOutcome:
     """Send the final report of ``done``, then mark the attempt finished (in that order)."""
     status = OUTCOME_SUCCEEDED if done.ok else OUTCOME_FAILED
@@ -207,6 +217,7 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
         report["file_results"] = done.file_results
     run.reporter.report_shard(run.shard_id, report)
     run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
+    count_moved(run.state, run.node, done.bytes)
     if done.ok:
         log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
                  run.shard_id, run.attempt, run.node, done.files, done.bytes)

@@ -8,7 +8,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from dmg.cloud.api.auth import Service, require_user
-from dmg.cloud.schemas import EncryptionChange, GatewayCreate, KeyRegenerate, PipelineCreate, StoreCreate
+from dmg.cloud.schemas import (
+    EncryptionChange,
+    GatewayCreate,
+    KeyRegenerate,
+    PipelineCreate,
+    ProxyChange,
+    StoreCreate,
+)
 
 router = APIRouter(dependencies=[Depends(require_user)])
 
@@ -48,8 +55,23 @@ def set_encryption(name: str, body: EncryptionChange, svc: Service) -> dict[str,
     return svc.set_encryption(name, body.mode)
 
 
+@router.put("/gateways/{name}/proxy", tags=["gateways"])
+def set_proxy(name: str, body: ProxyChange, svc: Service) -> dict[str, Any]:
+    """Set the gateway's HTTP proxy (``url``: ``http(s)://[user:password@]host[:port]``;
+    ``""`` clears it). Every node applies it to its cloud and cloud-store traffic (never to
+    the site broker) from its next heartbeat, and is Inactive until it has. -> the gateway,
+    its ``proxy`` shown without credentials."""
+    return svc.set_proxy(name, body.url)
+
+
 @router.get("/gateways/{name}/nodes", tags=["nodes"])
 def list_nodes(name: str, svc: Service) -> list[dict[str, Any]]:
+    """The gateway's nodes: ``name, status, reasons`` (every status but Online has reasons in
+    words), ``version, role, running, limit``, the host's ``cpu_percent, memory_available,
+    network_in, network_out`` and the node's own ``proc_cpu_percent, proc_mem_bytes``
+    (its process tree) and ``moved_in_bytes, moved_out_bytes`` (its copies), ``config``
+    (its fingerprint's parts), ``credential_status, problems, stores_unreachable, draining,
+    last_heartbeat, registered_at, encryption``."""
     return svc.list_nodes(name)
 
 

@@ -91,12 +91,16 @@ def nodes_table(nodes: list[dict[str, Any]], *, now: float) -> str:
         status = badge(node["status"]) + (f'<ul class="reasons">{reasons}</ul>' if reasons else "")
         rows.append("<tr>" + _cells([
             escape(node["name"]), status, escape(node["version"]), escape(node["role"] or "-"),
-            f"{node['running']} / {node['limit']}", f"{node['cpu_percent']:.0f} %",
-            human_bytes(node["memory_available"]),
-            f"{human_bytes(node['network_in'])}/s in, {human_bytes(node['network_out'])}/s out",
+            f"{node['running']} / {node['limit']}",
+            f"host {node['cpu_percent']:.0f} %, node {node.get('proc_cpu_percent') or 0:.0f} %",
+            f"{human_bytes(node['memory_available'])} free, "
+            f"node uses {human_bytes(node.get('proc_mem_bytes') or 0)}",
+            f"{human_bytes(node['network_in'])}/s in, {human_bytes(node['network_out'])}/s out; node moved "
+            f"{human_bytes(node.get('moved_in_bytes') or 0)} in, "
+            f"{human_bytes(node.get('moved_out_bytes') or 0)} out",
             escape(node["credential_status"] or "-"), ago(node["last_heartbeat"], now),
         ], numeric={5}) + "</tr>")
-    return _table(["node", "status", "version", "role", "jobs running / limit", "CPU", "memory available",
+    return _table(["node", "status", "version", "role", "jobs running / limit", "CPU (host, node)", "memory",
                    "network", "credentials", "last heartbeat"], rows)
 
 

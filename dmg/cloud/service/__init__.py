@@ -85,6 +85,10 @@ class CloudService:
             return gateways.set_encryption(session, name, mode, now=self.clock(),
                                            offline_after=self.offline_after)
 
+    def set_proxy(self, name: str, url: str) -> dict[str, Any]:
+        with self.db.write() as session:
+            return gateways.set_proxy(session, name, url, now=self.clock(), offline_after=self.offline_after)
+
     def list_nodes(self, gateway: str) -> list[dict[str, Any]]:
         with self.db.read() as session:
             return gateways.list_nodes(session, gateway, now=self.clock(), offline_after=self.offline_after)

@@ -30,6 +30,9 @@ from dmg.cloud.schemas import Heartbeat
 from dmg.cloud.service.upgrades import UPGRADE_REQUESTED, upgrade_after_beat
 from dmg.cloud.service.views import credential_problem, node_json
 from dmg.errors import BadInput, Conflict, NotFound, Unauthorized
+from dmg.fingerprint import majority, redact_url
+from dmg.inactivity import config_reasons, cut_off, with_inactive
+from dmg.proxy import check_proxy_url
 from dmg.status import (
     DISPATCHER,
     ENCRYPTION_MODES,
@@ -121,13 +124,27 @@ def set_encryption(session: Session, name: str, mode: str, *, now: float,
     return gateway_json(gateway, now=now, offline_after=offline_after)
 
 
+def set_proxy(session: Session, name: str, url: str, *, now: float,
+               offline_after: float) -> dict[str, Any]:
+    """Set (or, with "", clear) gateway ``name``'s HTTP proxy; -> the gateway (the proxy
+    shown without credentials). BadInput for a URL that is not ``http(s)://host[:port]``.
+    Every node gets it in its next heartbeat's reply and is Inactive until it applied it."""
+    gateway = get_gateway(session, name)
+    gateway.proxy = check_proxy_url(url.strip())
+    session.flush()
+    return gateway_json(gateway, now=now, offline_after=offline_after)
+
+
 def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict[int, NodeStatus]:
-    """Every node's status by node id, as :func:`dmg.status.node_status` rules it."""
+    """Every node's status by node id, as :func:`dmg.status.node_status` rules it, made
+    Inactive where its configuration differs or it cannot reach the others through the
+    broker (:mod:`dmg.inactivity`)."""
     nodes = list(gateway.nodes)
     version = majority_version(n.version for n in nodes)
     mode = gateway.encryption_mode or ENCRYPTION_NONE
-    prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint)
+    prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint and not n.config)
     majority_print = prints.most_common(1)[0][0] if prints else ""
+    majority_parts = majority([dict(n.config) for n in nodes if n.config])
     result: dict[int, NodeStatus] = {}
     for node in nodes:
         problems = [str(p) for p in (node.problems or [])]
@@ -139,7 +156,8 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
         result[node.id] = node_status(
             last_heartbeat=node.last_heartbeat, now=now, offline_after=offline_after,
             version=node.version, gateway_version=version, draining_for_upgrade=node.draining,
-            config_matches_majority=not (majority_print and node.config_fingerprint
+            # Only for nodes too old to send named parts (see config_reasons for the others).
+            config_matches_majority=not (majority_print and node.config_fingerprint and not node.config
                                          and node.config_fingerprint != majority_print),
             problems=problems, stopped=bool(node.stopped), pool_running=node.pool_running is not False,
             encryption_mismatch=encryption_mismatch(node.encryption or "", mode),
@@ -147,6 +165,13 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
         if node.gone_at is not None and node.gone_at >= (node.last_heartbeat or 0.0):
             result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
         result[node.id] = upgrading_status(result[node.id], node.upgrade or "", version=node.version)
+    heard = {n.name: n.peers_seen for n in nodes if result[n.id].status != OFFLINE}
+    partitioned = cut_off(heard, holder=_lease_holder(gateway, now=now))
+    for node in nodes:
+        reasons = config_reasons(dict(node.config or {}), majority_parts, gateway_proxy=gateway.proxy or "")
+        if node.name in partitioned:
+            reasons.append(partitioned[node.name])
+        result[node.id] = with_inactive(result[node.id], reasons)
     return result
 
 
@@ -180,6 +205,8 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "version": majority_version(n.version for n in gateway.nodes),
         "node_count": len(gateway.nodes),
         "encryption": gateway.encryption_mode or ENCRYPTION_NONE,
+        # Never the proxy's credentials: shown redacted (dmg.fingerprint.redact_url).
+        "proxy": redact_url(gateway.proxy or "") if gateway.proxy else "",
         "created_at": gateway.created_at,
         # The cloud-side dispatcher lease (dmg.cloud.service.leader): its holder while it
         # runs, and the last dispatcher epoch the cloud issued.
@@ -301,11 +328,18 @@ def heartbeat(session: Session, node: NodeIdentity, beat: Heartbeat, *, now: flo
         row.public_key = beat.public_key
     row.encryption = beat.encryption
     row.sized_by = beat.sized_by
+    row.config = dict(beat.config)
+    row.peers_seen = list(beat.peers_seen) if beat.peers_seen is not None else None
+    row.proc_cpu_percent = beat.proc_cpu_percent
+    row.proc_mem_bytes = beat.proc_mem_bytes
+    row.moved_in_bytes = beat.moved_in_bytes
+    row.moved_out_bytes = beat.moved_out_bytes
     row.last_heartbeat = now
     row.upgrade = upgrade_after_beat(row.upgrade or "", upgrading=beat.upgrading)
     session.flush()
     status = node_statuses(row.gateway, now=now, offline_after=offline_after)[row.id]
-    return {**status.to_json(), "upgrade": row.upgrade == UPGRADE_REQUESTED}
+    # The gateway's proxy, in full, to its own node only (it applies it, dmg.proxy).
+    return {**status.to_json(), "upgrade": row.upgrade == UPGRADE_REQUESTED, "proxy": row.gateway.proxy or ""}
 
 
 def nodes_gone(session: Session, reporter: NodeIdentity, names: list[str], *, now: float) -> list[str]:

@@ -57,6 +57,10 @@ def node_json(node: Node, status: NodeStatus, *, role: str | None = None) -> dic
         "last_heartbeat": node.last_heartbeat, "registered_at": node.registered_at,
         "encryption": node.encryption or "", "sized_by": node.sized_by or "",
         "upgrade": node.upgrade or "",
+        # The node's own figures (its process tree; its copies' bytes), beside the host's above.
+        "proc_cpu_percent": node.proc_cpu_percent or 0.0, "proc_mem_bytes": node.proc_mem_bytes or 0,
+        "moved_in_bytes": node.moved_in_bytes or 0, "moved_out_bytes": node.moved_out_bytes or 0,
+        "config": dict(node.config or {}),
     }
 
 
