@@ -157,6 +157,10 @@ class CloudClient:
         memory_available, network_in, network_out, credential_status, last_heartbeat."""
         return self.request("GET", f"/gateways/{gateway}/nodes")
 
+    def node_history(self, gateway: str, node: str, *, since: float) -> dict[str, Any]:
+        """The node's metrics over the last ``since`` seconds (``{samples: [...]}``)."""
+        return self.request("GET", f"/gateways/{gateway}/nodes/{node}/history", params={"since": since})
+
     def remove_node(self, gateway: str, node: str) -> None:
         self.request("DELETE", f"/gateways/{gateway}/nodes/{node}")
 

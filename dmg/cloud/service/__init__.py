@@ -28,6 +28,7 @@ from dmg.cloud.service import (
     dispatch,
     files,
     gateways,
+    history,
     leader,
     pipelines,
     sessions,
@@ -45,6 +46,7 @@ class CloudService:
         self.db = db
         self.box = keys.KeyBox(settings)
         self.clock = clock
+        self._compacted_at = 0.0
 
     @property
     def offline_after(self) -> float:
@@ -153,8 +155,29 @@ class CloudService:
             return stores.stores_of_gateway(session, node.gateway_id)
 
     def heartbeat(self, node: NodeIdentity, beat: Heartbeat) -> dict[str, Any]:
+        """Record the beat and add it to the node's history (compacted once a minute)."""
+        now = self.clock()
         with self.db.write() as session:
-            return gateways.heartbeat(session, node, beat, now=self.clock(), offline_after=self.offline_after)
+            answer = gateways.heartbeat(session, node, beat, now=now, offline_after=self.offline_after)
+            history.record(session, node.node_id, history.Figures(
+                cpu_percent=beat.cpu_percent, memory_available=beat.memory_available,
+                running=beat.running, limit=beat.limit, network_in=beat.network_in,
+                network_out=beat.network_out), now=now)
+        if now - self._compacted_at >= history.COMPACT_EVERY:
+            self._compacted_at = now
+            self.compact_history()
+        return answer
+
+    def compact_history(self) -> dict[str, int]:
+        """Downsample and prune the node-metrics history (:mod:`.history`)."""
+        with self.db.write() as session:
+            return history.compact(session, now=self.clock(),
+                                   retention=self.settings.cloud_history_retention)
+
+    def node_history(self, gateway: str, node: str, *, since: float) -> dict[str, Any]:
+        """The node's metrics history from ``since`` seconds ago (users)."""
+        with self.db.read() as session:
+            return history.node_history(session, gateway, node, since=self.clock() - since)
 
     # -- the dispatcher and workers -------------------------------------------------------
     def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
