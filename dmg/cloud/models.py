@@ -310,3 +310,16 @@ class NodeSample(Base):
     limit: Mapped[float] = mapped_column(Float, default=0.0)
     network_in: Mapped[float] = mapped_column(Float, default=0.0)
     network_out: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class NodeRequest(Base):
+    """What a user asked of a node from the portal (:mod:`dmg.cloud.service.noderequests`):
+    a new concurrent-job limit, drain or undrain. The node gets it in its heartbeat's
+    answer and applies it inside the site; the row goes once its beats show it done."""
+
+    __tablename__ = "node_requests"
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    drain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    requested_at: Mapped[float] = mapped_column(Float)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import func, select
 
 from dmg.cloud.db import Database
-from dmg.cloud.schemas import Heartbeat
 from dmg.cloud.models import NodeSample
+from dmg.cloud.schemas import Heartbeat
 from dmg.cloud.service import CloudService, NodeIdentity
 from dmg.cloud.service.history import MINUTE, RAW, TEN_MINUTES
 from dmg.errors import NotFound
@@ -123,7 +123,7 @@ def test_history_of_an_unknown_node_is_not_found(site: tuple[CloudService, Clock
 
 
 def test_a_removed_nodes_history_goes_with_it(site: tuple[CloudService, Clock, NodeIdentity]) -> None:
-    svc, clock, _ = site
+    svc, _clock, _ = site
     beat(site, at=START, cpu=1.0)
     svc.remove_node("gw", "n1")
     with svc.db.read() as session:

@@ -49,6 +49,7 @@ from settings.redisurl import display_url
 from workers.agent.drain import DrainField
 from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
+from workers.agent.requests import PortalRequests
 from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import node_limit
 from workers.context import redis_client
@@ -126,11 +127,13 @@ class NodeRuntime:
         self.drain = DrainField(self.state, registration.node,
                                 cloud_accepted=lambda: self.agent.cloud_answer is not None,
                                 cloud_refused=lambda: self.agent.cloud_refused)
+        self.portal_requests = PortalRequests(self.settings, self.state, registration.node,
+                                              registration.gateway)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status, extras=self.drain,
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
-            on_foreign=self._refuse)
+            on_foreign=self._refuse, on_answer=self.portal_requests)
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -250,6 +253,7 @@ class NodeRuntime:
             code = stop_process(self.worker, timeout=self.shutdown_timeout)
             _kill_group(self.worker.pid)
         self.agent.stop()
+        self.portal_requests.close()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

@@ -30,6 +30,7 @@ from dmg.cloud.service import (
     gateways,
     history,
     leader,
+    noderequests,
     pipelines,
     sessions,
     stores,
@@ -159,6 +160,8 @@ class CloudService:
         now = self.clock()
         with self.db.write() as session:
             answer = gateways.heartbeat(session, node, beat, now=now, offline_after=self.offline_after)
+            answer["requests"] = noderequests.settle(session, node.node_id, limit=beat.limit,
+                                                     draining=beat.draining)
             history.record(session, node.node_id, history.Figures(
                 cpu_percent=beat.cpu_percent, memory_available=beat.memory_available,
                 running=beat.running, limit=beat.limit, network_in=beat.network_in,
@@ -167,6 +170,22 @@ class CloudService:
             self._compacted_at = now
             self.compact_history()
         return answer
+
+    def request_node_limit(self, gateway: str, node: str, limit: int) -> dict[str, Any]:
+        """Ask the node for a new concurrent-job limit (:mod:`.noderequests`); -> pending."""
+        with self.db.write() as session:
+            return noderequests.request_limit(session, gateway, node, limit, now=self.clock())
+
+    def request_node_drain(self, gateway: str, node: str, drain: bool) -> dict[str, Any]:
+        """Ask the node to drain / take work again (:mod:`.noderequests`); -> pending."""
+        with self.db.write() as session:
+            return noderequests.request_drain(session, gateway, node, drain, now=self.clock())
+
+    def node_requests(self, gateway: str) -> dict[str, dict[str, Any]]:
+        """What is still asked of each node of the gateway, by node name."""
+        with self.db.read() as session:
+            found = gateways.get_gateway(session, gateway)
+            return {n.name: p for n in found.nodes if (p := noderequests.pending(session, n.id))}
 
     def compact_history(self) -> dict[str, int]:
         """Downsample and prune the node-metrics history (:mod:`.history`)."""

@@ -77,7 +77,8 @@ def _fold(session: Session, *, source: int, target: int, before: float) -> int:
             session.add(bucket)
         weight = bucket.samples + sum(m.samples for m in members)
         for name in FIGURES:
-            total = getattr(bucket, name) * bucket.samples + sum(getattr(m, name) * m.samples for m in members)
+            total = getattr(bucket, name) * bucket.samples
+            total += sum(getattr(m, name) * m.samples for m in members)
             setattr(bucket, name, total / weight)
         bucket.samples = weight
     session.execute(delete(NodeSample).where(NodeSample.id.in_([row.id for row in rows])))

@@ -1,4 +1,5 @@
-"""node metrics history: heartbeats as received, then 1-min and 10-min averages
+"""node metrics history (heartbeats as received, then 1-min and 10-min averages), and
+what the portal asked of a node (limit, drain)
 
 Revision ID: 0010_node_history
 Revises: 0009_encryption_mode
@@ -31,8 +32,16 @@ def upgrade() -> None:
         sa.Column('network_out', sa.Float(), nullable=False),
     )
     op.create_index('ix_node_samples_node_resolution_at', 'node_samples', ['node_id', 'resolution', 'at'])
+    op.create_table(
+        'node_requests',
+        sa.Column('node_id', sa.Integer(), sa.ForeignKey('nodes.id', ondelete='CASCADE'), primary_key=True),
+        sa.Column('limit', sa.Integer(), nullable=True),
+        sa.Column('drain', sa.Boolean(), nullable=True),
+        sa.Column('requested_at', sa.Float(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table('node_requests')
     op.drop_index('ix_node_samples_node_resolution_at', table_name='node_samples')
     op.drop_table('node_samples')
