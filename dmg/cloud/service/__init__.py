@@ -32,6 +32,7 @@ from dmg.cloud.service import (
     leader,
     noderequests,
     pipelines,
+    reportpage,
     sessions,
     stores,
 )
@@ -186,6 +187,11 @@ class CloudService:
         with self.db.read() as session:
             found = gateways.get_gateway(session, gateway)
             return {n.name: p for n in found.nodes if (p := noderequests.pending(session, n.id))}
+
+    def activity_report(self, run_id: str, activity_run_id: str, *, page: int) -> dict[str, Any]:
+        """One page of an activity run's per-file report (:mod:`.reportpage`)."""
+        with self.db.read() as session:
+            return reportpage.activity_report(session, run_id, activity_run_id, page=page)
 
     def compact_history(self) -> dict[str, int]:
         """Downsample and prune the node-metrics history (:mod:`.history`)."""
