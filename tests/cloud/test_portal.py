@@ -168,7 +168,7 @@ def test_a_forged_post_is_refused_with_403(cloud: Cloud, token: str) -> None:
         removed = browser.post(f"/gateways/{site.gateway}/nodes/beta/remove", data=form)
         assert removed.status_code == 403
     with cloud.node(site.tokens["alpha"]) as alpha:
-        assert alpha.heartbeat({"running": 4, "limit": 4})["requests"] == {}
+        assert alpha.heartbeat({"running": 4, "limit": 4}).get("requests", {}) == {}
     with cloud.user() as user:
         assert len(user.list_nodes(site.gateway)) == 2
 
@@ -193,7 +193,7 @@ def test_limit_and_drain_reach_the_node_in_its_heartbeat_answer_until_done(cloud
         assert "limit 8 asked, not applied yet" in browser.get(f"{base.rsplit('/', 1)[0]}/live").text
         assert alpha.heartbeat({"running": 4, "limit": 4})["requests"] == {"limit": 8, "drain": True}
         assert alpha.heartbeat({"running": 4, "limit": 8})["requests"] == {"drain": True}
-        assert alpha.heartbeat({"running": 4, "limit": 8, "draining": True})["requests"] == {}
+        assert "requests" not in alpha.heartbeat({"running": 4, "limit": 8, "draining": True})
         assert "asked, not applied yet" not in browser.get(f"/gateways/{site.gateway}").text
         bad = browser.post(f"{base}/alpha/limit", data={"limit": "lots", "csrf": token})
         assert bad.status_code == 400 and "whole number" in bad.text and "Traceback" not in bad.text

@@ -161,8 +161,9 @@ class CloudService:
         now = self.clock()
         with self.db.write() as session:
             answer = gateways.heartbeat(session, node, beat, now=now, offline_after=self.offline_after)
-            answer["requests"] = noderequests.settle(session, node.node_id, limit=beat.limit,
-                                                     draining=beat.draining)
+            asked = noderequests.settle(session, node.node_id, limit=beat.limit, draining=beat.draining)
+            if asked:  # what the portal asked and the node has not done yet
+                answer["requests"] = asked
             history.record(session, node.node_id, history.Figures(
                 cpu_percent=beat.cpu_percent, memory_available=beat.memory_available,
                 running=beat.running, limit=beat.limit, network_in=beat.network_in,
