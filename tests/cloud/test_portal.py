@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
@@ -188,7 +188,11 @@ def test_limit_and_drain_reach_the_node_in_its_heartbeat_answer_until_done(cloud
         token = csrf_of(browser.get(f"/gateways/{site.gateway}").text)
         done = browser.post(f"{base}/alpha/limit", data={"limit": "8", "csrf": token})
         assert done.status_code == 303
-        assert done.headers["location"].startswith(f"/gateways/{site.gateway}?done=")
+        assert done.headers["location"] == f"/gateways/{site.gateway}?done=limit&node=alpha&limit=8"
+        assert "alpha: limit 8 asked" in browser.get(done.headers["location"]).text
+        # A link made elsewhere cannot put its own words on the page.
+        forged = browser.get(f"/gateways/{site.gateway}?done=limit&node=Call+us+now&limit=8").text
+        assert "Call us" not in forged and 'id="notice"' not in forged
         assert browser.post(f"{base}/alpha/drain", data={"csrf": token}).status_code == 303
         assert "limit 8 asked, not applied yet" in browser.get(f"{base.rsplit('/', 1)[0]}/live").text
         assert alpha.heartbeat({"running": 4, "limit": 4})["requests"] == {"limit": 8, "drain": True}
@@ -216,3 +220,25 @@ def test_a_key_is_regenerated_only_from_a_signed_in_form(cloud: Cloud) -> None:
     with cloud.user() as user:
         keys = user.gateway_keys(site.gateway)
     assert keys["key1"] != site.keys["key1"] and keys["key2"] == site.keys["key2"]
+
+
+def test_actions_are_audited_without_secrets(start_cloud: Callable[..., Cloud]) -> None:
+    audited = start_cloud(log_level="INFO")
+    site, _run, _activity = busy_site(audited)
+    with signed_in(audited) as browser:
+        session = browser.cookies.get("dmg_portal", "")
+        token = csrf_of(browser.get(f"/gateways/{site.gateway}").text)
+        base = f"/gateways/{site.gateway}/nodes/alpha"
+        assert browser.post(f"{base}/limit", data={"limit": "6", "csrf": token}).status_code == 303
+        assert browser.post(f"{base}/drain", data={"csrf": "forged"}).status_code == 403
+        assert browser.post(f"/gateways/{site.gateway}/keys/regenerate",
+                            data={"key": "key2", "csrf": token}).status_code == 303
+        with audited.user() as user:
+            new_key = user.gateway_keys(site.gateway)["key2"]
+    audited.stop()
+    log = audited.process.log_path.read_text()
+    assert f"portal action action=limit gateway={site.gateway} node=alpha by=session:" in log
+    assert f"portal action refused (CSRF) action=drain gateway={site.gateway} node=alpha" in log
+    assert f"portal action action=regenerate key gateway={site.gateway}" in log
+    for secret in (session, token, audited.process.api_token, new_key, site.keys["key1"]):
+        assert secret not in log

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -34,8 +34,11 @@ CSRF_REFUSED = ("refused: this form carries no valid CSRF token (it is stale, or
 
 async def _act(request: Request, action: str, back: str,
                do: Callable[[dict[str, str]], str], **audit: str) -> Response:
-    """Check the viewer and the CSRF token, run ``do(form)`` (it returns what to say),
-    log it, and go ``back``."""
+    """Check the viewer and the CSRF token, run ``do(form)``, log it, and go ``back``.
+
+    ``do`` returns the query that tells the page what was done (``done=<action>&…``,
+    shown from the page's own fixed sentences, :data:`dmg.cloud.api.portal_pages.DONE`),
+    or ""."""
     viewer: Viewer | None = await viewer_of(request)
     if viewer is None:
         return sign_in_page(request)
@@ -52,7 +55,7 @@ async def _act(request: Request, action: str, back: str,
         log.info("portal action failed action=%s %s by=%s error=%s", action, fields, viewer.who, exc.message)
         return refused_page(request, str(exc), status=exc.http_status, back=back)
     log.info("portal action action=%s %s by=%s", action, fields, viewer.who)
-    where = back + (("?done=" + quote(said)) if said else "")
+    where = back + (("?" + said) if said else "")
     return RedirectResponse(where, status_code=303)
 
 
@@ -75,7 +78,7 @@ async def set_limit(name: str, node: str, request: Request) -> Response:
     def do(form: dict[str, str]) -> str:
         limit = _limit(form)
         svc.request_node_limit(name, node, limit)
-        return f"{node}: limit {limit} asked; the node applies it at its next heartbeat"
+        return urlencode({"done": "limit", "node": node, "limit": limit})
     return await _act(request, "limit", _gateway_page(name), do, gateway=name, node=node)
 
 
@@ -85,7 +88,7 @@ async def drain(name: str, node: str, request: Request) -> Response:
 
     def do(_form: dict[str, str]) -> str:
         svc.request_node_drain(name, node, True)
-        return f"{node}: drain asked; it takes no new work from its next heartbeat"
+        return urlencode({"done": "drain", "node": node})
     return await _act(request, "drain", _gateway_page(name), do, gateway=name, node=node)
 
 
@@ -95,7 +98,7 @@ async def undrain(name: str, node: str, request: Request) -> Response:
 
     def do(_form: dict[str, str]) -> str:
         svc.request_node_drain(name, node, False)
-        return f"{node}: undrain asked; it takes work again from its next heartbeat"
+        return urlencode({"done": "undrain", "node": node})
     return await _act(request, "undrain", _gateway_page(name), do, gateway=name, node=node)
 
 
@@ -106,7 +109,7 @@ async def remove(name: str, node: str, request: Request) -> Response:
 
     def do(_form: dict[str, str]) -> str:
         svc.remove_node(name, node)
-        return f"{node} removed; its token no longer works (stop its process)"
+        return urlencode({"done": "remove", "node": node})
     return await _act(request, "remove", _gateway_page(name), do, gateway=name, node=node)
 
 
@@ -119,7 +122,7 @@ async def regenerate_key(name: str, request: Request) -> Response:
         if which not in ("key1", "key2"):
             raise BadInput(f"no gateway key {which!r}", hint="say key1 or key2")
         svc.regenerate_key(name, which)
-        return f"{which} regenerated; the old one no longer registers nodes"
+        return urlencode({"done": "regenerate", "key": which})
     return await _act(request, "regenerate key", _gateway_page(name), do, gateway=name)
 
 

@@ -9,6 +9,7 @@ seconds by htmx and swapped in place, without a reload. Pages read through the s
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +21,7 @@ from dmg.cloud.api.auth import portal_session, service
 from dmg.cloud.api.portal import Viewer, refused_page, sign_in_page, viewer_of
 from dmg.cloud.portal.charts import node_charts
 from dmg.cloud.portal.templating import templates
+from dmg.cloud.schemas import NAME_PATTERN
 from dmg.cloud.service import CloudService
 from dmg.errors import DmgError
 
@@ -33,6 +35,30 @@ RUNS_LISTED = 100
 CHART_WINDOW = 3600.0
 
 Build = Callable[[CloudService], dict[str, Any]]
+
+#: What the gateway page says after an action (``?done=<action>``), from its own words
+#: only: a link someone else made cannot put text of theirs on the page.
+DONE = {
+    "limit": "{node}: limit {limit} asked; the node applies it at its next heartbeat",
+    "drain": "{node}: drain asked; it takes no new work from its next heartbeat",
+    "undrain": "{node}: undrain asked; it takes work again from its next heartbeat",
+    "remove": "{node} removed; its token no longer works (stop its process)",
+    "regenerate": "{key} regenerated; the old one no longer registers nodes",
+}
+
+
+def done_message(gateway: dict[str, Any], done: str, node: str, limit: str, key: str) -> str:
+    """The sentence for ``done``, only with a node of this gateway, a number, key1/key2."""
+    names = {n["name"] for n in gateway["nodes"]}
+    if done not in DONE or (done in ("limit", "drain", "undrain") and node not in names):
+        return ""
+    if done == "limit" and not limit.isdigit():
+        return ""
+    if done == "regenerate" and key not in ("key1", "key2"):
+        return ""
+    if done == "remove" and (node in names or not re.match(NAME_PATTERN, node)):
+        return ""
+    return DONE[done].format(node=node, limit=limit, key=key)
 
 
 async def _render(request: Request, template: str, build: Build) -> Response:
@@ -70,11 +96,14 @@ def _gateway_context(svc: CloudService, name: str, request: Request) -> dict[str
 
 
 @router.get("/gateways/{name}", response_class=HTMLResponse)
-async def gateway_page(name: str, request: Request, done: str = "") -> Response:
-    """``done``: what the last action did (the actions redirect here with it)."""
+async def gateway_page(name: str, request: Request, done: str = "", node: str = "", limit: str = "",
+                       key: str = "") -> Response:
+    """``done`` (and ``node``, ``limit``, ``key``): what the last action did (the actions
+    redirect here with it)."""
     def build(svc: CloudService) -> dict[str, Any]:
-        return {**_gateway_context(svc, name, request), "keys": svc.gateway_keys(name),
-                "message": done[:200]}
+        context = _gateway_context(svc, name, request)
+        message = done_message(context["gateway"], done, node, limit, key)
+        return {**context, "keys": svc.gateway_keys(name), "message": message}
     return await _render(request, "gateway.html", build)
 
 
