@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from dmg.cloud.service import CloudService, NodeIdentity
 from dmg.cloud.service.history import MINUTE, RAW, TEN_MINUTES
 from dmg.errors import NotFound
 from settings import Settings
+from tests.servers.postgres import postgres_server  # noqa: F401
 
 HOUR = 3600.0
 DAY = 86400.0
@@ -30,15 +33,26 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cloud.db'}"
+    server = request.getfixturevalue("postgres_server")
+    return str(server.create_database(f"history_{uuid.uuid4().hex[:12]}"))
+
+
 @pytest.fixture
-def site(tmp_path: Path) -> tuple[CloudService, Clock, NodeIdentity]:
-    db = Database(f"sqlite:///{tmp_path / 'cloud.db'}")
+def site(tmp_path: Path, database_url: str) -> Iterator[tuple[CloudService, Clock, NodeIdentity]]:
+    db = Database(database_url)
     db.migrate()
     clock = Clock()
     svc = CloudService(Settings(data_dir=tmp_path, cloud_history_retention=3 * DAY), db, clock=clock)
     keys = svc.create_gateway("gw")
     token = svc.register_node(key=keys["key1"], name="n1", version="0.1.0")["token"]
-    return svc, clock, svc.authenticate_node(token)
+    try:
+        yield svc, clock, svc.authenticate_node(token)
+    finally:
+        db.dispose()
 
 
 def beat(site: tuple[CloudService, Clock, NodeIdentity], *, at: float, cpu: float, running: int = 1) -> None:

@@ -175,4 +175,16 @@ def watch_and_act(site: EmbeddedSite, page: Any, tmp_path: Path) -> None:
         done = wait_for(lambda: (r := client.run(run_id))["status"] in ("Succeeded", "Failed") and r,
                         timeout=30, what="the run to end", interval=0.3)
     assert done["status"] == "Succeeded", done
+
+    # The run's page links to its activity run: every shard and attempt, every file verified.
+    page.goto(f"{site.portal_url.rstrip('/')}/runs/{run_id}")
+    page.click("#activities a")
+    page.wait_for_selector("#files")
+    assert len(page.query_selector_all("#files tr")) == 1 + 6
+    shard_rows = page.query_selector_all("table.shards tr")[1:]
+    assert len(shard_rows) == 6 and all("node" in row.inner_text() for row in shard_rows)
+    attempts = page.query_selector_all("#attempts tr")[1:]
+    verified = [row.query_selector_all("td")[10].inner_text() for row in attempts
+                if "(current)" in row.inner_text()]
+    assert verified == ["1"] * 6  # each one-file shard's checksum checked at the sink
     assert site.dead_children() == []
