@@ -75,7 +75,10 @@ def site(tmp_path: Path) -> Iterator[EmbeddedSite]:
 def browser_page(tmp_path: Path) -> Iterator[Any]:
     require(Path(CHROMIUM).exists() or shutil.which("chromium") is not None,
             "chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        require(False, "playwright is not installed (pip install -e '.[dev]')")
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])

@@ -191,6 +191,12 @@ def test_every_portal_route_with_every_token(cloud: Cloud, world: World) -> None
     routes = _portal_routes()
     assert len(routes) >= 16
     absent = {**world.ids, "activity_run_id": unique("ar"), "run_id": unique("run")}
+    with httpx.Client(base_url=cloud.url, timeout=30) as http:
+        _walk_portal(http, world, routes, absent)
+
+
+def _walk_portal(http: httpx.Client, world: World, routes: list[tuple[str, str]],
+                 absent: dict[str, str]) -> None:
     for method, path in routes:
         if path in ("/login", "/logout") or path.startswith("/portal-static/"):
             continue
@@ -200,8 +206,8 @@ def test_every_portal_route_with_every_token(cloud: Cloud, world: World) -> None
             # The user's actions go to things that do not exist: the world stays as it is.
             ids = absent if method == "POST" and caller == "user" else world.ids
             url = re.sub(r"\{(\w+)\}", lambda m, ids=ids: ids[m.group(1)], path)  # type: ignore[misc]
-            response = httpx.request(method, cloud.url + url, headers=headers, timeout=30,
-                                     data={"limit": "2", "key": "key1"} if method == "POST" else None)
+            response = http.request(method, url, headers=headers,
+                                    data={"limit": "2", "key": "key1"} if method == "POST" else None)
             where = f"{caller}: {method} {path} -> {response.status_code} {response.text[:200]}"
             assert response.status_code < 500 and "Traceback" not in response.text, where
             if caller == "user":
