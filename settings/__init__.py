@@ -63,6 +63,8 @@ class Settings:
     max_queued_per_node: int = defaults.MAX_QUEUED_PER_NODE
     max_nodes_per_gateway: int = defaults.MAX_NODES_PER_GATEWAY
     cloud_max_body: int = defaults.CLOUD_MAX_BODY
+    #: Seconds of node-metrics history the cloud keeps (dmg.cloud.service.history).
+    cloud_history_retention: float = defaults.CLOUD_HISTORY_RETENTION
     flower_port: int = defaults.FLOWER_PORT
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
@@ -135,6 +137,7 @@ _KINDS: dict[str, type] = {
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
     "cloud_metrics_public": bool,
+    "cloud_history_retention": float,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,

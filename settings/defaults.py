@@ -36,6 +36,8 @@ MAX_QUEUED_PER_NODE = 1
 MAX_NODES_PER_GATEWAY = 64
 #: The largest request body the cloud reads (bytes); larger ones are refused (413) unread.
 CLOUD_MAX_BODY = 8 * 1024 * 1024
+#: Seconds of node-metrics history the cloud keeps (``DMG_CLOUD_HISTORY_RETENTION``; 7 days).
+CLOUD_HISTORY_RETENTION = 7 * 86400.0
 #: Seconds between a node's checks that it can reach every store it may be given.
 STORE_CHECK_INTERVAL = 30.0
 #: Per-node autoscaling of the concurrent-job limit between a floor and a ceiling

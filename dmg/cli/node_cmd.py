@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from dmg import registration as local_registration
-from dmg.cli import drain_cmd, nodekeys_cmd, upgrade_cmd
+from dmg.cli import drain_cmd, history_cmd, nodekeys_cmd, upgrade_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
@@ -128,3 +128,4 @@ def list_nodes(gateway_name: str | None, as_json: bool, watch: bool, every: floa
 drain_cmd.register(node)  # drain, undrain, remove (dmg.cli.drain_cmd)
 nodekeys_cmd.register(node)  # backup, restore, reset (dmg.cli.nodekeys_cmd)
 node.add_command(upgrade_cmd.node_upgrade)  # dmg.cli.upgrade_cmd
+history_cmd.register(node)  # history (dmg.cli.history_cmd)

@@ -196,6 +196,9 @@ class CloudClient:
     def upgrade_node(self, gateway: str, node: str) -> dict[str, Any]:
         """Ask ``node`` to upgrade (:mod:`dmg.cloud.service.upgrades`); -> the node."""
         return self.request("POST", f"/gateways/{gateway}/nodes/{node}/upgrade")
+    def node_history(self, gateway: str, node: str, *, since: float) -> dict[str, Any]:
+        """The node's metrics over the last ``since`` seconds (``{samples: [...]}``)."""
+        return self.request("GET", f"/gateways/{gateway}/nodes/{node}/history", params={"since": since})
 
     def remove_node(self, gateway: str, node: str) -> None:
         self.request("DELETE", f"/gateways/{gateway}/nodes/{node}")

@@ -305,3 +305,38 @@ class PortalSession(Base):
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[float] = mapped_column(Float)
     expires_at: Mapped[float] = mapped_column(Float, index=True)
+
+
+class NodeSample(Base):
+    """One point of a node's metrics history (:mod:`dmg.cloud.service.history`).
+
+    ``resolution`` 0 is a heartbeat as received; 60 and 600 are averages over a bucket
+    of that many seconds starting at ``at``, of ``samples`` heartbeats."""
+
+    __tablename__ = "node_samples"
+    __table_args__ = (Index("ix_node_samples_node_resolution_at", "node_id", "resolution", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    resolution: Mapped[int] = mapped_column(Integer)
+    at: Mapped[float] = mapped_column(Float)
+    samples: Mapped[int] = mapped_column(Integer, default=1)
+    cpu_percent: Mapped[float] = mapped_column(Float, default=0.0)
+    memory_available: Mapped[float] = mapped_column(Float, default=0.0)
+    running: Mapped[float] = mapped_column(Float, default=0.0)
+    limit: Mapped[float] = mapped_column(Float, default=0.0)
+    network_in: Mapped[float] = mapped_column(Float, default=0.0)
+    network_out: Mapped[float] = mapped_column(Float, default=0.0)
+
+
+class NodeRequest(Base):
+    """What a user asked of a node from the portal (:mod:`dmg.cloud.service.noderequests`):
+    a new concurrent-job limit, drain or undrain. The node gets it in its heartbeat's
+    answer and applies it inside the site; the row goes once its beats show it done."""
+
+    __tablename__ = "node_requests"
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    limit: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    drain: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    requested_at: Mapped[float] = mapped_column(Float)

@@ -102,3 +102,21 @@ def test_every_command_in_help_exists() -> None:
         for command in quoted_commands(shown.output.replace("\n", " "), re.compile(r"(.+)", re.S)):
             commands.setdefault(command, f"dmg {' '.join(path)} --help")
     assert broken(commands) == []
+
+
+#: A command the portal shows: in ``<code>`` or a ``<pre>`` block of its templates.
+_IN_TEMPLATE = re.compile(r"<code>(dmg [^<]*)</code>|<pre[^>]*>(dmg [^<]*)</pre>", re.S)
+
+
+def test_every_command_the_portal_shows_exists() -> None:
+    """The sign-in page, the empty states and "add a node" name real commands."""
+    commands: dict[str, str] = {}
+    for path in sorted((ROOT / "dmg" / "cloud" / "portal" / "templates").glob("*.html")):
+        text = path.read_text()
+        for match in _IN_TEMPLATE.finditer(text):
+            for line in next(group for group in match.groups() if group).splitlines():
+                for found in _COMMAND.finditer(line):
+                    commands.setdefault(f"dmg{found.group(1)}", str(path.relative_to(ROOT)))
+    assert {"dmg cloud token", "dmg node register", "dmg node start"} <= set(commands)
+    assert broken(commands) == []
+    assert "`dmg cloud tokens` does not exist" in broken({"dmg cloud tokens": "x"})[0]

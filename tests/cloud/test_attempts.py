@@ -174,7 +174,8 @@ def test_the_portal_links_a_shard_to_its_attempts(cloud: Cloud, user: CloudClien
 
     dashboard = httpx.get(cloud.url + "/", headers=auth).text
     assert f'href="/runs/{run_id}/attempts"' in dashboard
-    assert f'href="/runs/{run_id}/attempts#shard-{shard_id}"' in dashboard
+    run_page = httpx.get(f"{cloud.url}/runs/{run_id}", headers=auth).text
+    assert f'href="/runs/{run_id}/attempts#shard-{shard_id}"' in run_page
     page = httpx.get(f"{cloud.url}/runs/{run_id}/attempts", headers=auth)
     assert page.status_code == 200
     assert f'id="shard-{shard_id}"' in page.text

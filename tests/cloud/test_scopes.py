@@ -181,3 +181,58 @@ def test_a_route_without_a_declared_scope_stops_the_app() -> None:
     with pytest.raises(RuntimeError, match="GET /forgotten"):
         check_scopes(app.routes)
 
+
+
+def _portal_routes() -> list[tuple[str, str]]:
+    """``(METHOD, path)`` of every portal route (HTML: not in the OpenAPI document)."""
+    from dmg.cloud.api import portal, portal_actions, portal_pages
+
+    found = []
+    for router in (portal.router, portal_pages.router, portal_actions.router):
+        for route in router.routes:
+            for method in sorted(getattr(route, "methods", ()) or ()):
+                found.append((method, getattr(route, "path", "")))
+    return found
+
+
+def test_every_portal_route_with_every_token(cloud: Cloud, world: World) -> None:
+    """Pages open to the API token only (a node's token gets the sign-in page, 401);
+    every action refuses every token but the user's; nothing is ever a 5xx."""
+    routes = _portal_routes()
+    assert len(routes) >= 16
+    absent = {**world.ids, "activity_run_id": unique("ar"), "run_id": unique("run")}
+    with httpx.Client(base_url=cloud.url, timeout=30) as http:
+        _walk_portal(http, world, routes, absent)
+
+
+def _walk_portal(http: httpx.Client, world: World, routes: list[tuple[str, str]],
+                 absent: dict[str, str]) -> None:
+    for method, path in routes:
+        if path in ("/login", "/logout") or path.startswith("/portal-static/"):
+            continue
+        for caller in CALLERS:
+            token = world.tokens[caller]
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            # The user's actions go to things that do not exist: the world stays as it is.
+            ids = absent if method == "POST" and caller == "user" else world.ids
+            url = re.sub(r"\{(\w+)\}", lambda m, ids=ids: ids[m.group(1)], path)  # type: ignore[misc]
+            response = http.request(method, url, headers=headers,
+                                    data={"limit": "2", "key": "key1"} if method == "POST" else None)
+            where = f"{caller}: {method} {path} -> {response.status_code} {response.text[:200]}"
+            assert response.status_code < 500 and "Traceback" not in response.text, where
+            if caller == "user":
+                assert response.status_code not in (401, 403), where
+            else:
+                assert response.status_code == 401, where
+                assert '<form method="post" action="/login">' in response.text, where
+
+
+def test_a_portal_action_from_a_session_needs_its_csrf_token(cloud: Cloud, world: World) -> None:
+    with httpx.Client(base_url=cloud.url, timeout=30) as browser:
+        browser.post("/login", data={"token": cloud.process.api_token})
+        for method, path in _portal_routes():
+            if method != "POST" or path == "/login":
+                continue
+            url = re.sub(r"\{(\w+)\}", lambda m: world.ids[m.group(1)], path)
+            answer = browser.post(url, data={"limit": "2", "key": "key1"})
+            assert answer.status_code == 403 and "CSRF" in answer.text, path

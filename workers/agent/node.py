@@ -52,6 +52,7 @@ from settings.redisurl import display_url
 from workers.agent.drain import DrainField
 from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
+from workers.agent.requests import PortalRequests
 from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import limit_source, node_limit
 from workers.agent.upgrade import NodeUpgrade
@@ -150,12 +151,14 @@ class NodeRuntime:
                                    cloud_answer=lambda: self.agent.cloud_answer, on_ready=self.request_stop,
                                    drain_timeout=self.settings.upgrade_drain_timeout,
                                    interval=min(self.settings.heartbeat_interval, 1.0))
+        self.portal_requests = PortalRequests(self.settings, self.state, registration.node,
+                                              registration.gateway)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status,
             extras=lambda: {**self.drain(), **self.upgrade.fields(), "sized_by": self.sized_by},
             outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
-            on_foreign=self._refuse)
+            on_foreign=self._refuse, on_answer=self.portal_requests)
 
     # -- start ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -289,6 +292,7 @@ class NodeRuntime:
             code = stop_process(self.worker, timeout=self.shutdown_timeout)
             _kill_group(self.worker.pid)
         self.agent.stop()
+        self.portal_requests.close()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

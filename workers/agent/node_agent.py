@@ -123,7 +123,8 @@ class NodeAgent:
     node cannot reach; it may also be set later as the attribute of that name.
     When the broker turns out to be another gateway's (the state's identity check,
     :mod:`dmg.site.identity`), no beat is written there and ``on_foreign`` is called
-    with the error (the node stops).
+    with the error (the node stops). ``on_answer`` (optional) gets each answer of the
+    cloud to a heartbeat (it must not raise).
     """
 
     def __init__(
@@ -141,6 +142,7 @@ class NodeAgent:
         reporter: Reporter | None = None,
         store_health: Callable[[], dict[str, str]] | None = None,
         on_foreign: Callable[[ForeignRedis], None] | None = None,
+        on_answer: Callable[[dict[str, Any]], None] | None = None,
         worker_grace: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -157,6 +159,7 @@ class NodeAgent:
         self.reporter = reporter
         self.store_health = store_health
         self.on_foreign = on_foreign
+        self.on_answer = on_answer
         self.worker_grace = worker_grace
         self.clock = clock
         self.started = clock()
@@ -349,6 +352,8 @@ class NodeAgent:
             return
         self.cloud_refused = False
         self._apply_proxy(self.cloud_answer)
+        if self.on_answer is not None and isinstance(self.cloud_answer, dict):
+            self.on_answer(self.cloud_answer)  # what the portal asked (workers.agent.requests)
         if not self.cloud_reachable:
             log.info("cloud reachable again node=%s", self.node)
         self.cloud_reachable = True

@@ -10,7 +10,17 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI
 
 from dmg.cloud import keys
-from dmg.cloud.api import credentials, files, nodes, portal, runwait, users
+from dmg.cloud.api import (
+    credentials,
+    files,
+    history,
+    nodes,
+    portal,
+    portal_actions,
+    portal_pages,
+    runwait,
+    users,
+)
 from dmg.cloud.api.auth import public
 from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
@@ -61,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health, prefix="/api/v1")
     app.include_router(users.router, prefix="/api/v1")
     app.include_router(runwait.router, prefix="/api/v1")
+    app.include_router(history.router, prefix="/api/v1")
     app.include_router(nodes.router, prefix="/api/v1")
     app.include_router(files.nodes, prefix="/api/v1")
     app.include_router(files.users, prefix="/api/v1")
@@ -68,5 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
     app.include_router(metrics_router(service.metrics, open_to_all=settings.cloud_metrics_public))
+    app.include_router(portal_pages.router)
+    app.include_router(portal_actions.router)
     install_openapi(app)
     return app

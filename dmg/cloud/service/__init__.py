@@ -7,9 +7,12 @@ PostgreSQL); reads in :meth:`Database.read`.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from dmg.cloud import keys
 from dmg.cloud.db import Database
@@ -28,9 +31,12 @@ from dmg.cloud.service import (
     dispatch,
     files,
     gateways,
+    history,
     leader,
     metrics_read,
+    noderequests,
     pipelines,
+    reportpage,
     sessions,
     stores,
     upgrades,
@@ -40,6 +46,8 @@ from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
 
+log = logging.getLogger(__name__)
+
 
 class CloudService:
     def __init__(self, settings: Settings, db: Database, *, clock: Callable[[], float] = time.time) -> None:
@@ -47,6 +55,7 @@ class CloudService:
         self.db = db
         self.box = keys.KeyBox(settings)
         self.clock = clock
+        self._compacted_at = 0.0
 
     @property
     def offline_after(self) -> float:
@@ -169,8 +178,56 @@ class CloudService:
             return stores.stores_of_gateway(session, node.gateway_id)
 
     def heartbeat(self, node: NodeIdentity, beat: Heartbeat) -> dict[str, Any]:
+        """Record the beat and add it to the node's history (compacted once a minute)."""
+        now = self.clock()
         with self.db.write() as session:
-            return gateways.heartbeat(session, node, beat, now=self.clock(), offline_after=self.offline_after)
+            answer = gateways.heartbeat(session, node, beat, now=now, offline_after=self.offline_after)
+            asked = noderequests.settle(session, node.node_id, limit=beat.limit, draining=beat.draining)
+            if asked:  # what the portal asked and the node has not done yet
+                answer["requests"] = asked
+            history.record(session, node.node_id, history.Figures(
+                cpu_percent=beat.cpu_percent, memory_available=beat.memory_available,
+                running=beat.running, limit=beat.limit, network_in=beat.network_in,
+                network_out=beat.network_out), now=now)
+        if now - self._compacted_at >= history.COMPACT_EVERY:
+            self._compacted_at = now
+            try:
+                self.compact_history()
+            except SQLAlchemyError:  # the beat is recorded: a compaction can wait a minute
+                log.warning("node history not compacted this time", exc_info=True)
+        return answer
+
+    def request_node_limit(self, gateway: str, node: str, limit: int) -> dict[str, Any]:
+        """Ask the node for a new concurrent-job limit (:mod:`.noderequests`); -> pending."""
+        with self.db.write() as session:
+            return noderequests.request_limit(session, gateway, node, limit, now=self.clock())
+
+    def request_node_drain(self, gateway: str, node: str, drain: bool) -> dict[str, Any]:
+        """Ask the node to drain / take work again (:mod:`.noderequests`); -> pending."""
+        with self.db.write() as session:
+            return noderequests.request_drain(session, gateway, node, drain, now=self.clock())
+
+    def node_requests(self, gateway: str) -> dict[str, dict[str, Any]]:
+        """What is still asked of each node of the gateway, by node name."""
+        with self.db.read() as session:
+            found = gateways.get_gateway(session, gateway)
+            return {n.name: p for n in found.nodes if (p := noderequests.pending(session, n.id))}
+
+    def activity_report(self, run_id: str, activity_run_id: str, *, page: int) -> dict[str, Any]:
+        """One page of an activity run's per-file report (:mod:`.reportpage`)."""
+        with self.db.read() as session:
+            return reportpage.activity_report(session, run_id, activity_run_id, page=page)
+
+    def compact_history(self) -> dict[str, int]:
+        """Downsample and prune the node-metrics history (:mod:`.history`)."""
+        with self.db.write() as session:
+            return history.compact(session, now=self.clock(),
+                                   retention=self.settings.cloud_history_retention)
+
+    def node_history(self, gateway: str, node: str, *, since: float) -> dict[str, Any]:
+        """The node's metrics history from ``since`` seconds ago (users)."""
+        with self.db.read() as session:
+            return history.node_history(session, gateway, node, since=self.clock() - since)
 
     # -- the dispatcher and workers -------------------------------------------------------
     def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:

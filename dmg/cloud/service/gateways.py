@@ -354,11 +354,17 @@ def nodes_gone(session: Session, reporter: NodeIdentity, names: list[str], *, no
     return sorted(row.name for row in rows)
 
 
-def remove_node(session: Session, gateway_name: str, node_name: str) -> None:
+def get_node(session: Session, gateway_name: str, node_name: str) -> Node:
+    """The node ``node_name`` of gateway ``gateway_name``; NotFound if either is unknown."""
     gateway = get_gateway(session, gateway_name)
     node = session.scalar(select(Node).where(Node.gateway_id == gateway.id, Node.name == node_name))
     if node is None:
         raise NotFound(f"node {node_name!r} is not registered in gateway {gateway_name!r}",
                        hint=f"list its nodes with `dmg node list --gateway {gateway_name}`")
+    return node
+
+
+def remove_node(session: Session, gateway_name: str, node_name: str) -> None:
+    node = get_node(session, gateway_name, node_name)
     session.delete(node)
     session.flush()
