@@ -63,6 +63,9 @@ class Settings:
     max_queued_per_node: int = defaults.MAX_QUEUED_PER_NODE
     max_nodes_per_gateway: int = defaults.MAX_NODES_PER_GATEWAY
     cloud_max_body: int = defaults.CLOUD_MAX_BODY
+    #: ``DMG_CLOUD_METRICS``: count the cloud's requests and SQL statements and serve them
+    #: at ``GET /api/v1/debug/metrics`` (benchmarks; off by default).
+    cloud_metrics: bool = False
     flower_port: int = defaults.FLOWER_PORT
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
@@ -124,6 +127,7 @@ _KINDS: dict[str, type] = {
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
+    "cloud_metrics": bool,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,

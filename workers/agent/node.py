@@ -53,7 +53,7 @@ from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import node_limit
 from workers.context import redis_client
 from workers.names import node_queue, worker_hostname
-from workers.run.outbox import ReportOutbox
+from workers.run.outbox import OutboxSender, ReportOutbox
 from workers.run.reporter import HttpReporter
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,12 @@ class NodeRuntime:
         self.drain = DrainField(self.state, registration.node,
                                 cloud_accepted=lambda: self.agent.cloud_answer is not None,
                                 cloud_refused=lambda: self.agent.cloud_refused)
+        outbox = ReportOutbox(self.state, registration.node)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status, extras=self.drain,
-            outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
+            outbox=outbox, reporter=HttpReporter(self.cloud),
+            sender=OutboxSender(outbox, self.cloud, HttpReporter(self.cloud, attempts=1)),
             on_foreign=self._refuse)
 
     # -- start ---------------------------------------------------------------------------

@@ -14,11 +14,13 @@ names the stores this node cannot reach (from ``store_health``, see
 :mod:`workers.agent.storecheck`): the dispatcher places no work needing them here. The
 beat goes to the site state (expires after ``settings.offline_after``) and to the
 cloud. An outage of either is recorded as
-a problem and never stops the agent. After each beat that reached the cloud, the
-agent delivers the node's queued shard reports (:mod:`workers.run.outbox`), for at most
-one heartbeat interval per beat; while reports wait, the beat carries the problem
-"N shard reports waiting for the cloud", so a node back from a cloud outage stays
-Limited until the cloud has heard everything it did meanwhile.
+a problem and never stops the agent. The agent's
+:class:`~workers.run.outbox.OutboxSender` thread delivers the node's queued shard reports
+in batches as they come (:mod:`workers.run.outbox`); without one, each beat that reached
+the cloud delivers them, for at most one heartbeat interval per beat. While reports wait
+(the sender stuck), the beat carries the problem "N shard reports waiting for the
+cloud", so a node back from a cloud outage stays Limited until the cloud has heard
+everything it did meanwhile.
 
 ``epoch`` is the dispatcher lease's epoch while this node holds it (0 otherwise): the
 cloud shows the node with the highest one as the dispatcher. ``pool_running`` is False
@@ -47,7 +49,7 @@ from dmg.version import __version__
 from settings import Settings
 from settings.redistls import encryption_mode
 from workers.agent.periodic import Periodic
-from workers.run.outbox import ReportOutbox
+from workers.run.outbox import OutboxSender, ReportOutbox
 from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -122,6 +124,7 @@ class NodeAgent:
         extras: Callable[[], dict[str, Any]] | None = None,
         outbox: ReportOutbox | None = None,
         reporter: Reporter | None = None,
+        sender: OutboxSender | None = None,
         store_health: Callable[[], dict[str, str]] | None = None,
         on_foreign: Callable[[ForeignRedis], None] | None = None,
         worker_grace: float = 30.0,
@@ -138,6 +141,7 @@ class NodeAgent:
         self.extras = extras
         self.outbox = outbox
         self.reporter = reporter
+        self.sender = sender
         self.store_health = store_health
         self.on_foreign = on_foreign
         self.worker_grace = worker_grace
@@ -170,6 +174,8 @@ class NodeAgent:
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
         backlog = self._outbox_size() if BROKER_UNREACHABLE not in problems else 0
+        if self.sender is not None and not self.sender.stuck():
+            backlog = 0  # reports in flight, not waiting: the sender keeps up
         if backlog:
             problems.append(f"{backlog} {REPORTS_WAITING}")
         stores = self._stores_unreachable()
@@ -285,6 +291,8 @@ class NodeAgent:
             return 0
 
     def _flush_outbox(self) -> None:
+        if self.sender is not None:
+            return  # its own thread delivers the outbox as reports come
         if self.outbox is None or self.reporter is None:
             return
         try:
@@ -298,9 +306,13 @@ class NodeAgent:
     # -- the thread ----------------------------------------------------------------------
     def start(self) -> None:
         self._loop.start()
+        if self.sender is not None:
+            self.sender.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
+        if self.sender is not None:
+            self.sender.stop(timeout)
 
     def say_stopped(self, timeout: float = 10.0) -> None:
         """Stop beating, then send one last beat saying the node stopped (best effort: an

@@ -1,23 +1,61 @@
-"""Shard reports that could not reach the cloud wait in Redis until delivered.
+"""Shard reports wait in Redis until delivered; one sender per node delivers them in batches.
 
 DESIGN.md: "the cloud being unreachable stops new claims, not running work;
 reports are retried until delivered". Each node has its own outbox, a Redis list
-``dmg:<gateway>:outbox:<node>`` of ``{"shard_id", "report"}`` JSON; the node agent
-flushes it in order whenever the cloud answers again.
+``dmg:<gateway>:outbox:<node>`` of ``{"shard_id", "report"}`` JSON (a report may
+carry ``file_results``).
+
+- Workers queue their reports (:class:`OutboxReporter` with ``queue_first``): one
+  RPUSH, no HTTP call on the worker's path.
+- The node agent's :class:`OutboxSender` thread is the outbox's one consumer: it takes
+  up to :data:`BATCH_ITEMS` reports from the head, sends them in one request
+  (``POST /nodes/reports``, :mod:`dmg.cloud.service.batches`), and trims exactly the
+  reports the cloud handled. A report superseded inside the batch (a ``running`` report
+  followed by a later report of the same attempt) is not sent. A cloud of the
+  previous version (no batch route) gets the reports one by one (:meth:`ReportOutbox.flush`).
+- Nothing is lost or counted twice across a cloud outage: a report leaves the outbox
+  only after the cloud answered for it, and every report is idempotent at the cloud,
+  so a batch sent again after a lost answer changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from dmg.errors import BrokerError, DmgError, Retryable
+from dmg.cloud.schemas import MAX_FILE_RESULTS
+from dmg.errors import BrokerError, DmgError, NotFound, Retryable
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
+
+#: Reports one batch request carries at most, and their JSON size at most (a single
+#: larger report goes alone).
+BATCH_ITEMS = 500
+BATCH_BYTES = 2 * 1024 * 1024
+
+
+class BatchClient(Protocol):
+    """The part of :class:`dmg.cloud.client.CloudClient` the sender uses."""
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+class BatchOutcome:
+    """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox;
+    ``wait``: the cloud asked for the rest again later (a placement not known yet);
+    ``unsupported``: the cloud has no batch route (previous version)."""
+
+    def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
+                 full: bool = False) -> None:
+        self.settled = settled
+        self.wait = wait
+        self.unsupported = unsupported
+        self.full = full
 
 
 class ReportOutbox:
@@ -30,6 +68,43 @@ class ReportOutbox:
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+
+    def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS) -> BatchOutcome:
+        """Send up to ``max_items`` reports from the head in one request; trim those the
+        cloud handled (delivered, or refused for good: logged and dropped). Raises
+        Retryable when the cloud is away (nothing trimmed), BrokerError for Redis.
+        The caller must be the outbox's only consumer."""
+        raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
+        if not raws:
+            return BatchOutcome()
+        entries: list[dict[str, Any]] = []
+        size = 0
+        for raw in raws:  # a request stays well under the cloud's body limit
+            size += len(raw)
+            if entries and size > BATCH_BYTES:
+                break
+            entries.append(json.loads(raw))
+        items, owners = batch_items(entries)
+        try:
+            answer = client.report_batch(items)
+        except NotFound:
+            return BatchOutcome(unsupported=True)  # a cloud of the previous version
+        except Retryable:
+            raise
+        except DmgError as exc:  # the batch as a whole was refused: find the bad report alone
+            log.warning("report batch refused (%s); sending its reports one by one", exc)
+            return BatchOutcome(unsupported=True)
+        applied = int(answer.get("applied", 0))
+        for result in answer.get("results", [])[:applied]:
+            if not result.get("ok"):
+                log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
+                            result.get("error"), result.get("message"))
+        # Reports whose every item was handled leave the outbox (an item's owner is its report).
+        settled = len(entries) if applied >= len(items) else owners[applied]
+        if settled:
+            self.state.redis.ltrim(self.key, settled, -1)
+        return BatchOutcome(settled, wait=answer.get("retry") is not None,
+                            full=len(entries) < len(raws) or len(raws) == max_items)
 
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
@@ -62,6 +137,110 @@ class ReportOutbox:
         return done
 
 
+def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The batch request items of outbox ``entries`` and, per item, the index of the entry
+    it comes from. File results go first, in items of at most :data:`MAX_FILE_RESULTS`; a
+    report without file results followed by a later report of the same shard attempt is
+    left out (the later one says everything it said: one final report for a short shard)."""
+    last: dict[tuple[str, int], int] = {}
+    for index, entry in enumerate(entries):
+        last[(entry["shard_id"], int(entry["report"].get("attempt", 0)))] = index
+    items: list[dict[str, Any]] = []
+    owners: list[int] = []
+    for index, entry in enumerate(entries):
+        shard_id = entry["shard_id"]
+        report = dict(entry["report"])
+        results = report.pop("file_results", None) or []
+        superseded = last[(shard_id, int(report.get("attempt", 0)))] != index
+        if superseded and not results:
+            continue
+        chunks = [results[k:k + MAX_FILE_RESULTS] for k in range(0, len(results), MAX_FILE_RESULTS)]
+        for k, chunk in enumerate(chunks):
+            item: dict[str, Any] = {"shard_id": shard_id, "files": {
+                "attempt": report.get("attempt", 0), "node": report.get("node"), "files": chunk}}
+            if k == len(chunks) - 1 and not superseded:
+                item["report"] = report
+            items.append(item)
+            owners.append(index)
+        if not chunks:
+            items.append({"shard_id": shard_id, "report": report})
+            owners.append(index)
+    return items, owners
+
+
+class OutboxSender:
+    """The node's one outbox consumer: a thread that sends queued reports in batches as
+    soon as they are queued (it looks every ``poll`` s), backing off while the cloud is
+    away. Falls back to one request per report for a cloud without the batch route."""
+
+    def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
+                 poll: float = 0.05, retry_wait: float = 0.2, max_backoff: float = 5.0) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.single = single
+        self.poll = poll
+        self.retry_wait = retry_wait
+        self.max_backoff = max_backoff
+        self.lock = threading.Lock()  # the one consumer: the heartbeat's flush takes it too
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._away = 0
+        self._moved = time.monotonic()  # when the outbox last got shorter or was empty
+
+    def stuck(self, *, after: float = 5.0) -> bool:
+        """True while the cloud is away for the sender, or it has moved nothing for
+        ``after`` s with reports queued (the heartbeat then says reports are waiting)."""
+        return self._away > 0 or time.monotonic() - self._moved > after
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"dmg-outbox-{self.outbox.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def send_once(self) -> BatchOutcome:
+        """Send one batch (or, to a cloud of the previous version, flush one by one)."""
+        with self.lock:
+            outcome = self.outbox.send_batch(self.client)
+            if outcome.unsupported:
+                return BatchOutcome(self.outbox.flush(self.single, max_seconds=5.0))
+            return outcome
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(self._step())
+
+    def _step(self) -> float:
+        """One round; -> how long to wait before the next."""
+        try:
+            outcome = self.send_once()
+        except Retryable as exc:
+            self._away += 1
+            if self._away == 1:
+                log.warning("cloud unreachable, shard reports wait in the outbox node=%s error=%s",
+                            self.outbox.node, exc)
+            return min(self.retry_wait * 2.0 ** min(self._away, 6), self.max_backoff)
+        except BrokerError as exc:
+            log.warning("cannot read the report outbox node=%s error=%s", self.outbox.node, exc)
+            return self.max_backoff
+        except Exception:  # never let the sender die: the reports would stay queued
+            log.exception("outbox sender error node=%s", self.outbox.node)
+            return self.max_backoff
+        if self._away:
+            log.info("cloud reachable again: outbox delivering node=%s", self.outbox.node)
+            self._away = 0
+        if outcome.settled or not outcome.wait:
+            self._moved = time.monotonic()
+        if outcome.wait:
+            return self.retry_wait
+        # A full batch: more are queued, send at once; else let reports gather for one poll
+        # (a busy node sends a batch every ``poll`` s, not one request per report).
+        return 0.0 if outcome.full else self.poll
+
+
 class OutboxReporter:
     """Delivers through ``inner`` now if it can, else through the outbox later.
 
@@ -70,11 +249,15 @@ class OutboxReporter:
     the outbox, new ones queue behind them.
     """
 
-    def __init__(self, inner: Reporter, outbox: ReportOutbox) -> None:
+    def __init__(self, inner: Reporter, outbox: ReportOutbox, *, queue_first: bool = False) -> None:
         self.inner = inner
         self.outbox = outbox
+        self.queue_first = queue_first
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        if self.queue_first:
+            self._queue(shard_id, report)
+            return
         try:
             if self.outbox.size() == 0:
                 try:
@@ -90,4 +273,18 @@ class OutboxReporter:
             self.outbox.push(shard_id, report)
         except BrokerError as exc:
             log.error("shard report lost (broker unreachable) shard=%s status=%s error=%s",
+                      shard_id, report.get("status"), exc)
+
+    def _queue(self, shard_id: str, report: dict[str, Any]) -> None:
+        """Into the outbox (the node agent's sender delivers it); straight to the cloud
+        only when Redis cannot take it."""
+        try:
+            self.outbox.push(shard_id, report)
+            return
+        except BrokerError as exc:
+            log.warning("outbox unreachable, shard report sent directly shard=%s error=%s", shard_id, exc)
+        try:
+            self.inner.report_shard(shard_id, report)
+        except DmgError as exc:
+            log.error("shard report lost (broker and cloud unreachable) shard=%s status=%s error=%s",
                       shard_id, report.get("status"), exc)

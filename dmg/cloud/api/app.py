@@ -14,6 +14,7 @@ from dmg.cloud.api import credentials, files, nodes, portal, runwait, users
 from dmg.cloud.api.auth import public
 from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
+from dmg.cloud.api.metrics import install_metrics
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.api.openapi import install_openapi
 from dmg.cloud.db import Database
@@ -64,5 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(credentials.users, prefix="/api/v1")
     app.include_router(credentials.nodes, prefix="/api/v1")
     app.include_router(portal.router)
+    if settings.cloud_metrics:
+        install_metrics(app, db.engine)
     install_openapi(app)
     return app

@@ -18,11 +18,13 @@ from dmg.cloud.schemas import (
     Heartbeat,
     PipelineCreate,
     PlannedShard,
+    ReportItem,
     ShardReport,
     StoreCreate,
 )
 from dmg.cloud.service import (
     attempts,
+    batches,
     cancel,
     credentials,
     dispatch,
@@ -34,6 +36,7 @@ from dmg.cloud.service import (
     stores,
 )
 from dmg.cloud.service.gateways import NodeIdentity
+from dmg.cloud.service.tokens import TokenCache
 from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
@@ -45,6 +48,7 @@ class CloudService:
         self.db = db
         self.box = keys.KeyBox(settings)
         self.clock = clock
+        self.tokens = TokenCache()
 
     @property
     def offline_after(self) -> float:
@@ -90,6 +94,7 @@ class CloudService:
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
             gateways.remove_node(session, gateway, node)
+        self.tokens.clear()  # its token stops working at once (in this process)
 
     # -- stores, pipelines, runs (users) --------------------------------------------------
     def add_store(self, store: StoreCreate) -> dict[str, Any]:
@@ -144,8 +149,14 @@ class CloudService:
                                           public_key=public_key, expect_gateway_id=expect_gateway_id)
 
     def authenticate_node(self, token: str) -> NodeIdentity:
+        """The node owning ``token`` (Unauthorized if none): from :attr:`tokens` when known."""
+        known = self.tokens.get(token)
+        if known is not None:
+            return known
         with self.db.read() as session:
-            return gateways.authenticate_node(session, token)
+            node = gateways.authenticate_node(session, token)
+        self.tokens.put(token, node)
+        return node
 
     def node_stores(self, node: NodeIdentity) -> list[dict[str, Any]]:
         """The stores the node's gateway uses (definitions only: never a secret)."""
@@ -201,6 +212,11 @@ class CloudService:
         with self.db.write() as session:
             return dispatch.report_shard(session, node, shard_id, report, now=self.clock(),
                                          ttl=self.lease_ttl)
+
+    def report_batch(self, node: NodeIdentity, items: list[ReportItem]) -> dict[str, Any]:
+        """Apply a node's batch of reports and file results in one transaction (:mod:`.batches`)."""
+        with self.db.write() as session:
+            return batches.apply_batch(session, node, items, now=self.clock(), ttl=self.lease_ttl)
 
     # -- portal sessions ------------------------------------------------------------------
     def open_portal_session(self) -> str:
