@@ -88,17 +88,24 @@ def test_each_item_is_checked_against_the_token_and_a_refused_one_changes_nothin
         assert states == {(s0, "w", "placed"), (s1, "x", "running")}
 
 
-def test_a_report_before_its_placement_stops_the_batch_there_for_a_retry(cloud: Cloud) -> None:
+def test_a_report_before_its_placement_waits_alone_with_its_shards_later_reports(cloud: Cloud) -> None:
     site, run_id, (s0, s1) = _planned(cloud)
     tokens = site.tokens  # type: ignore[attr-defined]
     with cloud.node(tokens["d"]) as d, cloud.node(tokens["w"]) as w, cloud.user() as user:
         d.report_batch([_placed(s0, "w")])
         done = {"attempt": 1, "status": "succeeded", "files": 2}
-        answer = w.report_batch([{"shard_id": s0, "report": done}, {"shard_id": s1, "report": done},
-                                 {"shard_id": s0, "report": {**done, "files": 1}}])
-        assert answer["applied"] == 1 and answer["retry"]["error"] == "retryable"
+        answer = w.report_batch([{"shard_id": s1, "report": {"attempt": 1, "status": "running"}},
+                                 {"shard_id": s0, "report": done},
+                                 {"shard_id": s1, "report": done}])
+        assert answer["applied"] == 3 and answer["retry"]["error"] == "retryable"
+        assert [(r["shard_id"], r["ok"], r.get("retry")) for r in answer["results"]] == [
+            (s1, False, True), (s0, True, None), (s1, False, True)]
         shards = user.run(run_id)["activity_runs"][0]["shards"]
         assert [s["status"] for s in shards] == ["succeeded", "planned"]
+        # A placement from a dispatcher the cloud no longer takes stays with the site.
+        stale = d.report_batch([{"shard_id": s1, "report": {"attempt": 1, "status": "placed", "node": "w",
+                                                             "epoch": 0}}])
+        assert stale["results"][0].get("not_dispatcher") is True
 
 
 def test_a_batch_that_does_not_fit_is_one_clear_400(cloud: Cloud) -> None:

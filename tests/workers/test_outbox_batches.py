@@ -2,7 +2,9 @@
 
 Workers queue reports; the node's one sender delivers them in batches. The cloud is
 stopped with reports queued and started again on the same database and port:
-nothing is lost, nothing is counted twice (a batch sent again changes nothing).
+nothing is lost, nothing is counted twice (a batch sent again changes nothing). A
+report whose placement died with its dispatcher waits alone (held), across a Redis
+restart, until the next dispatcher sends the placement from Redis.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from urllib.parse import urlsplit
 import pytest
 import redis as redis_lib
 
+from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.cloud.client import CloudClient
+from dmg.embedded.redis import EmbeddedRedis
+from dmg.procs import free_port
+from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, place
 from tests.waiting import wait_for
@@ -84,6 +90,65 @@ def test_reports_survive_a_cloud_restart_and_count_once(cloud: Cloud, redis_clie
     finally:
         sender.stop()
         client.close()
+
+
+def test_a_report_whose_placement_died_with_its_dispatcher_waits_alone_across_a_redis_restart(
+        cloud: Cloud, tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
+    redis = SiteRedis.from_url(server.url)
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w"))
+        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
+    state = SiteState(redis, site.gateway)
+    redis.set(state.keys.epoch, 1)
+    with cloud.node(site.tokens["d"]) as d:
+        [activity] = d.claim_activity_runs(epoch=1, wait=0)
+        s0, s1, s2 = shards = [f"{activity['id']}-{i}" for i in range(3)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 2}
+                                                        for i, s in enumerate(shards)])
+        place(d, s0, "w", epoch=1)
+        place(d, s2, "w", epoch=1)
+    # Given s1's placement recorded in Redis by a dispatcher SIGKILLed before it sent it,
+    PlacementOutbox(state).report_shard(s1, {"attempt": 1, "node": "w", "status": "placed", "epoch": 1})
+    outbox = ReportOutbox(state, "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    dispatcher = CloudClient(cloud.url, token=site.tokens["d"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=0.02, retry_wait=0.05,
+                          max_backoff=0.3)
+    successor = PlacementSender(state, dispatcher, epoch=lambda: 2, poll=0.02, backoff=0.05)
+    done = {"attempt": 1, "node": "w", "started_at": 10.0, "status": "succeeded", "files": 2, "bytes": 2}
+    sender.start()
+    try:
+        # When the worker ran it and reports it first, then the two others,
+        for shard in (s1, s0, s2):
+            worker.report_shard(shard, {**done, "file_results": files(shard, "a", "b")})
+
+        # Then s1's report waits alone, and the others are delivered.
+        with cloud.user() as user:
+            wait_for(lambda: [s["status"] for s in user.run(run_id)["activity_runs"][0]["shards"]]
+                     == ["succeeded", "planned", "succeeded"], timeout=20, what="s0 and s2 delivered")
+        assert outbox.size() == 0 and list(outbox.held()) == [s1] and not sender.stuck()
+
+        # And when Redis restarts with the report and the placement waiting in it, and the
+        # next dispatcher (epoch 2) sends the placement, then s1's report lands too, once.
+        server.restart()
+        redis.set(state.keys.epoch, 2)
+        successor.start()
+        with cloud.user() as user:
+            wait_for(lambda: user.run(run_id)["status"] == "Succeeded", timeout=30, what="the run done")
+            shown, report, tries = user.run(run_id), user.run_report(run_id), user.run_attempts(run_id)
+        wait_for(lambda: not outbox.held(), timeout=10, what="nothing held")
+        assert shown["files"] == 6 and len(report) == 6
+        assert [(a["shard_id"], a["node"], a["status"]) for a in tries] == [(s, "w", "succeeded") for s in shards]
+        assert PlacementOutbox(state).pending() == 0
+    finally:
+        successor.stop()
+        sender.stop()
+        client.close()
+        dispatcher.close()
+        redis.close()
+        server.stop()
 
 
 def test_a_cloud_without_the_batch_route_gets_reports_one_by_one(redis_client: redis_lib.Redis) -> None:

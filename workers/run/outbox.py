@@ -13,6 +13,13 @@ carry ``file_results``).
   reports the cloud handled. A report superseded inside the batch (a ``running`` report
   followed by a later report of the same attempt) is not sent. A cloud of the
   previous version (no batch route) gets the reports one by one (:meth:`ReportOutbox.flush`).
+- The cloud answers each report on its own. One it cannot take yet (a worker's report
+  of an attempt whose placement has not reached the cloud) never blocks the others:
+  it moves, with the later reports of its shard (a shard's reports keep their order),
+  to the held hash ``outbox-held:<node>`` and is sent again after a backoff
+  (:data:`HELD_WAIT` doubling up to :data:`HELD_MAX_WAIT`) until the cloud takes or
+  refuses it. The dispatcher's placement reports wait in Redis too
+  (:mod:`dispatcher.reports`), so the placement does reach the cloud.
 - Nothing is lost or counted twice across a cloud outage: a report leaves the outbox
   only after the cloud answered for it, and every report is idempotent at the cloud,
   so a batch sent again after a lost answer changes nothing.
@@ -37,6 +44,10 @@ log = logging.getLogger(__name__)
 #: larger report goes alone).
 BATCH_ITEMS = 500
 BATCH_BYTES = 2 * 1024 * 1024
+#: A held report (the cloud cannot take it yet) is sent again after this many seconds,
+#: doubling with each try up to HELD_MAX_WAIT.
+HELD_WAIT = 0.25
+HELD_MAX_WAIT = 5.0
 
 
 class BatchClient(Protocol):
@@ -46,8 +57,8 @@ class BatchClient(Protocol):
 
 
 class BatchOutcome:
-    """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox;
-    ``wait``: the cloud asked for the rest again later (a placement not known yet);
+    """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox's
+    list; ``wait``: reports were held (the cloud cannot take them yet);
     ``unsupported``: the cloud has no batch route (previous version)."""
 
     def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
@@ -69,42 +80,95 @@ class ReportOutbox:
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
 
-    def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS) -> BatchOutcome:
-        """Send up to ``max_items`` reports from the head in one request; trim those the
-        cloud handled (delivered, or refused for good: logged and dropped). Raises
-        Retryable when the cloud is away (nothing trimmed), BrokerError for Redis.
-        The caller must be the outbox's only consumer."""
+    def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS,
+                   now: float | None = None) -> BatchOutcome:
+        """Send the held reports now due, then up to ``max_items`` reports from the head, in
+        one request. A report the cloud handled (delivered, or refused for good: logged and
+        dropped) leaves the outbox; one it cannot take yet (``retry``: its placement is not
+        known there yet) is held, with the later reports of its shard, and sent again after
+        a backoff (:meth:`held`), while the node's other reports go on. Raises Retryable
+        when the cloud is away (nothing moved), BrokerError for Redis. The caller must be
+        the outbox's only consumer."""
+        at = time.time() if now is None else now
+        held = self.held()
+        due = sorted((s for s, h in held.items() if h["due"] <= at), key=lambda s: held[s]["due"])
         raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
-        if not raws:
+        if not raws and not due:
             return BatchOutcome()
-        entries: list[dict[str, Any]] = []
+        fresh: list[dict[str, Any]] = []
         size = 0
         for raw in raws:  # a request stays well under the cloud's body limit
             size += len(raw)
-            if entries and size > BATCH_BYTES:
+            if fresh and size > BATCH_BYTES:
                 break
-            entries.append(json.loads(raw))
+            fresh.append(json.loads(raw))
+        # A shard with held reports keeps its order: its new reports wait behind them.
+        changed: dict[str, dict[str, Any]] = {}
+        entries: list[dict[str, Any]] = [e for s in due for e in held[s]["entries"]]
+        for entry in fresh:
+            shard_id = entry["shard_id"]
+            if shard_id in held and shard_id not in due:
+                changed.setdefault(shard_id, dict(held[shard_id], entries=list(held[shard_id]["entries"])))
+                changed[shard_id]["entries"].append(entry)
+            else:
+                entries.append(entry)
+        try:
+            outcome = self._send(client, entries) if entries else {}
+        except NotFound:
+            return BatchOutcome(unsupported=True)  # a cloud of the previous version
+        for shard_id in due:
+            changed.setdefault(shard_id, {})  # settled unless held again just below
+        for shard_id, waiting in _held_again(entries, outcome).items():
+            tries = int(held.get(shard_id, {}).get("tries", 0)) + 1
+            changed[shard_id] = {"due": at + min(HELD_WAIT * 2.0 ** (tries - 1), HELD_MAX_WAIT),
+                                 "tries": tries, "entries": waiting}
+            if tries == 1:
+                log.info("shard report held until the cloud can take it shard=%s reports=%d", shard_id,
+                         len(waiting))
+        pipe = self.state.redis.pipeline(transaction=True)
+        for shard_id, record in changed.items():
+            if record:
+                pipe.hset(self.held_key, shard_id, json.dumps(record))
+            else:
+                pipe.hdel(self.held_key, shard_id)
+        if fresh:
+            pipe.ltrim(self.key, len(fresh), -1)
+        pipe.execute()
+        return BatchOutcome(len(fresh), wait=any(r for r in changed.values()),
+                            full=len(fresh) < len(raws) or len(raws) == max_items)
+
+    def _send(self, client: BatchClient, entries: list[dict[str, Any]]) -> dict[int, bool]:
+        """Send ``entries``; -> per entry index, True when it must be sent again. Raises
+        NotFound (no batch route), Retryable; a batch refused as a whole: NotFound too."""
         items, owners = batch_items(entries)
         try:
             answer = client.report_batch(items)
-        except NotFound:
-            return BatchOutcome(unsupported=True)  # a cloud of the previous version
-        except Retryable:
+        except (NotFound, Retryable):
             raise
         except DmgError as exc:  # the batch as a whole was refused: find the bad report alone
             log.warning("report batch refused (%s); sending its reports one by one", exc)
-            return BatchOutcome(unsupported=True)
-        applied = int(answer.get("applied", 0))
-        for result in answer.get("results", [])[:applied]:
-            if not result.get("ok"):
-                log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
-                            result.get("error"), result.get("message"))
-        # Reports whose every item was handled leave the outbox (an item's owner is its report).
-        settled = len(entries) if applied >= len(items) else owners[applied]
-        if settled:
-            self.state.redis.ltrim(self.key, settled, -1)
-        return BatchOutcome(settled, wait=answer.get("retry") is not None,
-                            full=len(entries) < len(raws) or len(raws) == max_items)
+            raise NotFound(str(exc)) from exc
+        results = list(answer.get("results") or [])
+        again: dict[int, bool] = {}
+        for index, owner in enumerate(owners):
+            result = results[index] if index < len(results) else {"retry": True}  # not answered
+            if result.get("retry"):
+                again[owner] = True
+            else:
+                again.setdefault(owner, False)
+                if not result.get("ok"):
+                    log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
+                                result.get("error"), result.get("message"))
+        return again
+
+    @property
+    def held_key(self) -> str:
+        return self.state.keys.outbox_held(self.node)
+
+    def held(self) -> dict[str, dict[str, Any]]:
+        """Shard id -> ``{due, tries, entries}``: reports the cloud could not take yet."""
+        raw = self.state.redis.hgetall(self.held_key)
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
 
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
@@ -135,6 +199,24 @@ class ReportOutbox:
             self.state.redis.lrem(self.key, 1, raw)
             done += 1
         return done
+
+
+def _held_again(entries: list[dict[str, Any]], again: dict[int, bool]) -> dict[str, list[dict[str, Any]]]:
+    """Shard id -> its entries to hold: from its first entry the cloud asked for again on
+    (a report left out of the batch, superseded by a later one, goes with the later ones)."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}  # entries not sent, waiting for their shard's fate
+    for index, entry in enumerate(entries):
+        shard_id = entry["shard_id"]
+        if shard_id in held:
+            held[shard_id].append(entry)
+        elif index not in again:
+            pending.setdefault(shard_id, []).append(entry)
+        elif again[index]:
+            held[shard_id] = [*pending.pop(shard_id, []), entry]
+        else:
+            pending.pop(shard_id, None)
+    return held
 
 
 def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:

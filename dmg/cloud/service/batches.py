@@ -8,9 +8,14 @@ its own savepoint:
 
 - an item refused for good (StaleAttempt, NotFound, PermissionDenied, BadInput...)
   records nothing and gets its error in ``results``; the next items go on;
-- a Retryable item (its placement is not known yet, a concurrent write) stops the
-  batch: it and the items after it are not applied and must be sent again
-  (``retry`` says why); the items before it are committed.
+- a Retryable item (its placement is not known yet, a concurrent write) is not
+  applied and gets ``retry: true`` with its error: the node sends it again later.
+  The later items of the same shard wait with it (``retry: true``, not applied:
+  a shard's reports apply in order); every other item goes on, so one report the
+  cloud cannot take yet never holds up the node's other reports;
+- an item whose placement came from a dispatcher the cloud no longer takes as its
+  gateway's (:class:`~dmg.cloud.service.leader.NotDispatcher`) gets
+  ``not_dispatcher: true``: the placement stays with the site for the next dispatcher.
 
 Every item is idempotent (a report sets fields; file results are one row per path),
 so a batch sent again after a lost answer changes nothing and counts nothing twice.
@@ -26,30 +31,42 @@ from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
 from dmg.cloud.service import dispatch, files
 from dmg.cloud.service.gateways import NodeIdentity
+from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
 
 
 def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
                 ttl: float) -> dict[str, Any]:
-    """-> ``{applied: n, results: [{shard_id, ok: true, status, attempt} | {shard_id,
-    error, message, hint}], retry: None | {error, message, hint}}`` for the first
-    ``applied`` items (see the module docstring)."""
+    """-> ``{applied: n, results: [{shard_id, ok: true, status, attempt} | {shard_id, ok:
+    false, error, message, hint, retry?, not_dispatcher?}], retry: None | {error, message,
+    hint}}``: every item gets its result (``applied`` is their number; ``retry`` is the
+    first item's retry error, if any). See the module docstring."""
     results: list[dict[str, Any]] = []
     retry: dict[str, Any] | None = None
+    waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
     for item in items:
+        if item.shard_id in waiting:  # an earlier report of this shard waits: so does this one
+            results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})
+            continue
         before = set(checked)
         try:
             with session.begin_nested():
                 results.append({"shard_id": item.shard_id, "ok": True,
                                 **_apply_item(session, node, item, held, checked, now=now, ttl=ttl)})
         except Retryable as exc:
-            retry = exc.to_json()
-            break
+            checked = before
+            error = exc.to_json()
+            waiting[item.shard_id] = error
+            retry = retry or error
+            results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **error})
         except DmgError as exc:
             checked = before  # what the refused item checked was rolled back with it
-            results.append({"shard_id": item.shard_id, "ok": False, **exc.to_json()})
+            result = {"shard_id": item.shard_id, "ok": False, **exc.to_json()}
+            if isinstance(exc, NotDispatcher):
+                result["not_dispatcher"] = True
+            results.append(result)
     return {"applied": len(results), "results": results, "retry": retry}
 
 
