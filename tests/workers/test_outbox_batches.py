@@ -140,7 +140,8 @@ def test_a_report_whose_placement_died_with_its_dispatcher_waits_alone_across_a_
             shown, report, tries = user.run(run_id), user.run_report(run_id), user.run_attempts(run_id)
         wait_for(lambda: not outbox.held(), timeout=10, what="nothing held")
         assert shown["files"] == 6 and len(report) == 6
-        assert [(a["shard_id"], a["node"], a["status"]) for a in tries] == [(s, "w", "succeeded") for s in shards]
+        assert [(a["shard_id"], a["node"], a["status"]) for a in tries] == [
+            (s, "w", "succeeded") for s in shards]
         assert PlacementOutbox(state).pending() == 0
     finally:
         successor.stop()
