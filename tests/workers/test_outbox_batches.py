@@ -184,3 +184,37 @@ def test_a_short_shard_sends_only_its_final_report() -> None:
     wait_for(lambda: memory.statuses("long") == ["running"], timeout=5, what="the held report released")
     reporter.report_shard("long", {"attempt": 1, "status": "succeeded"})
     assert memory.statuses("long") == ["running", "succeeded"]
+
+
+class NotYetCloud:
+    """Answers every item "retry" (its placement is not known) until ``known`` names it."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self.sent: list[list[str]] = []
+
+    def report_batch(self, items: list[dict[str, object]]) -> dict[str, object]:
+        self.sent.append([str(i["shard_id"]) for i in items])
+        results = [{"shard_id": i["shard_id"], "ok": i["shard_id"] in self.known,
+                    "retry": i["shard_id"] not in self.known} for i in items]
+        return {"applied": len(items), "results": results}
+
+
+def test_held_reports_keep_their_shards_order_back_off_and_are_counted_while_they_wait(
+        redis_client: redis_lib.Redis) -> None:
+    outbox, cloud = ReportOutbox(SiteState(redis_client, "gw"), "w"), NotYetCloud()
+    cloud.known = {"s2"}
+    outbox.push("s1", {"attempt": 1, "status": "running"})
+    outbox.push("s2", {"attempt": 1, "status": "succeeded"})
+    assert outbox.send_batch(cloud, now=100.0).settled == 2
+    assert list(outbox.held()) == ["s1"] and outbox.size() == 0
+    # A later report of the held shard waits behind it, not sent before its due time.
+    outbox.push("s1", {"attempt": 1, "status": "succeeded"})
+    outbox.send_batch(cloud, now=100.1)
+    assert cloud.sent == [["s1", "s2"]] and [len(h["entries"]) for h in outbox.held().values()] == [2]
+    outbox.send_batch(cloud, now=100.3)  # due (0.25 s): both sent, in order; held again for 0.5 s
+    assert cloud.sent[-1] == ["s1"] and outbox.held()["s1"]["due"] == 100.8
+    assert outbox.held_since(100.0 + 1) == 1 and outbox.held_since(99.0) == 0
+    cloud.known.add("s1")
+    outbox.send_batch(cloud, now=101.0)
+    assert outbox.held() == {} and outbox.size() == 0

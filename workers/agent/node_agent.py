@@ -58,6 +58,10 @@ BROKER_UNREACHABLE = "broker unreachable"
 CLOUD_UNREACHABLE = "cloud unreachable"
 WORKER_NOT_RESPONDING = "worker process not responding"
 REPORTS_WAITING = "shard reports waiting for the cloud"
+REPORTS_HELD = "shard(s) with reports waiting for their placement at the cloud"
+#: Seconds a report may wait for its placement at the cloud before the node says so (the
+#: dispatcher's placement reports wait in Redis and normally arrive within seconds).
+HELD_PROBLEM_AFTER = 60.0
 #: At most this many unreachable stores are explained in ``problems``.
 MAX_STORE_PROBLEMS = 32
 #: Seconds a worker load that was seen may be missing before the pool counts as not running
@@ -178,6 +182,9 @@ class NodeAgent:
             backlog = 0  # reports in flight, not waiting: the sender keeps up
         if backlog:
             problems.append(f"{backlog} {REPORTS_WAITING}")
+        held = self._held_long() if BROKER_UNREACHABLE not in problems else 0
+        if held:
+            problems.append(f"{held} {REPORTS_HELD} for over {HELD_PROBLEM_AFTER:g} s")
         stores = self._stores_unreachable()
         problems += [store_problem(name, why) for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
@@ -287,6 +294,14 @@ class NodeAgent:
             return 0
         try:
             return self.outbox.size()
+        except BrokerError:
+            return 0
+
+    def _held_long(self) -> int:
+        if self.outbox is None:
+            return 0
+        try:
+            return self.outbox.held_since(time.time() - HELD_PROBLEM_AFTER)
         except BrokerError:
             return 0
 

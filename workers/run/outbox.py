@@ -121,7 +121,8 @@ class ReportOutbox:
         for shard_id, waiting in _held_again(entries, outcome).items():
             tries = int(held.get(shard_id, {}).get("tries", 0)) + 1
             changed[shard_id] = {"due": at + min(HELD_WAIT * 2.0 ** (tries - 1), HELD_MAX_WAIT),
-                                 "tries": tries, "entries": waiting}
+                                 "tries": tries, "since": held.get(shard_id, {}).get("since", at),
+                                 "entries": waiting}
             if tries == 1:
                 log.info("shard report held until the cloud can take it shard=%s reports=%d", shard_id,
                          len(waiting))
@@ -166,9 +167,13 @@ class ReportOutbox:
         return self.state.keys.outbox_held(self.node)
 
     def held(self) -> dict[str, dict[str, Any]]:
-        """Shard id -> ``{due, tries, entries}``: reports the cloud could not take yet."""
+        """Shard id -> ``{due, tries, since, entries}``: reports the cloud could not take yet."""
         raw = self.state.redis.hgetall(self.held_key)
         return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+
+    def held_since(self, before: float) -> int:
+        """How many shards have reports held since before ``before`` (POSIX seconds)."""
+        return sum(1 for h in self.held().values() if float(h.get("since", 0.0)) < before)
 
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
