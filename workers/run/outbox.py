@@ -92,6 +92,7 @@ class ReportOutbox:
         at = time.time() if now is None else now
         held = self.held()
         due = sorted((s for s, h in held.items() if h["due"] <= at), key=lambda s: held[s]["due"])
+        due = due[:max(1, max_items // 2)]  # the rest next time: a request stays within its limits
         raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
         if not raws and not due:
             return BatchOutcome()
