@@ -15,6 +15,12 @@ Both sides run on the same machine, on the same embedded Redis, in the same run:
 Then submit-to-start latency on an idle system, one at a time: for dmg, from the
 pipeline run's creation to the shard's start on a node; for Celery, from
 ``apply_async`` to the task's start.
+
+What the cloud costs per activity of the bulk run: HTTP requests (by route), SQL
+statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
+``GET /api/v1/debug/metrics``) and CPU seconds of the cloud process (psutil).
+``--repeats N`` runs everything N times (a fresh site each) and prints medians;
+the load average is printed before each repeat.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
 from dmg.procs import stop_process  # noqa: E402
 from settings import load  # noqa: E402
+from settings.redistls import broker_password, client_url  # noqa: E402
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -53,6 +61,27 @@ def wait_run(client, run_id: str, *, timeout: float, poll: float = 0.02) -> dict
             return run
         time.sleep(poll)
     raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
+
+
+def cloud_cost(site: EmbeddedSite, client) -> dict:
+    """The cloud's counters and its process's CPU seconds, as of now."""
+    import psutil
+
+    metrics = client.request("GET", "/debug/metrics")
+    pid = site.pid_of("cloud")
+    times = psutil.Process(pid).cpu_times() if pid else None
+    metrics["cpu_psutil"] = (times.user + times.system) if times else float("nan")
+    return metrics
+
+
+def per_activity(before: dict, after: dict, count: int) -> dict[str, float]:
+    routes = {k: (v - before["requests_by_route"].get(k, 0)) / count
+              for k, v in after["requests_by_route"].items()}
+    return {"requests": (after["requests"] - before["requests"]) / count,
+            "statements": (after["statements"] - before["statements"]) / count,
+            "transactions": (after["transactions"] - before["transactions"]) / count,
+            "cpu_ms": (after["cpu_psutil"] - before["cpu_psutil"]) * 1000 / count,
+            "routes": {k: v for k, v in sorted(routes.items(), key=lambda kv: -kv[1]) if v > 0.005}}
 
 
 def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> dict[str, float]:
@@ -75,10 +104,14 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
             client.create_pipeline({"name": f"bulk{k}", "gateway": site.gateway, "activities": chunk})
         client.create_pipeline({"name": "one", "gateway": site.gateway, "activities": activities[:1]})
 
+        cost_before = cloud_cost(site, client)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
         finished = [wait_run(client, run_id, timeout=600, poll=0.25) for run_id in run_ids]
         elapsed = time.perf_counter() - started
+        # Reports still travelling when the run succeeded count too: wait for quiet.
+        time.sleep(2.0)
+        cost = per_activity(cost_before, cloud_cost(site, client), count)
         bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
         assert not bad, bad
         nodes = {s["node"] for r in finished for a in r["activity_runs"] for s in a["shards"]}
@@ -92,7 +125,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
     copied = len(list((work / "sink").iterdir()))
     assert copied == count, f"{copied} files copied, expected {count}"
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
@@ -138,42 +171,80 @@ def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, worker
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99)}
 
 
+def run_once(args: argparse.Namespace) -> tuple[dict, dict]:
+    with tempfile.TemporaryDirectory(prefix="dmg-bench-") as tmp:
+        work = Path(tmp)
+        settings = load({"DMG_DATA_DIR": str(work / "data"), "DMG_CLOUD_METRICS": "1"})
+        with EmbeddedSite(settings, nodes=args.nodes, flower=False,
+                          node_concurrency=args.concurrency) as site:
+            (work / "dmg").mkdir()
+            dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples)
+            (work / "celery").mkdir()
+            # The embedded Redis asks for the site's password (dmg up writes it in the data dir).
+            celery_db = client_url(site.settings.redis_url.rsplit("/", 1)[0] + "/9", tls=False,
+                                   password=broker_password(site.settings))
+            peer = bench_celery(celery_db, work / "celery", count=args.count,
+                                samples=args.latency_samples, workers=args.nodes,
+                                concurrency=args.concurrency)
+    return dmg, peer
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--nodes", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=4, help="slots per node / worker")
     parser.add_argument("--latency-samples", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.one:  # one repeat in a fresh process (Celery's app keeps its first broker)
+        print(json.dumps(run_once(args)))
+        return 0
 
-    with tempfile.TemporaryDirectory(prefix="dmg-bench-") as tmp:
-        work = Path(tmp)
-        settings = load({"DMG_DATA_DIR": str(work / "data")})
-        with EmbeddedSite(settings, nodes=args.nodes, flower=False,
-                          node_concurrency=args.concurrency) as site:
-            (work / "dmg").mkdir()
-            dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples)
-            (work / "celery").mkdir()
-            # broker_url() carries the site's Redis password (plain redis-py/kombu client).
-            celery_db = site.broker_url().rsplit("/", 1)[0] + "/9"
-            peer = bench_celery(celery_db, work / "celery", count=args.count,
-                                samples=args.latency_samples, workers=args.nodes,
-                                concurrency=args.concurrency)
+    repeats = []
+    for k in range(args.repeats):
+        print(f"repeat {k + 1}/{args.repeats}: load average {os.getloadavg()}", file=sys.stderr)
+        one = subprocess.run(
+            [sys.executable, __file__, "--one", "--count", str(args.count), "--nodes", str(args.nodes),
+             "--concurrency", str(args.concurrency), "--latency-samples", str(args.latency_samples)],
+            check=True, stdout=subprocess.PIPE, text=True)
+        repeats.append(tuple(json.loads(one.stdout.strip().splitlines()[-1])))
+        dmg_k, peer_k = repeats[-1]
+        print(f"  dmg {dmg_k['rate']:.1f}/s p50 {dmg_k['p50'] * 1000:.1f} ms; celery {peer_k['rate']:.1f}/s "
+              f"p50 {peer_k['p50'] * 1000:.1f} ms; cloud per activity: {dmg_k['cloud']}", file=sys.stderr)
 
+    def median(side: int, key: str) -> float:
+        return statistics.median(r[side][key] for r in repeats)
+
+    def median_cloud(key: str) -> float:
+        return statistics.median(r[0]["cloud"][key] for r in repeats)
+
+    keys = ("rate", "seconds", "p50", "p99")
+    dmg = {k: median(0, k) for k in keys}
+    peer = {k: median(1, k) for k in keys}
+    cloud = {k: median_cloud(k) for k in ("requests", "statements", "transactions", "cpu_ms")}
+    routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
     loadavg = os.getloadavg()
     if args.json:
-        print(json.dumps({**{name: row for name, row in rows}, "load": loadavg}, indent=2))
+        print(json.dumps({"dmg gateway": dmg, "plain celery": peer, "cloud per activity": cloud,
+                          "requests per activity by route": routes, "repeats": args.repeats,
+                          "load": loadavg}, indent=2))
         return 0
-    print(f"load average {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
-    print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run")
+    print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run; "
+          f"median of {args.repeats}; load average now {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")
     for name, row in rows:
         print(f"{name:14}{row['rate']:>14.1f}{row['seconds']:>10.2f}"
               f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}")
     print(f"{'ratio dmg/celery':18}{dmg['rate'] / peer['rate']:>10.3f}"
           f"{'':10}{dmg['p50'] / peer['p50']:>14.1f}x{dmg['p99'] / peer['p99']:>13.1f}x")
+    print(f"cloud per activity: {cloud['requests']:.2f} requests, {cloud['statements']:.1f} SQL statements, "
+          f"{cloud['transactions']:.2f} transactions, {cloud['cpu_ms']:.1f} ms CPU")
+    for route, n in routes.items():
+        print(f"  {n:6.2f}  {route}")
     return 0
 
 

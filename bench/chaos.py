@@ -62,6 +62,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
@@ -207,13 +209,29 @@ def run_chaos(config: ChaosConfig, work: Path, *, echo: Callable[[str], None] = 
             dead = faults.dead_processes()
         verdict = verify(workload)
     finally:
+        processes = site.started_processes()
         if faults is not None:
             faults.close()
         site.stop()
         if config.pg_url:
             drop_tables(workload)
-    return summarise(config, workload, runs, faults, verdict, copy_s=copy_s, cleaned=cleaned, dead=dead,
-                     elapsed=time.monotonic() - started, load=(load_before, os.getloadavg()))
+    summary = summarise(config, workload, runs, faults, verdict, copy_s=copy_s, cleaned=cleaned, dead=dead,
+                        elapsed=time.monotonic() - started, load=(load_before, os.getloadavg()))
+    # Every process the run started (cloud, Redis, nodes, their workers) is gone after the stop.
+    summary["survivors"] = survivors(processes)
+    summary["ok"] = summary["ok"] and not summary["survivors"]
+    return summary
+
+
+def survivors(processes: list[tuple[int, float]]) -> list[str]:
+    """``pid command`` of each of ``processes`` (pid, start time) still running as itself."""
+    alive = []
+    for pid, created in processes:
+        with contextlib.suppress(psutil.Error):
+            proc = psutil.Process(pid)
+            if abs(proc.create_time() - created) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(f"{pid} {' '.join(proc.cmdline()[:4])}")
+    return alive
 
 
 def is_dispatcher_kill(index: int, every: int) -> bool:
@@ -360,6 +378,8 @@ def render(summary: dict[str, Any]) -> str:
                      f"cleaned by the nodes: {summary['staging_cleaned']}")
     lines.extend(f"  problem: {p}" for p in summary["problems"])
     lines.extend(f"  dead: {d}" for d in summary["dead_processes"])
+    if summary.get("survivors"):
+        lines.append(f"processes left running after the stop: {'; '.join(summary['survivors'])}")
     lines.append("RESULT: " + ("ok" if summary["ok"] else "FAILED"))
     return "\n".join(lines)
 

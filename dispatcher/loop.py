@@ -58,7 +58,7 @@ from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
 from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, retire_gone, take_over
-from dispatcher.reports import BackgroundReports
+from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import BrokerError, DmgError, Retryable, StaleAttempt
@@ -115,7 +115,10 @@ class DispatcherService:
         self.lease = Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch,
                            holder=node, ttl=settings.lease_ttl, identity_key=state.keys.identity,
                            identity_token=state.identity.token if state.identity else "")
-        self.reports = BackgroundReports(cloud)
+        # Placement reports wait in Redis (written before the message goes out); the lease's
+        # holder sends them, whoever placed them (:mod:`dispatcher.reports`).
+        self.reports = PlacementOutbox(state)
+        self.report_sender = PlacementSender(state, cloud, epoch=self.lease_epoch)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
@@ -161,6 +164,7 @@ class DispatcherService:
         self._thread = threading.Thread(target=self._candidate, name=f"dmg-dispatcher-{self.node}",
                                         daemon=True)
         self._thread.start()
+        self.report_sender.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop competing; give the lease up if held (another node takes over at once)."""
@@ -178,7 +182,7 @@ class DispatcherService:
             self.lease.release()
         except BrokerError as exc:
             log.warning("could not release the dispatcher lease: %s", exc)
-        self.reports.close()
+        self.report_sender.stop()
         for resource in self.owned:
             resource.close()
         self.owned = []

@@ -6,11 +6,14 @@ running and queued are the sizes of its ``running:<node>`` / ``queued:<node>``
 sets; a node never gets a shard touching a store it cannot reach, or whose current
 credential version it does not hold yet (its heartbeat's ``credentials_stale``,
 :mod:`dmg.credentials.nodesync`). For each pending shard in order it picks a node with
-:func:`dmg.placement.choose_node`, starts a new attempt, sends
+:func:`dmg.placement.choose_node`, starts a new attempt, records its ``placed``
+report for the cloud (node, attempt, why it waited, and why the previous attempt ended:
+:mod:`dmg.attempt_ends`) in Redis (:mod:`dispatcher.reports`: the lease's holder sends
+it, so it reaches the cloud even if this dispatcher dies next), then sends
 ``dmg.copy_shard(shard_id, attempt)`` to ``node.<name>`` with task id
-``<shard>:<attempt>``, drops the shard from pending and reports ``placed`` (node,
-attempt, why it waited, and why the previous attempt ended: :mod:`dmg.attempt_ends`)
-to the cloud. A shard no node can take stays pending.
+``<shard>:<attempt>`` and drops the shard from pending. When the report or the message
+cannot go out, the shard goes back to pending (a new attempt). A shard no node can
+take stays pending.
 
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
 as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
@@ -33,12 +36,13 @@ from typing import Any
 
 from dispatcher.ports import TaskSender
 from dispatcher.reports import ShardReports
-from dmg.attempt_ends import REISSUED
+from dmg.attempt_ends import NOT_SENT, REISSUED
 from dmg.credentials.rules import entry_name, needs_credential
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards import ShardSpec
 from dmg.shards.status import CLOUD_PLACED
+from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 
@@ -279,17 +283,25 @@ class Placer:
         attempt = self.state.new_attempt(shard_id, node.name, epoch=epoch)
         if not attempt:
             return None
-        self.send(shard_id, node.name, attempt, epoch=epoch)
-        self.state.drop_pending(shard_id)
-        self._noted_backlog -= 1
-        record_placement(node)
-        _since, reason = self._waiting.pop(shard_id, (0.0, ""))
+        _since, reason = self._waiting.get(shard_id, (0.0, ""))
         placement = Placement(shard_id, node.name, attempt, reason, placed_at=self.clock(),
                               previous_ended=shard.ended_reason if attempt > 1 else "",
                               previous_ended_at=shard.ended_at if attempt > 1 else None)
+        try:
+            # The placement report is recorded (in Redis: dispatcher.reports) before the message
+            # goes out: a worker never runs an attempt whose placement the cloud cannot learn.
+            self._report(placement)
+            self.send(shard_id, node.name, attempt, epoch=epoch)
+        except Exception:
+            # No message went out: hand the shard back to pending rather than strand it.
+            requeue(self.state, shard_id, node.name, epoch=epoch, reason=NOT_SENT)
+            raise
+        self.state.drop_pending(shard_id)
+        self._noted_backlog -= 1
+        record_placement(node)
+        self._waiting.pop(shard_id, None)
         log.info("shard placed shard=%s node=%s attempt=%d free_slots=%d wait_reason=%s",
                  shard_id, node.name, attempt, node.free_slots, reason or "-")
-        self._report(placement)
         return placement
 
     def send(self, shard_id: str, node: str, attempt: int, *, epoch: int | None) -> None:
@@ -299,10 +311,10 @@ class Placer:
                               task_id=copy_task_id(shard_id, attempt))
 
     def reissue(self, shard_id: str, node: str, attempt: int, *, epoch: int) -> None:
-        """Send a re-issued attempt (:func:`dmg.site.attempts.reissue`) and report it placed."""
-        self.send(shard_id, node, attempt, epoch=epoch)
+        """Report placed, then send, a re-issued attempt (:func:`dmg.site.attempts.reissue`)."""
         self._report(Placement(shard_id, node, attempt, REISSUED, previous_ended=REISSUED,
                                previous_ended_at=self.clock(), placed_at=self.clock()))
+        self.send(shard_id, node, attempt, epoch=epoch)
 
     def _note_wait(self, shard_ids: list[str], reason: str) -> None:
         """Remember since when and why each shard waits: the first reason, unless a reason
@@ -317,8 +329,9 @@ class Placer:
 
     def confirm(self, shard_id: str, node: str, attempt: int) -> None:
         """Tell the cloud again that ``attempt`` of a running shard is on ``node`` (a new
-        dispatcher does, in case its predecessor's ``placed`` report died with it: the
-        cloud accepts a worker's report only from the node its attempt was placed on)."""
+        dispatcher does, in case its predecessor's ``placed`` report never reached the
+        cloud: the cloud accepts a worker's report only from the node its attempt was
+        placed on)."""
         if self.cloud is None:
             return
         report: dict[str, Any] = {"attempt": attempt, "node": node, "status": CLOUD_PLACED}
@@ -331,6 +344,7 @@ class Placer:
             log.warning("placement not confirmed to the cloud shard=%s error=%s", shard_id, exc)
 
     def _report(self, placement: Placement) -> None:
+        """Record the ``placed`` report (raises BrokerError when Redis cannot take it)."""
         if self.cloud is None:
             return
         try:

@@ -150,6 +150,13 @@ class Rebalancer:
         if attempt < 0:
             return Move(shard_id, donor.name, target.name, attempt)
         try:
+            # Reported (in Redis) before the message goes out, as every placement is.
+            if self.placer.cloud is not None:
+                now = self.placer.clock()
+                self.placer.cloud.report_shard(shard_id, placed_report(Placement(
+                    shard_id, target.name, attempt,
+                    f"moved from {donor.name}, where it was queued behind running shards",
+                    previous_ended=MOVED, previous_ended_at=now, placed_at=now), epoch=epoch))
             self.placer.send(shard_id, target.name, attempt, epoch=epoch)
         except Exception:
             # No message went out: hand the shard back to pending rather than strand it.
@@ -159,10 +166,4 @@ class Rebalancer:
         record_placement(target)
         log.info("queued shard moved shard=%s from=%s to=%s attempt=%d", shard_id, donor.name,
                  target.name, attempt)
-        if self.placer.cloud is not None:
-            now = self.placer.clock()
-            self.placer.cloud.report_shard(shard_id, placed_report(Placement(
-                shard_id, target.name, attempt,
-                f"moved from {donor.name}, where it was queued behind running shards",
-                previous_ended=MOVED, previous_ended_at=now, placed_at=now), epoch=epoch))
         return Move(shard_id, donor.name, target.name, attempt)

@@ -1,90 +1,181 @@
-"""Placement reports sent to the cloud off the placement path.
+"""Placement reports: kept in the site's Redis, sent by whichever dispatcher holds the lease.
 
-A ``placed`` report tells the cloud where a shard went and why it waited; nothing
-depends on it arriving before the worker starts (the cloud ignores a report that
-would move a shard's status backwards). :class:`BackgroundReports` queues them and
-one thread sends them in order, so a cloud round-trip never slows placement.
+A ``placed`` report tells the cloud which node an attempt went to (and why it waited);
+the cloud takes a worker's reports of an attempt only from the node it was placed on,
+so a placement the cloud never hears of would keep that worker's reports waiting
+forever. A dispatcher may die at any point after placing, so:
 
-While the cloud is unreachable (Retryable) the thread retries the report at the
-head of the queue with backoff until it is delivered, keeping the order; placement
-goes on meanwhile. The queue lives in the dispatcher's memory: reports still queued
-when its process stops are lost, which costs the cloud only the "placed" step and
-the wait reason (the worker's own reports name the node and attempt).
+- :class:`PlacementOutbox` (the placer's ``cloud``) appends the report to the site's
+  ``placements`` list (one RPUSH) *before* the shard's message is sent: every attempt
+  a worker can run has its placement report in Redis, whatever happens to the
+  dispatcher next. A failed RPUSH raises BrokerError and nothing is sent.
+- :class:`PlacementSender`, a thread of every dispatcher candidate, sends the list's
+  head in batches (``POST /nodes/reports``, at most :data:`BATCH`) while its node holds
+  the lease, each report under the lease's epoch (a report left by a dead predecessor
+  goes with its successor's epoch: the site's state vouches for it), and settles what
+  the cloud answered with a script that first checks the site's epoch is still the
+  sender's (:data:`dmg.site.scripts.SETTLE_REPORTS`): a dispatcher that lost the lease
+  removes nothing, its successor sends the same reports again (each is idempotent).
+- Per report of the answer: taken, or refused for good (a newer attempt was
+  reported, the shard is gone): removed. Not yet (the cloud's lease of the dead
+  predecessor still runs, a concurrent write): put back at the tail, the others go
+  on; the sender backs off. Refused because the cloud takes this node as its
+  dispatcher no more (``not_dispatcher``): kept; the sender backs off until its lease
+  ends or the cloud takes it again.
+- A cloud of the previous version (no batch route) gets them one by one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import queue
 import threading
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-from dmg.errors import DmgError, Retryable
+from dmg.errors import BrokerError, DmgError, NotFound, Retryable
+from dmg.site import scripts
+from dmg.site.state import SiteState
 
 log = logging.getLogger(__name__)
+
+
+#: Placement reports one request carries at most.
+BATCH = 500
 
 
 class ShardReports(Protocol):
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None: ...
 
 
-class BackgroundReports:
-    """``report_shard`` that returns at once; a thread delivers to ``cloud``."""
+@runtime_checkable
+class _Batching(Protocol):
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]: ...
 
-    def __init__(self, cloud: ShardReports, *, max_queued: int = 100_000, backoff: float = 0.5,
-                 max_backoff: float = 5.0) -> None:
-        self.cloud = cloud
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self._closing = threading.Event()
-        self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue(max_queued)
-        self._thread = threading.Thread(target=self._deliver, name="dmg-placement-reports", daemon=True)
-        self._thread.start()
+
+class PlacementOutbox:
+    """``report_shard`` that records the report in the site's ``placements`` list."""
+
+    def __init__(self, state: SiteState) -> None:
+        self.state = state
+        self.key = state.keys.placements
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
-        try:
-            self._queue.put_nowait((shard_id, report))
-        except queue.Full:
-            log.warning("placement report dropped (queue full) shard=%s", shard_id)
+        """Record one placement report (raises BrokerError: the caller sends nothing then)."""
+        self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
 
     def pending(self) -> int:
-        """Reports not delivered yet (about)."""
-        return self._queue.qsize()
+        """Placement reports the cloud has not taken yet."""
+        return int(self.state.redis.llen(self.key))
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Deliver what is queued (up to ``timeout`` s), then stop the thread; what the
-        cloud has not taken by then is dropped."""
-        self._queue.put(None)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._closing.set()
-            self._thread.join(1.0)
 
-    def _deliver(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                return
-            self._deliver_one(*item)
+class PlacementSender:
+    """Sends the site's placement reports while ``epoch()`` gives the lease this node holds
+    (None: not held); see the module docstring."""
 
-    def _deliver_one(self, shard_id: str, report: dict[str, Any]) -> None:
-        delay = self.backoff
-        tries = 0
-        while True:
+    def __init__(self, state: SiteState, cloud: ShardReports, *, epoch: Callable[[], int | None],
+                 poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+        self.state = state
+        self.cloud = cloud
+        self.epoch = epoch
+        self.poll = poll
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._settle = state.redis.register_script(scripts.SETTLE_REPORTS)
+        self._single = not isinstance(cloud, _Batching)
+        self._delay = backoff
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dmg-placement-reports", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop sending (what is not sent stays in Redis for the next dispatcher)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(self._step())
+
+    def _step(self) -> float:
+        """One round; -> how long to wait before the next."""
+        epoch = self.epoch()
+        if not epoch:
+            return self.poll
+        try:
+            outcome = self.send_once(epoch)
+        except Retryable as exc:
+            if self._delay == self.backoff:
+                log.warning("cloud unreachable, placement reports wait error=%s", exc)
+            return self._back_off()
+        except BrokerError as exc:
+            log.warning("cannot read the placement reports error=%s", exc)
+            return self.max_backoff
+        except Exception:  # never let the sender die: the placements would wait for good
+            log.exception("placement report sender error")
+            return self.max_backoff
+        if outcome == "wait":
+            return self._back_off()
+        self._delay = self.backoff
+        return 0.0 if outcome == "more" else self.poll
+
+    def _back_off(self) -> float:
+        delay, self._delay = self._delay, min(self._delay * 2, self.max_backoff)
+        return delay
+
+    def send_once(self, epoch: int) -> str:
+        """Send one batch from the head under ``epoch``; -> ``"idle"`` (nothing queued),
+        ``"sent"``, ``"more"`` (a full batch: more are queued) or ``"wait"`` (some reports
+        must wait: back off). Raises Retryable (cloud away; nothing removed), BrokerError."""
+        raws: list[Any] = list(self.state.redis.lrange(self.state.keys.placements, 0, BATCH - 1))
+        if not raws:
+            return "idle"
+        entries = [json.loads(raw) for raw in raws]
+        items = [{"shard_id": e["shard_id"], "report": {**e["report"], "epoch": epoch}} for e in entries]
+        if self._single:
+            return self._send_singly(epoch, raws, items)
+        try:
+            answer = self.cloud.report_batch(items)  # type: ignore[attr-defined]
+        except NotFound:
+            self._single = True  # a cloud of the previous version
+            return self._send_singly(epoch, raws, items)
+        results = list(answer.get("results") or [])
+        later: list[Any] = []
+        settled = 0
+        for raw, result in zip(raws, results, strict=False):
+            if result.get("not_dispatcher"):
+                break  # this and the rest stay for the lease's holder at the cloud
+            settled += 1
+            if result.get("retry"):
+                later.append(raw)
+            elif not result.get("ok"):
+                log.warning("placement not taken by the cloud shard=%s error=%s", result.get("shard_id"),
+                            result.get("message"))
+        self._settle_head(epoch, settled, later)
+        if later or settled < len(raws):
+            return "wait"
+        return "more" if len(raws) == BATCH else "sent"
+
+    def _send_singly(self, epoch: int, raws: list[Any], items: list[dict[str, Any]]) -> str:
+        settled = 0
+        outcome = "sent"
+        for item in items:
             try:
-                self.cloud.report_shard(shard_id, report)
-            except Retryable as exc:
-                tries += 1
-                if tries == 1:
-                    log.warning("cloud unreachable, placement reports wait shard=%s error=%s", shard_id, exc)
-                if self._closing.wait(delay):
-                    log.warning("placement report dropped at shutdown shard=%s", shard_id)
-                    return
-                delay = min(delay * 2, self.max_backoff)
-                continue
+                self.cloud.report_shard(item["shard_id"], item["report"])
+            except Retryable:
+                outcome = "wait"
+                break
             except DmgError as exc:
-                log.warning("placement not reported to the cloud shard=%s error=%s", shard_id, exc)
-                return
-            if tries:
-                log.info("placement reports delivered again after %d tries shard=%s", tries, shard_id)
-            return
+                log.warning("placement not taken by the cloud shard=%s error=%s", item["shard_id"], exc)
+            settled += 1
+        self._settle_head(epoch, settled, [])
+        return outcome
+
+    def _settle_head(self, epoch: int, count: int, later: list[Any]) -> None:
+        if count and not int(self._settle(keys=[self.state.keys.placements, self.state.keys.epoch],
+                                          args=[epoch, count, *later])):
+            log.info("placement reports left to the next dispatcher (lease epoch %d superseded)", epoch)

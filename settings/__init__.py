@@ -65,6 +65,9 @@ class Settings:
     cloud_max_body: int = defaults.CLOUD_MAX_BODY
     #: Seconds of node-metrics history the cloud keeps (dmg.cloud.service.history).
     cloud_history_retention: float = defaults.CLOUD_HISTORY_RETENTION
+    #: ``DMG_CLOUD_METRICS``: count the cloud's requests and SQL statements and serve them
+    #: at ``GET /api/v1/debug/metrics`` (benchmarks; off by default).
+    cloud_metrics: bool = False
     flower_port: int = defaults.FLOWER_PORT
     flower_user: str = defaults.FLOWER_USER
     flower_password: str = ""
@@ -138,6 +141,7 @@ _KINDS: dict[str, type] = {
     "cloud_max_body": int,
     "cloud_metrics_public": bool,
     "cloud_history_retention": float,
+    "cloud_metrics": bool,
     "flower_port": int,
     "store_check_interval": float,
     "autoscale_min": int,

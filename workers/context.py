@@ -26,7 +26,7 @@ from dmg.site.state import SiteState
 from settings import Settings
 from settings.redisurl import display_url
 from workers.run.outbox import OutboxReporter, ReportOutbox
-from workers.run.reporter import HttpReporter
+from workers.run.reporter import HttpReporter, Reporter, ShortShardReporter
 
 #: Seconds a Redis call may block a worker before it counts as broker trouble.
 REDIS_SOCKET_TIMEOUT = 5.0
@@ -57,7 +57,7 @@ class NodeContext:
     settings: Settings
     registration: local_registration.NodeRegistration
     state: SiteState
-    reporter: OutboxReporter
+    reporter: Reporter
     pid: int = field(default_factory=os.getpid)
 
     @property
@@ -73,7 +73,10 @@ class NodeContext:
         state = SiteState(redis_client(settings, registration=registration), registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
-        reporter = OutboxReporter(HttpReporter(client), ReportOutbox(state, registration.node))
+        # Queued for the node agent's sender (batches, off the worker's path); a shard that
+        # ends within SHORT_SHARD s sends only its final report.
+        outbox = ReportOutbox(state, registration.node)
+        reporter = ShortShardReporter(OutboxReporter(HttpReporter(client), outbox, queue_first=True))
         return cls(settings, registration, state, reporter)
 
 

@@ -322,6 +322,15 @@ class CloudClient:
                             shard_id, len(file_results), exc)
         self.request("POST", f"/shards/{shard_id}/report", json=body)
 
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Send shard reports and file results in one request, oldest first: ``items`` are
+        ``{shard_id, report?, files?: {attempt, node, files}}`` (at most
+        :data:`dmg.cloud.schemas.MAX_BATCH_ITEMS`). -> ``{applied, results, retry}``
+        (:mod:`dmg.cloud.service.batches`): the first ``applied`` items were handled, the
+        rest must be sent again. Raises Retryable when the cloud is away (nothing applied
+        is lost: every item is idempotent)."""
+        return dict(self.request("POST", "/nodes/reports", json={"items": items}))
+
     def report_files(self, shard_id: str, *, attempt: int, node: str | None,
                      files: list[dict[str, Any]]) -> None:
         """Record file results of attempt ``attempt`` of a shard (``[{path, source, bytes,

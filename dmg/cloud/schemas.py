@@ -277,3 +277,27 @@ class FileResults(Body):
     attempt: Small
     node: str | None = Field(default=None, max_length=64)
     files: list[FileResultIn] = Field(max_length=MAX_FILE_RESULTS)
+
+
+#: Items one batch of reports may carry (a node sends more in several requests).
+MAX_BATCH_ITEMS = 1000
+
+
+class ReportItem(Body):
+    """One item of a batch: a shard's file results and/or its report (files first)."""
+
+    shard_id: str = Field(min_length=1, max_length=128)
+    report: ShardReport | None = None
+    files: FileResults | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> ReportItem:
+        if self.report is None and self.files is None:
+            raise ValueError("an item carries a report, file results, or both")
+        return self
+
+
+class ReportBatch(Body):
+    """Shard reports and file results of a node, oldest first (``POST /nodes/reports``)."""
+
+    items: list[ReportItem] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)

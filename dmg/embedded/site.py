@@ -261,9 +261,26 @@ class EmbeddedSite:
         return self
 
     def stop(self) -> None:
-        """Stop every process this site started, newest first; safe to call twice."""
+        """Stop every process this site started, newest first; safe to call twice. Whatever
+        interrupts the graceful stop (a test's timeout raised in the middle of it), every
+        process the site ever started is SIGKILLed before the exception goes on."""
         self._record_pids()
         everything = self._pids.snapshot()
+        try:
+            self._stop_gracefully()
+        finally:
+            kill_survivors(everything, outlived="the site's stop")
+            self._pids.forget()
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    def started_processes(self) -> list[tuple[int, float]]:
+        """Every process the site started so far (and their children), as ``(pid, start time)``."""
+        self._record_pids()
+        return self._pids.snapshot()
+
+    def _stop_gracefully(self) -> None:
         flower = [c for c in self._children if c.name == "flower"]
         nodes = [c for c in self._children if c.name in self.node_names]
         others = [c for c in self._children if c not in flower and c not in nodes]
@@ -281,11 +298,6 @@ class EmbeddedSite:
         if self._redis is not None:
             self._redis.stop()
             self._redis = None
-        kill_survivors(everything, outlived="the site's stop")
-        self._pids.forget()
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
 
     def reap_leftovers(self) -> None:
         """Kill the processes of a site that was killed before it could stop them."""

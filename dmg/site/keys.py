@@ -23,6 +23,10 @@ derive a key from the prefix (:mod:`dmg.site.scripts`) follow the same table.
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.run.outbox)
+``outbox-held:<node>``      hash: shard id -> JSON ``{due, tries, entries}``, reports the cloud
+                            could not take yet, sent again from ``due`` on (workers.run.outbox)
+``placements``              list of ``placed`` reports waiting for the cloud, written before
+                            the shard's message is sent (dispatcher.reports)
 ``creds:<node>``            hash: store -> JSON ``{version, sealed}``, the store's credential
                             re-sealed to the node's key by the dispatcher (dmg.site.credentials)
 ``gwkey:<node>``            JSON ``{public_key, sealed}``: the gateway key sealed to the node's key
@@ -90,6 +94,10 @@ class SiteKeys:
     def epoch(self) -> str:
         return self._key("epoch")
 
+    @property
+    def placements(self) -> str:
+        return self._key("placements")
+
     # -- one per node -----------------------------------------------------------------
     def heartbeat(self, node: str) -> str:
         return self._key("hb", node)
@@ -115,6 +123,9 @@ class SiteKeys:
 
     def outbox(self, node: str) -> str:
         return self._key("outbox", node)
+
+    def outbox_held(self, node: str) -> str:
+        return self._key("outbox-held", node)
 
     def credential_copies(self, node: str) -> str:
         return self._key("creds", node)

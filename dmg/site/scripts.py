@@ -20,6 +20,7 @@ REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the sa
 MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
 RECORD_PART        SplitObjects.record_part          reads ``attempt`` (fences a part)
 TAKE_OVER, FINISH  SplitObjects                      the split commit marker only
+SETTLE_REPORTS     dispatcher.reports (the sender)   none: ``placements``, fenced by ``epoch``
 CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
 ================== ================================= =======================================
 
@@ -212,4 +213,15 @@ end
 redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 redis.call('SADD', KEYS[3], ARGV[5])
 return false
+"""
+
+
+# KEYS: a report list, the lease epoch key. ARGV: the sender's epoch, how many reports to
+# remove from the head, reports to put back at the tail (to be sent again later).
+# -> 1; 0 (nothing changed) when the epoch is no longer the sender's.
+SETTLE_REPORTS = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
+for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+return 1
 """

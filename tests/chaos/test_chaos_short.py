@@ -10,7 +10,9 @@ sinks is then checked against the sources: nothing lost, duplicated or corrupted
 every run Succeeded; and every node process the run started or restarted (each node's
 ``dmg node start`` and its Celery worker, by pid) is still alive ``SHORT.settle`` s
 after the last fault. Timings are printed, never asserted.
-Every process the run starts is stopped by ``run_chaos`` itself, also on failure.
+Every process the run starts is stopped by ``run_chaos`` itself, also on failure (also when
+a timeout interrupts the graceful stop: the site SIGKILLs the rest), and the test fails if
+one of them (the cloud, Redis, a node or its worker) is still alive after that stop.
 """
 
 from __future__ import annotations
@@ -54,4 +56,5 @@ def test_nothing_is_lost_duplicated_or_corrupted_and_no_node_dies_under_kills_an
         assert kill["back_online_s"] is not None, kill
         if kill["dispatcher"]:
             assert kill["successor"] not in ("", kill["node"]), kill
+    assert summary["survivors"] == [], summary["survivors"]  # the run's stop left no process behind
     assert summary["ok"]

@@ -1,22 +1,34 @@
-"""BackgroundReports: placement reports wait out a cloud outage, in order, and never block."""
+"""Placement reports wait in Redis; the lease's holder sends them, whoever placed them.
+
+Against a real Redis, with in-memory clouds (the real cloud's side is in
+tests/workers/test_outbox_batches.py): the reports wait out an outage in order,
+one the cloud cannot take yet goes back to the tail while the others go on, a
+dispatcher whose epoch was superseded removes nothing, and a placement whose message
+cannot be sent goes back to pending.
+"""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from dispatcher.reports import BackgroundReports
-from dmg.errors import Retryable, StaleAttempt
+import pytest
+
+from dispatcher.placement import PendingShard, Placer
+from dispatcher.reports import PlacementOutbox, PlacementSender
+from dmg.errors import NotFound, Retryable, StaleAttempt
+from dmg.placement import NodeLoad
+from dmg.site.state import SiteState
 from tests.workers.support import wait_for
 
 
 class FlakyCloud:
-    """Refuses with Retryable while ``down``; records what it accepts."""
+    """One report a request; refuses with Retryable while ``down``; records what it accepts."""
 
     def __init__(self) -> None:
         self.down = threading.Event()
         self.refuse: set[str] = set()
-        self.accepted: list[str] = []
+        self.accepted: list[tuple[str, int]] = []  # (shard id, the epoch it came with)
         self.refused_calls = 0
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
@@ -25,52 +37,155 @@ class FlakyCloud:
             raise Retryable("cannot reach the cloud")
         if shard_id in self.refuse:
             raise StaleAttempt("a newer attempt exists")
-        self.accepted.append(shard_id)
+        self.accepted.append((shard_id, int(report["epoch"])))
 
 
-def placed(attempt: int = 1) -> dict[str, Any]:
-    return {"attempt": attempt, "node": "a", "status": "placed", "wait_reason": ""}
+class BatchingCloud(FlakyCloud):
+    """Takes batches; ``not_yet``: shards answered ``retry`` once; ``not_dispatcher``: every
+    item is refused as from a node that is not the dispatcher; ``old``: no batch route."""
+
+    def __init__(self, *, old: bool = False) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.not_yet: set[str] = set()
+        self.not_dispatcher = False
+        self.old = old
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.old:
+            raise NotFound("no route /nodes/reports")
+        if self.down.is_set():
+            self.refused_calls += 1
+            raise Retryable("cannot reach the cloud")
+        self.batches.append([i["shard_id"] for i in items])
+        results: list[dict[str, Any]] = []
+        for item in items:
+            shard_id = item["shard_id"]
+            if self.not_dispatcher:
+                results.append({"shard_id": shard_id, "ok": False, "error": "stale_attempt",
+                                "not_dispatcher": True})
+            elif shard_id in self.not_yet:
+                self.not_yet.discard(shard_id)
+                results.append({"shard_id": shard_id, "ok": False, "retry": True, "error": "retryable"})
+            elif shard_id in self.refuse:
+                results.append({"shard_id": shard_id, "ok": False, "error": "stale_attempt"})
+            else:
+                self.accepted.append((shard_id, int(item["report"]["epoch"])))
+                results.append({"shard_id": shard_id, "ok": True})
+        return {"applied": len(results), "results": results}
 
 
-def test_reports_wait_for_the_cloud_and_keep_their_order() -> None:
-    cloud = FlakyCloud()
+def placed(attempt: int = 1, epoch: int = 1) -> dict[str, Any]:
+    return {"attempt": attempt, "node": "a", "status": "placed", "wait_reason": "", "epoch": epoch}
+
+
+def sender_for(state: SiteState, cloud: FlakyCloud, epoch: list[int]) -> PlacementSender:
+    return PlacementSender(state, cloud, epoch=lambda: epoch[0] or None, poll=0.01, backoff=0.01,
+                           max_backoff=0.05)
+
+
+def test_reports_wait_for_the_cloud_in_redis_and_keep_their_order(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud, epoch = PlacementOutbox(state), FlakyCloud(), [1]
     cloud.down.set()
-    reports = BackgroundReports(cloud, backoff=0.01, max_backoff=0.05)
+    cloud.refuse = {"s2"}
+    for index in range(5):
+        outbox.report_shard(f"s{index}", placed())
+    sender = sender_for(state, cloud, epoch)
+    sender.start()
     try:
-        for index in range(5):
-            reports.report_shard(f"s{index}", placed())  # returns at once while the cloud is away
         wait_for(lambda: cloud.refused_calls >= 3, what="retries while the cloud is away")
-        assert cloud.accepted == []
-
+        assert outbox.pending() == 5
         cloud.down.clear()
-
-        wait_for(lambda: len(cloud.accepted) == 5, what="delivery once the cloud is back")
-        assert cloud.accepted == [f"s{index}" for index in range(5)]
+        wait_for(lambda: outbox.pending() == 0, what="delivery once the cloud is back")
+        assert cloud.accepted == [(f"s{i}", 1) for i in (0, 1, 3, 4)]  # s2 refused for good: dropped
     finally:
-        reports.close(timeout=5)
+        sender.stop()
 
 
-def test_a_report_refused_for_good_is_dropped_and_the_rest_go_on() -> None:
-    cloud = FlakyCloud()
-    cloud.refuse = {"s1"}
-    reports = BackgroundReports(cloud, backoff=0.01)
+def test_one_report_not_taken_yet_goes_back_to_the_tail_and_the_rest_go_on(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud, epoch = PlacementOutbox(state), BatchingCloud(), [1]
+    cloud.not_yet = {"s1"}
+    for index in range(4):
+        outbox.report_shard(f"s{index}", placed())
+    sender = sender_for(state, cloud, epoch)
+    assert sender.send_once(1) == "wait"
+    assert [s for s, _e in cloud.accepted] == ["s0", "s2", "s3"] and outbox.pending() == 1
+    assert sender.send_once(1) == "sent"
+    assert cloud.batches == [["s0", "s1", "s2", "s3"], ["s1"]] and outbox.pending() == 0
+
+
+def test_a_dead_dispatchers_placements_are_sent_by_its_successor_with_its_epoch(state: SiteState) -> None:
+    # Given a dispatcher (epoch 1) that recorded two placements and died before sending them,
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), BatchingCloud()
+    outbox.report_shard("s0", placed(epoch=1))
+    outbox.report_shard("s1", placed(epoch=1))
+    state.redis.set(state.keys.epoch, 2)  # the lease went to another node
+    # When the stale dispatcher's sender (it woke up) and the new one send,
+    stale = sender_for(state, cloud, [1])
+    assert stale.send_once(1) == "sent"
+    assert outbox.pending() == 2  # the stale one removes nothing: its epoch was superseded
+    successor = sender_for(state, cloud, [2])
+    assert successor.send_once(2) == "sent"
+    # Then each placement reached the cloud, the last time under the successor's epoch.
+    assert outbox.pending() == 0 and cloud.accepted[-2:] == [("s0", 2), ("s1", 2)]
+
+
+def test_reports_refused_as_not_from_the_dispatcher_stay_for_the_next_one(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), BatchingCloud()
+    outbox.report_shard("s0", placed())
+    cloud.not_dispatcher = True
+    assert sender_for(state, cloud, [1]).send_once(1) == "wait"
+    assert outbox.pending() == 1
+    cloud.not_dispatcher = False
+    assert sender_for(state, cloud, [1]).send_once(1) == "sent" and outbox.pending() == 0
+
+
+def test_a_sender_sends_nothing_while_its_node_does_not_hold_the_lease(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud, epoch = PlacementOutbox(state), BatchingCloud(), [0]
+    outbox.report_shard("s0", placed())
+    sender = sender_for(state, cloud, epoch)
+    sender.start()
     try:
-        for index in range(3):
-            reports.report_shard(f"s{index}", placed())
-        wait_for(lambda: len(cloud.accepted) == 2, what="the other reports delivered")
-        assert cloud.accepted == ["s0", "s2"]
+        wait_for(lambda: True, timeout=0.2, what="a few rounds")
+        assert cloud.batches == [] and outbox.pending() == 1
+        epoch[0] = 1
+        wait_for(lambda: outbox.pending() == 0, what="sent once the lease is held")
     finally:
-        reports.close(timeout=5)
+        sender.stop()
 
 
-def test_close_gives_up_on_a_cloud_that_stays_away() -> None:
-    cloud = FlakyCloud()
-    cloud.down.set()
-    reports = BackgroundReports(cloud, backoff=0.01, max_backoff=0.02)
-    reports.report_shard("s0", placed())
-    wait_for(lambda: cloud.refused_calls >= 1, what="a first try")
+def test_a_cloud_of_the_previous_version_gets_reports_one_by_one(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), BatchingCloud(old=True)
+    for index in range(3):
+        outbox.report_shard(f"s{index}", placed())
+    assert sender_for(state, cloud, [1]).send_once(1) == "sent"
+    assert [s for s, _e in cloud.accepted] == ["s0", "s1", "s2"] and cloud.batches == []
 
-    reports.close(timeout=0.1)
 
-    assert not reports._thread.is_alive()
-    assert cloud.accepted == []
+class BrokenSender:
+    def send_task(self, name: str, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        raise ConnectionError("the broker refused the message")
+
+
+def test_a_placement_whose_message_cannot_be_sent_goes_back_to_pending(state: SiteState) -> None:
+    # Given a shard planned and pending,
+    state.redis.set(state.keys.epoch, 1)
+    state.save_shard("s0", {"id": "s0"})
+    state.redis.rpush(state.keys.pending, "s0")
+    outbox = PlacementOutbox(state)
+    placer = Placer(state=state, sender=BrokenSender(), cloud=outbox, holding=lambda: True, max_queued=1,
+                    epoch=lambda: 1)
+    node = NodeLoad(name="a", limit=1, running=0, queued=0, online=True)
+    # When its message cannot be sent,
+    with pytest.raises(ConnectionError):
+        placer._place("s0", node, PendingShard(None, "", 0))
+    # Then its placement report was recorded first, and the shard waits to be placed again.
+    shard = state.shard("s0")
+    assert shard is not None and shard["node"] == "" and shard["attempt"] == 2  # 1 is fenced off
+    assert state.pending() == ["s0"] and outbox.pending() == 1

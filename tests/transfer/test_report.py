@@ -34,7 +34,7 @@ def planned_shard(cloud: Cloud, user: CloudClient) -> dict[str, Any]:
         [activity] = node.claim_activity_runs(epoch=1, wait=0)
         shard_id = f"{activity['id']}-00000"
         node.plan_shards(activity["id"], epoch=1, shards=[{"id": shard_id, "index": 0, "files": 3}])
-        place(node, shard_id, "n1")  # attempt 1; the cloud takes reports only from the placed node
+        place(node, shard_id, "n1", epoch=1)  # a worker reports only an attempt placed on it
     return {"run": run["id"], "activity": activity, "shard": shard_id, "token": site.tokens["n1"],
             "tokens": site.tokens, "gateway": site.gateway}
 
@@ -59,7 +59,7 @@ def test_file_results_are_kept_per_path_and_fenced_by_attempt(cloud: Cloud, user
         node.report_files(plan["shard"], attempt=1, node="n1",
                           files=[result("b"), result("a", "failed", error="denied")])
         node.report_files(plan["shard"], attempt=1, node="n1", files=[result("a")])  # a retry of a
-        place(node, plan["shard"], "n2", attempt=2)
+        place(node, plan["shard"], "n2", attempt=2, epoch=1)
         other.report_shard(plan["shard"], {"attempt": 2, "status": "running", "node": "n2"})
         with pytest.raises(StaleAttempt):
             node.report_files(plan["shard"], attempt=1, node="n1", files=[result("c")])
@@ -113,9 +113,8 @@ def test_a_shard_run_reports_every_file_and_the_cli_downloads_it(
         first = run_shard(plan["shard"], state.new_attempt(plan["shard"], "n1"), node="n1", state=state,
                           reporter=reporter)
         second_attempt = state.new_attempt(plan["shard"], "n1")
-        place(node, plan["shard"], "n1", attempt=second_attempt)
-        second = run_shard(plan["shard"], second_attempt, node="n1", state=state,
-                           reporter=reporter)
+        place(node, plan["shard"], "n1", attempt=second_attempt, epoch=1)
+        second = run_shard(plan["shard"], second_attempt, node="n1", state=state, reporter=reporter)
     assert first.status == second.status == OUTCOME_SUCCEEDED
 
     out = tmp_path / "report.jsonl"

@@ -118,7 +118,11 @@ def test_a_placed_shard_is_copied_by_the_nodes_worker(site: Site) -> None:
                                       "bytes": 2 * 1024 * KIB + 300 * KIB}
     assert result.worker == "a@gw"  # result_extended records the worker's hostname
     assert tree(target) == tree(source)
-    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("succeeded", 1, "a")]
+    # Reports travel through the outbox (the agent's sender): they arrive after the result.
+    # A shard done within a second sends only its final report.
+    statuses = wait_for(lambda: (s := site.cloud.statuses(SHARD)) and s[-1][0] == "succeeded" and s,
+                        what="the final report at the cloud")
+    assert statuses in ([("succeeded", 1, "a")], [("running", 1, "a"), ("succeeded", 1, "a")])
     assert site.state.running("a") == set()
     assert site.cloud.heartbeats and site.cloud.heartbeats[-1]["node"] == "a"
 
@@ -147,7 +151,9 @@ def test_a_failed_shard_is_a_failed_task_with_the_error(site: Site) -> None:
     with pytest.raises(ShardFailed, match=r"shard ar1-00000 attempt 1 failed on a: 1 of 1 files failed"):
         result.get(timeout=60)
     assert result.state == "FAILURE"
-    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("failed", 1, "a")]
+    statuses = wait_for(lambda: (s := site.cloud.statuses(SHARD)) and s[-1][0] == "failed" and s,
+                        what="the final report at the cloud")
+    assert statuses in ([("failed", 1, "a")], [("running", 1, "a"), ("failed", 1, "a")])
     assert "a.bin" in site.cloud.reports[-1][1]["error"]
 
 
@@ -166,7 +172,8 @@ def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> 
 
     assert result.get(timeout=60)["status"] == "succeeded"
     assert tree(target) == tree(source)
-    assert site.cloud.statuses(SHARD) == [("running", 1, "a"), ("running", 1, "a"), ("succeeded", 1, "a")]
+    wait_for(lambda: site.cloud.statuses(SHARD) == [("running", 1, "a"), ("running", 1, "a"),
+                                                    ("succeeded", 1, "a")], what="the reports of both runs")
     assert victim not in pool_children(runtime)
     assert site.state.running("a") == set()
 

@@ -58,7 +58,7 @@ from workers.agent.sizing import limit_source, node_limit
 from workers.agent.upgrade import NodeUpgrade
 from workers.context import redis_client
 from workers.names import node_queue, worker_hostname
-from workers.run.outbox import ReportOutbox
+from workers.run.outbox import OutboxSender, ReportOutbox
 from workers.run.reporter import HttpReporter
 
 log = logging.getLogger(__name__)
@@ -153,11 +153,13 @@ class NodeRuntime:
                                    interval=min(self.settings.heartbeat_interval, 1.0))
         self.portal_requests = PortalRequests(self.settings, self.state, registration.node,
                                               registration.gateway)
+        outbox = ReportOutbox(self.state, registration.node)
         self.agent = NodeAgent(
             self.settings, registration, state=self.state, cloud=self.cloud, role=role, epoch=epoch,
             credential_status=credential_status,
             extras=lambda: {**self.drain(), **self.upgrade.fields(), "sized_by": self.sized_by},
-            outbox=ReportOutbox(self.state, registration.node), reporter=HttpReporter(self.cloud),
+            outbox=outbox, reporter=HttpReporter(self.cloud),
+            sender=OutboxSender(outbox, self.cloud, HttpReporter(self.cloud, attempts=1)),
             on_foreign=self._refuse, on_answer=self.portal_requests)
 
     # -- start ---------------------------------------------------------------------------

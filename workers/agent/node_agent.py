@@ -15,11 +15,13 @@ names the stores this node cannot reach (from ``store_health``, see
 :mod:`workers.agent.storecheck`): the dispatcher places no work needing them here. The
 beat goes to the site state (expires after ``settings.offline_after``) and to the
 cloud. An outage of either is recorded as
-a problem and never stops the agent. After each beat that reached the cloud, the
-agent delivers the node's queued shard reports (:mod:`workers.run.outbox`), for at most
-one heartbeat interval per beat; while reports wait, the beat carries the problem
-"N shard reports waiting for the cloud", so a node back from a cloud outage stays
-Limited until the cloud has heard everything it did meanwhile.
+a problem and never stops the agent. The agent's
+:class:`~workers.run.outbox.OutboxSender` thread delivers the node's queued shard reports
+in batches as they come (:mod:`workers.run.outbox`); without one, each beat that reached
+the cloud delivers them, for at most one heartbeat interval per beat. While reports wait
+(the sender stuck), the beat carries the problem "N shard reports waiting for the
+cloud", so a node back from a cloud outage stays Limited until the cloud has heard
+everything it did meanwhile.
 
 ``config`` names the parts of the node's configuration that must match across the gateway
 (:mod:`dmg.fingerprint`; ``config_fingerprint`` is their hash), with the proxy this node
@@ -64,7 +66,7 @@ from settings import Settings
 from settings.redistls import encryption_mode
 from workers.agent.ownfigures import ProcessTree
 from workers.agent.periodic import Periodic
-from workers.run.outbox import ReportOutbox
+from workers.run.outbox import OutboxSender, ReportOutbox
 from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,10 @@ BROKER_UNREACHABLE = "broker unreachable"
 CLOUD_UNREACHABLE = "cloud unreachable"
 WORKER_NOT_RESPONDING = "worker process not responding"
 REPORTS_WAITING = "shard reports waiting for the cloud"
+REPORTS_HELD = "shard(s) with reports waiting for their placement at the cloud"
+#: Seconds a report may wait for its placement at the cloud before the node says so (the
+#: dispatcher's placement reports wait in Redis and normally arrive within seconds).
+HELD_PROBLEM_AFTER = 60.0
 #: At most this many unreachable stores are explained in ``problems``.
 MAX_STORE_PROBLEMS = 32
 #: Seconds a worker load that was seen may be missing before the pool counts as not running
@@ -140,6 +146,7 @@ class NodeAgent:
         extras: Callable[[], dict[str, Any]] | None = None,
         outbox: ReportOutbox | None = None,
         reporter: Reporter | None = None,
+        sender: OutboxSender | None = None,
         store_health: Callable[[], dict[str, str]] | None = None,
         on_foreign: Callable[[ForeignRedis], None] | None = None,
         on_answer: Callable[[dict[str, Any]], None] | None = None,
@@ -157,6 +164,7 @@ class NodeAgent:
         self.extras = extras
         self.outbox = outbox
         self.reporter = reporter
+        self.sender = sender
         self.store_health = store_health
         self.on_foreign = on_foreign
         self.on_answer = on_answer
@@ -194,8 +202,13 @@ class NodeAgent:
         if not self.cloud_reachable:
             problems.append(CLOUD_UNREACHABLE)
         backlog = self._outbox_size() if BROKER_UNREACHABLE not in problems else 0
+        if self.sender is not None and not self.sender.stuck():
+            backlog = 0  # reports in flight, not waiting: the sender keeps up
         if backlog:
             problems.append(f"{backlog} {REPORTS_WAITING}")
+        held = self._held_long() if BROKER_UNREACHABLE not in problems else 0
+        if held:
+            problems.append(f"{held} {REPORTS_HELD} for over {HELD_PROBLEM_AFTER:g} s")
         stores = self._stores_unreachable()
         problems += [store_problem(name, why) for name, why in sorted(stores.items())][:MAX_STORE_PROBLEMS]
         network_in, network_out = self._net.rates()
@@ -367,7 +380,17 @@ class NodeAgent:
         except BrokerError:
             return 0
 
+    def _held_long(self) -> int:
+        if self.outbox is None:
+            return 0
+        try:
+            return self.outbox.held_since(time.time() - HELD_PROBLEM_AFTER)
+        except BrokerError:
+            return 0
+
     def _flush_outbox(self) -> None:
+        if self.sender is not None:
+            return  # its own thread delivers the outbox as reports come
         if self.outbox is None or self.reporter is None:
             return
         try:
@@ -381,9 +404,13 @@ class NodeAgent:
     # -- the thread ----------------------------------------------------------------------
     def start(self) -> None:
         self._loop.start()
+        if self.sender is not None:
+            self.sender.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._loop.stop(timeout)
+        if self.sender is not None:
+            self.sender.stop(timeout)
 
     def say_stopped(self, timeout: float = 10.0, *, restarting: bool = False) -> None:
         """Stop beating, then send one last beat saying the node stopped (best effort: an

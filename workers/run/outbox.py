@@ -1,23 +1,72 @@
-"""Shard reports that could not reach the cloud wait in Redis until delivered.
+"""Shard reports wait in Redis until delivered; one sender per node delivers them in batches.
 
 DESIGN.md: "the cloud being unreachable stops new claims, not running work;
 reports are retried until delivered". Each node has its own outbox, a Redis list
-``dmg:<gateway>:outbox:<node>`` of ``{"shard_id", "report"}`` JSON; the node agent
-flushes it in order whenever the cloud answers again.
+``dmg:<gateway>:outbox:<node>`` of ``{"shard_id", "report"}`` JSON (a report may
+carry ``file_results``).
+
+- Workers queue their reports (:class:`OutboxReporter` with ``queue_first``): one
+  RPUSH, no HTTP call on the worker's path.
+- The node agent's :class:`OutboxSender` thread is the outbox's one consumer: it takes
+  up to :data:`BATCH_ITEMS` reports from the head, sends them in one request
+  (``POST /nodes/reports``, :mod:`dmg.cloud.service.batches`), and trims exactly the
+  reports the cloud handled. A report superseded inside the batch (a ``running`` report
+  followed by a later report of the same attempt) is not sent. A cloud of the
+  previous version (no batch route) gets the reports one by one (:meth:`ReportOutbox.flush`).
+- The cloud answers each report on its own. One it cannot take yet (a worker's report
+  of an attempt whose placement has not reached the cloud) never blocks the others:
+  it moves, with the later reports of its shard (a shard's reports keep their order),
+  to the held hash ``outbox-held:<node>`` and is sent again after a backoff
+  (:data:`HELD_WAIT` doubling up to :data:`HELD_MAX_WAIT`) until the cloud takes or
+  refuses it. The dispatcher's placement reports wait in Redis too
+  (:mod:`dispatcher.reports`), so the placement does reach the cloud.
+- Nothing is lost or counted twice across a cloud outage: a report leaves the outbox
+  only after the cloud answered for it, and every report is idempotent at the cloud,
+  so a batch sent again after a lost answer changes nothing.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
-from typing import Any
+from typing import Any, Protocol
 
-from dmg.errors import BrokerError, DmgError, Retryable
+from dmg.cloud.schemas import MAX_FILE_RESULTS
+from dmg.errors import BrokerError, DmgError, NotFound, Retryable
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
 
 log = logging.getLogger(__name__)
+
+#: Reports one batch request carries at most, and their JSON size at most (a single
+#: larger report goes alone).
+BATCH_ITEMS = 500
+BATCH_BYTES = 2 * 1024 * 1024
+#: A held report (the cloud cannot take it yet) is sent again after this many seconds,
+#: doubling with each try up to HELD_MAX_WAIT.
+HELD_WAIT = 0.25
+HELD_MAX_WAIT = 5.0
+
+
+class BatchClient(Protocol):
+    """The part of :class:`dmg.cloud.client.CloudClient` the sender uses."""
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]: ...
+
+
+class BatchOutcome:
+    """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox's
+    list; ``wait``: reports were held (the cloud cannot take them yet);
+    ``unsupported``: the cloud has no batch route (previous version)."""
+
+    def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
+                 full: bool = False) -> None:
+        self.settled = settled
+        self.wait = wait
+        self.unsupported = unsupported
+        self.full = full
 
 
 class ReportOutbox:
@@ -30,6 +79,102 @@ class ReportOutbox:
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+
+    def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS,
+                   now: float | None = None) -> BatchOutcome:
+        """Send the held reports now due, then up to ``max_items`` reports from the head, in
+        one request. A report the cloud handled (delivered, or refused for good: logged and
+        dropped) leaves the outbox; one it cannot take yet (``retry``: its placement is not
+        known there yet) is held, with the later reports of its shard, and sent again after
+        a backoff (:meth:`held`), while the node's other reports go on. Raises Retryable
+        when the cloud is away (nothing moved), BrokerError for Redis. The caller must be
+        the outbox's only consumer."""
+        at = time.time() if now is None else now
+        held = self.held()
+        due = sorted((s for s, h in held.items() if h["due"] <= at), key=lambda s: held[s]["due"])
+        due = due[:max(1, max_items // 2)]  # the rest next time: a request stays within its limits
+        raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
+        if not raws and not due:
+            return BatchOutcome()
+        fresh: list[dict[str, Any]] = []
+        size = 0
+        for raw in raws:  # a request stays well under the cloud's body limit
+            size += len(raw)
+            if fresh and size > BATCH_BYTES:
+                break
+            fresh.append(json.loads(raw))
+        # A shard with held reports keeps its order: its new reports wait behind them.
+        changed: dict[str, dict[str, Any]] = {}
+        entries: list[dict[str, Any]] = [e for s in due for e in held[s]["entries"]]
+        for entry in fresh:
+            shard_id = entry["shard_id"]
+            if shard_id in held and shard_id not in due:
+                changed.setdefault(shard_id, dict(held[shard_id], entries=list(held[shard_id]["entries"])))
+                changed[shard_id]["entries"].append(entry)
+            else:
+                entries.append(entry)
+        try:
+            outcome = self._send(client, entries) if entries else {}
+        except NotFound:
+            return BatchOutcome(unsupported=True)  # a cloud of the previous version
+        for shard_id in due:
+            changed.setdefault(shard_id, {})  # settled unless held again just below
+        for shard_id, waiting in _held_again(entries, outcome).items():
+            tries = int(held.get(shard_id, {}).get("tries", 0)) + 1
+            changed[shard_id] = {"due": at + min(HELD_WAIT * 2.0 ** (tries - 1), HELD_MAX_WAIT),
+                                 "tries": tries, "since": held.get(shard_id, {}).get("since", at),
+                                 "entries": waiting}
+            if tries == 1:
+                log.info("shard report held until the cloud can take it shard=%s reports=%d", shard_id,
+                         len(waiting))
+        pipe = self.state.redis.pipeline(transaction=True)
+        for shard_id, record in changed.items():
+            if record:
+                pipe.hset(self.held_key, shard_id, json.dumps(record))
+            else:
+                pipe.hdel(self.held_key, shard_id)
+        if fresh:
+            pipe.ltrim(self.key, len(fresh), -1)
+        pipe.execute()
+        return BatchOutcome(len(fresh), wait=any(r for r in changed.values()),
+                            full=len(fresh) < len(raws) or len(raws) == max_items)
+
+    def _send(self, client: BatchClient, entries: list[dict[str, Any]]) -> dict[int, bool]:
+        """Send ``entries``; -> per entry index, True when it must be sent again. Raises
+        NotFound (no batch route), Retryable; a batch refused as a whole: NotFound too."""
+        items, owners = batch_items(entries)
+        try:
+            answer = client.report_batch(items)
+        except (NotFound, Retryable):
+            raise
+        except DmgError as exc:  # the batch as a whole was refused: find the bad report alone
+            log.warning("report batch refused (%s); sending its reports one by one", exc)
+            raise NotFound(str(exc)) from exc
+        results = list(answer.get("results") or [])
+        again: dict[int, bool] = {}
+        for index, owner in enumerate(owners):
+            result = results[index] if index < len(results) else {"retry": True}  # not answered
+            if result.get("retry"):
+                again[owner] = True
+            else:
+                again.setdefault(owner, False)
+                if not result.get("ok"):
+                    log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
+                                result.get("error"), result.get("message"))
+        return again
+
+    @property
+    def held_key(self) -> str:
+        return self.state.keys.outbox_held(self.node)
+
+    def held(self) -> dict[str, dict[str, Any]]:
+        """Shard id -> ``{due, tries, since, entries}``: reports the cloud could not take yet."""
+        raw = self.state.redis.hgetall(self.held_key)
+        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+
+    def held_since(self, before: float) -> int:
+        """How many shards have reports held since before ``before`` (POSIX seconds)."""
+        return sum(1 for h in self.held().values() if float(h.get("since", 0.0)) < before)
 
     def size(self) -> int:
         return int(self.state.redis.llen(self.key))
@@ -62,6 +207,128 @@ class ReportOutbox:
         return done
 
 
+def _held_again(entries: list[dict[str, Any]], again: dict[int, bool]) -> dict[str, list[dict[str, Any]]]:
+    """Shard id -> its entries to hold: from its first entry the cloud asked for again on
+    (a report left out of the batch, superseded by a later one, goes with the later ones)."""
+    held: dict[str, list[dict[str, Any]]] = {}
+    pending: dict[str, list[dict[str, Any]]] = {}  # entries not sent, waiting for their shard's fate
+    for index, entry in enumerate(entries):
+        shard_id = entry["shard_id"]
+        if shard_id in held:
+            held[shard_id].append(entry)
+        elif index not in again:
+            pending.setdefault(shard_id, []).append(entry)
+        elif again[index]:
+            held[shard_id] = [*pending.pop(shard_id, []), entry]
+        else:
+            pending.pop(shard_id, None)
+    return held
+
+
+def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
+    """The batch request items of outbox ``entries`` and, per item, the index of the entry
+    it comes from. File results go first, in items of at most :data:`MAX_FILE_RESULTS`; a
+    report without file results followed by a later report of the same shard attempt is
+    left out (the later one says everything it said: one final report for a short shard)."""
+    last: dict[tuple[str, int], int] = {}
+    for index, entry in enumerate(entries):
+        last[(entry["shard_id"], int(entry["report"].get("attempt", 0)))] = index
+    items: list[dict[str, Any]] = []
+    owners: list[int] = []
+    for index, entry in enumerate(entries):
+        shard_id = entry["shard_id"]
+        report = dict(entry["report"])
+        results = report.pop("file_results", None) or []
+        superseded = last[(shard_id, int(report.get("attempt", 0)))] != index
+        if superseded and not results:
+            continue
+        chunks = [results[k:k + MAX_FILE_RESULTS] for k in range(0, len(results), MAX_FILE_RESULTS)]
+        for k, chunk in enumerate(chunks):
+            item: dict[str, Any] = {"shard_id": shard_id, "files": {
+                "attempt": report.get("attempt", 0), "node": report.get("node"), "files": chunk}}
+            if k == len(chunks) - 1 and not superseded:
+                item["report"] = report
+            items.append(item)
+            owners.append(index)
+        if not chunks:
+            items.append({"shard_id": shard_id, "report": report})
+            owners.append(index)
+    return items, owners
+
+
+class OutboxSender:
+    """The node's one outbox consumer: a thread that sends queued reports in batches as
+    soon as they are queued (it looks every ``poll`` s), backing off while the cloud is
+    away. Falls back to one request per report for a cloud without the batch route."""
+
+    def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
+                 poll: float = 0.05, retry_wait: float = 0.2, max_backoff: float = 5.0) -> None:
+        self.outbox = outbox
+        self.client = client
+        self.single = single
+        self.poll = poll
+        self.retry_wait = retry_wait
+        self.max_backoff = max_backoff
+        self.lock = threading.Lock()  # the one consumer: the heartbeat's flush takes it too
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._away = 0
+        self._moved = time.monotonic()  # when the outbox last got shorter or was empty
+
+    def stuck(self, *, after: float = 5.0) -> bool:
+        """True while the cloud is away for the sender, or it has moved nothing for
+        ``after`` s with reports queued (the heartbeat then says reports are waiting)."""
+        return self._away > 0 or time.monotonic() - self._moved > after
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"dmg-outbox-{self.outbox.node}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def send_once(self) -> BatchOutcome:
+        """Send one batch (or, to a cloud of the previous version, flush one by one)."""
+        with self.lock:
+            outcome = self.outbox.send_batch(self.client)
+            if outcome.unsupported:
+                return BatchOutcome(self.outbox.flush(self.single, max_seconds=5.0))
+            return outcome
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(self._step())
+
+    def _step(self) -> float:
+        """One round; -> how long to wait before the next."""
+        try:
+            outcome = self.send_once()
+        except Retryable as exc:
+            self._away += 1
+            if self._away == 1:
+                log.warning("cloud unreachable, shard reports wait in the outbox node=%s error=%s",
+                            self.outbox.node, exc)
+            return min(self.retry_wait * 2.0 ** min(self._away, 6), self.max_backoff)
+        except BrokerError as exc:
+            log.warning("cannot read the report outbox node=%s error=%s", self.outbox.node, exc)
+            return self.max_backoff
+        except Exception:  # never let the sender die: the reports would stay queued
+            log.exception("outbox sender error node=%s", self.outbox.node)
+            return self.max_backoff
+        if self._away:
+            log.info("cloud reachable again: outbox delivering node=%s", self.outbox.node)
+            self._away = 0
+        if outcome.settled or not outcome.wait:
+            self._moved = time.monotonic()
+        if outcome.wait:
+            return self.retry_wait
+        # A full batch: more are queued, send at once; else let reports gather for one poll
+        # (a busy node sends a batch every ``poll`` s, not one request per report).
+        return 0.0 if outcome.full else self.poll
+
+
 class OutboxReporter:
     """Delivers through ``inner`` now if it can, else through the outbox later.
 
@@ -70,11 +337,15 @@ class OutboxReporter:
     the outbox, new ones queue behind them.
     """
 
-    def __init__(self, inner: Reporter, outbox: ReportOutbox) -> None:
+    def __init__(self, inner: Reporter, outbox: ReportOutbox, *, queue_first: bool = False) -> None:
         self.inner = inner
         self.outbox = outbox
+        self.queue_first = queue_first
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        if self.queue_first:
+            self._queue(shard_id, report)
+            return
         try:
             if self.outbox.size() == 0:
                 try:
@@ -90,4 +361,18 @@ class OutboxReporter:
             self.outbox.push(shard_id, report)
         except BrokerError as exc:
             log.error("shard report lost (broker unreachable) shard=%s status=%s error=%s",
+                      shard_id, report.get("status"), exc)
+
+    def _queue(self, shard_id: str, report: dict[str, Any]) -> None:
+        """Into the outbox (the node agent's sender delivers it); straight to the cloud
+        only when Redis cannot take it."""
+        try:
+            self.outbox.push(shard_id, report)
+            return
+        except BrokerError as exc:
+            log.warning("outbox unreachable, shard report sent directly shard=%s error=%s", shard_id, exc)
+        try:
+            self.inner.report_shard(shard_id, report)
+        except DmgError as exc:
+            log.error("shard report lost (broker and cloud unreachable) shard=%s status=%s error=%s",
                       shard_id, report.get("status"), exc)

@@ -86,3 +86,42 @@ class MemoryReporter:
         """The statuses reported for ``shard_id``, in order."""
         with self._lock:
             return [str(r["status"]) for s, r in self.reports if s == shard_id]
+
+
+#: A shard that ends within this many seconds of its start sends only its final report.
+SHORT_SHARD = 1.0
+
+
+class ShortShardReporter:
+    """Holds each attempt's first ``running`` report (one without file results) for
+    ``delay`` s: when a later report of the same attempt comes first (the shard ended,
+    or reported progress), the held one is dropped, since the later one carries
+    everything it said (``started_at`` included). Otherwise it goes to ``inner`` when
+    the delay ends. Reports keep their order per attempt."""
+
+    def __init__(self, inner: Reporter, *, delay: float = SHORT_SHARD) -> None:
+        self.inner = inner
+        self.delay = delay
+        self._lock = threading.Lock()
+        self._held: dict[tuple[str, int], threading.Timer] = {}
+
+    def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
+        key = (shard_id, int(report.get("attempt", 0)))
+        with self._lock:
+            held = self._held.pop(key, None)
+            if held is not None:
+                held.cancel()  # superseded by this report
+            elif report.get("status") == "running" and not report.get("file_results"):
+                timer = threading.Timer(self.delay, self._release, args=(key, shard_id, report))
+                timer.daemon = True
+                self._held[key] = timer
+                timer.start()
+                return
+            # Sent under the lock: a held report being released goes first.
+            self.inner.report_shard(shard_id, report)
+
+    def _release(self, key: tuple[str, int], shard_id: str, report: dict[str, Any]) -> None:
+        with self._lock:
+            if self._held.pop(key, None) is None:
+                return  # superseded meanwhile
+            self.inner.report_shard(shard_id, report)

@@ -24,6 +24,7 @@ from dmg.cloud.api import (
 from dmg.cloud.api.auth import public
 from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
+from dmg.cloud.api.metrics import install_metrics
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.api.openapi import install_openapi
 from dmg.cloud.api.prometheus import metrics_router
@@ -81,5 +82,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(metrics_router(service.metrics, open_to_all=settings.cloud_metrics_public))
     app.include_router(portal_pages.router)
     app.include_router(portal_actions.router)
+    if settings.cloud_metrics:
+        install_metrics(app, db.engine)
     install_openapi(app)
     return app

@@ -87,12 +87,31 @@ def identify(svc: CloudService, api_token: str, token: str) -> Caller:
         return Caller("unknown")
 
 
+def identify_cached(svc: CloudService, api_token: str, token: str) -> Caller | None:
+    """:func:`identify` without the database (None: it must be asked): no token, the API
+    token, or a node token the service remembers (:class:`.service.tokens.TokenCache`)."""
+    if not token:
+        return Caller("none")
+    if token_matches(token, api_token):
+        return Caller(USER)
+    node = svc.tokens.get(token)
+    return Caller(NODE, node) if node is not None else None
+
+
+async def identify_async(svc: CloudService, api_token: str, token: str) -> Caller:
+    """:func:`identify`, on a worker thread only when the database must be read."""
+    caller = identify_cached(svc, api_token, token)
+    if caller is None:
+        caller = await run_in_threadpool(identify, svc, api_token, token)
+    return caller
+
+
 async def caller_of(request: Request) -> Caller:
     known = request.scope.get("state", {}).get(CALLER_STATE)
     if isinstance(known, Caller):
         return known
     token = bearer_token(request.headers.get("authorization", ""))
-    caller = await run_in_threadpool(identify, service(request), request.app.state.api_token, token)
+    caller = await identify_async(service(request), request.app.state.api_token, token)
     request.scope.setdefault("state", {})[CALLER_STATE] = caller
     return caller
 

@@ -19,12 +19,11 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dmg.cloud.api.auth import CALLER_STATE, api_routes, bearer_token, identify, refusal, route_scope
+from dmg.cloud.api.auth import CALLER_STATE, api_routes, bearer_token, identify_async, refusal, route_scope
 from dmg.cloud.service.stores import STORE_MAX_BYTES
 from dmg.definitions import MAX_DEFINITION_BYTES
 from dmg.errors import DmgError, Fatal, TooLarge
@@ -107,8 +106,8 @@ class RequestGuard:
         if route_kind not in ("user", "node"):
             return None
         state = self.state()
-        caller = await run_in_threadpool(identify, state.service, state.api_token,
-                                         bearer_token(headers.get("authorization", "")))
+        caller = await identify_async(state.service, state.api_token,
+                                      bearer_token(headers.get("authorization", "")))
         scope.setdefault("state", {})[CALLER_STATE] = caller
         return refusal(caller, route_kind)
 

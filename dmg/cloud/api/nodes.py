@@ -17,6 +17,7 @@ from dmg.cloud.schemas import (
     NodeRegister,
     NodesGone,
     PlanShards,
+    ReportBatch,
     ShardReport,
 )
 
@@ -102,3 +103,12 @@ def fail_activity_run(activity_run_id: str, body: FailActivityRun, node: Node,
 def report_shard(shard_id: str, body: ShardReport, node: Node, svc: Service) -> dict[str, Any]:
     """Record a shard's progress or result; 409 stale_attempt if a newer attempt exists."""
     return svc.report_shard(node, shard_id, body)
+
+
+@router.post("/nodes/reports", tags=["dispatch"])
+def report_batch(body: ReportBatch, node: Node, svc: Service) -> dict[str, Any]:
+    """A node's shard reports and file results, oldest first, in one transaction; each item
+    checked as the single routes check it. -> ``{applied, results: [...], retry}``: the
+    first ``applied`` items were handled (``ok``, or refused for good with their error);
+    the rest must be sent again (``retry`` says why)."""
+    return svc.report_batch(node, body.items)

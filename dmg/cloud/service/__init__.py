@@ -21,11 +21,13 @@ from dmg.cloud.schemas import (
     Heartbeat,
     PipelineCreate,
     PlannedShard,
+    ReportItem,
     ShardReport,
     StoreCreate,
 )
 from dmg.cloud.service import (
     attempts,
+    batches,
     cancel,
     credentials,
     dispatch,
@@ -42,6 +44,7 @@ from dmg.cloud.service import (
     upgrades,
 )
 from dmg.cloud.service.gateways import NodeIdentity
+from dmg.cloud.service.tokens import TokenCache
 from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
@@ -56,6 +59,7 @@ class CloudService:
         self.box = keys.KeyBox(settings)
         self.clock = clock
         self._compacted_at = 0.0
+        self.tokens = TokenCache()
 
     @property
     def offline_after(self) -> float:
@@ -110,6 +114,7 @@ class CloudService:
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
             gateways.remove_node(session, gateway, node)
+        self.tokens.clear()  # its token stops working at once (in this process)
 
     def request_upgrade(self, gateway: str, node: str) -> dict[str, Any]:
         with self.db.write() as session:
@@ -169,8 +174,14 @@ class CloudService:
                                           public_key=public_key, expect_gateway_id=expect_gateway_id)
 
     def authenticate_node(self, token: str) -> NodeIdentity:
+        """The node owning ``token`` (Unauthorized if none): from :attr:`tokens` when known."""
+        known = self.tokens.get(token)
+        if known is not None:
+            return known
         with self.db.read() as session:
-            return gateways.authenticate_node(session, token)
+            node = gateways.authenticate_node(session, token)
+        self.tokens.put(token, node)
+        return node
 
     def node_stores(self, node: NodeIdentity) -> list[dict[str, Any]]:
         """The stores the node's gateway uses (definitions only: never a secret)."""
@@ -274,6 +285,11 @@ class CloudService:
         with self.db.write() as session:
             return dispatch.report_shard(session, node, shard_id, report, now=self.clock(),
                                          ttl=self.lease_ttl)
+
+    def report_batch(self, node: NodeIdentity, items: list[ReportItem]) -> dict[str, Any]:
+        """Apply a node's batch of reports and file results in one transaction (:mod:`.batches`)."""
+        with self.db.write() as session:
+            return batches.apply_batch(session, node, items, now=self.clock(), ttl=self.lease_ttl)
 
     # -- portal sessions ------------------------------------------------------------------
     def open_portal_session(self) -> str:

@@ -202,27 +202,34 @@ _RANK = {CLOUD_PLANNED: 0, CLOUD_PLACED: 1, CLOUD_RUNNING: 2, CLOUD_SUCCEEDED: 3
 
 
 def _check_placement(session: Session, node: NodeIdentity, report: ShardReport, *, now: float,
-                     ttl: float) -> None:
+                     ttl: float, checked: set[Any]) -> None:
     """A ``placed`` report comes from the gateway's current dispatcher (by its site epoch
-    when the report carries one) and names a node of the gateway."""
-    if report.epoch is not None:
-        leader.dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl)
-    elif not leader.current_dispatcher(session, node):
-        raise PermissionDenied(f"node {node.node!r} is not the gateway's dispatcher",
-                               hint="only the dispatcher reports placements")
+    when the report carries one) and names a node of the gateway. ``checked``: what this
+    transaction already checked (a batch checks its dispatcher and each node once)."""
+    if ("dispatcher", report.epoch) not in checked:
+        if report.epoch is not None:
+            leader.dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl)
+        elif not leader.current_dispatcher(session, node):
+            raise PermissionDenied(f"node {node.node!r} is not the gateway's dispatcher",
+                                   hint="only the dispatcher reports placements")
+        checked.add(("dispatcher", report.epoch))
     target = report.node or node.node
-    if session.scalar(select(Node.id).where(Node.gateway_id == node.gateway_id, Node.name == target)) is None:
-        raise BadInput(f"node {target!r} is not a node of gateway {node.gateway!r}")
+    if ("node", target) not in checked:
+        if session.scalar(select(Node.id).where(Node.gateway_id == node.gateway_id,
+                                                Node.name == target)) is None:
+            raise BadInput(f"node {target!r} is not a node of gateway {node.gateway!r}")
+        checked.add(("node", target))
 
 
 def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: ShardReport, *,
-                 now: float, ttl: float) -> dict[str, Any]:
+                 now: float, ttl: float, checked: set[Any] | None = None) -> dict[str, Any]:
     """Record a shard report. StaleAttempt if a newer attempt was reported; a newer
     attempt replaces the node and the progress of the older one. A late non-final
     report of a finished attempt is ignored. Every attempt is kept apart too
     (:mod:`.attempts`). Only the dispatcher reports placements; only the node an
     attempt was placed on reports it (PermissionDenied, or Retryable before the
-    placement is known)."""
+    placement is known). ``checked``: placement checks this transaction already passed
+    (:mod:`.batches`)."""
     shard = session.get(Shard, shard_id)
     if shard is None or shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
@@ -230,9 +237,11 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     if report.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {report.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="this attempt must not commit its output")
+    previous = shard.status
     placed = report.status == CLOUD_PLACED
     if placed:
-        _check_placement(session, node, report, now=now, ttl=ttl)
+        _check_placement(session, node, report, now=now, ttl=ttl,
+                         checked=set() if checked is None else checked)
     reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
     if report.attempt > shard.attempt:
@@ -259,8 +268,17 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
-    activity_run = shard.activity_run
-    derive_activity_run(activity_run, now=now)
-    derive_run(activity_run.run, now=now)
+    if previous in CLOUD_FINISHED or shard.status in CLOUD_FINISHED:
+        # Only a shard that ends (or one that ended and starts again) can change its
+        # activity run's status: "placed" and "running" reports skip the derivation.
+        derive_statuses(shard.activity_run, now=now)
     session.flush()
     return {"status": shard.status, "attempt": shard.attempt}
+
+
+def derive_statuses(activity_run: ActivityRun, *, now: float) -> None:
+    """Derive the activity run's status, and its run's only when the activity run's changed."""
+    before = (activity_run.status, activity_run.ended_at)
+    derive_activity_run(activity_run, now=now)
+    if (activity_run.status, activity_run.ended_at) != before:
+        derive_run(activity_run.run, now=now)

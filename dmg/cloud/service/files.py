@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -50,18 +50,22 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     existing = {row.path_hash: row for row in session.scalars(
         select(FileRecord).where(FileRecord.shard_id == shard_id, FileRecord.path_hash.in_(list(latest))))}
     reporter = node.node  # from the token, never from the body
+    new_rows: list[dict[str, Any]] = []
     for digest, item in latest.items():
+        values = {"path": item.path, "source": item.source, "bytes": item.bytes, "checksum": item.checksum,
+                  "status": item.status, "verified": item.verified, "error": item.error,
+                  "tries": item.tries, "node": reporter, "attempt": body.attempt, "recorded_at": now,
+                  "started_at": item.started, "ended_at": item.ended}
         row = existing.get(digest)
         if row is None:
-            row = FileRecord(activity_run_id=shard.activity_run_id, shard_id=shard_id, path_hash=digest)
-            session.add(row)
-        elif row.attempt > body.attempt:
-            continue
-        row.path, row.source, row.bytes, row.checksum = item.path, item.source, item.bytes, item.checksum
-        row.status, row.verified, row.error, row.tries = item.status, item.verified, item.error, item.tries
-        row.node, row.attempt, row.recorded_at = reporter, body.attempt, now
-        row.started_at, row.ended_at = item.started, item.ended
+            new_rows.append({"activity_run_id": shard.activity_run_id, "shard_id": shard_id,
+                             "path_hash": digest, **values})
+        elif row.attempt <= body.attempt:  # a re-post, or a newer attempt: it replaces the row
+            for name, value in values.items():
+                setattr(row, name, value)
     try:
+        if new_rows:  # first delivery (the common case): one INSERT statement for the batch
+            session.execute(insert(FileRecord).values(new_rows))
         session.flush()
     except IntegrityError:
         raise Retryable(f"file results of shard {shard_id!r} were written concurrently",

@@ -41,6 +41,11 @@ from dmg.errors import Retryable, StaleAttempt
 log = logging.getLogger(__name__)
 
 
+class NotDispatcher(StaleAttempt):
+    """The caller is not (or no longer) its gateway's dispatcher at the cloud: what it
+    asked as the dispatcher is refused, and stays to be asked by the next one."""
+
+
 class LeaseHeld(Retryable):
     """Another node holds the gateway's cloud-side dispatcher lease (for at most one TTL more)."""
 
@@ -70,14 +75,14 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
             gateway.leader_until = now + ttl
             return gateway.max_epoch
         if site_epoch < gateway.leader_site_epoch:
-            raise StaleAttempt(f"dispatcher epoch {site_epoch} is older than this node's epoch "
-                               f"{gateway.leader_site_epoch}",
-                               hint="another claimer of this node holds the dispatcher lease")
+            raise NotDispatcher(f"dispatcher epoch {site_epoch} is older than this node's epoch "
+                                f"{gateway.leader_site_epoch}",
+                                hint="another claimer of this node holds the dispatcher lease")
     elif _holder_alive(session, gateway, now=now):
         if site_epoch <= gateway.leader_site_epoch and not claiming:
-            raise StaleAttempt(f"dispatcher epoch {site_epoch} is not newer than the gateway's "
-                               f"dispatcher's", hint="another node holds the dispatcher lease; "
-                               "this one must stop dispatching")
+            raise NotDispatcher(f"dispatcher epoch {site_epoch} is not newer than the gateway's "
+                                f"dispatcher's", hint="another node holds the dispatcher lease; "
+                                "this one must stop dispatching")
         raise LeaseHeld("the gateway's previous dispatcher still holds the cloud's lease",
                         hint=f"it ends within {ttl:g} s unless that node calls again")
     gateway.max_epoch += 1

@@ -1,0 +1,220 @@
+"""The outbox sender against a real cloud and a real Redis: batches, an outage, replays.
+
+Workers queue reports; the node's one sender delivers them in batches. The cloud is
+stopped with reports queued and started again on the same database and port:
+nothing is lost, nothing is counted twice (a batch sent again changes nothing). A
+report whose placement died with its dispatcher waits alone (held), across a Redis
+restart, until the next dispatcher sends the placement from Redis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import redis as redis_lib
+
+from dispatcher.reports import PlacementOutbox, PlacementSender
+from dmg.cloud.client import CloudClient
+from dmg.embedded.redis import EmbeddedRedis
+from dmg.procs import free_port
+from dmg.site.boundary import SiteRedis
+from dmg.site.state import SiteState
+from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, place
+from tests.waiting import wait_for
+from tests.workers.support import StubCloud
+from workers.run.outbox import OutboxReporter, OutboxSender, ReportOutbox, batch_items
+from workers.run.reporter import HttpReporter, MemoryReporter, ShortShardReporter
+
+
+@pytest.fixture
+def cloud(tmp_path: Path) -> Iterator[Cloud]:
+    server = launch(tmp_path / "cloud")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def files(shard: str, *names: str) -> list[dict[str, object]]:
+    return [{"path": f"{shard}/{n}", "bytes": 1, "status": "copied"} for n in names]
+
+
+def test_reports_survive_a_cloud_restart_and_count_once(cloud: Cloud, redis_client: redis_lib.Redis,
+                                                       tmp_path: Path) -> None:
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w"))
+        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
+    with cloud.node(site.tokens["d"]) as d:
+        [activity] = d.claim_activity_runs(epoch=1, wait=0)
+        shards = [f"{activity['id']}-{i}" for i in range(3)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 2}
+                                                        for i, s in enumerate(shards)])
+        for shard in shards:
+            place(d, shard, "w", epoch=1)
+    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=0.02, retry_wait=0.05,
+                          max_backoff=0.3)
+    base = {"attempt": 1, "node": "w", "started_at": 10.0}
+    done = {**base, "status": "succeeded", "files": 2, "bytes": 2}
+    sender.start()
+    try:
+        for shard in shards[:2]:
+            worker.report_shard(shard, {**base, "status": "running", "files": 0})
+            worker.report_shard(shard, {**done, "file_results": files(shard, "a", "b")})
+        wait_for(lambda: outbox.size() == 0, timeout=20, what="the first reports delivered")
+
+        # Given the cloud stopped, when the last shard ends, then its report waits.
+        port = urlsplit(cloud.url).port
+        cloud.stop()
+        worker.report_shard(shards[2], {**done, "file_results": files(shards[2], "a", "b")})
+        worker.report_shard(shards[0], {**done, "file_results": files(shards[0], "a", "b")})  # a replay
+        wait_for(sender.stuck, timeout=20, what="the sender to see the cloud away")
+        assert outbox.size() == 2
+
+        restarted = launch(tmp_path / "cloud", db=cloud.db_url, bind=f"127.0.0.1:{port}")
+        try:
+            wait_for(lambda: outbox.size() == 0, timeout=30, what="the queued reports delivered")
+            wait_for(lambda: not sender.stuck(), timeout=10, what="the sender to recover")
+            with restarted.user() as user:
+                shown = user.run(run_id)
+                report = user.run_report(run_id)
+            assert shown["status"] == "Succeeded" and shown["files"] == 6
+            assert sorted(r["path"] for r in report) == sorted(f"{s}/{n}" for s in shards for n in "ab")
+        finally:
+            restarted.stop()
+    finally:
+        sender.stop()
+        client.close()
+
+
+def test_a_report_whose_placement_died_with_its_dispatcher_waits_alone_across_a_redis_restart(
+        cloud: Cloud, tmp_path: Path) -> None:
+    server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
+    redis = SiteRedis.from_url(server.url)
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w"))
+        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
+    state = SiteState(redis, site.gateway)
+    redis.set(state.keys.epoch, 1)
+    with cloud.node(site.tokens["d"]) as d:
+        [activity] = d.claim_activity_runs(epoch=1, wait=0)
+        s0, s1, s2 = shards = [f"{activity['id']}-{i}" for i in range(3)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 2}
+                                                        for i, s in enumerate(shards)])
+        place(d, s0, "w", epoch=1)
+        place(d, s2, "w", epoch=1)
+    # Given s1's placement recorded in Redis by a dispatcher SIGKILLed before it sent it,
+    PlacementOutbox(state).report_shard(s1, {"attempt": 1, "node": "w", "status": "placed", "epoch": 1})
+    outbox = ReportOutbox(state, "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    dispatcher = CloudClient(cloud.url, token=site.tokens["d"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=0.02, retry_wait=0.05,
+                          max_backoff=0.3)
+    successor = PlacementSender(state, dispatcher, epoch=lambda: 2, poll=0.02, backoff=0.05)
+    done = {"attempt": 1, "node": "w", "started_at": 10.0, "status": "succeeded", "files": 2, "bytes": 2}
+    sender.start()
+    try:
+        # When the worker ran it and reports it first, then the two others,
+        for shard in (s1, s0, s2):
+            worker.report_shard(shard, {**done, "file_results": files(shard, "a", "b")})
+
+        # Then s1's report waits alone, and the others are delivered.
+        with cloud.user() as user:
+            wait_for(lambda: [s["status"] for s in user.run(run_id)["activity_runs"][0]["shards"]]
+                     == ["succeeded", "planned", "succeeded"], timeout=20, what="s0 and s2 delivered")
+        assert outbox.size() == 0 and list(outbox.held()) == [s1] and not sender.stuck()
+
+        # And when Redis restarts with the report and the placement waiting in it, and the
+        # next dispatcher (epoch 2) sends the placement, then s1's report lands too, once.
+        server.restart()
+        redis.set(state.keys.epoch, 2)
+        successor.start()
+        with cloud.user() as user:
+            wait_for(lambda: user.run(run_id)["status"] == "Succeeded", timeout=30, what="the run done")
+            shown, report, tries = user.run(run_id), user.run_report(run_id), user.run_attempts(run_id)
+        wait_for(lambda: not outbox.held(), timeout=10, what="nothing held")
+        assert shown["files"] == 6 and len(report) == 6
+        assert [(a["shard_id"], a["node"], a["status"]) for a in tries] == [
+            (s, "w", "succeeded") for s in shards]
+        assert PlacementOutbox(state).pending() == 0
+    finally:
+        successor.stop()
+        sender.stop()
+        client.close()
+        dispatcher.close()
+        redis.close()
+        server.stop()
+
+
+def test_a_cloud_without_the_batch_route_gets_reports_one_by_one(redis_client: redis_lib.Redis) -> None:
+    outbox = ReportOutbox(SiteState(redis_client, "gw"), "a")
+    with StubCloud() as stub, CloudClient(stub.url) as client:
+        outbox.push("s1", {"attempt": 1, "node": "a", "status": "running"})
+        outbox.push("s1", {"attempt": 1, "node": "a", "status": "succeeded"})
+        sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1))
+        assert sender.send_once().settled == 2
+    assert stub.statuses("s1") == [("running", 1, "a"), ("succeeded", 1, "a")] and outbox.size() == 0
+
+
+def test_a_running_report_superseded_in_its_batch_is_not_sent() -> None:
+    entries = [{"shard_id": "s1", "report": {"attempt": 1, "status": "running"}},
+               {"shard_id": "s2", "report": {"attempt": 1, "status": "running"}},
+               {"shard_id": "s1", "report": {"attempt": 1, "status": "succeeded",
+                                             "file_results": [{"path": str(i)} for i in range(2500)]}}]
+    items, owners = batch_items(entries)
+    assert [(i["shard_id"], i.get("report", {}).get("status"), len(i.get("files", {}).get("files", [])))
+            for i in items] == [("s2", "running", 0), ("s1", None, 1000), ("s1", None, 1000),
+                                ("s1", "succeeded", 500)]
+    assert owners == [1, 2, 2, 2]
+
+
+def test_a_short_shard_sends_only_its_final_report() -> None:
+    memory = MemoryReporter()
+    reporter = ShortShardReporter(memory, delay=0.3)
+    reporter.report_shard("short", {"attempt": 1, "status": "running"})
+    reporter.report_shard("long", {"attempt": 1, "status": "running"})
+    reporter.report_shard("short", {"attempt": 1, "status": "succeeded"})
+    assert memory.statuses("short") == ["succeeded"]
+    wait_for(lambda: memory.statuses("long") == ["running"], timeout=5, what="the held report released")
+    reporter.report_shard("long", {"attempt": 1, "status": "succeeded"})
+    assert memory.statuses("long") == ["running", "succeeded"]
+
+
+class NotYetCloud:
+    """Answers every item "retry" (its placement is not known) until ``known`` names it."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = set()
+        self.sent: list[list[str]] = []
+
+    def report_batch(self, items: list[dict[str, object]]) -> dict[str, object]:
+        self.sent.append([str(i["shard_id"]) for i in items])
+        results = [{"shard_id": i["shard_id"], "ok": i["shard_id"] in self.known,
+                    "retry": i["shard_id"] not in self.known} for i in items]
+        return {"applied": len(items), "results": results}
+
+
+def test_held_reports_keep_their_shards_order_back_off_and_are_counted_while_they_wait(
+        redis_client: redis_lib.Redis) -> None:
+    outbox, cloud = ReportOutbox(SiteState(redis_client, "gw"), "w"), NotYetCloud()
+    cloud.known = {"s2"}
+    outbox.push("s1", {"attempt": 1, "status": "running"})
+    outbox.push("s2", {"attempt": 1, "status": "succeeded"})
+    assert outbox.send_batch(cloud, now=100.0).settled == 2
+    assert list(outbox.held()) == ["s1"] and outbox.size() == 0
+    # A later report of the held shard waits behind it, not sent before its due time.
+    outbox.push("s1", {"attempt": 1, "status": "succeeded"})
+    outbox.send_batch(cloud, now=100.1)
+    assert cloud.sent == [["s1", "s2"]] and [len(h["entries"]) for h in outbox.held().values()] == [2]
+    outbox.send_batch(cloud, now=100.3)  # due (0.25 s): both sent, in order; held again for 0.5 s
+    assert cloud.sent[-1] == ["s1"] and outbox.held()["s1"]["due"] == 100.8
+    assert outbox.held_since(100.0 + 1) == 1 and outbox.held_since(99.0) == 0
+    cloud.known.add("s1")
+    outbox.send_batch(cloud, now=101.0)
+    assert outbox.held() == {} and outbox.size() == 0
