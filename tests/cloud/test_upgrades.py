@@ -42,14 +42,14 @@ def test_an_upgrade_travels_in_the_heartbeat_answer_until_the_next_process_beats
         refused = one_at_a_time.value.message
         assert "'a'" in refused and "one node upgrades at a time" in refused
 
-        assert a.heartbeat(BEAT) == {"status": "Upgrading", "reasons": asked["reasons"], "upgrade": True}
+        assert a.heartbeat(BEAT) == {"status": "Upgrading", "reasons": asked["reasons"], "upgrade": True, "proxy": ""}
         assert b.heartbeat(BEAT)["upgrade"] is False  # asked of a only
         taken = a.heartbeat({**BEAT, "upgrading": True, "draining": True})
         assert taken["status"] == "Upgrading" and taken["upgrade"] is False  # the cloud stops asking
         assert _row(user, site.gateway, "a")["upgrade"] == "upgrading"
 
         back = a.heartbeat({**BEAT, "version": "1.1.0"})  # its next process
-        assert back == {"status": "Limited", "reasons": ["runs 1.1.0, gateway runs 1.0.0"], "upgrade": False}
+        assert back == {"status": "Limited", "reasons": ["runs 1.1.0, gateway runs 1.0.0"], "upgrade": False, "proxy": ""}
         assert _row(user, site.gateway, "a")["upgrade"] == ""
         assert user.gateway(site.gateway)["version"] == "1.0.0"
 
