@@ -144,7 +144,9 @@ def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: SiteUnderTest,
         time.sleep(max(0.0, began + 20 - time.monotonic()))
         assert not staged(sink) and list(sink.iterdir()) == []
         assert client.run(run_id)["status"] == "Cancelled"
-        assert not [s for s in shards_of(client.run(run_id)) if s["status"] in ("running", "placed", "succeeded")]
+        moving = ("running", "placed", "succeeded")
+        still = [s for s in shards_of(client.run(run_id)) if s["status"] in moving]
+        assert still == [], still
         assert nodes_alive(site), site.dead_children()
         wait_for(lambda: all_nodes(client, site, online), timeout=10, what="every node Online")
     assert nodes_alive(site)
