@@ -10,6 +10,11 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist): `make test TEST_WORKERS=2` runs the suite in 2 processes,
+# each test module whole in one of them (its module-scoped site is started once). 0, the
+# default, runs one process: see "Test run time" in the README for why.
+TEST_WORKERS ?= 0
+XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
 # .ci/run sets this to learn pytest's own exit status (make itself always exits 2 on failure).
 PYTEST_STATUS_FILE ?=
 
@@ -35,7 +40,7 @@ up: install
 	$(BIN)/dmg up
 
 test: install
-	@status=0; $(BIN)/pytest -q $(PYTEST_ARGS) || status=$$?; \
+	@status=0; $(BIN)/pytest -q $(XDIST) $(PYTEST_ARGS) || status=$$?; \
 	  if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo $$status > "$(PYTEST_STATUS_FILE)"; fi; \
 	  exit $$status
 

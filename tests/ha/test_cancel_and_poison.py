@@ -135,12 +135,18 @@ def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: SiteUnderTest,
         assert all(s["error"] == CANCELLED_ERROR for s in shards if s["status"] == "failed"), shards
         assert list(sink.iterdir()) == []  # nothing committed, nothing staged
 
-        time.sleep(20)  # well after the cancel: nothing went on, nothing died
-        assert not staged(sink) and list(sink.iterdir()) == []
-        assert nodes_alive(site), site.dead_children()
-        wait_for(lambda: all_nodes(client, site, online), timeout=10, what="every node Online")
+        # A new run goes through on the same nodes (in another sink) while the cancelled one stays still.
         write_files(tmp_path / "after", 3, 4 * KIB)
         folder_pipeline(client, site, "after", tmp_path / "after", tmp_path / "after-out")
         after = client.run_pipeline("after")["id"]
         assert wait_for(lambda: ended(client, after), timeout=60, what="a new run")["status"] == "Succeeded"
+        # Well after the cancel (20 s, the new run's time included): nothing went on, nothing died.
+        time.sleep(max(0.0, began + 20 - time.monotonic()))
+        assert not staged(sink) and list(sink.iterdir()) == []
+        assert client.run(run_id)["status"] == "Cancelled"
+        moving = ("running", "placed", "succeeded")
+        still = [s for s in shards_of(client.run(run_id)) if s["status"] in moving]
+        assert still == [], still
+        assert nodes_alive(site), site.dead_children()
+        wait_for(lambda: all_nodes(client, site, online), timeout=10, what="every node Online")
     assert nodes_alive(site)
