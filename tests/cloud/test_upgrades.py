@@ -42,7 +42,8 @@ def test_an_upgrade_travels_in_the_heartbeat_answer_until_the_next_process_beats
         refused = one_at_a_time.value.message
         assert "'a'" in refused and "one node upgrades at a time" in refused
 
-        assert a.heartbeat(BEAT) == {"status": "Upgrading", "reasons": asked["reasons"], "upgrade": True, "proxy": ""}
+        assert a.heartbeat(BEAT) == {"status": "Upgrading", "reasons": asked["reasons"], "upgrade": True,
+                                     "proxy": ""}
         assert b.heartbeat(BEAT)["upgrade"] is False  # asked of a only
         taken = a.heartbeat({**BEAT, "upgrading": True, "draining": True})
         assert taken["status"] == "Upgrading" and taken["upgrade"] is False  # the cloud stops asking
