@@ -50,7 +50,8 @@ def test_an_upgrade_travels_in_the_heartbeat_answer_until_the_next_process_beats
         assert _row(user, site.gateway, "a")["upgrade"] == "upgrading"
 
         back = a.heartbeat({**BEAT, "version": "1.1.0"})  # its next process
-        assert back == {"status": "Limited", "reasons": ["runs 1.1.0, gateway runs 1.0.0"], "upgrade": False, "proxy": ""}
+        assert back == {"status": "Limited", "reasons": ["runs 1.1.0, gateway runs 1.0.0"], "upgrade": False,
+                        "proxy": ""}
         assert _row(user, site.gateway, "a")["upgrade"] == ""
         assert user.gateway(site.gateway)["version"] == "1.0.0"
 
