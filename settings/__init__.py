@@ -65,6 +65,9 @@ class Settings:
     cloud_max_body: int = defaults.CLOUD_MAX_BODY
     #: Seconds of node-metrics history the cloud keeps (dmg.cloud.service.history).
     cloud_history_retention: float = defaults.CLOUD_HISTORY_RETENTION
+    #: Seconds an ended run is kept, with its shards, attempts and file results (0: forever;
+    #: dmg.cloud.service.runretention).
+    cloud_run_retention: float = defaults.CLOUD_RUN_RETENTION
     #: ``DMG_CLOUD_METRICS``: count the cloud's requests and SQL statements and serve them
     #: at ``GET /api/v1/debug/metrics`` (benchmarks; off by default).
     cloud_metrics: bool = False
@@ -141,6 +144,7 @@ _KINDS: dict[str, type] = {
     "cloud_max_body": int,
     "cloud_metrics_public": bool,
     "cloud_history_retention": float,
+    "cloud_run_retention": float,
     "cloud_metrics": bool,
     "flower_port": int,
     "store_check_interval": float,

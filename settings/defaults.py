@@ -38,6 +38,8 @@ MAX_NODES_PER_GATEWAY = 64
 CLOUD_MAX_BODY = 8 * 1024 * 1024
 #: Seconds of node-metrics history the cloud keeps (``DMG_CLOUD_HISTORY_RETENTION``; 7 days).
 CLOUD_HISTORY_RETENTION = 7 * 86400.0
+#: Seconds the cloud keeps a run after it ended (``DMG_CLOUD_RUN_RETENTION``; 90 days; 0: forever).
+CLOUD_RUN_RETENTION = 90 * 86400.0
 #: Seconds between a node's checks that it can reach every store it may be given.
 STORE_CHECK_INTERVAL = 30.0
 #: Per-node autoscaling of the concurrent-job limit between a floor and a ceiling

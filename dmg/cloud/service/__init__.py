@@ -39,6 +39,7 @@ from dmg.cloud.service import (
     noderequests,
     pipelines,
     reportpage,
+    runretention,
     sessions,
     stores,
     upgrades,
@@ -230,10 +231,15 @@ class CloudService:
             return reportpage.activity_report(session, run_id, activity_run_id, page=page)
 
     def compact_history(self) -> dict[str, int]:
-        """Downsample and prune the node-metrics history (:mod:`.history`)."""
+        """Downsample and prune the node-metrics history (:mod:`.history`), and delete the
+        runs that ended more than the run retention ago (:mod:`.runretention`)."""
         with self.db.write() as session:
-            return history.compact(session, now=self.clock(),
+            done = history.compact(session, now=self.clock(),
                                    retention=self.settings.cloud_history_retention)
+        with self.db.write() as session:
+            done["runs_pruned"] = runretention.prune_runs(
+                session, now=self.clock(), retention=self.settings.cloud_run_retention)
+        return done
 
     def node_history(self, gateway: str, node: str, *, since: float) -> dict[str, Any]:
         """The node's metrics history from ``since`` seconds ago (users)."""
