@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from dmg import registration as local_registration
@@ -9,7 +11,7 @@ from dmg.cli import drain_cmd, history_cmd, nodekeys_cmd, upgrade_cmd
 from dmg.cli.common import current_settings, default_gateway, setup_logging, user_client
 from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import emit_table
-from dmg.errors import Conflict, NotFound
+from dmg.errors import BadInput, Conflict, NotFound
 
 
 @click.group()
@@ -17,10 +19,23 @@ def node() -> None:
     """Nodes: the machines of a gateway (every node is a worker)."""
 
 
+def _key_from_stdin() -> str:
+    """The gateway key from stdin's first line, or a hidden prompt on a terminal."""
+    if sys.stdin.isatty():
+        return str(click.prompt("gateway key", hide_input=True))
+    key = sys.stdin.readline().strip()
+    if not key:
+        raise BadInput("no gateway key on stdin",
+                       hint="pipe one in, or pass --key KEY (dmg gateway keys NAME shows them)")
+    return key
+
+
 @node.command()
 @click.option("--cloud", "cloud_url", metavar="URL", default=None,
               help="The cloud's URL (default: DMG_CLOUD_URL).")
-@click.option("--key", required=True, metavar="KEY", help="One of the gateway's two keys.")
+@click.option("--key", default="-", show_default=True, metavar="KEY",
+              help="One of the gateway's two keys; '-' reads it from stdin (a hidden prompt on a "
+                   "terminal), which keeps it off the command line.")
 @click.option("--name", default=None, help="This node's name (default: the host name).")
 def register(cloud_url: str | None, key: str, name: str | None) -> None:
     """Register this machine as a node of the gateway that KEY belongs to.
@@ -36,6 +51,8 @@ def register(cloud_url: str | None, key: str, name: str | None) -> None:
     cloud_url = cloud_url or settings.cloud_url
     name = name or settings.default_node_name
     _refuse_if_registered(settings.data_dir, name)
+    if key == "-":
+        key = _key_from_stdin()
     with CloudClient(cloud_url, ca=settings.cloud_ca) as client:
         body = register_with_key(client, settings.data_dir, key=key.strip(), name=name, version=__version__)
     registration = local_registration.NodeRegistration(

@@ -39,10 +39,12 @@ class DmgRunner:
     env: dict[str, str] = field(default_factory=dict)
     cwd: Path | None = None
 
-    def __call__(self, *args: str, timeout: float = 60, **extra_env: str) -> subprocess.CompletedProcess[str]:
+    def __call__(self, *args: str, timeout: float = 60, stdin: str | None = None,
+                 **extra_env: str) -> subprocess.CompletedProcess[str]:
         require(DMG.exists(), f"{DMG} is not installed (pip install -e .)")
         return subprocess.run([str(DMG), *args], capture_output=True, text=True, timeout=timeout,
-                              env=clean_environ(**{**self.env, **extra_env}), cwd=self.cwd)
+                              env=clean_environ(**{**self.env, **extra_env}), cwd=self.cwd,
+                              input=stdin if stdin is not None else "")
 
     def json(self, *args: str) -> Any:
         result = self(*args, "--json")

@@ -123,6 +123,15 @@ def test_register_saves_private_state_and_refuses_twice(dmg: DmgRunner, tmp_path
     assert dmg.json("node", "list", "--gateway", gateway) == []
 
 
+def test_register_reads_the_key_from_stdin_keeping_it_off_the_command_line(dmg: DmgRunner) -> None:
+    keys = dmg.json("gateway", "create", unique("gw"))
+    nothing = dmg("node", "register", "--name", "n1")  # --key - is the default: stdin is empty
+    assert_one_line_error(nothing, contains="no gateway key on stdin")
+    ok = dmg("node", "register", "--key", "-", "--name", "n1", stdin=keys["key1"] + "\n")
+    assert ok.returncode == 0, ok.stderr
+    assert "registered to gateway" in ok.stdout and keys["key1"] not in ok.stdout + ok.stderr
+
+
 def test_regenerated_key_replaces_only_that_key(dmg: DmgRunner) -> None:
     gateway = unique("gw")
     before = dmg.json("gateway", "create", gateway)

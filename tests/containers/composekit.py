@@ -100,8 +100,8 @@ def argv_of(service: dict[str, Any], *, run_args: tuple[str, ...] = ()) -> list[
 
 
 def shell_commands(script: str) -> list[list[str]]:
-    """The simple commands of a one-line ``sh -c`` script (split at ; || &&)."""
-    return [shlex.split(part) for part in re.split(r";|\|\||&&", script) if part.strip()]
+    """The simple commands of a one-line ``sh -c`` script (split at ; || && and pipes)."""
+    return [shlex.split(part) for part in re.split(r";|\|\||&&|\|", script) if part.strip()]
 
 
 def dmg_invocations(config: dict[str, Any], *, variables: dict[str, str]) -> dict[str, list[str]]:

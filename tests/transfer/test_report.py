@@ -155,8 +155,11 @@ def test_the_first_run_reports_copies_with_checksums(
     shown = user.run(plan["run"])
     assert shown["status"] == "Succeeded" and shown["activity_runs"][0]["bytes"] == 3000
 
-    page = httpx.get(cloud.url + "/", headers={"Authorization": f"Bearer {cloud.process.api_token}"}).text
-    assert "copied 2 (2.9 KiB)" in page and "100 %: 2 / 2 files" in page
+    with httpx.Client(base_url=cloud.url) as browser:  # the portal's run page, signed in
+        assert browser.post("/login", data={"token": cloud.process.api_token}).status_code == 303
+        page = browser.get(f"/runs/{plan['run']}").text
+    assert "2 files, 2.9 KiB" in page and "100 %" in page
+    assert '<td class="num">2 / 0 / 0</td>' in page  # files copied / skipped / failed
     download = httpx.get(f"{cloud.url}/runs/{plan['run']}/report.jsonl",
                          headers={"Authorization": f"Bearer {cloud.process.api_token}"})
     assert download.status_code == 200 and len(download.text.splitlines()) == 2
