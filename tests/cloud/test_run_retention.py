@@ -4,11 +4,11 @@ them; runs still going, and runs within the retention, stay."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import func, select
 
-from dmg.cloud.client import CloudClient
 from dmg.cloud.db import Database
 from dmg.cloud.models import ActivityRun, Run, Shard, ShardAttempt
 from dmg.cloud.service.runretention import prune_runs
@@ -23,7 +23,9 @@ def counts(db: Database) -> tuple[int, int, int, int]:
                      for t in (Run, ActivityRun, Shard, ShardAttempt))
 
 
-def test_an_ended_run_past_the_retention_goes_with_its_rows(cloud: Cloud, user: CloudClient) -> None:
+def test_an_ended_run_past_the_retention_goes_with_its_rows(start_cloud: Callable[..., Cloud]) -> None:
+    cloud = start_cloud()  # its own database: a prune here must not touch other tests' runs
+    user = cloud.user()
     site, ended, shard_id = start_one_shard(cloud, user)
     failover(cloud, site, shard_id)  # two attempts, the second succeeds: the run ends
     assert user.run(ended)["status"] == "Succeeded"
