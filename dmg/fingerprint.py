@@ -61,15 +61,25 @@ def config_hash(parts: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(parts), sort_keys=True).encode()).hexdigest()
 
 
-def majority(prints: Sequence[Mapping[str, str]]) -> dict[str, str]:
-    """The parts most nodes have, part by part (a tie goes to the value seen first)."""
+def majority(prints: Sequence[Mapping[str, str]], *,
+             prefer: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The parts most nodes have, part by part. A tie goes to ``prefer``'s value (the
+    dispatcher-lease holder's, whose lease the cloud issued) when it is among the tied ones;
+    else the part has no majority and is left out, so nobody differs from it. One node's
+    heartbeat can therefore never make another node Inactive in a two-node gateway."""
     names: list[str] = []
     for parts in prints:
         names += [n for n in parts if n not in names]
     chosen: dict[str, str] = {}
     for name in names:
         values = Counter(str(p[name]) for p in prints if name in p)
-        chosen[name] = values.most_common(1)[0][0]
+        top = max(values.values())
+        tied = [v for v, count in values.items() if count == top]
+        preferred = str(prefer[name]) if prefer is not None and name in prefer else None
+        if len(tied) == 1:
+            chosen[name] = tied[0]
+        elif preferred in tied:
+            chosen[name] = str(preferred)
     return chosen
 
 

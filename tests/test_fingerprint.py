@@ -79,3 +79,13 @@ def test_every_reason_has_a_label_from_a_fixed_set() -> None:
     assert reason_kind("store 'lake': unreachable") == "store_unreachable"
     assert reason_kind("something new") == "other"
     assert len(set(KINDS)) == len(KINDS)
+
+
+def test_a_tie_has_no_majority_unless_the_lease_holder_is_in_it() -> None:
+    """In a two-node gateway one node's heartbeat must not make the other Inactive."""
+    honest = {"lease_ttl": "10.0", "heartbeat_interval": "2.0"}
+    odd = {"lease_ttl": "999.0", "heartbeat_interval": "2.0"}
+    assert majority([odd, honest]) == {"heartbeat_interval": "2.0"}  # lease_ttl: a tie, no majority
+    assert config_reasons(honest, majority([odd, honest]), gateway_proxy="") == []
+    assert majority([odd, honest], prefer=honest)["lease_ttl"] == "10.0"
+    assert majority([odd, honest, honest], prefer=odd)["lease_ttl"] == "10.0"  # a real majority wins

@@ -144,7 +144,9 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
     mode = gateway.encryption_mode or ENCRYPTION_NONE
     prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint and not n.config)
     majority_print = prints.most_common(1)[0][0] if prints else ""
-    majority_parts = majority([dict(n.config) for n in nodes if n.config])
+    holder = _lease_holder(gateway, now=now)
+    holder_parts = next((dict(n.config) for n in nodes if n.name == holder and n.config), None)
+    majority_parts = majority([dict(n.config) for n in nodes if n.config], prefer=holder_parts)
     result: dict[int, NodeStatus] = {}
     for node in nodes:
         problems = [str(p) for p in (node.problems or [])]
@@ -166,7 +168,7 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
             result[node.id] = NodeStatus(OFFLINE, (PROCESS_GONE,))
         result[node.id] = upgrading_status(result[node.id], node.upgrade or "", version=node.version)
     heard = {n.name: n.peers_seen for n in nodes if result[n.id].status != OFFLINE}
-    partitioned = cut_off(heard, holder=_lease_holder(gateway, now=now))
+    partitioned = cut_off(heard, holder=holder)
     for node in nodes:
         reasons = config_reasons(dict(node.config or {}), majority_parts, gateway_proxy=gateway.proxy or "")
         if node.name in partitioned:
