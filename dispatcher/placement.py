@@ -44,6 +44,7 @@ from dmg.shards import ShardSpec
 from dmg.shards.status import CLOUD_PLACED
 from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
+from dmg.version import __version__
 from workers.names import COPY_SHARD, copy_task_id, node_queue
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,8 @@ class Placer:
                     removed += 1
                     continue
                 stores, credentials = stores_of(shard.spec), credentials_of(shard.spec)
-                node = choose_node(loads, stores=stores, max_queued=self.max_queued, credentials=credentials)
+                node = choose_node(loads, stores=stores, max_queued=self.max_queued, credentials=credentials,
+                                   prefer_version=__version__)
                 if node is None:
                     why = _unreachable_reason(loads, stores, self.max_queued, credentials)
                     self._note_wait([shard_id], why)

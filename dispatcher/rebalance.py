@@ -49,6 +49,7 @@ from dmg.shards.status import STATE_QUEUED
 from dmg.site import scripts
 from dmg.site.attempts import requeue
 from dmg.site.state import SiteState
+from dmg.version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class Rebalancer:
         candidates = [t for t in targets if t.name != donor.name and t.free_slots > 0]
         spec = read_spec(shard_id, shard["spec"])
         target = choose_node(candidates, stores=stores_of(spec), credentials=credentials_of(spec),
-                             max_queued=0)
+                             max_queued=0, prefer_version=__version__)
         if target is None:
             return None
         epoch = self.epoch()

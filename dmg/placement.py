@@ -48,9 +48,12 @@ class NodeLoad:
 
 def choose_node(
     nodes: Sequence[NodeLoad], *, stores: Iterable[str] = (), max_queued: int = 0,
-    credentials: Iterable[str] = (),
+    credentials: Iterable[str] = (), prefer_version: str | None = None,
 ) -> NodeLoad | None:
     """The eligible node with the most free slots (ties: the fewest queued, then name).
+
+    Nodes on the gateway's version come first (:func:`dmg.version.majority_version`; a
+    version tie goes to ``prefer_version``, the dispatcher's own, as the lease holder).
 
     Returns None when no node can take the shard now. Does not change ``nodes``;
     call :func:`record_placement` after sending.
@@ -60,7 +63,8 @@ def choose_node(
     eligible = [n for n in nodes if n.can_take(wanted, max_queued=max_queued, credentials=needed)]
     if not eligible:
         return None
-    eligible = on_majority_version(eligible, majority_version(n.version for n in nodes)) or eligible
+    majority = majority_version((n.version for n in nodes), prefer=prefer_version)
+    eligible = on_majority_version(eligible, majority) or eligible
     return max(eligible, key=lambda n: (n.free_slots, -n.queued, _reverse(n.name)))
 
 

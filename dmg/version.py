@@ -2,9 +2,11 @@
 
 - The gateway's version is the version most of its nodes run
   (:func:`majority_version`). **Tie rule:** when two versions are run by as many
-  nodes each, the higher one is the gateway's: a tie happens half-way through a
-  rolling upgrade (2 nodes, one upgraded), and the gateway is then on its way to the
-  newer version; the older node is the one that must follow.
+  nodes each, the dispatcher-lease holder's version wins if it is one of them (the
+  lease is the cloud's word, a version is a node's: one node claiming a version must
+  not outvote the other node of a two-node gateway); with no holder among them, the
+  higher one. A tie happens half-way through a rolling upgrade; the dispatcher goes
+  last, and hands its lease over before it restarts, so the gateway then moves on.
 - A node on another version than the gateway's is Limited, with both versions in
   the reason (:func:`version_reason`), and gets no new work while a node on the
   gateway's version can take it (:func:`dmg.placement.choose_node`).
@@ -28,13 +30,14 @@ def parse(text: str) -> tuple[int, ...]:
     return tuple(int(p) if p.isdigit() else 0 for p in text.split("."))
 
 
-def majority_version(versions: Iterable[str]) -> str | None:
-    """The version most nodes run; a tie goes to the higher version (see the module
-    docstring). Empty strings (a node that never said) do not count. None if no node."""
+def majority_version(versions: Iterable[str], *, prefer: str | None = None) -> str | None:
+    """The version most nodes run; a tie goes to ``prefer`` (the lease holder's version)
+    when it is among the tied ones, else to the higher version (see the module docstring).
+    Empty strings (a node that never said) do not count. None if no node."""
     counts = Counter(v for v in versions if v)
     if not counts:
         return None
-    return max(counts, key=lambda v: (counts[v], parse(v)))
+    return max(counts, key=lambda v: (counts[v], v == prefer, parse(v)))
 
 
 def version_reason(node_version: str, gateway_version: str | None) -> str:

@@ -23,6 +23,14 @@ def test_the_gateway_version_is_the_majority_version() -> None:
     assert majority_version(["", ""]) is None  # nodes that never said do not count
 
 
+def test_a_tie_goes_to_the_lease_holder_when_it_is_in_it() -> None:
+    """One node claiming a version cannot outvote the dispatcher of a two-node gateway."""
+    assert majority_version(["0.1.0", "9.9.9"], prefer="0.1.0") == "0.1.0"
+    assert majority_version(["9.9.9", "0.1.0"], prefer="0.1.0") == "0.1.0"
+    assert majority_version(["0.2.0", "0.2.0", "0.1.0"], prefer="0.1.0") == "0.2.0"  # a real majority
+    assert majority_version(["0.1.0", "0.2.0"], prefer="0.3.0") == "0.2.0"  # holder not tied: higher
+
+
 def test_a_tie_goes_to_the_higher_version() -> None:
     assert majority_version(["0.1.0", "0.2.0"]) == "0.2.0"
     assert majority_version(["0.2.0", "0.1.0"]) == "0.2.0"

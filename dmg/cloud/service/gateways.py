@@ -140,7 +140,7 @@ def node_statuses(gateway: Gateway, *, now: float, offline_after: float) -> dict
     Inactive where its configuration differs or it cannot reach the others through the
     broker (:mod:`dmg.inactivity`)."""
     nodes = list(gateway.nodes)
-    version = majority_version(n.version for n in nodes)
+    version = gateway_version(gateway, now=now)
     mode = gateway.encryption_mode or ENCRYPTION_NONE
     prints = Counter(n.config_fingerprint for n in nodes if n.config_fingerprint and not n.config)
     majority_print = prints.most_common(1)[0][0] if prints else ""
@@ -190,6 +190,14 @@ def node_roles(gateway: Gateway, statuses: dict[int, NodeStatus], *, now: float)
     return {node_id: shown_role(claim, dispatcher) for node_id, claim in claims.items()}
 
 
+def gateway_version(gateway: Gateway, *, now: float) -> str | None:
+    """The gateway's version (:func:`dmg.version.majority_version`), a tie going to the
+    dispatcher-lease holder's version."""
+    holder = _lease_holder(gateway, now=now)
+    prefer = next((n.version for n in gateway.nodes if n.name == holder), None)
+    return majority_version((n.version for n in gateway.nodes), prefer=prefer)
+
+
 def _lease_holder(gateway: Gateway, *, now: float) -> str | None:
     if gateway.leader_node_id is None or (gateway.leader_until or 0.0) <= now:
         return None
@@ -204,7 +212,7 @@ def gateway_json(gateway: Gateway, *, now: float, offline_after: float,
         "name": gateway.name,
         "status": state.status,
         "reasons": list(state.reasons),
-        "version": majority_version(n.version for n in gateway.nodes),
+        "version": gateway_version(gateway, now=now),
         "node_count": len(gateway.nodes),
         "encryption": gateway.encryption_mode or ENCRYPTION_NONE,
         # Never the proxy's credentials: shown redacted (dmg.fingerprint.redact_url).
@@ -259,9 +267,9 @@ def register_node(session: Session, *, key: str, name: str, version: str, max_no
     if taken is not None:
         raise Conflict(f"node name {name!r} is taken in gateway {gateway.name!r}",
                        hint="node names cannot change; pick another name, or remove the old node first")
-    gateway_version = majority_version(n.version for n in gateway.nodes)
-    if refusal := registration_refusal(version, gateway_version, gateway=gateway.name):
-        raise BadInput(refusal, hint=f"install dmg {gateway_version} or later on this machine, then "
+    current = gateway_version(gateway, now=now)
+    if refusal := registration_refusal(version, current, gateway=gateway.name):
+        raise BadInput(refusal, hint=f"install dmg {current} or later on this machine, then "
                                      "register again (or remove every node of the gateway to downgrade it)")
     count = session.scalar(select(func.count()).select_from(Node).where(Node.gateway_id == gateway.id))
     if (count or 0) >= max_nodes:
