@@ -23,6 +23,11 @@ forever. A dispatcher may die at any point after placing, so:
   dispatcher no more (``not_dispatcher``): kept; the sender backs off until its lease
   ends or the cloud takes it again.
 - A cloud of the previous version (no batch route) gets them one by one.
+- The list also carries the reports of a node the cloud removed while it ran a shard
+  (``relayed_for``: that node hands them over when its token is refused,
+  :meth:`workers.run.outbox.ReportOutbox.relay`); they go with the dispatcher's epoch
+  and the cloud checks them as that node's own (:mod:`dmg.cloud.service.relay`), so a
+  shard it committed before it learned of its removal still ends at the cloud.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable
 from dmg.site import scripts
 from dmg.site.state import SiteState
+from workers.run.outbox import batch_items
 
 log = logging.getLogger(__name__)
 
@@ -135,35 +141,46 @@ class PlacementSender:
         if not raws:
             return "idle"
         entries = [json.loads(raw) for raw in raws]
-        items = [{"shard_id": e["shard_id"], "report": {**e["report"], "epoch": epoch}} for e in entries]
         if self._single:
-            return self._send_singly(epoch, raws, items)
+            return self._send_singly(epoch, raws, entries)
+        items, owners = _items(entries, epoch)
         try:
             answer = self.cloud.report_batch(items)  # type: ignore[attr-defined]
         except NotFound:
             self._single = True  # a cloud of the previous version
-            return self._send_singly(epoch, raws, items)
+            return self._send_singly(epoch, raws, entries)
         results = list(answer.get("results") or [])
+        outcomes: list[list[dict[str, Any]]] = [[] for _ in raws]  # an entry may be several items
+        for index, owner in enumerate(owners):
+            outcomes[owner].append(results[index] if index < len(results) else {"retry": True})
         later: list[Any] = []
         settled = 0
-        for raw, result in zip(raws, results, strict=False):
-            if result.get("not_dispatcher"):
+        for raw, answered in zip(raws, outcomes, strict=True):
+            if any(r.get("not_dispatcher") for r in answered):
                 break  # this and the rest stay for the lease's holder at the cloud
             settled += 1
-            if result.get("retry"):
+            if any(r.get("retry") for r in answered):
                 later.append(raw)
-            elif not result.get("ok"):
-                log.warning("placement not taken by the cloud shard=%s error=%s", result.get("shard_id"),
-                            result.get("message"))
+            for result in answered:
+                if not result.get("ok") and not result.get("retry"):
+                    log.warning("%s not taken by the cloud shard=%s error=%s",
+                                "relayed report" if json.loads(raw).get("relayed_for") else "placement",
+                                result.get("shard_id"), result.get("message"))
         self._settle_head(epoch, settled, later)
         if later or settled < len(raws):
             return "wait"
         return "more" if len(raws) == BATCH else "sent"
 
-    def _send_singly(self, epoch: int, raws: list[Any], items: list[dict[str, Any]]) -> str:
+    def _send_singly(self, epoch: int, raws: list[Any], entries: list[dict[str, Any]]) -> str:
         settled = 0
         outcome = "sent"
-        for item in items:
+        for entry in entries:
+            if entry.get("relayed_for"):  # a cloud without the batch route cannot take it
+                log.warning("relayed report dropped (the cloud has no batch route) shard=%s node=%s",
+                            entry["shard_id"], entry["relayed_for"])
+                settled += 1
+                continue
+            item = {"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}}
             try:
                 self.cloud.report_shard(item["shard_id"], item["report"])
             except Retryable:
@@ -179,3 +196,21 @@ class PlacementSender:
         if count and not int(self._settle(keys=[self.state.keys.placements, self.state.keys.epoch],
                                           args=[epoch, count, *later])):
             log.info("placement reports left to the next dispatcher (lease epoch %d superseded)", epoch)
+
+
+def _items(entries: list[dict[str, Any]], epoch: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """The batch items of ``entries`` under ``epoch`` and, per item, its entry's index. A
+    relayed entry (a removed node's report, :mod:`dmg.cloud.service.relay`) becomes that
+    node's items (file results first), each naming the node and the epoch."""
+    items: list[dict[str, Any]] = []
+    owners: list[int] = []
+    for index, entry in enumerate(entries):
+        node = entry.get("relayed_for")
+        if node:
+            relayed, _ = batch_items([{"shard_id": entry["shard_id"], "report": entry["report"]}])
+            items.extend({**item, "relayed_for": node, "epoch": epoch} for item in relayed)
+            owners.extend(index for _ in relayed)
+        else:
+            items.append({"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}})
+            owners.append(index)
+    return items, owners

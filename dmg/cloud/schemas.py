@@ -289,11 +289,17 @@ class ReportItem(Body):
     shard_id: str = Field(min_length=1, max_length=128)
     report: ShardReport | None = None
     files: FileResults | None = None
+    #: Sent by the dispatcher for a node the cloud removed (:mod:`dmg.cloud.service.relay`):
+    #: the removed node's name and the dispatcher's site epoch.
+    relayed_for: str | None = Field(default=None, min_length=1, max_length=64)
+    epoch: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _something(self) -> ReportItem:
         if self.report is None and self.files is None:
             raise ValueError("an item carries a report, file results, or both")
+        if self.relayed_for is not None and self.epoch is None:
+            raise ValueError("a relayed item carries the dispatcher's epoch")
         return self
 
 

@@ -218,3 +218,65 @@ def test_held_reports_keep_their_shards_order_back_off_and_are_counted_while_the
     cloud.known.add("s1")
     outbox.send_batch(cloud, now=101.0)
     assert outbox.held() == {} and outbox.size() == 0
+
+
+def test_a_removed_node_s_last_reports_reach_the_cloud_through_the_dispatcher(
+        cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    """A node removed at the cloud while it ran a shard commits it just as its token stops
+    working: its report and file results are refused. They go to the site's Redis, the
+    dispatcher relays them, and the shard (and so its run) ends at the cloud, with its
+    per-file report. Without the relay the run would stay Running for good (a CI flake of
+    tests/ha/test_drain.py showed it)."""
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w", "x"))
+        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
+    state = SiteState(redis_client, site.gateway)
+    redis_client.set(state.keys.epoch, 1)
+    with cloud.node(site.tokens["d"]) as d:
+        [activity] = d.claim_activity_runs(epoch=1, wait=0)
+        s0, s1 = shards = [f"{activity['id']}-{i}" for i in range(2)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 2}
+                                                        for i, s in enumerate(shards)])
+        place(d, s0, "w", epoch=1)
+        place(d, s1, "d", epoch=1)
+    outbox = ReportOutbox(state, "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    dispatcher = CloudClient(cloud.url, token=site.tokens["d"])
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1))
+    done = {"attempt": 1, "started_at": 10.0, "status": "succeeded", "files": 2, "bytes": 2}
+    try:
+        outbox.push(s0, {**done, "node": "w", "status": "running", "files": 0})
+        assert sender.send_once().settled == 1
+        dispatcher.report_shard(s1, {**done, "node": "d"})  # d ran s1 itself
+        # Given w removed at the cloud right after it committed s0,
+        with cloud.user() as user:
+            user.remove_node(site.gateway, "w")
+        outbox.push(s0, {**done, "node": "w", "file_results": files(s0, "a", "b")})
+
+        # When its sender meets the refused token, the report moves to the site's list,
+        outcome = sender.send_once()
+        assert outcome.settled == 1 and outbox.size() == 0
+        assert PlacementOutbox(state).pending() == 1
+
+        # A node that is not the dispatcher cannot relay (x: a registered node, no lease),
+        with cloud.node(site.tokens["x"]) as x:
+            answer = x.report_batch([{"shard_id": s0, "relayed_for": "w", "epoch": 1,
+                                      "report": {**done, "node": "w"}}])
+            assert not answer["results"][0]["ok"]
+        # and the dispatcher cannot report for a node that is still registered.
+        answer = dispatcher.report_batch([{"shard_id": s1, "relayed_for": "x", "epoch": 1,
+                                           "report": {**done, "node": "x"}}])
+        assert answer["results"][0]["error"] == "permission_denied"
+
+        # Then the dispatcher sends it, and the run ends with s0's files in its report.
+        assert PlacementSender(state, dispatcher, epoch=lambda: 1).send_once(1) == "sent"
+        assert PlacementOutbox(state).pending() == 0
+        with cloud.user() as user:
+            shown, report, tries = user.run(run_id), user.run_report(run_id), user.run_attempts(run_id)
+        assert shown["status"] == "Succeeded", shown
+        assert sorted(r["path"] for r in report if r["path"].startswith(s0)) == [f"{s0}/a", f"{s0}/b"]
+        assert {(a["shard_id"], a["node"], a["status"]) for a in tries} == {
+            (s0, "w", "succeeded"), (s1, "d", "succeeded")}
+    finally:
+        client.close()
+        dispatcher.close()

@@ -20,6 +20,10 @@ carry ``file_results``).
   (:data:`HELD_WAIT` doubling up to :data:`HELD_MAX_WAIT`) until the cloud takes or
   refuses it. The dispatcher's placement reports wait in Redis too
   (:mod:`dispatcher.reports`), so the placement does reach the cloud.
+- A node the cloud removed while it ran a shard gets its token refused; its reports
+  (a shard it committed just before it learned of its removal) go to the gateway's
+  dispatcher instead of being dropped (:meth:`ReportOutbox.relay`,
+  :mod:`dmg.cloud.service.relay`), so that shard still ends at the cloud.
 - Nothing is lost or counted twice across a cloud outage: a report leaves the outbox
   only after the cloud answered for it, and every report is idempotent at the cloud,
   so a batch sent again after a lost answer changes nothing.
@@ -34,7 +38,7 @@ import time
 from typing import Any, Protocol
 
 from dmg.cloud.schemas import MAX_FILE_RESULTS
-from dmg.errors import BrokerError, DmgError, NotFound, Retryable
+from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
 
@@ -62,11 +66,12 @@ class BatchOutcome:
     ``unsupported``: the cloud has no batch route (previous version)."""
 
     def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
-                 full: bool = False) -> None:
+                 full: bool = False, refused: bool = False) -> None:
         self.settled = settled
         self.wait = wait
         self.unsupported = unsupported
         self.full = full
+        self.refused = refused  # the cloud refuses this node's token (removed): nothing moved
 
 
 class ReportOutbox:
@@ -117,6 +122,8 @@ class ReportOutbox:
             outcome = self._send(client, entries) if entries else {}
         except NotFound:
             return BatchOutcome(unsupported=True)  # a cloud of the previous version
+        except Unauthorized:
+            return BatchOutcome(refused=True)
         for shard_id in due:
             changed.setdefault(shard_id, {})  # settled unless held again just below
         for shard_id, waiting in _held_again(entries, outcome).items():
@@ -145,7 +152,7 @@ class ReportOutbox:
         items, owners = batch_items(entries)
         try:
             answer = client.report_batch(items)
-        except (NotFound, Retryable):
+        except (NotFound, Retryable, Unauthorized):
             raise
         except DmgError as exc:  # the batch as a whole was refused: find the bad report alone
             log.warning("report batch refused (%s); sending its reports one by one", exc)
@@ -162,6 +169,29 @@ class ReportOutbox:
                     log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
                                 result.get("error"), result.get("message"))
         return again
+
+    def relay(self, *, max_items: int = BATCH_ITEMS) -> int:
+        """Hand up to ``max_items`` undelivered reports (the held ones first) to the gateway's
+        dispatcher: the cloud refuses this node's token (it was removed), and a shard this
+        node committed must still end at the cloud (:mod:`dmg.cloud.service.relay`). They
+        move, in one MULTI, to the site's ``placements`` list, which the lease's holder
+        sends (:mod:`dispatcher.reports`); -> how many moved. Raises BrokerError."""
+        held = self.held()
+        raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
+        entries = [e for h in sorted(held.values(), key=lambda h: h.get("since", 0.0)) for e in h["entries"]]
+        entries += [json.loads(raw) for raw in raws]
+        if not entries:
+            return 0
+        pipe = self.state.redis.pipeline(transaction=True)
+        pipe.rpush(self.state.keys.placements,
+                   *(json.dumps({"shard_id": e["shard_id"], "report": e["report"], "relayed_for": self.node})
+                     for e in entries))
+        if held:
+            pipe.delete(self.held_key)
+        if raws:
+            pipe.ltrim(self.key, len(raws), -1)
+        pipe.execute()
+        return len(entries)
 
     @property
     def held_key(self) -> str:
@@ -295,6 +325,11 @@ class OutboxSender:
             outcome = self.outbox.send_batch(self.client)
             if outcome.unsupported:
                 return BatchOutcome(self.outbox.flush(self.single, max_seconds=5.0))
+            if outcome.refused:
+                moved = self.outbox.relay()
+                log.warning("the cloud refuses this node's token (removed): %d shard report(s) handed "
+                            "to the gateway's dispatcher node=%s", moved, self.outbox.node)
+                return BatchOutcome(moved)
             return outcome
 
     def _run(self) -> None:

@@ -15,7 +15,9 @@ its own savepoint:
   cloud cannot take yet never holds up the node's other reports;
 - an item whose placement came from a dispatcher the cloud no longer takes as its
   gateway's (:class:`~dmg.cloud.service.leader.NotDispatcher`) gets
-  ``not_dispatcher: true``: the placement stays with the site for the next dispatcher.
+  ``not_dispatcher: true``: the placement stays with the site for the next dispatcher;
+- an item ``relayed_for`` a removed node comes from the dispatcher and is checked as
+  that node's own (:mod:`.relay`).
 
 Every item is idempotent (a report sets fields; file results are one row per path),
 so a batch sent again after a lost answer changes nothing and counts nothing twice.
@@ -29,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
-from dmg.cloud.service import dispatch, files
+from dmg.cloud.service import dispatch, files, relay
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
@@ -78,6 +80,8 @@ def _apply_item(session: Session, node: NodeIdentity, item: ReportItem, held: li
     if shard is not None:
         held.extend((shard, shard.activity_run))
     out: dict[str, Any] = {}
+    if item.relayed_for is not None:  # a removed node's report, sent by the dispatcher
+        node = relay.relayed_identity(session, node, item, now=now, ttl=ttl, checked=checked)
     if item.files is not None:
         out.update(files.record_file_results(session, node, item.shard_id, item.files, now=now))
     if item.report is not None:
