@@ -4,13 +4,16 @@
 (:func:`dmg.sharding.cut_for_slots`: sized by the files, the bytes and the gateway's
 free slots, under ``settings.shard_max_files/bytes``), stores
 each shard's spec (:class:`dmg.shards.ShardSpec`, its ``to_json()``) in the site
-state, tells the cloud the plan and queues the shards as pending. Shard ids are
+state, records the plan for the cloud in the site's ordered report list
+(:mod:`dispatcher.reports`: the lease holder sends it in a batch, before its shards'
+placements) and queues the shards as pending. No cloud request is made on the way:
+placement starts as soon as the shards are pending. Shard ids are
 ``<activity_run_id>-<index:05d>``.
 
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
-Retryable, or by a new dispatcher) re-sends the same plan and queues only shards
-that are neither pending nor placed yet. A source that cannot be listed for good
+Retryable, or by a new dispatcher) records the same plan again (the cloud takes a
+duplicate as a no-op) and queues only shards that are neither pending nor placed yet. A source that cannot be listed for good
 (NotFound, PermissionDenied, a bad store definition), or that fails in any
 unexpected way, fails that activity run alone with a clear message (the cloud
 marks it Failed and never hands it out again); a Retryable or broker error is
@@ -46,6 +49,7 @@ from typing import Any
 
 from dispatcher.placement import node_loads
 from dispatcher.ports import DispatchCloud
+from dispatcher.reports import PlacementOutbox
 from dispatcher.splitting import split_large_entries
 from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
@@ -83,9 +87,13 @@ def plan_activity_run(
     epoch: int,
     settings: Settings,
     connector_factory: Callable[[StoreSpec], Connector] = connector_for,
+    outbox: PlacementOutbox | None = None,
 ) -> PlanResult:
-    """Plan one claimed activity run (see the module docstring). Raises Retryable."""
+    """Plan one claimed activity run (see the module docstring). Raises Retryable,
+    BrokerError. ``outbox``: where the plan is recorded for the cloud (the site's
+    report list by default)."""
     run_id = str(activity_run["id"])
+    outbox = outbox or PlacementOutbox(state)
     plan_key = state.keys.plan(run_id)
     raw = state.redis.get(plan_key)
     if raw is not None:
@@ -106,7 +114,9 @@ def plan_activity_run(
         if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
             shards = json.loads(state.redis.get(plan_key) or "[]")
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
-    cloud.plan_shards(run_id, epoch=epoch, shards=shards)
+    # The plan reaches the cloud through the lease holder's ordered report list, ahead of
+    # its shards' placements (dispatcher.reports): no cloud round trip before placement.
+    outbox.plan(run_id, shards)
     pending = set(state.pending())
     queued = []
     for summary in shards:

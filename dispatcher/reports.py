@@ -1,4 +1,15 @@
-"""Placement reports: kept in the site's Redis, sent by whichever dispatcher holds the lease.
+"""Plans and placement reports: kept in the site's Redis, sent by whichever dispatcher holds
+the lease.
+
+The plan of an activity run (its shard summaries) is an entry of the same list,
+appended by the planner before any of its shards is queued (:meth:`PlacementOutbox.plan`),
+so it always stands before its shards' placements: the cloud learns a plan, then
+its placements, in order, many activity runs a request, and the planner never waits
+for the cloud. Only the lease holder sends, from the list's head, and a new holder
+takes the list as it is: several dispatchers never send one list in two orders.
+A plan answered ``retry`` goes back to the tail with its placements behind it (the
+cloud answers ``retry`` to a placement or a worker report whose plan it has not
+heard of yet, never "not found").
 
 A ``placed`` report tells the cloud which node an attempt went to (and why it waited);
 the cloud takes a worker's reports of an attempt only from the node it was placed on,
@@ -47,6 +58,8 @@ BATCH = 500
 class ShardReports(Protocol):
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None: ...
 
+    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None: ...
+
 
 @runtime_checkable
 class _Batching(Protocol):
@@ -59,10 +72,19 @@ class PlacementOutbox:
     def __init__(self, state: SiteState) -> None:
         self.state = state
         self.key = state.keys.placements
+        self.recorded = threading.Event()  # set at each entry: wakes this process's sender
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Record one placement report (raises BrokerError: the caller sends nothing then)."""
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        self.recorded.set()
+
+    def plan(self, activity_run_id: str, shards: list[dict[str, Any]]) -> None:
+        """Record the plan of an activity run (``[{id, index, files, bytes}]``), to reach
+        the cloud before any placement recorded after it. Raises BrokerError."""
+        self.state.redis.rpush(self.key, json.dumps({"plan": {"activity_run_id": activity_run_id,
+                                                              "shards": shards}}))
+        self.recorded.set()
 
     def pending(self) -> int:
         """Placement reports the cloud has not taken yet."""
@@ -74,7 +96,8 @@ class PlacementSender:
     (None: not held); see the module docstring."""
 
     def __init__(self, state: SiteState, cloud: ShardReports, *, epoch: Callable[[], int | None],
-                 poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+                 poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0,
+                 wake: threading.Event | None = None) -> None:
         self.state = state
         self.cloud = cloud
         self.epoch = epoch
@@ -85,6 +108,9 @@ class PlacementSender:
         self._single = not isinstance(cloud, _Batching)
         self._delay = backoff
         self._stop = threading.Event()
+        # Set when this process records an entry (PlacementOutbox.recorded): sent at once,
+        # not at the next poll; entries of other processes wait for the poll.
+        self._wake = wake or threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -94,12 +120,18 @@ class PlacementSender:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sending (what is not sent stays in Redis for the next dispatcher)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._stop.wait(self._step())
+            delay = self._step()
+            if self._delay != self.backoff:  # backing off: a new entry does not cut it short
+                self._stop.wait(delay)
+            elif delay > 0:
+                self._wake.wait(delay)
+            self._wake.clear()
 
     def _step(self) -> float:
         """One round; -> how long to wait before the next."""
@@ -135,7 +167,7 @@ class PlacementSender:
         if not raws:
             return "idle"
         entries = [json.loads(raw) for raw in raws]
-        items = [{"shard_id": e["shard_id"], "report": {**e["report"], "epoch": epoch}} for e in entries]
+        items = [_item(entry, epoch) for entry in entries]
         if self._single:
             return self._send_singly(epoch, raws, items)
         try:
@@ -153,8 +185,7 @@ class PlacementSender:
             if result.get("retry"):
                 later.append(raw)
             elif not result.get("ok"):
-                log.warning("placement not taken by the cloud shard=%s error=%s", result.get("shard_id"),
-                            result.get("message"))
+                log.warning("%s not taken by the cloud error=%s", _what(result), result.get("message"))
         self._settle_head(epoch, settled, later)
         if later or settled < len(raws):
             return "wait"
@@ -165,12 +196,16 @@ class PlacementSender:
         outcome = "sent"
         for item in items:
             try:
-                self.cloud.report_shard(item["shard_id"], item["report"])
+                if "plan" in item:
+                    plan = item["plan"]
+                    self.cloud.plan_shards(plan["activity_run_id"], epoch=epoch, shards=plan["shards"])
+                else:
+                    self.cloud.report_shard(item["shard_id"], item["report"])
             except Retryable:
                 outcome = "wait"
                 break
             except DmgError as exc:
-                log.warning("placement not taken by the cloud shard=%s error=%s", item["shard_id"], exc)
+                log.warning("%s not taken by the cloud error=%s", _what(item), exc)
             settled += 1
         self._settle_head(epoch, settled, [])
         return outcome
@@ -179,3 +214,19 @@ class PlacementSender:
         if count and not int(self._settle(keys=[self.state.keys.placements, self.state.keys.epoch],
                                           args=[epoch, count, *later])):
             log.info("placement reports left to the next dispatcher (lease epoch %d superseded)", epoch)
+
+
+def _item(entry: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The batch item of a list entry, under the sender's lease ``epoch``."""
+    if "plan" in entry:
+        return {"plan": {**entry["plan"], "epoch": epoch}}
+    return {"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}}
+
+
+def _what(item: dict[str, Any]) -> str:
+    """``plan activity_run=...`` or ``placement shard=...``, for a log line."""
+    if "plan" in item:
+        return f"plan activity_run={item['plan'].get('activity_run_id')}"
+    if item.get("activity_run_id"):
+        return f"plan activity_run={item['activity_run_id']}"
+    return f"placement shard={item.get('shard_id')}"

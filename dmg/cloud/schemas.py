@@ -283,15 +283,31 @@ class FileResults(Body):
 MAX_BATCH_ITEMS = 1000
 
 
-class ReportItem(Body):
-    """One item of a batch: a shard's file results and/or its report (files first)."""
+class ActivityPlan(Body):
+    """The plan of a claimed activity run, as an item of the dispatcher's report batch."""
 
-    shard_id: str = Field(min_length=1, max_length=128)
+    activity_run_id: str = Field(min_length=1, max_length=128)
+    epoch: Big
+    shards: list[PlannedShard] = Field(max_length=100_000)
+
+
+class ReportItem(Body):
+    """One item of a batch: a shard's file results and/or its report (files first), or
+    (from the dispatcher) an activity run's plan, alone."""
+
+    shard_id: str = Field(default="", max_length=128)
     report: ShardReport | None = None
     files: FileResults | None = None
+    plan: ActivityPlan | None = None
 
     @model_validator(mode="after")
     def _something(self) -> ReportItem:
+        if self.plan is not None:
+            if self.report is not None or self.files is not None or self.shard_id:
+                raise ValueError("a plan item carries the plan alone (no shard_id, report or files)")
+            return self
+        if not self.shard_id:
+            raise ValueError("shard_id: a report or file results item names its shard")
         if self.report is None and self.files is None:
             raise ValueError("an item carries a report, file results, or both")
         return self
