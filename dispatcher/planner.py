@@ -13,11 +13,11 @@ placement starts as soon as the shards are pending. Shard ids are
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
 Retryable, or by a new dispatcher) records the same plan again (the cloud takes a
-duplicate as a no-op) and queues only shards that are neither pending nor placed yet. A source that cannot be listed for good
-(NotFound, PermissionDenied, a bad store definition), or that fails in any
-unexpected way, fails that activity run alone with a clear message (the cloud
-marks it Failed and never hands it out again); a Retryable or broker error is
-raised for the caller to retry.
+duplicate as a no-op) and queues only shards that are neither pending nor placed
+yet. A source that cannot be listed for good (NotFound, PermissionDenied, a bad
+store definition), or that fails in any unexpected way, fails that activity run
+alone with a clear message (the cloud marks it Failed and never hands it out
+again); a Retryable or broker error is raised for the caller to retry.
 
 The activity's options are checked here (:class:`dmg.transfer.CopyOptions`): a
 bad one fails the activity run before anything moves. Two copy decisions are

@@ -58,6 +58,10 @@ BATCH = 500
 class ShardReports(Protocol):
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None: ...
 
+
+class PlansAndReports(ShardReports, Protocol):
+    """What the sender needs of the cloud (one by one, for a cloud without the batch route)."""
+
     def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None: ...
 
 
@@ -95,7 +99,7 @@ class PlacementSender:
     """Sends the site's placement reports while ``epoch()`` gives the lease this node holds
     (None: not held); see the module docstring."""
 
-    def __init__(self, state: SiteState, cloud: ShardReports, *, epoch: Callable[[], int | None],
+    def __init__(self, state: SiteState, cloud: PlansAndReports, *, epoch: Callable[[], int | None],
                  poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0,
                  wake: threading.Event | None = None) -> None:
         self.state = state

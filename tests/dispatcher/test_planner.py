@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dispatcher.planner import plan_activity_run
 from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.errors import Retryable
