@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -116,7 +117,7 @@ def plan_activity_run(
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
     # The plan reaches the cloud through the lease holder's ordered report list, ahead of
     # its shards' placements (dispatcher.reports): no cloud round trip before placement.
-    outbox.plan(run_id, shards)
+    outbox.plan(run_id, shards, queued_at=time.time())
     pending = set(state.pending())
     queued = []
     for summary in shards:

@@ -83,11 +83,12 @@ class PlacementOutbox:
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
         self.recorded.set()
 
-    def plan(self, activity_run_id: str, shards: list[dict[str, Any]]) -> None:
-        """Record the plan of an activity run (``[{id, index, files, bytes}]``), to reach
-        the cloud before any placement recorded after it. Raises BrokerError."""
+    def plan(self, activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> None:
+        """Record the plan of an activity run (``[{id, index, files, bytes}]``, queued for
+        placement at ``queued_at``), to reach the cloud before any placement recorded after
+        it. Raises BrokerError."""
         self.state.redis.rpush(self.key, json.dumps({"plan": {"activity_run_id": activity_run_id,
-                                                              "shards": shards}}))
+                                                              "shards": shards, "queued_at": queued_at}}))
         self.recorded.set()
 
     def pending(self) -> int:
@@ -202,7 +203,8 @@ class PlacementSender:
             try:
                 if "plan" in item:
                     plan = item["plan"]
-                    self.cloud.plan_shards(plan["activity_run_id"], epoch=epoch, shards=plan["shards"])
+                    self.cloud.plan_shards(plan["activity_run_id"], epoch=epoch,  # an older cloud
+                                           shards=plan["shards"])
                 else:
                     self.cloud.report_shard(item["shard_id"], item["report"])
             except Retryable:

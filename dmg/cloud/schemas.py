@@ -289,6 +289,9 @@ class ActivityPlan(Body):
     activity_run_id: str = Field(min_length=1, max_length=128)
     epoch: Big
     shards: list[PlannedShard] = Field(max_length=100_000)
+    #: When the site queued the shards for placement (its clock); the cloud keeps it
+    #: within [the claim, the plan's arrival]. None: when the plan arrives.
+    queued_at: float | None = Field(default=None, ge=0, le=1e11)
 
 
 class ReportItem(Body):

@@ -95,7 +95,7 @@ def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
     try:
         with session.begin_nested():
             answer = dispatch.plan_shards(session, node, plan.activity_run_id, epoch=plan.epoch,
-                                          shards=plan.shards, now=now, ttl=ttl)
+                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at)
         return {**head, "ok": True, "status": answer.get("status")}
     except Retryable as exc:
         error = exc.to_json()

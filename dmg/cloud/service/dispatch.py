@@ -159,10 +159,12 @@ def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
 
 
 def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
-                shards: list[PlannedShard], now: float, ttl: float) -> dict[str, Any]:
+                shards: list[PlannedShard], now: float, ttl: float,
+                queued_at: float | None = None) -> dict[str, Any]:
     """Record an activity run's shards (idempotent per shard id: a plan sent again, by a
     new dispatcher too, is a no-op); no shard -> Succeeded. The new shard rows go in one
-    Core INSERT (a batch of plans costs a statement per plan, not a row at a time)."""
+    Core INSERT (a batch of plans costs a statement per plan, not a row at a time).
+    ``queued_at``: when the site queued them (kept between the claim and ``now``)."""
     ids = [s.id for s in shards]
     if len(set(ids)) != len(ids):
         raise BadInput("shards: a shard id is listed twice")
@@ -181,9 +183,11 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         if elsewhere is not None:
             raise Conflict(f"shard id {elsewhere!r} belongs to another activity run",
                            hint="shard ids must be unique across activity runs")
+    claimed = activity_run.claimed_at if activity_run.claimed_at is not None else now
+    queued = now if queued_at is None else min(max(queued_at, claimed), now)
     rows = [{"id": p.id, "activity_run_id": activity_run.id, "index": p.index, "status": CLOUD_PLANNED,
              "node": "", "attempt": 0, "files_planned": p.files, "bytes_planned": p.bytes, "files": 0,
-             "bytes": 0, "files_total": p.files, "bytes_total": p.bytes, "queued_at": now,
+             "bytes": 0, "files_total": p.files, "bytes_total": p.bytes, "queued_at": queued,
              "wait_reason": "", "error": ""} for p in shards if p.id not in existing]
     if rows:
         session.execute(insert(Shard), rows)
