@@ -97,6 +97,7 @@ def plan_activity_run(
     outbox = outbox or PlacementOutbox(state)
     plan_key = state.keys.plan(run_id)
     raw = state.redis.get(plan_key)
+    fresh = False  # cut now: none of its shards can be pending or placed yet
     if raw is not None:
         shards = json.loads(raw)
         log.info("replaying the plan activity_run=%s shards=%d", run_id, len(shards))
@@ -112,18 +113,14 @@ def plan_activity_run(
             log.exception("unexpected planning error activity_run=%s", run_id)
             return _fail(activity_run, cloud=cloud, epoch=epoch,
                          reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
-        if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
+        fresh = bool(state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL))
+        if not fresh:
             shards = json.loads(state.redis.get(plan_key) or "[]")
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
     # The plan reaches the cloud through the lease holder's ordered report list, ahead of
     # its shards' placements (dispatcher.reports): no cloud round trip before placement.
     outbox.plan(run_id, shards, queued_at=time.time())
-    pending = set(state.pending())
-    queued = []
-    for summary in shards:
-        stored = state.shard(summary["id"])
-        if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
-            queued.append(summary["id"])
+    queued = [summary["id"] for summary in shards] if fresh else _not_queued_yet(state, shards)
     if state.is_cancelled(run_id):  # cancelled while it was being planned
         log.info("activity run cancelled before its shards were queued activity_run=%s", run_id)
         queued = []
@@ -131,6 +128,17 @@ def plan_activity_run(
     state.end_planning(run_id)
     log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards), len(queued))
     return PlanResult(run_id, shards=shards, queued=queued)
+
+
+def _not_queued_yet(state: SiteState, shards: list[dict[str, Any]]) -> list[str]:
+    """The shards of a replayed plan that are neither pending nor placed."""
+    pending = set(state.pending())
+    queued = []
+    for summary in shards:
+        stored = state.shard(summary["id"])
+        if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
+            queued.append(summary["id"])
+    return queued
 
 
 def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, reason: str) -> PlanResult:
