@@ -65,8 +65,10 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict
             return {"activity_runs": claimed}
         # Checked after the claim, not between the wake-up and the claim: a queued run is
         # claimed one transaction after it is created (submit-to-start latency).
-        if woken and await run_in_threadpool(svc.cancelled_activity_runs, node, since=began):
-            return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
+        if woken:
+            cancelled = await run_in_threadpool(svc.cancelled_activity_runs, node, since=began)
+            if cancelled:
+                return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
         await notifier.wait(node.gateway_id, min(RECHECK, remaining))
         woken = True
         if await request.is_disconnected():
