@@ -119,3 +119,17 @@ def test_a_placement_before_its_plan_waits_and_a_report_of_an_unknown_run_is_not
                                  _placed("nosuchrun-00000", "w", epoch=1)])
     assert [r.get("retry") for r in answer["results"]] == [True, None]
     assert answer["results"][1]["error"] == "not_found"
+
+
+def test_a_plan_the_cloud_cannot_take_yet_waits_with_its_placements(cloud: Cloud) -> None:
+    # Given d, the gateway's dispatcher at the cloud (its lease runs), and w, which won the
+    # site lease after it (a newer site epoch) while d's cloud lease has not ended
+    site, run_id, [activity] = _claimed(cloud)
+    with cloud.node(site.tokens["w"]) as w, cloud.user() as user:
+        # When w's batch carries the plan and a placement of its shard
+        answer = w.report_batch([_plan(activity, epoch=2), _placed(f"{activity}-00000", "w", epoch=2)])
+
+        # Then both wait ("retry": sent again later), and nothing was recorded
+        assert [(r["ok"], r.get("retry")) for r in answer["results"]] == [(False, True), (False, True)]
+        assert answer["retry"]["error"] == "retryable"
+        assert _shards(user, run_id) == []
