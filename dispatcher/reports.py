@@ -33,7 +33,8 @@ forever. A dispatcher may die at any point after placing, so:
   on; the sender backs off. Refused because the cloud takes this node as its
   dispatcher no more (``not_dispatcher``): kept; the sender backs off until its lease
   ends or the cloud takes it again.
-- A cloud of the previous version (no batch route) gets them one by one.
+- A cloud of the previous version (no batch route, or a batch route that refuses plan
+  items) gets them one by one (a plan with ``POST /activity-runs/{id}/shards``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from dmg.errors import BrokerError, DmgError, NotFound, Retryable
+from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.site import scripts
 from dmg.site.state import SiteState
 
@@ -179,6 +180,14 @@ class PlacementSender:
             answer = self.cloud.report_batch(items)  # type: ignore[attr-defined]
         except NotFound:
             self._single = True  # a cloud of the previous version
+            return self._send_singly(epoch, raws, items)
+        except BadInput:
+            if not any("plan" in item for item in items):
+                raise
+            # A cloud of the previous version: placements in batches, but no plan item
+            # (the whole batch is refused, 400); it gets them one by one, as before.
+            log.warning("the cloud takes no plan in a report batch; sending one by one")
+            self._single = True
             return self._send_singly(epoch, raws, items)
         results = list(answer.get("results") or [])
         later: list[Any] = []
