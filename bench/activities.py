@@ -13,8 +13,9 @@ Both sides run on the same machine, on the same embedded Redis, in the same run:
   every result.
 
 Then submit-to-start latency on an idle system, one at a time: for dmg, from the
-pipeline run's creation to the shard's start on a node; for Celery, from
-``apply_async`` to the task's start.
+pipeline run's creation to the shard's start on a node, with its median per hop
+(:data:`HOPS`: claim, list+plan, place, start); for Celery, from ``apply_async`` to
+the task's start.
 
 What the cloud costs per activity of the bulk run: HTTP requests (by route), SQL
 statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
@@ -84,6 +85,23 @@ def per_activity(before: dict, after: dict, count: int) -> dict[str, float]:
             "routes": {k: v for k, v in sorted(routes.items(), key=lambda kv: -kv[1]) if v > 0.005}}
 
 
+#: Submit-to-start, hop by hop (timestamps the cloud keeps; all on one machine's clock):
+#: the run's creation -> the activity run claimed (the long-poll woke, the claim committed)
+#: -> its shards queued for placement at the site (claim answer, source listed, plan
+#: recorded) -> the shard placed (apply_async) -> the shard started on a node.
+HOPS = ("claim", "list+plan", "place", "start")
+
+
+def hop_times(run: dict, attempts: list[dict]) -> dict[str, float]:
+    """The hops of one single-shard run (:data:`HOPS`), in seconds."""
+    activity = run["activity_runs"][0]
+    shard = activity["shards"][0]
+    placed = min(a["placed_at"] for a in attempts if a.get("placed_at") is not None)
+    return {"claim": activity["started_at"] - run["created_at"],
+            "list+plan": shard["queued_at"] - activity["started_at"],
+            "place": placed - shard["queued_at"], "start": shard["started_at"] - placed}
+
+
 def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> dict[str, float]:
     source = work / "source"
     source.mkdir()
@@ -117,15 +135,19 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         nodes = {s["node"] for r in finished for a in r["activity_runs"] for s in a["shards"]}
 
         latencies = []
+        hops: dict[str, list[float]] = {name: [] for name in HOPS}
         for _ in range(samples):
             run = client.run_pipeline("one")
             done = wait_run(client, run["id"], timeout=60)
             shard = done["activity_runs"][0]["shards"][0]
             latencies.append(shard["started_at"] - done["created_at"])
+            for name, value in hop_times(done, client.run_attempts(run["id"])).items():
+                hops[name].append(value)
     copied = len(list((work / "sink").iterdir()))
     assert copied == count, f"{copied} files copied, expected {count}"
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
-            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost}
+            "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost,
+            "hops": {name: percentile(values, 50) for name, values in hops.items()}}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
@@ -213,7 +235,9 @@ def main() -> int:
         repeats.append(tuple(json.loads(one.stdout.strip().splitlines()[-1])))
         dmg_k, peer_k = repeats[-1]
         print(f"  dmg {dmg_k['rate']:.1f}/s p50 {dmg_k['p50'] * 1000:.1f} ms; celery {peer_k['rate']:.1f}/s "
-              f"p50 {peer_k['p50'] * 1000:.1f} ms; cloud per activity: {dmg_k['cloud']}", file=sys.stderr)
+              f"p50 {peer_k['p50'] * 1000:.1f} ms; hops (ms) "
+              f"{ {k: round(v * 1000, 1) for k, v in dmg_k['hops'].items()} }; "
+              f"cloud per activity: {dmg_k['cloud']}", file=sys.stderr)
 
     def median(side: int, key: str) -> float:
         return statistics.median(r[side][key] for r in repeats)
@@ -225,11 +249,13 @@ def main() -> int:
     dmg = {k: median(0, k) for k in keys}
     peer = {k: median(1, k) for k in keys}
     cloud = {k: median_cloud(k) for k in ("requests", "statements", "transactions", "cpu_ms")}
+    hops = {name: statistics.median(r[0]["hops"][name] for r in repeats) for name in HOPS}
     routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
     loadavg = os.getloadavg()
     if args.json:
         print(json.dumps({"dmg gateway": dmg, "plain celery": peer, "cloud per activity": cloud,
+                          "submit to start, median per hop": hops,
                           "requests per activity by route": routes, "repeats": args.repeats,
                           "load": loadavg}, indent=2))
         return 0
@@ -245,6 +271,8 @@ def main() -> int:
           f"{cloud['transactions']:.2f} transactions, {cloud['cpu_ms']:.1f} ms CPU")
     for route, n in routes.items():
         print(f"  {n:6.2f}  {route}")
+    print("submit -> start on an idle site, median per hop (ms): "
+          + ", ".join(f"{name} {value * 1000:.1f}" for name, value in hops.items()))
     return 0
 
 

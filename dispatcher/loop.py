@@ -7,7 +7,8 @@ and running shards of offline nodes (and shards whose process vanished from a
 live node) back to pending with new attempts (:mod:`dispatcher.recovery`); a
 second thread long-polls the cloud for activity runs with the lease's epoch and
 hands each to a pool of ``planners`` threads (:mod:`dispatcher.planner`): several
-plans are in flight at once (listing the source, telling the cloud the plan), and
+plans are in flight at once (listing the source; the plan goes to the cloud in the
+lease holder's report batches, :mod:`dispatcher.reports`), and
 the claimer claims again while they run, with at most twice ``claim_limit`` claimed
 runs not yet planned. Every plan carries the epoch it was claimed with; a plan whose
 lease was lost meanwhile is dropped (the next dispatcher takes the run back). When a
@@ -115,10 +116,10 @@ class DispatcherService:
         self.lease = Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch,
                            holder=node, ttl=settings.lease_ttl, identity_key=state.keys.identity,
                            identity_token=state.identity.token if state.identity else "")
-        # Placement reports wait in Redis (written before the message goes out); the lease's
-        # holder sends them, whoever placed them (:mod:`dispatcher.reports`).
+        # Plans and placement reports wait in Redis (a placement written before the message
+        # goes out); the lease's holder sends them, whoever wrote them (:mod:`dispatcher.reports`).
         self.reports = PlacementOutbox(state)
-        self.report_sender = PlacementSender(state, cloud, epoch=self.lease_epoch)
+        self.report_sender = PlacementSender(state, cloud, epoch=self.lease_epoch, wake=self.reports.recorded)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
@@ -385,7 +386,8 @@ class DispatcherService:
     def _plan(self, run: dict[str, Any], epoch: int) -> None:
         try:
             plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
-                              settings=self.settings, connector_factory=self.connector_factory)
+                              settings=self.settings, connector_factory=self.connector_factory,
+                              outbox=self.reports)
         except (Retryable, BrokerError) as exc:
             log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
             with self._retry_lock:

@@ -4,17 +4,20 @@
 (:func:`dmg.sharding.cut_for_slots`: sized by the files, the bytes and the gateway's
 free slots, under ``settings.shard_max_files/bytes``), stores
 each shard's spec (:class:`dmg.shards.ShardSpec`, its ``to_json()``) in the site
-state, tells the cloud the plan and queues the shards as pending. Shard ids are
+state, records the plan for the cloud in the site's ordered report list
+(:mod:`dispatcher.reports`: the lease holder sends it in a batch, before its shards'
+placements) and queues the shards as pending. No cloud request is made on the way:
+placement starts as soon as the shards are pending. Shard ids are
 ``<activity_run_id>-<index:05d>``.
 
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
-Retryable, or by a new dispatcher) re-sends the same plan and queues only shards
-that are neither pending nor placed yet. A source that cannot be listed for good
-(NotFound, PermissionDenied, a bad store definition), or that fails in any
-unexpected way, fails that activity run alone with a clear message (the cloud
-marks it Failed and never hands it out again); a Retryable or broker error is
-raised for the caller to retry.
+Retryable, or by a new dispatcher) records the same plan again (the cloud takes a
+duplicate as a no-op) and queues only shards that are neither pending nor placed
+yet. A source that cannot be listed for good (NotFound, PermissionDenied, a bad
+store definition), or that fails in any unexpected way, fails that activity run
+alone with a clear message (the cloud marks it Failed and never hands it out
+again); a Retryable or broker error is raised for the caller to retry.
 
 The activity's options are checked here (:class:`dmg.transfer.CopyOptions`): a
 bad one fails the activity run before anything moves. Two copy decisions are
@@ -40,12 +43,14 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from dispatcher.placement import node_loads
 from dispatcher.ports import DispatchCloud
+from dispatcher.reports import PlacementOutbox
 from dispatcher.splitting import split_large_entries
 from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
@@ -83,11 +88,16 @@ def plan_activity_run(
     epoch: int,
     settings: Settings,
     connector_factory: Callable[[StoreSpec], Connector] = connector_for,
+    outbox: PlacementOutbox | None = None,
 ) -> PlanResult:
-    """Plan one claimed activity run (see the module docstring). Raises Retryable."""
+    """Plan one claimed activity run (see the module docstring). Raises Retryable,
+    BrokerError. ``outbox``: where the plan is recorded for the cloud (the site's
+    report list by default)."""
     run_id = str(activity_run["id"])
+    outbox = outbox or PlacementOutbox(state)
     plan_key = state.keys.plan(run_id)
     raw = state.redis.get(plan_key)
+    fresh = False  # cut now: none of its shards can be pending or placed yet
     if raw is not None:
         shards = json.loads(raw)
         log.info("replaying the plan activity_run=%s shards=%d", run_id, len(shards))
@@ -103,16 +113,14 @@ def plan_activity_run(
             log.exception("unexpected planning error activity_run=%s", run_id)
             return _fail(activity_run, cloud=cloud, epoch=epoch,
                          reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
-        if not state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL):
+        fresh = bool(state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL))
+        if not fresh:
             shards = json.loads(state.redis.get(plan_key) or "[]")
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
-    cloud.plan_shards(run_id, epoch=epoch, shards=shards)
-    pending = set(state.pending())
-    queued = []
-    for summary in shards:
-        stored = state.shard(summary["id"])
-        if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
-            queued.append(summary["id"])
+    # The plan reaches the cloud through the lease holder's ordered report list, ahead of
+    # its shards' placements (dispatcher.reports): no cloud round trip before placement.
+    outbox.plan(run_id, shards, queued_at=time.time())
+    queued = [summary["id"] for summary in shards] if fresh else _not_queued_yet(state, shards)
     if state.is_cancelled(run_id):  # cancelled while it was being planned
         log.info("activity run cancelled before its shards were queued activity_run=%s", run_id)
         queued = []
@@ -120,6 +128,17 @@ def plan_activity_run(
     state.end_planning(run_id)
     log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards), len(queued))
     return PlanResult(run_id, shards=shards, queued=queued)
+
+
+def _not_queued_yet(state: SiteState, shards: list[dict[str, Any]]) -> list[str]:
+    """The shards of a replayed plan that are neither pending nor placed."""
+    pending = set(state.pending())
+    queued = []
+    for summary in shards:
+        stored = state.shard(summary["id"])
+        if stored is not None and stored["attempt"] == 0 and summary["id"] not in pending:
+            queued.append(summary["id"])
+    return queued
 
 
 def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, reason: str) -> PlanResult:

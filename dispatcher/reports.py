@@ -1,4 +1,15 @@
-"""Placement reports: kept in the site's Redis, sent by whichever dispatcher holds the lease.
+"""Plans and placement reports: kept in the site's Redis, sent by whichever dispatcher holds
+the lease.
+
+The plan of an activity run (its shard summaries) is an entry of the same list,
+appended by the planner before any of its shards is queued (:meth:`PlacementOutbox.plan`),
+so it always stands before its shards' placements: the cloud learns a plan, then
+its placements, in order, many activity runs a request, and the planner never waits
+for the cloud. Only the lease holder sends, from the list's head, and a new holder
+takes the list as it is: several dispatchers never send one list in two orders.
+A plan answered ``retry`` goes back to the tail with its placements behind it (the
+cloud answers ``retry`` to a placement or a worker report whose plan it has not
+heard of yet, never "not found").
 
 A ``placed`` report tells the cloud which node an attempt went to (and why it waited);
 the cloud takes a worker's reports of an attempt only from the node it was placed on,
@@ -22,7 +33,8 @@ forever. A dispatcher may die at any point after placing, so:
   on; the sender backs off. Refused because the cloud takes this node as its
   dispatcher no more (``not_dispatcher``): kept; the sender backs off until its lease
   ends or the cloud takes it again.
-- A cloud of the previous version (no batch route) gets them one by one.
+- A cloud of the previous version (no batch route, or a batch route that refuses plan
+  items) gets them one by one (a plan with ``POST /activity-runs/{id}/shards``).
 - The list also carries the reports of a node the cloud removed while it ran a shard
   (``relayed_for``: that node hands them over when its token is refused,
   :meth:`workers.run.outbox.ReportOutbox.relay`); they go with the dispatcher's epoch
@@ -38,7 +50,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
-from dmg.errors import BrokerError, DmgError, NotFound, Retryable
+from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.site import scripts
 from dmg.site.state import SiteState
 from workers.run.outbox import batch_items
@@ -54,6 +66,12 @@ class ShardReports(Protocol):
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None: ...
 
 
+class PlansAndReports(ShardReports, Protocol):
+    """What the sender needs of the cloud (one by one, for a cloud without the batch route)."""
+
+    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None: ...
+
+
 @runtime_checkable
 class _Batching(Protocol):
     def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]: ...
@@ -65,10 +83,20 @@ class PlacementOutbox:
     def __init__(self, state: SiteState) -> None:
         self.state = state
         self.key = state.keys.placements
+        self.recorded = threading.Event()  # set at each entry: wakes this process's sender
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Record one placement report (raises BrokerError: the caller sends nothing then)."""
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        self.recorded.set()
+
+    def plan(self, activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> None:
+        """Record the plan of an activity run (``[{id, index, files, bytes}]``, queued for
+        placement at ``queued_at``), to reach the cloud before any placement recorded after
+        it. Raises BrokerError."""
+        self.state.redis.rpush(self.key, json.dumps({"plan": {"activity_run_id": activity_run_id,
+                                                              "shards": shards, "queued_at": queued_at}}))
+        self.recorded.set()
 
     def pending(self) -> int:
         """Placement reports the cloud has not taken yet."""
@@ -79,8 +107,9 @@ class PlacementSender:
     """Sends the site's placement reports while ``epoch()`` gives the lease this node holds
     (None: not held); see the module docstring."""
 
-    def __init__(self, state: SiteState, cloud: ShardReports, *, epoch: Callable[[], int | None],
-                 poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0) -> None:
+    def __init__(self, state: SiteState, cloud: PlansAndReports, *, epoch: Callable[[], int | None],
+                 poll: float = 0.05, backoff: float = 0.2, max_backoff: float = 5.0,
+                 wake: threading.Event | None = None) -> None:
         self.state = state
         self.cloud = cloud
         self.epoch = epoch
@@ -91,6 +120,9 @@ class PlacementSender:
         self._single = not isinstance(cloud, _Batching)
         self._delay = backoff
         self._stop = threading.Event()
+        # Set when this process records an entry (PlacementOutbox.recorded): sent at once,
+        # not at the next poll; entries of other processes wait for the poll.
+        self._wake = wake or threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -100,12 +132,18 @@ class PlacementSender:
     def stop(self, timeout: float = 5.0) -> None:
         """Stop sending (what is not sent stays in Redis for the next dispatcher)."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._stop.wait(self._step())
+            delay = self._step()
+            if self._delay != self.backoff:  # backing off: a new entry does not cut it short
+                self._stop.wait(delay)
+            elif delay > 0:
+                self._wake.wait(delay)
+            self._wake.clear()
 
     def _step(self) -> float:
         """One round; -> how long to wait before the next."""
@@ -149,6 +187,14 @@ class PlacementSender:
         except NotFound:
             self._single = True  # a cloud of the previous version
             return self._send_singly(epoch, raws, entries)
+        except BadInput:
+            if not any("plan" in item for item in items):
+                raise
+            # A cloud of the previous version: placements in batches, but no plan item
+            # (the whole batch is refused, 400); it gets them one by one, as before.
+            log.warning("the cloud takes no plan in a report batch; sending one by one")
+            self._single = True
+            return self._send_singly(epoch, raws, entries)
         results = list(answer.get("results") or [])
         outcomes: list[list[dict[str, Any]]] = [[] for _ in raws]  # an entry may be several items
         for index, owner in enumerate(owners):
@@ -163,8 +209,8 @@ class PlacementSender:
                 later.append(raw)
             for result in answered:
                 if not result.get("ok") and not result.get("retry"):
-                    log.warning("%s not taken by the cloud shard=%s error=%s",
-                                "relayed report" if json.loads(raw).get("relayed_for") else "placement",
+                    what = "relayed report" if json.loads(raw).get("relayed_for") else _what(result)
+                    log.warning("%s not taken by the cloud shard=%s error=%s", what,
                                 result.get("shard_id"), result.get("message"))
         self._settle_head(epoch, settled, later)
         if later or settled < len(raws):
@@ -180,14 +226,19 @@ class PlacementSender:
                             entry["shard_id"], entry["relayed_for"])
                 settled += 1
                 continue
-            item = {"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}}
+            item = _item(entry, epoch)
             try:
-                self.cloud.report_shard(item["shard_id"], item["report"])
+                if "plan" in item:
+                    plan = item["plan"]
+                    self.cloud.plan_shards(plan["activity_run_id"], epoch=epoch,  # an older cloud
+                                           shards=plan["shards"])
+                else:
+                    self.cloud.report_shard(item["shard_id"], item["report"])
             except Retryable:
                 outcome = "wait"
                 break
             except DmgError as exc:
-                log.warning("placement not taken by the cloud shard=%s error=%s", item["shard_id"], exc)
+                log.warning("%s not taken by the cloud error=%s", _what(item), exc)
             settled += 1
         self._settle_head(epoch, settled, [])
         return outcome
@@ -211,6 +262,22 @@ def _items(entries: list[dict[str, Any]], epoch: int) -> tuple[list[dict[str, An
             items.extend({**item, "relayed_for": node, "epoch": epoch} for item in relayed)
             owners.extend(index for _ in relayed)
         else:
-            items.append({"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}})
+            items.append(_item(entry, epoch))
             owners.append(index)
     return items, owners
+
+
+def _item(entry: dict[str, Any], epoch: int) -> dict[str, Any]:
+    """The batch item of a list entry, under the sender's lease ``epoch``."""
+    if "plan" in entry:
+        return {"plan": {**entry["plan"], "epoch": epoch}}
+    return {"shard_id": entry["shard_id"], "report": {**entry["report"], "epoch": epoch}}
+
+
+def _what(item: dict[str, Any]) -> str:
+    """``plan activity_run=...`` or ``placement shard=...``, for a log line."""
+    if "plan" in item:
+        return f"plan activity_run={item['plan'].get('activity_run_id')}"
+    if item.get("activity_run_id"):
+        return f"plan activity_run={item['activity_run_id']}"
+    return f"placement shard={item.get('shard_id')}"

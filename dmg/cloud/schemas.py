@@ -283,19 +283,38 @@ class FileResults(Body):
 MAX_BATCH_ITEMS = 1000
 
 
-class ReportItem(Body):
-    """One item of a batch: a shard's file results and/or its report (files first)."""
+class ActivityPlan(Body):
+    """The plan of a claimed activity run, as an item of the dispatcher's report batch."""
 
-    shard_id: str = Field(min_length=1, max_length=128)
+    activity_run_id: str = Field(min_length=1, max_length=128)
+    epoch: Big
+    shards: list[PlannedShard] = Field(max_length=100_000)
+    #: When the site queued the shards for placement (its clock); the cloud keeps it
+    #: within [the claim, the plan's arrival]. None: when the plan arrives.
+    queued_at: float | None = Field(default=None, ge=0, le=1e11)
+
+
+class ReportItem(Body):
+    """One item of a batch: a shard's file results and/or its report (files first), or
+    (from the dispatcher) an activity run's plan, alone."""
+
+    shard_id: str = Field(default="", max_length=128)
     report: ShardReport | None = None
     files: FileResults | None = None
     #: Sent by the dispatcher for a node the cloud removed (:mod:`dmg.cloud.service.relay`):
     #: the removed node's name and the dispatcher's site epoch.
     relayed_for: str | None = Field(default=None, min_length=1, max_length=64)
     epoch: int | None = Field(default=None, ge=0)
+    plan: ActivityPlan | None = None
 
     @model_validator(mode="after")
     def _something(self) -> ReportItem:
+        if self.plan is not None:
+            if self.report is not None or self.files is not None or self.shard_id:
+                raise ValueError("a plan item carries the plan alone (no shard_id, report or files)")
+            return self
+        if not self.shard_id:
+            raise ValueError("shard_id: a report or file results item names its shard")
         if self.report is None and self.files is None:
             raise ValueError("an item carries a report, file results, or both")
         if self.relayed_for is not None and self.epoch is None:

@@ -1,5 +1,5 @@
 """The claimer does not wait for one plan before the next: plans of claimed activity runs
-are in flight together (against real Redis, an in-memory cloud whose plan replies are slow)."""
+are in flight together (against real Redis, an in-memory cloud, sources slow to list)."""
 
 from __future__ import annotations
 
@@ -13,34 +13,42 @@ import pytest
 from celery import Celery
 
 from dispatcher.loop import DispatcherService, make_sender
+from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.dispatcher.test_loop import activity_run, beat
 from tests.workers.support import wait_for
 
-REPLY = 0.4  # seconds the cloud takes to answer a plan
+REPLY = 0.4  # seconds a source takes to list
 
 
-class SlowPlanCloud(MemoryCloud):
-    """Answers each plan after :data:`REPLY` s and counts the plans in flight."""
+class SlowListings:
+    """A connector factory whose sources take :data:`REPLY` s to list; counts the listings
+    in flight (a plan no longer waits on the cloud: the listing is its slow part)."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.in_flight = 0
         self.most_in_flight = 0
         self._count = threading.Lock()
 
-    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None:
-        with self._count:
-            self.in_flight += 1
-            self.most_in_flight = max(self.most_in_flight, self.in_flight)
-        try:
-            time.sleep(REPLY)  # a slow cloud, not a wait for a condition
-            super().plan_shards(activity_run_id, epoch=epoch, shards=shards)
-        finally:
+    def __call__(self, spec: StoreSpec) -> Connector:
+        connector = connector_for(spec)
+        real_list = connector.list
+
+        def slow_list(path: str) -> Any:
             with self._count:
-                self.in_flight -= 1
+                self.in_flight += 1
+                self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            try:
+                time.sleep(REPLY)  # a slow store, not a wait for a condition
+                return list(real_list(path))
+            finally:
+                with self._count:
+                    self.in_flight -= 1
+
+        connector.list = slow_list  # type: ignore[method-assign]
+        return connector
 
 
 @pytest.fixture
@@ -57,13 +65,14 @@ def sender(settings: Settings) -> Iterator[Celery]:
 
 def test_claimed_activity_runs_are_planned_concurrently(tmp_path: Path, settings: Settings,
                                                         state: SiteState, sender: Celery) -> None:
-    # Given 8 queued activity runs and a cloud that takes 0.4 s to answer each plan
+    # Given 8 queued activity runs whose sources take 0.4 s to list
     beat(state, "a", 4)
-    cloud = SlowPlanCloud()
+    cloud = MemoryCloud()
+    listings = SlowListings()
     for i in range(8):
         cloud.queue(activity_run(tmp_path, run_id=f"ar{i}", files=2))
     service = DispatcherService(settings, "a", state=state, cloud=cloud, sender=sender,
-                                placement_interval=0.05, planners=4)
+                                placement_interval=0.05, planners=4, connector_factory=listings)
     started = time.monotonic()
     service.start()
     try:
@@ -71,9 +80,9 @@ def test_claimed_activity_runs_are_planned_concurrently(tmp_path: Path, settings
         wait_for(lambda: len(cloud.plans) == 8, what="8 activity runs planned", timeout=30)
         took = time.monotonic() - started
         # Then several plans were in flight at once, each planned once, all shards queued
-        assert cloud.most_in_flight >= 2, cloud.most_in_flight
+        assert listings.most_in_flight >= 2, listings.most_in_flight
         assert all(len(plans) == 1 for plans in cloud.plans.values())
-        assert took < 8 * REPLY + 5, took  # one at a time would take 3.2 s of replies alone
+        assert took < 8 * REPLY + 5, took  # one at a time would take 3.2 s of listings alone
         wait_for(lambda: len(cloud.placed()) + len(state.pending()) == 8, what="every shard queued")
     finally:
         service.stop()
@@ -81,21 +90,23 @@ def test_claimed_activity_runs_are_planned_concurrently(tmp_path: Path, settings
 
 def test_a_plan_is_dropped_when_the_lease_is_lost_before_it_starts(tmp_path: Path, settings: Settings,
                                                                    state: SiteState, sender: Celery) -> None:
-    # Given one planner busy on a slow plan and more claimed runs waiting behind it
+    # Given one planner busy on a slow listing and more claimed runs waiting behind it
     beat(state, "a", 4)
-    cloud = SlowPlanCloud()
+    cloud = MemoryCloud()
+    listings = SlowListings()
     for i in range(3):
         cloud.queue(activity_run(tmp_path, run_id=f"ar{i}", files=1))
     service = DispatcherService(settings, "a", state=state, cloud=cloud, sender=sender,
-                                placement_interval=0.05, planners=1)
+                                placement_interval=0.05, planners=1, connector_factory=listings)
     service.start()
     try:
-        wait_for(lambda: cloud.in_flight == 1, what="the first plan in flight")
+        wait_for(lambda: listings.in_flight == 1, what="the first plan in flight")
         # When the lease is taken from it (another dispatcher with a newer epoch)
         state.redis.delete(state.keys.lease)
         # Then the plans not begun are dropped, not made under the old epoch
-        wait_for(lambda: cloud.in_flight == 0, what="the first plan answered")
-        time.sleep(REPLY * 2)  # the others would have been answered by now
-        assert len(cloud.plans) <= 2
+        wait_for(lambda: listings.in_flight == 0, what="the first listing done")
+        time.sleep(REPLY * 2)  # the others would have been listed by now
+        planned = [i for i in range(3) if state.redis.exists(state.keys.plan(f"ar{i}"))]
+        assert len(planned) <= 2, planned
     finally:
         service.stop()

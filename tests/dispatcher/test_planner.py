@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from dispatcher.planner import plan_activity_run
+from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.errors import Retryable
 from dmg.ids import shard_id
 from dmg.site.state import SiteState
@@ -25,6 +25,16 @@ def activity_run(tmp_path: Path, path: str = "in", run_id: str = "ar1") -> dict[
             "options": {"bandwidth": 0}}
 
 
+def recorded_plans(state: SiteState) -> dict[str, list[list[dict[str, Any]]]]:
+    """The plans waiting in the site's report list for the cloud, by activity run."""
+    plans: dict[str, list[list[dict[str, Any]]]] = {}
+    for raw in state.redis.lrange(state.keys.placements, 0, -1):
+        entry = json.loads(raw)
+        if "plan" in entry:
+            plans.setdefault(entry["plan"]["activity_run_id"], []).append(entry["plan"]["shards"])
+    return plans
+
+
 def test_a_source_is_cut_into_shards_saved_planned_and_queued(tmp_path: Path, state: SiteState) -> None:
     write_files(tmp_path / "src" / "in", {"a": 10, "b": 20, "c": 30, "d/e": 40, "f": 1_200_000})
     cloud = MemoryCloud()
@@ -36,7 +46,7 @@ def test_a_source_is_cut_into_shards_saved_planned_and_queued(tmp_path: Path, st
     assert plan.shards == [{"id": ids[0], "index": 0, "files": 2, "bytes": 30},
                            {"id": ids[1], "index": 1, "files": 2, "bytes": 70},
                            {"id": ids[2], "index": 2, "files": 1, "bytes": 1_200_000}]
-    assert cloud.plans == {"ar1": [plan.shards]}
+    assert recorded_plans(state) == {"ar1": [plan.shards]} and cloud.plans == {}  # no request made
     assert state.pending() == ids == plan.queued
     shard = state.shard(ids[1])
     assert shard is not None and shard["attempt"] == 0
@@ -61,7 +71,7 @@ def test_replaying_an_activity_run_queues_nothing_twice(tmp_path: Path, state: S
     assert again.shards == first.shards
     assert again.queued == []
     assert state.pending() == [first.shards[1]["id"]]
-    assert cloud.plans["ar1"] == [first.shards, first.shards]
+    assert recorded_plans(state)["ar1"] == [first.shards, first.shards]  # the cloud takes it once
 
 
 def test_a_missing_source_fails_the_activity_run_clearly(tmp_path: Path, state: SiteState) -> None:
@@ -74,7 +84,7 @@ def test_a_missing_source_fails_the_activity_run_clearly(tmp_path: Path, state: 
     assert plan.failed
     assert "nowhere does not exist in store 'src'" in cloud.failed["ar1"]
     assert cloud.failed["ar1"].startswith("cannot plan activity 'copy-in'")
-    assert cloud.plans == {} and state.pending() == []
+    assert recorded_plans(state) == {} and state.pending() == []
 
 
 def test_a_path_escaping_the_store_fails_as_permission_denied(tmp_path: Path, state: SiteState) -> None:
@@ -89,22 +99,30 @@ def test_an_empty_source_plans_no_shard(tmp_path: Path, state: SiteState) -> Non
     (tmp_path / "src" / "in").mkdir(parents=True)
     cloud = MemoryCloud()
     plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
-    assert plan.shards == [] and cloud.plans == {"ar1": [[]]} and state.pending() == []
+    assert plan.shards == [] and recorded_plans(state) == {"ar1": [[]]} and state.pending() == []
 
 
-def test_a_cloud_outage_while_planning_is_retried_with_the_same_shards(tmp_path: Path,
-                                                                       state: SiteState) -> None:
+def test_planning_needs_no_cloud_and_the_plan_reaches_it_before_the_placements(
+        tmp_path: Path, state: SiteState) -> None:
+    # Given a cloud that cannot be reached
     write_files(tmp_path / "src" / "in", {"a": 1, "b": 2, "c": 3})
     cloud = MemoryCloud()
     cloud.fail_plans.append(Retryable("cannot reach the cloud"))
 
-    with pytest.raises(Retryable):
-        plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
-    assert state.pending() == []  # nothing is placed before the cloud knows the shards
-
+    # When an activity run is planned and its first shard placed
     plan = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
-    assert [s["id"] for s in plan.shards] == ["ar1-00000", "ar1-00001"]
+    outbox = PlacementOutbox(state)
+    outbox.report_shard(plan.shards[0]["id"], {"attempt": 1, "node": "a", "status": "placed",
+                                               "wait_reason": ""})
+
+    # Then its shards are queued at once, and the plan waits in the list ahead of the placement
     assert state.pending() == ["ar1-00000", "ar1-00001"]
+    state.redis.set(state.keys.epoch, 1)  # this dispatcher holds the lease's epoch 1
+    sender = PlacementSender(state, cloud, epoch=lambda: 1)
+    assert sender.send_once(1) == "wait" and cloud.plans == {} and outbox.pending() == 2
+    # And once the cloud is back it gets the plan, then the placement, in that order
+    assert sender.send_once(1) == "sent" and outbox.pending() == 0
+    assert cloud.plans == {"ar1": [plan.shards]} and list(cloud.placed()) == ["ar1-00000"]
 
 
 def test_shards_are_sized_by_the_work_and_the_free_slots(tmp_path: Path, state: SiteState) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from dispatcher.placement import PendingShard, Placer
 from dispatcher.reports import PlacementOutbox, PlacementSender
-from dmg.errors import NotFound, Retryable, StaleAttempt
+from dmg.errors import BadInput, NotFound, Retryable, StaleAttempt
 from dmg.placement import NodeLoad
 from dmg.site.state import SiteState
 from tests.workers.support import wait_for
@@ -166,6 +166,32 @@ def test_a_cloud_of_the_previous_version_gets_reports_one_by_one(state: SiteStat
         outbox.report_shard(f"s{index}", placed())
     assert sender_for(state, cloud, [1]).send_once(1) == "sent"
     assert [s for s, _e in cloud.accepted] == ["s0", "s1", "s2"] and cloud.batches == []
+
+
+class PlanlessCloud(BatchingCloud):
+    """A cloud of the previous version: batches of placements, a plan only on its own route."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: list[tuple[str, int]] = []
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if any("plan" in item for item in items):
+            raise BadInput("the cloud refused the request: items.0.shard_id: field required")
+        return super().report_batch(items)
+
+    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None:
+        self.plans.append((activity_run_id, epoch))
+
+
+def test_a_cloud_that_takes_no_plan_in_a_batch_gets_plans_and_reports_one_by_one(state: SiteState) -> None:
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), PlanlessCloud()
+    outbox.plan("ar1", [{"id": "s0", "index": 0, "files": 1, "bytes": 1}], queued_at=1.0)
+    outbox.report_shard("s0", placed())
+    assert sender_for(state, cloud, [1]).send_once(1) == "sent"
+    assert cloud.plans == [("ar1", 1)] and [s for s, _e in cloud.accepted] == ["s0"]
+    assert outbox.pending() == 0
 
 
 class BrokenSender:

@@ -57,19 +57,25 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
     began = svc.clock()
+    woken = False
     while True:
         claimed = await run_in_threadpool(svc.claim, node, epoch=body.epoch, limit=body.limit)
         remaining = deadline - time.monotonic()
         if claimed or remaining <= 0:
             return {"activity_runs": claimed}
+        # Checked after the claim, not between the wake-up and the claim: a queued run is
+        # claimed one transaction after it is created (submit-to-start latency).
+        if woken:
+            cancelled = await run_in_threadpool(svc.cancelled_activity_runs, node, since=began)
+            if cancelled:
+                return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
         await notifier.wait(node.gateway_id, min(RECHECK, remaining))
+        woken = True
         if await request.is_disconnected():
             # The dispatcher's process is gone (or stopping): free its cloud lease now, so
             # the next dispatcher need not wait for it to expire.
             await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
             return {"activity_runs": []}
-        if await run_in_threadpool(svc.cancelled_activity_runs, node, since=began):
-            return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
 
 
 @router.get("/dispatch/cancelled", tags=["dispatch"])

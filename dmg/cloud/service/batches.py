@@ -19,6 +19,15 @@ its own savepoint:
 - an item ``relayed_for`` a removed node comes from the dispatcher and is checked as
   that node's own (:mod:`.relay`).
 
+The lease holder's batches also carry the plans of the activity runs it claimed (an
+item ``{plan: {activity_run_id, epoch, shards}}``, :func:`dispatch.plan_shards`), in
+the one ordered list the placements travel in, each plan before its shards'
+placements. A plan is fenced as the single route fences it (a plan from an epoch
+older than its activity run's claim is refused, for that item alone); a plan that must
+wait (Retryable) makes every item of its shards after it in the batch wait too. A
+shard report that arrives before its shard's plan (a worker's, sent through its own
+outbox) is answered ``retry`` while the activity run is claimed and unplanned.
+
 Every item is idempotent (a report sets fields; file results are one row per path),
 so a batch sent again after a lost answer changes nothing and counts nothing twice.
 """
@@ -49,6 +58,12 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
     for item in items:
+        if item.plan is not None:
+            results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))
+            if results[-1].get("retry"):
+                retry = retry or {k: results[-1][k] for k in ("error", "message", "hint")
+                                  if k in results[-1]}
+            continue
         if item.shard_id in waiting:  # an earlier report of this shard waits: so does this one
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})
             continue
@@ -70,6 +85,30 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
                 result["not_dispatcher"] = True
             results.append(result)
     return {"applied": len(results), "results": results, "retry": retry}
+
+
+def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
+                waiting: dict[str, dict[str, Any]], *, now: float, ttl: float) -> dict[str, Any]:
+    """Apply one plan item in a savepoint -> its result; a plan that must wait marks its
+    shards ``waiting`` (their later items in the batch wait with it)."""
+    plan = item.plan
+    assert plan is not None
+    head: dict[str, Any] = {"shard_id": "", "activity_run_id": plan.activity_run_id}
+    try:
+        with session.begin_nested():
+            answer = dispatch.plan_shards(session, node, plan.activity_run_id, epoch=plan.epoch,
+                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at)
+        return {**head, "ok": True, "status": answer.get("status")}
+    except Retryable as exc:
+        error = exc.to_json()
+        for shard in plan.shards:
+            waiting[shard.id] = error
+        return {**head, "ok": False, "retry": True, **error}
+    except DmgError as exc:
+        result = {**head, "ok": False, **exc.to_json()}
+        if isinstance(exc, NotDispatcher):
+            result["not_dispatcher"] = True
+        return result
 
 
 def _apply_item(session: Session, node: NodeIdentity, item: ReportItem, held: list[Any],

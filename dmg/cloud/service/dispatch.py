@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from dmg.cloud.models import (
@@ -36,7 +36,16 @@ from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
-from dmg.errors import BadInput, Conflict, NotFound, PermissionDenied, StaleAttempt, Unauthorized
+from dmg.errors import (
+    BadInput,
+    Conflict,
+    DmgError,
+    NotFound,
+    PermissionDenied,
+    Retryable,
+    StaleAttempt,
+    Unauthorized,
+)
 from dmg.shards.status import (
     CLOUD_FAILED,
     CLOUD_FINISHED,
@@ -150,8 +159,12 @@ def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
 
 
 def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
-                shards: list[PlannedShard], now: float, ttl: float) -> dict[str, Any]:
-    """Record an activity run's shards (idempotent per shard id); no shard -> Succeeded."""
+                shards: list[PlannedShard], now: float, ttl: float,
+                queued_at: float | None = None) -> dict[str, Any]:
+    """Record an activity run's shards (idempotent per shard id: a plan sent again, by a
+    new dispatcher too, is a no-op); no shard -> Succeeded. The new shard rows go in one
+    Core INSERT (a batch of plans costs a statement per plan, not a row at a time).
+    ``queued_at``: when the site queued them (kept between the claim and ``now``)."""
     ids = [s.id for s in shards]
     if len(set(ids)) != len(ids):
         raise BadInput("shards: a shard id is listed twice")
@@ -161,27 +174,46 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if activity_run.failed_by_dispatcher:
         raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
-    existing = {s.id for s in activity_run.shards}
+    existing = set(session.scalars(select(Shard.id).where(Shard.activity_run_id == activity_run.id)))
+    if activity_run.planned and activity_run.claim_epoch == epoch and existing.issuperset(ids):
+        return activity_run_json(activity_run, shards=False)  # the same plan again: a no-op
     if ids:
         elsewhere = session.scalar(select(Shard.id).where(Shard.id.in_(ids),
                                                           Shard.activity_run_id != activity_run.id))
         if elsewhere is not None:
             raise Conflict(f"shard id {elsewhere!r} belongs to another activity run",
                            hint="shard ids must be unique across activity runs")
-    for planned in shards:
-        if planned.id in existing:
-            continue
-        activity_run.shards.append(Shard(
-            id=planned.id, index=planned.index, status=CLOUD_PLANNED, node="", attempt=0,
-            files_planned=planned.files, bytes_planned=planned.bytes, files=0, bytes=0,
-            files_total=planned.files, bytes_total=planned.bytes, queued_at=now,
-            wait_reason="", error=""))
+    claimed = activity_run.claimed_at if activity_run.claimed_at is not None else now
+    queued = now if queued_at is None else min(max(queued_at, claimed), now)
+    rows = [{"id": p.id, "activity_run_id": activity_run.id, "index": p.index, "status": CLOUD_PLANNED,
+             "node": "", "attempt": 0, "files_planned": p.files, "bytes_planned": p.bytes, "files": 0,
+             "bytes": 0, "files_total": p.files, "bytes_total": p.bytes, "queued_at": queued,
+             "wait_reason": "", "error": ""} for p in shards if p.id not in existing]
+    if rows:
+        session.execute(insert(Shard), rows)
+        if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
+            session.expire(activity_run, ["shards"])
     activity_run.planned = True
     activity_run.claim_epoch = epoch
-    derive_activity_run(activity_run, now=now)
-    derive_run(activity_run.run, now=now)
+    derive_statuses(activity_run, now=now)
     session.flush()
     return activity_run_json(activity_run, shards=False)
+
+
+def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgError:
+    """Why a report of ``shard_id``, unknown at the cloud, is refused: Retryable while its
+    activity run is claimed and its plan has not arrived yet (the plan travels in the
+    dispatcher's report batches, after the claim), NotFound otherwise."""
+    activity_run_id, dash, index = shard_id.rpartition("-")
+    if dash and index.isdigit():
+        activity_run = session.get(ActivityRun, activity_run_id)
+        if (activity_run is not None and activity_run.gateway_id == node.gateway_id
+                and activity_run.status == IN_PROGRESS and not activity_run.planned
+                and not activity_run.failed_by_dispatcher):
+            return Retryable(f"the plan of activity run {activity_run_id!r} has not reached the cloud yet",
+                             hint="send the report again; the dispatcher sends the plan first")
+    return NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
+                    hint="the dispatcher plans shards before it places them")
 
 
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
@@ -231,7 +263,9 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     placement is known). ``checked``: placement checks this transaction already passed
     (:mod:`.batches`)."""
     shard = session.get(Shard, shard_id)
-    if shard is None or shard.activity_run.gateway_id != node.gateway_id:
+    if shard is None:
+        raise missing_shard(session, node, shard_id)
+    if shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
                        hint="the dispatcher plans shards before it places them")
     if report.attempt < shard.attempt:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import ActivityRun, FileRecord, Run, Shard
 from dmg.cloud.schemas import FileResults
-from dmg.cloud.service import attempts
+from dmg.cloud.service import attempts, dispatch
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, Retryable, StaleAttempt
 
@@ -38,7 +38,9 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     the same moment (send again).
     """
     shard = session.get(Shard, shard_id)
-    if shard is None or shard.activity_run.gateway_id != node.gateway_id:
+    if shard is None:
+        raise dispatch.missing_shard(session, node, shard_id)
+    if shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
                        hint="the dispatcher plans shards before their files are reported")
     if body.attempt < shard.attempt:
