@@ -413,31 +413,3 @@ def test_a_file_that_shrank_after_listing_fails_in_the_kernel_copy_and_leaves_no
     assert "read 1048576 bytes, the listing said 3145728" in result.files[0].error
     assert not list((tmp_path / "dst").rglob("*.*")) and not (tmp_path / "dst/out/big").exists()
 
-
-def test_small_local_files_are_copied_in_the_calling_thread_and_still_stop_when_asked(
-        tmp_path: Path) -> None:
-    """Given 300 small files from one local disk to another, the batches run one after the
-    other in the caller's thread (no copy threads), every file comes back; and a stop
-    asked between batches stops the copy with nothing staged left behind."""
-    import threading
-
-    source, sink = stores(tmp_path)
-    write_files(tmp_path / "src" / "in", {f"d{i % 3}/f{i:03d}": 100 + i for i in range(300)})
-    threads: set[str] = set()
-
-    result = copy(source, sink, options={"parallel_files": 4},
-                  on_bytes=lambda _n: threads.add(threading.current_thread().name))
-
-    assert threads == {threading.current_thread().name} and result.copied == 300
-    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
-
-    calls: list[int] = []
-
-    def stop_reason() -> str:
-        calls.append(1)
-        return "the run was cancelled"
-
-    with pytest.raises(Cancelled, match="the run was cancelled"):
-        copy(source, sink, prefix="in", options={"parallel_files": 4, "overwrite": "always"},
-             stop_reason=stop_reason, tick=0.0, staging_id="s.2")
-    assert calls and not [p for p in (tmp_path / "dst").rglob(".dmg-staging*")]

@@ -161,9 +161,9 @@ def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> 
     runtime = site.runtime(concurrency=1)
     runtime.start()
     site.wait_ready(runtime, 1)
-    # About 2.5 s per run; the first file takes 2 s alone (small local files are copied one
-    # after the other), so it is not committed yet when the running report (held 1 s) lands
-    # and the process is killed, and the second run is long enough to report running too.
+    # About 2.5 s per run: no file is committed yet when the running report (held 1 s)
+    # lands and the process is killed, whether the files are copied together or one after
+    # the other, and the second run is long enough to report running too.
     source, target = make_shard(site, {"a.bin": 512 * KIB, "b.bin": 128 * KIB},
                                 options={"bandwidth": 256 * KIB})
     attempt = site.state.new_attempt(SHARD, "a")
