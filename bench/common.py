@@ -133,6 +133,8 @@ def copy_arguments(description: str, tools: Sequence[str]) -> tuple[argparse.Nam
     parser.add_argument("--tls", action="store_true",
                         help="run the dmg site encrypted, as `dmg up --tls` does (Redis TLS only, HTTPS)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--phases", action="store_true",
+                        help="print where dmg's time goes (phases of each run, medians)")
     args = parser.parse_args()
     chosen = [t for t in args.tools.split(",") if t]
     unknown = set(chosen) - set(tools)
@@ -315,9 +317,11 @@ def dmg_site(data_dir: Path, *, nodes: int, concurrency: int | None, tls: bool =
     """An EmbeddedSite (no Flower; encrypted with ``tls``) in ``data_dir``; stopped on exit,
     also on error."""
     from dmg.embedded.site import EmbeddedSite
+    from dmg.procs import free_port
     from settings import load
 
-    settings = load({"DMG_DATA_DIR": str(data_dir)})
+    # A port of its own, not the default 8050 another developer's site may be taking.
+    settings = load({"DMG_DATA_DIR": str(data_dir), "DMG_CLOUD_BIND": f"127.0.0.1:{free_port('127.0.0.1')}"})
     print(f"starting a {nodes}-node dmg site in {data_dir} ...", file=sys.stderr)
     with EmbeddedSite(settings, nodes=nodes, flower=False, node_concurrency=concurrency, tls=tls) as site:
         yield site
@@ -363,6 +367,7 @@ class DmgCopier:
             raise RuntimeError(f"dmg run {run['status']}: {'; '.join(sorted(errors))[:300]}")
         summary = run_summary(run)
         summary["seen_after_seconds"] = seen - submitted
+        summary["phases"] = run_phases(run, submitted=submitted, seen=seen)
         # The cloud stamps ended_at when it derives Succeeded (same machine, same clock): the
         # time does not depend on how often this process polls, and slow polling keeps the
         # cloud free for the nodes.
@@ -381,3 +386,72 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"shards": len(shards), "shards_per_node": nodes,
             "created_to_first_shard_start": (min(starts) - float(run["created_at"])) if starts else None,
             "shard_span_seconds": (max(ends) - min(starts)) if starts and ends else None}
+
+
+#: The phases of a run, in order: (name, what ends it). Each phase runs from the end of
+#: the one before; the marks come from the cloud's records (same machine, same clock),
+#: the last from the client that waits.
+PHASES = (
+    ("claim", "the dispatcher claimed the activity run (its claimed_at)"),
+    ("list+plan", "the cloud has the shards (first queued_at): listing, cutting, plan request"),
+    ("to first start", "the first shard started on a node: placement, Celery, shard start-up"),
+    ("copy", "the last shard ended on its node (shard ended_at, the node's clock)"),
+    ("end reported", "the run is Succeeded in the cloud (ended_at): final reports, file results"),
+    ("seen by client", "the waiting client saw it (its poll)"),
+)
+
+
+def run_phases(run: dict[str, Any], *, submitted: float, seen: float) -> dict[str, float | None]:
+    """Seconds spent in each of :data:`PHASES` (None when a mark is missing)."""
+    activities = run.get("activity_runs") or []
+    shards = [s for a in activities for s in a.get("shards") or []]
+
+    def mark(values: list[Any], pick: Callable[[list[float]], float] = min) -> float | None:
+        found = [float(v) for v in values if v]
+        return pick(found) if found else None
+
+    marks = [submitted,
+             mark([a.get("claimed_at") for a in activities]),
+             mark([s.get("queued_at") for s in shards]),
+             mark([s.get("started_at") for s in shards]),
+             mark([s.get("ended_at") for s in shards], max),
+             float(run["ended_at"]) if run.get("ended_at") else None,
+             seen]
+    out: dict[str, float | None] = {}
+    for (name, _why), before, after in zip(PHASES, marks, marks[1:], strict=False):
+        out[name] = (after - before) if before is not None and after is not None else None
+    return out
+
+
+def list_seconds(root: Path) -> float:
+    """Seconds one listing of ``root`` takes with the ``file`` connector the dispatcher uses."""
+    from dmg.connectors import StoreSpec, connector_for
+
+    connector = connector_for(StoreSpec(name="bench", type="file", location=str(root)))
+    started = time.perf_counter()
+    try:
+        count = sum(1 for _entry in connector.list(""))
+    finally:
+        connector.close()
+    elapsed = time.perf_counter() - started
+    print(f"  listing {count} files took {elapsed:.3f} s", file=sys.stderr)
+    return elapsed
+
+
+def format_phases(rows: Sequence[Row]) -> str:
+    """The median seconds of each phase over each dmg row's runs (``--phases``)."""
+    lines = []
+    for row in rows:
+        runs = [r["phases"] for r in row.extra.get("runs", []) if r.get("phases")]
+        if row.tool != "dmg" or not runs:
+            continue
+        lines.append(f"dmg on {row.dataset}: where the time goes (median of {len(runs)} runs, seconds)")
+        for name, why in PHASES:
+            values = [r[name] for r in runs if r.get(name) is not None]
+            median = f"{statistics.median(values):8.3f}" if values else f"{'-':>8}"
+            lines.append(f"  {name:<16}{median}  {why}")
+        lines.append(f"  shards per run: {[r.get('shards') for r in row.extra.get('runs', [])]}")
+        listing = row.extra.get("listing_seconds")
+        if listing is not None:
+            lines.append(f"  (a listing of the source alone, in this process: {listing:.3f} s)")
+    return "\n".join(lines)

@@ -1,7 +1,7 @@
 """Benchmark: file → file copies through the dmg gateway vs ``cp -r`` and ``rclone copy``.
 
     .venv/bin/python bench/copy_local.py [--large-count 4 --large-mib 256] [--small-count 10000
-        --small-kib 8] [--nodes 2] [--repeat 1] [--tools cp,rclone,dmg] [--json]
+        --small-kib 8] [--nodes 2] [--repeat 1] [--tools cp,rclone,dmg] [--json] [--phases]
 
 Two datasets of random bytes, generated once in a temp dir: ``large`` (4 files of
 256 MiB, 1 GiB) and ``small`` (10,000 files of 8 KiB in folders of 100). Each tool
@@ -12,6 +12,10 @@ copies each dataset to a fresh folder on the same disk, in the same run:
 * ``dmg``: an embedded site (Redis, cloud, ``--nodes`` nodes, no Flower), one pipeline
   with one activity ``file`` store → ``file`` store; the clock runs from
   ``run_pipeline`` to the cloud reporting the run Succeeded (site start not timed).
+
+``--phases`` prints, for dmg, the median seconds of each phase of a run (claim,
+listing and planning, start, copy, the end's reports, the client's wait; see
+``common.PHASES``) and the time one listing of the source alone takes.
 
 The source is read once before the first tool (warm page cache for all); dirty pages
 are written back (``sync``, untimed) before each tool. Each output is checked (file
@@ -37,6 +41,8 @@ from common import (
     copy_arguments,
     dmg_site,
     emit,
+    format_phases,
+    list_seconds,
     machine,
     make_large,
     make_small,
@@ -107,6 +113,8 @@ def main() -> int:
                     rows.append(Row(tool, dataset.name, dataset.files, dataset.bytes))
                     measure(rows[-1], functools.partial(copy_with, tool, dataset, copier),
                             repeat=args.repeat)
+                    if tool == "dmg" and args.phases and dataset.files:
+                        rows[-1].extra["listing_seconds"] = list_seconds(dataset.root)
 
         if "dmg" in tools:
             with dmg_site(work / "dmg-data", nodes=args.nodes, concurrency=args.concurrency,
@@ -120,6 +128,8 @@ def main() -> int:
              f"small = {args.small_count} x {args.small_kib} KiB")
     emit(rows, title=title, meta=meta, goals=[g for g in GOALS if g[0] in tools and "dmg" in tools],
          as_json=args.json)
+    if args.phases:
+        print(format_phases(rows))
     return 1 if any(r.error for r in rows) else 0
 
 

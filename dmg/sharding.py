@@ -5,7 +5,11 @@ its files and bytes, and the gateway copies as many shards at once as it has fre
 slots. :func:`shard_size` picks the limits of one shard from the listing's totals:
 
 - aim at ``SHARDS_PER_SLOT`` (2) shards per free slot, so that every slot gets work
-  and the last shard to finish is a small part of the whole;
+  and the last shard to finish is a small part of the whole; when the files are tiny
+  (under :data:`TINY_FILE` on average) one shard per free slot
+  (:data:`SHARDS_PER_SLOT_TINY`): their shards end within moments of each other anyway,
+  and each shard more is a fixed cost with nothing to even out (tiny files are shared
+  out by their count, under the byte cap);
 - but never fewer than :data:`MIN_SHARD_FILES` files (200) nor fewer than
   :data:`MIN_SHARD_BYTES` bytes (4 MiB) per shard, where the fixed cost would
   dominate: a big set of small files makes a few shards of hundreds of files;
@@ -29,6 +33,9 @@ from dataclasses import dataclass
 from dmg.connectors.base import Entry
 
 SHARDS_PER_SLOT = 2
+SHARDS_PER_SLOT_TINY = 1
+#: Files smaller than this on average are tiny: their shards are sized by the fixed cost.
+TINY_FILE = 64 * 1024
 MIN_SHARD_FILES = 200
 MIN_SHARD_BYTES = 4 * 1024 * 1024
 
@@ -47,9 +54,12 @@ def shard_size(*, files: int, total_bytes: int, slots: int, max_files: int, max_
     ValueError when a cap is not positive."""
     if max_files < 1 or max_bytes < 1:
         raise ValueError("max_files and max_bytes must be positive")
-    target = max(1, slots) * SHARDS_PER_SLOT
+    tiny = files > 0 and total_bytes < files * TINY_FILE
+    target = max(1, slots) * (SHARDS_PER_SLOT_TINY if tiny else SHARDS_PER_SLOT)
     per_files = max(MIN_SHARD_FILES, math.ceil(max(files, 0) / target))
     per_bytes = max(MIN_SHARD_BYTES, math.ceil(max(total_bytes, 0) / target))
+    if tiny:  # sized by their count alone (their bytes would cut one shard too many)
+        per_bytes = max_bytes
     return ShardSize(max_files=min(max_files, per_files), max_bytes=min(max_bytes, per_bytes))
 
 

@@ -29,6 +29,18 @@ def test_many_small_files_make_few_shards_of_hundreds_of_files() -> None:
     assert flat(shards) == [e.path for e in entries]  # every file once, in order
 
 
+def test_tiny_files_make_one_shard_per_free_slot_and_use_every_slot() -> None:
+    for count, slots in ((5000, 8), (10_000, 8), (5000, 3), (1000, 4), (20_000, 16)):
+        entries = files(count, 8 * KIB)
+        shards = cut_for_slots(entries, slots=slots, **CAPS)
+        assert len(shards) == slots, (count, slots, len(shards))  # every slot, one shard each
+        assert max(len(g) for g in shards) - min(len(g) for g in shards) <= 1
+        assert flat(shards) == [e.path for e in entries]
+    assert len(cut_for_slots(files(100_000, 8 * KIB), slots=16, **CAPS)) == 50  # the cap still holds
+    # larger files keep two shards per slot (a slow one is evened out by the others)
+    assert len(cut_for_slots(files(400, MIB), slots=8, **CAPS)) == 16
+
+
 def test_a_small_set_is_one_shard() -> None:
     assert len(cut_for_slots(files(150, KIB), slots=8, **CAPS)) == 1
 

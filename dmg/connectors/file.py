@@ -214,21 +214,25 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
                 raise NotFound(
                     f"{prefix or '/'} does not exist in store {self.spec.name!r} ({start})"
                 )
-            yield from self._walk(start)
+            relative = self._relative(start)
+            yield from self._walk(str(start), "" if relative == "." else relative + "/")
 
-    def _walk(self, directory: Path) -> Iterator[Entry]:
+    def _walk(self, directory: str, relative: str) -> Iterator[Entry]:
+        """Entries under ``directory`` (``relative`` to the root, with its trailing slash),
+        by name; strings and the scandir entries' own stat, no Path per file."""
         with os.scandir(directory) as it:
             items = sorted(it, key=lambda e: e.name)
         for item in items:
             if item.name.startswith(STAGING_PREFIX):
                 continue
-            path = Path(item.path)
+            path = relative + item.name
             if item.is_symlink():
-                self.resolve(self._relative(path))  # refuses links out of the root
+                self.resolve(path)  # refuses links out of the root
             if item.is_dir():
-                yield from self._walk(path)
+                yield from self._walk(item.path, path + "/")
             elif item.is_file():
-                yield self._entry(path)
+                st = item.stat()
+                yield Entry(path, st.st_size, st.st_mtime)
 
     def _entry(self, path: Path) -> Entry:
         st = path.stat()

@@ -412,3 +412,4 @@ def test_a_file_that_shrank_after_listing_fails_in_the_kernel_copy_and_leaves_no
     assert [f.status for f in result.files] == ["failed", "failed"]
     assert "read 1048576 bytes, the listing said 3145728" in result.files[0].error
     assert not list((tmp_path / "dst").rglob("*.*")) and not (tmp_path / "dst/out/big").exists()
+

@@ -216,3 +216,13 @@ def test_a_reader_that_closes_the_pipe_is_not_an_error(cloud: Cloud, user: Cloud
     assert json.loads(first)["path"] == "f00000"
     assert piped.stderr == ""
     assert status in ("dmg exit 0", "dmg exit 1")  # 1: it noticed the closed pipe, quietly
+
+
+def test_a_file_result_in_json_has_every_field_as_the_dataclass_has_it() -> None:
+    import dataclasses
+
+    from dmg.transfer import FileResult
+
+    result = FileResult("a/b", 3, "xxh3:00", "copied", "", source="b", verified="size", tries=1,
+                        started=1.5, ended=2.5)
+    assert result.to_json() == dataclasses.asdict(result)

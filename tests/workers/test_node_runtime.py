@@ -161,8 +161,11 @@ def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> 
     runtime = site.runtime(concurrency=1)
     runtime.start()
     site.wait_ready(runtime, 1)
-    source, target = make_shard(site, {"a.bin": 256 * KIB, "b.bin": 256 * KIB},
-                                options={"bandwidth": 256 * KIB})  # about 2 s per run
+    # About 2.5 s per run: no file is committed yet when the running report (held 1 s)
+    # lands and the process is killed, whether the files are copied together or one after
+    # the other, and the second run is long enough to report running too.
+    source, target = make_shard(site, {"a.bin": 512 * KIB, "b.bin": 128 * KIB},
+                                options={"bandwidth": 256 * KIB})
     attempt = site.state.new_attempt(SHARD, "a")
     result = site.send(SHARD, attempt)
     wait_for(lambda: site.cloud.statuses(SHARD) == [("running", 1, "a")], what="the shard to run")

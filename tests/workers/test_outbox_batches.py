@@ -18,14 +18,23 @@ import redis as redis_lib
 
 from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.cloud.client import CloudClient
+from dmg.definitions import MAX_ITEMS
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.procs import free_port
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
+from dmg.transfer import FileResult
 from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, place
 from tests.waiting import wait_for
 from tests.workers.support import StubCloud
-from workers.run.outbox import OutboxReporter, OutboxSender, ReportOutbox, batch_items
+from workers.run.outbox import (
+    OutboxReporter,
+    OutboxSender,
+    ReportOutbox,
+    batch_items,
+    compact_file_result,
+    json_values,
+)
 from workers.run.reporter import HttpReporter, MemoryReporter, ShortShardReporter
 
 
@@ -280,3 +289,74 @@ def test_a_removed_node_s_last_reports_reach_the_cloud_through_the_dispatcher(
     finally:
         client.close()
         dispatcher.close()
+def full_results(shard: str, count: int, *, attempt: int = 1) -> list[dict[str, object]]:
+    """File results as a copy shard queues them: every field of FileResult, node and attempt."""
+    return [{**FileResult(f"{shard}/f{i:04d}.bin", 8192, f"xxh3:{i:032x}", "copied", source=f"f{i:04d}.bin",
+                          verified="size,xxh3", tries=1, started=100.0 + i, ended=100.5 + i).to_json(),
+             "node": "w", "attempt": attempt} for i in range(count)]
+
+
+def test_big_file_reports_go_in_batches_the_cloud_takes_and_the_report_is_the_same(
+        cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    # Given 8 shards whose final reports carry 450 full file results each (36,000 values
+    # together, more than the cloud takes in one body), one shard reported the old way.
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w"))
+        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
+    with cloud.node(site.tokens["d"]) as d:
+        [activity] = d.claim_activity_runs(epoch=1, wait=0)
+        shards = [f"{activity['id']}-{i}" for i in range(9)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 450}
+                                                        for i, s in enumerate(shards)])
+        for shard in shards:
+            place(d, shard, "w", epoch=1)
+    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
+    done = {"attempt": 1, "node": "w", "started_at": 10.0, "status": "succeeded", "files": 450,
+            "bytes": 450 * 8192}
+    with CloudClient(cloud.url, token=site.tokens["w"]) as client:
+        HttpReporter(client, attempts=1).report_shard(shards[8], {**done, "file_results": full_results(
+            "same", 450)})
+        for shard in shards[:8]:
+            outbox.push(shard, {**done, "file_results": full_results(shard, 450)})
+        sent: list[int] = []
+
+        class Counting:
+            def report_batch(self, items: list[dict[str, object]]) -> dict[str, object]:
+                sent.append(json_values({"items": items}))
+                return client.report_batch(items)
+
+        # When the sender sends them,
+        while outbox.size():
+            outcome = outbox.send_batch(Counting())
+            assert outcome.settled and not outcome.unsupported and not outcome.wait
+    # Then no request was refused (each within the cloud's limit), they took few requests,
+    assert all(n <= MAX_ITEMS for n in sent) and 2 <= len(sent) <= 4, sent
+    with cloud.user() as user:
+        shown = user.run(run_id)
+        report = user.run_report(run_id)
+    assert shown["status"] == "Succeeded" and shown["files"] == 9 * 450
+    # and a compact report's rows are those of a full one, field for field.
+    rows: dict[str, list[dict[str, object]]] = {}
+    for row in report:
+        rows.setdefault(str(row["shard"]), []).append(row)
+    same_fields = ("bytes", "checksum", "status", "verified", "error", "node", "attempt", "tries",
+                   "started_at", "ended_at", "source")
+    full = sorted(rows[shards[8]], key=lambda r: str(r["path"]))
+    for shard in shards[:8]:
+        compact = sorted(rows[shard], key=lambda r: str(r["path"]))
+        assert [r["path"] for r in compact] == [f"{shard}/f{i:04d}.bin" for i in range(450)]
+        assert [{k: r[k] for k in same_fields} for r in compact] == [{k: r[k] for k in same_fields}
+                                                                     for r in full]
+
+
+def test_a_file_result_is_sent_without_what_the_cloud_fills_in_itself() -> None:
+    [result] = full_results("s", 1)
+    result["error"] = ""
+    compact = compact_file_result(result)
+    assert set(compact) == {"path", "source", "bytes", "checksum", "status", "verified", "tries",
+                            "started", "ended"}
+    assert compact_file_result({**result, "error": "disk full", "status": "failed", "tries": 0,
+                                "started": 0.0})["error"] == "disk full"
+    kept = compact_file_result({"path": "p", "status": "failed", "tries": 0, "started": 0.0})
+    assert kept == {"path": "p", "status": "failed", "started": 0.0}  # 0.0 is not the cloud's None
+    assert json_values({"a": [1, {"b": ""}]}) == 7  # as the cloud's check_shape counts

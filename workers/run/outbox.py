@@ -37,7 +37,8 @@ import threading
 import time
 from typing import Any, Protocol
 
-from dmg.cloud.schemas import MAX_FILE_RESULTS
+from dmg.cloud.schemas import MAX_FILE_RESULTS, FileResultIn
+from dmg.definitions import MAX_ITEMS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
@@ -48,6 +49,18 @@ log = logging.getLogger(__name__)
 #: larger report goes alone).
 BATCH_ITEMS = 500
 BATCH_BYTES = 2 * 1024 * 1024
+#: JSON values (keys, items, leaves) one batch request carries at most: the cloud refuses a
+#: body of more than :data:`dmg.definitions.MAX_ITEMS` as a whole (a single larger report
+#: goes alone; a report carries at most ``MAX_PENDING_RESULTS`` file results).
+BATCH_VALUES = MAX_ITEMS - 200
+#: Values an outbox entry may grow by as a batch item (its envelope), counted generously.
+ITEM_VALUES = 16
+#: A file result's fields the cloud fills in itself when they are left out, with the value
+#: it fills in (:class:`dmg.cloud.schemas.FileResultIn`); ``node`` and ``attempt`` are the
+#: envelope's (the cloud takes the node from the token).
+_FILE_DEFAULTS = {name: field.default for name, field in FileResultIn.model_fields.items()
+                  if not field.is_required()}
+_ENVELOPE_FIELDS = ("node", "attempt")
 #: A held report (the cloud cannot take it yet) is sent again after this many seconds,
 #: doubling with each try up to HELD_MAX_WAIT.
 HELD_WAIT = 0.25
@@ -83,6 +96,9 @@ class ReportOutbox:
         self.key = state.keys.outbox(node)
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
+        """Queue ``report``; its file results are kept compact (:func:`compact_file_result`)."""
+        if report.get("file_results"):
+            report = {**report, "file_results": [compact_file_result(r) for r in report["file_results"]]}
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
 
     def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS,
@@ -103,11 +119,14 @@ class ReportOutbox:
             return BatchOutcome()
         fresh: list[dict[str, Any]] = []
         size = 0
-        for raw in raws:  # a request stays well under the cloud's body limit
+        values = sum(json_values(e) + ITEM_VALUES for s in due for e in held[s]["entries"])
+        for raw in raws:  # a request stays well under the cloud's body and value limits
+            entry = json.loads(raw)
             size += len(raw)
-            if fresh and size > BATCH_BYTES:
+            values += json_values(entry) + ITEM_VALUES
+            if fresh and (size > BATCH_BYTES or values > BATCH_VALUES):
                 break
-            fresh.append(json.loads(raw))
+            fresh.append(entry)
         # A shard with held reports keeps its order: its new reports wait behind them.
         changed: dict[str, dict[str, Any]] = {}
         entries: list[dict[str, Any]] = [e for s in due for e in held[s]["entries"]]
@@ -255,9 +274,36 @@ def _held_again(entries: list[dict[str, Any]], again: dict[int, bool]) -> dict[s
     return held
 
 
+def json_values(value: Any) -> int:
+    """How many values (keys, items, leaves) ``value`` holds, counted as the cloud counts
+    them (:func:`dmg.definitions.check_shape`)."""
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        count += 1
+        if isinstance(item, dict):
+            count += len(item)  # the keys
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def compact_file_result(result: dict[str, Any]) -> dict[str, Any]:
+    """A file result as sent: without the fields whose value the cloud fills in the same
+    (``error: ""``, ``tries: 0``...) nor the envelope's ``node`` and ``attempt``; the
+    cloud's per-file report is the same."""
+    return {key: value for key, value in result.items()
+            if key not in _ENVELOPE_FIELDS
+            and not (key in _FILE_DEFAULTS and type(value) is type(_FILE_DEFAULTS[key])
+                     and value == _FILE_DEFAULTS[key])}
+
+
 def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """The batch request items of outbox ``entries`` and, per item, the index of the entry
-    it comes from. File results go first, in items of at most :data:`MAX_FILE_RESULTS`; a
+    it comes from. File results go first (compact: :func:`compact_file_result`), in items
+    of at most :data:`MAX_FILE_RESULTS`; a
     report without file results followed by a later report of the same shard attempt is
     left out (the later one says everything it said: one final report for a short shard)."""
     last: dict[tuple[str, int], int] = {}
@@ -272,6 +318,7 @@ def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         superseded = last[(shard_id, int(report.get("attempt", 0)))] != index
         if superseded and not results:
             continue
+        results = [compact_file_result(r) for r in results]
         chunks = [results[k:k + MAX_FILE_RESULTS] for k in range(0, len(results), MAX_FILE_RESULTS)]
         for k, chunk in enumerate(chunks):
             item: dict[str, Any] = {"shard_id": shard_id, "files": {

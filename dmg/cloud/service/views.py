@@ -90,8 +90,8 @@ def activity_run_json(activity_run: ActivityRun, *, shards: bool = True) -> dict
         "files_total": sum(s.files_total for s in parts), "bytes_total": sum(s.bytes_total for s in parts),
         "shard_count": len(parts), "nodes": sorted({s.node for s in parts if s.node}),
         "claimed_by": activity_run.claimed_by, "epoch": activity_run.claim_epoch,
-        "queued_at": activity_run.queued_at, "started_at": activity_run.started_at,
-        "ended_at": activity_run.ended_at,
+        "queued_at": activity_run.queued_at, "claimed_at": activity_run.claimed_at,
+        "started_at": activity_run.started_at, "ended_at": activity_run.ended_at,
         "throughput": (size / elapsed) if elapsed else None,
     }
     if shards:
