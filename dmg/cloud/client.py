@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-import httpx
-
 from dmg import proxy as dmg_proxy
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
+from dmg.httpxlite import httpx
 
 log = logging.getLogger(__name__)
 
