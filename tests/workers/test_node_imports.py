@@ -28,12 +28,12 @@ NOT_IN_A_NODE = ["pydantic", "sqlalchemy", "fastapi", "starlette", "uvicorn", "a
                  "celery.bin", "httpx._main"]
 
 
-def loaded(modules: list[str]) -> list[str]:
+def loaded(modules: list[str], *, also: tuple[str, ...] | list[str] = ()) -> list[str]:
     script = (
         "import importlib, json, sys\n"
         f"for name in {modules!r}:\n"
         "    importlib.import_module(name)\n"
-        f"heavy = {NOT_IN_A_NODE!r}\n"
+        f"heavy = {[*NOT_IN_A_NODE, *also]!r}\n"
         "print(json.dumps(sorted({h for h in heavy for m in sys.modules"
         " if sys.modules[m] is not None and (m == h or m.startswith(h + '.'))})))\n"
     )
@@ -45,6 +45,11 @@ def loaded(modules: list[str]) -> list[str]:
 
 def test_the_node_agent_imports_no_server_stack_no_store_sdk() -> None:
     assert loaded(AGENT) == []
+
+
+def test_the_node_agent_imports_no_celery_worker() -> None:
+    """The agent sends tasks (the dispatcher) but runs none: Celery's worker package stays out."""
+    assert loaded([*AGENT, "workers.agent.limitfile"], also=["celery.worker"]) == []
 
 
 def test_the_celery_worker_imports_no_server_stack_no_store_sdk_no_celery_command_line() -> None:

@@ -52,10 +52,10 @@ from dmg.site.state import SiteState
 from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
 from workers.agent.drain import DrainField
+from workers.agent.limitfile import persisted_limit
 from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
 from workers.agent.requests import PortalRequests
-from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import limit_source, node_limit
 from workers.agent.upgrade import NodeUpgrade
 from workers.context import redis_client
