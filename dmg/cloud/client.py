@@ -85,7 +85,9 @@ class CloudClient:
         self._proxy = proxy
         self._proxy_url = ""
         self._lock = threading.Lock()
-        self._http = self._client("")
+        # Built on first request: a pool process that only queues its reports (the node
+        # agent sends them) never pays for an HTTP client and its loaded CA store (~3 MiB).
+        self._http: httpx.Client | None = None
 
     def _client(self, proxy_url: str) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
@@ -96,7 +98,7 @@ class CloudClient:
         one is left to requests still under way and closed by the garbage collector)."""
         wanted = self._proxy()
         with self._lock:
-            if wanted != self._proxy_url:
+            if self._http is None or wanted != self._proxy_url:
                 self._http, self._proxy_url = self._client(wanted), wanted
             return self._http
 
@@ -110,7 +112,10 @@ class CloudClient:
                          hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?")
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> CloudClient:
         return self
