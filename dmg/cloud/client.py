@@ -23,14 +23,13 @@ from typing import Any, NoReturn
 from urllib.parse import quote
 
 from dmg import proxy as dmg_proxy
+from dmg.cloud.limits import MAX_FILE_RESULTS
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
 from dmg.httpxlite import httpx
 
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
-#: File results sent per request (the cloud accepts at most this many).
-MAX_FILE_RESULTS = 1000
 
 
 def trust(ca: str = "") -> ssl.SSLContext:
@@ -329,7 +328,7 @@ class CloudClient:
     def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Send shard reports and file results in one request, oldest first: ``items`` are
         ``{shard_id, report?, files?: {attempt, node, files}}`` (at most
-        :data:`dmg.cloud.schemas.MAX_BATCH_ITEMS`). -> ``{applied, results, retry}``
+        :data:`dmg.cloud.limits.MAX_BATCH_ITEMS`). -> ``{applied, results, retry}``
         (:mod:`dmg.cloud.service.batches`): the first ``applied`` items were handled, the
         rest must be sent again. Raises Retryable when the cloud is away (nothing applied
         is lost: every item is idempotent)."""

@@ -18,8 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 AGENT = ["dmg.cli.node_cmd", "dmg.cli.runtime", "dispatcher.loop", "dispatcher.credsync", "dmg.credentials",
-         "dmg.credentials.nodesync", "dmg.credentials.vault", "workers.agent.node", "workers.agent.storecheck",
-         "workers.agent.periodic", "workers.agent.upgrade", "dmg.cloud.client", "dmg.site.connection"]
+         "dmg.credentials.nodesync", "dmg.credentials.vault", "workers.agent.node",
+         "workers.agent.storecheck", "workers.agent.periodic", "workers.agent.upgrade", "dmg.cloud.client",
+         "dmg.site.connection"]
 #: workers.app's worker_init hook imports the rest before the pool forks.
 WORKER = ["workers.celery_worker", "workers.app", "workers.tasks", "dmg.connectors.file", "dmg.transfer",
           "workers.run.shard", "celery.apps.worker", "celery.concurrency.prefork"]

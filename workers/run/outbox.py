@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from dmg.cloud.client import MAX_FILE_RESULTS  # not schemas: pydantic stays out of the node
+from dmg.cloud.limits import MAX_FILE_RESULTS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
