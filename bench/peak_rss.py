@@ -1,6 +1,7 @@
 """Benchmark: peak memory of a dmg node copying one large file, next to ``rclone copy``'s.
 
-    .venv/bin/python bench/peak_rss.py [--size-gib 4] [--concurrency N] [--interval 0.1] [--json]
+    .venv/bin/python bench/peak_rss.py [--size-gib 4] [--concurrency N] [--interval 0.1]
+                                       [--repeat 3] [--json]
 
 One file of ``--size-gib`` GiB of ``os.urandom`` bytes (no sparse holes, nothing to
 compress), read once (warm page cache), copied ``file`` → ``file``:
@@ -16,7 +17,9 @@ compress), read once (warm page cache), copied ``file`` → ``file``:
   available (the kernel's maximum RSS), and sampled the same way as dmg.
 
 The idle RSS of the node (before the run) is shown next to its peak; ``HWM-idle`` is
-what the copy itself added to a process.
+what the copy itself added to a process. With ``--repeat N`` both copies run N times
+(dmg, then rclone, each time on a new site) and the table shows the run with the median
+summed PSS, followed by the medians of each figure and the load before each repeat.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import filecmp
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -175,7 +179,8 @@ def run_dmg(work: Path, source_dir: Path, *, size: int, concurrency: int | None,
             interval: float) -> dict[str, Any]:
     dest = work / "out-dmg"
     dest.mkdir()
-    with dmg_site(work / "dmg-data", nodes=1, concurrency=concurrency) as site:
+    data_dir = Path(tempfile.mkdtemp(prefix="dmg-data-", dir=work))  # a new site each repeat
+    with dmg_site(data_dir, nodes=1, concurrency=concurrency) as site:
         node_pid = site.pid_of(site.node_names[0])
         assert node_pid is not None
         copier = DmgCopier(site)
@@ -279,11 +284,42 @@ def report(result: dict[str, Any]) -> None:
         print(f"ratio dmg node summed PSS / rclone max RSS: {peak_pss / rclone['maxrss_kernel']:.2f}")
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run whose dmg summed PSS is the median (the lower one of an even count)."""
+    ordered = sorted(runs, key=lambda r: r["dmg"]["sum_pss_peak"])
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def report_medians(runs: list[dict[str, Any]]) -> None:
+    def med(values: list[float]) -> float:
+        return statistics.median(values) if values else 0.0
+
+    dmg = [r["dmg"] for r in runs]
+    by_label: dict[str, list[float]] = {}
+    for d in dmg:
+        for p in d["processes"]:
+            by_label.setdefault(p["label"], []).append(p["pss_peak"])
+    print()
+    print(f"medians of {len(runs)} repeats (MiB, s):")
+    for label, values in by_label.items():
+        print(f"  dmg {label:<32} peak PSS {med(values) / MIB:6.1f}")
+    print(f"  dmg node, summed PSS peak        {med([d['sum_pss_peak'] for d in dmg]) / MIB:6.1f}  "
+          f"(repeats: {', '.join(mib(d['sum_pss_peak']) for d in dmg)})")
+    print(f"  dmg seconds                      {med([d['seconds'] for d in dmg]):6.2f}")
+    rclone = [r["rclone"] for r in runs if "error" not in r["rclone"]]
+    if rclone:
+        print(f"  rclone max RSS                   "
+              f"{med([float(r.get('maxrss_kernel') or 0) for r in rclone]) / MIB:6.1f}")
+        print(f"  rclone seconds                   {med([r['seconds'] for r in rclone]):6.2f}")
+    print(f"  load before each repeat: {', '.join(str(r['machine']['load_avg'][0]) for r in runs)}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size-gib", type=float, default=4.0)
     parser.add_argument("--concurrency", type=int, default=None, help="node slots (default: sized)")
     parser.add_argument("--interval", type=float, default=0.1, help="seconds between samples")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of both copies; medians shown")
     parser.add_argument("--tmp", type=Path, default=None, help="where the temp dir goes")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -291,25 +327,31 @@ def main() -> int:
     tmp_parent = args.tmp or Path(tempfile.gettempdir())
     check_free_space(tmp_parent, 2 * size)
 
+    runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="dmg-bench-rss-", dir=tmp_parent) as tmp:
         work = Path(tmp)
         source_dir = work / "src"
         print(f"writing {args.size_gib:g} GiB of random bytes in {source_dir} ...", file=sys.stderr)
         write_random_file(source_dir / "big.bin", size)
-        warm_cache(source_dir)
-        settle()
-        result: dict[str, Any] = {"size_gib": args.size_gib, "interval": args.interval, "machine": machine()}
-        result["dmg"] = run_dmg(work, source_dir, size=size, concurrency=args.concurrency,
-                                interval=args.interval)
-        try:
-            result["rclone"] = run_rclone(work, source_dir, size=size, interval=args.interval)
-        except (RuntimeError, AssertionError) as exc:
-            result["rclone"] = {"error": str(exc)}
-    result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+        for _ in range(max(1, args.repeat)):
+            warm_cache(source_dir)
+            settle()
+            result: dict[str, Any] = {"size_gib": args.size_gib, "interval": args.interval,
+                                      "machine": machine()}
+            result["dmg"] = run_dmg(work, source_dir, size=size, concurrency=args.concurrency,
+                                    interval=args.interval)
+            try:
+                result["rclone"] = run_rclone(work, source_dir, size=size, interval=args.interval)
+            except (RuntimeError, AssertionError) as exc:
+                result["rclone"] = {"error": str(exc)}
+            result["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+            runs.append(result)
     if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        report(result)
+        print(json.dumps(runs[0] if len(runs) == 1 else runs, indent=2))
+        return 0
+    report(median_run(runs))
+    if len(runs) > 1:
+        report_medians(runs)
     return 0
 
 

@@ -90,7 +90,7 @@ def start(name: str | None, concurrency: int | None) -> None:
         node_name=registration.node, cloud_url=registration.cloud_url,
         node_concurrency=concurrency if concurrency is not None else settings.node_concurrency)
     if concurrency is not None:  # the flag sets the node's limit, as `dmg scale` would
-        from workers.agent.scaling import persist_limit
+        from workers.agent.limitfile import persist_limit
 
         persist_limit(local_registration.node_dir(settings.data_dir, registration.node), concurrency)
     setup_logging(settings.replace(gateway=settings.gateway or registration.gateway),

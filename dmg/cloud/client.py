@@ -22,16 +22,14 @@ from collections.abc import Callable, Iterator
 from typing import Any, NoReturn
 from urllib.parse import quote
 
-import httpx
-
 from dmg import proxy as dmg_proxy
+from dmg.cloud.limits import MAX_FILE_RESULTS
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
+from dmg.httpxlite import httpx
 
 log = logging.getLogger(__name__)
 
 API = "/api/v1"
-#: File results sent per request (the cloud accepts at most this many).
-MAX_FILE_RESULTS = 1000
 
 
 def trust(ca: str = "") -> ssl.SSLContext:
@@ -86,7 +84,9 @@ class CloudClient:
         self._proxy = proxy
         self._proxy_url = ""
         self._lock = threading.Lock()
-        self._http = self._client("")
+        # Built on first request: a pool process that only queues its reports (the node
+        # agent sends them) never pays for an HTTP client and its loaded CA store (~3 MiB).
+        self._http: httpx.Client | None = None
 
     def _client(self, proxy_url: str) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
@@ -97,7 +97,7 @@ class CloudClient:
         one is left to requests still under way and closed by the garbage collector)."""
         wanted = self._proxy()
         with self._lock:
-            if wanted != self._proxy_url:
+            if self._http is None or wanted != self._proxy_url:
                 self._http, self._proxy_url = self._client(wanted), wanted
             return self._http
 
@@ -111,7 +111,10 @@ class CloudClient:
                          hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?")
 
     def close(self) -> None:
-        self._http.close()
+        with self._lock:
+            http, self._http = self._http, None
+        if http is not None:
+            http.close()
 
     def __enter__(self) -> CloudClient:
         return self
@@ -325,7 +328,7 @@ class CloudClient:
     def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         """Send shard reports and file results in one request, oldest first: ``items`` are
         ``{shard_id, report?, files?: {attempt, node, files}}`` (at most
-        :data:`dmg.cloud.schemas.MAX_BATCH_ITEMS`). -> ``{applied, results, retry}``
+        :data:`dmg.cloud.limits.MAX_BATCH_ITEMS`). -> ``{applied, results, retry}``
         (:mod:`dmg.cloud.service.batches`): the first ``applied`` items were handled, the
         rest must be sent again. Raises Retryable when the cloud is away (nothing applied
         is lost: every item is idempotent)."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, field_validator, model_validator
 
 from dmg.attempt_ends import REPLACED
+from dmg.cloud.limits import MAX_BATCH_ITEMS, MAX_FILE_RESULTS
 from dmg.definitions import check_shape, unknown_name
 from dmg.shards.status import CLOUD_REPORTED
 
@@ -267,8 +268,6 @@ class ShardReport(Body):
         return value
 
 
-#: File results one request may carry (a shard sends more in several requests).
-MAX_FILE_RESULTS = 1000
 
 
 class FileResultIn(Body):
@@ -292,8 +291,6 @@ class FileResults(Body):
     files: list[FileResultIn] = Field(max_length=MAX_FILE_RESULTS)
 
 
-#: Items one batch of reports may carry (a node sends more in several requests).
-MAX_BATCH_ITEMS = 1000
 
 
 class ActivityPlan(Body):

@@ -24,6 +24,10 @@ Writers (:class:`~dmg.connectors.base.StagedWriter`) may be :class:`StagedCrc32`
 the engine then compares the staged bytes with what it sent before committing; and
 :class:`KernelCopyIn`: the engine then has the kernel fill the staging file from a
 :class:`LocalFiles` source and compares the XXH3 of both sides before committing.
+A :class:`DistributedWrite` sink may be a :class:`KernelRangeWrite`: a part of a split
+object from a :class:`LocalFiles` source is then copied by the kernel into the write,
+and the XXH3 of the source range and of the written range must be equal
+(:mod:`workers.run.part`).
 """
 
 from __future__ import annotations
@@ -127,6 +131,22 @@ class KernelCopyIn(abc.ABC):
     @abc.abstractmethod
     def staged_xxh3(self) -> str:
         """``xxh3:<hex>`` of the staged bytes, read back from the staging file."""
+
+
+class KernelRangeWrite(abc.ABC):
+    """A :class:`DistributedWrite` whose parts land in a local file the kernel can fill."""
+
+    @abc.abstractmethod
+    def copy_range_in(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                      length: int, source_file: str, on_step: Callable[[int], None]) -> str:
+        """Write ``length`` bytes at ``offset`` of ``source_file`` at the same offset of the
+        write, copied in the kernel; ``on_step(n)`` as bytes move (it may raise to stop).
+        Idempotent, as :meth:`DistributedWrite.write_range`. Returns ``xxh3:<hex>`` of the
+        source range as read; raises ``Fatal`` when the source has fewer bytes there."""
+
+    @abc.abstractmethod
+    def range_xxh3(self, path: str, handle: dict[str, Any], *, offset: int, length: int) -> str:
+        """``xxh3:<hex>`` of ``length`` bytes at ``offset`` of the write, read back."""
 
 
 def flags_of(cls: type) -> frozenset[str]:

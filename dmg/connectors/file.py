@@ -9,7 +9,9 @@ Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`), valid
 because every node mounts the same share at the same path: the handle names one
 staging file beside the target (``.dmg-staging.dw-<random>.<name>``), created at
 its final size; each part is written in place at its offset (``pwrite``, fsync'd
-when the store's ``fsync`` option is on) and re-read for its MD5; the commit
+when the store's ``fsync`` option is on) and re-read for its MD5 — or, from a local
+file (:class:`~dmg.connectors.capabilities.KernelRangeWrite`), copied there by the
+kernel and re-read for its XXH3; the commit
 renames the staging file over the target (a repeated commit finds the target
 already there with the expected size); abort deletes the staging file.
 """
@@ -34,6 +36,7 @@ from dmg.connectors.capabilities import (
     DistributedWrite,
     KeepsMtime,
     KernelCopyIn,
+    KernelRangeWrite,
     LocalFiles,
     RangedRead,
     StagedCrc32,
@@ -41,6 +44,9 @@ from dmg.connectors.capabilities import (
 from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
 STAGING_PREFIX = ".dmg-staging."
+#: Bytes a part copied by the kernel moves between two calls of its ``on_step`` (which
+#: looks whether the object was abandoned).
+PART_STEP = 16 * 1024 * 1024
 
 
 @contextmanager
@@ -143,7 +149,7 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
         self._staging.unlink(missing_ok=True)
 
 
-class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFiles):
+class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelRangeWrite, LocalFiles):
     type = "file"
     parallel_ranges = False  # one stream with read-ahead is as fast on a local disk
 
@@ -343,6 +349,45 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, LocalFi
                     digest.update(data)
                     left -= len(data)
         return {"part_number": int(part_number), "md5": digest.hexdigest()}
+
+    def copy_range_in(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                      length: int, source_file: str, on_step: Callable[[int], None]) -> str:
+        """The kernel copies the range into the staging file in place
+        (:func:`~dmg.connectors.localcopy.copy_range`, fsync'd when the store's ``fsync``
+        option is on) while a thread hashes the source range (XXH3) -> that hash."""
+        target, staging = self._distributed_staging(path, handle)
+        what = f"cannot write {target} (part {part_number})"
+        with _mapped_os_errors(what):
+            src = os.open(source_file, os.O_RDONLY)
+            try:
+                dst = os.open(staging, os.O_WRONLY)  # no O_CREAT: an aborted write stays aborted
+                try:
+                    with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
+                        pending = hasher.submit(localcopy.xxh3_of_range, src, offset, length)
+                        try:
+                            copied = localcopy.copy_range(src, dst, offset, length, step=PART_STEP,
+                                                          on_step=on_step)
+                        finally:
+                            source_hash, hashed = pending.result()
+                    if self._fsync:
+                        os.fsync(dst)
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+        if copied != length or hashed != length:
+            raise Fatal(f"{what}: {min(copied, hashed)} bytes, expected {length}",
+                        hint="the source changed while it was copied; run it again")
+        return source_hash
+
+    def range_xxh3(self, path: str, handle: dict[str, Any], *, offset: int, length: int) -> str:
+        target, staging = self._distributed_staging(path, handle)
+        with _mapped_os_errors(f"cannot re-read the staging file of {target}"):
+            fd = os.open(staging, os.O_RDONLY)
+            try:
+                return localcopy.xxh3_of_range(fd, offset, length)[0]
+            finally:
+                os.close(fd)
 
     def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
                            size: int) -> None:

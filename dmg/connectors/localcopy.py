@@ -4,6 +4,8 @@
 space; a filesystem that can shares or reflinks the blocks), falls back to
 ``os.sendfile`` where the kernel refuses it (``EXDEV`` before Linux 5.3,
 ``ENOSYS``, ``EINVAL`` on some filesystems), and to ``read``/``write`` last.
+:func:`copy_range` does the same for one byte range, at the same offset on both sides
+(a part of a split object written into the shared staging file).
 
 :func:`xxh3_of_fd` is the XXH3-128 (hex) of a file read with ``pread`` through one
 reusable buffer: memory stays at :data:`HASH_BUFFER` bytes whatever the file's size
@@ -81,6 +83,71 @@ def copy_fd(src: int, dst: int, size: int, *, on_step: Callable[[int], None] = l
         done += n
         on_step(n)
     return done
+
+
+def copy_range(src: int, dst: int, offset: int, length: int, *, step: int = COPY_STEP,
+               on_step: Callable[[int], None] = lambda _n: None) -> int:
+    """Copy ``length`` bytes at ``offset`` of ``src`` to the same offset of ``dst`` (fewer if
+    the source ends first), ``step`` bytes per kernel call; ``on_step(n)`` after each (it may
+    raise to stop). Returns the bytes copied; raises ``OSError`` as the calls do. A method the
+    kernel refuses is given up and the range is copied again with the next one (writing the
+    same bytes at the same place: nothing to undo)."""
+
+    def sendfile(off: int, n: int) -> int:
+        os.lseek(dst, off, os.SEEK_SET)  # sendfile writes at dst's position
+        return os.sendfile(dst, src, off, n)
+
+    kernel: list[Callable[[int, int], int]] = []
+    if hasattr(os, "copy_file_range"):
+        kernel.append(lambda off, n: os.copy_file_range(src, dst, n, off, off))
+    kernel.append(sendfile)
+    for call in kernel:
+        try:
+            return _range_loop(call, offset, length, step, on_step)
+        except OSError as exc:
+            if exc.errno not in _UNSUPPORTED:
+                raise
+
+    def user_space(off: int, n: int) -> int:
+        data = os.pread(src, min(n, HASH_BUFFER), off)
+        return os.pwrite(dst, data, off) if data else 0
+
+    return _range_loop(user_space, offset, length, step, on_step)
+
+
+def _range_loop(call: Callable[[int, int], int], offset: int, length: int, step: int,
+                on_step: Callable[[int], None]) -> int:
+    done = 0
+    pending = 0  # on_step once per ``step`` bytes, whatever each call moved
+    while done < length:
+        n = call(offset + done, min(step, length - done))
+        if n == 0:
+            break  # the source is shorter than it was: the caller's size check fails
+        done += n
+        pending += n
+        if pending >= step or done == length:
+            on_step(pending)
+            pending = 0
+    if pending:
+        on_step(pending)
+    return done
+
+
+def xxh3_of_range(fd: int, offset: int, length: int) -> tuple[str, int]:
+    """(``xxh3:<hex>`` of the XXH3-128, bytes read) of ``length`` bytes of ``fd`` at
+    ``offset`` (fewer if it ends first), read through one reused buffer of
+    :data:`HASH_BUFFER` bytes."""
+    digest = xxhash.xxh3_128()
+    buffer = bytearray(HASH_BUFFER)
+    view = memoryview(buffer)
+    done = 0
+    while done < length:
+        n = os.preadv(fd, [view[: min(HASH_BUFFER, length - done)]], offset + done)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        done += n
+    return XXH3_PREFIX + digest.hexdigest(), done
 
 
 def xxh3_of_fd(fd: int, size: int | None = None) -> tuple[str, int]:

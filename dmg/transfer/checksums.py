@@ -23,7 +23,9 @@ of the source file is compared with the XXH3-128 of the staged file before commi
 (:mod:`dmg.connectors.localcopy`): every byte is still checked end to end, at a
 tenth of MD5's CPU. The file's ``checksum`` is then ``xxh3:<hex>``; otherwise it is
 the MD5 hex (what S3's Content-MD5 and Azure need), so a report tells by the prefix
-which hash verified each file.
+which hash verified each file. A part of a split object copied file → file is checked
+the same way on its range (:mod:`workers.run.part`); the object's checksum is then
+:func:`composite_xxh3` of its parts'.
 
 What was checked is recorded per file (``FileResult.verified``): ``size``,
 ``source-md5``, ``staged-crc32``, ``xxh3`` (source file = staged file), ``sink-md5``,
@@ -40,6 +42,7 @@ import hashlib
 import queue
 import threading
 import zlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import xxhash
@@ -132,6 +135,16 @@ def same_kind_of(expected: str, connector: Connector, path: str) -> str:
     if expected.startswith(XXH3_PREFIX):
         return xxh3_of(connector, path)[0]
     return md5_of(connector, path)[0]
+
+
+def composite_xxh3(parts: Sequence[Mapping[str, Any]]) -> str:
+    """A split object's XXH3, S3-style: ``xxh3:<XXH3-128 of the parts' binary XXH3s>-<count>``
+    from the parts' ``xxh3`` (``xxh3:<hex>``); "" when a part's XXH3 is unknown."""
+    hashes = [str(p.get("xxh3", "")).removeprefix(XXH3_PREFIX) for p in parts]
+    if not hashes or any(len(h) != 32 for h in hashes):
+        return ""
+    joined = b"".join(bytes.fromhex(h) for h in hashes)
+    return f"{XXH3_PREFIX}{xxhash.xxh3_128_hexdigest(joined)}-{len(hashes)}"
 
 
 def check_equal(what: str, expected: str, actual: str, *, path: str) -> None:

@@ -360,3 +360,12 @@ def test_a_file_result_is_sent_without_what_the_cloud_fills_in_itself() -> None:
     kept = compact_file_result({"path": "p", "status": "failed", "tries": 0, "started": 0.0})
     assert kept == {"path": "p", "status": "failed", "started": 0.0}  # 0.0 is not the cloud's None
     assert json_values({"a": [1, {"b": ""}]}) == 7  # as the cloud's check_shape counts
+
+
+def test_the_file_result_defaults_the_outbox_leaves_out_are_the_cloud_s() -> None:
+    """The node leaves out of a file result what the cloud fills in; the node does not import
+    the cloud's schemas (pydantic), so the defaults are a constant kept equal here."""
+    from dmg.cloud.limits import FILE_RESULT_DEFAULTS
+    from dmg.cloud.schemas import FileResultIn
+    assert FILE_RESULT_DEFAULTS == {name: field.default for name, field in FileResultIn.model_fields.items()
+                                    if not field.is_required()}

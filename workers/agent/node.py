@@ -3,9 +3,11 @@
 - the node's Celery worker as a child process (its own session, so the pool
   children stop with it)::
 
-      python -m celery -A workers.app worker -n <node>@<gateway> -Q node.<node>
-          -P prefork -c <limit> -E --without-gossip --without-mingle --loglevel INFO
+      python -m workers.celery_worker -n <node>@<gateway> -Q node.<node> -c <limit>
+          --loglevel INFO
 
+  which is ``celery -A workers.app worker -P prefork -E --without-gossip
+  --without-mingle`` without Celery's command line (:mod:`workers.celery_worker`),
   with the environment carrying every ``DMG_*`` setting (``DMG_NODE_NAME``,
   ``DMG_DATA_DIR``, ...), so the worker loads the same :class:`~settings.Settings`;
 - the node agent (heartbeats) in a thread;
@@ -50,10 +52,10 @@ from dmg.site.state import SiteState
 from settings import Settings, process_environ, settings_environ
 from settings.redisurl import display_url
 from workers.agent.drain import DrainField
+from workers.agent.limitfile import persisted_limit
 from workers.agent.node_agent import NodeAgent
 from workers.agent.reclaim import clean_staging, reclaim_at_start
 from workers.agent.requests import PortalRequests
-from workers.agent.scaling import persisted_limit
 from workers.agent.sizing import limit_source, node_limit
 from workers.agent.upgrade import NodeUpgrade
 from workers.context import redis_client
@@ -84,10 +86,9 @@ def worker_command(settings: Settings, registration: NodeRegistration, *, limit:
                    python: str = sys.executable) -> list[str]:
     """The command line of the node's Celery worker."""
     quiet = ["--quiet"] if settings.log_format == "json" else []  # no text banner among JSON lines
-    return [python, "-m", "celery", *quiet, "-A", "workers.app", "worker",
+    return [python, "-m", "workers.celery_worker", *quiet,
             "-n", worker_hostname(registration.node, registration.gateway),
-            "-Q", node_queue(registration.node), "-P", "prefork", "-c", str(limit),
-            "-E", "--without-gossip", "--without-mingle", "--loglevel", settings.log_level]
+            "-Q", node_queue(registration.node), "-c", str(limit), "--loglevel", settings.log_level]
 
 
 def relay_output(worker: subprocess.Popen[bytes]) -> None:

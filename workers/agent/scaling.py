@@ -22,34 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery.worker.control import control_command
 
+from workers.agent.limitfile import LIMIT_FILE, persist_limit, persisted_limit
+
 log = logging.getLogger(__name__)
 
-LIMIT_FILE = "limit"
+__all__ = ["LIMIT_FILE", "MAX_LIMIT", "PoolScaler", "persist_limit", "persisted_limit"]
+
 MAX_LIMIT = 1024
-
-
-def persisted_limit(node_dir: Path) -> int | None:
-    """The limit last set at runtime for this node, or None."""
-    try:
-        value = int((node_dir / LIMIT_FILE).read_text().strip())
-    except (OSError, ValueError):
-        return None
-    return value if value > 0 else None
-
-
-def persist_limit(node_dir: Path, limit: int) -> None:
-    """Write ``limit`` atomically (staging file + rename)."""
-    node_dir.mkdir(parents=True, exist_ok=True)
-    staging = node_dir / f".{LIMIT_FILE}.tmp"
-    staging.write_text(f"{limit}\n")
-    os.replace(staging, node_dir / LIMIT_FILE)
 
 
 class PoolScaler:

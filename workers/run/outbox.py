@@ -37,8 +37,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-from dmg.cloud.schemas import MAX_FILE_RESULTS, FileResultIn
-from dmg.definitions import MAX_ITEMS
+from dmg.cloud.limits import FILE_RESULT_DEFAULTS, MAX_BODY_VALUES, MAX_FILE_RESULTS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
@@ -50,16 +49,15 @@ log = logging.getLogger(__name__)
 BATCH_ITEMS = 500
 BATCH_BYTES = 2 * 1024 * 1024
 #: JSON values (keys, items, leaves) one batch request carries at most: the cloud refuses a
-#: body of more than :data:`dmg.definitions.MAX_ITEMS` as a whole (a single larger report
+#: body of more than :data:`dmg.cloud.limits.MAX_BODY_VALUES` as a whole (a single larger report
 #: goes alone; a report carries at most ``MAX_PENDING_RESULTS`` file results).
-BATCH_VALUES = MAX_ITEMS - 200
+BATCH_VALUES = MAX_BODY_VALUES - 200
 #: Values an outbox entry may grow by as a batch item (its envelope), counted generously.
 ITEM_VALUES = 16
-#: A file result's fields the cloud fills in itself when they are left out, with the value
-#: it fills in (:class:`dmg.cloud.schemas.FileResultIn`); ``node`` and ``attempt`` are the
+#: A file result's fields the cloud fills in itself when they are left out
+#: (:data:`dmg.cloud.limits.FILE_RESULT_DEFAULTS`); ``node`` and ``attempt`` are the
 #: envelope's (the cloud takes the node from the token).
-_FILE_DEFAULTS = {name: field.default for name, field in FileResultIn.model_fields.items()
-                  if not field.is_required()}
+_FILE_DEFAULTS = FILE_RESULT_DEFAULTS
 _ENVELOPE_FIELDS = ("node", "attempt")
 #: A held report (the cloud cannot take it yet) is sent again after this many seconds,
 #: doubling with each try up to HELD_MAX_WAIT.

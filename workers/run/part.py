@@ -12,11 +12,20 @@ began the delivery and reported it running). One attempt:
    every part is in already, so the part is not written again; the attempt takes
    the commit over only if the owner's attempt was replaced (it died mid-commit)
    or is an earlier execution of this very attempt.
-2. Otherwise reads ``length`` bytes at ``offset`` from the source (one ranged
-   read), paced by the activity run's bandwidth, MD5 as they pass, and writes
-   them with the sink's ``write_range`` (idempotent: a re-run rewrites the same
-   part), retrying Retryable errors; the sink's own MD5 of the stored part, when
-   it gives one, must match.
+2. Otherwise writes the part, retrying Retryable errors; idempotent either way (a
+   re-run rewrites the same range with the same bytes):
+
+   - **file → file** (a :class:`~dmg.connectors.capabilities.LocalFiles` source, a
+     :class:`~dmg.connectors.capabilities.KernelRangeWrite` sink, no bandwidth
+     limit): the kernel copies the range into the write at its offset
+     (``copy_file_range``) while the source range is hashed with XXH3-128; the
+     written range is read back and its XXH3 must be equal. The part's result
+     carries ``xxh3`` (``xxh3:<hex>``);
+   - **otherwise**: reads ``length`` bytes at ``offset`` from the source (one ranged
+     read), paced by the activity run's bandwidth, MD5 as they pass, and writes
+     them with the sink's ``write_range``; the sink's own MD5 of the stored part,
+     when it gives one, must match. The part's result carries ``md5`` (what S3's
+     Content-MD5 and Azure need).
 3. Records the part's result for the current attempt only
    (:meth:`~dmg.site.splits.SplitObjects.record_part`); the part that completes
    the set owns the commit.
@@ -25,9 +34,11 @@ began the delivery and reported it running). One attempt:
    activity run cannot succeed before the object is visible.
 
 Counting: every part reports its own bytes; the object counts as one file, in
-the report of the shard that committed it (with a per-file result whose checksum
-is the S3-style MD5 of the parts' MD5s, ``<hex>-<parts>``, when every part's MD5
-is known). A part that fails for good marks the object ``aborted`` and aborts the
+the report of the shard that committed it, with a per-file result whose checksum
+is the S3-style hash of the parts' hashes (:func:`object_checksum`): ``<md5>-<parts>``
+when every part has an MD5, ``xxh3:<xxh3>-<parts>`` when every part has an XXH3, and
+whose ``verified`` says which hash verified the parts (``size,part-md5`` or
+``size,part-xxh3``). A part that fails for good marks the object ``aborted`` and aborts the
 sink's write (once); the other parts then stop. A part of a cancelled run
 (:meth:`dmg.site.state.SiteState.is_cancelled`, looked at with the abandon check)
 stops and aborts the write the same way.
@@ -44,7 +55,7 @@ from typing import Any
 
 from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
-from dmg.connectors.capabilities import RangedRead
+from dmg.connectors.capabilities import KernelRangeWrite, LocalFiles, RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.shards import PartSpec, ShardSpec
@@ -80,6 +91,15 @@ def composite_md5(parts: list[dict[str, Any]]) -> str:
         return ""
     joined = b"".join(bytes.fromhex(m) for m in md5s)
     return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(md5s)}"
+
+
+def object_checksum(parts: list[dict[str, Any]]) -> tuple[str, str]:
+    """(checksum, verified) of a committed object from its parts' results: the composite of
+    the hash every part has (MD5 first: what S3 shows as the ETag), and which hashes
+    verified the parts (``size,part-md5`` / ``size,part-xxh3``; both when they differ)."""
+    kinds = [kind for kind in ("md5", "xxh3") if any(p.get(kind) for p in parts)]
+    checksum = composite_md5(parts) or checksums.composite_xxh3(parts)
+    return checksum, ",".join(["size", *(f"part-{kind}" for kind in kinds)])
 
 
 def run_part(
@@ -132,6 +152,9 @@ def run_part(
             return objects.marker(part.object) == ABORTED
 
         def upload(_try: int) -> dict[str, Any]:
+            if (isinstance(source, LocalFiles) and isinstance(active, KernelRangeWrite)
+                    and throttle.limit() <= 0):
+                return _copy_part_in_kernel(source, active, part, throttle, abandoned=abandoned)
             return _write_part(source, active, part, throttle, abandoned=abandoned)
 
         result, _tries = call_with_retries(upload, retries=options.retries, backoff=options.retry_backoff,
@@ -232,6 +255,24 @@ def _write_part(source: Connector, writer: DistributedWrite, part: PartSpec, thr
     return result
 
 
+def _copy_part_in_kernel(source: LocalFiles, writer: KernelRangeWrite, part: PartSpec, throttle: Throttle,
+                         *, abandoned: Callable[[], bool]) -> dict[str, Any]:
+    """File to file: the kernel copies the range, the XXH3 of the source range and of the
+    written range must be equal (a mismatch raises ChecksumMismatch, which is not retried)."""
+
+    def step(n: int) -> None:
+        throttle.take(n)  # no limit here: records the bytes, never waits
+        if abandoned():
+            raise Fatal(f"{part.target}: the write was abandoned (another part failed)")
+
+    source_hash = writer.copy_range_in(part.target, part.handle, part_number=part.part_number,
+                                       offset=part.offset, length=part.length,
+                                       source_file=source.local_file(part.entry.path), on_step=step)
+    written = writer.range_xxh3(part.target, part.handle, offset=part.offset, length=part.length)
+    checksums.check_equal(f"part {part.part_number}", source_hash, written, path=part.target)
+    return {"part_number": part.part_number, "xxh3": source_hash}
+
+
 def _commit(part: PartSpec, writer: DistributedWrite, objects: SplitObjects, state: SiteState,
             shard_id: str, attempt: int) -> PartOutcome:
     started = time.time()
@@ -245,6 +286,7 @@ def _commit(part: PartSpec, writer: DistributedWrite, objects: SplitObjects, sta
     objects.mark_done(part.object)
     log.info("split object committed object=%s path=%s parts=%d shard=%s attempt=%d",
              part.object, part.target, len(parts), shard_id, attempt)
-    result = FileResult(part.target, part.entry.size, composite_md5(parts), COPIED, source=part.entry.path,
-                        verified="size,part-md5", tries=1, started=started, ended=time.time())
+    checksum, verified = object_checksum(parts)
+    result = FileResult(part.target, part.entry.size, checksum, COPIED, source=part.entry.path,
+                        verified=verified, tries=1, started=started, ended=time.time())
     return PartOutcome(True, part.length, committed=True, file_result=result)
