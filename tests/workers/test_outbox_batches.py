@@ -367,5 +367,5 @@ def test_the_file_result_defaults_the_outbox_leaves_out_are_the_cloud_s() -> Non
     the cloud's schemas (pydantic), so the defaults are a constant kept equal here."""
     from dmg.cloud.limits import FILE_RESULT_DEFAULTS
     from dmg.cloud.schemas import FileResultIn
-    assert FILE_RESULT_DEFAULTS == {name: field.default for name, field in FileResultIn.model_fields.items()
-                                    if not field.is_required()}
+    assert {name: field.default for name, field in FileResultIn.model_fields.items()
+                                    if not field.is_required()} == FILE_RESULT_DEFAULTS
