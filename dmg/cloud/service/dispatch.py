@@ -30,7 +30,7 @@ from dmg.cloud.models import (
     Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
-from dmg.cloud.service import attempts, leader
+from dmg.cloud.service import attempts, counters, leader
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
@@ -68,15 +68,17 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
-    won: list[str] = []
+    won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
     for activity_run_id in candidates:
-        result = session.execute(
-            update(ActivityRun).where(ActivityRun.id == activity_run_id, _claimable(epoch))
-            .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
-                    started_at=now, ended_at=None)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            won.append(activity_run_id)
+        for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
+            result = session.execute(
+                update(ActivityRun).where(ActivityRun.id == activity_run_id, condition)
+                .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
+                        started_at=now, ended_at=None)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                won[activity_run_id] = was
+                break
     if not won:
         return []
     session.expire_all()
@@ -86,6 +88,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
+        counters.activity_status_changed(activity_run, won[activity_run.id])
         body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
@@ -168,14 +171,17 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         if elsewhere is not None:
             raise Conflict(f"shard id {elsewhere!r} belongs to another activity run",
                            hint="shard ids must be unique across activity runs")
+    added: list[Shard] = []
     for planned in shards:
         if planned.id in existing:
             continue
-        activity_run.shards.append(Shard(
+        added.append(Shard(
             id=planned.id, index=planned.index, status=CLOUD_PLANNED, node="", attempt=0,
             files_planned=planned.files, bytes_planned=planned.bytes, files=0, bytes=0,
             files_total=planned.files, bytes_total=planned.bytes, queued_at=now,
             wait_reason="", error=""))
+    activity_run.shards.extend(added)
+    counters.shards_added(activity_run, added)
     activity_run.planned = True
     activity_run.claim_epoch = epoch
     derive_activity_run(activity_run, now=now)
@@ -244,6 +250,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
                          checked=set() if checked is None else checked)
     reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
+    before = counters.shard_figures(shard)
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
         shard.node = reporter
@@ -268,6 +275,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
+    counters.shard_changed(shard, before)  # same transaction: statuses follow the counters
     if previous in CLOUD_FINISHED or shard.status in CLOUD_FINISHED:
         # Only a shard that ends (or one that ended and starts again) can change its
         # activity run's status: "placed" and "running" reports skip the derivation.
