@@ -18,6 +18,8 @@ from dmg.cloud.db import Database
 from dmg.cloud.models import ActivityRun, Run, Shard
 from tests.cloud.conftest import Cloud, make_pipeline, make_site, place
 
+STATUSES = ("Queued", "InProgress", "Succeeded", "Failed", "Cancelled")
+
 
 def _plan(node: CloudClient, activity_id: str, count: int) -> list[str]:
     ids = [f"{activity_id}-s{i}" for i in range(count)]
@@ -46,7 +48,7 @@ def counters_and_aggregates(db_url: str, run_id: str) -> tuple[dict[str, Any], d
                 .join(ActivityRun).where(ActivityRun.run_id == run_id)).one()
             derived: dict[str, Any] = {"run": {
                 "total": sum(by_status.values()), "files": files, "bytes": size,
-                **{s: by_status.get(s, 0) for s in ("Queued", "InProgress", "Succeeded", "Failed", "Cancelled")}}}
+                **{s: by_status.get(s, 0) for s in STATUSES}}}
             for activity in session.scalars(select(ActivityRun).where(ActivityRun.run_id == run_id)):
                 kept[activity.name] = {
                     "total": activity.shards_total, "succeeded": activity.shards_succeeded,
@@ -78,7 +80,8 @@ def test_counters_equal_the_aggregates_after_failures_retries_and_a_cancel(cloud
         for shard in (s0, s1, s2):
             place(n1, shard, "n1")
         n1.report_shard(s0, {"attempt": 1, "status": "running", "files": 1, "bytes": 40})
-        n1.report_shard(s0, {"attempt": 1, "status": "failed", "error": "read error", "files": 1, "bytes": 40})
+        n1.report_shard(s0, {"attempt": 1, "status": "failed", "error": "read error", "files": 1,
+                             "bytes": 40})
         assert user.run(run["id"])["activity_runs"][0]["status"] == "Failed"
         place(n1, s0, "n2", attempt=2, previous_ended="worker died")
         answer = n2.report_batch([
