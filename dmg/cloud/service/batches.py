@@ -29,10 +29,11 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
-from dmg.cloud.service import dispatch, files
+from dmg.cloud.service import counters, dispatch, files
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
+from dmg.shards.status import CLOUD_PLACED
 
 
 def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
@@ -46,6 +47,9 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
+    placing = any(item.report is not None and item.report.status == CLOUD_PLACED for item in items)
+    counters.lock_runs(session, shard_ids=[item.shard_id for item in items if item.report is not None],
+                       gateway_id=node.gateway_id if placing else None)
     for item in items:
         if item.shard_id in waiting:  # an earlier report of this shard waits: so does this one
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})

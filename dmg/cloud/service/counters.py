@@ -13,18 +13,34 @@ their files and bytes. Every change goes through three calls:
 - :func:`activity_status_changed`, from :func:`.derive.derive_activity_run` when an
   activity run's status moves.
 
+A run's counters make its row a hot one: on PostgreSQL, a transaction that reports
+shards first locks the runs it will touch, in one order (:func:`lock_runs`), so two
+concurrent report batches queue on a run instead of deadlocking (each holding one
+activity run the other wants). SQLite has one writer and needs no lock.
+
 ``tests/cloud/test_counters.py`` checks the counters against the aggregates after a
 run with failures, retries and a cancel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
-from dmg.cloud.models import CANCELLED, FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
+from dmg.cloud.models import (
+    CANCELLED,
+    FAILED,
+    IN_PROGRESS,
+    QUEUED,
+    SUCCEEDED,
+    ActivityRun,
+    Gateway,
+    Run,
+    Shard,
+)
 from dmg.shards.status import CLOUD_FAILED, CLOUD_SUCCEEDED
 
 #: The run column counting activity runs of each status.
@@ -37,6 +53,35 @@ class ShardFigures(NamedTuple):
     status: str
     files: int
     bytes: int
+
+
+def lock_runs(session: Session, *, shard_ids: Iterable[str] = (), activity_run_ids: Iterable[str] = (),
+              run_ids: Iterable[str] = (), gateway_id: int | None = None) -> None:
+    """Lock (PostgreSQL ``FOR UPDATE``, in id order) the runs of these shards, activity
+    runs and runs, and read them afresh; call it before the transaction reads or changes
+    any counter. Every writer of counters takes its runs' locks first, so concurrent
+    reports, claims and plans of one run queue there (no lost update of a counter, no
+    deadlock); nothing on SQLite (one writer at a time). Lock order: the gateway row (the
+    dispatcher's lease, :mod:`.leader`) before runs: a caller that will take the gateway's
+    lease in this transaction names ``gateway_id`` (or took the lease already)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    if gateway_id is not None:
+        session.execute(select(Gateway.id).where(Gateway.id == gateway_id).with_for_update())
+    shards, activities, runs = sorted(set(shard_ids)), sorted(set(activity_run_ids)), sorted(set(run_ids))
+    if not (shards or activities or runs):
+        return
+    wanted = []
+    if shards:
+        wanted.append(select(ActivityRun.run_id).join(Shard, Shard.activity_run_id == ActivityRun.id)
+                      .where(Shard.id.in_(shards)))
+    if activities:
+        wanted.append(select(ActivityRun.run_id).where(ActivityRun.id.in_(activities)))
+    ids = set(runs)
+    for query in wanted:
+        ids.update(session.scalars(query))
+    session.scalars(select(Run).where(Run.id.in_(sorted(ids))).order_by(Run.id).with_for_update(of=Run)
+                    .execution_options(populate_existing=True)).all()
 
 
 def shard_figures(shard: Shard) -> ShardFigures:

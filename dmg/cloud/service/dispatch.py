@@ -68,6 +68,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
+    counters.lock_runs(session, activity_run_ids=candidates)
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
     for activity_run_id in candidates:
         for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
@@ -161,6 +162,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     indexes = [s.index for s in shards]
     if len(set(indexes)) != len(indexes):
         raise BadInput("shards: a shard index is listed twice")
+    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
     activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if activity_run.failed_by_dispatcher:
         raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
@@ -193,6 +195,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                       error: str, now: float, ttl: float) -> dict[str, Any]:
     """Mark an activity run Failed with ``error`` (idempotent; a cancelled one stays Cancelled)."""
+    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
     activity_run, _epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if not activity_run.failed_by_dispatcher and activity_run.cancelled_at is None:
         activity_run.failed_by_dispatcher = True
@@ -236,6 +239,9 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     attempt was placed on reports it (PermissionDenied, or Retryable before the
     placement is known). ``checked``: placement checks this transaction already passed
     (:mod:`.batches`)."""
+    if checked is None:  # a single report (a batch locked its runs already)
+        counters.lock_runs(session, shard_ids=[shard_id],
+                           gateway_id=node.gateway_id if report.status == CLOUD_PLACED else None)
     shard = session.get(Shard, shard_id)
     if shard is None or shard.activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
