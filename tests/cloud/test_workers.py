@@ -25,7 +25,10 @@ from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, unique
 
 @pytest.fixture(scope="module")
 def two_workers(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    server = launch(tmp_path_factory.mktemp("workers"), db=postgres_url, cloud_workers=2, cloud_metrics=True)
+    # Two workers each import the whole app: on a 2-core machine at a load of 30 that can
+    # take longer than one process's 30 s.
+    server = launch(tmp_path_factory.mktemp("workers"), db=postgres_url, cloud_workers=2, cloud_metrics=True,
+                    timeout=90)
     try:
         yield server
     finally:
