@@ -182,8 +182,8 @@ def test_zero_workers_are_refused(tmp_path: Path) -> None:
 
 def test_the_listener_hears_another_process_at_once(postgres_url: str, tmp_path: Path) -> None:
     """Given this process listening (dmg.cloud.api.listen) on PostgreSQL, a NOTIFY that
-    another connection commits wakes the gateway's waiting claims within 0.1 s, and a
-    token revocation clears the token cache; while not listening, nothing is cached."""
+    another connection commits wakes the gateway's waiting claims within 0.1 s; a shared
+    token cache caches nothing (every token is read from the database)."""
     import asyncio
 
     import psycopg
@@ -201,13 +201,11 @@ def test_the_listener_hears_another_process_at_once(postgres_url: str, tmp_path:
     async def scenario() -> float:
         notifier = RunNotifier()
         svc.tokens.put("token", node)
-        assert svc.tokens.get("token") is None  # not listening yet: nothing cached
+        assert svc.tokens.get("token") is None  # shared: nothing cached
         ready = asyncio.Event()
         task = asyncio.create_task(listen.listen(svc, notifier, ready=ready))
         try:
             await asyncio.wait_for(ready.wait(), 30)
-            svc.tokens.put("token", node)
-            assert svc.tokens.get("token") == node
             waiter = asyncio.create_task(notifier.wait(7, 10.0))
             await asyncio.sleep(0.05)
             other = await psycopg.AsyncConnection.connect(db.libpq_url, autocommit=True)
@@ -217,16 +215,12 @@ def test_the_listener_hears_another_process_at_once(postgres_url: str, tmp_path:
                 await waiter
                 woke = time.monotonic() - sent
                 await other.execute("SELECT pg_notify(%s, %s)", (TOKENS_CHANNEL, "removed"))
-                deadline = time.monotonic() + 5
-                while svc.tokens.get("token") is not None:
-                    assert time.monotonic() < deadline, "the token cache was not cleared"
-                    await asyncio.sleep(0.005)
             finally:
                 await other.close()
         finally:
             await listen.stop(task)
         svc.tokens.put("token", node)
-        assert svc.tokens.get("token") is None  # stopped listening: nothing cached
+        assert svc.tokens.get("token") is None
         return woke
 
     try:

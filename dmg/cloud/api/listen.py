@@ -4,12 +4,11 @@ Each cloud process on PostgreSQL keeps one connection of its own that LISTENs on
 :data:`~dmg.cloud.service.RUNS_CHANNEL` (a gateway's runs were queued or cancelled:
 its waiting claim long-polls are woken, :class:`.notify.RunNotifier`) and
 :data:`~dmg.cloud.service.TOKENS_CHANNEL` (a node was removed: the token cache is
-cleared, :mod:`dmg.cloud.service.tokens`). The senders NOTIFY inside their own
-transaction (:meth:`dmg.cloud.db.Database.publish`), so a notice arrives at commit,
-and is never sent for a rolled-back change.
+cleared; on PostgreSQL the cache is off anyway, :mod:`dmg.cloud.service.tokens`).
+The senders NOTIFY inside their own transaction (:meth:`dmg.cloud.db.Database.publish`),
+so a notice arrives at commit, and is never sent for a rolled-back change.
 
-When the connection is lost, the token cache is off (every token read from the
-database) and claims fall back to their periodic re-check until the listener is
+When the connection is lost, claims fall back to their periodic re-check until the listener is
 connected again (tried every :data:`RECONNECT_EVERY` s). SQLite needs none of this:
 it is served by one process.
 """
@@ -38,7 +37,6 @@ async def listen(svc: CloudService, notifier: RunNotifier, *, ready: asyncio.Eve
             async with await psycopg.AsyncConnection.connect(svc.db.libpq_url, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {RUNS_CHANNEL}")
                 await conn.execute(f"LISTEN {TOKENS_CHANNEL}")
-                svc.tokens.listening(True)
                 if lost_logged:
                     log.info("listening to the other cloud processes again")
                 lost_logged = False

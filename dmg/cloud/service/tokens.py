@@ -1,16 +1,15 @@
 """Which node owns a token, remembered for a few seconds: no database read per request.
 
 The cache is this process's. Removing a node clears it (the node's token stops
-working at once in this process). When several cloud processes share a PostgreSQL
-database (``--workers N``, or several machines), the remover also sends a NOTIFY
-on the database in the removal's transaction; every process listens
-(:mod:`dmg.cloud.api.listen`) and clears its cache when it arrives, before the
-remover's answer reaches its user. A ``shared`` cache is used only while its
-process listens: before the listener is connected, and whenever its connection
-is lost, every token is read from the database again (so a missed notice can
-never leave a removed node's token working). :data:`TOKEN_CACHE_SECONDS` bounds
-an entry's life in any case. Keys are the tokens' SHA-256 digests (the database
-holds the same), never the tokens.
+working at once in this process). A ``shared`` cache (PostgreSQL, where several cloud
+processes may share the database: ``--workers N`` or several machines) caches nothing:
+every node request reads its token's node (one indexed SELECT). A NOTIFY from the
+remover (:mod:`dmg.cloud.api.listen`) clearing the other processes' caches was tried:
+under a load of 20 on two cores a request to the other worker right after the removal's
+answer was still served from the cache once in a hundred (the notice is handled on
+the same event loop, after it), so "refused at once" needs the database read.
+:data:`TOKEN_CACHE_SECONDS` bounds an entry's life on SQLite. Keys are the tokens'
+SHA-256 digests (the database holds the same), never the tokens.
 """
 
 from __future__ import annotations
@@ -77,8 +76,8 @@ class TokenCache:
             self._generation += 1
 
     def listening(self, on: bool) -> None:
-        """A shared cache's listener connected (``on``) or lost its connection: either
-        way what was cached is forgotten; while off nothing is cached."""
+        """Forget what was cached; ``on``: cache from now on (a process that alone serves
+        its database), else cache nothing."""
         with self._lock:
             self._nodes.clear()
             self._generation += 1
