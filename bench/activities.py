@@ -19,7 +19,13 @@ the task's start.
 
 What the cloud costs per activity of the bulk run: HTTP requests (by route), SQL
 statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
-``GET /api/v1/debug/metrics``) and CPU seconds of the cloud process (psutil).
+``GET /api/v1/debug/metrics``, summed over its workers) and CPU seconds of the cloud's
+processes (psutil: its supervisor and every worker).
+
+The cloud runs on SQLite in the site's data dir by default; ``--cloud-db URL`` puts it
+on that database, ``--postgres`` on a throw-away PostgreSQL started for the repeat
+(``tests/servers/postgres.py``: PostgreSQL 15 from Debian's package, fsync off), and
+``--cloud-workers N`` serves it from N processes (PostgreSQL only).
 ``--repeats N`` runs everything N times (a fresh site each) and prints medians;
 the load average is printed before each repeat.
 """
@@ -27,6 +33,7 @@ the load average is printed before each repeat.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -34,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 PIPELINE_SIZE = 200
@@ -70,8 +78,18 @@ def cloud_cost(site: EmbeddedSite, client) -> dict:
 
     metrics = client.request("GET", "/debug/metrics")
     pid = site.pid_of("cloud")
-    times = psutil.Process(pid).cpu_times() if pid else None
-    metrics["cpu_psutil"] = (times.user + times.system) if times else float("nan")
+    if not pid:
+        metrics["cpu_psutil"] = float("nan")
+        return metrics
+    parent = psutil.Process(pid)
+    total = 0.0
+    for process in [parent, *parent.children(recursive=True)]:  # the workers of --cloud-workers N
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    metrics["cpu_psutil"] = total
     return metrics
 
 
@@ -194,9 +212,13 @@ def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, worker
 
 
 def run_once(args: argparse.Namespace) -> tuple[dict, dict]:
-    with tempfile.TemporaryDirectory(prefix="dmg-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="dmg-bench-") as tmp, _database(args) as cloud_db:
         work = Path(tmp)
-        settings = load({"DMG_DATA_DIR": str(work / "data"), "DMG_CLOUD_METRICS": "1"})
+        env = {"DMG_DATA_DIR": str(work / "data"), "DMG_CLOUD_METRICS": "1",
+               "DMG_CLOUD_WORKERS": str(args.cloud_workers)}
+        if cloud_db:
+            env["DMG_CLOUD_DB"] = cloud_db
+        settings = load(env)
         with EmbeddedSite(settings, nodes=args.nodes, flower=False,
                           node_concurrency=args.concurrency) as site:
             (work / "dmg").mkdir()
@@ -211,6 +233,27 @@ def run_once(args: argparse.Namespace) -> tuple[dict, dict]:
     return dmg, peer
 
 
+@contextlib.contextmanager
+def _database(args: argparse.Namespace) -> Iterator[str]:
+    """The cloud's database URL for one repeat ("" for SQLite in the data dir)."""
+    if not args.postgres:
+        yield args.cloud_db
+        return
+    import shutil
+
+    from dmg.procs import free_port
+    from tests.servers.postgres import PostgresServer, _run_as
+
+    root = Path(tempfile.mkdtemp(prefix="dmg-bench-pg-"))
+    server = PostgresServer(root=root, port=free_port(), run_as=_run_as() or None)
+    try:
+        server.start()
+        yield server.create_database("bench")
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=1000)
@@ -218,6 +261,11 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="slots per node / worker")
     parser.add_argument("--latency-samples", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--cloud-db", default="", metavar="URL",
+                        help="the cloud's database (default: SQLite)")
+    parser.add_argument("--postgres", action="store_true",
+                        help="the cloud on a throw-away PostgreSQL started for each repeat")
+    parser.add_argument("--cloud-workers", type=int, default=1, help="processes serving the cloud")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -230,7 +278,9 @@ def main() -> int:
         print(f"repeat {k + 1}/{args.repeats}: load average {os.getloadavg()}", file=sys.stderr)
         one = subprocess.run(
             [sys.executable, __file__, "--one", "--count", str(args.count), "--nodes", str(args.nodes),
-             "--concurrency", str(args.concurrency), "--latency-samples", str(args.latency_samples)],
+             "--concurrency", str(args.concurrency), "--latency-samples", str(args.latency_samples),
+             "--cloud-workers", str(args.cloud_workers), "--cloud-db", args.cloud_db,
+             *(["--postgres"] if args.postgres else [])],
             check=True, stdout=subprocess.PIPE, text=True)
         repeats.append(tuple(json.loads(one.stdout.strip().splitlines()[-1])))
         dmg_k, peer_k = repeats[-1]
@@ -259,6 +309,8 @@ def main() -> int:
                           "requests per activity by route": routes, "repeats": args.repeats,
                           "load": loadavg}, indent=2))
         return 0
+    where = "PostgreSQL" if args.postgres or args.cloud_db.startswith("postgres") else "SQLite"
+    print(f"cloud on {where}, {args.cloud_workers} worker(s); summed over its processes")
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run; "
           f"median of {args.repeats}; load average now {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")

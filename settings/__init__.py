@@ -41,6 +41,9 @@ class Settings:
     cloud_url: str = defaults.CLOUD_URL
     cloud_bind: str = defaults.CLOUD_BIND
     cloud_db: str = ""
+    #: ``DMG_CLOUD_WORKERS``: processes serving the cloud's port (more than one needs
+    #: PostgreSQL: SQLite has one writer; dmg.cloud.workers).
+    cloud_workers: int = defaults.CLOUD_WORKERS
     #: The CA that signed the cloud's HTTPS certificate (nodes and the CLI check it).
     cloud_ca: str = ""
     #: ``dmg cloud serve`` over HTTPS: its certificate and key (``--tls-cert/--tls-key``).
@@ -142,6 +145,7 @@ _KINDS: dict[str, type] = {
     "max_queued_per_node": int,
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
+    "cloud_workers": int,
     "cloud_metrics_public": bool,
     "cloud_history_retention": float,
     "cloud_run_retention": float,

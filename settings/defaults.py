@@ -12,6 +12,8 @@ REDIS_MASTER_NAME = "mymaster"
 #: Where nodes and the CLI reach the control plane.
 CLOUD_URL = "http://127.0.0.1:8050"
 CLOUD_BIND = "127.0.0.1:8050"
+#: Processes serving the cloud (``DMG_CLOUD_WORKERS``); more than one needs PostgreSQL.
+CLOUD_WORKERS = 1
 #: Seconds between node heartbeats (Redis and cloud).
 HEARTBEAT_INTERVAL = 2.0
 #: Seconds without a heartbeat before a node is Offline.

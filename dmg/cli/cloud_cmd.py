@@ -30,7 +30,11 @@ def token() -> None:
               help="Serve HTTPS with this certificate (default: DMG_CLOUD_TLS_CERT); needs --tls-key.")
 @click.option("--tls-key", metavar="PEM", default=None,
               help="The certificate's private key (default: DMG_CLOUD_TLS_KEY).")
-def serve(db: str | None, bind: str | None, tls_cert: str | None, tls_key: str | None) -> None:
+@click.option("--workers", type=int, default=None,
+              help="Processes serving the port (default: DMG_CLOUD_WORKERS, 1); more than one needs "
+                   "PostgreSQL.")
+def serve(db: str | None, bind: str | None, tls_cert: str | None, tls_key: str | None,
+          workers: int | None) -> None:
     """Serve the cloud's API and portal in the foreground until Ctrl-C (HTTPS with
     --tls-cert and --tls-key; clients check it against DMG_CLOUD_CA)."""
     from dmg.cloud.server import parse_bind
@@ -40,7 +44,8 @@ def serve(db: str | None, bind: str | None, tls_cert: str | None, tls_key: str |
 
     settings = current_settings()
     settings = settings.replace(cloud_tls_cert=tls_cert or settings.cloud_tls_cert,
-                                cloud_tls_key=tls_key or settings.cloud_tls_key)
+                                cloud_tls_key=tls_key or settings.cloud_tls_key,
+                                cloud_workers=workers if workers is not None else settings.cloud_workers)
     bind = bind or settings.cloud_bind
     host, port = parse_bind(bind)
     if port and port_open(host if host not in ("0.0.0.0", "::", "") else "127.0.0.1", port):

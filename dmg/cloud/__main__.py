@@ -1,4 +1,4 @@
-"""``python -m dmg.cloud serve [--bind HOST:PORT] [--db URL] [--settings-stdin]`` and
+"""``python -m dmg.cloud serve [--bind HOST:PORT] [--db URL] [--workers N] [--settings-stdin]`` and
 ``python -m dmg.cloud token`` (print the users' API token)."""
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd = commands.add_parser("serve", help="serve the REST API and portal")
     serve_cmd.add_argument("--bind", default=None, help="HOST:PORT (default: DMG_CLOUD_BIND)")
     serve_cmd.add_argument("--db", default=None, help="database URL (default: DMG_CLOUD_DB or SQLite)")
+    serve_cmd.add_argument("--workers", type=int, default=None,
+                           help="processes serving the port (default: DMG_CLOUD_WORKERS, 1); "
+                                "more than one needs PostgreSQL")
     serve_cmd.add_argument("--settings-stdin", action="store_true",
                            help="read the settings as JSON from stdin (used by start_cloud_subprocess)")
     commands.add_parser("token", help="print the users' API token")
@@ -31,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "token":
             print(api_token(settings))
             return 0
+        if args.workers is not None:
+            settings = settings.replace(cloud_workers=args.workers)
         setup_logging(settings)
         serve(settings, bind=args.bind or settings.cloud_bind, db=args.db)
     except DmgError as exc:

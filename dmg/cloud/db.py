@@ -19,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import Session, sessionmaker
@@ -86,6 +86,19 @@ class Database:
     def read(self) -> Iterator[Session]:
         with self._read() as session, session.begin():
             yield session
+
+    def publish(self, session: Session, channel: str, payload: str) -> None:
+        """Tell every cloud process listening on ``channel`` (PostgreSQL NOTIFY, sent when
+        ``session``'s transaction commits, never if it rolls back; :mod:`dmg.cloud.api.listen`).
+        Nothing on SQLite: its one process wakes its own waiters."""
+        if self.dialect == "postgresql":
+            session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                            {"channel": channel, "payload": payload})
+
+    @property
+    def libpq_url(self) -> str:
+        """The database URL as psycopg itself takes it (PostgreSQL only)."""
+        return make_url(self.url).set(drivername="postgresql").render_as_string(hide_password=False)
 
     def migrate(self) -> None:
         """Apply every migration up to head (idempotent)."""

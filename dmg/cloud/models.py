@@ -180,6 +180,15 @@ class Run(Base):
     created_at: Mapped[float] = mapped_column(Float, index=True)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Counters (dmg.cloud.service.counters): activity runs by status, files and bytes.
+    activities_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    activities_queued: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    activities_in_progress: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    activities_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    activities_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    activities_cancelled: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    files_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     pipeline: Mapped[Pipeline] = relationship()
     gateway: Mapped[Gateway] = relationship()
@@ -209,6 +218,13 @@ class ActivityRun(Base):
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     cancelled_at: Mapped[float | None] = mapped_column(Float, nullable=True)  # by a user
+    # Counters (dmg.cloud.service.counters): shards by outcome, the lowest failed shard.
+    shards_total: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    shards_succeeded: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    shards_failed: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    first_failed_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    files_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    bytes_done: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     run: Mapped[Run] = relationship(back_populates="activity_runs")
     shards: Mapped[list[Shard]] = relationship(

@@ -9,7 +9,8 @@
     finally:
         cloud.stop()
 
-The child is ``python -m dmg.cloud serve --bind HOST:PORT [--db URL] --settings-stdin``;
+The child is ``python -m dmg.cloud serve --bind HOST:PORT [--db URL] --settings-stdin``
+(``settings.cloud_workers`` worker processes of its own in its process group);
 it receives the parent's settings as JSON on its stdin (so secrets never show in
 ``ps`` or on disk) and is ready when ``GET /api/v1/health`` answers.
 """
@@ -30,7 +31,7 @@ import httpx
 from dmg.cloud.client import trust
 from dmg.cloud.keys import api_token, cloud_dir
 from dmg.errors import BadInput, Fatal
-from dmg.procs import free_port, stop_process
+from dmg.procs import free_port, kill_group, stop_process
 from settings import Settings
 
 
@@ -44,22 +45,65 @@ def parse_bind(bind: str) -> tuple[str, int]:
 
 def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
     """Serve the cloud on ``bind`` until interrupted (blocking); ``db`` overrides the
-    database URL. Migrations run before the port opens."""
-    import uvicorn
-
-    from dmg.cloud.api import create_app
+    database URL. Migrations run before the port opens. ``settings.cloud_workers`` > 1
+    serves it from that many processes (:mod:`dmg.cloud.workers`; PostgreSQL only,
+    BadInput on SQLite)."""
+    from dmg.cloud.workers import check_workers
 
     host, port = parse_bind(bind)
     if db:
         settings = settings.replace(cloud_db=db)
+    workers = check_workers(settings)  # before anything is imported or logged
     tls = tls_files(settings)
-    app = create_app(settings)
+
+    import uvicorn
+
+    from dmg.cloud.api import create_app
+    from dmg.cloud.db import Database
+
     # JSON lines: uvicorn's loggers propagate to the root handler (dmg.logformat) instead of
     # writing text through their own.
     extra: dict[str, Any] = {"log_config": None} if settings.log_format == "json" else {}
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level.lower(), **extra,
-                timeout_graceful_shutdown=3, access_log=False,
-                ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+    options: dict[str, Any] = dict(
+        host=host, port=port, log_level=settings.log_level.lower(), **extra,
+        timeout_graceful_shutdown=3, access_log=False,
+        ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
+    if workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    database = Database(settings.cloud_db_url)
+    try:
+        database.migrate()  # once, before any worker starts
+    finally:
+        database.dispose()
+    _serve_workers(settings, workers, options)
+
+
+def _serve_workers(settings: Settings, workers: int, options: dict[str, Any]) -> None:
+    import functools
+    import os
+
+    from uvicorn import Config
+    from uvicorn.supervisors import Multiprocess
+
+    from dmg.cloud.workers import fresh_metrics_dir, worker_app
+
+    metrics_dir = ""
+    if settings.cloud_metrics:
+        metrics_dir = fresh_metrics_dir(settings, os.getpid())
+        # prometheus_client reads it when the workers import it (they are spawned after this).
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    # uvicorn.run(workers=N) takes only an import string; its supervisor takes any
+    # picklable factory, which carries the settings to the workers (uvicorn 0.55).
+    config = Config(functools.partial(worker_app, settings, metrics_dir), factory=True, workers=workers,
+                    **options)
+    try:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+    finally:
+        if metrics_dir:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def tls_files(settings: Settings) -> tuple[str, str] | None:
@@ -107,8 +151,10 @@ class CloudProcess:
         return self.proc.pid
 
     def stop(self, *, timeout: float = 10.0) -> int | None:
-        """Stop the child (SIGTERM, then SIGKILL); safe to call twice."""
+        """Stop the child (SIGTERM, then SIGKILL) and whatever it left in its process group
+        (its workers, when it serves with several); safe to call twice."""
         code = stop_process(self.proc, timeout=timeout)
+        kill_group(self.proc.pid)
         if self._log is not None:
             self._log.close()
             self._log = None

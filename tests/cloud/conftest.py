@@ -43,10 +43,11 @@ class Cloud:
         self.process.stop()
 
 
-def launch(data_dir: Path, *, db: str | None = None, bind: str = "127.0.0.1:0", **overrides: Any) -> Cloud:
+def launch(data_dir: Path, *, db: str | None = None, bind: str = "127.0.0.1:0", timeout: float = 30.0,
+           **overrides: Any) -> Cloud:
     settings = Settings(data_dir=data_dir, max_nodes_per_gateway=MAX_NODES, log_level="WARNING")
     settings = settings.replace(**overrides)
-    process = start_cloud_subprocess(settings, bind=bind, db=db)
+    process = start_cloud_subprocess(settings, bind=bind, db=db, timeout=timeout)
     return Cloud(process=process, settings=settings, db_url=db or settings.cloud_db_url)
 
 

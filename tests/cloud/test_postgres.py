@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from dmg.cloud.db import Database
-from tests.cloud import test_dispatch, test_gateways, test_prometheus
+from tests.cloud import test_counters, test_dispatch, test_gateways, test_prometheus
 from tests.cloud.conftest import Cloud, launch
 from tests.servers.postgres import PostgresServer
 
@@ -59,6 +59,11 @@ def test_epochs_and_shards_on_postgres(pg_cloud: Cloud) -> None:
         test_dispatch.test_older_epochs_are_fenced(pg_cloud, user)
         test_dispatch.test_shards_drive_activity_and_run_status(pg_cloud, user)
         test_dispatch.test_attempts_fence_older_reports(pg_cloud, user)
+
+
+def test_counters_on_postgres(pg_cloud: Cloud) -> None:
+    with pg_cloud.user() as user:
+        test_counters.test_counters_equal_the_aggregates_after_failures_retries_and_a_cancel(pg_cloud, user)
 
 
 def test_bad_values_are_400_on_postgres(pg_cloud: Cloud) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ from dmg.cloud.api import (
     credentials,
     files,
     history,
+    listen,
     nodes,
     portal,
     portal_actions,
@@ -37,19 +39,29 @@ from settings import Settings
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """Open the database at ``settings.cloud_db_url``, migrate it to head, and build the app.
+def create_app(settings: Settings, *, migrate: bool = True, metrics_dir: str = "") -> FastAPI:
+    """Open the database at ``settings.cloud_db_url``, migrate it to head (unless
+    ``migrate`` is False: a worker of :mod:`dmg.cloud.workers`, whose parent did), and
+    build the app. ``metrics_dir``: where the worker processes share their debug
+    counters (:mod:`.metrics`).
 
     Raises BadInput for an unusable database URL; SQLAlchemy errors if the database
     cannot be reached.
     """
     db = Database(settings.cloud_db_url)
-    db.migrate()
+    if migrate:
+        db.migrate()
     service = CloudService(settings, db)
+    notifier = RunNotifier()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        listener = None
+        if db.dialect == "postgresql":  # other processes may share the database
+            listener = asyncio.create_task(listen.listen(service, notifier))
         yield
+        if listener is not None:
+            await listen.stop(listener)
         db.dispose()
 
     app = FastAPI(title="dmg cloud", version=__version__, lifespan=lifespan,
@@ -57,7 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = service
     app.state.api_token = keys.api_token(settings)
     hide_in_logs([app.state.api_token])
-    app.state.notifier = RunNotifier()
+    app.state.notifier = notifier
     install_error_handlers(app)
     app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,
                        state=lambda: app.state)
@@ -83,6 +95,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(portal_pages.router)
     app.include_router(portal_actions.router)
     if settings.cloud_metrics:
-        install_metrics(app, db.engine)
+        install_metrics(app, db.engine, shared_dir=metrics_dir)
     install_openapi(app)
     return app

@@ -3,18 +3,19 @@
 Off by default; ``DMG_CLOUD_METRICS=1`` (``settings.cloud_metrics``) installs the
 counters and serves them to users at ``GET /api/v1/debug/metrics``:
 ``{requests, requests_by_route: {"METHOD /path/{param}": n}, statements,
-transactions, cpu_seconds}``. ``bench/activities.py`` reads it before and after a
-workload and divides by the activities run.
+transactions, cpu_seconds}``, summed over the cloud's worker processes (``--workers N``).
+``bench/activities.py`` reads it before and after a workload and divides by the
+activities run.
 """
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import Counter
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import Engine, event
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -24,31 +25,50 @@ METRICS_PATH = "/api/v1/debug/metrics"
 
 
 class CloudCounters:
-    """Thread-safe counters of one cloud process."""
+    """Thread-safe counters of the cloud: of this process, or with ``shared_dir`` of
+    every worker process of the cloud (prometheus_client's multiprocess mode: each
+    process writes its own memory-mapped file there, a snapshot sums them all; the
+    parent sets ``PROMETHEUS_MULTIPROC_DIR`` before it starts the workers,
+    :mod:`dmg.cloud.workers`)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.statements = 0
-        self.transactions = 0
-        self.by_route: Counter[str] = Counter()
+    def __init__(self, *, shared_dir: str = "") -> None:
+        self.shared_dir = shared_dir
+        self._registry = CollectorRegistry(auto_describe=True)
+        self._statements = Counter("dmg_cloud_statements", "SQL statements", registry=self._registry)
+        self._transactions = Counter("dmg_cloud_transactions", "SQL commits", registry=self._registry)
+        self._requests = Counter("dmg_cloud_requests", "HTTP requests", ["route"], registry=self._registry)
+        # "sum": a worker that died and was replaced still counts the CPU it used.
+        self._cpu = Gauge("dmg_cloud_cpu_seconds", "CPU seconds of the process", registry=self._registry,
+                          multiprocess_mode="sum")
 
     def count_statement(self, *_args: Any) -> None:
-        with self._lock:
-            self.statements += 1
+        self._statements.inc()
 
     def count_transaction(self, *_args: Any) -> None:
-        with self._lock:
-            self.transactions += 1
+        self._transactions.inc()
 
     def count_request(self, route: str) -> None:
-        with self._lock:
-            self.by_route[route] += 1
+        self._requests.labels(route).inc()
+        self._cpu.set(time.process_time())
 
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {"requests": sum(self.by_route.values()), "requests_by_route": dict(self.by_route),
-                    "statements": self.statements, "transactions": self.transactions,
-                    "cpu_seconds": time.process_time()}
+        self._cpu.set(time.process_time())
+        registry = self._registry
+        if self.shared_dir:
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.shared_dir)
+        by_route: dict[str, int] = {}
+        totals = {"statements": 0, "transactions": 0, "cpu_seconds": 0.0}
+        for family in registry.collect():
+            for sample in family.samples:
+                if sample.name == "dmg_cloud_requests_total":
+                    route = sample.labels["route"]
+                    by_route[route] = by_route.get(route, 0) + int(sample.value)
+                elif sample.name in ("dmg_cloud_statements_total", "dmg_cloud_transactions_total"):
+                    totals[sample.name[len("dmg_cloud_"):-len("_total")]] += int(sample.value)
+                elif sample.name == "dmg_cloud_cpu_seconds":
+                    totals["cpu_seconds"] += sample.value
+        return {"requests": sum(by_route.values()), "requests_by_route": by_route, **totals}
 
 
 class RequestCounter:
@@ -67,9 +87,10 @@ class RequestCounter:
             self.counters.count_request(f"{scope['method']} {path}")
 
 
-def install_metrics(app: FastAPI, engine: Engine) -> CloudCounters:
-    """Count ``engine``'s statements and commits and ``app``'s requests; add the route."""
-    counters = CloudCounters()
+def install_metrics(app: FastAPI, engine: Engine, *, shared_dir: str = "") -> CloudCounters:
+    """Count ``engine``'s statements and commits and ``app``'s requests; add the route
+    (``shared_dir``: see :class:`CloudCounters`)."""
+    counters = CloudCounters(shared_dir=shared_dir)
     event.listen(engine, "before_cursor_execute", counters.count_statement)
     event.listen(engine, "commit", counters.count_transaction)
     app.add_middleware(RequestCounter, counters=counters)
@@ -77,8 +98,8 @@ def install_metrics(app: FastAPI, engine: Engine) -> CloudCounters:
 
     @router.get("/debug/metrics", tags=["health"])
     def metrics() -> dict[str, Any]:
-        """Request, SQL statement and transaction counts and CPU seconds of this cloud
-        process since it started (only with ``DMG_CLOUD_METRICS=1``)."""
+        """Request, SQL statement and transaction counts and CPU seconds of the cloud's
+        processes since it started, summed over its workers (only with ``DMG_CLOUD_METRICS=1``)."""
         return counters.snapshot()
 
     app.include_router(router, prefix="/api/v1")

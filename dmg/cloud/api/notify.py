@@ -1,7 +1,9 @@
 """Wakes a gateway's waiting long-polls when a run is queued (in this process).
 
-Used from the event loop only. Other cloud processes sharing the database are
-seen by the long-poll's periodic re-check instead.
+Used from the event loop only. On PostgreSQL, a run queued by another cloud process
+sharing the database wakes them too: that process NOTIFYs, :mod:`.listen` hears it
+here and calls :meth:`RunNotifier.notify`; the long-poll's periodic re-check is only
+the fallback while the listener is disconnected.
 """
 
 from __future__ import annotations

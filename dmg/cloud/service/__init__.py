@@ -50,6 +50,11 @@ from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
 
+#: PostgreSQL NOTIFY channels between cloud processes (:mod:`dmg.cloud.api.listen`):
+#: a gateway's runs changed (payload: its id), a node token was revoked.
+RUNS_CHANNEL = "dmg_runs"
+TOKENS_CHANNEL = "dmg_tokens"
+
 log = logging.getLogger(__name__)
 
 
@@ -60,7 +65,9 @@ class CloudService:
         self.box = keys.KeyBox(settings)
         self.clock = clock
         self._compacted_at = 0.0
-        self.tokens = TokenCache()
+        # Several processes may share a PostgreSQL database: the cache is trusted only
+        # while this process listens for revocations (dmg.cloud.api.listen).
+        self.tokens = TokenCache(shared=db.dialect == "postgresql")
 
     @property
     def offline_after(self) -> float:
@@ -115,6 +122,7 @@ class CloudService:
     def remove_node(self, gateway: str, node: str) -> None:
         with self.db.write() as session:
             gateways.remove_node(session, gateway, node)
+            self.db.publish(session, TOKENS_CHANNEL, "removed")  # every other cloud process
         self.tokens.clear()  # its token stops working at once (in this process)
 
     def request_upgrade(self, gateway: str, node: str) -> dict[str, Any]:
@@ -142,7 +150,9 @@ class CloudService:
     def start_run(self, pipeline: str) -> tuple[int, dict[str, Any]]:
         """-> (gateway id to wake its dispatcher, the run)."""
         with self.db.write() as session:
-            return pipelines.start_run(session, pipeline, now=self.clock())
+            gateway_id, run = pipelines.start_run(session, pipeline, now=self.clock())
+            self.db.publish(session, RUNS_CHANNEL, str(gateway_id))  # claims waiting elsewhere
+        return gateway_id, run
 
     def list_runs(self, *, limit: int, shards: bool = False) -> list[dict[str, Any]]:
         with self.db.read() as session:
@@ -164,7 +174,9 @@ class CloudService:
     def cancel_run(self, run_id: str) -> tuple[int, dict[str, Any]]:
         """-> (gateway id to wake its dispatcher, the run); see :mod:`.cancel`."""
         with self.db.write() as session:
-            return cancel.cancel_run(session, run_id, now=self.clock())
+            gateway_id, run = cancel.cancel_run(session, run_id, now=self.clock())
+            self.db.publish(session, RUNS_CHANNEL, str(gateway_id))
+        return gateway_id, run
 
     # -- nodes ----------------------------------------------------------------------------
     def register_node(self, *, key: str, name: str, version: str, public_key: str = "",
@@ -179,9 +191,10 @@ class CloudService:
         known = self.tokens.get(token)
         if known is not None:
             return known
+        generation = self.tokens.generation
         with self.db.read() as session:
             node = gateways.authenticate_node(session, token)
-        self.tokens.put(token, node)
+        self.tokens.put(token, node, generation=generation)
         return node
 
     def node_stores(self, node: NodeIdentity) -> list[dict[str, Any]]:

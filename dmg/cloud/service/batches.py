@@ -40,10 +40,11 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
-from dmg.cloud.service import dispatch, files, relay
+from dmg.cloud.service import counters, dispatch, files, relay
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
+from dmg.shards.status import CLOUD_PLACED
 
 
 def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
@@ -57,6 +58,13 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
+    # The gateway's row (the dispatcher's lease) before the runs: placements, plans and
+    # relayed reports check the lease.
+    leasing = any((item.report is not None and item.report.status == CLOUD_PLACED) or item.plan is not None
+                  or item.relayed_for is not None for item in items)
+    counters.lock_runs(session, shard_ids=[item.shard_id for item in items if item.report is not None],
+                       activity_run_ids=[item.plan.activity_run_id for item in items if item.plan is not None],
+                       gateway_id=node.gateway_id if leasing else None)
     for item in items:
         if item.plan is not None:
             results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dmg.cloud.models import ActivityRun, Run
+from dmg.cloud.service import counters
 from dmg.cloud.service.attempts import close_cancelled
 from dmg.cloud.service.derive import TERMINAL, derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
@@ -35,6 +36,7 @@ CANCEL_WINDOW = 3600.0
 def cancel_run(session: Session, run_id: str, *, now: float) -> tuple[int, dict[str, Any]]:
     """Cancel a run; -> (gateway id to wake its dispatcher, the run). NotFound for an
     unknown run; Conflict for one that already ended."""
+    counters.lock_runs(session, run_ids=[run_id])
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg runs list`")

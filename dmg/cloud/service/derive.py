@@ -1,9 +1,11 @@
-"""How activity run and run statuses follow from their parts (pure rules).
+"""How activity run and run statuses follow from their parts (pure rules over the
+counters of :mod:`.counters`, kept in the same transaction as every shard report).
 
 - An activity run is Cancelled once a user cancelled it (before it ended; whatever its
   shards report afterwards); Queued until claimed; Failed once the dispatcher failed it or
-  any of its shards failed (with that shard's error); Succeeded once it is planned
-  and every shard succeeded (a plan with no shard succeeds at once); else InProgress.
+  any of its shards failed (with the lowest failed shard's error); Succeeded once it is
+  planned and every shard succeeded (a plan with no shard succeeds at once); else
+  InProgress.
 - A run is Queued while all its activity runs are; Cancelled/Failed/Succeeded once all
   of them ended (Cancelled if any was cancelled, else Failed if any failed); else
   InProgress.
@@ -11,18 +13,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
 from dmg.cloud.models import CANCELLED, FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
-from dmg.shards.status import CLOUD_FAILED, CLOUD_SUCCEEDED
+from dmg.cloud.service import counters
 
 TERMINAL = (SUCCEEDED, FAILED, CANCELLED)
 CANCEL_REASON = "cancelled by a user"
 
 
 def derive_activity_run(activity_run: ActivityRun, *, now: float) -> None:
-    """Recompute ``status``, ``error`` and ``ended_at`` of an activity run in place."""
+    """Recompute ``status``, ``error`` and ``ended_at`` of an activity run in place (and
+    its run's activity counters when its status moves)."""
+    before = activity_run.status
     status, error = _activity_status(activity_run)
     if status in TERMINAL and activity_run.status not in TERMINAL:
         activity_run.ended_at = now
@@ -31,6 +35,7 @@ def derive_activity_run(activity_run: ActivityRun, *, now: float) -> None:
     activity_run.status = status
     if not activity_run.failed_by_dispatcher:
         activity_run.error = error
+    counters.activity_status_changed(activity_run, before)
 
 
 def _activity_status(activity_run: ActivityRun) -> tuple[str, str]:
@@ -42,75 +47,54 @@ def _activity_status(activity_run: ActivityRun) -> tuple[str, str]:
         return QUEUED, ""
     if not activity_run.planned:
         return IN_PROGRESS, ""
-    first, unfinished = _shard_summary(activity_run)
-    if first is not None:
-        where = first.node or "a node"
-        return FAILED, f"shard {first.index} failed on {where}: {first.error or 'no reason given'}"
-    if unfinished == 0:
+    if activity_run.first_failed_index is not None:
+        first = _shard_at(activity_run, activity_run.first_failed_index)
+        where = (first.node if first else "") or "a node"
+        reason = (first.error if first else "") or "no reason given"
+        return FAILED, f"shard {activity_run.first_failed_index} failed on {where}: {reason}"
+    if activity_run.shards_total - activity_run.shards_succeeded == 0:
         return SUCCEEDED, ""
     return IN_PROGRESS, ""
 
 
-def _shard_summary(activity_run: ActivityRun) -> tuple[Shard | None, int]:
-    """The first failed shard (by index) and the number of shards not succeeded.
-
-    One aggregate query instead of loading every shard (a second one reads the failed
-    shard, if any): a report on an activity run of thousands of shards stays cheap.
-    """
+def _shard_at(activity_run: ActivityRun, index: int) -> Shard | None:
+    """The shard at ``index`` (rare: read for a failed shard's node and error)."""
     session = object_session(activity_run)
-    if session is None:  # built in memory
-        shards = sorted(activity_run.shards, key=lambda s: s.index)
-        failed = [s for s in shards if s.status == CLOUD_FAILED]
-        return (failed[0] if failed else None), sum(1 for s in shards if s.status != CLOUD_SUCCEEDED)
-    unfinished, first_failed = session.execute(
-        select(func.count().filter(Shard.status != CLOUD_SUCCEEDED),
-               func.min(case((Shard.status == CLOUD_FAILED, Shard.index))))
-        .where(Shard.activity_run_id == activity_run.id)).one()
-    first = None
-    if first_failed is not None:  # rare: read that shard for its node and error
-        first = session.scalars(select(Shard).where(Shard.activity_run_id == activity_run.id,
-                                                    Shard.index == first_failed)).first()
-    return first, int(unfinished or 0)
+    if session is None:
+        return next((s for s in activity_run.shards if s.index == index), None)
+    return session.scalars(select(Shard).where(Shard.activity_run_id == activity_run.id,
+                                               Shard.index == index)).first()
 
 
 def derive_run(run: Run, *, now: float) -> None:
-    """Recompute ``status``, ``started_at`` and ``ended_at`` of a run in place.
-
-    Reads one aggregate row per activity status rather than every activity run, so
-    a report on a run of hundreds of activities costs one small query.
-    """
-    session = object_session(run)
-    if session is None:  # a run built in memory: look at its activity runs directly
-        rows = _aggregate_loaded(run)
-    else:
-        rows = [(status, count, started, ended) for status, count, started, ended in session.execute(
-            select(ActivityRun.status, func.count(), func.min(ActivityRun.started_at),
-                   func.max(ActivityRun.ended_at))
-            .where(ActivityRun.run_id == run.id).group_by(ActivityRun.status))]
-    counts = {status: count for status, count, _s, _e in rows}
-    total = sum(counts.values())
-    if counts.get(QUEUED, 0) == total:
+    """Recompute ``status``, ``started_at`` and ``ended_at`` of a run in place from its
+    activity counters; the first and last times are read once, when the run starts and
+    when it ends."""
+    total = run.activities_total
+    ended = run.activities_succeeded + run.activities_failed + run.activities_cancelled
+    if run.activities_queued == total:
         status = QUEUED
-    elif sum(counts.get(s, 0) for s in TERMINAL) == total:
-        status = CANCELLED if counts.get(CANCELLED) else FAILED if counts.get(FAILED) else SUCCEEDED
+    elif ended == total:
+        status = CANCELLED if run.activities_cancelled else FAILED if run.activities_failed else SUCCEEDED
     else:
         status = IN_PROGRESS
-    started = [s for _st, _c, s, _e in rows if s is not None]
-    run.started_at = min(started) if started else None
+    if status != QUEUED and run.started_at is None:
+        run.started_at = _times(run)[0]
     if status in TERMINAL:
-        ended = [e for _st, _c, _s, e in rows if e is not None]
-        run.ended_at = max(ended) if ended else now
+        if run.ended_at is None or run.status not in TERMINAL:
+            run.ended_at = _times(run)[1] or now
     else:
         run.ended_at = None
     run.status = status
 
 
-def _aggregate_loaded(run: Run) -> list[tuple[str, int, float | None, float | None]]:
-    rows = []
-    for status in {a.status for a in run.activity_runs}:
-        mine = [a for a in run.activity_runs if a.status == status]
-        started = [a.started_at for a in mine if a.started_at is not None]
-        ended = [a.ended_at for a in mine if a.ended_at is not None]
-        rows.append((status, len(mine), min(started) if started else None,
-                     max(ended) if ended else None))
-    return rows
+def _times(run: Run) -> tuple[float | None, float | None]:
+    """The first start and the last end of the run's activity runs."""
+    session = object_session(run)
+    if session is None:
+        started = [a.started_at for a in run.activity_runs if a.started_at is not None]
+        ended = [a.ended_at for a in run.activity_runs if a.ended_at is not None]
+        return (min(started) if started else None), (max(ended) if ended else None)
+    first, last = session.execute(select(func.min(ActivityRun.started_at), func.max(ActivityRun.ended_at))
+                                  .where(ActivityRun.run_id == run.id)).one()
+    return first, last

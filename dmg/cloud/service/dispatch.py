@@ -30,7 +30,7 @@ from dmg.cloud.models import (
     Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
-from dmg.cloud.service import attempts, leader
+from dmg.cloud.service import attempts, counters, leader
 from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
@@ -77,15 +77,18 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     candidates = session.scalars(
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
-    won: list[str] = []
+    counters.lock_runs(session, activity_run_ids=candidates)
+    won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
     for activity_run_id in candidates:
-        result = session.execute(
-            update(ActivityRun).where(ActivityRun.id == activity_run_id, _claimable(epoch))
-            .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
-                    started_at=now, ended_at=None)
-            .execution_options(synchronize_session=False))
-        if result.rowcount == 1:  # type: ignore[attr-defined]
-            won.append(activity_run_id)
+        for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
+            result = session.execute(
+                update(ActivityRun).where(ActivityRun.id == activity_run_id, condition)
+                .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
+                        started_at=now, ended_at=None)
+                .execution_options(synchronize_session=False))
+            if result.rowcount == 1:  # type: ignore[attr-defined]
+                won[activity_run_id] = was
+                break
     if not won:
         return []
     session.expire_all()
@@ -95,6 +98,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
+        counters.activity_status_changed(activity_run, won[activity_run.id])
         body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
@@ -171,6 +175,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     indexes = [s.index for s in shards]
     if len(set(indexes)) != len(indexes):
         raise BadInput("shards: a shard index is listed twice")
+    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
     activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if activity_run.failed_by_dispatcher:
         raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
@@ -193,6 +198,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         session.execute(insert(Shard), rows)
         if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
             session.expire(activity_run, ["shards"])
+    counters.shards_planned(activity_run, len(rows))
     activity_run.planned = True
     activity_run.claim_epoch = epoch
     derive_statuses(activity_run, now=now)
@@ -219,6 +225,7 @@ def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgErr
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                       error: str, now: float, ttl: float) -> dict[str, Any]:
     """Mark an activity run Failed with ``error`` (idempotent; a cancelled one stays Cancelled)."""
+    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
     activity_run, _epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if not activity_run.failed_by_dispatcher and activity_run.cancelled_at is None:
         activity_run.failed_by_dispatcher = True
@@ -262,6 +269,9 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     attempt was placed on reports it (PermissionDenied, or Retryable before the
     placement is known). ``checked``: placement checks this transaction already passed
     (:mod:`.batches`)."""
+    if checked is None:  # a single report (a batch locked its runs already)
+        counters.lock_runs(session, shard_ids=[shard_id],
+                           gateway_id=node.gateway_id if report.status == CLOUD_PLACED else None)
     shard = session.get(Shard, shard_id)
     if shard is None:
         raise missing_shard(session, node, shard_id)
@@ -278,6 +288,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
                          checked=set() if checked is None else checked)
     reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
+    before = counters.shard_figures(shard)
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
         shard.node = reporter
@@ -302,6 +313,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
+    counters.shard_changed(shard, before)  # same transaction: statuses follow the counters
     if previous in CLOUD_FINISHED or shard.status in CLOUD_FINISHED:
         # Only a shard that ends (or one that ended and starts again) can change its
         # activity run's status: "placed" and "running" reports skip the derivation.

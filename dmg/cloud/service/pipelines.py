@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from dmg.cloud.models import QUEUED, ActivityRun, Pipeline, Run
 from dmg.cloud.schemas import PipelineCreate
-from dmg.cloud.service import localpaths
+from dmg.cloud.service import counters, localpaths
 from dmg.cloud.service.gateways import get_gateway
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import pipeline_json, run_json
@@ -77,6 +77,7 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
             id=uuid.uuid4().hex, gateway_id=pipeline.gateway_id, position=position, name=spec["name"],
             spec=dict(spec), status=QUEUED, error="", failed_by_dispatcher=False, planned=False,
             claimed_by="", queued_at=now))
+    counters.activities_added(run)
     session.add(run)
     session.flush()
     body = run_json(run)
