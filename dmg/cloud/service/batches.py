@@ -62,9 +62,9 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     # relayed reports check the lease.
     leasing = any((item.report is not None and item.report.status == CLOUD_PLACED) or item.plan is not None
                   or item.relayed_for is not None for item in items)
+    planned = [item.plan.activity_run_id for item in items if item.plan is not None]
     counters.lock_runs(session, shard_ids=[item.shard_id for item in items if item.report is not None],
-                       activity_run_ids=[item.plan.activity_run_id for item in items if item.plan is not None],
-                       gateway_id=node.gateway_id if leasing else None)
+                       activity_run_ids=planned, gateway_id=node.gateway_id if leasing else None)
     for item in items:
         if item.plan is not None:
             results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))

@@ -38,11 +38,9 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     the same moment (send again).
     """
     shard = session.get(Shard, shard_id)
-    if shard is None:
+    if shard is None or shard.activity_run.gateway_id != node.gateway_id:
+        # Another gateway's shard gets the very answer of one that does not exist.
         raise dispatch.missing_shard(session, node, shard_id)
-    if shard.activity_run.gateway_id != node.gateway_id:
-        raise NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
-                       hint="the dispatcher plans shards before their files are reported")
     if body.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {body.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="its file results no longer count")
