@@ -9,7 +9,7 @@
 #
 # Both phases always run; the exit status is the first failing phase's pytest status
 # (5, no test collected, counts only when neither phase ran a test). The last line adds
-# both phases up: "suite: N passed, N failed, N skipped in S s".
+# both phases up: "suite: N passed, N failed, N skipped" (errors count as failed).
 #
 # Usage: tests/run_suite.sh PYTEST [PYTEST_ARGS...]
 #   TEST_WORKERS   xdist processes for phase 1 (0: one process, no xdist)
@@ -60,8 +60,8 @@ count() {
 passed=$(count passed)
 failed=$(( $(count failed) + $(count error) ))
 skipped=$(count skipped)
-echo "== make test: phase 1 exit $parallel_status, phase 2 exit $serial_status"
-echo "suite: $passed passed, $failed failed, $skipped skipped in $((SECONDS - started)) s"
+echo "== make test: phase 1 exit $parallel_status, phase 2 exit $serial_status, $((SECONDS - started)) s in all"
+echo "suite: $passed passed, $failed failed, $skipped skipped"
 
 for status in "$parallel_status" "$serial_status"; do
   if [ "$status" -ne 0 ] && [ "$status" -ne 5 ]; then
