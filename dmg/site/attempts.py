@@ -17,10 +17,6 @@ Each operation is one Redis script, so it is atomic against every other writer
   bumping again, so attempts are numbered 1, 2, 3 with no gap. Why the old attempt
   ended (:mod:`dmg.attempt_ends`) is kept in ``ended_reason``/``ended_at`` until the
   dispatcher reports the next placement to the cloud.
-- :func:`reopen`: a node's own attempt that ran to its end, whose final report the cloud
-  will never take (the node was removed: its token is refused), gets a new attempt and
-  goes to the head of ``pending`` like a requeued one; else the site would hold the shard
-  done while the cloud waits for it forever.
 - :func:`reissue`: a new dispatcher cannot know whether its predecessor's
   message for a queued shard went out; it re-issues the shard on the same node
   with a new attempt, unless the node started it meanwhile.
@@ -105,20 +101,6 @@ def requeue(state: ShardRecords, shard_id: str, node: str, *, epoch: int | None 
     return int(script(keys=[state.keys.shard(shard_id)],
                       args=[state.prefix, shard_id, node, "" if epoch is None else epoch, STATE_PENDING,
                             reason, f"{at:.3f}"]))
-
-
-def reopen(state: ShardRecords, shard_id: str, node: str, *, attempt: int, reason: str,
-           now: float | None = None) -> int:
-    """Hand back ``attempt`` of ``shard_id``, which ``node`` ran (ended, or ending), for a new
-    attempt elsewhere; ``reason`` (:data:`dmg.attempt_ends.REPLACED`) says why it ended.
-
-    Returns the new attempt (*unsent*, first in ``pending``), 0 when ``attempt`` is no longer
-    the shard's current attempt on ``node`` (it moved on: nothing to do).
-    """
-    script = state.redis.register_script(scripts.REOPEN)
-    at = time.time() if now is None else now
-    return int(script(keys=[state.keys.shard(shard_id)],
-                      args=[state.prefix, shard_id, node, attempt, STATE_PENDING, reason, f"{at:.3f}"]))
 
 
 def reissue(state: ShardRecords, shard_id: str, node: str, *, attempt: int, epoch: int) -> int:

@@ -16,7 +16,6 @@ NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends
 START_RUN          attempts.start_run (a worker)     ``state`` running, counts a delivery
 MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
 REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
-REOPEN             attempts.reopen (its own node)    bumps ``attempt`` of an ended one, ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
 MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
 RECORD_PART        SplitObjects.record_part          reads ``attempt`` (fences a part)
@@ -109,27 +108,6 @@ redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
 redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'node', 'state')
 if h[1] ~= ARGV[3] or (h[2] ~= 'queued' and h[2] ~= 'running') then return 0 end
-local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
-redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '',
-           'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])
-redis.call('LREM', ARGV[1] .. 'pending', 0, ARGV[2])
-redis.call('LPUSH', ARGV[1] .. 'pending', ARGV[2])
-redis.call('LPUSH', ARGV[1] .. 'wake', 1)
-redis.call('LTRIM', ARGV[1] .. 'wake', 0, 0)
-return attempt
-"""
-
-
-# KEYS: shard hash. ARGV: prefix, shard id, node, attempt, pending state, why the attempt ended,
-#       when (POSIX seconds).
-# -> the new attempt; 0 when ``attempt`` is no longer the shard's current one on that node.
-# Like REQUEUE, but for an attempt that ran to its end (or is ending) whose final report the
-# cloud will never take; the new attempt is *unsent*.
-REOPEN = """
-local h = redis.call('HMGET', KEYS[1], 'node', 'attempt', 'state')
-if h[1] ~= ARGV[3] or h[2] ~= ARGV[4] or h[3] == ARGV[5] then return 0 end
-redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
-redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runner', '',
            'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])

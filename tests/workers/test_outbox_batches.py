@@ -4,8 +4,7 @@ Workers queue reports; the node's one sender delivers them in batches. The cloud
 stopped with reports queued and started again on the same database and port:
 nothing is lost, nothing is counted twice (a batch sent again changes nothing). A
 report whose placement died with its dispatcher waits alone (held), across a Redis
-restart, until the next dispatcher sends the placement from Redis. A node removed while
-its final reports wait hands their shards back for another node.
+restart, until the next dispatcher sends the placement from Redis.
 """
 
 from __future__ import annotations
@@ -17,12 +16,10 @@ from urllib.parse import urlsplit
 import pytest
 import redis as redis_lib
 
-from dispatcher.recovery import requeue_gone
 from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.cloud.client import CloudClient
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.procs import free_port
-from dmg.site.attempts import STARTED, start_run
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, place
@@ -221,62 +218,3 @@ def test_held_reports_keep_their_shards_order_back_off_and_are_counted_while_the
     cloud.known.add("s1")
     outbox.send_batch(cloud, now=101.0)
     assert outbox.held() == {} and outbox.size() == 0
-
-
-def test_a_removed_node_hands_back_the_shards_whose_final_report_the_cloud_refuses(
-        cloud: Cloud, redis_client: redis_lib.Redis) -> None:
-    """A node removed in the cloud while its reports wait in its outbox: the shards it ran to
-    their end go back to pending (else the site holds them done, the cloud shows them
-    running for ever, and the activity run never ends), and the run ends on another node."""
-    with cloud.user() as user:
-        site = make_site(user, nodes=("d", "w"))
-        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
-    state = SiteState(redis_client, site.gateway)
-    with cloud.node(site.tokens["d"]) as d:
-        [activity] = d.claim_activity_runs(epoch=1, wait=0)
-        ended, ending, running = shards = [f"{activity['id']}-{i}" for i in range(3)]
-        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 1}
-                                                        for i, s in enumerate(shards)])
-        for shard in shards:
-            state.save_shard(shard, {"shard_id": shard})
-            assert state.new_attempt(shard, "w") == 1
-            place(d, shard, "w", epoch=1)
-            assert start_run(state, shard, 1, "w", runner="", alive=lambda _token: False)[0] == STARTED
-    outbox = ReportOutbox(state, "w")
-    client = CloudClient(cloud.url, token=site.tokens["w"])
-    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
-    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1))
-    base = {"attempt": 1, "node": "w", "started_at": 10.0}
-    final = {**base, "status": "succeeded", "files": 1, "bytes": 1}
-    try:
-        # Given w ran one shard to its end (report queued, then marked finished), is ending
-        # another (report queued, not marked yet) and runs a third,
-        worker.report_shard(ended, final)
-        state.mark_finished(ended, 1, "w", ok=True)
-        worker.report_shard(ending, final)
-        worker.report_shard(running, {**base, "status": "running", "files": 0})
-
-        # When the cloud removes w before its sender delivered them,
-        with cloud.user() as user:
-            user.remove_node(site.gateway, "w")
-        sender.send_once()
-
-        # Then both shards whose final report was refused are pending under a new attempt,
-        assert outbox.size() == 0 and not outbox.held()
-        assert sorted(state.pending()) == sorted([ended, ending])
-        assert [(state.shard(s) or {}).get("attempt") for s in (ended, ending)] == [2, 2]
-        state.mark_finished(ending, 1, "w", ok=True)  # the old attempt's late end changes nothing
-        assert (state.shard(ending) or {})["state"] == "pending" and not state.is_current(ending, 1)
-        assert state.running("w") == {running}  # still running there: requeue_gone's to move
-        state.set_drain("w", "removed")
-        assert requeue_gone(state) == [running]
-
-        # And placed on d, every shard succeeds there and the run ends.
-        with cloud.node(site.tokens["d"]) as d:
-            for shard in shards:
-                place(d, shard, "d", attempt=2, epoch=1)
-                d.report_shard(shard, {**final, "attempt": 2, "node": "d"})
-        with cloud.user() as user:
-            assert user.run(run_id)["status"] == "Succeeded"
-    finally:
-        client.close()

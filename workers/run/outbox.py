@@ -34,10 +34,9 @@ import time
 from typing import Any, Protocol
 
 from dmg.cloud.schemas import MAX_FILE_RESULTS
-from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
+from dmg.errors import BrokerError, DmgError, NotFound, Retryable
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
-from workers.run.unreported import hand_back_unreported
 
 log = logging.getLogger(__name__)
 
@@ -118,8 +117,6 @@ class ReportOutbox:
             outcome = self._send(client, entries) if entries else {}
         except NotFound:
             return BatchOutcome(unsupported=True)  # a cloud of the previous version
-        except Unauthorized as exc:  # this node was removed: no report will ever be taken
-            outcome = self._refused(entries, exc)
         for shard_id in due:
             changed.setdefault(shard_id, {})  # settled unless held again just below
         for shard_id, waiting in _held_again(entries, outcome).items():
@@ -148,7 +145,7 @@ class ReportOutbox:
         items, owners = batch_items(entries)
         try:
             answer = client.report_batch(items)
-        except (NotFound, Retryable, Unauthorized):
+        except (NotFound, Retryable):
             raise
         except DmgError as exc:  # the batch as a whole was refused: find the bad report alone
             log.warning("report batch refused (%s); sending its reports one by one", exc)
@@ -165,15 +162,6 @@ class ReportOutbox:
                     log.warning("shard report dropped shard=%s error=%s message=%s", result.get("shard_id"),
                                 result.get("error"), result.get("message"))
         return again
-
-    def _refused(self, entries: list[dict[str, Any]], exc: Unauthorized) -> dict[int, bool]:
-        """The cloud refuses this node's token: every entry is dropped, and the shards whose
-        final report it is go back to pending (:mod:`workers.run.unreported`)."""
-        log.warning("shard reports refused, the cloud refuses this node's token node=%s reports=%d "
-                    "error=%s", self.node, len(entries), exc)
-        for entry in entries:
-            hand_back_unreported(self.state, self.node, entry["shard_id"], entry["report"])
-        return {index: False for index in range(len(entries))}
 
     @property
     def held_key(self) -> str:
@@ -213,8 +201,6 @@ class ReportOutbox:
             except DmgError as exc:
                 log.warning("shard report dropped shard=%s status=%s error=%s",
                             item["shard_id"], item["report"].get("status"), exc)
-                if isinstance(exc, Unauthorized):
-                    hand_back_unreported(self.state, self.node, item["shard_id"], item["report"])
             # Remove exactly the item delivered (LREM of its first occurrence).
             self.state.redis.lrem(self.key, 1, raw)
             done += 1
@@ -371,8 +357,6 @@ class OutboxReporter:
                 except DmgError as exc:
                     log.warning("shard report refused shard=%s status=%s error=%s",
                                 shard_id, report.get("status"), exc)
-                    if isinstance(exc, Unauthorized):
-                        hand_back_unreported(self.outbox.state, self.outbox.node, shard_id, report)
                     return
             self.outbox.push(shard_id, report)
         except BrokerError as exc:
