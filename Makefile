@@ -10,11 +10,13 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
-# Test processes (pytest-xdist): `make test TEST_WORKERS=2` runs the suite in 2 processes,
-# each test module whole in one of them (its module-scoped site is started once). 0, the
-# default, runs one process: see "Test run time" in the README for why.
-TEST_WORKERS ?= 0
-XDIST := $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile,)
+# `make test` runs the suite in two phases (tests/run_suite.sh; README "Test run time"):
+# every test but the fault tests in TEST_WORKERS pytest-xdist processes (each test module
+# whole in one of them: its module-scoped site starts once), then the fault tests
+# (SERIAL_TESTS) in one process. TEST_WORKERS=0 runs phase 1 in one process too;
+# SERIAL_TESTS= (empty) puts every test in phase 1.
+TEST_WORKERS ?= 2
+SERIAL_TESTS ?= tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py
 # .ci/run sets this to learn pytest's own exit status (make itself always exits 2 on failure).
 PYTEST_STATUS_FILE ?=
 
@@ -40,7 +42,8 @@ up: install
 	$(BIN)/dmg up
 
 test: install
-	@status=0; $(BIN)/pytest -q $(XDIST) $(PYTEST_ARGS) || status=$$?; \
+	@status=0; TEST_WORKERS="$(TEST_WORKERS)" SERIAL_TESTS="$(SERIAL_TESTS)" \
+	  bash tests/run_suite.sh $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	  if [ -n "$(PYTEST_STATUS_FILE)" ]; then echo $$status > "$(PYTEST_STATUS_FILE)"; fi; \
 	  exit $$status
 
