@@ -16,7 +16,8 @@ PYTEST_ARGS ?=
 # (SERIAL_TESTS) in one process. TEST_WORKERS=0 runs phase 1 in one process too;
 # SERIAL_TESTS= (empty) puts every test in phase 1.
 TEST_WORKERS ?= 2
-SERIAL_TESTS ?= tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py
+SERIAL_TESTS ?= tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py \
+  tests/workers/test_agent.py tests/workers/test_node_runtime.py tests/cloud/test_fuzz.py
 # .ci/run sets this to learn pytest's own exit status (make itself always exits 2 on failure).
 PYTEST_STATUS_FILE ?=
 

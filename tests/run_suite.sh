@@ -19,7 +19,7 @@ set -uo pipefail
 pytest_bin="$1"
 shift
 workers="${TEST_WORKERS:-2}"
-serial="${SERIAL_TESTS-tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py}"
+serial="${SERIAL_TESTS-tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py tests/workers/test_agent.py tests/workers/test_node_runtime.py tests/cloud/test_fuzz.py}"
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT
