@@ -365,7 +365,9 @@ def test_a_file_result_is_sent_without_what_the_cloud_fills_in_itself() -> None:
 def test_the_file_result_defaults_the_outbox_leaves_out_are_the_cloud_s() -> None:
     """The node leaves out of a file result what the cloud fills in; the node does not import
     the cloud's schemas (pydantic), so the defaults are a constant kept equal here."""
-    from dmg.cloud.limits import FILE_RESULT_DEFAULTS
+    from dmg.cloud.limits import FILE_RESULT_DEFAULTS, MAX_BODY_VALUES
     from dmg.cloud.schemas import FileResultIn
+    from dmg.definitions import MAX_ITEMS
+    assert MAX_BODY_VALUES == MAX_ITEMS
     assert {name: field.default for name, field in FileResultIn.model_fields.items()
                                     if not field.is_required()} == FILE_RESULT_DEFAULTS

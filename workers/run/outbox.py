@@ -200,9 +200,10 @@ class ReportOutbox:
         if not entries:
             return 0
         pipe = self.state.redis.pipeline(transaction=True)
-        pipe.rpush(self.state.keys.placements,
-                   *(json.dumps({"shard_id": e["shard_id"], "report": e["report"], "relayed_for": self.node})
-                     for e in entries))
+        # Each entry goes as its batch items (file results first), ready for the dispatcher.
+        relayed = [{"shard_id": e["shard_id"], "relayed_for": self.node, "items": batch_items([e])[0]}
+                   for e in entries]
+        pipe.rpush(self.state.keys.placements, *(json.dumps(r) for r in relayed))
         if held:
             pipe.delete(self.held_key)
         if raws:
