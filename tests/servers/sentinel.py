@@ -100,7 +100,7 @@ class SentinelGroup:
                 return False
         return self.primary_port() == self.primary.port
 
-    def start(self, *, timeout: float = 30.0) -> SentinelGroup:
+    def start(self, *, timeout: float = 60.0) -> SentinelGroup:
         self.primary.start()
         self.replica.start()
         deadline = time.monotonic() + timeout
@@ -122,7 +122,10 @@ class SentinelGroup:
                                     start_new_session=True)
             self.sentinels.append(proc)
             wait_for_port(HOST, port, timeout=timeout, proc=proc, what="redis sentinel")
-        while not self._ready():  # every sentinel sees the replica and its two peers
+        # Every sentinel sees the replica and its two peers: they learn of each other from hello
+        # messages every 2 s and of the replica from the primary's INFO every 10 s, so a
+        # loaded machine can take tens of seconds (a 30 s limit failed once in CI).
+        while not self._ready():
             if time.monotonic() > deadline:
                 raise TimeoutError("the sentinels did not discover each other and the replica")
             time.sleep(0.1)
