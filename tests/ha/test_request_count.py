@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dmg.site.state import SiteState
+from tests.ha.nodekit import site_state
 from tests.ha.sitekit import ha_settings, require_redis, running_site, wait_for
 
 ACTIVITIES = 60
@@ -37,7 +39,7 @@ def test_a_run_of_n_activities_costs_the_cloud_about_n_requests(tmp_path: Path) 
     for i in range(ACTIVITIES):
         (source / f"f{i:03d}").touch()
     site = EmbeddedSite(settings, nodes=1, flower=False, node_concurrency=4, startup_timeout=60)
-    with running_site(site), site.client() as client:
+    with running_site(site), site.client() as client, site_state(site) as state:
         # Given a site that is up, and a pipeline of N activities
         client.add_store({"name": "src", "type": "file", "location": str(source)})
         client.add_store({"name": "dst", "type": "file", "location": str(sink)})
@@ -53,8 +55,9 @@ def test_a_run_of_n_activities_costs_the_cloud_about_n_requests(tmp_path: Path) 
                         timeout=90, what="the run ended", interval=0.2)
         took = time.monotonic() - started
         assert done["status"] == "Succeeded", done
-        # Reports still travelling when the run ended count too: wait until they stop.
-        wait_for(lambda: _quiet(client), timeout=20, what="no report in flight")
+        # Reports still travelling when the run ended count too: wait until every report list
+        # is empty (a report leaves its list only once the cloud answered, and counted, it).
+        wait_for(lambda: _delivered(state, site.node_names), timeout=20, what="no report in flight")
         after = _requests(client)
 
     # Then the cloud got about one request per activity, none of them a plan of its own
@@ -66,8 +69,9 @@ def test_a_run_of_n_activities_costs_the_cloud_about_n_requests(tmp_path: Path) 
     assert len(list(sink.iterdir())) == ACTIVITIES
 
 
-def _quiet(client: Any) -> bool:
-    """True once no report reached the cloud for half a second."""
-    first = _requests(client).get("POST /nodes/reports", 0)
-    time.sleep(0.5)  # a window of observation, not a wait for a condition
-    return _requests(client).get("POST /nodes/reports", 0) == first
+def _delivered(state: SiteState, nodes: list[str]) -> bool:
+    """True once no report waits in the site: every node's outbox and held reports, and the
+    dispatcher's list (plans, placements), are empty."""
+    lists = [state.keys.placements, *(state.keys.outbox(n) for n in nodes)]
+    return (all(state.redis.llen(key) == 0 for key in lists)
+            and all(state.redis.hlen(state.keys.outbox_held(n)) == 0 for n in nodes))
