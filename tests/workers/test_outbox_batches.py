@@ -24,7 +24,7 @@ from dmg.procs import free_port
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from dmg.transfer import FileResult
-from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, place
+from tests.cloud.conftest import Cloud, Site, launch, make_pipeline, make_site, place
 from tests.waiting import wait_for
 from tests.workers.support import StubCloud
 from workers.run.outbox import (
@@ -51,18 +51,25 @@ def files(shard: str, *names: str) -> list[dict[str, object]]:
     return [{"path": f"{shard}/{n}", "bytes": 1, "status": "copied"} for n in names]
 
 
-def test_reports_survive_a_cloud_restart_and_count_once(cloud: Cloud, redis_client: redis_lib.Redis,
-                                                       tmp_path: Path) -> None:
+def planned_on_w(cloud: Cloud, *, shards: int, files: int) -> tuple[Site, str, list[str]]:
+    """A gateway of nodes d (its dispatcher, epoch 1) and w, a run of one activity planned as
+    ``shards`` shards of ``files`` files each, every shard placed on w."""
     with cloud.user() as user:
         site = make_site(user, nodes=("d", "w"))
         run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
     with cloud.node(site.tokens["d"]) as d:
         [activity] = d.claim_activity_runs(epoch=1, wait=0)
-        shards = [f"{activity['id']}-{i}" for i in range(3)]
-        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 2}
-                                                        for i, s in enumerate(shards)])
-        for shard in shards:
+        ids = [f"{activity['id']}-{i}" for i in range(shards)]
+        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": files}
+                                                        for i, s in enumerate(ids)])
+        for shard in ids:
             place(d, shard, "w", epoch=1)
+    return site, run_id, ids
+
+
+def test_reports_survive_a_cloud_restart_and_count_once(cloud: Cloud, redis_client: redis_lib.Redis,
+                                                       tmp_path: Path) -> None:
+    site, run_id, shards = planned_on_w(cloud, shards=3, files=2)
     outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
     client = CloudClient(cloud.url, token=site.tokens["w"])
     worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
@@ -300,16 +307,7 @@ def test_big_file_reports_go_in_batches_the_cloud_takes_and_the_report_is_the_sa
         cloud: Cloud, redis_client: redis_lib.Redis) -> None:
     # Given 8 shards whose final reports carry 450 full file results each (36,000 values
     # together, more than the cloud takes in one body), one shard reported the old way.
-    with cloud.user() as user:
-        site = make_site(user, nodes=("d", "w"))
-        run_id = user.run_pipeline(make_pipeline(user, site.gateway))["id"]
-    with cloud.node(site.tokens["d"]) as d:
-        [activity] = d.claim_activity_runs(epoch=1, wait=0)
-        shards = [f"{activity['id']}-{i}" for i in range(9)]
-        d.plan_shards(activity["id"], epoch=1, shards=[{"id": s, "index": i, "files": 450}
-                                                        for i, s in enumerate(shards)])
-        for shard in shards:
-            place(d, shard, "w", epoch=1)
+    site, run_id, shards = planned_on_w(cloud, shards=9, files=450)
     outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
     done = {"attempt": 1, "node": "w", "started_at": 10.0, "status": "succeeded", "files": 450,
             "bytes": 450 * 8192}
