@@ -20,7 +20,10 @@ the task's start.
 What the cloud costs per activity of the bulk run: HTTP requests (by route), SQL
 statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
 ``GET /api/v1/debug/metrics``, summed over its workers) and CPU seconds of the cloud's
-processes (psutil: its supervisor and every worker).
+processes (psutil: its supervisor and every worker). What the site's Redis costs per
+activity of the bulk run: commands (``INFO commandstats`` before and after, every client of
+the site's Redis: dispatcher, nodes, Celery), printed as ``redis cmds`` with the busiest
+commands.
 
 The cloud runs on SQLite in the site's data dir by default; ``--cloud-db URL`` puts it
 on that database, ``--postgres`` on a throw-away PostgreSQL started for the repeat
@@ -93,6 +96,26 @@ def cloud_cost(site: EmbeddedSite, client) -> dict:
     return metrics
 
 
+def redis_commands(site: EmbeddedSite) -> dict[str, int]:
+    """Calls per command on the site's Redis so far (``INFO commandstats``)."""
+    import redis
+
+    client = redis.Redis.from_url(site.broker_url())
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+def redis_per_activity(before: dict[str, int], after: dict[str, int], count: int) -> dict:
+    by_command = {k: (v - before.get(k, 0)) / count for k, v in after.items()}
+    # The two INFO calls of the measure itself are not the site's.
+    by_command["info"] = by_command.get("info", 0) - 1 / count
+    busiest = {k: round(v, 2) for k, v in sorted(by_command.items(), key=lambda kv: -kv[1])[:8] if v > 0.005}
+    return {"commands": sum(by_command.values()), "busiest": busiest}
+
+
 def per_activity(before: dict, after: dict, count: int) -> dict[str, float]:
     routes = {k: (v - before["requests_by_route"].get(k, 0)) / count
               for k, v in after["requests_by_route"].items()}
@@ -141,6 +164,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         client.create_pipeline({"name": "one", "gateway": site.gateway, "activities": activities[:1]})
 
         cost_before = cloud_cost(site, client)
+        redis_before = redis_commands(site)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
         finished = [wait_run(client, run_id, timeout=600, poll=0.25) for run_id in run_ids]
@@ -148,6 +172,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         # Reports still travelling when the run succeeded count too: wait for quiet.
         time.sleep(2.0)
         cost = per_activity(cost_before, cloud_cost(site, client), count)
+        redis_cost = redis_per_activity(redis_before, redis_commands(site), count)
         bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
         assert not bad, bad
         nodes = {s["node"] for r in finished for a in r["activity_runs"] for s in a["shards"]}
@@ -165,7 +190,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
     assert copied == count, f"{copied} files copied, expected {count}"
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost,
-            "hops": {name: percentile(values, 50) for name, values in hops.items()}}
+            "redis": redis_cost, "hops": {name: percentile(values, 50) for name, values in hops.items()}}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
@@ -287,7 +312,7 @@ def main() -> int:
         print(f"  dmg {dmg_k['rate']:.1f}/s p50 {dmg_k['p50'] * 1000:.1f} ms; celery {peer_k['rate']:.1f}/s "
               f"p50 {peer_k['p50'] * 1000:.1f} ms; hops (ms) "
               f"{ {k: round(v * 1000, 1) for k, v in dmg_k['hops'].items()} }; "
-              f"cloud per activity: {dmg_k['cloud']}", file=sys.stderr)
+              f"cloud per activity: {dmg_k['cloud']}; redis per activity: {dmg_k['redis']}", file=sys.stderr)
 
     def median(side: int, key: str) -> float:
         return statistics.median(r[side][key] for r in repeats)
@@ -300,29 +325,37 @@ def main() -> int:
     peer = {k: median(1, k) for k in keys}
     cloud = {k: median_cloud(k) for k in ("requests", "statements", "transactions", "cpu_ms")}
     hops = {name: statistics.median(r[0]["hops"][name] for r in repeats) for name in HOPS}
+    redis_cmds = statistics.median(r[0]["redis"]["commands"] for r in repeats)
+    busiest = repeats[len(repeats) // 2][0]["redis"]["busiest"]
     routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
     loadavg = os.getloadavg()
     if args.json:
         print(json.dumps({"dmg gateway": dmg, "plain celery": peer, "cloud per activity": cloud,
                           "submit to start, median per hop": hops,
-                          "requests per activity by route": routes, "repeats": args.repeats,
+                          "requests per activity by route": routes,
+                          "redis commands per activity": redis_cmds, "busiest redis commands": busiest,
+                          "repeats": args.repeats,
                           "load": loadavg}, indent=2))
         return 0
     where = "PostgreSQL" if args.postgres or args.cloud_db.startswith("postgres") else "SQLite"
     print(f"cloud on {where}, {args.cloud_workers} worker(s); summed over its processes")
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run; "
           f"median of {args.repeats}; load average now {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
-    print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}")
+    print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}"
+          f"{'redis cmds':>12}")
     for name, row in rows:
+        cmds = f"{redis_cmds:>12.1f}" if row is dmg else f"{'':>12}"
         print(f"{name:14}{row['rate']:>14.1f}{row['seconds']:>10.2f}"
-              f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}")
+              f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}{cmds}")
     print(f"{'ratio dmg/celery':18}{dmg['rate'] / peer['rate']:>10.3f}"
           f"{'':10}{dmg['p50'] / peer['p50']:>14.1f}x{dmg['p99'] / peer['p99']:>13.1f}x")
     print(f"cloud per activity: {cloud['requests']:.2f} requests, {cloud['statements']:.1f} SQL statements, "
           f"{cloud['transactions']:.2f} transactions, {cloud['cpu_ms']:.1f} ms CPU")
     for route, n in routes.items():
         print(f"  {n:6.2f}  {route}")
+    print("redis commands per activity (site's Redis, every client), busiest: "
+          + ", ".join(f"{name} {n}" for name, n in busiest.items()))
     print("submit -> start on an idle site, median per hop (ms): "
           + ", ".join(f"{name} {value * 1000:.1f}" for name, value in hops.items()))
     return 0
