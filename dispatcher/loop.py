@@ -60,6 +60,7 @@ from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
 from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, retire_gone, take_over
 from dispatcher.reports import PlacementOutbox, PlacementSender
+from dispatcher.slots import FreeSlots
 from dmg.cloud.client import CloudClient
 from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import BrokerError, DmgError, Retryable, StaleAttempt
@@ -122,6 +123,7 @@ class DispatcherService:
         self.report_sender = PlacementSender(state, cloud, epoch=self.lease_epoch, wake=self.reports.recorded)
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
+        self.slots = FreeSlots(state)  # read once for the planners of a claimed batch
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch)
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
@@ -387,7 +389,7 @@ class DispatcherService:
         try:
             plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
                               settings=self.settings, connector_factory=self.connector_factory,
-                              outbox=self.reports)
+                              outbox=self.reports, slots=self.slots)
         except (Retryable, BrokerError) as exc:
             log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
             with self._retry_lock:

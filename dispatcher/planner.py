@@ -10,6 +10,13 @@ placements) and queues the shards as pending. No cloud request is made on the wa
 placement starts as soon as the shards are pending. Shard ids are
 ``<activity_run_id>-<index:05d>``.
 
+A fresh plan costs one read (is a plan recorded already?) and one script
+(:func:`dmg.site.plans.record_plan`: the plan, every shard's hash, the plan's report
+entry, the pending shards and the placement loop's wake-up, in one atomic step), plus
+the free-slot count when there is more than one entry to cut, read at most once per
+:data:`dispatcher.slots.MAX_AGE` by every planner thread together
+(:class:`dispatcher.slots.FreeSlots`).
+
 Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
 Retryable, or by a new dispatcher) records the same plan again (the cloud takes a
@@ -48,15 +55,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dispatcher.placement import node_loads
 from dispatcher.ports import DispatchCloud
 from dispatcher.reports import PlacementOutbox
+from dispatcher.slots import FreeSlots
 from dispatcher.splitting import split_large_entries
 from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.sharding import cut_for_slots
 from dmg.shards import PartSpec, ShardSpec
+from dmg.site.plans import ALREADY_PLANNED, CANCELLED, record_plan
 from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
@@ -89,22 +97,20 @@ def plan_activity_run(
     settings: Settings,
     connector_factory: Callable[[StoreSpec], Connector] = connector_for,
     outbox: PlacementOutbox | None = None,
+    slots: FreeSlots | None = None,
 ) -> PlanResult:
     """Plan one claimed activity run (see the module docstring). Raises Retryable,
     BrokerError. ``outbox``: where the plan is recorded for the cloud (the site's
-    report list by default)."""
+    report list by default); ``slots``: the free-slot count shared by the planners (read
+    for this plan alone by default)."""
     run_id = str(activity_run["id"])
     outbox = outbox or PlacementOutbox(state)
-    plan_key = state.keys.plan(run_id)
-    raw = state.redis.get(plan_key)
-    fresh = False  # cut now: none of its shards can be pending or placed yet
-    if raw is not None:
-        shards = json.loads(raw)
-        log.info("replaying the plan activity_run=%s shards=%d", run_id, len(shards))
-    else:
+    slots = slots or FreeSlots(state, max_age=0.0)
+    raw = state.redis.get(state.keys.plan(run_id))
+    if raw is None:
         try:
-            shards = _cut_and_save(activity_run, state=state, settings=settings,
-                                   connector_factory=connector_factory)
+            shards, specs = _cut(activity_run, state=state, settings=settings, slots=slots,
+                                 connector_factory=connector_factory)
         except (Retryable, BrokerError):
             raise
         except DmgError as exc:
@@ -113,14 +119,32 @@ def plan_activity_run(
             log.exception("unexpected planning error activity_run=%s", run_id)
             return _fail(activity_run, cloud=cloud, epoch=epoch,
                          reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
-        fresh = bool(state.redis.set(plan_key, json.dumps(shards), nx=True, ex=PLAN_TTL))
-        if not fresh:
-            shards = json.loads(state.redis.get(plan_key) or "[]")
+        # The plan reaches the cloud through the lease holder's ordered report list, ahead of
+        # its shards' placements (dispatcher.reports): no cloud round trip before placement.
+        recorded = record_plan(state, run_id, plan_json=json.dumps(shards), ttl=PLAN_TTL,
+                               report_entry=outbox.plan_entry(run_id, shards, queued_at=time.time()),
+                               shards=specs)
+        if recorded != ALREADY_PLANNED:
+            outbox.recorded.set()
+            queued = [] if recorded == CANCELLED else [summary["id"] for summary in shards]
+            slots.used(len(queued))
+            if recorded == CANCELLED:
+                log.info("activity run cancelled before its shards were queued activity_run=%s", run_id)
+            log.info("activity run planned activity_run=%s shards=%d queued=%d", run_id, len(shards),
+                     len(queued))
+            return PlanResult(run_id, shards=shards, queued=queued)
+        raw = state.redis.get(state.keys.plan(run_id)) or "[]"  # another planner won the race
+    return _replay(run_id, json.loads(raw), state=state, outbox=outbox)
+
+
+def _replay(run_id: str, shards: list[dict[str, Any]], *, state: SiteState,
+            outbox: PlacementOutbox) -> PlanResult:
+    """Record a plan recorded before again (the cloud takes a duplicate as a no-op) and
+    queue its shards that are neither pending nor placed."""
+    log.info("replaying the plan activity_run=%s shards=%d", run_id, len(shards))
     state.begin_planning(run_id)  # a new dispatcher replays it if this one dies before the push
-    # The plan reaches the cloud through the lease holder's ordered report list, ahead of
-    # its shards' placements (dispatcher.reports): no cloud round trip before placement.
     outbox.plan(run_id, shards, queued_at=time.time())
-    queued = [summary["id"] for summary in shards] if fresh else _not_queued_yet(state, shards)
+    queued = _not_queued_yet(state, shards)
     if state.is_cancelled(run_id):  # cancelled while it was being planned
         log.info("activity run cancelled before its shards were queued activity_run=%s", run_id)
         queued = []
@@ -150,8 +174,12 @@ def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, rea
     return PlanResult(run_id, error=error)
 
 
-def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: Settings,
-                  connector_factory: Callable[[StoreSpec], Connector]) -> list[dict[str, Any]]:
+def _cut(activity_run: dict[str, Any], *, state: SiteState, settings: Settings, slots: FreeSlots,
+         connector_factory: Callable[[StoreSpec], Connector]) -> tuple[list[dict[str, Any]],
+                                                                       list[tuple[str, str]]]:
+    """``(shard summaries, [(shard id, spec JSON)])`` of an activity run: listed, filtered,
+    split and cut; nothing of it is recorded yet (the sink's write of a split object is
+    begun, once per object: :mod:`dispatcher.splitting`)."""
     run_id = str(activity_run["id"])
     try:
         source_def, sink_def = activity_run["source"], activity_run["sink"]
@@ -193,29 +221,22 @@ def _cut_and_save(activity_run: dict[str, Any], *, state: SiteState, settings: S
         sink_path=sink_path, options=options, overwrite=copy_options.overwrite, sink_entries=sink_entries,
         state=state, connector_factory=connector_factory)
     shards: list[dict[str, Any]] = []
-    groups = cut_for_slots(entries, slots=free_slots(state), max_files=settings.shard_max_files,
-                           max_bytes=settings.shard_max_bytes)
+    specs: list[tuple[str, str]] = []
+    # One entry makes one shard whatever the free slots: no need to read them.
+    groups = cut_for_slots(entries, slots=slots.free() if len(entries) > 1 else 1,
+                           max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
         spec = spec_of(index, group, hints=sink_hints(group))
-        state.save_shard(spec.shard_id, spec.to_json())
+        specs.append((spec.shard_id, json.dumps(spec.to_json())))
         shards.append({"id": spec.shard_id, "index": index, "files": spec.files_total,
                        "bytes": spec.bytes_total})  # -1 (size unknown: SQL) counts 0
     for index, part in enumerate(parts, start=len(groups)):
         spec = spec_of(index, [part.entry], hints={}, part=part)
-        state.save_shard(spec.shard_id, spec.to_json())
+        specs.append((spec.shard_id, json.dumps(spec.to_json())))
         # The object counts once, as a file of its last part (whichever part commits reports it).
         last = part.part_number == part.parts_total
         shards.append({"id": spec.shard_id, "index": index, "files": int(last), "bytes": part.length})
-    return shards
-
-
-def free_slots(state: SiteState) -> int:
-    """The slots free for new shards now: the eligible nodes' free slots less the shards
-    already pending; all their slots when none is free (the plan outlives the moment);
-    at least 1. Raises BrokerError."""
-    nodes = [n for n in node_loads(state) if n.online and not n.draining and n.limit > 0]
-    free = sum(max(n.free_slots, 0) for n in nodes) - int(state.redis.llen(state.keys.pending))
-    return max(1, free if free > 0 else sum(n.limit for n in nodes))
+    return shards, specs
 
 
 def _list_sink(spec: StoreSpec, path: str, *,

@@ -93,9 +93,15 @@ class PlacementOutbox:
         """Record the plan of an activity run (``[{id, index, files, bytes}]``, queued for
         placement at ``queued_at``), to reach the cloud before any placement recorded after
         it. Raises BrokerError."""
-        self.state.redis.rpush(self.key, json.dumps({"plan": {"activity_run_id": activity_run_id,
-                                                              "shards": shards, "queued_at": queued_at}}))
+        self.state.redis.rpush(self.key, self.plan_entry(activity_run_id, shards, queued_at=queued_at))
         self.recorded.set()
+
+    @staticmethod
+    def plan_entry(activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> str:
+        """The list entry of a plan (what :meth:`plan` appends; the planner's one-step
+        :func:`dmg.site.plans.record_plan` appends the same, then sets :attr:`recorded`)."""
+        return json.dumps({"plan": {"activity_run_id": activity_run_id, "shards": shards,
+                                    "queued_at": queued_at}})
 
     def pending(self) -> int:
         """Placement reports the cloud has not taken yet."""

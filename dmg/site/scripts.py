@@ -22,6 +22,7 @@ RECORD_PART        SplitObjects.record_part          reads ``attempt`` (fences a
 TAKE_OVER, FINISH  SplitObjects                      the split commit marker only
 SETTLE_REPORTS     dispatcher.reports (the sender)   none: ``placements``, fenced by ``epoch``
 CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
+RECORD_PLAN        plans.record_plan (the planner)   creates it: ``attempt`` 0, ``spec``, queued
 ================== ================================= =======================================
 
 ``attempt`` only grows: every script that changes a shard's node or re-sends it
@@ -223,5 +224,36 @@ SETTLE_REPORTS = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
 redis.call('LTRIM', KEYS[1], tonumber(ARGV[2]), -1)
 for i = 3, #ARGV do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+return 1
+"""
+
+
+# KEYS: plan record, placements list, cancelled flag, pending list, wake list, then one shard
+# hash per shard. ARGV: plan JSON, plan TTL s, the plan's entry of the placements list, queued
+# state, then one (shard id, spec JSON) pair per shard hash.
+# -> 0: a plan was recorded already (nothing written); 1: recorded and queued; 2: recorded,
+#    not queued (the run was cancelled meanwhile).
+RECORD_PLAN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return 0
+end
+local shards = #KEYS - 5
+for i = 1, shards do
+  local key = KEYS[5 + i]
+  redis.call('HSETNX', key, 'attempt', 0)
+  redis.call('HSET', key, 'spec', ARGV[4 + 2 * i])
+  redis.call('HSETNX', key, 'state', ARGV[4])
+end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return 2
+end
+for i = 1, shards do
+  redis.call('RPUSH', KEYS[4], ARGV[3 + 2 * i])
+end
+if shards > 0 then
+  redis.call('LPUSH', KEYS[5], 1)
+  redis.call('LTRIM', KEYS[5], 0, 0)
+end
 return 1
 """

@@ -1,0 +1,103 @@
+"""A plan costs a fixed number of Redis round trips, whatever its number of shards
+(against a real Redis; the round trips are counted by the client's connections)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis as redis_lib
+
+from dispatcher.planner import plan_activity_run
+from dispatcher.slots import FreeSlots
+from dmg.site import scripts
+from dmg.site.boundary import SiteRedis
+from dmg.site.state import SiteState
+from settings import Settings
+from tests.dispatcher.memcloud import MemoryCloud
+from tests.dispatcher.test_planner import activity_run, recorded_plans
+from tests.workers.support import write_files
+
+SETTINGS = Settings(shard_max_files=2, shard_max_bytes=1_000_000)
+#: A fresh plan: is a plan recorded? the free slots (4: heartbeats, their values, the nodes'
+#: loads in one pipeline, the pending list's length), the one script that records it all.
+MOST_ROUND_TRIPS = 6
+
+
+class CountingConnection(redis_lib.Connection):
+    """A connection that counts what it sends: one command, or one whole pipeline."""
+
+    sent = 0
+
+    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+def counted(redis_url: str) -> Iterator[SiteState]:
+    client = SiteRedis.from_url(redis_url, connection_class=CountingConnection)
+    state = SiteState(client, "gw")
+    for node in ("a", "b"):
+        state.publish_heartbeat(node, {"limit": 4}, ttl=60)
+    client.script_load(scripts.RECORD_PLAN)  # a process loads it once, at its first plan
+    yield state
+    client.close()
+
+
+def trips_of(state: SiteState, run: dict[str, Any], *, slots: FreeSlots | None = None) -> int:
+    before = CountingConnection.sent
+    plan = plan_activity_run(run, state=state, cloud=MemoryCloud(), epoch=1, settings=SETTINGS, slots=slots)
+    assert plan.queued and not plan.failed
+    return CountingConnection.sent - before
+
+
+def test_a_plan_costs_the_same_few_round_trips_for_4_or_40_shards(tmp_path: Path, counted: SiteState) -> None:
+    # Given sources of 8 and of 80 files (2 files a shard)
+    write_files(tmp_path / "src" / "small", {f"f{i:03d}": 10 for i in range(8)})
+    write_files(tmp_path / "src" / "large", {f"f{i:03d}": 10 for i in range(80)})
+
+    # When each is planned
+    small = trips_of(counted, activity_run(tmp_path, "small", "ar1"))
+    large = trips_of(counted, activity_run(tmp_path, "large", "ar2"))
+
+    # Then both cost the same few round trips, and every shard is recorded and queued
+    assert small == large <= MOST_ROUND_TRIPS
+    assert len(recorded_plans(counted)["ar2"][0]) == 40 and len(counted.pending()) == 44
+    shard = counted.shard("ar2-00039")
+    assert shard is not None and shard["attempt"] == 0 and shard["state"] == "queued"
+
+
+def test_a_one_file_plan_reads_no_free_slots(tmp_path: Path, counted: SiteState) -> None:
+    write_files(tmp_path / "src" / "one", {"f": 10})
+    assert trips_of(counted, activity_run(tmp_path, "one/f", "ar1")) == 2  # is it planned? record it
+    assert counted.pending() == ["ar1-00000"]
+
+
+def test_planners_share_one_reading_of_the_free_slots(tmp_path: Path, counted: SiteState) -> None:
+    # Given 8 free slots read once for every plan (and a second source of 8 files)
+    write_files(tmp_path / "src" / "in", {f"f{i:03d}": 10 for i in range(8)})
+    slots = FreeSlots(counted, max_age=60)
+
+    # When two runs are planned with it
+    first = trips_of(counted, activity_run(tmp_path, "in", "ar1"), slots=slots)
+    second = trips_of(counted, activity_run(tmp_path, "in", "ar2"), slots=slots)
+
+    # Then the second reads no load
+    assert second == first - 4 == 2
+
+
+def test_a_run_cancelled_before_its_plan_is_recorded_queues_nothing(tmp_path: Path,
+                                                                   counted: SiteState) -> None:
+    write_files(tmp_path / "src" / "in", {"a": 1, "b": 2, "c": 3})
+    counted.cancel("ar1")
+
+    plan = plan_activity_run(activity_run(tmp_path), state=counted, cloud=MemoryCloud(), epoch=1,
+                             settings=SETTINGS)
+
+    # The plan is recorded (the cloud hears of its shards) but nothing waits for placement
+    assert plan.queued == [] and [s["id"] for s in plan.shards] == ["ar1-00000", "ar1-00001"]
+    assert recorded_plans(counted) == {"ar1": [plan.shards]} and counted.pending() == []
+    assert counted.planning() == set()
