@@ -79,9 +79,17 @@ WORKER = "worker"
 
 
 def make_sender(settings: Settings, *, client_name: str = "") -> Celery:
-    """A Celery app used only to send tasks by name (no task code imported)."""
+    """A Celery app used only to send tasks by name (no task code imported).
+
+    It has no result backend: the dispatcher never reads a task's result (the workers
+    still store theirs). With one, Celery 5.7's Redis backend subscribes to every sent
+    task's result channel before the message goes out (``RedisBackend.on_task_call``): a
+    command on the placement path, and a pub/sub message to read and an unsubscribe later,
+    for every shard.
+    """
     app = Celery("dmg-dispatcher", set_as_current=False)
     app.conf.update(celery_config(settings, client_name=client_name))
+    app.conf.result_backend = None  # the disabled backend: send_task subscribes to nothing
     return app
 
 

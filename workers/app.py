@@ -38,6 +38,10 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app = Celery("dmg", set_as_current=False)
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.include = ["workers.tasks"]
+    # No STARTED state in the result backend: nobody reads it (Flower sees the worker's
+    # task-started event, the cloud the shard's own "running" report), and storing it is
+    # a Redis round trip in the pool process before every task's body runs.
+    celery_app.conf.task_track_started = False
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0

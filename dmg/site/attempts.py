@@ -72,9 +72,14 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     script = state.redis.register_script(scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
     keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node)]
-    for _ in range(_START_TRIES):
-        raw = state.redis.hget(shard_key, "runner")
-        seen = (raw.decode() if isinstance(raw, bytes) else raw) or ""
+    for look in range(_START_TRIES + 1):
+        # A first delivery finds no runner (placement clears it): try that first, without
+        # reading it; the script answers "retry" when a runner is there after all.
+        if look == 0:
+            seen = ""
+        else:
+            raw = state.redis.hget(shard_key, "runner")
+            seen = (raw.decode() if isinstance(raw, bytes) else raw) or ""
         seen_alive = bool(seen) and seen != runner and alive(seen)
         outcome, deliveries = script(
             keys=keys,

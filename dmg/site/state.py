@@ -171,10 +171,8 @@ class SiteState(ShardRecords):
         """Block up to ``timeout`` s until :meth:`notify_dispatcher`; True when woken."""
         if timeout <= 0:
             return False
-        woken = self.redis.blpop([self.keys.wake], timeout=timeout) is not None
-        if woken:
-            self.redis.delete(self.keys.wake)
-        return woken
+        # The list holds one entry at most (notify_dispatcher trims it): the pop empties it.
+        return self.redis.blpop([self.keys.wake], timeout=timeout) is not None
 
     def pending(self) -> list[str]:
         return [m.decode() if isinstance(m, bytes) else m

@@ -23,11 +23,16 @@ import psutil
 from dmg.site.attempts import runner_pid, runner_token, start_run
 from dmg.site.state import SiteState
 
+_mine: tuple[int, str] | None = None  # (pid, token): a forked child has a pid of its own
+
 
 def my_runner() -> str:
-    """The runner token of this process."""
+    """The runner token of this process (read from /proc once per process)."""
+    global _mine
     pid = os.getpid()
-    return runner_token(pid, psutil.Process(pid).create_time())
+    if _mine is None or _mine[0] != pid:
+        _mine = (pid, runner_token(pid, psutil.Process(pid).create_time()))
+    return _mine[1]
 
 
 def runner_alive(token: str) -> bool:
