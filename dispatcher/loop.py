@@ -315,8 +315,9 @@ class DispatcherService:
                     requeue_gone(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
-                self.placer.place_pending()
-                self.rebalancer.rebalance()
+                with self.reports.wake_after():
+                    self.placer.place_pending()
+                    self.rebalancer.rebalance()
                 self.broker.reachable()
             except BrokerError as exc:
                 self.broker.failed()

@@ -125,7 +125,8 @@ def plan_activity_run(
                                report_entry=outbox.plan_entry(run_id, shards, queued_at=time.time()),
                                shards=specs)
         if recorded != ALREADY_PLANNED:
-            outbox.recorded.set()
+            # The sender is not woken for the plan alone: the placement round that places its
+            # shards wakes it, and the plan and its placements go to the cloud in one batch.
             queued = [] if recorded == CANCELLED else [summary["id"] for summary in shards]
             slots.used(len(queued))
             if recorded == CANCELLED:

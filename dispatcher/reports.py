@@ -44,10 +44,11 @@ forever. A dispatcher may die at any point after placing, so:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol, runtime_checkable
 
 from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
@@ -83,23 +84,48 @@ class PlacementOutbox:
         self.state = state
         self.key = state.keys.placements
         self.recorded = threading.Event()  # set at each entry: wakes this process's sender
+        self._held = threading.local()  # per thread: entries recorded while the wake is held
+
+    @contextlib.contextmanager
+    def wake_after(self) -> Iterator[None]:
+        """Entries this thread records inside wake the sender once, at the end (a placement
+        round: the round's messages go out before the sender competes for the process, and
+        its placements go to the cloud in one batch). Nested uses wake at the outer end."""
+        outer = getattr(self._held, "count", None)
+        if outer is None:
+            self._held.count = 0
+        try:
+            yield
+        finally:
+            if outer is None:
+                recorded, self._held.count = self._held.count, None
+                if recorded:
+                    self.recorded.set()
+
+    def _wake(self) -> None:
+        count = getattr(self._held, "count", None)
+        if count is None:
+            self.recorded.set()
+        else:
+            self._held.count = count + 1
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Record one placement report (raises BrokerError: the caller sends nothing then)."""
         self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
-        self.recorded.set()
+        self._wake()
 
     def plan(self, activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> None:
         """Record the plan of an activity run (``[{id, index, files, bytes}]``, queued for
         placement at ``queued_at``), to reach the cloud before any placement recorded after
         it. Raises BrokerError."""
         self.state.redis.rpush(self.key, self.plan_entry(activity_run_id, shards, queued_at=queued_at))
-        self.recorded.set()
+        self._wake()
 
     @staticmethod
     def plan_entry(activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> str:
         """The list entry of a plan (what :meth:`plan` appends; the planner's one-step
-        :func:`dmg.site.plans.record_plan` appends the same, then sets :attr:`recorded`)."""
+        :func:`dmg.site.plans.record_plan` appends the same; the placement round that
+        places its shards wakes the sender, else the sender's poll finds it)."""
         return json.dumps({"plan": {"activity_run_id": activity_run_id, "shards": shards,
                                     "queued_at": queued_at}})
 

@@ -215,3 +215,26 @@ def test_a_placement_whose_message_cannot_be_sent_goes_back_to_pending(state: Si
     shard = state.shard("s0")
     assert shard is not None and shard["node"] == "" and shard["attempt"] == 2  # 1 is fenced off
     assert state.pending() == ["s0"] and outbox.pending() == 1
+
+
+def test_a_placement_round_wakes_the_sender_once_at_its_end(state: SiteState) -> None:
+    # Given the outbox of a dispatcher whose placement round records two placements
+    outbox = PlacementOutbox(state)
+    with outbox.wake_after():
+        outbox.report_shard("s1", {"attempt": 1, "node": "a", "status": "placed"})
+        with outbox.wake_after():  # nested: still the outer round's end
+            outbox.report_shard("s2", {"attempt": 1, "node": "a", "status": "placed"})
+        # Then the sender is not woken while the round sends its messages
+        assert not outbox.recorded.is_set() and outbox.pending() == 2
+        # (another thread, a planner replaying a plan, wakes it as before)
+        other = threading.Thread(target=outbox.plan, args=("ar1", []), kwargs={"queued_at": 1.0})
+        other.start()
+        other.join()
+        assert outbox.recorded.is_set()
+        outbox.recorded.clear()
+    # But once, at the end of the round
+    assert outbox.recorded.is_set() and outbox.pending() == 3
+    outbox.recorded.clear()
+    with outbox.wake_after():  # a round that recorded nothing wakes nobody
+        pass
+    assert not outbox.recorded.is_set()
