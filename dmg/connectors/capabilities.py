@@ -118,6 +118,13 @@ class LocalFiles(abc.ABC):
     def local_file(self, path: str) -> str:
         """The OS path of ``path`` (refusing an escape from the store as ``open_read`` does)."""
 
+    @abc.abstractmethod
+    def operations_wait(self) -> bool:
+        """Whether an operation on these files may wait on a network (a mounted share, or
+        a file system not known to be local): the engine then overlaps files in threads;
+        when neither store waits, it copies small files one after the other in the
+        calling thread."""
+
 
 class KernelCopyIn(abc.ABC):
     """A writer whose staging place is a local file the kernel can fill."""

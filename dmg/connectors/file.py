@@ -29,7 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dmg.connectors import localcopy
+from dmg.connectors import localcopy, mounts
 from dmg.connectors._support import ChunkStream, buffered
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import (
@@ -205,6 +205,10 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
 
     def local_file(self, path: str) -> str:
         return str(self.resolve(path))
+
+    def operations_wait(self) -> bool:
+        """False when the root is on a local file system (:mod:`dmg.connectors.mounts`)."""
+        return mounts.waits_on_network(str(self.root))
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
