@@ -65,9 +65,9 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     best: Mount | None = None
     for mount in mounts:
         point = mount.point.rstrip("/")
-        if path == mount.point or point == "" or path.startswith(point + "/"):
-            if best is None or len(point) >= len(best.point.rstrip("/")):
-                best = mount
+        inside = path == mount.point or point == "" or path.startswith(point + "/")
+        if inside and (best is None or len(point) >= len(best.point.rstrip("/"))):
+            best = mount
     return best
 
 
@@ -77,10 +77,11 @@ def is_local_type(fstype: str) -> bool:
     return fstype in LOCAL_TYPES
 
 
-def filesystem_type(path: str, *, mountinfo: str = MOUNTINFO) -> str:
-    """The type of the file system holding ``path`` (its real path), "" when unknown."""
+def filesystem_type(path: str, *, mountinfo: str | None = None) -> str:
+    """The type of the file system holding ``path`` (its real path), "" when unknown;
+    ``mountinfo``: the mount table to read (default :data:`MOUNTINFO`)."""
     try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as fh:
+        with open(mountinfo or MOUNTINFO, encoding="utf-8", errors="surrogateescape") as fh:
             mounts = parse_mountinfo(fh.read())
     except OSError:
         return ""
@@ -88,19 +89,20 @@ def filesystem_type(path: str, *, mountinfo: str = MOUNTINFO) -> str:
     return mount.fstype if mount is not None else ""
 
 
-_cache: dict[str, tuple[float, bool]] = {}
+_cache: dict[tuple[str, str], tuple[float, bool]] = {}
 _cache_lock = threading.Lock()
 
 
 def waits_on_network(path: str) -> bool:
     """Whether file operations under ``path`` may wait on a network (see the module
     docstring); kept per ``path`` for :data:`CACHE_SECONDS`."""
+    key = (MOUNTINFO, path)
     now = time.monotonic()
     with _cache_lock:
-        cached = _cache.get(path)
+        cached = _cache.get(key)
     if cached is not None and now - cached[0] < CACHE_SECONDS:
         return cached[1]
-    waits = not is_local_type(filesystem_type(path))
+    waits = not is_local_type(filesystem_type(path, mountinfo=key[0]))
     with _cache_lock:
-        _cache[path] = (now, waits)
+        _cache[key] = (now, waits)
     return waits
