@@ -232,8 +232,8 @@ class CopyEngine:
         (size, source checksum, staged bytes); nothing is visible yet. On any error the
         staged bytes are aborted before it is raised."""
         writer = self.sink.open_write(target, staging_id=self.staging_id)
-        if (self._kernel and isinstance(writer, KernelCopyIn) and isinstance(self.source, LocalFiles)
-                and entry.size >= 0 and self.throttle.limit() <= 0):
+        if (self._kernel and entry.size >= 0 and isinstance(writer, KernelCopyIn)
+                and self.throttle.limit() <= 0):
             return self._stage_in_kernel(entry, writer)
         large = entry.size >= READ_AHEAD_FROM
         sent = 0
