@@ -17,7 +17,9 @@ flag                 type                  used by
 ``keeps_mtime``      :class:`KeepsMtime`   incremental compare: equal mtimes mean equal
 ``native_checksum``  :class:`NativeChecksum`  the engine: the sink's MD5 checked after commit
 ``distributed_write`` :class:`DistributedWrite`  split objects (:mod:`dmg.connectors.distributed`)
-``local_files``      :class:`LocalFiles`   the engine: file → file copied by the kernel
+``local_files``      :class:`LocalFiles`   the engine: file → file copied by the kernel;
+                                           small files copied without threads when
+                                           neither store's operations wait
 ===================  ====================  ==============================================
 
 Writers (:class:`~dmg.connectors.base.StagedWriter`) may be :class:`StagedCrc32`:
