@@ -17,7 +17,9 @@ flag                 type                  used by
 ``keeps_mtime``      :class:`KeepsMtime`   incremental compare: equal mtimes mean equal
 ``native_checksum``  :class:`NativeChecksum`  the engine: the sink's MD5 checked after commit
 ``distributed_write`` :class:`DistributedWrite`  split objects (:mod:`dmg.connectors.distributed`)
-``local_files``      :class:`LocalFiles`   the engine: file → file copied by the kernel
+``local_files``      :class:`LocalFiles`   the engine: file → file copied by the kernel;
+                                           small files copied without threads when
+                                           neither store's operations wait
 ===================  ====================  ==============================================
 
 Writers (:class:`~dmg.connectors.base.StagedWriter`) may be :class:`StagedCrc32`:
@@ -117,6 +119,13 @@ class LocalFiles(abc.ABC):
     @abc.abstractmethod
     def local_file(self, path: str) -> str:
         """The OS path of ``path`` (refusing an escape from the store as ``open_read`` does)."""
+
+    @abc.abstractmethod
+    def operations_wait(self) -> bool:
+        """Whether an operation on these files may wait on a network (a mounted share, or
+        a file system not known to be local): the engine then overlaps files in threads;
+        when neither store waits, it copies small files one after the other in the
+        calling thread."""
 
 
 class KernelCopyIn(abc.ABC):

@@ -18,9 +18,11 @@ already there with the expected size); abort deletes the staging file.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import os
+import stat as stat_mode
 import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,7 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from dmg.connectors import localcopy
+from dmg.connectors import localcopy, mounts
 from dmg.connectors._support import ChunkStream, buffered
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import (
@@ -67,18 +69,27 @@ def _mapped_os_errors(what: str) -> Iterator[None]:
         raise Fatal(f"{what}: {exc.strerror or exc}") from exc
 
 
+#: Flags of a staging file: a link planted at its name is refused (ELOOP), not followed.
+_STAGING_FLAGS = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+
+
 class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
-    def __init__(self, target: Path, staging: Path, *, fsync: bool) -> None:
+    """The staging file, written through its descriptor (no Python file object: a small
+    file's bytes go in one call, or none when the kernel copies them)."""
+
+    def __init__(self, target: str, staging: str, *, fsync: bool) -> None:
         super().__init__(f"cannot write {target}")
         self._target = target
         self._staging = staging
         self._fsync = fsync
         with _mapped_os_errors(self.what):
-            self._fh: BinaryIO = open(staging, "w+b")  # noqa: SIM115 - closed in commit/abort
+            self._fd = os.open(staging, _STAGING_FLAGS, 0o666)  # closed in commit/abort
 
     def _write(self, chunk: bytes) -> None:
         with _mapped_os_errors(self.what):
-            self._fh.write(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self._fd, view):]
 
     def staged_crc32(self) -> int:
         """CRC-32 of the staging file as written so far, re-read from disk before commit.
@@ -91,9 +102,8 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
             raise Fatal(f"{self.what}: staged_crc32 after {self.state}")
         crc = 0
         with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
-            self._fh.flush()
-            fd, offset = self._fh.fileno(), 0
-            while chunk := os.pread(fd, 1024 * 1024, offset):
+            offset = 0
+            while chunk := os.pread(self._fd, 1024 * 1024, offset):
                 crc = zlib.crc32(chunk, crc)
                 offset += len(chunk)
         return crc
@@ -107,17 +117,16 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
             raise Fatal(f"{self.what}: copy_in after {self.state}")
         try:
             with _mapped_os_errors(f"cannot copy {source_file} to {self._target}"):
-                self._fh.flush()
-                src = os.open(source_file, os.O_RDONLY)
+                src = os.open(source_file, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     if size < localcopy.THREADED_HASH_FROM:
-                        copied = localcopy.copy_fd(src, self._fh.fileno(), size, on_step=on_step)
+                        copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
                         source_hash, _n = localcopy.xxh3_of_fd(src, size)
                         return source_hash, copied
                     with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
                         pending = hasher.submit(localcopy.xxh3_of_fd, src, size)
                         try:
-                            copied = localcopy.copy_fd(src, self._fh.fileno(), size, on_step=on_step)
+                            copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
                         finally:
                             source_hash, _n = pending.result()
                     return source_hash, copied
@@ -131,22 +140,24 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
         if self.state != "open":
             raise Fatal(f"{self.what}: staged_xxh3 after {self.state}")
         with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
-            self._fh.flush()
-            return localcopy.xxh3_of_fd(self._fh.fileno())[0]
+            return localcopy.xxh3_of_fd(self._fd)[0]
 
     def _commit(self, mtime: float | None) -> None:
         with _mapped_os_errors(f"cannot commit {self._target}"):
             if self._fsync:
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
-            self._fh.close()
+                os.fsync(self._fd)
             if mtime is not None:
-                os.utime(self._staging, (mtime, mtime))
+                os.utime(self._fd, (mtime, mtime))
+            fd, self._fd = self._fd, -1
+            os.close(fd)
             os.replace(self._staging, self._target)
 
     def _abort(self) -> None:
-        self._fh.close()
-        self._staging.unlink(missing_ok=True)
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._staging)
 
 
 class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelRangeWrite, LocalFiles):
@@ -166,7 +177,7 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         #: Folders (relative, normalized) known to exist inside the root with no link
         #: out: a shard's files resolve and stage without a realpath or mkdir each.
         self._known_dirs: set[str] = set()  # relative, "" for the root
-        self._root_text = str(self.root)
+        self._root_slash = str(self.root).rstrip("/") + "/"
 
     # -- paths ------------------------------------------------------------------
     def resolve(self, path: str) -> Path:
@@ -176,12 +187,24 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         folder once checked is remembered: a file in a known folder that is not
         itself a link costs one ``lstat``, not a ``realpath`` of every component.
         """
+        known = self._in_known_dir(path)
+        if known is not None and not os.path.islink(known):
+            return Path(known)
+        return self._checked(path)
+
+    def _in_known_dir(self, path: str) -> str | None:
+        """The OS path of ``path`` when its folder is known to be inside the root (no link
+        out) and its name is a plain one, unchecked for being a link itself; else None."""
         rel = path.replace("\\", "/").strip("/")
         folder, _slash, name = rel.rpartition("/")
         if folder in self._known_dirs and name not in ("", ".", ".."):
-            candidate = Path(self._root_text, rel)
-            if not os.path.islink(candidate):
-                return candidate
+            return self._root_slash + rel
+        return None
+
+    def _checked(self, path: str) -> Path:
+        """``path`` resolved component by component (its folder remembered when it exists)."""
+        rel = path.replace("\\", "/").strip("/")
+        folder = rel.rpartition("/")[0]
         parts = [p for p in rel.split("/") if p not in ("", ".")]
         if ".." in parts:
             raise PermissionDenied(
@@ -204,7 +227,14 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         return candidate
 
     def local_file(self, path: str) -> str:
-        return str(self.resolve(path))
+        known = self._in_known_dir(path)
+        if known is not None and not os.path.islink(known):
+            return known
+        return str(self._checked(path))
+
+    def operations_wait(self) -> bool:
+        """False when the root is on a local file system (:mod:`dmg.connectors.mounts`)."""
+        return mounts.waits_on_network(str(self.root))
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.root).as_posix()
@@ -245,6 +275,17 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         return Entry(self._relative(path), st.st_size, st.st_mtime)
 
     def stat(self, path: str) -> Entry:
+        known = self._in_known_dir(path)
+        if known is not None:  # one lstat: a link goes the long way below
+            with _mapped_os_errors(f"cannot stat {path!r} in store {self.spec.name!r}"):
+                try:
+                    st = os.lstat(known)
+                except FileNotFoundError:
+                    raise NotFound(f"{path!r} is not a file in store {self.spec.name!r}") from None
+            if stat_mode.S_ISREG(st.st_mode):
+                return Entry(known[len(self._root_slash):], st.st_size, st.st_mtime)
+            if not stat_mode.S_ISLNK(st.st_mode):
+                raise NotFound(f"{path!r} is not a file in store {self.spec.name!r}")
         target = self.resolve(path)
         with _mapped_os_errors(f"cannot stat {path!r} in store {self.spec.name!r}"):
             if not target.is_file():
@@ -273,6 +314,10 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         return buffered(ChunkStream(chunks(), lambda: _mapped_os_errors(what), on_close=fh.close))
 
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
+        known = self._in_known_dir(path)
+        if known is not None and not os.path.islink(known):
+            folder, _slash, name = known.rpartition("/")
+            return _FileWriter(known, f"{folder}/{STAGING_PREFIX}{staging_id}.{name}", fsync=self._fsync)
         target = self.resolve(path)
         if not target.name:
             raise BadInput(f"cannot write to the root of store {self.spec.name!r}")
@@ -281,7 +326,7 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
             with _mapped_os_errors(f"cannot write {target}"):
                 target.parent.mkdir(parents=True, exist_ok=True)
             self.resolve(path)  # the new folders are inside the root: remember them
-        return _FileWriter(target, staging, fsync=self._fsync)
+        return _FileWriter(str(target), str(staging), fsync=self._fsync)
 
     def delete(self, path: str) -> None:
         target = self.resolve(path)

@@ -26,7 +26,11 @@ its attempt fenced off, and :class:`~dmg.errors.Cancelled` within about ``tick``
 of ``stop_reason()`` saying why the shard must stop (its run was cancelled): the
 files in flight are aborted between chunks (their staged writes too), nothing more
 is committed, and what was committed stays. Callbacks (``on_file``, ``on_tick``) run in the caller's thread;
-``on_bytes`` runs in copy threads and must be thread-safe.
+``on_bytes`` runs in copy threads and must be thread-safe. A shard of only small
+files between two stores whose operations do not wait on a network
+(:meth:`LocalFiles.operations_wait`: tmpfs, a local disk) runs its batches one after
+the other in the caller's thread: no pool, as threads there overlap no latency and
+cost their hand-offs.
 """
 
 from __future__ import annotations
@@ -134,6 +138,12 @@ class CopyEngine:
         self._server_side = isinstance(sink, ServerSideCopy) and sink.can_copy_from(source)
         self._kernel = isinstance(source, LocalFiles) and isinstance(sink, LocalFiles)
 
+    @property
+    def local(self) -> bool:
+        """Both stores are files on this machine whose operations wait on no network."""
+        return (self._kernel and isinstance(self.source, LocalFiles) and isinstance(self.sink, LocalFiles)
+                and not self.source.operations_wait() and not self.sink.operations_wait())
+
     def cancel(self) -> None:
         self._cancel.set()
 
@@ -222,8 +232,8 @@ class CopyEngine:
         (size, source checksum, staged bytes); nothing is visible yet. On any error the
         staged bytes are aborted before it is raised."""
         writer = self.sink.open_write(target, staging_id=self.staging_id)
-        if (self._kernel and isinstance(writer, KernelCopyIn) and isinstance(self.source, LocalFiles)
-                and entry.size >= 0 and self.throttle.limit() <= 0):
+        if (self._kernel and entry.size >= 0 and isinstance(writer, KernelCopyIn)
+                and self.throttle.limit() <= 0):
             return self._stage_in_kernel(entry, writer)
         large = entry.size >= READ_AHEAD_FROM
         sent = 0
@@ -525,10 +535,13 @@ def copy_entries(
     crash: BaseException | None = None
     stopped = ""
     next_stop_check = time.monotonic() + tick
-    pool = ThreadPoolExecutor(opts.parallel_files, thread_name_prefix="dmg-copy")
+    inline = all(0 <= e.size < SMALL_FILE for e in kept) and engine.local
+    in_flight = 1 if inline else opts.parallel_files
+    pool: ThreadPoolExecutor | _InlineExecutor = (_InlineExecutor() if inline else ThreadPoolExecutor(
+        opts.parallel_files, thread_name_prefix="dmg-copy"))
     try:
         while True:
-            while not engine.cancelled and len(pending) < opts.parallel_files:
+            while not engine.cancelled and len(pending) < in_flight:
                 unit = next(work, None)
                 if unit is None:
                     break
@@ -574,6 +587,24 @@ def copy_entries(
     outcome.files = [results[i] for i in sorted(results)]
     outcome.ended = time.time()
     return outcome
+
+
+class _InlineExecutor:
+    """Runs each unit in the calling thread as it is submitted (its future is done): for
+    small files between stores that wait on no network, where threads overlap no latency
+    and their hand-offs and the GIL are the whole cost. A batch of small files ends
+    within moments, so ticks and cancel checks still come between units."""
+
+    def submit(self, fn: Callable[[], _T]) -> Future[_T]:
+        future: Future[_T] = Future()
+        try:
+            future.set_result(fn())
+        except BaseException as exc:  # the caller's loop handles it as a thread's error
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        return None
 
 
 def _work_units(engine: CopyEngine, entries: Sequence[Entry], *, source_prefix: str, sink_prefix: str,

@@ -35,15 +35,14 @@ def call_with_retries(fn: Callable[[int], T], *, retries: int, backoff: float, w
     re-raises the last one. ``stop()`` true ends the retrying early (the shard is
     being abandoned). Other exceptions propagate at once.
     """
-    delays = backoff_delays(retries, backoff)
     tries = 0
     while True:
         tries += 1
         try:
             return fn(tries), tries
         except Retryable as exc:
-            if tries > len(delays) or stop():
+            if tries > retries or stop():
                 raise
-            delay = delays[tries - 1]
+            delay = backoff_delays(tries, backoff)[-1]  # worked out on failure only: files rarely fail
             log.info("retrying %s in %.1f s (try %d failed: %s)", what, delay, tries, exc)
             sleep(delay)

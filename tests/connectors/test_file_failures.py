@@ -39,6 +39,36 @@ def test_a_symlink_out_of_the_root_is_not_followed(store: FileConnector, tmp_pat
         list(store.list())
 
 
+def test_a_link_planted_at_a_staging_name_is_not_written_through(store: FileConnector,
+                                                                  tmp_path: Path) -> None:
+    """Given a link out of the root at the very name a write will stage under, in a folder
+    the store already knows, then the write fails and the file outside is untouched."""
+    (store.root / "in").mkdir()
+    (store.root / "in" / "a").write_bytes(b"old")
+    assert store.stat("in/a").size == 3  # the folder is known: the short path is taken
+    outside = tmp_path / "victim"
+    outside.write_bytes(b"keep")
+    (store.root / "in" / ".dmg-staging.s.1.a").symlink_to(outside)
+
+    with pytest.raises(Fatal, match="cannot write"):
+        store.open_write("in/a", staging_id="s.1")
+    assert outside.read_bytes() == b"keep" and (store.root / "in" / "a").read_bytes() == b"old"
+
+
+def test_a_link_in_a_known_folder_is_checked_before_it_is_read_or_stated(store: FileConnector,
+                                                                         tmp_path: Path) -> None:
+    (tmp_path / "secret.txt").write_bytes(b"secret")
+    (store.root / "in").mkdir()
+    (store.root / "in" / "a").write_bytes(b"a")
+    assert store.stat("in/a").size == 1
+    (store.root / "in" / "link").symlink_to(tmp_path / "secret.txt")
+
+    for call in (lambda: store.stat("in/link"), lambda: store.local_file("in/link"),
+                 lambda: store.open_read("in/link")):
+        with pytest.raises(PermissionDenied, match="outside store"):
+            call()
+
+
 def test_a_file_where_a_directory_is_expected_is_a_clear_error(store: FileConnector) -> None:
     (store.root / "plain").write_bytes(b"x")
 

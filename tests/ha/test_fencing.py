@@ -213,21 +213,30 @@ def test_a_holder_whose_clock_runs_slow_still_stops_before_redis_expires_the_key
 
 
 # -- a batch of small files, paused before its check ---------------------------------------
+@pytest.mark.parametrize("copier", ["inline", "pool"])
 def test_a_paused_attempt_moved_away_commits_nothing_of_its_batch(state: SiteState, redis_url: str,
-                                                                    tmp_path: Path) -> None:
+                                                                    tmp_path: Path, copier: str) -> None:
     """Given a process copying 200 small files in batches of 64 with one fencing check
-    per batch, when it is SIGSTOPped right before the second batch's check and its
-    shard is moved to another node meanwhile, then after SIGCONT the check sees the
-    attempt fenced: the first batch stays, nothing of the second becomes visible, no
-    staging file is left, and the process ends stale."""
+    per batch — in its calling thread (both folders on a local file system) or in a copy
+    thread (its mount table says the folders are on an NFS share) — when it is SIGSTOPped
+    right before the second batch's check and its shard is moved to another node
+    meanwhile, then after SIGCONT the check sees the attempt fenced: the first batch
+    stays, nothing of the second becomes visible, no staging file is left, and the
+    process ends stale."""
     src, dst, log = tmp_path / "src", tmp_path / "dst", tmp_path / "checks.log"
     write_files(src, {f"f{i:03d}": 4096 for i in range(200)})
+    extra: list[str] = []
+    if copier == "pool":
+        table = tmp_path / "mountinfo"
+        table.write_text(f"1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+                         f"90 1 0:50 / {tmp_path} rw,relatime - nfs4 server:/export rw,vers=4.2\n")
+        extra = [str(table)]
     dst.mkdir()
     add(state, S)
     attempt = state.new_attempt(S, "a")
     assert start_run(state, S, attempt, "a", runner=my_runner(), alive=runner_alive)[0] == STARTED
     proc = subprocess.Popen([sys.executable, "-m", "tests.ha.batch_child", redis_url, "gw", S, str(attempt),
-                             str(src), str(dst), str(log)], cwd=ROOT, stdin=subprocess.DEVNULL,
+                             str(src), str(dst), str(log), *extra], cwd=ROOT, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: log.exists() and "check 2\n" in log.read_text(), timeout=60,
@@ -247,6 +256,11 @@ def test_a_paused_attempt_moved_away_commits_nothing_of_its_batch(state: SiteSta
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-    assert json.loads(out.strip().splitlines()[-1])["outcome"] == "stale"
+    outcome = json.loads(out.strip().splitlines()[-1])
+    assert outcome["outcome"] == "stale"
+    if copier == "inline":
+        assert outcome["threads"] == ["MainThread"]
+    else:
+        assert outcome["threads"] and all(t.startswith("dmg-copy") for t in outcome["threads"])
     assert "checked 2 False" in log.read_text()
     assert sorted(p.name for p in dst.iterdir()) == visible  # nothing more, no staging left
