@@ -27,7 +27,6 @@ of a part are joined once), at most ``max_concurrency`` parts in flight.
 from __future__ import annotations
 
 import base64
-import collections
 import logging
 import zlib
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import Any
 
 from dmg.connectors._support import BoundedPool
 from dmg.connectors.base import StagedWriter
+from dmg.connectors.chunkbuffer import ChunkBuffer
 from dmg.connectors.s3errors import MULTIPART_ETAG, content_md5, map_s3_errors, multipart_etag
 from dmg.errors import DmgError, Fatal, NotFound
 
@@ -80,8 +80,7 @@ class S3Writer(StagedWriter):
     def __init__(self, client: Any, bucket: str, key: str, *, shape: UploadShape, what: str) -> None:
         super().__init__(what)
         self._client, self._bucket, self._key, self._shape = client, bucket, key, shape
-        self._chunks: collections.deque[bytes] = collections.deque()
-        self._held = 0
+        self._buffer = ChunkBuffer()
         self._sent = 0
         self._upload_id: str | None = None
         self._pool: BoundedPool[_Part] | None = None
@@ -90,30 +89,11 @@ class S3Writer(StagedWriter):
         self.verified_by = ""
 
     def _write(self, chunk: bytes) -> None:
-        if not chunk:
+        self._buffer.add(chunk)
+        if self._upload_id is None and self._buffer.held < self._shape.threshold:
             return
-        self._chunks.append(chunk if isinstance(chunk, bytes) else bytes(chunk))
-        self._held += len(chunk)
-        if self._upload_id is None and self._held < self._shape.threshold:
-            return
-        while self._held >= self._shape.part_size:
-            self._send_part(self._take(self._shape.part_size))
-
-    def _take(self, size: int) -> bytes:
-        """The first ``size`` bytes held, joined once (a chunk across the cut is split)."""
-        taken: list[bytes] = []
-        need = size
-        while need:
-            chunk = self._chunks.popleft()
-            if len(chunk) > need:
-                taken.append(chunk[:need])
-                self._chunks.appendleft(chunk[need:])
-                need = 0
-            else:
-                taken.append(chunk)
-                need -= len(chunk)
-        self._held -= size
-        return taken[0] if len(taken) == 1 else b"".join(taken)
+        while self._buffer.held >= self._shape.part_size:
+            self._send_part(self._buffer.take(self._shape.part_size))
 
     def _send_part(self, data: bytes) -> None:
         client, bucket, key = self._client, self._bucket, self._key
@@ -146,14 +126,14 @@ class S3Writer(StagedWriter):
 
     def _commit(self, mtime: float | None) -> None:
         if self._upload_id is None:
-            body = b"".join(self._chunks)
+            body = self._buffer.take_all()
             with map_s3_errors(self.what):
                 self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body,
                                         ContentMD5=content_md5(body))
             self.verified_by = "content-md5"
         else:
-            if self._held:
-                self._send_part(self._take(self._held))
+            if self._buffer.held:
+                self._send_part(self._buffer.take_all())
             assert self._pool is not None
             parts = sorted(self._pool.results(), key=lambda p: p.number)
             listed: list[dict[str, Any]] = []
@@ -168,8 +148,7 @@ class S3Writer(StagedWriter):
                     MultipartUpload={"Parts": listed})
             self._upload_id = None  # completed: nothing left to abort
             self._verify_completed(reply, parts)
-        self._chunks.clear()
-        self._held = 0
+        self._buffer.clear()
 
     def _verify_completed(self, reply: dict[str, Any], parts: Sequence[_Part]) -> None:
         """The object S3 assembled is the parts sent (see the module docstring); a mismatch
@@ -213,8 +192,7 @@ class S3Writer(StagedWriter):
                     hint="a part was damaged or replaced in transit; run the activity again")
 
     def _abort(self) -> None:
-        self._chunks.clear()
-        self._held = 0
+        self._buffer.clear()
         if self._pool is not None:
             self._pool.cancel()
         if self._upload_id is not None:
