@@ -135,9 +135,10 @@ def main() -> int:
                     for i, data in enumerate(small):
                         upload(store, f"s/{i:06d}.bin", data)
 
-                for name, run, units, unit in (
-                        (f"1 x {args.large_mib} MiB", upload_large, args.large_mib / 1024, "GiB"),
-                        (f"{args.small_count} x 8 KiB", upload_small, args.small_count / 1000, "1000 files")):
+                datasets = [(f"1 x {args.large_mib} MiB", upload_large, args.large_mib / 1024, "GiB"),
+                            (f"{args.small_count} x 8 KiB", upload_small, args.small_count / 1000,
+                             "1000 files")]
+                for name, run, units, unit in [d for d in datasets if d[2] > 0]:
                     samples = [timed(run, pid) for _ in range(args.repeat)]
                     secs, node, server = (statistics.median(s[k] for s in samples) for k in range(3))
                     print(f"{kind:<6} {name:<22} {secs:8.2f} {node:11.2f} {server:13.2f}  "
