@@ -14,14 +14,17 @@ is anonymous (public containers only).
 
 Writes stage blocks while bytes arrive and commit the block list, with the
 object's Content-MD5, on :meth:`StagedWriter.commit`; until then nothing is
-visible. Abort commits nothing; uncommitted blocks are garbage-collected by the
-service: committing a block list deletes every block not in it (so a shard's next
-attempt committing a blob deletes the blocks a fenced attempt left there), and
-uncommitted blocks expire after 7 days (Put Block List, Azure Blob REST API). No
-staging of a fenced attempt is ever visible; there is nothing for
-``cleanup_staging`` to remove. Block ids derive from the staging id, so two attempts writing the same
-blob never mix blocks. Reads fetch ranges of ``block_size`` in parallel, a few
-ahead, with an ETag condition: a blob that changes mid-read is ``Retryable``.
+visible. A blob of at most one block (``block_size``) is written by one Put Blob
+(MD5-checked by the service, atomic; it also drops the blob's uncommitted blocks) at
+commit instead: one request per small file, not two. Abort commits nothing;
+uncommitted blocks are garbage-collected by the service: committing a block list
+deletes every block not in it (so a shard's next attempt committing a blob deletes
+the blocks a fenced attempt left there), and uncommitted blocks expire after 7 days
+(Put Block List, Azure Blob REST API). No staging of a fenced attempt is ever
+visible; there is nothing for ``cleanup_staging`` to remove. Block ids derive from
+the staging id, so two attempts writing the same blob never mix blocks. Reads fetch
+ranges of ``block_size`` in parallel, a few ahead, with an ETag condition: a blob that
+changes mid-read is ``Retryable``.
 
 Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
 is a random block-id prefix; a part is staged as blocks of ``block_size`` whose
@@ -67,6 +70,7 @@ from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum
+from dmg.connectors.chunkbuffer import ChunkBuffer
 from dmg.connectors.distributed import sorted_parts
 from dmg.connectors.objectstore import ObjectStore
 from dmg.errors import BadInput, Conflict, DmgError, Fatal, NotFound, PermissionDenied, Retryable
@@ -129,7 +133,9 @@ def map_azure_errors(what: str) -> Iterator[None]:
 
 
 class _BlobWriter(StagedWriter):
-    """Stages blocks as bytes arrive; commits the block list (visible) on commit."""
+    """Stages blocks as bytes arrive and commits the block list (visible) on commit; a blob
+    that fits in one block is written by one Put Blob at commit instead (one request, not
+    two; as atomic)."""
 
     def __init__(self, blob: BlobClient, *, staging_id: str, block_size: int,
                  concurrency: int, what: str) -> None:
@@ -140,16 +146,16 @@ class _BlobWriter(StagedWriter):
         self._id_prefix = hashlib.sha256(staging_id.encode()).hexdigest()[:24]
         self._pool: BoundedPool[str] = BoundedPool(concurrency, name="dmg-blob-block")
         self._count = 0
-        self._buffer = bytearray()
+        self._buffer = ChunkBuffer()
         self._md5 = hashlib.md5(usedforsecurity=False)
 
     def _write(self, chunk: bytes) -> None:
-        self._buffer += chunk
+        self._buffer.add(chunk)
         self._md5.update(chunk)
-        while len(self._buffer) >= self._block_size:
-            block = bytes(self._buffer[:self._block_size])
-            del self._buffer[:self._block_size]
-            self._stage(block)
+        # A full block is staged once more bytes follow it: a blob of exactly one block
+        # still goes in one Put Blob.
+        while self._buffer.held > self._block_size:
+            self._stage(self._buffer.take(self._block_size))
 
     def _stage(self, data: bytes) -> None:
         block_id = f"{self._id_prefix}-{self._count:06d}"
@@ -164,17 +170,23 @@ class _BlobWriter(StagedWriter):
         self._pool.submit(stage)
 
     def _commit(self, mtime: float | None) -> None:
-        if self._buffer:
-            self._stage(bytes(self._buffer))
-            self._buffer = bytearray()
+        settings = ContentSettings(content_md5=bytearray(self._md5.digest()))
+        if self._count == 0:
+            body = self._buffer.take_all()
+            self._pool.shutdown()
+            with map_azure_errors(self.what):
+                self._blob.upload_blob(body, length=len(body), overwrite=True, validate_content=True,
+                                       content_settings=settings, max_concurrency=1)
+            return
+        if self._buffer.held:
+            self._stage(self._buffer.take_all())
         block_ids = self._pool.results()
         with map_azure_errors(self.what):
-            self._blob.commit_block_list(
-                [BlobBlock(block_id=i) for i in block_ids],
-                content_settings=ContentSettings(content_md5=bytearray(self._md5.digest())))
+            self._blob.commit_block_list([BlobBlock(block_id=i) for i in block_ids],
+                                         content_settings=settings)
 
     def _abort(self) -> None:
-        self._buffer = bytearray()
+        self._buffer.clear()
         self._pool.cancel()
 
 

@@ -43,6 +43,7 @@ class S3Options(StoreOptions):
     multipart_threshold: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
     multipart_chunksize: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
     max_concurrency: Concurrency = 4
+    part_checksum: Literal["crc32", "md5"] = "crc32"
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     connect_timeout: Seconds = 10
     read_timeout: Seconds = 60

@@ -4,7 +4,9 @@ Location ``s3://bucket/prefix``. Options (all optional): ``endpoint_url``,
 ``region``, ``addressing_style`` (``auto``/``path``/``virtual``),
 ``multipart_threshold`` and ``multipart_chunksize`` (bytes, default 8 MiB;
 S3 wants parts of at least 5 MiB), ``max_concurrency`` (parts in flight, default
-4), ``max_attempts`` (botocore retries, default 3), ``connect_timeout`` and
+4), ``part_checksum`` (``crc32``, the default, or ``md5``: how each part is checked
+and the completed object verified, :mod:`dmg.connectors.s3upload`), ``max_attempts``
+(botocore retries, default 3), ``connect_timeout`` and
 ``read_timeout`` (seconds).
 
 Credentials come from boto3's standard chain (environment, shared files,
@@ -12,9 +14,9 @@ instance role) unless a ``credential`` mapping with ``access_key_id`` /
 ``secret_access_key`` (and optional ``session_token``) is passed at construction;
 the store definition never holds a secret.
 
-Writes are invisible until commit: a small object is buffered and PUT on
-commit; a large one goes through a multipart upload whose parts are sent while
-writing and which is completed on commit (aborted on abort). An incomplete
+Writes are invisible until commit (:mod:`dmg.connectors.s3upload`): a small object is
+buffered and PUT on commit; a large one goes through a multipart upload whose parts
+are sent while writing and which is completed on commit (aborted on abort). An incomplete
 upload left by a crashed node is not visible either: :meth:`S3Connector.cleanup_staging`
 given the attempt's targets aborts it (the node that ran the shard's next attempt
 does, :mod:`workers.run.leftovers`); a bucket lifecycle rule
@@ -35,165 +37,35 @@ S3 stored the object (the ``mtime`` given to commit is not kept).
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from typing import Any, BinaryIO
 
 import botocore.exceptions as bex
-from boto3.s3.transfer import TransferConfig
 
 from dmg.connectors import proxies as proxy
-from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path
+from dmg.connectors._support import ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy
 from dmg.connectors.distributed import sorted_parts
 from dmg.connectors.objectstore import ObjectStore
 from dmg.connectors.s3clients import ClientOptions, keys_digest, s3_client
-from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+from dmg.connectors.s3errors import (
+    MD5_ETAG,
+    MULTIPART_ETAG,
+    NOT_FOUND,
+    content_md5,
+    map_s3_errors,
+    multipart_etag,
+)
+from dmg.connectors.s3upload import PART_CHECKSUMS, S3Writer, UploadShape
+from dmg.errors import BadInput, Fatal, NotFound
 
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-_MD5_ETAG = re.compile(r"^[0-9a-f]{32}$")
-_MULTIPART_ETAG = re.compile(r"^[0-9a-f]{32}-\d+$")
-_NOT_FOUND = {"NoSuchKey", "NoSuchBucket", "NoSuchUpload", "404", "NotFound"}
-_DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-           "InvalidToken", "AllAccessDisabled", "AccountProblem", "403", "401",
-           "UnrecognizedClientException", "InvalidClientTokenId"}
-_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout",
-              "RequestTimeTooSkewed", "InternalError", "ServiceUnavailable", "503", "500",
-              "502", "504", "429", "RequestLimitExceeded", "OperationAborted"}
 
-
-@contextmanager
-def map_s3_errors(what: str) -> Iterator[None]:
-    """Translate botocore exceptions into :mod:`dmg.errors` (the connector's boundary)."""
-    try:
-        yield
-    except DmgError:
-        raise
-    except bex.ClientError as exc:
-        error = exc.response.get("Error", {})
-        code = str(error.get("Code", ""))
-        status = str(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", ""))
-        if code in _NOT_FOUND or (not code and status == "404"):
-            detail = "bucket does not exist" if code == "NoSuchBucket" else "no such object"
-            raise NotFound(f"{what}: {detail}") from exc
-        if code in _DENIED or status in {"401", "403"}:
-            raise PermissionDenied(
-                f"{what}: access denied by S3 ({code or status})",
-                hint="check this node's S3 credentials and the bucket policy",
-            ) from exc
-        if code in _TRANSIENT or status in _TRANSIENT:
-            raise Retryable(f"{what}: S3 is busy or failing ({code or status})") from exc
-        raise Fatal(f"{what}: S3 refused the request ({code or status})") from exc
-    except bex.NoCredentialsError as exc:
-        raise PermissionDenied(
-            f"{what}: no S3 credentials found on this node",
-            hint="set the store's credential or configure the AWS credential chain",
-        ) from exc
-    except bex.ProxyConnectionError as exc:
-        raise Retryable(f"{what}: {proxy.proxy_problem(proxy.current(), 'S3')}") from exc
-    except (bex.EndpointConnectionError, bex.ConnectionClosedError, bex.ConnectTimeoutError,
-            bex.ReadTimeoutError, bex.IncompleteReadError) as exc:
-        raise Retryable(f"{what}: S3 endpoint unreachable or timed out") from exc
-    except (bex.HTTPClientError, bex.ConnectionError) as exc:
-        raise Retryable(f"{what}: connection to S3 failed") from exc
-    except bex.ParamValidationError as exc:
-        raise BadInput(f"{what}: invalid request ({exc})") from exc
-    except bex.BotoCoreError as exc:
-        raise Fatal(f"{what}: {type(exc).__name__}") from exc
-
-
-def multipart_etag(part_md5s: Sequence[str]) -> str:
-    """The ETag S3 gives a multipart object: MD5 of the parts' binary MD5s, ``-<count>``;
-    "" when a part's MD5 is unknown."""
-    if not part_md5s or not all(_MD5_ETAG.match(m) for m in part_md5s):
-        return ""
-    joined = b"".join(bytes.fromhex(m) for m in part_md5s)
-    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(part_md5s)}"
-
-
-def _content_md5(data: bytes | bytearray | memoryview) -> str:
-    return base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()
-
-
-class _S3Writer(StagedWriter):
-    """Buffers up to the multipart threshold, then streams parts; visible only on commit."""
-
-    def __init__(self, connector: S3Connector, key: str, what: str) -> None:
-        super().__init__(what)
-        self._s3 = connector
-        self._key = key
-        self._buffer = bytearray()
-        self._upload_id: str | None = None
-        self._pool: BoundedPool[dict[str, Any]] | None = None
-        self._part_number = 0
-
-    def _write(self, chunk: bytes) -> None:
-        self._buffer += chunk
-        threshold = self._s3.transfer.multipart_threshold
-        chunksize = self._s3.transfer.multipart_chunksize
-        if self._upload_id is None and len(self._buffer) < threshold:
-            return
-        while len(self._buffer) >= chunksize:
-            part = bytes(self._buffer[:chunksize])
-            del self._buffer[:chunksize]
-            self._send_part(part)
-
-    def _send_part(self, data: bytes) -> None:
-        client, bucket = self._s3.client, self._s3.bucket
-        if self._upload_id is None:
-            with map_s3_errors(self.what):
-                reply = client.create_multipart_upload(Bucket=bucket, Key=self._key)
-            self._upload_id = str(reply["UploadId"])
-            self._pool = BoundedPool(self._s3.transfer.max_concurrency, name="dmg-s3-part")
-        assert self._pool is not None
-        self._part_number += 1
-        number, upload_id, what = self._part_number, self._upload_id, self.what
-
-        def upload() -> dict[str, Any]:
-            with map_s3_errors(f"{what} (part {number})"):
-                reply = client.upload_part(Bucket=bucket, Key=self._key, UploadId=upload_id,
-                                           PartNumber=number, Body=data, ContentMD5=_content_md5(data))
-            return {"PartNumber": number, "ETag": reply["ETag"]}
-
-        self._pool.submit(upload)
-
-    def _commit(self, mtime: float | None) -> None:
-        client, bucket = self._s3.client, self._s3.bucket
-        if self._upload_id is None:
-            body = bytes(self._buffer)
-            with map_s3_errors(self.what):
-                client.put_object(Bucket=bucket, Key=self._key, Body=body, ContentMD5=_content_md5(body))
-        else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-            assert self._pool is not None
-            parts = self._pool.results()
-            with map_s3_errors(self.what):
-                client.complete_multipart_upload(
-                    Bucket=bucket, Key=self._key, UploadId=self._upload_id,
-                    MultipartUpload={"Parts": sorted(parts, key=lambda p: p["PartNumber"])})
-        self._buffer = bytearray()
-
-    def _abort(self) -> None:
-        self._buffer = bytearray()
-        if self._pool is not None:
-            self._pool.cancel()
-        if self._upload_id is not None:
-            try:
-                with map_s3_errors(self.what):
-                    self._s3.client.abort_multipart_upload(
-                        Bucket=self._s3.bucket, Key=self._key, UploadId=self._upload_id)
-            except NotFound:
-                pass
-            except DmgError as exc:  # the lifecycle rule reclaims it; abort must not fail
-                log.warning("could not abort multipart upload key=%s error=%s", self._key, exc)
+__all__ = ["S3Connector", "map_s3_errors", "multipart_etag"]
 
 
 class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, DistributedWrite):
@@ -207,10 +79,11 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
         super().__init__(spec)
         opts = spec.options
         try:
-            self.transfer = TransferConfig(
-                multipart_threshold=int(opts.get("multipart_threshold", 8 * MiB)),
-                multipart_chunksize=int(opts.get("multipart_chunksize", 8 * MiB)),
-                max_concurrency=int(opts.get("max_concurrency", 4)),
+            self.upload_shape = UploadShape(
+                threshold=int(opts.get("multipart_threshold", 8 * MiB)),
+                part_size=int(opts.get("multipart_chunksize", 8 * MiB)),
+                concurrency=int(opts.get("max_concurrency", 4)),
+                part_checksum=str(opts.get("part_checksum", "crc32")),
             )
             options = ClientOptions(
                 endpoint_url=opts.get("endpoint_url") or None,
@@ -225,6 +98,8 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
                            hint="sizes are integers in bytes, timeouts numbers of seconds") from exc
+        if self.upload_shape.part_checksum not in PART_CHECKSUMS:
+            raise BadInput(f"store {spec.name!r}: part_checksum must be one of {', '.join(PART_CHECKSUMS)}")
         keys: dict[str, Any] = {}
         if credential:
             keys = {"aws_access_key_id": credential.get("access_key_id"),
@@ -240,7 +115,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
     def _entry(self, key: str, size: int, last_modified: Any, etag: str | None) -> Entry:
         tag = (etag or "").strip('"').lower()
         return Entry(self._relative(key), int(size), last_modified.timestamp(),
-                     tag if _MD5_ETAG.match(tag) else None)
+                     tag if MD5_ETAG.match(tag) else None)
 
     # -- primitives -----------------------------------------------------------------
     def list(self, prefix: str = "") -> Iterator[Entry]:
@@ -311,7 +186,8 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
 
     def open_write(self, path: str, *, staging_id: str) -> StagedWriter:
         self._writable(path)
-        return _S3Writer(self, self._key(path), self._what("write", path))
+        return S3Writer(self.client, self.bucket, self._key(path), shape=self.upload_shape,
+                        what=self._what("write", path))
 
     def delete(self, path: str) -> None:
         key = self._key(path)
@@ -340,7 +216,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"],
                                                            UploadId=upload["UploadId"])
                     except bex.ClientError as exc:
-                        if exc.response.get("Error", {}).get("Code") not in _NOT_FOUND:
+                        if exc.response.get("Error", {}).get("Code") not in NOT_FOUND:
                             raise
                         continue
                     aborted += 1
@@ -392,11 +268,11 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
         with map_s3_errors(f"{self._what('write', path)} (part {part_number})"):
             reply = self.client.upload_part(Bucket=self.bucket, Key=self._key(path),
                                             UploadId=str(handle["upload_id"]), PartNumber=int(part_number),
-                                            Body=data, ContentMD5=_content_md5(data))
+                                            Body=data, ContentMD5=content_md5(data))
         etag = str(reply["ETag"])
         tag = etag.strip('"').lower()
         result: dict[str, Any] = {"part_number": int(part_number), "etag": etag}
-        if _MD5_ETAG.match(tag):
+        if MD5_ETAG.match(tag):
             result["md5"] = tag
         return result
 
@@ -417,7 +293,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
             raise
         expected = multipart_etag([str(p.get("md5", "")) for p in ordered])
         got = str(reply.get("ETag", "")).strip('"').lower()
-        if expected and got and _MULTIPART_ETAG.match(got) and got != expected:
+        if expected and got and MULTIPART_ETAG.match(got) and got != expected:
             raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected}",
                         hint="a part was replaced while committing; run the activity again")
 

@@ -44,7 +44,7 @@ class ClientOptions:
         return Config(
             proxies={"http": self.proxy, "https": self.proxy} if self.proxy else None,
             region_name=self.region,
-            s3={"addressing_style": self.addressing_style},
+            s3=self._s3_config(),
             retries={"mode": "standard", "max_attempts": self.max_attempts},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
@@ -53,6 +53,18 @@ class ClientOptions:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+
+
+    def _s3_config(self) -> dict[str, Any]:
+        config: dict[str, Any] = {"addressing_style": self.addressing_style}
+        if not self.endpoint_url or self.endpoint_url.startswith("https://"):
+            # Over TLS every body we send carries its own checksum (Content-MD5 or
+            # x-amz-checksum-crc32, dmg.connectors.s3upload): no SHA-256 of the payload for
+            # the signature. botocore 1.44 skips it by itself only when the checksum is
+            # Content-MD5 or one it computed; a CRC-32 passed in would be hashed again.
+            # Plain http keeps the signed payload (nothing else protects the body there).
+            config["payload_signing_enabled"] = False
+        return config
 
 
 class _Cache:

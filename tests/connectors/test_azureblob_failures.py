@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -153,3 +154,26 @@ def test_reading_ranges_in_parallel_from_an_offset(store: AzureBlobConnector) ->
 
     with store.open_read("ranges.bin", offset=5000) as reader:
         assert reader.read() == data[5000:]
+
+
+@pytest.mark.parametrize("size", [3000, 4096])
+def test_a_blob_of_one_block_is_one_put_blob_at_commit(
+        store: AzureBlobConnector, azurite: AzuriteServer, azure_container: str, size: int) -> None:
+    """Up to one block: nothing is staged before commit, the commit is a single Put Blob
+    (no block list) with the blob's Content-MD5."""
+    data = os.urandom(size)
+    blob = BlobServiceClient.from_connection_string(azurite.connection_string) \
+        .get_blob_client(azure_container, "data/small.bin")
+
+    writer = store.open_write("small.bin", staging_id="s:1")
+    writer.write(data[:1000])
+    writer.write(data[1000:])
+    assert uncommitted_blocks(blob) == []
+    with pytest.raises(NotFound):
+        store.stat("small.bin")
+    writer.commit()
+
+    assert blob.get_block_list("committed")[0] == []
+    assert store.stat("small.bin").checksum == hashlib.md5(data).hexdigest()
+    with store.open_read("small.bin") as reader:
+        assert reader.read() == data

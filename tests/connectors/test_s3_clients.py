@@ -73,3 +73,16 @@ def test_a_forked_child_starts_with_no_client(s3_server: S3Server, s3_bucket: st
     child.join(30)
     assert child.exitcode == 0
     assert queue.get(timeout=5) == 0
+
+
+def test_the_payload_is_signed_only_where_tls_does_not_protect_the_body() -> None:
+    """Over https each body carries its checksum (Content-MD5 or CRC-32) and TLS protects it:
+    no SHA-256 of the payload; over plain http the signature still covers the body."""
+    def options(endpoint: str | None) -> s3clients.ClientOptions:
+        return s3clients.ClientOptions(endpoint_url=endpoint, region="us-east-1", addressing_style="auto",
+                                       max_attempts=1, connect_timeout=1, read_timeout=1,
+                                       max_pool_connections=10)
+
+    for endpoint in (None, "https://s3.example.com"):
+        assert options(endpoint).config().s3["payload_signing_enabled"] is False
+    assert "payload_signing_enabled" not in options("http://127.0.0.1:9000").config().s3
