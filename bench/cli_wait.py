@@ -7,7 +7,9 @@ Both commands run as subprocesses, timed by wall clock from spawn to exit (Pytho
 start-up and the CLI's imports count for dmg, as they do for the user). The JSON adds,
 per dmg run, the run's own duration as the cloud recorded it (``created_at`` →
 ``ended_at``) and the time from that end to the CLI's exit (how long the user waits
-for the end to be seen; same machine, same clock). The load average is printed: the machine is shared.
+for the end to be seen; same machine, same clock), and each command's own CPU time (user +
+system, from ``getrusage``), which a loaded machine bends far less than the wall clock.
+The load average is printed: the machine is shared.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -28,13 +31,22 @@ if str(ROOT) not in sys.path:
 from bench.common import DmgCopier, dmg_site, tool_path  # noqa: E402
 
 
-def timed(args: list[str], *, env: dict[str, str]) -> float:
+def children_cpu() -> float:
+    """User + system CPU seconds of this process's ended children so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(args: list[str], *, env: dict[str, str]) -> tuple[float, float]:
+    """Run ``args``: its wall-clock seconds (spawn to exit) and its CPU seconds (user + system:
+    unlike the wall clock, hardly bent by a loaded machine)."""
+    cpu = children_cpu()
     start = time.perf_counter()
     done = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-400:]}")
-    return seconds
+    return seconds, children_cpu() - cpu
 
 
 def main() -> int:
@@ -56,6 +68,7 @@ def main() -> int:
         (source / "one.bin").write_bytes(os.urandom(args.kib * 1024))
         (work / "rclone.conf").touch()
         samples: dict[str, list[float]] = {"rclone": [], "dmg": []}
+        cpu: dict[str, list[float]] = {"rclone": [], "dmg": []}
         own: list[float] = []
         after_end: list[float] = []
         with dmg_site(work / "site", nodes=args.nodes, concurrency=None) as site:
@@ -69,10 +82,14 @@ def main() -> int:
             for i in range(args.repeat):
                 time.sleep(1.0)  # idle site: the previous run's reports are done
                 if rclone:
-                    samples["rclone"].append(timed([rclone, "copy", "--config", str(work / "rclone.conf"),
-                                                    str(source), str(work / f"dst-rclone-{i}")], env=env))
+                    wall, used = timed([rclone, "copy", "--config", str(work / "rclone.conf"),
+                                        str(source), str(work / f"dst-rclone-{i}")], env=env)
+                    samples["rclone"].append(wall)
+                    cpu["rclone"].append(used)
                 time.sleep(0.5)
-                samples["dmg"].append(timed([dmg, "pipeline", "run", "one", "--wait"], env=env))
+                wall, used = timed([dmg, "pipeline", "run", "one", "--wait"], env=env)
+                samples["dmg"].append(wall)
+                cpu["dmg"].append(used)
                 exited = time.time()
                 with site.client() as client:
                     last = client.list_runs(limit=1)[0]
@@ -80,8 +97,10 @@ def main() -> int:
                 after_end.append(exited - float(last["ended_at"]))
         load = os.getloadavg()
     medians = {tool: statistics.median(v) for tool, v in samples.items() if v}
+    cpu_medians = {tool: statistics.median(v) for tool, v in cpu.items() if v}
     result = {"kib": args.kib, "repeat": args.repeat, "load": [round(x, 2) for x in load],
-              "samples": samples, "median": medians, "dmg_run_itself": own,
+              "samples": samples, "median": medians, "cpu": cpu, "cpu_median": cpu_medians,
+              "dmg_run_itself": own,
               "dmg_run_itself_median": statistics.median(own), "dmg_exit_after_run_end": after_end,
               "dmg_exit_after_run_end_median": statistics.median(after_end)}
     if args.json:
@@ -90,7 +109,8 @@ def main() -> int:
         print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; one {args.kib} KiB file, "
               f"{args.repeat} repeats, median s")
         for tool, value in medians.items():
-            print(f"  {tool:8s} {value:.3f}  {[round(s, 3) for s in samples[tool]]}")
+            print(f"  {tool:8s} {value:.3f}  {[round(s, 3) for s in samples[tool]]}; "
+                  f"its CPU (user+sys) {cpu_medians[tool]:.3f}")
         print(f"  the dmg run itself (created -> ended in the cloud): {statistics.median(own):.3f}")
         print(f"  dmg's exit after the run ended (the cloud's ended_at -> exit): "
               f"{statistics.median(after_end):.3f}  {[round(s, 3) for s in after_end]}")

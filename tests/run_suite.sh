@@ -13,13 +13,18 @@
 #
 # Usage: tests/run_suite.sh PYTEST [PYTEST_ARGS...]
 #   TEST_WORKERS   xdist processes for phase 1 (0: one process, no xdist)
-#   SERIAL_TESTS   paths (space-separated) of phase 2; "" puts every test in phase 1
+#   SERIAL_TESTS   paths (whitespace-separated) of phase 2; "" puts every test in phase 1
+#                  (the default is the Makefile's SERIAL_TESTS)
 set -uo pipefail
 
 pytest_bin="$1"
 shift
 workers="${TEST_WORKERS:-2}"
-serial="${SERIAL_TESTS-tests/ha tests/chaos tests/e2e tests/scale tests/containers tests/cli/test_up_supervisor.py tests/workers/test_agent.py tests/workers/test_node_runtime.py tests/cloud/test_fuzz.py}"
+serial="${SERIAL_TESTS-tests/ha tests/chaos/test_chaos_short.py tests/e2e/test_failures.py
+  tests/e2e/test_cloud_workers.py tests/scale/test_add_node.py tests/scale/test_autoscale.py
+  tests/scale/test_distributed_object.py tests/scale/test_sixteen_nodes.py
+  tests/containers/test_compose_processes.py tests/cli/test_up_supervisor.py
+  tests/workers/test_agent.py tests/workers/test_node_runtime.py tests/cloud/test_fuzz.py}"
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

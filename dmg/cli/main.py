@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from dmg.cli.common import CliState
+from dmg.cli.lazygroup import LazyGroup
 from dmg.errors import DmgError
 from settings import SettingsError
 
@@ -48,7 +49,7 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-class DmgGroup(click.Group):
+class DmgGroup(LazyGroup):
     """The top group: translates errors raised anywhere below it."""
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -72,7 +73,23 @@ class DmgGroup(click.Group):
                           "(this is a bug in dmg; run `dmg --debug ...` for the traceback)")) from exc
 
 
-@click.group(cls=DmgGroup, context_settings={"help_option_names": ["-h", "--help"]})
+#: Every top-level command, imported when it is used (:mod:`dmg.cli.lazygroup`).
+COMMANDS = {
+    "cloud": "dmg.cli.cloud_cmd:cloud",
+    "gateway": "dmg.cli.gateway_cmd:gateway",
+    "node": "dmg.cli.node_cmd:node",
+    "store": "dmg.cli.store_cmd:store",
+    "credentials": "dmg.cli.credentials_cmd:credentials",
+    "pipeline": "dmg.cli.pipeline_cmd:pipeline",
+    "runs": "dmg.cli.pipeline_cmd:runs",
+    "scale": "dmg.cli.scale_cmd:scale",
+    "up": "dmg.cli.site_cmd:up",
+    "demo": "dmg.cli.site_cmd:demo",
+}
+
+
+@click.group(cls=DmgGroup, lazy_subcommands=COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
 @click.version_option(package_name="dmg", prog_name="dmg", message="%(prog)s %(version)s")
 @click.pass_context
@@ -84,33 +101,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     Settings come from DMG_* variables (see README.md).
     """
     ctx.obj = CliState(debug=debug)
-
-
-def _register() -> None:
-    from dmg.cli import (
-        cloud_cmd,
-        credentials_cmd,
-        gateway_cmd,
-        node_cmd,
-        pipeline_cmd,
-        scale_cmd,
-        site_cmd,
-        store_cmd,
-    )
-
-    cli.add_command(cloud_cmd.cloud)
-    cli.add_command(gateway_cmd.gateway)
-    cli.add_command(node_cmd.node)
-    cli.add_command(store_cmd.store)
-    cli.add_command(credentials_cmd.credentials)
-    cli.add_command(pipeline_cmd.pipeline)
-    cli.add_command(pipeline_cmd.runs)
-    cli.add_command(scale_cmd.scale)
-    cli.add_command(site_cmd.up)
-    cli.add_command(site_cmd.demo)
-
-
-_register()
 
 
 def main(argv: list[str] | None = None) -> None:

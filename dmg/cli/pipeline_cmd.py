@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from dmg.cli.common import read_json_file, user_client
+from dmg.cli.lazygroup import LazyGroup
 from dmg.cli.output import (
     column,
     computed,
@@ -105,7 +106,8 @@ def run(name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
         raise click.exceptions.Exit(1)
 
 
-@click.group()
+@click.group(cls=LazyGroup, lazy_subcommands={"report": "dmg.cli.report_cmd:report",
+                                              "bandwidth": "dmg.cli.report_cmd:bandwidth"})
 def runs() -> None:
     """Pipeline runs: their activity runs and shards."""
 
@@ -163,13 +165,3 @@ def cancel(run_id: str, as_json: bool) -> None:
         emit_json(body)
     else:
         click.echo(f"run {body['id']} cancelled ({body['status']}); its running shards stop within seconds")
-
-
-def _add_report_commands() -> None:
-    from dmg.cli import report_cmd
-
-    for command in report_cmd.COMMANDS:
-        runs.add_command(command)
-
-
-_add_report_commands()

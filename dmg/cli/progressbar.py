@@ -4,7 +4,8 @@ Totals are what is left to copy: the planner's counts minus the files the
 workers skipped as already up to date, so a finished run ends at 100 %. The
 fraction is by bytes when sizes are known, else by files (SQL tables have no
 size until read). Throughput is measured over the last 10 s of polls (the
-average since the start until then). On a terminal, rich draws it (:class:`LiveBar`);
+average since the start until then). On a terminal, rich draws it (:class:`dmg.cli.livebar.LiveBar`,
+imported only there);
 piped, it is one plain line per change (:func:`bar_line`).
 """
 
@@ -14,9 +15,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TaskProgressColumn, TextColumn
 
 from dmg.cli.output import duration_between, human_bytes, human_duration
 from dmg.shards.status import CLOUD_FINISHED
@@ -103,29 +101,3 @@ def bar_line(run: dict[str, Any], meter: RateMeter | None = None) -> str:
     (the plain line printed when stderr is not a terminal)."""
     part, parts = progress_figures(run, meter)
     return "  ".join([f"{bar(part)} {part * 100:3.0f}%", *parts])
-
-
-class LiveBar:
-    """The progress of a run on a terminal, drawn by rich: a bar, the percentage, then the
-    figures of :func:`progress_figures`, redrawn in place on stderr; :meth:`stop` leaves the
-    last state on screen."""
-
-    STEPS = 1000
-
-    def __init__(self, console: Console | None = None) -> None:
-        self._progress = Progress(BarColumn(bar_width=24), TaskProgressColumn(),
-                                  TextColumn("{task.fields[figures]}"),
-                                  console=console or Console(stderr=True), auto_refresh=False)
-        self._task: TaskID | None = None
-
-    def update(self, run: dict[str, Any], meter: RateMeter | None = None) -> None:
-        part, parts = progress_figures(run, meter)
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task("", total=self.STEPS, figures="")
-        self._progress.update(self._task, completed=round(part * self.STEPS), figures="  ".join(parts),
-                              refresh=True)
-
-    def stop(self) -> None:
-        if self._task is not None:
-            self._progress.stop()

@@ -133,4 +133,3 @@ def _set_limits(gateway: str, activity_run_ids: list[str], limit: int) -> None:
         client.close()
 
 
-COMMANDS = (report, bandwidth)

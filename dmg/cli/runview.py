@@ -24,11 +24,12 @@ from dmg.cli.output import (
     human_duration,
     to_epoch,
 )
-from dmg.cli.progressbar import LiveBar, RateMeter, bar_line
+from dmg.cli.progressbar import RateMeter, bar_line
 from dmg.errors import NotFound, Retryable
 from dmg.shards.status import CLOUD_FAILED, CLOUD_FINISHED, CLOUD_RUNNING, CLOUD_SUCCEEDED
 
 if TYPE_CHECKING:
+    from dmg.cli.livebar import LiveBar
     from dmg.cloud.client import CloudClient
 
 RUN_DONE = ("Succeeded", "Failed", "Cancelled")
@@ -118,11 +119,15 @@ def wait_for_run(client: CloudClient, run_id: str, *, poll: float = 0.5, timeout
 
 
 class ProgressPrinter:
-    """A live bar on a terminal (rich, :class:`dmg.cli.progressbar.LiveBar`); a plain line
+    """A live bar on a terminal (rich, :class:`dmg.cli.livebar.LiveBar`); a plain line
     per change otherwise."""
 
     def __init__(self) -> None:
-        self._live = LiveBar() if sys.stderr.isatty() else None
+        self._live: LiveBar | None = None
+        if sys.stderr.isatty():
+            from dmg.cli.livebar import LiveBar
+
+            self._live = LiveBar()
         self._last = ""
         self._meter = RateMeter()
 

@@ -6,13 +6,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import click
 
+from dmg.cli.lazygroup import subcommands
 from dmg.cli.main import cli
 from tests.cli.conftest import DmgRunner
 
 
 def command_paths(group: click.Group = cli, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     paths = [prefix]
-    for name, command in sorted(group.commands.items()):
+    for name, command in sorted(subcommands(group).items()):
         if isinstance(command, click.Group):
             paths += command_paths(command, (*prefix, name))
         else:
@@ -47,7 +48,7 @@ def test_table_commands_offer_json() -> None:
         command: click.Command = cli
         for name in path:
             assert isinstance(command, click.Group)
-            command = command.commands[name]
+            command = subcommands(command)[name]
         assert "as_json" in [p.name for p in command.params], path
 
 

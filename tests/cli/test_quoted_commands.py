@@ -15,6 +15,7 @@ from pathlib import Path
 import click
 from click.testing import CliRunner
 
+from dmg.cli.lazygroup import subcommands
 from dmg.cli.main import cli
 from tests.cli.test_help import command_paths
 
@@ -34,9 +35,10 @@ def resolve(words: list[str]) -> str | None:
     for depth, word in enumerate(words):
         if not isinstance(command, click.Group):
             return None  # a command: the rest are its arguments
-        sub = command.commands.get(word)
+        commands = subcommands(command)
+        sub = commands.get(word)
         if sub is None:
-            known = ", ".join(sorted(command.commands))
+            known = ", ".join(sorted(commands))
             parent = " ".join(["dmg", *words[:depth]])
             return f"`{parent} {word}` does not exist (`{parent}` has: {known})"
         command = sub

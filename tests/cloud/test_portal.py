@@ -9,9 +9,11 @@ import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import click
 import httpx
 import pytest
 
+from dmg.cli.lazygroup import subcommands
 from dmg.cli.main import cli
 from tests.cli.test_quoted_commands import resolve
 from tests.cloud.conftest import Cloud, Site, make_pipeline, make_site, place
@@ -115,9 +117,10 @@ def test_the_add_node_command_is_a_real_command_with_the_gateway_key(cloud: Clou
     for line in block.group(1).strip().splitlines():
         words = shlex.split(line)
         assert words[0] == "dmg" and resolve(words[1:]) is None, line
-        command = cli
+        command: click.Command = cli
         for word in words[1:3]:
-            command = command.commands[word]  # type: ignore[attr-defined]
+            assert isinstance(command, click.Group)
+            command = subcommands(command)[word]
         known = {opt for param in command.params for opt in getattr(param, "opts", [])}
         given = {word for word in words if word.startswith("--")}
         assert given <= known, (line, given - known)

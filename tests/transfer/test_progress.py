@@ -74,7 +74,7 @@ def test_on_a_terminal_rich_draws_the_bar_and_the_same_figures() -> None:
 
     from rich.console import Console
 
-    from dmg.cli.progressbar import LiveBar
+    from dmg.cli.livebar import LiveBar
 
     screen = io.StringIO()
     live = LiveBar(Console(file=screen, force_terminal=True, width=120, color_system="standard"))
@@ -95,7 +95,7 @@ def test_a_bar_that_never_started_stops_quietly() -> None:
 
     from rich.console import Console
 
-    from dmg.cli.progressbar import LiveBar
+    from dmg.cli.livebar import LiveBar
 
     screen = io.StringIO()
     LiveBar(Console(file=screen, force_terminal=True)).stop()
