@@ -44,7 +44,6 @@ from dmg.cloud.service import counters, dispatch, files, relay
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
-from dmg.shards.status import CLOUD_PLACED
 
 
 def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
@@ -58,13 +57,9 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
-    # The gateway's row (the dispatcher's lease) before the runs: placements, plans and
-    # relayed reports check the lease.
-    leasing = any((item.report is not None and item.report.status == CLOUD_PLACED) or item.plan is not None
-                  or item.relayed_for is not None for item in items)
-    planned = [item.plan.activity_run_id for item in items if item.plan is not None]
-    counters.lock_runs(session, shard_ids=[item.shard_id for item in items if item.report is not None],
-                       activity_run_ids=planned, gateway_id=node.gateway_id if leasing else None)
+    # Every shard of the batch in one statement (PostgreSQL: locked, in id order); the
+    # counters are applied when the batch commits (:mod:`.counters`).
+    held.append(counters.lock_shards(session, [item.shard_id for item in items if item.shard_id]))
     for item in items:
         if item.plan is not None:
             results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))
@@ -76,18 +71,21 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})
             continue
         before = set(checked)
+        recorded = counters.snapshot(session)
         try:
             with session.begin_nested():
                 results.append({"shard_id": item.shard_id, "ok": True,
                                 **_apply_item(session, node, item, held, checked, now=now, ttl=ttl)})
         except Retryable as exc:
             checked = before
+            counters.restore(session, recorded)
             error = exc.to_json()
             waiting[item.shard_id] = error
             retry = retry or error
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **error})
         except DmgError as exc:
             checked = before  # what the refused item checked was rolled back with it
+            counters.restore(session, recorded)
             result = {"shard_id": item.shard_id, "ok": False, **exc.to_json()}
             if isinstance(exc, NotDispatcher):
                 result["not_dispatcher"] = True
@@ -102,17 +100,21 @@ def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
     plan = item.plan
     assert plan is not None
     head: dict[str, Any] = {"shard_id": "", "activity_run_id": plan.activity_run_id}
+    recorded = counters.snapshot(session)
     try:
         with session.begin_nested():
             answer = dispatch.plan_shards(session, node, plan.activity_run_id, epoch=plan.epoch,
-                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at)
+                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at,
+                                          settle=False)
         return {**head, "ok": True, "status": answer.get("status")}
     except Retryable as exc:
+        counters.restore(session, recorded)
         error = exc.to_json()
         for shard in plan.shards:
             waiting[shard.id] = error
         return {**head, "ok": False, "retry": True, **error}
     except DmgError as exc:
+        counters.restore(session, recorded)
         result = {**head, "ok": False, **exc.to_json()}
         if isinstance(exc, NotDispatcher):
             result["not_dispatcher"] = True

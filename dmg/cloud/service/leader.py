@@ -50,8 +50,11 @@ class LeaseHeld(Retryable):
     """Another node holds the gateway's cloud-side dispatcher lease (for at most one TTL more)."""
 
 
-def _locked_gateway(session: Session, gateway_id: int) -> Gateway:
-    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id).with_for_update())
+def _locked_gateway(session: Session, gateway_id: int, *, shared: bool = False) -> Gateway:
+    """The gateway row read afresh and locked (PostgreSQL ``FOR UPDATE``, or ``FOR SHARE``
+    when ``shared``: many readers of the lease at once, none while it changes)."""
+    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id)
+                             .with_for_update(read=shared).execution_options(populate_existing=True))
     if gateway is None:  # the token's gateway: removed meanwhile
         raise StaleAttempt("the gateway no longer exists")
     return gateway
@@ -68,7 +71,18 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
     """The cloud epoch of ``node`` acting as its gateway's dispatcher with ``site_epoch``;
     takes or extends the cloud lease (see the module docstring). Raises StaleAttempt or
     LeaseHeld; ``claiming``: LeaseHeld whenever another node's lease runs (a claim waits,
-    whatever epoch the holder named)."""
+    whatever epoch the holder named).
+
+    Most calls find the caller holding the lease with ``site_epoch`` and more than half a
+    TTL left: they only read the lease, under a shared lock (PostgreSQL ``FOR SHARE``), so
+    the dispatcher's plans, placements and claims through several cloud workers do not
+    queue on the gateway's row, while a lease change (``FOR UPDATE``) waits for them and
+    they for it: a batch whose epoch a committed lease change made stale is still
+    refused. The row is locked for update only to take, extend or refuse the lease."""
+    gateway = _locked_gateway(session, node.gateway_id, shared=True)
+    if (gateway.leader_node_id == node.node_id and gateway.leader_until > 0
+            and site_epoch == gateway.leader_site_epoch and gateway.leader_until - now > ttl / 2):
+        return gateway.max_epoch
     gateway = _locked_gateway(session, node.gateway_id)
     if gateway.leader_node_id == node.node_id and gateway.leader_until > 0:
         if site_epoch == gateway.leader_site_epoch:
