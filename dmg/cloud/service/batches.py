@@ -40,7 +40,7 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
-from dmg.cloud.service import counters, dispatch, files, relay
+from dmg.cloud.service import attempts, counters, dispatch, files, relay
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
@@ -59,10 +59,15 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
     # Every shard of the batch in one statement (PostgreSQL: locked, in id order); the
     # counters are applied when the batch commits (:mod:`.counters`).
-    held.append(counters.lock_shards(session, [item.shard_id for item in items if item.shard_id]))
+    shards = counters.lock_shards(session, [item.shard_id for item in items if item.shard_id])
+    held.append(shards)
+    attempts.preload(session, list(shards))
     for item in items:
         if item.plan is not None:
-            results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))
+            before = set(checked)
+            results.append(_apply_plan(session, node, item, waiting, checked, now=now, ttl=ttl))
+            if not results[-1]["ok"]:
+                checked = before
             if results[-1].get("retry"):
                 retry = retry or {k: results[-1][k] for k in ("error", "message", "hint")
                                   if k in results[-1]}
@@ -79,6 +84,7 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
         except Retryable as exc:
             checked = before
             counters.restore(session, recorded)
+            attempts.forget(session)
             error = exc.to_json()
             waiting[item.shard_id] = error
             retry = retry or error
@@ -86,6 +92,7 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
         except DmgError as exc:
             checked = before  # what the refused item checked was rolled back with it
             counters.restore(session, recorded)
+            attempts.forget(session)
             result = {"shard_id": item.shard_id, "ok": False, **exc.to_json()}
             if isinstance(exc, NotDispatcher):
                 result["not_dispatcher"] = True
@@ -93,8 +100,8 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     return {"applied": len(results), "results": results, "retry": retry}
 
 
-def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
-                waiting: dict[str, dict[str, Any]], *, now: float, ttl: float) -> dict[str, Any]:
+def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem, waiting: dict[str, dict[str, Any]],
+                checked: set[Any], *, now: float, ttl: float) -> dict[str, Any]:
     """Apply one plan item in a savepoint -> its result; a plan that must wait marks its
     shards ``waiting`` (their later items in the batch wait with it)."""
     plan = item.plan
@@ -105,8 +112,8 @@ def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
         with session.begin_nested():
             answer = dispatch.plan_shards(session, node, plan.activity_run_id, epoch=plan.epoch,
                                           shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at,
-                                          settle=False)
-        return {**head, "ok": True, "status": answer.get("status")}
+                                          settle=False, checked=checked)
+        return {**head, "ok": True, **({"status": answer["status"]} if "status" in answer else {})}
     except Retryable as exc:
         counters.restore(session, recorded)
         error = exc.to_json()

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from sqlalchemy import case, event, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from dmg.cloud.models import (
     CANCELLED,
@@ -81,6 +81,7 @@ class _ActivityDelta:
     bytes: int = 0
     failed_index: int | None = None  # the lowest newly failed shard
     recount_failed: bool = False  # a failed shard was retried: read the lowest again
+    planned_epoch: int | None = None  # planned by this cloud epoch: set planned and claim_epoch
 
 
 @dataclass
@@ -127,10 +128,11 @@ def lock_shards(session: Session, shard_ids: Iterable[str]) -> dict[str, Shard]:
     ids = sorted(set(shard_ids))
     if not ids:
         return {}
-    query = select(Shard).where(Shard.id.in_(ids)).order_by(Shard.id)
+    query = (select(Shard).where(Shard.id.in_(ids)).order_by(Shard.id)
+             .options(joinedload(Shard.activity_run)))  # read by every item: in the same statement
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=Shard).execution_options(populate_existing=True)
-    return {shard.id: shard for shard in session.scalars(query)}
+    return {shard.id: shard for shard in session.scalars(query).unique()}
 
 
 def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | None:
@@ -156,9 +158,13 @@ def shard_figures(shard: Shard) -> ShardFigures:
     return ShardFigures(shard.status, int(shard.files or 0), int(shard.bytes or 0))
 
 
-def shards_planned(session: Session, activity_run: ActivityRun, count: int, *, now: float) -> None:
-    """Count ``count`` shards newly planned with no files yet; derive the status later."""
-    _activity(session, activity_run.id, activity_run.run_id, now).total += count
+def shards_planned(session: Session, activity_run: ActivityRun, count: int, *, now: float,
+                   epoch: int) -> None:
+    """Count ``count`` shards newly planned with no files yet, mark the activity run planned
+    by cloud epoch ``epoch`` (in the same UPDATE); derive the status later."""
+    delta = _activity(session, activity_run.id, activity_run.run_id, now)
+    delta.total += count
+    delta.planned_epoch = epoch
 
 
 def derive_later(session: Session, activity_run: ActivityRun, *, now: float) -> None:
@@ -170,8 +176,10 @@ def shard_changed(session: Session, shard: Shard, before: ShardFigures, *, now: 
     """Record what changed in ``shard`` since ``before`` for its activity run's and run's
     counters (applied by :func:`settle`; nothing if nothing counted changed)."""
     after = shard_figures(shard)
-    if after == before:
-        return
+    counted = (CLOUD_SUCCEEDED, CLOUD_FAILED)
+    if after.files == before.files and after.bytes == before.bytes and (
+            after.status == before.status or (after.status not in counted and before.status not in counted)):
+        return  # "placed" -> "running" and the like: no counter moves, no status can
     delta = _activity(session, shard.activity_run_id, shard.activity_run.run_id, now)
     delta.files += after.files - before.files
     delta.bytes += after.bytes - before.bytes
@@ -276,6 +284,9 @@ def _increment_activity_run(session: Session, activity_run_id: str,
         first = ActivityRun.first_failed_index
         values["first_failed_index"] = case((first.is_(None), delta.failed_index),
                                             (first > delta.failed_index, delta.failed_index), else_=first)
+    if delta.planned_epoch is not None:
+        values["planned"] = True
+        values["claim_epoch"] = delta.planned_epoch
     if not values:  # status only: lock the row all the same (a concurrent increment derives too)
         values["shards_total"] = ActivityRun.shards_total
     return session.scalars(update(ActivityRun).where(ActivityRun.id == activity_run_id).values(**values)
