@@ -122,7 +122,7 @@ def restore(session: Session, saved: _Pending | None) -> None:
 
 
 def lock_shards(session: Session, shard_ids: Iterable[str]) -> dict[str, Shard]:
-    """Read these shards in one statement (PostgreSQL: ``FOR UPDATE``, in id order, so two
+    """Read these shards in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in id order, so two
     reports of one shard — a batch sent again while the first is still applied — queue
     instead of counting it twice) -> {id: shard}; the session keeps them for the items."""
     ids = sorted(set(shard_ids))
@@ -131,7 +131,9 @@ def lock_shards(session: Session, shard_ids: Iterable[str]) -> dict[str, Shard]:
     query = (select(Shard).where(Shard.id.in_(ids)).order_by(Shard.id)
              .options(joinedload(Shard.activity_run)))  # read by every item: in the same statement
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=Shard).execution_options(populate_existing=True)
+        # NO KEY UPDATE: the FOREIGN KEY checks of other transactions' attempt and file-result
+        # rows (FOR KEY SHARE) do not wait on it; FOR UPDATE made them deadlock under 2 workers
+        query = query.with_for_update(of=Shard, key_share=True).execution_options(populate_existing=True)
     return {shard.id: shard for shard in session.scalars(query).unique()}
 
 
@@ -139,8 +141,8 @@ def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | N
     """The activity run read afresh (PostgreSQL: ``FOR UPDATE``): a plan or a failure
     checks its claim epoch against a concurrent claim's."""
     query = select(ActivityRun).where(ActivityRun.id == activity_run_id)
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=ActivityRun)
+    if session.get_bind().dialect.name == "postgresql":  # NO KEY: file results' FK checks pass
+        query = query.with_for_update(of=ActivityRun, key_share=True)
     return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
@@ -149,7 +151,7 @@ def lock_activity_runs(session: Session, run_id: str) -> list[ActivityRun]:
     must not turn one that a concurrent report just ended into Cancelled."""
     query = select(ActivityRun).where(ActivityRun.run_id == run_id).order_by(ActivityRun.id)
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=ActivityRun)
+        query = query.with_for_update(of=ActivityRun, key_share=True)
     return list(session.scalars(query.execution_options(populate_existing=True)))
 
 

@@ -240,6 +240,12 @@ def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgErr
                 and not activity_run.failed_by_dispatcher):
             return Retryable(f"the plan of activity run {activity_run_id!r} has not reached the cloud yet",
                              hint="send the report again; the dispatcher sends the plan first")
+        if (activity_run is not None and activity_run.gateway_id == node.gateway_id and activity_run.planned
+                and session.scalar(select(Shard.id).where(Shard.id == shard_id)) is not None):
+            # The plan committed between the caller's read of the shard and this read of its
+            # activity run (each statement sees the latest commit): the shard is there now.
+            return Retryable(f"the plan of activity run {activity_run_id!r} reached the cloud meanwhile",
+                             hint="send the report again")
     return NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
                     hint="the dispatcher plans shards before it places them")
 
