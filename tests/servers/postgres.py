@@ -55,6 +55,10 @@ class PostgresServer:
             os.chown(self.root, entry.pw_uid, entry.pw_gid)
         self._run(str(BIN / "initdb"), "-D", str(self.data), "-U", SUPERUSER, "--auth=trust",
                   "-E", "UTF8", "--no-sync", "--locale=C")
+        return self.start_again()
+
+    def start_again(self) -> PostgresServer:
+        """Start the cluster's postmaster (after :meth:`stop`, as after :meth:`start`)."""
         options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
                    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off")
         self._run(str(BIN / "pg_ctl"), "-D", str(self.data), "-o", options,

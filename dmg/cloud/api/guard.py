@@ -20,13 +20,15 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dmg.cloud.api.auth import CALLER_STATE, api_routes, bearer_token, identify_async, refusal, route_scope
 from dmg.cloud.service.stores import STORE_MAX_BYTES
 from dmg.definitions import MAX_DEFINITION_BYTES
-from dmg.errors import DmgError, Fatal, TooLarge
+from dmg.errors import DmgError, Fatal, Retryable, TooLarge
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,12 @@ class RequestGuard:
                 problem = await self._authenticate(scope, headers, route_kind)
             except DmgError as exc:
                 problem = exc
-            except Exception:  # the database: never a traceback to the caller
+            except (OperationalError, PoolTimeout) as exc:  # the database away: the node sends again
+                log.error("cannot authenticate %s %s: the database (%s)", scope["method"], scope["path"],
+                          type(exc.orig if isinstance(exc, OperationalError) else exc).__name__)
+                problem = Retryable("the cloud database cannot be reached",
+                                    hint="check the database server and the cloud's DMG_CLOUD_DB")
+            except Exception:  # never a traceback to the caller
                 log.exception("cannot authenticate %s %s", scope["method"], scope["path"])
                 problem = Fatal("the cloud cannot check the token now", hint="see the cloud's log")
             if problem is not None:

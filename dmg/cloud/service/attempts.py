@@ -45,9 +45,13 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
                   now: float) -> None:
     """Record ``report`` (not stale) in its attempt, closing older open ones; one query.
     PermissionDenied, and nothing recorded, when ``node`` reports work not its own."""
-    rows = {r.attempt: r for r in session.scalars(
-        select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
-                                   ShardAttempt.attempt <= report.attempt))}
+    known = _preloaded(session, shard.id)
+    if known is None:
+        rows = {r.attempt: r for r in session.scalars(
+            select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
+                                       ShardAttempt.attempt <= report.attempt))}
+    else:
+        rows = {attempt: r for attempt, r in known.items() if attempt <= report.attempt}
     row = rows.get(report.attempt)
     _check_reporter(shard, report, node, row)
     if row is None:
@@ -55,6 +59,8 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
                            node="", status=report.status, outcome="", error="", wait_reason="",
                            files=0, bytes=0)
         session.add(row)
+        if known is not None:
+            known[report.attempt] = row
     for older in rows.values():
         if older.attempt < report.attempt:
             _close(older, report, now=now)
@@ -111,7 +117,33 @@ def check_worker(shard: Shard, attempt: int, node: NodeIdentity, row: ShardAttem
                                f"{node.node!r}", hint="a node reports only its own attempts")
 
 
+_PRELOADED = "dmg_attempts"
+
+
+def preload(session: Session, shard_ids: list[str]) -> None:
+    """Read every attempt of these shards in one statement, for the reports of a batch
+    (:func:`record_report` and :func:`attempt_row` use them instead of a query each)."""
+    known: dict[str, dict[int, ShardAttempt]] = {shard_id: {} for shard_id in shard_ids}
+    if shard_ids:
+        for row in session.scalars(select(ShardAttempt).where(ShardAttempt.shard_id.in_(shard_ids))):
+            known[row.shard_id][row.attempt] = row
+    session.info[_PRELOADED] = known
+
+
+def forget(session: Session) -> None:
+    """Drop what :func:`preload` read (a savepoint rolled back: its rows may be gone)."""
+    session.info.pop(_PRELOADED, None)
+
+
+def _preloaded(session: Session, shard_id: str) -> dict[int, ShardAttempt] | None:
+    known: dict[str, dict[int, ShardAttempt]] | None = session.info.get(_PRELOADED)
+    return None if known is None else known.get(shard_id)
+
+
 def attempt_row(session: Session, shard: Shard, attempt: int) -> ShardAttempt | None:
+    known = _preloaded(session, shard.id)
+    if known is not None:
+        return known.get(attempt)
     return session.scalar(select(ShardAttempt).where(ShardAttempt.shard_id == shard.id,
                                                      ShardAttempt.attempt == attempt))
 

@@ -40,11 +40,10 @@ from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ReportItem
-from dmg.cloud.service import counters, dispatch, files, relay
+from dmg.cloud.service import attempts, counters, dispatch, files, relay
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.leader import NotDispatcher
 from dmg.errors import DmgError, Retryable
-from dmg.shards.status import CLOUD_PLACED
 
 
 def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
@@ -58,16 +57,17 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     held: list[Any] = []  # rows read for one item stay in the session for the next ones
     checked: set[Any] = set()  # placement checks passed (the dispatcher, its nodes): once a batch
-    # The gateway's row (the dispatcher's lease) before the runs: placements, plans and
-    # relayed reports check the lease.
-    leasing = any((item.report is not None and item.report.status == CLOUD_PLACED) or item.plan is not None
-                  or item.relayed_for is not None for item in items)
-    planned = [item.plan.activity_run_id for item in items if item.plan is not None]
-    counters.lock_runs(session, shard_ids=[item.shard_id for item in items if item.report is not None],
-                       activity_run_ids=planned, gateway_id=node.gateway_id if leasing else None)
+    # Every shard of the batch in one statement (PostgreSQL: locked, in id order); the
+    # counters are applied when the batch commits (:mod:`.counters`).
+    shards = counters.lock_shards(session, [item.shard_id for item in items if item.shard_id])
+    held.append(shards)
+    attempts.preload(session, list(shards))
     for item in items:
         if item.plan is not None:
-            results.append(_apply_plan(session, node, item, waiting, now=now, ttl=ttl))
+            before = set(checked)
+            results.append(_apply_plan(session, node, item, waiting, checked, now=now, ttl=ttl))
+            if not results[-1]["ok"]:
+                checked = before
             if results[-1].get("retry"):
                 retry = retry or {k: results[-1][k] for k in ("error", "message", "hint")
                                   if k in results[-1]}
@@ -76,18 +76,23 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})
             continue
         before = set(checked)
+        recorded = counters.snapshot(session)
         try:
             with session.begin_nested():
                 results.append({"shard_id": item.shard_id, "ok": True,
                                 **_apply_item(session, node, item, held, checked, now=now, ttl=ttl)})
         except Retryable as exc:
             checked = before
+            counters.restore(session, recorded)
+            attempts.forget(session)
             error = exc.to_json()
             waiting[item.shard_id] = error
             retry = retry or error
             results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **error})
         except DmgError as exc:
             checked = before  # what the refused item checked was rolled back with it
+            counters.restore(session, recorded)
+            attempts.forget(session)
             result = {"shard_id": item.shard_id, "ok": False, **exc.to_json()}
             if isinstance(exc, NotDispatcher):
                 result["not_dispatcher"] = True
@@ -95,24 +100,28 @@ def apply_batch(session: Session, node: NodeIdentity, items: list[ReportItem], *
     return {"applied": len(results), "results": results, "retry": retry}
 
 
-def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem,
-                waiting: dict[str, dict[str, Any]], *, now: float, ttl: float) -> dict[str, Any]:
+def _apply_plan(session: Session, node: NodeIdentity, item: ReportItem, waiting: dict[str, dict[str, Any]],
+                checked: set[Any], *, now: float, ttl: float) -> dict[str, Any]:
     """Apply one plan item in a savepoint -> its result; a plan that must wait marks its
     shards ``waiting`` (their later items in the batch wait with it)."""
     plan = item.plan
     assert plan is not None
     head: dict[str, Any] = {"shard_id": "", "activity_run_id": plan.activity_run_id}
+    recorded = counters.snapshot(session)
     try:
         with session.begin_nested():
             answer = dispatch.plan_shards(session, node, plan.activity_run_id, epoch=plan.epoch,
-                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at)
-        return {**head, "ok": True, "status": answer.get("status")}
+                                          shards=plan.shards, now=now, ttl=ttl, queued_at=plan.queued_at,
+                                          settle=False, checked=checked)
+        return {**head, "ok": True, **({"status": answer["status"]} if "status" in answer else {})}
     except Retryable as exc:
+        counters.restore(session, recorded)
         error = exc.to_json()
         for shard in plan.shards:
             waiting[shard.id] = error
         return {**head, "ok": False, "retry": True, **error}
     except DmgError as exc:
+        counters.restore(session, recorded)
         result = {**head, "ok": False, **exc.to_json()}
         if isinstance(exc, NotDispatcher):
             result["not_dispatcher"] = True

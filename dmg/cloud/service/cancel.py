@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 from dmg.cloud.models import ActivityRun, Run
 from dmg.cloud.service import counters
 from dmg.cloud.service.attempts import close_cancelled
-from dmg.cloud.service.derive import TERMINAL, derive_activity_run, derive_run
+from dmg.cloud.service.derive import TERMINAL
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.views import run_json
 from dmg.errors import Conflict, NotFound
@@ -36,7 +36,6 @@ CANCEL_WINDOW = 3600.0
 def cancel_run(session: Session, run_id: str, *, now: float) -> tuple[int, dict[str, Any]]:
     """Cancel a run; -> (gateway id to wake its dispatcher, the run). NotFound for an
     unknown run; Conflict for one that already ended."""
-    counters.lock_runs(session, run_ids=[run_id])
     run = session.get(Run, run_id)
     if run is None:
         raise NotFound(f"run {run_id!r} does not exist", hint="list runs with `dmg runs list`")
@@ -44,14 +43,13 @@ def cancel_run(session: Session, run_id: str, *, now: float) -> tuple[int, dict[
         raise Conflict(f"run {run_id!r} already ended ({run.status}); there is nothing to cancel",
                        hint="start a new run with `dmg pipeline run`")
     cancelled = []
-    for activity_run in run.activity_runs:
+    for activity_run in counters.lock_activity_runs(session, run_id):  # fresh: one that just ended stays so
         if activity_run.status not in TERMINAL:
             activity_run.cancelled_at = now
-            derive_activity_run(activity_run, now=now)
+            counters.derive_later(session, activity_run, now=now)
             cancelled.append(activity_run.id)
     close_cancelled(session, cancelled, now=now)
-    derive_run(run, now=now)
-    session.flush()
+    counters.settle(session)  # the run read afresh, its status derived
     log.info("run %s cancelled", run_id)
     return run.gateway_id, run_json(run)
 

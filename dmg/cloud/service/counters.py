@@ -1,22 +1,35 @@
-"""Run and activity-run counters, kept in the transaction that changes a shard or an
-activity run, so statuses follow from them without aggregate queries.
+"""Run and activity-run counters, changed by atomic increments at the end of the
+transaction that changes a shard or an activity run, so statuses follow from them
+without aggregate queries and without holding a run's row for the transaction's work.
 
 An activity run counts its shards (``shards_total``, ``shards_succeeded``,
 ``shards_failed``, the lowest failed shard's ``first_failed_index``) and the files and
 bytes its shards report (``files_done``, ``bytes_done``: the current attempts'
 figures). A run counts its activity runs by status (``activities_<status>``) and sums
-their files and bytes. Every change goes through three calls:
+their files and bytes.
 
-- :func:`shards_added` when shards are planned;
+A writer records *what changed* while it works (nothing is written then):
+
+- :func:`shards_planned` when shards are planned;
 - :func:`shard_changed` after a report changed a shard (give it the
-  :func:`shard_figures` taken before): the batch apply path calls it too;
-- :func:`activity_status_changed`, from :func:`.derive.derive_activity_run` when an
-  activity run's status moves.
+  :func:`shard_figures` taken before);
+- :func:`derive_later` for an activity run whose status may have moved (claimed,
+  planned, failed by the dispatcher, cancelled).
 
-A run's counters make its row a hot one: on PostgreSQL, a transaction that reports
-shards first locks the runs it will touch, in one order (:func:`lock_runs`), so two
-concurrent report batches queue on a run instead of deadlocking (each holding one
-activity run the other wants). SQLite has one writer and needs no lock.
+:func:`settle` then applies it in a few short statements: one ``UPDATE activity_runs
+SET n = n + :d ... RETURNING`` per activity run touched, in id order, the activity
+run's status derived from what the statement returned (the database's latest value,
+not what this transaction read), then the same for the runs, in id order. It runs
+when the transaction commits (a ``before_commit`` hook), or earlier when the caller
+answers with the derived status. On PostgreSQL a counter's row is locked only from
+its increment to the commit (milliseconds): two reports through two workers that end
+an activity run's last shards both increment, and the second one's ``RETURNING``
+sees both, so exactly one of them derives Succeeded; the locks are taken shards
+first (a batch locks its shards in id order, :func:`lock_shards`), then activity
+runs, then runs, each in id order, so writers never deadlock on counters.
+
+A savepoint that rolls back must drop what it recorded: :func:`snapshot` and
+:func:`restore` (:mod:`.batches`).
 
 ``tests/cloud/test_counters.py`` checks the counters against the aggregates after a
 run with failures, retries and a cancel.
@@ -24,11 +37,13 @@ run with failures, retries and a cancel.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable
-from typing import NamedTuple
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy import case, event, func, select, update
+from sqlalchemy.orm import Session, joinedload
 
 from dmg.cloud.models import (
     CANCELLED,
@@ -37,7 +52,6 @@ from dmg.cloud.models import (
     QUEUED,
     SUCCEEDED,
     ActivityRun,
-    Gateway,
     Run,
     Shard,
 )
@@ -48,6 +62,8 @@ ACTIVITY_COLUMNS = {QUEUED: "activities_queued", IN_PROGRESS: "activities_in_pro
                     SUCCEEDED: "activities_succeeded", FAILED: "activities_failed",
                     CANCELLED: "activities_cancelled"}
 
+_KEY = "dmg_counters"
+
 
 class ShardFigures(NamedTuple):
     status: str
@@ -55,33 +71,88 @@ class ShardFigures(NamedTuple):
     bytes: int
 
 
-def lock_runs(session: Session, *, shard_ids: Iterable[str] = (), activity_run_ids: Iterable[str] = (),
-              run_ids: Iterable[str] = (), gateway_id: int | None = None) -> None:
-    """Lock (PostgreSQL ``FOR UPDATE``, in id order) the runs of these shards, activity
-    runs and runs, and read them afresh; call it before the transaction reads or changes
-    any counter. Every writer of counters takes its runs' locks first, so concurrent
-    reports, claims and plans of one run queue there (no lost update of a counter, no
-    deadlock); nothing on SQLite (one writer at a time). Lock order: the gateway row (the
-    dispatcher's lease, :mod:`.leader`) before runs: a caller that will take the gateway's
-    lease in this transaction names ``gateway_id`` (or took the lease already)."""
-    if session.get_bind().dialect.name != "postgresql":
-        return
-    if gateway_id is not None:
-        session.execute(select(Gateway.id).where(Gateway.id == gateway_id).with_for_update())
-    shards, activities, runs = sorted(set(shard_ids)), sorted(set(activity_run_ids)), sorted(set(run_ids))
-    if not (shards or activities or runs):
-        return
-    wanted = []
-    if shards:
-        wanted.append(select(ActivityRun.run_id).join(Shard, Shard.activity_run_id == ActivityRun.id)
-                      .where(Shard.id.in_(shards)))
-    if activities:
-        wanted.append(select(ActivityRun.run_id).where(ActivityRun.id.in_(activities)))
-    ids = set(runs)
-    for query in wanted:
-        ids.update(session.scalars(query))
-    session.scalars(select(Run).where(Run.id.in_(sorted(ids))).order_by(Run.id).with_for_update(of=Run)
-                    .execution_options(populate_existing=True)).all()
+@dataclass
+class _ActivityDelta:
+    run_id: str
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    files: int = 0
+    bytes: int = 0
+    failed_index: int | None = None  # the lowest newly failed shard
+    recount_failed: bool = False  # a failed shard was retried: read the lowest again
+    planned_epoch: int | None = None  # planned by this cloud epoch: set planned and claim_epoch
+
+
+@dataclass
+class _Pending:
+    now: float = 0.0
+    activities: dict[str, _ActivityDelta] = field(default_factory=dict)
+    runs: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+def _pending(session: Session, now: float | None = None) -> _Pending:
+    pending: _Pending | None = session.info.get(_KEY)
+    if pending is None:
+        pending = session.info[_KEY] = _Pending()
+    if now is not None:
+        pending.now = max(pending.now, now)
+    return pending
+
+
+def _activity(session: Session, activity_run_id: str, run_id: str, now: float | None) -> _ActivityDelta:
+    pending = _pending(session, now)
+    delta = pending.activities.get(activity_run_id)
+    if delta is None:
+        delta = pending.activities[activity_run_id] = _ActivityDelta(run_id)
+    return delta
+
+
+def snapshot(session: Session) -> _Pending | None:
+    """What is recorded so far (to :func:`restore` when a savepoint rolls back)."""
+    pending = session.info.get(_KEY)
+    return copy.deepcopy(pending) if pending is not None else None
+
+
+def restore(session: Session, saved: _Pending | None) -> None:
+    if saved is None:
+        session.info.pop(_KEY, None)
+    else:
+        session.info[_KEY] = saved
+
+
+def lock_shards(session: Session, shard_ids: Iterable[str]) -> dict[str, Shard]:
+    """Read these shards in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in id order, so two
+    reports of one shard — a batch sent again while the first is still applied — queue
+    instead of counting it twice) -> {id: shard}; the session keeps them for the items."""
+    ids = sorted(set(shard_ids))
+    if not ids:
+        return {}
+    query = (select(Shard).where(Shard.id.in_(ids)).order_by(Shard.id)
+             .options(joinedload(Shard.activity_run)))  # read by every item: in the same statement
+    if session.get_bind().dialect.name == "postgresql":
+        # NO KEY UPDATE: the FOREIGN KEY checks of other transactions' attempt and file-result
+        # rows (FOR KEY SHARE) do not wait on it; FOR UPDATE made them deadlock under 2 workers
+        query = query.with_for_update(of=Shard, key_share=True).execution_options(populate_existing=True)
+    return {shard.id: shard for shard in session.scalars(query).unique()}
+
+
+def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | None:
+    """The activity run read afresh (PostgreSQL: ``FOR UPDATE``): a plan or a failure
+    checks its claim epoch against a concurrent claim's."""
+    query = select(ActivityRun).where(ActivityRun.id == activity_run_id)
+    if session.get_bind().dialect.name == "postgresql":  # NO KEY: file results' FK checks pass
+        query = query.with_for_update(of=ActivityRun, key_share=True)
+    return session.scalars(query.execution_options(populate_existing=True)).first()
+
+
+def lock_activity_runs(session: Session, run_id: str) -> list[ActivityRun]:
+    """A run's activity runs read afresh (PostgreSQL: ``FOR UPDATE``, in id order): a cancel
+    must not turn one that a concurrent report just ended into Cancelled."""
+    query = select(ActivityRun).where(ActivityRun.run_id == run_id).order_by(ActivityRun.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=ActivityRun, key_share=True)
+    return list(session.scalars(query.execution_options(populate_existing=True)))
 
 
 def shard_figures(shard: Shard) -> ShardFigures:
@@ -89,60 +160,48 @@ def shard_figures(shard: Shard) -> ShardFigures:
     return ShardFigures(shard.status, int(shard.files or 0), int(shard.bytes or 0))
 
 
-def shards_added(activity_run: ActivityRun, shards: list[Shard]) -> None:
-    """Count newly planned shards (status ``planned``, no files yet)."""
-    activity_run.shards_total = (activity_run.shards_total or 0) + len(shards)
-    for shard in shards:
-        if shard.files or shard.bytes or shard.status in (CLOUD_SUCCEEDED, CLOUD_FAILED):
-            shard_changed(shard, ShardFigures("", 0, 0))
+def shards_planned(session: Session, activity_run: ActivityRun, count: int, *, now: float,
+                   epoch: int) -> None:
+    """Count ``count`` shards newly planned with no files yet, mark the activity run planned
+    by cloud epoch ``epoch`` (in the same UPDATE); derive the status later."""
+    delta = _activity(session, activity_run.id, activity_run.run_id, now)
+    delta.total += count
+    delta.planned_epoch = epoch
 
 
-def shards_planned(activity_run: ActivityRun, count: int) -> None:
-    """Count ``count`` shards newly planned with no files yet (inserted in bulk)."""
-    activity_run.shards_total = (activity_run.shards_total or 0) + count
+def derive_later(session: Session, activity_run: ActivityRun, *, now: float) -> None:
+    """Derive the activity run's status (and its run's) in :func:`settle`."""
+    _activity(session, activity_run.id, activity_run.run_id, now)
 
 
-def shard_changed(shard: Shard, before: ShardFigures) -> None:
-    """Apply what changed in ``shard`` since ``before`` to its activity run's and run's
-    counters (in the caller's transaction; nothing if nothing counted changed)."""
+def shard_changed(session: Session, shard: Shard, before: ShardFigures, *, now: float) -> None:
+    """Record what changed in ``shard`` since ``before`` for its activity run's and run's
+    counters (applied by :func:`settle`; nothing if nothing counted changed)."""
     after = shard_figures(shard)
-    if after == before:
-        return
-    activity_run = shard.activity_run
-    run = activity_run.run
-    files, size = after.files - before.files, after.bytes - before.bytes
-    if files or size:
-        activity_run.files_done = (activity_run.files_done or 0) + files
-        activity_run.bytes_done = (activity_run.bytes_done or 0) + size
-        run.files_done = (run.files_done or 0) + files
-        run.bytes_done = (run.bytes_done or 0) + size
+    counted = (CLOUD_SUCCEEDED, CLOUD_FAILED)
+    if after.files == before.files and after.bytes == before.bytes and (
+            after.status == before.status or (after.status not in counted and before.status not in counted)):
+        return  # "placed" -> "running" and the like: no counter moves, no status can
+    delta = _activity(session, shard.activity_run_id, shard.activity_run.run_id, now)
+    delta.files += after.files - before.files
+    delta.bytes += after.bytes - before.bytes
     if after.status == before.status:
         return
     if before.status == CLOUD_SUCCEEDED:
-        activity_run.shards_succeeded -= 1
+        delta.succeeded -= 1
     if after.status == CLOUD_SUCCEEDED:
-        activity_run.shards_succeeded = (activity_run.shards_succeeded or 0) + 1
+        delta.succeeded += 1
     if after.status == CLOUD_FAILED:
-        activity_run.shards_failed = (activity_run.shards_failed or 0) + 1
-        first = activity_run.first_failed_index
-        activity_run.first_failed_index = shard.index if first is None else min(first, shard.index)
+        delta.failed += 1
+        lowest = delta.failed_index
+        delta.failed_index = shard.index if lowest is None else min(lowest, shard.index)
     if before.status == CLOUD_FAILED:
-        activity_run.shards_failed -= 1
-        if activity_run.first_failed_index == shard.index:  # rare: a failed shard retried
-            activity_run.first_failed_index = _lowest_failed(activity_run)
-
-
-def _lowest_failed(activity_run: ActivityRun) -> int | None:
-    session = object_session(activity_run)
-    if session is None:
-        failed = [s.index for s in activity_run.shards if s.status == CLOUD_FAILED]
-        return min(failed) if failed else None
-    return session.scalar(select(func.min(Shard.index)).where(  # autoflush: the shard's new status
-        Shard.activity_run_id == activity_run.id, Shard.status == CLOUD_FAILED))
+        delta.failed -= 1
+        delta.recount_failed = True  # rare: a failed shard retried
 
 
 def activities_added(run: Run) -> None:
-    """Count a new run's activity runs (all Queued)."""
+    """Count a new run's activity runs (all Queued; new rows, set in place)."""
     run.activities_total = len(run.activity_runs)
     for column in ACTIVITY_COLUMNS.values():
         setattr(run, column, 0)
@@ -153,11 +212,92 @@ def activities_added(run: Run) -> None:
         activity_run.files_done = activity_run.bytes_done = 0
 
 
-def activity_status_changed(activity_run: ActivityRun, before: str) -> None:
-    """Move the activity run from ``before`` to its status now in its run's counters."""
+def activity_status_changed(activity_run: ActivityRun, before: str, *, now: float | None = None) -> None:
+    """Record the activity run's move from ``before`` to its status now for its run."""
     if activity_run.status == before:
         return
-    run = activity_run.run
-    setattr(run, ACTIVITY_COLUMNS[before], getattr(run, ACTIVITY_COLUMNS[before]) - 1)
+    session = Session.object_session(activity_run)
+    assert session is not None
+    moves = _pending(session, now).runs.setdefault(activity_run.run_id, {})
+    moves[ACTIVITY_COLUMNS[before]] = moves.get(ACTIVITY_COLUMNS[before], 0) - 1
     column = ACTIVITY_COLUMNS[activity_run.status]
-    setattr(run, column, getattr(run, column) + 1)
+    moves[column] = moves.get(column, 0) + 1
+
+
+def settle(session: Session) -> None:
+    """Apply what was recorded (see the module docstring); idempotent, cheap when nothing is."""
+    pending: _Pending | None = session.info.pop(_KEY, None)
+    if pending is None or not (pending.activities or pending.runs):
+        return
+    from dmg.cloud.service.derive import derive_activity_run, derive_run  # derive uses this module
+
+    session.flush()
+    now = pending.now
+    run_files: dict[str, list[int]] = {}
+    for activity_run_id in sorted(pending.activities):
+        delta = pending.activities[activity_run_id]
+        activity_run = _increment_activity_run(session, activity_run_id, delta)
+        if activity_run is None:  # removed meanwhile (its run deleted)
+            continue
+        if delta.files or delta.bytes:
+            figures = run_files.setdefault(activity_run.run_id, [0, 0])
+            figures[0] += delta.files
+            figures[1] += delta.bytes
+        derive_activity_run(activity_run, now=now)  # records the run's move, if any
+        pending.runs.setdefault(activity_run.run_id, {})
+    session.flush()
+    moves = session.info.pop(_KEY, None)  # what derive_activity_run recorded for the runs
+    for run_id, columns in (moves.runs if moves is not None else {}).items():
+        for column, value in columns.items():
+            pending.runs.setdefault(run_id, {})[column] = pending.runs[run_id].get(column, 0) + value
+    for run_id in sorted(pending.runs):
+        values: dict[str, Any] = {column: getattr(Run, column) + value
+                                  for column, value in pending.runs[run_id].items() if value}
+        files, size = run_files.get(run_id, (0, 0))
+        if files:
+            values["files_done"] = Run.files_done + files
+        if size:
+            values["bytes_done"] = Run.bytes_done + size
+        if not values:
+            continue
+        run = session.scalars(update(Run).where(Run.id == run_id).values(**values).returning(Run),
+                              execution_options={"populate_existing": True,
+                                                 "synchronize_session": False}).first()
+        if run is not None and any(column.startswith("activities_") for column in values):
+            derive_run(run, now=now)
+    session.flush()
+    session.info.pop(_KEY, None)
+
+
+def _increment_activity_run(session: Session, activity_run_id: str,
+                            delta: _ActivityDelta) -> ActivityRun | None:
+    """One ``UPDATE ... RETURNING``: the activity run as the database has it now."""
+    values: dict[str, Any] = {}
+    for column, value in (("shards_total", delta.total), ("shards_succeeded", delta.succeeded),
+                          ("shards_failed", delta.failed), ("files_done", delta.files),
+                          ("bytes_done", delta.bytes)):
+        if value:
+            values[column] = getattr(ActivityRun, column) + value
+    if delta.recount_failed:
+        values["first_failed_index"] = (
+            select(func.min(Shard.index)).where(Shard.activity_run_id == ActivityRun.id,
+                                                Shard.status == CLOUD_FAILED).scalar_subquery())
+    elif delta.failed_index is not None:
+        first = ActivityRun.first_failed_index
+        values["first_failed_index"] = case((first.is_(None), delta.failed_index),
+                                            (first > delta.failed_index, delta.failed_index), else_=first)
+    if delta.planned_epoch is not None:
+        values["planned"] = True
+        values["claim_epoch"] = delta.planned_epoch
+    if not values:  # status only: lock the row all the same (a concurrent increment derives too)
+        values["shards_total"] = ActivityRun.shards_total
+    return session.scalars(update(ActivityRun).where(ActivityRun.id == activity_run_id).values(**values)
+                           .returning(ActivityRun),
+                           execution_options={"populate_existing": True,
+                                              "synchronize_session": False}).first()
+
+
+@event.listens_for(Session, "before_commit")
+def _settle_before_commit(session: Session) -> None:
+    if session.info.get(_KEY) is not None:
+        settle(session)

@@ -35,7 +35,7 @@ def derive_activity_run(activity_run: ActivityRun, *, now: float) -> None:
     activity_run.status = status
     if not activity_run.failed_by_dispatcher:
         activity_run.error = error
-    counters.activity_status_changed(activity_run, before)
+    counters.activity_status_changed(activity_run, before, now=now)
 
 
 def _activity_status(activity_run: ActivityRun) -> tuple[str, str]:

@@ -19,19 +19,19 @@ import logging
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from dmg.cloud.models import (
     IN_PROGRESS,
     QUEUED,
     ActivityRun,
     Node,
+    Run,
     Shard,
     Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
 from dmg.cloud.service import attempts, counters, leader
-from dmg.cloud.service.derive import derive_activity_run, derive_run
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
@@ -74,43 +74,44 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     site_epoch = epoch
     epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
-    candidates = session.scalars(
+    candidates = sorted(session.scalars(  # taken in id order: row locks in one order
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
-        .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all()
-    counters.lock_runs(session, activity_run_ids=candidates)
+        .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all())
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
-    for activity_run_id in candidates:
-        for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
-            result = session.execute(
-                update(ActivityRun).where(ActivityRun.id == activity_run_id, condition)
-                .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
-                        started_at=now, ended_at=None)
-                .execution_options(synchronize_session=False))
-            if result.rowcount == 1:  # type: ignore[attr-defined]
-                won[activity_run_id] = was
-                break
+    # One conditional UPDATE for the Queued ones, one more only for those a newer epoch takes
+    # back: the row count of each row (RETURNING) says who won, never two claimers.
+    for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
+        wanted = [activity_run_id for activity_run_id in candidates if activity_run_id not in won]
+        if not wanted:
+            break
+        taken = session.scalars(
+            update(ActivityRun).where(ActivityRun.id.in_(wanted), condition)
+            .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
+                    started_at=now, ended_at=None)
+            .returning(ActivityRun.id).execution_options(synchronize_session=False))
+        won.update((activity_run_id, was) for activity_run_id in taken)
     if not won:
         return []
-    session.expire_all()
     claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
-                                   .order_by(ActivityRun.queued_at, ActivityRun.position)))
+                                   .order_by(ActivityRun.queued_at, ActivityRun.position)
+                                   .options(joinedload(ActivityRun.run).joinedload(Run.pipeline))
+                                   .execution_options(populate_existing=True)))
     names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
     stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
-        counters.activity_status_changed(activity_run, won[activity_run.id])
+        counters.activity_status_changed(activity_run, won[activity_run.id], now=now)
         body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
             activity_run.error = body
-            derive_activity_run(activity_run, now=now)
+            counters.derive_later(session, activity_run, now=now)
             log.warning("activity run %s failed at claim: %s", activity_run.id, body)
         else:
             out.append(body)
             log.info("activity run %s claimed by %s@%s epoch %s (site epoch %s)", activity_run.id, node.node,
                      node.gateway, epoch, site_epoch)
-        derive_run(activity_run.run, now=now)
-    session.flush()
+    counters.settle(session)
     return out
 
 
@@ -147,13 +148,26 @@ def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gatewa
     }
 
 
+def _dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, now: float, ttl: float,
+                      checked: set[Any] | None) -> int:
+    """:func:`leader.dispatcher_epoch`, once per transaction and site epoch when ``checked``
+    is given: the lease row stays locked (shared) until the commit, so it cannot change."""
+    for key in checked or ():
+        if key[0] == "epoch" and key[1] == site_epoch:
+            return int(key[2])
+    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl)
+    if checked is not None:
+        checked.add(("epoch", site_epoch, epoch))
+    return epoch
+
+
 def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, site_epoch: int, *,
-                      now: float, ttl: float) -> tuple[ActivityRun, int]:
+                      now: float, ttl: float, checked: set[Any] | None = None) -> tuple[ActivityRun, int]:
     """The activity run and the caller's cloud epoch; NotFound, StaleAttempt, LeaseHeld."""
-    activity_run = session.get(ActivityRun, activity_run_id)
+    epoch = _dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, checked=checked)  # gateway first
+    activity_run = counters.lock_activity_run(session, activity_run_id)  # against a concurrent claim
     if activity_run is None or activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"activity run {activity_run_id!r} does not exist in gateway {node.gateway!r}")
-    epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl)
     if activity_run.claim_epoch is None:
         raise Conflict(f"activity run {activity_run_id!r} was not claimed",
                        hint="claim it with /dispatch/claim first")
@@ -164,30 +178,33 @@ def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
 
 def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                 shards: list[PlannedShard], now: float, ttl: float,
-                queued_at: float | None = None) -> dict[str, Any]:
+                queued_at: float | None = None, settle: bool = True,
+                checked: set[Any] | None = None) -> dict[str, Any]:
     """Record an activity run's shards (idempotent per shard id: a plan sent again, by a
     new dispatcher too, is a no-op); no shard -> Succeeded. The new shard rows go in one
     Core INSERT (a batch of plans costs a statement per plan, not a row at a time).
-    ``queued_at``: when the site queued them (kept between the claim and ``now``)."""
+    ``queued_at``: when the site queued them (kept between the claim and ``now``).
+    ``settle``: apply the counters now (the answer's status is derived); a batch settles
+    once, at its commit, and passes its ``checked`` (the lease read once a batch)."""
     ids = [s.id for s in shards]
     if len(set(ids)) != len(ids):
         raise BadInput("shards: a shard id is listed twice")
     indexes = [s.index for s in shards]
     if len(set(indexes)) != len(indexes):
         raise BadInput("shards: a shard index is listed twice")
-    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
-    activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
+    activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl,
+                                            checked=checked)
     if activity_run.failed_by_dispatcher:
         raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
-    existing = set(session.scalars(select(Shard.id).where(Shard.activity_run_id == activity_run.id)))
+    known = session.execute(select(Shard.id, Shard.activity_run_id).where(  # one statement for both checks
+        or_(Shard.activity_run_id == activity_run.id, Shard.id.in_(ids)))).all()
+    existing = {shard_id for shard_id, owner in known if owner == activity_run.id}
     if activity_run.planned and activity_run.claim_epoch == epoch and existing.issuperset(ids):
-        return activity_run_json(activity_run, shards=False)  # the same plan again: a no-op
-    if ids:
-        elsewhere = session.scalar(select(Shard.id).where(Shard.id.in_(ids),
-                                                          Shard.activity_run_id != activity_run.id))
-        if elsewhere is not None:
-            raise Conflict(f"shard id {elsewhere!r} belongs to another activity run",
-                           hint="shard ids must be unique across activity runs")
+        return _plan_answer(activity_run, settle=settle)  # the same plan again: a no-op
+    elsewhere = sorted(shard_id for shard_id, owner in known if owner != activity_run.id)
+    if elsewhere:
+        raise Conflict(f"shard id {elsewhere[0]!r} belongs to another activity run",
+                       hint="shard ids must be unique across activity runs")
     claimed = activity_run.claimed_at if activity_run.claimed_at is not None else now
     queued = now if queued_at is None else min(max(queued_at, claimed), now)
     rows = [{"id": p.id, "activity_run_id": activity_run.id, "index": p.index, "status": CLOUD_PLANNED,
@@ -198,12 +215,17 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
         session.execute(insert(Shard), rows)
         if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
             session.expire(activity_run, ["shards"])
-    counters.shards_planned(activity_run, len(rows))
-    activity_run.planned = True
-    activity_run.claim_epoch = epoch
-    derive_statuses(activity_run, now=now)
-    session.flush()
-    return activity_run_json(activity_run, shards=False)
+    # "planned" and the epoch go in the counters' one UPDATE of the activity run
+    counters.shards_planned(session, activity_run, len(rows), now=now, epoch=epoch)
+    if settle:
+        counters.settle(session)
+    return _plan_answer(activity_run, settle=settle)
+
+
+def _plan_answer(activity_run: ActivityRun, *, settle: bool) -> dict[str, Any]:
+    """The activity run (its status settled), or only its id within a batch (which
+    settles at its commit and answers the item with ``ok``)."""
+    return activity_run_json(activity_run, shards=False) if settle else {"id": activity_run.id}
 
 
 def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgError:
@@ -218,6 +240,12 @@ def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgErr
                 and not activity_run.failed_by_dispatcher):
             return Retryable(f"the plan of activity run {activity_run_id!r} has not reached the cloud yet",
                              hint="send the report again; the dispatcher sends the plan first")
+        if (activity_run is not None and activity_run.gateway_id == node.gateway_id and activity_run.planned
+                and session.scalar(select(Shard.id).where(Shard.id == shard_id)) is not None):
+            # The plan committed between the caller's read of the shard and this read of its
+            # activity run (each statement sees the latest commit): the shard is there now.
+            return Retryable(f"the plan of activity run {activity_run_id!r} reached the cloud meanwhile",
+                             hint="send the report again")
     return NotFound(f"shard {shard_id!r} does not exist in gateway {node.gateway!r}",
                     hint="the dispatcher plans shards before it places them")
 
@@ -225,14 +253,12 @@ def missing_shard(session: Session, node: NodeIdentity, shard_id: str) -> DmgErr
 def fail_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
                       error: str, now: float, ttl: float) -> dict[str, Any]:
     """Mark an activity run Failed with ``error`` (idempotent; a cancelled one stays Cancelled)."""
-    counters.lock_runs(session, activity_run_ids=[activity_run_id], gateway_id=node.gateway_id)
     activity_run, _epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl)
     if not activity_run.failed_by_dispatcher and activity_run.cancelled_at is None:
         activity_run.failed_by_dispatcher = True
         activity_run.error = error
-        derive_activity_run(activity_run, now=now)
-        derive_run(activity_run.run, now=now)
-        session.flush()
+        counters.derive_later(session, activity_run, now=now)
+        counters.settle(session)
     return activity_run_json(activity_run, shards=False)
 
 
@@ -247,7 +273,7 @@ def _check_placement(session: Session, node: NodeIdentity, report: ShardReport, 
     transaction already checked (a batch checks its dispatcher and each node once)."""
     if ("dispatcher", report.epoch) not in checked:
         if report.epoch is not None:
-            leader.dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl)
+            _dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl, checked=checked)
         elif not leader.current_dispatcher(session, node):
             raise PermissionDenied(f"node {node.node!r} is not the gateway's dispatcher",
                                    hint="only the dispatcher reports placements")
@@ -269,9 +295,8 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     attempt was placed on reports it (PermissionDenied, or Retryable before the
     placement is known). ``checked``: placement checks this transaction already passed
     (:mod:`.batches`)."""
-    if checked is None:  # a single report (a batch locked its runs already)
-        counters.lock_runs(session, shard_ids=[shard_id],
-                           gateway_id=node.gateway_id if report.status == CLOUD_PLACED else None)
+    if checked is None:  # a single report (a batch locked its shards already)
+        counters.lock_shards(session, [shard_id])
     shard = session.get(Shard, shard_id)
     if shard is None:
         raise missing_shard(session, node, shard_id)
@@ -313,18 +338,8 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
-    counters.shard_changed(shard, before)  # same transaction: statuses follow the counters
-    if previous in CLOUD_FINISHED or shard.status in CLOUD_FINISHED:
-        # Only a shard that ends (or one that ended and starts again) can change its
-        # activity run's status: "placed" and "running" reports skip the derivation.
-        derive_statuses(shard.activity_run, now=now)
-    session.flush()
+    # Statuses follow the counters, applied when the transaction commits (:mod:`.counters`).
+    counters.shard_changed(session, shard, before, now=now)
+    if previous in CLOUD_FINISHED and shard.status not in CLOUD_FINISHED:
+        counters.derive_later(session, shard.activity_run, now=now)  # an ended shard starts again
     return {"status": shard.status, "attempt": shard.attempt}
-
-
-def derive_statuses(activity_run: ActivityRun, *, now: float) -> None:
-    """Derive the activity run's status, and its run's only when the activity run's changed."""
-    before = (activity_run.status, activity_run.ended_at)
-    derive_activity_run(activity_run, now=now)
-    if (activity_run.status, activity_run.ended_at) != before:
-        derive_run(activity_run.run, now=now)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from dmg.cloud.models import Gateway, Node
@@ -50,8 +51,11 @@ class LeaseHeld(Retryable):
     """Another node holds the gateway's cloud-side dispatcher lease (for at most one TTL more)."""
 
 
-def _locked_gateway(session: Session, gateway_id: int) -> Gateway:
-    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id).with_for_update())
+def _locked_gateway(session: Session, gateway_id: int, *, shared: bool = False) -> Gateway:
+    """The gateway row read afresh and locked (PostgreSQL ``FOR UPDATE``, or ``FOR SHARE``
+    when ``shared``: many readers of the lease at once, none while it changes)."""
+    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id)
+                             .with_for_update(read=shared).execution_options(populate_existing=True))
     if gateway is None:  # the token's gateway: removed meanwhile
         raise StaleAttempt("the gateway no longer exists")
     return gateway
@@ -68,12 +72,23 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
     """The cloud epoch of ``node`` acting as its gateway's dispatcher with ``site_epoch``;
     takes or extends the cloud lease (see the module docstring). Raises StaleAttempt or
     LeaseHeld; ``claiming``: LeaseHeld whenever another node's lease runs (a claim waits,
-    whatever epoch the holder named)."""
-    gateway = _locked_gateway(session, node.gateway_id)
+    whatever epoch the holder named).
+
+    Most calls find the caller holding the lease with ``site_epoch`` and more than half a
+    TTL left: they only read the lease, under a shared lock (PostgreSQL ``FOR SHARE``), so
+    the dispatcher's plans, placements and claims through several cloud workers do not
+    queue on the gateway's row, while a lease change (``FOR UPDATE``) waits for them and
+    they for it: a batch whose epoch a committed lease change made stale is still
+    refused. The row is locked for update (``NOWAIT``) only to take or extend the lease:
+    when another transaction reads it just then, an extension waits for the holder's next
+    call and a take is Retryable (the caller sends again), instead of two readers
+    deadlocking on the upgrade."""
+    gateway = _locked_gateway(session, node.gateway_id, shared=True)
     if gateway.leader_node_id == node.node_id and gateway.leader_until > 0:
         if site_epoch == gateway.leader_site_epoch:
-            gateway.leader_until = now + ttl
-            return gateway.max_epoch
+            if gateway.leader_until - now <= ttl / 2 and _lock_for_update(session, gateway):
+                gateway.leader_until = now + ttl
+            return gateway.max_epoch  # nobody can take it while this transaction reads it
         if site_epoch < gateway.leader_site_epoch:
             raise NotDispatcher(f"dispatcher epoch {site_epoch} is older than this node's epoch "
                                 f"{gateway.leader_site_epoch}",
@@ -85,6 +100,8 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
                                 "this one must stop dispatching")
         raise LeaseHeld("the gateway's previous dispatcher still holds the cloud's lease",
                         hint=f"it ends within {ttl:g} s unless that node calls again")
+    if not _lock_for_update(session, gateway):  # the row did not change: this transaction read it
+        raise Retryable("another request reads the gateway's dispatcher lease now", hint="send again")
     gateway.max_epoch += 1
     gateway.leader_node_id = node.node_id
     gateway.leader_site_epoch = site_epoch
@@ -92,6 +109,22 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
     log.info("dispatcher lease at the cloud taken gateway=%s node=%s epoch=%d site_epoch=%d",
              node.gateway, node.node, gateway.max_epoch, site_epoch)
     return gateway.max_epoch
+
+
+def _lock_for_update(session: Session, gateway: Gateway) -> bool:
+    """Lock the gateway's row (read under ``FOR SHARE`` by this transaction) for update, at
+    once or not at all (``FOR UPDATE NOWAIT`` in a savepoint) -> False when another
+    transaction reads it now: two readers that both waited to upgrade would deadlock
+    (PostgreSQL aborts one after a second; seen under two workers)."""
+    try:
+        with session.begin_nested():
+            session.execute(select(Gateway).where(Gateway.id == gateway.id).with_for_update(nowait=True)
+                            .execution_options(populate_existing=True))
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+            return False
+        raise
+    return True
 
 
 def current_dispatcher(session: Session, node: NodeIdentity) -> bool:
