@@ -92,8 +92,10 @@ class CloudClient:
         self._http: httpx.Client | None = None
 
     def _client(self, proxy_url: str) -> httpx.Client:
+        # An https:// proxy is reached over TLS even for an http:// cloud: verify it then.
+        verify = True if self._verify is False and proxy_url.startswith("https:") else self._verify
         return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
-                            verify=self._verify, proxy=proxy_url or None)
+                            verify=verify, proxy=proxy_url or None)
 
     def _current_http(self) -> httpx.Client:
         """The HTTP client for the proxy in force now (a new one when it changed; the old

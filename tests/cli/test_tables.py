@@ -14,6 +14,34 @@ from dmg.cli.nodes_table import NODE_COLUMNS
 from dmg.cli.output import column, render_table
 from tests.cli.conftest import DMG, DmgRunner, clean_environ
 
+
+def _default_sigint() -> None:
+    """In the child before exec: Ctrl-C as at a terminal. A child inherits an ignored SIGINT
+    (a test runner's process, a script's background job), and Python then never raises
+    KeyboardInterrupt for it."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _watch(gateway: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([str(DMG), "node", "list", "--gateway", gateway, "--watch", "--every", "0.2"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_environ(**env),
+                            cwd=cwd, preexec_fn=_default_sigint)
+
+
+def _ctrl_c(proc: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
+    """SIGINT, then what the watch printed until it exited; says where it was if it did not."""
+    import signal
+
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=20)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        where = [line for line in status if line.startswith(("State", "SigIgn", "SigCgt"))]
+        raise AssertionError(f"the watch did not end 20 s after SIGINT: {where}") from None
+
 NODE = {"name": "node-with-a-long-name", "status": "Limited", "version": "0.1.0", "role": "dispatcher",
         "reasons": ["cloud unreachable: connection refused to http://127.0.0.1:8050 after 3 tries",
                     "version 0.0.9 differs from the gateway's 0.1.0"],
@@ -91,16 +119,13 @@ def test_the_real_cli_on_a_terminal_draws_bold_headers(dmg: DmgRunner) -> None:
 
 
 def test_watch_redraws_the_node_table_until_ctrl_c(dmg: DmgRunner) -> None:
-    import signal
     import time
 
     name = f"watch-{uuid.uuid4().hex[:6]}"
     created = dmg("gateway", "create", name)
     key = next(line.split()[-1] for line in created.stdout.splitlines() if line.startswith("key1: "))
     assert dmg("node", "register", "--key", key, "--name", "watched1").returncode == 0
-    proc = subprocess.Popen([str(DMG), "node", "list", "--gateway", name, "--watch", "--every", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=clean_environ(**dmg.env), cwd=dmg.cwd)
+    proc = _watch(name, dmg.env, dmg.cwd)
     try:
         assert proc.stdout is not None
         seen: list[str] = []
@@ -108,8 +133,7 @@ def test_watch_redraws_the_node_table_until_ctrl_c(dmg: DmgRunner) -> None:
         while sum(1 for line in seen if line.startswith("-- ")) < 4:  # 3 whole rounds
             assert time.monotonic() < deadline, f"fewer than 4 rounds begun in 30 s: {seen}"
             seen.append(proc.stdout.readline().decode())
-        proc.send_signal(signal.SIGINT)
-        rest, errors = proc.communicate(timeout=20)
+        rest, errors = _ctrl_c(proc)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -128,7 +152,6 @@ def test_watch_with_json_is_a_usage_error(dmg: DmgRunner) -> None:
 
 
 def test_watch_outlives_a_cloud_restart(tmp_path: Path) -> None:
-    import signal
     import time
 
     from dmg.cloud.server import start_cloud_subprocess
@@ -142,9 +165,7 @@ def test_watch_outlives_a_cloud_restart(tmp_path: Path) -> None:
            "DMG_API_TOKEN": cloud.api_token}
     runner = DmgRunner(env=env, cwd=tmp_path)
     assert runner("gateway", "create", "watched").returncode == 0
-    proc = subprocess.Popen([str(DMG), "node", "list", "--gateway", "watched", "--watch", "--every", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_environ(**env),
-                            cwd=tmp_path)
+    proc = _watch("watched", env, tmp_path)
     lines: list[str] = []
 
     def read_until(text: str) -> None:
@@ -161,8 +182,7 @@ def test_watch_outlives_a_cloud_restart(tmp_path: Path) -> None:
         lines.clear()
         cloud = start_cloud_subprocess(settings, bind=bind)  # and when it comes back
         read_until("no node yet")  # the table is back
-        proc.send_signal(signal.SIGINT)
-        _, errors = proc.communicate(timeout=20)
+        _, errors = _ctrl_c(proc)
         assert proc.returncode == 0, errors
     finally:
         if proc.poll() is None:
