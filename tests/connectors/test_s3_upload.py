@@ -110,7 +110,7 @@ def test_an_object_whose_composite_crc32_differs_is_deleted_and_fails(
 
 
 KILLED_WRITER = textwrap.dedent("""
-    import os, sys, time
+    import os, signal, sys
     from dmg.connectors.base import StoreSpec
     from dmg.connectors.s3 import S3Connector
     endpoint, bucket, key_id, secret = sys.argv[1:5]
@@ -123,7 +123,7 @@ KILLED_WRITER = textwrap.dedent("""
         writer.write(os.urandom(1 << 20))
     writer._pool.results()  # the parts so far are stored
     print("parts sent", flush=True)
-    time.sleep(60)
+    signal.pause()  # until the test kills it
 """)
 
 
