@@ -31,6 +31,7 @@ from dmg.cli.runview import shards_of
 from dmg.embedded.faults import SiteUnderTest
 from dmg.embedded.readiness import node_ready
 from dmg.procs import free_port
+from dmg.shards.status import STATE_DONE
 from dmg.site.attempts import start_run
 from dmg.site.state import SiteState
 from tests.cli.conftest import DmgRunner, assert_one_line_error
@@ -75,6 +76,7 @@ def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) 
         wait_for(lambda: state.running("node2") and state.running("node3"), timeout=30,
                  what="node2 and node3 running shards")
 
+        held = work_of(state, "node3")
         refused = dmg("node", "remove", "node3")
         assert_one_line_error(refused, contains="node3 has")
         assert "--force" in refused.stderr
@@ -83,7 +85,12 @@ def test_drain_and_remove_nodes_down_to_one_without_losing_work(tmp_path: Path) 
         forced = dmg("node", "remove", "node3", "--force")
         assert forced.returncode == 0, forced.stderr
         assert "node node3 removed from gateway site" in forced.stdout
-        assert "shard(s) moved to other nodes" in forced.stdout
+        if "shard(s) moved to other nodes" not in forced.stdout:
+            # node3's shards all ended between the refused remove and the forced one (a
+            # table shard lasts a few seconds): the forced remove found nothing to move, and
+            # every shard node3 held at the refusal is done, on node3 (the moving itself is
+            # test_a_node_removed_again_while_it_runs_stops_taking_work_and_its_shards_move's)
+            assert held and all((state.shard(s) or {}).get("state") == STATE_DONE for s in held), held
         assert work_of(state, "node3") == set()
 
         drained = dmg("node", "drain", "node2", "--timeout", "60", timeout=90)
