@@ -35,8 +35,10 @@ from dmg.procs import free_port
 from tests.cloud.test_counters import counters_and_aggregates
 from tests.conftest import require
 from tests.e2e.conftest import Credentials, Gateway, assert_succeeded, site_settings
+from tests.ha.nodekit import site_state
 from tests.servers.postgres import BIN, PostgresServer, _run_as
 from tests.waiting import wait_for
+from workers.run.outbox import ReportOutbox
 
 FILES = 120  # 60 shards of 2 files: the run is still moving when the fault comes
 
@@ -153,9 +155,16 @@ def test_a_killed_cloud_worker_then_a_postgresql_restart_lose_nothing(
                                else None), timeout=10, what="a 503 while PostgreSQL is down")
     body = answer.json()
     assert body["error"] == "retryable" and "\n" not in body["message"] and "Traceback" not in answer.text
-    while time.monotonic() < stopped_at + 10:  # the outage itself lasts ~10 s
+
+    def felt_by_the_nodes() -> bool:
+        """Still a 503, and a node holds reports the cloud could not take (the run's
+        shards end while PostgreSQL is down), for at least ~10 s of outage."""
         assert httpx.get(url, headers=headers, timeout=10).status_code == 503
-        time.sleep(0.5)
+        with site_state(site.site) as state:
+            waiting = sum(ReportOutbox(state, node).size() + len(ReportOutbox(state, node).held())
+                          for node in site.site.node_names)
+        return waiting > 0 and time.monotonic() >= stopped_at + 10
+    wait_for(felt_by_the_nodes, timeout=60, interval=0.5, what="the nodes holding reports in the outage")
     own_postgres.start_again()
     restarted_at = time.monotonic()
 
