@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import platform
@@ -237,6 +238,16 @@ def measure(row: Row, once: Callable[[int], tuple[float, str]], *, repeat: int) 
         row.verified = verdict
         print(f"  {row.tool:<8} {row.dataset:<6} {seconds:8.2f} s  ({verdict})", file=sys.stderr)
     return row
+
+
+def measure_each(rows: list[Row], datasets: list[Dataset], tools: list[str],
+                 once: Callable[[str, Dataset, int], tuple[float, str]], *, repeat: int) -> None:
+    """One row per dataset and tool, appended to ``rows``, each measured ``repeat`` times
+    with ``once(tool, dataset, i)``."""
+    for dataset in datasets:
+        for tool in tools:
+            rows.append(Row(tool, dataset.name, dataset.files, dataset.bytes))
+            measure(rows[-1], functools.partial(once, tool, dataset), repeat=repeat)
 
 
 def ratio(row: Row, rows: Sequence[Row], baseline: str = "dmg") -> float:

@@ -23,7 +23,6 @@ memory does not grow across rows.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 import sys
@@ -49,7 +48,7 @@ from common import (
     machine,
     make_large,
     make_small,
-    measure,
+    measure_each,
     node_limits,
     run_timed,
     settle,
@@ -195,11 +194,9 @@ def main() -> int:
                     delete_prefix(service, container, prefix)
 
             def run_all(copier: DmgCopier | None) -> None:
-                for dataset in datasets:
-                    for tool in tools:
-                        rows.append(Row(tool, dataset.name, dataset.files, dataset.bytes))
-                        measure(rows[-1], functools.partial(upload_with, tool, dataset, copier),
-                                repeat=args.repeat)
+                measure_each(rows, datasets, tools,
+                             lambda tool, dataset, i: upload_with(tool, dataset, copier, i),
+                             repeat=args.repeat)
 
             if "dmg" in tools:
                 with dmg_site(work / "dmg-data", nodes=args.nodes, concurrency=args.concurrency,
