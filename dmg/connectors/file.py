@@ -140,7 +140,7 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
         if self.state != "open":
             raise Fatal(f"{self.what}: staged_xxh3 after {self.state}")
         with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
-            return localcopy.xxh3_of_fd(self._fd)[0]
+            return localcopy.xxh3_of_own_range(self._fd)[0]
 
     def _commit(self, mtime: float | None) -> None:
         with _mapped_os_errors(f"cannot commit {self._target}"):
@@ -430,7 +430,7 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         with _mapped_os_errors(f"cannot re-read the staging file of {target}"):
             fd = os.open(staging, os.O_RDONLY)
             try:
-                return localcopy.xxh3_of_range(fd, offset, length)[0]
+                return localcopy.xxh3_of_own_range(fd, offset, length)[0]
             finally:
                 os.close(fd)
 

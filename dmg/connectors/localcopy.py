@@ -12,11 +12,19 @@ reusable buffer: memory stays at :data:`HASH_BUFFER` bytes whatever the file's s
 (a ``mmap`` would map the whole file into the process's RSS). XXH3 is not a
 cryptographic hash; it guards against corruption and races, which is what a copy's
 verification needs, at ~10 times the speed of MD5.
+
+:func:`xxh3_of_own_range` hashes a file that only this attempt writes (its staging file)
+through ``mmap`` windows of :data:`MAP_WINDOW` bytes: no copy of the page cache into a
+buffer, half the CPU of a ``pread`` hash on this machine (0.1 against 0.2 CPU-s per GiB),
+and at most one window mapped at a time. A *source* file is never mapped: anyone may
+truncate it while it is read, and a mapped read past a file's end is a SIGBUS that kills
+the process, where ``pread`` just returns fewer bytes.
 """
 
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 from collections.abc import Callable
 
@@ -25,6 +33,9 @@ import xxhash
 #: Bytes handed to the kernel per call: the granularity of progress and cancel.
 COPY_STEP = 64 * 1024 * 1024
 HASH_BUFFER = 1024 * 1024
+#: Bytes of an own file mapped at once by :func:`xxh3_of_own_range` (a multiple of the
+#: allocation granularity); ranges up to :data:`HASH_BUFFER` are read with one ``pread``.
+MAP_WINDOW = 16 * 1024 * 1024
 #: Files at least this large have their source hashed in a thread beside the copy.
 THREADED_HASH_FROM = 8 * 1024 * 1024
 #: errnos after which ``copy_file_range`` / ``sendfile`` are given up for this copy.
@@ -170,3 +181,28 @@ def xxh3_of_fd(fd: int, size: int | None = None) -> tuple[str, int]:
         digest.update(view[:n])
         offset += n
     return XXH3_PREFIX + digest.hexdigest(), offset
+
+
+def xxh3_of_own_range(fd: int, offset: int = 0, length: int | None = None) -> tuple[str, int]:
+    """(``xxh3:<hex>``, bytes hashed) of ``length`` bytes of ``fd`` at ``offset`` (to its end
+    when None; fewer if it ends first), for a file only the caller writes (see the module
+    docstring): ranges above :data:`HASH_BUFFER` bytes are hashed through ``mmap`` windows
+    of :data:`MAP_WINDOW` bytes, smaller ones read with one ``pread``. Same value as
+    :func:`xxh3_of_range`."""
+    end = os.fstat(fd).st_size
+    if length is not None:
+        end = min(end, offset + length)
+    if end - offset <= HASH_BUFFER:
+        data = os.pread(fd, max(end - offset, 0), offset)
+        return XXH3_PREFIX + xxhash.xxh3_128_hexdigest(data), len(data)
+    digest = xxhash.xxh3_128()
+    position = offset
+    while position < end:
+        start = position - position % mmap.ALLOCATIONGRANULARITY  # mmap offsets are aligned
+        size = min(MAP_WINDOW, end - start)
+        with mmap.mmap(fd, size, prot=mmap.PROT_READ, offset=start) as window:
+            window.madvise(mmap.MADV_SEQUENTIAL)
+            with memoryview(window) as view:
+                digest.update(view[position - start:])
+        position = start + size
+    return XXH3_PREFIX + digest.hexdigest(), end - offset

@@ -60,3 +60,23 @@ def test_xxh3_of_a_file_is_the_xxh3_of_its_bytes(tmp_path: Path, size: int) -> N
         assert localcopy.xxh3_of_fd(fd, size // 2)[0] == half
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize(("size", "offset", "length"), [
+    (0, 0, None), (10, 0, None), (localcopy.HASH_BUFFER + 1, 0, None), (5 * MiB + 3, 0, None),
+    (5 * MiB + 3, 4097, 3 * MiB), (5 * MiB + 3, 2 * MiB - 1, 10 * MiB), (5 * MiB + 3, 5 * MiB, 3)])
+def test_the_mapped_xxh3_of_an_own_file_is_the_xxh3_of_its_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, offset: int, length: int | None) -> None:
+    """Given windows smaller than the file (several maps, unaligned starts), the hash of any
+    range, and of a range past the end, is that of the bytes there, as a pread hash gives."""
+    monkeypatch.setattr(localcopy, "MAP_WINDOW", MiB + 4096)  # not a power of two: unaligned ends
+    data = os.urandom(size)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        expected = data[offset:] if length is None else data[offset:offset + length]
+        got = localcopy.xxh3_of_own_range(fd, offset, length)
+        assert got == ("xxh3:" + xxhash.xxh3_128_hexdigest(expected), len(expected))
+        assert got == localcopy.xxh3_of_range(fd, offset, size if length is None else length)
+    finally:
+        os.close(fd)

@@ -413,3 +413,30 @@ def test_a_file_that_shrank_after_listing_fails_in_the_kernel_copy_and_leaves_no
     assert "read 1048576 bytes, the listing said 3145728" in result.files[0].error
     assert not list((tmp_path / "dst").rglob("*.*")) and not (tmp_path / "dst/out/big").exists()
 
+
+
+@pytest.mark.parametrize("size", [5000, 3 * MiB + 5])
+def test_a_kernel_copy_that_writes_a_wrong_byte_is_caught_and_never_committed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int) -> None:
+    """Given a kernel copy that flips one byte of the staged file (a small file: one pread
+    hash; a large one: the mapped hash of the staging file), then the XXH3 of the staged
+    file differs from the source's, the file fails and nothing is visible at the sink."""
+    from dmg.connectors import localcopy
+
+    real_copy = localcopy.copy_fd
+
+    def flipping_copy(src: int, dst: int, n: int, **kwargs: Any) -> int:
+        copied = real_copy(src, dst, n, **kwargs)
+        byte = os.pread(dst, 1, n // 2)
+        os.pwrite(dst, bytes([byte[0] ^ 0xFF]), n // 2)
+        return copied
+
+    monkeypatch.setattr(localcopy, "copy_fd", flipping_copy)
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {"f.bin": size})
+
+    result = copy(source, sink, options={"retries": 0})
+
+    assert result.files[0].status == "failed"
+    assert "checksum mismatch (staged bytes" in result.files[0].error
+    assert not (tmp_path / "dst/out/f.bin").exists() and not list((tmp_path / "dst").rglob("*.*"))
