@@ -83,6 +83,9 @@ SMALL_FILE = CHUNK_SIZE
 #: The most files and bytes in one batch.
 BATCH_FILES = 64
 BATCH_BYTES = 8 * CHUNK_SIZE
+#: The most files in one batch copied inline (local small files, no pool): a batch costs a
+#: fencing check (a Redis round trip) and its staged files stay open until it commits.
+INLINE_BATCH_FILES = 256
 #: A batch's fencing check is trusted for this long; a later commit of it checks again.
 CHECK_FRESH_FOR = 0.5
 #: A batch commits what it staged once staging took this long (throttled, slow stores).
@@ -526,8 +529,10 @@ def copy_entries(
     keep = PathFilter(opts.include, opts.exclude)
     hints = sink_hints or {}
     kept = [e for e in entries if keep(relative_path(e.path, source_prefix=source_prefix))]
+    inline = all(0 <= e.size < SMALL_FILE for e in kept) and engine.local
     work = _work_units(engine, kept, source_prefix=source_prefix, sink_prefix=sink_prefix, hints=hints,
-                       parallel=opts.parallel_files)
+                       parallel=1 if inline else opts.parallel_files,
+                       batch_files=INLINE_BATCH_FILES if inline else BATCH_FILES)
     outcome = ShardResult(started=time.time())
     results: dict[int, FileResult] = {}
     pending: dict[Future[list[tuple[int, FileResult]]], int] = {}
@@ -535,7 +540,6 @@ def copy_entries(
     crash: BaseException | None = None
     stopped = ""
     next_stop_check = time.monotonic() + tick
-    inline = all(0 <= e.size < SMALL_FILE for e in kept) and engine.local
     in_flight = 1 if inline else opts.parallel_files
     pool: ThreadPoolExecutor | _InlineExecutor = (_InlineExecutor() if inline else ThreadPoolExecutor(
         opts.parallel_files, thread_name_prefix="dmg-copy"))
@@ -608,13 +612,14 @@ class _InlineExecutor:
 
 
 def _work_units(engine: CopyEngine, entries: Sequence[Entry], *, source_prefix: str, sink_prefix: str,
-                hints: SinkHints, parallel: int) -> Iterator[Callable[[], list[tuple[int, FileResult]]]]:
+                hints: SinkHints, parallel: int,
+                batch_files: int = BATCH_FILES) -> Iterator[Callable[[], list[tuple[int, FileResult]]]]:
     """The shard's files as units of work for the pool, in order: a file of
     :data:`SMALL_FILE` bytes or more alone, runs of smaller ones as batches
-    (:meth:`CopyEngine.copy_batch`) of at most :data:`BATCH_FILES` files and
+    (:meth:`CopyEngine.copy_batch`) of at most ``batch_files`` files and
     :data:`BATCH_BYTES` bytes, smaller when there are few, so that every thread gets work."""
     small = sum(1 for e in entries if 0 <= e.size < SMALL_FILE)
-    per_batch = max(1, min(BATCH_FILES, -(-small // max(1, parallel))))
+    per_batch = max(1, min(batch_files, -(-small // max(1, parallel))))
     batch: list[BatchItem] = []
     batch_bytes = 0
     for position, entry in enumerate(entries):

@@ -264,10 +264,12 @@ def test_a_retryable_stat_of_the_sink_is_retried() -> None:
     assert result.files[0].status == "copied"
 
 
-def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path) -> None:
+def test_a_fenced_attempt_stops_and_commits_nothing_more(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """Given 20 small files in 4 batches of 5, when the attempt is fenced after two
     batches' checks, then those two batches are committed whole and nothing of the
     others: no file, no staging file."""
+    monkeypatch.setattr(engine_module, "INLINE_BATCH_FILES", 5)
     source, sink = stores(tmp_path)
     write_files(tmp_path / "src" / "in", {f"f{i:02d}": 1000 for i in range(20)})
     commits = {"left": 2}
@@ -295,6 +297,24 @@ def test_small_files_are_fenced_once_per_batch_and_large_ones_once_each(
 
     assert [f.status for f in result.files] == ["copied"] * 201
     assert len(asked) == 4 + 1  # 200 small files in 4 batches of 50, the large one alone
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_local_small_files_copied_inline_are_fenced_once_per_256(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given 600 small files between two local file stores (copied inline, no pool), then
+    they are checked in 3 batches (256, 256, 88), whatever ``parallel_files`` says."""
+    monkeypatch.setattr(engine_module, "BATCH_SECONDS", 60.0)
+    monkeypatch.setattr(engine_module, "CHECK_FRESH_FOR", 60.0)
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {f"s{i:03d}": 100 for i in range(600)})
+    asked: list[float] = []
+
+    result = copy(source, sink, may_commit=lambda: asked.append(time.monotonic()) is None,
+                  options={"parallel_files": 4})
+
+    assert [f.status for f in result.files] == ["copied"] * 600
+    assert len(asked) == 3
     assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
 
 
