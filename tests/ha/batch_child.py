@@ -24,7 +24,7 @@ from dmg.connectors.file import FileConnector
 from dmg.errors import StaleAttempt
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
-from dmg.transfer import CopyOptions, copy_entries
+from dmg.transfer import CopyOptions, copy_entries, engine
 
 PAUSE = 2.0
 
@@ -33,6 +33,7 @@ def main(argv: list[str]) -> int:
     url, gateway, shard_id, attempt, src, dst, log_path, *mountinfo = argv
     if mountinfo:
         mounts.MOUNTINFO = mountinfo[0]
+    engine.INLINE_BATCH_FILES = engine.BATCH_FILES  # the test counts batches of 64 for both copiers
     state = SiteState(SiteRedis.from_url(url), gateway)
     source = FileConnector(StoreSpec("src", "file", src))
     sink = FileConnector(StoreSpec("dst", "file", dst))
