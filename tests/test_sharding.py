@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dmg.connectors.base import Entry
-from dmg.sharding import MIN_SHARD_FILES, cut_for_slots, cut_shards, shard_size
+from dmg.sharding import MIN_SHARD_FILES, MIN_TINY_SHARD_FILES, cut_for_slots, cut_shards, shard_size
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -29,11 +29,13 @@ def test_many_small_files_make_few_shards_of_hundreds_of_files() -> None:
     assert flat(shards) == [e.path for e in entries]  # every file once, in order
 
 
-def test_tiny_files_make_one_shard_per_free_slot_and_use_every_slot() -> None:
-    for count, slots in ((5000, 8), (10_000, 8), (5000, 3), (1000, 4), (20_000, 16)):
+def test_tiny_files_make_one_shard_per_free_slot_of_at_least_1250_files() -> None:
+    for count, slots, expected in ((5000, 8, 4), (10_000, 8, 8), (5000, 3, 3), (1000, 4, 1),
+                                   (20_000, 16, 16), (2000, 8, 1), (2500, 8, 2)):
         entries = files(count, 8 * KIB)
         shards = cut_for_slots(entries, slots=slots, **CAPS)
-        assert len(shards) == slots, (count, slots, len(shards))  # every slot, one shard each
+        assert len(shards) == expected, (count, slots, len(shards))
+        assert min(len(g) for g in shards) >= min(count, MIN_TINY_SHARD_FILES)
         assert max(len(g) for g in shards) - min(len(g) for g in shards) <= 1
         assert flat(shards) == [e.path for e in entries]
     assert len(cut_for_slots(files(100_000, 8 * KIB), slots=16, **CAPS)) == 50  # the cap still holds
