@@ -63,11 +63,18 @@ def api_token(settings: settings_mod.Settings) -> str:
 
 
 def user_client(settings: settings_mod.Settings | None = None) -> CloudClient:
-    """A cloud client authenticated as a user (the API token)."""
+    """A cloud client authenticated as a user (the API token). The CLI process never
+    applies a gateway's proxy (that is a node's); an http:// cloud is reached over a plain
+    connection unless the environment names a proxy (:mod:`dmg.cloud.plainhttp`)."""
     from dmg.cloud.client import CloudClient
 
     settings = settings or current_settings()
-    return CloudClient(settings.cloud_url, token=api_token(settings), ca=settings.cloud_ca)
+    return CloudClient(settings.cloud_url, token=api_token(settings), ca=settings.cloud_ca,
+                       proxy=_no_proxy, plain_http=not settings_mod.proxy_in_environment())
+
+
+def _no_proxy() -> str:
+    return ""
 
 
 def read_json_file(path: str, *, what: str) -> dict[str, Any]:
