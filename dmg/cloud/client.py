@@ -49,9 +49,9 @@ def _log() -> logging.Logger:
 
 def node_proxy() -> str:
     """The gateway's proxy as this node applied it (:func:`dmg.proxy.current`)."""
-    from dmg.connectors.proxies import current
+    from dmg import proxy
 
-    return current()
+    return proxy.current()
 
 
 def trust(ca: str = "") -> ssl.SSLContext:
@@ -156,8 +156,8 @@ class CloudClient:
 
     def _unreachable(self, exc: Exception, proxy_url: str) -> Retryable:
         if proxy_url:
-            from dmg.connectors.proxies import proxy_problem
             from dmg.httpxlite import httpx
+            from dmg.proxy import proxy_problem
 
             if isinstance(exc, (httpx.ProxyError, httpx.ConnectError)):
                 return Retryable(f"cannot reach the cloud at {self.base_url}: {proxy_problem(proxy_url)}",
