@@ -4,11 +4,13 @@ vs ``rclone copy`` of the same file, on an idle site.
 Usage: ``bench/cli_wait.py [--kib 1] [--repeat 3] [--nodes 2] [--tmp DIR] [--json]``
 
 Both commands run as subprocesses, timed by wall clock from spawn to exit (Python's
-start-up and the CLI's imports count for dmg, as they do for the user). The JSON adds,
-per dmg run, the run's own duration as the cloud recorded it (``created_at`` →
-``ended_at``) and the time from that end to the CLI's exit (how long the user waits
-for the end to be seen; same machine, same clock), and each command's own CPU time (user +
-system, from ``getrusage``), which a loaded machine bends far less than the wall clock.
+start-up and the CLI's imports count for dmg, as they do for the user). Each dmg run is
+split in three phases that add up to its wall time, from the cloud's own records (same
+machine, same clock): the CLI's start (spawn → the run created at the cloud: Python, the
+imports, the request), the run itself (``created_at`` → ``ended_at``) and the end seen
+(``ended_at`` → the CLI's exit: the long-poll's answer, the summary printed, the exit);
+and each command's own CPU time (user + system, from ``getrusage``), which a loaded
+machine bends far less than the wall clock.
 The load average is printed: the machine is shared.
 """
 
@@ -37,16 +39,17 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed(args: list[str], *, env: dict[str, str]) -> tuple[float, float]:
-    """Run ``args``: its wall-clock seconds (spawn to exit) and its CPU seconds (user + system:
-    unlike the wall clock, hardly bent by a loaded machine)."""
+def timed(args: list[str], *, env: dict[str, str]) -> tuple[float, float, float]:
+    """Run ``args``: its wall-clock seconds (spawn to exit), its CPU seconds (user + system:
+    unlike the wall clock, hardly bent by a loaded machine) and when it was spawned (POSIX)."""
     cpu = children_cpu()
+    spawned = time.time()
     start = time.perf_counter()
     done = subprocess.run(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, check=False)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise RuntimeError(f"{args[0]} failed: {done.stderr.decode(errors='replace')[-400:]}")
-    return seconds, children_cpu() - cpu
+    return seconds, children_cpu() - cpu, spawned
 
 
 def main() -> int:
@@ -71,6 +74,7 @@ def main() -> int:
         cpu: dict[str, list[float]] = {"rclone": [], "dmg": []}
         own: list[float] = []
         after_end: list[float] = []
+        start_up: list[float] = []
         with dmg_site(work / "site", nodes=args.nodes, concurrency=None) as site:
             site.wait_nodes_online(timeout=60)
             copier = DmgCopier(site)
@@ -82,24 +86,26 @@ def main() -> int:
             for i in range(args.repeat):
                 time.sleep(1.0)  # idle site: the previous run's reports are done
                 if rclone:
-                    wall, used = timed([rclone, "copy", "--config", str(work / "rclone.conf"),
+                    wall, used, _ = timed([rclone, "copy", "--config", str(work / "rclone.conf"),
                                         str(source), str(work / f"dst-rclone-{i}")], env=env)
                     samples["rclone"].append(wall)
                     cpu["rclone"].append(used)
                 time.sleep(0.5)
-                wall, used = timed([dmg, "pipeline", "run", "one", "--wait"], env=env)
+                wall, used, spawned = timed([dmg, "pipeline", "run", "one", "--wait"], env=env)
                 samples["dmg"].append(wall)
                 cpu["dmg"].append(used)
                 exited = time.time()
                 with site.client() as client:
                     last = client.list_runs(limit=1)[0]
                 own.append(float(last["ended_at"]) - float(last["created_at"]))
+                start_up.append(float(last["created_at"]) - spawned)
                 after_end.append(exited - float(last["ended_at"]))
         load = os.getloadavg()
     medians = {tool: statistics.median(v) for tool, v in samples.items() if v}
     cpu_medians = {tool: statistics.median(v) for tool, v in cpu.items() if v}
     result = {"kib": args.kib, "repeat": args.repeat, "load": [round(x, 2) for x in load],
               "samples": samples, "median": medians, "cpu": cpu, "cpu_median": cpu_medians,
+              "dmg_cli_start": start_up, "dmg_cli_start_median": statistics.median(start_up),
               "dmg_run_itself": own,
               "dmg_run_itself_median": statistics.median(own), "dmg_exit_after_run_end": after_end,
               "dmg_exit_after_run_end_median": statistics.median(after_end)}
@@ -111,7 +117,10 @@ def main() -> int:
         for tool, value in medians.items():
             print(f"  {tool:8s} {value:.3f}  {[round(s, 3) for s in samples[tool]]}; "
                   f"its CPU (user+sys) {cpu_medians[tool]:.3f}")
-        print(f"  the dmg run itself (created -> ended in the cloud): {statistics.median(own):.3f}")
+        print(f"  dmg's start (spawn -> the run created at the cloud): {statistics.median(start_up):.3f}  "
+              f"{[round(s, 3) for s in start_up]}")
+        print(f"  the dmg run itself (created -> ended in the cloud): {statistics.median(own):.3f}  "
+              f"{[round(s, 3) for s in own]}")
         print(f"  dmg's exit after the run ended (the cloud's ended_at -> exit): "
               f"{statistics.median(after_end):.3f}  {[round(s, 3) for s in after_end]}")
     return 0

@@ -32,7 +32,6 @@ those does when the broker is away; that is a decision per handler, not a rename
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, ClassVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,6 +54,8 @@ def safe_url(url: str) -> str:
 
 
 def _short_hash(value: str) -> str:
+    import hashlib  # rarely needed: every short CLI command imports this module
+
     return hashlib.sha256(value.encode()).hexdigest()[:8]
 
 class DmgError(Exception):

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from settings import defaults
 
-__all__ = ["Settings", "SettingsError", "load", "process_environ", "secrets_of"]
+__all__ = ["Settings", "SettingsError", "load", "process_environ", "proxy_in_environment", "secrets_of"]
 
 
 class SettingsError(ValueError):
@@ -171,6 +170,8 @@ def load(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
     data_dir = Path(env.get("DMG_DATA_DIR", defaults.DATA_DIR)).expanduser()
     config_path = env.get("DMG_CONFIG") or str(data_dir / "dmg.toml")
     if Path(config_path).is_file():
+        import tomllib  # only when there is a file: a short CLI command saves its import
+
         try:
             with open(config_path, "rb") as fh:
                 from_file = tomllib.load(fh)
@@ -215,6 +216,18 @@ def secrets_of(settings: Settings) -> list[str]:
             if password:
                 values.append(password)
     return [v for v in values if v]
+
+
+#: The variables through which an HTTP client (httpx, urllib) finds a proxy for an
+#: ``http://`` URL, in any case.
+HTTP_PROXY_VARIABLES = ("http_proxy", "all_proxy")
+
+
+def proxy_in_environment() -> bool:
+    """Whether this process's environment names a proxy for ``http://`` URLs (``HTTP_PROXY``,
+    ``ALL_PROXY``, any case): httpx then goes through it, and the CLI's plain client
+    (:mod:`dmg.cloud.plainhttp`) steps aside."""
+    return any(value and name.lower() in HTTP_PROXY_VARIABLES for name, value in os.environ.items())
 
 
 def process_environ(overrides: dict[str, str] | None = None) -> dict[str, str]:

@@ -13,10 +13,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 import settings as settings_mod
-from dmg.errors import BadInput, NotFound, Unauthorized
+from dmg.cli import cloudaccess
+from dmg.cli.cloudaccess import api_token
+from dmg.errors import BadInput, NotFound
 
 if TYPE_CHECKING:
     from dmg.cloud.client import CloudClient
+
+__all__ = ["CliState", "api_token", "current_settings", "default_gateway", "gateway_of_node",
+           "read_json_file", "setup_logging", "state", "user_client"]
 
 
 class CliState:
@@ -46,28 +51,9 @@ def current_settings() -> settings_mod.Settings:
     return state().settings
 
 
-def api_token(settings: settings_mod.Settings) -> str:
-    """The user API token: ``DMG_API_TOKEN``, else the token file of a cloud on this machine.
-
-    Raises Unauthorized when neither exists (the CLI never invents a token).
-    """
-    if settings.api_token:
-        return settings.api_token
-    from dmg.cloud import keys
-
-    if not (keys.cloud_dir(settings) / "api-token").is_file():
-        raise Unauthorized(
-            f"no API token: DMG_API_TOKEN is not set and {settings.data_dir} has no cloud",
-            hint="set DMG_API_TOKEN to the cloud's token, or DMG_DATA_DIR to the cloud's data dir")
-    return keys.api_token(settings)
-
-
 def user_client(settings: settings_mod.Settings | None = None) -> CloudClient:
-    """A cloud client authenticated as a user (the API token)."""
-    from dmg.cloud.client import CloudClient
-
-    settings = settings or current_settings()
-    return CloudClient(settings.cloud_url, token=api_token(settings), ca=settings.cloud_ca)
+    """A cloud client authenticated as a user (:func:`dmg.cli.cloudaccess.user_client`)."""
+    return cloudaccess.user_client(settings or current_settings())
 
 
 def read_json_file(path: str, *, what: str) -> dict[str, Any]:

@@ -10,13 +10,13 @@ Python's documentation recommends ("Note on SIGPIPE", :mod:`signal`).
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any
 
 import click
 
 from dmg.cli.common import CliState
+from dmg.cli.failures import one_line, quiet_broken_pipe, unexpected
 from dmg.cli.lazygroup import LazyGroup
 from dmg.errors import DmgError
 from settings import SettingsError
@@ -35,20 +35,6 @@ class UnexpectedFailure(CommandFailed):
     exit_code = 2
 
 
-def _quiet_broken_pipe() -> None:
-    """Point stdout at /dev/null: the reader is gone, and Python's flush at exit must not
-    complain about it (Python docs, ``signal``, "Note on SIGPIPE")."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, sys.stdout.fileno())
-    finally:
-        os.close(devnull)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class DmgGroup(LazyGroup):
     """The top group: translates errors raised anywhere below it."""
 
@@ -58,19 +44,17 @@ class DmgGroup(LazyGroup):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except BrokenPipeError:
-            _quiet_broken_pipe()
+            quiet_broken_pipe()
             raise click.exceptions.Exit(1) from None
         except (DmgError, SettingsError) as exc:
-            raise CommandFailed(_one_line(str(exc))) from exc
+            raise CommandFailed(one_line(str(exc))) from exc
         except KeyboardInterrupt:
             raise click.Abort() from None
         except Exception as exc:
             obj = ctx.find_object(CliState)
             if obj is not None and obj.debug:
                 raise
-            raise UnexpectedFailure(
-                _one_line(f"unexpected {type(exc).__name__}: {exc} "
-                          "(this is a bug in dmg; run `dmg --debug ...` for the traceback)")) from exc
+            raise UnexpectedFailure(unexpected(exc)) from exc
 
 
 #: Every top-level command, imported when it is used (:mod:`dmg.cli.lazygroup`).
@@ -111,5 +95,5 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             sys.stdout.flush()  # here, where a closed pipe can still be handled
     except BrokenPipeError:
-        _quiet_broken_pipe()
+        quiet_broken_pipe()
         sys.exit(1)

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-import click
+from dmg.cli.echo import echo
 
 Column = tuple[str, str, Callable[[dict[str, Any]], str]]
 
@@ -45,11 +45,11 @@ def echo_table(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> Non
     """Print a table on stdout: bold headers and the terminal's width on a terminal,
     plain text when piped."""
     terminal = sys.stdout.isatty()
-    click.echo(render_table(rows, columns, terminal=terminal))
+    echo(render_table(rows, columns, terminal=terminal))
 
 
 def emit_json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, sort_keys=True, default=str))
+    echo(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def emit_table(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json: bool,
@@ -57,7 +57,7 @@ def emit_table(rows: list[dict[str, Any]], columns: Sequence[Column], *, as_json
     if as_json:
         emit_json(rows)
     elif not rows and empty:
-        click.echo(empty)
+        echo(empty)
     else:
         echo_table(rows, columns)
 

@@ -51,8 +51,9 @@ def create(file: str, as_json: bool) -> None:
 
 def _warn(answer: dict[str, Any]) -> None:
     """Print the cloud's warnings (e.g. a local path on a multi-node gateway) to stderr."""
-    for warning in answer.get("warnings") or []:
-        click.echo(f"warning: {warning}", err=True)
+    from dmg.cli.runflow import warn
+
+    warn(answer)
 
 
 @pipeline.command("list")
@@ -74,36 +75,12 @@ def list_pipelines(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
 def run(name: str, wait: bool, timeout: float | None, as_json: bool) -> None:
     """Run pipeline NAME; with --wait, show live progress and then every shard."""
-    from dmg.cli.runview import ProgressPrinter, print_run, wait_for_run
-    from dmg.errors import Fatal
+    from dmg.cli.runflow import run_pipeline
 
     with user_client() as client:
-        started = client.run_pipeline(name)
-        _warn(started)
-        run_id = str(started["id"])
-        if not wait:
-            if as_json:
-                emit_json(started)
-            else:
-                click.echo(f"run {run_id} of pipeline {name}: {started.get('status', 'Queued')}")
-                click.echo(f"follow it: dmg runs show {run_id}")
-            return
-        if not as_json:
-            click.echo(f"run {run_id} of pipeline {name} started", err=True)
-        printer = ProgressPrinter()
-        try:
-            final = wait_for_run(client, run_id, timeout=timeout,
-                                 on_progress=None if as_json else printer)
-        except TimeoutError as exc:
-            raise Fatal(str(exc), hint=f"it goes on in the background: dmg runs show {run_id}") from None
-        finally:
-            printer.finish()
-    if as_json:
-        emit_json(final)
-    else:
-        print_run(final)
-    if final.get("status") != "Succeeded":
-        raise click.exceptions.Exit(1)
+        code = run_pipeline(client, name, wait=wait, timeout=timeout, as_json=as_json)
+    if code:
+        raise click.exceptions.Exit(code)
 
 
 @click.group(cls=LazyGroup, lazy_subcommands={"report": "dmg.cli.report_cmd:report",

@@ -13,8 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-import click
-
+from dmg.cli.echo import echo
 from dmg.cli.output import (
     column,
     computed,
@@ -136,7 +135,7 @@ class ProgressPrinter:
         if self._live is not None:
             self._live.update(run, self._meter)
         elif line.split(", ")[:3] != self._last.split(", ")[:3]:
-            click.echo(bar_line(run, self._meter), err=True)
+            echo(bar_line(run, self._meter), err=True)
         self._last = line
 
     def finish(self) -> None:
@@ -195,11 +194,11 @@ ATTEMPT_COLUMNS = [
 
 def print_attempts(attempts: list[dict[str, Any]]) -> None:
     """Every attempt of every shard, oldest first per shard (``dmg runs show --attempts``)."""
-    click.echo("")
+    echo("")
     if not attempts:
-        click.echo("attempts: none reported yet")
+        echo("attempts: none reported yet")
         return
-    click.echo("attempts:")
+    echo("attempts:")
     echo_table(attempts, ATTEMPT_COLUMNS)
 
 
@@ -216,22 +215,22 @@ def summary(run: dict[str, Any]) -> dict[str, Any]:
 
 def print_run(run: dict[str, Any]) -> None:
     """The run's header, its activity runs and a table of every shard."""
-    click.echo(f"run {run.get('id')}  pipeline {run.get('pipeline')}  gateway {run.get('gateway')}  "
+    echo(f"run {run.get('id')}  pipeline {run.get('pipeline')}  gateway {run.get('gateway')}  "
                f"status {run.get('status')}")
     for activity in run.get("activity_runs") or []:
         line = (f"  activity {activity.get('name')}: {activity.get('status')}, "
                 f"{activity.get('files') or 0} files, {human_bytes(activity.get('bytes') or 0)}, "
                 f"{human_duration(duration_between(activity.get('started_at'), activity.get('ended_at')))}")
-        click.echo(line)
+        echo(line)
         if activity.get("error"):
-            click.echo(f"    error: {activity['error']}")
+            echo(f"    error: {activity['error']}")
     rows = shard_rows(run)
     if rows:
-        click.echo("")
+        echo("")
         echo_table(rows, SHARD_COLUMNS)
     totals = summary(run)
     rate = f"{totals['mb_per_s']} MB/s" if totals["mb_per_s"] is not None else "-"
-    click.echo("")
-    click.echo(f"nodes used: {', '.join(totals['nodes']) or '-'}; files: {totals['files']}; "
+    echo("")
+    echo(f"nodes used: {', '.join(totals['nodes']) or '-'}; files: {totals['files']}; "
                f"bytes: {totals['bytes']} ({human_bytes(totals['bytes'])}); "
                f"seconds: {totals['seconds']:.1f}; throughput: {rate}")

@@ -15,26 +15,50 @@ check raises :class:`~dmg.errors.Fatal` with one line saying why (retrying canno
 from __future__ import annotations
 
 import json
-import logging
-import ssl
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-from dmg import proxy as dmg_proxy
 from dmg.cloud.limits import MAX_FILE_RESULTS
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
-from dmg.httpxlite import httpx
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    import logging
+    import ssl
+
+    from dmg.cloud.plainhttp import PlainHTTP, PlainResponse
+    from dmg.httpxlite import httpx
+
+# httpx, ssl, logging and the node's proxy are imported where first needed: a short CLI
+# command to an http:// cloud (``plain_http``) loads none of them (tests/cli/test_cli_imports.py).
 
 API = "/api/v1"
+
+
+def _json_body(value: Any) -> bytes:
+    """``value`` as a request body, encoded as httpx encodes ``json=`` (compact UTF-8)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _log() -> logging.Logger:
+    import logging
+
+    return logging.getLogger(__name__)
+
+
+def node_proxy() -> str:
+    """The gateway's proxy as this node applied it (:func:`dmg.proxy.current`)."""
+    from dmg import proxy
+
+    return proxy.current()
 
 
 def trust(ca: str = "") -> ssl.SSLContext:
     """What an HTTPS connection to the cloud trusts: the CA file ``ca``, else the system's
     CA store; host names are checked. BadInput when ``ca`` cannot be read."""
+    import ssl
+
     try:
         return ssl.create_default_context(cafile=ca or None)
     except (OSError, ssl.SSLError) as exc:
@@ -44,6 +68,8 @@ def trust(ca: str = "") -> ssl.SSLContext:
 
 def certificate_problem(exc: BaseException, base_url: str) -> str:
     """One line saying why the cloud's certificate was refused ("" if ``exc`` is not that)."""
+    import ssl
+
     seen: BaseException | None = exc
     while seen is not None and not isinstance(seen, ssl.SSLCertVerificationError):
         seen = seen.__cause__ or seen.__context__
@@ -73,10 +99,16 @@ class CloudClient:
     """``proxy`` returns the HTTP proxy to reach the cloud through, read before each request
     (default: the gateway's proxy as this node applied it, :func:`dmg.proxy.current`; none in
     a process that is not a node's). A proxy that cannot be reached raises Retryable saying
-    "proxy" and its URL without credentials."""
+    "proxy" and its URL without credentials.
+
+    ``plain_http``: the caller knows no proxy applies (``proxy`` gives "" and no proxy
+    variable is set); requests to an ``http://`` cloud then go over one plain keep-alive
+    connection (:mod:`dmg.cloud.plainhttp`) instead of httpx, with the same errors. The CLI
+    uses it: its commands make a few requests each, and importing httpx cost more CPU than
+    they did. Streamed answers (:meth:`iter_run_report`) always use httpx."""
 
     def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0, ca: str = "",
-                 proxy: Callable[[], str] = dmg_proxy.current) -> None:
+                 proxy: Callable[[], str] = node_proxy, plain_http: bool = False) -> None:
         self.base_url = base_url.rstrip("/")
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
@@ -90,8 +122,12 @@ class CloudClient:
         # Built on first request: a pool process that only queues its reports (the node
         # agent sends them) never pays for an HTTP client and its loaded CA store (~3 MiB).
         self._http: httpx.Client | None = None
+        self._plain: PlainHTTP | None = None
+        self._plain_ok = plain_http and self.base_url.startswith("http://")
 
     def _client(self, proxy_url: str) -> httpx.Client:
+        from dmg.httpxlite import httpx
+
         # An https:// proxy is reached over TLS even for an http:// cloud: verify it then.
         verify = True if self._verify is False and proxy_url.startswith("https:") else self._verify
         return httpx.Client(base_url=self.base_url, headers=self._headers, timeout=self._timeout,
@@ -106,20 +142,38 @@ class CloudClient:
                 self._http, self._proxy_url = self._client(wanted), wanted
             return self._http
 
-    def _unreachable(self, exc: httpx.TransportError, proxy_url: str) -> Retryable:
-        if proxy_url and isinstance(exc, (httpx.ProxyError, httpx.ConnectError)):
-            return Retryable(f"cannot reach the cloud at {self.base_url}: "
-                             f"{dmg_proxy.proxy_problem(proxy_url)}",
-                             hint="check the gateway's proxy (`dmg gateway proxy NAME URL`, or "
-                                  "`--clear`) and that it runs")
+    def _current_plain(self) -> PlainHTTP | None:
+        """The plain connection, when it applies now (``plain_http``, an http:// cloud, no
+        proxy in force); else None (httpx)."""
+        if not self._plain_ok or self._proxy():
+            return None
+        with self._lock:
+            if self._plain is None:
+                from dmg.cloud.plainhttp import PlainHTTP
+
+                self._plain = PlainHTTP(self.base_url, headers=self._headers, timeout=self._timeout)
+            return self._plain
+
+    def _unreachable(self, exc: Exception, proxy_url: str) -> Retryable:
+        if proxy_url:
+            from dmg.httpxlite import httpx
+            from dmg.proxy import proxy_problem
+
+            if isinstance(exc, (httpx.ProxyError, httpx.ConnectError)):
+                return Retryable(f"cannot reach the cloud at {self.base_url}: {proxy_problem(proxy_url)}",
+                                 hint="check the gateway's proxy (`dmg gateway proxy NAME URL`, or "
+                                      "`--clear`) and that it runs")
         return Retryable(f"cannot reach the cloud at {self.base_url}",
                          hint="is `dmg cloud serve` running, and is DMG_CLOUD_URL right?")
 
     def close(self) -> None:
         with self._lock:
             http, self._http = self._http, None
+            plain, self._plain = self._plain, None
         if http is not None:
             http.close()
+        if plain is not None:
+            plain.close()
 
     def __enter__(self) -> CloudClient:
         return self
@@ -130,19 +184,10 @@ class CloudClient:
     # -- transport ----------------------------------------------------------------------
     def request(self, method: str, path: str, *, json: Any = None,
                 params: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
-        http = self._current_http()
-        try:
-            response = http.request(
-                method, API + path, json=json, params=params,
-                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.TimeoutException as exc:
-            raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
-        except httpx.TransportError as exc:
-            problem = certificate_problem(exc, self.base_url)
-            if problem:
-                raise Fatal(problem) from None
-            raise self._unreachable(exc, self._proxy_url) from exc
+        plain = self._current_plain()
+        response = (self._send_plain(plain, method, path, body=json, params=params, timeout=timeout)
+                    if plain is not None else
+                    self._send_httpx(method, path, body=json, params=params, timeout=timeout))
         if response.status_code == 204:
             return None
         if response.is_success:
@@ -152,8 +197,38 @@ class CloudClient:
                 return None
         self._raise_for(response)
 
+    def _send_httpx(self, method: str, path: str, *, body: Any, params: dict[str, Any] | None,
+                    timeout: float | None) -> httpx.Response:
+        from dmg.httpxlite import httpx
+
+        http = self._current_http()
+        try:
+            return http.request(method, API + path, json=body, params=params,
+                                timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT)
+        except httpx.TimeoutException as exc:
+            raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
+        except httpx.TransportError as exc:
+            problem = certificate_problem(exc, self.base_url)
+            if problem:
+                raise Fatal(problem) from None
+            raise self._unreachable(exc, self._proxy_url) from exc
+
+    def _send_plain(self, plain: PlainHTTP, method: str, path: str, *, body: Any,
+                    params: dict[str, Any] | None, timeout: float | None) -> PlainResponse:
+        from dmg.cloud.plainhttp import PlainTimeout, PlainUnreachable
+
+        content = None if body is None else _json_body(body)
+        try:
+            return plain.request(method, API + path, params=params, body=content,
+                                 content_type="application/json" if content is not None else "",
+                                 timeout=timeout)
+        except PlainTimeout as exc:
+            raise Retryable(f"the cloud at {self.base_url} did not answer in time") from exc
+        except PlainUnreachable as exc:
+            raise self._unreachable(exc, "") from exc
+
     @staticmethod
-    def _raise_for(response: httpx.Response) -> NoReturn:
+    def _raise_for(response: httpx.Response | PlainResponse) -> NoReturn:
         """Raise the :mod:`dmg.errors` error an unsuccessful answer stands for."""
         try:
             body = response.json()
@@ -326,7 +401,7 @@ class CloudClient:
             except (Retryable, StaleAttempt):
                 raise
             except DmgError as exc:
-                log.warning("file results dropped shard=%s files=%d error=%s",
+                _log().warning("file results dropped shard=%s files=%d error=%s",
                             shard_id, len(file_results), exc)
         self.request("POST", f"/shards/{shard_id}/report", json=body)
 
@@ -356,6 +431,8 @@ class CloudClient:
         streamed: ``{run, activity, activity_run, shard, shard_index, path, source, bytes,
         checksum, status, verified, error, node, attempt, tries, started_at, ended_at}``.
         NotFound for an unknown run."""
+        from dmg.httpxlite import httpx
+
         params = {"status": status} if status else None
         try:
             with self._current_http().stream("GET", f"{API}/runs/{run_id}/report", params=params) as response:

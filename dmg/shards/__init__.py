@@ -14,8 +14,25 @@ Leaf package: it imports only :mod:`dmg.connectors.base` and :mod:`dmg.errors`.
 
 from __future__ import annotations
 
-from dmg.shards.outcome import MalformedOutcome, ShardOutcome
-from dmg.shards.spec import KIND_COPY, KIND_PART, MalformedSpec, PartSpec, ShardSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dmg.shards.outcome import MalformedOutcome, ShardOutcome
+    from dmg.shards.spec import KIND_COPY, KIND_PART, MalformedSpec, PartSpec, ShardSpec
+
+#: Each name and the submodule it lives in, imported on first use (PEP 562): the CLI reads
+#: only the status vocabulary (``dmg.shards.status``) and must not load the connectors.
+_LAZY = {"MalformedOutcome": "outcome", "ShardOutcome": "outcome", "KIND_COPY": "spec", "KIND_PART": "spec",
+         "MalformedSpec": "spec", "PartSpec": "spec", "ShardSpec": "spec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = ["KIND_COPY", "KIND_PART", "MalformedOutcome", "MalformedSpec", "PartSpec", "ShardOutcome",
            "ShardSpec"]

@@ -124,6 +124,11 @@ class SiteKeys:
     def outbox(self, node: str) -> str:
         return self._key("outbox", node)
 
+    def outbox_wake(self, node: str) -> str:
+        """List of one entry at most: a report was queued into an empty outbox
+        (workers.run.outbox wakes its idle sender with it)."""
+        return self._key("outbox-wake", node)
+
     def outbox_held(self, node: str) -> str:
         return self._key("outbox-held", node)
 

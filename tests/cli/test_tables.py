@@ -189,3 +189,15 @@ def test_watch_outlives_a_cloud_restart(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         cloud.stop()
+
+
+def test_a_piped_ascii_table_is_drawn_without_rich_and_reads_the_same() -> None:
+    from dmg.cli import tables
+
+    headers = ["ACTIVITY", "SHARD", "STATUS", "NODE", "ERROR"]
+    for cells in ([], [["copy", "0", "Succeeded", "node1", ""]],
+                  [["copy", "", " lead", "trail ", "x" * 90], ["a  b", "12", "-", "n", "[not markup]"]]):
+        widths = tables.column_widths(headers, cells, width=None)
+        assert tables._draw_plain(headers, cells, widths) == tables._draw_rich(headers, cells, widths,
+                                                                               terminal=False)
+    assert "\x1b" not in tables.draw(headers, [["é", "0", "ok", "n", ""]])  # not ASCII: rich, plain text

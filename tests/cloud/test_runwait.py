@@ -105,3 +105,27 @@ def test_a_bad_timeout_is_a_clear_error(cloud: Cloud, user: CloudClient) -> None
                            headers=headers, timeout=30)
         assert answer.status_code in (400, 422), answer.text
         assert "timeout" in answer.text and "Traceback" not in answer.text
+
+
+def test_the_wait_answers_within_100_ms_of_the_run_s_end(cloud: Cloud, user: CloudClient) -> None:
+    # given a run in progress, and a user waiting on it for longer than the fast checks last
+    # (runwait.FAST_FOR: from then on a check every 0.2 s), so only a wake-up is prompt
+    run_id, token = _queued_run(user)
+    with cloud.node(token) as node:
+        (activity,) = node.claim_activity_runs(epoch=1, wait=0)
+        ended: list[float] = []
+
+        def end_it() -> None:
+            time.sleep(5.6)
+            node.plan_shards(activity["id"], epoch=1, shards=[])  # no shards: the run succeeds
+            ended.append(time.monotonic())
+
+        ender = threading.Thread(target=end_it, daemon=True)
+        ender.start()
+        # when the run ends
+        run = next_state(user, run_id, seen="InProgress", wait=20)
+        seen = time.monotonic()
+        ender.join(10)
+    # then the wait answered at once: within 100 ms of the request that ended it
+    assert run["status"] == "Succeeded"
+    assert seen - ended[0] < 0.1, f"seen {seen - ended[0]:.3f} s after the run's end"

@@ -9,6 +9,7 @@ restart, until the next dispatcher sends the placement from Redis.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -369,3 +370,28 @@ def test_the_file_result_defaults_the_outbox_leaves_out_are_the_cloud_s() -> Non
     assert MAX_BODY_VALUES == MAX_ITEMS
     assert {name: field.default for name, field in FileResultIn.model_fields.items()
                                     if not field.is_required()} == FILE_RESULT_DEFAULTS
+
+
+def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    # given an idle sender whose batches gather for 3 s (poll), and a shard placed on w
+    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=1)
+    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=3.0)
+    sender.start()
+    try:
+        wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
+        # when the shard's one final report is queued
+        queued = time.monotonic()
+        worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "succeeded", "files": 1, "bytes": 1,
+                                    "started_at": 10.0, "file_results": files(shard, "a")})
+        # then it reaches the cloud at once, not after the 3 s poll
+        with cloud.user() as user:
+            wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
+                     what="the run to end")
+        assert time.monotonic() - queued < 1.0
+        assert outbox.size() == 0 and redis_client.llen(outbox.wake_key) == 0  # the wake-up was read
+    finally:
+        sender.stop()
+        client.close()

@@ -7,7 +7,11 @@ carry ``file_results``).
 
 - Workers queue their reports (:class:`OutboxReporter` with ``queue_first``): one
   RPUSH, no HTTP call on the worker's path.
-- The node agent's :class:`OutboxSender` thread is the outbox's one consumer: it takes
+- The node agent's :class:`OutboxSender` thread is the outbox's one consumer. Idle (its
+  last look found nothing to send), it blocks on the outbox's wake-up list, which a report
+  queued into an empty outbox fills: that report (a short shard's one final report) goes
+  at once. Busy, it lets reports gather for :attr:`OutboxSender.poll` s between batches.
+  Each time it takes
   up to :data:`BATCH_ITEMS` reports from the head, sends them in one request
   (``POST /nodes/reports``, :mod:`dmg.cloud.service.batches`), and trims exactly the
   reports the cloud handled. A report superseded inside the batch (a ``running`` report
@@ -97,7 +101,23 @@ class ReportOutbox:
         """Queue ``report``; its file results are kept compact (:func:`compact_file_result`)."""
         if report.get("file_results"):
             report = {**report, "file_results": [compact_file_result(r) for r in report["file_results"]]}
-        self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        queued = self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        if queued == 1:  # the outbox was empty: its sender may be waiting idle (wait_for_report)
+            pipe = self.state.redis.pipeline(transaction=False)
+            pipe.lpush(self.wake_key, 1)
+            pipe.ltrim(self.wake_key, 0, 0)  # one wake-up at most, however many are unread
+            pipe.execute()
+
+    @property
+    def wake_key(self) -> str:
+        return self.state.keys.outbox_wake(self.node)
+
+    def wait_for_report(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until a report is queued into the empty outbox (a hint:
+        the caller looks at the outbox either way); True when woken. Raises BrokerError."""
+        if timeout <= 0:
+            return False
+        return self.state.redis.blpop([self.wake_key], timeout=timeout) is not None
 
     def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS,
                    now: float | None = None) -> BatchOutcome:
@@ -333,9 +353,11 @@ def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
 
 
 class OutboxSender:
-    """The node's one outbox consumer: a thread that sends queued reports in batches as
-    soon as they are queued (it looks every ``poll`` s), backing off while the cloud is
-    away. Falls back to one request per report for a cloud without the batch route."""
+    """The node's one outbox consumer: a thread that sends queued reports in batches,
+    backing off while the cloud is away. Idle, it waits (up to ``poll`` s at a time) for a
+    report to be queued and sends it at once; after a batch it lets the next reports gather
+    for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report).
+    Falls back to one request per report for a cloud without the batch route."""
 
     def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
                  poll: float = 0.05, retry_wait: float = 0.2, max_backoff: float = 5.0) -> None:
@@ -350,6 +372,7 @@ class OutboxSender:
         self._thread: threading.Thread | None = None
         self._away = 0
         self._moved = time.monotonic()  # when the outbox last got shorter or was empty
+        self._idle = False  # the last round found nothing to send and nothing held
 
     def stuck(self, *, after: float = 5.0) -> bool:
         """True while the cloud is away for the sender, or it has moved nothing for
@@ -380,10 +403,23 @@ class OutboxSender:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self._stop.wait(self._step())
+            pause = self._step()
+            if pause > 0 and self._idle:
+                self._wait_idle(pause)
+            else:
+                self._stop.wait(pause)
+
+    def _wait_idle(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s for a report to be queued (the outbox's wake-up)."""
+        try:
+            self.outbox.wait_for_report(timeout)
+        except BrokerError:
+            self._stop.wait(timeout)
 
     def _step(self) -> float:
-        """One round; -> how long to wait before the next."""
+        """One round; -> how long to wait before the next (:attr:`_idle` says whether that
+        wait may end early, when a report is queued)."""
+        self._idle = False
         try:
             outcome = self.send_once()
         except Retryable as exc:
@@ -405,8 +441,10 @@ class OutboxSender:
             self._moved = time.monotonic()
         if outcome.wait:
             return self.retry_wait
-        # A full batch: more are queued, send at once; else let reports gather for one poll
-        # (a busy node sends a batch every ``poll`` s, not one request per report).
+        # Nothing was sent: idle until a report is queued (at most one poll: held reports
+        # fall due, and stop() is heard). A full batch: more are queued, send at once; else
+        # let reports gather for one poll (a busy node sends a batch every ``poll`` s).
+        self._idle = not outcome.settled
         return 0.0 if outcome.full else self.poll
 
 

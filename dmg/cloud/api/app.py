@@ -70,7 +70,9 @@ def create_app(settings: Settings, *, migrate: bool = True, metrics_dir: str = "
     app.state.api_token = keys.api_token(settings)
     hide_in_logs([app.state.api_token])
     app.state.notifier = notifier
+    app.state.run_changes = run_changes = runwait.RunChanges()
     install_error_handlers(app)
+    app.add_middleware(runwait.WakeRunWaiters, changes=run_changes)
     app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,
                        state=lambda: app.state)
 
