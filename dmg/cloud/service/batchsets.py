@@ -9,10 +9,12 @@ which the ORM groups the shard and attempt changes into an executemany per kind 
 change, one executemany upsert of every file result, and the counters' few statements
 (:mod:`.counters`). No savepoint per item.
 
-It gives exactly what :func:`.batches.apply_batch` gives for such a batch, or raises
-:class:`Irregular` and its caller rolls the transaction back and applies the batch
-item by item (:func:`.batches.apply_batch`, one savepoint per item): when an item is
-refused or must wait (any :class:`~dmg.errors.DmgError`), an item is relayed for a
+It gives exactly what :func:`.batches.apply_batch` gives for such a batch. A worker's
+item refused or told to wait (``retry``) is answered as item by item: its checks all
+come before it writes anything, so there is nothing to roll back (its file rows are
+dropped from the batch's). Otherwise it raises :class:`Irregular` and its caller rolls
+the transaction back and applies the batch item by item (:func:`.batches.apply_batch`,
+one savepoint per item): when a plan or a placement is refused or must wait, an item is relayed for a
 removed node, a report comes before its shard's plan in the batch, or an activity run
 is planned twice in it. The checks, the fencing (the dispatcher's epoch, the attempt
 placed on the reporting node) and the lock order (shards, the gateway's lease row,
@@ -30,7 +32,8 @@ from dmg.cloud.models import Shard
 from dmg.cloud.schemas import ActivityPlan, ReportItem
 from dmg.cloud.service import attempts, counters, dispatch, files
 from dmg.cloud.service.gateways import NodeIdentity
-from dmg.errors import DmgError
+from dmg.errors import DmgError, Retryable
+from dmg.shards.status import CLOUD_PLACED
 
 #: Shard ids of the batch's plans, at most, to check in one statement (SQLite's limit on
 #: a statement's parameters is 32,766); a larger batch goes item by item.
@@ -57,11 +60,18 @@ def apply_regular(session: Session, node: NodeIdentity, items: list[ReportItem],
             shards.update((shard.id, shard) for shard in session.scalars(
                 select(Shard).where(Shard.id.in_(new)).options(joinedload(Shard.activity_run))).unique())
     attempts.preload(session, list(shards))
+    attempts.defer_new(session)
     results: list[dict[str, Any]] = []
+    retry: dict[str, Any] | None = None
+    waiting: dict[str, dict[str, Any]] = {}  # shard id -> the retry error its earlier item got
     for item in items:
         if item.plan is not None:
             results.append({"shard_id": "", "activity_run_id": item.plan.activity_run_id, "ok": True})
             continue
+        if item.shard_id in waiting:  # an earlier report of this shard waits: so does this one
+            results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **waiting[item.shard_id]})
+            continue
+        kept = len(session.info.get(files.DEFERRED, ()))
         out: dict[str, Any] = {}
         try:
             if item.files is not None:
@@ -71,10 +81,23 @@ def apply_regular(session: Session, node: NodeIdentity, items: list[ReportItem],
                 out.update(dispatch.report_shard(session, node, item.shard_id, item.report, now=now,
                                                  ttl=ttl, checked=checked))
         except DmgError as exc:
-            raise Irregular(f"item of shard {item.shard_id!r}: {exc}") from exc
+            if item.report is not None and item.report.status == CLOUD_PLACED:
+                raise Irregular(f"placement of shard {item.shard_id!r}: {exc}") from exc
+            # A worker's item is refused by checks made before it writes anything (the
+            # shard, its attempt, the reporting node): only its file rows are to drop.
+            del session.info.get(files.DEFERRED, [])[kept:]
+            error = exc.to_json()
+            if isinstance(exc, Retryable):
+                waiting[item.shard_id] = error
+                retry = retry or error
+                results.append({"shard_id": item.shard_id, "ok": False, "retry": True, **error})
+            else:
+                results.append({"shard_id": item.shard_id, "ok": False, **error})
+            continue
         results.append({"shard_id": item.shard_id, "ok": True, **out})
+    attempts.write_deferred(session)
     files.write_deferred(session)
-    return {"applied": len(results), "results": results, "retry": None}
+    return {"applied": len(results), "results": results, "retry": retry}
 
 
 def _check_regular(items: list[ReportItem], plans: list[ActivityPlan]) -> None:

@@ -59,19 +59,19 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
              "attempt": body.attempt, "recorded_at": now, "started_at": item.started, "ended_at": item.ended}
             for digest, item in latest.items()]
     if defer:
-        session.info.setdefault(_DEFERRED, []).extend(rows)
+        session.info.setdefault(DEFERRED, []).extend(rows)
     elif rows:
         session.execute(_upsert(session), rows)
     return {"recorded": len(latest)}
 
 
-_DEFERRED = "dmg_file_rows"
+DEFERRED = "dmg_file_rows"
 _UPSERTS: dict[str, Any] = {}
 
 
 def write_deferred(session: Session) -> int:
     """Write the rows :func:`record_file_results` kept (``defer``) in one statement -> their number."""
-    rows: list[dict[str, Any]] = session.info.pop(_DEFERRED, [])
+    rows: list[dict[str, Any]] = session.info.pop(DEFERRED, [])
     if rows:
         session.execute(_upsert(session), rows)
     return len(rows)
