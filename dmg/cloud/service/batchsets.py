@@ -46,8 +46,8 @@ class Irregular(Exception):
 
 def apply_regular(session: Session, node: NodeIdentity, items: list[ReportItem], *, now: float,
                   ttl: float) -> dict[str, Any]:
-    """-> the answer of :func:`.batches.apply_batch`, every item ``ok``; Irregular (roll
-    the transaction back) otherwise."""
+    """-> the answer :func:`.batches.apply_batch` gives this batch; Irregular (roll the
+    transaction back, go item by item) when this module does not apply it."""
     plans = [item.plan for item in items if item.plan is not None]
     _check_regular(items, plans)
     report_ids = sorted({item.shard_id for item in items if item.plan is None})
