@@ -28,6 +28,7 @@ from dmg.cloud.schemas import (
 from dmg.cloud.service import (
     attempts,
     batches,
+    batchsets,
     cancel,
     credentials,
     dispatch,
@@ -307,8 +308,14 @@ class CloudService:
 
     def report_batch(self, node: NodeIdentity, items: list[ReportItem]) -> dict[str, Any]:
         """Apply a node's batch of reports and file results in one transaction (:mod:`.batches`)."""
+        now = self.clock()
+        try:  # the common case: every item taken, a handful of statements for the batch
+            with self.db.write() as session:
+                return batchsets.apply_regular(session, node, items, now=now, ttl=self.lease_ttl)
+        except batchsets.Irregular as exc:  # rolled back: item by item, each in its savepoint
+            log.debug("report batch of %s@%s item by item: %s", node.node, node.gateway, exc)
         with self.db.write() as session:
-            return batches.apply_batch(session, node, items, now=self.clock(), ttl=self.lease_ttl)
+            return batches.apply_batch(session, node, items, now=now, ttl=self.lease_ttl)
 
     # -- portal sessions ------------------------------------------------------------------
     def open_portal_session(self) -> str:

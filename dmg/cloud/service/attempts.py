@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from dmg.attempt_ends import CANCELLED, CANCELLED_REASON, FAILED, FENCED, REPLACED, SUCCEEDED
@@ -57,8 +57,12 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
     if row is None:
         row = ShardAttempt(activity_run_id=shard.activity_run_id, shard_id=shard.id, attempt=report.attempt,
                            node="", status=report.status, outcome="", error="", wait_reason="",
-                           files=0, bytes=0)
-        session.add(row)
+                           files=0, bytes=0, placed_at=None, started_at=None, ended_at=None)
+        deferred: list[ShardAttempt] | None = session.info.get(_DEFERRED)
+        if deferred is None:
+            session.add(row)
+        else:  # written with the batch's others by write_deferred
+            deferred.append(row)
         if known is not None:
             known[report.attempt] = row
     for older in rows.values():
@@ -118,6 +122,26 @@ def check_worker(shard: Shard, attempt: int, node: NodeIdentity, row: ShardAttem
 
 
 _PRELOADED = "dmg_attempts"
+_DEFERRED = "dmg_new_attempts"
+_COLUMNS = ("activity_run_id", "shard_id", "attempt", "node", "status", "outcome", "error", "wait_reason",
+            "files", "bytes", "placed_at", "started_at", "ended_at")
+
+
+def defer_new(session: Session) -> None:
+    """From now on in this transaction, keep new attempt rows out of the session and write
+    them in one executemany INSERT with :func:`write_deferred` (the ORM inserts rows with
+    a database-made id one statement each on SQLite, SQLAlchemy 2.0, to read each id back;
+    nothing here needs the ids)."""
+    session.info[_DEFERRED] = []
+
+
+def write_deferred(session: Session) -> int:
+    """INSERT the rows :func:`record_report` kept (as they are now) -> their number."""
+    rows: list[ShardAttempt] = session.info.pop(_DEFERRED, None) or []
+    if rows:
+        session.execute(insert(ShardAttempt),
+                        [{name: getattr(row, name) for name in _COLUMNS} for row in rows])
+    return len(rows)
 
 
 def preload(session: Session, shard_ids: list[str]) -> None:

@@ -40,9 +40,9 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import case, event, func, select, update
+from sqlalchemy import Integer, Table, bindparam, case, event, func, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from dmg.cloud.models import (
@@ -146,6 +146,15 @@ def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | N
     return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
+def lock_activity_runs_by_id(session: Session, ids: list[str]) -> dict[str, ActivityRun]:
+    """These activity runs read afresh in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in
+    id order), as :func:`lock_activity_run` reads one -> {id: activity run}."""
+    query = select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(of=ActivityRun, key_share=True)
+    return {a.id: a for a in session.scalars(query.execution_options(populate_existing=True))}
+
+
 def lock_activity_runs(session: Session, run_id: str) -> list[ActivityRun]:
     """A run's activity runs read afresh (PostgreSQL: ``FOR UPDATE``, in id order): a cancel
     must not turn one that a concurrent report just ended into Cancelled."""
@@ -234,11 +243,8 @@ def settle(session: Session) -> None:
     session.flush()
     now = pending.now
     run_files: dict[str, list[int]] = {}
-    for activity_run_id in sorted(pending.activities):
-        delta = pending.activities[activity_run_id]
-        activity_run = _increment_activity_run(session, activity_run_id, delta)
-        if activity_run is None:  # removed meanwhile (its run deleted)
-            continue
+    for activity_run in _increment_activity_runs(session, pending.activities):
+        delta = pending.activities[activity_run.id]
         if delta.files or delta.bytes:
             figures = run_files.setdefault(activity_run.run_id, [0, 0])
             figures[0] += delta.files
@@ -269,32 +275,72 @@ def settle(session: Session) -> None:
     session.info.pop(_KEY, None)
 
 
-def _increment_activity_run(session: Session, activity_run_id: str,
-                            delta: _ActivityDelta) -> ActivityRun | None:
-    """One ``UPDATE ... RETURNING``: the activity run as the database has it now."""
+_COUNTED = (("shards_total", "total"), ("shards_succeeded", "succeeded"), ("shards_failed", "failed"),
+            ("files_done", "files"), ("bytes_done", "bytes"))
+
+
+def _increment_activity_runs(session: Session, deltas: dict[str, _ActivityDelta]) -> list[ActivityRun]:
+    """Apply the activity runs' deltas and read them back as the database has them now:
+    the increments as one executemany per kind of change (the same columns), in id order
+    (PostgreSQL: each row stays locked by this transaction until the commit, so the
+    read-back that follows sees every committed increment and this one's, and nobody
+    changes them in between), then one SELECT of them all (``populate_existing``).
+    -> the activity runs still there, in id order."""
+    if not deltas:
+        return []
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    recount: list[str] = []
+    for activity_run_id in sorted(deltas):
+        delta = deltas[activity_run_id]
+        row: dict[str, Any] = {"b_id": activity_run_id}
+        for column, name in _COUNTED:
+            value = getattr(delta, name)
+            if value:
+                row[f"d_{column}"] = value
+        if delta.recount_failed:
+            recount.append(activity_run_id)
+        elif delta.failed_index is not None:
+            row["d_failed_index"] = delta.failed_index
+        if delta.planned_epoch is not None:
+            row["d_epoch"] = delta.planned_epoch
+        groups.setdefault(tuple(sorted(row)), []).append(row)
+    for keys, rows in groups.items():
+        session.execute(_increment_statement(keys), rows)
+    if recount:  # rare: a failed shard retried; read the lowest failed index again
+        session.execute(update(ActivityRun).where(ActivityRun.id.in_(recount)).values(
+            first_failed_index=select(func.min(Shard.index)).where(
+                Shard.activity_run_id == ActivityRun.id, Shard.status == CLOUD_FAILED).scalar_subquery())
+            .execution_options(synchronize_session=False))
+    return list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(sorted(deltas)))
+                                .order_by(ActivityRun.id).execution_options(populate_existing=True)))
+
+
+_STATEMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _increment_statement(keys: tuple[str, ...]) -> Any:
+    """``UPDATE activity_runs SET n = n + :d_n ... WHERE id = :b_id`` for these parameter
+    names, built once (its compiled form is cached by SQLAlchemy)."""
+    statement = _STATEMENTS.get(keys)
+    if statement is not None:
+        return statement
+    table = cast(Table, ActivityRun.__table__)
     values: dict[str, Any] = {}
-    for column, value in (("shards_total", delta.total), ("shards_succeeded", delta.succeeded),
-                          ("shards_failed", delta.failed), ("files_done", delta.files),
-                          ("bytes_done", delta.bytes)):
-        if value:
-            values[column] = getattr(ActivityRun, column) + value
-    if delta.recount_failed:
-        values["first_failed_index"] = (
-            select(func.min(Shard.index)).where(Shard.activity_run_id == ActivityRun.id,
-                                                Shard.status == CLOUD_FAILED).scalar_subquery())
-    elif delta.failed_index is not None:
-        first = ActivityRun.first_failed_index
-        values["first_failed_index"] = case((first.is_(None), delta.failed_index),
-                                            (first > delta.failed_index, delta.failed_index), else_=first)
-    if delta.planned_epoch is not None:
-        values["planned"] = True
-        values["claim_epoch"] = delta.planned_epoch
+    for key in keys:
+        if key == "d_failed_index":
+            first = table.c.first_failed_index
+            index = bindparam("d_failed_index", type_=Integer)
+            values["first_failed_index"] = case((first.is_(None), index), (first > index, index), else_=first)
+        elif key == "d_epoch":
+            values["planned"] = True
+            values["claim_epoch"] = bindparam("d_epoch", type_=Integer)
+        elif key.startswith("d_"):
+            column = key[2:]
+            values[column] = table.c[column] + bindparam(key, type_=table.c[column].type)
     if not values:  # status only: lock the row all the same (a concurrent increment derives too)
-        values["shards_total"] = ActivityRun.shards_total
-    return session.scalars(update(ActivityRun).where(ActivityRun.id == activity_run_id).values(**values)
-                           .returning(ActivityRun),
-                           execution_options={"populate_existing": True,
-                                              "synchronize_session": False}).first()
+        values["shards_total"] = table.c.shards_total
+    statement = _STATEMENTS[keys] = update(table).where(table.c.id == bindparam("b_id")).values(**values)
+    return statement
 
 
 @event.listens_for(Session, "before_commit")

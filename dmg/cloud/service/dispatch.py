@@ -19,7 +19,7 @@ import logging
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, joinedload, object_session
 
 from dmg.cloud.models import (
     IN_PROGRESS,
@@ -148,8 +148,8 @@ def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gatewa
     }
 
 
-def _dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, now: float, ttl: float,
-                      checked: set[Any] | None) -> int:
+def dispatcher_epoch_once(session: Session, node: NodeIdentity, site_epoch: int, *, now: float, ttl: float,
+                          checked: set[Any] | None) -> int:
     """:func:`leader.dispatcher_epoch`, once per transaction and site epoch when ``checked``
     is given: the lease row stays locked (shared) until the commit, so it cannot change."""
     for key in checked or ():
@@ -161,11 +161,10 @@ def _dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, 
     return epoch
 
 
-def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, site_epoch: int, *,
-                      now: float, ttl: float, checked: set[Any] | None = None) -> tuple[ActivityRun, int]:
-    """The activity run and the caller's cloud epoch; NotFound, StaleAttempt, LeaseHeld."""
-    epoch = _dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, checked=checked)  # gateway first
-    activity_run = counters.lock_activity_run(session, activity_run_id)  # against a concurrent claim
+def own_activity_run(activity_run: ActivityRun | None, node: NodeIdentity, activity_run_id: str,
+                     epoch: int) -> ActivityRun:
+    """``activity_run`` (read afresh, locked) when the dispatcher with cloud epoch ``epoch``
+    may act on it; NotFound, Conflict (never claimed), StaleAttempt (claimed by a newer one)."""
     if activity_run is None or activity_run.gateway_id != node.gateway_id:
         raise NotFound(f"activity run {activity_run_id!r} does not exist in gateway {node.gateway!r}")
     if activity_run.claim_epoch is None:
@@ -173,7 +172,16 @@ def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str
                        hint="claim it with /dispatch/claim first")
     if epoch < activity_run.claim_epoch:
         raise StaleAttempt(f"activity run {activity_run_id!r} was claimed by a newer dispatcher")
-    return activity_run, epoch
+    return activity_run
+
+
+def _own_activity_run(session: Session, node: NodeIdentity, activity_run_id: str, site_epoch: int, *,
+                      now: float, ttl: float, checked: set[Any] | None = None) -> tuple[ActivityRun, int]:
+    """The activity run and the caller's cloud epoch; NotFound, StaleAttempt, LeaseHeld."""
+    # the gateway's lease row first, then the activity run: the lock order
+    epoch = dispatcher_epoch_once(session, node, site_epoch, now=now, ttl=ttl, checked=checked)
+    activity_run = counters.lock_activity_run(session, activity_run_id)  # against a concurrent claim
+    return own_activity_run(activity_run, node, activity_run_id, epoch), epoch
 
 
 def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, epoch: int,
@@ -186,22 +194,46 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     ``queued_at``: when the site queued them (kept between the claim and ``now``).
     ``settle``: apply the counters now (the answer's status is derived); a batch settles
     once, at its commit, and passes its ``checked`` (the lease read once a batch)."""
+    _check_plan(shards)
+    activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl,
+                                            checked=checked)
+    ids = [s.id for s in shards]
+    known = session.execute(select(Shard.id, Shard.activity_run_id).where(  # one statement for both checks
+        or_(Shard.activity_run_id == activity_run.id, Shard.id.in_(ids)))).all()
+    rows = new_shard_rows(activity_run, shards, known, epoch=epoch, now=now, queued_at=queued_at)
+    if rows:
+        session.execute(insert(Shard), rows)
+        if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
+            session.expire(activity_run, ["shards"])
+    if settle:
+        counters.settle(session)
+    return _plan_answer(activity_run, settle=settle)
+
+
+def _check_plan(shards: list[PlannedShard]) -> None:
     ids = [s.id for s in shards]
     if len(set(ids)) != len(ids):
         raise BadInput("shards: a shard id is listed twice")
     indexes = [s.index for s in shards]
     if len(set(indexes)) != len(indexes):
         raise BadInput("shards: a shard index is listed twice")
-    activity_run, epoch = _own_activity_run(session, node, activity_run_id, epoch, now=now, ttl=ttl,
-                                            checked=checked)
+
+
+def new_shard_rows(activity_run: ActivityRun, shards: list[PlannedShard], known: Any, *, epoch: int,
+                   now: float, queued_at: float | None) -> list[dict[str, Any]]:
+    """The rows to INSERT for a plan of ``activity_run`` (checked, its cloud ``epoch``),
+    given ``known``: ``(shard id, activity run id)`` of the shards that exist among its own
+    and the planned ids; records the counters (nothing for the same plan again).
+    BadInput, Conflict (failed already; a shard id of another activity run)."""
+    _check_plan(shards)
     if activity_run.failed_by_dispatcher:
-        raise Conflict(f"activity run {activity_run_id!r} was already failed: {activity_run.error}")
-    known = session.execute(select(Shard.id, Shard.activity_run_id).where(  # one statement for both checks
-        or_(Shard.activity_run_id == activity_run.id, Shard.id.in_(ids)))).all()
+        raise Conflict(f"activity run {activity_run.id!r} was already failed: {activity_run.error}")
+    planned = {s.id for s in shards}
     existing = {shard_id for shard_id, owner in known if owner == activity_run.id}
-    if activity_run.planned and activity_run.claim_epoch == epoch and existing.issuperset(ids):
-        return _plan_answer(activity_run, settle=settle)  # the same plan again: a no-op
-    elsewhere = sorted(shard_id for shard_id, owner in known if owner != activity_run.id)
+    if activity_run.planned and activity_run.claim_epoch == epoch and existing.issuperset(planned):
+        return []  # the same plan again: a no-op
+    elsewhere = sorted(shard_id for shard_id, owner in known
+                       if owner != activity_run.id and shard_id in planned)
     if elsewhere:
         raise Conflict(f"shard id {elsewhere[0]!r} belongs to another activity run",
                        hint="shard ids must be unique across activity runs")
@@ -211,15 +243,11 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
              "node": "", "attempt": 0, "files_planned": p.files, "bytes_planned": p.bytes, "files": 0,
              "bytes": 0, "files_total": p.files, "bytes_total": p.bytes, "queued_at": queued,
              "wait_reason": "", "error": ""} for p in shards if p.id not in existing]
-    if rows:
-        session.execute(insert(Shard), rows)
-        if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
-            session.expire(activity_run, ["shards"])
     # "planned" and the epoch go in the counters' one UPDATE of the activity run
+    session = object_session(activity_run)
+    assert session is not None
     counters.shards_planned(session, activity_run, len(rows), now=now, epoch=epoch)
-    if settle:
-        counters.settle(session)
-    return _plan_answer(activity_run, settle=settle)
+    return rows
 
 
 def _plan_answer(activity_run: ActivityRun, *, settle: bool) -> dict[str, Any]:
@@ -273,7 +301,7 @@ def _check_placement(session: Session, node: NodeIdentity, report: ShardReport, 
     transaction already checked (a batch checks its dispatcher and each node once)."""
     if ("dispatcher", report.epoch) not in checked:
         if report.epoch is not None:
-            _dispatcher_epoch(session, node, report.epoch, now=now, ttl=ttl, checked=checked)
+            dispatcher_epoch_once(session, node, report.epoch, now=now, ttl=ttl, checked=checked)
         elif not leader.current_dispatcher(session, node):
             raise PermissionDenied(f"node {node.node!r} is not the gateway's dispatcher",
                                    hint="only the dispatcher reports placements")

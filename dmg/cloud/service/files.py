@@ -12,17 +12,18 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Table, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dmg.cloud.models import ActivityRun, FileRecord, Run, Shard
 from dmg.cloud.schemas import FileResults
 from dmg.cloud.service import attempts, dispatch
 from dmg.cloud.service.gateways import NodeIdentity
-from dmg.errors import NotFound, Retryable, StaleAttempt
+from dmg.errors import NotFound, StaleAttempt
 
 
 def path_hash(path: str) -> str:
@@ -30,12 +31,15 @@ def path_hash(path: str) -> str:
 
 
 def record_file_results(session: Session, node: NodeIdentity, shard_id: str, body: FileResults, *,
-                        now: float) -> dict[str, Any]:
+                        now: float, defer: bool = False) -> dict[str, Any]:
     """Store a batch of a shard's file results; -> ``{recorded: n}``.
 
     NotFound for a shard of another gateway; StaleAttempt when a newer attempt of
-    the shard was reported. Retryable when another request wrote the same file at
-    the same moment (send again).
+    the shard was reported. The rows go in one INSERT ... ON CONFLICT DO UPDATE
+    (executemany): a path already recorded is replaced by a re-post or a newer attempt,
+    never by an older one, and two writers of one path queue in the database instead of
+    failing. ``defer``: keep the rows for :func:`write_deferred` (a report batch writes
+    the file results of all its items in one statement, at its end).
     """
     shard = session.get(Shard, shard_id)
     if shard is None or shard.activity_run.gateway_id != node.gateway_id:
@@ -47,32 +51,47 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     attempts.check_worker(shard, body.attempt, node, attempts.attempt_row(session, shard, body.attempt),
                           named=body.node)
     latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
-    existing = {row.path_hash: row for row in session.scalars(
-        select(FileRecord).where(FileRecord.shard_id == shard_id, FileRecord.path_hash.in_(list(latest))))}
     reporter = node.node  # from the token, never from the body
-    new_rows: list[dict[str, Any]] = []
-    for digest, item in latest.items():
-        values = {"path": item.path, "source": item.source, "bytes": item.bytes, "checksum": item.checksum,
-                  "status": item.status, "verified": item.verified, "error": item.error,
-                  "tries": item.tries, "node": reporter, "attempt": body.attempt, "recorded_at": now,
-                  "started_at": item.started, "ended_at": item.ended}
-        row = existing.get(digest)
-        if row is None:
-            new_rows.append({"activity_run_id": shard.activity_run_id, "shard_id": shard_id,
-                             "path_hash": digest, **values})
-        elif row.attempt <= body.attempt:  # a re-post, or a newer attempt: it replaces the row
-            for name, value in values.items():
-                setattr(row, name, value)
-    try:
-        if new_rows:  # first delivery (the common case): one INSERT executed for the batch
-            # executemany: one compiled statement (cached), not a VALUES clause of
-            # 13 parameters per file compiled anew for every batch
-            session.execute(insert(FileRecord), new_rows)
-        session.flush()
-    except IntegrityError:
-        raise Retryable(f"file results of shard {shard_id!r} were written concurrently",
-                        hint="send them again") from None
+    activity_run_id = shard.activity_run_id
+    rows = [{"activity_run_id": activity_run_id, "shard_id": shard_id, "path_hash": digest, "path": item.path,
+             "source": item.source, "bytes": item.bytes, "checksum": item.checksum, "status": item.status,
+             "verified": item.verified, "error": item.error, "tries": item.tries, "node": reporter,
+             "attempt": body.attempt, "recorded_at": now, "started_at": item.started, "ended_at": item.ended}
+            for digest, item in latest.items()]
+    if defer:
+        session.info.setdefault(DEFERRED, []).extend(rows)
+    elif rows:
+        session.execute(_upsert(session), rows)
     return {"recorded": len(latest)}
+
+
+DEFERRED = "dmg_file_rows"
+_UPSERTS: dict[str, Any] = {}
+
+
+def write_deferred(session: Session) -> int:
+    """Write the rows :func:`record_file_results` kept (``defer``) in one statement -> their number."""
+    rows: list[dict[str, Any]] = session.info.pop(DEFERRED, [])
+    if rows:
+        session.execute(_upsert(session), rows)
+    return len(rows)
+
+
+def _upsert(session: Session) -> Any:
+    """``INSERT INTO file_results ... ON CONFLICT (shard_id, path_hash) DO UPDATE`` unless
+    the stored row is of a newer attempt; built once per dialect (SQLite, PostgreSQL)."""
+    dialect = session.get_bind().dialect.name
+    statement = _UPSERTS.get(dialect)
+    if statement is None:
+        insert_of = postgresql_insert if dialect == "postgresql" else sqlite_insert
+        table = cast(Table, FileRecord.__table__)
+        statement = insert_of(table)
+        replaced = {column.name: statement.excluded[column.name] for column in table.columns
+                    if column.name not in ("id", "activity_run_id", "shard_id", "path_hash")}
+        statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
+            index_elements=[table.c.shard_id, table.c.path_hash], set_=replaced,
+            where=table.c.attempt <= statement.excluded.attempt)
+    return statement
 
 
 def check_run(session: Session, run_id: str) -> None:

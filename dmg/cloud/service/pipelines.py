@@ -76,7 +76,7 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
         run.activity_runs.append(ActivityRun(
             id=uuid.uuid4().hex, gateway_id=pipeline.gateway_id, position=position, name=spec["name"],
             spec=dict(spec), status=QUEUED, error="", failed_by_dispatcher=False, planned=False,
-            claimed_by="", queued_at=now))
+            claimed_by="", queued_at=now, shards=[]))  # known empty: no lazy load per activity run
     counters.activities_added(run)
     session.add(run)
     session.flush()
