@@ -6,7 +6,10 @@ and per small file, without the gateway around it.
 
 The connector's writer (what a worker's copy calls: ``open_write``, 1 MiB ``write`` s,
 ``commit``) uploads one large object and ``--small-count`` objects of 8 KiB, in this
-process; the server runs in a child process (moto's server module; Azurite from
+process; the row ``file ... (engine)`` copies the same large object from a local file
+through the copy engine (``copy_entries``, what a shard runs: a file up to the store's
+``upload_cutoff`` goes in one request streamed from the file, checksums included);
+the server runs in a child process (moto's server module; Azurite from
 ``tests/emulators``), so this process's CPU (user + system, every thread) is the node's
 part alone, and the server's CPU is printed beside it. CPU figures hardly depend on the
 machine's load; seconds do. To compare with another revision, run the same command with
@@ -96,6 +99,22 @@ def upload(store: Any, path: str, data: bytes, *, chunk: int = MiB) -> None:
     writer.commit()
 
 
+_copies = iter(range(1_000_000))
+
+
+def copy_file(store: Any, source_dir: Path) -> None:
+    from dmg.connectors.base import StoreSpec
+    from dmg.connectors.file import FileConnector
+    from dmg.transfer import CopyOptions, copy_entries
+
+    source = FileConnector(StoreSpec("src", "file", str(source_dir)))
+    result = copy_entries(source, store, list(source.list()), source_prefix="", sink_prefix=f"engine{next(_copies)}",
+                          staging_id="cost.1", options=CopyOptions.from_json({}))
+    failed = [f.error for f in result.files if f.status != "copied"]
+    if failed:
+        raise SystemExit(f"the engine's copy failed: {failed}")
+
+
 def timed(run: Callable[[], None], server_pid: int) -> tuple[float, float, float]:
     """(seconds, this process's CPU s, the server's CPU s) of ``run()``."""
     c0, s0, t0 = cpu_self(), cpu_of(server_pid), time.perf_counter()
@@ -116,9 +135,11 @@ def main() -> int:
 
     print(f"code: {Path(s3_module.__file__).resolve().parent.parent.parent}; load before: "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'store':<6} {'dataset':<22} {'seconds':>8} {'node CPU s':>11} {'server CPU s':>13}  per unit")
+    print(f"{'store':<6} {'dataset':<26} {'seconds':>8} {'node CPU s':>11} {'server CPU s':>13}  per unit")
     with tempfile.TemporaryDirectory(prefix="dmg-upload-cost-") as tmp:
         work = Path(tmp)
+        (work / "src").mkdir()
+        (work / "src" / "large.bin").write_bytes(large)
         for kind in [s for s in args.stores.split(",") if s]:
             if kind == "s3":
                 proc, endpoint = start_moto(work)
@@ -135,13 +156,18 @@ def main() -> int:
                     for i, data in enumerate(small):
                         upload(store, f"s/{i:06d}.bin", data)
 
+                def engine_large(store: Any = store) -> None:
+                    copy_file(store, work / "src")
+
                 datasets = [(f"1 x {args.large_mib} MiB", upload_large, args.large_mib / 1024, "GiB"),
+                            (f"file {args.large_mib} MiB (engine)", engine_large, args.large_mib / 1024,
+                             "GiB"),
                             (f"{args.small_count} x 8 KiB", upload_small, args.small_count / 1000,
                              "1000 files")]
                 for name, run, units, unit in [d for d in datasets if d[2] > 0]:
                     samples = [timed(run, pid) for _ in range(args.repeat)]
                     secs, node, server = (statistics.median(s[k] for s in samples) for k in range(3))
-                    print(f"{kind:<6} {name:<22} {secs:8.2f} {node:11.2f} {server:13.2f}  "
+                    print(f"{kind:<6} {name:<26} {secs:8.2f} {node:11.2f} {server:13.2f}  "
                           f"node {node / units:.2f} CPU s / {unit}, server {server / units:.2f}")
             finally:
                 stop()
