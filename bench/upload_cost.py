@@ -59,7 +59,7 @@ def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def s3_store(endpoint: str, bucket: str) -> Any:
+def s3_store(endpoint: str, bucket: str, extra: dict[str, Any]) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -71,10 +71,11 @@ def s3_store(endpoint: str, bucket: str) -> Any:
                  aws_secret_access_key="bench-secret",
                  config=Config(request_checksum_calculation="when_required")).create_bucket(Bucket=bucket)
     return S3Connector(StoreSpec("s3", "s3", f"s3://{bucket}/cost", {"endpoint_url": endpoint,
-                                                                    "region": "us-east-1"}), credential=keys)
+                                                                    "region": "us-east-1", **extra}),
+                        credential=keys)
 
 
-def azure_store(workdir: Path) -> tuple[Any, Any]:
+def azure_store(workdir: Path, extra: dict[str, Any]) -> tuple[Any, Any]:
     from azure.storage.blob import BlobServiceClient
 
     from dmg.connectors.azureblob import AzureBlobConnector
@@ -87,7 +88,7 @@ def azure_store(workdir: Path) -> tuple[Any, Any]:
     server = AzuriteServer(process.port)
     BlobServiceClient.from_connection_string(server.connection_string).create_container("cost")
     store = AzureBlobConnector(StoreSpec("az", "azureblob", "azureblob://cost/cost",
-                                         {"account_url": server.account_url}),
+                                         {"account_url": server.account_url, **extra}),
                                credential=server.credential)
     return store, process
 
@@ -108,8 +109,9 @@ def copy_file(store: Any, source_dir: Path) -> None:
     from dmg.transfer import CopyOptions, copy_entries
 
     source = FileConnector(StoreSpec("src", "file", str(source_dir)))
-    result = copy_entries(source, store, list(source.list()), source_prefix="", sink_prefix=f"engine{next(_copies)}",
-                          staging_id="cost.1", options=CopyOptions.from_json({}))
+    result = copy_entries(source, store, list(source.list()), source_prefix="",
+                          sink_prefix=f"engine{next(_copies)}", staging_id="cost.1",
+                          options=CopyOptions.from_json({}))
     failed = [f.error for f in result.files if f.status != "copied"]
     if failed:
         raise SystemExit(f"the engine's copy failed: {failed}")
@@ -128,7 +130,10 @@ def main() -> int:
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stores", default="s3,azure")
+    parser.add_argument("--upload-cutoff", type=int, default=None,
+                        help="the stores' upload_cutoff in MiB (0: parts/blocks only; default: theirs)")
     args = parser.parse_args()
+    extra = {} if args.upload_cutoff is None else {"upload_cutoff": args.upload_cutoff * MiB}
     large = os.urandom(args.large_mib * MiB)
     small = [os.urandom(8 * 1024) for _ in range(args.small_count)]
     import dmg.connectors.s3 as s3_module
@@ -143,9 +148,9 @@ def main() -> int:
         for kind in [s for s in args.stores.split(",") if s]:
             if kind == "s3":
                 proc, endpoint = start_moto(work)
-                store, pid, stop = s3_store(endpoint, "cost"), proc.pid, proc.terminate
+                store, pid, stop = s3_store(endpoint, "cost", extra), proc.pid, proc.terminate
             else:
-                store, azurite = azure_store(work)
+                store, azurite = azure_store(work, extra)
                 assert azurite.proc is not None
                 pid, stop = azurite.proc.pid, azurite.stop
             try:
