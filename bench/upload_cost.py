@@ -6,7 +6,10 @@ and per small file, without the gateway around it.
 
 The connector's writer (what a worker's copy calls: ``open_write``, 1 MiB ``write`` s,
 ``commit``) uploads one large object and ``--small-count`` objects of 8 KiB, in this
-process; the server runs in a child process (moto's server module; Azurite from
+process; the row ``file ... (engine)`` copies the same large object from a local file
+through the copy engine (``copy_entries``, what a shard runs: a file up to the store's
+``upload_cutoff`` goes in one request streamed from the file, checksums included);
+the server runs in a child process (moto's server module; Azurite from
 ``tests/emulators``), so this process's CPU (user + system, every thread) is the node's
 part alone, and the server's CPU is printed beside it. CPU figures hardly depend on the
 machine's load; seconds do. To compare with another revision, run the same command with
@@ -56,7 +59,7 @@ def start_moto(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def s3_store(endpoint: str, bucket: str) -> Any:
+def s3_store(endpoint: str, bucket: str, extra: dict[str, Any]) -> Any:
     import boto3
     from botocore.config import Config
 
@@ -68,10 +71,11 @@ def s3_store(endpoint: str, bucket: str) -> Any:
                  aws_secret_access_key="bench-secret",
                  config=Config(request_checksum_calculation="when_required")).create_bucket(Bucket=bucket)
     return S3Connector(StoreSpec("s3", "s3", f"s3://{bucket}/cost", {"endpoint_url": endpoint,
-                                                                    "region": "us-east-1"}), credential=keys)
+                                                                    "region": "us-east-1", **extra}),
+                        credential=keys)
 
 
-def azure_store(workdir: Path) -> tuple[Any, Any]:
+def azure_store(workdir: Path, extra: dict[str, Any]) -> tuple[Any, Any]:
     from azure.storage.blob import BlobServiceClient
 
     from dmg.connectors.azureblob import AzureBlobConnector
@@ -84,7 +88,7 @@ def azure_store(workdir: Path) -> tuple[Any, Any]:
     server = AzuriteServer(process.port)
     BlobServiceClient.from_connection_string(server.connection_string).create_container("cost")
     store = AzureBlobConnector(StoreSpec("az", "azureblob", "azureblob://cost/cost",
-                                         {"account_url": server.account_url}),
+                                         {"account_url": server.account_url, **extra}),
                                credential=server.credential)
     return store, process
 
@@ -94,6 +98,23 @@ def upload(store: Any, path: str, data: bytes, *, chunk: int = MiB) -> None:
     for start in range(0, len(data), chunk):
         writer.write(data[start:start + chunk])
     writer.commit()
+
+
+_copies = iter(range(1_000_000))
+
+
+def copy_file(store: Any, source_dir: Path) -> None:
+    from dmg.connectors.base import StoreSpec
+    from dmg.connectors.file import FileConnector
+    from dmg.transfer import CopyOptions, copy_entries
+
+    source = FileConnector(StoreSpec("src", "file", str(source_dir)))
+    result = copy_entries(source, store, list(source.list()), source_prefix="",
+                          sink_prefix=f"engine{next(_copies)}", staging_id="cost.1",
+                          options=CopyOptions.from_json({}))
+    failed = [f.error for f in result.files if f.status != "copied"]
+    if failed:
+        raise SystemExit(f"the engine's copy failed: {failed}")
 
 
 def timed(run: Callable[[], None], server_pid: int) -> tuple[float, float, float]:
@@ -109,22 +130,27 @@ def main() -> int:
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stores", default="s3,azure")
+    parser.add_argument("--upload-cutoff", type=int, default=None,
+                        help="the stores' upload_cutoff in MiB (0: parts/blocks only; default: theirs)")
     args = parser.parse_args()
+    extra = {} if args.upload_cutoff is None else {"upload_cutoff": args.upload_cutoff * MiB}
     large = os.urandom(args.large_mib * MiB)
     small = [os.urandom(8 * 1024) for _ in range(args.small_count)]
     import dmg.connectors.s3 as s3_module
 
     print(f"code: {Path(s3_module.__file__).resolve().parent.parent.parent}; load before: "
           f"{os.getloadavg()[0]:.1f}")
-    print(f"{'store':<6} {'dataset':<22} {'seconds':>8} {'node CPU s':>11} {'server CPU s':>13}  per unit")
+    print(f"{'store':<6} {'dataset':<26} {'seconds':>8} {'node CPU s':>11} {'server CPU s':>13}  per unit")
     with tempfile.TemporaryDirectory(prefix="dmg-upload-cost-") as tmp:
         work = Path(tmp)
+        (work / "src").mkdir()
+        (work / "src" / "large.bin").write_bytes(large)
         for kind in [s for s in args.stores.split(",") if s]:
             if kind == "s3":
                 proc, endpoint = start_moto(work)
-                store, pid, stop = s3_store(endpoint, "cost"), proc.pid, proc.terminate
+                store, pid, stop = s3_store(endpoint, "cost", extra), proc.pid, proc.terminate
             else:
-                store, azurite = azure_store(work)
+                store, azurite = azure_store(work, extra)
                 assert azurite.proc is not None
                 pid, stop = azurite.proc.pid, azurite.stop
             try:
@@ -135,13 +161,18 @@ def main() -> int:
                     for i, data in enumerate(small):
                         upload(store, f"s/{i:06d}.bin", data)
 
+                def engine_large(store: Any = store) -> None:
+                    copy_file(store, work / "src")
+
                 datasets = [(f"1 x {args.large_mib} MiB", upload_large, args.large_mib / 1024, "GiB"),
+                            (f"file {args.large_mib} MiB (engine)", engine_large, args.large_mib / 1024,
+                             "GiB"),
                             (f"{args.small_count} x 8 KiB", upload_small, args.small_count / 1000,
                              "1000 files")]
                 for name, run, units, unit in [d for d in datasets if d[2] > 0]:
                     samples = [timed(run, pid) for _ in range(args.repeat)]
                     secs, node, server = (statistics.median(s[k] for s in samples) for k in range(3))
-                    print(f"{kind:<6} {name:<22} {secs:8.2f} {node:11.2f} {server:13.2f}  "
+                    print(f"{kind:<6} {name:<26} {secs:8.2f} {node:11.2f} {server:13.2f}  "
                           f"node {node / units:.2f} CPU s / {unit}, server {server / units:.2f}")
             finally:
                 stop()

@@ -16,7 +16,12 @@ Writes stage blocks while bytes arrive and commit the block list, with the
 object's Content-MD5, on :meth:`StagedWriter.commit`; until then nothing is
 visible. A blob of at most one block (``block_size``) is written by one Put Blob
 (MD5-checked by the service, atomic; it also drops the blob's uncommitted blocks) at
-commit instead: one request per small file, not two. Abort commits nothing;
+commit instead: one request per small file, not two. A local file larger than one block,
+up to ``upload_cutoff`` (bytes, default 200 MiB; 0 turns it off), goes in one Put Blob
+too, streamed from the file (:class:`~dmg.connectors.capabilities.FileUpload`): its MD5
+from a first pass over it is the request's ``Content-MD5``, which the service checks
+before it stores anything, and the blob's Content-MD5 (:mod:`dmg.connectors.fileupload`).
+Abort commits nothing;
 uncommitted blocks are garbage-collected by the service: committing a block list
 deletes every block not in it (so a shard's next attempt committing a blob deletes
 the blocks a fenced attempt left there), and uncommitted blocks expire after 7 days
@@ -42,6 +47,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -64,14 +70,16 @@ from azure.storage.blob import (
     ContentSettings,
     ExponentialRetry,
 )
+from azure.storage.blob._generated.models import BlobHTTPHeaders
 
 from dmg.connectors import azureclients
 from dmg.connectors import proxies as proxy
 from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_path, prefetch
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
-from dmg.connectors.capabilities import DistributedWrite, NativeChecksum
+from dmg.connectors.capabilities import DistributedWrite, FileUpload, NativeChecksum
 from dmg.connectors.chunkbuffer import ChunkBuffer
 from dmg.connectors.distributed import sorted_parts
+from dmg.connectors.fileupload import FileBody, checksum_pass
 from dmg.connectors.objectstore import ObjectStore
 from dmg.errors import BadInput, Conflict, DmgError, Fatal, NotFound, PermissionDenied, Retryable
 
@@ -79,6 +87,9 @@ log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
 _TRANSIENT_STATUS = {408, 429, 500, 502, 503, 504}
+#: A local file up to this size goes in one Put Blob streamed from it (Azure takes up to
+#: 5,000 MiB in one; measured in bench/RESULTS.md, issue 11).
+UPLOAD_CUTOFF = 200 * MiB
 
 
 def _through_proxy_failed(exc: BaseException) -> bool:
@@ -132,16 +143,18 @@ def map_azure_errors(what: str) -> Iterator[None]:
         raise Fatal(f"{what}: {type(exc).__name__}") from exc
 
 
-class _BlobWriter(StagedWriter):
+class _BlobWriter(StagedWriter, FileUpload):
     """Stages blocks as bytes arrive and commits the block list (visible) on commit; a blob
-    that fits in one block is written by one Put Blob at commit instead (one request, not
-    two; as atomic)."""
+    that fits in one block, or a local file up to the cutoff, is written by one Put Blob at
+    commit instead (one request; as atomic)."""
 
     def __init__(self, blob: BlobClient, *, staging_id: str, block_size: int,
-                 concurrency: int, what: str) -> None:
+                 concurrency: int, what: str, file_cutoff: int = 0) -> None:
         super().__init__(what)
         self._blob = blob
         self._block_size = block_size
+        self._file_cutoff = file_cutoff
+        self._file: tuple[str, int, int, bytes] | None = None  # path, size, CRC-32, MD5
         # Same length for every block id of a blob (a service rule), unique per staging id.
         self._id_prefix = hashlib.sha256(staging_id.encode()).hexdigest()[:24]
         self._pool: BoundedPool[str] = BoundedPool(concurrency, name="dmg-blob-block")
@@ -149,7 +162,39 @@ class _BlobWriter(StagedWriter):
         self._buffer = ChunkBuffer()
         self._md5 = hashlib.md5(usedforsecurity=False)
 
+    def takes_file(self, size: int) -> bool:
+        """Larger than a block (a smaller blob goes in one Put Blob anyway) up to the cutoff."""
+        return (self._block_size < size <= self._file_cutoff and self._file is None
+                and self._count == 0 and not self._buffer.held)
+
+    def stage_file(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, str]:
+        md5 = hashlib.md5(usedforsecurity=False)
+        crc = 0
+
+        def update(view: memoryview) -> None:
+            nonlocal crc
+            md5.update(view)
+            crc = zlib.crc32(view, crc)
+
+        checksum_pass(source_file, size=size, update=update, on_step=on_step, what=self.what)
+        self._file = (source_file, size, crc, md5.digest())
+        return md5.hexdigest(), "content-md5"
+
+    def _put_file(self) -> None:
+        """One Put Blob streamed from the file. azure-storage-blob 12.31.1's ``upload_blob``
+        reads a single-put body whole into memory (``_upload_helpers.upload_block_blob``), so
+        the generated client's ``upload`` is called directly, with the same headers."""
+        assert self._file is not None
+        path, size, crc, md5 = self._file
+        headers = BlobHTTPHeaders(blob_content_md5=md5)
+        with FileBody(path, size=size, crc32=crc, what=self.what) as body, map_azure_errors(self.what):
+            self._blob._client.block_blob.upload(
+                content_length=size, body=body, transactional_content_md5=bytearray(md5),
+                blob_http_headers=headers)
+
     def _write(self, chunk: bytes) -> None:
+        if self._file is not None:
+            raise Fatal(f"{self.what}: write after a file was staged")
         self._buffer.add(chunk)
         self._md5.update(chunk)
         # A full block is staged once more bytes follow it: a blob of exactly one block
@@ -170,6 +215,10 @@ class _BlobWriter(StagedWriter):
         self._pool.submit(stage)
 
     def _commit(self, mtime: float | None) -> None:
+        if self._file is not None:
+            self._pool.shutdown()
+            self._put_file()
+            return
         settings = ContentSettings(content_md5=bytearray(self._md5.digest()))
         if self._count == 0:
             body = self._buffer.take_all()
@@ -187,6 +236,7 @@ class _BlobWriter(StagedWriter):
 
     def _abort(self) -> None:
         self._buffer.clear()
+        self._file = None  # nothing was sent before commit
         self._pool.cancel()
 
 
@@ -202,6 +252,7 @@ class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
         opts = spec.options
         try:
             self.block_size = int(opts.get("block_size", 4 * MiB))
+            self.upload_cutoff = int(opts.get("upload_cutoff", UPLOAD_CUTOFF))
             self.max_concurrency = int(opts.get("max_concurrency", 4))
             client_args: dict[str, Any] = {
                 "retry_policy": ExponentialRetry(initial_backoff=1, increment_base=2,
@@ -313,7 +364,7 @@ class AzureBlobConnector(ObjectStore, NativeChecksum, DistributedWrite):
         self._writable(path)
         return _BlobWriter(self.container.get_blob_client(self._key(path)), staging_id=staging_id,
                            block_size=self.block_size, concurrency=self.max_concurrency,
-                           what=self._what("write", path))
+                           what=self._what("write", path), file_cutoff=self.upload_cutoff)
 
     def delete(self, path: str) -> None:
         with map_azure_errors(self._what("delete", path)):

@@ -29,7 +29,10 @@ the engine then compares the staged bytes with what it sent before committing; a
 A :class:`DistributedWrite` sink may be a :class:`KernelRangeWrite`: a part of a split
 object from a :class:`LocalFiles` source is then copied by the kernel into the write,
 and the XXH3 of the source range and of the written range must be equal
-(:mod:`workers.run.part`).
+(:mod:`workers.run.part`). A writer that is a :class:`FileUpload` takes a local file
+of a :class:`LocalFiles` source whole, up to its cutoff: one request at commit, streamed
+from the file, checked by the service against a checksum of the file
+(:mod:`dmg.connectors.fileupload`).
 """
 
 from __future__ import annotations
@@ -140,6 +143,24 @@ class KernelCopyIn(abc.ABC):
     @abc.abstractmethod
     def staged_xxh3(self) -> str:
         """``xxh3:<hex>`` of the staged bytes, read back from the staging file."""
+
+
+class FileUpload(abc.ABC):
+    """A writer that can send a local file in one request at commit (S3 ``PutObject``,
+    Azure ``Put Blob``), streamed from the file, with a checksum the service checks."""
+
+    @abc.abstractmethod
+    def takes_file(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes goes in one request (at most the cutoff), and
+        nothing was written to this writer yet."""
+
+    @abc.abstractmethod
+    def stage_file(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, str]:
+        """Read the first ``size`` bytes of ``source_file`` once for their checksum,
+        ``on_step(n)`` as bytes pass (it may raise to stop); ``Fatal`` if it is shorter.
+        The commit sends the file with it, and fails (nothing visible) if the service's
+        checksum of what it stored differs. Returns (the file's checksum: MD5 hex or
+        ``crc32:<hex>``, the name of the check made at commit)."""
 
 
 class KernelRangeWrite(abc.ABC):

@@ -44,6 +44,7 @@ class S3Options(StoreOptions):
     multipart_chunksize: Annotated[int, Field(ge=5 * MiB, le=5 * 1024 * MiB)] = 8 * MiB
     max_concurrency: Concurrency = 4
     part_checksum: Literal["crc32", "md5"] = "crc32"
+    upload_cutoff: Annotated[int, Field(ge=0, le=5 * 1024 * MiB)] = 200 * MiB
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     connect_timeout: Seconds = 10
     read_timeout: Seconds = 60
@@ -52,6 +53,7 @@ class S3Options(StoreOptions):
 class AzureBlobOptions(StoreOptions):
     account_url: Annotated[str, Field(max_length=2048, pattern=r"^https?://")] | None = None
     block_size: Annotated[int, Field(ge=1, le=4000 * MiB)] = 4 * MiB
+    upload_cutoff: Annotated[int, Field(ge=0, le=5000 * MiB)] = 200 * MiB
     max_concurrency: Concurrency = 4
     retry_total: Retries = 3
     connection_timeout: Seconds = 10

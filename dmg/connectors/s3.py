@@ -4,7 +4,10 @@ Location ``s3://bucket/prefix``. Options (all optional): ``endpoint_url``,
 ``region``, ``addressing_style`` (``auto``/``path``/``virtual``),
 ``multipart_threshold`` and ``multipart_chunksize`` (bytes, default 8 MiB;
 S3 wants parts of at least 5 MiB), ``max_concurrency`` (parts in flight, default
-4), ``part_checksum`` (``crc32``, the default, or ``md5``: how each part is checked
+4), ``upload_cutoff`` (bytes, default 200 MiB: a local file from the multipart threshold up
+to this size goes in one ``PutObject`` streamed from the file, checked by its CRC-32; 0
+turns it off),
+``part_checksum`` (``crc32``, the default, or ``md5``: how each part is checked
 and the completed object verified, :mod:`dmg.connectors.s3upload`), ``max_attempts``
 (botocore retries, default 3), ``connect_timeout`` and
 ``read_timeout`` (seconds).
@@ -64,6 +67,10 @@ from dmg.errors import BadInput, Fatal, NotFound
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
+#: A local file up to this size is sent in one streamed PUT (rclone's upload_cutoff too;
+#: measured in bench/RESULTS.md, issue 11). S3 takes at most 5 GiB in one PUT.
+UPLOAD_CUTOFF = 200 * MiB
+MAX_SINGLE_PUT = 5 * 1024 * MiB
 
 __all__ = ["S3Connector", "map_s3_errors", "multipart_etag"]
 
@@ -84,6 +91,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                 part_size=int(opts.get("multipart_chunksize", 8 * MiB)),
                 concurrency=int(opts.get("max_concurrency", 4)),
                 part_checksum=str(opts.get("part_checksum", "crc32")),
+                file_cutoff=int(opts.get("upload_cutoff", UPLOAD_CUTOFF)),
             )
             options = ClientOptions(
                 endpoint_url=opts.get("endpoint_url") or None,
@@ -98,6 +106,9 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
                            hint="sizes are integers in bytes, timeouts numbers of seconds") from exc
+        if not 0 <= self.upload_shape.file_cutoff <= MAX_SINGLE_PUT:
+            raise BadInput(f"store {spec.name!r}: upload_cutoff must be between 0 and 5 GiB "
+                           f"(S3's largest single PUT), not {self.upload_shape.file_cutoff}")
         if self.upload_shape.part_checksum not in PART_CHECKSUMS:
             raise BadInput(f"store {spec.name!r}: part_checksum must be one of {', '.join(PART_CHECKSUMS)}")
         keys: dict[str, Any] = {}

@@ -1,12 +1,19 @@
 """Writing one S3 object: a single ``PutObject`` below the multipart threshold, else a
-multipart upload whose parts are sent while the bytes arrive; nothing is visible
-before :meth:`~dmg.connectors.base.StagedWriter.commit`.
+multipart upload whose parts are sent while the bytes arrive; a local file up to
+``upload_cutoff`` goes in one ``PutObject`` streamed from the file
+(:meth:`S3Writer.stage_file`). Nothing is visible before
+:meth:`~dmg.connectors.base.StagedWriter.commit`.
 
 Every request body carries a checksum that S3 checks on receipt (a bad body is
 refused, not stored):
 
-- a single PUT: ``Content-MD5`` (S3 then keeps the object's MD5 as its ETag, which the
-  engine compares with the MD5 of the source stream after commit);
+- a single PUT of bytes written: ``Content-MD5`` (S3 then keeps the object's MD5 as its
+  ETag, which the engine compares with the MD5 of the source stream after commit);
+- a single PUT of a local file (:class:`~dmg.connectors.capabilities.FileUpload`): the
+  file's CRC-32 from a first pass over it, as ``x-amz-checksum-crc32`` (``Content-MD5``
+  with ``part_checksum = "md5"``); the checksum S3 answers (its ETag for MD5) must equal
+  it, else the object is deleted and :class:`~dmg.errors.Fatal` raised. The body is
+  streamed from the file (:mod:`dmg.connectors.fileupload`), never buffered;
 - a part, with ``part_checksum = "crc32"`` (the default): ``x-amz-checksum-crc32``, the
   upload created with ``ChecksumAlgorithm=CRC32``. At commit S3 answers (in the
   ``CompleteMultipartUpload`` reply, else a ``HeadObject`` with ``ChecksumMode``) the
@@ -27,15 +34,18 @@ of a part are joined once), at most ``max_concurrency`` parts in flight.
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from dmg.connectors._support import BoundedPool
 from dmg.connectors.base import StagedWriter
+from dmg.connectors.capabilities import FileUpload
 from dmg.connectors.chunkbuffer import ChunkBuffer
+from dmg.connectors.fileupload import CRC32_PREFIX, FileBody, checksum_pass
 from dmg.connectors.s3errors import MULTIPART_ETAG, content_md5, map_s3_errors, multipart_etag
 from dmg.errors import DmgError, Fatal, NotFound
 
@@ -63,6 +73,8 @@ class UploadShape:
     part_size: int
     concurrency: int
     part_checksum: str = "crc32"
+    #: A local file up to this size goes in one streamed ``PutObject`` (0: never).
+    file_cutoff: int = 0
 
 
 @dataclass(frozen=True)
@@ -73,9 +85,18 @@ class _Part:
     md5: str | None
 
 
-class S3Writer(StagedWriter):
-    """Buffers up to the multipart threshold, then streams parts; visible only on commit.
-    :attr:`verified_by` names the check that verified the committed object."""
+@dataclass(frozen=True)
+class _StagedFile:
+    path: str
+    size: int
+    crc32: int
+    md5: bytes | None  # with part_checksum = "md5": sent as Content-MD5
+
+
+class S3Writer(StagedWriter, FileUpload):
+    """Buffers up to the multipart threshold, then streams parts; or sends a local file in
+    one PUT (:meth:`stage_file`); visible only on commit. :attr:`verified_by` names the
+    check that verified the committed object."""
 
     def __init__(self, client: Any, bucket: str, key: str, *, shape: UploadShape, what: str) -> None:
         super().__init__(what)
@@ -85,10 +106,63 @@ class S3Writer(StagedWriter):
         self._upload_id: str | None = None
         self._pool: BoundedPool[_Part] | None = None
         self._part_number = 0
-        #: ``content-md5`` (one PUT), ``composite-crc32``, ``multipart-md5`` or ``size``.
+        self._file: _StagedFile | None = None
+        #: ``content-md5`` (one PUT), ``put-crc32`` (one PUT of a file), ``composite-crc32``,
+        #: ``multipart-md5`` or ``size``.
         self.verified_by = ""
 
+    def takes_file(self, size: int) -> bool:
+        """From the multipart threshold up to the cutoff (below it, bytes written go in one
+        PUT anyway, buffered: as cheap for a small file, without opening it again)."""
+        return (self._shape.threshold <= size <= self._shape.file_cutoff and self._file is None
+                and self._upload_id is None and not self._buffer.held)
+
+    def stage_file(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, str]:
+        md5 = hashlib.md5(usedforsecurity=False) if self._shape.part_checksum == "md5" else None
+        crc = 0
+
+        def update(view: memoryview) -> None:
+            nonlocal crc
+            crc = zlib.crc32(view, crc)
+            if md5 is not None:
+                md5.update(view)
+
+        checksum_pass(source_file, size=size, update=update, on_step=on_step, what=self.what)
+        self._file = _StagedFile(source_file, size, crc, md5.digest() if md5 else None)
+        if md5 is not None:
+            return md5.hexdigest(), "content-md5"
+        return f"{CRC32_PREFIX}{crc:08x}", "put-crc32"
+
+    def _put_file(self, staged: _StagedFile) -> None:
+        """One ``PutObject`` streamed from the file, its checksum in a header; the checksum
+        S3 answers must be the same (a server that checks none is caught here too)."""
+        check: dict[str, str]
+        if staged.md5 is None:
+            check = {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": crc32_b64(staged.crc32)}
+        else:
+            check = {"ContentMD5": base64.b64encode(staged.md5).decode()}
+        with (FileBody(staged.path, size=staged.size, crc32=staged.crc32, what=self.what) as body,
+              map_s3_errors(self.what)):
+            reply = self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body,
+                                            ContentLength=staged.size, **check)
+        if staged.md5 is None:
+            got = str(reply.get("ChecksumCRC32") or "")
+            if got:
+                self._check("CRC-32", check["ChecksumCRC32"], got)
+                self.verified_by = "put-crc32"
+                return
+            log.warning("S3 answered no CRC-32 for key=%s; checked by its ETag", self._key)
+            md5 = hashlib.md5(usedforsecurity=False)
+            checksum_pass(staged.path, size=staged.size, update=md5.update, on_step=lambda n: None,
+                          what=self.what)
+            self._check("ETag", md5.hexdigest(), str(reply.get("ETag", "")).strip('"').lower())
+        else:
+            self._check("ETag", (staged.md5 or b"").hex(), str(reply.get("ETag", "")).strip('"').lower())
+        self.verified_by = "content-md5"
+
     def _write(self, chunk: bytes) -> None:
+        if self._file is not None:
+            raise Fatal(f"{self.what}: write after a file was staged")
         self._buffer.add(chunk)
         if self._upload_id is None and self._buffer.held < self._shape.threshold:
             return
@@ -125,7 +199,9 @@ class S3Writer(StagedWriter):
         self._pool.submit(upload)
 
     def _commit(self, mtime: float | None) -> None:
-        if self._upload_id is None:
+        if self._file is not None:
+            self._put_file(self._file)
+        elif self._upload_id is None:
             body = self._buffer.take_all()
             with map_s3_errors(self.what):
                 self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body,
@@ -193,6 +269,7 @@ class S3Writer(StagedWriter):
 
     def _abort(self) -> None:
         self._buffer.clear()
+        self._file = None  # nothing was sent before commit
         if self._pool is not None:
             self._pool.cancel()
         if self._upload_id is not None:

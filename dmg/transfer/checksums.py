@@ -21,7 +21,10 @@ File to file (both stores :class:`~dmg.connectors.capabilities.LocalFiles`, no
 bandwidth limit): the kernel copies the bytes (``copy_file_range``) and the XXH3-128
 of the source file is compared with the XXH3-128 of the staged file before commit
 (:mod:`dmg.connectors.localcopy`): every byte is still checked end to end, at a
-tenth of MD5's CPU. The file's ``checksum`` is then ``xxh3:<hex>``; otherwise it is
+tenth of MD5's CPU. The file's ``checksum`` is then ``xxh3:<hex>``; for a local file sent
+to an object store in one request (:class:`~dmg.connectors.capabilities.FileUpload`) it
+is ``crc32:<hex>`` (S3, checked by the service: ``put-crc32``) or the MD5 (Azure's
+``Content-MD5``, ``content-md5``); otherwise it is
 the MD5 hex (what S3's Content-MD5 and Azure need), so a report tells by the prefix
 which hash verified each file. A part of a split object copied file → file is checked
 the same way on its range (:mod:`workers.run.part`); the object's checksum is then
@@ -49,6 +52,7 @@ import xxhash
 
 from dmg.connectors.base import Connector, StagedWriter
 from dmg.connectors.capabilities import StagedCrc32
+from dmg.connectors.fileupload import CRC32_PREFIX
 from dmg.connectors.localcopy import XXH3_PREFIX
 from dmg.errors import Fatal
 
@@ -130,10 +134,22 @@ def xxh3_of(connector: Connector, path: str) -> tuple[str, int]:
     return XXH3_PREFIX + digest.hexdigest(), size
 
 
+def crc32_of(connector: Connector, path: str) -> str:
+    """``crc32:<hex>`` of ``path`` read back from ``connector``."""
+    crc = 0
+    with connector.open_read(path) as reader:
+        while chunk := reader.read(CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return f"{CRC32_PREFIX}{crc:08x}"
+
+
 def same_kind_of(expected: str, connector: Connector, path: str) -> str:
-    """The checksum of ``path`` read back, of the kind of ``expected`` (``xxh3:…`` or MD5)."""
+    """The checksum of ``path`` read back, of the kind of ``expected`` (``xxh3:…``,
+    ``crc32:…`` or MD5)."""
     if expected.startswith(XXH3_PREFIX):
         return xxh3_of(connector, path)[0]
+    if expected.startswith(CRC32_PREFIX):
+        return crc32_of(connector, path)
     return md5_of(connector, path)[0]
 
 

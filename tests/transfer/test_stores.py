@@ -32,7 +32,8 @@ def s3(s3_server: Any, s3_bucket: str) -> Any:
     from dmg.connectors.s3 import S3Connector
 
     options = {"endpoint_url": s3_server.endpoint_url, "region": s3_server.region, "addressing_style": "path",
-               "multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB, "max_concurrency": 3}
+               "multipart_threshold": 5 * MiB, "multipart_chunksize": 5 * MiB, "max_concurrency": 3,
+               "upload_cutoff": 0}  # parts from 5 MiB (one PUT of a file: test_s3_single_put.py)
     connector = S3Connector(StoreSpec("bucket", "s3", f"s3://{s3_bucket}/root", options),
                             credential=s3_server.credential)
     yield connector
