@@ -242,7 +242,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
     assert copied == count, f"{copied} files copied, expected {count}"
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost,
-            "redis": redis_cost, "cpu_ms": cpu, "hops": {name: percentile(values, 50) for name, values in hops.items()}}
+            "redis": redis_cost, "cpu_ms": cpu,
+            "hops": {name: percentile(values, 50) for name, values in hops.items()}}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
