@@ -85,25 +85,42 @@ class PendingShard:
 def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state.
 
-    Three round trips whatever the number of nodes: the heartbeats, then one
-    pipeline for every node's worker load and queued/running counts, and the drain flags.
+    Two round trips whatever the number of nodes: the node names and the drain flags, then
+    one pipeline for every node's heartbeat, worker load and queued/running counts.
     """
-    beats = state.heartbeats()
-    if not beats:
-        return []
-    names = list(beats)
+    return _site_load(state, count_pending=False)[1]
+
+
+def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[NodeLoad]]:
+    """``(pending shards, node loads)``; with ``count_pending``, ``(0, [])`` after one round
+    trip when nothing is pending (an idle placement round costs one)."""
+    first = state.redis.pipeline(transaction=False)
+    if count_pending:
+        first.llen(state.keys.pending)
+    first.smembers(state.keys.nodes)
+    first.hgetall(state.keys.drain)
+    answers = first.execute()
+    pending = int(answers.pop(0)) if count_pending else 0
+    raw_names, raw_drained = answers
+    if count_pending and not pending:
+        return 0, []
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in raw_names)
+    if not names:
+        return pending, []
+    drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     pipe = state.redis.pipeline(transaction=False)
-    pipe.hgetall(state.keys.drain)
     for name in names:
+        pipe.get(state.keys.heartbeat(name))
         pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    raw_drained, *answers = pipe.execute()
-    drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
+    replies = pipe.execute()
     loads = []
     for i, name in enumerate(names):
-        beat = beats[name]
-        raw_load, running, queued = answers[3 * i:3 * i + 3]
+        raw_beat, raw_load, running, queued = replies[4 * i:4 * i + 4]
+        if not raw_beat:  # its heartbeat expired: offline
+            continue
+        beat = json.loads(raw_beat)
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
         worker = json.loads(raw_load) if raw_load else None
@@ -115,7 +132,7 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
             stale_credentials=frozenset(beat.get("credentials_stale") or ()),
             version=str(beat.get("version") or "")))
-    return loads
+    return pending, loads
 
 
 def backlog_reason(loads: list[NodeLoad]) -> str:
@@ -197,9 +214,11 @@ class Placer:
         shards pending.
         """
         key = self.state.keys.pending
-        if not self.holding() or not self.state.redis.llen(key):
+        if not self.holding():
             return []
-        loads = node_loads(self.state)
+        pending, loads = _site_load(self.state, count_pending=True)  # one round trip when idle
+        if not pending:
+            return []
         placed: list[Placement] = []
         start = 0  # entries before this index stay pending this round
         seen: set[str] = set()
