@@ -109,15 +109,16 @@ def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[Node
         return pending, []
     drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     pipe = state.redis.pipeline(transaction=False)
+    pipe.mget([state.keys.heartbeat(name) for name in names])
     for name in names:
-        pipe.get(state.keys.heartbeat(name))
         pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    replies = pipe.execute()
+    beats, *replies = pipe.execute()
     loads = []
     for i, name in enumerate(names):
-        raw_beat, raw_load, running, queued = replies[4 * i:4 * i + 4]
+        raw_beat = beats[i]
+        raw_load, running, queued = replies[3 * i:3 * i + 3]
         if not raw_beat:  # its heartbeat expired: offline
             continue
         beat = json.loads(raw_beat)
@@ -206,17 +207,19 @@ class Placer:
     def wait_reason(self, shard_id: str) -> str:
         return self._waiting.get(shard_id, (0.0, ""))[1]
 
-    def place_pending(self) -> list[Placement]:
-        """One placement round; returns the shards placed.
+    def place_pending(self, *, woken: bool = True) -> list[Placement]:
+        """One placement round; returns the shards placed. ``woken``: the round follows a
+        wake-up (work is likely): the pending count rides with the load's first read; a
+        round after a quiet interval asks for the count alone first (one command when idle).
 
         The backlog is read in windows of at most :data:`WINDOW` entries, no larger
         than the room the nodes have: a round costs the same with 10 or 10,000
         shards pending.
         """
         key = self.state.keys.pending
-        if not self.holding():
+        if not self.holding() or (not woken and not self.state.redis.llen(key)):
             return []
-        pending, loads = _site_load(self.state, count_pending=True)  # one round trip when idle
+        pending, loads = _site_load(self.state, count_pending=True)
         if not pending:
             return []
         placed: list[Placement] = []
