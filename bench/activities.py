@@ -96,6 +96,55 @@ def cloud_cost(site: EmbeddedSite, client) -> dict:
     return metrics
 
 
+def _cpu_seconds(process) -> float:
+    import psutil
+
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return times.user + times.system
+
+
+def site_cpu(site: EmbeddedSite) -> dict[str, float]:
+    """CPU seconds so far of the dispatcher and of the nodes (psutil).
+
+    ``dispatcher``: the lease holder's ``dmg node start`` process (the dispatcher's threads
+    and that node's agent); ``nodes``: every node's Celery worker (main process and pool
+    children) plus the other nodes' ``dmg node start`` processes (their agents and standby
+    dispatcher candidates), summed over the nodes.
+    """
+    import psutil
+    import redis
+
+    from dispatcher.lease import holder_of
+    from dmg.site.keys import SiteKeys
+
+    client = redis.Redis.from_url(site.broker_url())
+    try:
+        raw = client.get(SiteKeys(site.gateway).lease)
+    finally:
+        client.close()
+    leader = holder_of(raw.decode()) if raw else ""
+    dispatcher = nodes = 0.0
+    for name in site.node_names:
+        pid = site.pid_of(name)
+        if not pid:
+            continue
+        try:
+            main = psutil.Process(pid)
+            children = main.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        own = _cpu_seconds(main)
+        if name == leader:
+            dispatcher += own
+        else:
+            nodes += own
+        nodes += sum(_cpu_seconds(child) for child in children)
+    return {"dispatcher": dispatcher, "nodes": nodes}
+
+
 def redis_commands(site: EmbeddedSite) -> dict[str, int]:
     """Calls per command on the site's Redis so far (``INFO commandstats``)."""
     import redis
@@ -164,6 +213,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         client.create_pipeline({"name": "one", "gateway": site.gateway, "activities": activities[:1]})
 
         cost_before = cloud_cost(site, client)
+        cpu_before = site_cpu(site)
         redis_before = redis_commands(site)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
@@ -173,6 +223,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         time.sleep(2.0)
         cost = per_activity(cost_before, cloud_cost(site, client), count)
         redis_cost = redis_per_activity(redis_before, redis_commands(site), count)
+        cpu_after = site_cpu(site)
+        cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_after}
         bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
         assert not bad, bad
         nodes = {s["node"] for r in finished for a in r["activity_runs"] for s in a["shards"]}
@@ -190,7 +242,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
     assert copied == count, f"{copied} files copied, expected {count}"
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost,
-            "redis": redis_cost, "hops": {name: percentile(values, 50) for name, values in hops.items()}}
+            "redis": redis_cost, "cpu_ms": cpu,
+            "hops": {name: percentile(values, 50) for name, values in hops.items()}}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
@@ -312,7 +365,8 @@ def main() -> int:
         print(f"  dmg {dmg_k['rate']:.1f}/s p50 {dmg_k['p50'] * 1000:.1f} ms; celery {peer_k['rate']:.1f}/s "
               f"p50 {peer_k['p50'] * 1000:.1f} ms; hops (ms) "
               f"{ {k: round(v * 1000, 1) for k, v in dmg_k['hops'].items()} }; "
-              f"cloud per activity: {dmg_k['cloud']}; redis per activity: {dmg_k['redis']}", file=sys.stderr)
+              f"cloud per activity: {dmg_k['cloud']}; redis per activity: {dmg_k['redis']}; "
+              f"site CPU ms per activity: {dmg_k['cpu_ms']}", file=sys.stderr)
 
     def median(side: int, key: str) -> float:
         return statistics.median(r[side][key] for r in repeats)
@@ -326,6 +380,7 @@ def main() -> int:
     cloud = {k: median_cloud(k) for k in ("requests", "statements", "transactions", "cpu_ms")}
     hops = {name: statistics.median(r[0]["hops"][name] for r in repeats) for name in HOPS}
     redis_cmds = statistics.median(r[0]["redis"]["commands"] for r in repeats)
+    site_cpu_ms = {k: statistics.median(r[0]["cpu_ms"][k] for r in repeats) for k in ("dispatcher", "nodes")}
     busiest = dict(list(repeats[len(repeats) // 2][0]["redis"]["busiest"].items())[:12])
     routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
     rows = [("dmg gateway", dmg), ("plain celery", peer)]
@@ -334,7 +389,8 @@ def main() -> int:
         print(json.dumps({"dmg gateway": dmg, "plain celery": peer, "cloud per activity": cloud,
                           "submit to start, median per hop": hops,
                           "requests per activity by route": routes,
-                          "redis commands per activity": redis_cmds, "busiest redis commands": busiest,
+                          "redis commands per activity": redis_cmds,
+                          "site CPU ms per activity": site_cpu_ms, "busiest redis commands": busiest,
                           "repeats": args.repeats,
                           "load": loadavg}, indent=2))
         return 0
@@ -343,11 +399,14 @@ def main() -> int:
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run; "
           f"median of {args.repeats}; load average now {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}"
-          f"{'redis cmds':>12}")
+          f"{'redis cmds':>12}{'dispatcher CPU ms':>19}{'node CPU ms':>13}")
     for name, row in rows:
-        cmds = f"{redis_cmds:>12.1f}" if row is dmg else f"{'':>12}"
+        cmds = (f"{redis_cmds:>12.1f}{site_cpu_ms['dispatcher']:>19.2f}{site_cpu_ms['nodes']:>13.2f}"
+                if row is dmg else "")
         print(f"{name:14}{row['rate']:>14.1f}{row['seconds']:>10.2f}"
               f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}{cmds}")
+    print("per activity of the bulk run: dispatcher CPU = the lease holder's `dmg node start` process; "
+          "node CPU = every node's Celery worker (main + pool) and the other nodes' agents, summed")
     print(f"{'ratio dmg/celery':18}{dmg['rate'] / peer['rate']:>10.3f}"
           f"{'':10}{dmg['p50'] / peer['p50']:>14.1f}x{dmg['p99'] / peer['p99']:>13.1f}x")
     print(f"cloud per activity: {cloud['requests']:.2f} requests, {cloud['statements']:.1f} SQL statements, "

@@ -86,7 +86,7 @@ def main() -> int:
 
             def start(i: int) -> Any:
                 shard = f"ar-start-{i}-00000"
-                outcome, _ = begin_delivery(state, shard, attempts[i], "a")
+                outcome = begin_delivery(state, shard, attempts[i], "a").outcome
                 assert outcome == "started", outcome
 
             rows = [("plan, one file", *timed(state, args.plans, plan("one/f"))),

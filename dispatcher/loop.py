@@ -293,6 +293,7 @@ class DispatcherService:
         next_recovery = 0.0
         next_look = 0.0
         epoch = self.lease.epoch
+        woken = True  # work may be pending: the first round reads it with the site's load
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_renew:
@@ -316,7 +317,7 @@ class DispatcherService:
                     self.orphans.check(self.state, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 with self.reports.wake_after():
-                    self.placer.place_pending()
+                    self.placer.place_pending(woken=woken)
                     self.rebalancer.rebalance()
                 self.broker.reachable()
             except BrokerError as exc:
@@ -325,10 +326,11 @@ class DispatcherService:
             # Sleep until a slot frees or work arrives (or the interval passes).
             pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
             try:
-                self.state.wait_for_change(pause)
+                woken = self.state.wait_for_change(pause)
             except BrokerError:
                 self.broker.failed()
                 self._stop.wait(pause)
+                woken = True
         if not self._stop.is_set():
             log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
 

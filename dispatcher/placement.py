@@ -85,25 +85,43 @@ class PendingShard:
 def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state.
 
-    Three round trips whatever the number of nodes: the heartbeats, then one
-    pipeline for every node's worker load and queued/running counts, and the drain flags.
+    Two round trips whatever the number of nodes: the node names and the drain flags, then
+    one pipeline for every node's heartbeat, worker load and queued/running counts.
     """
-    beats = state.heartbeats()
-    if not beats:
-        return []
-    names = list(beats)
+    return _site_load(state, count_pending=False)[1]
+
+
+def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[NodeLoad]]:
+    """``(pending shards, node loads)``; with ``count_pending``, ``(0, [])`` after one round
+    trip when nothing is pending (an idle placement round costs one)."""
+    first = state.redis.pipeline(transaction=False)
+    if count_pending:
+        first.llen(state.keys.pending)
+    first.smembers(state.keys.nodes)
+    first.hgetall(state.keys.drain)
+    answers = first.execute()
+    pending = int(answers.pop(0)) if count_pending else 0
+    raw_names, raw_drained = answers
+    if count_pending and not pending:
+        return 0, []
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in raw_names)
+    if not names:
+        return pending, []
+    drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     pipe = state.redis.pipeline(transaction=False)
-    pipe.hgetall(state.keys.drain)
+    pipe.mget([state.keys.heartbeat(name) for name in names])
     for name in names:
         pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    raw_drained, *answers = pipe.execute()
-    drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
+    beats, *replies = pipe.execute()
     loads = []
     for i, name in enumerate(names):
-        beat = beats[name]
-        raw_load, running, queued = answers[3 * i:3 * i + 3]
+        raw_beat = beats[i]
+        raw_load, running, queued = replies[3 * i:3 * i + 3]
+        if not raw_beat:  # its heartbeat expired: offline
+            continue
+        beat = json.loads(raw_beat)
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
         worker = json.loads(raw_load) if raw_load else None
@@ -115,7 +133,7 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
             unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
             stale_credentials=frozenset(beat.get("credentials_stale") or ()),
             version=str(beat.get("version") or "")))
-    return loads
+    return pending, loads
 
 
 def backlog_reason(loads: list[NodeLoad]) -> str:
@@ -189,17 +207,21 @@ class Placer:
     def wait_reason(self, shard_id: str) -> str:
         return self._waiting.get(shard_id, (0.0, ""))[1]
 
-    def place_pending(self) -> list[Placement]:
-        """One placement round; returns the shards placed.
+    def place_pending(self, *, woken: bool = True) -> list[Placement]:
+        """One placement round; returns the shards placed. ``woken``: the round follows a
+        wake-up (work is likely): the pending count rides with the load's first read; a
+        round after a quiet interval asks for the count alone first (one command when idle).
 
         The backlog is read in windows of at most :data:`WINDOW` entries, no larger
         than the room the nodes have: a round costs the same with 10 or 10,000
         shards pending.
         """
         key = self.state.keys.pending
-        if not self.holding() or not self.state.redis.llen(key):
+        if not self.holding() or (not woken and not self.state.redis.llen(key)):
             return []
-        loads = node_loads(self.state)
+        pending, loads = _site_load(self.state, count_pending=True)
+        if not pending:
+            return []
         placed: list[Placement] = []
         start = 0  # entries before this index stay pending this round
         seen: set[str] = set()

@@ -1,6 +1,6 @@
 """The free slots a plan is cut for, read once for many plans.
 
-Reading the site's load costs four Redis round trips (:func:`dispatcher.placement.node_loads`
+Reading the site's load costs three Redis round trips (:func:`dispatcher.placement.node_loads`
 and the pending list's length). :class:`FreeSlots` reads it at most once per ``max_age``
 seconds for every planner thread together, and takes off the shards queued since (each
 plan says how many with :meth:`FreeSlots.used`): the planners of a claimed batch share one

@@ -41,15 +41,17 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
     settings = self.app.dmg_settings
     context = node_context(settings)
     try:
-        context.state.claim_identity()
+        # The site's identity is checked by the attempt's start script, before it writes
+        # anything (dmg.site.state.SiteState.begin_run): one round trip, not two.
+        outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
+                            reporter=context.reporter,
+                            connector_factory=partial(open_store, settings=settings),
+                            epoch=None if epoch is None else int(epoch),
+                            max_worker_deaths=settings.shard_max_worker_deaths)
     except ForeignRedis as exc:
         log.error("not running shard=%s attempt=%s: %s", shard_id, attempt, exc)
         time.sleep(FOREIGN_PAUSE)
         raise Reject(str(exc), requeue=True) from exc
-    outcome = run_shard(shard_id, int(attempt), node=context.node, state=context.state,
-                        reporter=context.reporter, connector_factory=partial(open_store, settings=settings),
-                        epoch=None if epoch is None else int(epoch),
-                        max_worker_deaths=settings.shard_max_worker_deaths)
     if outcome.status == OUTCOME_FAILED:
         raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
     return outcome.task_result()

@@ -9,6 +9,8 @@ Each operation is one Redis script, so it is atomic against every other writer
   process of this node already runs it (a broker redelivery of a running shard,
   DESIGN.md's visibility-timeout trap). Each start counts a *delivery*; every
   delivery after the first means the process that ran the attempt before died.
+  :func:`begin_run` is the same step with the site's identity check first and the
+  shard's spec handed back: a worker's whole start is one round trip.
 - :func:`requeue`: take a shard off a node (dead, restarted, drained, removed):
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from dmg.attempt_ends import FENCED
 from dmg.ids import staging_id
@@ -41,6 +44,8 @@ from dmg.site.shards import ShardRecords
 STARTED = "started"
 STALE = OUTCOME_STALE
 DUPLICATE = OUTCOME_DUPLICATE
+#: :func:`begin_run`'s answer on another gateway's Redis (:mod:`dmg.site.identity`).
+FOREIGN = "foreign"
 
 
 
@@ -60,6 +65,17 @@ def runner_pid(token: str) -> int | None:
     return int(head) if head.isdigit() else None
 
 
+@dataclass(frozen=True)
+class RunStart:
+    """What :func:`begin_run` answers: the outcome, the deliveries counted, the stored spec
+    (JSON text, "" unless started) and, for :data:`FOREIGN`, the owner's identity JSON."""
+
+    outcome: str
+    deliveries: int
+    spec: str = ""
+    owner: str = ""
+
+
 def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None) -> tuple[str, int]:
     """Try to start ``attempt`` of ``shard_id`` on ``node`` in process ``runner``.
@@ -69,26 +85,40 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     superseded epoch, or placed elsewhere) or :data:`DUPLICATE` (``alive(token)`` says
     the process that runs it is still there: this delivery must do nothing).
     """
+    begun = begin_run(state, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch)
+    return begun.outcome, begun.deliveries
+
+
+def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
+              alive: Callable[[str], bool], epoch: int | None = None,
+              identity: tuple[str, str] = ("", "")) -> RunStart:
+    """:func:`start_run` that also checks the site's identity stamp first (``identity``:
+    our token and JSON; ``("", "")``: not checked) and hands back the shard's stored spec,
+    all in one round trip for a first delivery. Outcome :data:`FOREIGN` (with the owner's
+    identity JSON): the namespace is another gateway's, nothing was written."""
     script = state.redis.register_script(scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
-    keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node)]
+    keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node),
+            state.keys.identity]
     for look in range(_START_TRIES + 1):
         # A first delivery finds no runner (placement clears it): try that first, without
         # reading it; the script answers "retry" when a runner is there after all.
-        if look == 0:
-            seen = ""
-        else:
-            raw = state.redis.hget(shard_key, "runner")
-            seen = (raw.decode() if isinstance(raw, bytes) else raw) or ""
+        seen = "" if look == 0 else _text(state.redis.hget(shard_key, "runner"))
         seen_alive = bool(seen) and seen != runner and alive(seen)
-        outcome, deliveries = script(
+        answer = script(
             keys=keys,
             args=[attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
-                  "" if epoch is None else epoch, staging_id(shard_id, attempt)])
-        outcome = outcome.decode() if isinstance(outcome, bytes) else str(outcome)
+                  "" if epoch is None else epoch, staging_id(shard_id, attempt), *identity])
+        outcome = _text(answer[0])
+        if outcome == FOREIGN:
+            return RunStart(FOREIGN, 0, owner=_text(answer[2]))
         if outcome != "retry":
-            return outcome, int(deliveries)
-    return DUPLICATE, 0  # the runner keeps changing: other deliveries are racing for it
+            return RunStart(outcome, int(answer[1]), spec=_text(answer[2]) if len(answer) > 2 else "")
+    return RunStart(DUPLICATE, 0)  # the runner keeps changing: other deliveries are racing for it
+
+
+def _text(raw: object) -> str:
+    return (raw.decode() if isinstance(raw, bytes) else str(raw)) if raw else ""
 
 
 def requeue(state: ShardRecords, shard_id: str, node: str, *, epoch: int | None = None,

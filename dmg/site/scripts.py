@@ -13,7 +13,7 @@ that get the prefix in ``ARGV[1]`` derive ``queued:<node>``, ``running:<node>``,
 script             called by                         what it does to ``shard:<id>``
 ================== ================================= =======================================
 NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends ``unsent``)
-START_RUN          attempts.start_run (a worker)     ``state`` running, counts a delivery
+START_RUN          attempts.begin_run (a worker)     ``state`` running, counts a delivery
 MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
 REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
@@ -57,12 +57,25 @@ return attempt
 """
 
 
-# KEYS: shard hash, queued set, running set, started set.
+# KEYS: shard hash, queued set, running set, started set, identity hash.
 # ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
-#       epoch of the message ('' when unknown), staging id.
-# -> {outcome, deliveries}; 'retry' when the runner changed since the caller looked.
+#       epoch of the message ('' when unknown), staging id, identity token ('' = none:
+#       nothing checked nor stamped), identity JSON.
+# -> {outcome, deliveries, spec}; 'retry' when the runner changed since the caller looked;
+#    {'foreign', 0, owner JSON} when the namespace is another gateway's (nothing written).
+#    The identity is checked (and an empty namespace stamped) first, as CLAIM_IDENTITY does,
+#    so a worker starts an attempt in one round trip.
 START_RUN = """
-local h = redis.call('HMGET', KEYS[1], 'attempt', 'state', 'runner', 'epoch', 'node')
+local token = ARGV[10]
+if token ~= '' then
+  local stamp = redis.call('HGET', KEYS[5], 'token')
+  if not stamp then
+    redis.call('HSET', KEYS[5], 'token', token, 'json', ARGV[11])
+  elseif stamp ~= token then
+    return {'foreign', 0, redis.call('HGET', KEYS[5], 'json') or stamp}
+  end
+end
+local h = redis.call('HMGET', KEYS[1], 'attempt', 'state', 'runner', 'epoch', 'node', 'spec')
 if h[1] ~= ARGV[1] then return {'stale', 0} end
 if ARGV[8] ~= '' and h[4] and h[4] ~= '' and h[4] ~= ARGV[8] then return {'stale', 0} end
 if h[2] == 'done' or h[2] == 'failed' then return {'stale', 0} end
@@ -78,7 +91,7 @@ redis.call('HSET', KEYS[1], 'state', ARGV[4], 'runner', ARGV[5], 'node', ARGV[3]
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[9])
-return {'started', deliveries}
+return {'started', deliveries, h[6] or ''}
 """
 
 

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from dmg.site import scripts
+from dmg.site.attempts import FOREIGN, RunStart, begin_run
 from dmg.site.credentials import CredentialCopies
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.keys import SiteKeys
@@ -56,6 +58,18 @@ class SiteState(ShardRecords):
             return
         self._raise_if_foreign(self._claim_identity(
             keys=[self.keys.identity], args=[self.identity.token, self.identity.to_json()]))
+
+    def begin_run(self, shard_id: str, attempt: int, node: str, *, runner: str,
+                  alive: Callable[[str], bool], epoch: int | None = None) -> RunStart:
+        """Start a delivery of ``attempt`` (:func:`dmg.site.attempts.begin_run`) after the
+        identity check of :meth:`claim_identity`, in the same round trip; raises
+        :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError."""
+        identity = (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
+        begun = begin_run(self, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch,
+                          identity=identity)
+        if begun.outcome == FOREIGN:
+            self._raise_if_foreign(begun.owner)
+        return begun
 
     def _raise_if_foreign(self, owner: Any) -> None:
         if owner and self.identity is not None:

@@ -4,7 +4,8 @@
 *does* (copy files, write one part of a very large object) is an :class:`AttemptBody`
 that :mod:`workers.run.shard` picks from the spec. The steps, in this order:
 
-1. **Begin the delivery** (:func:`workers.run.delivery.begin_delivery`): a stale attempt
+1. **Begin the delivery** (:func:`workers.run.delivery.begin_delivery`, one Redis round
+   trip with the site's identity check and the spec read): a stale attempt
    (a newer one exists, it finished, it came from a superseded dispatcher epoch, or the
    shard is unknown) ends ``"stale"``; a redelivery of an attempt that a live process of
    this node still runs ends ``"duplicate"``. Both touch nothing else: no report, no
@@ -46,6 +47,7 @@ Reporting never fails an attempt (see :class:`workers.run.outbox.OutboxReporter`
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -143,16 +145,16 @@ def run_attempt(
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node`` through the steps of the module
     docstring; the body comes from ``body_for``."""
-    begun, deliveries = begin_delivery(state, shard_id, attempt, node, epoch=epoch)
-    if begun != STARTED:
-        log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun, shard_id, attempt, node)
-        return ShardOutcome(begun, node, attempt, shard_id)
+    begun = begin_delivery(state, shard_id, attempt, node, epoch=epoch)
+    if begun.outcome != STARTED:
+        log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun.outcome, shard_id, attempt, node)
+        return ShardOutcome(begun.outcome, node, attempt, shard_id)
+    deliveries = begun.deliveries
     run = Attempt(shard_id, attempt, node, state, reporter, connector_factory, clock,
                   {"attempt": attempt, "node": node, "started_at": clock()})
-    stored = state.shard(shard_id) or {}
-    try:
-        spec = ShardSpec.from_json(stored.get("spec") or {})
-    except DmgError as exc:
+    try:  # the spec came with the start (one round trip)
+        spec = ShardSpec.from_json(json.loads(begun.spec or "{}"))
+    except (DmgError, ValueError) as exc:
         return finish(run, Done(False, 0, 0, (0, 0), str(exc)))
     totals = (spec.files_total, spec.bytes_total)
     if state.is_cancelled(spec.activity_run_id):  # queued before its run was cancelled

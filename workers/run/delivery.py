@@ -20,7 +20,7 @@ import os
 
 import psutil
 
-from dmg.site.attempts import runner_pid, runner_token, start_run
+from dmg.site.attempts import RunStart, runner_pid, runner_token
 from dmg.site.state import SiteState
 
 _mine: tuple[int, str] | None = None  # (pid, token): a forked child has a pid of its own
@@ -48,7 +48,8 @@ def runner_alive(token: str) -> bool:
 
 
 def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
-                   epoch: int | None = None) -> tuple[str, int]:
-    """Start ``attempt`` of ``shard_id`` in this process; -> ``(outcome, deliveries)``
-    as :func:`dmg.site.attempts.start_run` returns them."""
-    return start_run(state, shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch)
+                   epoch: int | None = None) -> RunStart:
+    """Start ``attempt`` of ``shard_id`` in this process, after the site's identity check, in
+    one round trip (:meth:`dmg.site.state.SiteState.begin_run`: outcome, deliveries, the
+    stored spec). Raises ForeignRedis (another gateway's Redis) and BrokerError."""
+    return state.begin_run(shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch)
