@@ -115,6 +115,25 @@ class _Cancelled(Exception):
     """A copy thread stopped because the shard is being abandoned."""
 
 
+class _Moved:
+    """The bytes a kernel copy or a checksum pass has reported so far: each step adds to the
+    progress and stops the copy if the shard is being abandoned; ``undo`` takes them back."""
+
+    def __init__(self, on_bytes: Callable[[int], None], cancel: threading.Event) -> None:
+        self._on_bytes = on_bytes
+        self._cancel = cancel
+        self.total = 0
+
+    def step(self, n: int) -> None:
+        self.total += n
+        self._on_bytes(n)
+        if self._cancel.is_set():
+            raise _Cancelled()
+
+    def undo(self) -> None:
+        self._on_bytes(-self.total)
+
+
 def _noop_bytes(_n: int) -> None:
     return None
 
@@ -269,18 +288,11 @@ class CopyEngine:
         """File to file: the kernel copies, XXH3 of the source file and of the staged file
         must be equal (:mod:`dmg.connectors.localcopy`)."""
         assert isinstance(self.source, LocalFiles) and isinstance(writer, StagedWriter)
-        moved = 0
-
-        def step(n: int) -> None:
-            nonlocal moved
-            moved += n
-            self.on_bytes(n)
-            if self._cancel.is_set():
-                raise _Cancelled()
+        moved = _Moved(self.on_bytes, self._cancel)
 
         try:
             source_hash, sent = writer.copy_in(self.source.local_file(entry.path), size=entry.size,
-                                               on_step=step)
+                                               on_step=moved.step)
             if sent != entry.size:
                 raise Fatal(f"{entry.path}: read {sent} bytes, the listing said {entry.size}",
                             hint="the file changed while it was copied; run the activity again")
@@ -290,7 +302,7 @@ class CopyEngine:
                 verified.append("xxh3")
         except BaseException:
             writer.abort()
-            self.on_bytes(-moved)
+            moved.undo()
             raise
         return Staged(writer, source_hash, sent, verified)
 
@@ -299,21 +311,14 @@ class CopyEngine:
         the file is read once here for the checksum that request carries and the service
         checks (:mod:`dmg.connectors.fileupload`)."""
         assert isinstance(self.source, LocalFiles) and isinstance(writer, StagedWriter)
-        moved = 0
-
-        def step(n: int) -> None:
-            nonlocal moved
-            moved += n
-            self.on_bytes(n)
-            if self._cancel.is_set():
-                raise _Cancelled()
+        moved = _Moved(self.on_bytes, self._cancel)
 
         try:
             checksum, check = writer.stage_file(self.source.local_file(entry.path), size=entry.size,
-                                                on_step=step)
+                                                on_step=moved.step)
         except BaseException:
             writer.abort()
-            self.on_bytes(-moved)
+            moved.undo()
             raise
         return Staged(writer, checksum, entry.size, ["size", check])
 
