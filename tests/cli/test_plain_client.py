@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -73,7 +72,7 @@ def _one_answer_server(answers: list[bytes]) -> tuple[int, threading.Thread]:
                     if answer:
                         conn.sendall(answer)
                     else:
-                        time.sleep(1.0)  # no answer: the client's timeout
+                        conn.recv(1)  # no answer: held until the client gives up and closes
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()

@@ -39,11 +39,18 @@ def test_every_waiting_long_poll_of_the_gateway_is_woken() -> None:
         notifier = RunNotifier()
         began = time.monotonic()
 
+        started: list[int] = []
+        both_waiting = asyncio.Event()
+
         async def wait() -> float:
+            started.append(1)
+            if len(started) == 2:
+                both_waiting.set()
+            # nothing yields between here and the wait's registration
             await notifier.wait(3, 5.0)
             return time.monotonic() - began
         waiters = [asyncio.create_task(wait()) for _ in range(2)]
-        await asyncio.sleep(0.05)
+        await both_waiting.wait()
         notifier.notify(3)
         return await asyncio.gather(*waiters)
     assert all(took < 1.0 for took in asyncio.run(scenario()))
