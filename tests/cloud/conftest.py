@@ -152,3 +152,14 @@ def drop_dispatcher(cloud: Cloud, token: str, *, epoch: int, gateway: str) -> No
     with cloud.user() as user:
         wait_for(lambda: user.gateway(gateway).get("dispatcher") is None, timeout=10,
                  what="the cloud to free the dropped dispatcher's lease")
+
+
+def claimed_run(cloud: Cloud, *, activities: int = 1) -> tuple[Site, str, list[str]]:
+    """A gateway (d dispatches, w works) whose run of ``activities`` was claimed by d at
+    site epoch 1, not planned; -> (site, run id, activity run ids)."""
+    with cloud.user() as user:
+        site = make_site(user, nodes=("d", "w"))
+        run = user.run_pipeline(make_pipeline(user, site.gateway, activities=activities))
+    with cloud.node(site.tokens["d"]) as d:
+        claimed = d.claim_activity_runs(epoch=1, wait=0, limit=activities)
+    return site, run["id"], [a["id"] for a in claimed]

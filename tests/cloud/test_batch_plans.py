@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from dmg.cloud.client import CloudClient
-from tests.cloud.conftest import Cloud, Site, make_pipeline, make_site
+from tests.cloud.conftest import Cloud, claimed_run, make_pipeline, make_site
 
 
 def _plan(activity_run_id: str, *, epoch: int, shards: int = 2) -> dict[str, Any]:
@@ -25,17 +25,6 @@ def _placed(shard_id: str, node: str, *, epoch: int) -> dict[str, Any]:
     return {"shard_id": shard_id, "report": {"attempt": 1, "status": "placed", "node": node, "epoch": epoch}}
 
 
-def _claimed(cloud: Cloud, *, activities: int = 1) -> tuple[Site, str, list[str]]:
-    """A gateway (d dispatches, w works) whose run of ``activities`` was claimed by d at
-    site epoch 1, not planned; -> (site, run id, activity run ids)."""
-    with cloud.user() as user:
-        site = make_site(user, nodes=("d", "w"))
-        run = user.run_pipeline(make_pipeline(user, site.gateway, activities=activities))
-    with cloud.node(site.tokens["d"]) as d:
-        claimed = d.claim_activity_runs(epoch=1, wait=0, limit=activities)
-    return site, run["id"], [a["id"] for a in claimed]
-
-
 def _shards(user: CloudClient, run_id: str) -> list[tuple[str, str, str]]:
     return [(s["id"], s["status"], s["node"]) for a in user.run(run_id)["activity_runs"]
             for s in a["shards"]]
@@ -43,7 +32,7 @@ def _shards(user: CloudClient, run_id: str) -> list[tuple[str, str, str]]:
 
 def test_a_plan_and_its_placements_in_one_batch_apply_in_order(cloud: Cloud) -> None:
     # Given a claimed activity run whose worker already ran a shard before the cloud heard the plan
-    site, run_id, [activity] = _claimed(cloud)
+    site, run_id, [activity] = claimed_run(cloud)
     s0, s1 = f"{activity}-00000", f"{activity}-00001"
     with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         early = w.report_batch([{"shard_id": s0, "report": {"attempt": 1, "status": "succeeded"}}])
@@ -65,7 +54,7 @@ def test_a_plan_and_its_placements_in_one_batch_apply_in_order(cloud: Cloud) -> 
 
 def test_a_plan_sent_again_is_a_no_op(cloud: Cloud) -> None:
     # Given a planned activity run one of whose shards already succeeded
-    site, run_id, [activity] = _claimed(cloud)
+    site, run_id, [activity] = claimed_run(cloud)
     s0, s1 = f"{activity}-00000", f"{activity}-00001"
     with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         d.report_batch([_plan(activity, epoch=1), _placed(s0, "w", epoch=1)])
@@ -113,7 +102,7 @@ def test_a_plan_of_a_stale_epoch_is_refused_alone(cloud: Cloud) -> None:
 
 def test_a_placement_before_its_plan_waits_and_a_report_of_an_unknown_run_is_not_found(
         cloud: Cloud) -> None:
-    site, _run_id, [activity] = _claimed(cloud)
+    site, _run_id, [activity] = claimed_run(cloud)
     with cloud.node(site.tokens["d"]) as d:
         answer = d.report_batch([_placed(f"{activity}-00000", "w", epoch=1),
                                  _placed("nosuchrun-00000", "w", epoch=1)])
@@ -124,7 +113,7 @@ def test_a_placement_before_its_plan_waits_and_a_report_of_an_unknown_run_is_not
 def test_a_plan_the_cloud_cannot_take_yet_waits_with_its_placements(cloud: Cloud) -> None:
     # Given d, the gateway's dispatcher at the cloud (its lease runs), and w, which won the
     # site lease after it (a newer site epoch) while d's cloud lease has not ended
-    site, run_id, [activity] = _claimed(cloud)
+    site, run_id, [activity] = claimed_run(cloud)
     with cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         # When w's batch carries the plan and a placement of its shard
         answer = w.report_batch([_plan(activity, epoch=2), _placed(f"{activity}-00000", "w", epoch=2)])

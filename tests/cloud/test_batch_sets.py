@@ -15,7 +15,7 @@ from sqlalchemy import case, create_engine, func, select
 
 from dmg.cloud.client import CloudClient
 from dmg.cloud.models import ActivityRun, FileRecord, Shard, ShardAttempt
-from tests.cloud.conftest import Cloud, Site, make_pipeline, make_site
+from tests.cloud.conftest import Cloud, claimed_run
 
 
 def _plan(activity_run_id: str, *, epoch: int, shards: int) -> dict[str, Any]:
@@ -36,15 +36,6 @@ def _done(shard_id: str) -> dict[str, Any]:
             "report": {"attempt": 1, "status": "succeeded", "files": 2, "bytes": 10}}
 
 
-def _claimed(cloud: Cloud, *, activities: int) -> tuple[Site, str, list[str]]:
-    with cloud.user() as user:
-        site = make_site(user, nodes=("d", "w"))
-        run = user.run_pipeline(make_pipeline(user, site.gateway, activities=activities))
-    with cloud.node(site.tokens["d"]) as d:
-        claimed = d.claim_activity_runs(epoch=1, wait=0, limit=activities)
-    return site, run["id"], [a["id"] for a in claimed]
-
-
 def _statements(user: CloudClient) -> int:
     return int(user.request("GET", "/debug/metrics")["statements"])
 
@@ -52,7 +43,7 @@ def _statements(user: CloudClient) -> int:
 def _costs(cloud: Cloud, *, activities: int, shards: int) -> tuple[int, int]:
     """SQL statements of the dispatcher's batch (plans + placements) and of the worker's
     batch (final reports + file results) for ``activities`` x ``shards``."""
-    site, run_id, ids = _claimed(cloud, activities=activities)
+    site, run_id, ids = claimed_run(cloud, activities=activities)
     shard_ids = [f"{a}-{i:05d}" for a in ids for i in range(shards)]
     with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         before = _statements(user)
@@ -105,7 +96,7 @@ def _figures(db_url: str, run_id: str) -> tuple[Any, ...]:
 
 def test_a_batch_sent_again_changes_nothing(cloud: Cloud) -> None:
     # Given a run whose plans, placements and final reports were applied
-    site, run_id, ids = _claimed(cloud, activities=2)
+    site, run_id, ids = claimed_run(cloud, activities=2)
     shard_ids = [f"{a}-{i:05d}" for a in ids for i in range(3)]
     plans = [_plan(a, epoch=1, shards=3) for a in ids] + [_placed(s, epoch=1) for s in shard_ids]
     finals = [_done(s) for s in shard_ids]
@@ -131,7 +122,7 @@ def test_a_batch_sent_again_changes_nothing(cloud: Cloud) -> None:
 def test_a_stale_plan_in_a_batch_is_refused_alone(cloud: Cloud, stale_first: bool) -> None:
     # Given two activity runs claimed at epoch 1, one then claimed again by a newer dispatcher
     # epoch (the old dispatcher never planned it)
-    site, run_id, [first, second] = _claimed(cloud, activities=2)
+    site, run_id, [first, second] = claimed_run(cloud, activities=2)
     with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         d.report_batch([_plan(first, epoch=1, shards=2)])  # planned: stays with epoch 1
         retaken = d.claim_activity_runs(epoch=2, wait=0, limit=2)
@@ -156,7 +147,7 @@ def test_a_stale_plan_in_a_batch_is_refused_alone(cloud: Cloud, stale_first: boo
 
 def test_a_workers_early_report_waits_alone_in_a_batch_applied_as_a_set(cloud: Cloud) -> None:
     # Given a planned activity run with one shard placed on w and one not placed yet
-    site, run_id, [activity] = _claimed(cloud, activities=1)
+    site, run_id, [activity] = claimed_run(cloud, activities=1)
     s0, s1 = f"{activity}-00000", f"{activity}-00001"
     with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
         d.report_batch([_plan(activity, epoch=1, shards=2), _placed(s0, epoch=1)])
