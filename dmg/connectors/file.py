@@ -82,6 +82,7 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
         self._target = target
         self._staging = staging
         self._fsync = fsync
+        self._copied = -1  # bytes copy_in put in the staging file (-1: written otherwise)
         with _mapped_os_errors(self.what):
             self._fd = os.open(staging, _STAGING_FLAGS, 0o666)  # closed in commit/abort
 
@@ -120,13 +121,14 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
                 src = os.open(source_file, os.O_RDONLY | os.O_CLOEXEC)
                 try:
                     if size < localcopy.THREADED_HASH_FROM:
-                        copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
+                        copied = self._copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
                         source_hash, _n = localcopy.xxh3_of_fd(src, size)
                         return source_hash, copied
                     with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
                         pending = hasher.submit(localcopy.xxh3_of_fd, src, size)
                         try:
-                            copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
+                            copied = self._copied = localcopy.copy_fd(src, self._fd, size,
+                                                                      on_step=on_step)
                         finally:
                             source_hash, _n = pending.result()
                     return source_hash, copied
@@ -140,6 +142,8 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
         if self.state != "open":
             raise Fatal(f"{self.what}: staged_xxh3 after {self.state}")
         with _mapped_os_errors(f"cannot re-read the staging file of {self._target}"):
+            if 0 <= self._copied < localcopy.HASH_BUFFER:  # a small file: one pread, no fstat
+                return localcopy.xxh3_of_own_small(self._fd, self._copied)
             return localcopy.xxh3_of_own_range(self._fd)[0]
 
     def _commit(self, mtime: float | None) -> None:

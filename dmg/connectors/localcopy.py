@@ -206,3 +206,10 @@ def xxh3_of_own_range(fd: int, offset: int = 0, length: int | None = None) -> tu
                 digest.update(view[position - start:])
         position = start + size
     return XXH3_PREFIX + digest.hexdigest(), end - offset
+
+
+def xxh3_of_own_small(fd: int, size: int) -> str:
+    """``xxh3:<hex>`` of a small file only the caller writes, expected to hold ``size``
+    bytes (under :data:`HASH_BUFFER`): one ``pread`` of one byte more than expected, so
+    that a longer file hashes differently from its first ``size`` bytes without a ``fstat``."""
+    return XXH3_PREFIX + xxhash.xxh3_128_hexdigest(os.pread(fd, size + 1, 0))

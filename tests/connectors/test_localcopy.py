@@ -80,3 +80,18 @@ def test_the_mapped_xxh3_of_an_own_file_is_the_xxh3_of_its_bytes(
         assert got == localcopy.xxh3_of_range(fd, offset, size if length is None else length)
     finally:
         os.close(fd)
+
+
+def test_the_small_own_file_xxh3_sees_a_file_longer_or_shorter_than_expected(tmp_path: Path) -> None:
+    """Given a small staging file expected to hold 8 KiB, then its XXH3 is the XXH3 of its
+    bytes when it holds exactly that, and differs when it holds a byte more or less."""
+    data = os.urandom(8192)
+    path = tmp_path / "staged"
+    expected = localcopy.XXH3_PREFIX + xxhash.xxh3_128_hexdigest(data)
+    for content, same in ((data, True), (data + b"x", False), (data[:-1], False)):
+        path.write_bytes(content)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert (localcopy.xxh3_of_own_small(fd, len(data)) == expected) is same
+        finally:
+            os.close(fd)
