@@ -86,6 +86,10 @@ BATCH_BYTES = 8 * CHUNK_SIZE
 #: The most files in one batch copied inline (local small files, no pool): a batch costs a
 #: fencing check (a Redis round trip) and its staged files stay open until it commits.
 INLINE_BATCH_FILES = 256
+#: Inline batches shrink toward the shard's end, down to this many files: the files of
+#: the last batch are reported when it commits, so a small last batch keeps the shard's
+#: final report (and the run's end) short.
+TAIL_BATCH_FILES = 16
 #: A batch's fencing check is trusted for this long; a later commit of it checks again.
 CHECK_FRESH_FOR = 0.5
 #: A batch commits what it staged once staging took this long (throttled, slow stores).
@@ -650,9 +654,12 @@ def _work_units(engine: CopyEngine, entries: Sequence[Entry], *, source_prefix: 
     """The shard's files as units of work for the pool, in order: a file of
     :data:`SMALL_FILE` bytes or more alone, runs of smaller ones as batches
     (:meth:`CopyEngine.copy_batch`) of at most ``batch_files`` files and
-    :data:`BATCH_BYTES` bytes, smaller when there are few, so that every thread gets work."""
+    :data:`BATCH_BYTES` bytes, smaller when there are few, so that every thread gets work.
+    With one thread (``parallel`` 1), a batch holds at most half of the small files left,
+    down to :data:`TAIL_BATCH_FILES`: the last results come in small batches."""
     small = sum(1 for e in entries if 0 <= e.size < SMALL_FILE)
     per_batch = max(1, min(batch_files, -(-small // max(1, parallel))))
+    small_left = small
     batch: list[BatchItem] = []
     batch_bytes = 0
     for position, entry in enumerate(entries):
@@ -663,6 +670,9 @@ def _work_units(engine: CopyEngine, entries: Sequence[Entry], *, source_prefix: 
             if batch and (len(batch) >= per_batch or batch_bytes + entry.size > BATCH_BYTES):
                 yield functools.partial(engine.copy_batch, batch)
                 batch, batch_bytes = [], 0
+            if not batch and parallel == 1:  # a new batch: at most half of what is left
+                per_batch = min(batch_files, max(TAIL_BATCH_FILES, -(-small_left // 2)))
+            small_left -= 1
             batch.append(item)
             batch_bytes += entry.size
             continue

@@ -300,10 +300,11 @@ def test_small_files_are_fenced_once_per_batch_and_large_ones_once_each(
     assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
 
 
-def test_local_small_files_copied_inline_are_fenced_once_per_256(
+def test_local_small_files_copied_inline_are_fenced_once_per_batch_of_at_most_256(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Given 600 small files between two local file stores (copied inline, no pool), then
-    they are checked in 3 batches (256, 256, 88), whatever ``parallel_files`` says."""
+    they are checked once per batch, whatever ``parallel_files`` says: batches of at most
+    256 files and half of what is left, down to 16 at the end (256, 172, 86, 43, 22, 16, 5)."""
     monkeypatch.setattr(engine_module, "BATCH_SECONDS", 60.0)
     monkeypatch.setattr(engine_module, "CHECK_FRESH_FOR", 60.0)
     source, sink = stores(tmp_path)
@@ -314,7 +315,27 @@ def test_local_small_files_copied_inline_are_fenced_once_per_256(
                   options={"parallel_files": 4})
 
     assert [f.status for f in result.files] == ["copied"] * 600
-    assert len(asked) == 3
+    assert len(asked) == 7
+    assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
+
+
+def test_the_last_inline_batches_of_a_shard_are_small(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Given 1,250 small local files (one shard of tiny files), then the files reach
+    ``on_file`` batch by batch in batches of at most 256 and half of what is left, the last
+    one of at most 16 files: the shard's final report carries only a few results."""
+    monkeypatch.setattr(engine_module, "BATCH_SECONDS", 60.0)
+    source, sink = stores(tmp_path)
+    write_files(tmp_path / "src" / "in", {f"d{i // 100}/s{i:04d}": 10 for i in range(1250)})
+    reported: list[int] = []
+    at_check: list[int] = []
+
+    result = copy(source, sink, on_file=lambda _f: reported.append(1),
+                  may_commit=lambda: at_check.append(len(reported)) is None)
+
+    assert [f.status for f in result.files] == ["copied"] * 1250
+    batches = [after - before for before, after in zip(at_check, [*at_check[1:], len(reported)], strict=True)]
+    assert batches == [256, 256, 256, 241, 121, 60, 30, 16, 14]
     assert tree(tmp_path / "dst" / "out") == tree(tmp_path / "src" / "in")
 
 
