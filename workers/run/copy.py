@@ -7,7 +7,11 @@ commits only while this attempt is current (a fenced attempt raises StaleAttempt
 bandwidth limit is the activity run's, shared through Redis and changeable while it
 runs (:mod:`dmg.transfer.sitebandwidth`). A cancelled run (looked at every half second
 while it copies) stops it between chunks with its staged writes aborted (Cancelled).
-Progress is reported at most every ``progress_interval`` s (:mod:`workers.run.progress`).
+Progress is reported at most every ``progress_interval`` s (:mod:`workers.run.progress`),
+and the file results leave the node while the shard copies: a report goes as soon as
+:func:`streamed_results` of them wait (about a sixteenth of the shard's files, at least
+:data:`MIN_STREAMED_RESULTS`), so the final report carries only the last of them and the
+time from the last file copied to the run's end does not grow with the shard's size.
 The result fails when any file failed, with the first error.
 """
 
@@ -19,7 +23,19 @@ from dmg.shards import ShardSpec
 from dmg.transfer import CopyOptions, Throttle, copy_entries
 from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.run.attempt import CANCELLED_ERROR, Attempt, Done
-from workers.run.progress import Progress
+from workers.run.progress import MAX_PENDING_RESULTS, Progress
+
+#: A shard's file results leave the node in about this many reports.
+RESULT_REPORTS_PER_SHARD = 16
+#: The fewest file results a streamed report carries (each report is a Redis push and a
+#: batch item at the cloud).
+MIN_STREAMED_RESULTS = 64
+
+
+def streamed_results(files_total: int) -> int:
+    """File results that make a report go while a shard of ``files_total`` files copies."""
+    per_report = -(-max(files_total, 0) // RESULT_REPORTS_PER_SHARD)
+    return max(MIN_STREAMED_RESULTS, min(MAX_PENDING_RESULTS, per_report))
 
 
 class CopyBody:
@@ -32,7 +48,8 @@ class CopyBody:
         self.spec = spec
         self.attempt = run
         self.progress = Progress(run.reporter, run.shard_id, run.base, (spec.files_total, spec.bytes_total),
-                                 interval=progress_interval, clock=run.clock)
+                                 interval=progress_interval, clock=run.clock,
+                                 max_pending=streamed_results(spec.files_total))
 
     def running_totals(self) -> tuple[int, int]:
         return self.spec.files_total, self.spec.bytes_total

@@ -25,17 +25,20 @@ MAX_PENDING_RESULTS = 500
 
 class Progress:
     """Counts what the engine did and reports ``running`` progress at most every ``interval`` s
-    (sooner when :data:`MAX_PENDING_RESULTS` file results wait). ``add_bytes`` runs in copy
-    threads; the rest in the engine's calling thread."""
+    (sooner when ``max_pending`` file results wait, at most :data:`MAX_PENDING_RESULTS`).
+    ``add_bytes`` runs in copy threads; the rest in the engine's calling thread."""
 
     def __init__(self, reporter: Reporter, shard_id: str, base: dict[str, Any],
-                 totals: tuple[int, int], *, interval: float, clock: Callable[[], float]) -> None:
+                 totals: tuple[int, int], *, interval: float, clock: Callable[[], float],
+                 max_pending: int = MAX_PENDING_RESULTS) -> None:
         self.reporter = reporter
         self.shard_id = shard_id
         self.base = base
         self.files_total, self.bytes_total = totals
         self.interval = interval
         self.clock = clock
+        #: File results that send a report as soon as they wait (at most MAX_PENDING_RESULTS).
+        self.max_pending = max(1, min(max_pending, MAX_PENDING_RESULTS))
         self.files = 0
         self.bytes_done = 0
         self._moving = 0
@@ -65,7 +68,7 @@ class Progress:
                 self.bytes_total -= outcome.bytes
         stamp = {"node": self.base["node"], "attempt": self.base["attempt"]}
         self._pending.append({**outcome.to_json(), **stamp})
-        if len(self._pending) >= MAX_PENDING_RESULTS:
+        if len(self._pending) >= self.max_pending:
             self.report()
         else:
             self.tick()
