@@ -1,6 +1,6 @@
 """A shard's file results leave the node while it copies, and stay exact across a worker death.
 
-Given a one-node embedded site and one throttled shard of 200 small files (a few seconds),
+Given a one-node embedded site and one throttled shard of 200 small files (about 6 s),
 when some of its file results have reached the cloud while the shard still runs (they are
 streamed in reports of 64, not all at the end), and the pool process running it is then
 killed (SIGKILL) so that the same attempt runs again from the start, then the run succeeds,
@@ -53,7 +53,7 @@ def file_report(client: CloudClient, run_id: str) -> list[dict[str, Any]]:
 def test_file_results_streamed_during_a_shard_stay_exact_after_its_worker_is_killed(
         site: EmbeddedSite, tmp_path: Path) -> None:
     with site.client() as client, site_state(site) as state:
-        copy = throttled_copy(client, site, tmp_path, files=FILES, bandwidth=1024 * KIB, name="streamed")
+        copy = throttled_copy(client, site, tmp_path, files=FILES, bandwidth=512 * KIB, name="streamed")
         run_id = client.run_pipeline(copy.pipeline)["id"]
         shard_id = wait_for(lambda: only_shard(site, run_id), timeout=30, what="the run planned")
         victim = wait_for(lambda: running_pid(state, shard_id), timeout=30, what="the shard running")
