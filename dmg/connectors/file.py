@@ -27,8 +27,8 @@ import uuid
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 from typing import Any, BinaryIO
 
 from dmg.connectors import localcopy, mounts
@@ -43,7 +43,7 @@ from dmg.connectors.capabilities import (
     RangedRead,
     StagedCrc32,
 )
-from dmg.errors import BadInput, DmgError, Fatal, NotFound, PermissionDenied, Retryable
+from dmg.errors import BadInput, Fatal, NotFound, PermissionDenied, Retryable
 
 STAGING_PREFIX = ".dmg-staging."
 #: Bytes a part copied by the kernel moves between two calls of its ``on_step`` (which
@@ -51,18 +51,29 @@ STAGING_PREFIX = ".dmg-staging."
 PART_STEP = 16 * 1024 * 1024
 
 
-@contextmanager
-def _mapped_os_errors(what: str) -> Iterator[None]:
-    """Translate ``OSError`` into :mod:`dmg.errors` at the connector boundary."""
-    try:
-        yield
-    except DmgError:
-        raise
-    except FileNotFoundError as exc:
-        raise NotFound(f"{what}: no such file or directory") from exc
-    except PermissionError as exc:
-        raise PermissionDenied(f"{what}: permission denied") from exc
-    except OSError as exc:
+class _mapped_os_errors:  # used as a function: ``with _mapped_os_errors(what):``
+    """Translate ``OSError`` into :mod:`dmg.errors` at the connector boundary.
+
+    A class, not a ``@contextmanager``: it wraps several calls per file copied, and a
+    generator-based context manager cost several microseconds each time."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if exc is None or not isinstance(exc, OSError):
+            return  # DmgError and every other exception pass through unchanged
+        what = self.what
+        if isinstance(exc, FileNotFoundError):
+            raise NotFound(f"{what}: no such file or directory") from exc
+        if isinstance(exc, PermissionError):
+            raise PermissionDenied(f"{what}: permission denied") from exc
         if exc.errno in {errno.EAGAIN, errno.EBUSY, errno.ETIMEDOUT, errno.EIO,
                          errno.ESTALE, errno.EHOSTDOWN, errno.ENETUNREACH}:
             raise Retryable(f"{what}: {os.strerror(exc.errno)}") from exc
