@@ -111,7 +111,18 @@ class PlacementOutbox:
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Record one placement report (raises BrokerError: the caller sends nothing then)."""
-        self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        self.state.redis.rpush(self.key, self.entry(shard_id, report))
+        self._wake()
+
+    @staticmethod
+    def entry(shard_id: str, report: dict[str, Any]) -> str:
+        """The list entry of a placement report (what :meth:`report_shard` appends; the
+        one-step placement script, :mod:`dmg.site.placing`, appends the same)."""
+        return json.dumps({"shard_id": shard_id, "report": report})
+
+    def noted(self) -> None:
+        """An entry was appended by a script (:meth:`entry`): wake the sender as
+        :meth:`report_shard` does."""
         self._wake()
 
     def plan(self, activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> None:
