@@ -88,7 +88,8 @@ class ShardMessages:
         kwargs: dict[str, Any] = {"epoch": epoch} if epoch is not None else {}
         body = json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None,
                                           "chord": None}])
-        headers: dict[str, Any] = {"lang": "py", "task": COPY_SHARD, "id": task_id, "shadow": None, "eta": None,
+        headers: dict[str, Any] = {
+                   "lang": "py", "task": COPY_SHARD, "id": task_id, "shadow": None, "eta": None,
                    "expires": None, "group": None, "group_index": None, "retries": 0,
                    "timelimit": [None, None], "root_id": task_id, "parent_id": None,
                    "argsrepr": repr(args), "kwargsrepr": repr(kwargs), "origin": self.hostname,

@@ -102,9 +102,11 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     return _site_load(state, count_pending=False)[1]
 
 
-def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[NodeLoad]]:
+def _site_load(state: SiteState, *, count_pending: bool,
+               window: list[str] | None = None) -> tuple[int, list[NodeLoad]]:
     """``(pending shards, node loads)``; with ``count_pending``, ``(0, [])`` after one round
-    trip when nothing is pending (an idle placement round costs one)."""
+    trip when nothing is pending (an idle placement round costs one). ``window``: filled with
+    the first :data:`WINDOW` pending shard ids, read with the loads (no round trip of its own)."""
     first = state.redis.pipeline(transaction=False)
     if count_pending:
         first.llen(state.keys.pending)
@@ -120,12 +122,17 @@ def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[Node
         return pending, []
     drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     pipe = state.redis.pipeline(transaction=False)
+    if window is not None:
+        pipe.lrange(state.keys.pending, 0, WINDOW - 1)
     pipe.mget([state.keys.heartbeat(name) for name in names])
     for name in names:
         pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    beats, *replies = pipe.execute()
+    answers = pipe.execute()
+    if window is not None:
+        window[:] = [m.decode() if isinstance(m, bytes) else m for m in answers.pop(0)]
+    beats, *replies = answers
     loads = []
     for i, name in enumerate(names):
         raw_beat = beats[i]
@@ -232,7 +239,8 @@ class Placer:
         key = self.state.keys.pending
         if not self.holding() or (not woken and not self.state.redis.llen(key)):
             return []
-        pending, loads = _site_load(self.state, count_pending=True)
+        first: list[str] = []  # the first window, read with the loads
+        pending, loads = _site_load(self.state, count_pending=True, window=first)
         if not pending:
             return []
         placed: list[Placement] = []
@@ -246,8 +254,11 @@ class Placer:
                 self._note_backlog(backlog_reason(loads))
                 return placed
             size = min(WINDOW, room + 4)
-            window = [m.decode() if isinstance(m, bytes) else m
-                      for m in self.state.redis.lrange(key, start, start + size - 1)]
+            if start == 0 and first:  # the list as the round began (the loads' own read)
+                window, first = first[:size], []
+            else:
+                window = [m.decode() if isinstance(m, bytes) else m
+                          for m in self.state.redis.lrange(key, start, start + size - 1)]
             if not window:
                 self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
                 return placed
