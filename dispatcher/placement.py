@@ -323,13 +323,22 @@ class Placer:
 
     def _note_backlog(self, reason: str) -> None:
         """Note ``reason`` for every pending shard without one. The whole backlog is read
-        only when it grew since it was last noted (new work), or the reason changed."""
-        length = int(self.state.redis.llen(self.state.keys.pending))
-        if length <= self._noted_backlog and reason == self._noted_reason:
-            self._noted_backlog = length
-            return
-        self._note_wait(self.state.pending(), reason)
-        self._noted_backlog, self._noted_reason = length, reason
+        only when the reason changed, or the list shrank under us (a cancel); otherwise only
+        the entries appended since it was last noted (new work joins the tail), in the same
+        round trip as its length."""
+        key = self.state.keys.pending
+        if reason == self._noted_reason and self._noted_backlog > 0:
+            pipe = self.state.redis.pipeline(transaction=False)
+            pipe.llen(key)
+            pipe.lrange(key, self._noted_backlog, -1)
+            length, tail = pipe.execute()
+            if int(length) >= self._noted_backlog:
+                self._note_wait([_text(m) for m in tail], reason)
+                self._noted_backlog = int(length)
+                return
+        backlog = self.state.pending()
+        self._note_wait(backlog, reason)
+        self._noted_backlog, self._noted_reason = len(backlog), reason
 
     def _place(self, shard_id: str, node: NodeLoad, shard: PendingShard) -> Placement | bool | None:
         """Place one shard: the placement; None when a newer dispatcher holds the lease (stop);
