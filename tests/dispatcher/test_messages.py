@@ -56,7 +56,9 @@ def test_the_built_message_is_what_send_task_writes(sender: Celery, redis_client
 
     sender.send_task(COPY_SHARD, args=["ar1-00000", 3], kwargs={"epoch": 7}, queue=node_queue("a"),
                      task_id=copy_task_id("ar1-00000", 3))
-    celery_message = decoded(redis_client.rpop(QUEUE_KEY))
+    raw = redis_client.rpop(QUEUE_KEY)
+    assert isinstance(raw, bytes)
+    celery_message = decoded(raw)
     celery_event = listener.get_message(timeout=2.0)
     built = builder(sender).build("ar1-00000", 3, node="a", epoch=7)
 
@@ -107,7 +109,8 @@ def test_a_requeued_shard_is_placed_with_the_attempt_its_requeue_fenced_with(
     [again] = placer.place_pending()
 
     assert again.attempt == 2  # no gap: the fencing number is the one sent
-    assert state.shard(shard_id)["attempt"] == 2
+    stored = state.shard(shard_id)
+    assert stored is not None and stored["attempt"] == 2
     ids = [decoded(raw)["headers"]["id"] for raw in reversed(redis_client.lrange(QUEUE_KEY, 0, -1))]
     assert ids == [copy_task_id(shard_id, 1), copy_task_id(shard_id, 2)]
 
@@ -121,7 +124,8 @@ def test_a_shard_that_moved_since_it_was_read_gets_nothing(state: SiteState, sen
                          queue_key=built.queue_key, message=built.message)
 
     assert answer == CHANGED
-    assert state.shard(shard_id)["attempt"] == 0 and state.shard(shard_id)["node"] == ""
+    stored = state.shard(shard_id)
+    assert stored is not None and stored["attempt"] == 0 and stored["node"] == ""
     assert state.pending() == [shard_id]
     assert redis_client.llen(QUEUE_KEY) == 0 and redis_client.llen(state.keys.placements) == 0
 

@@ -268,7 +268,8 @@ def test_shards_placed_under_a_plan_the_cloud_refuses_are_cancelled_at_the_site(
     # Given a plan of two shards, one placed already (placement does not wait for the cloud)
     state.redis.set(state.keys.epoch, 1)
     outbox = PlacementOutbox(state)
-    shards = [{"id": f"ar9-{i:05d}", "index": i, "files": 1, "bytes": 1} for i in range(2)]
+    shards: list[dict[str, Any]] = [{"id": f"ar9-{i:05d}", "index": i, "files": 1, "bytes": 1}
+                                    for i in range(2)]
     outbox.plan("ar9", shards, queued_at=1.0)
     for summary in shards:
         state.save_shard(summary["id"], {})
