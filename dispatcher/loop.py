@@ -54,6 +54,7 @@ from celery import Celery
 from dispatcher.brokerwatch import BrokerWatch
 from dispatcher.cancels import CancelWatch
 from dispatcher.lease import Lease, holder_of
+from dispatcher.messages import ShardMessages
 from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
@@ -132,8 +133,11 @@ class DispatcherService:
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
         self.slots = FreeSlots(state)  # read once for the planners of a claimed batch
+        # A Celery sender on the site's Redis: each shard's message is written by its placement
+        # script (dispatcher.messages); any other sender gets send_task.
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
-                             max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch)
+                             max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch,
+                             messages=ShardMessages.of(sender))
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
         self.cancels = CancelWatch(state, cloud)

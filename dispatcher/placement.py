@@ -15,6 +15,13 @@ it, so it reaches the cloud even if this dispatcher dies next), then sends
 cannot go out, the shard goes back to pending (a new attempt). A shard no node can
 take stays pending.
 
+With ``messages`` (:class:`dispatcher.messages.ShardMessages`: the sender is a Celery app on
+the site's Redis, as in production) those four steps are one script
+(:func:`dmg.site.placing.place_shard`): the message is built here and written to the node's
+queue by the script that starts the attempt, records its report and drops the pending entry.
+Without it (an in-memory sender in tests, another broker) the steps go one by one, the message
+through ``send_task``.
+
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
 as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
 only if no newer dispatcher took the lease since (checked in Redis, atomically
@@ -34,8 +41,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dispatcher.messages import ShardMessages
 from dispatcher.ports import TaskSender
-from dispatcher.reports import ShardReports
+from dispatcher.reports import PlacementOutbox, ShardReports
 from dmg.attempt_ends import NOT_SENT, REISSUED
 from dmg.credentials.rules import entry_name, needs_credential
 from dmg.errors import DmgError
@@ -43,6 +51,7 @@ from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards import ShardSpec
 from dmg.shards.status import CLOUD_PLACED
 from dmg.site.attempts import requeue
+from dmg.site.placing import SUPERSEDED, next_attempt, place_shard
 from dmg.site.state import SiteState
 from dmg.version import __version__
 from workers.names import COPY_SHARD, copy_task_id, node_queue
@@ -80,6 +89,8 @@ class PendingShard:
     attempt: int
     ended_reason: str = ""
     ended_at: float | None = None
+    #: The attempt a requeue bumped and never sent (placement sends that number).
+    unsent: int | None = None
 
 
 def node_loads(state: SiteState) -> list[NodeLoad]:
@@ -91,9 +102,11 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     return _site_load(state, count_pending=False)[1]
 
 
-def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[NodeLoad]]:
+def _site_load(state: SiteState, *, count_pending: bool,
+               window: list[str] | None = None) -> tuple[int, list[NodeLoad]]:
     """``(pending shards, node loads)``; with ``count_pending``, ``(0, [])`` after one round
-    trip when nothing is pending (an idle placement round costs one)."""
+    trip when nothing is pending (an idle placement round costs one). ``window``: filled with
+    the first :data:`WINDOW` pending shard ids, read with the loads (no round trip of its own)."""
     first = state.redis.pipeline(transaction=False)
     if count_pending:
         first.llen(state.keys.pending)
@@ -109,12 +122,17 @@ def _site_load(state: SiteState, *, count_pending: bool) -> tuple[int, list[Node
         return pending, []
     drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
     pipe = state.redis.pipeline(transaction=False)
+    if window is not None:
+        pipe.lrange(state.keys.pending, 0, WINDOW - 1)
     pipe.mget([state.keys.heartbeat(name) for name in names])
     for name in names:
         pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    beats, *replies = pipe.execute()
+    answers = pipe.execute()
+    if window is not None:
+        window[:] = [m.decode() if isinstance(m, bytes) else m for m in answers.pop(0)]
+    beats, *replies = answers
     loads = []
     for i, name in enumerate(names):
         raw_beat = beats[i]
@@ -192,8 +210,10 @@ class Placer:
     def __init__(self, *, state: SiteState, sender: TaskSender, cloud: ShardReports | None,
                  holding: Callable[[], bool], max_queued: int,
                  clock: Callable[[], float] = time.time,
-                 epoch: Callable[[], int | None] = lambda: None) -> None:
+                 epoch: Callable[[], int | None] = lambda: None,
+                 messages: ShardMessages | None = None) -> None:
         self.state = state
+        self.messages = messages
         self.epoch = epoch
         self.sender = sender
         self.cloud = cloud
@@ -219,7 +239,8 @@ class Placer:
         key = self.state.keys.pending
         if not self.holding() or (not woken and not self.state.redis.llen(key)):
             return []
-        pending, loads = _site_load(self.state, count_pending=True)
+        first: list[str] = []  # the first window, read with the loads
+        pending, loads = _site_load(self.state, count_pending=True, window=first)
         if not pending:
             return []
         placed: list[Placement] = []
@@ -233,8 +254,11 @@ class Placer:
                 self._note_backlog(backlog_reason(loads))
                 return placed
             size = min(WINDOW, room + 4)
-            window = [m.decode() if isinstance(m, bytes) else m
-                      for m in self.state.redis.lrange(key, start, start + size - 1)]
+            if start == 0 and first:  # the list as the round began (the loads' own read)
+                window, first = first[:size], []
+            else:
+                window = [m.decode() if isinstance(m, bytes) else m
+                          for m in self.state.redis.lrange(key, start, start + size - 1)]
             if not window:
                 self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
                 return placed
@@ -273,6 +297,9 @@ class Placer:
                 if placement is None:
                     log.warning("a newer dispatcher holds the lease; placement stopped")
                     return placed
+                if placement is False:
+                    continue
+                assert isinstance(placement, Placement)
                 placed.append(placement)
                 removed += 1
             start += len(window) - removed
@@ -282,35 +309,47 @@ class Placer:
         pipe = self.state.redis.pipeline(transaction=False)
         for shard_id in shard_ids:
             pipe.hmget(self.state.keys.shard(shard_id), "spec", "node", "attempt", "ended_reason",
-                       "ended_at")
+                       "ended_at", "unsent")
         found: dict[str, PendingShard | None] = {}
-        for shard_id, (spec, node, attempt, reason, at) in zip(shard_ids, pipe.execute(), strict=True):
+        for shard_id, (spec, node, attempt, reason, at, unsent) in zip(shard_ids, pipe.execute(),
+                                                                       strict=True):
             if spec is None:
                 found[shard_id] = None
                 continue
             found[shard_id] = PendingShard(read_spec(shard_id, spec), _text(node), int(attempt or 0),
-                                           _text(reason), float(at) if at else None)
+                                           _text(reason), float(at) if at else None,
+                                           int(unsent) if unsent else None)
         return found
 
     def _note_backlog(self, reason: str) -> None:
         """Note ``reason`` for every pending shard without one. The whole backlog is read
-        only when it grew since it was last noted (new work), or the reason changed."""
-        length = int(self.state.redis.llen(self.state.keys.pending))
-        if length <= self._noted_backlog and reason == self._noted_reason:
-            self._noted_backlog = length
-            return
-        self._note_wait(self.state.pending(), reason)
-        self._noted_backlog, self._noted_reason = length, reason
+        only when the reason changed, or the list shrank under us (a cancel); otherwise only
+        the entries appended since it was last noted (new work joins the tail), in the same
+        round trip as its length."""
+        key = self.state.keys.pending
+        if reason == self._noted_reason and self._noted_backlog > 0:
+            pipe = self.state.redis.pipeline(transaction=False)
+            pipe.llen(key)
+            pipe.lrange(key, self._noted_backlog, -1)
+            length, tail = pipe.execute()
+            if int(length) >= self._noted_backlog:
+                self._note_wait([_text(m) for m in tail], reason)
+                self._noted_backlog = int(length)
+                return
+        backlog = self.state.pending()
+        self._note_wait(backlog, reason)
+        self._noted_backlog, self._noted_reason = len(backlog), reason
 
-    def _place(self, shard_id: str, node: NodeLoad, shard: PendingShard) -> Placement | None:
+    def _place(self, shard_id: str, node: NodeLoad, shard: PendingShard) -> Placement | bool | None:
+        """Place one shard: the placement; None when a newer dispatcher holds the lease (stop);
+        False when the shard changed since it was read (left for the next round)."""
+        if self.messages is not None:
+            return self._place_in_one_step(shard_id, node, shard, self.messages)
         epoch = self.epoch()
         attempt = self.state.new_attempt(shard_id, node.name, epoch=epoch)
         if not attempt:
             return None
-        _since, reason = self._waiting.get(shard_id, (0.0, ""))
-        placement = Placement(shard_id, node.name, attempt, reason, placed_at=self.clock(),
-                              previous_ended=shard.ended_reason if attempt > 1 else "",
-                              previous_ended_at=shard.ended_at if attempt > 1 else None)
+        placement = self._placement(shard_id, node, shard, attempt)
         try:
             # The placement report is recorded (in Redis: dispatcher.reports) before the message
             # goes out: a worker never runs an attempt whose placement the cloud cannot learn.
@@ -321,11 +360,45 @@ class Placer:
             requeue(self.state, shard_id, node.name, epoch=epoch, reason=NOT_SENT)
             raise
         self.state.drop_pending(shard_id)
+        self._placed(placement, node)
+        return placement
+
+    def _placement(self, shard_id: str, node: NodeLoad, shard: PendingShard, attempt: int) -> Placement:
+        _since, reason = self._waiting.get(shard_id, (0.0, ""))
+        return Placement(shard_id, node.name, attempt, reason, placed_at=self.clock(),
+                         previous_ended=shard.ended_reason if attempt > 1 else "",
+                         previous_ended_at=shard.ended_at if attempt > 1 else None)
+
+    def _placed(self, placement: Placement, node: NodeLoad) -> None:
         self._noted_backlog -= 1
         record_placement(node)
-        self._waiting.pop(shard_id, None)
+        self._waiting.pop(placement.shard_id, None)
         log.info("shard placed shard=%s node=%s attempt=%d free_slots=%d wait_reason=%s",
-                 shard_id, node.name, attempt, node.free_slots, reason or "-")
+                 placement.shard_id, node.name, placement.attempt, node.free_slots,
+                 placement.wait_reason or "-")
+
+    def _place_in_one_step(self, shard_id: str, node: NodeLoad, shard: PendingShard,
+                           messages: ShardMessages) -> Placement | bool | None:
+        """Attempt, report, pending entry and message in one script (:mod:`dmg.site.placing`);
+        a BrokerError leaves either all of it done or none (the next round sees which)."""
+        epoch = self.epoch()
+        attempt = next_attempt(shard.attempt, shard.unsent)
+        placement = self._placement(shard_id, node, shard, attempt)
+        entry = (self.cloud.entry(shard_id, placed_report(placement, epoch=epoch))
+                 if isinstance(self.cloud, PlacementOutbox) else "")
+        built = messages.build(shard_id, attempt, node=node.name, epoch=epoch)
+        answer = place_shard(self.state, shard_id, node.name, attempt=attempt, epoch=epoch,
+                             report_entry=entry, queue_key=built.queue_key, message=built.message,
+                             event_channel=built.event_channel, event=built.event)
+        if answer == SUPERSEDED:
+            return None
+        if answer != attempt:
+            log.info("pending shard changed before its placement; left for the next round shard=%s",
+                     shard_id)
+            return False
+        if isinstance(self.cloud, PlacementOutbox):
+            self.cloud.noted()
+        self._placed(placement, node)
         return placement
 
     def send(self, shard_id: str, node: str, attempt: int, *, epoch: int | None) -> None:

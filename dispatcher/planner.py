@@ -10,9 +10,10 @@ placements) and queues the shards as pending. No cloud request is made on the wa
 placement starts as soon as the shards are pending. Shard ids are
 ``<activity_run_id>-<index:05d>``.
 
-A fresh plan costs one read (is a plan recorded already?) and one script
-(:func:`dmg.site.plans.record_plan`: the plan, every shard's hash, the plan's report
-entry, the pending shards and the placement loop's wake-up, in one atomic step), plus
+A fresh plan costs one script (:func:`dmg.site.plans.record_plan`: the plan unless one is
+recorded already, every shard's hash, the plan's report entry, the pending shards and the
+placement loop's wake-up, in one atomic step), plus one read (is a plan recorded already?)
+before it only when an object will be split or the source cannot be listed, plus
 the free-slot count when there is more than one entry to cut, read at most once per
 :data:`dispatcher.slots.MAX_AGE` by every planner thread together
 (:class:`dispatcher.slots.FreeSlots`).
@@ -21,9 +22,12 @@ Idempotent: the plan of an activity run is recorded (``plan:<activity run id>``)
 before the cloud hears of it, so replaying the same activity run (after a
 Retryable, or by a new dispatcher) records the same plan again (the cloud takes a
 duplicate as a no-op) and queues only shards that are neither pending nor placed
-yet. A source that cannot be listed for good (NotFound, PermissionDenied, a bad
-store definition), or that fails in any unexpected way, fails that activity run
-alone with a clear message (the cloud marks it Failed and never hands it out
+yet. A replay lists the source again (the listing is dropped when the script finds the
+recorded plan: the plan stays the one recorded first); one whose source cannot be listed
+any more replays the recorded plan, and a split object's sink write is never begun twice
+(the record is read before splitting). A source that cannot be listed for good
+(NotFound, PermissionDenied, a bad store definition), or that fails in any unexpected
+way, fails that activity run alone with a clear message (the cloud marks it Failed and never hands it out
 again); a Retryable or broker error is raised for the caller to retry.
 
 The activity's options are checked here (:class:`dmg.transfer.CopyOptions`): a
@@ -68,6 +72,7 @@ from dmg.site.plans import ALREADY_PLANNED, CANCELLED, record_plan
 from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
+from dmg.transfer.split import SplitOptions
 from settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,19 +111,29 @@ def plan_activity_run(
     run_id = str(activity_run["id"])
     outbox = outbox or PlacementOutbox(state)
     slots = slots or FreeSlots(state, max_age=0.0)
-    raw = state.redis.get(state.keys.plan(run_id))
+    raw: str | bytes | None = None
+    try:
+        listing = _list(activity_run, connector_factory=connector_factory)
+    except (Retryable, BrokerError):
+        raise
+    except Exception as exc:
+        # A plan recorded before is replayed whatever the source says now (its shards may run).
+        raw = state.redis.get(state.keys.plan(run_id))
+        if raw is None:
+            return _failed(activity_run, exc, cloud=cloud, epoch=epoch)
+    if raw is None and listing.splits:
+        # Splitting begins the sink's write of each large object: never for a plan recorded
+        # already. Without a split, a recorded plan is found by record_plan itself (SET NX):
+        # no round trip before it.
+        raw = state.redis.get(state.keys.plan(run_id))
     if raw is None:
         try:
-            shards, specs = _cut(activity_run, state=state, settings=settings, slots=slots,
+            shards, specs = _cut(activity_run, listing, state=state, settings=settings, slots=slots,
                                  connector_factory=connector_factory)
         except (Retryable, BrokerError):
             raise
-        except DmgError as exc:
-            return _fail(activity_run, cloud=cloud, epoch=epoch, reason=str(exc))
-        except Exception as exc:  # a bug or a hostile definition: this run fails, the others go on
-            log.exception("unexpected planning error activity_run=%s", run_id)
-            return _fail(activity_run, cloud=cloud, epoch=epoch,
-                         reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+        except Exception as exc:
+            return _failed(activity_run, exc, cloud=cloud, epoch=epoch)
         # The plan reaches the cloud through the lease holder's ordered report list, ahead of
         # its shards' placements (dispatcher.reports): no cloud round trip before placement.
         recorded = record_plan(state, run_id, plan_json=json.dumps(shards), ttl=PLAN_TTL,
@@ -166,6 +181,16 @@ def _not_queued_yet(state: SiteState, shards: list[dict[str, Any]]) -> list[str]
     return queued
 
 
+def _failed(activity_run: dict[str, Any], exc: Exception, *, cloud: DispatchCloud, epoch: int) -> PlanResult:
+    """Fail the activity run for ``exc`` (a DmgError: its message; anything else: a bug or a
+    hostile definition, logged): this run fails, the others go on."""
+    if isinstance(exc, DmgError):
+        return _fail(activity_run, cloud=cloud, epoch=epoch, reason=str(exc))
+    log.error("unexpected planning error activity_run=%s", activity_run.get("id"), exc_info=exc)
+    return _fail(activity_run, cloud=cloud, epoch=epoch,
+                 reason=f"unexpected {type(exc).__name__}: {str(exc)[:300]}")
+
+
 def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, reason: str) -> PlanResult:
     """Tell the cloud the activity run cannot be planned (it becomes Failed with ``reason``)."""
     run_id = str(activity_run["id"])
@@ -175,13 +200,25 @@ def _fail(activity_run: dict[str, Any], *, cloud: DispatchCloud, epoch: int, rea
     return PlanResult(run_id, error=error)
 
 
-def _cut(activity_run: dict[str, Any], *, state: SiteState, settings: Settings, slots: FreeSlots,
-         connector_factory: Callable[[StoreSpec], Connector]) -> tuple[list[dict[str, Any]],
-                                                                       list[tuple[str, str]]]:
-    """``(shard summaries, [(shard id, spec JSON)])`` of an activity run: listed, filtered,
-    split and cut; nothing of it is recorded yet (the sink's write of a split object is
-    begun, once per object: :mod:`dispatcher.splitting`)."""
-    run_id = str(activity_run["id"])
+@dataclass
+class _Listing:
+    """An activity run's definition read and its source listed (and filtered)."""
+
+    source_spec: StoreSpec
+    sink_spec: StoreSpec
+    source_path: str
+    sink_path: str
+    options: dict[str, Any]
+    copy_options: CopyOptions
+    entries: list[Entry]
+    splits: bool  # some entry is large enough to be split in parts
+    source: Connector  # closed; asked for its capabilities (ranged reads) only
+
+
+def _list(activity_run: dict[str, Any], *,
+          connector_factory: Callable[[StoreSpec], Connector]) -> _Listing:
+    """Read the definition and list the source; nothing is written anywhere. Raises
+    BadInput (an incomplete activity run), what the connector raises."""
     try:
         source_def, sink_def = activity_run["source"], activity_run["sink"]
         source_spec = StoreSpec.from_json(source_def["store"])
@@ -199,6 +236,22 @@ def _cut(activity_run: dict[str, Any], *, state: SiteState, settings: Settings, 
                    if keep(relative_path(e.path, source_prefix=source_path))]
     finally:
         source.close()
+    split = SplitOptions.from_json(options)
+    return _Listing(source_spec, sink_spec, source_path, sink_path, options, copy_options, entries,
+                    splits=any(split.splits(e.size) for e in entries), source=source)
+
+
+def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, settings: Settings,
+         slots: FreeSlots, connector_factory: Callable[[StoreSpec], Connector]
+         ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
+    """``(shard summaries, [(shard id, spec JSON)])`` of a listed activity run: split and cut;
+    nothing of it is recorded yet (the sink's write of a split object is begun, once per
+    object: :mod:`dispatcher.splitting`)."""
+    run_id = str(activity_run["id"])
+    source_spec, sink_spec = listing.source_spec, listing.sink_spec
+    source_path, sink_path = listing.source_path, listing.sink_path
+    options, copy_options, entries = listing.options, listing.copy_options, listing.entries
+    source = listing.source
     sink_entries = None
     if copy_options.overwrite != ALWAYS and entries:
         sink_entries = _list_sink(sink_spec, sink_path, connector_factory=connector_factory)

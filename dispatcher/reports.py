@@ -33,6 +33,8 @@ forever. A dispatcher may die at any point after placing, so:
   on; the sender backs off. Refused because the cloud takes this node as its
   dispatcher no more (``not_dispatcher``): kept; the sender backs off until its lease
   ends or the cloud takes it again.
+- A plan refused for good (:data:`PLAN_REFUSED`): its activity run is cancelled at the
+  site, so none of its shards, placed or not, commits (:meth:`PlacementSender._refused_for_good`).
 - A cloud of the previous version (no batch route, or a batch route that refuses plan
   items) gets them one by one (a plan with ``POST /activity-runs/{id}/shards``).
 - The list also carries the reports of a node the cloud removed while it ran a shard
@@ -60,6 +62,10 @@ log = logging.getLogger(__name__)
 
 #: Placement reports one request carries at most.
 BATCH = 500
+#: The errors with which the cloud refuses a plan for good (the activity run is gone, was
+#: failed, was never claimed, or a shard id is another run's). ``stale_attempt`` is not one:
+#: a newer dispatcher of this site took the run back and sends the same plan (from Redis).
+PLAN_REFUSED = ("not_found", "conflict", "cancelled")
 
 
 class ShardReports(Protocol):
@@ -111,7 +117,18 @@ class PlacementOutbox:
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Record one placement report (raises BrokerError: the caller sends nothing then)."""
-        self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        self.state.redis.rpush(self.key, self.entry(shard_id, report))
+        self._wake()
+
+    @staticmethod
+    def entry(shard_id: str, report: dict[str, Any]) -> str:
+        """The list entry of a placement report (what :meth:`report_shard` appends; the
+        one-step placement script, :mod:`dmg.site.placing`, appends the same)."""
+        return json.dumps({"shard_id": shard_id, "report": report})
+
+    def noted(self) -> None:
+        """An entry was appended by a script (:meth:`entry`): wake the sender as
+        :meth:`report_shard` does."""
         self._wake()
 
     def plan(self, activity_run_id: str, shards: list[dict[str, Any]], *, queued_at: float) -> None:
@@ -155,6 +172,7 @@ class PlacementSender:
         # not at the next poll; entries of other processes wait for the poll.
         self._wake = wake or threading.Event()
         self._thread: threading.Thread | None = None
+        self._refused_plans: set[str] = set()  # shard ids of plans the cloud refused for good
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dmg-placement-reports", daemon=True)
@@ -236,13 +254,15 @@ class PlacementSender:
             if any(r.get("not_dispatcher") for r in answered):
                 break  # this and the rest stay for the lease's holder at the cloud
             settled += 1
-            if any(r.get("retry") for r in answered):
+            if any(r.get("retry") for r in answered) and not self._of_refused_plan(raw):
                 later.append(raw)
             for result in answered:
                 if not result.get("ok") and not result.get("retry"):
-                    what = "relayed report" if json.loads(raw).get("relayed_for") else _what(result)
+                    entry = json.loads(raw)
+                    what = "relayed report" if entry.get("relayed_for") else _what(result)
                     log.warning("%s not taken by the cloud shard=%s error=%s", what,
                                 result.get("shard_id"), result.get("message"))
+                    self._refused_for_good(entry, str(result.get("error") or ""))
         self._settle_head(epoch, settled, later)
         if later or settled < len(raws):
             return "wait"
@@ -270,9 +290,41 @@ class PlacementSender:
                 break
             except DmgError as exc:
                 log.warning("%s not taken by the cloud error=%s", _what(item), exc)
+                self._refused_for_good(entry, exc.code)
             settled += 1
         self._settle_head(epoch, settled, [])
         return outcome
+
+    def _refused_for_good(self, entry: dict[str, Any], error: str) -> None:
+        """A plan the cloud will never take (:data:`PLAN_REFUSED`): its shards may be placed
+        already (placement does not wait for the cloud), so the run is cancelled at the site
+        (:meth:`dmg.site.state.SiteState.cancel`, as a user's cancel): its pending shards are
+        dropped, a queued one is refused by its worker, a running one stops before its next
+        file or chunk and aborts its staged writes. Nothing of it commits after that; the
+        cloud, which refused it, shows none of it."""
+        plan = entry.get("plan")
+        if not plan or error not in PLAN_REFUSED:
+            return
+        run_id = str(plan["activity_run_id"])
+        self._refused_plans.update(str(shard["id"]) for shard in plan.get("shards") or ())
+        try:
+            dropped = self.state.cancel(run_id)
+        except BrokerError as exc:  # the flag is set again when the plan is replayed
+            log.warning("cannot cancel the shards of a refused plan activity_run=%s error=%s", run_id, exc)
+            return
+        log.warning("plan refused by the cloud (%s); its shards are cancelled at the site "
+                    "activity_run=%s pending_dropped=%d", error, run_id, len(dropped))
+
+    def _of_refused_plan(self, raw: Any) -> bool:
+        """A placement report of a shard whose plan the cloud refused for good: the cloud
+        would answer ``retry`` (no such shard) forever; it is dropped instead."""
+        if not self._refused_plans:
+            return False
+        shard_id = json.loads(raw).get("shard_id")
+        if shard_id not in self._refused_plans:
+            return False
+        log.info("placement of a shard whose plan was refused dropped shard=%s", shard_id)
+        return True
 
     def _settle_head(self, epoch: int, count: int, later: list[Any]) -> None:
         if count and not int(self._settle(keys=[self.state.keys.placements, self.state.keys.epoch],

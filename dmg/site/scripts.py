@@ -23,6 +23,7 @@ TAKE_OVER, FINISH  SplitObjects                      the split commit marker onl
 SETTLE_REPORTS     dispatcher.reports (the sender)   none: ``placements``, fenced by ``epoch``
 CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
 RECORD_PLAN        plans.record_plan (the planner)   creates it: ``attempt`` 0, ``spec``, queued
+PLACE_SHARD        placing.place_shard (placement)   as NEW_ATTEMPT, + report, message, pending
 ================== ================================= =======================================
 
 ``attempt`` only grows: every script that changes a shard's node or re-sends it
@@ -269,4 +270,45 @@ if shards > 0 then
   redis.call('LTRIM', KEYS[5], 0, 0)
 end
 return 1
+"""
+
+
+# The placement of one shard in one step (dmg.site.placing.place_shard): the new attempt (as
+# NEW_ATTEMPT, only if it is the attempt the caller built the message for), its placement
+# report, the pending entry dropped, and the Celery message on the node's queue with its
+# task-sent event, so no attempt exists without its report and its message, nor the reverse.
+# KEYS: shard hash, placements list, pending list, the node's broker queue.
+# ARGV: prefix, shard id, node, queued state, epoch ('' = unfenced), attempt expected,
+#       report entry ('' = none), message, event channel ('' = none), event.
+# -> the attempt; 0 when the epoch is superseded; -1 when the shard changed since the caller
+#    read it (placed, requeued, gone): nothing is written then.
+PLACE_SHARD = """
+if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then
+  return 0
+end
+local h = redis.call('HMGET', KEYS[1], 'node', 'attempt', 'unsent', 'spec')
+if not h[4] or (h[1] and h[1] ~= '') then
+  return -1
+end
+local current = tonumber(h[2] or '0') or 0
+local attempt = current + 1
+if h[3] and h[3] ~= '' and h[3] == h[2] then
+  attempt = current
+end
+if attempt ~= tonumber(ARGV[6]) then
+  return -1
+end
+redis.call('HDEL', KEYS[1], 'unsent', 'ended_reason', 'ended_at')
+redis.call('HSET', KEYS[1], 'attempt', attempt, 'node', ARGV[3], 'state', ARGV[4], 'epoch', ARGV[5],
+           'deliveries', 0, 'runner', '')
+redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+if ARGV[7] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[7])
+end
+redis.call('LREM', KEYS[3], 1, ARGV[2])
+redis.call('LPUSH', KEYS[4], ARGV[8])
+if ARGV[9] ~= '' then
+  redis.call('PUBLISH', ARGV[9], ARGV[10])
+end
+return attempt
 """

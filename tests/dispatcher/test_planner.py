@@ -74,6 +74,25 @@ def test_replaying_an_activity_run_queues_nothing_twice(tmp_path: Path, state: S
     assert recorded_plans(state)["ar1"] == [first.shards, first.shards]  # the cloud takes it once
 
 
+def test_a_recorded_plan_is_replayed_even_when_its_source_is_gone_now(tmp_path: Path,
+                                                                      state: SiteState) -> None:
+    # Given a plan recorded by a dispatcher that died before its shards were placed
+    write_files(tmp_path / "src" / "in", {"a": 1, "b": 2, "c": 3})
+    cloud = MemoryCloud()
+    first = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
+    state.redis.delete(state.keys.pending)
+    for path in (tmp_path / "src" / "in").iterdir():  # and a source that cannot be listed now
+        path.unlink()
+    (tmp_path / "src" / "in").rmdir()
+
+    # When the next dispatcher replays it
+    again = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=2, settings=SETTINGS)
+
+    # Then the recorded plan is queued again, the activity run is not failed
+    assert not again.failed and cloud.failed == {}
+    assert again.shards == first.shards and state.pending() == [s["id"] for s in first.shards]
+
+
 def test_a_missing_source_fails_the_activity_run_clearly(tmp_path: Path, state: SiteState) -> None:
     (tmp_path / "src").mkdir()
     cloud = MemoryCloud()

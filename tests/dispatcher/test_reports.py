@@ -238,3 +238,64 @@ def test_a_placement_round_wakes_the_sender_once_at_its_end(state: SiteState) ->
     with outbox.wake_after():  # a round that recorded nothing wakes nobody
         pass
     assert not outbox.recorded.is_set()
+
+
+class PlanRefusingCloud:
+    """Refuses every plan for good with ``error`` (the activity run was failed meanwhile, or is
+    gone); a placement of a shard it never heard of is answered ``retry``, as the real cloud
+    answers it."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+        self.batches = 0
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        self.batches += 1
+        results: list[dict[str, Any]] = []
+        for item in items:
+            if "plan" in item:
+                results.append({"activity_run_id": item["plan"]["activity_run_id"], "ok": False,
+                                "error": self.error, "message": "refused"})
+            else:
+                results.append({"shard_id": item["shard_id"], "ok": False, "retry": True,
+                                "error": "retryable", "message": "no plan heard of yet"})
+        return {"applied": len(results), "results": results}
+
+
+@pytest.mark.parametrize("error", ["conflict", "not_found"])
+def test_shards_placed_under_a_plan_the_cloud_refuses_are_cancelled_at_the_site(
+        state: SiteState, error: str) -> None:
+    # Given a plan of two shards, one placed already (placement does not wait for the cloud)
+    state.redis.set(state.keys.epoch, 1)
+    outbox = PlacementOutbox(state)
+    shards: list[dict[str, Any]] = [{"id": f"ar9-{i:05d}", "index": i, "files": 1, "bytes": 1}
+                                    for i in range(2)]
+    outbox.plan("ar9", shards, queued_at=1.0)
+    for summary in shards:
+        state.save_shard(summary["id"], {})
+    state.push_pending(shards[1]["id"])
+    assert state.new_attempt(shards[0]["id"], "a", epoch=1) == 1
+    outbox.report_shard(shards[0]["id"], placed())
+    cloud = PlanRefusingCloud(error)
+
+    # When the cloud refuses the plan for good
+    sender = sender_for(state, cloud, [1])  # type: ignore[arg-type]
+    assert sender.send_once(1) == "sent"
+
+    # Then the run is cancelled at the site: the pending shard is dropped, the placed one is
+    # refused by its worker (or stops before its next file: the flag its commit checks), and
+    # its placement does not wait for a plan that will never come
+    assert state.is_cancelled("ar9")
+    assert state.pending() == []
+    assert outbox.pending() == 0 and cloud.batches == 1
+
+
+def test_a_plan_refused_as_claimed_by_a_newer_dispatcher_cancels_nothing(state: SiteState) -> None:
+    # (the newer dispatcher of this site sends the same plan, from Redis, under its epoch)
+    state.redis.set(state.keys.epoch, 1)
+    outbox = PlacementOutbox(state)
+    outbox.plan("ar9", [{"id": "ar9-00000", "index": 0, "files": 1, "bytes": 1}], queued_at=1.0)
+
+    assert sender_for(state, PlanRefusingCloud("stale_attempt"), [1]).send_once(1) == "sent"  # type: ignore[arg-type]
+
+    assert not state.is_cancelled("ar9")
