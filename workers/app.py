@@ -21,6 +21,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_init,
+    worker_process_init,
 )
 
 import settings as dmg_settings
@@ -93,6 +94,25 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
 
     gc.collect()
     gc.freeze()
+
+
+@worker_process_init.connect
+def _prepare_pool_process(**_kwargs: Any) -> None:
+    """In each new pool process, before its first task: build what a shard needs (the
+    node's context, this process's runner token), so that the first shard a process
+    runs does not pay for it on its start. Nothing here talks to Redis or the cloud (a
+    broker that is down must not stop the pool from starting); a failure is logged and
+    left to the first task, which builds it again and reports the error."""
+    import logging
+
+    from workers.context import node_context
+    from workers.run.delivery import my_runner
+
+    try:
+        node_context(app.dmg_settings)
+        my_runner()
+    except Exception as exc:  # the first task builds it again and reports it
+        logging.getLogger(__name__).warning("pool process not prepared: %s", exc)
 
 
 @after_setup_logger.connect
