@@ -105,7 +105,8 @@ def run(args: argparse.Namespace) -> dict:
                     for name, kinds in procs.items():
                         for w in kinds["worker"]:
                             spies.append(subprocess.Popen(
-                                [spy, "record", "--pid", str(w.pid), "--subprocesses", "--rate", "250",
+                                [spy, "record", "--pid", str(w.pid), "--subprocesses", "--gil",
+                                 "--rate", "250",
                                  "--format", "raw", "--output", str(out / f"{name}-raw.txt"),
                                  "--nonblocking"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
