@@ -61,6 +61,10 @@ class QuickReconnectConsumer(Consumer):
         self._event_flush_at = 0.0
         self._flush_events()
 
+    def on_close(self) -> None:
+        super().on_close()
+        self._event_flush_at = 0.0  # a scheduled flush may have gone with the timer's entries
+
     def shutdown(self) -> None:
         with contextlib.suppress(Exception):  # the broker may be gone: shutting down goes on
             self._flush_events()  # the last batch, before the event dispatcher closes
