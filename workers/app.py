@@ -21,6 +21,7 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_init,
+    worker_process_init,
 )
 
 import settings as dmg_settings
@@ -31,7 +32,7 @@ from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
-from workers.logsetup import bind_task, format_worker_logger, unbind_task
+from workers.logsetup import bind_task, format_worker_logger, quiet_per_task_logs, unbind_task
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:
@@ -95,11 +96,32 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
     gc.freeze()
 
 
+@worker_process_init.connect
+def _prepare_pool_process(**_kwargs: Any) -> None:
+    """In each new pool process, before its first task: build what a shard needs (the
+    node's context, this process's runner token), so that the first shard a process
+    runs does not pay for it on its start. Nothing here talks to Redis or the cloud (a
+    broker that is down must not stop the pool from starting); a failure is logged and
+    left to the first task, which builds it again and reports the error."""
+    import logging
+
+    from workers.context import node_context
+    from workers.run.delivery import my_runner
+
+    try:
+        node_context(app.dmg_settings)
+        my_runner()
+    except Exception as exc:  # the first task builds it again and reports it
+        logging.getLogger(__name__).warning("pool process not prepared: %s", exc)
+
+
 @after_setup_logger.connect
 def _quiet_request_logs(*, logger: Any = None, loglevel: int | str | None = None, **_kwargs: Any) -> None:
-    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`); the site's log
-    format (:mod:`workers.logsetup`)."""
+    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`) nor Celery's per
+    task (:func:`workers.logsetup.quiet_per_task_logs`); the site's log format
+    (:mod:`workers.logsetup`)."""
     quiet_request_logs(loglevel if loglevel is not None else "INFO")
+    quiet_per_task_logs(loglevel if loglevel is not None else "INFO")
     if logger is not None:
         format_worker_logger(logger)
 

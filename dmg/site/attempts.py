@@ -11,6 +11,8 @@ Each operation is one Redis script, so it is atomic against every other writer
   delivery after the first means the process that ran the attempt before died.
   :func:`begin_run` is the same step with the site's identity check first and the
   shard's spec handed back: a worker's whole start is one round trip.
+- :func:`finish_run`: the attempt's end on its node in one step: its final report
+  queued in the node's outbox, the bytes it moved counted, marked finished.
 - :func:`requeue`: take a shard off a node (dead, restarted, drained, removed):
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
@@ -37,7 +39,15 @@ from dataclasses import dataclass
 
 from dmg.attempt_ends import FENCED
 from dmg.ids import staging_id
-from dmg.shards.status import OUTCOME_DUPLICATE, OUTCOME_STALE, STATE_PENDING, STATE_QUEUED, STATE_RUNNING
+from dmg.shards.status import (
+    OUTCOME_DUPLICATE,
+    OUTCOME_STALE,
+    STATE_DONE,
+    STATE_FAILED,
+    STATE_PENDING,
+    STATE_QUEUED,
+    STATE_RUNNING,
+)
 from dmg.site import scripts
 from dmg.site.shards import ShardRecords
 
@@ -68,12 +78,15 @@ def runner_pid(token: str) -> int | None:
 @dataclass(frozen=True)
 class RunStart:
     """What :func:`begin_run` answers: the outcome, the deliveries counted, the stored spec
-    (JSON text, "" unless started) and, for :data:`FOREIGN`, the owner's identity JSON."""
+    (JSON text, "" unless started), for :data:`FOREIGN` the owner's identity JSON and,
+    when asked with a ``cancel_key``, whether that flag was set as the attempt started
+    (None: not asked)."""
 
     outcome: str
     deliveries: int
     spec: str = ""
     owner: str = ""
+    cancelled: bool | None = None
 
 
 def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
@@ -91,15 +104,17 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
 
 def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None,
-              identity: tuple[str, str] = ("", "")) -> RunStart:
+              identity: tuple[str, str] = ("", ""), cancel_key: str = "") -> RunStart:
     """:func:`start_run` that also checks the site's identity stamp first (``identity``:
     our token and JSON; ``("", "")``: not checked) and hands back the shard's stored spec,
     all in one round trip for a first delivery. Outcome :data:`FOREIGN` (with the owner's
-    identity JSON): the namespace is another gateway's, nothing was written."""
+    identity JSON): the namespace is another gateway's, nothing was written. With
+    ``cancel_key`` (a run's cancel flag, :meth:`dmg.site.keys.SiteKeys.cancelled`) a
+    started answer says whether it is set (:attr:`RunStart.cancelled`)."""
     script = state.redis.register_script(scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
     keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node),
-            state.keys.identity]
+            state.keys.identity, *([cancel_key] if cancel_key else [])]
     for look in range(_START_TRIES + 1):
         # A first delivery finds no runner (placement clears it): try that first, without
         # reading it; the script answers "retry" when a runner is there after all.
@@ -113,8 +128,27 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
         if outcome == FOREIGN:
             return RunStart(FOREIGN, 0, owner=_text(answer[2]))
         if outcome != "retry":
-            return RunStart(outcome, int(answer[1]), spec=_text(answer[2]) if len(answer) > 2 else "")
+            cancelled = bool(int(answer[3])) if cancel_key and len(answer) > 3 else None
+            return RunStart(outcome, int(answer[1]), spec=_text(answer[2]) if len(answer) > 2 else "",
+                            cancelled=cancelled)
     return RunStart(DUPLICATE, 0)  # the runner keeps changing: other deliveries are racing for it
+
+
+def finish_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ok: bool,
+               outbox: tuple[str, str, str] | None = None, moved: int = 0) -> None:
+    """End ``attempt`` of ``shard_id`` on ``node`` in one step (``FINISH_RUN``): queue its final
+    report (``outbox``: the outbox list, its wake-up list, the entry's JSON; None: none),
+    count the ``moved`` bytes (read and written) to the node, mark it finished
+    (:meth:`~dmg.site.shards.ShardRecords.mark_finished`'s rule) and wake the dispatcher's
+    placement loop. All or nothing; raises BrokerError (then nothing may have happened,
+    or all of it: a queued report is idempotent at the cloud)."""
+    script = state.redis.register_script(scripts.FINISH_RUN)
+    outbox_key, wake_key, entry = outbox if outbox is not None else (state.keys.outbox(node),
+                                                                       state.keys.outbox_wake(node), "")
+    script(keys=[state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),
+                 state.keys.started(node), outbox_key, wake_key, state.keys.moved(node), state.keys.wake],
+           args=[attempt, shard_id, node, STATE_DONE if ok else STATE_FAILED, staging_id(shard_id, attempt),
+                 entry, max(0, int(moved))])
 
 
 def _text(raw: object) -> str:

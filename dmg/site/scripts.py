@@ -15,6 +15,7 @@ script             called by                         what it does to ``shard:<id
 NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends ``unsent``)
 START_RUN          attempts.begin_run (a worker)     ``state`` running, counts a delivery
 MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
+FINISH_RUN         SiteState.finish_run (a worker)   MARK_FINISHED with the final report queued
 REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
 MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
@@ -58,11 +59,13 @@ return attempt
 """
 
 
-# KEYS: shard hash, queued set, running set, started set, identity hash.
+# KEYS: shard hash, queued set, running set, started set, identity hash, the run's
+#       cancel flag (optional).
 # ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
 #       epoch of the message ('' when unknown), staging id, identity token ('' = none:
 #       nothing checked nor stamped), identity JSON.
-# -> {outcome, deliveries, spec}; 'retry' when the runner changed since the caller looked;
+# -> {outcome, deliveries, spec, cancelled (1/0, with KEYS[6])}; 'retry' when the runner
+#    changed since the caller looked;
 #    {'foreign', 0, owner JSON} when the namespace is another gateway's (nothing written).
 #    The identity is checked (and an empty namespace stamped) first, as CLAIM_IDENTITY does,
 #    so a worker starts an attempt in one round trip.
@@ -92,7 +95,9 @@ redis.call('HSET', KEYS[1], 'state', ARGV[4], 'runner', ARGV[5], 'node', ARGV[3]
 redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[9])
-return {'started', deliveries, h[6] or ''}
+local cancelled = 0
+if KEYS[6] then cancelled = redis.call('EXISTS', KEYS[6]) end
+return {'started', deliveries, h[6] or '', cancelled}
 """
 
 
@@ -311,4 +316,31 @@ if ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], ARGV[10])
 end
 return attempt
+"""
+
+
+# The end of an attempt on its node in one step: its final report queued in the node's
+# outbox (waking the outbox's sender when the outbox was empty), the bytes it moved
+# counted, MARK_FINISHED, the dispatcher's placement loop woken (a slot freed up).
+# KEYS: shard hash, queued set, running set, started set (as MARK_FINISHED), outbox list,
+#       outbox wake list, moved hash, dispatcher wake list.
+# ARGV: attempt, shard id, node, end state, staging id (as MARK_FINISHED), outbox entry
+#       JSON ('' = none), bytes moved.
+# -> MARK_FINISHED's answer.
+FINISH_RUN = """
+local function mark_finished()
+""" + MARK_FINISHED + """
+end
+if ARGV[6] ~= '' and redis.call('RPUSH', KEYS[5], ARGV[6]) == 1 then
+  redis.call('LPUSH', KEYS[6], 1)
+  redis.call('LTRIM', KEYS[6], 0, 0)
+end
+if tonumber(ARGV[7]) > 0 then
+  redis.call('HINCRBY', KEYS[7], 'in', ARGV[7])
+  redis.call('HINCRBY', KEYS[7], 'out', ARGV[7])
+end
+local marked = mark_finished()
+redis.call('LPUSH', KEYS[8], 1)
+redis.call('LTRIM', KEYS[8], 0, 0)
+return marked
 """

@@ -60,13 +60,17 @@ class SiteState(ShardRecords):
             keys=[self.keys.identity], args=[self.identity.token, self.identity.to_json()]))
 
     def begin_run(self, shard_id: str, attempt: int, node: str, *, runner: str,
-                  alive: Callable[[str], bool], epoch: int | None = None) -> RunStart:
+                  alive: Callable[[str], bool], epoch: int | None = None,
+                  activity_run_id: str = "") -> RunStart:
         """Start a delivery of ``attempt`` (:func:`dmg.site.attempts.begin_run`) after the
         identity check of :meth:`claim_identity`, in the same round trip; raises
-        :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError."""
+        :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError. With
+        ``activity_run_id``, whether that run is cancelled comes in the same round trip
+        (:attr:`~dmg.site.attempts.RunStart.cancelled`)."""
         identity = (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
         begun = begin_run(self, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch,
-                          identity=identity)
+                          identity=identity,
+                          cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "")
         if begun.outcome == FOREIGN:
             self._raise_if_foreign(begun.owner)
         return begun

@@ -9,6 +9,7 @@ removed before the final report only for a staging body; the final report before
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,13 @@ from dmg.shards.status import (
     STATE_FAILED,
 )
 from dmg.site.state import SiteState
+from tests.sitekit import beat
+from tests.workers.support import file_store, shard_spec, write_files
 from tests.workers.test_leftovers import SHARD, arrange, staging
 from workers.run.attempt import Attempt, AttemptBody, Done, run_attempt
-from workers.run.reporter import MemoryReporter
+from workers.run.delivery import activity_run_of
+from workers.run.outbox import OutboxReporter, ReportOutbox
+from workers.run.reporter import MemoryReporter, ShortShardReporter
 
 
 class StubBody:
@@ -140,3 +145,82 @@ def test_a_failed_body_is_reported_failed(tmp_path: Path, state: SiteState) -> N
 
     assert outcome.status == OUTCOME_FAILED and outcome.error == "1 of 2 files failed"
     assert reporter.statuses(SHARD) == ["running", "failed"]
+
+
+def outbox_reporter(state: SiteState, node: str = "b") -> ShortShardReporter:
+    """The node's own reporter chain (workers.context): held running report, outbox first."""
+    return ShortShardReporter(OutboxReporter(MemoryReporter(), ReportOutbox(state, node), queue_first=True),
+                              delay=30.0)
+
+
+def outbox_entries(state: SiteState, node: str = "b") -> list[tuple[str, str]]:
+    return [(e["shard_id"], e["report"]["status"])
+            for e in map(json.loads, state.redis.lrange(state.keys.outbox(node), 0, -1))]
+
+
+def test_the_final_report_the_bytes_and_the_finish_are_one_redis_step(
+        tmp_path: Path, state: SiteState) -> None:
+    """Given the node's outbox reporter, when a short attempt succeeds, then its final report
+    alone is in the outbox (the held running one dropped), its bytes are counted, it is
+    finished, and the outbox's sender and the dispatcher are woken."""
+    arrange(tmp_path, state)
+
+    outcome = run_with(state, outbox_reporter(state), StubBody(succeed, stages=False))
+
+    assert outcome.status == OUTCOME_SUCCEEDED
+    assert outbox_entries(state) == [(SHARD, "succeeded")]
+    assert (state.shard(SHARD) or {})["state"] == STATE_DONE and state.started("b") == set()
+    assert state.moved("b") == (200, 200)
+    assert state.redis.llen(state.keys.outbox_wake("b")) == 1 and state.redis.llen(state.keys.wake) == 1
+
+
+def test_a_fenced_attempt_ending_in_one_step_leaves_the_newer_attempt_s_sets(tmp_path: Path,
+                                                                          state: SiteState) -> None:
+    """Given attempt 2 of the shard fenced by attempt 3 on the same node while its body ran,
+    when it ends failed, then its report is queued but the node's running set and the
+    shard's state stay the newer attempt's (MARK_FINISHED's rule, in the one-step end)."""
+    arrange(tmp_path, state)
+
+    def fenced_meanwhile() -> Done:
+        assert state.new_attempt(SHARD, "b") == 3
+        return Done(False, 0, 0, (2, 200), "1 of 2 files failed")
+
+    run_with(state, outbox_reporter(state), StubBody(fenced_meanwhile, stages=False))
+
+    assert outbox_entries(state) == [(SHARD, "failed")]
+    shard = state.shard(SHARD) or {}
+    assert shard["attempt"] == 3 and shard["state"] not in (STATE_DONE, STATE_FAILED)
+    assert state.started("b") == set()  # attempt 2's staging id is no longer listed
+
+
+@pytest.mark.parametrize("shard_id", [SHARD, "odd.id"])
+def test_a_shard_of_a_run_cancelled_before_it_started_ends_cancelled(tmp_path: Path, state: SiteState,
+                                                                     shard_id: str) -> None:
+    """Given a run cancelled while its shard was queued, when the shard starts, then it ends
+    cancelled with a failed report, whether the start script could look at the flag (a
+    shard id of the usual form) or not (any other id: one more look)."""
+    write_files(tmp_path / "src" / "in", {"a.bin": 100})
+    spec = shard_spec(shard_id, file_store("src", tmp_path / "src"), "in",
+                      file_store("dst", tmp_path / "dst"), "out")
+    spec["activity_run_id"] = "run1"
+    state.save_shard(shard_id, spec)
+    beat(state, "b", 1)
+    assert state.new_attempt(shard_id, "b") == 1
+    state.cancel("run1")
+    reporter = MemoryReporter()
+
+    outcome = run_attempt(shard_id, 1, node="b", state=state, reporter=reporter,
+                          connector_factory=connector_for,
+                          body_for=lambda *_: StubBody(succeed, stages=False),
+                          clock=lambda: 1000.0)
+
+    assert outcome.status == OUTCOME_CANCELLED
+    assert reporter.statuses(shard_id) == ["failed"]
+    assert not (tmp_path / "dst" / "out").exists()
+
+
+def test_the_start_says_whether_the_run_is_cancelled(tmp_path: Path, state: SiteState) -> None:
+    arrange(tmp_path, state)
+    begun = state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
+    assert (begun.outcome, begun.cancelled) == ("started", False)
+    assert activity_run_of(SHARD) == "run1" and activity_run_of("odd.id") == ""

@@ -181,6 +181,49 @@ def test_a_killed_pool_process_reruns_its_shard_on_the_same_node(site: Site) -> 
     assert site.state.running("a") == set()
 
 
+def test_flower_s_view_gets_every_task_s_events(site: Site) -> None:
+    """Given an event receiver on the broker (what Flower runs), when the node's worker runs
+    several shards, then every task's received, started and succeeded events reach it (the
+    worker publishes them in batches), with the task's name and arguments."""
+    runtime = site.runtime(concurrency=2)
+    runtime.start()
+    site.wait_ready(runtime, 2)
+    events = site.client.events.State()
+    stop = threading.Event()
+
+    def capture() -> None:
+        with site.client.connection_for_read() as conn:
+            receiver = site.client.events.Receiver(conn, handlers={"*": events.event})
+            receiver.should_stop = False
+            for _ in receiver.consume(limit=None, timeout=None, wakeup=False):
+                if stop.is_set():
+                    break
+
+    watcher = threading.Thread(target=capture, daemon=True)
+    watcher.start()
+    try:
+        wait_for(lambda: "a@gw" in events.workers, timeout=30, what="the worker's heartbeat event")
+        shards = [f"ar1-{i:05d}" for i in range(6)]
+        src = site.tmp / "src"
+        write_files(src / "in", {"a.bin": KIB})
+        for shard_id in shards:
+            spec = shard_spec(shard_id, file_store("src", src), "in", file_store("dst", site.tmp / "dst"),
+                              f"out/{shard_id}")
+            site.state.save_shard(shard_id, spec)
+            site.send(shard_id, site.state.new_attempt(shard_id, "a"))
+
+        def all_succeeded() -> bool:
+            tasks = [events.tasks.get(copy_task_id(s, 1)) for s in shards]
+            return all(t is not None and t.state == "SUCCESS" and t.received and t.started
+                       for t in tasks)
+
+        wait_for(all_succeeded, timeout=60, what="every task's events")
+        task = events.tasks[copy_task_id(shards[0], 1)]
+        assert task.name == COPY_SHARD and shards[0] in str(task.args) and task.worker.hostname == "a@gw"
+    finally:
+        stop.set()
+
+
 class RecordingService:
     def __init__(self, name: str, events: list[str]) -> None:
         self.name = name

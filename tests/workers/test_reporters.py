@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -11,9 +12,9 @@ from dmg.cloud.client import CloudClient
 from dmg.errors import Retryable
 from dmg.procs import free_port
 from dmg.site.state import SiteState
-from tests.workers.support import StubCloud, dead_redis
+from tests.workers.support import StubCloud, dead_redis, wait_for
 from workers.run.outbox import OutboxReporter, ReportOutbox
-from workers.run.reporter import HttpReporter
+from workers.run.reporter import HttpReporter, MemoryReporter, ShortShardReporter
 
 
 @pytest.fixture
@@ -95,3 +96,23 @@ def test_the_outbox_reporter_never_raises_when_redis_is_down_too() -> None:
         reporter = OutboxReporter(HttpReporter(client, attempts=1), ReportOutbox(SiteState(dead, "gw"), "a"))
         reporter.report_shard("s1", report("running"))  # logged as lost, not raised
     dead.close()
+
+
+def test_held_running_reports_start_no_thread_each_and_go_when_due() -> None:
+    """Given many short attempts' running reports held at once, then one releaser thread
+    holds them all; the ones whose attempt ended are never sent, the others go when due,
+    each before its attempt's later report."""
+    memory = MemoryReporter()
+    reporter = ShortShardReporter(memory, delay=0.3)
+    threads_before = threading.active_count()
+    for i in range(40):
+        reporter.report_shard(f"s{i}", {"attempt": 1, "status": "running"})
+    assert threading.active_count() <= threads_before + 1 and reporter.held() == 40
+    for i in range(0, 40, 2):  # the even ones end at once
+        reporter.report_shard(f"s{i}", {"attempt": 1, "status": "succeeded"})
+    wait_for(lambda: reporter.held() == 0, timeout=5, what="the held reports released")
+    for i in range(40):
+        expected = ["succeeded"] if i % 2 == 0 else ["running"]
+        assert memory.statuses(f"s{i}") == expected
+    reporter.report_shard("s1", {"attempt": 1, "status": "succeeded"})
+    assert memory.statuses("s1") == ["running", "succeeded"]

@@ -39,7 +39,9 @@ that :mod:`workers.run.shard` picks from the spec. The steps, in this order:
    (:func:`workers.run.leftovers.clean_fenced_staging`) — *before* the final report, so
    a succeeded shard leaves no staging behind.
 8. **Final report** ``succeeded`` or ``failed``, then **mark finished**
-   (:meth:`~dmg.site.state.SiteState.mark_finished`), in that order.
+   (:meth:`~dmg.site.state.SiteState.mark_finished`), in that order; with a reporter
+   that queues reports in the node's outbox, both (and the bytes moved) in one Redis
+   script (:func:`dmg.site.attempts.finish_run`).
 
 Reporting never fails an attempt (see :class:`workers.run.outbox.OutboxReporter`).
 """
@@ -67,11 +69,11 @@ from dmg.shards.status import (
     OUTCOME_STALE,
     OUTCOME_SUCCEEDED,
 )
-from dmg.site.attempts import STARTED
+from dmg.site.attempts import STARTED, RunStart, finish_run
 from dmg.site.state import SiteState
-from workers.run.delivery import begin_delivery
+from workers.run.delivery import activity_run_of, begin_delivery
 from workers.run.leftovers import clean_fenced_staging, remove_staging
-from workers.run.reporter import Reporter
+from workers.run.reporter import FinalInOutbox, Reporter
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +159,7 @@ def run_attempt(
     except (DmgError, ValueError) as exc:
         return finish(run, Done(False, 0, 0, (0, 0), str(exc)))
     totals = (spec.files_total, spec.bytes_total)
-    if state.is_cancelled(spec.activity_run_id):  # queued before its run was cancelled
+    if _cancelled(state, shard_id, spec, begun):  # queued before its run was cancelled
         log.info("shard of a cancelled run not started shard=%s attempt=%d node=%s", shard_id, attempt, node)
         return replace(finish(run, Done(False, 0, 0, totals, CANCELLED_ERROR)), status=OUTCOME_CANCELLED)
     deaths = deliveries - 1  # every earlier start of this attempt ended with its process
@@ -196,6 +198,14 @@ def run_attempt(
     return finish(run, done)
 
 
+def _cancelled(state: SiteState, shard_id: str, spec: ShardSpec, begun: RunStart) -> bool:
+    """Whether the shard's run is cancelled: the start's own answer when it looked at the
+    spec's run (:func:`workers.run.delivery.activity_run_of`), else one more look."""
+    if begun.cancelled is not None and spec.activity_run_id == activity_run_of(shard_id):
+        return begun.cancelled
+    return state.is_cancelled(spec.activity_run_id)
+
+
 def _failed(so_far: Done, error: str) -> Done:
     return replace(so_far, ok=False, error=error)
 
@@ -217,9 +227,10 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
               "ended_at": run.clock(), "error": done.error}
     if done.file_results:
         report["file_results"] = done.file_results
-    run.reporter.report_shard(run.shard_id, report)
-    run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
-    count_moved(run.state, run.node, done.bytes)
+    if not _finish_in_one_step(run, report, ok=done.ok, moved=done.bytes):
+        run.reporter.report_shard(run.shard_id, report)
+        run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
+        count_moved(run.state, run.node, done.bytes)
     if done.ok:
         log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
                  run.shard_id, run.attempt, run.node, done.files, done.bytes)
@@ -227,3 +238,22 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
         log.warning("shard failed shard=%s attempt=%d node=%s error=%s",
                     run.shard_id, run.attempt, run.node, done.error)
     return ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
+
+
+def _finish_in_one_step(run: Attempt, report: dict[str, Any], *, ok: bool, moved: int) -> bool:
+    """Queue the final report in the node's outbox, count the bytes and mark the attempt
+    finished in one Redis step (:func:`dmg.site.attempts.finish_run`) when the reporter
+    queues its reports there (:class:`~workers.run.reporter.FinalInOutbox`). False: not
+    done (another reporter, or Redis failed: the caller takes the step by step path,
+    whose report reaches the cloud directly when Redis cannot take it)."""
+    reporter = run.reporter
+    entry = reporter.final_entry(run.shard_id, report) if isinstance(reporter, FinalInOutbox) else None
+    if entry is None:
+        return False
+    try:
+        finish_run(run.state, run.shard_id, run.attempt, run.node, ok=ok, outbox=entry, moved=moved)
+    except BrokerError as exc:
+        log.warning("attempt end not recorded in one step shard=%s attempt=%d node=%s error=%s",
+                    run.shard_id, run.attempt, run.node, exc)
+        return False
+    return True

@@ -47,9 +47,18 @@ def runner_alive(token: str) -> bool:
         return False
 
 
+def activity_run_of(shard_id: str) -> str:
+    """The activity run a shard id names (:func:`dmg.ids.shard_id`: ``<run>-<index>``); ""
+    for an id of another form. A guess the caller checks against the shard's spec."""
+    head, dash, index = shard_id.rpartition("-")
+    return head if dash and head and index.isdigit() else ""
+
+
 def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
                    epoch: int | None = None) -> RunStart:
     """Start ``attempt`` of ``shard_id`` in this process, after the site's identity check, in
     one round trip (:meth:`dmg.site.state.SiteState.begin_run`: outcome, deliveries, the
-    stored spec). Raises ForeignRedis (another gateway's Redis) and BrokerError."""
-    return state.begin_run(shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch)
+    stored spec, whether the run of :func:`activity_run_of` is cancelled). Raises
+    ForeignRedis (another gateway's Redis) and BrokerError."""
+    return state.begin_run(shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch,
+                           activity_run_id=activity_run_of(shard_id))

@@ -97,11 +97,16 @@ class ReportOutbox:
         self.node = node
         self.key = state.keys.outbox(node)
 
-    def push(self, shard_id: str, report: dict[str, Any]) -> None:
-        """Queue ``report``; its file results are kept compact (:func:`compact_file_result`)."""
+    def entry(self, shard_id: str, report: dict[str, Any]) -> str:
+        """The outbox entry of ``report`` (JSON); its file results are kept compact
+        (:func:`compact_file_result`)."""
         if report.get("file_results"):
             report = {**report, "file_results": [compact_file_result(r) for r in report["file_results"]]}
-        queued = self.state.redis.rpush(self.key, json.dumps({"shard_id": shard_id, "report": report}))
+        return json.dumps({"shard_id": shard_id, "report": report})
+
+    def push(self, shard_id: str, report: dict[str, Any]) -> None:
+        """Queue ``report`` (:meth:`entry`)."""
+        queued = self.state.redis.rpush(self.key, self.entry(shard_id, report))
         if queued == 1:  # the outbox was empty: its sender may be waiting idle (wait_for_report)
             pipe = self.state.redis.pipeline(transaction=False)
             pipe.lpush(self.wake_key, 1)
@@ -481,6 +486,13 @@ class OutboxReporter:
         except BrokerError as exc:
             log.error("shard report lost (broker unreachable) shard=%s status=%s error=%s",
                       shard_id, report.get("status"), exc)
+
+    def final_entry(self, shard_id: str, report: dict[str, Any]) -> tuple[str, str, str] | None:
+        """With ``queue_first``: the outbox entry of ``report``, for the caller to queue in
+        its own Redis step (:class:`workers.run.reporter.FinalInOutbox`); else None."""
+        if not self.queue_first:
+            return None
+        return self.outbox.key, self.outbox.wake_key, self.outbox.entry(shard_id, report)
 
     def _queue(self, shard_id: str, report: dict[str, Any]) -> None:
         """Into the outbox (the node agent's sender delivers it); straight to the cloud

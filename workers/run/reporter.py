@@ -12,11 +12,13 @@ files_total, bytes_total, started_at, ended_at, error}`` (times in POSIX seconds
 
 from __future__ import annotations
 
+import heapq
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from dmg.errors import Retryable
 
@@ -26,6 +28,23 @@ log = logging.getLogger(__name__)
 class Reporter(Protocol):
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         """Deliver one report; raises :mod:`dmg.errors` (Retryable when the cloud is away)."""
+
+
+#: Where a final report goes within the attempt's last step: ``(outbox list, its wake-up
+#: list, the entry's JSON)`` (:func:`dmg.site.attempts.finish_run`).
+OutboxEntry = tuple[str, str, str]
+
+
+@runtime_checkable
+class FinalInOutbox(Protocol):
+    """A reporter that can hand an attempt's final report over as an outbox entry, to be
+    queued in the same Redis step that marks the attempt finished
+    (:func:`workers.run.attempt.finish`)."""
+
+    def final_entry(self, shard_id: str, report: dict[str, Any]) -> OutboxEntry | None:
+        """The outbox entry of ``report`` (the caller queues it, or falls back to
+        :meth:`Reporter.report_shard`); None: send it with ``report_shard`` instead."""
+        ...
 
 
 class ShardReportClient(Protocol):
@@ -97,31 +116,67 @@ class ShortShardReporter:
     ``delay`` s: when a later report of the same attempt comes first (the shard ended,
     or reported progress), the held one is dropped, since the later one carries
     everything it said (``started_at`` included). Otherwise it goes to ``inner`` when
-    the delay ends. Reports keep their order per attempt."""
+    the delay ends. Reports keep their order per attempt.
 
-    def __init__(self, inner: Reporter, *, delay: float = SHORT_SHARD) -> None:
+    One releaser thread per process (started with the first held report, again after a
+    fork) sends the held reports that came due: holding a report starts no thread."""
+
+    def __init__(self, inner: Reporter, *, delay: float = SHORT_SHARD,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.inner = inner
         self.delay = delay
-        self._lock = threading.Lock()
-        self._held: dict[tuple[str, int], threading.Timer] = {}
+        self._clock = clock
+        self._lock = threading.Condition()
+        self._held: dict[tuple[str, int], tuple[float, str, dict[str, Any]]] = {}
+        self._due: list[tuple[float, tuple[str, int]]] = []  # a heap of (due, key)
+        self._releaser_pid = 0
 
     def report_shard(self, shard_id: str, report: dict[str, Any]) -> None:
         key = (shard_id, int(report.get("attempt", 0)))
         with self._lock:
-            held = self._held.pop(key, None)
-            if held is not None:
-                held.cancel()  # superseded by this report
-            elif report.get("status") == "running" and not report.get("file_results"):
-                timer = threading.Timer(self.delay, self._release, args=(key, shard_id, report))
-                timer.daemon = True
-                self._held[key] = timer
-                timer.start()
+            if self._held.pop(key, None) is None and report.get("status") == "running" \
+                    and not report.get("file_results"):
+                due = self._clock() + self.delay
+                self._held[key] = (due, shard_id, report)
+                heapq.heappush(self._due, (due, key))
+                self._ensure_releaser()
+                self._lock.notify()
                 return
             # Sent under the lock: a held report being released goes first.
             self.inner.report_shard(shard_id, report)
 
-    def _release(self, key: tuple[str, int], shard_id: str, report: dict[str, Any]) -> None:
+    def final_entry(self, shard_id: str, report: dict[str, Any]) -> OutboxEntry | None:
+        """Drops the attempt's held report (the final one says everything it said) and
+        asks ``inner`` (:class:`FinalInOutbox`) for the final report's outbox entry."""
+        if not isinstance(self.inner, FinalInOutbox):
+            return None
         with self._lock:
-            if self._held.pop(key, None) is None:
-                return  # superseded meanwhile
-            self.inner.report_shard(shard_id, report)
+            self._held.pop((shard_id, int(report.get("attempt", 0))), None)
+            return self.inner.final_entry(shard_id, report)
+
+    def held(self) -> int:
+        """Reports held now."""
+        with self._lock:
+            return len(self._held)
+
+    def _ensure_releaser(self) -> None:
+        pid = os.getpid()
+        if self._releaser_pid != pid:  # none yet, or it stayed in the parent of a fork
+            self._releaser_pid = pid
+            threading.Thread(target=self._release_due, name="held-reports", daemon=True).start()
+
+    def _release_due(self) -> None:
+        with self._lock:
+            while True:
+                now = self._clock()
+                while self._due and self._due[0][0] <= now:
+                    due, key = heapq.heappop(self._due)
+                    held = self._held.get(key)
+                    if held is None or held[0] != due:
+                        continue  # superseded meanwhile (or held again later)
+                    del self._held[key]
+                    try:
+                        self.inner.report_shard(held[1], held[2])
+                    except Exception:  # a reporter that raises must not stop the releaser
+                        log.exception("held running report not sent shard=%s", held[1])
+                self._lock.wait(None if not self._due else max(0.0, self._due[0][0] - now))
