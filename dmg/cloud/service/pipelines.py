@@ -92,7 +92,9 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
 def _runs_query() -> Any:
     return select(Run).options(
         selectinload(Run.activity_runs).selectinload(ActivityRun.shards),
-        selectinload(Run.pipeline).selectinload(Pipeline.gateway))
+        # The pipeline's name, not its definition (a JSON list of every activity).
+        selectinload(Run.pipeline).load_only(Pipeline.id, Pipeline.name, Pipeline.gateway_id)
+        .selectinload(Pipeline.gateway))
 
 
 def list_runs(session: Session, *, limit: int, shards: bool = False) -> list[dict[str, Any]]:
