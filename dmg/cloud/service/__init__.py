@@ -261,9 +261,16 @@ class CloudService:
             return history.node_history(session, gateway, node, since=self.clock() - since)
 
     # -- the dispatcher and workers -------------------------------------------------------
-    def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
+    def claim(self, node: NodeIdentity, *, epoch: int, limit: int,
+              recheck: bool = False) -> list[dict[str, Any]]:
         """Claim as the gateway's dispatcher with site epoch ``epoch``; nothing while another
-        node's cloud lease runs (:mod:`.leader`)."""
+        node's cloud lease runs (:mod:`.leader`). ``recheck``: a waiting long-poll's periodic
+        look, made in a read transaction first (no write lock) when nothing is claimable."""
+        if recheck:
+            with self.db.read() as session:
+                if dispatch.nothing_to_claim(session, node, epoch=epoch, now=self.clock(),
+                                             ttl=self.lease_ttl):
+                    return []
         try:
             with self.db.write() as session:
                 return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
