@@ -2,7 +2,7 @@
 
 Given a real cloud server, a run that has not ended becomes Cancelled with every
 activity run that had not ended; it is never claimed; the gateway's dispatcher
-learns of it (``/dispatch/cancelled``, and a waiting claim returns at once); a run
+learns of it (in its claims' answers, or ``/dispatch/cancelled``; a waiting claim returns at once); a run
 that already ended, or does not exist, is a clear 4xx and nothing changes.
 """
 
@@ -105,3 +105,20 @@ def test_the_portal_shows_a_cancel_button_that_cancels(user: CloudClient, http: 
     assert user.run(run["id"])["status"] == "Cancelled"
     assert f'action="/runs/{run["id"]}/cancel"' not in http.get("/").text
     assert httpx.post(f"{cloud.url}/runs/{run['id']}/cancel").status_code == 401  # not signed in
+
+
+def test_a_claim_answer_carries_its_own_gateway_s_cancels_and_no_other_s(user: CloudClient,
+                                                                         cloud: Cloud) -> None:
+    """The dispatcher learns of cancels from its claim's answer (no request of its own), and
+    a node of another gateway learns nothing of them from its own claims."""
+    site, other = make_site(user), make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+    cancelled = {a["id"] for a in user.cancel_run(run["id"])["activity_runs"]}
+    for token, expected in ((site.tokens["n1"], cancelled), (other.tokens["n1"], set())):
+        answer = httpx.post(f"{cloud.url}/api/v1/dispatch/claim", json={"epoch": 1, "wait": 0}, timeout=30,
+                            headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["activity_runs"] == [] and set(answer.json()["cancelled"]) == expected
+    with cloud.node(site.tokens["n1"]) as node:
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+        assert set(node.cancelled_activity_runs()) == cancelled  # from the claim's answer

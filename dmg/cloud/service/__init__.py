@@ -53,6 +53,8 @@ __all__ = ["CloudService", "NodeIdentity"]
 
 #: PostgreSQL NOTIFY channels between cloud processes (:mod:`dmg.cloud.api.listen`):
 #: a gateway's runs changed (payload: its id), a node token was revoked.
+#: How many times a claim is tried when it meets another taking the gateway's lease.
+CLAIM_TRIES = 3
 RUNS_CHANNEL = "dmg_runs"
 TOKENS_CHANNEL = "dmg_tokens"
 
@@ -271,12 +273,20 @@ class CloudService:
                 if dispatch.nothing_to_claim(session, node, epoch=epoch, now=self.clock(),
                                              ttl=self.lease_ttl):
                     return []
-        try:
-            with self.db.write() as session:
-                return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
-                                      ttl=self.lease_ttl)
-        except leader.LeaseHeld:
-            return []
+        for tries_left in reversed(range(CLAIM_TRIES)):
+            try:
+                with self.db.write() as session:
+                    return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
+                                          ttl=self.lease_ttl)
+            except leader.LeaseHeld:
+                return []
+            except leader.LeaseBusy:
+                # Two claims met taking a free lease (PostgreSQL): the other has committed or
+                # will in a moment; this one is tried again before the caller is told to.
+                if not tries_left:
+                    raise
+                time.sleep(0.01)
+        raise AssertionError("unreachable")
 
     def release_dispatcher(self, node: NodeIdentity, *, epoch: int) -> bool:
         """Free the cloud lease ``node`` holds with site epoch ``epoch`` (its long-poll closed)."""
