@@ -5,9 +5,9 @@
 A cloud (``dmg cloud serve``, SQLite in a temp dir) is started as a child process and
 sent the requests a site sends it, one kind at a time over one keep-alive connection:
 a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, and a
-user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each kind it prints the cloud process's
-CPU per request (psutil: user + system, before and after the block), the median of the
-repeats. CPU time moves far less with the machine's load than throughput does, so two
+user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each kind it
+prints the cloud process's CPU per request (psutil: user + system, before and after the
+block), the median of the repeats. CPU time moves far less with the machine's load than throughput does, so two
 revisions compare here when ``bench/activities.py`` cannot tell them apart on a busy
 machine: run it from each tree (``PYTHONPATH=<other checkout>`` for another revision; the
 cloud child inherits it).
@@ -22,7 +22,6 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
