@@ -7,9 +7,9 @@ sent the requests a site sends it, one kind at a time over one keep-alive connec
 a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, and a
 user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each kind it
 prints the cloud process's CPU per request (psutil: user + system, before and after the
-block), the median of the repeats. CPU time moves far less with the machine's load than throughput does, so two
-revisions compare here when ``bench/activities.py`` cannot tell them apart on a busy
-machine: run it from each tree (``PYTHONPATH=<other checkout>`` for another revision; the
+block), the median of the repeats. CPU time moves far less with the machine's load
+than throughput does, so two revisions compare here when ``bench/activities.py``
+cannot tell them apart on a busy machine: run it from each tree (``PYTHONPATH=<other checkout>`` for another revision; the
 cloud child inherits it).
 """
 
