@@ -9,8 +9,8 @@ user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each k
 prints the cloud process's CPU per request (psutil: user + system, before and after the
 block), the median of the repeats. CPU time moves far less with the machine's load
 than throughput does, so two revisions compare here when ``bench/activities.py``
-cannot tell them apart on a busy machine: run it from each tree (``PYTHONPATH=<other checkout>`` for another revision; the
-cloud child inherits it).
+cannot tell them apart on a busy machine: run it from each tree (``PYTHONPATH=<other
+checkout>`` for another revision; the cloud child inherits it).
 """
 
 from __future__ import annotations
