@@ -8,10 +8,13 @@ that already ended, or does not exist, is a clear 4xx and nothing changes.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -122,3 +125,46 @@ def test_a_claim_answer_carries_its_own_gateway_s_cancels_and_no_other_s(user: C
     with cloud.node(site.tokens["n1"]) as node:
         assert node.claim_activity_runs(epoch=1, wait=0) == []
         assert set(node.cancelled_activity_runs()) == cancelled  # from the claim's answer
+
+
+class _OlderCloud(BaseHTTPRequestHandler):
+    """The two dispatch routes as a cloud of the previous version answers them: the claim's
+    answer has no ``cancelled``. Counts the cancel checks it is asked."""
+
+    asked: list[str] = []
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer({"activity_runs": []})
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        self._answer({"activity_runs": ["cancelled-1"]})
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_dispatcher_of_this_version_asks_an_older_cloud_for_its_cancels() -> None:
+    """Rolling upgrade: against a cloud whose claim answers carry no cancels, the client asks
+    ``GET /dispatch/cancelled`` as before (at most once a second)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OlderCloud)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = CloudClient(f"http://127.0.0.1:{server.server_address[1]}", token="t")
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+        assert node.cancelled_activity_runs() == ["cancelled-1"]
+        assert node.cancelled_activity_runs() == ["cancelled-1"]  # within the second: asked once
+        assert _OlderCloud.asked == ["/api/v1/dispatch/cancelled"]
+        node.close()
+    finally:
+        server.shutdown()
+        server.server_close()
