@@ -1,8 +1,13 @@
 """Applying the cancellations users make in the cloud to the site.
 
-The cloud cannot reach the site's broker, so the dispatcher asks it, before every
-claim, which activity runs of its gateway were cancelled (the claim long-poll
-returns at once when one is). For each, :meth:`dmg.site.state.SiteState.cancel`
+The cloud cannot reach the site's broker, so the dispatcher learns, before every
+claim, which activity runs of its gateway were cancelled: the answer to its last claim
+carries them (the claim long-poll returns at once when one is cancelled), so this costs
+no request of its own; only when no claim was answered within the last second (the first
+look, one after a failed claim, a claimer waiting for room to plan) or the cloud is older
+than the dispatcher does the client ask ``GET /dispatch/cancelled``, at most once a second
+(:meth:`dmg.cloud.client.CloudClient.cancelled_activity_runs`).
+For each, :meth:`dmg.site.state.SiteState.cancel`
 sets the cancel flag and drops the run's pending shards. The flag does the rest:
 
 - a shard already queued on a node is refused by its worker when it starts

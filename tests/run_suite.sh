@@ -44,11 +44,12 @@ fault="${FAULT_TESTS-tests/cli/test_up_supervisor.py tests/ha/test_broker.py
 # The fuzz computes (schemathesis, Hypothesis' deadlines), test_replay's paused attempt must
 # catch a throttled copy half done, test_drain's forced remove must find node3's shards still
 # running or done: each failed beside a neighbour on a loaded machine. test_idle_latency
-# times submit -> start.
+# times submit -> start; tests/cloud/test_workers.py times wake-ups across two cloud
+# workers (a run wait answered within 100 ms of the run's end on the other worker).
 serial="${SERIAL_TESTS-tests/ha/test_drain.py tests/cloud/test_fuzz.py tests/ha/test_fast_detection.py
   tests/ha/test_sentinel.py tests/ha/test_cancel_and_poison.py tests/e2e/test_failures.py
   tests/workers/test_agent.py tests/workers/test_node_runtime.py tests/ha/test_replay.py
-  tests/ha/test_idle_latency.py}"
+  tests/ha/test_idle_latency.py tests/cloud/test_workers.py}"
 
 logs="$(mktemp -d)"
 trap 'rm -rf "$logs"' EXIT

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
@@ -95,6 +96,10 @@ def check_cloud_certificate(base_url: str, *, ca: str = "") -> None:
             return
 
 
+#: How long (s) the cancelled activity runs of a claim's answer stand for a fresh look.
+CANCEL_NOTICE_FRESH = 1.0
+
+
 class CloudClient:
     """``proxy`` returns the HTTP proxy to reach the cloud through, read before each request
     (default: the gateway's proxy as this node applied it, :func:`dmg.proxy.current`; none in
@@ -119,6 +124,8 @@ class CloudClient:
         self._proxy = proxy
         self._proxy_url = ""
         self._lock = threading.Lock()
+        # The gateway's cancelled activity runs as last heard (a claim's answer or a GET), and when.
+        self._cancel_notice: tuple[list[str], float] | None = None
         # Built on first request: a pool process that only queues its reports (the node
         # agent sends them) never pays for an HTTP client and its loaded CA store (~3 MiB).
         self._http: httpx.Client | None = None
@@ -361,6 +368,10 @@ class CloudClient:
         body = self.request("POST", "/dispatch/claim",
                             json={"epoch": epoch, "wait": wait, "limit": limit},
                             timeout=wait + 10)
+        notice = body.get("cancelled")  # a cloud older than this client sends none
+        fresh = ([str(i) for i in notice], time.monotonic()) if isinstance(notice, list) else None
+        with self._lock:
+            self._cancel_notice = fresh
         return list(body["activity_runs"])
 
     def plan_shards(self, activity_run_id: str, *, epoch: int,
@@ -371,8 +382,22 @@ class CloudClient:
                      json={"epoch": epoch, "shards": shards})
 
     def cancelled_activity_runs(self) -> list[str]:
-        """The ids of the gateway's activity runs cancelled within the last hour."""
-        return list(self.request("GET", "/dispatch/cancelled")["activity_runs"])
+        """The ids of the gateway's activity runs cancelled within the last hour.
+
+        A claim's answer carries them (``cancelled``): within :data:`CANCEL_NOTICE_FRESH` s
+        of the last claim's answer this returns that list without a request (the dispatcher
+        looks just before each claim, and a claim long-poll answers at once when a run is
+        cancelled); otherwise (no claim answered lately, or a cloud older than this client
+        that sends none) it asks ``GET /dispatch/cancelled``, at most once per
+        :data:`CANCEL_NOTICE_FRESH` s."""
+        with self._lock:
+            notice = self._cancel_notice
+        if notice is not None and time.monotonic() - notice[1] < CANCEL_NOTICE_FRESH:
+            return list(notice[0])
+        asked = [str(i) for i in self.request("GET", "/dispatch/cancelled")["activity_runs"]]
+        with self._lock:
+            self._cancel_notice = (asked, time.monotonic())
+        return asked
 
     def report_nodes_gone(self, nodes: list[str], *, epoch: int) -> None:
         """Tell the cloud these nodes' processes are gone (Offline until they beat again)."""

@@ -2,16 +2,19 @@
 
 Given a real cloud server, a run that has not ended becomes Cancelled with every
 activity run that had not ended; it is never claimed; the gateway's dispatcher
-learns of it (``/dispatch/cancelled``, and a waiting claim returns at once); a run
+learns of it (in its claims' answers, or ``/dispatch/cancelled``; a waiting claim returns at once); a run
 that already ended, or does not exist, is a clear 4xx and nothing changes.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -105,3 +108,63 @@ def test_the_portal_shows_a_cancel_button_that_cancels(user: CloudClient, http: 
     assert user.run(run["id"])["status"] == "Cancelled"
     assert f'action="/runs/{run["id"]}/cancel"' not in http.get("/").text
     assert httpx.post(f"{cloud.url}/runs/{run['id']}/cancel").status_code == 401  # not signed in
+
+
+def test_a_claim_answer_carries_its_own_gateway_s_cancels_and_no_other_s(user: CloudClient,
+                                                                         cloud: Cloud) -> None:
+    """The dispatcher learns of cancels from its claim's answer (no request of its own), and
+    a node of another gateway learns nothing of them from its own claims."""
+    site, other = make_site(user), make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+    cancelled = {a["id"] for a in user.cancel_run(run["id"])["activity_runs"]}
+    for token, expected in ((site.tokens["n1"], cancelled), (other.tokens["n1"], set())):
+        answer = httpx.post(f"{cloud.url}/api/v1/dispatch/claim", json={"epoch": 1, "wait": 0}, timeout=30,
+                            headers={"Authorization": f"Bearer {token}"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["activity_runs"] == [] and set(answer.json()["cancelled"]) == expected
+    with cloud.node(site.tokens["n1"]) as node:
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+        assert set(node.cancelled_activity_runs()) == cancelled  # from the claim's answer
+
+
+class _OlderCloud(BaseHTTPRequestHandler):
+    """The two dispatch routes as a cloud of the previous version answers them: the claim's
+    answer has no ``cancelled``. Counts the cancel checks it is asked."""
+
+    asked: list[str] = []
+
+    def _answer(self, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        self._answer({"activity_runs": []})
+
+    def do_GET(self) -> None:
+        self.asked.append(self.path)
+        self._answer({"activity_runs": ["cancelled-1"]})
+
+    def log_message(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_dispatcher_of_this_version_asks_an_older_cloud_for_its_cancels() -> None:
+    """Rolling upgrade: against a cloud whose claim answers carry no cancels, the client asks
+    ``GET /dispatch/cancelled`` as before (at most once a second)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OlderCloud)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        node = CloudClient(f"http://127.0.0.1:{server.server_address[1]}", token="t")
+        assert node.claim_activity_runs(epoch=1, wait=0) == []
+        assert node.cancelled_activity_runs() == ["cancelled-1"]
+        assert node.cancelled_activity_runs() == ["cancelled-1"]  # within the second: asked once
+        assert _OlderCloud.asked == ["/api/v1/dispatch/cancelled"]
+        node.close()
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -22,6 +22,9 @@ import pytest
 
 from tests.cloud.conftest import Cloud, launch, make_pipeline, make_site, unique
 
+#: Runs whose ends a wait on another worker must see (test_a_run_ending_on_one_worker_...).
+RUNS = 4
+
 
 @pytest.fixture(scope="module")
 def two_workers(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
@@ -98,7 +101,7 @@ def test_a_run_queued_on_one_worker_wakes_a_claim_waiting_on_the_other(two_worke
     dispatcher = pinned_clients(two_workers, site.tokens["n1"])
     node_b = dispatcher[b]
     try:
-        assert node_b.post("/dispatch/claim", json={"epoch": 1, "wait": 0}).json() == {"activity_runs": []}
+        assert node_b.post("/dispatch/claim", json={"epoch": 1, "wait": 0}).json()["activity_runs"] == []
         delays = []
         for _ in range(5):
             answer: dict[str, object] = {}
@@ -127,6 +130,66 @@ def test_a_run_queued_on_one_worker_wakes_a_claim_waiting_on_the_other(two_worke
         assert a != b
     finally:
         for client in [*users.values(), *dispatcher.values()]:
+            client.close()
+
+
+def test_a_run_ending_on_one_worker_answers_a_wait_on_the_other_within_100_ms(two_workers: Cloud) -> None:
+    """Given users' run waits (``GET /runs/{id}/wait``) on worker A, past the waits' fast
+    checks (runwait.FAST_FOR, then a check every 0.2 s), when the dispatcher's plans that
+    end the runs land on worker B, then A answers each within 100 ms (B's NOTIFY at commit).
+    The runs end 50 ms apart: were A to see them only at its periodic checks, one of the
+    four would wait 150 ms or more whatever the checks' phase."""
+    from dmg.cloud.api import runwait
+
+    with two_workers.user() as user:
+        site = make_site(user, nodes=("n1",))
+        pipeline = make_pipeline(user, site.gateway)
+    clients: list[httpx.Client] = []
+
+    def pinned(token: str) -> dict[int, httpx.Client]:
+        # Fresh each time it is needed: uvicorn closes a connection idle for 5 s, and the
+        # client's next request may then reach the other worker.
+        found = pinned_clients(two_workers, token)
+        clients.extend(found.values())
+        return found
+
+    try:
+        users = pinned(two_workers.process.api_token)
+        a, b = tuple(users)[:2]
+        run_ids = [users[a].post(f"/pipelines/{pipeline}/runs").json()["id"] for _ in range(RUNS)]
+        claimed = pinned(site.tokens["n1"])[b].post("/dispatch/claim", json={"epoch": 1, "wait": 0})
+        by_run = {activity["run_id"]: activity["id"] for activity in claimed.json()["activity_runs"]}
+        assert sorted(by_run) == sorted(run_ids), claimed.text
+        waiters_on_a = [pinned(two_workers.process.api_token)[a] for _ in range(RUNS)]
+        ended: dict[str, float] = {}
+        seen: dict[str, tuple[float, dict[str, Any]]] = {}
+
+        def wait(client: httpx.Client, run_id: str) -> None:
+            answer = client.get(f"/runs/{run_id}/wait", params={"status": "InProgress", "timeout": 20})
+            seen[run_id] = (time.monotonic(), answer.json())
+
+        waiters = [threading.Thread(target=wait, args=(client, run_id), daemon=True)
+                   for client, run_id in zip(waiters_on_a, run_ids, strict=True)]
+        for waiter in waiters:
+            waiter.start()
+        time.sleep(runwait.FAST_FOR + 0.3)
+        node_b = pinned(site.tokens["n1"])[b]  # (0.1-0.3 s)
+        time.sleep(0.3)
+        for run_id in run_ids:  # the plan with no shard ends the run
+            answer = node_b.post(f"/activity-runs/{by_run[run_id]}/shards", json={"epoch": 1, "shards": []})
+            ended[run_id] = time.monotonic()
+            assert answer.status_code == 200, answer.text
+            time.sleep(0.05)
+        for waiter in waiters:
+            waiter.join(20)
+        delays = {run_id: seen[run_id][0] - ended[run_id] for run_id in run_ids}
+        print(f"FIGURE run_wait_across_workers_ms {sorted(round(d * 1000) for d in delays.values())} "
+              f"(load {psutil.getloadavg()[0]:.1f})")
+        assert all(answer["status"] == "Succeeded" for _, answer in seen.values()), seen
+        assert max(delays.values()) < 0.1, delays
+        assert a != b
+    finally:
+        for client in clients:
             client.close()
 
 

@@ -41,8 +41,8 @@ MIB = 1024 * KIB
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SiteUnderTest]:
     require_redis()
     root = tmp_path_factory.mktemp("cancel")
-    running = SiteUnderTest(ha_settings(root / "site", shard_max_files=1), nodes=2, node_concurrency=1,
-                            flower=False, startup_timeout=60)
+    running = SiteUnderTest(ha_settings(root / "site", shard_max_files=1, cloud_metrics=True), nodes=2,
+                            node_concurrency=1, flower=False, startup_timeout=60)
     running.start()
     try:
         yield running
@@ -73,6 +73,11 @@ def ended(client: CloudClient, run_id: str) -> dict[str, Any] | None:
 
 def staged(sink: Path) -> list[Path]:
     return sorted(sink.rglob(".dmg-staging*"))
+
+
+def cancel_requests(client: CloudClient) -> int:
+    """How many ``GET /dispatch/cancelled`` the cloud has answered (its debug counters)."""
+    return int(client.request("GET", "/debug/metrics")["requests_by_route"].get("GET /dispatch/cancelled", 0))
 
 
 def nodes_alive(site: SiteUnderTest) -> bool:
@@ -119,6 +124,7 @@ def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: SiteUnderTest,
         wait_for(lambda: staged(sink) and "running" in {s["status"] for s in shards_of(client.run(run_id))},
                  timeout=30, what="shards copying into staging files")
 
+        asked_before = cancel_requests(client)
         cancelled = dmg("runs", "cancel", run_id)
         assert cancelled.returncode == 0, cancelled.stderr
         began = time.monotonic()
@@ -128,6 +134,8 @@ def test_a_cancelled_copy_stops_and_leaves_no_staging_files(site: SiteUnderTest,
                  timeout=20, what="every shard of the cancelled run to stop")
         wait_for(lambda: not staged(sink), timeout=10, what="the staging files to be removed")
         print(f"FIGURE cancel_to_stopped_s {time.monotonic() - began:.2f}")
+        # The cancel reached the dispatcher in its claim's answer: no request of its own.
+        assert cancel_requests(client) == asked_before
         run = client.run(run_id)
         assert run["status"] == "Cancelled"
         shards = shards_of(run)

@@ -65,6 +65,9 @@ def test_a_run_of_n_activities_costs_the_cloud_about_n_requests(tmp_path: Path) 
     counted = sum(n for route, n in spent.items() if route not in OWN_ROUTES)
     print(f"FIGURE requests_per_activity {counted / ACTIVITIES:.2f} ({took:.1f} s) {spent}")
     assert "POST /activity-runs/{activity_run_id}/shards" not in spent, spent
+    # Cancel notices come in the claims' answers: the dispatcher asks for them at most once
+    # a second, and only when no claim answered lately.
+    assert spent.get("GET /dispatch/cancelled", 0) <= 1 + took, spent
     assert counted <= ACTIVITIES + FIXED + 2 * took, spent
     assert len(list(sink.iterdir())) == ACTIVITIES
 

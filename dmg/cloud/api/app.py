@@ -53,12 +53,13 @@ def create_app(settings: Settings, *, migrate: bool = True, metrics_dir: str = "
         db.migrate()
     service = CloudService(settings, db)
     notifier = RunNotifier()
+    run_changes = runwait.RunChanges()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         listener = None
         if db.dialect == "postgresql":  # other processes may share the database
-            listener = asyncio.create_task(listen.listen(service, notifier))
+            listener = asyncio.create_task(listen.listen(service, notifier, run_changes=run_changes))
         yield
         if listener is not None:
             await listen.stop(listener)
@@ -70,7 +71,7 @@ def create_app(settings: Settings, *, migrate: bool = True, metrics_dir: str = "
     app.state.api_token = keys.api_token(settings)
     hide_in_logs([app.state.api_token])
     app.state.notifier = notifier
-    app.state.run_changes = run_changes = runwait.RunChanges()
+    app.state.run_changes = run_changes
     install_error_handlers(app)
     app.add_middleware(runwait.WakeRunWaiters, changes=run_changes)
     app.add_middleware(RequestGuard, routes=lambda: app.routes, max_body=settings.cloud_max_body,

@@ -70,6 +70,12 @@ def service(request: Request) -> CloudService:
     return svc
 
 
+async def _service(request: Request) -> CloudService:
+    """:func:`service` as a dependency: async, so FastAPI calls it on the event loop
+    instead of a worker thread (a sync dependency costs a thread hop per request)."""
+    return service(request)
+
+
 def bearer_token(authorization: str) -> str:
     scheme, _, value = authorization.partition(" ")
     return value.strip() if scheme.lower() == "bearer" else ""
@@ -146,20 +152,20 @@ async def require_node(request: Request, credentials: Credentials) -> NodeIdenti
     return caller.node
 
 
-def by_gateway_key() -> None:
+async def by_gateway_key() -> None:
     """Scope marker: the route authenticates with a gateway key in its body."""
 
 
-def portal_session() -> None:
+async def portal_session() -> None:
     """Scope marker: an HTML page of the portal (it checks the session cookie itself)."""
 
 
-def public() -> None:
+async def public() -> None:
     """Scope marker: open to anyone."""
 
 
 Node = Annotated[NodeIdentity, Depends(require_node)]
-Service = Annotated[CloudService, Depends(service)]
+Service = Annotated[CloudService, Depends(_service)]
 
 SCOPE_OF: dict[Callable[..., Any], str] = {
     require_user: USER, require_node: NODE, by_gateway_key: KEY, portal_session: PORTAL, public: PUBLIC,

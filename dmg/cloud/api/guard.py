@@ -33,6 +33,8 @@ from dmg.errors import DmgError, Fatal, Retryable, TooLarge
 log = logging.getLogger(__name__)
 
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+#: How many (method, path) -> scope answers the guard keeps before starting afresh.
+_PATHS_KEPT = 1024
 
 
 def _error(err: DmgError, *, status: int | None = None) -> JSONResponse:
@@ -50,17 +52,39 @@ class RequestGuard:
         self.routes = routes
         self.max_body = max_body
         self.state = state
+        self._routes_seen = -1
+        self._scoped: list[tuple[Any, str | None]] = []
+        self._by_path: dict[tuple[str, str], str | None] = {}
         self.limits = {"/api/v1/stores": min(STORE_MAX_BYTES, max_body),
                        "/api/v1/pipelines": min(MAX_DEFINITION_BYTES, max_body)}
 
     def limit(self, path: str) -> int:
         return self.limits.get(path.rstrip("/") or "/", self.max_body)
 
+    def _scoped_routes(self) -> list[tuple[Any, str | None]]:
+        """Every API route with its scope, worked out once per set of routes (flattening
+        the routers and walking each route's dependencies costs more than the request)."""
+        routes = self.routes()
+        if self._routes_seen != len(routes):
+            self._scoped = [(route, route_scope(route)) for route in api_routes(routes)]
+            self._by_path.clear()
+            self._routes_seen = len(routes)
+        return self._scoped
+
     def _scope_of(self, scope: Scope) -> str | None:
-        for route in api_routes(self.routes()):
+        scoped = self._scoped_routes()
+        key = (scope["method"], scope["path"])
+        if key in self._by_path:
+            return self._by_path[key]
+        found = None
+        for route, kind in scoped:
             if route.matches(scope)[0] == Match.FULL:
-                return route_scope(route)
-        return None
+                found = kind
+                break
+        if len(self._by_path) >= _PATHS_KEPT:  # paths carry ids: keep the cache bounded
+            self._by_path.clear()
+        self._by_path[key] = found
+        return found
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

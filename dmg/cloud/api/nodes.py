@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
 
 from dmg.cloud.api.auth import Node, Service, by_gateway_key
 from dmg.cloud.schemas import (
@@ -20,6 +21,7 @@ from dmg.cloud.schemas import (
     ReportBatch,
     ShardReport,
 )
+from dmg.cloud.service import CloudService, NodeIdentity
 
 router = APIRouter()
 
@@ -48,34 +50,47 @@ def node_stores(node: Node, svc: Service) -> dict[str, Any]:
 
 
 @router.post("/dispatch/claim", tags=["dispatch"])
-async def claim(body: Claim, node: Node, svc: Service, request: Request) -> dict[str, Any]:
+async def claim(body: Claim, node: Node, svc: Service, request: Request) -> JSONResponse:
     """Long-poll up to ``wait`` s (at most 60) for Queued activity runs of the node's
     gateway and claim them as its dispatcher (``epoch``: the site lease's; the cloud issues
     its own, see README "who issues epochs"); -> ``{activity_runs: [...]}`` (empty when
     none came, while another node's cloud lease runs, or at once when one of the
-    gateway's runs is cancelled meanwhile). 409 stale_attempt for a superseded dispatcher."""
+    gateway's runs is cancelled meanwhile). ``cancelled``: the gateway's activity runs
+    cancelled within the last hour, what ``GET /dispatch/cancelled`` answers, so a
+    dispatcher of this version needs no request of its own for them (one of an older
+    version ignores the field and asks). 409 stale_attempt for a superseded dispatcher."""
     notifier = request.app.state.notifier
     deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
     began = svc.clock()
-    woken = False
+    woken = notified = False
     while True:
-        claimed = await run_in_threadpool(svc.claim, node, epoch=body.epoch, limit=body.limit)
-        remaining = deadline - time.monotonic()
-        if claimed or remaining <= 0:
-            return {"activity_runs": claimed}
-        # Checked after the claim, not between the wake-up and the claim: a queued run is
-        # claimed one transaction after it is created (submit-to-start latency).
-        if woken:
-            cancelled = await run_in_threadpool(svc.cancelled_activity_runs, node, since=began)
-            if cancelled:
-                return {"activity_runs": []}  # a run was cancelled: the dispatcher asks which at once
-        await notifier.wait(node.gateway_id, min(RECHECK, remaining))
+        answer = await run_in_threadpool(_claim_once, svc, node, body, began=began if woken else None,
+                                         deadline=deadline, recheck=woken and not notified)
+        if answer is not None:
+            return JSONResponse(answer)
+        notified = await notifier.wait(node.gateway_id, min(RECHECK, max(deadline - time.monotonic(), 0)))
         woken = True
         if await request.is_disconnected():
             # The dispatcher's process is gone (or stopping): free its cloud lease now, so
             # the next dispatcher need not wait for it to expire.
             await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
-            return {"activity_runs": []}
+            return JSONResponse({"activity_runs": []})
+
+
+def _claim_once(svc: CloudService, node: NodeIdentity, body: Claim, *, began: float | None,
+                deadline: float, recheck: bool) -> dict[str, Any] | None:
+    """One claim (on a worker thread); -> the long-poll's answer, or None to wait on.
+
+    It answers when runs were claimed, when the wait is over, or (``began``: after a
+    wake-up, when the long-poll began) when a run of the gateway was cancelled since, so
+    the dispatcher applies it now. Checked after the claim, not between the wake-up and
+    the claim: a queued run is claimed one transaction after it is created. ``recheck``: a
+    periodic look (no notice woke it), read-only when nothing is claimable."""
+    claimed = svc.claim(node, epoch=body.epoch, limit=body.limit, recheck=recheck)
+    if not (claimed or time.monotonic() >= deadline
+            or (began is not None and svc.cancelled_activity_runs(node, since=began))):
+        return None
+    return {"activity_runs": claimed, "cancelled": svc.cancelled_activity_runs(node)}
 
 
 @router.get("/dispatch/cancelled", tags=["dispatch"])

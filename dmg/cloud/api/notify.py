@@ -28,13 +28,14 @@ class RunNotifier:
             event = self._events[gateway_id] = asyncio.Event()
         event.set()
 
-    async def wait(self, gateway_id: int, timeout: float) -> None:
+    async def wait(self, gateway_id: int, timeout: float) -> bool:
         """Return when :meth:`notify` is called for the gateway (or was called since the
-        last wait returned) or after ``timeout`` s."""
+        last wait returned): True; or after ``timeout`` s: False."""
         event = self._events.setdefault(gateway_id, asyncio.Event())
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), timeout)
+            return event.is_set()
         finally:
             # The notice is used up: every long-poll woken by this event has returned or
             # will once it runs, and later notices set a fresh one.

@@ -13,8 +13,11 @@ sharing the database answer it alike.
 When it checks: every request that may change a run (any ``POST``, ``PUT``, ``PATCH`` or
 ``DELETE`` answered by this process: a node's report batch, a plan, a cancel) wakes the
 waiting long-polls as it ends (:class:`WakeRunWaiters`), so a run that ends here is seen
-within a millisecond or two. A change made elsewhere (another cloud process on the same
-PostgreSQL database, a background sweep) is seen by the periodic check: within
+within a millisecond or two. On PostgreSQL, a run whose status changes in another cloud
+process sharing the database wakes them too: that process NOTIFYs at commit
+(:data:`dmg.cloud.service.derive.RUN_STATUS_CHANNEL`) and :mod:`.listen` calls
+:meth:`RunChanges.changed` here, within a few milliseconds. Anything else (a background
+sweep; the listener's connection lost) is seen by the periodic check: within
 :data:`FAST_CHECK` s during the first :data:`FAST_FOR` s of a wait and within
 :data:`SLOW_CHECK` s after. A waiter checks at most once per :data:`MIN_GAP` s however
 many writes wake it, so a busy cloud costs each waiting user a bounded number of reads.

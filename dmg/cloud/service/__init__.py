@@ -53,6 +53,8 @@ __all__ = ["CloudService", "NodeIdentity"]
 
 #: PostgreSQL NOTIFY channels between cloud processes (:mod:`dmg.cloud.api.listen`):
 #: a gateway's runs changed (payload: its id), a node token was revoked.
+#: How many times a claim is tried when it meets another taking the gateway's lease.
+CLAIM_TRIES = 3
 RUNS_CHANNEL = "dmg_runs"
 TOKENS_CHANNEL = "dmg_tokens"
 
@@ -261,15 +263,30 @@ class CloudService:
             return history.node_history(session, gateway, node, since=self.clock() - since)
 
     # -- the dispatcher and workers -------------------------------------------------------
-    def claim(self, node: NodeIdentity, *, epoch: int, limit: int) -> list[dict[str, Any]]:
+    def claim(self, node: NodeIdentity, *, epoch: int, limit: int,
+              recheck: bool = False) -> list[dict[str, Any]]:
         """Claim as the gateway's dispatcher with site epoch ``epoch``; nothing while another
-        node's cloud lease runs (:mod:`.leader`)."""
-        try:
-            with self.db.write() as session:
-                return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
-                                      ttl=self.lease_ttl)
-        except leader.LeaseHeld:
-            return []
+        node's cloud lease runs (:mod:`.leader`). ``recheck``: a waiting long-poll's periodic
+        look, made in a read transaction first (no write lock) when nothing is claimable."""
+        if recheck:
+            with self.db.read() as session:
+                if dispatch.nothing_to_claim(session, node, epoch=epoch, now=self.clock(),
+                                             ttl=self.lease_ttl):
+                    return []
+        for tries_left in reversed(range(CLAIM_TRIES)):
+            try:
+                with self.db.write() as session:
+                    return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
+                                          ttl=self.lease_ttl)
+            except leader.LeaseHeld:
+                return []
+            except leader.LeaseBusy:
+                # Two claims met taking a free lease (PostgreSQL): the other has committed or
+                # will in a moment; this one is tried again before the caller is told to.
+                if not tries_left:
+                    raise
+                time.sleep(0.01)
+        raise AssertionError("unreachable")
 
     def release_dispatcher(self, node: NodeIdentity, *, epoch: int) -> bool:
         """Free the cloud lease ``node`` holds with site epoch ``epoch`` (its long-poll closed)."""

@@ -13,7 +13,7 @@ counters of :mod:`.counters`, kept in the same transaction as every shard report
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import object_session
 
 from dmg.cloud.models import CANCELLED, FAILED, IN_PROGRESS, QUEUED, SUCCEEDED, ActivityRun, Run, Shard
@@ -85,7 +85,24 @@ def derive_run(run: Run, *, now: float) -> None:
             run.ended_at = _times(run)[1] or now
     else:
         run.ended_at = None
-    run.status = status
+    if run.status != status:
+        run.status = status
+        _announce(run)
+
+
+#: PostgreSQL channel of run status changes (payload: the run id): every cloud process
+#: wakes its run long-polls (:mod:`dmg.cloud.api.runwait`, :mod:`dmg.cloud.api.listen`).
+RUN_STATUS_CHANNEL = "dmg_run_status"
+
+
+def _announce(run: Run) -> None:
+    """NOTIFY the run's new status to the other cloud processes sharing a PostgreSQL database,
+    sent when the transaction commits (never if it rolls back). SQLite: one process, whose
+    write requests wake its own waiters."""
+    session = object_session(run)
+    if session is not None and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, :payload)"),
+                        {"channel": RUN_STATUS_CHANNEL, "payload": run.id})
 
 
 def _times(run: Run) -> tuple[float | None, float | None]:

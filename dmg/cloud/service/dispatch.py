@@ -19,13 +19,15 @@ import logging
 from typing import Any
 
 from sqlalchemy import and_, insert, or_, select, update
-from sqlalchemy.orm import Session, joinedload, object_session
+from sqlalchemy.orm import Session, object_session
 
 from dmg.cloud.models import (
     IN_PROGRESS,
     QUEUED,
     ActivityRun,
+    Gateway,
     Node,
+    Pipeline,
     Run,
     Shard,
     Store,
@@ -94,14 +96,19 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         return []
     claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
                                    .order_by(ActivityRun.queued_at, ActivityRun.position)
-                                   .options(joinedload(ActivityRun.run).joinedload(Run.pipeline))
                                    .execution_options(populate_existing=True)))
+    # The pipelines' names only: loading the Pipeline rows decodes each one's whole
+    # definition (a JSON list of every activity) once per claimed row.
+    pipelines = dict(session.execute(
+        select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
+        .where(Run.id.in_({a.run_id for a in claimed}))).tuples().all())
     names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
     stores = stores_by_name(session, {n for n in names if n})
     out = []
     for activity_run in claimed:
         counters.activity_status_changed(activity_run, won[activity_run.id], now=now)
-        body = _claimed_json(activity_run, stores, gateway=node.gateway, epoch=site_epoch)
+        body = _claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
+                             gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
             activity_run.error = body
@@ -115,6 +122,20 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     return out
 
 
+def nothing_to_claim(session: Session, node: NodeIdentity, *, epoch: int, now: float, ttl: float) -> bool:
+    """True when a :func:`claim` by ``node`` with site epoch ``epoch`` would only read and
+    claim nothing: the node holds its gateway's cloud lease with that epoch, more than half
+    a TTL left (so the claim would not extend it), and no activity run is claimable. A read
+    transaction can tell, so an empty re-check of a waiting long-poll takes no write lock;
+    False means "ask :func:`claim`" (it decides everything else)."""
+    gateway = session.get(Gateway, node.gateway_id)
+    if (gateway is None or gateway.leader_node_id != node.node_id or gateway.leader_site_epoch != epoch
+            or gateway.leader_until - now <= ttl / 2 or session.get(Node, node.node_id) is None):
+        return False
+    return session.scalar(select(ActivityRun.id).where(
+        ActivityRun.gateway_id == node.gateway_id, _claimable(gateway.max_epoch)).limit(1)) is None
+
+
 def _store_name(spec: Any, side: str) -> str:
     try:
         return str(spec[side]["store"])
@@ -122,7 +143,7 @@ def _store_name(spec: Any, side: str) -> str:
         return ""
 
 
-def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gateway: str,
+def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, pipeline: str, gateway: str,
                   epoch: int) -> dict[str, Any] | str:
     """What the dispatcher is sent for a claimed activity run, or why it cannot be: a
     definition saved before :mod:`dmg.definitions` (too deep, a store gone)."""
@@ -142,7 +163,7 @@ def _claimed_json(activity_run: ActivityRun, stores: dict[str, Store], *, gatewa
         ends[side] = {"store": shown, "path": str(spec[side].get("path", ""))}
     return {
         "id": activity_run.id, "run_id": activity_run.run_id,
-        "pipeline": activity_run.run.pipeline.name, "gateway": gateway,
+        "pipeline": pipeline, "gateway": gateway,
         "name": activity_run.name, "epoch": epoch, "source": ends["source"], "sink": ends["sink"],
         "options": dict(spec.get("options") or {}),
     }

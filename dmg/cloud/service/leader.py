@@ -51,6 +51,11 @@ class LeaseHeld(Retryable):
     """Another node holds the gateway's cloud-side dispatcher lease (for at most one TTL more)."""
 
 
+class LeaseBusy(Retryable):
+    """Another transaction reads the gateway's lease just as this one would take it (the
+    caller's transaction can be tried again at once)."""
+
+
 def _locked_gateway(session: Session, gateway_id: int, *, shared: bool = False) -> Gateway:
     """The gateway row read afresh and locked (PostgreSQL ``FOR UPDATE``, or ``FOR SHARE``
     when ``shared``: many readers of the lease at once, none while it changes)."""
@@ -101,7 +106,7 @@ def dispatcher_epoch(session: Session, node: NodeIdentity, site_epoch: int, *, n
         raise LeaseHeld("the gateway's previous dispatcher still holds the cloud's lease",
                         hint=f"it ends within {ttl:g} s unless that node calls again")
     if not _lock_for_update(session, gateway):  # the row did not change: this transaction read it
-        raise Retryable("another request reads the gateway's dispatcher lease now", hint="send again")
+        raise LeaseBusy("another request reads the gateway's dispatcher lease now", hint="send again")
     gateway.max_epoch += 1
     gateway.leader_node_id = node.node_id
     gateway.leader_site_epoch = site_epoch

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from dmg.cloud.models import ActivityRun, Node, Pipeline, Run, Shard, Store
@@ -75,8 +76,11 @@ def shard_json(shard: Shard) -> dict[str, Any]:
     }
 
 
-def activity_run_json(activity_run: ActivityRun, *, shards: bool = True) -> dict[str, Any]:
-    parts = activity_run.shards
+def activity_run_json(activity_run: ActivityRun | Any, *, shards: bool = True,
+                      parts: Sequence[Shard | Any] | None = None) -> dict[str, Any]:
+    """``activity_run``: the ORM object, or any row with its columns as attributes, with
+    ``parts`` its shards (by index) then."""
+    parts = activity_run.shards if parts is None else parts
     files = sum(s.files for s in parts)
     size = sum(s.bytes for s in parts)
     elapsed = None
@@ -99,8 +103,11 @@ def activity_run_json(activity_run: ActivityRun, *, shards: bool = True) -> dict
     return body
 
 
-def run_json(run: Run, *, shards: bool = True) -> dict[str, Any]:
-    activity_runs = [activity_run_json(a, shards=shards) for a in run.activity_runs]
+def run_json(run: Run, *, shards: bool = True,
+             activity_runs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """``activity_runs``: their JSON when the caller built it (default: from ``run``'s)."""
+    if activity_runs is None:
+        activity_runs = [activity_run_json(a, shards=shards) for a in run.activity_runs]
     return {
         "id": run.id, "pipeline": run.pipeline.name, "gateway": run.gateway.name,
         "status": run.status, "created_at": run.created_at, "started_at": run.started_at,

@@ -1,0 +1,116 @@
+"""Benchmark: the cloud's CPU per request, route by route, on the cloud alone.
+
+    .venv/bin/python bench/cloud_cost.py [--requests 300] [--activities 200] [--repeats 3]
+
+A cloud (``dmg cloud serve``, SQLite in a temp dir) is started as a child process and
+sent the requests a site sends it, one kind at a time over one keep-alive connection:
+a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, and a
+user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each kind it
+prints the cloud process's CPU per request (psutil: user + system, before and after the
+block), the median of the repeats. CPU time moves far less with the machine's load
+than throughput does, so two revisions compare here when ``bench/activities.py``
+cannot tell them apart on a busy machine: run it from each tree (``PYTHONPATH=<other
+checkout>`` for another revision; the cloud child inherits it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+
+from dmg.cloud.server import start_cloud_subprocess  # noqa: E402
+from settings import Settings  # noqa: E402
+
+
+def cpu_ms(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return (times.user + times.system) * 1000
+
+
+def measure(pid: int, count: int, send: Callable[[], httpx.Response]) -> float:
+    """The cloud's CPU ms per request over ``count`` requests (each must answer 2xx)."""
+    send()  # warm: the first request of a kind compiles its statements
+    before = cpu_ms(pid)
+    for _ in range(count):
+        answer = send()
+        assert answer.is_success, answer.text
+    return (cpu_ms(pid) - before) / count
+
+
+def one_repeat(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    settings = Settings(data_dir=work, log_level="WARNING")
+    cloud = start_cloud_subprocess(settings, bind="127.0.0.1:0")
+    try:
+        api = f"{cloud.url}/api/v1"
+        with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {cloud.api_token}"},
+                          timeout=60) as user:
+            keys = user.post("/gateways", json={"name": "bench"}).json()
+            token = user.post("/nodes/register", json={"key": keys["key1"], "name": "n1",
+                                                       "version": _version()}).json()["token"]
+            user.post("/stores", json={"name": "src", "type": "file", "location": str(work / "in")})
+            user.post("/stores", json={"name": "dst", "type": "file", "location": str(work / "out")})
+            user.post("/pipelines", json={"name": "p", "gateway": "bench", "activities": [
+                {"name": f"a{i}", "source": {"store": "src", "path": f"f{i}"},
+                 "sink": {"store": "dst", "path": f"f{i}"}} for i in range(args.activities)]})
+            run_id = user.post("/pipelines/p/runs").json()["id"]
+            with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as node:
+                claimed = node.post("/dispatch/claim", json={"epoch": 1, "wait": 0, "limit": 64})
+                assert claimed.is_success, claimed.text
+                beat = {"role": "dispatcher", "running": 1, "limit": 4, "epoch": 1}
+                n = args.requests
+                return {
+                    "heartbeat": measure(cloud.pid, n, lambda: node.post("/nodes/heartbeat", json=beat)),
+                    "empty claim": measure(cloud.pid, n, lambda: node.post(
+                        "/dispatch/claim", json={"epoch": 1, "wait": 0, "limit": 16})),
+                    "GET /dispatch/cancelled": measure(cloud.pid, n, lambda: node.get("/dispatch/cancelled")),
+                    f"GET /runs/{{id}} ({args.activities} activity runs)": measure(
+                        cloud.pid, max(n // 10, 5), lambda: user.get(f"/runs/{run_id}")),
+                }
+    finally:
+        cloud.stop()
+
+
+def _version() -> str:
+    from dmg.version import __version__
+
+    return __version__
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=300, help="requests of each kind")
+    parser.add_argument("--activities", type=int, default=200, help="activity runs of the run read")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    samples: dict[str, list[float]] = {}
+    for repeat in range(args.repeats):
+        print(f"repeat {repeat + 1}/{args.repeats}: load average {os.getloadavg()}", file=sys.stderr)
+        with tempfile.TemporaryDirectory(prefix="dmg-cloud-cost-") as tmp:
+            for kind, value in one_repeat(args, Path(tmp)).items():
+                samples.setdefault(kind, []).append(value)
+    print(f"cloud CPU ms per request (median of {args.repeats}; load average now "
+          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())}; dmg from {_tree()})")
+    for kind, values in samples.items():
+        print(f"  {statistics.median(values):7.2f}  {kind}")
+    return 0
+
+
+def _tree() -> str:
+    import dmg
+
+    return str(Path(dmg.__file__).resolve().parent.parent)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
