@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, BinaryIO
@@ -78,6 +77,7 @@ from dmg.connectors._support import BoundedPool, ChunkStream, buffered, clean_pa
 from dmg.connectors.base import Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, FileUpload, NativeChecksum
 from dmg.connectors.chunkbuffer import ChunkBuffer
+from dmg.connectors.crc32 import crc32
 from dmg.connectors.distributed import sorted_parts
 from dmg.connectors.fileupload import FileBody, checksum_pass
 from dmg.connectors.objectstore import ObjectStore
@@ -174,7 +174,7 @@ class _BlobWriter(StagedWriter, FileUpload):
         def update(view: memoryview) -> None:
             nonlocal crc
             md5.update(view)
-            crc = zlib.crc32(view, crc)
+            crc = crc32(view, crc)
 
         checksum_pass(source_file, size=size, update=update, on_step=on_step, what=self.what)
         self._file = (source_file, size, crc, md5.digest())
@@ -187,10 +187,16 @@ class _BlobWriter(StagedWriter, FileUpload):
         assert self._file is not None
         path, size, crc, md5 = self._file
         headers = BlobHTTPHeaders(blob_content_md5=md5)
-        with FileBody(path, size=size, crc32=crc, what=self.what) as body, map_azure_errors(self.what):
-            self._blob._client.block_blob.upload(
-                content_length=size, body=body, transactional_content_md5=bytearray(md5),
-                blob_http_headers=headers)
+        with FileBody(path, size=size, crc32=crc, what=self.what) as body:
+            try:
+                with map_azure_errors(self.what):
+                    self._blob._client.block_blob.upload(
+                        content_length=size, body=body, transactional_content_md5=bytearray(md5),
+                        blob_http_headers=headers)
+            except DmgError:
+                if body.error is not None:  # the file changed: not a connection problem
+                    raise body.error from None
+                raise
 
     def _write(self, chunk: bytes) -> None:
         if self._file is not None:

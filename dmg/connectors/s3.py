@@ -8,7 +8,10 @@ S3 wants parts of at least 5 MiB), ``max_concurrency`` (parts in flight, default
 to this size goes in one ``PutObject`` streamed from the file, checked by its CRC-32; 0
 turns it off),
 ``part_checksum`` (``crc32``, the default, or ``md5``: how each part is checked
-and the completed object verified, :mod:`dmg.connectors.s3upload`), ``max_attempts``
+and the completed object verified, :mod:`dmg.connectors.s3upload`), ``sign_payload``
+(default false: the signature does not cover the body, which carries its own checksum
+that S3 checks; true adds a SHA-256 of every body, :mod:`dmg.connectors.s3clients`),
+``max_attempts``
 (botocore retries, default 3), ``connect_timeout`` and
 ``read_timeout`` (seconds).
 
@@ -102,6 +105,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                 read_timeout=float(opts.get("read_timeout", 60)),
                 max_pool_connections=max(10, int(opts.get("max_concurrency", 4)) * 2),
                 proxy=proxy.current(),
+                sign_payload=opts.get("sign_payload", False) is True,
             )
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
