@@ -36,6 +36,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,15 @@ def part_size_for(size: int, part_size: int) -> int:
     mib = 1024 * 1024
     least = -(-size // MAX_PARTS)
     return max(part_size, MIN_PART, -(-least // mib) * mib)
+
+
+def _read_into(source: Any, buffer: bytearray) -> int:
+    """Fill ``buffer`` from a raw file; the bytes read (fewer only at its end)."""
+    view = memoryview(buffer)
+    got = 0
+    while got < len(buffer) and (n := source.readinto(view[got:])):
+        got += n
+    return got
 
 
 def _read_exactly(source: Any, n: int) -> bytes:
@@ -171,18 +181,28 @@ class S3Writer(StagedWriter, FileUpload):
         file's CRC-32 (computed from the same bytes) and the check the commit makes."""
         self._from_file = True
         self._part_size = part_size_for(size, self._shape.part_size)
+        # Full parts are read into buffers used again once their part is sent (at most
+        # concurrency + 1 exist): a fresh 16 MiB bytes per part costs page faults (system CPU).
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         whole = 0
         done = 0
         with open(source_file, "rb", buffering=0) as source:
             while done < size:
-                data = _read_exactly(source, min(self._part_size, size - done))
-                if not data:
-                    raise Fatal(f"{self.what}: the file has {done} bytes, the listing said {size}",
+                want = min(self._part_size, size - done)
+                data: bytes | bytearray
+                if want == self._part_size:
+                    data = free.get_nowait() if not free.empty() else bytearray(want)
+                    got = _read_into(source, data)
+                else:
+                    data = _read_exactly(source, want)
+                    got = len(data)
+                if got < want:
+                    raise Fatal(f"{self.what}: the file has {done + got} bytes, the listing said {size}",
                                 hint="the file changed while it was copied; run the activity again")
                 whole = crc32(data, whole)
-                self._send_part(data)
-                done += len(data)
-                on_step(len(data))
+                self._send_part(data, release=free.put if isinstance(data, bytearray) else None)
+                done += want
+                on_step(want)
         check = "multipart-md5" if self._shape.part_checksum == "md5" else "composite-crc32"
         return f"{CRC32_PREFIX}{whole:08x}", check
 
@@ -227,7 +247,10 @@ class S3Writer(StagedWriter, FileUpload):
         while self._buffer.held >= self._part_size:
             self._send_part(self._buffer.take(self._part_size))
 
-    def _send_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytes | bytearray, *,
+                   release: Callable[[bytearray], None] | None = None) -> None:
+        """Upload ``data`` as the next part in the pool; ``release(data)`` once it is sent
+        (or failed): the caller may then use the buffer again."""
         client, bucket, key = self._client, self._bucket, self._key
         crc = self._shape.part_checksum == "crc32"
         if self._upload_id is None:
@@ -242,6 +265,13 @@ class S3Writer(StagedWriter, FileUpload):
         number, upload_id, what = self._part_number, self._upload_id, self.what
 
         def upload() -> _Part:
+            try:
+                return send()
+            finally:
+                if release is not None and isinstance(data, bytearray):
+                    release(data)
+
+        def send() -> _Part:
             if crc:
                 part_crc = crc32(data)
                 check: dict[str, str] = {"ChecksumCRC32": crc32_b64(part_crc)}
