@@ -48,7 +48,7 @@ from dmg.connectors.chunkbuffer import ChunkBuffer
 from dmg.connectors.crc32 import crc32
 from dmg.connectors.fileupload import CRC32_PREFIX, FileBody, checksum_pass
 from dmg.connectors.s3errors import MULTIPART_ETAG, content_md5, map_s3_errors, multipart_etag
-from dmg.errors import DmgError, Fatal, NotFound
+from dmg.errors import DmgError, Fatal, NotFound, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -311,27 +311,34 @@ class S3Writer(StagedWriter, FileUpload):
                     reply = self._client.complete_multipart_upload(
                         Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
                         MultipartUpload={"Parts": listed})
-            except NotFound:
+            except (NotFound, Retryable) as exc:
                 # botocore retries a completion whose answer was lost (a timeout, a dropped
-                # connection); the retry finds the upload gone. If the first one completed,
-                # the object holds the parts sent: its checksum says so.
-                reply = self._completed_before(parts)
+                # connection); the retry finds the upload gone: S3 answers NoSuchUpload, moto
+                # 5.2.5 a 500 (KeyError in complete_multipart_upload) when the retry lands while
+                # the first is still storing the object. If the first one completed, the object
+                # holds the parts sent: its checksum says so.
+                done = self._completed_before(parts)
+                if done is None:
+                    if isinstance(exc, NotFound):
+                        raise NotFound(f"{self.what}: the multipart upload is gone and the object "
+                                       "at the key is not the one sent",
+                                       hint="run the activity again") from exc
+                    raise
+                reply = done
             self._upload_id = None  # completed: nothing left to abort
             self._verify_completed(reply, parts)
         self._buffer.clear()
 
-    def _completed_before(self, parts: Sequence[_Part]) -> dict[str, Any]:
-        """The ``HeadObject`` of the key standing in for a completion answer that was lost,
-        if the object there is the one these parts make (its composite CRC-32, or its
-        multipart ETag with ``part_checksum = "md5"``: never the size alone, which an older
-        object may share); else the ``NotFound`` stands (the upload is gone, the object is
-        not ours: the file fails and is copied again)."""
-        what = f"{self.what}: the multipart upload is gone and the object is not the one sent"
+    def _completed_before(self, parts: Sequence[_Part]) -> dict[str, Any] | None:
+        """The ``HeadObject`` of the key standing in for a completion answer that was lost, if
+        the object there is the one these parts make: its composite CRC-32 (its multipart ETag
+        with ``part_checksum = "md5"``) and its size; never the size alone, which an older
+        object may share. None otherwise, or if the object cannot be read."""
         try:
             with map_s3_errors(self.what):
                 head = self._client.head_object(Bucket=self._bucket, Key=self._key, ChecksumMode="ENABLED")
-        except NotFound:
-            raise NotFound(what) from None
+        except DmgError:
+            return None
         if self._shape.part_checksum == "md5":
             etag = str(head.get("ETag", "")).strip('"').lower()
             ours = multipart_etag([p.md5 or "" for p in parts]) == etag
@@ -339,7 +346,7 @@ class S3Writer(StagedWriter, FileUpload):
             got = str(head.get("ChecksumCRC32") or "").split("-")[0]
             ours = got == composite_crc32([p.crc32 or 0 for p in parts])
         if not ours or int(head.get("ContentLength", -1)) != self._sent:
-            raise NotFound(what)
+            return None
         log.info("a retried completion found the upload done; the object is the one sent key=%s", self._key)
         return dict(head)
 
