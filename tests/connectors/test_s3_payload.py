@@ -204,3 +204,20 @@ def test_the_part_size_grows_to_keep_within_s3s_part_count() -> None:
     big = 500 * 1024 * MiB  # 500 GiB: 16 MiB parts would be 32,000
     size = part_size_for(big, 16 * MiB)
     assert size % MiB == 0 and -(-big // size) <= MAX_PARTS and size - MiB < -(-big // MAX_PARTS)
+
+
+def test_a_file_shorter_than_listed_above_the_cutoff_fails_and_leaves_nothing(
+        s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    source = tmp_path / "short.bin"
+    source.write_bytes(os.urandom(11 * MiB))
+    store = make_store(s3_server.endpoint_url, s3_server, s3_bucket, upload_cutoff=0)
+    writer = store.open_write("short.bin", staging_id="s:1")
+    assert isinstance(writer, S3Writer) and writer.takes_file(12 * MiB)
+
+    with pytest.raises(Fatal, match="the file has 11534336 bytes"):
+        writer.stage_file(str(source), size=12 * MiB, on_step=lambda n: None)
+
+    writer.abort()
+    with pytest.raises(NotFound):
+        store.stat("short.bin")
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
