@@ -221,3 +221,30 @@ def test_a_file_shorter_than_listed_above_the_cutoff_fails_and_leaves_nothing(
     with pytest.raises(NotFound):
         store.stat("short.bin")
     assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+
+
+def test_a_distributed_part_carries_its_crc32_and_a_replayed_commit_checks_the_object(
+        s3_server: S3Server, s3_bucket: str, relay: Relay) -> None:
+    """Parts written from several nodes: each carries its CRC-32 (S3 checks it) and returns
+    S3's MD5 of the stored part; a commit replayed after the object was replaced by another
+    of the same size is not taken as done (the size alone said done before)."""
+    store = make_store(relay.url, s3_server, s3_bucket, max_attempts=1)
+    data = os.urandom(6 * MiB)
+    handle = store.begin_distributed("split.bin", size=len(data))
+    parts = [store.write_range("split.bin", handle, part_number=n, offset=o, chunks=iter([data[o:o + ln]]),
+                               length=ln) for n, o, ln in ((1, 0, 5 * MiB), (2, 5 * MiB, 1 * MiB))]
+
+    for part, (start, end) in zip(parts, ((0, 5 * MiB), (5 * MiB, 6 * MiB)), strict=True):
+        assert part["crc32"] == crc32_b64(zlib.crc32(data[start:end]))
+        assert part["md5"] == hashlib.md5(data[start:end]).hexdigest()
+    sent = [{k.lower(): v for k, v in s.headers.items()} for s in puts(relay)]
+    assert [h["x-amz-content-sha256"] for h in sent] == ["UNSIGNED-PAYLOAD"] * 2
+    assert all("x-amz-checksum-crc32" in h and "content-md5" not in h for h in sent)
+    store.commit_distributed("split.bin", handle, parts, size=len(data))
+    client = s3_server.client()
+    assert client.get_object(Bucket=s3_bucket, Key="data/split.bin")["Body"].read() == data
+
+    client.put_object(Bucket=s3_bucket, Key="data/split.bin", Body=os.urandom(len(data)),
+                      ChecksumAlgorithm="CRC32")
+    with pytest.raises((NotFound, Retryable)):
+        store.commit_distributed("split.bin", handle, parts, size=len(data))
