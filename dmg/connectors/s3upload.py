@@ -1,8 +1,14 @@
 """Writing one S3 object: a single ``PutObject`` below the multipart threshold, else a
 multipart upload whose parts are sent while the bytes arrive; a local file up to
-``upload_cutoff`` goes in one ``PutObject`` streamed from the file
-(:meth:`S3Writer.stage_file`). Nothing is visible before
+``upload_cutoff`` goes in one ``PutObject`` streamed from the file, a larger one in parts
+read from the file once each (:meth:`S3Writer.stage_file`). Nothing is visible before
 :meth:`~dmg.connectors.base.StagedWriter.commit`.
+
+No body's SHA-256 is computed for the signature (``UNSIGNED-PAYLOAD``,
+:mod:`dmg.connectors.s3clients`): the checksum header below, which the signature covers,
+is what S3 checks the body against. A completion retried after its answer was lost finds
+the upload gone (S3: NoSuchUpload; moto 5.2.5: a 500); it counts as done only if the object
+at the key has the composite CRC-32 (``md5``: the multipart ETag) and size of the parts.
 
 Every request body carries a checksum that S3 checks on receipt (a bad body is
 refused, not stored):
@@ -24,8 +30,8 @@ refused, not stored):
 - a part, with ``part_checksum = "md5"``: ``Content-MD5``, and the ETag of the completed
   object must equal the MD5 of the parts' MD5s (the check made before issue 11).
 
-CRC-32 costs a tenth of MD5's CPU per byte (zlib), and on S3 (and moto) a composite
-checksum is computed per part, not over the whole object again.
+CRC-32 costs a fifteenth of MD5's CPU per byte (ISA-L, :mod:`dmg.connectors.crc32`), and on
+S3 (and moto) a composite checksum is computed per part, not over the whole object again.
 
 Parts are sliced from the incoming chunks without copying a byte twice (the chunks
 of a part are joined once), at most ``max_concurrency`` parts in flight.
