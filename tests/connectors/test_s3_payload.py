@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +26,7 @@ from tests.servers.relay import Faults, Relay, Seen
 from tests.servers.s3 import S3Server
 
 MiB = 1024 * 1024
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -248,3 +253,44 @@ def test_a_distributed_part_carries_its_crc32_and_a_replayed_commit_checks_the_o
                       ChecksumAlgorithm="CRC32")
     with pytest.raises((NotFound, Retryable)):
         store.commit_distributed("split.bin", handle, parts, size=len(data))
+
+
+KILLED_FILE_WRITER = textwrap.dedent("""
+    import signal, sys
+    from dmg.connectors.base import StoreSpec
+    from dmg.connectors.s3 import S3Connector
+    endpoint, bucket, key_id, secret, source = sys.argv[1:6]
+    spec = StoreSpec("b", "s3", f"s3://{bucket}/data", {
+        "endpoint_url": endpoint, "region": "us-east-1", "multipart_threshold": 5 << 20,
+        "multipart_chunksize": 5 << 20, "upload_cutoff": 0})
+    store = S3Connector(spec, credential={"access_key_id": key_id, "secret_access_key": secret})
+    writer = store.open_write("killed.bin", staging_id="s:1")
+    writer.stage_file(source, size=16 << 20, on_step=lambda n: None)
+    writer._pool.results()  # every part stored, not completed
+    print("parts sent", flush=True)
+    signal.pause()  # until the test kills it
+""")
+
+
+def test_a_writer_killed_after_sending_a_files_parts_leaves_no_visible_object(
+        s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
+    source = tmp_path / "killed.bin"
+    source.write_bytes(os.urandom(16 * MiB))
+    cred = s3_server.credential
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_FILE_WRITER, s3_server.endpoint_url, s3_bucket,
+                             cred["access_key_id"], cred["secret_access_key"], str(source)],
+                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "parts sent"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+
+    store = make_store(s3_server.endpoint_url, s3_server, s3_bucket)
+    with pytest.raises(NotFound):
+        store.stat("killed.bin")
+    assert list(store.list()) == []
+    assert store.cleanup_staging("s:2", targets=["killed.bin"]) == 1  # the next attempt's cleanup
+    assert s3_server.client().list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
