@@ -147,7 +147,8 @@ class KernelCopyIn(abc.ABC):
 
 class FileUpload(abc.ABC):
     """A writer that can send a local file in one request at commit (S3 ``PutObject``,
-    Azure ``Put Blob``), streamed from the file, with a checksum the service checks."""
+    Azure ``Put Blob``), streamed from the file, with a checksum the service checks; above
+    its cutoff, in parts (blocks) read from the file once each, each with its checksum."""
 
     @abc.abstractmethod
     def takes_file(self, size: int) -> bool:

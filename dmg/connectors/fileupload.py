@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import io
 import os
-import zlib
 from collections.abc import Callable
 from typing import Any
 
+from dmg.connectors.crc32 import crc32
 from dmg.errors import Fatal
 
 #: Bytes read per call in the checksum pass: the granularity of progress and cancel.
@@ -65,6 +65,9 @@ class FileBody(io.RawIOBase):
         self._expected = crc32
         self._crc = 0
         self._crc_to = 0  # the CRC-32 covers bytes [0, _crc_to); -1 after a jump
+        #: The ``Fatal`` a read raised: HTTP clients wrap what a body raises while it is sent
+        #: into a connection error (urllib3 2.8 under botocore 1.44), so the writer re-raises it.
+        self.error: Fatal | None = None
 
     def __len__(self) -> int:
         return self._size
@@ -86,6 +89,13 @@ class FileBody(io.RawIOBase):
         return self._pos
 
     def read(self, n: int | None = -1) -> bytes:
+        try:
+            return self._read(n)
+        except Fatal as exc:
+            self.error = exc
+            raise
+
+    def _read(self, n: int | None) -> bytes:
         left = self._size - self._pos
         want = left if n is None or n < 0 else min(n, left)
         if want <= 0:
@@ -95,7 +105,7 @@ class FileBody(io.RawIOBase):
             raise Fatal(f"{self._what}: the file ended at {self._pos} bytes, {self._size} expected",
                         hint="the file changed while it was copied; run the activity again")
         if self._crc_to == self._pos:
-            self._crc = zlib.crc32(data, self._crc)
+            self._crc = crc32(data, self._crc)
             self._crc_to += len(data)
             if self._crc_to == self._size and self._crc != self._expected:
                 raise Fatal(f"{self._what}: the file's CRC-32 is {self._crc:08x} now, "

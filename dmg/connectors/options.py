@@ -45,6 +45,7 @@ class S3Options(StoreOptions):
     max_concurrency: Concurrency = 4
     part_checksum: Literal["crc32", "md5"] = "crc32"
     upload_cutoff: Annotated[int, Field(ge=0, le=5 * 1024 * MiB)] = 200 * MiB
+    sign_payload: StrictBool = False
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
     connect_timeout: Seconds = 10
     read_timeout: Seconds = 60

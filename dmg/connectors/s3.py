@@ -8,7 +8,10 @@ S3 wants parts of at least 5 MiB), ``max_concurrency`` (parts in flight, default
 to this size goes in one ``PutObject`` streamed from the file, checked by its CRC-32; 0
 turns it off),
 ``part_checksum`` (``crc32``, the default, or ``md5``: how each part is checked
-and the completed object verified, :mod:`dmg.connectors.s3upload`), ``max_attempts``
+and the completed object verified, :mod:`dmg.connectors.s3upload`), ``sign_payload``
+(default false: the signature does not cover the body, which carries its own checksum
+that S3 checks; true adds a SHA-256 of every body, :mod:`dmg.connectors.s3clients`),
+``max_attempts``
 (botocore retries, default 3), ``connect_timeout`` and
 ``read_timeout`` (seconds).
 
@@ -26,12 +29,15 @@ does, :mod:`workers.run.leftovers`); a bucket lifecycle rule
 ``AbortIncompleteMultipartUpload`` reclaims the space of any other.
 
 Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
-is a multipart upload id; each part is one ``UploadPart`` (held in memory: parts
-are at most a few tens of MiB) with its Content-MD5; the commit is
-``CompleteMultipartUpload`` with the parts sorted, and checks the returned ETag
-against the MD5 of the parts' MD5s. A repeated commit whose upload is gone is
-done when the object has the expected size. Parts must be at least 5 MiB, except
-the last, and at most 10,000.
+is a multipart upload id (created with ``ChecksumAlgorithm=CRC32``); each part is one
+``UploadPart`` (held in memory: parts are at most a few tens of MiB) with its CRC-32
+(``x-amz-checksum-crc32``, checked by S3; Content-MD5 with ``part_checksum = "md5"``), and
+its ETag, S3's MD5 of the stored part, goes back to the caller, which compares it with the
+MD5 it computed; the commit is ``CompleteMultipartUpload`` with the parts sorted, and
+checks the composite CRC-32 and the ETag (MD5 of the parts' MD5s) S3 answers. A repeated
+commit whose upload is gone is done when the object at the key has the parts' composite
+CRC-32 (or multipart ETag) and the expected size. Parts must be at least 5 MiB, except the
+last, and at most 10,000.
 
 ``Entry.checksum`` is the object's MD5 (hex) when its ETag is a plain MD5, i.e.
 for objects uploaded in one PUT without SSE-KMS; ``Entry.mtime`` is the time
@@ -40,6 +46,7 @@ S3 stored the object (the ``mtime`` given to commit is not kept).
 
 from __future__ import annotations
 
+import base64
 import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
@@ -50,6 +57,7 @@ from dmg.connectors import proxies as proxy
 from dmg.connectors._support import ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
 from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy
+from dmg.connectors.crc32 import crc32
 from dmg.connectors.distributed import sorted_parts
 from dmg.connectors.objectstore import ObjectStore
 from dmg.connectors.s3clients import ClientOptions, keys_digest, s3_client
@@ -61,8 +69,8 @@ from dmg.connectors.s3errors import (
     map_s3_errors,
     multipart_etag,
 )
-from dmg.connectors.s3upload import PART_CHECKSUMS, S3Writer, UploadShape
-from dmg.errors import BadInput, Fatal, NotFound
+from dmg.connectors.s3upload import PART_CHECKSUMS, S3Writer, UploadShape, composite_crc32, crc32_b64
+from dmg.errors import BadInput, DmgError, Fatal, NotFound, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +81,11 @@ UPLOAD_CUTOFF = 200 * MiB
 MAX_SINGLE_PUT = 5 * 1024 * MiB
 
 __all__ = ["S3Connector", "map_s3_errors", "multipart_etag"]
+
+
+def composite_of(part_crcs: Sequence[str]) -> str:
+    """The composite CRC-32 of parts given as S3 writes their CRC-32s (base64)."""
+    return composite_crc32([int.from_bytes(base64.b64decode(c), "big") for c in part_crcs])
 
 
 class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, DistributedWrite):
@@ -102,6 +115,7 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                 read_timeout=float(opts.get("read_timeout", 60)),
                 max_pool_connections=max(10, int(opts.get("max_concurrency", 4)) * 2),
                 proxy=proxy.current(),
+                sign_payload=opts.get("sign_payload", False) is True,
             )
         except (TypeError, ValueError) as exc:
             raise BadInput(f"store {spec.name!r}: invalid S3 option ({exc})",
@@ -262,51 +276,100 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
 
     # -- distributed_write ------------------------------------------------------------
     def begin_distributed(self, path: str, *, size: int) -> dict[str, Any]:
-        """Create the multipart upload: ``{"upload_id": ...}``."""
+        """Create the multipart upload: ``{"upload_id": ..., "checksum": "crc32"}`` (with
+        ``part_checksum = "md5"``: no ``checksum``, parts carry Content-MD5)."""
         self._writable(path)
+        crc = self.upload_shape.part_checksum == "crc32"
+        extra = {"ChecksumAlgorithm": "CRC32"} if crc else {}
         with map_s3_errors(self._what("write", path)):
-            reply = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(path))
-        return {"upload_id": str(reply["UploadId"])}
+            reply = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._key(path), **extra)
+        handle: dict[str, Any] = {"upload_id": str(reply["UploadId"])}
+        if crc:
+            handle["checksum"] = "crc32"
+        return handle
 
     def write_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
                     chunks: Iterable[bytes], length: int) -> dict[str, Any]:
         """``UploadPart`` ``part_number`` (idempotent: a re-upload replaces it) ->
-        ``{"part_number", "etag", "md5"}``; ``md5`` is the part's ETag when it is a plain MD5."""
+        ``{"part_number", "etag", "md5", "crc32"}``: ``md5`` is the part's ETag when it is a
+        plain MD5 (S3's MD5 of the bytes it stored, which the caller compares with its own);
+        ``crc32`` the part's CRC-32 sent as ``x-amz-checksum-crc32`` (S3 checks it on
+        receipt) when the handle says ``checksum: crc32``, else the part carries Content-MD5
+        (a handle begun before CRC-32 parts has no ``checksum``)."""
         data = b"".join(chunks)
         if len(data) != length:
             raise Fatal(f"{self._what('write', path)}: part {part_number} has {len(data)} bytes, "
                         f"expected {length}", hint="the source changed while it was copied; run it again")
+        check: dict[str, str]
+        if handle.get("checksum") == "crc32":
+            check = {"ChecksumCRC32": crc32_b64(crc32(data))}
+        else:
+            check = {"ContentMD5": content_md5(data)}
         with map_s3_errors(f"{self._what('write', path)} (part {part_number})"):
             reply = self.client.upload_part(Bucket=self.bucket, Key=self._key(path),
                                             UploadId=str(handle["upload_id"]), PartNumber=int(part_number),
-                                            Body=data, ContentMD5=content_md5(data))
+                                            Body=data, **check)
         etag = str(reply["ETag"])
         tag = etag.strip('"').lower()
         result: dict[str, Any] = {"part_number": int(part_number), "etag": etag}
         if MD5_ETAG.match(tag):
             result["md5"] = tag
+        if "ChecksumCRC32" in check:
+            result["crc32"] = check["ChecksumCRC32"]
         return result
 
     def commit_distributed(self, path: str, handle: dict[str, Any], parts: Sequence[dict[str, Any]], *,
                            size: int) -> None:
-        """``CompleteMultipartUpload``; idempotent (see the module docstring)."""
+        """``CompleteMultipartUpload``; idempotent: a repeated commit whose upload is gone (S3:
+        NoSuchUpload; moto 5.2.5: a 500 when it lands while the first still stores the object)
+        is done when the object at the key is the parts' (composite CRC-32, or multipart ETag,
+        and size); the object S3 assembled must have the parts' composite CRC-32 / ETag."""
         what = self._what("commit", path)
         ordered = sorted_parts(parts)
-        body = {"Parts": [{"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])} for p in ordered]}
+        with_crc = bool(ordered) and all(p.get("crc32") for p in ordered)
+        listed: list[dict[str, Any]] = []
+        for p in ordered:
+            entry: dict[str, Any] = {"PartNumber": int(p["part_number"]), "ETag": str(p["etag"])}
+            if with_crc:
+                entry["ChecksumCRC32"] = str(p["crc32"])
+            listed.append(entry)
+        expected_crc = composite_of([str(p["crc32"]) for p in ordered]) if with_crc else ""
+        expected_etag = multipart_etag([str(p.get("md5", "")) for p in ordered])
         try:
             with map_s3_errors(what):
                 reply = self.client.complete_multipart_upload(
                     Bucket=self.bucket, Key=self._key(path), UploadId=str(handle["upload_id"]),
-                    MultipartUpload=body)
-        except NotFound:
-            if self.stat(path).size == size:  # committed before (a replayed commit)
-                return
+                    MultipartUpload={"Parts": listed})
+        except (NotFound, Retryable):
+            if self._is_committed(path, size=size, crc=expected_crc, etag=expected_etag):
+                return  # committed before: a replayed commit, or a lost answer
             raise
-        expected = multipart_etag([str(p.get("md5", "")) for p in ordered])
+        got_crc = str(reply.get("ChecksumCRC32") or "").split("-")[0]
+        if expected_crc and got_crc and got_crc != expected_crc:
+            raise Fatal(f"{what}: S3 assembled an object whose composite CRC-32 {got_crc} is not the "
+                        f"parts' {expected_crc}", hint="a part was replaced while committing; run it again")
         got = str(reply.get("ETag", "")).strip('"').lower()
-        if expected and got and MULTIPART_ETAG.match(got) and got != expected:
-            raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected}",
+        if expected_etag and got and MULTIPART_ETAG.match(got) and got != expected_etag:
+            raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected_etag}",
                         hint="a part was replaced while committing; run the activity again")
+
+    def _is_committed(self, path: str, *, size: int, crc: str, etag: str) -> bool:
+        """Whether the object at ``path`` is the one the parts make: its size, and its
+        composite CRC-32 or multipart ETag when the parts give one (the size alone only for
+        parts that give neither, as before CRC-32 parts)."""
+        try:
+            with map_s3_errors(self._what("stat", path)):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(path),
+                                               ChecksumMode="ENABLED")
+        except DmgError:
+            return False
+        if int(head.get("ContentLength", -1)) != size:
+            return False
+        if crc:
+            return str(head.get("ChecksumCRC32") or "").split("-")[0] == crc
+        if etag:
+            return str(head.get("ETag", "")).strip('"').lower() == etag
+        return True
 
     def abort_distributed(self, path: str, handle: dict[str, Any]) -> None:
         """``AbortMultipartUpload``; an upload already gone is not an error."""

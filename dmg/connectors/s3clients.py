@@ -39,6 +39,8 @@ class ClientOptions:
     max_pool_connections: int
     #: The gateway's HTTP proxy as this node applied it (:mod:`dmg.proxy`); "" for none.
     proxy: str = ""
+    #: SHA-256 of every body in the signature (store option ``sign_payload``).
+    sign_payload: bool = False
 
     def config(self) -> Config:
         return Config(
@@ -54,17 +56,18 @@ class ClientOptions:
             response_checksum_validation="when_required",
         )
 
-
     def _s3_config(self) -> dict[str, Any]:
-        config: dict[str, Any] = {"addressing_style": self.addressing_style}
-        if not self.endpoint_url or self.endpoint_url.startswith("https://"):
-            # Over TLS every body we send carries its own checksum (Content-MD5 or
-            # x-amz-checksum-crc32, dmg.connectors.s3upload): no SHA-256 of the payload for
-            # the signature. botocore 1.44 skips it by itself only when the checksum is
-            # Content-MD5 or one it computed; a CRC-32 passed in would be hashed again.
-            # Plain http keeps the signed payload (nothing else protects the body there).
-            config["payload_signing_enabled"] = False
-        return config
+        # Every body dmg sends carries a checksum in a signed header that S3 checks on
+        # receipt (Content-MD5 or x-amz-checksum-crc32, dmg.connectors.s3upload): the
+        # signature need not cover the payload too, so no SHA-256 pass over every body
+        # (~0.96 CPU-s per GiB here). rclone 1.60 sends UNSIGNED-PAYLOAD with Content-MD5 over
+        # plain http as well. botocore 1.44 signs every plain-http payload unless the S3
+        # config says ``payload_signing_enabled`` explicitly (S3SigV4Auth); over https it
+        # skips it only for Content-MD5 or a checksum it computed itself. ``sign_payload``
+        # (store option) keeps the SHA-256 where plain http crosses a network an attacker may
+        # write to: a CRC-32 detects damage, not a forged body.
+        return {"addressing_style": self.addressing_style,
+                "payload_signing_enabled": self.sign_payload}
 
 
 class _Cache:

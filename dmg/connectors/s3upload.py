@@ -1,8 +1,14 @@
 """Writing one S3 object: a single ``PutObject`` below the multipart threshold, else a
 multipart upload whose parts are sent while the bytes arrive; a local file up to
-``upload_cutoff`` goes in one ``PutObject`` streamed from the file
-(:meth:`S3Writer.stage_file`). Nothing is visible before
+``upload_cutoff`` goes in one ``PutObject`` streamed from the file, a larger one in parts
+read from the file once each (:meth:`S3Writer.stage_file`). Nothing is visible before
 :meth:`~dmg.connectors.base.StagedWriter.commit`.
+
+No body's SHA-256 is computed for the signature (``UNSIGNED-PAYLOAD``,
+:mod:`dmg.connectors.s3clients`): the checksum header below, which the signature covers,
+is what S3 checks the body against. A completion retried after its answer was lost finds
+the upload gone (S3: NoSuchUpload; moto 5.2.5: a 500); it counts as done only if the object
+at the key has the composite CRC-32 (``md5``: the multipart ETag) and size of the parts.
 
 Every request body carries a checksum that S3 checks on receipt (a bad body is
 refused, not stored):
@@ -24,8 +30,8 @@ refused, not stored):
 - a part, with ``part_checksum = "md5"``: ``Content-MD5``, and the ETag of the completed
   object must equal the MD5 of the parts' MD5s (the check made before issue 11).
 
-CRC-32 costs a tenth of MD5's CPU per byte (zlib), and on S3 (and moto) a composite
-checksum is computed per part, not over the whole object again.
+CRC-32 costs a fifteenth of MD5's CPU per byte (ISA-L, :mod:`dmg.connectors.crc32`), and on
+S3 (and moto) a composite checksum is computed per part, not over the whole object again.
 
 Parts are sliced from the incoming chunks without copying a byte twice (the chunks
 of a part are joined once), at most ``max_concurrency`` parts in flight.
@@ -36,7 +42,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import zlib
+import queue
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,9 +51,10 @@ from dmg.connectors._support import BoundedPool
 from dmg.connectors.base import StagedWriter
 from dmg.connectors.capabilities import FileUpload
 from dmg.connectors.chunkbuffer import ChunkBuffer
+from dmg.connectors.crc32 import crc32
 from dmg.connectors.fileupload import CRC32_PREFIX, FileBody, checksum_pass
 from dmg.connectors.s3errors import MULTIPART_ETAG, content_md5, map_s3_errors, multipart_etag
-from dmg.errors import DmgError, Fatal, NotFound
+from dmg.errors import DmgError, Fatal, NotFound, Retryable
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +69,42 @@ def crc32_b64(crc: int) -> str:
 def composite_crc32(part_crcs: Sequence[int]) -> str:
     """S3's composite checksum of a multipart object: CRC-32 of the parts' CRC-32s
     (big-endian bytes), base64 (S3 may append ``-<parts>``)."""
-    return crc32_b64(zlib.crc32(b"".join(c.to_bytes(4, "big") for c in part_crcs)))
+    return crc32_b64(crc32(b"".join(c.to_bytes(4, "big") for c in part_crcs)))
+
+
+#: S3's limits on a multipart upload: parts per upload, and the smallest part but the last.
+MAX_PARTS = 10_000
+MIN_PART = 5 * 1024 * 1024
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """The part size for an object of ``size`` bytes: ``part_size``, or the next multiple
+    of 1 MiB that keeps the parts within :data:`MAX_PARTS`; never under :data:`MIN_PART`."""
+    mib = 1024 * 1024
+    least = -(-size // MAX_PARTS)
+    return max(part_size, MIN_PART, -(-least // mib) * mib)
+
+
+def _read_into(source: Any, buffer: bytearray) -> int:
+    """Fill ``buffer`` from a raw file; the bytes read (fewer only at its end)."""
+    view = memoryview(buffer)
+    got = 0
+    while got < len(buffer) and (n := source.readinto(view[got:])):
+        got += n
+    return got
+
+
+def _read_exactly(source: Any, n: int) -> bytes:
+    """``n`` bytes from a raw file, fewer only at its end."""
+    data = source.read(n)
+    if data is None or len(data) >= n or not data:
+        return data or b""
+    pieces = [data]
+    got = len(data)
+    while got < n and (more := source.read(n - got)):
+        pieces.append(more)
+        got += len(more)
+    return b"".join(pieces)
 
 
 @dataclass(frozen=True)
@@ -107,23 +149,28 @@ class S3Writer(StagedWriter, FileUpload):
         self._pool: BoundedPool[_Part] | None = None
         self._part_number = 0
         self._file: _StagedFile | None = None
+        self._from_file = False  # parts read from a local file (_stage_parts)
+        self._part_size = shape.part_size
         #: ``content-md5`` (one PUT), ``put-crc32`` (one PUT of a file), ``composite-crc32``,
         #: ``multipart-md5`` or ``size``.
         self.verified_by = ""
 
     def takes_file(self, size: int) -> bool:
-        """From the multipart threshold up to the cutoff (below it, bytes written go in one
-        PUT anyway, buffered: as cheap for a small file, without opening it again)."""
-        return (self._shape.threshold <= size <= self._shape.file_cutoff and self._file is None
+        """From the multipart threshold up (below it, bytes written go in one PUT anyway,
+        buffered: as cheap for a small file, without opening it again): one PUT up to the
+        cutoff, parts read from the file above it."""
+        return (self._shape.threshold <= size and self._file is None and not self._from_file
                 and self._upload_id is None and not self._buffer.held)
 
     def stage_file(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, str]:
+        if size > self._shape.file_cutoff:
+            return self._stage_parts(source_file, size=size, on_step=on_step)
         md5 = hashlib.md5(usedforsecurity=False) if self._shape.part_checksum == "md5" else None
         crc = 0
 
         def update(view: memoryview) -> None:
             nonlocal crc
-            crc = zlib.crc32(view, crc)
+            crc = crc32(view, crc)
             if md5 is not None:
                 md5.update(view)
 
@@ -133,6 +180,38 @@ class S3Writer(StagedWriter, FileUpload):
             return md5.hexdigest(), "content-md5"
         return f"{CRC32_PREFIX}{crc:08x}", "put-crc32"
 
+    def _stage_parts(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, str]:
+        """A file above the cutoff: a multipart upload whose parts are read from the file
+        once each (one read, the part's checksum, the part sent as it is: no stream hash, no
+        chunks joined), at most ``concurrency`` in flight while the next is read. Returns the
+        file's CRC-32 (computed from the same bytes) and the check the commit makes."""
+        self._from_file = True
+        self._part_size = part_size_for(size, self._shape.part_size)
+        # Full parts are read into buffers used again once their part is sent (at most
+        # concurrency + 1 exist): a fresh 16 MiB bytes per part costs page faults (system CPU).
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        whole = 0
+        done = 0
+        with open(source_file, "rb", buffering=0) as source:
+            while done < size:
+                want = min(self._part_size, size - done)
+                data: bytes | bytearray
+                if want == self._part_size:
+                    data = free.get_nowait() if not free.empty() else bytearray(want)
+                    got = _read_into(source, data)
+                else:
+                    data = _read_exactly(source, want)
+                    got = len(data)
+                if got < want:
+                    raise Fatal(f"{self.what}: the file has {done + got} bytes, the listing said {size}",
+                                hint="the file changed while it was copied; run the activity again")
+                whole = crc32(data, whole)
+                self._send_part(data, release=free.put if isinstance(data, bytearray) else None)
+                done += want
+                on_step(want)
+        check = "multipart-md5" if self._shape.part_checksum == "md5" else "composite-crc32"
+        return f"{CRC32_PREFIX}{whole:08x}", check
+
     def _put_file(self, staged: _StagedFile) -> None:
         """One ``PutObject`` streamed from the file, its checksum in a header; the checksum
         S3 answers must be the same (a server that checks none is caught here too)."""
@@ -141,10 +220,15 @@ class S3Writer(StagedWriter, FileUpload):
             check = {"ChecksumAlgorithm": "CRC32", "ChecksumCRC32": crc32_b64(staged.crc32)}
         else:
             check = {"ContentMD5": base64.b64encode(staged.md5).decode()}
-        with (FileBody(staged.path, size=staged.size, crc32=staged.crc32, what=self.what) as body,
-              map_s3_errors(self.what)):
-            reply = self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body,
-                                            ContentLength=staged.size, **check)
+        with FileBody(staged.path, size=staged.size, crc32=staged.crc32, what=self.what) as body:
+            try:
+                with map_s3_errors(self.what):
+                    reply = self._client.put_object(Bucket=self._bucket, Key=self._key, Body=body,
+                                                    ContentLength=staged.size, **check)
+            except DmgError:
+                if body.error is not None:  # the file changed: not a connection problem
+                    raise body.error from None
+                raise
         if staged.md5 is None:
             got = str(reply.get("ChecksumCRC32") or "")
             if got:
@@ -161,15 +245,18 @@ class S3Writer(StagedWriter, FileUpload):
         self.verified_by = "content-md5"
 
     def _write(self, chunk: bytes) -> None:
-        if self._file is not None:
+        if self._file is not None or self._from_file:
             raise Fatal(f"{self.what}: write after a file was staged")
         self._buffer.add(chunk)
         if self._upload_id is None and self._buffer.held < self._shape.threshold:
             return
-        while self._buffer.held >= self._shape.part_size:
-            self._send_part(self._buffer.take(self._shape.part_size))
+        while self._buffer.held >= self._part_size:
+            self._send_part(self._buffer.take(self._part_size))
 
-    def _send_part(self, data: bytes) -> None:
+    def _send_part(self, data: bytes | bytearray, *,
+                   release: Callable[[bytearray], None] | None = None) -> None:
+        """Upload ``data`` as the next part in the pool; ``release(data)`` once it is sent
+        (or failed): the caller may then use the buffer again."""
         client, bucket, key = self._client, self._bucket, self._key
         crc = self._shape.part_checksum == "crc32"
         if self._upload_id is None:
@@ -184,8 +271,15 @@ class S3Writer(StagedWriter, FileUpload):
         number, upload_id, what = self._part_number, self._upload_id, self.what
 
         def upload() -> _Part:
+            try:
+                return send()
+            finally:
+                if release is not None and isinstance(data, bytearray):
+                    release(data)
+
+        def send() -> _Part:
             if crc:
-                part_crc = zlib.crc32(data)
+                part_crc = crc32(data)
                 check: dict[str, str] = {"ChecksumCRC32": crc32_b64(part_crc)}
                 md5 = None
             else:
@@ -218,13 +312,49 @@ class S3Writer(StagedWriter, FileUpload):
                 if part.crc32 is not None:
                     entry["ChecksumCRC32"] = crc32_b64(part.crc32)
                 listed.append(entry)
-            with map_s3_errors(self.what):
-                reply = self._client.complete_multipart_upload(
-                    Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
-                    MultipartUpload={"Parts": listed})
+            try:
+                with map_s3_errors(self.what):
+                    reply = self._client.complete_multipart_upload(
+                        Bucket=self._bucket, Key=self._key, UploadId=self._upload_id,
+                        MultipartUpload={"Parts": listed})
+            except (NotFound, Retryable) as exc:
+                # botocore retries a completion whose answer was lost (a timeout, a dropped
+                # connection); the retry finds the upload gone: S3 answers NoSuchUpload, moto
+                # 5.2.5 a 500 (KeyError in complete_multipart_upload) when the retry lands while
+                # the first is still storing the object. If the first one completed, the object
+                # holds the parts sent: its checksum says so.
+                done = self._completed_before(parts)
+                if done is None:
+                    if isinstance(exc, NotFound):
+                        raise NotFound(f"{self.what}: the multipart upload is gone and the object "
+                                       "at the key is not the one sent",
+                                       hint="run the activity again") from exc
+                    raise
+                reply = done
             self._upload_id = None  # completed: nothing left to abort
             self._verify_completed(reply, parts)
         self._buffer.clear()
+
+    def _completed_before(self, parts: Sequence[_Part]) -> dict[str, Any] | None:
+        """The ``HeadObject`` of the key standing in for a completion answer that was lost, if
+        the object there is the one these parts make: its composite CRC-32 (its multipart ETag
+        with ``part_checksum = "md5"``) and its size; never the size alone, which an older
+        object may share. None otherwise, or if the object cannot be read."""
+        try:
+            with map_s3_errors(self.what):
+                head = self._client.head_object(Bucket=self._bucket, Key=self._key, ChecksumMode="ENABLED")
+        except DmgError:
+            return None
+        if self._shape.part_checksum == "md5":
+            etag = str(head.get("ETag", "")).strip('"').lower()
+            ours = multipart_etag([p.md5 or "" for p in parts]) == etag
+        else:
+            got = str(head.get("ChecksumCRC32") or "").split("-")[0]
+            ours = got == composite_crc32([p.crc32 or 0 for p in parts])
+        if not ours or int(head.get("ContentLength", -1)) != self._sent:
+            return None
+        log.info("a retried completion found the upload done; the object is the one sent key=%s", self._key)
+        return dict(head)
 
     def _verify_completed(self, reply: dict[str, Any], parts: Sequence[_Part]) -> None:
         """The object S3 assembled is the parts sent (see the module docstring); a mismatch
@@ -283,4 +413,5 @@ class S3Writer(StagedWriter, FileUpload):
                 log.warning("could not abort multipart upload key=%s error=%s", self._key, exc)
 
 
-__all__ = ["PART_CHECKSUMS", "S3Writer", "UploadShape", "composite_crc32", "crc32_b64"]
+__all__ = ["MAX_PARTS", "PART_CHECKSUMS", "S3Writer", "UploadShape", "composite_crc32", "crc32_b64",
+           "part_size_for"]

@@ -47,7 +47,7 @@ def test_the_cutoff_chooses_one_put_blob_or_blocks(azurite: AzuriteServer, azure
     writer = store.open_write("x", staging_id="s:1")
     assert isinstance(writer, FileUpload)
     assert [writer.takes_file(n) for n in (1 * MiB, 1 * MiB + 1, 4 * MiB, 4 * MiB + 1)] == [
-        False, True, True, False]
+        False, True, True, True]  # above the cutoff: blocks read from the file
 
     result = copy_entries(source, store, list(source.list()), source_prefix="", sink_prefix="",
                           staging_id="s.1", options=CopyOptions.from_json({}))
@@ -60,6 +60,7 @@ def test_the_cutoff_chooses_one_put_blob_or_blocks(azurite: AzuriteServer, azure
         with store.open_read(name) as reader:
             assert reader.read() == data[name]
     assert "content-md5" in files["middle.bin"].verified
+    assert "block-md5" in files["large.bin"].verified
     assert committed_blocks(azurite, azure_container, "middle.bin") == []  # one Put Blob
     assert len(committed_blocks(azurite, azure_container, "large.bin")) == 5
 
@@ -99,3 +100,21 @@ def test_a_file_changed_after_staging_is_refused(azurite: AzuriteServer, azure_c
         writer.commit()
     with pytest.raises(NotFound):
         store.stat("one.bin")
+
+
+def test_a_file_shorter_than_listed_above_the_cutoff_fails_and_leaves_nothing(
+        azurite: AzuriteServer, azure_container: str, tmp_path: Path) -> None:
+    """Blocks read from the file: a file that ends before its listed size fails while it is
+    staged, and no blob appears (the staged blocks are never committed)."""
+    source = tmp_path / "short.bin"
+    source.write_bytes(os.urandom(5 * MiB))
+    store = make_store(azurite, azure_container, upload_cutoff=2 * MiB)
+    writer = store.open_write("short.bin", staging_id="s:1")
+    assert isinstance(writer, FileUpload) and writer.takes_file(6 * MiB)
+
+    with pytest.raises(Fatal, match="the file has 5242880 bytes"):
+        writer.stage_file(str(source), size=6 * MiB, on_step=lambda n: None)
+
+    writer.abort()
+    with pytest.raises(NotFound):
+        store.stat("short.bin")

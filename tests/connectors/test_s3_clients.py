@@ -75,14 +75,14 @@ def test_a_forked_child_starts_with_no_client(s3_server: S3Server, s3_bucket: st
     assert queue.get(timeout=5) == 0
 
 
-def test_the_payload_is_signed_only_where_tls_does_not_protect_the_body() -> None:
-    """Over https each body carries its checksum (Content-MD5 or CRC-32) and TLS protects it:
-    no SHA-256 of the payload; over plain http the signature still covers the body."""
-    def options(endpoint: str | None) -> s3clients.ClientOptions:
+def test_the_payload_is_unsigned_unless_the_store_asks_for_it() -> None:
+    """Every body carries a checksum S3 checks (Content-MD5 or CRC-32): no SHA-256 of the
+    payload over https or plain http; ``sign_payload`` keeps it for a network to distrust."""
+    def options(endpoint: str | None, **extra: bool) -> s3clients.ClientOptions:
         return s3clients.ClientOptions(endpoint_url=endpoint, region="us-east-1", addressing_style="auto",
                                        max_attempts=1, connect_timeout=1, read_timeout=1,
-                                       max_pool_connections=10)
+                                       max_pool_connections=10, **extra)
 
-    for endpoint in (None, "https://s3.example.com"):
+    for endpoint in (None, "https://s3.example.com", "http://127.0.0.1:9000"):
         assert options(endpoint).config().s3["payload_signing_enabled"] is False
-    assert "payload_signing_enabled" not in options("http://127.0.0.1:9000").config().s3
+        assert options(endpoint, sign_payload=True).config().s3["payload_signing_enabled"] is True
