@@ -96,7 +96,7 @@ def cloud_cost(site: EmbeddedSite, client) -> dict:
     return metrics
 
 
-def _cpu_seconds(process) -> float:
+def cpu_seconds(process) -> float:
     import psutil
 
     try:
@@ -136,12 +136,12 @@ def site_cpu(site: EmbeddedSite) -> dict[str, float]:
             children = main.children(recursive=True)
         except psutil.NoSuchProcess:
             continue
-        own = _cpu_seconds(main)
+        own = cpu_seconds(main)
         if name == leader:
             dispatcher += own
         else:
             nodes += own
-        nodes += sum(_cpu_seconds(child) for child in children)
+        nodes += sum(cpu_seconds(child) for child in children)
     return {"dispatcher": dispatcher, "nodes": nodes}
 
 

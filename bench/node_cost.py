@@ -31,20 +31,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from activities import PIPELINE_SIZE, hop_times, percentile, wait_run  # noqa: E402
+from activities import PIPELINE_SIZE, cpu_seconds, hop_times, percentile, wait_run  # noqa: E402
 
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
 from settings import load  # noqa: E402
-
-
-def _cpu(process) -> float:
-    import psutil
-
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return times.user + times.system
 
 
 def node_processes(site: EmbeddedSite) -> dict[str, dict[str, list]]:
@@ -67,7 +57,7 @@ def cpu_by_kind(processes: dict[str, dict[str, list]]) -> dict[str, float]:
     totals: dict[str, float] = {}
     for kinds in processes.values():
         for kind, procs in kinds.items():
-            totals[kind] = totals.get(kind, 0.0) + sum(_cpu(p) for p in procs)
+            totals[kind] = totals.get(kind, 0.0) + sum(cpu_seconds(p) for p in procs)
     return totals
 
 

@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import zlib
 from collections.abc import Iterator
@@ -22,6 +19,7 @@ from dmg.connectors.base import StoreSpec
 from dmg.connectors.s3 import S3Connector
 from dmg.connectors.s3upload import MAX_PARTS, S3Writer, crc32_b64, part_size_for
 from dmg.errors import Fatal, NotFound, Retryable
+from tests.connectors.killed import kill_once_parts_sent
 from tests.servers.relay import Faults, Relay, Seen
 from tests.servers.s3 import S3Server
 
@@ -277,16 +275,8 @@ def test_a_writer_killed_after_sending_a_files_parts_leaves_no_visible_object(
     source = tmp_path / "killed.bin"
     source.write_bytes(os.urandom(16 * MiB))
     cred = s3_server.credential
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_FILE_WRITER, s3_server.endpoint_url, s3_bucket,
-                             cred["access_key_id"], cred["secret_access_key"], str(source)],
-                            cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "parts sent"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_parts_sent(KILLED_FILE_WRITER, s3_server.endpoint_url, s3_bucket,
+                         cred["access_key_id"], cred["secret_access_key"], str(source))
 
     store = make_store(s3_server.endpoint_url, s3_server, s3_bucket)
     with pytest.raises(NotFound):

@@ -5,9 +5,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import zlib
 from pathlib import Path
@@ -18,6 +15,7 @@ from dmg.connectors.base import StoreSpec
 from dmg.connectors.s3 import S3Connector
 from dmg.connectors.s3upload import S3Writer, composite_crc32
 from dmg.errors import BadInput, Fatal, NotFound
+from tests.connectors.killed import kill_once_parts_sent
 from tests.servers.s3 import S3Server
 
 MiB = 1024 * 1024
@@ -132,17 +130,8 @@ def test_a_killed_upload_leaves_no_visible_object_and_its_parts_are_cleaned_up(
     """SIGKILL in the middle of a multipart upload: no object (not even a partial one) is
     visible; the next attempt's cleanup aborts the upload it left."""
     cred = s3_server.credential
-    proc = subprocess.Popen(
-        [sys.executable, "-c", KILLED_WRITER, s3_server.endpoint_url, s3_bucket,
-         cred["access_key_id"], cred["secret_access_key"]],
-        cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "parts sent"
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    assert proc.returncode == -signal.SIGKILL
+    kill_once_parts_sent(KILLED_WRITER, s3_server.endpoint_url, s3_bucket,
+                         cred["access_key_id"], cred["secret_access_key"])
 
     store = make_store(s3_server, s3_bucket)
     with pytest.raises(NotFound):
