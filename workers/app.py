@@ -32,7 +32,7 @@ from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
-from workers.logsetup import bind_task, format_worker_logger, quiet_per_task_logs, unbind_task
+from workers.logsetup import bind_task, format_worker_logger, unbind_task
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:
@@ -117,11 +117,9 @@ def _prepare_pool_process(**_kwargs: Any) -> None:
 
 @after_setup_logger.connect
 def _quiet_request_logs(*, logger: Any = None, loglevel: int | str | None = None, **_kwargs: Any) -> None:
-    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`) nor Celery's per
-    task (:func:`workers.logsetup.quiet_per_task_logs`); the site's log format
-    (:mod:`workers.logsetup`)."""
+    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`); the site's log
+    format (:mod:`workers.logsetup`)."""
     quiet_request_logs(loglevel if loglevel is not None else "INFO")
-    quiet_per_task_logs(loglevel if loglevel is not None else "INFO")
     if logger is not None:
         format_worker_logger(logger)
 

@@ -18,21 +18,6 @@ from dmg import logformat
 
 _bound: dict[str, Token[Any]] = {}
 
-#: Celery's loggers that write an INFO line per task ("Task ... received", "Task ...
-#: succeeded in ..."): the shard's own lines ("shard started", "shard succeeded", with
-#: files and bytes) say the same and more. Their warnings and errors stay.
-PER_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
-
-
-def quiet_per_task_logs(level: int | str) -> None:
-    """Show Celery's per-task INFO lines only when ``level`` (a number or a name) is DEBUG
-    or lower: two log lines less per shard, in the main process and in the pool."""
-    number = logging.getLevelName(level.upper()) if isinstance(level, str) else level
-    if not isinstance(number, int):
-        return
-    for name in PER_TASK_LOGGERS:
-        logging.getLogger(name).setLevel(logging.NOTSET if number <= logging.DEBUG else logging.WARNING)
-
 
 def format_worker_logger(logger: logging.Logger) -> None:
     """Give ``logger``'s handlers the site's format; hide this process's secrets."""
