@@ -41,6 +41,7 @@ from tests.waiting import wait_for
 from workers.run.outbox import ReportOutbox
 
 FILES = 120  # 60 shards of 2 files: the run is still moving when the fault comes
+BANDWIDTH = 2048  # bytes/s for the whole run
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +91,9 @@ def _start_moving_run(gateway: Gateway, tmp_path: Path) -> tuple[str, Path, dict
     for name, data in expected.items():
         (source / name).write_bytes(data)
     stores = gateway.store("file", str(source)), gateway.store("file", str(sink))
-    pipeline = gateway.pipeline((stores[0], ""), (stores[1], "c"))
+    # Throttled (bytes/s for the whole run: ~7 s for these ~15 KB), so that the run is seen
+    # moving: unthrottled, 60 two-file shards can all end between two polls of the cloud.
+    pipeline = gateway.pipeline((stores[0], ""), (stores[1], "c"), {"bandwidth": BANDWIDTH})
     run_id = gateway.start(pipeline)
 
     def moving() -> bool:
