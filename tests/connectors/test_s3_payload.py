@@ -162,17 +162,24 @@ def drop_uploads(client: Any, bucket: str, key: str, keep: str = "") -> None:
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
 
 
+def parts_of_a_gone_upload(s3_server: S3Server, bucket: str, tmp_path: Path) -> tuple[S3Writer, Any, bytes]:
+    """A writer that sent every part of an 11 MiB file to ``data/big.bin`` and whose upload
+    is then gone (aborted behind its back), the S3 client, and the file's bytes."""
+    store = make_store(s3_server.endpoint_url, s3_server, bucket, upload_cutoff=0, max_attempts=1)
+    data = os.urandom(11 * MiB)
+    (tmp_path / "big.bin").write_bytes(data)
+    writer = staged_parts(store, tmp_path / "big.bin")
+    client = s3_server.client()
+    drop_uploads(client, bucket, "data/big.bin")
+    return writer, client, data
+
+
 def test_a_gone_upload_whose_object_is_the_parts_sent_is_committed(s3_server: S3Server, s3_bucket: str,
                                                                     tmp_path: Path) -> None:
     """The writer's upload is gone when it completes (moto 5.2.5 answers 500, S3 NoSuchUpload)
     and the object at the key has the composite CRC-32 and size of the writer's parts (its
     completion's answer was lost): committed, verified by that checksum."""
-    store = make_store(s3_server.endpoint_url, s3_server, s3_bucket, upload_cutoff=0, max_attempts=1)
-    data = os.urandom(11 * MiB)
-    (tmp_path / "big.bin").write_bytes(data)
-    writer = staged_parts(store, tmp_path / "big.bin")
-    client = s3_server.client()
-    drop_uploads(client, s3_bucket, "data/big.bin")
+    writer, client, data = parts_of_a_gone_upload(s3_server, s3_bucket, tmp_path)
     complete_elsewhere(client, s3_bucket, "data/big.bin", data, 5 * MiB)
 
     writer.commit()
@@ -185,12 +192,7 @@ def test_a_gone_upload_with_another_object_at_the_key_fails(s3_server: S3Server,
                                                             tmp_path: Path) -> None:
     """The same with an object of the same size that is not the parts (an older one): the
     file fails; the other object is left as it was."""
-    store = make_store(s3_server.endpoint_url, s3_server, s3_bucket, upload_cutoff=0, max_attempts=1)
-    data = os.urandom(11 * MiB)
-    (tmp_path / "big.bin").write_bytes(data)
-    writer = staged_parts(store, tmp_path / "big.bin")
-    client = s3_server.client()
-    drop_uploads(client, s3_bucket, "data/big.bin")
+    writer, client, data = parts_of_a_gone_upload(s3_server, s3_bucket, tmp_path)
     other = os.urandom(len(data))
     complete_elsewhere(client, s3_bucket, "data/big.bin", other, 5 * MiB)
 

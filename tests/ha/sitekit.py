@@ -57,11 +57,11 @@ def running_site(site: EmbeddedSite) -> Iterator[EmbeddedSite]:
 
 
 def module_site(tmp_path_factory: pytest.TempPathFactory, *, nodes: int,
-                node_concurrency: int) -> Iterator[SiteUnderTest]:
-    """A started site of the quick HA settings shared by a module's tests (a module-scoped
-    fixture yields from it); every process stopped after the module."""
+                node_concurrency: int, **changes: Any) -> Iterator[SiteUnderTest]:
+    """A started site of the quick HA settings (with ``changes``) shared by a module's tests
+    (a module-scoped fixture yields from it); every process stopped after the module."""
     require_redis()
-    site = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site")), nodes=nodes,
+    site = SiteUnderTest(ha_settings(tmp_path_factory.mktemp("site"), **changes), nodes=nodes,
                          node_concurrency=node_concurrency, flower=False, startup_timeout=60)
     with running_site(site):
         yield site

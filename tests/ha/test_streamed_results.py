@@ -25,7 +25,12 @@ from dmg.cli.demo import KIB
 from dmg.cloud.client import CloudClient
 from dmg.embedded.site import EmbeddedSite
 from tests.ha.nodekit import run_ended, site_state
-from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
+from tests.ha.sitekit import (
+    assert_copied_exactly,
+    module_site,
+    throttled_copy,
+    wait_for,
+)
 from tests.ha.test_worker_death import only_shard, running_pid
 
 pytestmark = pytest.mark.integration
@@ -35,15 +40,8 @@ FILES = 200
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
-    require_redis()
-    settings = ha_settings(tmp_path_factory.mktemp("site"), shard_max_worker_deaths=2,
+    yield from module_site(tmp_path_factory, nodes=1, node_concurrency=1, shard_max_worker_deaths=2,
                            shard_max_files=FILES)
-    running = EmbeddedSite(settings, nodes=1, node_concurrency=1, flower=False, startup_timeout=60)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def file_report(client: CloudClient, run_id: str) -> list[dict[str, Any]]:

@@ -25,21 +25,19 @@ from dmg.shards.status import STATE_RUNNING
 from dmg.site.attempts import runner_pid
 from dmg.site.state import SiteState
 from tests.ha.nodekit import run_ended, site_state
-from tests.ha.sitekit import assert_copied_exactly, ha_settings, require_redis, throttled_copy, wait_for
+from tests.ha.sitekit import (
+    assert_copied_exactly,
+    module_site,
+    throttled_copy,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedSite]:
-    require_redis()
-    settings = ha_settings(tmp_path_factory.mktemp("site"), shard_max_worker_deaths=2)
-    running = EmbeddedSite(settings, nodes=1, node_concurrency=1, flower=False, startup_timeout=60)
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
+    yield from module_site(tmp_path_factory, nodes=1, node_concurrency=1, shard_max_worker_deaths=2)
 
 
 def running_pid(state: SiteState, shard_id: str, *, not_pid: int | None = None) -> int:
