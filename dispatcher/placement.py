@@ -48,7 +48,7 @@ from dmg.attempt_ends import NOT_SENT, REISSUED
 from dmg.credentials.rules import entry_name, needs_credential
 from dmg.errors import DmgError
 from dmg.placement import NodeLoad, choose_node, record_placement
-from dmg.shards import ShardSpec
+from dmg.shards import ShardSpec, ShardStores
 from dmg.shards.status import CLOUD_PLACED
 from dmg.site.attempts import requeue
 from dmg.site.placing import SUPERSEDED, next_attempt, place_shard
@@ -82,9 +82,10 @@ class Placement:
 
 @dataclass(frozen=True)
 class PendingShard:
-    #: None when the stored spec cannot be read: it is placed anyway (on any node), and the
-    #: runner fails it with the reason, so the cloud shows why (no shard waits forever).
-    spec: ShardSpec | None
+    #: The stores of the stored spec (its entries are not read: placement needs only the
+    #: stores). None when the stored spec cannot be read: it is placed anyway (on any node),
+    #: and the runner fails it with the reason, so the cloud shows why (no shard waits forever).
+    spec: ShardStores | None
     node: str
     attempt: int
     ended_reason: str = ""
@@ -167,22 +168,31 @@ def backlog_reason(loads: list[NodeLoad]) -> str:
     return ALL_NODES_BUSY
 
 
-def stores_of(spec: ShardSpec | None) -> list[str]:
+def stores_of(spec: ShardSpec | ShardStores | None) -> list[str]:
     """The names of the stores a shard reads and writes (none for an unreadable spec)."""
     return spec.store_names if spec is not None else []
 
 
-def read_spec(shard_id: str, raw: str | bytes | dict[str, Any]) -> ShardSpec | None:
-    """The shard's spec as stored in Redis (JSON text, or the dict ``SiteState.shard`` gives);
-    None, logged, when it cannot be read."""
+def _pending_shard(shard_id: str, fields: list[Any]) -> PendingShard | None:
+    """A shard as placement needs it from its hash's fields (None: no spec)."""
+    spec, node, attempt, reason, at, unsent = fields
+    if spec is None:
+        return None
+    return PendingShard(read_stores(shard_id, spec), _text(node), int(attempt or 0), _text(reason),
+                        float(at) if at else None, int(unsent) if unsent else None)
+
+
+def read_stores(shard_id: str, raw: str | bytes | dict[str, Any]) -> ShardStores | None:
+    """The stores of the shard's spec as stored in Redis, its entries not read (what placement
+    needs; :class:`dmg.shards.ShardStores`); None, logged, when they cannot be read."""
     try:
-        return ShardSpec.from_json(json.loads(raw) if isinstance(raw, str | bytes) else raw)
+        return ShardStores.from_json(json.loads(raw) if isinstance(raw, str | bytes) else raw)
     except (DmgError, ValueError) as exc:
         log.warning("shard spec unreadable; placed without store checks shard=%s error=%s", shard_id, exc)
         return None
 
 
-def credentials_of(spec: ShardSpec | None) -> list[str]:
+def credentials_of(spec: ShardSpec | ShardStores | None) -> list[str]:
     """The credentials (by name) the stores of a shard take from the site (none for an
     unreadable spec, or stores that need none)."""
     if spec is None:
@@ -274,7 +284,7 @@ class Placer:
                 if shard_id in seen:  # a duplicate entry, or the list moved under us
                     continue
                 seen.add(shard_id)
-                shard = shards[shard_id]
+                shard = _pending_shard(shard_id, shards[shard_id])
                 if shard is None:
                     log.warning("pending shard %s has no spec; dropped", shard_id)
                     self.state.drop_pending(shard_id)
@@ -304,22 +314,15 @@ class Placer:
                 removed += 1
             start += len(window) - removed
 
-    def _read_shards(self, shard_ids: list[str]) -> dict[str, PendingShard | None]:
-        """Each shard as placement needs it (None: no spec), in one round trip."""
+    def _read_shards(self, shard_ids: list[str]) -> dict[str, list[Any]]:
+        """Each shard's fields as placement needs them, in one round trip (read into a
+        :class:`PendingShard` when its turn comes: the first shard of a large plan leaves
+        before the specs of the others are read)."""
         pipe = self.state.redis.pipeline(transaction=False)
         for shard_id in shard_ids:
             pipe.hmget(self.state.keys.shard(shard_id), "spec", "node", "attempt", "ended_reason",
                        "ended_at", "unsent")
-        found: dict[str, PendingShard | None] = {}
-        for shard_id, (spec, node, attempt, reason, at, unsent) in zip(shard_ids, pipe.execute(),
-                                                                       strict=True):
-            if spec is None:
-                found[shard_id] = None
-                continue
-            found[shard_id] = PendingShard(read_spec(shard_id, spec), _text(node), int(attempt or 0),
-                                           _text(reason), float(at) if at else None,
-                                           int(unsent) if unsent else None)
-        return found
+        return dict(zip(shard_ids, pipe.execute(), strict=True))
 
     def _note_backlog(self, reason: str) -> None:
         """Note ``reason`` for every pending shard without one. The whole backlog is read

@@ -40,7 +40,7 @@ from dispatcher.placement import (
     credentials_of,
     node_loads,
     placed_report,
-    read_spec,
+    read_stores,
     stores_of,
 )
 from dmg.attempt_ends import MOVED, NOT_SENT
@@ -138,7 +138,7 @@ class Rebalancer:
         if shard is None or shard["node"] != donor.name or shard["state"] != STATE_QUEUED:
             return None
         candidates = [t for t in targets if t.name != donor.name and t.free_slots > 0]
-        spec = read_spec(shard_id, shard["spec"])
+        spec = read_stores(shard_id, shard["spec"])
         target = choose_node(candidates, stores=stores_of(spec), credentials=credentials_of(spec),
                              max_queued=0, prefer_version=__version__)
         if target is None:

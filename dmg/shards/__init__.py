@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dmg.shards.outcome import MalformedOutcome, ShardOutcome
-    from dmg.shards.spec import KIND_COPY, KIND_PART, MalformedSpec, PartSpec, ShardSpec
+    from dmg.shards.spec import KIND_COPY, KIND_PART, MalformedSpec, PartSpec, ShardSpec, ShardStores
 
 #: Each name and the submodule it lives in, imported on first use (PEP 562): the CLI reads
 #: only the status vocabulary (``dmg.shards.status``) and must not load the connectors.
 _LAZY = {"MalformedOutcome": "outcome", "ShardOutcome": "outcome", "KIND_COPY": "spec", "KIND_PART": "spec",
-         "MalformedSpec": "spec", "PartSpec": "spec", "ShardSpec": "spec"}
+         "MalformedSpec": "spec", "PartSpec": "spec", "ShardSpec": "spec",
+         "ShardStores": "spec"}
 
 
 def __getattr__(name: str) -> Any:
@@ -35,4 +36,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 __all__ = ["KIND_COPY", "KIND_PART", "MalformedOutcome", "MalformedSpec", "PartSpec", "ShardOutcome",
-           "ShardSpec"]
+           "ShardSpec", "ShardStores"]

@@ -9,7 +9,7 @@ import pytest
 
 from dmg.connectors import Entry, StoreSpec
 from dmg.errors import DmgError, Fatal
-from dmg.shards import KIND_PART, MalformedSpec, PartSpec, ShardSpec
+from dmg.shards import KIND_PART, MalformedSpec, PartSpec, ShardSpec, ShardStores
 
 SOURCE = StoreSpec("src", "file", "/data/in")
 SINK = StoreSpec("dst", "s3", "s3://bucket/out", {"region": "eu-west-1"})
@@ -119,3 +119,34 @@ def test_a_store_without_its_location_is_bad_input_not_a_key_error() -> None:
 
     with pytest.raises(DmgError, match="store definition is missing location"):
         ShardSpec.from_json(body)
+
+
+@pytest.mark.parametrize("body", [previous_copy_spec(), previous_part_spec()])
+def test_the_stores_of_a_spec_read_alone_are_the_full_specs_stores(body: dict[str, Any]) -> None:
+    stores = ShardStores.from_json(json.loads(json.dumps(body)))
+    spec = ShardSpec.from_json(body)
+
+    assert (stores.source_store, stores.sink_store) == (spec.source_store, spec.sink_store)
+    assert stores.store_names == spec.store_names == ["src", "dst"]
+
+
+def test_the_stores_are_read_without_the_entries_which_the_runner_checks() -> None:
+    body = {**previous_copy_spec(), "entries": [{"path": "a", "size": "big", "mtime": 0}]}
+
+    assert ShardStores.from_json(body).store_names == ["src", "dst"]
+    with pytest.raises(MalformedSpec):
+        ShardSpec.from_json(body)
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ("ar1-00000", "shard spec is malformed (expected an object, got str)"),
+    (_without(previous_copy_spec(), "sink"), "shard spec is malformed (missing field 'sink')"),
+    ({**previous_copy_spec(), "source": "src"}, "shard source is malformed (expected an object, got str)"),
+    ({**previous_copy_spec(), "kind": "tape"}, "unknown kind 'tape'; expected one of copy, part"),
+])
+def test_malformed_stores_are_refused_with_one_clear_line(body: Any, message: str) -> None:
+    with pytest.raises(MalformedSpec) as refused:
+        ShardStores.from_json(body)
+
+    text = str(refused.value)
+    assert message in text and "\n" not in text
