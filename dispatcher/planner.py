@@ -232,13 +232,18 @@ def _list(activity_run: dict[str, Any], *,
     keep = PathFilter(copy_options.include, copy_options.exclude)
     source = connector_factory(source_spec)
     try:
-        entries = [e for e in source.list(source_path)
-                   if keep(relative_path(e.path, source_prefix=source_path))]
+        if keep.active:
+            entries = [e for e in source.list(source_path)
+                       if keep(relative_path(e.path, source_prefix=source_path))]
+        else:  # no filter: no per-entry call (a tenth of a 10,000-file listing)
+            entries = list(source.list(source_path))
     finally:
         source.close()
     split = SplitOptions.from_json(options)
+    # Whether an entry splits grows with its size: the largest entry tells.
+    splits = bool(entries) and split.splits(max(e.size for e in entries))
     return _Listing(source_spec, sink_spec, source_path, sink_path, options, copy_options, entries,
-                    splits=any(split.splits(e.size) for e in entries), source=source)
+                    splits=splits, source=source)
 
 
 def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, settings: Settings,
