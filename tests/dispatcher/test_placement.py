@@ -157,6 +157,34 @@ def test_a_shard_whose_spec_cannot_be_read_is_placed_for_its_runner_to_fail(
     assert messages(redis_client, "a") == [("dmg.copy_shard", "ar1-00000:1", ["ar1-00000", 1])]
 
 
+def test_a_spec_whose_entries_cannot_be_read_is_placed_by_its_stores_for_its_runner_to_fail(
+        state: SiteState, sender: Celery, redis_client: redis_lib.Redis) -> None:
+    # Placement reads a spec's stores alone (ShardStores): bad entries do not lift the store checks.
+    beat(state, "a", 8, stores_unreachable=["dst"])
+    beat(state, "b", 1)
+    spec = {**planned_spec("ar1-00000"), "entries": [{"path": "a", "size": "big", "mtime": 0}]}
+    state.save_shard("ar1-00000", spec)
+    state.push_pending("ar1-00000")
+
+    placed = placer(state, sender).place_pending()
+
+    assert [(p.shard_id, p.node) for p in placed] == [("ar1-00000", "b")]
+    assert messages(redis_client, "b") == [("dmg.copy_shard", "ar1-00000:1", ["ar1-00000", 1])]
+
+
+def test_each_shard_of_a_window_is_read_when_its_turn_comes(state: SiteState, sender: Celery) -> None:
+    # The first shard of a window is placed; one later in it that lost its spec meanwhile
+    # is dropped, and the others are placed in order.
+    beat(state, "a", 8)
+    ids = add_shards(state, 3)
+    state.redis.hdel(state.keys.shard(ids[1]), "spec")
+
+    placed = placer(state, sender).place_pending()
+
+    assert [p.shard_id for p in placed] == [ids[0], ids[2]]
+    assert state.pending() == []
+
+
 def test_a_node_on_another_version_gets_work_only_when_the_majority_is_full(
         state: SiteState, sender: Celery) -> None:
     beat(state, "old", 4, version="0.1.0")  # the most free slots, but the minority version
