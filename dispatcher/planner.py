@@ -265,6 +265,8 @@ def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, s
         """The sink's entry of each source entry (None: absent); none when the sink was not listed."""
         if sink_entries is None:
             return {}
+        if not sink_entries:  # an empty sink: every entry is absent there, no path to map
+            return dict.fromkeys((e.path for e in group), None)
         return {e.path: sink_entries.get(sink_path_for(e.path, source_prefix=source_path,
                                                        sink_prefix=sink_path)) for e in group}
 

@@ -56,6 +56,19 @@ def test_the_sink_listing_becomes_a_hint_per_entry(tmp_path: Path, state: SiteSt
     assert hints["in/same"]["mtime"] == 1_000
 
 
+def test_an_empty_or_missing_sink_hints_every_entry_absent(tmp_path: Path, state: SiteState) -> None:
+    write_files(tmp_path / "src" / "in", {"a": 1, "d/b": 2})
+
+    plan_activity_run(activity_run(tmp_path), state=state, cloud=MemoryCloud(), epoch=1, settings=SETTINGS)
+    (tmp_path / "dst" / "out").mkdir(parents=True)
+    plan_activity_run({**activity_run(tmp_path), "id": "ar2"}, state=state, cloud=MemoryCloud(), epoch=1,
+                      settings=SETTINGS)
+
+    for shard_id in ("ar1-00000", "ar2-00000"):  # no sink folder yet, then an empty one
+        hints = [(e["path"], e["sink"]) for e in entries(state, shard_id)]
+        assert hints == [("in/a", None), ("in/d/b", None)]
+
+
 def test_overwrite_always_lists_no_sink(tmp_path: Path, state: SiteState) -> None:
     write_files(tmp_path / "src" / "in", {"a": 1})
     plan_activity_run(activity_run(tmp_path, overwrite="always"), state=state, cloud=MemoryCloud(), epoch=1,
