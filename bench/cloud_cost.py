@@ -8,7 +8,8 @@ a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, 
 user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs, and the report
 batches of one-file activities (``POST /nodes/reports``: the dispatcher's plan and
 placement of ``--batch`` activities in one batch, then the node's final report with its
-file result for each, in one batch; its figure is per activity, both batches). For each kind it
+file result for each, in one batch, over ``--report-runs`` runs; its figure is per
+activity, both batches). For each kind it
 prints the cloud process's CPU per request (psutil: user + system, before and after the
 block), the median of the repeats. CPU time moves far less with the machine's load
 than throughput does, so two revisions compare here when ``bench/activities.py``
@@ -69,10 +70,14 @@ def one_repeat(args: argparse.Namespace, work: Path) -> dict[str, float]:
                  "sink": {"store": "dst", "path": f"f{i}"}} for i in range(args.activities)]})
             run_id = user.post("/pipelines/p/runs").json()["id"]
             with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as node:
-                claimed = node.post("/dispatch/claim", json={"epoch": 1, "wait": 0,
-                                                             "limit": args.activities})
-                assert claimed.is_success, claimed.text
-                batches = _report_batches([a["id"] for a in claimed.json()["activity_runs"]], args.batch)
+                for _ in range(args.report_runs - 1):  # more activity runs for the report batches
+                    user.post("/pipelines/p/runs").raise_for_status()
+                claimed_ids: list[str] = []
+                while len(claimed_ids) < args.activities * args.report_runs:
+                    claimed = node.post("/dispatch/claim", json={"epoch": 1, "wait": 0, "limit": 256})
+                    assert claimed.is_success, claimed.text
+                    claimed_ids += [a["id"] for a in claimed.json()["activity_runs"]]
+                batches = _report_batches(claimed_ids, args.batch)
                 beat = {"role": "dispatcher", "running": 1, "limit": 4, "epoch": 1}
                 n = args.requests
                 return {
@@ -125,6 +130,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=300, help="requests of each kind")
     parser.add_argument("--activities", type=int, default=200, help="activity runs of the run read")
     parser.add_argument("--batch", type=int, default=10, help="activities per report batch")
+    parser.add_argument("--report-runs", type=int, default=5,
+                        help="runs of --activities activity runs for the report batches")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     samples: dict[str, list[float]] = {}

@@ -275,25 +275,22 @@ def settle(session: Session) -> None:
         pending.runs.setdefault(row.run_id, {})
     if changed:
         session.execute(_ACTIVITY_OUTCOME, changed)
-    runs = cast(Table, Run.__table__)
     for run_id in sorted(pending.runs):
-        values: dict[str, Any] = {column: runs.c[column] + value
-                                  for column, value in pending.runs[run_id].items() if value}
+        values = {f"d_{column}": value for column, value in pending.runs[run_id].items() if value}
         files, size = run_files.get(run_id, (0, 0))
         if files:
-            values["files_done"] = runs.c.files_done + files
+            values["d_files_done"] = files
         if size:
-            values["bytes_done"] = runs.c.bytes_done + size
+            values["d_bytes_done"] = size
         if not values:
             continue
-        run = session.execute(update(runs).where(runs.c.id == run_id).values(**values)
-                              .returning(*_RUN_READ)).first()
-        if run is None or not any(column.startswith("activities_") for column in values):
+        run = session.execute(_run_increment(tuple(sorted(values))), {"b_id": run_id, **values}).first()
+        if run is None or not any(key.startswith("d_activities_") for key in values):
             continue
         status, started_at, ended_at = run_outcome(session, run, now=now)
         if (status, started_at, ended_at) != (run.status, run.started_at, run.ended_at):
-            session.execute(update(runs).where(runs.c.id == run_id).values(
-                status=status, started_at=started_at, ended_at=ended_at))
+            session.execute(_RUN_OUTCOME, {"b_id": run_id, "status": status, "started_at": started_at,
+                                           "ended_at": ended_at})
         if status != run.status:
             announce(session, run_id)
     _expire(session, set(pending.activities), set(pending.runs))
@@ -309,10 +306,25 @@ def _expire(session: Session, activity_run_ids: set[str], run_ids: set[str]) -> 
             session.expire(instance)
 
 
-def _activity_outcome_statement() -> Any:
-    table = cast(Table, ActivityRun.__table__)
+def _outcome_statement(model: Any, columns: tuple[str, ...]) -> Any:
+    table = cast(Table, model.__table__)
     return update(table).where(table.c.id == bindparam("b_id")).values(
-        status=bindparam("status"), error=bindparam("error"), ended_at=bindparam("ended_at"))
+        {column: bindparam(column, type_=table.c[column].type) for column in columns})
+
+
+_RUN_INCREMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _run_increment(keys: tuple[str, ...]) -> Any:
+    """``UPDATE runs SET n = n + :d_n ... WHERE id = :b_id RETURNING ...`` for these
+    parameter names, built once."""
+    statement = _RUN_INCREMENTS.get(keys)
+    if statement is None:
+        table = cast(Table, Run.__table__)
+        values = {key[2:]: table.c[key[2:]] + bindparam(key, type_=table.c[key[2:]].type) for key in keys}
+        statement = _RUN_INCREMENTS[keys] = (update(table).where(table.c.id == bindparam("b_id"))
+                                             .values(values).returning(*_RUN_READ))
+    return statement
 
 
 _ACTIVITY_READ = tuple(cast(Table, ActivityRun.__table__).c[name] for name in (
@@ -320,7 +332,10 @@ _ACTIVITY_READ = tuple(cast(Table, ActivityRun.__table__).c[name] for name in (
     "planned", "first_failed_index", "shards_total", "shards_succeeded"))
 _RUN_READ = tuple(cast(Table, Run.__table__).c[name] for name in (
     "id", "status", "started_at", "ended_at", *ACTIVITY_COLUMNS.values(), "activities_total"))
-_ACTIVITY_OUTCOME = _activity_outcome_statement()
+_ACTIVITY_OUTCOME = _outcome_statement(ActivityRun, ("status", "error", "ended_at"))
+_RUN_OUTCOME = _outcome_statement(Run, ("status", "started_at", "ended_at"))
+_ACTIVITY_READ_BY_ID = (select(*_ACTIVITY_READ).where(ActivityRun.id.in_(bindparam("ids", expanding=True)))
+                        .order_by(ActivityRun.id))
 
 
 _COUNTED = (("shards_total", "total"), ("shards_succeeded", "succeeded"), ("shards_failed", "failed"),
@@ -359,8 +374,7 @@ def _increment_activity_runs(session: Session, deltas: dict[str, _ActivityDelta]
             first_failed_index=select(func.min(Shard.index)).where(
                 Shard.activity_run_id == ActivityRun.id, Shard.status == CLOUD_FAILED).scalar_subquery())
             .execution_options(synchronize_session=False))
-    return list(session.execute(select(*_ACTIVITY_READ).where(ActivityRun.id.in_(sorted(deltas)))
-                                .order_by(ActivityRun.id)))
+    return list(session.execute(_ACTIVITY_READ_BY_ID, {"ids": sorted(deltas)}))
 
 
 _STATEMENTS: dict[tuple[str, ...], Any] = {}

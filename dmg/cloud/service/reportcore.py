@@ -219,17 +219,24 @@ def _read_shards(session: Session, shard_ids: list[str]) -> dict[str, Row]:
     :func:`.counters.lock_shards` locks them) -> {id: row}."""
     if not shard_ids:
         return {}
-    query = (select(*_SHARD_READ).join(_ACTIVITY_RUNS, _ACTIVITY_RUNS.c.id == _SHARDS.c.activity_run_id)
-             .where(_SHARDS.c.id.in_(sorted(shard_ids))).order_by(_SHARDS.c.id))
-    if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=_SHARDS, key_share=True)
-    return {row.id: Row(**row._asdict()) for row in session.execute(query)}
+    locked = session.get_bind().dialect.name == "postgresql"
+    rows = session.execute(_SHARD_SELECT[locked], {"ids": sorted(shard_ids)})
+    return {row.id: Row(**row._asdict()) for row in rows}
 
 
 def _read_attempts(session: Session, shard_ids: list[str]) -> dict[str, dict[int, Row]]:
     """Every attempt of these shards, in one statement -> {shard id: {attempt: row}}."""
     known: dict[str, dict[int, Row]] = {shard_id: {} for shard_id in shard_ids}
     if shard_ids:
-        for row in session.execute(select(_ATTEMPTS).where(_ATTEMPTS.c.shard_id.in_(shard_ids))):
+        for row in session.execute(_ATTEMPT_SELECT, {"ids": shard_ids}):
             known[row.shard_id][row.attempt] = Row(**row._asdict())
     return known
+
+
+# Built once (SQLAlchemy caches their compiled form; building one costs as much as running it).
+_SHARD_SELECT_ANY = (select(*_SHARD_READ)
+                     .join(_ACTIVITY_RUNS, _ACTIVITY_RUNS.c.id == _SHARDS.c.activity_run_id)
+                     .where(_SHARDS.c.id.in_(bindparam("ids", expanding=True))).order_by(_SHARDS.c.id))
+_SHARD_SELECT = {False: _SHARD_SELECT_ANY,
+                 True: _SHARD_SELECT_ANY.with_for_update(of=_SHARDS, key_share=True)}
+_ATTEMPT_SELECT = select(_ATTEMPTS).where(_ATTEMPTS.c.shard_id.in_(bindparam("ids", expanding=True)))
