@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Integer, Table, bindparam, case, event, func, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, defer, joinedload
 
 from dmg.cloud.models import (
     CANCELLED,
@@ -149,7 +149,8 @@ def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | N
 def lock_activity_runs_by_id(session: Session, ids: list[str]) -> dict[str, ActivityRun]:
     """These activity runs read afresh in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in
     id order), as :func:`lock_activity_run` reads one -> {id: activity run}."""
-    query = select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
+    query = (select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
+             .options(defer(ActivityRun.spec)))  # a plan never reads the definition: not decoded
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=ActivityRun, key_share=True)
     return {a.id: a for a in session.scalars(query.execution_options(populate_existing=True))}
