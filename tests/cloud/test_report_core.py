@@ -1,7 +1,8 @@
 """Report batches applied with Core statements (``dmg/cloud/service/reportcore.py``), on
 SQLite and PostgreSQL.
 
-A batch of many shards sent again after a lost answer counts once; a batch mixing a
+A worker's batch of final reports with file results builds no ORM object; a batch of
+many shards sent again after a lost answer counts once; a batch mixing a
 stale attempt's report with current ones applies only the current ones (the stale one
 is refused, its files not recorded, its attempt not counted); a node's report of an
 attempt placed on another node is refused alone; after every batch the run's and the
@@ -11,12 +12,17 @@ activity runs' counters equal the aggregates of their rows.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import case, create_engine, func, select
+from sqlalchemy import case, create_engine, event, func, select
 
-from dmg.cloud.models import ActivityRun, FileRecord, Run, Shard, ShardAttempt
+from dmg.cloud.db import Database
+from dmg.cloud.models import ActivityRun, Base, FileRecord, Run, Shard, ShardAttempt
+from dmg.cloud.schemas import PipelineCreate, ReportItem, StoreCreate
+from dmg.cloud.service import CloudService
+from settings import Settings
 from tests.cloud.conftest import Cloud, claimed_run, launch
 
 
@@ -168,3 +174,42 @@ def test_a_bad_item_in_a_batch_is_a_clear_error_and_the_others_apply(any_cloud: 
     assert [r["ok"] for r in results] == [False, False, True]
     assert results[0]["error"] == "not_found" and "\n" not in results[0]["message"]
     assert _check_counters(cloud.db_url, run_id)["counted"] == [(1, 1, 0, 1, 7)]
+
+
+def test_a_worker_batch_builds_no_orm_object(tmp_path: Path) -> None:
+    # Given a cloud service in this process (SQLite) with 5 one-shard activity runs planned
+    # and placed on node w
+    db = Database(f"sqlite:///{tmp_path / 'cloud.db'}")
+    db.migrate()
+    try:
+        svc = CloudService(Settings(data_dir=tmp_path), db)
+        keys = svc.create_gateway("gw")
+        d, w = (svc.authenticate_node(svc.register_node(key=keys["key1"], name=name,
+                                                        version="1.0.0")["token"]) for name in ("d", "w"))
+        svc.add_store(StoreCreate(name="src", type="file", location=str(tmp_path / "in")))
+        svc.add_store(StoreCreate(name="dst", type="file", location=str(tmp_path / "out")))
+        svc.create_pipeline(PipelineCreate.model_validate({"name": "p", "gateway": "gw", "activities": [
+            {"name": f"a{i}", "source": {"store": "src", "path": f"f{i}"},
+             "sink": {"store": "dst", "path": f"f{i}"}} for i in range(5)]}))
+        run_id = svc.start_run("p")[1]["id"]
+        ids = [a["id"] for a in svc.claim(d, epoch=1, limit=5)]
+        shard_ids = _shard_ids(ids, 1)
+        items = [ReportItem.model_validate(i) for i in [*_plans(ids, 1), *(_placed(s) for s in shard_ids)]]
+        assert all(r["ok"] for r in svc.report_batch(d, items)["results"])
+        loaded: list[object] = []
+
+        def count(target: object, context: object) -> None:
+            loaded.append(target)
+
+        event.listen(Base, "load", count, propagate=True)
+        try:
+            # When the worker's batch ends them all, each with its file result
+            answer = svc.report_batch(w, [ReportItem.model_validate(_final(s)) for s in shard_ids])
+        finally:
+            event.remove(Base, "load", count)
+        # Then every item is taken, the run ended, and no ORM object was loaded for it
+        assert all(r["ok"] for r in answer["results"]), answer
+        assert loaded == []
+        assert svc.run(run_id)["status"] == "Succeeded"
+    finally:
+        db.dispose()
