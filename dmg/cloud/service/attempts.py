@@ -138,7 +138,7 @@ def check_worker(shard_id: str, attempt: int, node: NodeIdentity, row: Any, *, n
 _PRELOADED = "dmg_attempts"
 _DEFERRED = "dmg_new_attempts"
 COLUMNS = ("activity_run_id", "shard_id", "attempt", "node", "status", "outcome", "error", "wait_reason",
-            "files", "bytes", "placed_at", "started_at", "ended_at")
+           "files", "bytes", "placed_at", "started_at", "ended_at")
 
 
 def defer_new(session: Session) -> None:

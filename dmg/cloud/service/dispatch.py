@@ -316,7 +316,7 @@ _RANK = {CLOUD_PLANNED: 0, CLOUD_PLACED: 1, CLOUD_RUNNING: 2, CLOUD_SUCCEEDED: 3
 
 
 def check_placement(session: Session, node: NodeIdentity, report: ShardReport, *, now: float,
-                     ttl: float, checked: set[Any]) -> None:
+                    ttl: float, checked: set[Any]) -> None:
     """A ``placed`` report comes from the gateway's current dispatcher (by its site epoch
     when the report carries one) and names a node of the gateway. ``checked``: what this
     transaction already checked (a batch checks its dispatcher and each node once)."""
@@ -359,7 +359,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     placed = report.status == CLOUD_PLACED
     if placed:
         check_placement(session, node, report, now=now, ttl=ttl,
-                         checked=set() if checked is None else checked)
+                        checked=set() if checked is None else checked)
     reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
     before = counters.shard_figures(shard)
