@@ -4,8 +4,12 @@
 
 A cloud (``dmg cloud serve``, SQLite in a temp dir) is started as a child process and
 sent the requests a site sends it, one kind at a time over one keep-alive connection:
-a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, and a
-user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs. For each kind it
+a node's heartbeat, an empty claim (``wait`` 0), the dispatcher's cancel check, a
+user's ``GET /runs/{id}`` of a run of ``--activities`` activity runs, and the report
+batches of one-file activities (``POST /nodes/reports``: the dispatcher's plan and
+placement of ``--batch`` activities in one batch, then the node's final report with its
+file result for each, in one batch, over ``--report-runs`` runs; its figure is per
+activity, both batches). For each kind it
 prints the cloud process's CPU per request (psutil: user + system, before and after the
 block), the median of the repeats. CPU time moves far less with the machine's load
 than throughput does, so two revisions compare here when ``bench/activities.py``
@@ -22,6 +26,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -65,8 +70,14 @@ def one_repeat(args: argparse.Namespace, work: Path) -> dict[str, float]:
                  "sink": {"store": "dst", "path": f"f{i}"}} for i in range(args.activities)]})
             run_id = user.post("/pipelines/p/runs").json()["id"]
             with httpx.Client(base_url=api, headers={"Authorization": f"Bearer {token}"}, timeout=60) as node:
-                claimed = node.post("/dispatch/claim", json={"epoch": 1, "wait": 0, "limit": 64})
-                assert claimed.is_success, claimed.text
+                for _ in range(args.report_runs - 1):  # more activity runs for the report batches
+                    user.post("/pipelines/p/runs").raise_for_status()
+                claimed_ids: list[str] = []
+                while len(claimed_ids) < args.activities * args.report_runs:
+                    claimed = node.post("/dispatch/claim", json={"epoch": 1, "wait": 0, "limit": 256})
+                    assert claimed.is_success, claimed.text
+                    claimed_ids += [a["id"] for a in claimed.json()["activity_runs"]]
+                batches = _report_batches(claimed_ids, args.batch)
                 beat = {"role": "dispatcher", "running": 1, "limit": 4, "epoch": 1}
                 n = args.requests
                 return {
@@ -76,9 +87,36 @@ def one_repeat(args: argparse.Namespace, work: Path) -> dict[str, float]:
                     "GET /dispatch/cancelled": measure(cloud.pid, n, lambda: node.get("/dispatch/cancelled")),
                     f"GET /runs/{{id}} ({args.activities} activity runs)": measure(
                         cloud.pid, max(n // 10, 5), lambda: user.get(f"/runs/{run_id}")),
+                    f"report batches per activity (batches of {args.batch})": measure(
+                        cloud.pid, len(batches) - 1, lambda: node.post("/nodes/reports", json=batches.pop()))
+                    * 2 / args.batch,
                 }
     finally:
         cloud.stop()
+
+
+def _report_batches(activity_run_ids: list[str], size: int) -> list[dict[str, Any]]:
+    """Pairs of batches (popped from the end: the plans and placements, then the final
+    reports) for every ``size`` activity runs, one one-file shard each."""
+    batches: list[dict[str, Any]] = []
+    for start in range(0, len(activity_run_ids) - size + 1, size):
+        chunk = activity_run_ids[start:start + size]
+        plans: list[dict[str, Any]] = []
+        placed: list[dict[str, Any]] = []
+        done: list[dict[str, Any]] = []
+        for activity_run_id in chunk:
+            shard_id = f"{activity_run_id}-0"
+            plans.append({"plan": {"activity_run_id": activity_run_id, "epoch": 1,
+                                   "shards": [{"id": shard_id, "index": 0, "files": 1, "bytes": 10}]}})
+            placed.append({"shard_id": shard_id, "report": {"attempt": 1, "status": "placed", "node": "n1",
+                                                            "epoch": 1}})
+            done.append({"shard_id": shard_id, "report": {"attempt": 1, "status": "succeeded", "files": 1,
+                                                          "bytes": 10, "files_total": 1, "bytes_total": 10},
+                         "files": {"attempt": 1, "files": [{"path": "f", "source": "f", "bytes": 10,
+                                                            "status": "copied", "checksum": "c"}]}})
+        batches.append({"items": done})
+        batches.append({"items": plans + placed})
+    return batches  # popped from the end: each chunk's plans, then its final reports
 
 
 def _version() -> str:
@@ -91,6 +129,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=300, help="requests of each kind")
     parser.add_argument("--activities", type=int, default=200, help="activity runs of the run read")
+    parser.add_argument("--batch", type=int, default=10, help="activities per report batch")
+    parser.add_argument("--report-runs", type=int, default=5,
+                        help="runs of --activities activity runs for the report batches")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     samples: dict[str, list[float]] = {}

@@ -39,6 +39,7 @@ from dmg.cloud.service import (
     metrics_read,
     noderequests,
     pipelines,
+    reportcore,
     reportpage,
     runretention,
     sessions,
@@ -326,9 +327,9 @@ class CloudService:
     def report_batch(self, node: NodeIdentity, items: list[ReportItem]) -> dict[str, Any]:
         """Apply a node's batch of reports and file results in one transaction (:mod:`.batches`)."""
         now = self.clock()
-        try:  # the common case: every item taken, a handful of statements for the batch
+        try:  # the common case: every item taken, a handful of Core statements for the batch
             with self.db.write() as session:
-                return batchsets.apply_regular(session, node, items, now=now, ttl=self.lease_ttl)
+                return reportcore.apply_core(session, node, items, now=now, ttl=self.lease_ttl)
         except batchsets.Irregular as exc:  # rolled back: item by item, each in its savepoint
             log.debug("report batch of %s@%s item by item: %s", node.node, node.gateway, exc)
         with self.db.write() as session:

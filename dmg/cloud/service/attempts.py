@@ -26,6 +26,7 @@ Rules (applied by :func:`record_report` inside the shard report's transaction):
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -53,11 +54,9 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
     else:
         rows = {attempt: r for attempt, r in known.items() if attempt <= report.attempt}
     row = rows.get(report.attempt)
-    _check_reporter(shard, report, node, row)
+    _check_reporter(shard.id, report, node, row)
     if row is None:
-        row = ShardAttempt(activity_run_id=shard.activity_run_id, shard_id=shard.id, attempt=report.attempt,
-                           node="", status=report.status, outcome="", error="", wait_reason="",
-                           files=0, bytes=0, placed_at=None, started_at=None, ended_at=None)
+        row = ShardAttempt(**new_row(shard.activity_run_id, shard.id, report))
         deferred: list[ShardAttempt] | None = session.info.get(_DEFERRED)
         if deferred is None:
             session.add(row)
@@ -65,9 +64,25 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
             deferred.append(row)
         if known is not None:
             known[report.attempt] = row
-    for older in rows.values():
-        if older.attempt < report.attempt:
-            _close(older, report, now=now)
+    apply_report(row, rows.values(), report, node, cancelled=shard.activity_run.cancelled_at is not None,
+                 now=now)
+
+
+def new_row(activity_run_id: str, shard_id: str, report: ShardReport) -> dict[str, Any]:
+    """The columns of a new attempt row, before ``report`` is applied to it."""
+    return {"activity_run_id": activity_run_id, "shard_id": shard_id, "attempt": report.attempt, "node": "",
+            "status": report.status, "outcome": "", "error": "", "wait_reason": "", "files": 0, "bytes": 0,
+            "placed_at": None, "started_at": None, "ended_at": None}
+
+
+def apply_report(row: Any, older: Iterable[Any], report: ShardReport, node: NodeIdentity, *, cancelled: bool,
+                 now: float) -> None:
+    """Apply ``report`` (checked) to its attempt's ``row`` and close the ``older`` open ones
+    (rows of its shard: ORM objects or anything with the columns as attributes).
+    ``cancelled``: the shard's activity run was cancelled by a user."""
+    for other in older:
+        if other.attempt < report.attempt:
+            _close(other, report, now=now)
     if report.status == CLOUD_PLACED:
         if not row.node or row.status == CLOUD_PLACED:
             row.node = report.node or node.node  # the caller checked it is a node of the gateway
@@ -87,8 +102,7 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
     elif row.started_at is None:
         row.started_at = now
     if report.status in _FINAL and row.outcome not in REPLACED:
-        cancelled = report.status == CLOUD_FAILED and (report.error == CANCELLED_REASON
-                                                   or shard.activity_run.cancelled_at is not None)
+        cancelled = report.status == CLOUD_FAILED and (report.error == CANCELLED_REASON or cancelled)
         row.outcome = CANCELLED if cancelled else _FINAL[report.status]
         row.error = report.error or ""
         row.ended_at = report.ended_at if report.ended_at is not None else now
@@ -97,34 +111,34 @@ def record_report(session: Session, shard: Shard, report: ShardReport, node: Nod
 _RANK = {CLOUD_PLACED: 0, CLOUD_RUNNING: 1, CLOUD_SUCCEEDED: 2, CLOUD_FAILED: 2}
 
 
-def _check_reporter(shard: Shard, report: ShardReport, node: NodeIdentity, row: ShardAttempt | None) -> None:
+def _check_reporter(shard_id: str, report: ShardReport, node: NodeIdentity, row: Any) -> None:
     """PermissionDenied when ``node`` reports work that is not its own (see the module docstring)."""
     if report.status == CLOUD_PLACED:
         return
-    check_worker(shard, report.attempt, node, row, named=report.node)
+    check_worker(shard_id, report.attempt, node, row, named=report.node)
 
 
-def check_worker(shard: Shard, attempt: int, node: NodeIdentity, row: ShardAttempt | None, *,
-                 named: str | None) -> None:
-    """The rule for a worker's report of ``attempt``: ``node`` (the token's) is the node the
-    attempt was placed on. PermissionDenied when the body names another node or the attempt
+def check_worker(shard_id: str, attempt: int, node: NodeIdentity, row: Any, *, named: str | None) -> None:
+    """The rule for a worker's report of ``attempt`` of shard ``shard_id``: ``node`` (the
+    token's) is the node the attempt was placed on (``row``: the attempt's row, None when
+    the cloud has none). PermissionDenied when the body names another node or the attempt
     is another node's; Retryable when the cloud has no placement of it yet."""
     if named and named != node.node:
         raise PermissionDenied(f"node {node.node!r} cannot report for node {named!r}",
                                hint="a node reports only its own attempts; the cloud takes the node "
                                     "from the token")
     if row is None or not row.node:
-        raise Retryable(f"attempt {attempt} of shard {shard.id!r} has no placement at the cloud yet",
+        raise Retryable(f"attempt {attempt} of shard {shard_id!r} has no placement at the cloud yet",
                         hint="the dispatcher's placement report comes first; send again")
     if row.node != node.node:
-        raise PermissionDenied(f"attempt {attempt} of shard {shard.id!r} was not placed on node "
+        raise PermissionDenied(f"attempt {attempt} of shard {shard_id!r} was not placed on node "
                                f"{node.node!r}", hint="a node reports only its own attempts")
 
 
 _PRELOADED = "dmg_attempts"
 _DEFERRED = "dmg_new_attempts"
-_COLUMNS = ("activity_run_id", "shard_id", "attempt", "node", "status", "outcome", "error", "wait_reason",
-            "files", "bytes", "placed_at", "started_at", "ended_at")
+COLUMNS = ("activity_run_id", "shard_id", "attempt", "node", "status", "outcome", "error", "wait_reason",
+           "files", "bytes", "placed_at", "started_at", "ended_at")
 
 
 def defer_new(session: Session) -> None:
@@ -140,7 +154,7 @@ def write_deferred(session: Session) -> int:
     rows: list[ShardAttempt] = session.info.pop(_DEFERRED, None) or []
     if rows:
         session.execute(insert(ShardAttempt),
-                        [{name: getattr(row, name) for name in _COLUMNS} for row in rows])
+                        [{name: getattr(row, name) for name in COLUMNS} for row in rows])
     return len(rows)
 
 
@@ -172,7 +186,7 @@ def attempt_row(session: Session, shard: Shard, attempt: int) -> ShardAttempt | 
                                                      ShardAttempt.attempt == attempt))
 
 
-def _close(row: ShardAttempt, report: ShardReport, *, now: float) -> None:
+def _close(row: Any, report: ShardReport, *, now: float) -> None:
     """End an attempt older than ``report``'s: as the placement report says, else ``fenced``."""
     told = (report.status == CLOUD_PLACED and report.previous_ended is not None
             and row.attempt == report.attempt - 1)

@@ -147,3 +147,8 @@ def _apply_plans(session: Session, node: NodeIdentity, plans: list[ActivityPlan]
         if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
             session.expire(activity_run, ["shards"])
 
+
+
+# For :mod:`.reportcore`, which applies the same batches with Core statements.
+check_regular = _check_regular
+apply_plans = _apply_plans

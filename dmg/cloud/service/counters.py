@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Integer, Table, bindparam, case, event, func, select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm import Session, defer, joinedload
 
 from dmg.cloud.models import (
     CANCELLED,
@@ -149,7 +149,8 @@ def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | N
 def lock_activity_runs_by_id(session: Session, ids: list[str]) -> dict[str, ActivityRun]:
     """These activity runs read afresh in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in
     id order), as :func:`lock_activity_run` reads one -> {id: activity run}."""
-    query = select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
+    query = (select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
+             .options(defer(ActivityRun.spec)))  # a plan never reads the definition: not decoded
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(of=ActivityRun, key_share=True)
     return {a.id: a for a in session.scalars(query.execution_options(populate_existing=True))}
@@ -186,12 +187,19 @@ def derive_later(session: Session, activity_run: ActivityRun, *, now: float) -> 
 def shard_changed(session: Session, shard: Shard, before: ShardFigures, *, now: float) -> None:
     """Record what changed in ``shard`` since ``before`` for its activity run's and run's
     counters (applied by :func:`settle`; nothing if nothing counted changed)."""
-    after = shard_figures(shard)
+    shard_moved(session, shard.activity_run_id, shard.activity_run.run_id, shard.index, before,
+                shard_figures(shard), now=now)
+
+
+def shard_moved(session: Session, activity_run_id: str, run_id: str, index: int, before: ShardFigures,
+                after: ShardFigures, *, now: float) -> None:
+    """:func:`shard_changed` given the shard's ids, its index and its figures before and after
+    (the batches' Core path, :mod:`.reportcore`, has rows, not ORM objects)."""
     counted = (CLOUD_SUCCEEDED, CLOUD_FAILED)
     if after.files == before.files and after.bytes == before.bytes and (
             after.status == before.status or (after.status not in counted and before.status not in counted)):
         return  # "placed" -> "running" and the like: no counter moves, no status can
-    delta = _activity(session, shard.activity_run_id, shard.activity_run.run_id, now)
+    delta = _activity(session, activity_run_id, run_id, now)
     delta.files += after.files - before.files
     delta.bytes += after.bytes - before.bytes
     if after.status == before.status:
@@ -203,10 +211,15 @@ def shard_changed(session: Session, shard: Shard, before: ShardFigures, *, now: 
     if after.status == CLOUD_FAILED:
         delta.failed += 1
         lowest = delta.failed_index
-        delta.failed_index = shard.index if lowest is None else min(lowest, shard.index)
+        delta.failed_index = index if lowest is None else min(lowest, index)
     if before.status == CLOUD_FAILED:
         delta.failed -= 1
         delta.recount_failed = True  # rare: a failed shard retried
+
+
+def derive_later_id(session: Session, activity_run_id: str, run_id: str, *, now: float) -> None:
+    """:func:`derive_later` given the activity run's and its run's ids."""
+    _activity(session, activity_run_id, run_id, now)
 
 
 def activities_added(run: Run) -> None:
@@ -227,65 +240,116 @@ def activity_status_changed(activity_run: ActivityRun, before: str, *, now: floa
         return
     session = Session.object_session(activity_run)
     assert session is not None
-    moves = _pending(session, now).runs.setdefault(activity_run.run_id, {})
+    _status_moved(_pending(session, now), activity_run.run_id, before, activity_run.status)
+
+
+def _status_moved(pending: _Pending, run_id: str, before: str, after: str) -> None:
+    moves = pending.runs.setdefault(run_id, {})
     moves[ACTIVITY_COLUMNS[before]] = moves.get(ACTIVITY_COLUMNS[before], 0) - 1
-    column = ACTIVITY_COLUMNS[activity_run.status]
-    moves[column] = moves.get(column, 0) + 1
+    moves[ACTIVITY_COLUMNS[after]] = moves.get(ACTIVITY_COLUMNS[after], 0) + 1
 
 
 def settle(session: Session) -> None:
-    """Apply what was recorded (see the module docstring); idempotent, cheap when nothing is."""
+    """Apply what was recorded (see the module docstring); idempotent, cheap when nothing is.
+    Core statements and plain rows, no ORM object: an ORM activity run or run of the session
+    that it changed is expired (read again when next used)."""
     pending: _Pending | None = session.info.pop(_KEY, None)
     if pending is None or not (pending.activities or pending.runs):
         return
-    from dmg.cloud.service.derive import derive_activity_run, derive_run  # derive uses this module
+    from dmg.cloud.service.derive import activity_outcome, announce, run_outcome  # derive uses this module
 
     session.flush()
     now = pending.now
     run_files: dict[str, list[int]] = {}
-    for activity_run in _increment_activity_runs(session, pending.activities):
-        delta = pending.activities[activity_run.id]
+    changed: list[dict[str, Any]] = []
+    for row in _increment_activity_runs(session, pending.activities):
+        delta = pending.activities[row.id]
         if delta.files or delta.bytes:
-            figures = run_files.setdefault(activity_run.run_id, [0, 0])
+            figures = run_files.setdefault(row.run_id, [0, 0])
             figures[0] += delta.files
             figures[1] += delta.bytes
-        derive_activity_run(activity_run, now=now)  # records the run's move, if any
-        pending.runs.setdefault(activity_run.run_id, {})
-    session.flush()
-    moves = session.info.pop(_KEY, None)  # what derive_activity_run recorded for the runs
-    for run_id, columns in (moves.runs if moves is not None else {}).items():
-        for column, value in columns.items():
-            pending.runs.setdefault(run_id, {})[column] = pending.runs[run_id].get(column, 0) + value
+        status, error, ended_at = activity_outcome(session, row, now=now)
+        if (status, error, ended_at) != (row.status, row.error, row.ended_at):
+            changed.append({"b_id": row.id, "status": status, "error": error, "ended_at": ended_at})
+        if status != row.status:
+            _status_moved(pending, row.run_id, row.status, status)
+        pending.runs.setdefault(row.run_id, {})
+    if changed:
+        session.execute(_ACTIVITY_OUTCOME, changed)
     for run_id in sorted(pending.runs):
-        values: dict[str, Any] = {column: getattr(Run, column) + value
-                                  for column, value in pending.runs[run_id].items() if value}
+        values = {f"d_{column}": value for column, value in pending.runs[run_id].items() if value}
         files, size = run_files.get(run_id, (0, 0))
         if files:
-            values["files_done"] = Run.files_done + files
+            values["d_files_done"] = files
         if size:
-            values["bytes_done"] = Run.bytes_done + size
+            values["d_bytes_done"] = size
         if not values:
             continue
-        run = session.scalars(update(Run).where(Run.id == run_id).values(**values).returning(Run),
-                              execution_options={"populate_existing": True,
-                                                 "synchronize_session": False}).first()
-        if run is not None and any(column.startswith("activities_") for column in values):
-            derive_run(run, now=now)
-    session.flush()
+        run = session.execute(_run_increment(tuple(sorted(values))), {"b_id": run_id, **values}).first()
+        if run is None or not any(key.startswith("d_activities_") for key in values):
+            continue
+        status, started_at, ended_at = run_outcome(session, run, now=now)
+        if (status, started_at, ended_at) != (run.status, run.started_at, run.ended_at):
+            session.execute(_RUN_OUTCOME, {"b_id": run_id, "status": status, "started_at": started_at,
+                                           "ended_at": ended_at})
+        if status != run.status:
+            announce(session, run_id)
+    _expire(session, set(pending.activities), set(pending.runs))
     session.info.pop(_KEY, None)
+
+
+def _expire(session: Session, activity_run_ids: set[str], run_ids: set[str]) -> None:
+    """Expire the session's ORM activity runs and runs that :func:`settle` changed in the
+    database behind its back (a caller reads them after: the plan's answer, a cancel's)."""
+    for instance in list(session.identity_map.values()):
+        if (isinstance(instance, ActivityRun) and instance.id in activity_run_ids) or (
+                isinstance(instance, Run) and instance.id in run_ids):
+            session.expire(instance)
+
+
+def _outcome_statement(model: Any, columns: tuple[str, ...]) -> Any:
+    table = cast(Table, model.__table__)
+    return update(table).where(table.c.id == bindparam("b_id")).values(
+        {column: bindparam(column, type_=table.c[column].type) for column in columns})
+
+
+_RUN_INCREMENTS: dict[tuple[str, ...], Any] = {}
+
+
+def _run_increment(keys: tuple[str, ...]) -> Any:
+    """``UPDATE runs SET n = n + :d_n ... WHERE id = :b_id RETURNING ...`` for these
+    parameter names, built once."""
+    statement = _RUN_INCREMENTS.get(keys)
+    if statement is None:
+        table = cast(Table, Run.__table__)
+        values = {key[2:]: table.c[key[2:]] + bindparam(key, type_=table.c[key[2:]].type) for key in keys}
+        statement = _RUN_INCREMENTS[keys] = (update(table).where(table.c.id == bindparam("b_id"))
+                                             .values(values).returning(*_RUN_READ))
+    return statement
+
+
+_ACTIVITY_READ = tuple(cast(Table, ActivityRun.__table__).c[name] for name in (
+    "id", "run_id", "status", "error", "ended_at", "cancelled_at", "failed_by_dispatcher", "claim_epoch",
+    "planned", "first_failed_index", "shards_total", "shards_succeeded"))
+_RUN_READ = tuple(cast(Table, Run.__table__).c[name] for name in (
+    "id", "status", "started_at", "ended_at", *ACTIVITY_COLUMNS.values(), "activities_total"))
+_ACTIVITY_OUTCOME = _outcome_statement(ActivityRun, ("status", "error", "ended_at"))
+_RUN_OUTCOME = _outcome_statement(Run, ("status", "started_at", "ended_at"))
+_ACTIVITY_READ_BY_ID = (select(*_ACTIVITY_READ).where(ActivityRun.id.in_(bindparam("ids", expanding=True)))
+                        .order_by(ActivityRun.id))
 
 
 _COUNTED = (("shards_total", "total"), ("shards_succeeded", "succeeded"), ("shards_failed", "failed"),
             ("files_done", "files"), ("bytes_done", "bytes"))
 
 
-def _increment_activity_runs(session: Session, deltas: dict[str, _ActivityDelta]) -> list[ActivityRun]:
+def _increment_activity_runs(session: Session, deltas: dict[str, _ActivityDelta]) -> list[Any]:
     """Apply the activity runs' deltas and read them back as the database has them now:
     the increments as one executemany per kind of change (the same columns), in id order
     (PostgreSQL: each row stays locked by this transaction until the commit, so the
     read-back that follows sees every committed increment and this one's, and nobody
-    changes them in between), then one SELECT of them all (``populate_existing``).
-    -> the activity runs still there, in id order."""
+    changes them in between), then one SELECT of them all (the columns statuses follow
+    from). -> the activity runs still there (rows), in id order."""
     if not deltas:
         return []
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -311,8 +375,7 @@ def _increment_activity_runs(session: Session, deltas: dict[str, _ActivityDelta]
             first_failed_index=select(func.min(Shard.index)).where(
                 Shard.activity_run_id == ActivityRun.id, Shard.status == CLOUD_FAILED).scalar_subquery())
             .execution_options(synchronize_session=False))
-    return list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(sorted(deltas)))
-                                .order_by(ActivityRun.id).execution_options(populate_existing=True)))
+    return list(session.execute(_ACTIVITY_READ_BY_ID, {"ids": sorted(deltas)}))
 
 
 _STATEMENTS: dict[tuple[str, ...], Any] = {}

@@ -315,8 +315,8 @@ _REPORTED_FIELDS = ("files", "bytes", "files_total", "bytes_total", "wait_reason
 _RANK = {CLOUD_PLANNED: 0, CLOUD_PLACED: 1, CLOUD_RUNNING: 2, CLOUD_SUCCEEDED: 3, CLOUD_FAILED: 3}
 
 
-def _check_placement(session: Session, node: NodeIdentity, report: ShardReport, *, now: float,
-                     ttl: float, checked: set[Any]) -> None:
+def check_placement(session: Session, node: NodeIdentity, report: ShardReport, *, now: float,
+                    ttl: float, checked: set[Any]) -> None:
     """A ``placed`` report comes from the gateway's current dispatcher (by its site epoch
     when the report carries one) and names a node of the gateway. ``checked``: what this
     transaction already checked (a batch checks its dispatcher and each node once)."""
@@ -358,11 +358,25 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     previous = shard.status
     placed = report.status == CLOUD_PLACED
     if placed:
-        _check_placement(session, node, report, now=now, ttl=ttl,
-                         checked=set() if checked is None else checked)
+        check_placement(session, node, report, now=now, ttl=ttl,
+                        checked=set() if checked is None else checked)
     reporter = (report.node or node.node) if placed else node.node
     attempts.record_report(session, shard, report, node, now=now)
     before = counters.shard_figures(shard)
+    if not apply_to_shard(shard, report, reporter, now=now):
+        return {"status": shard.status, "attempt": shard.attempt}
+    # Statuses follow the counters, applied when the transaction commits (:mod:`.counters`).
+    counters.shard_changed(session, shard, before, now=now)
+    if previous in CLOUD_FINISHED and shard.status not in CLOUD_FINISHED:
+        counters.derive_later(session, shard.activity_run, now=now)  # an ended shard starts again
+    return {"status": shard.status, "attempt": shard.attempt}
+
+
+def apply_to_shard(shard: Any, report: ShardReport, reporter: str, *, now: float) -> bool:
+    """Apply ``report`` (checked, not stale) to ``shard`` (an ORM object or anything with
+    its columns as attributes) -> False when it changes nothing: a newer attempt replaces
+    the node and the progress of the older one; a late report of this attempt never moves
+    the shard backwards."""
     if report.attempt > shard.attempt:
         shard.attempt = report.attempt
         shard.node = reporter
@@ -372,7 +386,7 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
     elif _RANK.get(report.status, 0) < _RANK.get(shard.status, 0):
         # A late report of this attempt (a "placed" overtaken by "running", a
         # progress report after the end) never moves a shard backwards.
-        return {"status": shard.status, "attempt": shard.attempt}
+        return False
     shard.status = report.status
     shard.node = reporter
     for field in _REPORTED_FIELDS:  # a report sets only what it carries
@@ -387,8 +401,4 @@ def report_shard(session: Session, node: NodeIdentity, shard_id: str, report: Sh
         shard.ended_at = report.ended_at
     elif report.status in CLOUD_FINISHED and shard.ended_at is None:
         shard.ended_at = now
-    # Statuses follow the counters, applied when the transaction commits (:mod:`.counters`).
-    counters.shard_changed(session, shard, before, now=now)
-    if previous in CLOUD_FINISHED and shard.status not in CLOUD_FINISHED:
-        counters.derive_later(session, shard.activity_run, now=now)  # an ended shard starts again
-    return {"status": shard.status, "attempt": shard.attempt}
+    return True

@@ -48,21 +48,33 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     if body.attempt < shard.attempt:
         raise StaleAttempt(f"shard {shard_id!r} attempt {body.attempt} was replaced by attempt "
                            f"{shard.attempt}", hint="its file results no longer count")
-    attempts.check_worker(shard, body.attempt, node, attempts.attempt_row(session, shard, body.attempt),
+    attempts.check_worker(shard.id, body.attempt, node, attempts.attempt_row(session, shard, body.attempt),
                           named=body.node)
-    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
-    reporter = node.node  # from the token, never from the body
-    activity_run_id = shard.activity_run_id
-    rows = [{"activity_run_id": activity_run_id, "shard_id": shard_id, "path_hash": digest, "path": item.path,
-             "source": item.source, "bytes": item.bytes, "checksum": item.checksum, "status": item.status,
-             "verified": item.verified, "error": item.error, "tries": item.tries, "node": reporter,
-             "attempt": body.attempt, "recorded_at": now, "started_at": item.started, "ended_at": item.ended}
-            for digest, item in latest.items()]
+    rows = file_rows(shard.activity_run_id, shard_id, body, node, now=now)
     if defer:
         session.info.setdefault(DEFERRED, []).extend(rows)
     elif rows:
         session.execute(_upsert(session), rows)
-    return {"recorded": len(latest)}
+    return {"recorded": len(rows)}
+
+
+def file_rows(activity_run_id: str, shard_id: str, body: FileResults, node: NodeIdentity, *,
+              now: float) -> list[dict[str, Any]]:
+    """The ``file_results`` rows of ``body`` (checked): one per path, the last one sent
+    counting; the node is the token's, never the body's."""
+    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
+    reporter = node.node
+    return [{"activity_run_id": activity_run_id, "shard_id": shard_id, "path_hash": digest, "path": item.path,
+             "source": item.source, "bytes": item.bytes, "checksum": item.checksum, "status": item.status,
+             "verified": item.verified, "error": item.error, "tries": item.tries, "node": reporter,
+             "attempt": body.attempt, "recorded_at": now, "started_at": item.started, "ended_at": item.ended}
+            for digest, item in latest.items()]
+
+
+def upsert(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Write ``file_results`` rows in one INSERT ... ON CONFLICT DO UPDATE (executemany)."""
+    if rows:
+        session.execute(_upsert(session), rows)
 
 
 DEFERRED = "dmg_file_rows"
