@@ -80,23 +80,25 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
         .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all())
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
+    claimed: list[ActivityRun] = []
     # One conditional UPDATE for the Queued ones, one more only for those a newer epoch takes
-    # back: the row count of each row (RETURNING) says who won, never two claimers.
+    # back: the row count of each row (RETURNING) says who won, never two claimers. The
+    # UPDATE returns the claimed rows themselves: no second SELECT for them.
     for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
         wanted = [activity_run_id for activity_run_id in candidates if activity_run_id not in won]
         if not wanted:
             break
-        taken = session.scalars(
+        taken = list(session.scalars(
             update(ActivityRun).where(ActivityRun.id.in_(wanted), condition)
             .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
                     started_at=now, ended_at=None)
-            .returning(ActivityRun.id).execution_options(synchronize_session=False))
-        won.update((activity_run_id, was) for activity_run_id in taken)
+            .returning(ActivityRun)
+            .execution_options(synchronize_session=False, populate_existing=True)))
+        won.update((activity_run.id, was) for activity_run in taken)
+        claimed.extend(taken)
     if not won:
         return []
-    claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
-                                   .order_by(ActivityRun.queued_at, ActivityRun.position)
-                                   .execution_options(populate_existing=True)))
+    claimed.sort(key=lambda a: (a.queued_at, a.position))
     # The pipelines' names only: loading the Pipeline rows decodes each one's whole
     # definition (a JSON list of every activity) once per claimed row.
     pipelines = dict(session.execute(
