@@ -24,19 +24,21 @@ from pathlib import Path
 
 sys.path.insert(0, os.getcwd())
 
-from dmg.cloud.db import Database  # noqa: E402
-from dmg.cloud.schemas import PipelineCreate, StoreCreate  # noqa: E402
-from dmg.cloud.service import CloudService  # noqa: E402
-from dmg.version import __version__  # noqa: E402
-from settings import Settings  # noqa: E402
+from dmg.cloud.db import Database
+from dmg.cloud.schemas import PipelineCreate, StoreCreate
+from dmg.cloud.service import CloudService
+from dmg.version import __version__
+from settings import Settings
 
 WARM = 20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--db", default="", metavar="URL", help="an empty database (default: SQLite, temp dir)")
+    parser.add_argument("--db", default="", metavar="URL",
+                        help="an empty database (default: SQLite in a temp dir)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="claim-cost-"))
     settings = Settings(data_dir=work, log_level="WARNING")
@@ -47,12 +49,14 @@ def main() -> None:
     token = svc.register_node(key=svc.gateway_keys("g")["key1"], name="n1", version=__version__)["token"]
     node = svc.authenticate_node(token)
     for name in ("src", "dst"):
-        svc.add_store(StoreCreate.model_validate({"name": name, "type": "file", "location": str(work / name)}))
+        svc.add_store(StoreCreate.model_validate({"name": name, "type": "file",
+                                                  "location": str(work / name)}))
     svc.create_pipeline(PipelineCreate.model_validate({"name": "p", "gateway": "g", "activities": [
         {"name": "a", "source": {"store": "src", "path": "f"}, "sink": {"store": "dst", "path": "f"}}]}))
     # An older tree has no claim_with_cancels: its route claimed, then read the cancels.
     with_cancels = getattr(svc, "claim_with_cancels", None)
-    figures: dict[str, list[float]] = {"start_run cpu": [], "start_run wall": [], "claim cpu": [], "claim wall": []}
+    figures: dict[str, list[float]] = {"start_run cpu": [], "start_run wall": [],
+                                       "claim cpu": [], "claim wall": []}
     for i in range(args.runs + WARM):
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         svc.start_run("p")
