@@ -127,6 +127,20 @@ def test_a_claim_answer_carries_its_own_gateway_s_cancels_and_no_other_s(user: C
         assert set(node.cancelled_activity_runs()) == cancelled  # from the claim's answer
 
 
+def test_a_claim_that_takes_runs_carries_the_cancels_too(user: CloudClient, cloud: Cloud) -> None:
+    """The answer of a claim that took runs lists the gateway's cancels as well (read in the
+    claim's own transaction), so the dispatcher drops a cancelled run's shards at once."""
+    site = make_site(user)
+    gone = user.run_pipeline(make_pipeline(user, site.gateway))
+    cancelled = {a["id"] for a in user.cancel_run(gone["id"])["activity_runs"]}
+    queued = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+    answer = httpx.post(f"{cloud.url}/api/v1/dispatch/claim", json={"epoch": 1, "wait": 0}, timeout=30,
+                        headers={"Authorization": f"Bearer {site.tokens['n1']}"})
+    assert answer.status_code == 200, answer.text
+    assert {a["id"] for a in answer.json()["activity_runs"]} == {a["id"] for a in queued["activity_runs"]}
+    assert set(answer.json()["cancelled"]) == cancelled
+
+
 class _OlderCloud(BaseHTTPRequestHandler):
     """The two dispatch routes as a cloud of the previous version answers them: the claim's
     answer has no ``cancelled``. Counts the cancel checks it is asked."""

@@ -120,6 +120,24 @@ def test_older_epochs_are_fenced(cloud: Cloud, user: CloudClient) -> None:
     assert user.run(run["id"])["status"] == "Succeeded"
 
 
+def test_one_claim_takes_back_and_takes_queued_runs_oldest_first(cloud: Cloud, user: CloudClient) -> None:
+    """A new dispatcher's one claim returns both what an older epoch claimed and never planned
+    and what is still queued, oldest first, each counted once as InProgress in its run."""
+    site = make_site(user, nodes=("old", "new"))
+    first = user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["old"]) as old, cloud.node(site.tokens["new"]) as new:
+        [claimed] = old.claim_activity_runs(epoch=3, wait=0)
+        drop_dispatcher(cloud, site.tokens["old"], epoch=3, gateway=site.gateway)
+        second = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))
+        taken = new.claim_activity_runs(epoch=5, wait=0)
+        assert [a["id"] for a in taken] == [claimed["id"]] + [a["id"] for a in second["activity_runs"]]
+        assert new.claim_activity_runs(epoch=5, wait=0) == []  # nothing is taken twice
+    for run, count in ((first, 1), (second, 2)):
+        shown = user.run(run["id"])
+        assert shown["status"] == "InProgress"
+        assert [a["status"] for a in shown["activity_runs"]] == ["InProgress"] * count
+
+
 def test_no_shards_succeeds_at_once(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user)
     run = user.run_pipeline(make_pipeline(user, site.gateway))

@@ -86,11 +86,13 @@ def _claim_once(svc: CloudService, node: NodeIdentity, body: Claim, *, began: fl
     the dispatcher applies it now. Checked after the claim, not between the wake-up and
     the claim: a queued run is claimed one transaction after it is created. ``recheck``: a
     periodic look (no notice woke it), read-only when nothing is claimable."""
-    claimed = svc.claim(node, epoch=body.epoch, limit=body.limit, recheck=recheck)
-    if not (claimed or time.monotonic() >= deadline
+    claimed, cancelled = svc.claim_with_cancels(node, epoch=body.epoch, limit=body.limit, recheck=recheck)
+    if claimed:  # the cancels were read in the claim's transaction
+        return {"activity_runs": claimed, "cancelled": cancelled}
+    if not (time.monotonic() >= deadline
             or (began is not None and svc.cancelled_activity_runs(node, since=began))):
         return None
-    return {"activity_runs": claimed, "cancelled": svc.cancelled_activity_runs(node)}
+    return {"activity_runs": [], "cancelled": svc.cancelled_activity_runs(node)}
 
 
 @router.get("/dispatch/cancelled", tags=["dispatch"])

@@ -269,18 +269,29 @@ class CloudService:
         """Claim as the gateway's dispatcher with site epoch ``epoch``; nothing while another
         node's cloud lease runs (:mod:`.leader`). ``recheck``: a waiting long-poll's periodic
         look, made in a read transaction first (no write lock) when nothing is claimable."""
+        return self.claim_with_cancels(node, epoch=epoch, limit=limit, recheck=recheck, cancels=False)[0]
+
+    def claim_with_cancels(self, node: NodeIdentity, *, epoch: int, limit: int, recheck: bool = False,
+                           cancels: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+        """:meth:`claim`; -> (the claimed runs, and when there are any and ``cancels``, what
+        :meth:`cancelled_activity_runs` answers, read in the claim's own transaction: the
+        long-poll's answer carries both, without a second transaction before it is sent)."""
         if recheck:
             with self.db.read() as session:
                 if dispatch.nothing_to_claim(session, node, epoch=epoch, now=self.clock(),
                                              ttl=self.lease_ttl):
-                    return []
+                    return [], []
         for tries_left in reversed(range(CLAIM_TRIES)):
             try:
                 with self.db.write() as session:
-                    return dispatch.claim(session, node, epoch=epoch, limit=limit, now=self.clock(),
-                                          ttl=self.lease_ttl)
+                    now = self.clock()
+                    claimed = dispatch.claim(session, node, epoch=epoch, limit=limit, now=now,
+                                             ttl=self.lease_ttl)
+                    cancelled = (cancel.cancelled_since(session, node, since=now - cancel.CANCEL_WINDOW)
+                                 if claimed and cancels else [])
+                    return claimed, cancelled
             except leader.LeaseHeld:
-                return []
+                return [], []
             except leader.LeaseBusy:
                 # Two claims met taking a free lease (PostgreSQL): the other has committed or
                 # will in a moment; this one is tried again before the caller is told to.

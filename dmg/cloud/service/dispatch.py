@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session, object_session
 
 from dmg.cloud.models import (
@@ -60,10 +60,40 @@ from dmg.shards.status import (
 log = logging.getLogger(__name__)
 
 
-def _claimable(epoch: int) -> Any:
+def _claimable(epoch: Any) -> Any:
     return or_(ActivityRun.status == QUEUED,
                and_(ActivityRun.status == IN_PROGRESS, ActivityRun.planned.is_(False),
                     ActivityRun.claim_epoch < epoch))
+
+
+class _ClaimStatements:
+    """The claim's statements, built once with bound parameters: building SQLAlchemy
+    expressions anew for every claim cost as much CPU as running them (the claim's answer
+    waits on it)."""
+
+    def __init__(self) -> None:
+        gateway_id: Any = bindparam("gateway_id")
+        epoch: Any = bindparam("epoch")
+        self.candidates = (select(ActivityRun.id)
+                           .where(ActivityRun.gateway_id == gateway_id, _claimable(epoch))
+                           .order_by(ActivityRun.queued_at, ActivityRun.position).limit(bindparam("limit")))
+        self.any_claimable = select(ActivityRun.id).where(ActivityRun.gateway_id == gateway_id,
+                                                          _claimable(epoch)).limit(1)
+        taking = (update(ActivityRun)
+                  .values(status=IN_PROGRESS, claim_epoch=bindparam("claim_epoch_v"),
+                          claimed_by=bindparam("claimed_by_v"), claimed_at=bindparam("now_v"),
+                          started_at=bindparam("now_v"), ended_at=None)
+                  .returning(ActivityRun)
+                  .execution_options(synchronize_session=False, populate_existing=True))
+        wanted = ActivityRun.id.in_(bindparam("wanted", expanding=True))
+        # (the status it was in before, the conditional UPDATE that takes it from there)
+        self.take = ((QUEUED, taking.where(wanted, ActivityRun.status == QUEUED)),
+                     (IN_PROGRESS, taking.where(wanted, _claimable(epoch))))
+        self.pipelines = (select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
+                          .where(Run.id.in_(bindparam("runs", expanding=True))))
+
+
+_STATEMENTS = _ClaimStatements()
 
 
 def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: float,
@@ -77,31 +107,27 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     site_epoch = epoch
     epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
     candidates = sorted(session.scalars(  # taken in id order: row locks in one order
-        select(ActivityRun.id).where(ActivityRun.gateway_id == node.gateway_id, _claimable(epoch))
-        .order_by(ActivityRun.queued_at, ActivityRun.position).limit(limit)).all())
+        _STATEMENTS.candidates, {"gateway_id": node.gateway_id, "epoch": epoch, "limit": limit}).all())
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
+    claimed: list[ActivityRun] = []
     # One conditional UPDATE for the Queued ones, one more only for those a newer epoch takes
-    # back: the row count of each row (RETURNING) says who won, never two claimers.
-    for was, condition in ((QUEUED, ActivityRun.status == QUEUED), (IN_PROGRESS, _claimable(epoch))):
+    # back: the row count of each row (RETURNING) says who won, never two claimers. The
+    # UPDATE returns the claimed rows themselves: no second SELECT for them.
+    for was, take in _STATEMENTS.take:
         wanted = [activity_run_id for activity_run_id in candidates if activity_run_id not in won]
         if not wanted:
             break
-        taken = session.scalars(
-            update(ActivityRun).where(ActivityRun.id.in_(wanted), condition)
-            .values(status=IN_PROGRESS, claim_epoch=epoch, claimed_by=node.node, claimed_at=now,
-                    started_at=now, ended_at=None)
-            .returning(ActivityRun.id).execution_options(synchronize_session=False))
-        won.update((activity_run_id, was) for activity_run_id in taken)
+        taken = list(session.scalars(take, {"wanted": wanted, "epoch": epoch, "claim_epoch_v": epoch,
+                                            "claimed_by_v": node.node, "now_v": now}))
+        won.update((activity_run.id, was) for activity_run in taken)
+        claimed.extend(taken)
     if not won:
         return []
-    claimed = list(session.scalars(select(ActivityRun).where(ActivityRun.id.in_(won))
-                                   .order_by(ActivityRun.queued_at, ActivityRun.position)
-                                   .execution_options(populate_existing=True)))
+    claimed.sort(key=lambda a: (a.queued_at, a.position))
     # The pipelines' names only: loading the Pipeline rows decodes each one's whole
     # definition (a JSON list of every activity) once per claimed row.
-    pipelines = dict(session.execute(
-        select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
-        .where(Run.id.in_({a.run_id for a in claimed}))).tuples().all())
+    pipelines = dict(session.execute(_STATEMENTS.pipelines,
+                                     {"runs": sorted({a.run_id for a in claimed})}).tuples().all())
     names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
     stores = stores_by_name(session, {n for n in names if n})
     out = []
@@ -132,8 +158,8 @@ def nothing_to_claim(session: Session, node: NodeIdentity, *, epoch: int, now: f
     if (gateway is None or gateway.leader_node_id != node.node_id or gateway.leader_site_epoch != epoch
             or gateway.leader_until - now <= ttl / 2 or session.get(Node, node.node_id) is None):
         return False
-    return session.scalar(select(ActivityRun.id).where(
-        ActivityRun.gateway_id == node.gateway_id, _claimable(gateway.max_epoch)).limit(1)) is None
+    return session.scalar(_STATEMENTS.any_claimable,
+                          {"gateway_id": node.gateway_id, "epoch": gateway.max_epoch}) is None
 
 
 def _store_name(spec: Any, side: str) -> str:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -56,11 +56,17 @@ class LeaseBusy(Retryable):
     caller's transaction can be tried again at once)."""
 
 
+#: The gateway row read afresh, locked for update or shared; built once (every dispatcher
+#: call reads it: building the statement each time cost about as much as running it).
+_LOCKED = {shared: select(Gateway).where(Gateway.id == bindparam("gateway_id"))
+           .with_for_update(read=shared).execution_options(populate_existing=True)
+           for shared in (False, True)}
+
+
 def _locked_gateway(session: Session, gateway_id: int, *, shared: bool = False) -> Gateway:
     """The gateway row read afresh and locked (PostgreSQL ``FOR UPDATE``, or ``FOR SHARE``
     when ``shared``: many readers of the lease at once, none while it changes)."""
-    gateway = session.scalar(select(Gateway).where(Gateway.id == gateway_id)
-                             .with_for_update(read=shared).execution_options(populate_existing=True))
+    gateway = session.scalar(_LOCKED[shared], {"gateway_id": gateway_id})
     if gateway is None:  # the token's gateway: removed meanwhile
         raise StaleAttempt("the gateway no longer exists")
     return gateway

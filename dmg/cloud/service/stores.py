@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,10 +56,14 @@ def list_stores(session: Session) -> list[dict[str, Any]]:
     return [store_json(s) for s in session.scalars(select(Store).order_by(Store.name))]
 
 
+#: Built once: every claim and every new run reads it.
+_STORES_BY_NAME = select(Store).where(Store.name.in_(bindparam("names", expanding=True)))
+
+
 def stores_by_name(session: Session, names: set[str]) -> dict[str, Store]:
     if not names:
         return {}
-    return {s.name: s for s in session.scalars(select(Store).where(Store.name.in_(names)))}
+    return {s.name: s for s in session.scalars(_STORES_BY_NAME, {"names": sorted(names)})}
 
 
 def get_store(session: Session, name: str) -> Store:
