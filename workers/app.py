@@ -32,6 +32,7 @@ from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
+from workers.keptclient import transport_for
 from workers.logsetup import bind_task, format_worker_logger, unbind_task
 
 
@@ -44,6 +45,9 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     # a Redis round trip in the pool process before every task's body runs.
     celery_app.conf.task_track_started = False
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
+    # One Redis client per broker channel instead of one per ack and publish (a kombu
+    # 5.7.0 workaround, :mod:`workers.keptclient`); the URL's scheme picks which.
+    celery_app.conf.broker_transport = transport_for(celery_app.conf.broker_url or "")
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
