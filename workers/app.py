@@ -33,6 +33,7 @@ from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
 from workers.keptclient import transport_for
+from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 from workers.logsetup import bind_task, format_worker_logger, unbind_task
 
 
@@ -48,6 +49,9 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     # One Redis client per broker channel instead of one per ack and publish (a kombu
     # 5.7.0 workaround, :mod:`workers.keptclient`); the URL's scheme picks which.
     celery_app.conf.broker_transport = transport_for(celery_app.conf.broker_url or "")
+    # A task's result stored in one Redis round trip, not a read and then a write
+    # (:mod:`workers.resultstore`); the same value, expiry and "never over a SUCCESS" rule.
+    celery_app.loader.override_backends = dict(ONE_STEP_BACKENDS)
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
