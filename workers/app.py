@@ -33,8 +33,8 @@ from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
 from workers.keptclient import transport_for
-from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 from workers.logsetup import bind_task, format_worker_logger, unbind_task
+from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:
