@@ -94,8 +94,13 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
     every object the main process holds to the garbage collector's permanent
     generation (``gc.freeze``), so that a child's collections do not write to those
     objects' pages and copy them: the pages stay shared, each child's PSS stays small."""
+    import codecs
     import gc
 
+    # socket.getaddrinfo encodes every host name with the "idna" codec: imported here, not
+    # in each child as its first shard connects to Redis (about 10 % of a pool's CPU at
+    # load, over 400 shards on 8 processes, by a GIL profile).
+    codecs.lookup("idna")
     import dmg.connectors.file  # shared with every child, not imported by each
     import dmg.transfer  # noqa: F401
     import workers.run.shard  # noqa: F401 - what the pool runs
