@@ -8,8 +8,9 @@ node process (psutil): the Celery worker's main process (kombu receive and ack, 
 prefork hand-off, task events), its pool children (the shard itself), the node agents
 (``dmg node start``: heartbeats, load, the outbox sender; the lease holder's also runs
 the dispatcher). Then ``--starts N`` single activities on the idle site give the start
-hop (shard placed -> shard started, the cloud's timestamps). The site Redis's commands per activity of the bulk run (``INFO commandstats``, every
-client: a script's inner commands count, as in ``bench/activities.py``).
+hop (shard placed -> shard started, the cloud's timestamps). The site Redis's commands
+per activity of the bulk run (``INFO commandstats``, every client: a script's inner
+commands count, as in ``bench/activities.py``).
 
 ``--profile DIR``: py-spy (``pip install py-spy``) records every node's Celery worker and
 its pool children (``--subprocesses``) during the bulk run, one ``--format raw`` file
