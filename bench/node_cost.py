@@ -8,9 +8,9 @@ node process (psutil): the Celery worker's main process (kombu receive and ack, 
 prefork hand-off, task events), its pool children (the shard itself), the node agents
 (``dmg node start``: heartbeats, load, the outbox sender; the lease holder's also runs
 the dispatcher). Then ``--starts N`` single activities on the idle site give the start
-hop (shard placed -> shard started, the cloud's timestamps) and the node's own part of
-it (the task message received -> the start script answered, from the worker's
-``start timing`` log lines).
+hop (shard placed -> shard started, the cloud's timestamps). The site Redis's commands
+per activity of the bulk run (``INFO commandstats``, every client: a script's inner
+commands count, as in ``bench/activities.py``).
 
 ``--profile DIR``: py-spy (``pip install py-spy``) records every node's Celery worker and
 its pool children (``--subprocesses``) during the bulk run, one ``--format raw`` file
@@ -31,7 +31,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from activities import PIPELINE_SIZE, cpu_seconds, hop_times, percentile, wait_run  # noqa: E402
+from activities import (  # noqa: E402
+    PIPELINE_SIZE,
+    cpu_seconds,
+    hop_times,
+    percentile,
+    redis_commands,
+    redis_per_activity,
+    wait_run,
+)
 
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
 from settings import load  # noqa: E402
@@ -102,12 +110,14 @@ def run(args: argparse.Namespace) -> dict:
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
                     time.sleep(1.0)
                 before = cpu_by_kind(procs)
+                commands_before = redis_commands(site)
                 started = time.perf_counter()
                 run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
                 finished = [wait_run(client, r, timeout=600, poll=0.25) for r in run_ids]
                 elapsed = time.perf_counter() - started
                 time.sleep(2.0)
                 after = cpu_by_kind(procs)
+                commands = redis_per_activity(commands_before, redis_commands(site), args.count)
                 for spy in spies:
                     spy.send_signal(2)
                 for spy in spies:
@@ -122,7 +132,7 @@ def run(args: argparse.Namespace) -> dict:
                     latencies.append((shard["started_at"] - done["created_at"]) * 1000)
     per = {k: (after[k] - before[k]) * 1000 / args.count for k in after}
     return {"rate": args.count / elapsed, "cpu_ms": per, "start_ms": percentile(starts, 50),
-            "p50_ms": percentile(latencies, 50)}
+            "p50_ms": percentile(latencies, 50), "redis": commands}
 
 
 def main() -> int:
@@ -141,6 +151,9 @@ def main() -> int:
     print(f"activities/s {result['rate']:.1f}; CPU ms per activity: "
           + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
           + f"; worker+pool {cpu.get('worker', 0) + cpu.get('pool', 0):.2f}")
+    redis = result["redis"]
+    print(f"redis commands per activity {redis['commands']:.1f} (a script's own commands counted): "
+          + ", ".join(f"{k} {v}" for k, v in list(redis["busiest"].items())[:10]))
     print(f"idle: p50 submit->start {result['p50_ms']:.1f} ms, start hop (placed -> started) "
           f"{result['start_ms']:.1f} ms")
     return 0

@@ -32,7 +32,9 @@ from settings.celery import celery_config
 from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
+from workers.keptclient import transport_for
 from workers.logsetup import bind_task, format_worker_logger, unbind_task
+from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 
 
 def make_app(settings: dmg_settings.Settings) -> Celery:
@@ -44,6 +46,12 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     # a Redis round trip in the pool process before every task's body runs.
     celery_app.conf.task_track_started = False
     celery_app.conf.worker_consumer = "workers.consumer:QuickReconnectConsumer"
+    # One Redis client per broker channel instead of one per ack and publish (a kombu
+    # 5.7.0 workaround, :mod:`workers.keptclient`); the URL's scheme picks which.
+    celery_app.conf.broker_transport = transport_for(celery_app.conf.broker_url or "")
+    # A task's result stored in one Redis round trip, not a read and then a write
+    # (:mod:`workers.resultstore`); the same value, expiry and "never over a SUCCESS" rule.
+    celery_app.loader.override_backends = dict(ONE_STEP_BACKENDS)
     celery_app.steps["worker"].add(WorkerLoadStep)
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
@@ -86,8 +94,13 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
     every object the main process holds to the garbage collector's permanent
     generation (``gc.freeze``), so that a child's collections do not write to those
     objects' pages and copy them: the pages stay shared, each child's PSS stays small."""
+    import codecs
     import gc
 
+    # socket.getaddrinfo encodes every host name with the "idna" codec: imported here, not
+    # in each child as its first shard connects to Redis (about 10 % of a pool's CPU at
+    # load, over 400 shards on 8 processes, by a GIL profile).
+    codecs.lookup("idna")
     import dmg.connectors.file  # shared with every child, not imported by each
     import dmg.transfer  # noqa: F401
     import workers.run.shard  # noqa: F401 - what the pool runs

@@ -29,6 +29,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 
 from workers.brokerloss import close_channels_on_collect
+from workers.keptclient import keep_transport_on_switch
 
 #: Seconds before the first reconnection try, added per try, and the longest pause.
 RETRY_START = 0.5
@@ -85,4 +86,5 @@ class QuickReconnectConsumer(Consumer):
             return ensure(*args, **kwargs)
 
         conn.ensure_connection = quicker
+        keep_transport_on_switch(conn)  # a Sentinel list's next URL keeps our transport
         return super().ensure_connected(conn)

@@ -36,6 +36,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from dmg.attempt_ends import FENCED
 from dmg.ids import staging_id
@@ -80,13 +81,25 @@ class RunStart:
     """What :func:`begin_run` answers: the outcome, the deliveries counted, the stored spec
     (JSON text, "" unless started), for :data:`FOREIGN` the owner's identity JSON and,
     when asked with a ``cancel_key``, whether that flag was set as the attempt started
-    (None: not asked)."""
+    (None: not asked), and with a ``bandwidth_key`` too, the run's bandwidth limit then
+    ("": none set; None: not asked)."""
 
     outcome: str
     deliveries: int
     spec: str = ""
     owner: str = ""
     cancelled: bool | None = None
+    bandwidth: str | None = None
+
+
+def script_of(client: Any, source: str) -> Any:
+    """``client.register_script(source)``, made once per client: redis-py's ``Script`` hashes
+    its source when it is made, and a worker starts and ends every shard with one."""
+    made: dict[str, Any] = client.__dict__.setdefault("_dmg_scripts", {})
+    script = made.get(source)
+    if script is None:
+        script = made[source] = client.register_script(source)
+    return script
 
 
 def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
@@ -104,17 +117,21 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
 
 def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None,
-              identity: tuple[str, str] = ("", ""), cancel_key: str = "") -> RunStart:
+              identity: tuple[str, str] = ("", ""), cancel_key: str = "",
+              bandwidth_key: str = "") -> RunStart:
     """:func:`start_run` that also checks the site's identity stamp first (``identity``:
     our token and JSON; ``("", "")``: not checked) and hands back the shard's stored spec,
     all in one round trip for a first delivery. Outcome :data:`FOREIGN` (with the owner's
     identity JSON): the namespace is another gateway's, nothing was written. With
     ``cancel_key`` (a run's cancel flag, :meth:`dmg.site.keys.SiteKeys.cancelled`) a
-    started answer says whether it is set (:attr:`RunStart.cancelled`)."""
-    script = state.redis.register_script(scripts.START_RUN)
+    started answer says whether it is set (:attr:`RunStart.cancelled`), and with a
+    ``bandwidth_key`` too (a run's :meth:`~dmg.site.keys.SiteKeys.bandwidth`) the limit set
+    there (:attr:`RunStart.bandwidth`)."""
+    script = script_of(state.redis, scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
+    optional = [cancel_key, *([bandwidth_key] if bandwidth_key else [])] if cancel_key else []
     keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node),
-            state.keys.identity, *([cancel_key] if cancel_key else [])]
+            state.keys.identity, *optional]
     for look in range(_START_TRIES + 1):
         # A first delivery finds no runner (placement clears it): try that first, without
         # reading it; the script answers "retry" when a runner is there after all.
@@ -129,8 +146,9 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
             return RunStart(FOREIGN, 0, owner=_text(answer[2]))
         if outcome != "retry":
             cancelled = bool(int(answer[3])) if cancel_key and len(answer) > 3 else None
+            limit = _text(answer[4]) if bandwidth_key and len(answer) > 4 else None
             return RunStart(outcome, int(answer[1]), spec=_text(answer[2]) if len(answer) > 2 else "",
-                            cancelled=cancelled)
+                            cancelled=cancelled, bandwidth=limit)
     return RunStart(DUPLICATE, 0)  # the runner keeps changing: other deliveries are racing for it
 
 
@@ -142,7 +160,7 @@ def finish_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, o
     (:meth:`~dmg.site.shards.ShardRecords.mark_finished`'s rule) and wake the dispatcher's
     placement loop. All or nothing; raises BrokerError (then nothing may have happened,
     or all of it: a queued report is idempotent at the cloud)."""
-    script = state.redis.register_script(scripts.FINISH_RUN)
+    script = script_of(state.redis, scripts.FINISH_RUN)
     outbox_key, wake_key, entry = outbox if outbox is not None else (state.keys.outbox(node),
                                                                        state.keys.outbox_wake(node), "")
     script(keys=[state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),

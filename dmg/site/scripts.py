@@ -60,11 +60,12 @@ return attempt
 
 
 # KEYS: shard hash, queued set, running set, started set, identity hash, the run's
-#       cancel flag (optional).
+#       cancel flag (optional), the run's bandwidth limit (optional, with KEYS[6]).
 # ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
 #       epoch of the message ('' when unknown), staging id, identity token ('' = none:
 #       nothing checked nor stamped), identity JSON.
-# -> {outcome, deliveries, spec, cancelled (1/0, with KEYS[6])}; 'retry' when the runner
+# -> {outcome, deliveries, spec, cancelled (1/0, with KEYS[6]), bandwidth limit ('' = none
+#    set, with KEYS[7])}; 'retry' when the runner
 #    changed since the caller looked;
 #    {'foreign', 0, owner JSON} when the namespace is another gateway's (nothing written).
 #    The identity is checked (and an empty namespace stamped) first, as CLAIM_IDENTITY does,
@@ -97,7 +98,9 @@ redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[9])
 local cancelled = 0
 if KEYS[6] then cancelled = redis.call('EXISTS', KEYS[6]) end
-return {'started', deliveries, h[6] or '', cancelled}
+local limit = ''
+if KEYS[7] then limit = redis.call('GET', KEYS[7]) or '' end
+return {'started', deliveries, h[6] or '', cancelled, limit}
 """
 
 

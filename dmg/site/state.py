@@ -66,14 +66,30 @@ class SiteState(ShardRecords):
         identity check of :meth:`claim_identity`, in the same round trip; raises
         :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError. With
         ``activity_run_id``, whether that run is cancelled comes in the same round trip
-        (:attr:`~dmg.site.attempts.RunStart.cancelled`)."""
+        (:attr:`~dmg.site.attempts.RunStart.cancelled`), and that run's bandwidth limit,
+        kept for :meth:`bandwidth_at_start`."""
         identity = (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
         begun = begin_run(self, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch,
                           identity=identity,
-                          cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "")
+                          cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "",
+                          bandwidth_key=self.keys.bandwidth(activity_run_id) if activity_run_id else "")
         if begun.outcome == FOREIGN:
             self._raise_if_foreign(begun.owner)
+        if begun.bandwidth is not None:
+            self._start_bandwidth = (activity_run_id, begun.bandwidth, time.monotonic())
         return begun
+
+    #: The bandwidth limit the last :meth:`begin_run` read: (activity run, raw value, when).
+    _start_bandwidth: tuple[str, str, float] | None = None
+
+    def bandwidth_at_start(self, activity_run_id: str, *, within: float) -> tuple[bool, int | None]:
+        """``(True, limit)`` once, when the last start of this process read ``activity_run_id``'s
+        limit (:meth:`bandwidth`'s answer: None when none is set) less than ``within`` s ago;
+        ``(False, None)`` otherwise (the caller reads it)."""
+        seen, self._start_bandwidth = self._start_bandwidth, None
+        if seen is None or seen[0] != activity_run_id or time.monotonic() - seen[2] >= within:
+            return False, None
+        return True, int(seen[1]) if seen[1] else None
 
     def _raise_if_foreign(self, owner: Any) -> None:
         if owner and self.identity is not None:

@@ -8,6 +8,10 @@ holds for the activity as a whole, not per shard.
 
 When Redis cannot be reached, the throttle keeps the last limit it knew and
 books on a schedule local to this process: a broker outage never fails a copy.
+
+The first read of a shard's limit is the one its attempt's start script made
+(:meth:`dmg.site.state.SiteState.bandwidth_at_start`, less than :data:`START_READ_FRESH`
+s old): no Redis round trip of its own; every later read asks Redis.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from __future__ import annotations
 import logging
 
 from dmg.errors import BrokerError
+from dmg.site.attempts import script_of
 from dmg.site.state import SiteState
 from dmg.transfer.throttle import LocalBandwidth
 
 log = logging.getLogger(__name__)
+
+#: Seconds the limit read by the attempt's start stands for the first read (the throttle's
+#: own refresh period: a later change is seen as soon as it would have been).
+START_READ_FRESH = 1.0
 
 # KEYS: schedule. ARGV: bytes, bytes/s. -> seconds to wait (as text).
 _RESERVE = """
@@ -41,11 +50,15 @@ class SiteBandwidth:
         self.default = float(default)
         self._last = self.default
         self._schedule = state.keys.pacing(activity_run_id)
-        self._script = state.redis.register_script(_RESERVE)
+        self._script = script_of(state.redis, _RESERVE)
         self._local = LocalBandwidth()
         self._warned = False
 
     def current_limit(self) -> float:
+        seen, value = self.state.bandwidth_at_start(self.activity_run_id, within=START_READ_FRESH)
+        if seen:
+            self._last = self.default if value is None else float(value)
+            return self._last
         try:
             value = self.state.bandwidth(self.activity_run_id)
         except BrokerError as exc:

@@ -117,6 +117,44 @@ def test_flower_asks_for_the_generated_password(site: EmbeddedSite) -> None:
     assert answer.status_code == 200
 
 
+def test_flower_lists_each_shard_task_with_its_state_worker_and_result(site: EmbeddedSite,
+                                                                      tmp_path: Path) -> None:
+    """Given a run of a few files, then Flower's task list (built from the workers' task
+    events) has every shard's task succeeded, on a node's worker, with the shard's result
+    (workers.resultstore and workers.keptclient change nothing Flower shows)."""
+    source, sink = tmp_path / "fsrc", tmp_path / "fdst"
+    source.mkdir()
+    sink.mkdir()
+    for i in range(3):
+        (source / f"f{i}").write_bytes(b"x" * i)
+    with site.client() as client:
+        client.add_store({"name": "flower-src", "type": "file", "location": str(source)})
+        client.add_store({"name": "flower-dst", "type": "file", "location": str(sink)})
+        client.create_pipeline({"name": "flower-copy", "gateway": site.gateway, "activities": [
+            {"name": f"a{i}", "source": {"store": "flower-src", "path": f"f{i}"},
+             "sink": {"store": "flower-dst", "path": f"f{i}"}} for i in range(3)]})
+        run_id = client.run_pipeline("flower-copy")["id"]
+        run = wait_for(lambda: (r := client.run(run_id))["status"] in ("Succeeded", "Failed") and r,
+                       timeout=60, what="the run ended")
+    assert run["status"] == "Succeeded"
+    shards = [s for a in run["activity_runs"] for s in a["shards"]]
+    password = (site.data_dir / "flower-password").read_text().strip()
+
+    def flower_tasks() -> dict[str, dict] | None:
+        answer = httpx.get(site.flower_url + "api/tasks", params={"taskname": "dmg.copy_shard"},
+                           auth=(site.flower_user, password), timeout=10)
+        answer.raise_for_status()
+        tasks: dict[str, dict] = answer.json()
+        mine = {tid.rpartition(":")[0]: t for tid, t in tasks.items() if t.get("state") == "SUCCESS"}
+        return mine if all(s["id"] in mine for s in shards) else None
+
+    seen = wait_for(flower_tasks, timeout=30, what="every shard's task succeeded in Flower")
+    for shard in shards:
+        task = seen[shard["id"]]
+        assert task["worker"] in (f"node1@{site.gateway}", f"node2@{site.gateway}")
+        assert shard["id"] in task["args"] and "'status': 'succeeded'" in task["result"]
+
+
 def test_a_second_site_on_the_same_data_dir_is_refused(site: EmbeddedSite) -> None:
     other = EmbeddedSite(site.settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0"), nodes=1)
     with pytest.raises(Conflict, match="another embedded site"):

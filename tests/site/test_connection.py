@@ -117,3 +117,26 @@ def test_a_deadline_retry_gives_up() -> None:
     assert isinstance(client.connection_pool.connection_kwargs["retry"], DeadlineRetry)
     with pytest.raises(BrokerUnreachable):
         client.ping()
+
+
+def test_a_site_client_names_its_driver_without_looking_up_its_version(redis_url: str) -> None:
+    """Given a site client, when it connects, then its connection carries redis-py's name and
+    version as given (redis-py 8.1.0 would search importlib.metadata in every connection's
+    __init__; Redis 7.2 and later show them in CLIENT INFO)."""
+    import redis as redis_lib
+
+    from dmg.site.connection import redis_client
+
+    client = redis_client(Settings(redis_url=redis_url), timeout=5.0)
+    try:
+        assert client.ping()
+        assert client.connection_pool.connection_kwargs["driver_info"].lib_version == redis_lib.__version__
+        connection = client.connection_pool.get_connection()
+        try:
+            assert connection.driver_info is not None
+            assert (connection.driver_info.name, connection.driver_info.lib_version) == (
+                "redis-py", redis_lib.__version__)
+        finally:
+            client.connection_pool.release(connection)
+    finally:
+        client.close()

@@ -224,3 +224,31 @@ def test_the_start_says_whether_the_run_is_cancelled(tmp_path: Path, state: Site
     begun = state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
     assert (begun.outcome, begun.cancelled) == ("started", False)
     assert activity_run_of(SHARD) == "run1" and activity_run_of("odd.id") == ""
+
+
+def test_the_start_reads_the_run_s_bandwidth_limit_for_the_first_throttle_read(
+        tmp_path: Path, state: SiteState) -> None:
+    """Given a run with a bandwidth limit set, when an attempt starts, then the start's answer
+    carries the limit and the shard's first throttle read takes it from there (no read of its
+    own: a change made in between shows at the next read), once."""
+    from dmg.transfer.sitebandwidth import SiteBandwidth
+
+    arrange(tmp_path, state)
+    state.set_bandwidth("run1", 4096)
+    begun = state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
+    assert (begun.outcome, begun.bandwidth) == ("started", "4096")
+    state.set_bandwidth("run1", 8192)  # changed after the start
+    control = SiteBandwidth(state, "run1", default=100)
+    assert control.current_limit() == 4096  # the start's read
+    assert control.current_limit() == 8192  # then Redis again
+    assert SiteBandwidth(state, "other", default=100).current_limit() == 100
+
+
+def test_a_start_long_ago_or_of_another_run_is_not_taken_as_the_limit(tmp_path: Path,
+                                                                      state: SiteState) -> None:
+    arrange(tmp_path, state)
+    state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
+    assert state.bandwidth_at_start("run2", within=1.0) == (False, None)
+    assert state.bandwidth_at_start("run1", within=1.0) == (False, None)  # once only, even asked wrongly
+    state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
+    assert state.bandwidth_at_start("run1", within=0.0) == (False, None)  # too old

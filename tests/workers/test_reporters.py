@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis as redis_lib
@@ -14,7 +16,7 @@ from dmg.procs import free_port
 from dmg.site.state import SiteState
 from tests.workers.support import StubCloud, dead_redis, wait_for
 from workers.run.outbox import OutboxReporter, ReportOutbox
-from workers.run.reporter import HttpReporter, MemoryReporter, ShortShardReporter
+from workers.run.reporter import RELEASE_TICK, HttpReporter, MemoryReporter, ShortShardReporter
 
 
 @pytest.fixture
@@ -116,3 +118,25 @@ def test_held_running_reports_start_no_thread_each_and_go_when_due() -> None:
         assert memory.statuses(f"s{i}") == expected
     reporter.report_shard("s1", {"attempt": 1, "status": "succeeded"})
     assert memory.statuses("s1") == ["running", "succeeded"]
+
+
+def test_a_report_held_behind_an_earlier_one_goes_when_due_without_a_wake_up() -> None:
+    """Given a held report and, later, a second one (the releaser is not woken for it: it
+    already waits for the first), then each goes out about ``delay`` s after it was held,
+    not before, and at most one release tick late."""
+    sent: dict[str, float] = {}
+
+    def note_sent(shard_id: str, _report: dict[str, Any]) -> None:
+        sent.setdefault(shard_id, time.monotonic())
+
+    memory = MemoryReporter(on_report=note_sent)
+    reporter = ShortShardReporter(memory, delay=0.3)
+    held_at = {"first": time.monotonic()}
+    reporter.report_shard("first", {"attempt": 1, "status": "running"})
+    time.sleep(0.1)
+    held_at["second"] = time.monotonic()
+    reporter.report_shard("second", {"attempt": 1, "status": "running"})
+    wait_for(lambda: reporter.held() == 0, timeout=5, what="both held reports released")
+    for shard in ("first", "second"):
+        late = sent[shard] - held_at[shard] - 0.3
+        assert -0.01 <= late <= RELEASE_TICK + 0.25, (shard, late)  # 0.25: a loaded machine's wake-up

@@ -1,0 +1,99 @@
+"""A node's Celery result backend stores a task's result in one Redis step (workers.resultstore),
+against a real Redis.
+
+Given a node's Celery app on a fresh Redis database, then:
+
+- its backend is the one-step store for redis://, rediss:// and sentinel:// URLs;
+- a stored result reads back as Celery's own store writes it (the same meta, extended
+  fields, expiry), and ``AsyncResult.get`` waiting on it is woken (the PUBLISH);
+- a later failure or duplicate of a task whose SUCCESS is stored does not overwrite it,
+  as Celery's rule says; a stored failure is overwritten by a success.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from celery import Celery
+from celery.backends.redis import RedisBackend
+
+from settings import Settings
+from workers.app import make_app
+from workers.resultstore import OneStepRedisBackend, OneStepSentinelBackend
+
+GATEWAY = "gw"
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Celery]:
+    celery_app = make_app(Settings(redis_url=redis_url, gateway=GATEWAY))
+    yield celery_app
+    celery_app.close()
+
+
+def request(task_id: str) -> Any:
+    """What Celery's extended result takes from a task's request."""
+    return SimpleNamespace(id=task_id, task="dmg.copy_shard", args=["s-0", 1], kwargs={"epoch": 3},
+                           hostname="n1@gw", retries=0, delivery_info={"routing_key": "node.n1"},
+                           parent_id=None, root_id=task_id, ignore_result=False, group=None,
+                           chord=None, properties={}, stamps={}, errbacks=None, chain=None)
+
+
+def stored(client: redis_lib.Redis, backend: Any, task_id: str) -> dict[str, Any]:
+    return dict(json.loads(client.get(backend.get_key_for_task(task_id))))
+
+
+def test_a_node_app_stores_results_in_one_step_for_each_redis_scheme() -> None:
+    for url, expected in (("redis://127.0.0.1:1/0", OneStepRedisBackend),
+                          ("rediss://127.0.0.1:1/0", OneStepRedisBackend),
+                          ("sentinel://127.0.0.1:1/0;sentinel://127.0.0.1:2/0", OneStepSentinelBackend)):
+        app = make_app(Settings(redis_url=url, gateway="gw"))
+        assert type(app.backend) is expected, url
+
+
+def test_a_result_is_stored_as_celery_stores_it(app: Celery, redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    stock = RedisBackend(app=app, url=redis_url)
+    ours = app.backend
+    result = {"status": "succeeded", "node": "n1", "files": 1}
+    stock.mark_as_done("stock-1", result, request=request("stock-1"))
+    ours.mark_as_done("ours-1", result, request=request("ours-1"))
+    theirs, mine = stored(client, stock, "stock-1"), stored(client, ours, "ours-1")
+    for meta in (theirs, mine):
+        meta.pop("task_id")
+        meta.pop("date_done")
+    assert mine == theirs
+    assert mine["name"] == "dmg.copy_shard" and mine["args"] == ["s-0", 1] and mine["worker"] == "n1@gw"
+    ttl = client.ttl(ours.get_key_for_task("ours-1"))
+    assert 0 < ttl <= app.conf.result_expires
+    assert abs(ttl - client.ttl(stock.get_key_for_task("stock-1"))) <= 1
+    assert app.AsyncResult("ours-1").get(timeout=5) == result
+
+
+def test_a_waiting_get_is_woken_by_the_store(app: Celery) -> None:
+    waiting = app.AsyncResult("late-1")
+    got: list[Any] = []
+    reader = threading.Thread(target=lambda: got.append(waiting.get(timeout=10)))
+    reader.start()
+    app.backend.mark_as_done("late-1", {"status": "succeeded"}, request=request("late-1"))
+    reader.join(timeout=15)
+    assert got == [{"status": "succeeded"}]
+
+
+def test_a_stored_success_is_never_overwritten(app: Celery, redis_url: str) -> None:
+    client = redis_lib.Redis.from_url(redis_url)
+    backend = app.backend
+    backend.mark_as_failure("t-1", RuntimeError("first try"), request=request("t-1"))
+    assert stored(client, backend, "t-1")["status"] == "FAILURE"
+    backend.mark_as_done("t-1", {"status": "succeeded"}, request=request("t-1"))  # a failure is replaced
+    assert stored(client, backend, "t-1")["status"] == "SUCCESS"
+    backend.mark_as_failure("t-1", RuntimeError("late duplicate"), request=request("t-1"))
+    backend.mark_as_done("t-1", {"status": "duplicate"}, request=request("t-1"))
+    meta = stored(client, backend, "t-1")
+    assert meta["status"] == "SUCCESS" and meta["result"] == {"status": "succeeded"}
