@@ -27,7 +27,7 @@ from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
 from tests.servers.relay import Faults, Relay, Seen
-from tests.servers.s3 import S3Server, s3_bucket, s3_server  # noqa: F401
+from tests.servers.s3 import S3Server
 from tests.workers.support import file_store, write_files
 from workers.run.reporter import MemoryReporter
 from workers.run.shard import run_shard
