@@ -13,6 +13,7 @@ once; a part that fails for good fails the run and aborts the upload.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -140,11 +141,15 @@ def test_file_to_s3_parts_from_several_nodes_one_multipart_commit(
     assert head["ContentLength"] == SIZE and head["ETag"].strip('"').endswith(f"-{PARTS}")
     assert s3_md5(s3_server, s3_bucket, "landing/in/big.bin") == md5
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
-    # The cloud's per-file report lists the object once, with the S3-style MD5 of its parts.
+    # The cloud's per-file report lists the object once, with S3's composite CRC-32 of its
+    # parts (the checksum that verified them: each part's CRC-32, checked by S3).
     with site.client() as cloud:
         rows = wait_for(lambda: cloud.run_report(run["id"]), timeout=10, what="the per-file report")
     assert [(r["path"], r["status"], r["bytes"]) for r in rows] == [("in/big.bin", "copied", SIZE)]
-    assert rows[0]["checksum"] == head["ETag"].strip('"')
+    stored = client.head_object(Bucket=s3_bucket, Key="landing/in/big.bin", ChecksumMode="ENABLED")
+    composite = base64.b64decode(str(stored["ChecksumCRC32"]).split("-")[0]).hex()
+    assert rows[0]["checksum"] == f"crc32:{composite}-{PARTS}"
+    assert rows[0]["verified"] == "size,part-crc32"
 
 
 def test_file_to_azureblob_parts_from_several_nodes_one_block_list(
