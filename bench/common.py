@@ -119,9 +119,13 @@ def check_free_space(where: Path, need: int) -> None:
 
 
 # -- running tools ---------------------------------------------------------------------
-def copy_arguments(description: str, tools: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    """The flags every copy benchmark takes; -> (arguments, the tools asked for)."""
+def copy_arguments(description: str, tools: Sequence[str], *,
+                   extra: Callable[[argparse.ArgumentParser], None] | None = None,
+                   ) -> tuple[argparse.Namespace, list[str]]:
+    """The flags every copy benchmark takes (and ``extra``'s); -> (arguments, the tools asked for)."""
     parser = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(parser)
     parser.add_argument("--large-count", type=int, default=4)
     parser.add_argument("--large-mib", type=int, default=256, help="size of each large file")
     parser.add_argument("--small-count", type=int, default=10_000)
@@ -359,15 +363,15 @@ class DmgCopier:
             self._stores.add(name)
         return name
 
-    def copy(self, pipeline: str, source: str, sink: str, *,
-             timeout: float = 1800) -> tuple[float, dict[str, Any]]:
+    def copy(self, pipeline: str, source: str, sink: str, *, timeout: float = 1800,
+             options: dict[str, Any] | None = None) -> tuple[float, dict[str, Any]]:
         """Run ``source`` → ``sink`` (whole stores); seconds from run_pipeline to Succeeded
         (the run's ``ended_at`` as the cloud recorded it), and :func:`run_summary`."""
         with self.site.client() as client:
             if pipeline not in self._pipelines:
                 client.create_pipeline({"name": pipeline, "gateway": self.site.gateway, "activities": [
                     {"name": "copy", "source": {"store": source, "path": ""},
-                     "sink": {"store": sink, "path": ""}, "options": {}}]})
+                     "sink": {"store": sink, "path": ""}, "options": options or {}}]})
                 self._pipelines.add(pipeline)
             submitted = time.time()
             run_id = str(client.run_pipeline(pipeline)["id"])

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/copy_s3.py [--large-count 4 --large-mib 256] [--small-count 10000
         --small-kib 8] [--nodes 2] [--repeat 1] [--tools aws,rclone,dmg] [--json]
+        [--store-options JSON] [--activity-options JSON]
 
 The same two datasets as ``copy_local.py`` (``large``: 4 x 256 MiB, ``small``:
 10,000 x 8 KiB), uploaded by each tool, in the same run, to its own bucket on one
@@ -26,7 +27,9 @@ deleted so moto's memory does not grow across rows.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
+import json
 import logging
 import os
 import sys
@@ -207,8 +210,15 @@ def verify_bucket(client: Any, dataset: Dataset, files: dict[str, Path], bucket:
     return "byte-compare"
 
 
+def add_dmg_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--store-options", type=json.loads, default={},
+                        help='JSON of the dmg s3 store\'s options, e.g. \'{"max_concurrency": 2}\'')
+    parser.add_argument("--activity-options", type=json.loads, default={},
+                        help='JSON of the dmg activity\'s options, e.g. \'{"split_above": 0}\'')
+
+
 def main() -> int:
-    args, tools = copy_arguments(__doc__.split("\n\n")[0], TOOLS)
+    args, tools = copy_arguments(__doc__.split("\n\n")[0], TOOLS, extra=add_dmg_options)
     aws, rclone = tool_path("aws"), tool_path("rclone")
 
     large_bytes = args.large_count * args.large_mib * MIB
@@ -252,8 +262,9 @@ def main() -> int:
                     assert copier is not None
                     source = copier.store(f"src-{dataset.name}", "file", str(dataset.root))
                     sink = copier.store(f"s3-{dataset.name}-{i}", "s3", f"s3://{bucket}/{prefix}",
-                                        {"endpoint_url": moto.url, "region": REGION})
-                    seconds, summary = copier.copy(f"{dataset.name}-{i}", source, sink)
+                                        {"endpoint_url": moto.url, "region": REGION, **args.store_options})
+                    seconds, summary = copier.copy(f"{dataset.name}-{i}", source, sink,
+                                                   options=args.activity_options)
                     rows[-1].extra.setdefault("runs", []).append(summary)
                 return seconds, verify_bucket(client, dataset, files[dataset.name], bucket, prefix,
                                               byte_compare=tool == "dmg")

@@ -8,7 +8,9 @@ The connector's writer (what a worker's copy calls: ``open_write``, 1 MiB ``writ
 ``commit``) uploads one large object and ``--small-count`` objects of 8 KiB, in this
 process; the row ``file ... (engine)`` copies the same large object from a local file
 through the copy engine (``copy_entries``, what a shard runs: a file up to the store's
-``upload_cutoff`` goes in one request streamed from the file, checksums included);
+``upload_cutoff`` goes in one request streamed from the file, checksums included); the
+row ``split ...`` (S3) does what the part shards of a split object do, part after part (the
+upload step :mod:`workers.run.part` picks, then the one commit);
 the server runs in a child process (moto's server module; Azurite from
 ``tests/emulators``), so this process's CPU (user + system, every thread) is the node's
 part alone, and the server's CPU is printed beside it. CPU figures hardly depend on the
@@ -117,6 +119,33 @@ def copy_file(store: Any, source_dir: Path) -> None:
         raise SystemExit(f"the engine's copy failed: {failed}")
 
 
+def split_parts(store: Any, source_dir: Path, *, part_mib: int) -> None:
+    """What the part shards of a split object do on their nodes, one after the other here:
+    each part's upload step as :func:`workers.run.part.run_part` picks it (from the file, or
+    a ranged read streamed, by revision), then the one commit."""
+    from dmg.connectors.base import StoreSpec
+    from dmg.connectors.file import FileConnector
+    from dmg.shards import PartSpec
+    from dmg.transfer import Throttle
+    from dmg.transfer.split import part_ranges
+    from workers.run import part as runner
+
+    source = FileConnector(StoreSpec("src", "file", str(source_dir)))
+    [entry] = list(source.list())
+    target = f"split{next(_copies)}/{entry.path}"
+    handle = store.begin_distributed(target, size=entry.size)
+    throttle = Throttle.fixed(0)
+    results = []
+    for number, offset, length in part_ranges(entry.size, part_mib * MiB):
+        part = PartSpec("obj", entry, target, number, 0, offset, length, handle)
+        send = getattr(runner, "_send_part_from_file", None)
+        if send is not None:
+            results.append(send(source, store, part, throttle, abandoned=lambda: False))
+        else:
+            results.append(runner._write_part(source, store, part, throttle, abandoned=lambda: False))
+    store.commit_distributed(target, handle, results, size=entry.size)
+
+
 def timed(run: Callable[[], None], server_pid: int) -> tuple[float, float, float]:
     """(seconds, this process's CPU s, the server's CPU s) of ``run()``."""
     c0, s0, t0 = cpu_self(), cpu_of(server_pid), time.perf_counter()
@@ -130,6 +159,8 @@ def main() -> int:
     parser.add_argument("--small-count", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--stores", default="s3,azure")
+    parser.add_argument("--split-part-mib", type=int, default=64,
+                        help="the parts of the 'split' row (what split_part_size makes: 64 MiB)")
     parser.add_argument("--upload-cutoff", type=int, default=None,
                         help="the stores' upload_cutoff in MiB (0: parts/blocks only; default: theirs)")
     args = parser.parse_args()
@@ -164,7 +195,12 @@ def main() -> int:
                 def engine_large(store: Any = store) -> None:
                     copy_file(store, work / "src")
 
+                def split_large(store: Any = store) -> None:
+                    split_parts(store, work / "src", part_mib=args.split_part_mib)
+
                 datasets = [(f"1 x {args.large_mib} MiB", upload_large, args.large_mib / 1024, "GiB"),
+                            (f"split {args.large_mib} MiB ({args.split_part_mib} MiB parts)", split_large,
+                             args.large_mib / 1024 if kind == "s3" else 0, "GiB"),
                             (f"file {args.large_mib} MiB (engine)", engine_large, args.large_mib / 1024,
                              "GiB"),
                             (f"{args.small_count} x 8 KiB", upload_small, args.small_count / 1000,

@@ -2,7 +2,8 @@
 
 :func:`split_large_entries` takes the entries the planner listed and keeps aside
 those worth splitting: larger than ``split_above`` and than two parts
-(:class:`dmg.transfer.split.SplitOptions`), from a source that reads byte ranges
+(:class:`dmg.transfer.split.SplitOptions`; for a local file to S3, by default, above 8 GiB:
+:func:`large_file_split`), from a source that reads byte ranges
 (:class:`~dmg.connectors.capabilities.RangedRead`: S3, files), to a sink with
 ``distributed_write`` (:mod:`dmg.connectors.distributed`), and — for an
 incremental copy — absent from the sink or of another size (an object that may
@@ -20,12 +21,13 @@ planner turns each into a shard of kind ``"part"`` (:class:`dmg.shards.ShardSpec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from dmg.connectors import Connector, Entry, StoreSpec
-from dmg.connectors.capabilities import RangedRead
+from dmg.connectors.capabilities import FileRangeWrite, LocalFiles, RangedRead
 from dmg.connectors.distributed import distributed_writer
 from dmg.errors import DmgError
 from dmg.ids import split_object_id
@@ -37,6 +39,27 @@ from dmg.transfer.options import ALWAYS, IF_DIFFERENT
 from dmg.transfer.split import SplitOptions, part_ranges
 
 log = logging.getLogger(__name__)
+
+
+#: The default ``split_above`` for a local file to a sink that sends a file's parts from the
+#: file itself, each checked by the store (S3): one node alone sends such a file at about
+#: 0.9 CPU-s per GiB of its own (bench/upload_cost.py), with a few 8 MiB parts in flight, so
+#: only a file this large gains from several nodes' CPU and network; below it one shard is
+#: as fast and cheaper (issue 11: one 1 GiB file to moto, split into 64 MiB part shards on 2
+#: nodes or one shard with 4 parts in flight: the same seconds within the noise, 15-20 % more
+#: of the server's CPU for the split's larger parts, 16 shards' fixed costs).
+FROM_FILE_SPLIT_ABOVE = 8 * 1024 * 1024 * 1024
+
+
+def large_file_split(split: SplitOptions, options: Mapping[str, Any], *, source: Connector,
+                     sink: Connector) -> SplitOptions:
+    """The rule that splits one large file across nodes: ``split_above`` when the activity's
+    options give it; else, from local files to a :class:`FileRangeWrite` sink (S3), above
+    :data:`FROM_FILE_SPLIT_ABOVE`; else above ``split_above``'s default (256 MiB: file → file,
+    where the kernel copies each part and several nodes' disks pay, and Azure)."""
+    if "split_above" in options or not (isinstance(source, LocalFiles) and isinstance(sink, FileRangeWrite)):
+        return split
+    return dataclasses.replace(split, split_above=max(split.split_above, FROM_FILE_SPLIT_ABOVE))
 
 
 def reads_ranges(source: Connector) -> bool:
@@ -79,7 +102,8 @@ def split_large_entries(
     sink = connector_factory(sink_spec)
     try:
         writer = distributed_writer(sink)
-        if writer is None:
+        split = large_file_split(split, options, source=source, sink=sink)
+        if writer is None or not any(split.splits(e.size) for e in candidates):
             return list(entries), []
         objects = SplitObjects(state)
         rest: list[Entry] = []

@@ -29,10 +29,12 @@ the engine then compares the staged bytes with what it sent before committing; a
 A :class:`DistributedWrite` sink may be a :class:`KernelRangeWrite`: a part of a split
 object from a :class:`LocalFiles` source is then copied by the kernel into the write,
 and the XXH3 of the source range and of the written range must be equal
-(:mod:`workers.run.part`). A writer that is a :class:`FileUpload` takes a local file
-of a :class:`LocalFiles` source whole, up to its cutoff: one request at commit, streamed
-from the file, checked by the service against a checksum of the file
-(:mod:`dmg.connectors.fileupload`).
+(:mod:`workers.run.part`); or a :class:`FileRangeWrite`: such a part is then read from the
+file once, in large blocks, and sent as it is with a checksum the store checks on receipt
+(S3: ``x-amz-checksum-crc32``), no checksum of the node's own beside it. A writer that
+is a :class:`FileUpload` takes a local file of a :class:`LocalFiles` source whole, up to
+its cutoff: one request at commit, streamed from the file, checked by the service against
+a checksum of the file (:mod:`dmg.connectors.fileupload`).
 """
 
 from __future__ import annotations
@@ -178,6 +180,20 @@ class KernelRangeWrite(abc.ABC):
     @abc.abstractmethod
     def range_xxh3(self, path: str, handle: dict[str, Any], *, offset: int, length: int) -> str:
         """``xxh3:<hex>`` of ``length`` bytes at ``offset`` of the write, read back."""
+
+
+class FileRangeWrite(abc.ABC):
+    """A :class:`DistributedWrite` that sends a part straight from a local file, with a
+    checksum the store computes from the bytes it receives and checks."""
+
+    @abc.abstractmethod
+    def send_file_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                        length: int, source_file: str, on_step: Callable[[int], None]) -> dict[str, Any]:
+        """Read ``length`` bytes at ``offset`` of ``source_file`` once and send them as part
+        ``part_number``; ``on_step(n)`` as bytes are read (it may raise to stop). Idempotent,
+        as :meth:`DistributedWrite.write_range`, whose result it returns; the checksum the
+        store checked is in it (``crc32``, or ``md5``). ``Fatal`` when the source has fewer
+        bytes there."""
 
 
 def flags_of(cls: type) -> frozenset[str]:

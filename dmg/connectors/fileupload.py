@@ -13,6 +13,10 @@ complete, and nothing is stored even on a server that checks no checksum (moto 5
 echoes ``x-amz-checksum-crc32`` without checking it). :class:`FileBody` is seekable, as
 botocore and azure-core need it to be (botocore hashes a plain-http body for its
 signature before sending it; both rewind to retry).
+
+:func:`read_file_range` is the other way, for one part of a split object: the range read
+once into one buffer with its CRC-32, then sent as it is (a part is at most a few tens of
+MiB; the request needs its checksum before the body, and one read beats two).
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from dmg.connectors.crc32 import crc32
-from dmg.errors import Fatal
+from dmg.errors import Fatal, NotFound
 
 #: Bytes read per call in the checksum pass: the granularity of progress and cancel.
 PASS_BUFFER = 1024 * 1024
@@ -47,6 +52,50 @@ def checksum_pass(path: str, *, size: int, update: Callable[[memoryview], Any],
             update(view[:n])
             done += n
             on_step(n)
+
+
+#: Bytes read per call into a part's buffer: the granularity of progress and cancel.
+FILE_READ_BLOCK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class FileRange:
+    """A range of a file read into one buffer, and its CRC-32."""
+
+    buffer: bytearray
+    crc32: int
+
+
+def read_file_range(path: str, *, offset: int, length: int, on_step: Callable[[int], None],
+                    what: str) -> FileRange:
+    """``length`` bytes at ``offset`` of ``path``, read straight into one buffer in blocks of
+    :data:`FILE_READ_BLOCK` (``preadv``: no intermediate bytes), the CRC-32 computed block by
+    block; ``on_step(n)`` after each block (it may raise to stop). ``NotFound`` when the file
+    is gone, ``Fatal`` when it has fewer bytes there."""
+    buffer = bytearray(length)
+    view = memoryview(buffer)
+    crc = 0
+    got = 0
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise NotFound(f"{what}: the source file {path} is gone",
+                       hint="the file was removed while it was copied; run the activity again") from None
+    except OSError as exc:
+        raise Fatal(f"{what}: cannot read {path}: {exc.strerror}") from None
+    try:
+        while got < length:
+            block = view[got:got + min(FILE_READ_BLOCK, length - got)]
+            n = os.preadv(fd, [block], offset + got)
+            if not n:
+                raise Fatal(f"{what}: the file has {offset + got} bytes, at least {offset + length} expected",
+                            hint="the file changed while it was copied; run the activity again")
+            crc = crc32(block[:n], crc)
+            got += n
+            on_step(n)
+    finally:
+        os.close(fd)
+    return FileRange(buffer, crc)
 
 
 class FileBody(io.RawIOBase):
@@ -127,4 +176,4 @@ class FileBody(io.RawIOBase):
         super().close()
 
 
-__all__ = ["CRC32_PREFIX", "FileBody", "checksum_pass"]
+__all__ = ["CRC32_PREFIX", "FILE_READ_BLOCK", "FileBody", "FileRange", "checksum_pass", "read_file_range"]

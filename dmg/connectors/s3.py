@@ -31,13 +31,16 @@ does, :mod:`workers.run.leftovers`); a bucket lifecycle rule
 Capability ``distributed_write`` (:mod:`dmg.connectors.distributed`): the handle
 is a multipart upload id (created with ``ChecksumAlgorithm=CRC32``); each part is one
 ``UploadPart`` (held in memory: parts are at most a few tens of MiB) with its CRC-32
-(``x-amz-checksum-crc32``, checked by S3; Content-MD5 with ``part_checksum = "md5"``), and
-its ETag, S3's MD5 of the stored part, goes back to the caller, which compares it with the
-MD5 it computed; the commit is ``CompleteMultipartUpload`` with the parts sorted, and
-checks the composite CRC-32 and the ETag (MD5 of the parts' MD5s) S3 answers. A repeated
-commit whose upload is gone is done when the object at the key has the parts' composite
-CRC-32 (or multipart ETag) and the expected size. Parts must be at least 5 MiB, except the
-last, and at most 10,000.
+(``x-amz-checksum-crc32``, checked by S3; Content-MD5 with ``part_checksum = "md5"``); its
+ETag, S3's MD5 of the stored part, goes back to the caller too. A part from a local file
+(:class:`~dmg.connectors.capabilities.FileRangeWrite`, :meth:`S3Connector.send_file_range`)
+is read once into one buffer, its CRC-32 computed as it is read, and sent as it is. The
+commit is ``CompleteMultipartUpload`` with the parts sorted; the composite CRC-32 S3
+answers (else its ``HeadObject``), and the ETag (MD5 of the parts' MD5s), must be the
+parts'; a mismatch deletes the object (nothing wrong stays visible) and raises ``Fatal``. A
+repeated commit whose upload is gone is done when the object at the key has the parts'
+composite CRC-32 (or multipart ETag) and the expected size. Parts must be at least 5 MiB,
+except the last, and at most 10,000.
 
 ``Entry.checksum`` is the object's MD5 (hex) when its ETag is a plain MD5, i.e.
 for objects uploaded in one PUT without SSE-KMS; ``Entry.mtime`` is the time
@@ -48,7 +51,7 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import botocore.exceptions as bex
@@ -56,9 +59,16 @@ import botocore.exceptions as bex
 from dmg.connectors import proxies as proxy
 from dmg.connectors._support import ChunkStream, buffered, clean_path
 from dmg.connectors.base import Connector, Entry, StagedWriter, StoreSpec
-from dmg.connectors.capabilities import DistributedWrite, NativeChecksum, RangedRead, ServerSideCopy
+from dmg.connectors.capabilities import (
+    DistributedWrite,
+    FileRangeWrite,
+    NativeChecksum,
+    RangedRead,
+    ServerSideCopy,
+)
 from dmg.connectors.crc32 import crc32
 from dmg.connectors.distributed import sorted_parts
+from dmg.connectors.fileupload import read_file_range
 from dmg.connectors.objectstore import ObjectStore
 from dmg.connectors.s3clients import ClientOptions, keys_digest, s3_client
 from dmg.connectors.s3errors import (
@@ -88,7 +98,7 @@ def composite_of(part_crcs: Sequence[str]) -> str:
     return composite_crc32([int.from_bytes(base64.b64decode(c), "big") for c in part_crcs])
 
 
-class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, DistributedWrite):
+class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, DistributedWrite, FileRangeWrite):
     """A bucket and prefix; see the module docstring for options and credentials."""
 
     type = "s3"
@@ -300,9 +310,22 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
         if len(data) != length:
             raise Fatal(f"{self._what('write', path)}: part {part_number} has {len(data)} bytes, "
                         f"expected {length}", hint="the source changed while it was copied; run it again")
+        return self._upload_part(path, handle, part_number=part_number, data=data)
+
+    def send_file_range(self, path: str, handle: dict[str, Any], *, part_number: int, offset: int,
+                        length: int, source_file: str, on_step: Callable[[int], None]) -> dict[str, Any]:
+        """The range read once into one buffer, in blocks of :data:`FILE_READ_BLOCK` (its
+        CRC-32 computed block by block, while the bytes are in the cache), then sent as it is
+        (no join, no copy): ``UploadPart`` as :meth:`write_range`."""
+        data = read_file_range(source_file, offset=offset, length=length, on_step=on_step,
+                               what=self._what("write", path))
+        return self._upload_part(path, handle, part_number=part_number, data=data.buffer, crc=data.crc32)
+
+    def _upload_part(self, path: str, handle: dict[str, Any], *, part_number: int, data: bytes | bytearray,
+                     crc: int | None = None) -> dict[str, Any]:
         check: dict[str, str]
         if handle.get("checksum") == "crc32":
-            check = {"ChecksumCRC32": crc32_b64(crc32(data))}
+            check = {"ChecksumCRC32": crc32_b64(crc32(data) if crc is None else crc)}
         else:
             check = {"ContentMD5": content_md5(data)}
         with map_s3_errors(f"{self._what('write', path)} (part {part_number})"):
@@ -345,13 +368,33 @@ class S3Connector(ObjectStore, RangedRead, ServerSideCopy, NativeChecksum, Distr
                 return  # committed before: a replayed commit, or a lost answer
             raise
         got_crc = str(reply.get("ChecksumCRC32") or "").split("-")[0]
+        if expected_crc and not got_crc:
+            with map_s3_errors(what):
+                head = self.client.head_object(Bucket=self.bucket, Key=self._key(path),
+                                               ChecksumMode="ENABLED")
+            got_crc = str(head.get("ChecksumCRC32") or "").split("-")[0]
+            if not got_crc:
+                log.warning("S3 kept no CRC-32 of the parts of key=%s; checked by the parts' ETags only",
+                            self._key(path))
         if expected_crc and got_crc and got_crc != expected_crc:
+            self._delete_mismatch(path, what)
             raise Fatal(f"{what}: S3 assembled an object whose composite CRC-32 {got_crc} is not the "
-                        f"parts' {expected_crc}", hint="a part was replaced while committing; run it again")
+                        f"parts' {expected_crc}; it was deleted",
+                        hint="a part was damaged or replaced in transit; run the activity again")
         got = str(reply.get("ETag", "")).strip('"').lower()
         if expected_etag and got and MULTIPART_ETAG.match(got) and got != expected_etag:
-            raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected_etag}",
-                        hint="a part was replaced while committing; run the activity again")
+            self._delete_mismatch(path, what)
+            raise Fatal(f"{what}: S3 assembled an object whose ETag {got} is not the parts' {expected_etag}; "
+                        "it was deleted", hint="a part was replaced while committing; run the activity again")
+
+    def _delete_mismatch(self, path: str, what: str) -> None:
+        """A completed object that is not the parts sent must not stay visible."""
+        log.error("S3 object does not match its parts; deleting it key=%s", self._key(path))
+        try:
+            with map_s3_errors(what):
+                self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+        except DmgError as exc:
+            log.warning("could not delete the mismatched object key=%s error=%s", self._key(path), exc)
 
     def _is_committed(self, path: str, *, size: int, crc: str, etag: str) -> bool:
         """Whether the object at ``path`` is the one the parts make: its size, and its

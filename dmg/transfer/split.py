@@ -8,7 +8,9 @@ option              default      meaning
 =================== ============ ====================================================
 ``split_above``     ``256 MiB``  an object larger than this (and than two parts) is
                                  copied as parts by several nodes and committed once,
-                                 when the sink has ``distributed_write``; ``0``: never
+                                 when the sink has ``distributed_write``; ``0``: never;
+                                 unset, a local file to S3 splits above 8 GiB
+                                 (:func:`dispatcher.splitting.large_file_split`)
 ``split_part_size`` ``64 MiB``   bytes per part (one shard each); at least 5 MiB
                                  (S3's minimum part); raised so that no object has
                                  more than 10,000 parts

@@ -13,6 +13,7 @@ once; a part that fails for good fails the run and aborts the upload.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import time
@@ -31,6 +32,7 @@ from tests.e2e.conftest import Credentials, unique
 from tests.ha.nodekit import dispatcher_of
 from tests.scale.support import need_redis, site_settings, wait_for
 from tests.servers.azurite import AzuriteServer
+from tests.servers.relay import Faults, Relay
 from tests.servers.s3 import S3Server
 
 pytestmark = pytest.mark.integration
@@ -139,11 +141,15 @@ def test_file_to_s3_parts_from_several_nodes_one_multipart_commit(
     assert head["ContentLength"] == SIZE and head["ETag"].strip('"').endswith(f"-{PARTS}")
     assert s3_md5(s3_server, s3_bucket, "landing/in/big.bin") == md5
     assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
-    # The cloud's per-file report lists the object once, with the S3-style MD5 of its parts.
+    # The cloud's per-file report lists the object once, with S3's composite CRC-32 of its
+    # parts (the checksum that verified them: each part's CRC-32, checked by S3).
     with site.client() as cloud:
         rows = wait_for(lambda: cloud.run_report(run["id"]), timeout=10, what="the per-file report")
     assert [(r["path"], r["status"], r["bytes"]) for r in rows] == [("in/big.bin", "copied", SIZE)]
-    assert rows[0]["checksum"] == head["ETag"].strip('"')
+    stored = client.head_object(Bucket=s3_bucket, Key="landing/in/big.bin", ChecksumMode="ENABLED")
+    composite = base64.b64decode(str(stored["ChecksumCRC32"]).split("-")[0]).hex()
+    assert rows[0]["checksum"] == f"crc32:{composite}-{PARTS}"
+    assert rows[0]["verified"] == "size,part-crc32"
 
 
 def test_file_to_azureblob_parts_from_several_nodes_one_block_list(
@@ -271,3 +277,51 @@ def test_a_node_killed_mid_part_the_part_runs_elsewhere_and_the_object_is_commit
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not site.node_pids(victim):
             time.sleep(0.1)
+
+
+def test_a_node_killed_while_it_sends_a_part_from_the_file_the_part_is_redone_once_elsewhere(
+        site: SiteUnderTest, state: SiteState, big_file: tuple[Path, str],
+        s3_server: S3Server, s3_bucket: str) -> None:
+    """No bandwidth limit: each part is read from the file and sent with its CRC-32 (the
+    path of an unthrottled file → S3 split). A relay holds every part's request until each
+    node has one in flight; a worker node is SIGKILLed then. Its part runs once more, on
+    another node; the object is whole (byte for byte) and committed once."""
+    folder, md5 = big_file
+    faults = Faults(hold=lambda seen: seen.method == "PUT" and "partNumber=" in seen.path)
+    relay = Relay(s3_server.endpoint_url, faults)
+    victim = ""
+    try:
+        source = add_store(site, "file", str(folder))
+        options = {**s3_options(s3_server), "endpoint_url": relay.url}
+        sink = add_store(site, "s3", f"s3://{s3_bucket}/held", options, credential=s3_server.credential)
+        leader = wait_for(lambda: dispatcher_of(state), timeout=10, what="a dispatcher")
+        run_id = run_copy(site, source, sink, "", SPLIT)
+        wait_for(lambda: len(faults.held) >= len(site.node_names), timeout=30,
+                 what="a part in flight on every node", every=0.02)
+
+        def part_on(node: str) -> str | None:
+            return next((shard_id for shard_id in state.running(node)
+                         if ((state.shard(shard_id) or {}).get("spec") or {}).get("kind") == "part"), None)
+
+        victim = next(node for node in site.node_names if node != leader)
+        shard_id = wait_for(lambda: part_on(victim), timeout=10, what="the victim's part")
+        site.kill_node(victim)
+        faults.release.set()
+
+        run = finished(site, run_id, timeout=120)
+        assert_split_and_counted_once(run)
+        rerun = next(s for s in run["activity_runs"][0]["shards"] if s["id"] == shard_id)
+        assert rerun["node"] != victim and rerun["attempt"] == 2, rerun  # redone once
+        client = s3_server.client()
+        assert s3_md5(s3_server, s3_bucket, "held/big.bin") == md5
+        assert client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads", []) == []
+        assert [o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="held/")["Contents"]] \
+            == ["held/big.bin"]
+    finally:
+        faults.release.set()
+        relay.close()
+        if victim:
+            site.start_node(victim)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not site.node_pids(victim):
+                time.sleep(0.1)

@@ -30,11 +30,16 @@ class Seen:
 class Faults:
     """What the relay does wrong. ``lose_answer``: for the first request it matches, the
     request is forwarded and answered by the server, then the client's connection is closed
-    without the answer. ``change_body``: returns the body forwarded instead of the one sent."""
+    without the answer. ``change_body``: returns the body forwarded instead of the one sent.
+    ``hold``: a request it matches, received whole, waits (in :attr:`held`) until
+    :attr:`release` is set (60 s at most), then goes on: its client is mid-request meanwhile."""
 
     lose_answer: Callable[[Seen], bool] | None = None
     change_body: Callable[[Seen], bytes] | None = None
+    hold: Callable[[Seen], bool] | None = None
     lost: list[Seen] = field(default_factory=list)
+    held: list[Seen] = field(default_factory=list)
+    release: threading.Event = field(default_factory=threading.Event)
 
 
 class Relay:
@@ -59,6 +64,9 @@ class Relay:
                 seen = Seen(self.command, self.path, dict(self.headers.items()), body)
                 relay.seen.append(seen)
                 faults = relay.faults
+                if faults.hold is not None and not faults.release.is_set() and faults.hold(seen):
+                    faults.held.append(seen)
+                    faults.release.wait(60)
                 if faults.change_body is not None:
                     body = faults.change_body(seen)
                 upstream = http.client.HTTPConnection(host, port, timeout=60)

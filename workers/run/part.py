@@ -46,16 +46,18 @@ stops and aborts the write the same way.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from dmg.attempt_ends import CANCELLED_REASON
 from dmg.connectors import Connector, StoreSpec
-from dmg.connectors.capabilities import KernelRangeWrite, LocalFiles, RangedRead
+from dmg.connectors.capabilities import FileRangeWrite, KernelRangeWrite, LocalFiles, RangedRead
 from dmg.connectors.distributed import DistributedWrite, distributed_writer
 from dmg.errors import Cancelled, DmgError, Fatal, StaleAttempt
 from dmg.shards import PartSpec, ShardSpec
@@ -93,12 +95,35 @@ def composite_md5(parts: list[dict[str, Any]]) -> str:
     return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(md5s)}"
 
 
+def composite_crc32(parts: list[dict[str, Any]]) -> str:
+    """``crc32:<CRC-32 of the parts' CRC-32s, hex>-<count>`` (S3's composite checksum, which
+    it shows in base64); "" when a part's CRC-32 is unknown."""
+    crcs = [str(p.get("crc32", "")) for p in parts]
+    if not crcs or not all(crcs):
+        return ""
+    joined = b"".join(base64.b64decode(c) for c in crcs)
+    return f"crc32:{zlib.crc32(joined):08x}-{len(crcs)}"
+
+
+def _verified_kinds(parts: list[dict[str, Any]]) -> list[str]:
+    """The hashes that verified the parts: what each part says (``verified``), or, for a
+    part recorded before parts said it, the hashes it carries."""
+    kinds: list[str] = []
+    for p in parts:
+        said = str(p.get("verified", ""))
+        found = [said.removeprefix("part-")] if said else [k for k in ("md5", "xxh3") if p.get(k)]
+        kinds += [k for k in found if k not in kinds]
+    return kinds
+
+
 def object_checksum(parts: list[dict[str, Any]]) -> tuple[str, str]:
     """(checksum, verified) of a committed object from its parts' results: the composite of
-    the hash every part has (MD5 first: what S3 shows as the ETag), and which hashes
-    verified the parts (``size,part-md5`` / ``size,part-xxh3``; both when they differ)."""
-    kinds = [kind for kind in ("md5", "xxh3") if any(p.get(kind) for p in parts)]
-    checksum = composite_md5(parts) or checksums.composite_xxh3(parts)
+    the hash that verified the parts (MD5: what S3 shows as the ETag; CRC-32: S3's composite
+    checksum; XXH3), and which hashes verified them (``size,part-md5`` / ``size,part-crc32``
+    / ``size,part-xxh3``; each when they differ)."""
+    kinds = _verified_kinds(parts)
+    composites = {"md5": composite_md5, "crc32": composite_crc32, "xxh3": checksums.composite_xxh3}
+    checksum = next((c for kind in kinds if (c := composites[kind](parts))), "")
     return checksum, ",".join(["size", *(f"part-{kind}" for kind in kinds)])
 
 
@@ -152,9 +177,11 @@ def run_part(
             return objects.marker(part.object) == ABORTED
 
         def upload(_try: int) -> dict[str, Any]:
-            if (isinstance(source, LocalFiles) and isinstance(active, KernelRangeWrite)
-                    and throttle.limit() <= 0):
-                return _copy_part_in_kernel(source, active, part, throttle, abandoned=abandoned)
+            if isinstance(source, LocalFiles) and throttle.limit() <= 0:
+                if isinstance(active, KernelRangeWrite):
+                    return _copy_part_in_kernel(source, active, part, throttle, abandoned=abandoned)
+                if isinstance(active, FileRangeWrite):
+                    return _send_part_from_file(source, active, part, throttle, abandoned=abandoned)
             return _write_part(source, active, part, throttle, abandoned=abandoned)
 
         result, _tries = call_with_retries(upload, retries=options.retries, backoff=options.retry_backoff,
@@ -252,6 +279,33 @@ def _write_part(source: Connector, writer: DistributedWrite, part: PartSpec, thr
         checksums.check_equal(f"part {part.part_number}", md5, str(result["md5"]), path=part.target)
     result["md5"] = md5
     result["part_number"] = part.part_number
+    result["verified"] = "part-md5"
+    return result
+
+
+def _send_part_from_file(source: LocalFiles, writer: FileRangeWrite, part: PartSpec, throttle: Throttle,
+                         *, abandoned: Callable[[], bool]) -> dict[str, Any]:
+    """A local file to a store that checks each part (S3): the range read once in large
+    blocks into the request's body, sent with the checksum the store checks on receipt
+    (its CRC-32); no MD5 of the node's own, which nothing would read."""
+    steps = 0
+
+    def step(n: int) -> None:
+        nonlocal steps
+        throttle.take(n)  # no limit here: records the bytes, never waits
+        steps += 1
+        if abandoned():
+            raise Fatal(f"{part.target}: the write was abandoned (another part failed)")
+
+    result = dict(writer.send_file_range(part.target, part.handle, part_number=part.part_number,
+                                         offset=part.offset, length=part.length,
+                                         source_file=source.local_file(part.entry.path), on_step=step))
+    checked = "crc32" if result.get("crc32") else "md5" if result.get("md5") else ""
+    if not checked:
+        raise Fatal(f"{part.target}: the store gave no checksum of part {part.part_number}",
+                    hint="a bug in dmg: report it")
+    result["part_number"] = part.part_number
+    result["verified"] = f"part-{checked}"
     return result
 
 
@@ -270,7 +324,7 @@ def _copy_part_in_kernel(source: LocalFiles, writer: KernelRangeWrite, part: Par
                                        source_file=source.local_file(part.entry.path), on_step=step)
     written = writer.range_xxh3(part.target, part.handle, offset=part.offset, length=part.length)
     checksums.check_equal(f"part {part.part_number}", source_hash, written, path=part.target)
-    return {"part_number": part.part_number, "xxh3": source_hash}
+    return {"part_number": part.part_number, "xxh3": source_hash, "verified": "part-xxh3"}
 
 
 def _commit(part: PartSpec, writer: DistributedWrite, objects: SplitObjects, state: SiteState,
