@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 from dmg.cloud.client import CloudClient
 from dmg.cloud.db import Database
 from dmg.cloud.models import ActivityRun, Run, Shard
-from tests.cloud.conftest import Cloud, make_pipeline, make_site, place
+from tests.cloud.conftest import Cloud, drop_dispatcher, make_pipeline, make_site, place
 
 STATUSES = ("Queued", "InProgress", "Succeeded", "Failed", "Cancelled")
 
@@ -120,3 +120,39 @@ def test_counters_equal_the_aggregates_after_failures_retries_and_a_cancel(cloud
     assert statuses == {"copy0": "Failed", "copy1": "Succeeded", "copy2": "Cancelled", "copy3": "Failed"}
     assert shown["status"] == "Cancelled" and shown["ended_at"] is not None
     assert "shard 2 failed on n1: disk full" in shown["activity_runs"][0]["error"]
+
+
+def test_claims_in_parts_and_a_take_back_keep_the_counters_and_the_run_s_first_start(
+        cloud: Cloud, user: CloudClient) -> None:
+    """The claim moves its runs' counters in one UPDATE each (``counters.runs_claimed``): runs
+    claimed a part at a time, some taken back by a newer dispatcher in the same claim that
+    takes a queued one, keep their counters equal to the aggregates after every claim, show
+    InProgress, and keep the first claim's time as their start."""
+    site = make_site(user, nodes=("old", "new"))
+    one = user.run_pipeline(make_pipeline(user, site.gateway, activities=3))["id"]
+    assert counters_and_aggregates(cloud.db_url, one)[0]["run"]["Queued"] == 3
+
+    def counted(run_id: str) -> tuple[int, int]:
+        kept, derived = counters_and_aggregates(cloud.db_url, run_id)
+        assert kept == derived
+        return kept["run"]["Queued"], kept["run"]["InProgress"]
+
+    with cloud.node(site.tokens["old"]) as old, cloud.node(site.tokens["new"]) as new:
+        [first] = old.claim_activity_runs(epoch=3, wait=0, limit=1)
+        assert counted(one) == (2, 1)
+        shown = user.run(one)
+        started = shown["started_at"]
+        assert shown["status"] == "InProgress" and started is not None and shown["ended_at"] is None
+        assert started == next(a["started_at"] for a in shown["activity_runs"] if a["id"] == first["id"])
+        drop_dispatcher(cloud, site.tokens["old"], epoch=3, gateway=site.gateway)  # its poll claims 2
+        assert counted(one) == (0, 3)
+        two = user.run_pipeline(make_pipeline(user, site.gateway, activities=2))["id"]
+        taken = new.claim_activity_runs(epoch=5, wait=0, limit=4)  # 3 taken back + 1 queued
+        assert len(taken) == 4 and [a["run_id"] for a in taken] == [one] * 3 + [two]
+        assert counted(one) == (0, 3) and counted(two) == (1, 1)
+        [last] = new.claim_activity_runs(epoch=5, wait=0)
+        assert last["run_id"] == two and counted(two) == (0, 2)
+        assert new.claim_activity_runs(epoch=5, wait=0) == []
+    for run_id in (one, two):
+        assert user.run(run_id)["status"] == "InProgress"
+    assert user.run(one)["started_at"] == started

@@ -249,6 +249,31 @@ def _status_moved(pending: _Pending, run_id: str, before: str, after: str) -> No
     moves[ACTIVITY_COLUMNS[after]] = moves.get(ACTIVITY_COLUMNS[after], 0) + 1
 
 
+def runs_claimed(session: Session, taken: dict[str, int], *, now: float) -> None:
+    """The claim's case of :func:`settle`, in one statement per run: ``taken`` {run id: how
+    many of its activity runs this transaction moved Queued -> InProgress (the claim's
+    conditional UPDATE set their own status)}. Nothing else may be recorded for them.
+
+    A run with an activity run in progress is InProgress whatever its other counters say
+    (:func:`.derive.run_outcome`), and one whose every activity run was Queued has no start
+    yet: its first start is this claim's ``now`` (the claimed ones' ``started_at``). So
+    ``UPDATE runs SET activities_queued = activities_queued - n, activities_in_progress =
+    activities_in_progress + n, status = 'InProgress', started_at = COALESCE(started_at, now),
+    ended_at = NULL RETURNING`` the counters: the run was Queued before exactly when its
+    queued count was its total (then its status change is announced). ``settle``'s general
+    path took three statements and a flush here, about a third of the claim's CPU."""
+    if not taken:
+        return
+    from dmg.cloud.service.derive import announce  # derive uses this module
+
+    for run_id in sorted(taken):  # runs after the activity runs, each in id order (lock order)
+        n = taken[run_id]
+        row = session.execute(_RUN_CLAIMED, {"b_id": run_id, "n": n, "now": now}).first()
+        if row is not None and row.activities_queued + n == row.activities_total:
+            announce(session, run_id)  # it was Queued
+    _expire(session, set(), set(taken))
+
+
 def settle(session: Session) -> None:
     """Apply what was recorded (see the module docstring); idempotent, cheap when nothing is.
     Core statements and plain rows, no ORM object: an ORM activity run or run of the session
@@ -335,6 +360,13 @@ _RUN_READ = tuple(cast(Table, Run.__table__).c[name] for name in (
     "id", "status", "started_at", "ended_at", *ACTIVITY_COLUMNS.values(), "activities_total"))
 _ACTIVITY_OUTCOME = _outcome_statement(ActivityRun, ("status", "error", "ended_at"))
 _RUN_OUTCOME = _outcome_statement(Run, ("status", "started_at", "ended_at"))
+_RUNS = cast(Table, Run.__table__)
+_RUN_CLAIMED = (update(_RUNS).where(_RUNS.c.id == bindparam("b_id")).values(
+    activities_queued=_RUNS.c.activities_queued - bindparam("n", type_=Integer),
+    activities_in_progress=_RUNS.c.activities_in_progress + bindparam("n", type_=Integer),
+    status=IN_PROGRESS,
+    started_at=func.coalesce(_RUNS.c.started_at, bindparam("now", type_=_RUNS.c.started_at.type)),
+    ended_at=None).returning(_RUNS.c.activities_queued, _RUNS.c.activities_total))
 _ACTIVITY_READ_BY_ID = (select(*_ACTIVITY_READ).where(ActivityRun.id.in_(bindparam("ids", expanding=True)))
                         .order_by(ActivityRun.id))
 

@@ -89,6 +89,8 @@ class _ClaimStatements:
         # (the status it was in before, the conditional UPDATE that takes it from there)
         self.take = ((QUEUED, taking.where(wanted, ActivityRun.status == QUEUED)),
                      (IN_PROGRESS, taking.where(wanted, _claimable(epoch))))
+        # its id only: loading the Node object cost ~0.3 ms of the claim's CPU
+        self.node = select(Node.id).where(Node.id == bindparam("node_id"))
         self.pipelines = (select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
                           .where(Run.id.in_(bindparam("runs", expanding=True))))
 
@@ -102,7 +104,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     dispatcher with site epoch ``epoch``;
     -> ``[{id, run_id, pipeline, name, epoch, source: {store: {...}, path}, sink: ..., options}]``.
     LeaseHeld while another node's cloud lease runs (:mod:`.leader`)."""
-    if session.get(Node, node.node_id) is None:  # removed while its long-poll waited
+    if session.scalar(_STATEMENTS.node, {"node_id": node.node_id}) is None:  # removed while it waited
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     site_epoch = epoch
     epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
@@ -131,10 +133,19 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
     stores = stores_by_name(session, {n for n in names if n})
     out = []
-    for activity_run in claimed:
+    bodies = [_claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
+                            gateway=node.gateway, epoch=site_epoch) for activity_run in claimed]
+    if not any(isinstance(body, str) for body in bodies):  # the usual case: one UPDATE per run
+        from_queued: dict[str, int] = {}  # run id -> its activity runs taken from Queued
+        for activity_run in claimed:
+            if won[activity_run.id] == QUEUED:
+                from_queued[activity_run.run_id] = from_queued.get(activity_run.run_id, 0) + 1
+            log.info("activity run %s claimed by %s@%s epoch %s (site epoch %s)", activity_run.id, node.node,
+                     node.gateway, epoch, site_epoch)
+        counters.runs_claimed(session, from_queued, now=now)
+        return [body for body in bodies if not isinstance(body, str)]
+    for activity_run, body in zip(claimed, bodies, strict=True):
         counters.activity_status_changed(activity_run, won[activity_run.id], now=now)
-        body = _claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
-                             gateway=node.gateway, epoch=site_epoch)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             activity_run.failed_by_dispatcher = True
             activity_run.error = body
