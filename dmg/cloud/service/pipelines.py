@@ -6,11 +6,11 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import Session, joinedload, selectinload
 
-from dmg.cloud.models import QUEUED, ActivityRun, Pipeline, Run, Shard
+from dmg.cloud.models import QUEUED, ActivityRun, Node, Pipeline, Run, Shard
 from dmg.cloud.schemas import PipelineCreate
 from dmg.cloud.service import counters, localpaths
 from dmg.cloud.service.gateways import get_gateway
@@ -63,7 +63,7 @@ def list_pipelines(session: Session) -> list[dict[str, Any]]:
 
 def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int, dict[str, Any]]:
     """Queue a run of a pipeline; -> (gateway id, the run as :func:`run_json` shows it)."""
-    pipeline = session.scalar(select(Pipeline).where(Pipeline.name == pipeline_name))
+    pipeline = session.scalar(_PIPELINE_WITH_GATEWAY, {"name": pipeline_name})
     if pipeline is None:
         raise NotFound(f"pipeline {pipeline_name!r} does not exist",
                        hint="list pipelines with `dmg pipeline list`")
@@ -82,12 +82,23 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
     session.add(run)
     session.flush()
     body = run_json(run)
-    used = {str(a[side]["store"]) for a in pipeline.activities for side in ("source", "sink")}
-    stores = stores_by_name(session, used)
-    gateway = pipeline.gateway
-    body["warnings"] = localpaths.warnings_for([stores[n] for n in sorted(stores)], gateway=gateway.name,
-                                               nodes=len(gateway.nodes))
+    # The node count, not the Node objects; the stores only where a warning can follow
+    # (several nodes): the run is claimable only once this transaction commits.
+    nodes = session.scalar(_NODE_COUNT, {"gateway_id": pipeline.gateway_id}) or 0
+    stores = {}
+    if nodes > 1:
+        stores = stores_by_name(session, {str(a[side]["store"]) for a in pipeline.activities
+                                          for side in ("source", "sink")})
+    body["warnings"] = localpaths.warnings_for([stores[n] for n in sorted(stores)],
+                                               gateway=pipeline.gateway.name, nodes=nodes)
     return pipeline.gateway_id, body
+
+
+#: Built once (a run's creation is on the submit -> start path); the gateway in the same
+#: statement, not a lazy load after it.
+_PIPELINE_WITH_GATEWAY = (select(Pipeline).where(Pipeline.name == bindparam("name"))
+                          .options(joinedload(Pipeline.gateway)))
+_NODE_COUNT = select(func.count()).select_from(Node).where(Node.gateway_id == bindparam("gateway_id"))
 
 
 def _runs_query() -> Any:
