@@ -64,6 +64,8 @@ def test_epochs_and_shards_on_postgres(pg_cloud: Cloud) -> None:
 def test_counters_on_postgres(pg_cloud: Cloud) -> None:
     with pg_cloud.user() as user:
         test_counters.test_counters_equal_the_aggregates_after_failures_retries_and_a_cancel(pg_cloud, user)
+        test_counters.test_claims_in_parts_and_a_take_back_keep_the_counters_and_the_run_s_first_start(
+            pg_cloud, user)
 
 
 def test_bad_values_are_400_on_postgres(pg_cloud: Cloud) -> None:
