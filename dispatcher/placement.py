@@ -34,6 +34,7 @@ replanning) is dropped, never placed twice. Nodes flagged drained or removed
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -140,19 +141,47 @@ def _site_load(state: SiteState, *, count_pending: bool,
         raw_load, running, queued = replies[3 * i:3 * i + 3]
         if not raw_beat:  # its heartbeat expired: offline
             continue
-        beat = json.loads(raw_beat)
+        beat = _beat(raw_beat)
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
-        worker = json.loads(raw_load) if raw_load else None
-        limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
+        worker_limit = _worker_limit(raw_load) if raw_load else 0
         loads.append(NodeLoad(
-            name=name, limit=limit, running=int(running), queued=int(queued),
-            # An Inactive node (the cloud's word, repeated in its beat) gets no work either.
-            online=True, draining=bool(beat.get("draining") or beat.get("inactive")) or name in drained,
-            unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
-            stale_credentials=frozenset(beat.get("credentials_stale") or ()),
-            version=str(beat.get("version") or "")))
+            name=name, limit=worker_limit or beat.limit, running=int(running), queued=int(queued),
+            online=True, draining=beat.draining or name in drained,
+            unreachable_stores=beat.unreachable_stores, stale_credentials=beat.stale_credentials,
+            version=beat.version))
     return pending, loads
+
+
+@dataclass(frozen=True)
+class _Beat:
+    """What placement reads of a node's heartbeat."""
+
+    limit: int
+    draining: bool
+    unreachable_stores: frozenset[str]
+    stale_credentials: frozenset[str]
+    version: str
+
+
+# A heartbeat and a worker load change every second or so, and every placement round reads
+# them: each distinct value is parsed once (a round may come every few milliseconds).
+@functools.lru_cache(maxsize=64)
+def _beat(raw: bytes | str) -> _Beat:
+    beat = json.loads(raw)
+    return _Beat(limit=int(beat.get("limit") or 0),
+                 # An Inactive node (the cloud's word, repeated in its beat) gets no work either.
+                 draining=bool(beat.get("draining") or beat.get("inactive")),
+                 unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
+                 stale_credentials=frozenset(beat.get("credentials_stale") or ()),
+                 version=str(beat.get("version") or ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _worker_limit(raw: bytes | str) -> int:
+    """The limit a worker's published load gives (0: none)."""
+    worker = json.loads(raw)
+    return int(worker["limit"]) if worker and worker.get("limit") else 0
 
 
 def backlog_reason(loads: list[NodeLoad]) -> str:
