@@ -301,9 +301,9 @@ class Placer:
             if not window:
                 self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
                 return placed
-            shards = self._read_shards(window)
+            shards: dict[str, list[Any]] = {}
             removed = 0
-            for shard_id in window:
+            for index, shard_id in enumerate(window):
                 if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
                     self._note_backlog(backlog_reason(loads))
                     return placed
@@ -313,6 +313,12 @@ class Placer:
                 if shard_id in seen:  # a duplicate entry, or the list moved under us
                     continue
                 seen.add(shard_id)
+                if shard_id not in shards:
+                    # No more shards read than the nodes can still take: the window's slack
+                    # is read only when an entry is skipped (each read is a Redis command).
+                    room_left = sum(max(n.free_slots + self.max_queued, 0) for n in loads
+                                    if n.can_take((), max_queued=self.max_queued))
+                    shards.update(self._read_shards(window[index:index + max(room_left, 1)]))
                 shard = _pending_shard(shard_id, shards[shard_id])
                 if shard is None:
                     log.warning("pending shard %s has no spec; dropped", shard_id)
