@@ -99,7 +99,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state.
 
     Two round trips whatever the number of nodes: the node names and the drain flags, then
-    one pipeline for every node's heartbeat, worker load and queued/running counts.
+    one pipeline for every node's heartbeat and worker load (one MGET) and queued/running
+    counts.
     """
     return _site_load(state, count_pending=False)[1]
 
@@ -126,19 +127,20 @@ def _site_load(state: SiteState, *, count_pending: bool,
     pipe = state.redis.pipeline(transaction=False)
     if window is not None:
         pipe.lrange(state.keys.pending, 0, WINDOW - 1)
-    pipe.mget([state.keys.heartbeat(name) for name in names])
+    # Every heartbeat and worker load in one MGET (each node's load after the heartbeats).
+    pipe.mget([state.keys.heartbeat(name) for name in names] + [state.keys.load(name) for name in names])
     for name in names:
-        pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
     answers = pipe.execute()
     if window is not None:
         window[:] = [m.decode() if isinstance(m, bytes) else m for m in answers.pop(0)]
-    beats, *replies = answers
+    values, *replies = answers
+    beats, worker_loads = values[:len(names)], values[len(names):]
     loads = []
     for i, name in enumerate(names):
-        raw_beat = beats[i]
-        raw_load, running, queued = replies[3 * i:3 * i + 3]
+        raw_beat, raw_load = beats[i], worker_loads[i]
+        running, queued = replies[2 * i:2 * i + 2]
         if not raw_beat:  # its heartbeat expired: offline
             continue
         beat = _beat(raw_beat)
