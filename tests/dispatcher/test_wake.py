@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import redis
@@ -40,7 +41,7 @@ def test_the_wake_list_keeps_one_entry_however_many_wake_it(redis_client: redis.
     for run in ("ar1", "ar2"):
         shard_id = f"{run}-00000"
         assert record_plan(state, run, plan_json="[]", ttl=60, report_entry="{}",
-                           shards=[(shard_id, '{"shard_id": "%s"}' % shard_id)]) == QUEUED
+                           shards=[(shard_id, json.dumps({"shard_id": shard_id}))]) == QUEUED
         attempt = state.new_attempt(shard_id, "n1")
         assert start_run(state, shard_id, attempt, "n1", runner="w", alive=lambda _t: False)[0] == STARTED
         finish_run(state, shard_id, attempt, "n1", ok=True)
