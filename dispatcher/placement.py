@@ -34,6 +34,7 @@ replanning) is dropped, never placed twice. Nodes flagged drained or removed
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -98,7 +99,8 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     """The load of every online node (live heartbeat), read from the site state.
 
     Two round trips whatever the number of nodes: the node names and the drain flags, then
-    one pipeline for every node's heartbeat, worker load and queued/running counts.
+    one pipeline for every node's heartbeat and worker load (one MGET) and queued/running
+    counts.
     """
     return _site_load(state, count_pending=False)[1]
 
@@ -125,34 +127,63 @@ def _site_load(state: SiteState, *, count_pending: bool,
     pipe = state.redis.pipeline(transaction=False)
     if window is not None:
         pipe.lrange(state.keys.pending, 0, WINDOW - 1)
-    pipe.mget([state.keys.heartbeat(name) for name in names])
+    # Every heartbeat and worker load in one MGET (each node's load after the heartbeats).
+    pipe.mget([state.keys.heartbeat(name) for name in names] + [state.keys.load(name) for name in names])
     for name in names:
-        pipe.get(state.keys.load(name))
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
     answers = pipe.execute()
     if window is not None:
         window[:] = [m.decode() if isinstance(m, bytes) else m for m in answers.pop(0)]
-    beats, *replies = answers
+    values, *replies = answers
+    beats, worker_loads = values[:len(names)], values[len(names):]
     loads = []
     for i, name in enumerate(names):
-        raw_beat = beats[i]
-        raw_load, running, queued = replies[3 * i:3 * i + 3]
+        raw_beat, raw_load = beats[i], worker_loads[i]
+        running, queued = replies[2 * i:2 * i + 2]
         if not raw_beat:  # its heartbeat expired: offline
             continue
-        beat = json.loads(raw_beat)
+        beat = _beat(raw_beat)
         # The worker's own load (published every second) carries a `dmg scale` sooner
         # than the heartbeat; the heartbeat's limit is the fallback.
-        worker = json.loads(raw_load) if raw_load else None
-        limit = int(worker["limit"]) if worker and worker.get("limit") else int(beat.get("limit") or 0)
+        worker_limit = _worker_limit(raw_load) if raw_load else 0
         loads.append(NodeLoad(
-            name=name, limit=limit, running=int(running), queued=int(queued),
-            # An Inactive node (the cloud's word, repeated in its beat) gets no work either.
-            online=True, draining=bool(beat.get("draining") or beat.get("inactive")) or name in drained,
-            unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
-            stale_credentials=frozenset(beat.get("credentials_stale") or ()),
-            version=str(beat.get("version") or "")))
+            name=name, limit=worker_limit or beat.limit, running=int(running), queued=int(queued),
+            online=True, draining=beat.draining or name in drained,
+            unreachable_stores=beat.unreachable_stores, stale_credentials=beat.stale_credentials,
+            version=beat.version))
     return pending, loads
+
+
+@dataclass(frozen=True)
+class _Beat:
+    """What placement reads of a node's heartbeat."""
+
+    limit: int
+    draining: bool
+    unreachable_stores: frozenset[str]
+    stale_credentials: frozenset[str]
+    version: str
+
+
+# A heartbeat and a worker load change every second or so, and every placement round reads
+# them: each distinct value is parsed once (a round may come every few milliseconds).
+@functools.lru_cache(maxsize=64)
+def _beat(raw: bytes | str) -> _Beat:
+    beat = json.loads(raw)
+    return _Beat(limit=int(beat.get("limit") or 0),
+                 # An Inactive node (the cloud's word, repeated in its beat) gets no work either.
+                 draining=bool(beat.get("draining") or beat.get("inactive")),
+                 unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
+                 stale_credentials=frozenset(beat.get("credentials_stale") or ()),
+                 version=str(beat.get("version") or ""))
+
+
+@functools.lru_cache(maxsize=64)
+def _worker_limit(raw: bytes | str) -> int:
+    """The limit a worker's published load gives (0: none)."""
+    worker = json.loads(raw)
+    return int(worker["limit"]) if worker and worker.get("limit") else 0
 
 
 def backlog_reason(loads: list[NodeLoad]) -> str:
@@ -272,9 +303,9 @@ class Placer:
             if not window:
                 self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
                 return placed
-            shards = self._read_shards(window)
+            shards: dict[str, list[Any]] = {}
             removed = 0
-            for shard_id in window:
+            for index, shard_id in enumerate(window):
                 if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
                     self._note_backlog(backlog_reason(loads))
                     return placed
@@ -284,6 +315,12 @@ class Placer:
                 if shard_id in seen:  # a duplicate entry, or the list moved under us
                     continue
                 seen.add(shard_id)
+                if shard_id not in shards:
+                    # No more shards read than the nodes can still take: the window's slack
+                    # is read only when an entry is skipped (each read is a Redis command).
+                    room_left = sum(max(n.free_slots + self.max_queued, 0) for n in loads
+                                    if n.can_take((), max_queued=self.max_queued))
+                    shards.update(self._read_shards(window[index:index + max(room_left, 1)]))
                 shard = _pending_shard(shard_id, shards[shard_id])
                 if shard is None:
                     log.warning("pending shard %s has no spec; dropped", shard_id)

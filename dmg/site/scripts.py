@@ -136,8 +136,9 @@ redis.call('HSET', KEYS[1], 'node', '', 'state', ARGV[5], 'deliveries', 0, 'runn
            'unsent', attempt, 'ended_reason', ARGV[6], 'ended_at', ARGV[7])
 redis.call('LREM', ARGV[1] .. 'pending', 0, ARGV[2])
 redis.call('LPUSH', ARGV[1] .. 'pending', ARGV[2])
-redis.call('LPUSH', ARGV[1] .. 'wake', 1)
-redis.call('LTRIM', ARGV[1] .. 'wake', 0, 0)
+if redis.call('LPUSH', ARGV[1] .. 'wake', 1) > 1 then
+  redis.call('LTRIM', ARGV[1] .. 'wake', 0, 0)
+end
 return attempt
 """
 
@@ -273,8 +274,8 @@ end
 for i = 1, shards do
   redis.call('RPUSH', KEYS[4], ARGV[3 + 2 * i])
 end
-if shards > 0 then
-  redis.call('LPUSH', KEYS[5], 1)
+-- The wake list holds one entry at most: trimmed only when it held one already.
+if shards > 0 and redis.call('LPUSH', KEYS[5], 1) > 1 then
   redis.call('LTRIM', KEYS[5], 0, 0)
 end
 return 1
@@ -294,7 +295,7 @@ PLACE_SHARD = """
 if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then
   return 0
 end
-local h = redis.call('HMGET', KEYS[1], 'node', 'attempt', 'unsent', 'spec')
+local h = redis.call('HMGET', KEYS[1], 'node', 'attempt', 'unsent', 'spec', 'ended_reason', 'ended_at')
 if not h[4] or (h[1] and h[1] ~= '') then
   return -1
 end
@@ -306,7 +307,10 @@ end
 if attempt ~= tonumber(ARGV[6]) then
   return -1
 end
-redis.call('HDEL', KEYS[1], 'unsent', 'ended_reason', 'ended_at')
+-- A first attempt has none of these: no HDEL then (a command per placement).
+if h[3] or h[5] or h[6] then
+  redis.call('HDEL', KEYS[1], 'unsent', 'ended_reason', 'ended_at')
+end
 redis.call('HSET', KEYS[1], 'attempt', attempt, 'node', ARGV[3], 'state', ARGV[4], 'epoch', ARGV[5],
            'deliveries', 0, 'runner', '')
 redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
@@ -343,7 +347,8 @@ if tonumber(ARGV[7]) > 0 then
   redis.call('HINCRBY', KEYS[7], 'out', ARGV[7])
 end
 local marked = mark_finished()
-redis.call('LPUSH', KEYS[8], 1)
-redis.call('LTRIM', KEYS[8], 0, 0)
+if redis.call('LPUSH', KEYS[8], 1) > 1 then
+  redis.call('LTRIM', KEYS[8], 0, 0)
+end
 return marked
 """

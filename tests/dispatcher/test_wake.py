@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import redis
 
-from dmg.site.attempts import STARTED, start_run
+from dmg.site.attempts import STARTED, finish_run, start_run
+from dmg.site.plans import QUEUED, record_plan
 from dmg.site.state import SiteState
 
 
@@ -31,3 +33,20 @@ def test_new_pending_work_wakes_the_dispatcher(redis_client: redis.Redis) -> Non
     state.push_pending("a", "b")
     assert state.wait_for_change(5) is True
     assert state.pending() == ["a", "b"]
+
+
+def test_the_wake_list_keeps_one_entry_however_many_wake_it(redis_client: redis.Redis) -> None:
+    # Given two plans recorded and two shards ended while the dispatcher was busy
+    state = SiteState(redis_client, "gw")
+    for run in ("ar1", "ar2"):
+        shard_id = f"{run}-00000"
+        assert record_plan(state, run, plan_json="[]", ttl=60, report_entry="{}",
+                           shards=[(shard_id, json.dumps({"shard_id": shard_id}))]) == QUEUED
+        attempt = state.new_attempt(shard_id, "n1")
+        assert start_run(state, shard_id, attempt, "n1", runner="w", alive=lambda _t: False)[0] == STARTED
+        finish_run(state, shard_id, attempt, "n1", ok=True)
+
+    # Then one wake-up waits (one placement round), and it is consumed by one wait
+    assert redis_client.llen(state.keys.wake) == 1
+    assert state.wait_for_change(0.01) is True
+    assert state.wait_for_change(0.01) is False

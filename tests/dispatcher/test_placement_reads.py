@@ -1,0 +1,81 @@
+"""What a placement round reads of the pending shards and of the nodes (real Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+
+from dispatcher.placement import Placer, node_loads
+from dmg.site.state import SiteState
+from tests.dispatcher.test_placement import add_shards
+from tests.shardkit import planned_spec
+from tests.sitekit import beat
+
+
+class ReadCountingPlacer(Placer):
+    """A placer that notes which pending shards' fields it reads."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.read: list[str] = []
+
+    def _read_shards(self, shard_ids: list[str]) -> dict[str, list[Any]]:
+        self.read.extend(shard_ids)
+        return super()._read_shards(shard_ids)
+
+
+def counting(state: SiteState, sender: Celery, *, max_queued: int = 0) -> ReadCountingPlacer:
+    return ReadCountingPlacer(state=state, sender=sender, cloud=None, holding=lambda: True,
+                              max_queued=max_queued)
+
+
+def test_a_round_reads_only_the_shards_the_nodes_can_take(state: SiteState, sender: Celery) -> None:
+    # Given two nodes with 3 free slots between them and 20 pending shards
+    beat(state, "a", 2)
+    beat(state, "b", 1)
+    ids = add_shards(state, 20)
+    placer = counting(state, sender)
+
+    # When one round places
+    placed = placer.place_pending()
+
+    # Then it placed the first 3 and read the fields of those 3 alone, each once
+    assert [p.shard_id for p in placed] == ids[:3]
+    assert placer.read == ids[:3]
+    assert state.pending() == ids[3:]
+
+    # And a round with no room left reads no shard at all
+    assert placer.place_pending() == [] and placer.read == ids[:3]
+
+
+def test_a_skipped_shard_costs_a_read_of_the_next(state: SiteState, sender: Celery) -> None:
+    # Given one free slot, and a first pending shard whose stores no node can reach
+    beat(state, "a", 1, stores_unreachable=["far"])
+    blocked = ["ar0-00000"]
+    state.save_shard(blocked[0], planned_spec(blocked[0], source="far", sink="dst"))
+    state.push_pending(*blocked)
+    ids = add_shards(state, 3)
+    placer = counting(state, sender)
+
+    # When one round places
+    placed = placer.place_pending()
+
+    # Then the blocked shard waits and the next one takes the slot (read after the skip)
+    assert [p.shard_id for p in placed] == [ids[0]]
+    assert placer.read == [*blocked, ids[0]]
+    assert state.pending() == [*blocked, *ids[1:]]
+
+
+def test_a_node_load_read_follows_each_new_heartbeat(state: SiteState) -> None:
+    # Given a node's load, read once (each distinct heartbeat value is parsed once)
+    beat(state, "a", 2)
+    assert [(n.name, n.limit, n.draining) for n in node_loads(state)] == [("a", 2, False)]
+
+    # When its heartbeat changes (a new limit, draining), and its worker publishes a limit
+    beat(state, "a", 5, draining=True)
+    assert [(n.name, n.limit, n.draining) for n in node_loads(state)] == [("a", 5, True)]
+    state.redis.set(state.keys.load("a"), '{"limit": 7}')
+
+    # Then every read sees the current values
+    assert [(n.name, n.limit, n.draining) for n in node_loads(state)] == [("a", 7, True)]
