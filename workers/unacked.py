@@ -39,21 +39,31 @@ class OneCallQoS(kombu_redis.QoS):
     """kombu's Redis QoS whose ``append`` and ``ack`` are one script call each."""
 
     channel: Any
+    #: The prefixed (unacked index, unacked hash) keys, built on first use.
+    _unacked_keys: tuple[str, str] | None = None
 
     def _keys(self) -> tuple[str, str]:
-        prefix = getattr(self.channel, "global_keyprefix", "") or ""
-        return prefix + self.unacked_index_key, prefix + self.unacked_key
+        if self._unacked_keys is None:
+            prefix = getattr(self.channel, "global_keyprefix", "") or ""
+            self._unacked_keys = (prefix + self.unacked_index_key, prefix + self.unacked_key)
+        return self._unacked_keys
+
+    def _client(self) -> Any:
+        """The channel's kept client (:mod:`workers.keptclient`), or one kombu lends."""
+        kept = getattr(self.channel, "kept_client", None)
+        if kept is not None:
+            return kept()
+        with self.channel.conn_or_acquire() as client:
+            return client
 
     def append(self, message: Any, delivery_tag: Any) -> None:
         delivery = message.delivery_info
         index, unacked = self._keys()
         payload = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        with self.channel.conn_or_acquire() as client:
-            client.execute_command("EVAL", APPEND, 2, index, unacked, time.time(), delivery_tag, payload)
+        self._client().execute_command("EVAL", APPEND, 2, index, unacked, time.time(), delivery_tag, payload)
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: Any) -> None:
         index, unacked = self._keys()
-        with self.channel.conn_or_acquire() as client:
-            client.execute_command("EVAL", ACK, 2, index, unacked, delivery_tag)
+        self._client().execute_command("EVAL", ACK, 2, index, unacked, delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
