@@ -28,6 +28,8 @@ from typing import Any
 
 from kombu.transport import redis as kombu_redis
 
+from workers.unacked import OneCallQoS
+
 #: Celery ``broker_transport`` values (import paths) of the transports below.
 TRANSPORT = "workers.keptclient:Transport"
 SENTINEL_TRANSPORT = "workers.keptclient:SentinelTransport"
@@ -56,11 +58,17 @@ class KeptClient:
 
 
 class KeptClientChannel(KeptClient, kombu_redis.Channel):
-    """kombu's Redis channel, one synchronous client kept (see the module docstring)."""
+    """kombu's Redis channel, one synchronous client kept (see the module docstring), its
+    acks-late bookkeeping one script call a step (:mod:`workers.unacked`)."""
+
+    QoS = OneCallQoS
 
 
 class KeptClientSentinelChannel(KeptClient, kombu_redis.SentinelChannel):
-    """kombu's Sentinel channel, one synchronous client kept (see the module docstring)."""
+    """kombu's Sentinel channel, one synchronous client kept (see the module docstring), its
+    acks-late bookkeeping one script call a step (:mod:`workers.unacked`)."""
+
+    QoS = OneCallQoS
 
 
 class Transport(kombu_redis.Transport):
