@@ -122,7 +122,8 @@ def _upsert_sql(session: Session) -> str:
             index_elements=[table.c.shard_id, table.c.path_hash], set_=replaced,
             where=table.c.attempt <= statement.excluded.attempt)
         # Positional parameters (SQLite "?", psycopg "%s"), checked to be in ROW_COLUMNS order.
-        positional = type(dialect)(paramstyle="qmark" if dialect.name == "sqlite" else "format")
+        dialect_class: Any = type(dialect)  # DefaultDialect takes paramstyle; mypy sees Dialect's stub
+        positional = dialect_class(paramstyle="qmark" if dialect.name == "sqlite" else "format")
         compiled = statement.compile(dialect=positional)
         if tuple(compiled.positiontup or ()) != ROW_COLUMNS:
             raise RuntimeError(f"file_results upsert binds {compiled.positiontup}, not {ROW_COLUMNS}")
