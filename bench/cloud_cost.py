@@ -90,6 +90,7 @@ def one_repeat(args: argparse.Namespace, work: Path) -> dict[str, float]:
                     f"report batches per activity (batches of {args.batch})": measure(
                         cloud.pid, len(batches) - 1, lambda: node.post("/nodes/reports", json=batches.pop()))
                     * 2 / args.batch,
+                    **_file_rows(args, cloud.pid, node, claimed_ids[-1]),
                 }
     finally:
         cloud.stop()
@@ -119,6 +120,33 @@ def _report_batches(activity_run_ids: list[str], size: int) -> list[dict[str, An
     return batches  # popped from the end: each chunk's plans, then its final reports
 
 
+def _file_rows(args: argparse.Namespace, pid: int, node: httpx.Client,
+               activity_run_id: str) -> dict[str, float]:
+    """The cloud's CPU per file result row: batches of ``--file-rows`` new 8 KiB results of
+    one running shard (its file-results item alone, as a node's outbox sends them mid-copy)."""
+    shard_id = f"{activity_run_id}-big"
+    count = args.file_rows
+    setup = [{"plan": {"activity_run_id": activity_run_id, "epoch": 1,
+                       "shards": [{"id": shard_id, "index": 0, "files": 1_000_000, "bytes": 1}]}},
+             {"shard_id": shard_id, "report": {"attempt": 1, "status": "placed", "node": "n1", "epoch": 1}},
+             {"shard_id": shard_id, "report": {"attempt": 1, "status": "running"}}]
+    answer = node.post("/nodes/reports", json={"items": setup})
+    assert answer.is_success and all(r["ok"] for r in answer.json()["results"]), answer.text
+    sent = iter(range(10**9))
+
+    def batch() -> httpx.Response:
+        start = next(sent) * count
+        files = [{"path": f"d{(start + i) // 500}/f{start + i:07d}.bin", "source": f"d{(start + i) // 500}/"
+                  f"f{start + i:07d}.bin", "bytes": 8192, "checksum": "xxh3:0123456789abcdef",
+                  "status": "copied", "verified": "xxh3", "started": 1.7e9 + i, "ended": 1.7e9 + i + 0.0001}
+                 for i in range(count)]
+        return node.post("/nodes/reports", json={"items": [
+            {"shard_id": shard_id, "files": {"attempt": 1, "files": files}}]})
+
+    requests = max(args.requests // 5, 10)
+    return {f"file result row (batches of {count}), us": measure(pid, requests, batch) * 1000 / count}
+
+
 def _version() -> str:
     from dmg.version import __version__
 
@@ -132,6 +160,7 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=10, help="activities per report batch")
     parser.add_argument("--report-runs", type=int, default=5,
                         help="runs of --activities activity runs for the report batches")
+    parser.add_argument("--file-rows", type=int, default=950, help="file results per batch")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     samples: dict[str, list[float]] = {}

@@ -50,6 +50,8 @@ ACTIVITY_OPTION_NAMES: tuple[str, ...] = tuple(
 def check_shape(value: Any, *, where: str = "", max_depth: int = MAX_DEPTH) -> None:
     """Raise ValueError for a value nested deeper than ``max_depth``, larger than
     :data:`MAX_ITEMS`, or holding what no database column takes (NUL, NaN, Infinity)."""
+    if _plainly_fine(value, max_depth):
+        return
     stack: list[tuple[Any, str, int]] = [(value, where, 0)]
     seen = 0
     while stack:
@@ -72,6 +74,48 @@ def check_shape(value: Any, *, where: str = "", max_depth: int = MAX_DEPTH) -> N
                     stack.append((inner, f"{path}.{key}" if path else str(key), depth + 1))
             else:
                 stack.extend((inner, f"{path}[{index}]", depth + 1) for index, inner in enumerate(item))
+
+
+def _plainly_fine(value: Any, max_depth: int) -> bool:
+    """True when ``value`` passes :func:`check_shape` for certain: a walk level by level
+    that builds no path (a path per value was ~70 % of checking a batch of file results);
+    False when unsure, and :func:`check_shape` walks again to name the first fault."""
+    level: list[Any] = [value]
+    seen = 0
+    depth = 0
+    while level:
+        deeper: list[Any] = []
+        for item in level:
+            kind = type(item)
+            if kind is str:
+                if "\x00" in item:
+                    return False
+            elif kind is float:
+                if item != item or item in (_INF, -_INF):
+                    return False
+            elif kind is dict:
+                if depth >= max_depth:
+                    return False
+                for key in item:
+                    if type(key) is not str or "\x00" in key:
+                        return False
+                seen += len(item)
+                deeper.extend(item.values())
+            elif kind is list:
+                if depth >= max_depth:
+                    return False
+                deeper.extend(item)
+            elif kind not in (int, bool) and item is not None:
+                return False  # another type (a subclass...): the full walk judges it
+        seen += len(level)
+        if seen > MAX_ITEMS:
+            return False
+        level = deeper
+        depth += 1
+    return True
+
+
+_INF = float("inf")
 
 
 def unknown_name(name: str, known: Iterable[str], *, what: str, where: str = "") -> BadInput:

@@ -213,3 +213,38 @@ def test_a_worker_batch_builds_no_orm_object(tmp_path: Path) -> None:
         assert svc.run(run_id)["status"] == "Succeeded"
     finally:
         db.dispose()
+
+
+def test_file_results_keep_every_field_on_each_path_and_a_newer_attempt_replaces(any_cloud: Cloud) -> None:
+    cloud = any_cloud
+    # Given a shard placed on w (attempt 1), then again (attempt 2)
+    site, run_id, ids = claimed_run(cloud, activities=1)
+    (shard,) = _shard_ids(ids, 1)
+    full = {"source": "src/a", "bytes": 8192, "checksum": "xxh3:0123456789abcdef", "status": "failed",
+            "verified": "xxh3", "error": "disk full", "tries": 3, "started": 1.7e9, "ended": 1.7e9 + 0.25}
+    with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
+        d.report_batch([*_plans(ids, 1), _placed(shard)])
+        # When attempt 1 posts a file on the single route and another in a batch (Core),
+        w.report_files(shard, attempt=1, node="w", files=[{"path": "a", **full}])
+        w.report_batch([{"shard_id": shard, "files": {"attempt": 1, "files": [{"path": "b", **full}]}}])
+        first = {row["path"]: row for row in user.run_report(run_id)}
+        # then attempt 2 reports "a" again in a batch, and attempt 1's late post of "b" comes after it
+        d.report_batch([_placed(shard, attempt=2)])
+        newer = w.report_batch([{"shard_id": shard, "files": {"attempt": 2, "files": [
+            {"path": "a", "bytes": 5, "status": "copied", "checksum": "xxh3:feed"}]}}])
+        late = w.report_batch([{"shard_id": shard,
+                                "files": {"attempt": 1, "files": [{"path": "b", **full}]}}])
+        second = {row["path"]: row for row in user.run_report(run_id)}
+    # Then each path's row holds every field as sent, the node being the token's
+    for path in ("a", "b"):
+        row = first[path]
+        assert (row["source"], row["bytes"], row["checksum"], row["status"], row["verified"], row["error"],
+                row["tries"], row["started_at"], row["ended_at"], row["node"], row["attempt"]) == (
+            "src/a", 8192, "xxh3:0123456789abcdef", "failed", "xxh3", "disk full", 3, 1.7e9, 1.7e9 + 0.25,
+            "w", 1), row
+    # and the newer attempt replaced "a" (one row), the stale post was refused and changed nothing
+    assert newer["results"][0]["ok"] and late["results"][0]["error"] == "stale_attempt"
+    assert sorted(second) == ["a", "b"]
+    assert (second["a"]["attempt"], second["a"]["bytes"], second["a"]["status"], second["a"]["error"],
+            second["a"]["tries"]) == (2, 5, "copied", "", 0)
+    assert second["b"] == first["b"]

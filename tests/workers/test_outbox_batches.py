@@ -29,6 +29,7 @@ from tests.cloud.conftest import Cloud, Site, launch, make_pipeline, make_site, 
 from tests.waiting import wait_for
 from tests.workers.support import StubCloud
 from workers.run.outbox import (
+    ITEM_VALUES,
     OutboxReporter,
     OutboxSender,
     ReportOutbox,
@@ -399,3 +400,15 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
     finally:
         sender.stop()
         client.close()
+
+
+def test_a_batch_item_carries_the_file_results_as_the_entry_holds_them() -> None:
+    # Given an outbox entry with a compact result and one an older node queued in full
+    compact = {"path": "a", "bytes": 1, "status": "copied"}
+    full = {"path": "b", "source": "", "bytes": 0, "checksum": "", "status": "skipped", "verified": "",
+            "error": "", "tries": 0, "started": None, "ended": None}
+    entry = {"shard_id": "s1", "report": {"attempt": 1, "status": "running", "file_results": [compact, full]}}
+    # When it becomes batch items, Then they go unchanged (the cloud takes either), with the envelope
+    items, owners = batch_items([entry])
+    assert items[0]["files"] == {"attempt": 1, "node": None, "files": [compact, full]} and owners == [0]
+    assert json_values(items[0]) <= json_values(entry) + ITEM_VALUES

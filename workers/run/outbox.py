@@ -326,7 +326,8 @@ def compact_file_result(result: dict[str, Any]) -> dict[str, Any]:
 
 def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """The batch request items of outbox ``entries`` and, per item, the index of the entry
-    it comes from. File results go first (compact: :func:`compact_file_result`), in items
+    it comes from. File results go first, as the entry holds them (compact:
+    :meth:`ReportOutbox.entry`), in items
     of at most :data:`MAX_FILE_RESULTS`; a
     report without file results followed by a later report of the same shard attempt is
     left out (the later one says everything it said: one final report for a short shard)."""
@@ -342,7 +343,8 @@ def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         superseded = last[(shard_id, int(report.get("attempt", 0)))] != index
         if superseded and not results:
             continue
-        results = [compact_file_result(r) for r in results]
+        # Compact already: an entry holds its file results as :meth:`ReportOutbox.entry` made
+        # them (an older node's full ones are just as valid, and were counted as they are).
         chunks = [results[k:k + MAX_FILE_RESULTS] for k in range(0, len(results), MAX_FILE_RESULTS)]
         for k, chunk in enumerate(chunks):
             item: dict[str, Any] = {"shard_id": shard_id, "files": {

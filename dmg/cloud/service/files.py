@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterator
 from typing import Any, cast
 
-from sqlalchemy import Table, func, select
+from sqlalchemy import Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -53,57 +53,82 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
     rows = file_rows(shard.activity_run_id, shard_id, body, node, now=now)
     if defer:
         session.info.setdefault(DEFERRED, []).extend(rows)
-    elif rows:
-        session.execute(_upsert(session), rows)
+    else:
+        upsert(session, rows)
     return {"recorded": len(rows)}
 
 
+#: The ``file_results`` columns a row of :func:`file_rows` holds, in the table's order
+#: (:func:`_upsert_sql` checks it).
+ROW_COLUMNS = ("activity_run_id", "shard_id", "path", "path_hash", "source", "bytes", "checksum", "status",
+               "verified", "error", "node", "attempt", "tries", "started_at", "ended_at", "recorded_at")
+#: A ``file_results`` row: plain values in :data:`ROW_COLUMNS` order.
+FileRow = tuple[Any, ...]
+
+
 def file_rows(activity_run_id: str, shard_id: str, body: FileResults, node: NodeIdentity, *,
-              now: float) -> list[dict[str, Any]]:
+              now: float) -> list[FileRow]:
     """The ``file_results`` rows of ``body`` (checked): one per path, the last one sent
     counting; the node is the token's, never the body's."""
-    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
     reporter = node.node
-    return [{"activity_run_id": activity_run_id, "shard_id": shard_id, "path_hash": digest, "path": item.path,
-             "source": item.source, "bytes": item.bytes, "checksum": item.checksum, "status": item.status,
-             "verified": item.verified, "error": item.error, "tries": item.tries, "node": reporter,
-             "attempt": body.attempt, "recorded_at": now, "started_at": item.started, "ended_at": item.ended}
+    attempt = body.attempt
+    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
+    return [(activity_run_id, shard_id, item.path, digest, item.source, item.bytes, item.checksum,
+             item.status, item.verified, item.error, reporter, attempt, item.tries, item.started, item.ended,
+             now)
             for digest, item in latest.items()]
 
 
-def upsert(session: Session, rows: list[dict[str, Any]]) -> None:
-    """Write ``file_results`` rows in one INSERT ... ON CONFLICT DO UPDATE (executemany)."""
-    if rows:
-        session.execute(_upsert(session), rows)
+def upsert(session: Session, rows: list[FileRow]) -> None:
+    """Write ``file_results`` rows in one INSERT ... ON CONFLICT DO UPDATE (executemany),
+    on the session's connection, in its transaction."""
+    if not rows:
+        return
+    sql = _upsert_sql(session)
+    # The DBAPI cursor's own executemany of plain tuples: SQLAlchemy 2.1.9's executemany
+    # builds and processes a parameter dict per row (construct_params: ~5.5 us of the
+    # cloud's ~15 us per file row); these columns have no bind processor to skip.
+    cursor = session.connection().connection.cursor()
+    try:
+        cursor.executemany(sql, rows)
+    finally:
+        cursor.close()
 
 
 DEFERRED = "dmg_file_rows"
-_UPSERTS: dict[str, Any] = {}
+_UPSERTS: dict[str, str] = {}
 
 
 def write_deferred(session: Session) -> int:
     """Write the rows :func:`record_file_results` kept (``defer``) in one statement -> their number."""
-    rows: list[dict[str, Any]] = session.info.pop(DEFERRED, [])
-    if rows:
-        session.execute(_upsert(session), rows)
+    rows: list[FileRow] = session.info.pop(DEFERRED, [])
+    upsert(session, rows)
     return len(rows)
 
 
-def _upsert(session: Session) -> Any:
+def _upsert_sql(session: Session) -> str:
     """``INSERT INTO file_results ... ON CONFLICT (shard_id, path_hash) DO UPDATE`` unless
-    the stored row is of a newer attempt; built once per dialect (SQLite, PostgreSQL)."""
-    dialect = session.get_bind().dialect.name
-    statement = _UPSERTS.get(dialect)
-    if statement is None:
-        insert_of = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    the stored row is of a newer attempt, with positional parameters in :data:`ROW_COLUMNS`
+    order; compiled once per dialect (SQLite, PostgreSQL)."""
+    dialect = session.get_bind().dialect
+    sql = _UPSERTS.get(dialect.name)
+    if sql is None:
+        insert_of = postgresql_insert if dialect.name == "postgresql" else sqlite_insert
         table = cast(Table, FileRecord.__table__)
-        statement = insert_of(table)
+        statement = insert_of(table).inline().values({name: bindparam(name) for name in ROW_COLUMNS})
         replaced = {column.name: statement.excluded[column.name] for column in table.columns
                     if column.name not in ("id", "activity_run_id", "shard_id", "path_hash")}
-        statement = _UPSERTS[dialect] = statement.on_conflict_do_update(
+        statement = statement.on_conflict_do_update(
             index_elements=[table.c.shard_id, table.c.path_hash], set_=replaced,
             where=table.c.attempt <= statement.excluded.attempt)
-    return statement
+        # Positional parameters (SQLite "?", psycopg "%s"), checked to be in ROW_COLUMNS order.
+        dialect_class: Any = type(dialect)  # DefaultDialect takes paramstyle; mypy sees Dialect's stub
+        positional = dialect_class(paramstyle="qmark" if dialect.name == "sqlite" else "format")
+        compiled = statement.compile(dialect=positional)
+        if tuple(compiled.positiontup or ()) != ROW_COLUMNS:
+            raise RuntimeError(f"file_results upsert binds {compiled.positiontup}, not {ROW_COLUMNS}")
+        sql = _UPSERTS[dialect.name] = str(compiled)
+    return sql
 
 
 def check_run(session: Session, run_id: str) -> None:

@@ -123,7 +123,7 @@ class _Batch:
         self.changed_shards: dict[str, Row] = {}
         self.new_attempts: list[Row] = []
         self.changed_attempts: dict[int, Row] = {}
-        self.file_rows: list[dict[str, Any]] = []
+        self.file_rows: list[files.FileRow] = []
 
     def _shard(self, shard_id: str) -> Row:
         shard = self.shards.get(shard_id)
