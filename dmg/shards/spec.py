@@ -152,11 +152,7 @@ class ShardSpec:
 
         Raises :class:`MalformedSpec`: a missing field, a wrong type, an unknown
         ``kind``, a part shard without its ``part``."""
-        body = _mapping(raw, "shard spec")
-        kind = body.get("kind") or KIND_COPY
-        if kind not in KINDS:
-            raise MalformedSpec(f"shard spec is malformed (unknown kind {str(kind)[:40]!r}; "
-                                f"expected one of {', '.join(KINDS)})", hint=_HINT)
+        body, kind = _body_and_kind(raw)
         try:
             source, sink = _mapping(body["source"], "shard source"), _mapping(body["sink"], "shard sink")
             raw_entries = body.get("entries", [])
@@ -183,6 +179,16 @@ class ShardSpec:
         return spec
 
 
+
+def _body_and_kind(raw: object) -> tuple[Mapping[str, Any], str]:
+    """A spec body and its ``kind``; MalformedSpec for a non-mapping or an unknown kind."""
+    body = _mapping(raw, "shard spec")
+    kind = body.get("kind") or KIND_COPY
+    if kind not in KINDS:
+        raise MalformedSpec(f"shard spec is malformed (unknown kind {str(kind)[:40]!r}; "
+                            f"expected one of {', '.join(KINDS)})", hint=_HINT)
+    return body, str(kind)
+
 @dataclass(frozen=True)
 class ShardStores:
     """The stores of a shard spec, read without its entries (what placement needs)."""
@@ -199,11 +205,7 @@ class ShardStores:
     def from_json(cls, raw: object) -> ShardStores:
         """Read the stores of a :meth:`ShardSpec.to_json` body. Raises :class:`MalformedSpec`
         (an unknown ``kind``, a missing or malformed store); its entries are not looked at."""
-        body = _mapping(raw, "shard spec")
-        kind = body.get("kind") or KIND_COPY
-        if kind not in KINDS:
-            raise MalformedSpec(f"shard spec is malformed (unknown kind {str(kind)[:40]!r}; "
-                                f"expected one of {', '.join(KINDS)})", hint=_HINT)
+        body, _kind = _body_and_kind(raw)
         try:
             source, sink = _mapping(body["source"], "shard source"), _mapping(body["sink"], "shard sink")
             return cls(StoreSpec.from_json(source["store"]), StoreSpec.from_json(sink["store"]))
