@@ -22,19 +22,15 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis as redis_lib
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from dmg.embedded.redis import EmbeddedRedis, redis_binary
-from dmg.errors import Fatal
-from dmg.procs import free_port
+from dmg.embedded.redis import EmbeddedRedis
 from settings import Settings
 from settings.celery import broker_key_prefix, celery_config
-from tests.conftest import require
 from workers.brokerloss import close_channels_on_collect, open_channels
 
 GATEWAY = "lossgw"
@@ -48,19 +44,6 @@ class Worker:
     connection: Connection
     channels: list[Any]
     delivered: list[Any]
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    try:
-        redis_binary()
-    except Fatal as exc:
-        require(False, str(exc))
-    server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

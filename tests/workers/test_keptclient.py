@@ -19,18 +19,14 @@ import contextlib
 import socket
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kombu import Connection, Consumer, Exchange, Producer, Queue
 
-from dmg.embedded.redis import EmbeddedRedis, redis_binary
-from dmg.errors import Fatal
-from dmg.procs import free_port
+from dmg.embedded.redis import EmbeddedRedis
 from settings import Settings
 from settings.celery import celery_config
-from tests.conftest import require
 from tests.workers.test_brokerloss import celery_cleanup, where_is_the_message
 from workers.app import make_app
 from workers.brokerloss import close_channels_on_collect, open_channels
@@ -46,19 +42,6 @@ from workers.keptclient import (
 GATEWAY = "lossgw"  # test_brokerloss's helpers look under this gateway's prefix
 QUEUE = "node.loss"
 TASKS = Queue(QUEUE, Exchange(QUEUE, "direct"), QUEUE)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedRedis]:
-    try:
-        redis_binary()
-    except Fatal as exc:
-        require(False, str(exc))
-    server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

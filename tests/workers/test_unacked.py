@@ -30,7 +30,7 @@ from dmg.embedded.redis import EmbeddedRedis
 from settings import Settings
 from settings.celery import broker_key_prefix, celery_config
 from tests.workers.test_brokerloss import where_is_the_message
-from tests.workers.test_keptclient import GATEWAY, QUEUE, broker, publish, receive_one  # noqa: F401
+from tests.workers.test_keptclient import GATEWAY, QUEUE, publish, receive_one
 from workers.keptclient import TRANSPORT
 from workers.unacked import OneCallQoS
 
@@ -45,7 +45,7 @@ def open_connection(url: str, **extra: float) -> Connection:
 
 
 @pytest.fixture
-def client(broker: EmbeddedRedis) -> Iterator[redis_lib.Redis]:  # noqa: F811
+def client(broker: EmbeddedRedis) -> Iterator[redis_lib.Redis]:
     plain = redis_lib.Redis.from_url(broker.url)
     try:
         yield plain
@@ -54,7 +54,7 @@ def client(broker: EmbeddedRedis) -> Iterator[redis_lib.Redis]:  # noqa: F811
 
 
 def test_unacked_message_is_recorded_as_kombu_records_it_and_the_ack_removes_it(
-        broker: EmbeddedRedis, client: redis_lib.Redis) -> None:  # noqa: F811
+        broker: EmbeddedRedis, client: redis_lib.Redis) -> None:
     conn = open_connection(broker.url)
     try:
         assert isinstance(conn.default_channel.qos, OneCallQoS)
@@ -80,7 +80,7 @@ def test_unacked_message_is_recorded_as_kombu_records_it_and_the_ack_removes_it(
 
 
 def test_an_unacked_message_of_a_dead_consumer_is_restored_after_the_visibility_timeout(
-        broker: EmbeddedRedis) -> None:  # noqa: F811
+        broker: EmbeddedRedis) -> None:
     dead = open_connection(broker.url)
     publish(dead, {"n": 7})
     receive_one(dead)  # delivered, never acked
@@ -105,7 +105,7 @@ def test_an_unacked_message_of_a_dead_consumer_is_restored_after_the_visibility_
 
 
 def test_delivery_and_ack_work_after_redis_restarts_with_an_empty_script_cache(
-        broker: EmbeddedRedis, client: redis_lib.Redis) -> None:  # noqa: F811
+        broker: EmbeddedRedis, client: redis_lib.Redis) -> None:
     conn = open_connection(broker.url)
     try:
         publish(conn, {"n": 1})
