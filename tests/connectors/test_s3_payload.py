@@ -20,7 +20,7 @@ from dmg.connectors.s3 import S3Connector
 from dmg.connectors.s3upload import MAX_PARTS, S3Writer, crc32_b64, part_size_for
 from dmg.errors import Fatal, NotFound, Retryable
 from tests.connectors.killed import kill_once_parts_sent
-from tests.servers.relay import Faults, Relay, Seen
+from tests.servers.relay import Faults, Relay, Seen, flip_a_byte_of_part
 from tests.servers.s3 import S3Server
 
 MiB = 1024 * 1024
@@ -88,12 +88,7 @@ def test_a_part_damaged_in_transit_fails_the_file_and_leaves_nothing_visible(
     """moto 5.2.5 checks no x-amz-checksum-crc32 on receipt (S3 refuses the part with
     BadDigest); it does compute the parts' CRC-32 from the bytes it stored, so the composite
     checked at commit catches the damage there: the object is deleted, the file fails."""
-    def damage_second_part(seen: Seen) -> bytes:
-        if seen.method == "PUT" and "partNumber=2" in seen.path:
-            return seen.body[:100] + bytes([seen.body[100] ^ 1]) + seen.body[101:]
-        return seen.body
-
-    relay = Relay(s3_server.endpoint_url, Faults(change_body=damage_second_part))
+    relay = Relay(s3_server.endpoint_url, Faults(change_body=flip_a_byte_of_part(2)))
     try:
         (tmp_path / "bad.bin").write_bytes(os.urandom(11 * MiB))
         store = make_store(relay.url, s3_server, s3_bucket, upload_cutoff=0)

@@ -105,3 +105,13 @@ class Relay:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=10)
+
+
+def flip_a_byte_of_part(number: int) -> Callable[[Seen], bytes]:
+    """A ``change_body`` that flips one bit of multipart upload part ``number``'s body (its
+    101st byte) and forwards every other body as sent."""
+    def change(seen: Seen) -> bytes:
+        if seen.method == "PUT" and f"partNumber={number}" in seen.path:
+            return seen.body[:100] + bytes([seen.body[100] ^ 1]) + seen.body[101:]
+        return seen.body
+    return change

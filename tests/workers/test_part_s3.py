@@ -26,7 +26,7 @@ from dmg.site.splits import ABORTED, DONE, SplitObjects
 from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
-from tests.servers.relay import Faults, Relay, Seen
+from tests.servers.relay import Faults, Relay, Seen, flip_a_byte_of_part
 from tests.servers.s3 import S3Server
 from tests.workers.support import file_store, write_files
 from workers.run.reporter import MemoryReporter
@@ -119,12 +119,7 @@ def test_a_part_damaged_in_transit_is_refused_and_nothing_is_visible(
         tmp_path: Path, state: SiteState, data: bytes, s3_server: S3Server, s3_bucket: str) -> None:
     """One flipped byte in part 2's body: S3 refuses the part (BadDigest); moto 5.2.5 stores
     it, and the composite CRC-32 at commit differs: the object is deleted, the run fails."""
-    def damage_second_part(seen: Seen) -> bytes:
-        if seen.method == "PUT" and "partNumber=2" in seen.path:
-            return seen.body[:100] + bytes([seen.body[100] ^ 1]) + seen.body[101:]
-        return seen.body
-
-    relay = Relay(s3_server.endpoint_url, Faults(change_body=damage_second_part))
+    relay = Relay(s3_server.endpoint_url, Faults(change_body=flip_a_byte_of_part(2)))
     try:
         ids = plan(tmp_path, state, sink_spec(relay, s3_server, s3_bucket), s3_server)
 
