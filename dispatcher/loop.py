@@ -24,13 +24,19 @@ instead of waiting ``lease_ttl`` s. A node or dispatcher that stops without clos
 its connections (SIGSTOP, a machine or network gone) is still found by the heartbeat
 timeout and the lease TTL.
 
-Taking over from a dead dispatcher (:func:`dispatcher.recovery.take_over`): the
-new one re-issues the shards queued on live nodes (their message may never have
-been sent), replays the plans its predecessor had not finished pushing, and
-claims with a higher epoch, which takes back from the cloud the activity runs the
-old epoch claimed but never planned. Before each claim it applies the runs users
-cancelled (:mod:`dispatcher.cancels`). Every attempt it makes and every message it
-sends carries its epoch; a dispatcher whose epoch was superseded can make none.
+Taking over from a dead dispatcher (:func:`dispatcher.recovery.take_over`): the new one
+re-issues the shards queued on live nodes (their message may never have been sent),
+replays the plans its predecessor had not finished pushing, and claims with a higher
+epoch, which takes back from the cloud the activity runs the old epoch claimed but never
+planned. After a broker outage or restart (a failed round trip, or a new ``run_id`` seen
+by the presence look), once the broker has been back ``offline_after`` s, the lease
+holder re-issues the shards queued on live nodes the same way: a worker that had taken a
+message when its connection broke has dropped it, and kombu leaves it to the visibility
+timeout.
+
+Before each claim it applies the runs users cancelled (:mod:`dispatcher.cancels`). Every
+attempt it makes and every message it sends carries its epoch; a dispatcher whose epoch
+was superseded can make none.
 
 A candidate whose node is flagged removed (``dmg node remove``; the node flags itself
 when the cloud refuses its token) gives the lease up and stops competing: its claims
@@ -59,7 +65,14 @@ from dispatcher.placement import Placer
 from dispatcher.planner import plan_activity_run
 from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
-from dispatcher.recovery import OrphanWatch, requeue_gone, requeue_offline, retire_gone, take_over
+from dispatcher.recovery import (
+    OrphanWatch,
+    reissue_queued,
+    requeue_gone,
+    requeue_offline,
+    retire_gone,
+    take_over,
+)
 from dispatcher.reports import PlacementOutbox, PlacementSender
 from dispatcher.slots import FreeSlots
 from dmg.cloud.client import CloudClient
@@ -298,6 +311,9 @@ class DispatcherService:
         next_look = 0.0
         epoch = self.lease.epoch
         woken = True  # work may be pending: the first round reads it with the site's load
+        # Taken over while the broker was away or just back: nodes that had not beaten again
+        # were skipped by the take-over's re-issue; do it again once they have.
+        outages = None if not self.broker.settled() else self._outages()
         while not self._stop.is_set():
             now = time.monotonic()
             if now >= next_renew:
@@ -315,6 +331,9 @@ class DispatcherService:
                     if retired:
                         next_recovery = now  # move their shards in this round
                         self._report_gone(retired, epoch)
+                if self.broker.settled() and outages != self._outages():
+                    self._reissue_after_outage(epoch)
+                    outages = self._outages()
                 if now >= next_recovery and self.broker.settled():
                     requeue_offline(self.state, epoch=epoch)
                     requeue_gone(self.state, epoch=epoch)
@@ -337,6 +356,19 @@ class DispatcherService:
                 woken = True
         if not self._stop.is_set():
             log.warning("lost the dispatcher lease node=%s epoch=%d", self.node, epoch)
+
+    def _outages(self) -> tuple[int, int]:
+        """Broker outages this node saw: failed round trips, and restarts (a new ``run_id``)."""
+        return self.broker.outages, self.presence.restarts
+
+    def _reissue_after_outage(self, epoch: int) -> None:
+        """After a broker outage or restart, re-issue every shard queued on a live node
+        (:func:`dispatcher.recovery.reissue_queued`): a message a worker had taken when its
+        connection broke is gone until the visibility timeout, and nothing else would
+        place the shard again while its node lives."""
+        reissued = reissue_queued(self.state, self.placer, epoch=epoch)
+        if reissued:
+            log.warning("re-issued %d queued shard(s) after a broker outage epoch=%d", len(reissued), epoch)
 
     # -- the claimer thread -------------------------------------------------------------
     def _holding(self, epoch: int) -> bool:

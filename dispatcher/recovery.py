@@ -143,12 +143,14 @@ class OrphanWatch:
         return moved
 
 
-def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str], set[str]]:
-    """Re-issue the shards queued on live nodes and list the runs whose plan to replay.
+def reissue_queued(state: SiteState, placer: Placer, *, epoch: int) -> list[str] | None:
+    """Give every shard queued on a live node a new attempt there and send its message.
 
-    Returns ``(re-issued shard ids, activity run ids)``; activity runs whose plan
-    was never recorded are forgotten here (the cloud hands them out again: they are
-    claimed but not planned).
+    Its old message may be gone: never sent by a dead predecessor, or lost with a broker
+    restart (a worker that had taken it drops it when its connection breaks, and kombu
+    cannot hand it back to a broker that is down: it waits out the visibility timeout).
+    An old message that does arrive is stale and does nothing. Returns the re-issued ids,
+    None when ``epoch`` is superseded.
     """
     reissued: list[str] = []
     for node in sorted(state.heartbeats()):
@@ -158,10 +160,24 @@ def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str
                 continue
             attempt = reissue(state, shard_id, node, attempt=shard["attempt"], epoch=epoch)
             if attempt < 0:
-                return reissued, set()
+                return None
             if attempt > 0:
                 placer.reissue(shard_id, node, attempt, epoch=epoch)
                 reissued.append(shard_id)
+    return reissued
+
+
+def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str], set[str]]:
+    """Re-issue the shards queued on live nodes and list the runs whose plan to replay.
+
+    Returns ``(re-issued shard ids, activity run ids)``; activity runs whose plan
+    was never recorded are forgotten here (the cloud hands them out again: they are
+    claimed but not planned).
+    """
+    reissued = reissue_queued(state, placer, epoch=epoch)
+    if reissued is None:
+        return [], set()
+    for node in sorted(state.heartbeats()):
         for shard_id in sorted(state.running(node)):
             shard = state.shard(shard_id)
             if shard is not None and shard["node"] == node and shard["state"] == STATE_RUNNING:

@@ -44,6 +44,20 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
     server.stop()
 
 
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[EmbeddedRedis]:
+    """A Redis of the test's own (a broker it may stop and restart), stopped after it."""
+    try:
+        redis_binary()
+    except Fatal as exc:
+        require(False, str(exc))
+    server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 _databases = itertools.cycle(range(1, 16))
 
 

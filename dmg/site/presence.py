@@ -72,6 +72,7 @@ class PresenceWatch:
         self.confirm = confirm
         self.clock = clock
         self.run_id = ""
+        self.restarts = 0  # run_id changes seen after the first look: restarts and failovers
         self._server_since = 0.0  # our clock when this Redis run was first seen, minus its uptime
         self._seen: set[str] = set()  # connected at some look
         self._absent_since: dict[str, float] = {}
@@ -95,6 +96,7 @@ class PresenceWatch:
         run_id = str(server.get("run_id", ""))
         if run_id != self.run_id:
             if self.run_id:
+                self.restarts += 1
                 log.info("the broker restarted or failed over (run_id %s -> %s); judging nobody for "
                          "%.1f s", self.run_id[:8], run_id[:8], self.grace)
             self.run_id = run_id
