@@ -67,6 +67,7 @@ from dispatcher.ports import DispatchCloud, TaskSender
 from dispatcher.rebalance import Rebalancer
 from dispatcher.recovery import (
     OrphanWatch,
+    StrandedWatch,
     reissue_queued,
     requeue_gone,
     requeue_offline,
@@ -153,6 +154,7 @@ class DispatcherService:
                              messages=ShardMessages.of(sender))
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
+        self.stranded = StrandedWatch(grace=settings.offline_after)
         self.cancels = CancelWatch(state, cloud)
         # Dead node processes, seen by their vanished Redis connections; a restarted Redis
         # is given two heartbeats (and a second) for every node to reconnect.
@@ -338,6 +340,7 @@ class DispatcherService:
                     requeue_offline(self.state, epoch=epoch)
                     requeue_gone(self.state, epoch=epoch)
                     self.orphans.check(self.state, epoch=epoch)
+                    self.stranded.check(self.state, self.placer, epoch=epoch)
                     next_recovery = now + self.recovery_interval
                 with self.reports.wake_after():
                     self.placer.place_pending(woken=woken)

@@ -24,6 +24,11 @@ placement sends it to a live node in its next round.
   ``grace`` s lost its execution without the broker bringing it back (a pool
   process died after the visibility timeout had already restored its message);
   it is requeued too.
+- :class:`StrandedWatch`: a shard queued on a live node that has a free slot and an
+  empty broker queue, under the same attempt for ``grace`` s, lost its message (a
+  worker that had taken it when its broker connection broke drops it, and kombu leaves
+  it to the visibility timeout): it is re-issued on the same node
+  (:func:`reissue_queued` does the same for every queued shard after a broker outage).
 - :func:`take_over`: what a new dispatcher does before it places anything. It
   cannot know whether its predecessor's message for a queued shard went out (it
   may have died between recording the attempt and sending it), so it re-issues
@@ -47,6 +52,8 @@ from dmg.attempt_ends import NODE_OFFLINE, NODE_REMOVED, WORKER_DIED
 from dmg.shards.status import STATE_QUEUED, STATE_RUNNING
 from dmg.site.attempts import reissue, requeue, runner_pid
 from dmg.site.state import DRAIN_REMOVED, SiteState
+from settings.celery import broker_key_prefix
+from workers.names import node_queue
 
 if TYPE_CHECKING:
     from dispatcher.placement import Placer
@@ -158,13 +165,71 @@ def reissue_queued(state: SiteState, placer: Placer, *, epoch: int) -> list[str]
             shard = state.shard(shard_id)
             if shard is None or shard["node"] != node or shard["state"] != STATE_QUEUED:
                 continue
-            attempt = reissue(state, shard_id, node, attempt=shard["attempt"], epoch=epoch)
+            attempt = reissue_one(state, placer, shard_id, node, int(shard["attempt"]), epoch=epoch)
             if attempt < 0:
                 return None
             if attempt > 0:
-                placer.reissue(shard_id, node, attempt, epoch=epoch)
                 reissued.append(shard_id)
     return reissued
+
+
+def reissue_one(state: SiteState, placer: Placer, shard_id: str, node: str, attempt: int, *,
+                epoch: int) -> int:
+    """A new attempt of ``shard_id``, still queued on ``node`` under ``attempt``, on the same
+    node, and its message; returns it, 0 when the shard started, ended or moved meanwhile,
+    -1 when ``epoch`` is superseded."""
+    new = reissue(state, shard_id, node, attempt=attempt, epoch=epoch)
+    if new > 0:
+        placer.reissue(shard_id, node, new, epoch=epoch)
+    return new
+
+
+class StrandedWatch:
+    """Finds shards queued on a live node whose message will not reach it; see the module
+    docstring. Not thread-safe: the lease holder's loop owns one."""
+
+    def __init__(self, *, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.grace = grace
+        self.clock = clock
+        self._suspects: dict[tuple[str, int], float] = {}  # (shard, attempt) -> since
+
+    def check(self, state: SiteState, placer: Placer, *, epoch: int) -> list[str]:
+        """One round; returns the shards re-issued."""
+        now = self.clock()
+        suspects: dict[tuple[str, int], float] = {}
+        moved: list[str] = []
+        drained = state.drained()  # a draining node does not take work: its shards move on
+        for node in sorted(state.heartbeats()):
+            queued = state.queued(node)
+            if not queued or node in drained or not self._waits_for_work(state, node):
+                continue
+            for shard_id in sorted(queued):
+                shard = state.shard(shard_id)
+                if shard is None or shard["node"] != node or shard["state"] != STATE_QUEUED:
+                    continue
+                key = (shard_id, int(shard["attempt"]))
+                since = suspects[key] = self._suspects.get(key, now)
+                if now - since < self.grace:
+                    continue
+                attempt = reissue_one(state, placer, shard_id, node, key[1], epoch=epoch)
+                if attempt < 0:
+                    return moved
+                suspects.pop(key, None)
+                if attempt > 0:
+                    moved.append(shard_id)
+                    log.warning("queued shard's message lost on a live node; sent again shard=%s "
+                                "node=%s attempt=%d", shard_id, node, attempt)
+        self._suspects = suspects
+        return moved
+
+    @staticmethod
+    def _waits_for_work(state: SiteState, node: str) -> bool:
+        """``node``'s worker has a free slot (by the load it publishes) and no message waits
+        in its broker queue."""
+        load = state.worker_load(node)
+        if not load or int(load.get("running") or 0) >= int(load.get("limit") or 0):
+            return False
+        return not state.redis.llen(broker_key_prefix(state.gateway) + node_queue(node))
 
 
 def take_over(state: SiteState, placer: Placer, *, epoch: int) -> tuple[list[str], set[str]]:

@@ -1,9 +1,9 @@
 """The dispatcher's recovery moves on a real Redis, with real Celery messages.
 
 Given shards queued and running on nodes, when a node's heartbeat expires, a
-running shard's process vanishes from a live node, or a new dispatcher takes
-over, then each affected shard gets a new attempt (the old one fenced) and is
-placed again, and nothing else moves.
+running shard's process vanishes from a live node, a queued shard's message is lost
+on a live node, or a new dispatcher takes over, then each affected shard gets a new
+attempt (the old one fenced) and is placed again, and nothing else moves.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import redis as redis_lib
 from celery import Celery
 
 from dispatcher.placement import Placer
-from dispatcher.recovery import OrphanWatch, requeue_offline, take_over
+from dispatcher.recovery import OrphanWatch, StrandedWatch, requeue_offline, take_over
 from dmg.site.attempts import runner_token, start_run
 from dmg.site.state import SiteState
 from settings.celery import broker_key_prefix
@@ -114,3 +114,60 @@ def test_a_new_dispatcher_reissues_queued_shards_and_replays_unfinished_plans(
     assert messages(redis_client, "a") == [(["queued", old + 1], {"epoch": 2})]
     assert state.planning() == {"planned-run"}  # the replay ends it
     assert take_over(state, placer, epoch=1) == ([], set())  # a superseded epoch re-issues nothing
+
+
+def placer_of(state: SiteState, sender: Celery, epoch: int) -> Placer:
+    state.redis.set(state.keys.epoch, epoch)
+    return Placer(state=state, sender=sender, cloud=None, holding=lambda: True, max_queued=0,
+                  epoch=lambda: epoch)
+
+
+def test_a_queued_shard_whose_message_is_gone_from_a_live_idle_node_is_sent_again_after_the_grace(
+        state: SiteState, sender: Celery, redis_client: redis_lib.Redis) -> None:
+    """Given node a alive with a free slot and nothing in its broker queue, and a shard queued
+    on it (its message taken by a worker whose broker connection then broke), when it stays
+    so for the grace, then it gets a new attempt on a and its message is in a's queue."""
+    beat(state, "a")
+    add(state, "lost")
+    placer = placer_of(state, sender, 1)
+    old = state.new_attempt("lost", "a", epoch=1)
+    state.publish_worker_load("a", running=0, limit=2, pids=[7101, 7102], ttl=30)
+    now = [0.0]
+    watch = StrandedWatch(grace=3.0, clock=lambda: now[0])
+
+    assert watch.check(state, placer, epoch=1) == []  # a message may be on its way to the pool
+    now[0] = 2.9
+    assert watch.check(state, placer, epoch=1) == []
+    now[0] = 3.1
+    assert watch.check(state, placer, epoch=1) == ["lost"]
+
+    assert not state.is_current("lost", old) and state.is_current("lost", old + 1)
+    assert state.queued("a") == {"lost"}
+    assert messages(redis_client, "a") == [(["lost", old + 1], {"epoch": 1})]
+    now[0] = 10.0
+    assert watch.check(state, placer, epoch=1) == []  # its message waits in the queue now
+
+
+def test_a_queued_shard_is_left_alone_while_its_node_is_busy_has_messages_waiting_or_drains(
+        state: SiteState, sender: Celery, redis_client: redis_lib.Redis) -> None:
+    beat(state, "full")
+    beat(state, "backlog")
+    beat(state, "draining")
+    beat(state, "silent")  # no load published: its worker cannot be judged
+    add(state, "s-full", "s-backlog", "s-draining", "s-silent")
+    placer = placer_of(state, sender, 1)
+    for shard_id, node in (("s-full", "full"), ("s-backlog", "backlog"), ("s-draining", "draining"),
+                           ("s-silent", "silent")):
+        state.new_attempt(shard_id, node, epoch=1)
+    state.publish_worker_load("full", running=2, limit=2, pids=[1, 2], ttl=30)
+    state.publish_worker_load("backlog", running=0, limit=2, pids=[3, 4], ttl=30)
+    state.publish_worker_load("draining", running=0, limit=2, pids=[5, 6], ttl=30)
+    state.redis.hset(state.keys.drain, "draining", "drain")
+    placer.send("s-backlog", "backlog", 1, epoch=1)  # a message still waits in backlog's queue
+    now = [0.0]
+    watch = StrandedWatch(grace=1.0, clock=lambda: now[0])
+
+    assert watch.check(state, placer, epoch=1) == []
+    now[0] = 5.0
+    assert watch.check(state, placer, epoch=1) == []
+    assert all(state.is_current(s, 1) for s in ("s-full", "s-backlog", "s-draining", "s-silent"))
