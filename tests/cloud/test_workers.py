@@ -38,8 +38,12 @@ def two_workers(postgres_url: str, tmp_path_factory: pytest.TempPathFactory) -> 
         server.stop()
 
 
-def _local_ports() -> set[int]:
-    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp") if c.raddr}
+def _local_ports(server_port: int) -> set[int]:
+    # Only this process's connections to the cloud: Linux gives the same ephemeral port to
+    # connections to different servers, so a new connection to the cloud may share its
+    # local port with one to PostgreSQL opened before (seen once in CI).
+    return {c.laddr.port for c in psutil.Process().net_connections(kind="tcp")
+            if c.raddr and c.raddr.port == server_port}
 
 
 def _worker_of(cloud: Cloud, local_port: int) -> int | None:
@@ -58,11 +62,13 @@ def pinned_clients(cloud: Cloud, token: str, *, workers: int = 2) -> dict[int, h
     deadline = time.monotonic() + 30
     while len(pinned) < workers:
         assert time.monotonic() < deadline, f"only {len(pinned)} of {workers} workers answered"
-        before = _local_ports()
+        server_port = httpx.URL(cloud.url).port
+        assert server_port is not None
+        before = _local_ports(server_port)
         client = httpx.Client(base_url=cloud.url + "/api/v1", headers={"Authorization": f"Bearer {token}"},
                               timeout=30)
         assert client.get("/health").status_code == 200
-        (port,) = _local_ports() - before
+        (port,) = _local_ports(server_port) - before
         pid = _worker_of(cloud, port)
         if pid is None or pid in pinned:
             client.close()
