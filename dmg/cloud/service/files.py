@@ -69,14 +69,17 @@ FileRow = tuple[Any, ...]
 def file_rows(activity_run_id: str, shard_id: str, body: FileResults, node: NodeIdentity, *,
               now: float) -> list[FileRow]:
     """The ``file_results`` rows of ``body`` (checked): one per path, the last one sent
-    counting; the node is the token's, never the body's."""
+    counting (its ``rows`` after its ``files``); the node is the token's, never the body's."""
     reporter = node.node
     attempt = body.attempt
-    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
-    return [(activity_run_id, shard_id, item.path, digest, item.source, item.bytes, item.checksum,
-             item.status, item.verified, item.error, reporter, attempt, item.tries, item.started, item.ended,
-             now)
-            for digest, item in latest.items()]
+    # Both forms as wire rows (dmg.cloud.filerows.ROW_FIELDS order); a path sent twice: the last counts.
+    latest = {path_hash(f.path): (f.path, f.source, f.bytes, f.checksum, f.status, f.verified, f.error,
+                                  f.tries, f.started, f.ended) for f in body.files}
+    latest.update((path_hash(row[0]), row) for row in body.rows)
+    return [(activity_run_id, shard_id, path, digest, source, size, checksum, status, verified, error,
+             reporter, attempt, tries, started, ended, now)
+            for digest, (path, source, size, checksum, status, verified, error, tries, started, ended)
+            in latest.items()]
 
 
 def upsert(session: Session, rows: list[FileRow]) -> None:
