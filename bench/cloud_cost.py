@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 
+from dmg.cloud.filerows import as_row  # noqa: E402
+from dmg.cloud.limits import MAX_FILE_RESULTS  # noqa: E402
 from dmg.cloud.server import start_cloud_subprocess  # noqa: E402
 from settings import Settings  # noqa: E402
 
@@ -123,7 +125,8 @@ def _report_batches(activity_run_ids: list[str], size: int) -> list[dict[str, An
 def _file_rows(args: argparse.Namespace, pid: int, node: httpx.Client,
                activity_run_id: str) -> dict[str, float]:
     """The cloud's CPU per file result row: batches of ``--file-rows`` new 8 KiB results of
-    one running shard (its file-results item alone, as a node's outbox sends them mid-copy)."""
+    one running shard (its file-results items alone, as a node's outbox sends them mid-copy:
+    rows, in items of at most MAX_FILE_RESULTS; ``--file-form objects``: as earlier nodes)."""
     shard_id = f"{activity_run_id}-big"
     count = args.file_rows
     setup = [{"plan": {"activity_run_id": activity_run_id, "epoch": 1,
@@ -138,10 +141,14 @@ def _file_rows(args: argparse.Namespace, pid: int, node: httpx.Client,
         start = next(sent) * count
         files = [{"path": f"d{(start + i) // 500}/f{start + i:07d}.bin", "source": f"d{(start + i) // 500}/"
                   f"f{start + i:07d}.bin", "bytes": 8192, "checksum": "xxh3:0123456789abcdef",
-                  "status": "copied", "verified": "xxh3", "started": 1.7e9 + i, "ended": 1.7e9 + i + 0.0001}
+                  "status": "copied", "verified": "xxh3", "tries": 1, "started": 1.7e9 + i,
+                  "ended": 1.7e9 + i + 0.0001}
                  for i in range(count)]
+        form = "files" if args.file_form == "objects" else "rows"
+        body_files = files if form == "files" else [as_row(f) for f in files]
         return node.post("/nodes/reports", json={"items": [
-            {"shard_id": shard_id, "files": {"attempt": 1, "files": files}}]})
+            {"shard_id": shard_id, "files": {"attempt": 1, form: body_files[k:k + MAX_FILE_RESULTS]}}
+            for k in range(0, count, MAX_FILE_RESULTS)]})
 
     requests = max(args.requests // 5, 10)
     return {f"file result row (batches of {count}), us": measure(pid, requests, batch) * 1000 / count}
@@ -161,6 +168,8 @@ def main() -> int:
     parser.add_argument("--report-runs", type=int, default=5,
                         help="runs of --activities activity runs for the report batches")
     parser.add_argument("--file-rows", type=int, default=950, help="file results per batch")
+    parser.add_argument("--file-form", choices=("rows", "objects"), default="rows",
+                        help="how the file results travel (objects: as nodes of earlier builds)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     samples: dict[str, list[float]] = {}

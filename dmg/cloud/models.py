@@ -264,14 +264,14 @@ class FileRecord(Base):
     """One file of an activity run as its shard's latest attempt reported it."""
 
     __tablename__ = "file_results"
-    __table_args__ = (UniqueConstraint("shard_id", "path_hash", name="uq_file_results_shard_path"),)
+    __table_args__ = (UniqueConstraint("shard_id", "path_key", name="uq_file_results_shard_path"),)
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     activity_run_id: Mapped[str] = mapped_column(ForeignKey("activity_runs.id", ondelete="CASCADE"),
                                                  index=True)
     shard_id: Mapped[str] = mapped_column(ForeignKey("shards.id", ondelete="CASCADE"))
     path: Mapped[str] = mapped_column(Text)  # in the sink
-    path_hash: Mapped[str] = mapped_column(String(64))  # sha256 of path: long paths stay indexable
+    path_key: Mapped[str] = mapped_column(Text)  # dmg.cloud.service.files.path_key: in path order
     source: Mapped[str] = mapped_column(Text, default="")
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
     checksum: Mapped[str] = mapped_column(String(64), default="")

@@ -270,25 +270,44 @@ class ShardReport(Body):
 
 
 
+# A file result's fields, once for both its forms (FileResultIn and FileRowIn).
+FilePath = Annotated[str, Field(min_length=1, max_length=4096)]
+SourcePath = Annotated[str, Field(max_length=4096)]
+Checksum = Annotated[str, Field(max_length=64)]
+FileStatus = Literal["copied", "skipped", "failed"]
+Verified = Annotated[str, Field(max_length=64)]
+FileError = Annotated[str, Field(max_length=4096)]
+
+
 class FileResultIn(Body):
     """One file of a shard, as :class:`dmg.transfer.FileResult` reports it."""
 
-    path: str = Field(min_length=1, max_length=4096)
-    source: str = Field(default="", max_length=4096)
+    path: FilePath
+    source: SourcePath = ""
     bytes: Big = 0
-    checksum: str = Field(default="", max_length=64)
-    status: Literal["copied", "skipped", "failed"]
-    verified: str = Field(default="", max_length=64)
-    error: str = Field(default="", max_length=4096)
+    checksum: Checksum = ""
+    status: FileStatus
+    verified: Verified = ""
+    error: FileError = ""
     tries: Small = 0
     started: float | None = None
     ended: float | None = None
 
 
+#: One file of a shard as a row: FileResultIn's fields in :data:`dmg.cloud.filerows.ROW_FIELDS`
+#: order, each checked as there (a test keeps the two in step).
+FileRowIn = tuple[FilePath, SourcePath, Big, Checksum, FileStatus, Verified, FileError, Small, float | None,
+                  float | None]
+
+
 class FileResults(Body):
+    """A shard attempt's file results: as objects (``files``) and/or rows (``rows``,
+    :mod:`dmg.cloud.filerows`); a path given twice counts as given last (rows after files)."""
+
     attempt: Small
     node: str | None = Field(default=None, max_length=64)
-    files: list[FileResultIn] = Field(max_length=MAX_FILE_RESULTS)
+    files: list[FileResultIn] = Field(default_factory=list, max_length=MAX_FILE_RESULTS)
+    rows: list[FileRowIn] = Field(default_factory=list, max_length=MAX_FILE_RESULTS)
 
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import case, create_engine, event, func, select
 
 from dmg.cloud.db import Database
+from dmg.cloud.filerows import as_row
 from dmg.cloud.models import ActivityRun, Base, FileRecord, Run, Shard, ShardAttempt
-from dmg.cloud.schemas import PipelineCreate, ReportItem, StoreCreate
+from dmg.cloud.schemas import FileResults, PipelineCreate, ReportItem, StoreCreate
 from dmg.cloud.service import CloudService
 from settings import Settings
 from tests.cloud.conftest import Cloud, claimed_run, launch
@@ -248,3 +250,50 @@ def test_file_results_keep_every_field_on_each_path_and_a_newer_attempt_replaces
     assert (second["a"]["attempt"], second["a"]["bytes"], second["a"]["status"], second["a"]["error"],
             second["a"]["tries"]) == (2, 5, "copied", "", 0)
     assert second["b"] == first["b"]
+
+
+def test_a_file_result_sent_as_a_row_is_recorded_as_the_same_one_sent_as_an_object(any_cloud: Cloud) -> None:
+    """Rows (this node's form) and objects (an earlier node's, during a rolling upgrade) in
+    one batch and on the single route: the cloud records the same row for each."""
+    cloud = any_cloud
+    site, run_id, ids = claimed_run(cloud, activities=1)
+    (shard,) = _shard_ids(ids, 1)
+    full = {"source": "src/a", "bytes": 8192, "checksum": "xxh3:0123456789abcdef", "status": "failed",
+            "verified": "xxh3", "error": "disk full", "tries": 3, "started": 1.7e9, "ended": 1.7e9 + 0.25}
+    short = {"status": "copied"}  # every other field left out: the cloud's defaults
+    with cloud.node(site.tokens["d"]) as d, cloud.node(site.tokens["w"]) as w, cloud.user() as user:
+        d.report_batch([*_plans(ids, 1), _placed(shard)])
+        # When one batch carries an earlier node's objects and this node's rows of other paths,
+        answer = w.report_batch([
+            {"shard_id": shard, "files": {"attempt": 1, "files": [{"path": "o1", **full},
+                                                                  {"path": "o2", **short}]}},
+            {"shard_id": shard, "files": {"attempt": 1, "rows": [as_row({"path": "r1", **full}),
+                                                                 as_row({"path": "r2", **short})]}}])
+        # and the single route gets a row of a third path and, in one body, a path twice
+        w.request("POST", f"/shards/{shard}/files",
+                  json={"attempt": 1, "rows": [as_row({"path": "r3", **full})]})
+        w.request("POST", f"/shards/{shard}/files", json={
+            "attempt": 1, "files": [{"path": "twice", **full}], "rows": [as_row({"path": "twice", **short})]})
+        report = {row["path"]: row for row in user.run_report(run_id)}
+    # Then every item was taken and each row equals its object twin, field for field
+    assert [r["ok"] for r in answer["results"]] == [True, True], answer
+    fields = ("source", "bytes", "checksum", "status", "verified", "error", "tries", "started_at", "ended_at",
+              "node", "attempt")
+    assert sorted(report) == ["o1", "o2", "r1", "r2", "r3", "twice"]
+    assert [report["r1"][k] for k in fields] == [report["o1"][k] for k in fields] == [
+        "src/a", 8192, "xxh3:0123456789abcdef", "failed", "xxh3", "disk full", 3, 1.7e9, 1.7e9 + 0.25, "w", 1]
+    assert [report["r3"][k] for k in fields] == [report["o1"][k] for k in fields]
+    assert [report["r2"][k] for k in fields] == [report["o2"][k] for k in fields] == [
+        "", 0, "", "copied", "", "", 0, None, None, "w", 1]
+    # and a path sent twice in one body counts as sent last (the rows come after the objects)
+    assert [report["twice"][k] for k in fields] == [report["o2"][k] for k in fields]
+
+
+@pytest.mark.parametrize("bad", [["", "", 0, "", "copied", "", "", 0, None, None],  # no path
+                                 ["p", "", 0, "", "moved", "", "", 0, None, None],  # unknown status
+                                 ["p", "", -1, "", "copied", "", "", 0, None, None],  # negative size
+                                 ["p", "", 0, "x" * 65, "copied", "", "", 0, None, None],  # checksum too long
+                                 ["p", "", 0, "", "copied", "", "", 0, None]])  # a field short
+def test_a_row_is_checked_as_its_object_is(bad: list[Any]) -> None:
+    with pytest.raises(ValidationError, match=r"rows\.0"):
+        FileResults.model_validate({"attempt": 1, "rows": [bad]})

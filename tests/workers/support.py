@@ -62,12 +62,14 @@ def tree(root: Path) -> dict[str, bytes]:
 class StubCloud:
     """A real HTTP server on 127.0.0.1 speaking the node side of the cloud API.
 
-    Records shard reports and heartbeats. ``fail_next`` answers that many requests
+    Records shard reports, file results (the single route's objects only, as a cloud
+    without rows) and heartbeats. ``fail_next`` answers that many requests
     with 503 (Retryable); ``refuse_reports`` answers reports with a stale_attempt 409.
     """
 
     def __init__(self) -> None:
         self.reports: list[tuple[str, dict[str, Any]]] = []
+        self.files: list[tuple[str, dict[str, Any]]] = []
         self.heartbeats: list[dict[str, Any]] = []
         self.fail_next = 0
         self.refuse_reports = False
@@ -108,6 +110,9 @@ class StubCloud:
                     return 409, {"error": "stale_attempt", "message": "a newer attempt exists", "hint": ""}
                 self.reports.append((path.split("/")[4], body))
                 return 204, None
+            if path.startswith("/api/v1/shards/") and path.endswith("/files") and "rows" not in body:
+                self.files.append((path.split("/")[4], body))
+                return 200, {"recorded": len(body["files"])}
             if path == "/api/v1/nodes/heartbeat":
                 self.heartbeats.append(body)
                 return 200, {"status": "Online", "reasons": []}

@@ -9,6 +9,7 @@ restart, until the next dispatcher sends the placement from Redis.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ import redis as redis_lib
 
 from dispatcher.reports import PlacementOutbox, PlacementSender
 from dmg.cloud.client import CloudClient
+from dmg.cloud.filerows import ROW_FIELDS, as_row
 from dmg.definitions import MAX_ITEMS
 from dmg.embedded.redis import EmbeddedRedis
 from dmg.procs import free_port
@@ -34,7 +36,6 @@ from workers.run.outbox import (
     OutboxSender,
     ReportOutbox,
     batch_items,
-    compact_file_result,
     json_values,
 )
 from workers.run.reporter import HttpReporter, MemoryReporter, ShortShardReporter
@@ -349,16 +350,19 @@ def test_big_file_reports_go_in_batches_the_cloud_takes_and_the_report_is_the_sa
                                                                      for r in full]
 
 
-def test_a_file_result_is_sent_without_what_the_cloud_fills_in_itself() -> None:
+def test_a_file_result_is_queued_and_sent_as_a_row_without_the_envelope_s_fields(
+        redis_client: redis_lib.Redis) -> None:
+    # Given a report with a full file result (node and attempt stamped on it)
+    outbox = ReportOutbox(SiteState(redis_client, "gw"), "w")
     [result] = full_results("s", 1)
-    result["error"] = ""
-    compact = compact_file_result(result)
-    assert set(compact) == {"path", "source", "bytes", "checksum", "status", "verified", "tries",
-                            "started", "ended"}
-    assert compact_file_result({**result, "error": "disk full", "status": "failed", "tries": 0,
-                                "started": 0.0})["error"] == "disk full"
-    kept = compact_file_result({"path": "p", "status": "failed", "tries": 0, "started": 0.0})
-    assert kept == {"path": "p", "status": "failed", "started": 0.0}  # 0.0 is not the cloud's None
+    # When it is queued and becomes a batch item
+    outbox.push("s", {"attempt": 1, "node": "w", "status": "running", "file_results": [result]})
+    [raw] = redis_client.lrange(outbox.key, 0, -1)
+    items, _ = batch_items([json.loads(raw)])
+    # Then the file result travels as one row of the cloud's fields (11 JSON values, not ~19)
+    row = [result[name] for name in ROW_FIELDS]
+    assert items[0]["files"] == {"attempt": 1, "node": "w", "rows": [row]}
+    assert json_values(row) == 1 + len(ROW_FIELDS)
     assert json_values({"a": [1, {"b": ""}]}) == 7  # as the cloud's check_shape counts
 
 
@@ -403,12 +407,30 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
 
 
 def test_a_batch_item_carries_the_file_results_as_the_entry_holds_them() -> None:
-    # Given an outbox entry with a compact result and one an older node queued in full
+    # Given an outbox entry an earlier node queued (objects, compact or in full) and one of rows
     compact = {"path": "a", "bytes": 1, "status": "copied"}
     full = {"path": "b", "source": "", "bytes": 0, "checksum": "", "status": "skipped", "verified": "",
             "error": "", "tries": 0, "started": None, "ended": None}
-    entry = {"shard_id": "s1", "report": {"attempt": 1, "status": "running", "file_results": [compact, full]}}
-    # When it becomes batch items, Then they go unchanged (the cloud takes either), with the envelope
-    items, owners = batch_items([entry])
-    assert items[0]["files"] == {"attempt": 1, "node": None, "files": [compact, full]} and owners == [0]
-    assert json_values(items[0]) <= json_values(entry) + ITEM_VALUES
+    old = {"shard_id": "s1", "report": {"attempt": 1, "status": "running", "file_results": [compact, full]}}
+    rows = {"shard_id": "s2",
+            "report": {"attempt": 1, "status": "running", "file_results": [as_row(compact)]}}
+    # When they become batch items, Then they go as they are (the cloud takes either), with the envelope
+    items, owners = batch_items([old, rows])
+    assert items[0]["files"] == {"attempt": 1, "node": None, "files": [compact, full]}
+    assert items[1]["files"] == {"attempt": 1, "node": None, "rows": [as_row(compact)]} and owners == [0, 1]
+    assert json_values(items[0]) <= json_values(old) + ITEM_VALUES
+
+
+def test_a_cloud_that_takes_no_rows_gets_the_file_results_as_objects_one_by_one(
+        redis_client: redis_lib.Redis) -> None:
+    # Given a cloud without the batch route (nor rows), and a report queued with its file results as rows
+    outbox = ReportOutbox(SiteState(redis_client, "gw"), "a")
+    [result] = full_results("s1", 1)
+    with StubCloud() as stub, CloudClient(stub.url) as client:
+        outbox.push("s1", {"attempt": 1, "node": "a", "status": "succeeded", "file_results": [result]})
+        # When the sender sends it
+        assert OutboxSender(outbox, client, HttpReporter(client, attempts=1)).send_once().settled == 1
+    # Then the file results went on the single route as objects, every field as the worker made it
+    assert stub.files == [("s1", {"attempt": 1, "node": "a", "files": [
+        {k: v for k, v in result.items() if k not in ("node", "attempt")}]})]
+    assert stub.statuses("s1") == [("succeeded", 1, "a")] and outbox.size() == 0

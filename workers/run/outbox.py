@@ -3,7 +3,7 @@
 DESIGN.md: "the cloud being unreachable stops new claims, not running work;
 reports are retried until delivered". Each node has its own outbox, a Redis list
 ``dmg:<gateway>:outbox:<node>`` of ``{"shard_id", "report"}`` JSON (a report may
-carry ``file_results``).
+carry ``file_results``, held as rows: :mod:`dmg.cloud.filerows`).
 
 - Workers queue their reports (:class:`OutboxReporter` with ``queue_first``): one
   RPUSH, no HTTP call on the worker's path.
@@ -41,7 +41,8 @@ import threading
 import time
 from typing import Any, Protocol
 
-from dmg.cloud.limits import FILE_RESULT_DEFAULTS, MAX_BODY_VALUES, MAX_FILE_RESULTS
+from dmg.cloud.filerows import as_result, as_row
+from dmg.cloud.limits import MAX_BODY_VALUES, MAX_FILE_RESULTS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
@@ -58,11 +59,6 @@ BATCH_BYTES = 2 * 1024 * 1024
 BATCH_VALUES = MAX_BODY_VALUES - 200
 #: Values an outbox entry may grow by as a batch item (its envelope), counted generously.
 ITEM_VALUES = 16
-#: A file result's fields the cloud fills in itself when they are left out
-#: (:data:`dmg.cloud.limits.FILE_RESULT_DEFAULTS`); ``node`` and ``attempt`` are the
-#: envelope's (the cloud takes the node from the token).
-_FILE_DEFAULTS = FILE_RESULT_DEFAULTS
-_ENVELOPE_FIELDS = ("node", "attempt")
 #: A held report (the cloud cannot take it yet) is sent again after this many seconds,
 #: doubling with each try up to HELD_MAX_WAIT.
 HELD_WAIT = 0.25
@@ -98,10 +94,10 @@ class ReportOutbox:
         self.key = state.keys.outbox(node)
 
     def entry(self, shard_id: str, report: dict[str, Any]) -> str:
-        """The outbox entry of ``report`` (JSON); its file results are kept compact
-        (:func:`compact_file_result`)."""
+        """The outbox entry of ``report`` (JSON); its file results are kept as rows
+        (:func:`dmg.cloud.filerows.as_row`: the envelope's ``node`` and ``attempt`` left out)."""
         if report.get("file_results"):
-            report = {**report, "file_results": [compact_file_result(r) for r in report["file_results"]]}
+            report = {**report, "file_results": [as_row(r) for r in report["file_results"]]}
         return json.dumps({"shard_id": shard_id, "report": report})
 
     def push(self, shard_id: str, report: dict[str, Any]) -> None:
@@ -268,7 +264,7 @@ class ReportOutbox:
                 return done
             item = json.loads(raw)
             try:
-                reporter.report_shard(item["shard_id"], item["report"])
+                reporter.report_shard(item["shard_id"], _results_as_objects(item["report"]))
             except Retryable:
                 return done
             except DmgError as exc:
@@ -314,20 +310,31 @@ def json_values(value: Any) -> int:
     return count
 
 
-def compact_file_result(result: dict[str, Any]) -> dict[str, Any]:
-    """A file result as sent: without the fields whose value the cloud fills in the same
-    (``error: ""``, ``tries: 0``...) nor the envelope's ``node`` and ``attempt``; the
-    cloud's per-file report is the same."""
-    return {key: value for key, value in result.items()
-            if key not in _ENVELOPE_FIELDS
-            and not (key in _FILE_DEFAULTS and type(value) is type(_FILE_DEFAULTS[key])
-                     and value == _FILE_DEFAULTS[key])}
+def _results_as_objects(report: dict[str, Any]) -> dict[str, Any]:
+    """``report`` with its file results as objects: the single route's form, which a cloud
+    without the batch route (or one that refuses rows) takes."""
+    results = report.get("file_results")
+    if not results:
+        return report
+    return {**report, "file_results": [as_result(r) if isinstance(r, list) else r for r in results]}
+
+
+def _files_body(attempt: Any, node: Any, results: list[Any]) -> dict[str, Any]:
+    """A batch item's ``files`` body: rows (lists) as ``rows``, objects (an earlier node's
+    entries) as ``files``."""
+    body: dict[str, Any] = {"attempt": attempt, "node": node}
+    rows = [r for r in results if isinstance(r, list)]
+    if rows:
+        body["rows"] = rows
+    if len(rows) < len(results):
+        body["files"] = [r for r in results if not isinstance(r, list)]
+    return body
 
 
 def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[int]]:
     """The batch request items of outbox ``entries`` and, per item, the index of the entry
-    it comes from. File results go first, as the entry holds them (compact:
-    :meth:`ReportOutbox.entry`), in items
+    it comes from. File results go first, as the entry holds them (rows:
+    :meth:`ReportOutbox.entry`; an earlier node's objects), in items
     of at most :data:`MAX_FILE_RESULTS`; a
     report without file results followed by a later report of the same shard attempt is
     left out (the later one says everything it said: one final report for a short shard)."""
@@ -343,12 +350,12 @@ def batch_items(entries: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], li
         superseded = last[(shard_id, int(report.get("attempt", 0)))] != index
         if superseded and not results:
             continue
-        # Compact already: an entry holds its file results as :meth:`ReportOutbox.entry` made
-        # them (an older node's full ones are just as valid, and were counted as they are).
+        # As the entry holds them (:meth:`ReportOutbox.entry`'s rows, or an earlier node's
+        # objects: the cloud takes both), so they were counted as they are sent.
         chunks = [results[k:k + MAX_FILE_RESULTS] for k in range(0, len(results), MAX_FILE_RESULTS)]
         for k, chunk in enumerate(chunks):
-            item: dict[str, Any] = {"shard_id": shard_id, "files": {
-                "attempt": report.get("attempt", 0), "node": report.get("node"), "files": chunk}}
+            item: dict[str, Any] = {"shard_id": shard_id,
+                                    "files": _files_body(report.get("attempt", 0), report.get("node"), chunk)}
             if k == len(chunks) - 1 and not superseded:
                 item["report"] = report
             items.append(item)

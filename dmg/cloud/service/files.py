@@ -25,9 +25,20 @@ from dmg.cloud.service import attempts, dispatch
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.errors import NotFound, StaleAttempt
 
+#: A path of at most this many characters is its own key (:func:`path_key`).
+KEY_PATH_CHARS = 256
 
-def path_hash(path: str) -> str:
-    return hashlib.sha256(path.encode("utf-8", "surrogatepass")).hexdigest()
+
+def path_key(path: str) -> str:
+    """The key of ``path`` in a shard's file results: the path itself, or, for a path longer
+    than :data:`KEY_PATH_CHARS`, its first KEY_PATH_CHARS characters, ``:`` and its sha256
+    (hex). Two paths have one key only if they are one path (the two forms differ in length),
+    a key takes 1,089 bytes at most (PostgreSQL's index entry takes 2,704), and a shard's
+    rows, which arrive in path order, enter the unique index in that order: a batch dirties
+    a few of its pages, not one per row as sha256 keys did."""
+    if len(path) <= KEY_PATH_CHARS:
+        return path
+    return f"{path[:KEY_PATH_CHARS]}:{hashlib.sha256(path.encode('utf-8', 'surrogatepass')).hexdigest()}"
 
 
 def record_file_results(session: Session, node: NodeIdentity, shard_id: str, body: FileResults, *,
@@ -60,7 +71,7 @@ def record_file_results(session: Session, node: NodeIdentity, shard_id: str, bod
 
 #: The ``file_results`` columns a row of :func:`file_rows` holds, in the table's order
 #: (:func:`_upsert_sql` checks it).
-ROW_COLUMNS = ("activity_run_id", "shard_id", "path", "path_hash", "source", "bytes", "checksum", "status",
+ROW_COLUMNS = ("activity_run_id", "shard_id", "path", "path_key", "source", "bytes", "checksum", "status",
                "verified", "error", "node", "attempt", "tries", "started_at", "ended_at", "recorded_at")
 #: A ``file_results`` row: plain values in :data:`ROW_COLUMNS` order.
 FileRow = tuple[Any, ...]
@@ -69,14 +80,17 @@ FileRow = tuple[Any, ...]
 def file_rows(activity_run_id: str, shard_id: str, body: FileResults, node: NodeIdentity, *,
               now: float) -> list[FileRow]:
     """The ``file_results`` rows of ``body`` (checked): one per path, the last one sent
-    counting; the node is the token's, never the body's."""
+    counting (its ``rows`` after its ``files``); the node is the token's, never the body's."""
     reporter = node.node
     attempt = body.attempt
-    latest = {path_hash(f.path): f for f in body.files}  # a path sent twice: the last one counts
-    return [(activity_run_id, shard_id, item.path, digest, item.source, item.bytes, item.checksum,
-             item.status, item.verified, item.error, reporter, attempt, item.tries, item.started, item.ended,
-             now)
-            for digest, item in latest.items()]
+    # Both forms as wire rows (dmg.cloud.filerows.ROW_FIELDS order); a path sent twice: the last counts.
+    latest = {path_key(f.path): (f.path, f.source, f.bytes, f.checksum, f.status, f.verified, f.error,
+                                  f.tries, f.started, f.ended) for f in body.files}
+    latest.update((path_key(row[0]), row) for row in body.rows)
+    return [(activity_run_id, shard_id, path, key, source, size, checksum, status, verified, error,
+             reporter, attempt, tries, started, ended, now)
+            for key, (path, source, size, checksum, status, verified, error, tries, started, ended)
+            in latest.items()]
 
 
 def upsert(session: Session, rows: list[FileRow]) -> None:
@@ -107,7 +121,7 @@ def write_deferred(session: Session) -> int:
 
 
 def _upsert_sql(session: Session) -> str:
-    """``INSERT INTO file_results ... ON CONFLICT (shard_id, path_hash) DO UPDATE`` unless
+    """``INSERT INTO file_results ... ON CONFLICT (shard_id, path_key) DO UPDATE`` unless
     the stored row is of a newer attempt, with positional parameters in :data:`ROW_COLUMNS`
     order; compiled once per dialect (SQLite, PostgreSQL)."""
     dialect = session.get_bind().dialect
@@ -117,9 +131,9 @@ def _upsert_sql(session: Session) -> str:
         table = cast(Table, FileRecord.__table__)
         statement = insert_of(table).inline().values({name: bindparam(name) for name in ROW_COLUMNS})
         replaced = {column.name: statement.excluded[column.name] for column in table.columns
-                    if column.name not in ("id", "activity_run_id", "shard_id", "path_hash")}
+                    if column.name not in ("id", "activity_run_id", "shard_id", "path_key")}
         statement = statement.on_conflict_do_update(
-            index_elements=[table.c.shard_id, table.c.path_hash], set_=replaced,
+            index_elements=[table.c.shard_id, table.c.path_key], set_=replaced,
             where=table.c.attempt <= statement.excluded.attempt)
         # Positional parameters (SQLite "?", psycopg "%s"), checked to be in ROW_COLUMNS order.
         dialect_class: Any = type(dialect)  # DefaultDialect takes paramstyle; mypy sees Dialect's stub
