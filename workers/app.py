@@ -33,7 +33,7 @@ from workers.agent.autoscale import AutoscaleStep
 from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
 from workers.keptclient import transport_for
-from workers.logsetup import bind_task, format_worker_logger, unbind_task
+from workers.logsetup import bind_task, format_worker_logger, quiet_task_logs, unbind_task
 from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 
 
@@ -130,9 +130,12 @@ def _prepare_pool_process(**_kwargs: Any) -> None:
 
 @after_setup_logger.connect
 def _quiet_request_logs(*, logger: Any = None, loglevel: int | str | None = None, **_kwargs: Any) -> None:
-    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`); the site's log
-    format (:mod:`workers.logsetup`)."""
-    quiet_request_logs(loglevel if loglevel is not None else "INFO")
+    """No INFO line per report sent to the cloud (see :mod:`dmg.quietlogs`) nor per task from
+    Celery (:func:`workers.logsetup.quiet_task_logs`); the site's log format
+    (:mod:`workers.logsetup`)."""
+    level = loglevel if loglevel is not None else "INFO"
+    quiet_request_logs(level)
+    quiet_task_logs(level)
     if logger is not None:
         format_worker_logger(logger)
 

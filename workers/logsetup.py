@@ -4,6 +4,13 @@ Celery sets up the worker's loggers itself (``worker_hijack_root_logger`` off: i
 its handlers); these hooks, connected in :mod:`workers.app`, then give those handlers
 dmg's formatter (JSON lines, or Celery's text with secrets blanked out), put the node
 and gateway on every line and, while a task runs, its shard, attempt and activity run.
+
+Celery's own line per task ("Task ... received" in the main process, "Task ...
+succeeded in ..." in the pool) is written only when the worker logs at DEBUG
+(:data:`TASK_LOGGERS`): dmg logs each shard's start and end itself ("shard started",
+"shard succeeded" or "shard failed", with shard, attempt and node), and the two lines
+were about a tenth of the worker's CPU per one-file shard (a GIL profile, Celery 5.7.0).
+Celery's warnings and errors (a task that raised, a lost worker process) stay.
 """
 
 from __future__ import annotations
@@ -15,8 +22,19 @@ from typing import Any
 
 import settings as dmg_settings
 from dmg import logformat
+from dmg.quietlogs import quiet_loggers
 
 _bound: dict[str, Token[Any]] = {}
+
+#: Celery's loggers that write an INFO line per task: the received line (the worker's main
+#: process), the succeeded, retried and rejected lines (the pool process).
+TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_task_logs(level: int | str) -> None:
+    """Celery's per-task INFO lines only when the worker logs at ``level`` DEBUG or lower.
+    Before the worker builds its consumer and its pool (Celery decides once, then)."""
+    quiet_loggers(level, TASK_LOGGERS)
 
 
 def format_worker_logger(logger: logging.Logger) -> None:

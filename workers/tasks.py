@@ -21,6 +21,7 @@ from dmg.site.identity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD
+from workers.resultstore import ResultWithTheEnd
 from workers.run.shard import ShardFailed, run_shard
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
 
     Returns ``{status, node, attempt, files, bytes}`` (status ``succeeded``,
     ``stale``, ``duplicate`` or ``cancelled``: see :mod:`workers.run.shard`); a failed shard
-    raises :class:`ShardFailed` after reporting it.
+    raises :class:`ShardFailed` after reporting it. A succeeded attempt's result is stored
+    by the attempt's last Redis step (:class:`workers.resultstore.ResultWithTheEnd`).
     """
     settings = self.app.dmg_settings
     context = node_context(settings)
@@ -47,7 +49,8 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
                             reporter=context.reporter,
                             connector_factory=partial(open_store, settings=settings),
                             epoch=None if epoch is None else int(epoch),
-                            max_worker_deaths=settings.shard_max_worker_deaths)
+                            max_worker_deaths=settings.shard_max_worker_deaths,
+                            final_result=ResultWithTheEnd(self))
     except ForeignRedis as exc:
         log.error("not running shard=%s attempt=%s: %s", shard_id, attempt, exc)
         time.sleep(FOREIGN_PAUSE)

@@ -12,7 +12,8 @@ Each operation is one Redis script, so it is atomic against every other writer
   :func:`begin_run` is the same step with the site's identity check first and the
   shard's spec handed back: a worker's whole start is one round trip.
 - :func:`finish_run`: the attempt's end on its node in one step: its final report
-  queued in the node's outbox, the bytes it moved counted, marked finished.
+  queued in the node's outbox, the bytes it moved counted, marked finished, and its
+  task's result stored.
 - :func:`requeue`: take a shard off a node (dead, restarted, drained, removed):
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
@@ -152,21 +153,30 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     return RunStart(DUPLICATE, 0)  # the runner keeps changing: other deliveries are racing for it
 
 
+#: A task result stored in an attempt's last step (:func:`finish_run`): its key, its value,
+#: seconds to keep it (0: forever).
+TaskResult = tuple[str, str, int]
+
+
 def finish_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ok: bool,
-               outbox: tuple[str, str, str] | None = None, moved: int = 0) -> None:
+               outbox: tuple[str, str, str] | None = None, moved: int = 0,
+               result: TaskResult | None = None) -> None:
     """End ``attempt`` of ``shard_id`` on ``node`` in one step (``FINISH_RUN``): queue its final
     report (``outbox``: the outbox list, its wake-up list, the entry's JSON; None: none),
     count the ``moved`` bytes (read and written) to the node, mark it finished
-    (:meth:`~dmg.site.shards.ShardRecords.mark_finished`'s rule) and wake the dispatcher's
-    placement loop. All or nothing; raises BrokerError (then nothing may have happened,
-    or all of it: a queued report is idempotent at the cloud)."""
+    (:meth:`~dmg.site.shards.ShardRecords.mark_finished`'s rule), wake the dispatcher's
+    placement loop and store the task's ``result`` (None: none) unless a SUCCESS is stored
+    there (``STORE_RESULT``). All or nothing; raises BrokerError (then nothing may have
+    happened, or all of it: a queued report is idempotent at the cloud)."""
     script = script_of(state.redis, scripts.FINISH_RUN)
     outbox_key, wake_key, entry = outbox if outbox is not None else (state.keys.outbox(node),
                                                                        state.keys.outbox_wake(node), "")
+    result_keys, result_args = ([result[0]], [result[1], result[2]]) if result is not None else ([], [])
     script(keys=[state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),
-                 state.keys.started(node), outbox_key, wake_key, state.keys.moved(node), state.keys.wake],
+                 state.keys.started(node), outbox_key, wake_key, state.keys.moved(node), state.keys.wake,
+                 *result_keys],
            args=[attempt, shard_id, node, STATE_DONE if ok else STATE_FAILED, staging_id(shard_id, attempt),
-                 entry, max(0, int(moved))])
+                 entry, max(0, int(moved)), *result_args])
 
 
 def _text(raw: object) -> str:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from functools import cached_property
 
 from dmg.errors import Conflict
 from dmg.registration import NodeRegistration
@@ -54,6 +55,11 @@ class SiteIdentity:
         return self.gateway_id
 
     def to_json(self) -> str:
+        """The stamp's JSON (made once: a worker sends it with every shard's start)."""
+        return self._json
+
+    @cached_property
+    def _json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod

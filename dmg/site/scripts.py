@@ -15,7 +15,7 @@ script             called by                         what it does to ``shard:<id
 NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends ``unsent``)
 START_RUN          attempts.begin_run (a worker)     ``state`` running, counts a delivery
 MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
-FINISH_RUN         SiteState.finish_run (a worker)   MARK_FINISHED with the final report queued
+FINISH_RUN         attempts.finish_run (a worker)    MARK_FINISHED, final report and result
 REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
 MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
@@ -326,17 +326,46 @@ return attempt
 """
 
 
+# A Celery task result stored as workers.resultstore stores it: ``value`` (the encoded meta)
+# under ``key`` for ``keep`` seconds (0: forever), published on the key's channel (a waiting
+# AsyncResult.get wakes), unless the key holds a SUCCESS already (Celery's rule: a late
+# duplicate never overwrites it). -> 0 when a stored SUCCESS was kept, 1 when written.
+STORE_RESULT = """
+local function store_result(key, value, keep)
+  local old = redis.call('GET', key)
+  if old then
+    local ok, meta = pcall(cjson.decode, old)
+    if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then
+      return 0
+    end
+  end
+  keep = tonumber(keep)
+  if keep > 0 then
+    redis.call('SETEX', key, keep, value)
+  else
+    redis.call('SET', key, value)
+  end
+  redis.call('PUBLISH', key, value)
+  return 1
+end
+"""
+
+
 # The end of an attempt on its node in one step: its final report queued in the node's
 # outbox (waking the outbox's sender when the outbox was empty), the bytes it moved
-# counted, MARK_FINISHED, the dispatcher's placement loop woken (a slot freed up).
+# counted, MARK_FINISHED, the dispatcher's placement loop woken (a slot freed up), and
+# (optional) the task's result stored (STORE_RESULT).
 # KEYS: shard hash, queued set, running set, started set (as MARK_FINISHED), outbox list,
-#       outbox wake list, moved hash, dispatcher wake list.
+#       outbox wake list, moved hash, dispatcher wake list, the task's result key (optional).
 # ARGV: attempt, shard id, node, end state, staging id (as MARK_FINISHED), outbox entry
-#       JSON ('' = none), bytes moved.
+#       JSON ('' = none), bytes moved, the result's value and seconds to keep it (with KEYS[9]).
 # -> MARK_FINISHED's answer.
-FINISH_RUN = """
+FINISH_RUN = STORE_RESULT + """
 local function mark_finished()
 """ + MARK_FINISHED + """
+end
+if KEYS[9] then
+  store_result(KEYS[9], ARGV[8], ARGV[9])
 end
 if ARGV[6] ~= '' and redis.call('RPUSH', KEYS[5], ARGV[6]) == 1 then
   redis.call('LPUSH', KEYS[6], 1)

@@ -18,7 +18,7 @@ import pytest
 
 from dmg.connectors import connector_for
 from dmg.errors import Cancelled, StaleAttempt
-from dmg.shards import ShardSpec
+from dmg.shards import ShardOutcome, ShardSpec
 from dmg.shards.status import (
     OUTCOME_CANCELLED,
     OUTCOME_FAILED,
@@ -27,11 +27,12 @@ from dmg.shards.status import (
     STATE_DONE,
     STATE_FAILED,
 )
+from dmg.site.attempts import TaskResult
 from dmg.site.state import SiteState
 from tests.sitekit import beat
 from tests.workers.support import file_store, shard_spec, write_files
 from tests.workers.test_leftovers import SHARD, arrange, staging
-from workers.run.attempt import Attempt, AttemptBody, Done, run_attempt
+from workers.run.attempt import Attempt, AttemptBody, Done, FinalResult, run_attempt
 from workers.run.delivery import activity_run_of
 from workers.run.outbox import OutboxReporter, ReportOutbox
 from workers.run.reporter import MemoryReporter, ShortShardReporter
@@ -54,12 +55,29 @@ class StubBody:
         return Done(False, 1, 100, (2, 200))
 
 
-def run_with(state: SiteState, reporter: MemoryReporter, body: StubBody) -> Any:
+def run_with(state: SiteState, reporter: MemoryReporter | ShortShardReporter, body: StubBody, *,
+             final_result: FinalResult | None = None) -> Any:
     def body_for(_spec: ShardSpec, _run: Attempt) -> AttemptBody:
         return body
 
     return run_attempt(SHARD, 2, node="b", state=state, reporter=reporter, connector_factory=connector_for,
-                       body_for=body_for, clock=lambda: 1000.0)
+                       body_for=body_for, clock=lambda: 1000.0, final_result=final_result)
+
+
+class KeptResult:
+    """A :class:`FinalResult` storing the task result under ``key``; records what it was asked."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.asked: list[ShardOutcome] = []
+        self.was_stored = False
+
+    def entry(self, outcome: ShardOutcome) -> TaskResult | None:
+        self.asked.append(outcome)
+        return self.key, json.dumps(outcome.task_result()), 60
+
+    def stored(self) -> None:
+        self.was_stored = True
 
 
 def succeed() -> Done:
@@ -172,6 +190,27 @@ def test_the_final_report_the_bytes_and_the_finish_are_one_redis_step(
     assert (state.shard(SHARD) or {})["state"] == STATE_DONE and state.started("b") == set()
     assert state.moved("b") == (200, 200)
     assert state.redis.llen(state.keys.outbox_wake("b")) == 1 and state.redis.llen(state.keys.wake) == 1
+
+
+@pytest.mark.parametrize("ok", [True, False])
+def test_a_succeeded_attempt_s_task_result_is_stored_in_its_last_step(tmp_path: Path, state: SiteState,
+                                                                     ok: bool) -> None:
+    """Given the node's outbox reporter and a task result to store with the end, when the
+    attempt succeeds, then its task result (what the task returns) is stored in the same step
+    and the task is told so; when it fails, nothing is stored there (Celery stores it)."""
+    arrange(tmp_path, state)
+    final = KeptResult("result-of-2")
+    body = StubBody(succeed if ok else lambda: Done(False, 0, 0, (2, 200), "no"), stages=False)
+
+    outcome = run_with(state, outbox_reporter(state), body, final_result=final)
+
+    assert (state.shard(SHARD) or {})["state"] == (STATE_DONE if ok else STATE_FAILED)
+    if ok:
+        assert final.asked == [outcome] and final.was_stored
+        assert json.loads(state.redis.get("result-of-2")) == outcome.task_result()
+        assert 0 < state.redis.ttl("result-of-2") <= 60
+    else:
+        assert final.asked == [] and not final.was_stored and state.redis.get("result-of-2") is None
 
 
 def test_a_fenced_attempt_ending_in_one_step_leaves_the_newer_attempt_s_sets(tmp_path: Path,

@@ -2,7 +2,9 @@
 
 Given a site whose node and cloud log at INFO with a heartbeat every 0.5 s, when it runs
 for a few seconds and copies a folder, then neither the node's log (agent, dispatcher and
-Celery worker) nor the cloud's has a line per heartbeat or per HTTP request.
+Celery worker) nor the cloud's has a line per heartbeat or per HTTP request, and the
+node's has each shard's own start and end lines but not Celery's line per task
+("Task ... received", "Task ... succeeded in ...": DEBUG only).
 """
 
 from __future__ import annotations
@@ -54,3 +56,9 @@ def test_heartbeats_and_requests_are_not_logged_at_info(tmp_path: Path) -> None:
         assert not [line for line in per_event if "HTTP Request" in line or "heartbeat" in line.lower()], log
         repeated = {line: n for line, n in Counter(lines).items() if n >= 5}
         assert repeated == {}, (log, repeated)
+
+    node_lines = [line for line in (site.log_dir / "node1.log").read_text(errors="replace").splitlines()
+                  if "INFO" in line]
+    assert [line for line in node_lines if "shard succeeded" in line], "no shard's end at INFO"
+    celery_per_task = [line for line in node_lines if "] received" in line or "] succeeded in" in line]
+    assert celery_per_task == [], celery_per_task[:3]

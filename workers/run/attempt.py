@@ -41,7 +41,8 @@ that :mod:`workers.run.shard` picks from the spec. The steps, in this order:
 8. **Final report** ``succeeded`` or ``failed``, then **mark finished**
    (:meth:`~dmg.site.state.SiteState.mark_finished`), in that order; with a reporter
    that queues reports in the node's outbox, both (and the bytes moved) in one Redis
-   script (:func:`dmg.site.attempts.finish_run`).
+   script (:func:`dmg.site.attempts.finish_run`), and with a :class:`FinalResult` a
+   succeeded attempt's task result too.
 
 Reporting never fails an attempt (see :class:`workers.run.outbox.OutboxReporter`).
 """
@@ -69,7 +70,7 @@ from dmg.shards.status import (
     OUTCOME_STALE,
     OUTCOME_SUCCEEDED,
 )
-from dmg.site.attempts import STARTED, RunStart, finish_run
+from dmg.site.attempts import STARTED, RunStart, TaskResult, finish_run
 from dmg.site.state import SiteState
 from workers.run.delivery import activity_run_of, begin_delivery
 from workers.run.leftovers import clean_fenced_staging, remove_staging
@@ -93,6 +94,21 @@ class Done:
     file_results: list[dict[str, Any]] | None = None
 
 
+class FinalResult(Protocol):
+    """The task's result of a succeeded attempt, stored in the attempt's last Redis step
+    (:func:`dmg.site.attempts.finish_run`) instead of by Celery after the task returns
+    (:class:`workers.resultstore.ResultWithTheEnd`)."""
+
+    def entry(self, outcome: ShardOutcome) -> TaskResult | None:
+        """What to store for ``outcome`` (the task returns its ``task_result()``); None: the
+        task's runner stores it as usual."""
+        ...
+
+    def stored(self) -> None:
+        """The entry was stored: the task's runner must not store it again."""
+        ...
+
+
 @dataclass(frozen=True)
 class Attempt:
     """One attempt being run: who, where, and the fields every report carries (``base``)."""
@@ -105,6 +121,7 @@ class Attempt:
     connector_factory: Callable[[StoreSpec], Connector]
     clock: Callable[[], float]
     base: dict[str, Any] = field(default_factory=dict)
+    final_result: FinalResult | None = None
 
 
 class AttemptBody(Protocol):
@@ -144,6 +161,7 @@ def run_attempt(
     clock: Callable[[], float],
     epoch: int | None = None,
     max_worker_deaths: int = 0,
+    final_result: FinalResult | None = None,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node`` through the steps of the module
     docstring; the body comes from ``body_for``."""
@@ -153,7 +171,7 @@ def run_attempt(
         return ShardOutcome(begun.outcome, node, attempt, shard_id)
     deliveries = begun.deliveries
     run = Attempt(shard_id, attempt, node, state, reporter, connector_factory, clock,
-                  {"attempt": attempt, "node": node, "started_at": clock()})
+                  {"attempt": attempt, "node": node, "started_at": clock()}, final_result)
     try:  # the spec came with the start (one round trip)
         spec = ShardSpec.from_json(json.loads(begun.spec or "{}"))
     except (DmgError, ValueError) as exc:
@@ -227,7 +245,8 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
               "ended_at": run.clock(), "error": done.error}
     if done.file_results:
         report["file_results"] = done.file_results
-    if not _finish_in_one_step(run, report, ok=done.ok, moved=done.bytes):
+    outcome = ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
+    if not _finish_in_one_step(run, report, outcome, moved=done.bytes):
         run.reporter.report_shard(run.shard_id, report)
         run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
         count_moved(run.state, run.node, done.bytes)
@@ -237,23 +256,31 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
     else:
         log.warning("shard failed shard=%s attempt=%d node=%s error=%s",
                     run.shard_id, run.attempt, run.node, done.error)
-    return ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
+    return outcome
 
 
-def _finish_in_one_step(run: Attempt, report: dict[str, Any], *, ok: bool, moved: int) -> bool:
+def _finish_in_one_step(run: Attempt, report: dict[str, Any], outcome: ShardOutcome, *, moved: int) -> bool:
     """Queue the final report in the node's outbox, count the bytes and mark the attempt
     finished in one Redis step (:func:`dmg.site.attempts.finish_run`) when the reporter
-    queues its reports there (:class:`~workers.run.reporter.FinalInOutbox`). False: not
-    done (another reporter, or Redis failed: the caller takes the step by step path,
-    whose report reaches the cloud directly when Redis cannot take it)."""
+    queues its reports there (:class:`~workers.run.reporter.FinalInOutbox`), with a
+    succeeded attempt's task result (:class:`FinalResult`). False: not done (another
+    reporter, or Redis failed: the caller takes the step by step path, whose report
+    reaches the cloud directly when Redis cannot take it, and the task's result is
+    stored as usual)."""
     reporter = run.reporter
     entry = reporter.final_entry(run.shard_id, report) if isinstance(reporter, FinalInOutbox) else None
     if entry is None:
         return False
+    ok = outcome.status == OUTCOME_SUCCEEDED
+    final = run.final_result if ok else None
+    result = final.entry(outcome) if final is not None else None
     try:
-        finish_run(run.state, run.shard_id, run.attempt, run.node, ok=ok, outbox=entry, moved=moved)
+        finish_run(run.state, run.shard_id, run.attempt, run.node, ok=ok, outbox=entry, moved=moved,
+                   result=result)
     except BrokerError as exc:
         log.warning("attempt end not recorded in one step shard=%s attempt=%d node=%s error=%s",
                     run.shard_id, run.attempt, run.node, exc)
         return False
+    if final is not None and result is not None:
+        final.stored()
     return True

@@ -24,7 +24,7 @@ from dmg.connectors import Connector, StoreSpec, connector_for
 from dmg.errors import Fatal
 from dmg.shards import ShardOutcome, ShardSpec
 from dmg.site.state import SiteState
-from workers.run.attempt import Attempt, AttemptBody, run_attempt
+from workers.run.attempt import Attempt, AttemptBody, FinalResult, run_attempt
 from workers.run.copy import CopyBody
 from workers.run.part import PartBody
 from workers.run.reporter import Reporter
@@ -46,9 +46,12 @@ def run_shard(
     clock: Callable[[], float] = time.time,
     epoch: int | None = None,
     max_worker_deaths: int = 0,
+    final_result: FinalResult | None = None,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring.
-    ``epoch``: the dispatcher epoch the message carries; ``max_worker_deaths`` 0: no limit."""
+    ``epoch``: the dispatcher epoch the message carries; ``max_worker_deaths`` 0: no limit;
+    ``final_result``: a succeeded attempt's task result stored with its end
+    (:class:`workers.run.attempt.FinalResult`)."""
 
     def body_for(spec: ShardSpec, run: Attempt) -> AttemptBody:
         if spec.part is not None:  # one range of a very large object
@@ -57,4 +60,4 @@ def run_shard(
 
     return run_attempt(shard_id, attempt, node=node, state=state, reporter=reporter,
                        connector_factory=connector_factory, body_for=body_for, clock=clock,
-                       epoch=epoch, max_worker_deaths=max_worker_deaths)
+                       epoch=epoch, max_worker_deaths=max_worker_deaths, final_result=final_result)
