@@ -105,34 +105,60 @@ def node_loads(state: SiteState) -> list[NodeLoad]:
     return _site_load(state, count_pending=False)[1]
 
 
-def _site_load(state: SiteState, *, count_pending: bool,
-               window: list[str] | None = None) -> tuple[int, list[NodeLoad]]:
+def _site_load(state: SiteState, *, count_pending: bool, window: list[str] | None = None,
+               known: list[str] | None = None) -> tuple[int, list[NodeLoad]]:
     """``(pending shards, node loads)``; with ``count_pending``, ``(0, [])`` after one round
     trip when nothing is pending (an idle placement round costs one). ``window``: filled with
-    the first :data:`WINDOW` pending shard ids, read with the loads (no round trip of its own)."""
+    the first :data:`WINDOW` pending shard ids, read with the loads (no round trip of its own).
+
+    ``known``: the node names the caller saw last (sorted; replaced by the names read now).
+    Their loads are read in the first round trip with the names themselves: when the names
+    did not change (the usual case), one round trip in all, else a second for the new ones.
+    The values read are as fresh either way (both ways read in one non-atomic round trip
+    after the names)."""
+    guessed = list(known) if known else []
     first = state.redis.pipeline(transaction=False)
     if count_pending:
         first.llen(state.keys.pending)
     first.smembers(state.keys.nodes)
     first.hgetall(state.keys.drain)
+    if guessed:
+        _queue_load_reads(first, state, guessed, window=window)
     answers = first.execute()
     pending = int(answers.pop(0)) if count_pending else 0
-    raw_names, raw_drained = answers
+    raw_names, raw_drained = answers[:2]
+    names = sorted(n.decode() if isinstance(n, bytes) else n for n in raw_names)
+    if known is not None:
+        known[:] = names
     if count_pending and not pending:
         return 0, []
-    names = sorted(n.decode() if isinstance(n, bytes) else n for n in raw_names)
     if not names:
         return pending, []
     drained = {k.decode() if isinstance(k, bytes) else k for k in raw_drained}
+    if names == guessed:
+        return pending, _loads_of(names, drained, answers[2:], window=window)
     pipe = state.redis.pipeline(transaction=False)
+    _queue_load_reads(pipe, state, names, window=window)
+    return pending, _loads_of(names, drained, pipe.execute(), window=window)
+
+
+def _queue_load_reads(pipe: Any, state: SiteState, names: list[str], *, window: list[str] | None) -> None:
+    """Queue on ``pipe`` the reads :func:`_loads_of` parses: the pending window (when asked),
+    every heartbeat and worker load in one MGET (each node's load after the heartbeats), each
+    node's running and queued counts."""
     if window is not None:
         pipe.lrange(state.keys.pending, 0, WINDOW - 1)
-    # Every heartbeat and worker load in one MGET (each node's load after the heartbeats).
     pipe.mget([state.keys.heartbeat(name) for name in names] + [state.keys.load(name) for name in names])
     for name in names:
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
-    answers = pipe.execute()
+
+
+def _loads_of(names: list[str], drained: set[str], answers: list[Any], *,
+              window: list[str] | None) -> list[NodeLoad]:
+    """The online nodes' loads from the answers of :func:`_queue_load_reads` (``window``
+    filled with the pending ids read)."""
+    answers = list(answers)
     if window is not None:
         window[:] = [m.decode() if isinstance(m, bytes) else m for m in answers.pop(0)]
     values, *replies = answers
@@ -152,7 +178,7 @@ def _site_load(state: SiteState, *, count_pending: bool,
             online=True, draining=beat.draining or name in drained,
             unreachable_stores=beat.unreachable_stores, stale_credentials=beat.stale_credentials,
             version=beat.version))
-    return pending, loads
+    return loads
 
 
 @dataclass(frozen=True)
@@ -264,6 +290,7 @@ class Placer:
         self._waiting: dict[str, tuple[float, str]] = {}  # shard id -> (since, reason)
         self._noted_backlog = 0  # pending entries when the whole backlog was last noted
         self._noted_reason = ""
+        self._nodes: list[str] = []  # the node names the last round read (its loads ride with them)
 
     def wait_reason(self, shard_id: str) -> str:
         return self._waiting.get(shard_id, (0.0, ""))[1]
@@ -281,7 +308,7 @@ class Placer:
         if not self.holding() or (not woken and not self.state.redis.llen(key)):
             return []
         first: list[str] = []  # the first window, read with the loads
-        pending, loads = _site_load(self.state, count_pending=True, window=first)
+        pending, loads = _site_load(self.state, count_pending=True, window=first, known=self._nodes)
         if not pending:
             return []
         placed: list[Placement] = []

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from celery import Celery
 
 from dispatcher.placement import Placer, node_loads
+from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from tests.dispatcher.test_placement import add_shards
+from tests.dispatcher.test_plan_round_trips import CountingConnection
 from tests.shardkit import planned_spec
 from tests.sitekit import beat
 
@@ -79,3 +83,39 @@ def test_a_node_load_read_follows_each_new_heartbeat(state: SiteState) -> None:
 
     # Then every read sees the current values
     assert [(n.name, n.limit, n.draining) for n in node_loads(state)] == [("a", 7, True)]
+
+
+@pytest.fixture
+def counted(redis_url: str) -> Iterator[SiteState]:
+    """The site state of gateway "gw" on a client whose round trips are counted."""
+    client = SiteRedis.from_url(redis_url, connection_class=CountingConnection)
+    yield SiteState(client, "gw")
+    client.close()
+
+
+def trips_of_round(placer: Placer) -> tuple[int, list[str]]:
+    """(Redis round trips of one woken placement round, the shards it placed)."""
+    before = CountingConnection.sent
+    placed = placer.place_pending(woken=True)
+    return CountingConnection.sent - before, [p.shard_id for p in placed]
+
+
+def test_a_round_reads_the_known_nodes_loads_with_their_names(counted: SiteState, sender: Celery) -> None:
+    # Given a full node (one slot, one shard running) and a shard waiting
+    beat(counted, "a", 1)
+    counted.redis.sadd(counted.keys.running("a"), "ar0-00000")
+    ids = add_shards(counted, 1)
+    placer = counting(counted, sender)
+
+    # When two rounds find no room: the first learns the nodes' names (names, then their
+    # loads: two round trips; one more notes the backlog's wait), the second reads the loads
+    # of the nodes it knows with the names (one round trip, and one for the backlog)
+    assert trips_of_round(placer) == (3, [])
+    assert trips_of_round(placer) == (2, [])
+
+    # Then a node that joins is seen by the next round (its names differ: the loads are read
+    # again for them), which places the shard there
+    beat(counted, "b", 1)
+    _trips, placed = trips_of_round(placer)
+    assert placed == ids
+    assert counted.shard(ids[0])["node"] == "b"
