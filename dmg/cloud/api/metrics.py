@@ -47,6 +47,7 @@ class CloudCounters:
                                        registry=self._registry, multiprocess_mode="sum")
         self._frozen = Gauge("dmg_cloud_gc_frozen", "objects frozen at start-up", registry=self._registry,
                              multiprocess_mode="min")
+        self._frozen_noted = False
 
     def count_statement(self, *_args: Any) -> None:
         self._statements.inc()
@@ -61,7 +62,9 @@ class CloudCounters:
     def _process_figures(self) -> None:
         self._cpu.set(time.process_time())
         self._full_collections.set(gc.get_stats()[-1]["collections"])
-        self._frozen.set(gc.get_freeze_count())
+        if not self._frozen_noted:  # frozen before the first request; counting them walks them all
+            self._frozen.set(gc.get_freeze_count())
+            self._frozen_noted = True
 
     def snapshot(self) -> dict[str, Any]:
         self._process_figures()
