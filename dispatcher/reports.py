@@ -64,11 +64,12 @@ log = logging.getLogger(__name__)
 
 #: Placement reports one request carries at most.
 BATCH = 500
-#: A batch that was not full is followed by the next one no sooner than this (s), however
-#: often placement rounds wake the sender (about one round per two activities while a
-#: dispatcher is busy): more placements ride each request, and each request costs the cloud
-#: and this process about a millisecond of CPU. A sender that sent nothing for that long
-#: sends at once when woken: a lone run's plan and placement go as soon as their round ends.
+#: A batch of placements that was not full is followed by the next one no sooner than this
+#: (s), however often placement rounds wake the sender (about one round per two activities
+#: while a dispatcher is busy): more placements ride each request, and each request costs
+#: the cloud and this process about a millisecond of CPU. A sender that sent no placement
+#: for that long sends at once when woken: a lone run's placement goes as soon as its round
+#: ends (a worker's report that reaches the cloud before its placement waits 0.25 s).
 LINGER = 0.02
 #: The errors with which the cloud refuses a plan for good (the activity run is gone, was
 #: failed, was never claimed, or a shard id is another run's). ``stale_attempt`` is not one:
@@ -171,7 +172,8 @@ class PlacementSender:
         self.epoch = epoch
         self.poll = poll
         self.linger = linger
-        self._sent_at = float("-inf")  # monotonic time of the last batch that was not full
+        self._sent_at = float("-inf")  # monotonic time of the last placements' batch that was not full
+        self._placements_sent = False  # the last batch carried a placement (not plans alone)
         self.backoff = backoff
         self.max_backoff = max_backoff
         self._settle = state.redis.register_script(scripts.SETTLE_REPORTS)
@@ -225,7 +227,9 @@ class PlacementSender:
         if outcome == "wait":
             return self._back_off()
         self._delay = self.backoff
-        if outcome == "sent":
+        if outcome == "sent" and self._placements_sent:
+            # Not after plans alone (the poll found a plan before its round placed it): that
+            # round's placement goes at once, ahead of its worker's report.
             self._sent_at = time.monotonic()
         return 0.0 if outcome == "more" else self.poll
 
@@ -241,6 +245,7 @@ class PlacementSender:
         if not raws:
             return "idle"
         entries = [json.loads(raw) for raw in raws]
+        self._placements_sent = any("plan" not in entry for entry in entries)
         if self._single:
             return self._send_singly(epoch, raws, entries)
         items, owners = _items(entries, epoch)
