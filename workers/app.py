@@ -95,7 +95,8 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
     generation (``gc.freeze``), so that a child's collections do not write to those
     objects' pages and copy them: the pages stay shared, each child's PSS stays small."""
     import codecs
-    import gc
+
+    from dmg.gcfreeze import keep_startup_objects
 
     # socket.getaddrinfo encodes every host name with the "idna" codec: imported here, not
     # in each child as its first shard connects to Redis (about 10 % of a pool's CPU at
@@ -105,8 +106,7 @@ def _share_memory_with_the_pool(**_kwargs: Any) -> None:
     import dmg.transfer  # noqa: F401
     import workers.run.shard  # noqa: F401 - what the pool runs
 
-    gc.collect()
-    gc.freeze()
+    keep_startup_objects()
 
 
 @worker_process_init.connect

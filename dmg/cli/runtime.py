@@ -70,8 +70,13 @@ def run_node(settings: Settings, registration: NodeRegistration) -> None:
     upgrade, it restarts itself on the installed version (:mod:`workers.agent.upgrade`)."""
     import click
 
+    from dmg.gcfreeze import keep_startup_objects
+
     runtime = build_node(settings, registration)
     log.info("starting node %s of gateway %s", registration.node, registration.gateway)
+    runtime.start()
+    # The agent's and the dispatcher's imports and state live as long as the process.
+    keep_startup_objects()
     code = runtime.run_forever()
     if runtime.upgrade.ready.is_set():
         from workers.agent.upgrade import restart_on_new_version

@@ -60,6 +60,7 @@ def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
 
     from dmg.cloud.api import create_app
     from dmg.cloud.db import Database
+    from dmg.gcfreeze import keep_startup_objects
 
     # JSON lines: uvicorn's loggers propagate to the root handler (dmg.logformat) instead of
     # writing text through their own.
@@ -69,7 +70,9 @@ def serve(settings: Settings, *, bind: str, db: str | None = None) -> None:
         timeout_graceful_shutdown=3, access_log=False,
         ssl_certfile=tls[0] if tls else None, ssl_keyfile=tls[1] if tls else None)
     if workers == 1:
-        uvicorn.run(create_app(settings), **options)
+        app = create_app(settings)
+        keep_startup_objects()  # built for the process's life: out of every later collection
+        uvicorn.run(app, **options)
         return
     database = Database(settings.cloud_db_url)
     try:

@@ -60,10 +60,13 @@ def _backend(url: str) -> str:
 def worker_app(settings: Settings, metrics_dir: str) -> Any:
     """Build one worker's app (uvicorn calls it in the worker: ``factory=True``)."""
     from dmg.cloud.api import create_app
+    from dmg.gcfreeze import keep_startup_objects
     from dmg.logsetup import setup_logging
 
     setup_logging(settings)
-    return create_app(settings, migrate=False, metrics_dir=metrics_dir)
+    app = create_app(settings, migrate=False, metrics_dir=metrics_dir)
+    keep_startup_objects()  # built for the worker's life: out of every later collection
+    return app
 
 
 def fresh_metrics_dir(settings: Settings, pid: int) -> str:

@@ -217,6 +217,8 @@ def test_debug_counters_are_the_sum_of_the_workers(two_workers: Cloud) -> None:
             assert count(after) - count(before) == 14
             assert after["statements"] > before["statements"]
             assert after["cpu_seconds"] >= before["cpu_seconds"]
+            # each worker froze its start-up objects (dmg.gcfreeze): the fewest of the two
+            assert after["gc_frozen"] > 10_000
     finally:
         for client in users.values():
             client.close()

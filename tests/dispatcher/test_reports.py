@@ -10,6 +10,7 @@ cannot be sent goes back to pending.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -299,3 +300,68 @@ def test_a_plan_refused_as_claimed_by_a_newer_dispatcher_cancels_nothing(state: 
     assert sender_for(state, PlanRefusingCloud("stale_attempt"), [1]).send_once(1) == "sent"  # type: ignore[arg-type]
 
     assert not state.is_cancelled("ar9")
+
+
+class TimedCloud(BatchingCloud):
+    """A batching cloud that notes when each batch came (monotonic) and takes every plan."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def report_batch(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        self.times.append(time.monotonic())
+        reports = [item for item in items if "plan" not in item]
+        answer = super().report_batch(reports) if reports else {"results": []}
+        taken = iter(answer["results"])
+        results = [{"activity_run_id": item["plan"]["activity_run_id"], "ok": True} if "plan" in item
+                   else next(taken) for item in items]
+        return {"applied": len(results), "results": results}
+
+
+def test_a_busy_sender_lets_placements_gather_for_its_linger_and_an_idle_one_sends_at_once(
+        state: SiteState) -> None:
+    # Given a sender with a long linger, idle
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), TimedCloud()
+    sender = PlacementSender(state, cloud, epoch=lambda: 1, poll=0.01, wake=outbox.recorded, linger=0.5)
+    sender.start()
+    try:
+        # When a round records a placement, it goes at once (nothing was sent for a linger)
+        began = time.monotonic()
+        outbox.report_shard("s1", placed())
+        wait_for(lambda: len(cloud.batches) == 1, what="the first placement")
+        assert cloud.times[0] - began < 0.4
+        # And rounds right after it, each waking the sender, ride one batch after the linger
+        for shard_id in ("s2", "s3", "s4"):
+            outbox.report_shard(shard_id, placed())
+            time.sleep(0.02)
+        wait_for(lambda: outbox.pending() == 0, what="the later placements")
+        assert cloud.batches == [["s1"], ["s2", "s3", "s4"]]
+        assert cloud.times[1] - cloud.times[0] >= 0.5
+        # Then, idle for longer than the linger, the next placement goes at once again
+        time.sleep(0.6)
+        began = time.monotonic()
+        outbox.report_shard("s5", placed())
+        wait_for(lambda: len(cloud.batches) == 3, what="a lone placement after a quiet spell")
+        assert cloud.times[2] - began < 0.4
+    finally:
+        sender.stop()
+
+
+def test_a_plan_sent_alone_does_not_hold_back_the_placement_that_follows_it(state: SiteState) -> None:
+    # Given a sender with a long linger whose poll sent a plan alone (before its round placed it)
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud = PlacementOutbox(state), TimedCloud()
+    sender = PlacementSender(state, cloud, epoch=lambda: 1, poll=0.01, wake=outbox.recorded, linger=0.5)
+    sender.start()
+    try:
+        state.redis.rpush(state.keys.placements, outbox.plan_entry("ar1", [], queued_at=1.0))
+        wait_for(lambda: outbox.pending() == 0, what="the plan, found by the poll")
+        # When the round then places its shard, the placement goes at once, not after a linger
+        began = time.monotonic()
+        outbox.report_shard("ar1-0", placed())
+        wait_for(lambda: outbox.pending() == 0 and len(cloud.times) == 2, what="the placement")
+        assert cloud.times[1] - began < 0.4
+    finally:
+        sender.stop()

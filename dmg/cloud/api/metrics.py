@@ -3,13 +3,16 @@
 Off by default; ``DMG_CLOUD_METRICS=1`` (``settings.cloud_metrics``) installs the
 counters and serves them to users at ``GET /api/v1/debug/metrics``:
 ``{requests, requests_by_route: {"METHOD /path/{param}": n}, statements,
-transactions, cpu_seconds}``, summed over the cloud's worker processes (``--workers N``).
+transactions, cpu_seconds, gc_full_collections, gc_frozen}``, summed over the cloud's worker
+processes (``--workers N``; ``gc_frozen``: the fewest objects a worker keeps out of the
+garbage collector's passes, :mod:`dmg.gcfreeze`).
 ``bench/activities.py`` reads it before and after a workload and divides by the
 activities run.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -40,6 +43,11 @@ class CloudCounters:
         # "sum": a worker that died and was replaced still counts the CPU it used.
         self._cpu = Gauge("dmg_cloud_cpu_seconds", "CPU seconds of the process", registry=self._registry,
                           multiprocess_mode="sum")
+        self._full_collections = Gauge("dmg_cloud_gc_full_collections", "full garbage collections",
+                                       registry=self._registry, multiprocess_mode="sum")
+        self._frozen = Gauge("dmg_cloud_gc_frozen", "objects frozen at start-up", registry=self._registry,
+                             multiprocess_mode="min")
+        self._frozen_noted = False
 
     def count_statement(self, *_args: Any) -> None:
         self._statements.inc()
@@ -49,16 +57,24 @@ class CloudCounters:
 
     def count_request(self, route: str) -> None:
         self._requests.labels(route).inc()
+        self._process_figures()
+
+    def _process_figures(self) -> None:
         self._cpu.set(time.process_time())
+        self._full_collections.set(gc.get_stats()[-1]["collections"])
+        if not self._frozen_noted:  # frozen before the first request; counting them walks them all
+            self._frozen.set(gc.get_freeze_count())
+            self._frozen_noted = True
 
     def snapshot(self) -> dict[str, Any]:
-        self._cpu.set(time.process_time())
+        self._process_figures()
         registry = self._registry
         if self.shared_dir:
             registry = CollectorRegistry()
             MultiProcessCollector(registry, path=self.shared_dir)
         by_route: dict[str, int] = {}
-        totals = {"statements": 0, "transactions": 0, "cpu_seconds": 0.0}
+        totals: dict[str, Any] = {"statements": 0, "transactions": 0, "cpu_seconds": 0.0,
+                                  "gc_full_collections": 0, "gc_frozen": 0}
         for family in registry.collect():
             for sample in family.samples:
                 if sample.name == "dmg_cloud_requests_total":
@@ -68,6 +84,8 @@ class CloudCounters:
                     totals[sample.name[len("dmg_cloud_"):-len("_total")]] += int(sample.value)
                 elif sample.name == "dmg_cloud_cpu_seconds":
                     totals["cpu_seconds"] += sample.value
+                elif sample.name in ("dmg_cloud_gc_full_collections", "dmg_cloud_gc_frozen"):
+                    totals[sample.name[len("dmg_cloud_"):]] = int(sample.value)
         return {"requests": sum(by_route.values()), "requests_by_route": by_route, **totals}
 
 

@@ -1,6 +1,6 @@
 """What a report batch applied as a set needs besides its items: the check that the set path
-may take the batch, and its plans applied with one read of their activity runs, one of
-their shards and one INSERT. :mod:`.reportcore` applies the batch itself with Core
+may take the batch, and its plans applied with one read of their activity runs (plain rows),
+one of their shards and one INSERT. :mod:`.reportcore` applies the batch itself with Core
 statements; a batch it cannot take raises :class:`Irregular`, and its caller rolls the
 transaction back and applies the batch item by item (:func:`.batches.apply_batch`, one
 savepoint per item): when a plan or a placement is refused or must wait, an item is
@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import insert, or_, select
 from sqlalchemy.orm import Session
 
-from dmg.cloud.models import Shard
+from dmg.cloud.models import ActivityRun, Shard
 from dmg.cloud.schemas import ActivityPlan, ReportItem
 from dmg.cloud.service import counters, dispatch
 from dmg.cloud.service.gateways import NodeIdentity
@@ -59,7 +59,7 @@ def apply_plans(session: Session, node: NodeIdentity, plans: list[ActivityPlan],
         epochs = [dispatch.dispatcher_epoch_once(session, node, plan.epoch, now=now, ttl=ttl, checked=checked)
                   for plan in plans]
         ids = sorted({plan.activity_run_id for plan in plans})
-        activity_runs = counters.lock_activity_runs_by_id(session, ids)
+        activity_runs = counters.lock_activity_run_rows(session, ids)
         planned = [shard.id for plan in plans for shard in plan.shards]
         known = session.execute(select(Shard.id, Shard.activity_run_id).where(
             or_(Shard.activity_run_id.in_(ids), Shard.id.in_(planned)))).all()
@@ -67,13 +67,14 @@ def apply_plans(session: Session, node: NodeIdentity, plans: list[ActivityPlan],
         for plan, epoch in zip(plans, epochs, strict=True):
             activity_run = dispatch.own_activity_run(activity_runs.get(plan.activity_run_id), node,
                                                      plan.activity_run_id, epoch)
-            rows.extend(dispatch.new_shard_rows(activity_run, plan.shards, known, epoch=epoch, now=now,
-                                                queued_at=plan.queued_at))
+            rows.extend(dispatch.new_shard_rows(session, activity_run, plan.shards, known, epoch=epoch,
+                                                now=now, queued_at=plan.queued_at))
     except DmgError as exc:
         raise Irregular(f"a plan: {exc}") from exc
     if rows:
         session.execute(insert(Shard), rows)
-    for activity_run in activity_runs.values():
-        if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
-            session.expire(activity_run, ["shards"])
+    for activity_run_id in activity_runs:  # an ORM object's collection loaded before the INSERT is stale
+        loaded = session.identity_map.get(Session.identity_key(ActivityRun, activity_run_id))
+        if loaded is not None and "shards" in vars(loaded):
+            session.expire(loaded, ["shards"])
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Integer, Table, bindparam, case, event, func, select, update
-from sqlalchemy.orm import Session, defer, joinedload
+from sqlalchemy.orm import Session, joinedload
 
 from dmg.cloud.models import (
     CANCELLED,
@@ -146,14 +146,21 @@ def lock_activity_run(session: Session, activity_run_id: str) -> ActivityRun | N
     return session.scalars(query.execution_options(populate_existing=True)).first()
 
 
-def lock_activity_runs_by_id(session: Session, ids: list[str]) -> dict[str, ActivityRun]:
+#: The columns a plan reads of its activity run (:func:`lock_activity_run_rows`).
+PLAN_COLUMNS = ("id", "run_id", "gateway_id", "claim_epoch", "claimed_at", "planned",
+                "failed_by_dispatcher", "error")
+
+
+def lock_activity_run_rows(session: Session, ids: list[str]) -> dict[str, Any]:
     """These activity runs read afresh in one statement (PostgreSQL: ``FOR NO KEY UPDATE``, in
-    id order), as :func:`lock_activity_run` reads one -> {id: activity run}."""
-    query = (select(ActivityRun).where(ActivityRun.id.in_(sorted(ids))).order_by(ActivityRun.id)
-             .options(defer(ActivityRun.spec)))  # a plan never reads the definition: not decoded
+    id order), as :func:`lock_activity_run` reads one, as plain rows of :data:`PLAN_COLUMNS`:
+    no ORM object per activity run (they cost a batch of 10 plans about 1 ms) -> {id: row}."""
+    table = ActivityRun.__table__
+    query = (select(*(table.c[name] for name in PLAN_COLUMNS)).where(table.c.id.in_(sorted(ids)))
+             .order_by(table.c.id))
     if session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update(of=ActivityRun, key_share=True)
-    return {a.id: a for a in session.scalars(query.execution_options(populate_existing=True))}
+        query = query.with_for_update(key_share=True)
+    return {row.id: row for row in session.execute(query)}
 
 
 def lock_activity_runs(session: Session, run_id: str) -> list[ActivityRun]:
@@ -170,7 +177,7 @@ def shard_figures(shard: Shard) -> ShardFigures:
     return ShardFigures(shard.status, int(shard.files or 0), int(shard.bytes or 0))
 
 
-def shards_planned(session: Session, activity_run: ActivityRun, count: int, *, now: float,
+def shards_planned(session: Session, activity_run: ActivityRun | Any, count: int, *, now: float,
                    epoch: int) -> None:
     """Count ``count`` shards newly planned with no files yet, mark the activity run planned
     by cloud epoch ``epoch`` (in the same UPDATE); derive the status later."""

@@ -19,7 +19,7 @@ import logging
 from typing import Any, NamedTuple
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from dmg.cloud.models import (
     IN_PROGRESS,
@@ -241,8 +241,8 @@ def dispatcher_epoch_once(session: Session, node: NodeIdentity, site_epoch: int,
     return epoch
 
 
-def own_activity_run(activity_run: ActivityRun | None, node: NodeIdentity, activity_run_id: str,
-                     epoch: int) -> ActivityRun:
+def own_activity_run(activity_run: ActivityRun | Any | None, node: NodeIdentity, activity_run_id: str,
+                     epoch: int) -> ActivityRun | Any:
     """``activity_run`` (read afresh, locked) when the dispatcher with cloud epoch ``epoch``
     may act on it; NotFound, Conflict (never claimed), StaleAttempt (claimed by a newer one)."""
     if activity_run is None or activity_run.gateway_id != node.gateway_id:
@@ -280,7 +280,7 @@ def plan_shards(session: Session, node: NodeIdentity, activity_run_id: str, *, e
     ids = [s.id for s in shards]
     known = session.execute(select(Shard.id, Shard.activity_run_id).where(  # one statement for both checks
         or_(Shard.activity_run_id == activity_run.id, Shard.id.in_(ids)))).all()
-    rows = new_shard_rows(activity_run, shards, known, epoch=epoch, now=now, queued_at=queued_at)
+    rows = new_shard_rows(session, activity_run, shards, known, epoch=epoch, now=now, queued_at=queued_at)
     if rows:
         session.execute(insert(Shard), rows)
         if "shards" in vars(activity_run):  # a collection loaded before the INSERT is stale
@@ -299,9 +299,10 @@ def _check_plan(shards: list[PlannedShard]) -> None:
         raise BadInput("shards: a shard index is listed twice")
 
 
-def new_shard_rows(activity_run: ActivityRun, shards: list[PlannedShard], known: Any, *, epoch: int,
-                   now: float, queued_at: float | None) -> list[dict[str, Any]]:
-    """The rows to INSERT for a plan of ``activity_run`` (checked, its cloud ``epoch``),
+def new_shard_rows(session: Session, activity_run: ActivityRun | Any, shards: list[PlannedShard], known: Any,
+                   *, epoch: int, now: float, queued_at: float | None) -> list[dict[str, Any]]:
+    """The rows to INSERT for a plan of ``activity_run`` (checked, its cloud ``epoch``; the ORM
+    object or a row of :data:`.counters.PLAN_COLUMNS`),
     given ``known``: ``(shard id, activity run id)`` of the shards that exist among its own
     and the planned ids; records the counters (nothing for the same plan again).
     BadInput, Conflict (failed already; a shard id of another activity run)."""
@@ -324,8 +325,6 @@ def new_shard_rows(activity_run: ActivityRun, shards: list[PlannedShard], known:
              "bytes": 0, "files_total": p.files, "bytes_total": p.bytes, "queued_at": queued,
              "wait_reason": "", "error": ""} for p in shards if p.id not in existing]
     # "planned" and the epoch go in the counters' one UPDATE of the activity run
-    session = object_session(activity_run)
-    assert session is not None
     counters.shards_planned(session, activity_run, len(rows), now=now, epoch=epoch)
     return rows
 
