@@ -33,12 +33,17 @@ def require(condition: bool, why: str) -> None:
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+def need_redis_binary() -> None:
+    """Skip locally, fail on CI, when no redis-server can be found."""
     try:
         redis_binary()
     except Fatal as exc:
         require(False, str(exc))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedRedis]:
+    need_redis_binary()
     server = EmbeddedRedis(tmp_path_factory.mktemp("redis"), free_port()).start()
     yield server
     server.stop()
@@ -47,10 +52,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedR
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[EmbeddedRedis]:
     """A Redis of the test's own (a broker it may stop and restart), stopped after it."""
-    try:
-        redis_binary()
-    except Fatal as exc:
-        require(False, str(exc))
+    need_redis_binary()
     server = EmbeddedRedis(tmp_path / "redis", free_port()).start()
     try:
         yield server

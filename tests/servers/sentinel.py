@@ -26,9 +26,8 @@ import pytest
 import redis as redis_lib
 
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
-from dmg.errors import Fatal
 from dmg.procs import free_port, stop_process, wait_for_port
-from tests.conftest import require
+from tests.conftest import need_redis_binary
 
 HOST = "127.0.0.1"
 MASTER_NAME = "dmgtest"
@@ -173,10 +172,7 @@ def start_sentinel_group(root: Path) -> SentinelGroup:
 
 @pytest.fixture
 def sentinel_group(tmp_path: Path) -> Iterator[SentinelGroup]:
-    try:
-        redis_binary()
-    except Fatal as exc:
-        require(False, str(exc))
+    need_redis_binary()
     group = start_sentinel_group(tmp_path / "sentinel-group")
     try:
         yield group

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from dmg.embedded.redis import EmbeddedRedis, redis_binary
-from dmg.errors import BadInput, BrokerUnreachable, Fatal
+from dmg.embedded.redis import EmbeddedRedis
+from dmg.errors import BadInput, BrokerUnreachable
 from dmg.procs import free_port
 from dmg.site.connection import DeadlineRetry, redis_client
 from settings import Settings, SettingsError, load
 from settings.celery import celery_config
 from settings.redisurl import parse_redis_url
-from tests.conftest import require
+from tests.conftest import need_redis_binary
 
 
 def test_a_plain_url_is_kept_as_it_is() -> None:
@@ -76,10 +76,7 @@ def test_a_riding_client_waits_out_a_redis_restart(tmp_path: Path) -> None:
     """Given a client with retry_for, when its Redis stops (SIGTERM, AOF) and starts again on
     the same port and dir, a command issued while it was down completes, with the data kept;
     a fail-fast client raises while it is down and works again after."""
-    try:
-        redis_binary()
-    except Fatal as exc:
-        require(False, str(exc))
+    need_redis_binary()
     server = EmbeddedRedis(tmp_path / "r", free_port()).start()
     try:
         settings = Settings(redis_url=server.url)
