@@ -9,7 +9,7 @@ failover can be voted. :meth:`SentinelGroup.kill_primary` SIGKILLs the primary;
 the new primary. :meth:`SentinelGroup.stop` stops every process (by its pid).
 
 Fixture ``sentinel_group`` (function scope) yields a started group, with
-``require()`` when ``redis-server`` is missing.
+``need_redis_binary()`` (skip locally, fail on CI) when ``redis-server`` is missing.
 """
 
 from __future__ import annotations
