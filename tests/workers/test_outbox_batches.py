@@ -31,6 +31,8 @@ from tests.cloud.conftest import Cloud, Site, launch, make_pipeline, make_site, 
 from tests.waiting import wait_for
 from tests.workers.support import StubCloud
 from workers.run.outbox import (
+    HELD_MAX_WAIT,
+    HELD_WAIT,
     ITEM_VALUES,
     OutboxReporter,
     OutboxSender,
@@ -229,14 +231,37 @@ def test_held_reports_keep_their_shards_order_back_off_and_are_counted_while_the
     assert list(outbox.held()) == ["s1"] and outbox.size() == 0
     # A later report of the held shard waits behind it, not sent before its due time.
     outbox.push("s1", {"attempt": 1, "status": "succeeded"})
-    outbox.send_batch(cloud, now=100.1)
+    outbox.send_batch(cloud, now=100.0 + HELD_WAIT / 2)
     assert cloud.sent == [["s1", "s2"]] and [len(h["entries"]) for h in outbox.held().values()] == [2]
-    outbox.send_batch(cloud, now=100.3)  # due (0.25 s): both sent, in order; held again for 0.5 s
-    assert cloud.sent[-1] == ["s1"] and outbox.held()["s1"]["due"] == 100.8
+    assert outbox.held()["s1"]["due"] == pytest.approx(100.0 + HELD_WAIT)
+    # due: both sent, in order; held again for twice as long
+    outbox.send_batch(cloud, now=100.0 + HELD_WAIT)
+    assert cloud.sent[-1] == ["s1"] and outbox.held()["s1"]["due"] == pytest.approx(100.0 + 3 * HELD_WAIT)
     assert outbox.held_since(100.0 + 1) == 1 and outbox.held_since(99.0) == 0
     cloud.known.add("s1")
     outbox.send_batch(cloud, now=101.0)
     assert outbox.held() == {} and outbox.size() == 0
+
+
+def test_a_held_report_is_tried_again_within_tens_of_milliseconds_then_less_often(
+        redis_client: redis_lib.Redis) -> None:
+    # A short shard's final report that overtook its placement (in flight from the lease
+    # holder, within its 20 ms linger) is sent again soon, not a quarter of a second later;
+    # a placement that does not come is asked for less and less often, up to HELD_MAX_WAIT.
+    assert HELD_WAIT <= 0.05
+    outbox, cloud = ReportOutbox(SiteState(redis_client, "gw"), "w"), NotYetCloud()
+    sender = OutboxSender(outbox, cloud, MemoryReporter())  # its default waits
+    outbox.push("s1", {"attempt": 1, "status": "succeeded"})
+    assert 0 < sender._step() <= HELD_WAIT  # held: the next look when it falls due
+    waits = []
+    for _ in range(10):  # each time it falls due, the cloud still cannot take it
+        at = outbox.held()["s1"]["due"]
+        outbox.send_batch(cloud, now=at)
+        waits.append(outbox.held()["s1"]["due"] - at)
+    assert waits[1] == pytest.approx(2 * waits[0]) and max(waits) == pytest.approx(HELD_MAX_WAIT)
+    cloud.known.add("s1")
+    outbox.send_batch(cloud, now=at + HELD_MAX_WAIT)
+    assert outbox.held() == {} and cloud.sent[-1] == ["s1"]
 
 
 def test_a_removed_node_s_last_reports_reach_the_cloud_through_the_dispatcher(
