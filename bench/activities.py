@@ -7,7 +7,8 @@ Both sides run on the same machine, on the same embedded Redis, in the same run:
 * **dmg**: an embedded site (Redis, cloud, N nodes). A pipeline of ``count``
   activities, each copying one empty file (so every activity goes the whole way:
   claim, list, plan, place, run on a node, report), is run once; the clock stops
-  when the cloud says the run Succeeded.
+  when the cloud says the run Succeeded, seen through the run's long-poll as
+  ``dmg pipeline run --wait`` sees it (:func:`wait_run`).
 * **celery**: ``count`` ``apply_async`` calls of a no-op task on N stock prefork
   workers with dmg's reliability settings (acks late, prefetch 1), waiting for
   every result.
@@ -51,6 +52,7 @@ PIPELINE_SIZE = 200
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dmg.cli.runview import wait_for_run  # noqa: E402
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
 from dmg.procs import stop_process  # noqa: E402
 from settings import load  # noqa: E402
@@ -66,13 +68,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def wait_run(client, run_id: str, *, timeout: float, poll: float = 0.02) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run = client.run(run_id)
-        if run["status"] in ("Succeeded", "Failed"):
-            return run
-        time.sleep(poll)
-    raise TimeoutError(f"run {run_id} did not finish in {timeout} s")
+    """The run once it ended, followed as ``dmg pipeline run --wait`` follows it: the
+    cloud's long-poll on the run's state (``GET /runs/{id}/wait``), which answers as soon as
+    its status changes (``poll``: the retry pause while the cloud is unreachable). Polling
+    ``GET /runs/{id}`` instead cost the cloud 15 % of its CPU in the bulk run (reading 200
+    activity runs every 0.25 s) and saw the end up to 0.25 s late."""
+    return wait_for_run(client, run_id, timeout=timeout, poll=poll)
 
 
 def cloud_cost(site: EmbeddedSite, client) -> dict:
@@ -217,7 +218,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         redis_before = redis_commands(site)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
-        finished = [wait_run(client, run_id, timeout=600, poll=0.25) for run_id in run_ids]
+        finished = [wait_run(client, run_id, timeout=600) for run_id in run_ids]
         elapsed = time.perf_counter() - started
         # Reports still travelling when the run succeeded count too: wait for quiet.
         time.sleep(2.0)

@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> dict:
                 commands_before = redis_commands(site)
                 started = time.perf_counter()
                 run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
-                finished = [wait_run(client, r, timeout=600, poll=0.25) for r in run_ids]
+                finished = [wait_run(client, r, timeout=600) for r in run_ids]
                 elapsed = time.perf_counter() - started
                 time.sleep(2.0)
                 after = cpu_by_kind(procs)
