@@ -47,4 +47,4 @@ def result_repr(value: Any, maxlen: int | None = None, maxlevels: int = 3, seen:
 
 def install() -> None:
     """The tracer of every task of this process writes its results with :func:`result_repr`."""
-    trace.saferepr = result_repr  # type: ignore[attr-defined]
+    trace.saferepr = result_repr
