@@ -4,7 +4,7 @@
 Celery worker write one JSON object per line to stderr::
 
     {"time": "2026-12-03T10:00:00.123Z", "level": "INFO", "logger": "workers.run.attempt",
-     "message": "shard started shard=ar1-00000 attempt=1 node=n1 ...", "pid": 4242,
+     "message": "shard succeeded shard=ar1-00000 attempt=1 node=n1 ...", "pid": 4242,
      "node": "n1", "gateway": "site", "activity_run": "ar1", "shard": "ar1-00000", "attempt": "1"}
 
 The fields after ``pid`` are there where known, first found wins:

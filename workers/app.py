@@ -11,6 +11,7 @@ built from.
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from typing import Any
 
 from celery import Celery
@@ -34,11 +35,23 @@ from workers.agent.flowerinfo import NodeInfoStep
 from workers.agent.loadstep import WorkerLoadStep
 from workers.keptclient import transport_for
 from workers.logsetup import bind_task, format_worker_logger, quiet_task_logs, unbind_task
+from workers.resultrepr import install as cheap_result_repr
 from workers.resultstore import BACKENDS as ONE_STEP_BACKENDS
 
 
+class DmgCelery(Celery):
+    """Celery's app with a cheaper :meth:`now` (the same value)."""
+
+    def now(self) -> datetime:
+        """The current time in the app's time zone, as Celery 5.7.0's ``Celery.now``: that one
+        makes an aware UTC time aware again through dateutil's ambiguity checks, a no-op
+        for UTC that cost 3-4 % of a pool process's CPU per one-file shard (it dates every
+        stored result, ``date_done``; a GIL profile)."""
+        return datetime.now(self.timezone)
+
+
 def make_app(settings: dmg_settings.Settings) -> Celery:
-    celery_app = Celery("dmg", set_as_current=False)
+    celery_app = DmgCelery("dmg", set_as_current=False)
     celery_app.conf.update(celery_config(settings))
     celery_app.conf.include = ["workers.tasks"]
     # No STARTED state in the result backend: nobody reads it (Flower sees the worker's
@@ -56,6 +69,9 @@ def make_app(settings: dmg_settings.Settings) -> Celery:
     celery_app.steps["worker"].add(AutoscaleStep)  # does nothing unless DMG_AUTOSCALE_MAX > 0
     celery_app.steps["worker"].add(NodeInfoStep)  # status, reasons, role in Flower
     celery_app.dmg_settings = settings
+    # The text of a task's result in its task-succeeded event, made faster, the same text
+    # (:mod:`workers.resultrepr`; for the whole process: it is the tracer's).
+    cheap_result_repr()
     return celery_app
 
 

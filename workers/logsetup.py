@@ -7,9 +7,10 @@ and gateway on every line and, while a task runs, its shard, attempt and activit
 
 Celery's own line per task ("Task ... received" in the main process, "Task ...
 succeeded in ..." in the pool) is written only when the worker logs at DEBUG
-(:data:`TASK_LOGGERS`): dmg logs each shard's start and end itself ("shard started",
-"shard succeeded" or "shard failed", with shard, attempt and node), and the two lines
-were about a tenth of the worker's CPU per one-file shard (a GIL profile, Celery 5.7.0).
+(:data:`TASK_LOGGERS`): dmg logs each shard's end itself ("shard succeeded" or "shard
+failed", with shard, attempt, node and the seconds it ran; "shard started" is DEBUG), and
+Celery's two lines were about a tenth of the worker's CPU per one-file shard (a GIL
+profile, Celery 5.7.0); dmg's start line was another 3-4 % of a pool process's.
 Celery's warnings and errors (a task that raised, a lost worker process) stay.
 """
 

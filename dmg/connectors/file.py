@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import stat as stat_mode
@@ -175,6 +176,14 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
             os.unlink(self._staging)
 
 
+@functools.lru_cache(maxsize=256)
+def _absolute_root(location: str) -> tuple[Path, str]:
+    """An absolute location's root path and its text with one trailing slash: pure text work
+    (no file system call), made once per location and process, not once per shard."""
+    root = Path(location)
+    return root, str(root).rstrip("/") + "/"
+
+
 class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelRangeWrite, LocalFiles):
     type = "file"
     parallel_ranges = False  # one stream with read-ahead is as fast on a local disk
@@ -186,13 +195,16 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
             location = location[len("file://"):]
         if not location:
             raise BadInput(f"store {spec.name!r}: location is empty")
-        self.root = Path(location).expanduser().absolute()
+        if location.startswith("/"):  # the same for every connector of this process
+            self.root, self._root_slash = _absolute_root(location)
+        else:  # relative to the working folder, or under ~: as they are now
+            self.root = Path(location).expanduser().absolute()
+            self._root_slash = str(self.root).rstrip("/") + "/"
         self._fsync = bool(spec.options.get("fsync", False))
         self._real_root: str | None = None  # resolved on first use, then kept
         #: Folders (relative, normalized) known to exist inside the root with no link
         #: out: a shard's files resolve and stage without a realpath or mkdir each.
         self._known_dirs: set[str] = set()  # relative, "" for the root
-        self._root_slash = str(self.root).rstrip("/") + "/"
 
     # -- paths ------------------------------------------------------------------
     def resolve(self, path: str) -> Path:

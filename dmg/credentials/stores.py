@@ -29,10 +29,12 @@ def open_store(spec: StoreSpec, *, settings: Settings) -> Connector:
     :func:`dmg.connectors.connector_for` raise; an error raised while building the
     connector never carries the secret (it is blanked out if a library echoed it).
     """
-    credential = synced_credential(spec, settings=settings)
-    if credential is None:
-        credential = credential_for(spec, path=settings.credentials_path)
-    hide_in_logs(secret_values(credential))  # from now on, no log line of this process shows them
+    credential = None
+    if needs_credential(spec):  # else neither the vault nor the credentials file is looked at
+        credential = synced_credential(spec, settings=settings)
+        if credential is None:
+            credential = credential_for(spec, path=settings.credentials_path)
+        hide_in_logs(secret_values(credential))  # from now on, no log line of this process shows them
     try:
         return connector_for(spec, credential=credential)
     except DmgError as exc:

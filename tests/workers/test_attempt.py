@@ -4,12 +4,14 @@ Given a shard whose attempt 1 began on node ``dead`` and left staging, and attem
 ``b``, when attempt 2 runs a body that succeeds, is fenced, is cancelled or crashes, then
 the lifecycle reports and ends it in the documented order: running first; leftovers
 removed before the final report only for a staging body; the final report before
-``mark_finished``; a fenced attempt finished without a final report.
+``mark_finished``; a fenced attempt finished without a final report. At INFO an attempt
+writes one line, its end, which says how long it ran (its start is a DEBUG line).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,24 @@ def test_leftovers_go_before_the_final_report_which_goes_before_finished(
     assert (dead_staging in seen["staging"]) is not stages  # removed before the report, if staging
     assert seen["state"] != STATE_DONE  # marked finished only after the final report
     assert (state.shard(SHARD) or {})["state"] == STATE_DONE
+
+
+def test_an_attempt_writes_one_info_line_its_end_with_its_seconds(
+        tmp_path: Path, state: SiteState, caplog: pytest.LogCaptureFixture) -> None:
+    arrange(tmp_path, state)
+    ticks = iter([1000.0, 1000.25])  # started_at, ended_at
+
+    def body_for(_spec: ShardSpec, _run: Attempt) -> AttemptBody:
+        return StubBody(succeed, stages=False)
+
+    with caplog.at_level(logging.DEBUG, logger="workers.run.attempt"):
+        run_attempt(SHARD, 2, node="b", state=state, reporter=MemoryReporter(),
+                    connector_factory=connector_for, body_for=body_for, clock=lambda: next(ticks))
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "workers.run.attempt"]
+    assert [m for level, m in lines if level >= logging.INFO] == [
+        f"shard succeeded shard={SHARD} attempt=2 node=b files=2 bytes=200 seconds=0.250"]
+    assert [m.split(" shard=")[0] for level, m in lines if level == logging.DEBUG] == ["shard started"]
 
 
 def test_a_fenced_body_ends_stale_without_a_final_report(tmp_path: Path, state: SiteState) -> None:

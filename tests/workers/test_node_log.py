@@ -3,7 +3,7 @@
 Given a site whose node and cloud log at INFO with a heartbeat every 0.5 s, when it runs
 for a few seconds and copies a folder, then neither the node's log (agent, dispatcher and
 Celery worker) nor the cloud's has a line per heartbeat or per HTTP request, and the
-node's has each shard's own start and end lines but not Celery's line per task
+node's has each shard's own end line (its start is DEBUG) but not Celery's line per task
 ("Task ... received", "Task ... succeeded in ...": DEBUG only).
 """
 

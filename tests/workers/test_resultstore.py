@@ -8,6 +8,8 @@ Given a node's Celery app on a fresh Redis database, then:
   fields, expiry), and ``AsyncResult.get`` waiting on it is woken (the PUBLISH);
 - a later failure or duplicate of a task whose SUCCESS is stored does not overwrite it,
   as Celery's rule says; a stored failure is overwritten by a success;
+- the app's clock (``date_done`` of every stored result) says what Celery's own says, in
+  UTC and in a time zone with summer time;
 - a copy task's SUCCESS stored by its attempt's last step (``finish_run`` with
   :class:`ResultWithTheEnd`'s entry) reads back as Celery's own store writes it, wakes a
   waiting get, never overwrites a stored SUCCESS, and leaves the task's request saying
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -63,6 +66,18 @@ def test_a_node_app_stores_results_in_one_step_for_each_redis_scheme() -> None:
                           ("sentinel://127.0.0.1:1/0;sentinel://127.0.0.1:2/0", OneStepSentinelBackend)):
         app = make_app(Settings(redis_url=url, gateway="gw"))
         assert type(app.backend) is expected, url
+
+
+@pytest.mark.parametrize("zone", ["", "Europe/Paris", "America/New_York"])
+def test_the_app_s_clock_says_what_celery_s_says(zone: str) -> None:
+    app = make_app(Settings(redis_url="redis://127.0.0.1:1/0", gateway="gw"))
+    if zone:
+        app.conf.timezone = zone
+    ours, celery_s = app.now(), Celery.now(app)
+    assert ours.tzinfo is celery_s.tzinfo and ours.utcoffset() == celery_s.utcoffset()
+    assert abs(ours - celery_s) < timedelta(seconds=5)
+    assert ours.isoformat()[-6:] == celery_s.isoformat()[-6:]  # the same offset written
+    assert datetime.fromisoformat(ours.isoformat()) == ours
 
 
 def test_a_result_is_stored_as_celery_stores_it(app: Celery, redis_url: str) -> None:

@@ -193,7 +193,10 @@ def run_attempt(
     running = body.running_totals()
     reporter.report_shard(shard_id, {**run.base, "status": CLOUD_RUNNING, "files": 0, "bytes": 0,
                                      "files_total": running[0], "bytes_total": running[1]})
-    log.info("shard started shard=%s attempt=%d node=%s files=%d bytes=%d", shard_id, attempt, node, *running)
+    # At DEBUG: the end's line says when it started (seconds=); a long shard shows as running
+    # in the cloud (its held running report goes after SHORT_SHARD s).
+    log.debug("shard started shard=%s attempt=%d node=%s files=%d bytes=%d",
+              shard_id, attempt, node, *running)
     try:
         done = body.run()
     except StaleAttempt as exc:
@@ -240,9 +243,10 @@ def count_moved(state: SiteState, node: str, copied: int) -> None:
 def finish(run: Attempt, done: Done) -> ShardOutcome:
     """Send the final report of ``done``, then mark the attempt finished (in that order)."""
     status = OUTCOME_SUCCEEDED if done.ok else OUTCOME_FAILED
+    ended_at = run.clock()
     report = {**run.base, "status": CLOUD_SUCCEEDED if done.ok else CLOUD_FAILED, "files": done.files,
               "bytes": done.bytes, "files_total": done.totals[0], "bytes_total": done.totals[1],
-              "ended_at": run.clock(), "error": done.error}
+              "ended_at": ended_at, "error": done.error}
     if done.file_results:
         report["file_results"] = done.file_results
     outcome = ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
@@ -250,12 +254,13 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
         run.reporter.report_shard(run.shard_id, report)
         run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
         count_moved(run.state, run.node, done.bytes)
+    seconds = ended_at - float(run.base.get("started_at", ended_at))
     if done.ok:
-        log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d",
-                 run.shard_id, run.attempt, run.node, done.files, done.bytes)
+        log.info("shard succeeded shard=%s attempt=%d node=%s files=%d bytes=%d seconds=%.3f",
+                 run.shard_id, run.attempt, run.node, done.files, done.bytes, seconds)
     else:
-        log.warning("shard failed shard=%s attempt=%d node=%s error=%s",
-                    run.shard_id, run.attempt, run.node, done.error)
+        log.warning("shard failed shard=%s attempt=%d node=%s seconds=%.3f error=%s",
+                    run.shard_id, run.attempt, run.node, seconds, done.error)
     return outcome
 
 
