@@ -401,6 +401,7 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
         wait_for(lambda: outbox.size() == 0 or None, timeout=5, interval=0.01,
                  what="the sent report to leave the outbox")
         assert redis_client.llen(outbox.wake_key) == 0  # the wake-up was read
+        assert not sender._gathering  # no streamed results: its pause is a plain one (no Redis)
     finally:
         sender.stop()
         client.close()

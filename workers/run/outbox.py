@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from dmg.cloud.filerows import as_result, as_row
 from dmg.cloud.limits import MAX_BODY_VALUES, MAX_FILE_RESULTS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
+from dmg.shards.status import CLOUD_RUNNING
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
 
@@ -74,15 +75,17 @@ class BatchClient(Protocol):
 class BatchOutcome:
     """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox's
     list; ``wait``: reports were held (the cloud cannot take them yet);
-    ``unsupported``: the cloud has no batch route (previous version)."""
+    ``unsupported``: the cloud has no batch route (previous version); ``streaming``: a
+    ``running`` report carried file results (a long shard streams its results)."""
 
     def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
-                 full: bool = False, refused: bool = False) -> None:
+                 full: bool = False, refused: bool = False, streaming: bool = False) -> None:
         self.settled = settled
         self.wait = wait
         self.unsupported = unsupported
         self.full = full
         self.refused = refused  # the cloud refuses this node's token (removed): nothing moved
+        self.streaming = streaming
 
 
 class ReportOutbox:
@@ -202,8 +205,10 @@ class ReportOutbox:
         if fresh:
             pipe.ltrim(self.key, len(fresh), -1)
         pipe.execute()
+        streaming = any(e["report"].get("status") == CLOUD_RUNNING and e["report"].get("file_results")
+                        for e in fresh)
         return BatchOutcome(len(fresh), wait=any(r for r in changed.values()),
-                            full=len(fresh) < len(raws) or len(raws) == max_items)
+                            full=len(fresh) < len(raws) or len(raws) == max_items, streaming=streaming)
 
     def _send(self, client: BatchClient, entries: list[dict[str, Any]]) -> dict[int, bool]:
         """Send ``entries``; -> per entry index, True when it must be sent again. Raises
@@ -391,9 +396,10 @@ class OutboxSender:
     """The node's one outbox consumer: a thread that sends queued reports in batches,
     backing off while the cloud is away. Idle, it waits (up to ``poll`` s at a time) for a
     report to be queued and sends it at once; after a batch it lets the next reports gather
-    for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report),
-    unless a flush is asked (:meth:`ReportOutbox.ask_flush`: a shard that streamed its file
-    results ended, and its final report, which ends the shard at the cloud, goes at once).
+    for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report);
+    while a long shard streams its file results, that pause ends when a flush is asked
+    (:meth:`ReportOutbox.ask_flush`: such a shard ended, and its final report, which ends
+    the shard at the cloud, goes at once).
     Falls back to one request per report for a cloud without the batch route."""
 
     def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
@@ -410,7 +416,7 @@ class OutboxSender:
         self._away = 0
         self._moved = time.monotonic()  # when the outbox last got shorter or was empty
         self._idle = False  # the last round found nothing to send and nothing held
-        self._gathering = False  # the last round sent a batch that was not full
+        self._gathering = False  # the last round sent a batch, not full, with streamed results
 
     def stuck(self, *, after: float = 5.0) -> bool:
         """True while the cloud is away for the sender, or it has moved nothing for
@@ -492,7 +498,8 @@ class OutboxSender:
         # fall due, and stop() is heard). A full batch: more are queued, send at once; else
         # let reports gather for one poll (a busy node sends a batch every ``poll`` s).
         self._idle = not outcome.settled
-        self._gathering = bool(outcome.settled) and not outcome.full
+        # Only while a long shard streams its results (else a plain pause, no Redis command).
+        self._gathering = bool(outcome.settled) and not outcome.full and outcome.streaming
         return 0.0 if outcome.full else self.poll
 
 
