@@ -126,6 +126,11 @@ class LocalFiles(abc.ABC):
         """The OS path of ``path`` (refusing an escape from the store as ``open_read`` does)."""
 
     @abc.abstractmethod
+    def open_local(self, path: str) -> int:
+        """A read-only descriptor of the file ``path`` (refusing an escape as
+        :meth:`local_file` does); the caller closes it. Raises :mod:`dmg.errors`."""
+
+    @abc.abstractmethod
     def operations_wait(self) -> bool:
         """Whether an operation on these files may wait on a network (a mounted share, or
         a file system not known to be local): the engine then overlaps files in threads;
@@ -137,9 +142,10 @@ class KernelCopyIn(abc.ABC):
     """A writer whose staging place is a local file the kernel can fill."""
 
     @abc.abstractmethod
-    def copy_in(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
-        """Stage the first ``size`` bytes of ``source_file`` (fewer if it is shorter),
-        copied in the kernel; ``on_step(n)`` as bytes move (it may raise to stop).
+    def copy_in(self, source: int, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
+        """Stage the first ``size`` bytes of the open file ``source`` (a descriptor the
+        caller closes: :meth:`LocalFiles.open_local`; fewer bytes if it is shorter), copied
+        in the kernel; ``on_step(n)`` as bytes move (it may raise to stop).
         Returns (``xxh3:<hex>`` of the source as read, bytes staged)."""
 
     @abc.abstractmethod

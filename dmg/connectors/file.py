@@ -83,6 +83,7 @@ class _mapped_os_errors:  # used as a function: ``with _mapped_os_errors(what):`
 
 #: Flags of a staging file: a link planted at its name is refused (ELOOP), not followed.
 _STAGING_FLAGS = os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+_SOURCE_FLAGS = os.O_RDONLY | os.O_CLOEXEC
 
 
 class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
@@ -121,31 +122,26 @@ class _FileWriter(StagedWriter, StagedCrc32, KernelCopyIn):
                 offset += len(chunk)
         return crc
 
-    def copy_in(self, source_file: str, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
-        """The kernel fills the staging file (:func:`dmg.connectors.localcopy.copy_fd`);
-        the source's XXH3 is taken from the source file, in a thread of its own for a
-        large file (overlapping the copy), so every byte is read twice: once by the
-        kernel, once by the hash."""
+    def copy_in(self, source: int, *, size: int, on_step: Callable[[int], None]) -> tuple[str, int]:
+        """The kernel fills the staging file (:func:`dmg.connectors.localcopy.copy_fd`) from
+        the open file ``source`` (the caller's); the source's XXH3 is taken from it, in a
+        thread of its own for a large file (overlapping the copy), so every byte is read
+        twice: once by the kernel, once by the hash."""
         if self.state != "open":
             raise Fatal(f"{self.what}: copy_in after {self.state}")
         try:
-            with _mapped_os_errors(f"cannot copy {source_file} to {self._target}"):
-                src = os.open(source_file, os.O_RDONLY | os.O_CLOEXEC)
-                try:
-                    if size < localcopy.THREADED_HASH_FROM:
-                        copied = self._copied = localcopy.copy_fd(src, self._fd, size, on_step=on_step)
-                        source_hash, _n = localcopy.xxh3_of_fd(src, size)
-                        return source_hash, copied
-                    with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
-                        pending = hasher.submit(localcopy.xxh3_of_fd, src, size)
-                        try:
-                            copied = self._copied = localcopy.copy_fd(src, self._fd, size,
-                                                                      on_step=on_step)
-                        finally:
-                            source_hash, _n = pending.result()
+            with _mapped_os_errors(f"cannot copy to {self._target}"):
+                if size < localcopy.THREADED_HASH_FROM:
+                    copied = self._copied = localcopy.copy_fd(source, self._fd, size, on_step=on_step)
+                    source_hash, _n = localcopy.xxh3_of_fd(source, size)
                     return source_hash, copied
-                finally:
-                    os.close(src)
+                with ThreadPoolExecutor(1, thread_name_prefix="dmg-xxh3") as hasher:
+                    pending = hasher.submit(localcopy.xxh3_of_fd, source, size)
+                    try:
+                        copied = self._copied = localcopy.copy_fd(source, self._fd, size, on_step=on_step)
+                    finally:
+                        source_hash, _n = pending.result()
+                return source_hash, copied
         except BaseException:
             self.abort()
             raise
@@ -258,6 +254,22 @@ class FileConnector(Connector, RangedRead, KeepsMtime, DistributedWrite, KernelR
         if known is not None and not os.path.islink(known):
             return known
         return str(self._checked(path))
+
+    def open_local(self, path: str) -> int:
+        """In a known folder, opened without following a link at the name (``O_NOFOLLOW``:
+        no ``lstat`` before the open, and no window between a check and the open); a link
+        there, or a file elsewhere, goes the long way (:meth:`local_file`)."""
+        what = f"cannot read {path!r} in store {self.spec.name!r}"
+        known = self._in_known_dir(path)
+        if known is not None:
+            with _mapped_os_errors(what):
+                try:
+                    return os.open(known, _SOURCE_FLAGS | os.O_NOFOLLOW)
+                except OSError as exc:
+                    if exc.errno != errno.ELOOP:  # ELOOP: a link, checked below
+                        raise
+        with _mapped_os_errors(what):
+            return os.open(self.local_file(path), _SOURCE_FLAGS)
 
     def operations_wait(self) -> bool:
         """False when the root is on a local file system (:mod:`dmg.connectors.mounts`)."""

@@ -23,6 +23,8 @@ derive a key from the prefix (:mod:`dmg.site.scripts`) follow the same table.
 ``lease`` / ``epoch``       the dispatcher lease token and fencing counter
 ``plan:<activity run>``     JSON list of the activity run's shards (dispatcher.planner)
 ``outbox:<node>``           list of shard reports waiting for the cloud (workers.run.outbox)
+``outbox-flush:<node>``     one entry at most: a shard that streamed its file results ended;
+                            the node's sender sends at once instead of letting reports gather
 ``outbox-held:<node>``      hash: shard id -> JSON ``{due, tries, entries}``, reports the cloud
                             could not take yet, sent again from ``due`` on (workers.run.outbox)
 ``placements``              list of ``placed`` reports waiting for the cloud, written before
@@ -128,6 +130,11 @@ class SiteKeys:
         """List of one entry at most: a report was queued into an empty outbox
         (workers.run.outbox wakes its idle sender with it)."""
         return self._key("outbox-wake", node)
+
+    def outbox_flush(self, node: str) -> str:
+        """List of one entry at most: a shard that streamed its file results ended, its final
+        report queued (workers.run.outbox: the sender stops letting reports gather)."""
+        return self._key("outbox-flush", node)
 
     def outbox_held(self, node: str) -> str:
         return self._key("outbox-held", node)

@@ -39,6 +39,7 @@ import contextlib
 import functools
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -295,8 +296,11 @@ class CopyEngine:
         moved = _Moved(self.on_bytes, self._cancel)
 
         try:
-            source_hash, sent = writer.copy_in(self.source.local_file(entry.path), size=entry.size,
-                                               on_step=moved.step)
+            source = self.source.open_local(entry.path)
+            try:
+                source_hash, sent = writer.copy_in(source, size=entry.size, on_step=moved.step)
+            finally:
+                os.close(source)
             if sent != entry.size:
                 raise Fatal(f"{entry.path}: read {sent} bytes, the listing said {entry.size}",
                             hint="the file changed while it was copied; run the activity again")

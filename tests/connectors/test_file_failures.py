@@ -64,9 +64,27 @@ def test_a_link_in_a_known_folder_is_checked_before_it_is_read_or_stated(store: 
     (store.root / "in" / "link").symlink_to(tmp_path / "secret.txt")
 
     for call in (lambda: store.stat("in/link"), lambda: store.local_file("in/link"),
-                 lambda: store.open_read("in/link")):
+                 lambda: store.open_read("in/link"), lambda: store.open_local("in/link")):
         with pytest.raises(PermissionDenied, match="outside store"):
             call()
+
+
+def test_a_source_opened_in_a_known_folder_follows_a_link_only_inside_the_root(store: FileConnector) -> None:
+    """Given a known folder holding a file and a link to it (inside the root), when each is
+    opened as a local source (``O_NOFOLLOW`` first, no lstat), then both read the file."""
+    (store.root / "in").mkdir()
+    (store.root / "in" / "a").write_bytes(b"inside")
+    assert store.stat("in/a").size == 6  # the folder is known: the short path is taken
+    (store.root / "in" / "link").symlink_to(store.root / "in" / "a")
+
+    for path in ("in/a", "in/link"):
+        fd = store.open_local(path)
+        try:
+            assert os.pread(fd, 100, 0) == b"inside"
+        finally:
+            os.close(fd)
+    with pytest.raises(NotFound):
+        store.open_local("in/missing")
 
 
 def test_a_file_where_a_directory_is_expected_is_a_clear_error(store: FileConnector) -> None:

@@ -195,7 +195,8 @@ class _CommitCorrupts(MemoryConnector):
     """A sink with a bug at commit: the object it stores is not what was staged."""
 
     def put(self, path: str, data: bytes, *, mtime: float | None = None) -> None:
-        super().put(path, data[:-1] + b"?" if data else data, mtime=mtime)
+        # The last byte flipped: a random last byte that is already b"?" made it a no-op (1 in 256).
+        super().put(path, data[:-1] + bytes([data[-1] ^ 0xFF]) if data else data, mtime=mtime)
 
 
 def test_a_committed_object_that_does_not_match_is_removed_and_failed() -> None:

@@ -212,6 +212,22 @@ def test_the_final_report_the_bytes_and_the_finish_are_one_redis_step(
     assert state.redis.llen(state.keys.outbox_wake("b")) == 1 and state.redis.llen(state.keys.wake) == 1
 
 
+@pytest.mark.parametrize("streamed", [True, False])
+def test_an_attempt_that_streamed_its_file_results_asks_the_sender_to_flush_after_its_end(
+        tmp_path: Path, state: SiteState, streamed: bool) -> None:
+    """Given the node's outbox reporter, when an attempt whose earlier reports carried file
+    results ends, then its final report is queued and the sender is asked to flush (it may be
+    letting reports gather); a short attempt's end (its only report) asks nothing."""
+    arrange(tmp_path, state)
+
+    outcome = run_with(state, outbox_reporter(state),
+                       StubBody(lambda: Done(True, 2, 200, (2, 200), streamed=streamed), stages=False))
+
+    assert outcome.status == OUTCOME_SUCCEEDED
+    assert outbox_entries(state) == [(SHARD, "succeeded")]
+    assert state.redis.llen(state.keys.outbox_flush("b")) == int(streamed)
+
+
 @pytest.mark.parametrize("ok", [True, False])
 def test_a_succeeded_attempt_s_task_result_is_stored_in_its_last_step(tmp_path: Path, state: SiteState,
                                                                      ok: bool) -> None:

@@ -36,3 +36,16 @@ def test_progress_sends_each_result_once_in_reports_of_max_pending() -> None:
     assert [p for batch in sent for p in batch] + left == [f"f{i:03d}" for i in range(150)]
     stamps = {(r["node"], r["attempt"]) for _s, rep in reporter.reports for r in rep["file_results"]}
     assert stamps == {("n1", 2)}
+
+
+def test_progress_says_it_streamed_once_a_report_carried_file_results() -> None:
+    # given a shard's progress whose reports go every 64 results
+    progress = Progress(MemoryReporter(), "s-1", {"node": "n1", "attempt": 2}, (100, 100), interval=3600,
+                        clock=lambda: 0.0, max_pending=64)
+    # when fewer results than that wait, then nothing streamed yet (the final report is the only one)
+    for i in range(63):
+        progress.file_done(FileResult(f"f{i:03d}", 1, "c", COPIED))
+    assert not progress.streamed
+    # when a report carried results, then it streamed (the attempt's end asks for a flush)
+    progress.file_done(FileResult("f063", 1, "c", COPIED))
+    assert progress.streamed

@@ -426,6 +426,41 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
         wait_for(lambda: outbox.size() == 0 or None, timeout=5, interval=0.01,
                  what="the sent report to leave the outbox")
         assert redis_client.llen(outbox.wake_key) == 0  # the wake-up was read
+        assert not sender._gathering  # no streamed results: its pause is a plain one (no Redis)
+    finally:
+        sender.stop()
+        client.close()
+
+
+def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_flush(
+        cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    # given a sender whose batches gather for 3 s (poll), busy: it just sent a shard's
+    # running report with file results (a batch that was not full)
+    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=2)
+    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=3.0)
+    sender.start()
+    try:
+        wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
+        worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "running", "files": 1, "bytes": 1,
+                                    "started_at": 10.0, "file_results": files(shard, "a")})
+        wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the batch to go")
+        assert sender._gathering
+        # when the shard's final report is queued and a flush asked (the worker's end of a
+        # shard that streamed its file results)
+        queued = time.monotonic()
+        worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
+                                    "started_at": 10.0, "file_results": files(shard, "b")})
+        worker.flush()
+        # then it reaches the cloud at once, not after the 3 s the sender lets reports gather
+        with cloud.user() as user:
+            wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
+                     what="the run to end")
+        assert time.monotonic() - queued < 1.0
+        wait_for(lambda: redis_client.llen(outbox.flush_key) == 0 or None, timeout=5, interval=0.01,
+                 what="the flush to be read")
     finally:
         sender.stop()
         client.close()

@@ -92,6 +92,9 @@ class Done:
     totals: tuple[int, int]
     error: str = ""
     file_results: list[dict[str, Any]] | None = None
+    #: Reports before the final one carried file results: the final report may queue behind
+    #: others in the node's outbox, and the sender is asked to send it at once.
+    streamed: bool = False
 
 
 class FinalResult(Protocol):
@@ -250,7 +253,7 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
     if done.file_results:
         report["file_results"] = done.file_results
     outcome = ShardOutcome(status, run.node, run.attempt, run.shard_id, done.files, done.bytes, done.error)
-    if not _finish_in_one_step(run, report, outcome, moved=done.bytes):
+    if not _finish_in_one_step(run, report, outcome, moved=done.bytes, streamed=done.streamed):
         run.reporter.report_shard(run.shard_id, report)
         run.state.mark_finished(run.shard_id, run.attempt, run.node, ok=done.ok)
         count_moved(run.state, run.node, done.bytes)
@@ -264,11 +267,13 @@ def finish(run: Attempt, done: Done) -> ShardOutcome:
     return outcome
 
 
-def _finish_in_one_step(run: Attempt, report: dict[str, Any], outcome: ShardOutcome, *, moved: int) -> bool:
+def _finish_in_one_step(run: Attempt, report: dict[str, Any], outcome: ShardOutcome, *, moved: int,
+                        streamed: bool = False) -> bool:
     """Queue the final report in the node's outbox, count the bytes and mark the attempt
     finished in one Redis step (:func:`dmg.site.attempts.finish_run`) when the reporter
     queues its reports there (:class:`~workers.run.reporter.FinalInOutbox`), with a
-    succeeded attempt's task result (:class:`FinalResult`). False: not done (another
+    succeeded attempt's task result (:class:`FinalResult`); then, for an attempt that
+    ``streamed`` its file results, ask the sender to flush. False: not done (another
     reporter, or Redis failed: the caller takes the step by step path, whose report
     reaches the cloud directly when Redis cannot take it, and the task's result is
     stored as usual)."""
@@ -286,6 +291,8 @@ def _finish_in_one_step(run: Attempt, report: dict[str, Any], outcome: ShardOutc
         log.warning("attempt end not recorded in one step shard=%s attempt=%d node=%s error=%s",
                     run.shard_id, run.attempt, run.node, exc)
         return False
+    if streamed and isinstance(reporter, FinalInOutbox):  # the sender may be letting reports
+        reporter.flush()  # gather: the shard's end goes now
     if final is not None and result is not None:
         final.stored()
     return True

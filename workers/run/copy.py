@@ -57,7 +57,7 @@ class CopyBody:
     def so_far(self) -> Done:
         progress = self.progress
         return Done(False, progress.files, progress.bytes_done, progress.totals(),
-                    file_results=progress.take_pending())
+                    file_results=progress.take_pending(), streamed=progress.streamed)
 
     def run(self) -> Done:
         spec, run, progress = self.spec, self.attempt, self.progress
@@ -88,4 +88,4 @@ class CopyBody:
             first = failed[0]
             error = f"{len(failed)} of {len(result.files)} files failed; first: {first.path}: {first.error}"
         return Done(not failed, result.copied, result.bytes, progress.totals(), error,
-                    file_results=progress.take_pending())
+                    file_results=progress.take_pending(), streamed=progress.streamed)

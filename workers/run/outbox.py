@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from dmg.cloud.filerows import as_result, as_row
 from dmg.cloud.limits import MAX_BODY_VALUES, MAX_FILE_RESULTS
 from dmg.errors import BrokerError, DmgError, NotFound, Retryable, Unauthorized
+from dmg.shards.status import CLOUD_RUNNING
 from dmg.site.state import SiteState
 from workers.run.reporter import Reporter
 
@@ -77,15 +78,17 @@ class BatchClient(Protocol):
 class BatchOutcome:
     """What one :meth:`ReportOutbox.send_batch` did: ``settled`` reports left the outbox's
     list; ``wait``: reports were held (the cloud cannot take them yet);
-    ``unsupported``: the cloud has no batch route (previous version)."""
+    ``unsupported``: the cloud has no batch route (previous version); ``streaming``: a
+    ``running`` report carried file results (a long shard streams its results)."""
 
     def __init__(self, settled: int = 0, *, wait: bool = False, unsupported: bool = False,
-                 full: bool = False, refused: bool = False) -> None:
+                 full: bool = False, refused: bool = False, streaming: bool = False) -> None:
         self.settled = settled
         self.wait = wait
         self.unsupported = unsupported
         self.full = full
         self.refused = refused  # the cloud refuses this node's token (removed): nothing moved
+        self.streaming = streaming
 
 
 class ReportOutbox:
@@ -116,12 +119,33 @@ class ReportOutbox:
     def wake_key(self) -> str:
         return self.state.keys.outbox_wake(self.node)
 
+    @property
+    def flush_key(self) -> str:
+        return self.state.keys.outbox_flush(self.node)
+
     def wait_for_report(self, timeout: float) -> bool:
-        """Block up to ``timeout`` s until a report is queued into the empty outbox (a hint:
-        the caller looks at the outbox either way); True when woken. Raises BrokerError."""
+        """Block up to ``timeout`` s until a report is queued into the empty outbox, or a
+        flush is asked (a hint: the caller looks at the outbox either way); True when woken.
+        Raises BrokerError."""
         if timeout <= 0:
             return False
-        return self.state.redis.blpop([self.wake_key], timeout=timeout) is not None
+        return self.state.redis.blpop([self.wake_key, self.flush_key], timeout=timeout) is not None
+
+    def ask_flush(self) -> None:
+        """Ask the sender to send what is queued now rather than after its gathering pause
+        (:meth:`wait_for_flush`): a shard that streamed its file results ended. Raises
+        BrokerError."""
+        pipe = self.state.redis.pipeline(transaction=False)
+        pipe.lpush(self.flush_key, 1)
+        pipe.ltrim(self.flush_key, 0, 0)  # one at most, however many are unread
+        pipe.execute()
+
+    def wait_for_flush(self, timeout: float) -> bool:
+        """Block up to ``timeout`` s until a flush is asked (:meth:`ask_flush`); True when
+        asked. Raises BrokerError."""
+        if timeout <= 0:
+            return False
+        return self.state.redis.blpop([self.flush_key], timeout=timeout) is not None
 
     def send_batch(self, client: BatchClient, *, max_items: int = BATCH_ITEMS,
                    now: float | None = None) -> BatchOutcome:
@@ -184,8 +208,10 @@ class ReportOutbox:
         if fresh:
             pipe.ltrim(self.key, len(fresh), -1)
         pipe.execute()
+        streaming = any(e["report"].get("status") == CLOUD_RUNNING and e["report"].get("file_results")
+                        for e in fresh)
         return BatchOutcome(len(fresh), wait=any(r for r in changed.values()),
-                            full=len(fresh) < len(raws) or len(raws) == max_items)
+                            full=len(fresh) < len(raws) or len(raws) == max_items, streaming=streaming)
 
     def _send(self, client: BatchClient, entries: list[dict[str, Any]]) -> dict[int, bool]:
         """Send ``entries``; -> per entry index, True when it must be sent again. Raises
@@ -373,7 +399,10 @@ class OutboxSender:
     """The node's one outbox consumer: a thread that sends queued reports in batches,
     backing off while the cloud is away. Idle, it waits (up to ``poll`` s at a time) for a
     report to be queued and sends it at once; after a batch it lets the next reports gather
-    for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report).
+    for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report);
+    while a long shard streams its file results, that pause ends when a flush is asked
+    (:meth:`ReportOutbox.ask_flush`: such a shard ended, and its final report, which ends
+    the shard at the cloud, goes at once).
     Falls back to one request per report for a cloud without the batch route."""
 
     def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
@@ -390,6 +419,7 @@ class OutboxSender:
         self._away = 0
         self._moved = time.monotonic()  # when the outbox last got shorter or was empty
         self._idle = False  # the last round found nothing to send and nothing held
+        self._gathering = False  # the last round sent a batch, not full, with streamed results
 
     def stuck(self, *, after: float = 5.0) -> bool:
         """True while the cloud is away for the sender, or it has moved nothing for
@@ -423,6 +453,8 @@ class OutboxSender:
             pause = self._step()
             if pause > 0 and self._idle:
                 self._wait_idle(pause)
+            elif pause > 0 and self._gathering:
+                self._wait_gathering(pause)
             else:
                 self._stop.wait(pause)
 
@@ -433,10 +465,17 @@ class OutboxSender:
         except BrokerError:
             self._stop.wait(timeout)
 
+    def _wait_gathering(self, timeout: float) -> None:
+        """Let reports gather for up to ``timeout`` s, less when a flush is asked."""
+        try:
+            self.outbox.wait_for_flush(timeout)
+        except BrokerError:
+            self._stop.wait(timeout)
+
     def _step(self) -> float:
         """One round; -> how long to wait before the next (:attr:`_idle` says whether that
         wait may end early, when a report is queued)."""
-        self._idle = False
+        self._idle = self._gathering = False
         try:
             outcome = self.send_once()
         except Retryable as exc:
@@ -462,6 +501,8 @@ class OutboxSender:
         # fall due, and stop() is heard). A full batch: more are queued, send at once; else
         # let reports gather for one poll (a busy node sends a batch every ``poll`` s).
         self._idle = not outcome.settled
+        # Only while a long shard streams its results (else a plain pause, no Redis command).
+        self._gathering = bool(outcome.settled) and not outcome.full and outcome.streaming
         return 0.0 if outcome.full else self.poll
 
 
@@ -505,6 +546,16 @@ class OutboxReporter:
         if not self.queue_first:
             return None
         return self.outbox.key, self.outbox.wake_key, self.outbox.entry(shard_id, report)
+
+    def flush(self) -> None:
+        """Ask the node's sender to send what is queued now (:meth:`ReportOutbox.ask_flush`);
+        a broker error only delays the report to the sender's next round."""
+        if not self.queue_first:
+            return
+        try:
+            self.outbox.ask_flush()
+        except BrokerError as exc:
+            log.warning("outbox flush not asked node=%s error=%s", self.outbox.node, exc)
 
     def _queue(self, shard_id: str, report: dict[str, Any]) -> None:
         """Into the outbox (the node agent's sender delivers it); straight to the cloud

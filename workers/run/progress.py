@@ -43,6 +43,8 @@ class Progress:
         self.bytes_done = 0
         self._moving = 0
         self._pending: list[dict[str, Any]] = []
+        #: A report with file results was sent (the final one is then not the only one).
+        self.streamed = False
         self._lock = threading.Lock()
         self.last = clock()
 
@@ -87,4 +89,5 @@ class Progress:
         pending = self.take_pending()
         if pending:
             report["file_results"] = pending
+            self.streamed = True
         self.reporter.report_shard(self.shard_id, report)

@@ -46,6 +46,11 @@ class FinalInOutbox(Protocol):
         :meth:`Reporter.report_shard`); None: send it with ``report_shard`` instead."""
         ...
 
+    def flush(self) -> None:
+        """A final report was queued behind others (its shard streamed file results): ask
+        the node's sender to send what is queued now. Best effort: never raises."""
+        ...
+
 
 class ShardReportClient(Protocol):
     """The part of :class:`dmg.cloud.client.CloudClient` a reporter uses."""
@@ -157,6 +162,10 @@ class ShortShardReporter:
         with self._lock:
             self._held.pop((shard_id, int(report.get("attempt", 0))), None)
             return self.inner.final_entry(shard_id, report)
+
+    def flush(self) -> None:
+        if isinstance(self.inner, FinalInOutbox):
+            self.inner.flush()
 
     def held(self) -> int:
         """Reports held now."""
