@@ -263,9 +263,14 @@ end
 local shards = #KEYS - 5
 for i = 1, shards do
   local key = KEYS[5 + i]
-  redis.call('HSETNX', key, 'attempt', 0)
-  redis.call('HSET', key, 'spec', ARGV[4 + 2 * i])
-  redis.call('HSETNX', key, 'state', ARGV[4])
+  if redis.call('EXISTS', key) == 0 then
+    -- A new shard (the usual case): its hash in one command.
+    redis.call('HSET', key, 'attempt', 0, 'spec', ARGV[4 + 2 * i], 'state', ARGV[4])
+  else
+    redis.call('HSETNX', key, 'attempt', 0)
+    redis.call('HSET', key, 'spec', ARGV[4 + 2 * i])
+    redis.call('HSETNX', key, 'state', ARGV[4])
+  end
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 1 then
