@@ -316,6 +316,10 @@ class Placer:
         pending, loads = _site_load(self.state, count_pending=True, window=first, known=self._nodes)
         if not pending:
             return []
+        # The whole list as the round began when the first window holds it all: the backlog is
+        # noted from it (less what the round takes off) without reading it again.
+        whole = list(first) if pending <= len(first) else None
+        gone: set[str] = set()  # entries this round placed or dropped
         placed: list[Placement] = []
         start = 0  # entries before this index stay pending this round
         seen: set[str] = set()
@@ -325,7 +329,7 @@ class Placer:
             room = sum(max(n.free_slots + self.max_queued, 0) for n in loads
                        if n.can_take((), max_queued=self.max_queued))
             if not room:
-                self._note_backlog(backlog_reason(loads))
+                self._note_backlog(backlog_reason(loads), whole=_left(whole, gone))
                 return placed
             size = min(WINDOW, room + 4)
             if start == 0 and first:  # the list as the round began (the loads' own read)
@@ -340,7 +344,7 @@ class Placer:
             removed = 0
             for index, shard_id in enumerate(window):
                 if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
-                    self._note_backlog(backlog_reason(loads))
+                    self._note_backlog(backlog_reason(loads), whole=_left(whole, gone))
                     return placed
                 if not self.holding():
                     log.warning("lease lost; placement stopped")
@@ -365,12 +369,14 @@ class Placer:
                 if shard is None:
                     log.warning("pending shard %s has no spec; dropped", shard_id)
                     self.state.drop_pending(shard_id)
+                    gone.add(shard_id)
                     removed += 1
                     continue
                 if shard.node:
                     log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
                              shard_id, shard.node, shard.attempt)
                     self.state.drop_pending(shard_id)
+                    gone.add(shard_id)
                     removed += 1
                     continue
                 stores, credentials = stores_of(shard.spec), credentials_of(shard.spec)
@@ -390,6 +396,7 @@ class Placer:
                     continue
                 assert isinstance(placement, Placement)
                 placed.append(placement)
+                gone.add(shard_id)
                 removed += 1
             start += len(window) - removed
 
@@ -411,11 +418,17 @@ class Placer:
                        "ended_at", "unsent")
         return dict(zip(shard_ids, pipe.execute(), strict=True))
 
-    def _note_backlog(self, reason: str) -> None:
-        """Note ``reason`` for every pending shard without one. The whole backlog is read
-        only when the reason changed, or the list shrank under us (a cancel); otherwise only
-        the entries appended since it was last noted (new work joins the tail), in the same
-        round trip as its length."""
+    def _note_backlog(self, reason: str, *, whole: list[str] | None = None) -> None:
+        """Note ``reason`` for every pending shard without one. ``whole``: the pending list
+        as the round read it whole, less what it placed or dropped (no read then: an entry
+        appended since is noted by the next round that finds no room). Otherwise the whole
+        backlog is read only when the reason changed, or the list shrank under us (a cancel);
+        else only the entries appended since it was last noted (new work joins the tail), in
+        the same round trip as its length."""
+        if whole is not None:
+            self._note_wait(whole, reason)
+            self._noted_backlog, self._noted_reason = len(whole), reason
+            return
         key = self.state.keys.pending
         if reason == self._noted_reason and self._noted_backlog > 0:
             pipe = self.state.redis.pipeline(transaction=False)
@@ -556,6 +569,11 @@ def placed_report(placement: Placement, *, epoch: int | None = None) -> dict[str
         if placement.previous_ended_at is not None:
             report["previous_ended_at"] = placement.previous_ended_at
     return report
+
+
+def _left(whole: list[str] | None, gone: set[str]) -> list[str] | None:
+    """The entries of ``whole`` not in ``gone`` (None: the list was not read whole)."""
+    return None if whole is None else [shard_id for shard_id in whole if shard_id not in gone]
 
 
 def _text(raw: Any) -> str:

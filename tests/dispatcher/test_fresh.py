@@ -74,7 +74,7 @@ def task_ids(client: redis_lib.Redis, node: str) -> list[str]:
 def test_a_fresh_plan_is_placed_without_reading_its_shards_back(tmp_path: Path, counted: SiteState,
                                                                 sender: Celery) -> None:
     # Given two planned shards, one planned by this dispatcher (known fresh), one not
-    beat(counted, "a", 4)
+    beat(counted, "a", 10)  # room left after each round: it ends with a read of the next window
     fresh = FreshShards()
     [known] = plan(tmp_path, counted, fresh, files=1, run_id="ar1")
     [unknown] = plan(tmp_path, counted, None, files=1, run_id="ar2")
