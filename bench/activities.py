@@ -23,8 +23,8 @@ statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
 processes (psutil: its supervisor and every worker). What the site's Redis costs per
 activity of the bulk run: commands (``INFO commandstats`` before and after, every client of
 the site's Redis: dispatcher, nodes, Celery), printed as ``redis cmds`` with the busiest
-commands, and the ``redis-server`` process's own CPU (psutil, all its threads), printed as
-``redis CPU ms``.
+commands, the ``redis-server`` process's own CPU (psutil, all its threads), printed as
+``redis CPU ms``, and the reads it processed (``INFO stats``: about one per client round trip).
 
 The cloud runs on SQLite in the site's data dir by default; ``--cloud-db URL`` puts it
 on that database, ``--postgres`` on a throw-away PostgreSQL started for the repeat
@@ -171,6 +171,18 @@ def redis_cpu(site: EmbeddedSite) -> float:
         return float("nan")
 
 
+def redis_reads(site: EmbeddedSite) -> int:
+    """Reads the site's Redis processed so far (``INFO stats`` ``total_reads_processed``: about
+    one per client round trip)."""
+    import redis
+
+    client = redis.Redis.from_url(site.broker_url())
+    try:
+        return int(client.info("stats").get("total_reads_processed", 0))
+    finally:
+        client.close()
+
+
 def redis_per_activity(before: dict[str, int], after: dict[str, int], count: int) -> dict:
     by_command = {k: (v - before.get(k, 0)) / count for k, v in after.items()}
     # The two INFO calls of the measure itself are not the site's.
@@ -230,6 +242,7 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         cpu_before = site_cpu(site)
         redis_before = redis_commands(site)
         redis_cpu_before = redis_cpu(site)
+        reads_before = redis_reads(site)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
         finished = [wait_run(client, run_id, timeout=600, poll=0.25) for run_id in run_ids]
@@ -239,6 +252,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         cost = per_activity(cost_before, cloud_cost(site, client), count)
         redis_cost = redis_per_activity(redis_before, redis_commands(site), count)
         redis_cost["cpu_ms"] = (redis_cpu(site) - redis_cpu_before) * 1000 / count
+        # Less the measure's own connections (INFO, the CPU look): about 4 reads.
+        redis_cost["reads"] = (redis_reads(site) - reads_before - 4) / count
         cpu_after = site_cpu(site)
         cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_after}
         bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
@@ -397,6 +412,7 @@ def main() -> int:
     hops = {name: statistics.median(r[0]["hops"][name] for r in repeats) for name in HOPS}
     redis_cmds = statistics.median(r[0]["redis"]["commands"] for r in repeats)
     redis_cpu_ms = statistics.median(r[0]["redis"]["cpu_ms"] for r in repeats)
+    redis_reads_n = statistics.median(r[0]["redis"]["reads"] for r in repeats)
     site_cpu_ms = {k: statistics.median(r[0]["cpu_ms"][k] for r in repeats) for k in ("dispatcher", "nodes")}
     busiest = dict(list(repeats[len(repeats) // 2][0]["redis"]["busiest"].items())[:12])
     routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
@@ -408,6 +424,7 @@ def main() -> int:
                           "requests per activity by route": routes,
                           "redis commands per activity": redis_cmds,
                           "redis CPU ms per activity": redis_cpu_ms,
+                          "redis reads per activity": redis_reads_n,
                           "site CPU ms per activity": site_cpu_ms, "busiest redis commands": busiest,
                           "repeats": args.repeats,
                           "load": loadavg}, indent=2))
@@ -433,6 +450,7 @@ def main() -> int:
           f"{cloud['transactions']:.2f} transactions, {cloud['cpu_ms']:.1f} ms CPU")
     for route, n in routes.items():
         print(f"  {n:6.2f}  {route}")
+    print(f"redis reads (client round trips) per activity: {redis_reads_n:.2f}")
     print("redis commands per activity (site's Redis, every client), busiest: "
           + ", ".join(f"{name} {n}" for name, n in busiest.items()))
     print("submit -> start on an idle site, median per hop (ms): "
