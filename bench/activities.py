@@ -24,7 +24,8 @@ statements and transactions (the cloud's counters, ``DMG_CLOUD_METRICS=1``,
 processes (psutil: its supervisor and every worker). What the site's Redis costs per
 activity of the bulk run: commands (``INFO commandstats`` before and after, every client of
 the site's Redis: dispatcher, nodes, Celery), printed as ``redis cmds`` with the busiest
-commands.
+commands, the ``redis-server`` process's own CPU (psutil, all its threads), printed as
+``redis CPU ms``, and the reads it processed (``INFO stats``: about one per client round trip).
 
 The cloud runs on SQLite in the site's data dir by default; ``--cloud-db URL`` puts it
 on that database, ``--postgres`` on a throw-away PostgreSQL started for the repeat
@@ -158,6 +159,31 @@ def redis_commands(site: EmbeddedSite) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
+def redis_cpu(site: EmbeddedSite) -> float:
+    """CPU seconds so far of the site's ``redis-server`` (psutil; nan for an external broker)."""
+    import psutil
+
+    pid = site.pid_of("redis")
+    if not pid:
+        return float("nan")
+    try:
+        return cpu_seconds(psutil.Process(pid))
+    except psutil.NoSuchProcess:
+        return float("nan")
+
+
+def redis_reads(site: EmbeddedSite) -> int:
+    """Reads the site's Redis processed so far (``INFO stats`` ``total_reads_processed``: about
+    one per client round trip)."""
+    import redis
+
+    client = redis.Redis.from_url(site.broker_url())
+    try:
+        return int(client.info("stats").get("total_reads_processed", 0))
+    finally:
+        client.close()
+
+
 def redis_per_activity(before: dict[str, int], after: dict[str, int], count: int) -> dict:
     by_command = {k: (v - before.get(k, 0)) / count for k, v in after.items()}
     # The two INFO calls of the measure itself are not the site's.
@@ -216,6 +242,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         cost_before = cloud_cost(site, client)
         cpu_before = site_cpu(site)
         redis_before = redis_commands(site)
+        redis_cpu_before = redis_cpu(site)
+        reads_before = redis_reads(site)
         started = time.perf_counter()
         run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
         finished = [wait_run(client, run_id, timeout=600) for run_id in run_ids]
@@ -224,6 +252,9 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         time.sleep(2.0)
         cost = per_activity(cost_before, cloud_cost(site, client), count)
         redis_cost = redis_per_activity(redis_before, redis_commands(site), count)
+        redis_cost["cpu_ms"] = (redis_cpu(site) - redis_cpu_before) * 1000 / count
+        # Less the measure's own connections (INFO, the CPU look): about 4 reads.
+        redis_cost["reads"] = (redis_reads(site) - reads_before - 4) / count
         cpu_after = site_cpu(site)
         cpu = {k: (cpu_after[k] - cpu_before[k]) * 1000 / count for k in cpu_after}
         bad = [r["status"] for r in finished if r["status"] != "Succeeded"]
@@ -381,6 +412,8 @@ def main() -> int:
     cloud = {k: median_cloud(k) for k in ("requests", "statements", "transactions", "cpu_ms")}
     hops = {name: statistics.median(r[0]["hops"][name] for r in repeats) for name in HOPS}
     redis_cmds = statistics.median(r[0]["redis"]["commands"] for r in repeats)
+    redis_cpu_ms = statistics.median(r[0]["redis"]["cpu_ms"] for r in repeats)
+    redis_reads_n = statistics.median(r[0]["redis"]["reads"] for r in repeats)
     site_cpu_ms = {k: statistics.median(r[0]["cpu_ms"][k] for r in repeats) for k in ("dispatcher", "nodes")}
     busiest = dict(list(repeats[len(repeats) // 2][0]["redis"]["busiest"].items())[:12])
     routes = repeats[len(repeats) // 2][0]["cloud"]["routes"]
@@ -391,6 +424,8 @@ def main() -> int:
                           "submit to start, median per hop": hops,
                           "requests per activity by route": routes,
                           "redis commands per activity": redis_cmds,
+                          "redis CPU ms per activity": redis_cpu_ms,
+                          "redis reads per activity": redis_reads_n,
                           "site CPU ms per activity": site_cpu_ms, "busiest redis commands": busiest,
                           "repeats": args.repeats,
                           "load": loadavg}, indent=2))
@@ -400,13 +435,15 @@ def main() -> int:
     print(f"{args.count} activities, {args.nodes} nodes x {args.concurrency} slots, same Redis, same run; "
           f"median of {args.repeats}; load average now {loadavg[0]:.2f} {loadavg[1]:.2f} {loadavg[2]:.2f}")
     print(f"{'':14}{'activities/s':>14}{'seconds':>10}{'p50 start ms':>14}{'p99 start ms':>14}"
-          f"{'redis cmds':>12}{'dispatcher CPU ms':>19}{'node CPU ms':>13}")
+          f"{'redis cmds':>12}{'redis CPU ms':>14}{'dispatcher CPU ms':>19}{'node CPU ms':>13}")
     for name, row in rows:
-        cmds = (f"{redis_cmds:>12.1f}{site_cpu_ms['dispatcher']:>19.2f}{site_cpu_ms['nodes']:>13.2f}"
+        cmds = (f"{redis_cmds:>12.1f}{redis_cpu_ms:>14.2f}{site_cpu_ms['dispatcher']:>19.2f}"
+                f"{site_cpu_ms['nodes']:>13.2f}"
                 if row is dmg else "")
         print(f"{name:14}{row['rate']:>14.1f}{row['seconds']:>10.2f}"
               f"{row['p50'] * 1000:>14.1f}{row['p99'] * 1000:>14.1f}{cmds}")
-    print("per activity of the bulk run: dispatcher CPU = the lease holder's `dmg node start` process; "
+    print("per activity of the bulk run: redis CPU = the site's redis-server process; "
+          "dispatcher CPU = the lease holder's `dmg node start` process; "
           "node CPU = every node's Celery worker (main + pool) and the other nodes' agents, summed")
     print(f"{'ratio dmg/celery':18}{dmg['rate'] / peer['rate']:>10.3f}"
           f"{'':10}{dmg['p50'] / peer['p50']:>14.1f}x{dmg['p99'] / peer['p99']:>13.1f}x")
@@ -414,6 +451,7 @@ def main() -> int:
           f"{cloud['transactions']:.2f} transactions, {cloud['cpu_ms']:.1f} ms CPU")
     for route, n in routes.items():
         print(f"  {n:6.2f}  {route}")
+    print(f"redis reads (client round trips) per activity: {redis_reads_n:.2f}")
     print("redis commands per activity (site's Redis, every client), busiest: "
           + ", ".join(f"{name} {n}" for name, n in busiest.items()))
     print("submit -> start on an idle site, median per hop (ms): "

@@ -59,6 +59,7 @@ from celery import Celery
 
 from dispatcher.brokerwatch import BrokerWatch
 from dispatcher.cancels import CancelWatch
+from dispatcher.fresh import FreshShards
 from dispatcher.lease import Lease, holder_of
 from dispatcher.messages import ShardMessages
 from dispatcher.placement import Placer
@@ -147,11 +148,12 @@ class DispatcherService:
         # After a broker outage, missing heartbeats prove nothing until nodes beat again.
         self.broker = BrokerWatch(settings.offline_after)
         self.slots = FreeSlots(state)  # read once for the planners of a claimed batch
+        self.fresh = FreshShards()  # planned here, placed without a read back (dispatcher.fresh)
         # A Celery sender on the site's Redis: each shard's message is written by its placement
         # script (dispatcher.messages); any other sender gets send_task.
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch,
-                             messages=ShardMessages.of(sender))
+                             messages=ShardMessages.of(sender), fresh=self.fresh)
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
         self.stranded = StrandedWatch(grace=settings.offline_after)
@@ -439,7 +441,7 @@ class DispatcherService:
         try:
             plan_activity_run(run, state=self.state, cloud=self.cloud, epoch=epoch,
                               settings=self.settings, connector_factory=self.connector_factory,
-                              outbox=self.reports, slots=self.slots)
+                              outbox=self.reports, slots=self.slots, fresh=self.fresh)
         except (Retryable, BrokerError) as exc:
             log.warning("planning deferred activity_run=%s error=%s", run.get("id"), exc)
             with self._retry_lock:

@@ -20,7 +20,9 @@ the site's Redis, as in production) those four steps are one script
 (:func:`dmg.site.placing.place_shard`): the message is built here and written to the node's
 queue by the script that starts the attempt, records its report and drops the pending entry.
 Without it (an in-memory sender in tests, another broker) the steps go one by one, the message
-through ``send_task``.
+through ``send_task``. A shard this dispatcher planned itself (``fresh``,
+:class:`dispatcher.fresh.FreshShards`) is placed by that script without a read of its hash
+before it; the script refuses it if it is not fresh any more, and the next round reads it.
 
 Fencing: ``holding()`` is asked before every placement; the round stops as soon
 as it turns false. With ``epoch()`` (the lease's epoch) the new attempt is made
@@ -42,6 +44,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from dispatcher.fresh import FreshShards
 from dispatcher.messages import ShardMessages
 from dispatcher.ports import TaskSender
 from dispatcher.reports import PlacementOutbox, ShardReports
@@ -278,9 +281,11 @@ class Placer:
                  holding: Callable[[], bool], max_queued: int,
                  clock: Callable[[], float] = time.time,
                  epoch: Callable[[], int | None] = lambda: None,
-                 messages: ShardMessages | None = None) -> None:
+                 messages: ShardMessages | None = None, fresh: FreshShards | None = None) -> None:
         self.state = state
         self.messages = messages
+        # Only the one-step placement checks a shard is as known (dispatcher.fresh).
+        self.fresh = fresh if messages is not None else None
         self.epoch = epoch
         self.sender = sender
         self.cloud = cloud
@@ -311,15 +316,20 @@ class Placer:
         pending, loads = _site_load(self.state, count_pending=True, window=first, known=self._nodes)
         if not pending:
             return []
+        # The whole list as the round began when the first window holds it all: the backlog is
+        # noted from it (less what the round takes off) without reading it again.
+        whole = list(first) if pending <= len(first) else None
+        gone: set[str] = set()  # entries this round placed or dropped
         placed: list[Placement] = []
         start = 0  # entries before this index stay pending this round
         seen: set[str] = set()
+        fresh: set[str] = set()  # the shards of this round taken as known fresh (dispatcher.fresh)
         while True:
             # No more entries than the nodes can take (a few more: some may be skipped).
             room = sum(max(n.free_slots + self.max_queued, 0) for n in loads
                        if n.can_take((), max_queued=self.max_queued))
             if not room:
-                self._note_backlog(backlog_reason(loads))
+                self._note_backlog(backlog_reason(loads), whole=_left(whole, gone))
                 return placed
             size = min(WINDOW, room + 4)
             if start == 0 and first:  # the list as the round began (the loads' own read)
@@ -330,11 +340,11 @@ class Placer:
             if not window:
                 self._noted_backlog = 0  # nothing waits for room: note the whole backlog next time
                 return placed
-            shards: dict[str, list[Any]] = {}
+            shards: dict[str, PendingShard | list[Any]] = {}
             removed = 0
             for index, shard_id in enumerate(window):
                 if not any(n.can_take((), max_queued=self.max_queued) for n in loads):
-                    self._note_backlog(backlog_reason(loads))
+                    self._note_backlog(backlog_reason(loads), whole=_left(whole, gone))
                     return placed
                 if not self.holding():
                     log.warning("lease lost; placement stopped")
@@ -347,17 +357,26 @@ class Placer:
                     # is read only when an entry is skipped (each read is a Redis command).
                     room_left = sum(max(n.free_slots + self.max_queued, 0) for n in loads
                                     if n.can_take((), max_queued=self.max_queued))
-                    shards.update(self._read_shards(window[index:index + max(room_left, 1)]))
-                shard = _pending_shard(shard_id, shards[shard_id])
+                    wanted = window[index:index + max(room_left, 1)]
+                    known = self._known_fresh(wanted)
+                    fresh.update(known)
+                    shards.update(known)
+                    unknown = [s for s in wanted if s not in known]
+                    if unknown:
+                        shards.update(self._read_shards(unknown))
+                entry = shards[shard_id]
+                shard = entry if isinstance(entry, PendingShard) else _pending_shard(shard_id, entry)
                 if shard is None:
                     log.warning("pending shard %s has no spec; dropped", shard_id)
                     self.state.drop_pending(shard_id)
+                    gone.add(shard_id)
                     removed += 1
                     continue
                 if shard.node:
                     log.info("pending shard already placed; entry dropped shard=%s node=%s attempt=%d",
                              shard_id, shard.node, shard.attempt)
                     self.state.drop_pending(shard_id)
+                    gone.add(shard_id)
                     removed += 1
                     continue
                 stores, credentials = stores_of(shard.spec), credentials_of(shard.spec)
@@ -372,11 +391,22 @@ class Placer:
                     log.warning("a newer dispatcher holds the lease; placement stopped")
                     return placed
                 if placement is False:
+                    if shard_id in fresh and self.fresh is not None:
+                        self.fresh.forget(shard_id)  # not as planned any more: read it next round
                     continue
                 assert isinstance(placement, Placement)
                 placed.append(placement)
+                gone.add(shard_id)
                 removed += 1
             start += len(window) - removed
+
+    def _known_fresh(self, shard_ids: list[str]) -> dict[str, PendingShard]:
+        """The shards among ``shard_ids`` this dispatcher planned and has not placed, as their
+        plan left them (attempt 0, no node), without a read (:mod:`dispatcher.fresh`)."""
+        if self.fresh is None:
+            return {}
+        known = self.fresh.known(shard_ids)
+        return {shard_id: PendingShard(stores, "", 0) for shard_id, stores in known.items()}
 
     def _read_shards(self, shard_ids: list[str]) -> dict[str, list[Any]]:
         """Each shard's fields as placement needs them, in one round trip (read into a
@@ -388,11 +418,17 @@ class Placer:
                        "ended_at", "unsent")
         return dict(zip(shard_ids, pipe.execute(), strict=True))
 
-    def _note_backlog(self, reason: str) -> None:
-        """Note ``reason`` for every pending shard without one. The whole backlog is read
-        only when the reason changed, or the list shrank under us (a cancel); otherwise only
-        the entries appended since it was last noted (new work joins the tail), in the same
-        round trip as its length."""
+    def _note_backlog(self, reason: str, *, whole: list[str] | None = None) -> None:
+        """Note ``reason`` for every pending shard without one. ``whole``: the pending list
+        as the round read it whole, less what it placed or dropped (no read then: an entry
+        appended since is noted by the next round that finds no room). Otherwise the whole
+        backlog is read only when the reason changed, or the list shrank under us (a cancel);
+        else only the entries appended since it was last noted (new work joins the tail), in
+        the same round trip as its length."""
+        if whole is not None:
+            self._note_wait(whole, reason)
+            self._noted_backlog, self._noted_reason = len(whole), reason
+            return
         key = self.state.keys.pending
         if reason == self._noted_reason and self._noted_backlog > 0:
             pipe = self.state.redis.pipeline(transaction=False)
@@ -465,6 +501,8 @@ class Placer:
             return False
         if isinstance(self.cloud, PlacementOutbox):
             self.cloud.noted()
+        if self.fresh is not None:
+            self.fresh.forget(shard_id)
         self._placed(placement, node)
         return placement
 
@@ -531,6 +569,11 @@ def placed_report(placement: Placement, *, epoch: int | None = None) -> dict[str
         if placement.previous_ended_at is not None:
             report["previous_ended_at"] = placement.previous_ended_at
     return report
+
+
+def _left(whole: list[str] | None, gone: set[str]) -> list[str] | None:
+    """The entries of ``whole`` not in ``gone`` (None: the list was not read whole)."""
+    return None if whole is None else [shard_id for shard_id in whole if shard_id not in gone]
 
 
 def _text(raw: Any) -> str:

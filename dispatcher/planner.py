@@ -59,6 +59,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from dispatcher.fresh import FreshShards
 from dispatcher.ports import DispatchCloud
 from dispatcher.reports import PlacementOutbox
 from dispatcher.slots import FreeSlots
@@ -67,8 +68,8 @@ from dmg import ids
 from dmg.connectors import Connector, Entry, StoreSpec, connector_for
 from dmg.errors import BadInput, BrokerError, DmgError, NotFound, Retryable
 from dmg.sharding import cut_for_slots
-from dmg.shards import PartSpec, ShardSpec
-from dmg.site.plans import ALREADY_PLANNED, CANCELLED, record_plan
+from dmg.shards import PartSpec, ShardSpec, ShardStores
+from dmg.site.plans import ALREADY_PLANNED, CANCELLED, QUEUED, record_plan
 from dmg.site.state import SiteState
 from dmg.transfer import CopyOptions, PathFilter, relative_path, sink_path_for
 from dmg.transfer.options import ALWAYS
@@ -103,11 +104,13 @@ def plan_activity_run(
     connector_factory: Callable[[StoreSpec], Connector] = connector_for,
     outbox: PlacementOutbox | None = None,
     slots: FreeSlots | None = None,
+    fresh: FreshShards | None = None,
 ) -> PlanResult:
     """Plan one claimed activity run (see the module docstring). Raises Retryable,
     BrokerError. ``outbox``: where the plan is recorded for the cloud (the site's
     report list by default); ``slots``: the free-slot count shared by the planners (read
-    for this plan alone by default)."""
+    for this plan alone by default); ``fresh``: told the shards of a fresh plan, so that
+    placement need not read them back (:mod:`dispatcher.fresh`)."""
     run_id = str(activity_run["id"])
     outbox = outbox or PlacementOutbox(state)
     slots = slots or FreeSlots(state, max_age=0.0)
@@ -134,11 +137,21 @@ def plan_activity_run(
             raise
         except Exception as exc:
             return _failed(activity_run, exc, cloud=cloud, epoch=epoch)
-        # The plan reaches the cloud through the lease holder's ordered report list, ahead of
-        # its shards' placements (dispatcher.reports): no cloud round trip before placement.
-        recorded = record_plan(state, run_id, plan_json=json.dumps(shards), ttl=PLAN_TTL,
-                               report_entry=outbox.plan_entry(run_id, shards, queued_at=time.time()),
-                               shards=specs)
+        # Known before the script queues them (placement may take them at once); forgotten
+        # unless they were queued by it.
+        shard_ids = [shard_id for shard_id, _spec in specs]
+        if fresh is not None:
+            fresh.add(shard_ids, ShardStores(listing.source_spec, listing.sink_spec))
+        recorded = ALREADY_PLANNED
+        try:
+            # The plan reaches the cloud through the lease holder's ordered report list, ahead of
+            # its shards' placements (dispatcher.reports): no cloud round trip before placement.
+            recorded = record_plan(state, run_id, plan_json=json.dumps(shards), ttl=PLAN_TTL,
+                                   report_entry=outbox.plan_entry(run_id, shards, queued_at=time.time()),
+                                   shards=specs)
+        finally:
+            if fresh is not None and recorded != QUEUED:
+                fresh.forget(*shard_ids)
         if recorded != ALREADY_PLANNED:
             # The sender is not woken for the plan alone: the placement round that places its
             # shards wakes it, and the plan and its placements go to the cloud in one batch.

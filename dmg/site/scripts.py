@@ -97,9 +97,15 @@ redis.call('SREM', KEYS[2], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[9])
 local cancelled = 0
-if KEYS[6] then cancelled = redis.call('EXISTS', KEYS[6]) end
 local limit = ''
-if KEYS[7] then limit = redis.call('GET', KEYS[7]) or '' end
+if KEYS[7] then
+  -- The cancel flag and the limit are plain strings (SET): both in one read.
+  local flags = redis.call('MGET', KEYS[6], KEYS[7])
+  if flags[1] then cancelled = 1 end
+  limit = flags[2] or ''
+elseif KEYS[6] then
+  cancelled = redis.call('EXISTS', KEYS[6])
+end
 return {'started', deliveries, h[6] or '', cancelled, limit}
 """
 
@@ -263,9 +269,14 @@ end
 local shards = #KEYS - 5
 for i = 1, shards do
   local key = KEYS[5 + i]
-  redis.call('HSETNX', key, 'attempt', 0)
-  redis.call('HSET', key, 'spec', ARGV[4 + 2 * i])
-  redis.call('HSETNX', key, 'state', ARGV[4])
+  if redis.call('EXISTS', key) == 0 then
+    -- A new shard (the usual case): its hash in one command.
+    redis.call('HSET', key, 'attempt', 0, 'spec', ARGV[4 + 2 * i], 'state', ARGV[4])
+  else
+    redis.call('HSETNX', key, 'attempt', 0)
+    redis.call('HSET', key, 'spec', ARGV[4 + 2 * i])
+    redis.call('HSETNX', key, 'state', ARGV[4])
+  end
 end
 redis.call('RPUSH', KEYS[2], ARGV[3])
 if redis.call('EXISTS', KEYS[3]) == 1 then

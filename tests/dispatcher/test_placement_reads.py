@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from dispatcher.placement import Placer, node_loads
+from dispatcher import placement
+from dispatcher.placement import ALL_NODES_BUSY, Placer, node_loads
 from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from tests.dispatcher.test_placement import add_shards
@@ -108,10 +109,11 @@ def test_a_round_reads_the_known_nodes_loads_with_their_names(counted: SiteState
     placer = counting(counted, sender)
 
     # When two rounds find no room: the first learns the nodes' names (names, then their
-    # loads: two round trips; one more notes the backlog's wait), the second reads the loads
-    # of the nodes it knows with the names (one round trip, and one for the backlog)
-    assert trips_of_round(placer) == (3, [])
+    # loads: two round trips), the second reads the loads of the nodes it knows with the names
+    # (one round trip); the backlog's wait is noted from the pending list both read whole
     assert trips_of_round(placer) == (2, [])
+    assert trips_of_round(placer) == (1, [])
+    assert placer.wait_reason(ids[0]) == ALL_NODES_BUSY
 
     # Then a node that joins is seen by the next round (its names differ: the loads are read
     # again for them), which places the shard there
@@ -119,3 +121,24 @@ def test_a_round_reads_the_known_nodes_loads_with_their_names(counted: SiteState
     _trips, placed = trips_of_round(placer)
     assert placed == ids
     assert counted.shard(ids[0])["node"] == "b"
+
+
+def test_a_backlog_longer_than_a_window_is_noted_whole(state: SiteState, sender: Celery,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given pending windows of 4 entries, one free slot and 10 shards pending
+    monkeypatch.setattr(placement, "WINDOW", 4)
+    beat(state, "a", 1)
+    ids = add_shards(state, 10)
+    placer = counting(state, sender)
+
+    # When a round places one, and 3 more shards arrive before the next round
+    assert [p.shard_id for p in placer.place_pending()] == ids[:1]
+    later = [f"ar2-{i:05d}" for i in range(3)]
+    for shard_id in later:
+        state.save_shard(shard_id, planned_spec(shard_id, source="src", sink="dst"))
+    state.push_pending(*later)
+    assert placer.place_pending() == []
+
+    # Then every waiting shard, beyond the first window too, waits for a busy node
+    assert {s: placer.wait_reason(s) for s in [*ids[1:], *later]} == dict.fromkeys([*ids[1:], *later],
+                                                                                   ALL_NODES_BUSY)

@@ -14,6 +14,7 @@ from dispatcher.planner import plan_activity_run
 from dispatcher.slots import FreeSlots
 from dmg.site import scripts
 from dmg.site.boundary import SiteRedis
+from dmg.site.plans import QUEUED, record_plan
 from dmg.site.state import SiteState
 from settings import Settings
 from tests.dispatcher.memcloud import MemoryCloud
@@ -103,3 +104,28 @@ def test_a_run_cancelled_before_its_plan_is_recorded_queues_nothing(tmp_path: Pa
     assert plan.queued == [] and [s["id"] for s in plan.shards] == ["ar1-00000", "ar1-00001"]
     assert recorded_plans(counted) == {"ar1": [plan.shards]} and counted.pending() == []
     assert counted.planning() == set()
+
+
+def test_a_new_shard_hash_is_written_in_one_command_an_old_one_keeps_its_attempt(
+        redis_client: redis_lib.Redis) -> None:
+    # Given one shard of a plan whose hash exists already (an earlier attempt 3, running)
+    state = SiteState(redis_client, "gw")
+    state.redis.hset(state.keys.shard("ar1-00001"), mapping={"attempt": 3, "state": "running", "spec": "old"})
+    before = calls(redis_client, "hset", "hsetnx")
+
+    # When a plan of that shard and a new one is recorded
+    assert record_plan(state, "ar1", plan_json="[]", ttl=60, report_entry="{}",
+                       shards=[("ar1-00000", '{"new": 0}'), ("ar1-00001", '{"new": 1}')]) == QUEUED
+
+    # Then the new shard's hash took one HSET; the old one kept its attempt and state (HSETNX)
+    after = calls(redis_client, "hset", "hsetnx")
+    assert (after["hset"] - before["hset"], after["hsetnx"] - before["hsetnx"]) == (2, 2)
+    new, old = state.shard("ar1-00000"), state.shard("ar1-00001")
+    assert new is not None and (new["attempt"], new["state"], new["spec"]) == (0, "queued", {"new": 0})
+    assert old is not None and (old["attempt"], old["state"], old["spec"]) == (3, "running", {"new": 1})
+
+
+def calls(client: redis_lib.Redis, *commands: str) -> dict[str, int]:
+    """How many times the test session's Redis ran each of ``commands`` (inside scripts too)."""
+    stats = client.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands}

@@ -301,6 +301,31 @@ def test_the_start_says_whether_the_run_is_cancelled(tmp_path: Path, state: Site
     assert activity_run_of(SHARD) == "run1" and activity_run_of("odd.id") == ""
 
 
+def test_the_start_reads_the_cancel_flag_and_the_limit_in_one_command(state: SiteState) -> None:
+    """Given runs cancelled or not, with a limit or not, when an attempt of each starts, then
+    its answer says both, read in one MGET (no EXISTS, no GET)."""
+    runs = (("run1", True, 0), ("run2", True, 4096), ("run3", False, 512), ("run4", False, 0))
+    for run, cancel, limit in runs:
+        shard = f"{run}-00000"
+        state.save_shard(shard, {"shard_id": shard})
+        attempt = state.new_attempt(shard, "b")
+        if cancel:
+            state.cancel(run)
+        if limit:
+            state.set_bandwidth(run, limit)
+        before = _calls(state, "mget", "exists", "get")
+        begun = state.begin_run(shard, attempt, "b", runner="1@1.000", alive=lambda _t: False,
+                                activity_run_id=run)
+        after = _calls(state, "mget", "exists", "get")
+        assert (begun.outcome, begun.cancelled, begun.bandwidth) == ("started", cancel, str(limit or ""))
+        assert {c: after[c] - before[c] for c in after} == {"mget": 1, "exists": 0, "get": 0}
+
+
+def _calls(state: SiteState, *commands: str) -> dict[str, int]:
+    stats = state.redis.info("commandstats")
+    return {c: int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in commands}
+
+
 def test_the_start_reads_the_run_s_bandwidth_limit_for_the_first_throttle_read(
         tmp_path: Path, state: SiteState) -> None:
     """Given a run with a bandwidth limit set, when an attempt starts, then the start's answer

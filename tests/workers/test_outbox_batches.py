@@ -28,6 +28,7 @@ from dmg.site.boundary import SiteRedis
 from dmg.site.state import SiteState
 from dmg.transfer import FileResult
 from tests.cloud.conftest import Cloud, Site, launch, make_pipeline, make_site, place
+from tests.dispatcher.test_plan_round_trips import CountingConnection
 from tests.waiting import wait_for
 from tests.workers.support import StubCloud
 from workers.run.outbox import (
@@ -494,3 +495,22 @@ def test_a_cloud_that_takes_no_rows_gets_the_file_results_as_objects_one_by_one(
     assert stub.files == [("s1", {"attempt": 1, "node": "a", "files": [
         {k: v for k, v in result.items() if k not in ("node", "attempt")}]})]
     assert stub.statuses("s1") == [("succeeded", 1, "a")] and outbox.size() == 0
+
+
+def test_a_batch_costs_two_round_trips_a_read_and_its_settlement(redis_url: str) -> None:
+    # Given an outbox holding a held report and a fresh one, on a client counting round trips
+    client = SiteRedis.from_url(redis_url, connection_class=CountingConnection)
+    outbox, cloud = ReportOutbox(SiteState(client, "gw"), "w"), NotYetCloud()
+    outbox.push("s1", {"attempt": 1, "status": "running"})
+    outbox.send_batch(cloud, now=100.0)  # s1 held until 100.25
+    outbox.push("s2", {"attempt": 1, "status": "succeeded"})
+    cloud.known = {"s1", "s2"}
+
+    # When a batch goes with both
+    before = CountingConnection.sent
+    assert outbox.send_batch(cloud, now=101.0).settled == 1
+
+    # Then it read the held reports and the outbox's head together, and settled in one MULTI
+    assert CountingConnection.sent - before == 2
+    assert cloud.sent[-1] == ["s1", "s2"] and outbox.held() == {} and outbox.size() == 0
+    client.close()

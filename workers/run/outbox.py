@@ -157,10 +157,15 @@ class ReportOutbox:
         when the cloud is away (nothing moved), BrokerError for Redis. The caller must be
         the outbox's only consumer."""
         at = time.time() if now is None else now
-        held = self.held()
+        # The held reports and the head of the list in one round trip.
+        pipe = self.state.redis.pipeline(transaction=False)
+        pipe.hgetall(self.held_key)
+        pipe.lrange(self.key, 0, max_items - 1)
+        raw_held, head = pipe.execute()
+        held = _held_of(raw_held)
         due = sorted((s for s, h in held.items() if h["due"] <= at), key=lambda s: held[s]["due"])
         due = due[:max(1, max_items // 2)]  # the rest next time: a request stays within its limits
-        raws: list[Any] = list(self.state.redis.lrange(self.key, 0, max_items - 1))
+        raws: list[Any] = list(head)
         if not raws and not due:
             return BatchOutcome()
         fresh: list[dict[str, Any]] = []
@@ -267,8 +272,7 @@ class ReportOutbox:
 
     def held(self) -> dict[str, dict[str, Any]]:
         """Shard id -> ``{due, tries, since, entries}``: reports the cloud could not take yet."""
-        raw = self.state.redis.hgetall(self.held_key)
-        return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
+        return _held_of(self.state.redis.hgetall(self.held_key))
 
     def held_since(self, before: float) -> int:
         """How many shards have reports held since before ``before`` (POSIX seconds)."""
@@ -303,6 +307,11 @@ class ReportOutbox:
             self.state.redis.lrem(self.key, 1, raw)
             done += 1
         return done
+
+
+def _held_of(raw: dict[Any, Any]) -> dict[str, dict[str, Any]]:
+    """The held hash as read (:meth:`ReportOutbox.held`)."""
+    return {(k.decode() if isinstance(k, bytes) else k): json.loads(v) for k, v in raw.items()}
 
 
 def _held_again(entries: list[dict[str, Any]], again: dict[int, bool]) -> dict[str, list[dict[str, Any]]]:
