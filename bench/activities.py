@@ -108,15 +108,8 @@ def cpu_seconds(process) -> float:
     return times.user + times.system
 
 
-def site_cpu(site: EmbeddedSite) -> dict[str, float]:
-    """CPU seconds so far of the dispatcher and of the nodes (psutil).
-
-    ``dispatcher``: the lease holder's ``dmg node start`` process (the dispatcher's threads
-    and that node's agent); ``nodes``: every node's Celery worker (main process and pool
-    children) plus the other nodes' ``dmg node start`` processes (their agents and standby
-    dispatcher candidates), summed over the nodes.
-    """
-    import psutil
+def lease_holder(site: EmbeddedSite) -> str:
+    """The node holding the site's dispatcher lease ("" when none does)."""
     import redis
 
     from dispatcher.lease import holder_of
@@ -127,7 +120,30 @@ def site_cpu(site: EmbeddedSite) -> dict[str, float]:
         raw = client.get(SiteKeys(site.gateway).lease)
     finally:
         client.close()
-    leader = holder_of(raw.decode()) if raw else ""
+    return holder_of(raw.decode()) if raw else ""
+
+
+def empty_files(work: Path, count: int) -> tuple[Path, Path]:
+    """``work/source`` with ``count`` empty files ``fNNNNN`` and an empty ``work/sink``."""
+    source, sink = work / "source", work / "sink"
+    source.mkdir()
+    sink.mkdir()
+    for i in range(count):
+        (source / f"f{i:05d}").touch()
+    return source, sink
+
+
+def site_cpu(site: EmbeddedSite) -> dict[str, float]:
+    """CPU seconds so far of the dispatcher and of the nodes (psutil).
+
+    ``dispatcher``: the lease holder's ``dmg node start`` process (the dispatcher's threads
+    and that node's agent); ``nodes``: every node's Celery worker (main process and pool
+    children) plus the other nodes' ``dmg node start`` processes (their agents and standby
+    dispatcher candidates), summed over the nodes.
+    """
+    import psutil
+
+    leader = lease_holder(site)
     dispatcher = nodes = 0.0
     for name in site.node_names:
         pid = site.pid_of(name)
@@ -220,11 +236,7 @@ def hop_times(run: dict, attempts: list[dict]) -> dict[str, float]:
 
 
 def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> dict[str, float]:
-    source = work / "source"
-    source.mkdir()
-    for i in range(count):
-        (source / f"f{i:05d}").touch()
-    (work / "sink").mkdir()
+    source, _ = empty_files(work, count)
     with site.client() as client:
         client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
         client.add_store({"name": "bdst", "type": "file", "location": str(work / "sink")})

@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import common
+from activities import lease_holder
 from common import KIB, DmgCopier, dmg_site, make_small, remove_tree, settle, verify_tree
 
 _run_summary = common.run_summary
@@ -51,17 +52,8 @@ KINDS = ("cloud", "redis", "dispatcher", "agents", "workers", "pool")
 def site_processes(site: Any) -> dict[str, list[Any]]:
     """The site's processes by kind (see the module docstring)."""
     import psutil
-    import redis
 
-    from dispatcher.lease import holder_of
-    from dmg.site.keys import SiteKeys
-
-    client = redis.Redis.from_url(site.broker_url())
-    try:
-        raw = client.get(SiteKeys(site.gateway).lease)
-    finally:
-        client.close()
-    leader = holder_of(raw.decode()) if raw else ""
+    leader = lease_holder(site)
     found: dict[str, list[Any]] = {kind: [] for kind in KINDS}
     for name in ("cloud", "redis"):
         pid = site.pid_of(name)

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from activities import (  # noqa: E402
     PIPELINE_SIZE,
     cpu_seconds,
+    empty_files,
     hop_times,
     percentile,
     redis_commands,
@@ -75,11 +76,7 @@ def run(args: argparse.Namespace) -> dict:
         settings = load({"DMG_DATA_DIR": str(work / "data")})
         with EmbeddedSite(settings, nodes=args.nodes, flower=False,
                           node_concurrency=args.concurrency) as site:
-            source, sink = work / "source", work / "sink"
-            source.mkdir()
-            sink.mkdir()
-            for i in range(args.count):
-                (source / f"f{i:05d}").touch()
+            source, sink = empty_files(work, args.count)
             with site.client() as client:
                 client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
                 client.add_store({"name": "bdst", "type": "file", "location": str(sink)})

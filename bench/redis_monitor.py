@@ -41,6 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Activities per pipeline (a pipeline holds at most 256).
 PIPELINE_SIZE = 200
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from activities import empty_files, lease_holder  # noqa: E402
 
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
 from dmg.procs import stop_process  # noqa: E402
@@ -124,17 +127,8 @@ class PortBook:
 def process_roles(site: EmbeddedSite) -> dict[int, str]:
     """pid -> what it is, for every process of the site."""
     import psutil
-    import redis
 
-    from dispatcher.lease import holder_of
-    from dmg.site.keys import SiteKeys
-
-    client = redis.Redis.from_url(site.broker_url())
-    try:
-        raw = client.get(SiteKeys(site.gateway).lease)
-    finally:
-        client.close()
-    leader = holder_of(raw.decode()) if raw else ""
+    leader = lease_holder(site)
     roles: dict[int, str] = {}
     cloud = site.pid_of("cloud")
     if cloud:
@@ -200,11 +194,7 @@ def main() -> int:
         settings = load({"DMG_DATA_DIR": str(work / "data")})
         with EmbeddedSite(settings, nodes=args.nodes, flower=False,
                           node_concurrency=args.concurrency) as site:
-            source, sink = work / "source", work / "sink"
-            source.mkdir()
-            sink.mkdir()
-            for i in range(args.count):
-                (source / f"f{i:05d}").touch()
+            source, sink = empty_files(work, args.count)
             host, port = site.settings.redis_url.rsplit("/", 1)[0].rsplit("//", 1)[-1].rsplit(":", 1)
             with site.client() as client:
                 client.add_store({"name": "msrc", "type": "file", "location": str(source)})

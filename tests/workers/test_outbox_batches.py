@@ -9,6 +9,7 @@ restart, until the next dispatcher sends the placement from Redis.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -403,9 +404,13 @@ def test_the_file_result_defaults_the_outbox_leaves_out_are_the_cloud_s() -> Non
                                     if not field.is_required()} == FILE_RESULT_DEFAULTS
 
 
-def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client: redis_lib.Redis) -> None:
-    # given an idle sender whose batches gather for 3 s (poll), and a shard placed on w
-    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=1)
+@contextlib.contextmanager
+def idle_sender_on_w(cloud: Cloud, redis_client: redis_lib.Redis, *,
+                     files: int) -> Iterator[tuple[str, str, ReportOutbox, OutboxReporter, OutboxSender]]:
+    """A shard of ``files`` files placed on w, w's outbox, a worker queueing into it and w's
+    sender, started and idle, whose batches gather for 3 s (poll): (run id, shard, outbox,
+    worker, sender)."""
+    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=files)
     outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
     client = CloudClient(cloud.url, token=site.tokens["w"])
     worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
@@ -413,6 +418,15 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
     sender.start()
     try:
         wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
+        yield run_id, shard, outbox, worker, sender
+    finally:
+        sender.stop()
+        client.close()
+
+
+def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    # given an idle sender whose batches gather for 3 s (poll), and a shard placed on w
+    with idle_sender_on_w(cloud, redis_client, files=1) as (run_id, shard, outbox, worker, sender):
         # when the shard's one final report is queued
         queued = time.monotonic()
         worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "succeeded", "files": 1, "bytes": 1,
@@ -428,23 +442,13 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
                  what="the sent report to leave the outbox")
         assert redis_client.llen(outbox.wake_key) == 0  # the wake-up was read
         assert not sender._gathering  # no streamed results: its pause is a plain one (no Redis)
-    finally:
-        sender.stop()
-        client.close()
 
 
 def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_flush(
         cloud: Cloud, redis_client: redis_lib.Redis) -> None:
     # given a sender whose batches gather for 3 s (poll), busy: it just sent a shard's
     # running report with file results (a batch that was not full)
-    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=2)
-    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
-    client = CloudClient(cloud.url, token=site.tokens["w"])
-    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
-    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=3.0)
-    sender.start()
-    try:
-        wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
+    with idle_sender_on_w(cloud, redis_client, files=2) as (run_id, shard, outbox, worker, sender):
         worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "running", "files": 1, "bytes": 1,
                                     "started_at": 10.0, "file_results": files(shard, "a")})
         wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the batch to go")
@@ -462,9 +466,6 @@ def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_
         assert time.monotonic() - queued < 1.0
         wait_for(lambda: redis_client.llen(outbox.flush_key) == 0 or None, timeout=5, interval=0.01,
                  what="the flush to be read")
-    finally:
-        sender.stop()
-        client.close()
 
 
 def test_a_batch_item_carries_the_file_results_as_the_entry_holds_them() -> None:
