@@ -30,3 +30,14 @@ def wait_for(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def holds_for(check: Callable[[], object], *, seconds: float, interval: float = 0.1) -> None:
+    """Call ``check`` every ``interval`` s for ``seconds`` s: it asserts what must stay true
+    the whole time (a process alive, a file still absent), not only once."""
+    until = time.monotonic() + seconds
+    while True:
+        check()
+        if time.monotonic() >= until:
+            return
+        time.sleep(interval)

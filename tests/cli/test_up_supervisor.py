@@ -27,6 +27,7 @@ from tests.cli.conftest import DMG, DmgRunner, clean_environ
 from tests.cli.test_site import alive, site_settings
 from tests.conftest import require
 from tests.ha.sitekit import require_redis, wait_for
+from tests.waiting import holds_for
 
 pytestmark = pytest.mark.integration
 
@@ -245,9 +246,10 @@ def test_up_tls_runs_an_encrypted_site_that_survives_a_redis_restart(start_up: t
     wait_for(lambda: up.nodes() == {"node1": "Online"}, timeout=60, what="node1 Online again over TLS")
     run_a_copy(up, tmp_path / "copy")
     # the second-order effect: kombu's workers used to die a while after a Redis restart
-    while time.monotonic() - killed < 60:
+    def all_alive() -> None:
         assert all(p.is_running() for p in lives), (lives, up.text())
-        time.sleep(1)
+
+    holds_for(all_alive, seconds=60 - (time.monotonic() - killed), interval=1)
     assert up.nodes() == {"node1": "Online"}
     assert "restarted node1" not in up.text(), up.text()  # the node rode the restart out
     up.sigterm()

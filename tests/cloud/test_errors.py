@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from fastapi import FastAPI
 from dmg.cloud.api import create_app
 from dmg.procs import free_port
 from settings import Settings
+from tests.waiting import wait_for
 
 
 @pytest.fixture
@@ -30,10 +30,11 @@ def failing_app_url(tmp_path: Path) -> Iterator[str]:
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.02)
+    def started() -> bool:
+        assert thread.is_alive(), "server did not start"
+        return bool(server.started)
+
+    wait_for(started, timeout=20, interval=0.02, what="the server to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from dmg.connectors.azureblob import AzureBlobConnector
 from dmg.connectors.base import StoreSpec
 from dmg.errors import BadInput, Conflict, NotFound, PermissionDenied, Retryable
 from tests.servers.azurite import ACCOUNT, AzuriteServer, start_azurite
+from tests.waiting import wait_for
 
 
 def make_store(container: str, *, credential: dict[str, str], **options: Any) -> AzureBlobConnector:
@@ -119,9 +119,9 @@ def test_blocks_are_staged_while_writing_and_committed_with_content_md5(
 
     writer = store.open_write("blocks.bin", staging_id="s:1")
     writer.write(data)
-    deadline = time.monotonic() + 30
-    while len(uncommitted_blocks(blob)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.02)  # the three full blocks are staged in the background
+    # the three full blocks are staged in the background
+    wait_for(lambda: len(uncommitted_blocks(blob)) >= 3, timeout=30, interval=0.02,
+             what="three blocks staged")
     assert len(uncommitted_blocks(blob)) == 3  # the fourth is still in the buffer
     with pytest.raises(NotFound):
         store.stat("blocks.bin")

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from dmg.connectors.s3upload import S3Writer, crc32_b64
 from dmg.errors import Fatal, NotFound
 from dmg.transfer import CopyOptions, copy_entries
 from tests.servers.s3 import S3Server
-from tests.waiting import wait_for
+from tests.waiting import holds_for, wait_for
 
 MiB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[2]
@@ -196,11 +195,11 @@ def test_a_writer_killed_mid_put_leaves_no_visible_object(s3_server: S3Server, s
     assert proc.returncode == -signal.SIGKILL
 
     store = make_store(s3_server, s3_bucket)
-    deadline = time.monotonic() + 2  # moto's request thread notices the closed connection
-    while time.monotonic() < deadline:
+    def absent() -> None:
         with pytest.raises(NotFound):
             store.stat("put.bin")
-        time.sleep(0.1)
+
+    holds_for(absent, seconds=2)  # moto's request thread notices the closed connection
     assert list(store.list()) == []
 
 

@@ -34,6 +34,7 @@ from tests.ha.sitekit import (
     throttled_copy,
     wait_for,
 )
+from tests.waiting import holds_for
 from workers.agent.node_agent import BROKER_UNREACHABLE
 
 pytestmark = pytest.mark.integration
@@ -131,10 +132,7 @@ def test_limited_nodes_still_move_data_and_a_short_redis_outage_is_not_offline(t
         try:
             wait_for(lambda: gateway_status() and all_nodes(client, site, limited_by(BROKER_UNREACHABLE)),
                      timeout=20, what="every node Limited: broker unreachable")
-            away_since = time.monotonic()
-            while time.monotonic() - away_since < 3:  # a few heartbeats with the broker away
-                gateway_status()
-                time.sleep(0.1)
+            holds_for(gateway_status, seconds=3)  # a few heartbeats with the broker away
             during = gateway_status()
             assert during["status"] == "Limited", during
             assert any(BROKER_UNREACHABLE in reason for reason in during["reasons"]), during["reasons"]

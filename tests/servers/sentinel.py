@@ -28,6 +28,7 @@ import redis as redis_lib
 from dmg.embedded.redis import EmbeddedRedis, redis_binary
 from dmg.procs import free_port, stop_process, wait_for_port
 from tests.conftest import need_redis_binary
+from tests.waiting import wait_for
 
 HOST = "127.0.0.1"
 MASTER_NAME = "dmgtest"
@@ -105,10 +106,8 @@ class SentinelGroup:
         deadline = time.monotonic() + timeout
         replica = redis_lib.Redis(host=HOST, port=self.replica.port, decode_responses=True)
         try:
-            while replica.info("replication").get("master_link_status") != "up":
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the replica did not sync with the primary")
-                time.sleep(0.05)
+            wait_for(lambda: replica.info("replication").get("master_link_status") == "up",
+                     timeout=timeout, interval=0.05, what="the replica to sync with the primary")
         finally:
             replica.close()
         for port in self.sentinel_ports:
@@ -124,10 +123,8 @@ class SentinelGroup:
         # Every sentinel sees the replica and its two peers: they learn of each other from hello
         # messages every 2 s and of the replica from the primary's INFO every 10 s, so a
         # loaded machine can take tens of seconds (a 30 s limit failed once in CI).
-        while not self._ready():
-            if time.monotonic() > deadline:
-                raise TimeoutError("the sentinels did not discover each other and the replica")
-            time.sleep(0.1)
+        wait_for(self._ready, timeout=max(deadline - time.monotonic(), 0),
+                 what="the sentinels to discover each other and the replica")
         return self
 
     def kill_primary(self) -> int:
@@ -139,11 +136,8 @@ class SentinelGroup:
 
     def wait_failover(self, *, timeout: float = 30.0) -> int:
         """Wait until a majority of sentinels name the replica as primary; its port."""
-        deadline = time.monotonic() + timeout
-        while self.primary_port() != self.replica.port:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no failover within {timeout:.0f} s")
-            time.sleep(0.05)
+        wait_for(lambda: self.primary_port() == self.replica.port, timeout=timeout, interval=0.05,
+                 what="a failover to the replica")
         return self.replica.port
 
     def stop(self) -> None:

@@ -61,8 +61,9 @@ def test_the_master_name_comes_from_the_environment() -> None:
     assert config["result_backend_transport_options"]["master_name"] == "site-a"
 
 
-def test_celery_keeps_reconnecting_to_a_plain_redis() -> None:
-    config = celery_config(Settings(redis_url="redis://127.0.0.1:6379/4"))
+def test_celery_keeps_reconnecting_to_a_plain_redis(tmp_path: Path) -> None:
+    # its own data dir: the checkout's .dmg (left by `make demo`) holds a password
+    config = celery_config(Settings(redis_url="redis://127.0.0.1:6379/4", data_dir=tmp_path))
     assert config["broker_url"] == "redis://127.0.0.1:6379/4"
     assert config["broker_connection_retry"] is True and config["broker_connection_max_retries"] is None
     assert config["result_backend_always_retry"] is True

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from dmg.site.attempts import requeue
 from dmg.site.fencing import SharedCheck, is_current
 from dmg.site.state import SiteState
+from tests.waiting import wait_for
 
 
 def test_a_caller_never_gets_the_answer_of_a_check_begun_before_it_asked() -> None:
@@ -34,9 +34,9 @@ def test_a_caller_never_gets_the_answer_of_a_check_begun_before_it_asked() -> No
     late = [threading.Thread(target=lambda i=i: results.__setitem__(f"late{i}", shared())) for i in range(3)]
     for thread in late:
         thread.start()
-    deadline = time.monotonic() + 10
-    while len(shared._cond._waiters) < 3 and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.001)  # the three late callers are waiting on the first check
+    # the three late callers are waiting on the first check
+    wait_for(lambda: len(shared._cond._waiters) >= 3, timeout=10, interval=0.001,  # type: ignore[attr-defined]
+             what="three callers waiting")
     release_first.set()
     for thread in [early, *late]:
         thread.join(10)

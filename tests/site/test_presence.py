@@ -27,6 +27,7 @@ from dmg.site.state import SiteState
 from settings import Settings
 from settings.celery import celery_config
 from tests.ha.sitekit import require_redis, wait_for
+from tests.waiting import holds_for
 
 # A node process: names its connection, then pings every PERIOD s (0: never again).
 CHILD = """
@@ -134,9 +135,11 @@ def test_a_redis_restart_judges_nobody_until_the_grace_passes(own_redis: Embedde
 
         own_redis.restart()
         restarted = time.monotonic()
-        while time.monotonic() - restarted < 2.5:  # inside the grace: nobody is gone
+
+        def nobody_gone() -> None:
             assert watch.look(probe) == set()
-            time.sleep(0.1)
+
+        holds_for(nobody_gone, seconds=2.5)  # inside the grace: nobody is gone
         assert watch.run_id != run_id
         assert connected_nodes(probe, "site") == {"busy"}  # quiet lost its connection
 

@@ -29,6 +29,7 @@ from kombu import Connection
 from dmg.embedded.redis import EmbeddedRedis
 from settings import Settings
 from settings.celery import broker_key_prefix, celery_config
+from tests.waiting import wait_for
 from tests.workers.test_brokerloss import where_is_the_message
 from tests.workers.test_keptclient import GATEWAY, QUEUE, publish, receive_one
 from workers.keptclient import TRANSPORT
@@ -90,10 +91,11 @@ def test_an_unacked_message_of_a_dead_consumer_is_restored_after_the_visibility_
     assert where_is_the_message(broker) == (0, 1)
     survivor = open_connection(broker.url, visibility_timeout=0.2)
     try:
-        deadline = time.monotonic() + 10
-        while where_is_the_message(broker) != (1, 0) and time.monotonic() < deadline:
+        def restored() -> bool:
             survivor.default_channel.qos.restore_visible(num=10, interval=1)
-            time.sleep(0.05)
+            return where_is_the_message(broker) == (1, 0)
+
+        wait_for(restored, timeout=10, interval=0.05, what="the message back in its queue")
         assert where_is_the_message(broker) == (1, 0)  # back in the queue, out of the unacked set
         again = receive_one(survivor)
         assert again.payload == {"n": 7}
