@@ -27,6 +27,12 @@ the site's Redis: dispatcher, nodes, Celery), printed as ``redis cmds`` with the
 commands, the ``redis-server`` process's own CPU (psutil, all its threads), printed as
 ``redis CPU ms``, and the reads it processed (``INFO stats``: about one per client round trip).
 
+``--profile DIR``: py-spy records the site's processes during the bulk run (raw collapsed
+stacks in ``DIR/repeat-N``) and a profile summary is printed: for each role (cloud,
+dispatcher, node agent, Celery worker main, Celery pool) its CPU samples by area (SQLAlchemy,
+kombu, ``dmg/cloud`` ...) and its busiest functions (:mod:`profile_summary`). Sampling costs
+the site some CPU: compare rates from runs without it.
+
 The cloud runs on SQLite in the site's data dir by default; ``--cloud-db URL`` puts it
 on that database, ``--postgres`` on a throw-away PostgreSQL started for the repeat
 (``tests/servers/postgres.py``: PostgreSQL 15 from Debian's package, fsync off), and
@@ -52,6 +58,11 @@ from pathlib import Path
 PIPELINE_SIZE = 200
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+#: The processes ``--profile`` attaches py-spy to, each with its children.
+TOP_ROLES = ("cloud", "dispatcher", "node agent")
+
+from profile_summary import Spies, summary  # noqa: E402
 
 from dmg.cli.runview import wait_for_run  # noqa: E402
 from dmg.embedded.site import EmbeddedSite  # noqa: E402
@@ -235,7 +246,32 @@ def hop_times(run: dict, attempts: list[dict]) -> dict[str, float]:
             "place": placed - shard["queued_at"], "start": shard["started_at"] - placed}
 
 
-def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> dict[str, float]:
+def site_roles(site: EmbeddedSite) -> dict[int, str]:
+    """Each process of the site -> its role, for the profile summary (:mod:`profile_summary`):
+    the cloud's, the lease holder's ``dmg node start`` (``dispatcher``: also its node's agent),
+    the other nodes' (``node agent``), each node's Celery worker main process and its pool
+    processes, the site's Redis."""
+    import psutil
+
+    roles: dict[int, str] = {}
+    cloud = site.pid_of("cloud")
+    if cloud:
+        roles[cloud] = "cloud"
+        roles.update((child.pid, "cloud") for child in psutil.Process(cloud).children(recursive=True))
+    leader = lease_holder(site)
+    for name in site.node_names:
+        pid = site.pid_of(name)
+        if not pid:
+            continue
+        roles[pid] = "dispatcher" if name == leader else "node agent"
+        for child in psutil.Process(pid).children(recursive=True):
+            # The pool processes are the Celery main process's children.
+            roles[child.pid] = "celery pool" if child.ppid() != pid else "celery worker main"
+    return roles
+
+
+def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int,
+              profile: Path | None = None) -> dict[str, float]:
     source, _ = empty_files(work, count)
     with site.client() as client:
         client.add_store({"name": "bsrc", "type": "file", "location": str(source)})
@@ -256,10 +292,13 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
         redis_before = redis_commands(site)
         redis_cpu_before = redis_cpu(site)
         reads_before = redis_reads(site)
-        started = time.perf_counter()
-        run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
-        finished = [wait_run(client, run_id, timeout=600) for run_id in run_ids]
-        elapsed = time.perf_counter() - started
+        roles = site_roles(site) if profile else {}
+        with Spies(profile, [pid for pid, role in roles.items() if role in TOP_ROLES], roles) if profile \
+                else contextlib.nullcontext() as spies:
+            started = time.perf_counter()
+            run_ids = [client.run_pipeline(f"bulk{k}")["id"] for k in range(len(chunks))]
+            finished = [wait_run(client, run_id, timeout=600) for run_id in run_ids]
+            elapsed = time.perf_counter() - started
         # Reports still travelling when the run succeeded count too: wait for quiet.
         time.sleep(2.0)
         cost = per_activity(cost_before, cloud_cost(site, client), count)
@@ -287,7 +326,8 @@ def bench_dmg(site: EmbeddedSite, work: Path, *, count: int, samples: int) -> di
     return {"rate": count / elapsed, "seconds": elapsed, "nodes": len(nodes),
             "p50": percentile(latencies, 50), "p99": percentile(latencies, 99), "cloud": cost,
             "redis": redis_cost, "cpu_ms": cpu,
-            "hops": {name: percentile(values, 50) for name, values in hops.items()}}
+            "hops": {name: percentile(values, 50) for name, values in hops.items()},
+            "profile": summary(spies.files, roles) if spies is not None else ""}
 
 
 def bench_celery(redis_url: str, work: Path, *, count: int, samples: int, workers: int,
@@ -344,7 +384,9 @@ def run_once(args: argparse.Namespace) -> tuple[dict, dict]:
         with EmbeddedSite(settings, nodes=args.nodes, flower=False,
                           node_concurrency=args.concurrency) as site:
             (work / "dmg").mkdir()
-            dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples)
+            profile = Path(args.profile) / f"repeat-{args.repeat_index}" if args.profile else None
+            dmg = bench_dmg(site, work / "dmg", count=args.count, samples=args.latency_samples,
+                            profile=profile)
             (work / "celery").mkdir()
             # The embedded Redis asks for the site's password (dmg up writes it in the data dir).
             celery_db = client_url(site.settings.redis_url.rsplit("/", 1)[0] + "/9", tls=False,
@@ -389,6 +431,10 @@ def main() -> int:
                         help="the cloud on a throw-away PostgreSQL started for each repeat")
     parser.add_argument("--cloud-workers", type=int, default=1, help="processes serving the cloud")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", default="", metavar="DIR",
+                        help="record the site's processes with py-spy during the bulk run (raw files in "
+                             "DIR) and print where each role's CPU went")
+    parser.add_argument("--repeat-index", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # one repeat in a fresh process (Celery's app keeps its first broker)
@@ -402,6 +448,7 @@ def main() -> int:
             [sys.executable, __file__, "--one", "--count", str(args.count), "--nodes", str(args.nodes),
              "--concurrency", str(args.concurrency), "--latency-samples", str(args.latency_samples),
              "--cloud-workers", str(args.cloud_workers), "--cloud-db", args.cloud_db,
+             "--profile", args.profile, "--repeat-index", str(k + 1),
              *(["--postgres"] if args.postgres else [])],
             check=True, stdout=subprocess.PIPE, text=True)
         repeats.append(tuple(json.loads(one.stdout.strip().splitlines()[-1])))
@@ -411,6 +458,8 @@ def main() -> int:
               f"{ {k: round(v * 1000, 1) for k, v in dmg_k['hops'].items()} }; "
               f"cloud per activity: {dmg_k['cloud']}; redis per activity: {dmg_k['redis']}; "
               f"site CPU ms per activity: {dmg_k['cpu_ms']}", file=sys.stderr)
+        if dmg_k.get("profile"):
+            print(dmg_k["profile"], file=sys.stderr)
 
     def median(side: int, key: str) -> float:
         return statistics.median(r[side][key] for r in repeats)
@@ -468,6 +517,8 @@ def main() -> int:
           + ", ".join(f"{name} {n}" for name, n in busiest.items()))
     print("submit -> start on an idle site, median per hop (ms): "
           + ", ".join(f"{name} {value * 1000:.1f}" for name, value in hops.items()))
+    if args.profile:  # the middle repeat's (each repeat's is printed above, with its raw files)
+        print(repeats[len(repeats) // 2][0]["profile"])
     return 0
 
 
