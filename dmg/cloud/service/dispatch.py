@@ -11,12 +11,16 @@ Claiming is atomic: each activity run is taken with a conditional UPDATE (``WHER
 status = 'Queued'``) whose row count says who won, so two claimers never get the
 same one, on SQLite and PostgreSQL alike. A dispatcher with a newer epoch also
 takes back activity runs that an older dispatcher claimed but never planned.
+
+A run created while its gateway's dispatcher's long-poll waits in the same cloud process
+is claimed for that long-poll in the run's own transaction, by :func:`claim` itself
+(:meth:`dmg.cloud.service.CloudService.start_run`, :mod:`dmg.cloud.api.handoff`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -58,6 +62,18 @@ from dmg.shards.status import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class WaitingClaim(Protocol):
+    """A claim long-poll waiting in this cloud process (:mod:`dmg.cloud.api.handoff`): a
+    new run may be claimed for it in the run's own transaction."""
+
+    node: NodeIdentity
+    epoch: int  # its site epoch, as it sent it
+    limit: int
+
+    def hand(self, answer: dict[str, Any] | None) -> None:
+        """Its long-poll's answer once the transaction ended (None: nothing for it)."""
 
 
 def _claimable(epoch: Any) -> Any:
