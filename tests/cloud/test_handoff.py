@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import text
 
 from dmg.cloud.api.handoff import ClaimHandoff
 from dmg.cloud.db import Database
@@ -140,6 +141,42 @@ def test_a_refused_claim_leaves_the_run_queued(local: Local) -> None:
     assert not handed and standby.answers == [None]
     assert svc.run(run["id"])["activity_runs"][0]["status"] == "Queued"
     assert [a["id"] for a in svc.claim(local.d, epoch=1, limit=16)] == [run["activity_runs"][0]["id"]]
+
+
+@pytest.mark.parametrize("at_creation", [True, False])
+def test_an_activity_run_that_cannot_be_sent_fails_at_its_claim(local: Local, at_creation: bool) -> None:
+    # Given a pipeline whose second activity's sink store is gone (removed from the database
+    # behind the cloud's back: what a definition saved before dmg.definitions looks like)
+    svc = local.svc
+    svc.add_store(StoreCreate(name="gone", type="file", location="/nowhere"))
+    svc.create_pipeline(PipelineCreate.model_validate({"name": "mixed", "gateway": "gw", "activities": [
+        {"name": "ok", "source": {"store": "src", "path": "f"}, "sink": {"store": "dst", "path": "f"}},
+        {"name": "bad", "source": {"store": "src", "path": "f"}, "sink": {"store": "gone", "path": "f"}}]}))
+    with svc.db.write() as session:
+        session.execute(text("DELETE FROM stores WHERE name = 'gone'"))
+    assert svc.claim(local.d, epoch=1, limit=16) == []
+    # When its run is claimed (in its own transaction, or by the dispatcher's claim)
+    if at_creation:
+        waiting = Waiting(local.d)
+        run = svc.start_run("mixed", claim_for=lambda _gateway: [waiting])[1]
+        [answer] = waiting.answers
+        assert answer is not None
+        claimed = answer["activity_runs"]
+    else:
+        run = svc.start_run("mixed")[1]
+        claimed = svc.claim(local.d, epoch=1, limit=16)
+    # Then the good one is sent, the other fails alone, and the counters say so
+    assert [a["name"] for a in claimed] == ["ok"]
+    shown = svc.run(run["id"])
+    statuses = [(a["name"], a["status"]) for a in shown["activity_runs"]]
+    assert statuses == [("ok", "InProgress"), ("bad", "Failed")]
+    assert "gone" in shown["activity_runs"][1]["error"]
+    assert shown["status"] == "InProgress"
+    with svc.db.read() as session:
+        counted = session.execute(text("SELECT activities_queued, activities_in_progress, activities_failed "
+                                       "FROM runs WHERE id = :id"), {"id": run["id"]}).one()
+    assert tuple(counted) == (0, 1, 1)
+    assert svc.claim(local.d, epoch=1, limit=16) == []
 
 
 def test_a_run_that_is_not_created_hands_nothing(local: Local) -> None:
