@@ -229,16 +229,13 @@ def derive_later_id(session: Session, activity_run_id: str, run_id: str, *, now:
     _activity(session, activity_run_id, run_id, now)
 
 
-def activities_added(run: Run) -> None:
-    """Count a new run's activity runs (all Queued; new rows, set in place)."""
-    run.activities_total = len(run.activity_runs)
-    for column in ACTIVITY_COLUMNS.values():
-        setattr(run, column, 0)
-    run.activities_queued = run.activities_total
-    run.files_done = run.bytes_done = 0
-    for activity_run in run.activity_runs:
-        activity_run.shards_total = activity_run.shards_succeeded = activity_run.shards_failed = 0
-        activity_run.files_done = activity_run.bytes_done = 0
+def activities_added(run: dict[str, Any], activity_runs: list[dict[str, Any]]) -> None:
+    """Count a new run's activity runs (all Queued), in the rows about to be inserted."""
+    run.update(dict.fromkeys(ACTIVITY_COLUMNS.values(), 0), activities_total=len(activity_runs),
+               activities_queued=len(activity_runs), files_done=0, bytes_done=0)
+    for activity_run in activity_runs:
+        activity_run.update(shards_total=0, shards_succeeded=0, shards_failed=0, first_failed_index=None,
+                            files_done=0, bytes_done=0)
 
 
 def activity_status_changed(activity_run: ActivityRun, before: str, *, now: float | None = None) -> None:
