@@ -17,6 +17,7 @@ it receives the parent's settings as JSON on its stdin (so secrets never show in
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import subprocess
@@ -25,8 +26,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
+import psutil
 
 from dmg.cloud.client import trust
 from dmg.cloud.keys import api_token, cloud_dir
@@ -205,6 +208,26 @@ def start_cloud_subprocess(settings: Settings, *, bind: str, db: str | None = No
     return cloud
 
 
+def port_of(url: str) -> int:
+    return urlsplit(url).port or (443 if url.startswith("https:") else 80)
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` or one of its children listens on ``port`` (uvicorn's
+    workers share their parent's socket)."""
+    try:
+        root = psutil.Process(pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="tcp")):
+                return True
+    return False
+
+
 def _wait_healthy(cloud: CloudProcess, *, timeout: float, ca: str = "") -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=2.0, verify=trust(ca)) as http:
@@ -213,7 +236,10 @@ def _wait_healthy(cloud: CloudProcess, *, timeout: float, ca: str = "") -> None:
                 raise Fatal(f"the cloud exited with code {cloud.proc.returncode} while starting",
                             hint=f"see {cloud.log_path}:\n{cloud.log_tail()}")
             try:
-                if http.get(cloud.url + "/api/v1/health").status_code == 200:
+                # Healthy, and served by this child: another site's cloud on the port (taken
+                # between the pick and the bind) answers too, and its tokens are not ours.
+                if http.get(cloud.url + "/api/v1/health").status_code == 200 \
+                        and _listens(cloud.proc.pid, port_of(cloud.url)):
                     return
             except httpx.TransportError:
                 pass
