@@ -42,7 +42,8 @@ KINDS: Final = (KIND_COPY, KIND_PART)
 #: (:mod:`dispatcher.packing`). 64 files and 1 MiB copy in well under a second on any store
 #: dmg reaches (a 1 MiB object at 10 MiB/s, 64 small-file round trips of a few ms each), so
 #: a shard carried behind up to seven others starts a few seconds late at worst; a shard of
-#: unknown size (an SQL key range, an entry without a size) or a part of a large object is
+#: unknown size (an SQL key range, an entry without a size), a part of a large object, or a
+#: shard whose activity sets a bandwidth limit (its time is the limit's, not its size's) is
 #: never small.
 SMALL_MAX_FILES: Final = 64
 SMALL_MAX_BYTES: Final = 1024 * 1024
@@ -137,7 +138,8 @@ class ShardSpec:
     @property
     def small(self) -> bool:
         """Whether the shard is small by its plan (:data:`SMALL_MAX_FILES`, :data:`SMALL_MAX_BYTES`)."""
-        return self.part is None and is_small(e.size for e in self.entries)
+        return (self.part is None and not self.options.get("bandwidth")
+                and is_small(e.size for e in self.entries))
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -226,8 +228,10 @@ class ShardStores:
         body, kind = _body_and_kind(raw)
         try:
             source, sink = _mapping(body["source"], "shard source"), _mapping(body["sink"], "shard sink")
-            entries = body.get("entries")
-            small = kind == KIND_COPY and isinstance(entries, list) and is_small(_size(e) for e in entries)
+            entries, options = body.get("entries"), body.get("options")
+            small = (kind == KIND_COPY and isinstance(entries, list)
+                     and not (isinstance(options, Mapping) and options.get("bandwidth"))
+                     and is_small(_size(e) for e in entries))
             return cls(StoreSpec.from_json(source["store"]), StoreSpec.from_json(sink["store"]), small)
         except MalformedSpec:
             raise

@@ -26,20 +26,20 @@ from workers.names import COPY_SHARD, COPY_SHARDS, MAX_CARRIED, PACKED_CAPABILIT
 RUNNER = "4242@1.000"
 
 
-def spec(shard_id: str, sizes: list[int]) -> dict[str, Any]:
+def spec(shard_id: str, sizes: list[int], options: dict[str, Any] | None = None) -> dict[str, Any]:
     """A shard of files of ``sizes`` from store src to store dst."""
     return ShardSpec(shard_id=shard_id, activity_run_id=shard_id.rsplit("-", 1)[0], index=0,
                      source_store=StoreSpec("src", "file", "/tmp/src"), source_path="",
                      sink_store=StoreSpec("dst", "file", "/tmp/dst"), sink_path="",
                      entries=tuple(Entry(f"f{i}", size, 0.0) for i, size in enumerate(sizes)),
-                     options={}).to_json()
+                     options=options or {}).to_json()
 
 
 def add(state: SiteState, count: int, *, sizes: list[int] | None = None, first: int = 0,
-        run: str = "ar1") -> list[str]:
+        run: str = "ar1", options: dict[str, Any] | None = None) -> list[str]:
     ids = [f"{run}-{i:05d}" for i in range(first, first + count)]
     for shard_id in ids:
-        state.save_shard(shard_id, spec(shard_id, [10] if sizes is None else sizes))
+        state.save_shard(shard_id, spec(shard_id, [10] if sizes is None else sizes, options))
     state.push_pending(*ids)
     return ids
 
@@ -131,21 +131,22 @@ def test_the_node_counts_a_packed_message_as_one_slot_while_its_shards_run(
     assert len(ids) == len(first) + len(second)
 
 
-def test_large_shards_and_shards_of_unknown_size_are_never_packed(state: SiteState, sender: Celery,
-                                                                   redis_client: redis_lib.Redis) -> None:
+def test_large_slow_and_unknown_shards_are_never_packed(state: SiteState, sender: Celery,
+                                                        redis_client: redis_lib.Redis) -> None:
     state.redis.set(state.keys.epoch, 1)
     node(state, "a", 1)
     many = add(state, 3, sizes=[1] * (SMALL_MAX_FILES + 1), run="many")
     big = add(state, 3, sizes=[SMALL_MAX_BYTES + 1], run="big")
     unknown = add(state, 3, sizes=[-1], run="unknown")
+    throttled = add(state, 3, run="throttled", options={"bandwidth": 1024})  # its time is the limit's
     small = add(state, 3, run="small")
 
     packing_placer(state, sender, max_queued=20).place_pending()
 
     sent = carried_by(redis_client, "a")
-    assert sent[:9] == [[s] for s in many + big + unknown]
-    assert [s for message in sent[9:] for s in message] == small
-    assert len(sent[9:]) < len(small)
+    assert sent[:12] == [[s] for s in many + big + unknown + throttled]
+    assert [s for message in sent[12:] for s in message] == small
+    assert len(sent[12:]) < len(small)
 
 
 def test_a_node_that_does_not_say_it_takes_packed_messages_gets_one_shard_per_message(

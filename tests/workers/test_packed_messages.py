@@ -92,9 +92,10 @@ def test_a_pool_process_killed_mid_message_loses_nothing_and_writes_nothing_twic
     wait_for(lambda: site.state.heartbeats().get("a", {}).get(PACKED_CAPABILITY) == MAX_CARRIED,
              what="the agent's heartbeat saying it takes packed messages")
     first = add_shard(site, "first-00000", {"a.bin": 4 * KIB})
-    # About 2.5 s: killed while it runs (as tests/workers/test_node_runtime.py's killed shard).
-    slow = add_shard(site, "slow-00000", {"a.bin": 512 * KIB, "b.bin": 128 * KIB},
-                     options={"bandwidth": 256 * KIB})
+    # About 2.5 s: killed while it runs (as tests/workers/test_node_runtime.py's killed shard),
+    # by its run's limit set while it runs (a bandwidth option would make it not small).
+    slow = add_shard(site, "slow-00000", {"a.bin": 512 * KIB, "b.bin": 128 * KIB})
+    site.state.set_bandwidth("slow", 256 * KIB)
     last = add_shard(site, "last-00000", {"c.bin": 4 * KIB})
     order = ["first-00000", "slow-00000", "last-00000"]
     site.state.push_pending(*order)
