@@ -7,20 +7,25 @@ PostgreSQL database) with one gateway, one node, two ``file`` stores and a one-a
 pipeline. Each round queues a run (``start_run``, what ``POST /pipelines/{name}/runs``
 does) and claims it with the cancels the claim's answer carries (what ``POST
 /dispatch/claim`` does once woken). It prints the median CPU (this thread's) and wall
-time of each, after 20 rounds of warm-up. No HTTP, no other process: the claim's own
-cost, which the submit -> start hops "claim" and "list+plan" of ``bench/activities.py``
-wait on. Run it from another checkout (``PYTHONPATH=<tree>``) to compare revisions.
+time of each, after 20 rounds of warm-up; in a tree with claim at creation
+(:mod:`dmg.cloud.api.handoff`) also ``start_run`` claiming its run for a waiting long-poll
+in its own transaction (``start_run+claim``), against ``start_run`` then ``claim``. No
+HTTP, no other process: the claim's own cost, which the submit -> start hops "claim" and
+"list+plan" of ``bench/activities.py`` wait on. Run it from another checkout
+(``PYTHONPATH=<tree>``) to compare revisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, os.getcwd())
 
@@ -31,6 +36,17 @@ from dmg.version import __version__
 from settings import Settings
 
 WARM = 20
+
+
+class _Waiting:
+    """A claim long-poll waiting in the cloud process (:mod:`dmg.cloud.api.handoff`)."""
+
+    def __init__(self, node: Any) -> None:
+        self.node, self.epoch, self.limit = node, 1, 16
+        self.answer: dict[str, Any] | None = None
+
+    def hand(self, answer: dict[str, Any] | None) -> None:
+        self.answer = answer
 
 
 def main() -> None:
@@ -57,6 +73,10 @@ def main() -> None:
     with_cancels = getattr(svc, "claim_with_cancels", None)
     figures: dict[str, list[float]] = {"start_run cpu": [], "start_run wall": [],
                                        "claim cpu": [], "claim wall": []}
+    # A tree with claim at creation: start_run claiming for a waiting long-poll, measured too.
+    at_creation = "claim_for" in inspect.signature(svc.start_run).parameters
+    if at_creation:
+        figures.update({"start_run+claim cpu": [], "start_run+claim wall": []})
     for i in range(args.runs + WARM):
         wall0, cpu0 = time.perf_counter(), time.thread_time()
         svc.start_run("p")
@@ -72,6 +92,15 @@ def main() -> None:
             for key, value in (("start_run cpu", cpu1 - cpu0), ("start_run wall", wall1 - wall0),
                                ("claim cpu", cpu2 - cpu1), ("claim wall", wall2 - wall1)):
                 figures[key].append(value)
+        if at_creation:
+            waiting = _Waiting(node)
+            wall0, cpu0 = time.perf_counter(), time.thread_time()
+            svc.start_run("p", claim_for=lambda _gateway, waiting=waiting: [waiting])
+            wall1, cpu1 = time.perf_counter(), time.thread_time()
+            assert waiting.answer is not None and len(waiting.answer["activity_runs"]) == 1, waiting.answer
+            if i >= WARM:
+                figures["start_run+claim cpu"].append(cpu1 - cpu0)
+                figures["start_run+claim wall"].append(wall1 - wall0)
     db.dispose()
     print(f"{db.dialect}, {args.runs} runs, medians in ms; load average {os.getloadavg()[0]:.1f}")
     print("  ".join(f"{key} {statistics.median(values) * 1000:.2f}" for key, values in figures.items()))

@@ -26,6 +26,15 @@ def test_a_run_queues_its_activity_runs(user: CloudClient) -> None:
     assert run["id"] in [r["id"] for r in user.list_runs(limit=10)]
 
 
+def test_a_new_run_s_answer_is_the_run_as_the_cloud_shows_it(user: CloudClient) -> None:
+    # (the answer is built from the rows the run's creation inserts, not read back)
+    site = make_site(user)
+    run = user.run_pipeline(make_pipeline(user, site.gateway, activities=3))
+    run.pop("warnings")
+    assert run == user.run(run["id"])
+    assert [a["shards"] for a in run["activity_runs"]] == [[], [], []]
+
+
 def test_claim_returns_full_store_definitions(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user)
     pipeline = make_pipeline(user, site.gateway)

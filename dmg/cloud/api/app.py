@@ -26,6 +26,7 @@ from dmg.cloud.api import (
 from dmg.cloud.api.auth import public
 from dmg.cloud.api.errors import install_error_handlers
 from dmg.cloud.api.guard import RequestGuard
+from dmg.cloud.api.handoff import ClaimHandoff
 from dmg.cloud.api.metrics import install_metrics
 from dmg.cloud.api.notify import RunNotifier
 from dmg.cloud.api.openapi import install_openapi
@@ -71,6 +72,7 @@ def create_app(settings: Settings, *, migrate: bool = True, metrics_dir: str = "
     app.state.api_token = keys.api_token(settings)
     hide_in_logs([app.state.api_token])
     app.state.notifier = notifier
+    app.state.handoff = ClaimHandoff()
     app.state.run_changes = run_changes
     install_error_handlers(app)
     app.add_middleware(runwait.WakeRunWaiters, changes=run_changes)

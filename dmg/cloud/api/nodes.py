@@ -60,6 +60,7 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> JSON
     dispatcher of this version needs no request of its own for them (one of an older
     version ignores the field and asks). 409 stale_attempt for a superseded dispatcher."""
     notifier = request.app.state.notifier
+    handoff = request.app.state.handoff
     deadline = time.monotonic() + min(body.wait, MAX_CLAIM_WAIT)
     began = svc.clock()
     woken = notified = False
@@ -68,13 +69,21 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> JSON
                                          deadline=deadline, recheck=woken and not notified)
         if answer is not None:
             return JSONResponse(answer)
-        notified = await notifier.wait(node.gateway_id, min(RECHECK, max(deadline - time.monotonic(), 0)))
+        # Listed while it waits: a run created meanwhile in this process may be claimed for
+        # it in the run's own transaction (:mod:`..handoff`), and handed here.
+        with handoff.waiting(node, epoch=body.epoch, limit=body.limit,
+                             wake=lambda: notifier.notify(node.gateway_id)) as waiting:
+            notified = await notifier.wait(node.gateway_id, min(RECHECK, max(deadline - time.monotonic(), 0)))
+        handed = await waiting.answer()
         woken = True
         if await request.is_disconnected():
             # The dispatcher's process is gone (or stopping): free its cloud lease now, so
-            # the next dispatcher need not wait for it to expire.
+            # the next dispatcher need not wait for it to expire (and a newer epoch takes
+            # back at once what was claimed for it and never planned: ``handed`` too).
             await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
             return JSONResponse({"activity_runs": []})
+        if handed is not None:
+            return JSONResponse(handed)
 
 
 def _claim_once(svc: CloudService, node: NodeIdentity, body: Claim, *, began: float | None,

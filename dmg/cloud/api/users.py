@@ -114,8 +114,10 @@ def list_pipelines(svc: Service) -> list[dict[str, Any]]:
 @router.post("/pipelines/{name}/runs", status_code=201, tags=["runs"])
 async def run_pipeline(name: str, request: Request, svc: Service) -> dict[str, Any]:
     """Queue a run; its activity runs wait for the gateway's dispatcher."""
-    gateway_id, run = await run_in_threadpool(svc.start_run, name)
-    request.app.state.notifier.notify(gateway_id)
+    gateway_id, run, handed = await run_in_threadpool(svc.start_run, name,
+                                                      claim_for=request.app.state.handoff.take)
+    if not handed:  # a long-poll handed its activity runs was woken by the handing
+        request.app.state.notifier.notify(gateway_id)
     return run
 
 

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from dmg.cloud import keys
 from dmg.cloud.db import Database
@@ -48,6 +49,7 @@ from dmg.cloud.service import (
 )
 from dmg.cloud.service.gateways import NodeIdentity
 from dmg.cloud.service.tokens import TokenCache
+from dmg.errors import DmgError
 from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
@@ -151,12 +153,51 @@ class CloudService:
         with self.db.read() as session:
             return pipelines.list_pipelines(session)
 
-    def start_run(self, pipeline: str) -> tuple[int, dict[str, Any]]:
-        """-> (gateway id to wake its dispatcher, the run)."""
-        with self.db.write() as session:
-            gateway_id, run = pipelines.start_run(session, pipeline, now=self.clock())
-            self.db.publish(session, RUNS_CHANNEL, str(gateway_id))  # claims waiting elsewhere
-        return gateway_id, run
+    def start_run(self, pipeline: str, *,
+                  claim_for: Callable[[int], list[dispatch.WaitingClaim]] | None = None,
+                  ) -> tuple[int, dict[str, Any], bool]:
+        """-> (gateway id to wake its dispatcher, the run, whether a waiting long-poll was
+        handed its activity runs: then it needs no wake-up).
+
+        ``claim_for(gateway_id)``: takes the claim long-polls of the gateway that wait in
+        this process (:mod:`dmg.cloud.api.handoff`). The first that may claim claims the
+        new run in this transaction, with every rule of :func:`.dispatch.claim`; after the
+        transaction each taken one is handed its answer (None: nothing claimed for it, or
+        the transaction rolled back), exactly once."""
+        taken: list[dispatch.WaitingClaim] = []
+        answer: tuple[dispatch.WaitingClaim, dict[str, Any]] | None = None
+        committed = False
+        try:
+            with self.db.write() as session:
+                gateway_id, run = pipelines.start_run(session, pipeline, now=self.clock())
+                self.db.publish(session, RUNS_CHANNEL, str(gateway_id))  # claims waiting elsewhere
+                if claim_for is not None:
+                    taken = claim_for(gateway_id)
+                    answer = self._claim_at_creation(session, taken)
+            committed = True
+            return gateway_id, run, answer is not None
+        finally:
+            for waiting in taken:
+                waiting.hand(answer[1] if committed and answer is not None and answer[0] is waiting else None)
+
+    def _claim_at_creation(self, session: Session, waiting: list[dispatch.WaitingClaim],
+                           ) -> tuple[dispatch.WaitingClaim, dict[str, Any]] | None:
+        """Claim for the first of ``waiting`` that claims something, in the run's own
+        transaction; -> it and its long-poll's answer (what :meth:`claim_with_cancels`
+        gives it). A refused claim (another node's cloud lease, a removed node, a stale
+        epoch) is raised before the claim writes anything: that long-poll is handed
+        nothing and hears the refusal from its own claim."""
+        for one in waiting:
+            now = self.clock()
+            try:
+                claimed = dispatch.claim(session, one.node, epoch=one.epoch, limit=one.limit, now=now,
+                                         ttl=self.lease_ttl)
+            except DmgError:
+                continue
+            if claimed:
+                cancelled = cancel.cancelled_since(session, one.node, since=now - cancel.CANCEL_WINDOW)
+                return one, {"activity_runs": claimed, "cancelled": cancelled}
+        return None
 
     def list_runs(self, *, limit: int, shards: bool = False) -> list[dict[str, Any]]:
         with self.db.read() as session:

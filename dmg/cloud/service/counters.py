@@ -229,16 +229,13 @@ def derive_later_id(session: Session, activity_run_id: str, run_id: str, *, now:
     _activity(session, activity_run_id, run_id, now)
 
 
-def activities_added(run: Run) -> None:
-    """Count a new run's activity runs (all Queued; new rows, set in place)."""
-    run.activities_total = len(run.activity_runs)
-    for column in ACTIVITY_COLUMNS.values():
-        setattr(run, column, 0)
-    run.activities_queued = run.activities_total
-    run.files_done = run.bytes_done = 0
-    for activity_run in run.activity_runs:
-        activity_run.shards_total = activity_run.shards_succeeded = activity_run.shards_failed = 0
-        activity_run.files_done = activity_run.bytes_done = 0
+def activities_added(run: dict[str, Any], activity_runs: list[dict[str, Any]]) -> None:
+    """Count a new run's activity runs (all Queued), in the rows about to be inserted."""
+    run.update(dict.fromkeys(ACTIVITY_COLUMNS.values(), 0), activities_total=len(activity_runs),
+               activities_queued=len(activity_runs), files_done=0, bytes_done=0)
+    for activity_run in activity_runs:
+        activity_run.update(shards_total=0, shards_succeeded=0, shards_failed=0, first_failed_index=None,
+                            files_done=0, bytes_done=0)
 
 
 def activity_status_changed(activity_run: ActivityRun, before: str, *, now: float | None = None) -> None:
@@ -256,7 +253,8 @@ def _status_moved(pending: _Pending, run_id: str, before: str, after: str) -> No
     moves[ACTIVITY_COLUMNS[after]] = moves.get(ACTIVITY_COLUMNS[after], 0) + 1
 
 
-def runs_claimed(session: Session, taken: dict[str, int], *, now: float) -> None:
+def runs_claimed(session: Session, taken: dict[str, int], *, now: float,
+                 activity_runs: Iterable[str] = ()) -> None:
     """The claim's case of :func:`settle`, in one statement per run: ``taken`` {run id: how
     many of its activity runs this transaction moved Queued -> InProgress (the claim's
     conditional UPDATE set their own status)}. Nothing else may be recorded for them.
@@ -268,17 +266,22 @@ def runs_claimed(session: Session, taken: dict[str, int], *, now: float) -> None
     activities_in_progress + n, status = 'InProgress', started_at = COALESCE(started_at, now),
     ended_at = NULL RETURNING`` the counters: the run was Queued before exactly when its
     queued count was its total (then its status change is announced). ``settle``'s general
-    path took three statements and a flush here, about a third of the claim's CPU."""
+    path took three statements and a flush here, about a third of the claim's CPU.
+    ``activity_runs``: the ids of the activity runs the claim changed (with Core statements):
+    the session's ORM objects of them are expired too."""
+    claimed = set(activity_runs)
     if not taken:
+        _expire(session, claimed, set())
         return
     from dmg.cloud.service.derive import announce  # derive uses this module
 
+    connection = session.connection()  # a Core statement: no ORM execution path
     for run_id in sorted(taken):  # runs after the activity runs, each in id order (lock order)
         n = taken[run_id]
-        row = session.execute(_RUN_CLAIMED, {"b_id": run_id, "n": n, "now": now}).first()
+        row = connection.execute(_RUN_CLAIMED, {"b_id": run_id, "n": n, "now": now}).first()
         if row is not None and row.activities_queued + n == row.activities_total:
             announce(session, run_id)  # it was Queued
-    _expire(session, set(), set(taken))
+    _expire(session, claimed, set(taken))
 
 
 def settle(session: Session) -> None:
@@ -333,10 +336,13 @@ def settle(session: Session) -> None:
 def _expire(session: Session, activity_run_ids: set[str], run_ids: set[str]) -> None:
     """Expire the session's ORM activity runs and runs that :func:`settle` changed in the
     database behind its back (a caller reads them after: the plan's answer, a cancel's)."""
-    for instance in list(session.identity_map.values()):
-        if (isinstance(instance, ActivityRun) and instance.id in activity_run_ids) or (
-                isinstance(instance, Run) and instance.id in run_ids):
-            session.expire(instance)
+    # By the identity key, not ``instance.id``: reading an expired instance's id loads it.
+    for key in list(session.identity_map.keys()):
+        model, ident = key[0], key[1]
+        if (model is ActivityRun and ident[0] in activity_run_ids) or (model is Run and ident[0] in run_ids):
+            instance = session.identity_map.get(key)
+            if instance is not None:
+                session.expire(instance)
 
 
 def _outcome_statement(model: Any, columns: tuple[str, ...]) -> Any:

@@ -11,12 +11,16 @@ Claiming is atomic: each activity run is taken with a conditional UPDATE (``WHER
 status = 'Queued'``) whose row count says who won, so two claimers never get the
 same one, on SQLite and PostgreSQL alike. A dispatcher with a newer epoch also
 takes back activity runs that an older dispatcher claimed but never planned.
+
+A run created while its gateway's dispatcher's long-poll waits in the same cloud process
+is claimed for that long-poll in the run's own transaction, by :func:`claim` itself
+(:meth:`dmg.cloud.service.CloudService.start_run`, :mod:`dmg.cloud.api.handoff`).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -35,7 +39,6 @@ from dmg.cloud.models import (
 from dmg.cloud.schemas import PlannedShard, ShardReport
 from dmg.cloud.service import attempts, counters, leader
 from dmg.cloud.service.gateways import NodeIdentity
-from dmg.cloud.service.stores import stores_by_name
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
 from dmg.errors import (
@@ -58,6 +61,18 @@ from dmg.shards.status import (
 )
 
 log = logging.getLogger(__name__)
+
+
+class WaitingClaim(Protocol):
+    """A claim long-poll waiting in this cloud process (:mod:`dmg.cloud.api.handoff`): a
+    new run may be claimed for it in the run's own transaction."""
+
+    node: NodeIdentity
+    epoch: int  # its site epoch, as it sent it
+    limit: int
+
+    def hand(self, answer: dict[str, Any] | None) -> None:
+        """Its long-poll's answer once the transaction ended (None: nothing for it)."""
 
 
 def _claimable(epoch: Any) -> Any:
@@ -108,6 +123,9 @@ class _ClaimStatements:
                      (IN_PROGRESS, taking.where(wanted, _claimable(epoch))))
         # its id only: loading the Node object cost ~0.3 ms of the claim's CPU
         self.node = select(Node.id).where(Node.id == bindparam("node_id"))
+        # a store's columns as a plain row (what store_json reads), not a Store object
+        self.stores = (select(Store.name, Store.type, Store.location, Store.options, Store.created_at)
+                       .where(Store.name.in_(bindparam("names", expanding=True))))
         self.pipelines = (select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
                           .where(Run.id.in_(bindparam("runs", expanding=True))))
 
@@ -121,11 +139,17 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     dispatcher with site epoch ``epoch``;
     -> ``[{id, run_id, pipeline, name, epoch, source: {store: {...}, path}, sink: ..., options}]``.
     LeaseHeld while another node's cloud lease runs (:mod:`.leader`)."""
-    if session.scalar(_STATEMENTS.node, {"node_id": node.node_id}) is None:  # removed while it waited
+    # Its statements other than the lease's go to the session's connection as Core statements:
+    # the ORM's execution path (compile state, bulk-update synchronisation, autoflush) was
+    # more than half of the claim's CPU. The lease's change (an ORM object) is flushed at the
+    # commit; its row is locked already (:func:`.leader.dispatcher_epoch`). ORM activity
+    # runs and runs of this session that the claim changes are expired (:func:`.counters.runs_claimed`).
+    connection = session.connection()
+    if connection.scalar(_STATEMENTS.node, {"node_id": node.node_id}) is None:  # removed while it waited
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     site_epoch = epoch
     epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
-    candidates = sorted(session.scalars(  # taken in id order: row locks in one order
+    candidates = sorted(connection.scalars(  # taken in id order: row locks in one order
         _STATEMENTS.candidates, {"gateway_id": node.gateway_id, "epoch": epoch, "limit": limit}).all())
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
     claimed: list[_Claimed] = []
@@ -136,7 +160,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         wanted = [activity_run_id for activity_run_id in candidates if activity_run_id not in won]
         if not wanted:
             break
-        taken = [_Claimed(*row) for row in session.execute(
+        taken = [_Claimed(*row) for row in connection.execute(
             take, {"wanted": wanted, "epoch": epoch, "claim_epoch_v": epoch, "claimed_by_v": node.node,
                    "now_v": now})]
         won.update((activity_run.id, was) for activity_run in taken)
@@ -146,10 +170,12 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     claimed.sort(key=lambda a: (a.queued_at, a.position))
     # The pipelines' names only: loading the Pipeline rows decodes each one's whole
     # definition (a JSON list of every activity) once per claimed row.
-    pipelines = dict(session.execute(_STATEMENTS.pipelines,
-                                     {"runs": sorted({a.run_id for a in claimed})}).tuples().all())
-    names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")}
-    stores = stores_by_name(session, {n for n in names if n})
+    pipelines = dict(connection.execute(_STATEMENTS.pipelines,
+                                        {"runs": sorted({a.run_id for a in claimed})}).tuples().all())
+    names = sorted({_store_name(a.spec, side) for a in claimed for side in ("source", "sink")} - {""})
+    stores: dict[str, Any] = {}
+    if names:
+        stores = {row.name: row for row in connection.execute(_STATEMENTS.stores, {"names": names})}
     out = []
     bodies = [_claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
                             gateway=node.gateway, epoch=site_epoch) for activity_run in claimed]
@@ -160,11 +186,12 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
                 from_queued[activity_run.run_id] = from_queued.get(activity_run.run_id, 0) + 1
             log.info("activity run %s claimed by %s@%s epoch %s (site epoch %s)", activity_run.id, node.node,
                      node.gateway, epoch, site_epoch)
-        counters.runs_claimed(session, from_queued, now=now)
+        counters.runs_claimed(session, from_queued, now=now, activity_runs=won)
         return [body for body in bodies if not isinstance(body, str)]
-    # Rare (a definition saved before dmg.definitions): the ORM objects, for the general counters.
+    # Rare (a definition saved before dmg.definitions): the ORM objects, for the general counters
+    # (read afresh: the UPDATE went around the session).
     loaded = {a.id: a for a in session.scalars(select(ActivityRun).where(
-        ActivityRun.id.in_([c.id for c in claimed])))}
+        ActivityRun.id.in_([c.id for c in claimed])).execution_options(populate_existing=True))}
     for row, body in zip(claimed, bodies, strict=True):
         taken_run = loaded[row.id]
         counters.activity_status_changed(taken_run, won[row.id], now=now)
@@ -202,7 +229,7 @@ def _store_name(spec: Any, side: str) -> str:
         return ""
 
 
-def _claimed_json(activity_run: _Claimed, stores: dict[str, Store], *, pipeline: str, gateway: str,
+def _claimed_json(activity_run: _Claimed, stores: dict[str, Any], *, pipeline: str, gateway: str,
                   epoch: int) -> dict[str, Any] | str:
     """What the dispatcher is sent for a claimed activity run, or why it cannot be: a
     definition saved before :mod:`dmg.definitions` (too deep, a store gone)."""
