@@ -20,7 +20,8 @@ the placement thread takes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
+from dataclasses import replace
 
 from dmg.shards import ShardStores
 
@@ -36,11 +37,13 @@ class FreshShards:
         self._lock = threading.Lock()
         self._stores: dict[str, ShardStores] = {}  # insertion order: the oldest first
 
-    def add(self, shard_ids: Iterable[str], stores: ShardStores) -> None:
-        """``shard_ids`` were recorded fresh (attempt 0, no node) with ``stores``."""
+    def add(self, shard_ids: Iterable[str], stores: ShardStores, *, small: Collection[str] = ()) -> None:
+        """``shard_ids`` were recorded fresh (attempt 0, no node) with ``stores``; those in
+        ``small`` are small by their plan (:attr:`dmg.shards.ShardStores.small`)."""
+        packable = replace(stores, small=True) if small else stores
         with self._lock:
             for shard_id in shard_ids:
-                self._stores[shard_id] = stores
+                self._stores[shard_id] = packable if shard_id in small else stores
             while len(self._stores) > self.limit:
                 del self._stores[next(iter(self._stores))]
 

@@ -153,7 +153,8 @@ class DispatcherService:
         # script (dispatcher.messages); any other sender gets send_task.
         self.placer = Placer(state=state, sender=sender, cloud=self.reports, holding=self.lease.holding,
                              max_queued=settings.max_queued_per_node, epoch=lambda: self.lease.epoch,
-                             messages=ShardMessages.of(sender), fresh=self.fresh)
+                             messages=ShardMessages.of(sender), fresh=self.fresh,
+                             max_carried=settings.max_carried_per_message)
         self.rebalancer = Rebalancer(self.placer)  # queued shards move to nodes with free slots
         self.orphans = OrphanWatch(grace=settings.offline_after)
         self.stranded = StrandedWatch(grace=settings.offline_after)

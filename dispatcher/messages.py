@@ -27,7 +27,7 @@ from typing import Any
 
 from celery.utils.time import utcoffset
 
-from workers.names import COPY_SHARD, copy_task_id, node_queue
+from workers.names import COPY_SHARD, COPY_SHARDS, copy_task_id, node_queue, packed_task_id
 
 #: The event exchange and routing key of a sent task (Celery's ``task-sent`` event).
 EVENT_EXCHANGE = "celeryev"
@@ -43,7 +43,7 @@ class BuiltMessage:
 
 
 class ShardMessages:
-    """Builds ``dmg.copy_shard`` messages for a Celery app on a Redis broker."""
+    """Builds ``dmg.copy_shard`` (and ``dmg.copy_shards``) messages for a Celery app on a Redis broker."""
 
     def __init__(self, *, key_prefix: str, virtual_host: str, reply_to: str, sent_event: bool,
                  hostname: str | None = None) -> None:
@@ -82,14 +82,22 @@ class ShardMessages:
 
     def build(self, shard_id: str, attempt: int, *, node: str, epoch: int | None) -> BuiltMessage:
         """The message of ``attempt`` of ``shard_id`` for ``node``'s queue (and its event)."""
-        task_id = copy_task_id(shard_id, attempt)
+        return self._build(COPY_SHARD, copy_task_id(shard_id, attempt), [shard_id, attempt], node=node,
+                           epoch=epoch)
+
+    def build_packed(self, shards: list[tuple[str, int]], *, node: str, epoch: int | None) -> BuiltMessage:
+        """The one ``dmg.copy_shards`` message carrying ``shards`` (id, attempt) for ``node``."""
+        return self._build(COPY_SHARDS, packed_task_id(shards), [[list(s) for s in shards]], node=node,
+                           epoch=epoch)
+
+    def _build(self, task: str, task_id: str, args: list[Any], *, node: str,
+               epoch: int | None) -> BuiltMessage:
         queue = node_queue(node)
-        args: list[Any] = [shard_id, attempt]
         kwargs: dict[str, Any] = {"epoch": epoch} if epoch is not None else {}
         body = json.dumps([args, kwargs, {"callbacks": None, "errbacks": None, "chain": None,
                                           "chord": None}])
         headers: dict[str, Any] = {
-                   "lang": "py", "task": COPY_SHARD, "id": task_id, "shadow": None, "eta": None,
+                   "lang": "py", "task": task, "id": task_id, "shadow": None, "eta": None,
                    "expires": None, "group": None, "group_index": None, "retries": 0,
                    "timelimit": [None, None], "root_id": task_id, "parent_id": None,
                    "argsrepr": repr(args), "kwargsrepr": repr(kwargs), "origin": self.hostname,
@@ -106,7 +114,7 @@ class ShardMessages:
             self._clock += 1
             payload = json.dumps({
                 "hostname": self.hostname, "utcoffset": utcoffset(), "pid": os.getpid(), "clock": self._clock,
-                "uuid": task_id, "root_id": task_id, "parent_id": None, "name": COPY_SHARD,
+                "uuid": task_id, "root_id": task_id, "parent_id": None, "name": task,
                 "args": repr(args), "kwargs": repr(kwargs), "retries": 0, "eta": None, "expires": None,
                 "queue": queue, "exchange": "", "routing_key": queue, "timestamp": time.time(),
                 "type": "task-sent"})

@@ -46,6 +46,7 @@ from typing import Any
 
 from dispatcher.fresh import FreshShards
 from dispatcher.messages import ShardMessages
+from dispatcher.packing import pack_size
 from dispatcher.ports import TaskSender
 from dispatcher.reports import PlacementOutbox, ShardReports
 from dmg.attempt_ends import NOT_SENT, REISSUED
@@ -55,10 +56,10 @@ from dmg.placement import NodeLoad, choose_node, record_placement
 from dmg.shards import ShardSpec, ShardStores
 from dmg.shards.status import CLOUD_PLACED
 from dmg.site.attempts import requeue
-from dmg.site.placing import SUPERSEDED, next_attempt, place_shard
+from dmg.site.placing import SUPERSEDED, next_attempt, place_packed, place_shard
 from dmg.site.state import SiteState
 from dmg.version import __version__
-from workers.names import COPY_SHARD, copy_task_id, node_queue
+from workers.names import COPY_SHARD, PACKED_CAPABILITY, copy_task_id, node_queue
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,7 @@ def _queue_load_reads(pipe: Any, state: SiteState, names: list[str], *, window: 
     for name in names:
         pipe.scard(state.keys.running(name))
         pipe.scard(state.keys.queued(name))
+        pipe.scard(state.keys.carried(name))
 
 
 def _loads_of(names: list[str], drained: set[str], answers: list[Any], *,
@@ -169,7 +171,7 @@ def _loads_of(names: list[str], drained: set[str], answers: list[Any], *,
     loads = []
     for i, name in enumerate(names):
         raw_beat, raw_load = beats[i], worker_loads[i]
-        running, queued = replies[2 * i:2 * i + 2]
+        running, queued, carried = replies[3 * i:3 * i + 3]
         if not raw_beat:  # its heartbeat expired: offline
             continue
         beat = _beat(raw_beat)
@@ -180,7 +182,7 @@ def _loads_of(names: list[str], drained: set[str], answers: list[Any], *,
             name=name, limit=worker_limit or beat.limit, running=int(running), queued=int(queued),
             online=True, draining=beat.draining or name in drained,
             unreachable_stores=beat.unreachable_stores, stale_credentials=beat.stale_credentials,
-            version=beat.version))
+            version=beat.version, carried=min(int(carried), int(queued)), carries=beat.carries))
     return loads
 
 
@@ -193,6 +195,7 @@ class _Beat:
     unreachable_stores: frozenset[str]
     stale_credentials: frozenset[str]
     version: str
+    carries: int = 0
 
 
 # A heartbeat and a worker load change every second or so, and every placement round reads
@@ -205,7 +208,8 @@ def _beat(raw: bytes | str) -> _Beat:
                  draining=bool(beat.get("draining") or beat.get("inactive")),
                  unreachable_stores=frozenset(beat.get("stores_unreachable") or ()),
                  stale_credentials=frozenset(beat.get("credentials_stale") or ()),
-                 version=str(beat.get("version") or ""))
+                 version=str(beat.get("version") or ""),
+                 carries=int(beat.get(PACKED_CAPABILITY) or 0))
 
 
 @functools.lru_cache(maxsize=64)
@@ -281,8 +285,11 @@ class Placer:
                  holding: Callable[[], bool], max_queued: int,
                  clock: Callable[[], float] = time.time,
                  epoch: Callable[[], int | None] = lambda: None,
-                 messages: ShardMessages | None = None, fresh: FreshShards | None = None) -> None:
+                 messages: ShardMessages | None = None, fresh: FreshShards | None = None,
+                 max_carried: int = 0) -> None:
         self.state = state
+        #: The most shards one message may carry (0 or 1: one shard per message, always).
+        self.max_carried = max_carried if messages is not None else 0
         self.messages = messages
         # Only the one-step placement checks a shard is as known (dispatcher.fresh).
         self.fresh = fresh if messages is not None else None
@@ -331,7 +338,8 @@ class Placer:
             if not room:
                 self._note_backlog(backlog_reason(loads), whole=_left(whole, gone))
                 return placed
-            size = min(WINDOW, room + 4)
+            # (A message may carry several small shards: dispatcher.packing.)
+            size = min(WINDOW, room * self._carry(loads) + 4)
             if start == 0 and first:  # the list as the round began (the loads' own read)
                 window, first = first[:size], []
             else:
@@ -357,7 +365,7 @@ class Placer:
                     # is read only when an entry is skipped (each read is a Redis command).
                     room_left = sum(max(n.free_slots + self.max_queued, 0) for n in loads
                                     if n.can_take((), max_queued=self.max_queued))
-                    wanted = window[index:index + max(room_left, 1)]
+                    wanted = window[index:index + max(room_left, 1) * max(self._carry(loads), 1)]
                     known = self._known_fresh(wanted)
                     fresh.update(known)
                     shards.update(known)
@@ -386,6 +394,19 @@ class Placer:
                     why = _unreachable_reason(loads, stores, self.max_queued, credentials)
                     self._note_wait([shard_id], why)
                     continue
+                size = pack_size(shard.spec, node, loads, backlog=pending - len(gone),
+                                 max_queued=self.max_queued, max_carried=self.max_carried)
+                if size > 1 and self.messages is not None:
+                    riders = self._riders(node, window[index + 1:], shards, seen, size - 1)
+                    if riders:
+                        carried = self._place_packed(node, [(shard_id, shard), *riders], self.messages)
+                        if carried is None:
+                            log.warning("a newer dispatcher holds the lease; placement stopped")
+                            return placed
+                        placed += carried
+                        gone.update(p.shard_id for p in carried)
+                        removed += len(carried)
+                        continue
                 placement = self._place(shard_id, node, shard)
                 if placement is None:
                     log.warning("a newer dispatcher holds the lease; placement stopped")
@@ -399,6 +420,74 @@ class Placer:
                 gone.add(shard_id)
                 removed += 1
             start += len(window) - removed
+
+    def _carry(self, loads: list[NodeLoad]) -> int:
+        """The most shards a message of this round may carry (1: none packed)."""
+        return max([min(n.carries, self.max_carried) for n in loads] + [1])
+
+    def _riders(self, node: NodeLoad, after: list[str], shards: dict[str, PendingShard | list[Any]],
+                seen: set[str], wanted: int) -> list[tuple[str, PendingShard]]:
+        """Up to ``wanted`` pending shards of ``after`` (read already) that may ride with a shard
+        placed on ``node``: small, on no node, their stores and credentials fit ``node``. Each
+        one taken is marked ``seen`` (this round does not look at it again)."""
+        riders: list[tuple[str, PendingShard]] = []
+        for shard_id in after:
+            if len(riders) >= wanted:
+                break
+            entry = shards.get(shard_id)
+            if shard_id in seen or entry is None:
+                continue
+            shard = entry if isinstance(entry, PendingShard) else _pending_shard(shard_id, entry)
+            if shard is None or shard.node or shard.spec is None or not shard.spec.small:
+                continue
+            if (node.unreachable_stores.intersection(stores_of(shard.spec))
+                    or node.stale_credentials.intersection(credentials_of(shard.spec))):
+                continue
+            seen.add(shard_id)
+            riders.append((shard_id, shard))
+        return riders
+
+    def _place_packed(self, node: NodeLoad, shards: list[tuple[str, PendingShard]],
+                      messages: ShardMessages) -> list[Placement] | None:
+        """Place ``shards`` on ``node`` in one message (:func:`dmg.site.placing.place_packed`); a
+        shard that changed since it was read is left out (the next round reads it) and the others
+        go. The placements made; None when a newer dispatcher holds the lease."""
+        epoch = self.epoch()
+        while shards:
+            placements = [self._placement(shard_id, node, shard, next_attempt(shard.attempt, shard.unsent))
+                          for shard_id, shard in shards]
+            entries = [(p.shard_id, p.attempt,
+                        self.cloud.entry(p.shard_id, placed_report(p, epoch=epoch))
+                        if isinstance(self.cloud, PlacementOutbox) else "") for p in placements]
+            if len(shards) == 1:  # the others changed: this one goes as usual
+                one = self._place_in_one_step(shards[0][0], node, shards[0][1], messages)
+                return None if one is None else [one] if isinstance(one, Placement) else []
+            built = messages.build_packed([(p.shard_id, p.attempt) for p in placements], node=node.name,
+                                          epoch=epoch)
+            answer = place_packed(self.state, node.name, entries, epoch=epoch, queue_key=built.queue_key,
+                                  message=built.message, event_channel=built.event_channel, event=built.event)
+            if answer == SUPERSEDED:
+                return None
+            if answer < 0:
+                changed = shards.pop(-answer - 1)[0]
+                log.info("pending shard changed before its placement; left for the next round shard=%s",
+                         changed)
+                if self.fresh is not None:
+                    self.fresh.forget(changed)
+                continue
+            if isinstance(self.cloud, PlacementOutbox):
+                self.cloud.noted()
+            if self.fresh is not None:
+                self.fresh.forget(*(p.shard_id for p in placements))
+            record_placement(node, shards=len(placements))
+            for placement in placements:
+                self._noted_backlog -= 1
+                self._waiting.pop(placement.shard_id, None)
+            log.info("shards placed in one message shards=%s node=%s attempts=%s free_slots=%d",
+                     ",".join(p.shard_id for p in placements), node.name,
+                     ",".join(str(p.attempt) for p in placements), node.free_slots)
+            return placements
+        return []
 
     def _known_fresh(self, shard_ids: list[str]) -> dict[str, PendingShard]:
         """The shards among ``shard_ids`` this dispatcher planned and has not placed, as their

@@ -131,7 +131,7 @@ def plan_activity_run(
         raw = state.redis.get(state.keys.plan(run_id))
     if raw is None:
         try:
-            shards, specs = _cut(activity_run, listing, state=state, settings=settings, slots=slots,
+            shards, specs, small = _cut(activity_run, listing, state=state, settings=settings, slots=slots,
                                  connector_factory=connector_factory)
         except (Retryable, BrokerError):
             raise
@@ -141,7 +141,8 @@ def plan_activity_run(
         # unless they were queued by it.
         shard_ids = [shard_id for shard_id, _spec in specs]
         if fresh is not None:
-            fresh.add(shard_ids, ShardStores(listing.source_spec, listing.sink_spec))
+            fresh.add(shard_ids, ShardStores(listing.source_spec, listing.sink_spec),
+                      small=small)
         recorded = ALREADY_PLANNED
         try:
             # The plan reaches the cloud through the lease holder's ordered report list, ahead of
@@ -263,8 +264,9 @@ def _list(activity_run: dict[str, Any], *,
 
 def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, settings: Settings,
          slots: FreeSlots, connector_factory: Callable[[StoreSpec], Connector]
-         ) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """``(shard summaries, [(shard id, spec JSON)])`` of a listed activity run: split and cut;
+         ) -> tuple[list[dict[str, Any]], list[tuple[str, str]], set[str]]:
+    """``(shard summaries, [(shard id, spec JSON)], the ids of its small shards)`` of a listed
+    activity run (:attr:`dmg.shards.ShardSpec.small`): split and cut;
     nothing of it is recorded yet (the sink's write of a split object is begun, once per
     object: :mod:`dispatcher.splitting`)."""
     run_id = str(activity_run["id"])
@@ -298,12 +300,15 @@ def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, s
         state=state, connector_factory=connector_factory)
     shards: list[dict[str, Any]] = []
     specs: list[tuple[str, str]] = []
+    small: set[str] = set()
     # One entry makes one shard whatever the free slots: no need to read them.
     groups = cut_for_slots(entries, slots=slots.free() if len(entries) > 1 else 1,
                            max_files=settings.shard_max_files, max_bytes=settings.shard_max_bytes)
     for index, group in enumerate(groups):
         spec = spec_of(index, group, hints=sink_hints(group))
         specs.append((spec.shard_id, json.dumps(spec.to_json())))
+        if spec.small:
+            small.add(spec.shard_id)
         shards.append({"id": spec.shard_id, "index": index, "files": spec.files_total,
                        "bytes": spec.bytes_total})  # -1 (size unknown: SQL) counts 0
     for index, part in enumerate(parts, start=len(groups)):
@@ -312,7 +317,7 @@ def _cut(activity_run: dict[str, Any], listing: _Listing, *, state: SiteState, s
         # The object counts once, as a file of its last part (whichever part commits reports it).
         last = part.part_number == part.parts_total
         shards.append({"id": spec.shard_id, "index": index, "files": int(last), "bytes": part.length})
-    return shards, specs
+    return shards, specs, small
 
 
 def _list_sink(spec: StoreSpec, path: str, *,

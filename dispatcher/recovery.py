@@ -25,7 +25,9 @@ placement sends it to a live node in its next round.
   process died after the visibility timeout had already restored its message);
   it is requeued too.
 - :class:`StrandedWatch`: a shard queued on a live node that has a free slot and an
-  empty broker queue, under the same attempt for ``grace`` s, lost its message (a
+  empty broker queue (and, for a shard carried by a packed message,
+  :mod:`dispatcher.packing`, no shard running there: its message may be the one running),
+  under the same attempt for ``grace`` s, lost its message (a
   worker that had taken it when its broker connection broke drops it, and kombu leaves
   it to the visibility timeout): it is re-issued on the same node
   (:func:`reissue_queued` does the same for every queued shard after a broker outage).
@@ -203,7 +205,9 @@ class StrandedWatch:
             queued = state.queued(node)
             if not queued or node in drained or not self._waits_for_work(state, node):
                 continue
-            for shard_id in sorted(queued):
+            # A carried shard waits behind the shards of its own message while one runs.
+            behind = state.carried(node) if state.running(node) else set()
+            for shard_id in sorted(queued - behind):
                 shard = state.shard(shard_id)
                 if shard is None or shard["node"] != node or shard["state"] != STATE_QUEUED:
                     continue

@@ -1,8 +1,12 @@
 """Placement maths: which node takes the next shard.
 
-Free slots = limit - running - queued. A node is eligible when it is Online, not
-draining and can reach the shard's stores. The dispatcher sends each shard to
-the eligible node with the most free slots, and holds shards back when every
+Free slots = limit - running - queued messages. A node's queued messages are its queued
+shards less those *carried* behind the first shard of a packed message
+(:mod:`dispatcher.packing`): a packed message occupies one pool process for all its
+shards, run one after another. Without packing, queued messages = queued shards.
+
+A node is eligible when it is Online, not draining and can reach the shard's stores. The
+dispatcher sends each shard to the eligible node with the most free slots, and holds shards back when every
 node's queue is full (back-pressure keeps per-node queues short, so losing a
 node strands little work).
 
@@ -32,10 +36,15 @@ class NodeLoad:
     stale_credentials: frozenset[str] = field(default_factory=frozenset)
     #: The dmg version the node runs ("" unknown: counts as the majority's).
     version: str = ""
+    #: Queued shards riding behind the first shard of a packed message (in ``queued`` too).
+    carried: int = 0
+    #: The most shards the node takes in one message (0: one, it runs no packed message).
+    carries: int = 0
 
     @property
     def free_slots(self) -> int:
-        return self.limit - self.running - self.queued
+        """Pool processes neither running a message nor promised to a queued one."""
+        return self.limit - self.running - (self.queued - self.carried)
 
     def can_take(self, stores: Iterable[str], *, max_queued: int, credentials: Iterable[str] = ()) -> bool:
         """True when this node may receive one more shard touching ``stores`` with ``credentials``."""
@@ -76,8 +85,10 @@ def on_majority_version(nodes: Sequence[NodeLoad], majority: str | None) -> list
     return [n for n in nodes if not n.version or parse(n.version) == parse(majority)]
 
 
-def record_placement(node: NodeLoad) -> None:
-    node.queued += 1
+def record_placement(node: NodeLoad, *, shards: int = 1) -> None:
+    """``node`` was sent one message carrying ``shards`` shards."""
+    node.queued += shards
+    node.carried += shards - 1
 
 
 def _reverse(name: str) -> tuple[int, ...]:

@@ -63,6 +63,7 @@ class Settings:
     shard_max_files: int = defaults.SHARD_MAX_FILES
     shard_max_bytes: int = defaults.SHARD_MAX_BYTES
     max_queued_per_node: int = defaults.MAX_QUEUED_PER_NODE
+    max_carried_per_message: int = defaults.MAX_CARRIED_PER_MESSAGE
     max_nodes_per_gateway: int = defaults.MAX_NODES_PER_GATEWAY
     cloud_max_body: int = defaults.CLOUD_MAX_BODY
     #: Seconds of node-metrics history the cloud keeps (dmg.cloud.service.history).
@@ -142,6 +143,7 @@ _KINDS: dict[str, type] = {
     "shard_max_files": int,
     "shard_max_bytes": int,
     "max_queued_per_node": int,
+    "max_carried_per_message": int,
     "max_nodes_per_gateway": int,
     "cloud_max_body": int,
     "cloud_workers": int,

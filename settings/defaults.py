@@ -35,6 +35,9 @@ SHARD_MAX_FILES = 2000
 SHARD_MAX_BYTES = 256 * 1024 * 1024
 #: Shards placed on a node beyond its free slots (keeps node queues short).
 MAX_QUEUED_PER_NODE = 1
+#: Small shards one Celery message may carry when the backlog exceeds the free slots
+#: (dispatcher/packing.py); 1: one shard per message, always.
+MAX_CARRIED_PER_MESSAGE = 8
 MAX_NODES_PER_GATEWAY = 64
 #: The largest request body the cloud reads (bytes); larger ones are refused (413) unread.
 CLOUD_MAX_BODY = 8 * 1024 * 1024

@@ -16,11 +16,12 @@ from typing import Any
 from celery.exceptions import Reject
 
 from dmg.credentials import open_store
+from dmg.shards import ShardOutcome
 from dmg.shards.status import OUTCOME_FAILED
 from dmg.site.identity import ForeignRedis
 from workers.app import app
 from workers.context import node_context
-from workers.names import COPY_SHARD
+from workers.names import COPY_SHARD, COPY_SHARDS
 from workers.resultstore import ResultWithTheEnd
 from workers.run.shard import ShardFailed, run_shard
 
@@ -58,3 +59,39 @@ def copy_shard(self: Any, shard_id: str, attempt: int, epoch: int | None = None)
     if outcome.status == OUTCOME_FAILED:
         raise ShardFailed(f"shard {shard_id} attempt {attempt} failed on {outcome.node}: {outcome.error}")
     return outcome.task_result()
+
+
+@app.task(name=COPY_SHARDS, bind=True, acks_late=True, reject_on_worker_lost=True)
+def copy_shards(self: Any, shards: list[list[Any]], epoch: int | None = None) -> list[dict[str, Any]]:
+    """Copy several small shards one after another, each ``[shard_id, attempt]`` as
+    :func:`copy_shard` copies one (:mod:`dispatcher.packing`: the message only carries them).
+
+    A shard that fails, is stale, cancelled or a duplicate does not stop the others; the
+    message is acked after the last (``acks_late``). Redelivered after its process died, it
+    runs again: the shards that ended are stale (their start refuses them), the one that was
+    running starts again (one more delivery), the rest run. Returns each shard's outcome
+    (:meth:`dmg.shards.ShardOutcome.to_json`); nothing raises for a failed shard (each
+    reported its failure).
+    """
+    settings = self.app.dmg_settings
+    context = node_context(settings)
+    results: list[dict[str, Any]] = []
+    for shard_id, attempt in shards:
+        try:
+            outcome = run_shard(str(shard_id), int(attempt), node=context.node, state=context.state,
+                                reporter=context.reporter,
+                                connector_factory=partial(open_store, settings=settings),
+                                epoch=None if epoch is None else int(epoch),
+                                max_worker_deaths=settings.shard_max_worker_deaths, carried=True)
+        except ForeignRedis as exc:
+            log.error("not running shards=%s: %s", ",".join(str(s[0]) for s in shards), exc)
+            time.sleep(FOREIGN_PAUSE)
+            raise Reject(str(exc), requeue=True) from exc
+        except Exception:  # reported failed by the attempt where it could; the others go on
+            log.exception("shard of a packed message crashed shard=%s attempt=%s", shard_id, attempt)
+            crashed = ShardOutcome(OUTCOME_FAILED, context.node, int(attempt), str(shard_id),
+                                   error="internal error in the worker")
+            results.append(crashed.to_json())
+            continue
+        results.append(outcome.to_json())
+    return results

@@ -24,7 +24,7 @@ with one line naming what is wrong; never a KeyError from deep inside a runner.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -36,6 +36,17 @@ KIND_COPY: Final = "copy"
 #: One range of a very large object written from several nodes (:mod:`workers.run.part`).
 KIND_PART: Final = "part"
 KINDS: Final = (KIND_COPY, KIND_PART)
+
+#: A shard at most this large by its plan is *small*: placement may carry it in one Celery
+#: message with other small shards when the backlog exceeds the free slots
+#: (:mod:`dispatcher.packing`). 64 files and 1 MiB copy in well under a second on any store
+#: dmg reaches (a 1 MiB object at 10 MiB/s, 64 small-file round trips of a few ms each), so
+#: a shard carried behind up to seven others starts a few seconds late at worst; a shard of
+#: unknown size (an SQL key range, an entry without a size), a part of a large object, or a
+#: shard whose activity sets a bandwidth limit (its time is the limit's, not its size's) is
+#: never small.
+SMALL_MAX_FILES: Final = 64
+SMALL_MAX_BYTES: Final = 1024 * 1024
 
 _HINT = "the dispatcher wrote a spec this node cannot read; check that every node runs the same version"
 
@@ -124,6 +135,12 @@ class ShardSpec:
         """The names of the stores the shard reads and writes (source first)."""
         return [name for name in (self.source_store.name, self.sink_store.name) if name]
 
+    @property
+    def small(self) -> bool:
+        """Whether the shard is small by its plan (:data:`SMALL_MAX_FILES`, :data:`SMALL_MAX_BYTES`)."""
+        return (self.part is None and not self.options.get("bandwidth")
+                and is_small(e.size for e in self.entries))
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
             "shard_id": self.shard_id,
@@ -195,6 +212,8 @@ class ShardStores:
 
     source_store: StoreSpec
     sink_store: StoreSpec
+    #: Small by its plan (:attr:`ShardSpec.small`): it may ride in one message with others.
+    small: bool = False
 
     @property
     def store_names(self) -> list[str]:
@@ -204,15 +223,41 @@ class ShardStores:
     @classmethod
     def from_json(cls, raw: object) -> ShardStores:
         """Read the stores of a :meth:`ShardSpec.to_json` body. Raises :class:`MalformedSpec`
-        (an unknown ``kind``, a missing or malformed store); its entries are not looked at."""
-        body, _kind = _body_and_kind(raw)
+        (an unknown ``kind``, a missing or malformed store); its entries are looked at only
+        for their count and sizes, and only up to :data:`SMALL_MAX_FILES` of them."""
+        body, kind = _body_and_kind(raw)
         try:
             source, sink = _mapping(body["source"], "shard source"), _mapping(body["sink"], "shard sink")
-            return cls(StoreSpec.from_json(source["store"]), StoreSpec.from_json(sink["store"]))
+            entries, options = body.get("entries"), body.get("options")
+            small = (kind == KIND_COPY and isinstance(entries, list)
+                     and not (isinstance(options, Mapping) and options.get("bandwidth"))
+                     and is_small(_size(e) for e in entries))
+            return cls(StoreSpec.from_json(source["store"]), StoreSpec.from_json(sink["store"]), small)
         except MalformedSpec:
             raise
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedSpec(f"shard spec is malformed ({_why(exc)})", hint=_HINT) from exc
+
+
+def is_small(sizes: Iterable[int]) -> bool:
+    """Whether files of these sizes (-1: unknown) make a small shard: at most
+    :data:`SMALL_MAX_FILES` of them, every size known, :data:`SMALL_MAX_BYTES` in all.
+    Stops reading ``sizes`` past the limits."""
+    total = 0
+    for files, size in enumerate(sizes, start=1):
+        if size < 0 or files > SMALL_MAX_FILES:
+            return False
+        total += size
+        if total > SMALL_MAX_BYTES:
+            return False
+    return True
+
+
+def _size(entry: object) -> int:
+    """An entry's size as its JSON gives it; -1 (unknown) when it cannot be read here (the
+    runner reports what is wrong with it)."""
+    size = entry.get("size") if isinstance(entry, Mapping) else None
+    return size if isinstance(size, int) and not isinstance(size, bool) else -1
 
 
 def _why(exc: Exception) -> str:

@@ -119,7 +119,7 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
 def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None,
               identity: tuple[str, str] = ("", ""), cancel_key: str = "",
-              bandwidth_key: str = "") -> RunStart:
+              bandwidth_key: str = "", carried: bool = False) -> RunStart:
     """:func:`start_run` that also checks the site's identity stamp first (``identity``:
     our token and JSON; ``("", "")``: not checked) and hands back the shard's stored spec,
     all in one round trip for a first delivery. Outcome :data:`FOREIGN` (with the owner's
@@ -127,7 +127,8 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     ``cancel_key`` (a run's cancel flag, :meth:`dmg.site.keys.SiteKeys.cancelled`) a
     started answer says whether it is set (:attr:`RunStart.cancelled`), and with a
     ``bandwidth_key`` too (a run's :meth:`~dmg.site.keys.SiteKeys.bandwidth`) the limit set
-    there (:attr:`RunStart.bandwidth`)."""
+    there (:attr:`RunStart.bandwidth`). ``carried``: the delivery is a packed message's
+    (:mod:`dispatcher.packing`): a start takes the shard out of the node's carried set too."""
     script = script_of(state.redis, scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
     optional = [cancel_key, *([bandwidth_key] if bandwidth_key else [])] if cancel_key else []
@@ -141,7 +142,8 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
         answer = script(
             keys=keys,
             args=[attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
-                  "" if epoch is None else epoch, staging_id(shard_id, attempt), *identity])
+                  "" if epoch is None else epoch, staging_id(shard_id, attempt), *identity,
+                  state.keys.carried(node) if carried else ""])
         outcome = _text(answer[0])
         if outcome == FOREIGN:
             return RunStart(FOREIGN, 0, owner=_text(answer[2]))
@@ -208,4 +210,4 @@ def reissue(state: ShardRecords, shard_id: str, node: str, *, attempt: int, epoc
     """
     script = state.redis.register_script(scripts.REISSUE)
     return int(script(keys=[state.keys.shard(shard_id)],
-                      args=[state.prefix, node, epoch, attempt, STATE_QUEUED]))
+                      args=[state.prefix, node, epoch, attempt, STATE_QUEUED, shard_id]))

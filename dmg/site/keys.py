@@ -11,6 +11,9 @@ derive a key from the prefix (:mod:`dmg.site.scripts`) follow the same table.
 ``nodes``                   set of node names that ever sent a heartbeat
 ``limit:<node>``            the node's concurrent-job limit set at runtime
 ``queued:<node>``           set of shard ids placed on the node, not started
+``carried:<node>``          set of the shard ids in ``queued:<node>`` that ride in a packed
+                            message behind its first shard (:mod:`dispatcher.packing`): the
+                            node's queued messages are ``queued`` less these
 ``running:<node>``          set of shard ids the node is running
 ``started:<node>``          set of staging ids (``<shard>.<attempt>``) the node began, not ended
 ``shard:<id>``              hash: ``spec`` (JSON), ``attempt``, ``node``, ``state``, ``epoch``,
@@ -115,6 +118,9 @@ class SiteKeys:
 
     def running(self, node: str) -> str:
         return self._key("running", node)
+
+    def carried(self, node: str) -> str:
+        return self._key("carried", node)
 
     def moved(self, node: str) -> str:
         """Hash ``{in, out}``: bytes the node's copies read and wrote (dmg.site.state)."""

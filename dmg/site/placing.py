@@ -17,6 +17,8 @@ when a newer dispatcher holds the lease (``epoch``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dmg.shards.status import STATE_QUEUED
 from dmg.site import scripts
 from dmg.site.state import SiteState
@@ -43,3 +45,22 @@ def place_shard(state: SiteState, shard_id: str, node: str, *, attempt: int, epo
     return int(script(keys=[keys.shard(shard_id), keys.placements, keys.pending, queue_key],
                       args=[keys.prefix, shard_id, node, STATE_QUEUED, "" if epoch is None else epoch,
                             attempt, report_entry, message, event_channel, event]))
+
+
+def place_packed(state: SiteState, node: str, shards: Sequence[tuple[str, int, str]], *,
+                 epoch: int | None, queue_key: str, message: str, event_channel: str = "",
+                 event: str = "") -> int:
+    """Place several shards on ``node`` in ONE message (:data:`dmg.site.scripts.PLACE_PACKED`):
+    each of ``shards`` (shard id, attempt expected, report entry) as :func:`place_shard`
+    places one, every shard after the first also in the node's ``carried`` set, then the one
+    message. All or nothing. Returns how many were placed, :data:`SUPERSEDED`, or ``-i``
+    when the ``i``-th shard (1-based) changed since it was read (nothing written). Raises
+    BrokerError."""
+    keys = state.keys
+    script = state.redis.register_script(scripts.PLACE_PACKED)
+    args: list[str | int] = [keys.prefix, node, STATE_QUEUED, "" if epoch is None else epoch, message,
+                             event_channel, event]
+    for shard_id, attempt, entry in shards:
+        args += [shard_id, attempt, entry]
+    hashes = [keys.shard(shard_id) for shard_id, _attempt, _entry in shards]
+    return int(script(keys=[keys.placements, keys.pending, queue_key, *hashes], args=args))

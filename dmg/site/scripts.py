@@ -25,6 +25,7 @@ SETTLE_REPORTS     dispatcher.reports (the sender)   none: ``placements``, fence
 CLAIM_IDENTITY ... SiteState (identity stamp)        none: ``identity``, ``hb:<node>``
 RECORD_PLAN        plans.record_plan (the planner)   creates it: ``attempt`` 0, ``spec``, queued
 PLACE_SHARD        placing.place_shard (placement)   as NEW_ATTEMPT, + report, message, pending
+PLACE_PACKED       placing.place_packed (placement)  PLACE_SHARD for several, one message
 ================== ================================= =======================================
 
 ``attempt`` only grows: every script that changes a shard's node or re-sends it
@@ -41,6 +42,7 @@ end
 local previous = redis.call('HGET', KEYS[1], 'node')
 if previous and previous ~= '' then
   redis.call('SREM', ARGV[1] .. 'queued:' .. previous, ARGV[2])
+  redis.call('SREM', ARGV[1] .. 'carried:' .. previous, ARGV[2])
   redis.call('SREM', ARGV[1] .. 'running:' .. previous, ARGV[2])
 end
 -- A requeued shard's attempt was bumped already and never sent: send that number.
@@ -63,7 +65,8 @@ return attempt
 #       cancel flag (optional), the run's bandwidth limit (optional, with KEYS[6]).
 # ARGV: attempt, shard id, node, running state, my runner, runner seen, seen alive (1/0),
 #       epoch of the message ('' when unknown), staging id, identity token ('' = none:
-#       nothing checked nor stamped), identity JSON.
+#       nothing checked nor stamped), identity JSON, the node's carried set ('' = the
+#       message carries this shard alone).
 # -> {outcome, deliveries, spec, cancelled (1/0, with KEYS[6]), bandwidth limit ('' = none
 #    set, with KEYS[7])}; 'retry' when the runner
 #    changed since the caller looked;
@@ -94,6 +97,9 @@ end
 local deliveries = redis.call('HINCRBY', KEYS[1], 'deliveries', 1)
 redis.call('HSET', KEYS[1], 'state', ARGV[4], 'runner', ARGV[5], 'node', ARGV[3])
 redis.call('SREM', KEYS[2], ARGV[2])
+if ARGV[12] and ARGV[12] ~= '' then
+  redis.call('SREM', ARGV[12], ARGV[2])
+end
 redis.call('SADD', KEYS[3], ARGV[2])
 redis.call('SADD', KEYS[4], ARGV[9])
 local cancelled = 0
@@ -134,6 +140,7 @@ return 1
 REQUEUE = """
 if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[4] then return -1 end
 redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+redis.call('SREM', ARGV[1] .. 'carried:' .. ARGV[3], ARGV[2])
 redis.call('SREM', ARGV[1] .. 'running:' .. ARGV[3], ARGV[2])
 local h = redis.call('HMGET', KEYS[1], 'node', 'state')
 if h[1] ~= ARGV[3] or (h[2] ~= 'queued' and h[2] ~= 'running') then return 0 end
@@ -149,7 +156,7 @@ return attempt
 """
 
 
-# KEYS: shard hash. ARGV: prefix, node, epoch, attempt seen, queued state.
+# KEYS: shard hash. ARGV: prefix, node, epoch, attempt seen, queued state, shard id.
 # -> the new attempt; 0 when the shard moved on (started, finished, elsewhere); -1 superseded.
 REISSUE = """
 if redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[3] then return -1 end
@@ -157,6 +164,8 @@ local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
 if h[1] ~= ARGV[2] or h[2] ~= ARGV[5] or h[3] ~= ARGV[4] then return 0 end
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'deliveries', 0, 'runner', '', 'epoch', ARGV[3])
+-- The new attempt goes in a message of its own: no longer carried by a packed one.
+redis.call('SREM', ARGV[1] .. 'carried:' .. ARGV[2], ARGV[6])
 return attempt
 """
 
@@ -168,6 +177,7 @@ if ARGV[5] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[5] then retur
 local h = redis.call('HMGET', KEYS[1], 'node', 'state', 'attempt')
 if h[1] ~= ARGV[3] or h[2] ~= ARGV[7] or h[3] ~= ARGV[6] then return 0 end
 redis.call('SREM', ARGV[1] .. 'queued:' .. ARGV[3], ARGV[2])
+redis.call('SREM', ARGV[1] .. 'carried:' .. ARGV[3], ARGV[2])
 local attempt = redis.call('HINCRBY', KEYS[1], 'attempt', 1)
 redis.call('HSET', KEYS[1], 'node', ARGV[4], 'epoch', ARGV[5], 'deliveries', 0, 'runner', '')
 redis.call('SADD', ARGV[1] .. 'queued:' .. ARGV[4], ARGV[2])
@@ -334,6 +344,62 @@ if ARGV[9] ~= '' then
   redis.call('PUBLISH', ARGV[9], ARGV[10])
 end
 return attempt
+"""
+
+
+# The placement of several small shards carried by ONE Celery message (dmg.site.placing.
+# place_packed): for each shard what PLACE_SHARD does (attempt, report, pending entry), every
+# shard but the first also in ``carried:<node>``, then the one message and its event. All or
+# nothing: every shard is checked before anything is written.
+# KEYS: placements list, pending list, the node's broker queue, then one shard hash per shard.
+# ARGV: prefix, node, queued state, epoch ('' = unfenced), message, event channel ('' = none),
+#       event, then per shard: shard id, attempt expected, report entry ('' = none).
+# -> the number of shards placed; 0 when the epoch is superseded; -i when shard i (1-based)
+#    changed since the caller read it: nothing is written then.
+PLACE_PACKED = """
+if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. 'epoch') ~= ARGV[4] then
+  return 0
+end
+local count = #KEYS - 3
+local cleanup = {}
+for i = 1, count do
+  local h = redis.call('HMGET', KEYS[3 + i], 'node', 'attempt', 'unsent', 'spec', 'ended_reason', 'ended_at')
+  if not h[4] or (h[1] and h[1] ~= '') then
+    return -i
+  end
+  local current = tonumber(h[2] or '0') or 0
+  local attempt = current + 1
+  if h[3] and h[3] ~= '' and h[3] == h[2] then
+    attempt = current
+  end
+  if attempt ~= tonumber(ARGV[6 + 3 * i]) then
+    return -i
+  end
+  cleanup[i] = h[3] or h[5] or h[6]
+end
+local queued = ARGV[1] .. 'queued:' .. ARGV[2]
+local carried = ARGV[1] .. 'carried:' .. ARGV[2]
+for i = 1, count do
+  local shard_id = ARGV[5 + 3 * i]
+  if cleanup[i] then
+    redis.call('HDEL', KEYS[3 + i], 'unsent', 'ended_reason', 'ended_at')
+  end
+  redis.call('HSET', KEYS[3 + i], 'attempt', ARGV[6 + 3 * i], 'node', ARGV[2], 'state', ARGV[3],
+             'epoch', ARGV[4], 'deliveries', 0, 'runner', '')
+  redis.call('SADD', queued, shard_id)
+  if i > 1 then
+    redis.call('SADD', carried, shard_id)
+  end
+  if ARGV[7 + 3 * i] ~= '' then
+    redis.call('RPUSH', KEYS[1], ARGV[7 + 3 * i])
+  end
+  redis.call('LREM', KEYS[2], 1, shard_id)
+end
+redis.call('LPUSH', KEYS[3], ARGV[5])
+if ARGV[6] ~= '' then
+  redis.call('PUBLISH', ARGV[6], ARGV[7])
+end
+return count
 """
 
 

@@ -116,6 +116,11 @@ class ShardRecords:
         return {m.decode() if isinstance(m, bytes) else m
                 for m in self.redis.smembers(self.keys.running(node))}
 
+    def carried(self, node: str) -> set[str]:
+        """The shards queued on ``node`` behind the first of a packed message (dispatcher.packing)."""
+        return {m.decode() if isinstance(m, bytes) else m
+                for m in self.redis.smembers(self.keys.carried(node))}
+
     def notify_dispatcher(self) -> None:
         """Wake the dispatcher's placement loop: a slot freed up or work arrived."""
         pipe = self.redis.pipeline(transaction=False)

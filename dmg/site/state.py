@@ -61,18 +61,20 @@ class SiteState(ShardRecords):
 
     def begin_run(self, shard_id: str, attempt: int, node: str, *, runner: str,
                   alive: Callable[[str], bool], epoch: int | None = None,
-                  activity_run_id: str = "") -> RunStart:
+                  activity_run_id: str = "", carried: bool = False) -> RunStart:
         """Start a delivery of ``attempt`` (:func:`dmg.site.attempts.begin_run`) after the
         identity check of :meth:`claim_identity`, in the same round trip; raises
         :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError. With
         ``activity_run_id``, whether that run is cancelled comes in the same round trip
         (:attr:`~dmg.site.attempts.RunStart.cancelled`), and that run's bandwidth limit,
-        kept for :meth:`bandwidth_at_start`."""
+        kept for :meth:`bandwidth_at_start`. ``carried``: a packed message's delivery
+        (:func:`dmg.site.attempts.begin_run`)."""
         identity = (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
         begun = begin_run(self, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch,
                           identity=identity,
                           cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "",
-                          bandwidth_key=self.keys.bandwidth(activity_run_id) if activity_run_id else "")
+                          bandwidth_key=self.keys.bandwidth(activity_run_id) if activity_run_id else "",
+                          carried=carried)
         if begun.outcome == FOREIGN:
             self._raise_if_foreign(begun.owner)
         if begun.bandwidth is not None:

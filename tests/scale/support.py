@@ -75,7 +75,10 @@ def dmg_for(site: EmbeddedSite, cwd: Path) -> DmgRunner:
 
 
 def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
-    """The Celery results of ``dmg.copy_shard`` by task id (``<shard>:<attempt>``)."""
+    """The Celery results of ``dmg.copy_shard`` by task id (``<shard>:<attempt>``); a packed
+    message's (``dmg.copy_shards``, dispatcher.packing) gives each shard it carried an entry of
+    its own under the same name, its outcome as ``result`` (a second result for one attempt
+    is kept too, as ``<shard>:<attempt>+again``: every end of an attempt is seen)."""
     client = redis_lib.Redis.from_url(site.broker_url())
     try:
         meta = f"{broker_key_prefix(site.gateway)}celery-task-meta-"
@@ -87,5 +90,11 @@ def task_results(site: EmbeddedSite) -> dict[str, dict[str, Any]]:
     for key, raw in zip(keys, values, strict=True):
         if raw:
             body = json.loads(raw)
-            found[key.decode().removeprefix(meta)] = body
+            if isinstance(body.get("result"), list):  # a packed message: one entry per shard
+                for outcome in body["result"]:
+                    task_id = f"{outcome['shard_id']}:{outcome['attempt']}"
+                    found[task_id + "+again" if task_id in found else task_id] = {**body, "result": outcome}
+            else:
+                task_id = key.decode().removeprefix(meta)
+                found[task_id + "+again" if task_id in found else task_id] = body
     return found

@@ -66,6 +66,7 @@ from settings import Settings
 from settings.redistls import encryption_mode
 from workers.agent.ownfigures import ProcessTree
 from workers.agent.periodic import Periodic
+from workers.names import MAX_CARRIED, PACKED_CAPABILITY
 from workers.run.outbox import OutboxSender, ReportOutbox
 from workers.run.reporter import Reporter
 
@@ -217,6 +218,8 @@ class NodeAgent:
             "node": self.node,
             "gateway": self.gateway,
             "version": __version__,
+            # This node's worker runs packed messages (dmg.copy_shards) of this many shards.
+            PACKED_CAPABILITY: MAX_CARRIED,
             "role": role,
             "epoch": self._epoch() if role == "dispatcher" else 0,
             "running": int(load["running"]) if load else 0,

@@ -165,10 +165,12 @@ def run_attempt(
     epoch: int | None = None,
     max_worker_deaths: int = 0,
     final_result: FinalResult | None = None,
+    carried: bool = False,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node`` through the steps of the module
-    docstring; the body comes from ``body_for``."""
-    begun = begin_delivery(state, shard_id, attempt, node, epoch=epoch)
+    docstring; the body comes from ``body_for``. ``carried``: the message carries other
+    shards too (:func:`workers.run.delivery.begin_delivery`)."""
+    begun = begin_delivery(state, shard_id, attempt, node, epoch=epoch, carried=carried)
     if begun.outcome != STARTED:
         log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun.outcome, shard_id, attempt, node)
         return ShardOutcome(begun.outcome, node, attempt, shard_id)

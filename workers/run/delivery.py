@@ -55,10 +55,11 @@ def activity_run_of(shard_id: str) -> str:
 
 
 def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
-                   epoch: int | None = None) -> RunStart:
+                   epoch: int | None = None, carried: bool = False) -> RunStart:
     """Start ``attempt`` of ``shard_id`` in this process, after the site's identity check, in
     one round trip (:meth:`dmg.site.state.SiteState.begin_run`: outcome, deliveries, the
     stored spec, whether the run of :func:`activity_run_of` is cancelled). Raises
-    ForeignRedis (another gateway's Redis) and BrokerError."""
+    ForeignRedis (another gateway's Redis) and BrokerError. ``carried``: the message carries
+    other shards too (:mod:`dispatcher.packing`)."""
     return state.begin_run(shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch,
-                           activity_run_id=activity_run_of(shard_id))
+                           activity_run_id=activity_run_of(shard_id), carried=carried)

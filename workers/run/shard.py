@@ -47,11 +47,13 @@ def run_shard(
     epoch: int | None = None,
     max_worker_deaths: int = 0,
     final_result: FinalResult | None = None,
+    carried: bool = False,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring.
     ``epoch``: the dispatcher epoch the message carries; ``max_worker_deaths`` 0: no limit;
     ``final_result``: a succeeded attempt's task result stored with its end
-    (:class:`workers.run.attempt.FinalResult`)."""
+    (:class:`workers.run.attempt.FinalResult`); ``carried``: the message carries other shards
+    too (:mod:`dispatcher.packing`)."""
 
     def body_for(spec: ShardSpec, run: Attempt) -> AttemptBody:
         if spec.part is not None:  # one range of a very large object
@@ -60,4 +62,5 @@ def run_shard(
 
     return run_attempt(shard_id, attempt, node=node, state=state, reporter=reporter,
                        connector_factory=connector_factory, body_for=body_for, clock=clock,
-                       epoch=epoch, max_worker_deaths=max_worker_deaths, final_result=final_result)
+                       epoch=epoch, max_worker_deaths=max_worker_deaths, final_result=final_result,
+                       carried=carried)
