@@ -8,6 +8,7 @@ PostgreSQL); reads in :meth:`Database.read`.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -54,10 +55,14 @@ from settings import Settings
 
 __all__ = ["CloudService", "NodeIdentity"]
 
+#: How many times a claim is tried when it meets another taking the gateway's lease, and
+#: the longest pause (s) before the next try: each claimer draws its own pause, so two that
+#: met and backed off alike do not meet again (both refused, each retrying in step, was
+#: seen on PostgreSQL with two claimer threads).
+CLAIM_TRIES = 5
+CLAIM_RETRY_PAUSE = 0.04
 #: PostgreSQL NOTIFY channels between cloud processes (:mod:`dmg.cloud.api.listen`):
 #: a gateway's runs changed (payload: its id), a node token was revoked.
-#: How many times a claim is tried when it meets another taking the gateway's lease.
-CLAIM_TRIES = 3
 RUNS_CHANNEL = "dmg_runs"
 TOKENS_CHANNEL = "dmg_tokens"
 
@@ -338,7 +343,7 @@ class CloudService:
                 # will in a moment; this one is tried again before the caller is told to.
                 if not tries_left:
                     raise
-                time.sleep(0.01)
+                time.sleep(random.uniform(CLAIM_RETRY_PAUSE / 8, CLAIM_RETRY_PAUSE))
         raise AssertionError("unreachable")
 
     def release_dispatcher(self, node: NodeIdentity, *, epoch: int) -> bool:
