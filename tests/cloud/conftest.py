@@ -16,7 +16,9 @@ from typing import Any
 import pytest
 
 from dmg.cloud.client import CloudClient
+from dmg.cloud.schemas import PipelineCreate, StoreCreate
 from dmg.cloud.server import CloudProcess, start_cloud_subprocess
+from dmg.cloud.service import CloudService, NodeIdentity
 from settings import Settings
 from tests.servers.postgres import postgres_server, postgres_url  # noqa: F401
 
@@ -152,6 +154,23 @@ def drop_dispatcher(cloud: Cloud, token: str, *, epoch: int, gateway: str) -> No
     with cloud.user() as user:
         wait_for(lambda: user.gateway(gateway).get("dispatcher") is None, timeout=10,
                  what="the cloud to free the dropped dispatcher's lease")
+
+
+def service_site(svc: CloudService, data: Path,
+                 pipelines: dict[str, int]) -> tuple[NodeIdentity, NodeIdentity]:
+    """In a :class:`CloudService` of this process: gateway gw with nodes d and w, file
+    stores src and dst under ``data``, and a pipeline per name of ``pipelines`` with that
+    many one-file activities -> (d, w) as the service knows them."""
+    keys = svc.create_gateway("gw")
+    d, w = (svc.authenticate_node(svc.register_node(key=keys["key1"], name=name, version="1.0.0")["token"])
+            for name in ("d", "w"))
+    svc.add_store(StoreCreate(name="src", type="file", location=str(data / "in")))
+    svc.add_store(StoreCreate(name="dst", type="file", location=str(data / "out")))
+    for name, count in pipelines.items():
+        svc.create_pipeline(PipelineCreate.model_validate({"name": name, "gateway": "gw", "activities": [
+            {"name": f"a{i}", "source": {"store": "src", "path": f"f{i}"},
+             "sink": {"store": "dst", "path": f"f{i}"}} for i in range(count)]}))
+    return d, w
 
 
 def claimed_run(cloud: Cloud, *, activities: int = 1) -> tuple[Site, str, list[str]]:

@@ -26,7 +26,7 @@ from dmg.cloud.db import Database
 from dmg.cloud.schemas import PipelineCreate, StoreCreate
 from dmg.cloud.service import CloudService, NodeIdentity
 from settings import Settings
-from tests.cloud.conftest import Cloud, make_pipeline, make_site, unique
+from tests.cloud.conftest import Cloud, make_pipeline, make_site, service_site, unique
 
 
 @dataclass
@@ -60,15 +60,7 @@ def local(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Local]:
     db.migrate()
     try:
         svc = CloudService(Settings(data_dir=tmp_path), db)
-        keys = svc.create_gateway("gw")
-        d, w = (svc.authenticate_node(svc.register_node(key=keys["key1"], name=name,
-                                                        version="1.0.0")["token"]) for name in ("d", "w"))
-        svc.add_store(StoreCreate(name="src", type="file", location=str(tmp_path / "in")))
-        svc.add_store(StoreCreate(name="dst", type="file", location=str(tmp_path / "out")))
-        for name, count in (("p", 1), ("p3", 3)):
-            svc.create_pipeline(PipelineCreate.model_validate({"name": name, "gateway": "gw", "activities": [
-                {"name": f"a{i}", "source": {"store": "src", "path": f"f{i}"},
-                 "sink": {"store": "dst", "path": f"f{i}"}} for i in range(count)]}))
+        d, w = service_site(svc, tmp_path, {"p": 1, "p3": 3})
         yield Local(svc, d, w)
     finally:
         db.dispose()

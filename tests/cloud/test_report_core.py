@@ -22,10 +22,10 @@ from sqlalchemy import case, create_engine, event, func, select
 from dmg.cloud.db import Database
 from dmg.cloud.filerows import as_row
 from dmg.cloud.models import ActivityRun, Base, FileRecord, Run, Shard, ShardAttempt
-from dmg.cloud.schemas import FileResults, PipelineCreate, ReportItem, StoreCreate
+from dmg.cloud.schemas import FileResults, ReportItem
 from dmg.cloud.service import CloudService
 from settings import Settings
-from tests.cloud.conftest import Cloud, claimed_run, launch
+from tests.cloud.conftest import Cloud, claimed_run, launch, service_site
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -185,14 +185,7 @@ def test_a_worker_batch_builds_no_orm_object(tmp_path: Path) -> None:
     db.migrate()
     try:
         svc = CloudService(Settings(data_dir=tmp_path), db)
-        keys = svc.create_gateway("gw")
-        d, w = (svc.authenticate_node(svc.register_node(key=keys["key1"], name=name,
-                                                        version="1.0.0")["token"]) for name in ("d", "w"))
-        svc.add_store(StoreCreate(name="src", type="file", location=str(tmp_path / "in")))
-        svc.add_store(StoreCreate(name="dst", type="file", location=str(tmp_path / "out")))
-        svc.create_pipeline(PipelineCreate.model_validate({"name": "p", "gateway": "gw", "activities": [
-            {"name": f"a{i}", "source": {"store": "src", "path": f"f{i}"},
-             "sink": {"store": "dst", "path": f"f{i}"}} for i in range(5)]}))
+        d, w = service_site(svc, tmp_path, {"p": 5})
         run_id = svc.start_run("p")[1]["id"]
         ids = [a["id"] for a in svc.claim(d, epoch=1, limit=5)]
         shard_ids = _shard_ids(ids, 1)
