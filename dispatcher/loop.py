@@ -10,7 +10,9 @@ hands each to a pool of ``planners`` threads (:mod:`dispatcher.planner`): severa
 plans are in flight at once (listing the source; the plan goes to the cloud in the
 lease holder's report batches, :mod:`dispatcher.reports`), and
 the claimer claims again while they run, with at most twice ``claim_limit`` claimed
-runs not yet planned. Every plan carries the epoch it was claimed with; a plan whose
+runs not yet planned. On an idle site (nothing in flight, the cloud had no more) it first
+lets the batch be planned and placed, for at most ``idle_follow`` s: its next request would
+take the process's CPU from them. Every plan carries the epoch it was claimed with; a plan whose
 lease was lost meanwhile is dropped (the next dispatcher takes the run back). When a
 renewal fails, or the local lease deadline passes, placement stops at once and the
 candidate competes again.
@@ -93,6 +95,10 @@ log = logging.getLogger(__name__)
 DISPATCHER = "dispatcher"
 WORKER = "worker"
 
+#: Seconds the claimer waits, at most, for a batch claimed on an idle site to be planned and
+#: placed before it claims again (:meth:`DispatcherService._follow_idle_batch`).
+IDLE_FOLLOW = 0.05
+
 
 def make_sender(settings: Settings, *, client_name: str = "") -> Celery:
     """A Celery app used only to send tasks by name (no task code imported).
@@ -126,6 +132,7 @@ class DispatcherService:
         presence_interval: float = 0.5,
         claim_limit: int = 16,
         planners: int = 4,
+        idle_follow: float = IDLE_FOLLOW,
     ) -> None:
         self.settings = settings
         self.node = node
@@ -138,6 +145,7 @@ class DispatcherService:
         self.recovery_interval = recovery_interval
         self.presence_interval = presence_interval
         self.claim_limit = claim_limit
+        self.idle_follow = idle_follow
         self.lease = Lease(state.redis, key=state.keys.lease, epoch_key=state.keys.epoch,
                            holder=node, ttl=settings.lease_ttl, identity_key=state.keys.identity,
                            identity_token=state.identity.token if state.identity else "")
@@ -172,6 +180,8 @@ class DispatcherService:
                                             thread_name_prefix=f"dmg-planner-{node}")
         self._planning = 0  # claimed activity runs handed to the planners and not planned yet
         self._planned = threading.Condition()
+        self._rounds = 0  # placement rounds ended (the claimer follows an idle batch's round)
+        self._round_ended = threading.Condition()
 
     @classmethod
     def from_settings(cls, settings: Settings, registration: NodeRegistration,
@@ -352,6 +362,10 @@ class DispatcherService:
             except BrokerError as exc:
                 self.broker.failed()
                 log.warning("placement round failed (broker) error=%s", exc)
+            finally:
+                with self._round_ended:
+                    self._rounds += 1
+                    self._round_ended.notify_all()
             # Sleep until a slot frees or work arrives (or the interval passes).
             pause = min(self.placement_interval, max(next_renew - time.monotonic(), 0))
             try:
@@ -409,11 +423,32 @@ class DispatcherService:
                 backoff = min(backoff * 2, 5.0)  # a cloud back from an outage is used within 5 s
                 continue
             backoff = 1.0
+            with self._planned:
+                idle = self._planning == 0 and len(runs) < room  # the cloud had no more
             for run in runs:
                 if not self._holding(epoch):
                     log.warning("claimed activity run %s dropped: lease lost", run.get("id"))
                     break
                 self._submit(run, epoch)
+            if runs and idle:
+                self._follow_idle_batch()
+
+    def _follow_idle_batch(self) -> None:
+        """Wait, at most :attr:`idle_follow` s, until the batch just handed to idle planners
+        is planned and a placement round has ended after that (its shards are placed, when a
+        node has room): on an idle site the claimer's next long-poll request would otherwise
+        take the process's CPU (the GIL) from the planner and then the placement thread, on
+        the submit -> start path. A slow listing or a full site costs the next claim
+        :attr:`idle_follow` s at most; nothing is skipped, only delayed."""
+        deadline = time.monotonic() + self.idle_follow
+        with self._planned:
+            if not self._planned.wait_for(lambda: self._planning == 0 or self._stop.is_set(),
+                                          timeout=self.idle_follow):
+                return
+        with self._round_ended:
+            ended = self._rounds
+            self._round_ended.wait_for(lambda: self._rounds > ended or not self.fresh or self._stop.is_set(),
+                                       timeout=max(deadline - time.monotonic(), 0.0))
 
     def _submit(self, run: dict[str, Any], epoch: int) -> None:
         """Hand ``run`` to the planners (it is planned while the claimer claims on)."""

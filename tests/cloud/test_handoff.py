@@ -21,7 +21,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from dmg.cloud.api.handoff import ClaimHandoff
+from dmg.cloud.api.handoff import ClaimHandoff, answers_first
 from dmg.cloud.db import Database
 from dmg.cloud.schemas import PipelineCreate, StoreCreate
 from dmg.cloud.service import CloudService, NodeIdentity
@@ -227,6 +227,52 @@ def test_the_registry_hands_answers_to_waiting_long_polls() -> None:
     assert untaken is None
     assert handed == {"activity_runs": ["a"], "cancelled": []}
     assert nothing is None and not woken  # handed nothing: not woken for it
+
+
+def test_a_runs_creation_answers_after_the_long_poll_it_handed_runs() -> None:
+    node = NodeIdentity(node_id=1, node="d", gateway_id=7, gateway="gw")
+
+    async def scenario() -> tuple[list[str], float]:
+        handoff = ClaimHandoff()
+        order: list[str] = []
+        woken = asyncio.Event()
+
+        async def long_poll(waiting: Any) -> None:
+            await woken.wait()
+            handed = await waiting.answer()
+            for _ in range(5):  # its wake-up and client check take several loop turns
+                await asyncio.sleep(0)
+            order.append(f"long-poll answers {handed['activity_runs']}")
+            waiting.responding()
+
+        # Given a waiting long-poll taken by a run's creation and handed its runs
+        with handoff.waiting(node, epoch=1, limit=16, wake=woken.set) as waiting:
+            [taken] = handoff.take(7)
+            poll = asyncio.ensure_future(long_poll(waiting))
+            taken.hand({"activity_runs": ["a"], "cancelled": []})
+            await asyncio.sleep(0)  # the handing runs on the loop
+            # When the creation is about to answer
+            await answers_first([taken])
+            order.append("creation answers")
+        await poll
+        # and a long-poll handed nothing, or one that never responds, holds nothing up long
+        with handoff.waiting(node, epoch=1, limit=16, wake=lambda: None):
+            [nothing] = handoff.take(7)
+            nothing.hand(None)
+            await asyncio.sleep(0)
+            began = time.monotonic()
+            await answers_first([nothing], timeout=5)
+        with handoff.waiting(node, epoch=1, limit=16, wake=lambda: None):
+            [silent] = handoff.take(7)
+            silent.hand({"activity_runs": ["b"], "cancelled": []})
+            await asyncio.sleep(0)
+            await answers_first([silent], timeout=0.05)
+        return order, time.monotonic() - began
+
+    order, took = asyncio.run(scenario())
+    # Then the long-poll's answer went first
+    assert order == ["long-poll answers ['a']", "creation answers"]
+    assert took < 1
 
 
 def test_a_waiting_long_poll_is_handed_its_run(cloud: Cloud, user: Any) -> None:

@@ -110,3 +110,68 @@ def test_a_plan_is_dropped_when_the_lease_is_lost_before_it_starts(tmp_path: Pat
         assert len(planned) <= 2, planned
     finally:
         service.stop()
+
+
+class ClaimLog(MemoryCloud):
+    """Notes, as each claim begins, whether the runs claimed so far have their shards
+    placed (``placed_then``), and when each claim began and answered."""
+
+    def __init__(self, state: SiteState) -> None:
+        super().__init__()
+        self.state = state
+        self.handed: list[str] = []  # activity runs claimed so far
+        self.placed_then: list[bool] = []  # one per claim after the first that handed runs
+        self.began: list[float] = []
+        self.answered: list[float] = []
+
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+        self.began.append(time.monotonic())
+        if self.handed:
+            shards = [self.state.shard(f"{run_id}-00000") for run_id in self.handed]
+            self.placed_then.append(all(s is not None and bool(s.get("node")) for s in shards))
+        claimed = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit)
+        self.handed += [str(run["id"]) for run in claimed]
+        self.answered.append(time.monotonic())
+        return claimed
+
+
+def test_on_an_idle_site_the_claimer_claims_again_once_its_run_is_placed(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery) -> None:
+    # Given an idle site: a node with free slots, nothing queued
+    beat(state, "a", 4)
+    cloud = ClaimLog(state)
+    service = DispatcherService(settings, "a", state=state, cloud=cloud, sender=sender,
+                                placement_interval=0.05, idle_follow=5.0)
+    service.start()
+    try:
+        wait_for(lambda: cloud.began, what="the first long-poll")
+        # When one activity run arrives
+        cloud.queue(activity_run(tmp_path, run_id="ar1", files=1))
+        wait_for(lambda: cloud.placed_then, what="the claim after the run's")
+        # Then the claimer's next request waited for the run's shard to be placed (its
+        # request would have competed with the planner and the placement for the process)
+        assert cloud.placed_then[0], "claimed again before the idle run's shard was placed"
+    finally:
+        service.stop()
+
+
+def test_a_slow_plan_on_an_idle_site_holds_the_next_claim_back_briefly(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery) -> None:
+    # Given an idle site whose source takes 0.4 s to list
+    beat(state, "a", 4)
+    cloud = ClaimLog(state)
+    listings = SlowListings()
+    service = DispatcherService(settings, "a", state=state, cloud=cloud, sender=sender,
+                                placement_interval=0.05, connector_factory=listings, idle_follow=0.05)
+    service.start()
+    try:
+        wait_for(lambda: cloud.began, what="the first long-poll")
+        # When one activity run arrives and its plan is slow
+        cloud.queue(activity_run(tmp_path, run_id="ar1", files=1))
+        wait_for(lambda: cloud.placed_then, what="the claim after the run's")
+        # Then the claimer claimed again while the plan was still listing (its wait is short),
+        # and the run is placed all the same
+        assert not cloud.placed_then[0], "the claimer waited for the whole slow plan"
+        wait_for(lambda: cloud.placed(), what="the run's shard placed")
+    finally:
+        service.stop()

@@ -13,6 +13,12 @@ Everything else takes the usual path: a long-poll of another cloud process (Post
 NOTIFY), one not waiting at that moment (its claim runs, its answer is on its way), a
 refused claim (another node's lease, a removed node).
 
+The creation's own response waits (at most :data:`ANSWER_FIRST` s) until the long-poll it
+handed runs has sent its answer (:func:`answers_first`): both are written by the one event
+loop, and the creation's response (the run's JSON, the middleware) would otherwise go first
+while the long-poll resumes (its wake-up and its client check take several loop turns), on
+the submit -> start path.
+
 A taken long-poll whose client is gone when its answer comes frees its cloud lease, as a
 disconnected long-poll does after any wake-up: the next claim takes a newer cloud epoch,
 which takes back the activity runs claimed for it and never planned
@@ -33,6 +39,9 @@ from typing import Any
 
 from dmg.cloud.service import NodeIdentity
 
+#: Seconds a run's creation waits, at most, for the long-poll it handed runs to answer first.
+ANSWER_FIRST = 0.05
+
 
 class WaitingClaim:
     """One waiting claim long-poll: who claims (``node``, site ``epoch``, ``limit``) and
@@ -46,6 +55,7 @@ class WaitingClaim:
         self._wake = wake
         self._loop = asyncio.get_running_loop()
         self._answer: asyncio.Future[dict[str, Any] | None] = self._loop.create_future()
+        self._responding = asyncio.Event()
 
     def hand(self, answer: dict[str, Any] | None) -> None:
         """Give the taken long-poll its answer (None: nothing was claimed for it), once its
@@ -58,6 +68,19 @@ class WaitingClaim:
             self._answer.set_result(answer)
         if answer is not None:
             self._wake()  # it waits on the gateway's notices
+
+    def responding(self) -> None:
+        """The long-poll is sending its answer, or is done with what it was handed (on the
+        event loop): a creation waiting in :meth:`answered` goes on."""
+        self._responding.set()
+
+    async def answered(self, timeout: float) -> None:
+        """Return once the long-poll, handed runs, has called :meth:`responding`, or after
+        ``timeout`` s; at once when it was handed nothing."""
+        if not self._answer.done() or self._answer.result() is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._responding.wait(), timeout)
 
     async def answer(self) -> dict[str, Any] | None:
         """What a run's creation handed it, once it has stopped waiting: None when it was
@@ -98,3 +121,11 @@ class ClaimHandoff:
             for waiting in taken:
                 waiting.taken = True
         return taken
+
+
+async def answers_first(taken: list[WaitingClaim], *, timeout: float = ANSWER_FIRST) -> None:
+    """Let the long-polls among ``taken`` that were handed runs answer before the caller
+    (a run's creation) sends its own response; at most ``timeout`` s in all."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for waiting in taken:
+        await waiting.answered(max(deadline - asyncio.get_running_loop().time(), 0.0))

@@ -76,14 +76,17 @@ async def claim(body: Claim, node: Node, svc: Service, request: Request) -> JSON
             notified = await notifier.wait(node.gateway_id, min(RECHECK, max(deadline - time.monotonic(), 0)))
         handed = await waiting.answer()
         woken = True
-        if await request.is_disconnected():
-            # The dispatcher's process is gone (or stopping): free its cloud lease now, so
-            # the next dispatcher need not wait for it to expire (and a newer epoch takes
-            # back at once what was claimed for it and never planned: ``handed`` too).
-            await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
-            return JSONResponse({"activity_runs": []})
-        if handed is not None:
-            return JSONResponse(handed)
+        try:
+            if await request.is_disconnected():
+                # The dispatcher's process is gone (or stopping): free its cloud lease now, so
+                # the next dispatcher need not wait for it to expire (and a newer epoch takes
+                # back at once what was claimed for it and never planned: ``handed`` too).
+                await run_in_threadpool(svc.release_dispatcher, node, epoch=body.epoch)
+                return JSONResponse({"activity_runs": []})
+            if handed is not None:
+                return JSONResponse(handed)
+        finally:
+            waiting.responding()  # the run's creation that handed it runs may answer now
 
 
 def _claim_once(svc: CloudService, node: NodeIdentity, body: Claim, *, began: float | None,

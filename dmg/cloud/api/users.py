@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from dmg.cloud.api.auth import Service, require_user
+from dmg.cloud.api.handoff import WaitingClaim, answers_first
 from dmg.cloud.schemas import (
     EncryptionChange,
     GatewayCreate,
@@ -114,10 +115,17 @@ def list_pipelines(svc: Service) -> list[dict[str, Any]]:
 @router.post("/pipelines/{name}/runs", status_code=201, tags=["runs"])
 async def run_pipeline(name: str, request: Request, svc: Service) -> dict[str, Any]:
     """Queue a run; its activity runs wait for the gateway's dispatcher."""
-    gateway_id, run, handed = await run_in_threadpool(svc.start_run, name,
-                                                      claim_for=request.app.state.handoff.take)
+    taken: list[WaitingClaim] = []
+
+    def claim_for(gateway_id: int) -> list[WaitingClaim]:
+        taken.extend(request.app.state.handoff.take(gateway_id))
+        return list(taken)
+
+    gateway_id, run, handed = await run_in_threadpool(svc.start_run, name, claim_for=claim_for)
     if not handed:  # a long-poll handed its activity runs was woken by the handing
         request.app.state.notifier.notify(gateway_id)
+    else:  # its answer goes out before this response (:mod:`..handoff`)
+        await answers_first(taken)
     return run
 
 

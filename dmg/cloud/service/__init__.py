@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -159,7 +159,7 @@ class CloudService:
             return pipelines.list_pipelines(session)
 
     def start_run(self, pipeline: str, *,
-                  claim_for: Callable[[int], list[dispatch.WaitingClaim]] | None = None,
+                  claim_for: Callable[[int], Sequence[dispatch.WaitingClaim]] | None = None,
                   ) -> tuple[int, dict[str, Any], bool]:
         """-> (gateway id to wake its dispatcher, the run, whether a waiting long-poll was
         handed its activity runs: then it needs no wake-up).
@@ -169,7 +169,7 @@ class CloudService:
         new run in this transaction, with every rule of :func:`.dispatch.claim`; after the
         transaction each taken one is handed its answer (None: nothing claimed for it, or
         the transaction rolled back), exactly once."""
-        taken: list[dispatch.WaitingClaim] = []
+        taken: Sequence[dispatch.WaitingClaim] = ()
         answer: tuple[dispatch.WaitingClaim, dict[str, Any]] | None = None
         committed = False
         try:
@@ -185,7 +185,7 @@ class CloudService:
             for waiting in taken:
                 waiting.hand(answer[1] if committed and answer is not None and answer[0] is waiting else None)
 
-    def _claim_at_creation(self, session: Session, waiting: list[dispatch.WaitingClaim],
+    def _claim_at_creation(self, session: Session, waiting: Sequence[dispatch.WaitingClaim],
                            ) -> tuple[dispatch.WaitingClaim, dict[str, Any]] | None:
         """Claim for the first of ``waiting`` that claims something, in the run's own
         transaction; -> it and its long-poll's answer (what :meth:`claim_with_cancels`

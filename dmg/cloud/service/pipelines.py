@@ -8,9 +8,9 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, joinedload, selectinload
+from sqlalchemy.orm import Session, selectinload
 
-from dmg.cloud.models import QUEUED, ActivityRun, Node, Pipeline, Run, Shard
+from dmg.cloud.models import QUEUED, ActivityRun, Gateway, Node, Pipeline, Run, Shard
 from dmg.cloud.schemas import PipelineCreate
 from dmg.cloud.service import counters, localpaths
 from dmg.cloud.service.gateways import get_gateway
@@ -63,10 +63,16 @@ def list_pipelines(session: Session) -> list[dict[str, Any]]:
 
 def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int, dict[str, Any]]:
     """Queue a run of a pipeline; -> (gateway id, the run as :func:`run_json` shows it)."""
-    pipeline = session.scalar(_PIPELINE_WITH_GATEWAY, {"name": pipeline_name})
-    if pipeline is None:
+    # One Core row (the pipeline's columns, its gateway's name, the gateway's node count), not a
+    # Pipeline and a Gateway object and a second statement for the count: the run's creation
+    # is on the submit -> start path (a waiting dispatcher's claim follows in this transaction).
+    row = session.connection().execute(_PIPELINE_ROW, {"name": pipeline_name}).first()
+    if row is None:
         raise NotFound(f"pipeline {pipeline_name!r} does not exist",
                        hint="list pipelines with `dmg pipeline list`")
+    gateway = SimpleNamespace(name=row.gateway_name)
+    pipeline = SimpleNamespace(id=row.id, name=row.name, gateway_id=row.gateway_id, activities=row.activities,
+                               gateway=gateway)
     problem = stored_definition_problem(pipeline.activities)
     if problem:
         raise BadInput(f"pipeline {pipeline_name!r} cannot run: {problem}",
@@ -92,7 +98,7 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
                                    for a in activity_runs])
     # The node count, not the Node objects; the stores only where a warning can follow
     # (several nodes): the run is claimable only once this transaction commits.
-    nodes = session.scalar(_NODE_COUNT, {"gateway_id": pipeline.gateway_id}) or 0
+    nodes = row.nodes or 0
     stores = {}
     if nodes > 1:
         stores = stores_by_name(session, {str(a[side]["store"]) for a in pipeline.activities
@@ -104,11 +110,13 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
 
 #: Built once (a run's creation is on the submit -> start path); the gateway in the same
 #: statement, not a lazy load after it.
-_PIPELINE_WITH_GATEWAY = (select(Pipeline).where(Pipeline.name == bindparam("name"))
-                          .options(joinedload(Pipeline.gateway)))
+_PIPELINE_ROW = (select(Pipeline.id, Pipeline.name, Pipeline.gateway_id, Pipeline.activities,
+                        Gateway.name.label("gateway_name"),
+                        select(func.count()).select_from(Node).where(Node.gateway_id == Pipeline.gateway_id)
+                        .scalar_subquery().label("nodes"))
+                 .join(Gateway, Gateway.id == Pipeline.gateway_id).where(Pipeline.name == bindparam("name")))
 _INSERT_RUN = insert(cast(Table, Run.__table__))
 _INSERT_ACTIVITY_RUNS = insert(cast(Table, ActivityRun.__table__))
-_NODE_COUNT = select(func.count()).select_from(Node).where(Node.gateway_id == bindparam("gateway_id"))
 
 
 def _runs_query() -> Any:
