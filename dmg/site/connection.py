@@ -54,6 +54,7 @@ in sync.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,7 +66,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from dmg.errors import BadInput, BrokerCertificateRefused, BrokerError, Fatal
-from dmg.site.boundary import SiteRedis, certificate_problem
+from dmg.site.boundary import SiteRedis, broker_errors, certificate_problem
 from settings import Settings, SettingsError
 from settings.redistls import BrokerTLS, broker_password, broker_tls
 from settings.redisurl import BrokerAddress, parse_redis_url
@@ -98,6 +99,42 @@ class SentinelPrimary(SiteRedis):
         manager, self.sentinel_manager = self.sentinel_manager, None
         if manager is not None:
             manager.close()
+
+
+#: Taken while a client keeps its first connection (:class:`KeepsOneConnection`).
+_KEEPING = threading.Lock()
+
+
+class KeepsOneConnection(SiteRedis):
+    """A client that keeps the connection its first command took and sends every later
+    command on it (redis-py's single-connection mode, entered lazily: building the client
+    still talks to nobody). For a process that runs one shard at a time (a pool process):
+    each command saves the pool's checkout and release, which poll the socket (about a
+    tenth of a pool process's CPU on small shards). Commands of several threads take turns
+    on the one connection (redis-py's lock), so no thread may block on it (``BLPOP``); a
+    lost connection is made again on the next command or its retry, as a pooled one is.
+    Pipelines still take their connections from the pool."""
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self.connection is None:
+            self._keep_a_connection()
+        return super().execute_command(*args, **options)
+
+    def _keep_a_connection(self) -> None:
+        with _KEEPING, broker_errors():
+            if self.connection is None:
+                connection = self.connection_pool.get_connection()
+                # Both set before any command uses them: every command passes the check above.
+                self._single_connection_client = True
+                self.connection = connection
+
+
+class KeptSiteRedis(KeepsOneConnection):
+    """:class:`KeepsOneConnection` of a plain Redis URL."""
+
+
+class KeptSentinelPrimary(KeepsOneConnection, SentinelPrimary):
+    """:class:`KeepsOneConnection` of a Sentinel group's primary."""
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
@@ -167,8 +204,11 @@ def retry_policy(retry_for: float) -> Retry:
 
 
 def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
-                 health_check_interval: int = 0, client_name: str = "") -> redis.Redis:
+                 health_check_interval: int = 0, client_name: str = "",
+                 keep_connection: bool = False) -> redis.Redis:
     """A client of the site broker (see the module docstring); connects lazily.
+    ``keep_connection``: every command on the connection the first one took
+    (:class:`KeepsOneConnection`: only for a client no thread blocks on).
 
     ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
     pass :func:`dmg.site.presence.client_name` so the dispatcher sees them alive.
@@ -197,7 +237,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         url = address.url
         if tls is not None and url.lower().startswith("redis://"):
             url = "rediss://" + url[len("redis://"):]
-        return SiteRedis.from_url(url, **options)
+        return (KeptSiteRedis if keep_connection else SiteRedis).from_url(url, **options)
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if tls is not None:
         options["ssl"] = True
@@ -207,7 +247,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         list(address.sentinels), sentinel_kwargs=sentinel_kwargs,
         db=address.db, username=address.username, password=address.password or password, **options)
     client = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
-        settings.redis_master_name, redis_class=SentinelPrimary)
+        settings.redis_master_name, redis_class=KeptSentinelPrimary if keep_connection else SentinelPrimary)
     assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client
