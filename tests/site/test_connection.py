@@ -147,6 +147,32 @@ def test_a_kept_connection_client_connects_at_its_first_command_and_keeps_that_c
         nowhere.close()
 
 
+def test_threads_sharing_a_kept_connection_each_get_their_own_answers(redis_url: str) -> None:
+    """Given a kept-connection client shared by 8 threads (a pool process's shard and its
+    helpers: parallel parts, the held-report releaser), when each sets and reads its own keys,
+    then every answer is its own (the commands take turns on the one connection)."""
+    client = redis_client(Settings(redis_url=redis_url), timeout=5.0, keep_connection=True)
+    wrong: list[tuple[int, int, object]] = []
+
+    def work(n: int) -> None:
+        for i in range(300):
+            client.set(f"t{n}:{i}", f"{n}-{i}")
+            got = client.get(f"t{n}:{i}")
+            if got != f"{n}-{i}".encode():
+                wrong.append((n, i, got))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert wrong == [] and client.connection is not None
+        assert client.dbsize() == 8 * 300
+    finally:
+        client.close()
+
+
 def test_a_site_client_names_its_driver_without_looking_up_its_version(redis_url: str) -> None:
     """Given a site client, when it connects, then its connection carries redis-py's name and
     version as given (redis-py 8.1.0 would search importlib.metadata in every connection's
