@@ -101,32 +101,52 @@ class SentinelPrimary(SiteRedis):
             manager.close()
 
 
-#: Taken while a client keeps its first connection (:class:`KeepsOneConnection`).
-_KEEPING = threading.Lock()
-
-
 class KeepsOneConnection(SiteRedis):
-    """A client that keeps the connection its first command took and sends every later
-    command on it (redis-py's single-connection mode, entered lazily: building the client
-    still talks to nobody). For a process that runs one shard at a time (a pool process):
-    each command saves the pool's checkout and release, which poll the socket (about a
-    tenth of a pool process's CPU on small shards). Commands of several threads take turns
-    on the one connection (redis-py's lock), so no thread may block on it (``BLPOP``); a
-    lost connection is made again on the next command or its retry, as a pooled one is.
-    Pipelines still take their connections from the pool."""
+    """A client whose commands from the thread that built it all go on one kept connection,
+    made at that thread's first command (building the client still talks to nobody); the
+    commands of any other thread take pooled connections, as a plain client's do. For a pool
+    process, whose main thread runs one shard at a time: each of its commands saves the
+    pool's checkout and release, which poll the socket (about a tenth of a pool process's CPU
+    on small shards), while the threads of a large upload never wait for the main thread's
+    connection. Built on redis-py's single-connection mode, seen by the building thread only;
+    that thread must not block on Redis (``BLPOP``). A lost connection is made again on the
+    next command or its retry, as a pooled one is. Pipelines take pooled connections."""
+
+    _kept: Any = None
+    _keeper: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keeper = threading.get_ident()
+
+    @property
+    def connection(self) -> Any:
+        """redis-py's single connection: the kept one, for the building thread only."""
+        return self._kept if threading.get_ident() == self._keeper else None
+
+    @connection.setter
+    def connection(self, value: Any) -> None:  # redis-py sets it (None) in __init__ and close()
+        self._kept = value
+
+    @property
+    def _single_connection_client(self) -> bool:
+        return self._kept is not None and threading.get_ident() == self._keeper
+
+    @_single_connection_client.setter
+    def _single_connection_client(self, value: bool) -> None:  # derived: redis-py's value ignored
+        pass
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        if self.connection is None:
-            self._keep_a_connection()
+        if self._kept is None and threading.get_ident() == self._keeper:
+            with broker_errors():
+                self._kept = self.connection_pool.get_connection()
         return super().execute_command(*args, **options)
 
-    def _keep_a_connection(self) -> None:
-        with _KEEPING, broker_errors():
-            if self.connection is None:
-                connection = self.connection_pool.get_connection()
-                # Both set before any command uses them: every command passes the check above.
-                self._single_connection_client = True
-                self.connection = connection
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            self.connection_pool.release(kept)
+        super().close()
 
 
 class KeptSiteRedis(KeepsOneConnection):

@@ -147,14 +147,18 @@ def test_a_kept_connection_client_connects_at_its_first_command_and_keeps_that_c
         nowhere.close()
 
 
-def test_threads_sharing_a_kept_connection_each_get_their_own_answers(redis_url: str) -> None:
-    """Given a kept-connection client shared by 8 threads (a pool process's shard and its
-    helpers: parallel parts, the held-report releaser), when each sets and reads its own keys,
-    then every answer is its own (the commands take turns on the one connection)."""
+def test_only_the_building_thread_uses_the_kept_connection(redis_url: str) -> None:
+    """Given a kept-connection client built on this thread, when 8 other threads (a large
+    upload's parts, the held-report releaser) run commands beside this one's, then they take
+    pooled connections, never the kept one (no thread waits for another's round trip), and
+    every thread gets its own answers."""
     client = redis_client(Settings(redis_url=redis_url), timeout=5.0, keep_connection=True)
+    kept_id = client.client_id()
     wrong: list[tuple[int, int, object]] = []
+    seen_ids: set[int] = set()
 
     def work(n: int) -> None:
+        seen_ids.add(client.client_id())
         for i in range(300):
             client.set(f"t{n}:{i}", f"{n}-{i}")
             got = client.get(f"t{n}:{i}")
@@ -165,9 +169,11 @@ def test_threads_sharing_a_kept_connection_each_get_their_own_answers(redis_url:
     try:
         for thread in threads:
             thread.start()
+        for _ in range(300):
+            assert client.client_id() == kept_id
         for thread in threads:
             thread.join(30)
-        assert wrong == [] and client.connection is not None
+        assert wrong == [] and kept_id not in seen_ids
         assert client.dbsize() == 8 * 300
     finally:
         client.close()
