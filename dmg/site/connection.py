@@ -153,10 +153,6 @@ class KeptSiteRedis(KeepsOneConnection):
     """:class:`KeepsOneConnection` of a plain Redis URL."""
 
 
-class KeptSentinelPrimary(KeepsOneConnection, SentinelPrimary):
-    """:class:`KeepsOneConnection` of a Sentinel group's primary."""
-
-
 def broker_address(settings: Settings) -> BrokerAddress:
     """``settings.redis_url`` parsed; BadInput with a hint when it cannot be used."""
     try:
@@ -227,8 +223,10 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
                  health_check_interval: int = 0, client_name: str = "",
                  keep_connection: bool = False) -> redis.Redis:
     """A client of the site broker (see the module docstring); connects lazily.
-    ``keep_connection``: every command on the connection the first one took
-    (:class:`KeepsOneConnection`: only for a client no thread blocks on).
+    ``keep_connection``: the building thread's commands all on the connection its first one
+    took (:class:`KeepsOneConnection`: only for a thread that never blocks on Redis); for a
+    plain URL only: a kept connection to a Sentinel group's primary did not follow a
+    failover in ``tests/ha/test_sentinel.py``, so a Sentinel client stays pooled.
 
     ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
     pass :func:`dmg.site.presence.client_name` so the dispatcher sees them alive.
@@ -267,7 +265,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         list(address.sentinels), sentinel_kwargs=sentinel_kwargs,
         db=address.db, username=address.username, password=address.password or password, **options)
     client = manager.master_for(  # type: ignore[no-untyped-call, unused-ignore]
-        settings.redis_master_name, redis_class=KeptSentinelPrimary if keep_connection else SentinelPrimary)
+        settings.redis_master_name, redis_class=SentinelPrimary)
     assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client
