@@ -38,18 +38,21 @@ REDIS_FAST_TIMEOUT = 1.0
 
 
 def redis_client(settings: Settings, *, fail_fast: bool = False,
-                 registration: local_registration.NodeRegistration | None = None) -> redis.Redis:
+                 registration: local_registration.NodeRegistration | None = None,
+                 keep_connection: bool = False) -> redis.Redis:
     """A client of the site broker (:func:`dmg.site.connection.redis_client`). ``fail_fast``:
     short timeouts and no retries, for periodic publishers that must never stall;
     otherwise a call rides out a broker restart or Sentinel failover of up to
     :data:`~dmg.site.connection.RIDE_OUT` s instead of failing the shard in hand. With the
     node's ``registration`` its connections carry the node's name
-    (:func:`dmg.site.presence.client_name`): the dispatcher sees the node alive."""
+    (:func:`dmg.site.presence.client_name`): the dispatcher sees the node alive.
+    ``keep_connection`` (not with ``fail_fast``): one kept connection for every command
+    (:class:`dmg.site.connection.KeepsOneConnection`)."""
     name = client_name(registration.gateway, registration.node) if registration is not None else ""
     if fail_fast:
         return broker_client(settings, timeout=REDIS_FAST_TIMEOUT, client_name=name)
     return broker_client(settings, timeout=REDIS_SOCKET_TIMEOUT, retry_for=RIDE_OUT,
-                         health_check_interval=30, client_name=name)
+                         health_check_interval=30, client_name=name, keep_connection=keep_connection)
 
 
 @dataclass
@@ -70,7 +73,10 @@ class NodeContext:
         registration = local_registration.load(settings.data_dir, settings.node_name)
         # The worker's store and cloud clients use the gateway's proxy the agent applied.
         dmg_proxy.use(proxy_path(local_registration.node_dir(settings.data_dir, registration.node)))
-        state = SiteState(redis_client(settings, registration=registration), registration.gateway,
+        # A pool process runs one shard at a time and never blocks on Redis: one kept
+        # connection, no pool checkout per command.
+        state = SiteState(redis_client(settings, registration=registration, keep_connection=True),
+                          registration.gateway,
                           identity=SiteIdentity.of(registration), where=display_url(settings.redis_url))
         client = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
         # Queued for the node agent's sender (batches, off the worker's path); a shard that

@@ -23,6 +23,7 @@ from workers.app import app
 from workers.context import node_context
 from workers.names import COPY_SHARD, COPY_SHARDS
 from workers.resultstore import ResultWithTheEnd
+from workers.run.delivery import NextStart, next_start
 from workers.run.shard import ShardFailed, run_shard
 
 log = logging.getLogger(__name__)
@@ -72,17 +73,28 @@ def copy_shards(self: Any, shards: list[list[Any]], epoch: int | None = None) ->
     running starts again (one more delivery), the rest run. Returns each shard's outcome
     (:meth:`dmg.shards.ShardOutcome.to_json`); nothing raises for a failed shard (each
     reported its failure).
+
+    Each shard's end starts the next one in the same round trip
+    (:func:`workers.run.delivery.next_start`): the next one's start is still its own, checked
+    and fenced on its own, taken after the end of the one before it.
     """
     settings = self.app.dmg_settings
     context = node_context(settings)
     results: list[dict[str, Any]] = []
-    for shard_id, attempt in shards:
+    at_epoch = None if epoch is None else int(epoch)
+    started: NextStart | None = None
+    for index, (shard_id, attempt) in enumerate(shards):
+        then_start = None
+        if index + 1 < len(shards):
+            following = shards[index + 1]
+            then_start = next_start(context.state, str(following[0]), int(following[1]), context.node,
+                                    epoch=at_epoch)
         try:
             outcome = run_shard(str(shard_id), int(attempt), node=context.node, state=context.state,
                                 reporter=context.reporter,
                                 connector_factory=partial(open_store, settings=settings),
-                                epoch=None if epoch is None else int(epoch),
-                                max_worker_deaths=settings.shard_max_worker_deaths, carried=True)
+                                epoch=at_epoch, max_worker_deaths=settings.shard_max_worker_deaths,
+                                carried=True, started=started, then_start=then_start)
         except ForeignRedis as exc:
             log.error("not running shards=%s: %s", ",".join(str(s[0]) for s in shards), exc)
             time.sleep(FOREIGN_PAUSE)
@@ -93,5 +105,7 @@ def copy_shards(self: Any, shards: list[list[Any]], epoch: int | None = None) ->
                                    error="internal error in the worker")
             results.append(crashed.to_json())
             continue
+        finally:
+            started = then_start
         results.append(outcome.to_json())
     return results

@@ -13,7 +13,9 @@ Each operation is one Redis script, so it is atomic against every other writer
   shard's spec handed back: a worker's whole start is one round trip.
 - :func:`finish_run`: the attempt's end on its node in one step: its final report
   queued in the node's outbox, the bytes it moved counted, marked finished, and its
-  task's result stored.
+  task's result stored; for a packed message's shard, with the start of the next shard
+  it carries in the same round trip (``FINISH_THEN_START``: the end, then the start,
+  each checked as alone).
 - :func:`requeue`: take a shard off a node (dead, restarted, drained, removed):
   its attempt is bumped (the old one is fenced off: it can no longer start or
   commit) and it goes to the head of ``pending`` for the dispatcher to place.
@@ -116,10 +118,29 @@ def start_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     return begun.outcome, begun.deliveries
 
 
+#: The keys and the arguments of a first look of ``START_RUN`` (:func:`start_call`).
+StartCall = tuple[list[str], list[Any]]
+
+
+def start_call(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
+               epoch: int | None = None, identity: tuple[str, str] = ("", ""), cancel_key: str = "",
+               bandwidth_key: str = "", carried: bool = False, seen: str = "",
+               seen_alive: bool = False) -> StartCall:
+    """The keys and arguments of ``START_RUN`` for :func:`begin_run`'s arguments, with the
+    runner the caller saw (``seen``: "" on a first look) and whether it lives."""
+    optional = [cancel_key, *([bandwidth_key] if bandwidth_key else [])] if cancel_key else []
+    keys = [state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),
+            state.keys.started(node), state.keys.identity, *optional]
+    args: list[Any] = [attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
+                       "" if epoch is None else epoch, staging_id(shard_id, attempt), *identity,
+                       state.keys.carried(node) if carried else ""]
+    return keys, args
+
+
 def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, runner: str,
               alive: Callable[[str], bool], epoch: int | None = None,
               identity: tuple[str, str] = ("", ""), cancel_key: str = "",
-              bandwidth_key: str = "", carried: bool = False) -> RunStart:
+              bandwidth_key: str = "", carried: bool = False, answered: Any = None) -> RunStart:
     """:func:`start_run` that also checks the site's identity stamp first (``identity``:
     our token and JSON; ``("", "")``: not checked) and hands back the shard's stored spec,
     all in one round trip for a first delivery. Outcome :data:`FOREIGN` (with the owner's
@@ -128,22 +149,23 @@ def begin_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ru
     started answer says whether it is set (:attr:`RunStart.cancelled`), and with a
     ``bandwidth_key`` too (a run's :meth:`~dmg.site.keys.SiteKeys.bandwidth`) the limit set
     there (:attr:`RunStart.bandwidth`). ``carried``: the delivery is a packed message's
-    (:mod:`dispatcher.packing`): a start takes the shard out of the node's carried set too."""
+    (:mod:`dispatcher.packing`): a start takes the shard out of the node's carried set too.
+    ``answered``: the answer of the first look, taken already with the same arguments in an
+    earlier round trip (:func:`finish_run`'s ``then_start``); None: none taken."""
     script = script_of(state.redis, scripts.START_RUN)
     shard_key = state.keys.shard(shard_id)
-    optional = [cancel_key, *([bandwidth_key] if bandwidth_key else [])] if cancel_key else []
-    keys = [shard_key, state.keys.queued(node), state.keys.running(node), state.keys.started(node),
-            state.keys.identity, *optional]
     for look in range(_START_TRIES + 1):
         # A first delivery finds no runner (placement clears it): try that first, without
         # reading it; the script answers "retry" when a runner is there after all.
         seen = "" if look == 0 else _text(state.redis.hget(shard_key, "runner"))
         seen_alive = bool(seen) and seen != runner and alive(seen)
-        answer = script(
-            keys=keys,
-            args=[attempt, shard_id, node, STATE_RUNNING, runner, seen, "1" if seen_alive else "0",
-                  "" if epoch is None else epoch, staging_id(shard_id, attempt), *identity,
-                  state.keys.carried(node) if carried else ""])
+        if look == 0 and answered is not None:
+            answer = answered
+        else:
+            keys, args = start_call(state, shard_id, attempt, node, runner=runner, epoch=epoch,
+                                    identity=identity, cancel_key=cancel_key, bandwidth_key=bandwidth_key,
+                                    carried=carried, seen=seen, seen_alive=seen_alive)
+            answer = script(keys=keys, args=args)
         outcome = _text(answer[0])
         if outcome == FOREIGN:
             return RunStart(FOREIGN, 0, owner=_text(answer[2]))
@@ -162,23 +184,33 @@ TaskResult = tuple[str, str, int]
 
 def finish_run(state: ShardRecords, shard_id: str, attempt: int, node: str, *, ok: bool,
                outbox: tuple[str, str, str] | None = None, moved: int = 0,
-               result: TaskResult | None = None) -> None:
+               result: TaskResult | None = None, then_start: StartCall | None = None) -> Any:
     """End ``attempt`` of ``shard_id`` on ``node`` in one step (``FINISH_RUN``): queue its final
     report (``outbox``: the outbox list, its wake-up list, the entry's JSON; None: none),
     count the ``moved`` bytes (read and written) to the node, mark it finished
     (:meth:`~dmg.site.shards.ShardRecords.mark_finished`'s rule), wake the dispatcher's
     placement loop and store the task's ``result`` (None: none) unless a SUCCESS is stored
     there (``STORE_RESULT``). All or nothing; raises BrokerError (then nothing may have
-    happened, or all of it: a queued report is idempotent at the cloud)."""
-    script = script_of(state.redis, scripts.FINISH_RUN)
+    happened, or all of it: a queued report is idempotent at the cloud).
+
+    ``then_start`` (:func:`start_call`'s first look of another shard, the next one a packed
+    message carries): that start is taken right after the end, in the same round trip
+    (``FINISH_THEN_START``), and its answer returned for :func:`begin_run`'s ``answered``;
+    None without it."""
     outbox_key, wake_key, entry = outbox if outbox is not None else (state.keys.outbox(node),
                                                                        state.keys.outbox_wake(node), "")
     result_keys, result_args = ([result[0]], [result[1], result[2]]) if result is not None else ([], [])
-    script(keys=[state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),
-                 state.keys.started(node), outbox_key, wake_key, state.keys.moved(node), state.keys.wake,
-                 *result_keys],
-           args=[attempt, shard_id, node, STATE_DONE if ok else STATE_FAILED, staging_id(shard_id, attempt),
-                 entry, max(0, int(moved)), *result_args])
+    keys = [state.keys.shard(shard_id), state.keys.queued(node), state.keys.running(node),
+            state.keys.started(node), outbox_key, wake_key, state.keys.moved(node), state.keys.wake,
+            *result_keys]
+    args: list[Any] = [attempt, shard_id, node, STATE_DONE if ok else STATE_FAILED,
+                       staging_id(shard_id, attempt), entry, max(0, int(moved)), *result_args]
+    if then_start is None:
+        script_of(state.redis, scripts.FINISH_RUN)(keys=keys, args=args)
+        return None
+    start_keys, start_args = then_start
+    return script_of(state.redis, scripts.FINISH_THEN_START)(
+        keys=[*keys, *start_keys], args=[len(keys), len(args), *args, *start_args])
 
 
 def _text(raw: object) -> str:

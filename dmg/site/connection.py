@@ -54,6 +54,7 @@ in sync.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -65,7 +66,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 from dmg.errors import BadInput, BrokerCertificateRefused, BrokerError, Fatal
-from dmg.site.boundary import SiteRedis, certificate_problem
+from dmg.site.boundary import SiteRedis, broker_errors, certificate_problem
 from settings import Settings, SettingsError
 from settings.redistls import BrokerTLS, broker_password, broker_tls
 from settings.redisurl import BrokerAddress, parse_redis_url
@@ -98,6 +99,58 @@ class SentinelPrimary(SiteRedis):
         manager, self.sentinel_manager = self.sentinel_manager, None
         if manager is not None:
             manager.close()
+
+
+class KeepsOneConnection(SiteRedis):
+    """A client whose commands from the thread that built it all go on one kept connection,
+    made at that thread's first command (building the client still talks to nobody); the
+    commands of any other thread take pooled connections, as a plain client's do. For a pool
+    process, whose main thread runs one shard at a time: each of its commands saves the
+    pool's checkout and release, which poll the socket (about a tenth of a pool process's CPU
+    on small shards), while the threads of a large upload never wait for the main thread's
+    connection. Built on redis-py's single-connection mode, seen by the building thread only;
+    that thread must not block on Redis (``BLPOP``). A lost connection is made again on the
+    next command or its retry, as a pooled one is. Pipelines take pooled connections."""
+
+    _kept: Any = None
+    _keeper: int = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._keeper = threading.get_ident()
+
+    @property
+    def connection(self) -> Any:
+        """redis-py's single connection: the kept one, for the building thread only."""
+        return self._kept if threading.get_ident() == self._keeper else None
+
+    @connection.setter
+    def connection(self, value: Any) -> None:  # redis-py sets it (None) in __init__ and close()
+        self._kept = value
+
+    @property
+    def _single_connection_client(self) -> bool:
+        return self._kept is not None and threading.get_ident() == self._keeper
+
+    @_single_connection_client.setter
+    def _single_connection_client(self, value: bool) -> None:  # derived: redis-py's value ignored
+        pass
+
+    def execute_command(self, *args: Any, **options: Any) -> Any:
+        if self._kept is None and threading.get_ident() == self._keeper:
+            with broker_errors():
+                self._kept = self.connection_pool.get_connection()
+        return super().execute_command(*args, **options)
+
+    def close(self) -> None:
+        kept, self._kept = self._kept, None
+        if kept is not None:
+            self.connection_pool.release(kept)
+        super().close()
+
+
+class KeptSiteRedis(KeepsOneConnection):
+    """:class:`KeepsOneConnection` of a plain Redis URL."""
 
 
 def broker_address(settings: Settings) -> BrokerAddress:
@@ -167,8 +220,13 @@ def retry_policy(retry_for: float) -> Retry:
 
 
 def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
-                 health_check_interval: int = 0, client_name: str = "") -> redis.Redis:
+                 health_check_interval: int = 0, client_name: str = "",
+                 keep_connection: bool = False) -> redis.Redis:
     """A client of the site broker (see the module docstring); connects lazily.
+    ``keep_connection``: the building thread's commands all on the connection its first one
+    took (:class:`KeepsOneConnection`: only for a thread that never blocks on Redis); for a
+    plain URL only: a kept connection to a Sentinel group's primary did not follow a
+    failover in ``tests/ha/test_sentinel.py``, so a Sentinel client stays pooled.
 
     ``client_name`` names every connection (``CLIENT SETNAME``): a node's processes
     pass :func:`dmg.site.presence.client_name` so the dispatcher sees them alive.
@@ -197,7 +255,7 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
         url = address.url
         if tls is not None and url.lower().startswith("redis://"):
             url = "rediss://" + url[len("redis://"):]
-        return SiteRedis.from_url(url, **options)
+        return (KeptSiteRedis if keep_connection else SiteRedis).from_url(url, **options)
     sentinel_kwargs: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
     if tls is not None:
         options["ssl"] = True

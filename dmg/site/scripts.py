@@ -16,6 +16,7 @@ NEW_ATTEMPT        SiteState.new_attempt (placement) bumps ``attempt`` (or sends
 START_RUN          attempts.begin_run (a worker)     ``state`` running, counts a delivery
 MARK_FINISHED      SiteState.mark_finished           ``state`` done/failed if current
 FINISH_RUN         attempts.finish_run (a worker)    MARK_FINISHED, final report and result
+FINISH_THEN_START  attempts.finish_run (a worker)    FINISH_RUN, then START_RUN of the next shard
 REQUEUE            attempts.requeue                  bumps ``attempt``, kept ``unsent``
 REISSUE            attempts.reissue (new dispatcher) bumps ``attempt`` on the same node
 MOVE_QUEUED        dispatcher.rebalance.move_queued  bumps ``attempt``, moves the node
@@ -437,7 +438,7 @@ end
 # ARGV: attempt, shard id, node, end state, staging id (as MARK_FINISHED), outbox entry
 #       JSON ('' = none), bytes moved, the result's value and seconds to keep it (with KEYS[9]).
 # -> MARK_FINISHED's answer.
-FINISH_RUN = STORE_RESULT + """
+_FINISH_RUN_BODY = """
 local function mark_finished()
 """ + MARK_FINISHED + """
 end
@@ -457,4 +458,31 @@ if redis.call('LPUSH', KEYS[8], 1) > 1 then
   redis.call('LTRIM', KEYS[8], 0, 0)
 end
 return marked
+"""
+FINISH_RUN = STORE_RESULT + _FINISH_RUN_BODY
+
+
+# The end of one attempt and the start of the next shard a packed message carries, in one
+# round trip (dmg.site.attempts.finish_run's ``then_start``): FINISH_RUN, then START_RUN, each
+# on its own part of KEYS and ARGV, exactly as when called alone (the next shard is checked and
+# fenced on its own; its start happens after the end, as when the worker asks for it next).
+# KEYS: FINISH_RUN's, then START_RUN's. ARGV: how many of KEYS and of the rest of ARGV are
+# FINISH_RUN's, FINISH_RUN's ARGV, then START_RUN's. -> START_RUN's answer.
+FINISH_THEN_START = STORE_RESULT + """
+local function finish_part(KEYS, ARGV)
+""" + _FINISH_RUN_BODY + """
+end
+local function start_part(KEYS, ARGV)
+""" + START_RUN + """
+end
+local finish_keys, finish_args = tonumber(ARGV[1]), tonumber(ARGV[2])
+local fk, fa, sk, sa = {}, {}, {}, {}
+for i = 1, #KEYS do
+  if i <= finish_keys then fk[#fk + 1] = KEYS[i] else sk[#sk + 1] = KEYS[i] end
+end
+for i = 3, #ARGV do
+  if i <= 2 + finish_args then fa[#fa + 1] = ARGV[i] else sa[#sa + 1] = ARGV[i] end
+end
+finish_part(fk, fa)
+return start_part(sk, sa)
 """

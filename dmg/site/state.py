@@ -21,7 +21,7 @@ from typing import Any
 import redis
 
 from dmg.site import scripts
-from dmg.site.attempts import FOREIGN, RunStart, begin_run
+from dmg.site.attempts import FOREIGN, RunStart, StartCall, begin_run, start_call
 from dmg.site.credentials import CredentialCopies
 from dmg.site.identity import ForeignRedis, SiteIdentity
 from dmg.site.keys import SiteKeys
@@ -61,25 +61,40 @@ class SiteState(ShardRecords):
 
     def begin_run(self, shard_id: str, attempt: int, node: str, *, runner: str,
                   alive: Callable[[str], bool], epoch: int | None = None,
-                  activity_run_id: str = "", carried: bool = False) -> RunStart:
+                  activity_run_id: str = "", carried: bool = False, answered: Any = None) -> RunStart:
         """Start a delivery of ``attempt`` (:func:`dmg.site.attempts.begin_run`) after the
         identity check of :meth:`claim_identity`, in the same round trip; raises
         :class:`~dmg.site.identity.ForeignRedis` (nothing written) and BrokerError. With
         ``activity_run_id``, whether that run is cancelled comes in the same round trip
         (:attr:`~dmg.site.attempts.RunStart.cancelled`), and that run's bandwidth limit,
         kept for :meth:`bandwidth_at_start`. ``carried``: a packed message's delivery
-        (:func:`dmg.site.attempts.begin_run`)."""
-        identity = (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
+        (:func:`dmg.site.attempts.begin_run`). ``answered``: the first look's answer, taken
+        already in the round trip that ended the shard before (:meth:`start_call`)."""
+        identity = self._identity_args()
         begun = begin_run(self, shard_id, attempt, node, runner=runner, alive=alive, epoch=epoch,
                           identity=identity,
                           cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "",
                           bandwidth_key=self.keys.bandwidth(activity_run_id) if activity_run_id else "",
-                          carried=carried)
+                          carried=carried, answered=answered)
         if begun.outcome == FOREIGN:
             self._raise_if_foreign(begun.owner)
         if begun.bandwidth is not None:
             self._start_bandwidth = (activity_run_id, begun.bandwidth, time.monotonic())
         return begun
+
+    def start_call(self, shard_id: str, attempt: int, node: str, *, runner: str, epoch: int | None = None,
+                   activity_run_id: str = "", carried: bool = False) -> StartCall:
+        """The first look of :meth:`begin_run` with the same arguments, to be taken in another
+        round trip (:func:`dmg.site.attempts.finish_run`'s ``then_start``); its answer goes
+        to :meth:`begin_run` as ``answered``."""
+        return start_call(self, shard_id, attempt, node, runner=runner, epoch=epoch,
+                          identity=self._identity_args(),
+                          cancel_key=self.keys.cancelled(activity_run_id) if activity_run_id else "",
+                          bandwidth_key=self.keys.bandwidth(activity_run_id) if activity_run_id else "",
+                          carried=carried)
+
+    def _identity_args(self) -> tuple[str, str]:
+        return (self.identity.token, self.identity.to_json()) if self.identity else ("", "")
 
     #: The bandwidth limit the last :meth:`begin_run` read: (activity run, raw value, when).
     _start_bandwidth: tuple[str, str, float] | None = None

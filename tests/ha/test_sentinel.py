@@ -80,6 +80,19 @@ def test_the_client_factory_follows_a_failover(sentinel_group: SentinelGroup) ->
         failing.close()
 
 
+def test_a_client_asked_to_keep_its_connection_stays_pooled_on_sentinel(
+        sentinel_group: SentinelGroup) -> None:
+    """Given a Sentinel URL, when a client is asked to keep its connection (a pool process's),
+    then it stays a pooled client (each connection asks the sentinels where the primary is):
+    a kept connection did not follow a failover."""
+    settings = Settings(redis_url=sentinel_group.url(db=2), redis_master_name=sentinel_group.master_name)
+    client = redis_client(settings, timeout=1, retry_for=60, keep_connection=True)
+    try:
+        assert client.ping() and client.connection is None
+    finally:
+        client.close()
+
+
 _PLACED = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO dispatcher\.placement: shard placed ")
 
 

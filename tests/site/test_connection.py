@@ -73,15 +73,17 @@ def test_celery_keeps_reconnecting_to_a_plain_redis(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_a_riding_client_waits_out_a_redis_restart(tmp_path: Path) -> None:
-    """Given a client with retry_for, when its Redis stops (SIGTERM, AOF) and starts again on
-    the same port and dir, a command issued while it was down completes, with the data kept;
-    a fail-fast client raises while it is down and works again after."""
+@pytest.mark.parametrize("keep_connection", [False, True])
+def test_a_riding_client_waits_out_a_redis_restart(tmp_path: Path, keep_connection: bool) -> None:
+    """Given a client with retry_for (pooled, or keeping one connection), when its Redis stops
+    (SIGTERM, AOF) and starts again on the same port and dir, a command issued while it was
+    down completes, with the data kept; a fail-fast client raises while it is down and works
+    again after."""
     need_redis_binary()
     server = EmbeddedRedis(tmp_path / "r", free_port()).start()
     try:
         settings = Settings(redis_url=server.url)
-        riding = redis_client(settings, timeout=1, retry_for=30)
+        riding = redis_client(settings, timeout=1, retry_for=30, keep_connection=keep_connection)
         failing = redis_client(settings, timeout=1)
         riding.set("k", "before")
         server.stop()
@@ -115,6 +117,66 @@ def test_a_deadline_retry_gives_up() -> None:
     assert isinstance(client.connection_pool.connection_kwargs["retry"], DeadlineRetry)
     with pytest.raises(BrokerUnreachable):
         client.ping()
+
+
+def test_a_kept_connection_client_connects_at_its_first_command_and_keeps_that_connection(
+        redis_url: str) -> None:
+    """Given a client asked to keep its connection, when it is built, then it talks to nobody
+    (nothing listens: no error until its first command, which raises BrokerUnreachable); when
+    commands run, then they all go on the one connection the first took (no pool checkout),
+    and when Redis drops that connection, the next command makes it again."""
+    nowhere = redis_client(Settings(redis_url=f"redis://127.0.0.1:{free_port()}/0"), timeout=0.5,
+                           keep_connection=True)
+    with pytest.raises(BrokerUnreachable):
+        nowhere.ping()
+    client = redis_client(Settings(redis_url=redis_url), timeout=5.0, retry_for=10.0, keep_connection=True)
+    other = redis_client(Settings(redis_url=redis_url), timeout=5.0)
+    try:
+        assert client.connection is None  # built lazily
+        first = client.client_id()
+        kept = client.connection
+        assert kept is not None
+        for _ in range(5):
+            assert client.client_id() == first and client.connection is kept
+        other.client_kill_filter(_id=first)
+        assert client.ping()
+        assert client.client_id() != first and client.connection is kept  # made again, still the one
+    finally:
+        client.close()
+        other.close()
+        nowhere.close()
+
+
+def test_only_the_building_thread_uses_the_kept_connection(redis_url: str) -> None:
+    """Given a kept-connection client built on this thread, when 8 other threads (a large
+    upload's parts, the held-report releaser) run commands beside this one's, then they take
+    pooled connections, never the kept one (no thread waits for another's round trip), and
+    every thread gets its own answers."""
+    client = redis_client(Settings(redis_url=redis_url), timeout=5.0, keep_connection=True)
+    kept_id = client.client_id()
+    wrong: list[tuple[int, int, object]] = []
+    seen_ids: set[int] = set()
+
+    def work(n: int) -> None:
+        seen_ids.add(client.client_id())
+        for i in range(300):
+            client.set(f"t{n}:{i}", f"{n}-{i}")
+            got = client.get(f"t{n}:{i}")
+            if got != f"{n}-{i}".encode():
+                wrong.append((n, i, got))
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    try:
+        for thread in threads:
+            thread.start()
+        for _ in range(300):
+            assert client.client_id() == kept_id
+        for thread in threads:
+            thread.join(30)
+        assert wrong == [] and kept_id not in seen_ids
+        assert client.dbsize() == 8 * 300
+    finally:
+        client.close()
 
 
 def test_a_site_client_names_its_driver_without_looking_up_its_version(redis_url: str) -> None:

@@ -29,13 +29,14 @@ from dmg.shards.status import (
     STATE_DONE,
     STATE_FAILED,
 )
+from dmg.site import scripts
 from dmg.site.attempts import TaskResult
 from dmg.site.state import SiteState
 from tests.sitekit import beat
 from tests.workers.support import file_store, shard_spec, write_files
 from tests.workers.test_leftovers import SHARD, arrange, staging
 from workers.run.attempt import Attempt, AttemptBody, Done, FinalResult, run_attempt
-from workers.run.delivery import activity_run_of
+from workers.run.delivery import NextStart, activity_run_of, my_runner, next_start
 from workers.run.outbox import OutboxReporter, ReportOutbox
 from workers.run.reporter import MemoryReporter, ShortShardReporter
 
@@ -352,3 +353,80 @@ def test_a_start_long_ago_or_of_another_run_is_not_taken_as_the_limit(tmp_path: 
     assert state.bandwidth_at_start("run1", within=1.0) == (False, None)  # once only, even asked wrongly
     state.begin_run(SHARD, 2, "b", runner="1@1.000", alive=lambda _t: False, activity_run_id="run1")
     assert state.bandwidth_at_start("run1", within=0.0) == (False, None)  # too old
+
+
+def _two_carried_shards(tmp_path: Path, state: SiteState) -> tuple[str, str]:
+    """Two small shards of run ``run7`` placed on ``b`` (attempt 1 each), as a packed message
+    carries them: the second is in ``carried:b``."""
+    write_files(tmp_path / "src" / "in", {"a.bin": 10})
+    beat(state, "b", 1)
+    first, second = "run7-00000", "run7-00001"
+    for shard_id in (first, second):
+        state.save_shard(shard_id, shard_spec(shard_id, file_store("src", tmp_path / "src"), "in",
+                                              file_store("dst", tmp_path / "dst"), f"out-{shard_id}"))
+        assert state.new_attempt(shard_id, "b") == 1
+    state.redis.sadd(state.keys.carried("b"), second)
+    return first, second
+
+
+def _run_carried(state: SiteState, shard_id: str, *, started: NextStart | None = None,
+                 then_start: NextStart | None = None) -> ShardOutcome:
+    return run_attempt(shard_id, 1, node="b", state=state, reporter=outbox_reporter(state),
+                       connector_factory=connector_for, body_for=lambda *_: StubBody(succeed, stages=False),
+                       clock=lambda: 1000.0, carried=True, started=started, then_start=then_start)
+
+
+def test_a_packed_message_s_next_shard_starts_in_the_round_trip_that_ends_the_one_before(
+        tmp_path: Path, state: SiteState) -> None:
+    """Given two shards a packed message carries, when the first ends with the second's start
+    asked (``then_start``), then that one round trip ends the first and starts the second
+    (running on ``b`` in this process, one delivery, out of ``carried:b``), and the second,
+    handed that start, runs and ends with no start of its own."""
+    first, second = _two_carried_shards(tmp_path, state)
+    chained = next_start(state, second, 1, "b")
+    for source in (scripts.START_RUN, scripts.FINISH_RUN, scripts.FINISH_THEN_START):
+        state.redis.script_load(source)  # no NOSCRIPT answer counted below
+
+    calls = _calls(state, "evalsha")["evalsha"]
+    assert _run_carried(state, first, then_start=chained).status == OUTCOME_SUCCEEDED
+    assert _calls(state, "evalsha")["evalsha"] - calls == 2  # its start; its end with the next start
+    shard = state.shard(second) or {}
+    assert (shard["state"], shard["runner"], str(shard["deliveries"])) == ("running", my_runner(), "1")
+    assert state.running("b") == {second} and state.carried("b") == set()
+    assert (state.shard(first) or {})["state"] == STATE_DONE
+
+    calls = _calls(state, "evalsha")["evalsha"]
+    assert _run_carried(state, second, started=chained).status == OUTCOME_SUCCEEDED
+    assert _calls(state, "evalsha")["evalsha"] - calls == 1  # its end only
+    shard = state.shard(second) or {}
+    assert (shard["state"], str(shard["deliveries"])) == (STATE_DONE, "1")
+    assert outbox_entries(state) == [(first, "succeeded"), (second, "succeeded")]
+    assert state.running("b") == set() and state.queued("b") == set()
+
+
+def test_a_next_shard_fenced_before_the_end_of_the_one_before_is_stale_and_the_end_stands(
+        tmp_path: Path, state: SiteState) -> None:
+    """Given two carried shards, the second given a newer attempt elsewhere while the first
+    runs, when the first ends with the second's start asked, then the first's end is recorded
+    and the second's start is refused (stale): it writes nothing, reports nothing, and leaves
+    the newer attempt's node and sets alone."""
+    first, second = _two_carried_shards(tmp_path, state)
+    beat(state, "c", 1)
+    chained = next_start(state, second, 1, "b")
+
+    def fenced_meanwhile() -> Done:
+        assert state.new_attempt(second, "c") == 2
+        return succeed()
+
+    outcome = run_attempt(first, 1, node="b", state=state, reporter=outbox_reporter(state),
+                          connector_factory=connector_for,
+                          body_for=lambda *_: StubBody(fenced_meanwhile, stages=False),
+                          clock=lambda: 1000.0, carried=True, then_start=chained)
+
+    assert outcome.status == OUTCOME_SUCCEEDED and (state.shard(first) or {})["state"] == STATE_DONE
+    assert _run_carried(state, second, started=chained).status == OUTCOME_STALE
+    shard = state.shard(second) or {}
+    assert (shard["node"], str(shard["attempt"]), shard["runner"]) == ("c", "2", "")
+    assert state.queued("c") == {second} and state.running("b") == set()
+    assert outbox_entries(state) == [(first, "succeeded")]
+    assert not (tmp_path / "dst" / f"out-{second}").exists()

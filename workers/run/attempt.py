@@ -42,7 +42,9 @@ that :mod:`workers.run.shard` picks from the spec. The steps, in this order:
    (:meth:`~dmg.site.state.SiteState.mark_finished`), in that order; with a reporter
    that queues reports in the node's outbox, both (and the bytes moved) in one Redis
    script (:func:`dmg.site.attempts.finish_run`), and with a :class:`FinalResult` a
-   succeeded attempt's task result too.
+   succeeded attempt's task result too; in a packed message, with the start (step 1) of
+   the next shard it carries as well (``then_start``), which that shard then does not
+   take again.
 
 Reporting never fails an attempt (see :class:`workers.run.outbox.OutboxReporter`).
 """
@@ -72,7 +74,7 @@ from dmg.shards.status import (
 )
 from dmg.site.attempts import STARTED, RunStart, TaskResult, finish_run
 from dmg.site.state import SiteState
-from workers.run.delivery import activity_run_of, begin_delivery
+from workers.run.delivery import NextStart, activity_run_of, begin_delivery
 from workers.run.leftovers import clean_fenced_staging, remove_staging
 from workers.run.reporter import FinalInOutbox, Reporter
 
@@ -125,6 +127,8 @@ class Attempt:
     clock: Callable[[], float]
     base: dict[str, Any] = field(default_factory=dict)
     final_result: FinalResult | None = None
+    #: The next shard of a packed message, started with this attempt's end (one round trip).
+    then_start: NextStart | None = None
 
 
 class AttemptBody(Protocol):
@@ -166,17 +170,22 @@ def run_attempt(
     max_worker_deaths: int = 0,
     final_result: FinalResult | None = None,
     carried: bool = False,
+    started: NextStart | None = None,
+    then_start: NextStart | None = None,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node`` through the steps of the module
     docstring; the body comes from ``body_for``. ``carried``: the message carries other
-    shards too (:func:`workers.run.delivery.begin_delivery`)."""
-    begun = begin_delivery(state, shard_id, attempt, node, epoch=epoch, carried=carried)
+    shards too (:func:`workers.run.delivery.begin_delivery`); ``started``: this attempt's
+    start as the end of the shard before it took it; ``then_start``: the next shard the
+    message carries, started with this attempt's end when that end is one Redis step
+    (its :attr:`~workers.run.delivery.NextStart.answer` is set then)."""
+    begun = begin_delivery(state, shard_id, attempt, node, epoch=epoch, carried=carried, started=started)
     if begun.outcome != STARTED:
         log.info("%s delivery skipped shard=%s attempt=%d node=%s", begun.outcome, shard_id, attempt, node)
         return ShardOutcome(begun.outcome, node, attempt, shard_id)
     deliveries = begun.deliveries
     run = Attempt(shard_id, attempt, node, state, reporter, connector_factory, clock,
-                  {"attempt": attempt, "node": node, "started_at": clock()}, final_result)
+                  {"attempt": attempt, "node": node, "started_at": clock()}, final_result, then_start)
     try:  # the spec came with the start (one round trip)
         spec = ShardSpec.from_json(json.loads(begun.spec or "{}"))
     except (DmgError, ValueError) as exc:
@@ -286,13 +295,16 @@ def _finish_in_one_step(run: Attempt, report: dict[str, Any], outcome: ShardOutc
     ok = outcome.status == OUTCOME_SUCCEEDED
     final = run.final_result if ok else None
     result = final.entry(outcome) if final is not None else None
+    then_start = run.then_start
     try:
-        finish_run(run.state, run.shard_id, run.attempt, run.node, ok=ok, outbox=entry, moved=moved,
-                   result=result)
+        answer = finish_run(run.state, run.shard_id, run.attempt, run.node, ok=ok, outbox=entry, moved=moved,
+                            result=result, then_start=None if then_start is None else then_start.call)
     except BrokerError as exc:
         log.warning("attempt end not recorded in one step shard=%s attempt=%d node=%s error=%s",
                     run.shard_id, run.attempt, run.node, exc)
         return False
+    if then_start is not None:
+        then_start.answer = answer
     if streamed and isinstance(reporter, FinalInOutbox):  # the sender may be letting reports
         reporter.flush()  # gather: the shard's end goes now
     if final is not None and result is not None:

@@ -17,10 +17,12 @@ counts one more delivery.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from typing import Any
 
 import psutil
 
-from dmg.site.attempts import RunStart, runner_pid, runner_token
+from dmg.site.attempts import RunStart, StartCall, runner_pid, runner_token
 from dmg.site.state import SiteState
 
 _mine: tuple[int, str] | None = None  # (pid, token): a forked child has a pid of its own
@@ -54,12 +56,40 @@ def activity_run_of(shard_id: str) -> str:
     return head if dash and head and index.isdigit() else ""
 
 
+@dataclass
+class NextStart:
+    """The start of the next shard a packed message carries, taken in the round trip that
+    ends the shard before it (:func:`dmg.site.attempts.finish_run`'s ``then_start``).
+    ``answer``: the start script's answer once taken (None: not taken; the shard starts
+    as usual)."""
+
+    shard_id: str
+    attempt: int
+    call: StartCall
+    answer: Any = None
+
+
+def next_start(state: SiteState, shard_id: str, attempt: int, node: str, *,
+               epoch: int | None = None) -> NextStart:
+    """The start :func:`begin_delivery` would take for a carried ``(shard_id, attempt)``, to be
+    taken with the end of the shard before it."""
+    call = state.start_call(shard_id, attempt, node, runner=my_runner(), epoch=epoch,
+                            activity_run_id=activity_run_of(shard_id), carried=True)
+    return NextStart(shard_id, attempt, call)
+
+
 def begin_delivery(state: SiteState, shard_id: str, attempt: int, node: str, *,
-                   epoch: int | None = None, carried: bool = False) -> RunStart:
+                   epoch: int | None = None, carried: bool = False,
+                   started: NextStart | None = None) -> RunStart:
     """Start ``attempt`` of ``shard_id`` in this process, after the site's identity check, in
     one round trip (:meth:`dmg.site.state.SiteState.begin_run`: outcome, deliveries, the
     stored spec, whether the run of :func:`activity_run_of` is cancelled). Raises
     ForeignRedis (another gateway's Redis) and BrokerError. ``carried``: the message carries
-    other shards too (:mod:`dispatcher.packing`)."""
+    other shards too (:mod:`dispatcher.packing`). ``started``: this shard's start as the end
+    of the shard before it took it (:func:`next_start`); its answer is used when there is one
+    (no round trip for a first look)."""
+    answered = None
+    if started is not None and (started.shard_id, started.attempt) == (shard_id, attempt) and carried:
+        answered = started.answer
     return state.begin_run(shard_id, attempt, node, runner=my_runner(), alive=runner_alive, epoch=epoch,
-                           activity_run_id=activity_run_of(shard_id), carried=carried)
+                           activity_run_id=activity_run_of(shard_id), carried=carried, answered=answered)

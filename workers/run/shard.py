@@ -26,6 +26,7 @@ from dmg.shards import ShardOutcome, ShardSpec
 from dmg.site.state import SiteState
 from workers.run.attempt import Attempt, AttemptBody, FinalResult, run_attempt
 from workers.run.copy import CopyBody
+from workers.run.delivery import NextStart
 from workers.run.part import PartBody
 from workers.run.reporter import Reporter
 
@@ -48,12 +49,16 @@ def run_shard(
     max_worker_deaths: int = 0,
     final_result: FinalResult | None = None,
     carried: bool = False,
+    started: NextStart | None = None,
+    then_start: NextStart | None = None,
 ) -> ShardOutcome:
     """Run attempt ``attempt`` of ``shard_id`` on ``node``; see the module docstring.
     ``epoch``: the dispatcher epoch the message carries; ``max_worker_deaths`` 0: no limit;
     ``final_result``: a succeeded attempt's task result stored with its end
     (:class:`workers.run.attempt.FinalResult`); ``carried``: the message carries other shards
-    too (:mod:`dispatcher.packing`)."""
+    too (:mod:`dispatcher.packing`); ``started``, ``then_start``: the start of this shard taken
+    with the end of the one before it, and of the next one with this one's end
+    (:func:`workers.run.attempt.run_attempt`)."""
 
     def body_for(spec: ShardSpec, run: Attempt) -> AttemptBody:
         if spec.part is not None:  # one range of a very large object
@@ -63,4 +68,4 @@ def run_shard(
     return run_attempt(shard_id, attempt, node=node, state=state, reporter=reporter,
                        connector_factory=connector_factory, body_for=body_for, clock=clock,
                        epoch=epoch, max_worker_deaths=max_worker_deaths, final_result=final_result,
-                       carried=carried)
+                       carried=carried, started=started, then_start=then_start)
