@@ -110,7 +110,12 @@ class KeepsOneConnection(SiteRedis):
     on small shards), while the threads of a large upload never wait for the main thread's
     connection. Built on redis-py's single-connection mode, seen by the building thread only;
     that thread must not block on Redis (``BLPOP``). A lost connection is made again on the
-    next command or its retry, as a pooled one is. Pipelines take pooled connections."""
+    next command or its retry, as a pooled one is. Pipelines take pooled connections.
+
+    It stands in for two attributes redis-py keeps for that mode (``connection`` and
+    ``_single_connection_client``, read by ``execute_command`` and its retry; written as
+    of redis-py 8.2): ``tests/site/test_connection.py`` checks the kept connection is the
+    one used, so a redis-py that reads them otherwise fails there, not in a pool process."""
 
     _kept: Any = None
     _keeper: int = 0
