@@ -26,8 +26,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import redis
 
 from dmg.embedded.tls import SiteTLS, write_private
 from dmg.errors import Fatal
@@ -106,8 +110,33 @@ class EmbeddedRedis:
         args = [redis_binary(), str(self.config_path.resolve()), *self.extra_args]
         self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
         wait_for_port(self.host, self.port, timeout=timeout, proc=self.proc, what="redis-server")
+        self._wait_loaded(deadline)
         return self
+
+    def _wait_loaded(self, deadline: float) -> None:
+        """Return once the server answers commands: it listens while it still loads its AOF
+        (``-LOADING``, BusyLoadingError to every client), which after a restart with data
+        takes a while. Any other refusal (a wrong password, a TLS problem) is left to the
+        server's clients to meet and report; so is a server still loading at ``deadline``."""
+        options: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca),
+                                   "ssl_check_hostname": False} if self.tls is not None else {}
+        probe = redis.Redis(host=self.host, port=self.port, password=self.password or None,
+                            socket_timeout=1.0, socket_connect_timeout=1.0, **options)
+        try:
+            while True:
+                try:
+                    probe.ping()
+                    return
+                except (redis.BusyLoadingError, redis.ConnectionError):
+                    if time.monotonic() >= deadline:
+                        return
+                    time.sleep(0.02)
+                except redis.RedisError:
+                    return
+        finally:
+            probe.close()
 
     def stop(self) -> None:
         """SIGTERM (Redis writes its AOF and exits), then SIGKILL after 10 s; safe twice."""
