@@ -29,13 +29,11 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import redis
 
 from dmg.embedded.tls import SiteTLS, write_private
 from dmg.errors import Fatal
 from dmg.procs import stop_process, wait_for_port
+from dmg.site.connection import wait_until_serving
 
 
 def redis_binary() -> str:
@@ -117,26 +115,9 @@ class EmbeddedRedis:
 
     def _wait_loaded(self, deadline: float) -> None:
         """Return once the server answers commands: it listens while it still loads its AOF
-        (``-LOADING``, BusyLoadingError to every client), which after a restart with data
-        takes a while. Any other refusal (a wrong password, a TLS problem) is left to the
-        server's clients to meet and report; so is a server still loading at ``deadline``."""
-        options: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(self.tls.ca),
-                                   "ssl_check_hostname": False} if self.tls is not None else {}
-        probe = redis.Redis(host=self.host, port=self.port, password=self.password or None,
-                            socket_timeout=1.0, socket_connect_timeout=1.0, **options)
-        try:
-            while True:
-                try:
-                    probe.ping()
-                    return
-                except (redis.BusyLoadingError, redis.ConnectionError):
-                    if time.monotonic() >= deadline:
-                        return
-                    time.sleep(0.02)
-                except redis.RedisError:
-                    return
-        finally:
-            probe.close()
+        (``-LOADING`` to every command), which after a restart with data takes a while."""
+        wait_until_serving(self.host, self.port, password=self.password,
+                           ca=None if self.tls is None else self.tls.ca, deadline=deadline)
 
     def stop(self) -> None:
         """SIGTERM (Redis writes its AOF and exits), then SIGKILL after 10 s; safe twice."""

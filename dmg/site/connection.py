@@ -57,6 +57,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -274,6 +275,33 @@ def redis_client(settings: Settings, *, timeout: float, retry_for: float = 0.0,
     assert isinstance(client, SentinelPrimary)
     client.sentinel_manager = manager
     return client
+
+
+def wait_until_serving(host: str, port: int, *, password: str, ca: Path | None, deadline: float) -> None:
+    """Return once the Redis just started on ``host:port`` answers commands (``ca``: it
+    speaks TLS, with a certificate of that CA), or at ``deadline`` (``time.monotonic()``).
+    A Redis listens while it still loads its AOF and answers ``-LOADING`` to every command
+    meanwhile. A refused login or certificate returns at once: the server's clients meet
+    and report it."""
+    options: dict[str, Any] = {"ssl": True, "ssl_ca_certs": str(ca), "ssl_check_hostname": False} \
+        if ca is not None else {}
+    probe = redis.Redis(host=host, port=port, password=password or None, socket_timeout=1.0,
+                        socket_connect_timeout=1.0, **options)
+    try:
+        while True:
+            try:
+                probe.ping()
+                return
+            except redis.AuthenticationError:
+                return
+            except redis.ConnectionError as exc:  # BusyLoadingError is one
+                if certificate_problem(exc) or time.monotonic() >= deadline:
+                    return
+                time.sleep(0.02)
+            except redis.RedisError:
+                return
+    finally:
+        probe.close()
 
 
 def check_broker_certificate(settings: Settings, *, timeout: float = 5.0) -> None:
