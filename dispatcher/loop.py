@@ -53,6 +53,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -179,6 +180,7 @@ class DispatcherService:
         self._planners = ThreadPoolExecutor(max_workers=max(1, planners),
                                             thread_name_prefix=f"dmg-planner-{node}")
         self._planning = 0  # claimed activity runs handed to the planners and not planned yet
+        self._in_hand: Counter[str] = Counter()  # their ids
         self._planned = threading.Condition()
         self._rounds = 0  # placement rounds ended (the claimer follows an idle batch's round)
         self._round_ended = threading.Condition()
@@ -396,6 +398,7 @@ class DispatcherService:
 
     def _claim_loop(self, epoch: int) -> None:
         backoff = 1.0
+        failed = False  # the last claim failed: its answer may have been lost after the cloud claimed
         most = 2 * self.claim_limit  # claimed and not yet planned, at most
         while self._holding(epoch):
             self.cancels.apply()
@@ -407,8 +410,10 @@ class DispatcherService:
             if room <= 0:
                 continue
             try:
+                # After a failed claim the cloud sends again what it claimed for this epoch and
+                # this dispatcher does not hold: else those runs would wait for a failover.
                 runs = self.cloud.claim_activity_runs(epoch=epoch, wait=self.settings.claim_wait,
-                                                      limit=room)
+                                                      limit=room, again=self._held() if failed else None)
             except StaleAttempt as exc:
                 # The cloud saw a newer epoch than the lease gave us: the broker lost the
                 # last epoch increments (a crash inside AOF's fsync window, a Sentinel
@@ -419,10 +424,11 @@ class DispatcherService:
                 return
             except DmgError as exc:
                 log.warning("cannot claim activity runs epoch=%d error=%s", epoch, exc)
+                failed = True
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)  # a cloud back from an outage is used within 5 s
                 continue
-            backoff = 1.0
+            backoff, failed = 1.0, False
             with self._planned:
                 idle = self._planning == 0 and len(runs) < room  # the cloud had no more
             for run in runs:
@@ -452,17 +458,32 @@ class DispatcherService:
 
     def _submit(self, run: dict[str, Any], epoch: int) -> None:
         """Hand ``run`` to the planners (it is planned while the claimer claims on)."""
+        run_id = str(run.get("id"))
         with self._planned:
             self._planning += 1
+            self._in_hand[run_id] += 1
         try:
             self._planners.submit(self._plan_and_count, run, epoch)
         except RuntimeError:  # the pool is shut down: the service is stopping
-            self._done_planning()
+            self._done_planning(run_id)
 
-    def _done_planning(self) -> None:
+    def _done_planning(self, run_id: str) -> None:
         with self._planned:
             self._planning -= 1
+            self._in_hand[run_id] -= 1
+            if self._in_hand[run_id] <= 0:
+                del self._in_hand[run_id]
             self._planned.notify_all()
+
+    def _held(self) -> list[str]:
+        """The ids of the claimed activity runs this dispatcher holds unplanned: with its
+        planners, then waiting to be planned again. In that order: a run a planner defers is
+        put in :attr:`_retry` before it leaves :attr:`_in_hand`, so it is never in neither."""
+        with self._planned:
+            held = set(self._in_hand)
+        with self._retry_lock:
+            held.update(str(run.get("id")) for run, _epoch in self._retry)
+        return sorted(held)
 
     def _plan_and_count(self, run: dict[str, Any], epoch: int) -> None:
         try:
@@ -471,7 +492,7 @@ class DispatcherService:
             else:
                 log.warning("claimed activity run %s dropped: lease lost", run.get("id"))
         finally:
-            self._done_planning()
+            self._done_planning(str(run.get("id")))
 
     def _plan(self, run: dict[str, Any], epoch: int) -> None:
         try:

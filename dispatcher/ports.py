@@ -6,11 +6,13 @@ a :class:`TaskSender`. Tests pass in-memory implementations of their own.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any, Protocol
 
 
 class DispatchCloud(Protocol):
-    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]: ...
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]: ...
 
     def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None: ...
 

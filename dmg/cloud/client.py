@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
@@ -361,13 +361,17 @@ class CloudClient:
         return list(self.request("GET", "/nodes/stores")["stores"])
 
     # -- the dispatcher -----------------------------------------------------------------
-    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
         """Long-poll for up to ``wait`` s; -> activity runs claimed for this gateway:
         ``[{id, run_id, name, source: {store: {...}, path}, sink: {store: {...}, path},
-        options}]`` with the full store definitions."""
-        body = self.request("POST", "/dispatch/claim",
-                            json={"epoch": epoch, "wait": wait, "limit": limit},
-                            timeout=wait + 10)
+        options}]`` with the full store definitions. ``again`` (after a claim that failed:
+        its answer may have been lost): the ids of the activity runs the dispatcher holds;
+        the others it claimed with this epoch and has not planned come again."""
+        ask: dict[str, Any] = {"epoch": epoch, "wait": wait, "limit": limit}
+        if again is not None:
+            ask["again"] = sorted(again)
+        body = self.request("POST", "/dispatch/claim", json=ask, timeout=wait + 10)
         notice = body.get("cancelled")  # a cloud older than this client sends none
         fresh = ([str(i) for i in notice], time.monotonic()) if isinstance(notice, list) else None
         with self._lock:

@@ -214,6 +214,9 @@ class Claim(Body):
     epoch: Big
     wait: float = Field(default=0.0, ge=0, le=3600)
     limit: int = Field(default=16, ge=1, le=256)
+    #: sent after a claim that failed: the ids the dispatcher holds claimed and unplanned;
+    #: what else it claimed with this epoch and never planned is sent again
+    again: list[Annotated[str, Field(max_length=128)]] | None = Field(default=None, max_length=4096)
 
 
 class PlannedShard(Body):

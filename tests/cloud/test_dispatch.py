@@ -147,6 +147,40 @@ def test_one_claim_takes_back_and_takes_queued_runs_oldest_first(cloud: Cloud, u
         assert [a["status"] for a in shown["activity_runs"]] == ["InProgress"] * count
 
 
+def test_a_claim_whose_answer_was_lost_is_sent_again_when_the_dispatcher_asks(
+        cloud: Cloud, user: CloudClient) -> None:
+    """A dispatcher whose claim failed says which claimed runs it holds (``again``): the
+    others its epoch claimed and never planned come again, first, and are counted once."""
+    site = make_site(user)
+    first = user.run_pipeline(make_pipeline(user, site.gateway, activities=3))
+    with cloud.node(site.tokens["n1"]) as node:
+        held, lost, also_lost = node.claim_activity_runs(epoch=3, wait=0)  # the answer never arrives
+        assert node.claim_activity_runs(epoch=3, wait=0) == []  # a plain claim sends nothing again
+        second = user.run_pipeline(make_pipeline(user, site.gateway))
+        [again] = node.claim_activity_runs(epoch=3, wait=0, limit=1, again=[held["id"]])
+        assert again == lost
+        taken = node.claim_activity_runs(epoch=3, wait=0, again=[held["id"], lost["id"]])
+        assert [a["id"] for a in taken] == [also_lost["id"], second["activity_runs"][0]["id"]]
+        for activity in (held, lost, also_lost, taken[1]):
+            node.plan_shards(activity["id"], epoch=3, shards=[])
+        assert node.claim_activity_runs(epoch=3, wait=0, again=[]) == []  # planned: never again
+    for run in (first, second):
+        assert user.run(run["id"])["status"] == "Succeeded"
+
+
+def test_runs_sent_again_are_only_the_asking_dispatcher_s(cloud: Cloud, user: CloudClient) -> None:
+    site = make_site(user, nodes=("old", "new"))
+    user.run_pipeline(make_pipeline(user, site.gateway))
+    with cloud.node(site.tokens["old"]) as old, cloud.node(site.tokens["new"]) as new:
+        [claimed] = old.claim_activity_runs(epoch=3, wait=0)
+        assert new.claim_activity_runs(epoch=5, wait=0, again=[]) == []  # old's lease runs
+        drop_dispatcher(cloud, site.tokens["old"], epoch=3, gateway=site.gateway)
+        [taken_back] = new.claim_activity_runs(epoch=5, wait=0)  # a newer epoch takes it back
+        assert taken_back["id"] == claimed["id"]
+        assert old.claim_activity_runs(epoch=4, wait=0, again=[]) == []  # not old's any more
+        assert new.claim_activity_runs(epoch=5, wait=0, again=[claimed["id"]]) == []
+
+
 def test_no_shards_succeeds_at_once(cloud: Cloud, user: CloudClient) -> None:
     site = make_site(user)
     run = user.run_pipeline(make_pipeline(user, site.gateway))

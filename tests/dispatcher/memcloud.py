@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from typing import Any
 
 from dmg.errors import DmgError, StaleAttempt
@@ -13,7 +14,9 @@ class MemoryCloud:
 
     ``fail_plans`` makes the next that many ``plan_shards`` calls raise that error.
     Claims and plans from an epoch older than the highest seen raise StaleAttempt,
-    as the real cloud's fencing does.
+    as the real cloud's fencing does. A claim with ``again`` hands out once more what the
+    same epoch claimed and did not plan or fail, other than ``again`` (``agains`` records
+    each ``again`` sent).
     """
 
     def __init__(self) -> None:
@@ -26,6 +29,8 @@ class MemoryCloud:
         self.cancelled: list[str] = []  # activity runs a user cancelled
         self.gone: list[tuple[list[str], int]] = []  # nodes the dispatcher reported gone, epoch
         self.max_epoch = 0
+        self.unplanned: dict[int, dict[str, dict[str, Any]]] = {}  # epoch -> claimed, not planned
+        self.agains: list[list[str]] = []
         self._cond = threading.Condition()
 
     def queue(self, activity_run: dict[str, Any]) -> None:
@@ -38,13 +43,25 @@ class MemoryCloud:
             raise StaleAttempt(f"epoch {epoch} is older than {self.max_epoch}")
         self.max_epoch = epoch
 
-    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
         with self._cond:
             self._fence(epoch)
             self.claim_epochs.append(epoch)
+            unplanned = self.unplanned.setdefault(epoch, {})
+            if again is not None:
+                self.agains.append(sorted(again))
+                resent = [run for run_id, run in unplanned.items() if run_id not in again][:limit]
+                if resent:
+                    return resent
             self._cond.wait_for(lambda: bool(self.queued), timeout=wait)
             claimed, self.queued = self.queued[:limit], self.queued[limit:]
+            unplanned.update((run["id"], run) for run in claimed)
             return claimed
+
+    def _settled(self, activity_run_id: str) -> None:
+        for unplanned in self.unplanned.values():
+            unplanned.pop(activity_run_id, None)
 
     def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None:
         with self._cond:
@@ -52,11 +69,13 @@ class MemoryCloud:
             if self.fail_plans:
                 raise self.fail_plans.pop(0)
             self.plans.setdefault(activity_run_id, []).append(list(shards))
+            self._settled(activity_run_id)
 
     def fail_activity_run(self, activity_run_id: str, *, epoch: int, error: str) -> None:
         with self._cond:
             self._fence(epoch)
             self.failed[activity_run_id] = error
+            self._settled(activity_run_id)
 
     def cancelled_activity_runs(self) -> list[str]:
         with self._cond:

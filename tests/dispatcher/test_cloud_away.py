@@ -4,6 +4,7 @@ run is reported once the cloud answers again, and claims pause meanwhile."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,10 @@ class CloudGoingAway(MemoryCloud):
             self.refused.append(what)
             raise Retryable("cannot reach the cloud")
 
-    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
         self._check("claim")
-        runs = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit)
+        runs = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit, again=again)
         if runs and any(r["source"]["path"] == "missing" for r in runs):
             self.away.set()  # the cloud goes away right after handing the run out
         return runs
@@ -61,3 +63,36 @@ def test_a_failure_found_while_the_cloud_is_away_reaches_it_later(
 
     error = wait_for(lambda: cloud.failed.get("ar1"), timeout=30, what="the failure delivered")
     assert "missing does not exist in store 'src'" in error
+
+
+class CloudLosingAnAnswer(MemoryCloud):
+    """A MemoryCloud whose first claim that hands out runs claims them and then fails, as
+    when the connection breaks after the cloud committed the claim."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[str] = []
+
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
+        runs = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit, again=again)
+        if runs and not self.lost:
+            self.lost = [str(run["id"]) for run in runs]
+            raise Retryable("the cloud's answer was lost: connection reset")
+        return runs
+
+
+def test_runs_claimed_by_a_claim_whose_answer_was_lost_are_planned(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery,
+        services: list[DispatcherService]) -> None:
+    cloud = CloudLosingAnAnswer()
+    cloud.queue(activity_run(tmp_path))
+
+    start(services, settings, "a", state, cloud, sender)
+
+    # The claim after the failed one says what the dispatcher holds (nothing), and the
+    # cloud sends ar1 again: it is planned within this lease, not at the next failover.
+    wait_for(lambda: "ar1" in cloud.plans, timeout=30, what="ar1 planned")
+    assert cloud.lost == ["ar1"]
+    assert cloud.agains[0] == []
+    assert len(cloud.plans["ar1"]) == 1 and len(set(cloud.claim_epochs)) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +124,13 @@ class ClaimLog(MemoryCloud):
         self.began: list[float] = []
         self.answered: list[float] = []
 
-    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16) -> list[dict[str, Any]]:
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
         self.began.append(time.monotonic())
         if self.handed:
             shards = [self.state.shard(f"{run_id}-00000") for run_id in self.handed]
             self.placed_then.append(all(s is not None and bool(s.get("node")) for s in shards))
-        claimed = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit)
+        claimed = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit, again=again)
         self.handed += [str(run["id"]) for run in claimed]
         self.answered.append(time.monotonic())
         return claimed

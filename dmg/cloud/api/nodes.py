@@ -98,7 +98,8 @@ def _claim_once(svc: CloudService, node: NodeIdentity, body: Claim, *, began: fl
     the dispatcher applies it now. Checked after the claim, not between the wake-up and
     the claim: a queued run is claimed one transaction after it is created. ``recheck``: a
     periodic look (no notice woke it), read-only when nothing is claimable."""
-    claimed, cancelled = svc.claim_with_cancels(node, epoch=body.epoch, limit=body.limit, recheck=recheck)
+    claimed, cancelled = svc.claim_with_cancels(node, epoch=body.epoch, limit=body.limit, recheck=recheck,
+                                                again=body.again)
     if claimed:  # the cancels were read in the claim's transaction
         return {"activity_runs": claimed, "cancelled": cancelled}
     if not (time.monotonic() >= deadline

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -318,11 +318,13 @@ class CloudService:
         return self.claim_with_cancels(node, epoch=epoch, limit=limit, recheck=recheck, cancels=False)[0]
 
     def claim_with_cancels(self, node: NodeIdentity, *, epoch: int, limit: int, recheck: bool = False,
-                           cancels: bool = True) -> tuple[list[dict[str, Any]], list[str]]:
+                           cancels: bool = True, again: Collection[str] | None = None,
+                           ) -> tuple[list[dict[str, Any]], list[str]]:
         """:meth:`claim`; -> (the claimed runs, and when there are any and ``cancels``, what
         :meth:`cancelled_activity_runs` answers, read in the claim's own transaction: the
-        long-poll's answer carries both, without a second transaction before it is sent)."""
-        if recheck:
+        long-poll's answer carries both, without a second transaction before it is sent).
+        ``again``: the dispatcher's last claim failed, see :func:`.dispatch.claim`."""
+        if recheck and again is None:
             with self.db.read() as session:
                 if dispatch.nothing_to_claim(session, node, epoch=epoch, now=self.clock(),
                                              ttl=self.lease_ttl):
@@ -332,7 +334,7 @@ class CloudService:
                 with self.db.write() as session:
                     now = self.clock()
                     claimed = dispatch.claim(session, node, epoch=epoch, limit=limit, now=now,
-                                             ttl=self.lease_ttl)
+                                             ttl=self.lease_ttl, again=again)
                     cancelled = (cancel.cancelled_since(session, node, since=now - cancel.CANCEL_WINDOW)
                                  if claimed and cancels else [])
                     return claimed, cancelled

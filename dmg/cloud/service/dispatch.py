@@ -20,6 +20,7 @@ is claimed for that long-poll in the run's own transaction, by :func:`claim` its
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from typing import Any, NamedTuple, Protocol
 
 from sqlalchemy import and_, bindparam, insert, or_, select, update
@@ -109,6 +110,15 @@ class _ClaimStatements:
                            .order_by(ActivityRun.queued_at, ActivityRun.position).limit(bindparam("limit")))
         self.any_claimable = select(ActivityRun.id).where(ActivityRun.gateway_id == gateway_id,
                                                           _claimable(epoch)).limit(1)
+        # what this dispatcher (node and cloud epoch) claimed and has not planned, other than
+        # what it holds: a claim whose answer it never received (:func:`claim`, ``again``)
+        columns: Any = ActivityRun.__table__.c
+        self.unanswered = (select(*(columns[name] for name in _CLAIMED_COLUMNS))
+                           .where(ActivityRun.gateway_id == gateway_id, ActivityRun.status == IN_PROGRESS,
+                                  ActivityRun.planned.is_(False), ActivityRun.claim_epoch == epoch,
+                                  ActivityRun.claimed_by == bindparam("node"),
+                                  ActivityRun.id.not_in(bindparam("held", expanding=True)))
+                           .order_by(ActivityRun.queued_at, ActivityRun.position).limit(bindparam("limit")))
         # A Core UPDATE returning the columns the answer needs, as plain rows: the ORM's
         # bulk-update path and an ActivityRun object per row were a third of the claim's CPU.
         table: Any = ActivityRun.__table__
@@ -134,11 +144,17 @@ _STATEMENTS = _ClaimStatements()
 
 
 def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: float,
-          ttl: float) -> list[dict[str, Any]]:
+          ttl: float, again: Collection[str] | None = None) -> list[dict[str, Any]]:
     """Claim up to ``limit`` activity runs of the node's gateway (oldest first) as its
     dispatcher with site epoch ``epoch``;
     -> ``[{id, run_id, pipeline, name, epoch, source: {store: {...}, path}, sink: ..., options}]``.
-    LeaseHeld while another node's cloud lease runs (:mod:`.leader`)."""
+    LeaseHeld while another node's cloud lease runs (:mod:`.leader`).
+
+    ``again`` (the ids the dispatcher holds, claimed and not yet planned): its last claim
+    may have been answered and the answer lost (the connection broke after the commit, the
+    cloud died before it wrote the answer); the runs this node claimed with the same cloud
+    epoch, still unplanned and not among ``again``, are in the answer once more.
+    Without it they would wait for the next dispatcher epoch (a failover) to be claimed."""
     # Its statements other than the lease's go to the session's connection as Core statements:
     # the ORM's execution path (compile state, bulk-update synchronisation, autoflush) was
     # more than half of the claim's CPU. The lease's change (an ORM object) is flushed at the
@@ -149,10 +165,19 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         raise Unauthorized("the node was removed", hint="register the node again with `dmg node register`")
     site_epoch = epoch
     epoch = leader.dispatcher_epoch(session, node, site_epoch, now=now, ttl=ttl, claiming=True)
-    candidates = sorted(connection.scalars(  # taken in id order: row locks in one order
-        _STATEMENTS.candidates, {"gateway_id": node.gateway_id, "epoch": epoch, "limit": limit}).all())
     won: dict[str, str] = {}  # activity run id -> its status before this claim (for the counters)
     claimed: list[_Claimed] = []
+    if again is not None:  # claimed before, not counted again
+        claimed = [_Claimed(*row) for row in connection.execute(_STATEMENTS.unanswered, {
+            "gateway_id": node.gateway_id, "epoch": epoch, "node": node.node, "held": sorted(again),
+            "limit": limit})]
+        for activity_run in claimed:
+            log.warning("activity run %s sent again to %s@%s epoch %s: its claim's answer was lost",
+                        activity_run.id, node.node, node.gateway, epoch)
+        limit -= len(claimed)
+    candidates = sorted(connection.scalars(  # taken in id order: row locks in one order
+        _STATEMENTS.candidates, {"gateway_id": node.gateway_id, "epoch": epoch, "limit": limit}).all()
+    ) if limit > 0 else []
     # One conditional UPDATE for the Queued ones, one more only for those a newer epoch takes
     # back: the row count of each row (RETURNING) says who won, never two claimers. The
     # UPDATE returns the claimed rows themselves: no second SELECT for them.
@@ -165,7 +190,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
                    "now_v": now})]
         won.update((activity_run.id, was) for activity_run in taken)
         claimed.extend(taken)
-    if not won:
+    if not claimed:
         return []
     claimed.sort(key=lambda a: (a.queued_at, a.position))
     # The pipelines' names only: loading the Pipeline rows decodes each one's whole
@@ -182,7 +207,7 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     if not any(isinstance(body, str) for body in bodies):  # the usual case: one UPDATE per run
         from_queued: dict[str, int] = {}  # run id -> its activity runs taken from Queued
         for activity_run in claimed:
-            if won[activity_run.id] == QUEUED:
+            if won.get(activity_run.id) == QUEUED:
                 from_queued[activity_run.run_id] = from_queued.get(activity_run.run_id, 0) + 1
             log.info("activity run %s claimed by %s@%s epoch %s (site epoch %s)", activity_run.id, node.node,
                      node.gateway, epoch, site_epoch)
@@ -194,7 +219,8 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
         ActivityRun.id.in_([c.id for c in claimed])).execution_options(populate_existing=True))}
     for row, body in zip(claimed, bodies, strict=True):
         taken_run = loaded[row.id]
-        counters.activity_status_changed(taken_run, won[row.id], now=now)
+        if row.id in won:  # (one sent again was counted at its claim)
+            counters.activity_status_changed(taken_run, won[row.id], now=now)
         if isinstance(body, str):  # cannot be sent: it fails alone, the others go on
             taken_run.failed_by_dispatcher = True
             taken_run.error = body
