@@ -428,7 +428,8 @@ class DispatcherService:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)  # a cloud back from an outage is used within 5 s
                 continue
-            backoff, failed = 1.0, False
+            # An answer sent again is cut at ``room``: a full one may leave more to send again.
+            backoff, failed = 1.0, failed and len(runs) >= room
             with self._planned:
                 idle = self._planning == 0 and len(runs) < room  # the cloud had no more
             for run in runs:

@@ -115,6 +115,12 @@ def plan_activity_run(
     outbox = outbox or PlacementOutbox(state)
     slots = slots or FreeSlots(state, max_age=0.0)
     raw: str | bytes | None = None
+    if activity_run.get("again"):
+        # Sent again after a claim's lost answer: this dispatcher may have planned it and its
+        # plan not reached the cloud yet; a recorded plan is replayed without a listing.
+        raw = state.redis.get(state.keys.plan(run_id))
+        if raw is not None:
+            return _replay(run_id, json.loads(raw), state=state, outbox=outbox)
     try:
         listing = _list(activity_run, connector_factory=connector_factory)
     except (Retryable, BrokerError):

@@ -51,7 +51,8 @@ class MemoryCloud:
             unplanned = self.unplanned.setdefault(epoch, {})
             if again is not None:
                 self.agains.append(sorted(again))
-                resent = [run for run_id, run in unplanned.items() if run_id not in again][:limit]
+                resent = [dict(run, again=True) for run_id, run in unplanned.items()
+                          if run_id not in again][:limit]
                 if resent:
                     return resent
             self._cond.wait_for(lambda: bool(self.queued), timeout=wait)

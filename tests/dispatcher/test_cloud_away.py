@@ -65,19 +65,21 @@ def test_a_failure_found_while_the_cloud_is_away_reaches_it_later(
     assert "missing does not exist in store 'src'" in error
 
 
-class CloudLosingAnAnswer(MemoryCloud):
-    """A MemoryCloud whose first claim that hands out runs claims them and then fails, as
-    when the connection breaks after the cloud committed the claim."""
+class CloudLosingAnswers(MemoryCloud):
+    """A MemoryCloud whose first ``lose`` claims that hand out runs claim them and then
+    fail, as when the connection breaks after the cloud committed the claim."""
 
-    def __init__(self) -> None:
+    def __init__(self, lose: int = 1) -> None:
         super().__init__()
+        self.lose = lose
         self.lost: list[str] = []
 
     def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
                             again: Collection[str] | None = None) -> list[dict[str, Any]]:
         runs = super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit, again=again)
-        if runs and not self.lost:
-            self.lost = [str(run["id"]) for run in runs]
+        if runs and self.lose:
+            self.lose -= 1
+            self.lost += [str(run["id"]) for run in runs]
             raise Retryable("the cloud's answer was lost: connection reset")
         return runs
 
@@ -85,7 +87,7 @@ class CloudLosingAnAnswer(MemoryCloud):
 def test_runs_claimed_by_a_claim_whose_answer_was_lost_are_planned(
         tmp_path: Path, settings: Settings, state: SiteState, sender: Celery,
         services: list[DispatcherService]) -> None:
-    cloud = CloudLosingAnAnswer()
+    cloud = CloudLosingAnswers()
     cloud.queue(activity_run(tmp_path))
 
     start(services, settings, "a", state, cloud, sender)
@@ -96,3 +98,42 @@ def test_runs_claimed_by_a_claim_whose_answer_was_lost_are_planned(
     assert cloud.lost == ["ar1"]
     assert cloud.agains[0] == []
     assert len(cloud.plans["ar1"]) == 1 and len(set(cloud.claim_epochs)) == 1
+
+
+class CloudLostTwoAnswers(MemoryCloud):
+    """A MemoryCloud whose first claim finds that two claims of ``limit`` runs each were
+    committed and their answers lost (the cloud died after each), and fails itself."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: list[str] = []
+
+    def claim_activity_runs(self, *, epoch: int, wait: float, limit: int = 16,
+                            again: Collection[str] | None = None) -> list[dict[str, Any]]:
+        if not self.lost:
+            with self._cond:
+                self._fence(epoch)
+                taken, self.queued = self.queued[:2 * limit], self.queued[2 * limit:]
+                self.unplanned.setdefault(epoch, {}).update((run["id"], run) for run in taken)
+                self.lost = [run["id"] for run in taken]
+            raise Retryable("cannot reach the cloud")
+        return super().claim_activity_runs(epoch=epoch, wait=wait, limit=limit, again=again)
+
+
+def test_more_runs_lost_than_one_claim_takes_are_all_sent_again(
+        tmp_path: Path, settings: Settings, state: SiteState, sender: Celery,
+        services: list[DispatcherService]) -> None:
+    # Four runs claimed with lost answers, two at most in a claim: they come again in two
+    # answers; the dispatcher asks again until an answer is not full.
+    cloud = CloudLostTwoAnswers()
+    ids = [f"ar{i}" for i in range(1, 6)]
+    for run_id in ids:
+        cloud.queue(activity_run(tmp_path, run_id, files=1))
+
+    start(services, settings, "a", state, cloud, sender, claim_limit=2)
+
+    wait_for(lambda: set(cloud.plans) == set(ids), timeout=30, what="every run planned")
+    assert cloud.lost == ids[:4]
+    # A run sent again after its plan was recorded (the plan on its way to the cloud) has
+    # that plan replayed: never a second, different plan.
+    assert all(plan == plans[0] for plans in cloud.plans.values() for plan in plans)

@@ -44,9 +44,9 @@ def services() -> Iterator[list[DispatcherService]]:
 
 
 def start(services: list[DispatcherService], settings: Settings, node: str, state: SiteState,
-          cloud: MemoryCloud, sender: Celery) -> DispatcherService:
+          cloud: MemoryCloud, sender: Celery, **options: Any) -> DispatcherService:
     service = DispatcherService(settings, node, state=state, cloud=cloud, sender=sender,
-                                placement_interval=0.05)
+                                placement_interval=0.05, **options)
     services.append(service)
     service.start()
     return service

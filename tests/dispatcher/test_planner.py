@@ -93,6 +93,29 @@ def test_a_recorded_plan_is_replayed_even_when_its_source_is_gone_now(tmp_path: 
     assert again.shards == first.shards and state.pending() == [s["id"] for s in first.shards]
 
 
+def test_a_run_sent_again_with_its_plan_recorded_is_replayed_without_a_listing(
+        tmp_path: Path, state: SiteState) -> None:
+    # Given a plan recorded at the site, on its way to the cloud, when the run's claim is
+    # answered again (the cloud marks it: "again")
+    write_files(tmp_path / "src" / "in", {"a": 1, "b": 2, "c": 3})
+    cloud = MemoryCloud()
+    first = plan_activity_run(activity_run(tmp_path), state=state, cloud=cloud, epoch=1, settings=SETTINGS)
+    listed: list[Any] = []
+
+    def no_listing(spec: Any) -> Any:
+        listed.append(spec)
+        raise AssertionError("the source was listed again")
+
+    # When it is planned again
+    again = plan_activity_run(dict(activity_run(tmp_path), again=True), state=state, cloud=cloud, epoch=1,
+                              settings=SETTINGS, connector_factory=no_listing)
+
+    # Then its recorded plan is replayed (nothing queued twice) and the source is not listed
+    assert listed == [] and not again.failed and cloud.failed == {}
+    assert again.shards == first.shards and again.queued == []
+    assert state.pending() == [s["id"] for s in first.shards]
+
+
 def test_a_missing_source_fails_the_activity_run_clearly(tmp_path: Path, state: SiteState) -> None:
     (tmp_path / "src").mkdir()
     cloud = MemoryCloud()

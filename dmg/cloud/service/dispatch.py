@@ -204,6 +204,9 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     out = []
     bodies = [_claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
                             gateway=node.gateway, epoch=site_epoch) for activity_run in claimed]
+    for activity_run, body in zip(claimed, bodies, strict=True):
+        if activity_run.id not in won and not isinstance(body, str):
+            body["again"] = True  # its plan may be recorded at the site already
     if not any(isinstance(body, str) for body in bodies):  # the usual case: one UPDATE per run
         from_queued: dict[str, int] = {}  # run id -> its activity runs taken from Queued
         for activity_run in claimed:
