@@ -428,8 +428,8 @@ class DispatcherService:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 5.0)  # a cloud back from an outage is used within 5 s
                 continue
-            # An answer sent again is cut at ``room``: a full one may leave more to send again.
-            backoff, failed = 1.0, failed and len(runs) >= room
+            # What is sent again is cut at ``room``: as many may leave more to send again.
+            backoff, failed = 1.0, failed and sum(1 for run in runs if run.get("again")) >= room
             with self._planned:
                 idle = self._planning == 0 and len(runs) < room  # the cloud had no more
             for run in runs:
@@ -477,13 +477,20 @@ class DispatcherService:
             self._planned.notify_all()
 
     def _held(self) -> list[str]:
-        """The ids of the claimed activity runs this dispatcher holds unplanned: with its
-        planners, then waiting to be planned again. In that order: a run a planner defers is
-        put in :attr:`_retry` before it leaves :attr:`_in_hand`, so it is never in neither."""
+        """The ids of the claimed activity runs this dispatcher holds and the cloud has not
+        seen planned: with its planners, waiting to be planned again, then planned with
+        the plan on its way to the cloud. In that order: a run a planner defers is put in
+        :attr:`_retry`, and a plan recorded, before the run leaves :attr:`_in_hand`, so a
+        run is never in none of them. (A broker that does not answer leaves the plans out:
+        those runs come again and replay their recorded plans.)"""
         with self._planned:
             held = set(self._in_hand)
         with self._retry_lock:
             held.update(str(run.get("id")) for run, _epoch in self._retry)
+        try:
+            held |= self.reports.unsent_plans()
+        except BrokerError as exc:
+            log.warning("plans on their way to the cloud not read error=%s", exc)
         return sorted(held)
 
     def _plan_and_count(self, run: dict[str, Any], epoch: int) -> None:

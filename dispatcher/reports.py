@@ -155,6 +155,14 @@ class PlacementOutbox:
         return json.dumps({"plan": {"activity_run_id": activity_run_id, "shards": shards,
                                     "queued_at": queued_at}})
 
+    def unsent_plans(self) -> set[str]:
+        """The activity runs whose plans the cloud has not taken yet (a whole read of the
+        list: for a claim after a failed one, not for the hot path). Raises BrokerError."""
+        prefix = b'{"plan"'
+        return {json.loads(raw)["plan"]["activity_run_id"]
+                for raw in self.state.redis.lrange(self.key, 0, -1)
+                if (raw if isinstance(raw, bytes) else str(raw).encode()).startswith(prefix)}
+
     def pending(self) -> int:
         """Placement reports the cloud has not taken yet."""
         return int(self.state.redis.llen(self.key))

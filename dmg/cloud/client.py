@@ -21,7 +21,7 @@ from collections.abc import Callable, Collection, Iterator
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote
 
-from dmg.cloud.limits import MAX_FILE_RESULTS
+from dmg.cloud.limits import MAX_CLAIM_AGAIN, MAX_FILE_RESULTS
 from dmg.errors import BadInput, DmgError, Fatal, Retryable, StaleAttempt, from_json
 
 if TYPE_CHECKING:
@@ -370,7 +370,7 @@ class CloudClient:
         the others it claimed with this epoch and has not planned come again."""
         ask: dict[str, Any] = {"epoch": epoch, "wait": wait, "limit": limit}
         if again is not None:
-            ask["again"] = sorted(again)
+            ask["again"] = sorted(again)[:MAX_CLAIM_AGAIN]
         body = self.request("POST", "/dispatch/claim", json=ask, timeout=wait + 10)
         notice = body.get("cancelled")  # a cloud older than this client sends none
         fresh = ([str(i) for i in notice], time.monotonic()) if isinstance(notice, list) else None

@@ -8,6 +8,9 @@ from __future__ import annotations
 MAX_FILE_RESULTS = 1000
 #: Items one batch of reports may carry (a node sends more in several requests).
 MAX_BATCH_ITEMS = 1000
+#: Activity run ids a claim sent after a failed one may name as held (``again``); a
+#: dispatcher holding more names these (the others, sent again, replay their recorded plans).
+MAX_CLAIM_AGAIN = 4096
 #: JSON values (keys, items, leaves) one request body may hold at most (the cloud refuses
 #: a larger body as a whole: :func:`dmg.definitions.check_shape`).
 MAX_BODY_VALUES = 20_000

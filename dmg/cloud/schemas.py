@@ -15,7 +15,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, field_validator, model_validator
 
 from dmg.attempt_ends import REPLACED
-from dmg.cloud.limits import MAX_BATCH_ITEMS, MAX_FILE_RESULTS
+from dmg.cloud.limits import MAX_BATCH_ITEMS, MAX_CLAIM_AGAIN, MAX_FILE_RESULTS
 from dmg.definitions import check_shape, unknown_name
 from dmg.shards.status import CLOUD_REPORTED
 
@@ -216,7 +216,8 @@ class Claim(Body):
     limit: int = Field(default=16, ge=1, le=256)
     #: sent after a claim that failed: the ids the dispatcher holds claimed and unplanned;
     #: what else it claimed with this epoch and never planned is sent again
-    again: list[Annotated[str, Field(max_length=128)]] | None = Field(default=None, max_length=4096)
+    again: list[Annotated[str, Field(max_length=128)]] | None = Field(default=None,
+                                                                      max_length=MAX_CLAIM_AGAIN)
 
 
 class PlannedShard(Body):

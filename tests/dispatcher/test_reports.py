@@ -76,6 +76,20 @@ class BatchingCloud(FlakyCloud):
         return {"applied": len(results), "results": results}
 
 
+class PlanningCloud(FlakyCloud):
+    """Takes plans too, one a request."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.plans: list[str] = []
+
+    def plan_shards(self, activity_run_id: str, *, epoch: int, shards: list[dict[str, Any]]) -> None:
+        if self.down.is_set():
+            self.refused_calls += 1
+            raise Retryable("cannot reach the cloud")
+        self.plans.append(activity_run_id)
+
+
 def placed(attempt: int = 1, epoch: int = 1) -> dict[str, Any]:
     return {"attempt": attempt, "node": "a", "status": "placed", "wait_reason": "", "epoch": epoch}
 
@@ -100,6 +114,25 @@ def test_reports_wait_for_the_cloud_in_redis_and_keep_their_order(state: SiteSta
         cloud.down.clear()
         wait_for(lambda: outbox.pending() == 0, what="delivery once the cloud is back")
         assert cloud.accepted == [(f"s{i}", 1) for i in (0, 1, 3, 4)]  # s2 refused for good: dropped
+    finally:
+        sender.stop()
+
+
+def test_the_plans_the_cloud_has_not_taken_are_known_until_it_takes_them(state: SiteState) -> None:
+    # (a dispatcher whose claim failed names them as held: they are not sent again)
+    state.redis.set(state.keys.epoch, 1)
+    outbox, cloud, epoch = PlacementOutbox(state), PlanningCloud(), [1]
+    cloud.down.set()
+    outbox.plan("ar1", [{"id": "ar1-00000", "index": 0, "files": 1, "bytes": 1}], queued_at=time.time())
+    outbox.report_shard("ar1-00000", placed())
+    outbox.plan("ar2", [], queued_at=time.time())
+    assert outbox.unsent_plans() == {"ar1", "ar2"}
+    sender = sender_for(state, cloud, epoch)
+    sender.start()
+    try:
+        cloud.down.clear()
+        wait_for(lambda: outbox.pending() == 0, what="delivery once the cloud is back")
+        assert outbox.unsent_plans() == set() and cloud.plans == ["ar1", "ar2"]
     finally:
         sender.stop()
 
