@@ -88,7 +88,7 @@ from dmg.site.connection import redis_client
 from dmg.site.identity import SiteIdentity
 from dmg.site.presence import PresenceWatch, client_name
 from dmg.site.state import DRAIN_REMOVED, SiteState
-from settings import Settings
+from settings import Settings, proxy_in_environment
 from settings.celery import celery_config
 
 log = logging.getLogger(__name__)
@@ -194,7 +194,10 @@ class DispatcherService:
         client = redis_client(settings, timeout=timeout,
                               client_name=client_name(registration.gateway, registration.node))
         state = SiteState(client, registration.gateway, identity=SiteIdentity.of(registration))
-        cloud = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca)
+        # Plain keep-alive connections to an http:// cloud when no proxy applies (the gateway's
+        # is asked before each request): the claim's answer is on the submit -> start path.
+        cloud = CloudClient(registration.cloud_url, token=registration.token, ca=settings.cloud_ca,
+                            plain_http=not proxy_in_environment())
         service = cls(settings, registration.node, state=state, cloud=cloud,
                       sender=make_sender(settings.replace(gateway=registration.gateway),
                                          client_name=client_name(registration.gateway, registration.node)),

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import logging
     import ssl
 
-    from dmg.cloud.plainhttp import PlainHTTP, PlainResponse
+    from dmg.cloud.plainhttp import PlainPool, PlainResponse
     from dmg.httpxlite import httpx
 
 # httpx, ssl, logging and the node's proxy are imported where first needed: a short CLI
@@ -107,10 +107,13 @@ class CloudClient:
     "proxy" and its URL without credentials.
 
     ``plain_http``: the caller knows no proxy applies (``proxy`` gives "" and no proxy
-    variable is set); requests to an ``http://`` cloud then go over one plain keep-alive
-    connection (:mod:`dmg.cloud.plainhttp`) instead of httpx, with the same errors. The CLI
-    uses it: its commands make a few requests each, and importing httpx cost more CPU than
-    they did. Streamed answers (:meth:`iter_run_report`) always use httpx."""
+    variable is set); requests to an ``http://`` cloud then go over plain keep-alive
+    connections (:class:`dmg.cloud.plainhttp.PlainPool`: one per request under way) instead of
+    httpx, with the same errors. The CLI uses it: its commands make a few requests each, and
+    importing httpx cost more CPU than they did; so does the dispatcher: its claim's answer
+    reaches it ~0.5 ms sooner, on the submit -> start path (bench/RESULTS.md, h23lat). With a
+    ``proxy`` in force (asked before each request) httpx is used. Streamed answers
+    (:meth:`iter_run_report`) always use httpx."""
 
     def __init__(self, base_url: str, *, token: str = "", timeout: float = 10.0, ca: str = "",
                  proxy: Callable[[], str] = node_proxy, plain_http: bool = False) -> None:
@@ -129,7 +132,7 @@ class CloudClient:
         # Built on first request: a pool process that only queues its reports (the node
         # agent sends them) never pays for an HTTP client and its loaded CA store (~3 MiB).
         self._http: httpx.Client | None = None
-        self._plain: PlainHTTP | None = None
+        self._plain: PlainPool | None = None
         self._plain_ok = plain_http and self.base_url.startswith("http://")
 
     def _client(self, proxy_url: str) -> httpx.Client:
@@ -149,16 +152,16 @@ class CloudClient:
                 self._http, self._proxy_url = self._client(wanted), wanted
             return self._http
 
-    def _current_plain(self) -> PlainHTTP | None:
-        """The plain connection, when it applies now (``plain_http``, an http:// cloud, no
+    def _current_plain(self) -> PlainPool | None:
+        """The plain connections, when they apply now (``plain_http``, an http:// cloud, no
         proxy in force); else None (httpx)."""
         if not self._plain_ok or self._proxy():
             return None
         with self._lock:
             if self._plain is None:
-                from dmg.cloud.plainhttp import PlainHTTP
+                from dmg.cloud.plainhttp import PlainPool
 
-                self._plain = PlainHTTP(self.base_url, headers=self._headers, timeout=self._timeout)
+                self._plain = PlainPool(self.base_url, headers=self._headers, timeout=self._timeout)
             return self._plain
 
     def _unreachable(self, exc: Exception, proxy_url: str) -> Retryable:
@@ -220,7 +223,7 @@ class CloudClient:
                 raise Fatal(problem) from None
             raise self._unreachable(exc, self._proxy_url) from exc
 
-    def _send_plain(self, plain: PlainHTTP, method: str, path: str, *, body: Any,
+    def _send_plain(self, plain: PlainPool, method: str, path: str, *, body: Any,
                     params: dict[str, Any] | None, timeout: float | None) -> PlainResponse:
         from dmg.cloud.plainhttp import PlainTimeout, PlainUnreachable
 

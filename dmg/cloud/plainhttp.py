@@ -10,11 +10,17 @@ an answer framed by ``Content-Length`` or chunked, keep-alive.
 
 Raises :class:`PlainTimeout` when the cloud does not answer within the timeout,
 :class:`PlainUnreachable` when it cannot be reached or the connection breaks. A ``GET``
-whose reused connection turns out closed by the server is sent once more on a new one.
+whose reused connection turns out closed by the server is sent once more on a new one; a
+kept connection the server has closed meanwhile (its keep-alive timeout) is found before a
+request is sent on it, so any method goes on a new one.
+
+:class:`PlainPool` gives each request under way a connection of its own (a long-poll on one
+thread does not hold up another thread's requests) and keeps the idle ones for the next.
 """
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 from typing import Any
@@ -120,6 +126,8 @@ class PlainHTTP:
                 return self._exchange(data, method, timeout)  # a new connection, once
 
     def _exchange(self, data: bytes, method: str, timeout: float | None) -> PlainResponse:
+        if self._sock is not None and _closed_by_peer(self._sock):
+            self._drop()  # closed by the server while idle: nothing was sent on it since
         reused = self._sock is not None
         try:
             sock = self._connect()
@@ -155,6 +163,11 @@ class PlainHTTP:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock, self._reader = sock, sock.makefile("rb")
         return self._sock
+
+    @property
+    def open(self) -> bool:
+        """Whether a connection is kept (it may be reused)."""
+        return self._sock is not None
 
     def _drop(self) -> None:
         sock, self._sock = self._sock, None
@@ -216,3 +229,59 @@ class PlainHTTP:
                 return b"".join(parts)
             parts.append(self._read_exactly(size))
             self._line()  # the CRLF after each chunk
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether an idle kept connection has something to read: the server closed it (or
+    sent what no request asked for). Either way it is not to be used again."""
+    try:
+        if hasattr(select, "poll"):  # any descriptor number (select() stops at 1024)
+            poller = select.poll()
+            poller.register(sock, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class PlainPool:
+    """Plain connections to one cloud, one per request under way: :meth:`request` takes an
+    idle connection (or opens one) and keeps it for the next request once its answer is
+    read. Thread-safe; as many connections as requests ever ran at once."""
+
+    def __init__(self, base_url: str, *, headers: dict[str, str], timeout: float) -> None:
+        PlainHTTP(base_url, headers=headers, timeout=timeout)  # the URL's check, at once
+        self._base_url = base_url
+        self._headers = headers
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._idle: list[PlainHTTP] = []
+        self._closed = False
+
+    def request(self, method: str, path: str, *, params: dict[str, Any] | None = None,
+                body: bytes | None = None, content_type: str = "",
+                timeout: float | None = None) -> PlainResponse:
+        """:meth:`PlainHTTP.request` on a connection of this request's own."""
+        with self._lock:
+            http = self._idle.pop() if self._idle else None
+        if http is None:
+            http = PlainHTTP(self._base_url, headers=self._headers, timeout=self._timeout)
+        try:
+            return http.request(method, path, params=params, body=body, content_type=content_type,
+                                timeout=timeout)
+        finally:
+            with self._lock:
+                keep = not self._closed and http.open
+                if keep:
+                    self._idle.append(http)
+            if not keep:
+                http.close()
+
+    def close(self) -> None:
+        """Close the idle connections; one under way is closed when its request ends."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for http in idle:
+            http.close()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -132,3 +134,75 @@ def test_an_unreachable_cloud_is_retryable_for_the_client() -> None:
     with client, pytest.raises(Retryable) as unreachable:
         client.list_runs()
     assert "cannot reach the cloud" in str(unreachable.value)
+
+
+def test_a_post_on_a_kept_connection_the_server_closed_goes_on_a_new_one() -> None:
+    sized = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    port, server = _one_answer_server([sized, sized])
+    http = PlainHTTP(f"http://127.0.0.1:{port}", headers={}, timeout=5.0)
+    try:
+        assert http.request("POST", "/a", body=b"{}").json() == {}
+        time.sleep(0.2)  # the server closes that connection (its keep-alive timeout, say)
+        # found closed before the request is sent: no request lost, none refused
+        assert http.request("POST", "/b", body=b"{}").json() == {}
+    finally:
+        http.close()
+    server.join(5)
+
+
+def _held_then_quick_server() -> tuple[int, threading.Event]:
+    """A real socket server, a thread per connection: a request for ``/held`` is answered
+    once the returned event is set, any other at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                if b"/held " in head.split(b"\r\n")[0]:
+                    release.wait(10)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.getsockname()[1], release
+
+
+def test_a_long_poll_does_not_hold_up_another_threads_requests() -> None:
+    """The dispatcher's claim long-polls on one thread while its reports go on another."""
+    port, release = _held_then_quick_server()
+    client = CloudClient(f"http://127.0.0.1:{port}", plain_http=True, proxy=lambda: "")
+    held: list[Any] = []
+    poll = threading.Thread(target=lambda: held.append(client.request("POST", "/held", json={})))
+    try:
+        poll.start()
+        time.sleep(0.2)  # the long-poll's request is under way
+        began = time.monotonic()
+        assert client.request("POST", "/quick", json={}) == {}
+        assert client.request("GET", "/quick") == {}  # twice: its connection is kept
+        assert time.monotonic() - began < 1.0
+        assert not held
+    finally:
+        release.set()
+        poll.join(5)
+        client.close()
+    assert held == [{}]

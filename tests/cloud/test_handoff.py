@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from dmg.cloud.api.handoff import ClaimHandoff, answers_first
 from dmg.cloud.db import Database
@@ -93,6 +93,38 @@ def test_a_new_run_is_claimed_in_its_own_transaction_for_the_waiting_dispatcher(
     assert shown["activity_runs"][0]["claimed_by"] == "d"
     # and nothing is left to claim: it is not claimed twice
     assert svc.claim(local.d, epoch=1, limit=16) == []
+
+
+def test_a_claim_at_creation_reads_the_runs_pipeline_and_stores_once(local: Local) -> None:
+    # Given d holds the cloud lease, and an older run of p3 (another pipeline) is queued
+    svc = local.svc
+    assert svc.claim(local.d, epoch=1, limit=16) == []
+    older = svc.start_run("p3")[1]
+    statements: list[tuple[str, str]] = []  # (statement, its parameters)
+
+    def record(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_args: Any) -> None:
+        statements.append((" ".join(statement.split()).lower(), str(parameters)))
+
+    # When a run of p is created while d's long-poll waits (the older run is claimed with it)
+    waiting = Waiting(local.d)
+    event.listen(svc.db.engine, "before_cursor_execute", record)
+    try:
+        run = svc.start_run("p", claim_for=lambda _gateway: [waiting])[1]
+    finally:
+        event.remove(svc.db.engine, "before_cursor_execute", record)
+    # Then every activity run is sent with its own pipeline's name and its stores
+    [answer] = waiting.answers
+    assert answer is not None
+    sent = {a["run_id"]: a for a in answer["activity_runs"]}
+    assert len(answer["activity_runs"]) == 4 and set(sent) == {older["id"], run["id"]}
+    assert sent[run["id"]]["pipeline"] == "p" and sent[older["id"]]["pipeline"] == "p3"
+    assert {a["source"]["store"]["name"] for a in answer["activity_runs"]} == {"src"}
+    assert {a["sink"]["store"]["name"] for a in answer["activity_runs"]} == {"dst"}
+    # and the stores were read once in the transaction (by the creation), the pipelines'
+    # names once (the older run's alone: the new run's is known)
+    assert sum(" from stores " in f" {st} " for st, _ in statements) == 1, statements
+    [names] = [params for st, params in statements if " join pipelines " in st]
+    assert older["id"] in names and run["id"] not in names, names
 
 
 def test_a_claim_at_creation_takes_at_most_the_long_polls_limit(local: Local) -> None:

@@ -174,18 +174,22 @@ class CloudService:
         committed = False
         try:
             with self.db.write() as session:
-                gateway_id, run = pipelines.start_run(session, pipeline, now=self.clock())
+                created = pipelines.create_run(session, pipeline, now=self.clock())
+                gateway_id, run = created.gateway_id, created.run
                 self.db.publish(session, RUNS_CHANNEL, str(gateway_id))  # claims waiting elsewhere
                 if claim_for is not None:
                     taken = claim_for(gateway_id)
-                    answer = self._claim_at_creation(session, taken)
+                    # The claim reads the run's pipeline and stores no more: read already.
+                    answer = self._claim_at_creation(session, taken, read=dispatch.ReadAlready(
+                        {str(run["id"]): created.pipeline}, created.stores))
             committed = True
             return gateway_id, run, answer is not None
         finally:
             for waiting in taken:
                 waiting.hand(answer[1] if committed and answer is not None and answer[0] is waiting else None)
 
-    def _claim_at_creation(self, session: Session, waiting: Sequence[dispatch.WaitingClaim],
+    def _claim_at_creation(self, session: Session, waiting: Sequence[dispatch.WaitingClaim], *,
+                           read: dispatch.ReadAlready | None = None,
                            ) -> tuple[dispatch.WaitingClaim, dict[str, Any]] | None:
         """Claim for the first of ``waiting`` that claims something, in the run's own
         transaction; -> it and its long-poll's answer (what :meth:`claim_with_cancels`
@@ -196,7 +200,7 @@ class CloudService:
             now = self.clock()
             try:
                 claimed = dispatch.claim(session, one.node, epoch=one.epoch, limit=one.limit, now=now,
-                                         ttl=self.lease_ttl)
+                                         ttl=self.lease_ttl, read=read)
             except DmgError:
                 continue
             if claimed:

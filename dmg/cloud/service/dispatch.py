@@ -35,11 +35,11 @@ from dmg.cloud.models import (
     Pipeline,
     Run,
     Shard,
-    Store,
 )
 from dmg.cloud.schemas import PlannedShard, ShardReport
 from dmg.cloud.service import attempts, counters, leader
 from dmg.cloud.service.gateways import NodeIdentity
+from dmg.cloud.service.stores import store_rows
 from dmg.cloud.service.views import activity_run_json, store_json
 from dmg.definitions import stored_definition_problem
 from dmg.errors import (
@@ -133,9 +133,6 @@ class _ClaimStatements:
                      (IN_PROGRESS, taking.where(wanted, _claimable(epoch))))
         # its id only: loading the Node object cost ~0.3 ms of the claim's CPU
         self.node = select(Node.id).where(Node.id == bindparam("node_id"))
-        # a store's columns as a plain row (what store_json reads), not a Store object
-        self.stores = (select(Store.name, Store.type, Store.location, Store.options, Store.created_at)
-                       .where(Store.name.in_(bindparam("names", expanding=True))))
         self.pipelines = (select(Run.id, Pipeline.name).join(Pipeline, Pipeline.id == Run.pipeline_id)
                           .where(Run.id.in_(bindparam("runs", expanding=True))))
 
@@ -143,12 +140,24 @@ class _ClaimStatements:
 _STATEMENTS = _ClaimStatements()
 
 
+class ReadAlready(NamedTuple):
+    """What the claim's transaction read already (a run's creation that claims in its own
+    transaction: :meth:`dmg.cloud.service.CloudService.start_run`): the claim does not read
+    it again. ``pipelines``: run id -> its pipeline's name; ``stores``: stores' rows by name
+    (:func:`.stores.store_rows`)."""
+
+    pipelines: dict[str, str]
+    stores: dict[str, Any]
+
+
 def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: float,
-          ttl: float, again: Collection[str] | None = None) -> list[dict[str, Any]]:
+          ttl: float, again: Collection[str] | None = None,
+          read: ReadAlready | None = None) -> list[dict[str, Any]]:
     """Claim up to ``limit`` activity runs of the node's gateway (oldest first) as its
     dispatcher with site epoch ``epoch``;
     -> ``[{id, run_id, pipeline, name, epoch, source: {store: {...}, path}, sink: ..., options}]``.
-    LeaseHeld while another node's cloud lease runs (:mod:`.leader`).
+    LeaseHeld while another node's cloud lease runs (:mod:`.leader`). ``read``: rows this
+    transaction read already (the same as the claim would read: no statement for them).
 
     ``again`` (the ids the dispatcher holds, claimed and not yet planned): its last claim
     may have been answered and the answer lost (the connection broke after the commit, the
@@ -195,12 +204,16 @@ def claim(session: Session, node: NodeIdentity, *, epoch: int, limit: int, now: 
     claimed.sort(key=lambda a: (a.queued_at, a.position))
     # The pipelines' names only: loading the Pipeline rows decodes each one's whole
     # definition (a JSON list of every activity) once per claimed row.
-    pipelines = dict(connection.execute(_STATEMENTS.pipelines,
-                                        {"runs": sorted({a.run_id for a in claimed})}).tuples().all())
-    names = sorted({_store_name(a.spec, side) for a in claimed for side in ("source", "sink")} - {""})
-    stores: dict[str, Any] = {}
-    if names:
-        stores = {row.name: row for row in connection.execute(_STATEMENTS.stores, {"names": names})}
+    known = read or ReadAlready({}, {})
+    run_ids = {a.run_id for a in claimed}
+    pipelines = {run_id: known.pipelines[run_id] for run_id in run_ids & known.pipelines.keys()}
+    if len(pipelines) < len(run_ids):
+        pipelines.update(connection.execute(_STATEMENTS.pipelines,
+                                            {"runs": sorted(run_ids - pipelines.keys())}).tuples().all())
+    names = {_store_name(a.spec, side) for a in claimed for side in ("source", "sink")} - {""}
+    stores = {name: known.stores[name] for name in names & known.stores.keys()}
+    if len(stores) < len(names):
+        stores.update(store_rows(session, names - stores.keys()))
     out = []
     bodies = [_claimed_json(activity_run, stores, pipeline=pipelines.get(activity_run.run_id, ""),
                             gateway=node.gateway, epoch=site_epoch) for activity_run in claimed]

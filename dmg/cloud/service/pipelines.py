@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, bindparam, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -14,7 +14,7 @@ from dmg.cloud.models import QUEUED, ActivityRun, Gateway, Node, Pipeline, Run, 
 from dmg.cloud.schemas import PipelineCreate
 from dmg.cloud.service import counters, localpaths
 from dmg.cloud.service.gateways import get_gateway
-from dmg.cloud.service.stores import stores_by_name
+from dmg.cloud.service.stores import store_rows, stores_by_name
 from dmg.cloud.service.views import activity_run_json, pipeline_json, run_json
 from dmg.definitions import check_activity_options, check_path, check_size, stored_definition_problem
 from dmg.errors import BadInput, Conflict, NotFound
@@ -61,8 +61,24 @@ def list_pipelines(session: Session) -> list[dict[str, Any]]:
     return [pipeline_json(p) for p in session.scalars(select(Pipeline).order_by(Pipeline.name))]
 
 
+class Created(NamedTuple):
+    """A run queued by :func:`create_run`, with what its creation read that a claim in the
+    same transaction reads too (:class:`dmg.cloud.service.dispatch.ReadAlready`)."""
+
+    gateway_id: int
+    run: dict[str, Any]  # as :func:`run_json` shows it
+    pipeline: str  # the pipeline's name
+    stores: dict[str, Any]  # its stores' rows by name (:func:`.stores.store_rows`); {} when not read
+
+
 def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int, dict[str, Any]]:
     """Queue a run of a pipeline; -> (gateway id, the run as :func:`run_json` shows it)."""
+    created = create_run(session, pipeline_name, now=now)
+    return created.gateway_id, created.run
+
+
+def create_run(session: Session, pipeline_name: str, *, now: float) -> Created:
+    """Queue a run of a pipeline (:func:`start_run`); -> the run and what was read for it."""
     # One Core row (the pipeline's columns, its gateway's name, the gateway's node count), not a
     # Pipeline and a Gateway object and a second statement for the count: the run's creation
     # is on the submit -> start path (a waiting dispatcher's claim follows in this transaction).
@@ -101,11 +117,11 @@ def start_run(session: Session, pipeline_name: str, *, now: float) -> tuple[int,
     nodes = row.nodes or 0
     stores = {}
     if nodes > 1:
-        stores = stores_by_name(session, {str(a[side]["store"]) for a in pipeline.activities
-                                          for side in ("source", "sink")})
+        stores = store_rows(session, {str(a[side]["store"]) for a in pipeline.activities
+                                      for side in ("source", "sink")})
     body["warnings"] = localpaths.warnings_for([stores[n] for n in sorted(stores)],
                                                gateway=pipeline.gateway.name, nodes=nodes)
-    return pipeline.gateway_id, body
+    return Created(pipeline.gateway_id, body, pipeline.name, stores)
 
 
 #: Built once (a run's creation is on the submit -> start path); the gateway in the same

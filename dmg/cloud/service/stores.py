@@ -66,6 +66,19 @@ def stores_by_name(session: Session, names: set[str]) -> dict[str, Store]:
     return {s.name: s for s in session.scalars(_STORES_BY_NAME, {"names": sorted(names)})}
 
 
+#: A store's columns as a plain row (what :func:`.views.store_json` and :mod:`.localpaths`
+#: read), not a Store object: the claim and a run's creation read them on the submit -> start path.
+_STORE_ROWS = (select(Store.name, Store.type, Store.location, Store.options, Store.created_at)
+               .where(Store.name.in_(bindparam("names", expanding=True))))
+
+
+def store_rows(session: Session, names: set[str]) -> dict[str, Any]:
+    """The stores named ``names`` that exist, as plain rows by name (one statement)."""
+    if not names:
+        return {}
+    return {row.name: row for row in session.connection().execute(_STORE_ROWS, {"names": sorted(names)})}
+
+
 def get_store(session: Session, name: str) -> Store:
     store = session.scalar(select(Store).where(Store.name == name))
     if store is None:
