@@ -1,8 +1,8 @@
 """A copy shard's file results leave the node while it copies (workers.run.copy).
 
-Given shards of various sizes, then a report goes as soon as as many results wait as the
-shard has files still to come (at least 64, at most 500): few reports, the last few results
-in the final one; and given a shard's progress counter, then each report carries exactly the
+Given shards of various sizes, then a report goes as soon as half as many results wait as
+the shard has files still to come (at least 64, at most 500): few reports, the last few
+results in the final one; and given a shard's progress counter, then each report carries exactly the
 results gathered since the last, in order, none twice.
 """
 
@@ -27,15 +27,15 @@ def _streamed(files: int) -> tuple[list[int], int, list[str]]:
     return [len(batch) for batch in sent], len(left), [p for batch in sent for p in batch] + left
 
 
-def test_a_shard_s_results_go_in_reports_of_half_of_what_is_left_within_the_bounds() -> None:
+def test_a_shard_s_results_go_in_reports_of_a_third_of_what_is_left_within_the_bounds() -> None:
     assert (MIN_STREAMED_RESULTS, MAX_PENDING_RESULTS) == (64, 500)
-    # given a shard of 1,250 files (one of 8 on 10,000): 5 reports, not 15 of 79
+    # given a shard of 1,250 files (one of 8 on 10,000): 7 reports, not 15 of 79
     sizes, final, order = _streamed(1250)
-    assert (sizes, final) == ([500, 375, 188, 94, 64], 29)
+    assert (sizes, final) == ([417, 278, 185, 123, 82, 64, 64], 37)
     assert order == [f"f{i:05d}" for i in range(1250)]
-    # a long shard: at most 500 a report, then halving; the final report carries fewer than 64
+    # a long shard: at most 500 a report, then shrinking; the final report carries fewer than 64
     sizes, final, order = _streamed(10_000)
-    assert sizes == [500] * 19 + [250, 125, 64] and final == 61
+    assert sizes == [500] * 18 + [333, 222, 148, 99, 66, 64, 64] and final == 4
     assert order == [f"f{i:05d}" for i in range(10_000)]
     # a small shard: nothing streams below 64 results
     assert _streamed(63)[:2] == ([], 63)

@@ -8,13 +8,14 @@ bandwidth limit is the activity run's, shared through Redis and changeable while
 runs (:mod:`dmg.transfer.sitebandwidth`). A cancelled run (looked at every half second
 while it copies) stops it between chunks with its staged writes aborted (Cancelled).
 Progress is reported at most every ``progress_interval`` s (:mod:`workers.run.progress`),
-and the file results leave the node while the shard copies: a report goes as soon as as many
-of them wait as the shard has files still to come (at least :data:`MIN_STREAMED_RESULTS`, at
-most :data:`~workers.run.progress.MAX_PENDING_RESULTS`): reports of about half of what is left
-(a 1,250-file shard: 500, 375, 188, 94, 64 and the last 29 in its final report), so the final
-report carries only the last few and the time from the last file copied to the run's end does
-not grow with the shard's size, while each report (a Redis push on the node, a batch item
-at the cloud) carries many.
+and the file results leave the node while the shard copies: a report goes as soon as half as
+many of them wait as the shard has files still to come (at least :data:`MIN_STREAMED_RESULTS`,
+at most :data:`~workers.run.progress.MAX_PENDING_RESULTS`): reports of about a third of what
+is left (a 1,250-file shard: 417, 278, 185, 123, 82, 64, 64 and the last 37 in its final
+report), so the final report carries only the last few, the results of a shard's last tenth
+do not all wait for its end, and the time from the last file copied to the run's end does not
+grow with the shard's size, while each report (a Redis push on the node, a batch item at the
+cloud) carries many.
 The result fails when any file failed, with the first error.
 """
 

@@ -7,9 +7,9 @@ carry the file results gathered since the previous one under ``file_results``
 (:class:`dmg.transfer.FileResult` JSON plus ``node`` and ``attempt``), which
 :meth:`dmg.cloud.client.CloudClient.report_shard` posts to the run's per-file report;
 at most :data:`MAX_PENDING_RESULTS` wait at a time. With ``min_pending`` below
-``max_pending``, a report goes once as many results wait as the shard has files still to
-come (within those bounds): results leave in reports of about half of what is left, few of
-them on a long shard, and the final report carries fewer than ``min_pending``.
+``max_pending``, a report goes once as many results wait as half the shard's files still to
+come (within those bounds): results leave in reports of about a third of what is left, few
+of them on a long shard, and the final report carries fewer than ``min_pending``.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ MAX_PENDING_RESULTS = 500
 class Progress:
     """Counts what the engine did and reports ``running`` progress at most every ``interval`` s,
     sooner when enough file results wait: ``max_pending`` of them (at most
-    :data:`MAX_PENDING_RESULTS`), or, with a lower ``min_pending``, as many as the planned files
-    whose results have not come yet, and at least ``min_pending``. ``add_bytes`` runs in copy
+    :data:`MAX_PENDING_RESULTS`), or, with a lower ``min_pending``, half as many as the planned
+    files whose results have not come yet, and at least ``min_pending``. ``add_bytes`` runs in copy
     threads; the rest in the engine's calling thread."""
 
     def __init__(self, reporter: Reporter, shard_id: str, base: dict[str, Any],
@@ -82,7 +82,7 @@ class Progress:
         self._pending.append({**outcome.to_json(), **stamp})
         self._to_come -= 1
         waiting = len(self._pending)
-        if waiting >= self.min_pending and waiting >= min(self.max_pending, self._to_come):
+        if waiting >= self.min_pending and waiting >= min(self.max_pending, self._to_come // 2):
             self.report()
         else:
             self.tick()
