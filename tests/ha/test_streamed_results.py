@@ -2,7 +2,7 @@
 
 Given a one-node embedded site and one throttled shard of 200 small files (about 6 s),
 when some of its file results have reached the cloud while the shard still runs (they are
-streamed in reports of 64, not all at the end), and the pool process running it is then
+streamed in reports of 64 or more, not all at the end), and the pool process running it is then
 killed (SIGKILL) so that the same attempt runs again from the start, then the run succeeds,
 and the cloud's per-file report lists every source file exactly once, copied, with its size,
 its MD5 and the checks that verified it (the rerun's results of files reported before the

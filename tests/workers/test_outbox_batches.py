@@ -444,6 +444,43 @@ def test_an_idle_sender_sends_a_final_report_at_once(cloud: Cloud, redis_client:
         assert not sender._gathering  # no streamed results: its pause is a plain one (no Redis)
 
 
+def test_after_one_streamed_shard_s_final_report_the_next_one_s_still_goes_when_asked_to_flush(
+        cloud: Cloud, redis_client: redis_lib.Redis) -> None:
+    # given a sender whose batches gather for 3 s (poll), and two shards placed on w that
+    # streamed file results (a batch of their running reports went)
+    site, run_id, [first, second] = planned_on_w(cloud, shards=2, files=2)
+    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
+    client = CloudClient(cloud.url, token=site.tokens["w"])
+    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
+    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=3.0)
+    sender.start()
+    try:
+        wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
+        for shard in (first, second):
+            worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "running", "files": 1,
+                                        "bytes": 1, "started_at": 10.0, "file_results": files(shard, "a")})
+        wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the batch to go")
+        # when the first shard ends (its final report alone in a batch, a flush asked) ...
+        worker.report_shard(first, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
+                                    "started_at": 10.0, "file_results": files(first, "b")})
+        worker.flush()
+        wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the first end to go")
+        # ... and then the second
+        queued = time.monotonic()
+        worker.report_shard(second, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
+                                     "started_at": 10.0, "file_results": files(second, "b")})
+        worker.flush()
+        # then the second's final report reaches the cloud at once too, not after the 3 s pause
+        # that follows a batch of final reports alone
+        with cloud.user() as user:
+            wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
+                     what="the run to end")
+        assert time.monotonic() - queued < 1.0
+    finally:
+        sender.stop()
+        client.close()
+
+
 def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_flush(
         cloud: Cloud, redis_client: redis_lib.Redis) -> None:
     # given a sender whose batches gather for 3 s (poll), busy: it just sent a shard's

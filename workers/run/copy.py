@@ -8,10 +8,14 @@ bandwidth limit is the activity run's, shared through Redis and changeable while
 runs (:mod:`dmg.transfer.sitebandwidth`). A cancelled run (looked at every half second
 while it copies) stops it between chunks with its staged writes aborted (Cancelled).
 Progress is reported at most every ``progress_interval`` s (:mod:`workers.run.progress`),
-and the file results leave the node while the shard copies: a report goes as soon as
-:func:`streamed_results` of them wait (about a sixteenth of the shard's files, at least
-:data:`MIN_STREAMED_RESULTS`), so the final report carries only the last of them and the
-time from the last file copied to the run's end does not grow with the shard's size.
+and the file results leave the node while the shard copies: a report goes as soon as half as
+many of them wait as the shard has files still to come (at least :data:`MIN_STREAMED_RESULTS`,
+at most :data:`~workers.run.progress.MAX_PENDING_RESULTS`): reports of about a third of what
+is left (a 1,250-file shard: 417, 278, 185, 123, 82, 64, 64 and the last 37 in its final
+report), so the final report carries only the last few, the results of a shard's last tenth
+do not all wait for its end, and the time from the last file copied to the run's end does not
+grow with the shard's size, while each report (a Redis push on the node, a batch item at the
+cloud) carries many.
 The result fails when any file failed, with the first error.
 """
 
@@ -25,17 +29,9 @@ from dmg.transfer.sitebandwidth import SiteBandwidth
 from workers.run.attempt import CANCELLED_ERROR, Attempt, Done
 from workers.run.progress import MAX_PENDING_RESULTS, Progress
 
-#: A shard's file results leave the node in about this many reports.
-RESULT_REPORTS_PER_SHARD = 16
 #: The fewest file results a streamed report carries (each report is a Redis push and a
-#: batch item at the cloud).
+#: batch item at the cloud); fewer wait for the shard's final report.
 MIN_STREAMED_RESULTS = 64
-
-
-def streamed_results(files_total: int) -> int:
-    """File results that make a report go while a shard of ``files_total`` files copies."""
-    per_report = -(-max(files_total, 0) // RESULT_REPORTS_PER_SHARD)
-    return max(MIN_STREAMED_RESULTS, min(MAX_PENDING_RESULTS, per_report))
 
 
 class CopyBody:
@@ -49,7 +45,7 @@ class CopyBody:
         self.attempt = run
         self.progress = Progress(run.reporter, run.shard_id, run.base, (spec.files_total, spec.bytes_total),
                                  interval=progress_interval, clock=run.clock,
-                                 max_pending=streamed_results(spec.files_total))
+                                 max_pending=MAX_PENDING_RESULTS, min_pending=MIN_STREAMED_RESULTS)
 
     def running_totals(self) -> tuple[int, int]:
         return self.spec.files_total, self.spec.bytes_total

@@ -409,9 +409,11 @@ class OutboxSender:
     backing off while the cloud is away. Idle, it waits (up to ``poll`` s at a time) for a
     report to be queued and sends it at once; after a batch it lets the next reports gather
     for ``poll`` s (a busy node sends a batch every ``poll`` s, not one request per report);
-    while a long shard streams its file results, that pause ends when a flush is asked
+    while long shards stream their file results, that pause ends when a flush is asked
     (:meth:`ReportOutbox.ask_flush`: such a shard ended, and its final report, which ends
-    the shard at the cloud, goes at once).
+    the shard at the cloud, goes at once); it stays so after a batch of final reports alone
+    (the first of several such shards ended; the others' ends come next), until the outbox
+    is found empty.
     Falls back to one request per report for a cloud without the batch route."""
 
     def __init__(self, outbox: ReportOutbox, client: BatchClient, single: Reporter, *,
@@ -428,7 +430,9 @@ class OutboxSender:
         self._away = 0
         self._moved = time.monotonic()  # when the outbox last got shorter or was empty
         self._idle = False  # the last round found nothing to send and nothing held
-        self._gathering = False  # the last round sent a batch, not full, with streamed results
+        self._gathering = False  # the last round sent a batch, not full, while shards stream
+        #: A batch carried streamed file results since the outbox was last found empty.
+        self._streamed = False
 
     def stuck(self, *, after: float = 5.0) -> bool:
         """True while the cloud is away for the sender, or it has moved nothing for
@@ -510,8 +514,11 @@ class OutboxSender:
         # fall due, and stop() is heard). A full batch: more are queued, send at once; else
         # let reports gather for one poll (a busy node sends a batch every ``poll`` s).
         self._idle = not outcome.settled
-        # Only while a long shard streams its results (else a plain pause, no Redis command).
-        self._gathering = bool(outcome.settled) and not outcome.full and outcome.streaming
+        # Only while long shards stream their results (else a plain pause, no Redis command):
+        # from a batch with streamed results until the outbox is empty, so that the pause
+        # after one such shard's final report still ends at the next one's flush.
+        self._streamed = outcome.streaming or (self._streamed and not self._idle)
+        self._gathering = bool(outcome.settled) and not outcome.full and self._streamed
         return 0.0 if outcome.full else self.poll
 
 

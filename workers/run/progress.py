@@ -6,7 +6,10 @@ the files skipped as already up to date, so progress ends at 100 %. Reports also
 carry the file results gathered since the previous one under ``file_results``
 (:class:`dmg.transfer.FileResult` JSON plus ``node`` and ``attempt``), which
 :meth:`dmg.cloud.client.CloudClient.report_shard` posts to the run's per-file report;
-at most :data:`MAX_PENDING_RESULTS` wait at a time.
+at most :data:`MAX_PENDING_RESULTS` wait at a time. With ``min_pending`` below
+``max_pending``, a report goes once as many results wait as half the shard's files still to
+come (within those bounds): results leave in reports of about a third of what is left, few
+of them on a long shard, and the final report carries fewer than ``min_pending``.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ MAX_PENDING_RESULTS = 500
 
 
 class Progress:
-    """Counts what the engine did and reports ``running`` progress at most every ``interval`` s
-    (sooner when ``max_pending`` file results wait, at most :data:`MAX_PENDING_RESULTS`).
-    ``add_bytes`` runs in copy threads; the rest in the engine's calling thread."""
+    """Counts what the engine did and reports ``running`` progress at most every ``interval`` s,
+    sooner when enough file results wait: ``max_pending`` of them (at most
+    :data:`MAX_PENDING_RESULTS`), or, with a lower ``min_pending``, half as many as the planned
+    files whose results have not come yet, and at least ``min_pending``. ``add_bytes`` runs in copy
+    threads; the rest in the engine's calling thread."""
 
     def __init__(self, reporter: Reporter, shard_id: str, base: dict[str, Any],
                  totals: tuple[int, int], *, interval: float, clock: Callable[[], float],
-                 max_pending: int = MAX_PENDING_RESULTS) -> None:
+                 max_pending: int = MAX_PENDING_RESULTS, min_pending: int | None = None) -> None:
         self.reporter = reporter
         self.shard_id = shard_id
         self.base = base
@@ -39,6 +44,11 @@ class Progress:
         self.clock = clock
         #: File results that send a report as soon as they wait (at most MAX_PENDING_RESULTS).
         self.max_pending = max(1, min(max_pending, MAX_PENDING_RESULTS))
+        #: The fewest file results that send a report (the last ones of a shard wait for its end).
+        self.min_pending = self.max_pending if min_pending is None else max(1, min(min_pending,
+                                                                                   self.max_pending))
+        #: Planned files whose results have not come yet.
+        self._to_come = max(self.files_total, 0)
         self.files = 0
         self.bytes_done = 0
         self._moving = 0
@@ -70,7 +80,9 @@ class Progress:
                 self.bytes_total -= outcome.bytes
         stamp = {"node": self.base["node"], "attempt": self.base["attempt"]}
         self._pending.append({**outcome.to_json(), **stamp})
-        if len(self._pending) >= self.max_pending:
+        self._to_come -= 1
+        waiting = len(self._pending)
+        if waiting >= self.min_pending and waiting >= min(self.max_pending, self._to_come // 2):
             self.report()
         else:
             self.tick()
