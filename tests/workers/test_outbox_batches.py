@@ -410,7 +410,15 @@ def idle_sender_on_w(cloud: Cloud, redis_client: redis_lib.Redis, *,
     """A shard of ``files`` files placed on w, w's outbox, a worker queueing into it and w's
     sender, started and idle, whose batches gather for 3 s (poll): (run id, shard, outbox,
     worker, sender)."""
-    site, run_id, [shard] = planned_on_w(cloud, shards=1, files=files)
+    with idle_sender_with_shards(cloud, redis_client, shards=1, files=files) as (run_id, [shard], *rest):
+        yield (run_id, shard, *rest)
+
+
+@contextlib.contextmanager
+def idle_sender_with_shards(cloud: Cloud, redis_client: redis_lib.Redis, *, shards: int, files: int,
+                            ) -> Iterator[tuple[str, list[str], ReportOutbox, OutboxReporter, OutboxSender]]:
+    """:func:`idle_sender_on_w` with ``shards`` shards of ``files`` files each."""
+    site, run_id, shard_ids = planned_on_w(cloud, shards=shards, files=files)
     outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
     client = CloudClient(cloud.url, token=site.tokens["w"])
     worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
@@ -418,7 +426,7 @@ def idle_sender_on_w(cloud: Cloud, redis_client: redis_lib.Redis, *,
     sender.start()
     try:
         wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
-        yield run_id, shard, outbox, worker, sender
+        yield run_id, shard_ids, outbox, worker, sender
     finally:
         sender.stop()
         client.close()
@@ -448,15 +456,10 @@ def test_after_one_streamed_shard_s_final_report_the_next_one_s_still_goes_when_
         cloud: Cloud, redis_client: redis_lib.Redis) -> None:
     # given a sender whose batches gather for 3 s (poll), and two shards placed on w that
     # streamed file results (a batch of their running reports went)
-    site, run_id, [first, second] = planned_on_w(cloud, shards=2, files=2)
-    outbox = ReportOutbox(SiteState(redis_client, site.gateway), "w")
-    client = CloudClient(cloud.url, token=site.tokens["w"])
-    worker = OutboxReporter(HttpReporter(client, attempts=1), outbox, queue_first=True)
-    sender = OutboxSender(outbox, client, HttpReporter(client, attempts=1), poll=3.0)
-    sender.start()
-    try:
-        wait_for(lambda: sender._idle or None, timeout=10, what="the sender to go idle")
-        for shard in (first, second):
+    with idle_sender_with_shards(cloud, redis_client, shards=2, files=2) as (run_id, shards, outbox, worker,
+                                                                         _sender):
+        first, second = shards
+        for shard in shards:
             worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "running", "files": 1,
                                         "bytes": 1, "started_at": 10.0, "file_results": files(shard, "a")})
         wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the batch to go")
@@ -465,20 +468,22 @@ def test_after_one_streamed_shard_s_final_report_the_next_one_s_still_goes_when_
                                     "started_at": 10.0, "file_results": files(first, "b")})
         worker.flush()
         wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the first end to go")
-        # ... and then the second
-        queued = time.monotonic()
-        worker.report_shard(second, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
-                                     "started_at": 10.0, "file_results": files(second, "b")})
-        worker.flush()
-        # then the second's final report reaches the cloud at once too, not after the 3 s pause
-        # that follows a batch of final reports alone
-        with cloud.user() as user:
-            wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
-                     what="the run to end")
-        assert time.monotonic() - queued < 1.0
-    finally:
-        sender.stop()
-        client.close()
+        # ... and then the second, its final report reaches the cloud at once too, not after
+        # the 3 s pause that follows a batch of final reports alone
+        assert _ended_after_its_final_report(cloud, run_id, worker, second) < 1.0
+
+
+def _ended_after_its_final_report(cloud: Cloud, run_id: str, worker: OutboxReporter, shard: str) -> float:
+    """Queue ``shard``'s final report with a flush, as a worker's end of a streamed shard
+    does; -> the seconds until the cloud shows the run Succeeded."""
+    queued = time.monotonic()
+    worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
+                                "started_at": 10.0, "file_results": files(shard, "b")})
+    worker.flush()
+    with cloud.user() as user:
+        wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
+                 what="the run to end")
+    return time.monotonic() - queued
 
 
 def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_flush(
@@ -491,16 +496,9 @@ def test_a_gathering_sender_sends_a_streamed_shard_s_final_report_when_asked_to_
         wait_for(lambda: outbox.size() == 0 or None, timeout=10, interval=0.01, what="the batch to go")
         assert sender._gathering
         # when the shard's final report is queued and a flush asked (the worker's end of a
-        # shard that streamed its file results)
-        queued = time.monotonic()
-        worker.report_shard(shard, {"attempt": 1, "node": "w", "status": "succeeded", "files": 2, "bytes": 2,
-                                    "started_at": 10.0, "file_results": files(shard, "b")})
-        worker.flush()
-        # then it reaches the cloud at once, not after the 3 s the sender lets reports gather
-        with cloud.user() as user:
-            wait_for(lambda: user.run(run_id)["status"] == "Succeeded" or None, timeout=10, interval=0.01,
-                     what="the run to end")
-        assert time.monotonic() - queued < 1.0
+        # shard that streamed its file results), then it reaches the cloud at once, not after
+        # the 3 s the sender lets reports gather
+        assert _ended_after_its_final_report(cloud, run_id, worker, shard) < 1.0
         wait_for(lambda: redis_client.llen(outbox.flush_key) == 0 or None, timeout=5, interval=0.01,
                  what="the flush to be read")
 
