@@ -179,8 +179,8 @@ class DispatcherService:
         self._retry_lock = threading.Lock()
         self._planners = ThreadPoolExecutor(max_workers=max(1, planners),
                                             thread_name_prefix=f"dmg-planner-{node}")
-        self._planning = 0  # claimed activity runs handed to the planners and not planned yet
-        self._in_hand: Counter[str] = Counter()  # their ids
+        # the ids of the claimed activity runs handed to the planners and not planned yet
+        self._in_hand: Counter[str] = Counter()
         self._planned = threading.Condition()
         self._rounds = 0  # placement rounds ended (the claimer follows an idle batch's round)
         self._round_ended = threading.Condition()
@@ -464,7 +464,6 @@ class DispatcherService:
         """Hand ``run`` to the planners (it is planned while the claimer claims on)."""
         run_id = str(run.get("id"))
         with self._planned:
-            self._planning += 1
             self._in_hand[run_id] += 1
         try:
             self._planners.submit(self._plan_and_count, run, epoch)
@@ -473,11 +472,15 @@ class DispatcherService:
 
     def _done_planning(self, run_id: str) -> None:
         with self._planned:
-            self._planning -= 1
             self._in_hand[run_id] -= 1
             if self._in_hand[run_id] <= 0:
                 del self._in_hand[run_id]
             self._planned.notify_all()
+
+    @property
+    def _planning(self) -> int:
+        """How many claimed activity runs the planners hold (read under :attr:`_planned`)."""
+        return self._in_hand.total()
 
     def _held(self) -> list[str]:
         """The ids of the claimed activity runs this dispatcher holds and the cloud has not
